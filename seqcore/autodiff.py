@@ -1,0 +1,208 @@
+"""A layer-level tape: reverse-mode differentiation by composing primitives' VJPs.
+
+``seqcore.vjp(f, *args)`` wraps every floating-point array among ``args`` (parameter
+dicts included) in a :class:`Traced`, runs ``f``, and returns ``f``'s output with a
+``pullback``.  Each primitive called on a traced value records one node; the pullback
+walks the nodes in reverse creation order.  Only primitives are recorded: a traced value
+refuses to turn into a plain array (``np.asarray(t)`` raises), so an untracked operation
+can never drop a gradient silently.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable
+
+from .tree import tree_flatten, tree_unflatten
+
+__all__ = ["Traced", "vjp", "value_and_grad", "stop_gradient"]
+
+_counter = itertools.count()
+
+
+class _Node:
+    __slots__ = ("name", "inputs", "outputs", "multi", "pullback", "xp", "seq")
+
+    def __init__(self, name, inputs, pullback, xp):
+        self.name = name
+        self.inputs = inputs
+        self.outputs: list = []
+        self.multi = False
+        self.pullback = pullback
+        self.xp = xp
+        self.seq = next(_counter)
+
+
+class Traced:
+    """An array being differentiated.  Arithmetic on it goes through seqcore primitives."""
+
+    __slots__ = ("value", "node", "__weakref__")
+    __array_ufunc__ = None  # make NumPy defer to our reflected operators
+
+    def __init__(self, value, node=None):
+        self.value = value
+        self.node = node
+
+    # -- array-like metadata ------------------------------------------------------------
+    shape = property(lambda self: tuple(self.value.shape))
+    dtype = property(lambda self: self.value.dtype)
+    ndim = property(lambda self: self.value.ndim)
+    size = property(lambda self: self.value.size)
+
+    def __len__(self):
+        return len(self.value)
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError(
+            "a traced seqcore array cannot be converted to a plain array inside seqcore.vjp; "
+            "use seqcore.ops (or the array's operators) so the gradient is recorded, or "
+            "seqcore.stop_gradient(x) if no gradient should flow")
+
+    def __repr__(self):
+        return f"Traced({self.value!r})"
+
+    def __bool__(self):
+        raise TypeError("the truth value of a traced array is not defined inside seqcore.vjp")
+
+    # -- operators (seqcore.ops is imported lazily to avoid a cycle) -------------------
+    def __add__(self, o): return _ops().add(self, o)
+    def __radd__(self, o): return _ops().add(o, self)
+    def __sub__(self, o): return _ops().sub(self, o)
+    def __rsub__(self, o): return _ops().sub(o, self)
+    def __mul__(self, o): return _ops().mul(self, o)
+    def __rmul__(self, o): return _ops().mul(o, self)
+    def __truediv__(self, o): return _ops().div(self, o)
+    def __rtruediv__(self, o): return _ops().div(o, self)
+    def __neg__(self): return _ops().neg(self)
+    def __pow__(self, p): return _ops().power(self, p)
+    def __matmul__(self, o): return _ops().matmul(self, o)
+    def __rmatmul__(self, o): return _ops().matmul(o, self)
+    def __getitem__(self, idx): return _ops().getitem(self, idx)
+
+    @property
+    def T(self): return _ops().swapaxes(self, -1, -2)
+
+    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis=axis, keepdims=keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis=axis, keepdims=keepdims)
+    def reshape(self, *shape):
+        return _ops().reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+
+def _ops():
+    from . import ops
+    return ops
+
+
+def record(name: str, args: tuple, outputs, pullback: Callable, xp) -> Any:
+    """Wrap a primitive's ``outputs`` in :class:`Traced` values linked to one tape node."""
+    node = _Node(name, [a if isinstance(a, Traced) else None for a in args], pullback, xp)
+    if isinstance(outputs, tuple):
+        wrapped = tuple(Traced(o, node) for o in outputs)
+        node.outputs = list(wrapped)
+        node.multi = True
+        return wrapped
+    out = Traced(outputs, node)
+    node.outputs = [out]
+    return out
+
+
+def _is_float_array(x) -> bool:
+    dt = getattr(x, "dtype", None)
+    if dt is None or not hasattr(x, "shape"):
+        return False
+    return getattr(dt, "is_floating_point", None) is True or getattr(dt, "kind", "") == "f"
+
+
+def stop_gradient(x):
+    """The value of ``x`` with no gradient flowing back through it."""
+    return x.value if isinstance(x, Traced) else x
+
+
+def _backprop(outputs: list, cotangents: list) -> dict:
+    grads: dict[int, Any] = {}
+    nodes: dict[int, _Node] = {}
+    stack = []
+    for o, c in zip(outputs, cotangents):
+        if isinstance(o, Traced) and c is not None:
+            grads[id(o)] = c if id(o) not in grads else grads[id(o)] + c
+            if o.node is not None:
+                stack.append(o.node)
+    while stack:
+        n = stack.pop()
+        if id(n) in nodes:
+            continue
+        nodes[id(n)] = n
+        stack.extend(i.node for i in n.inputs if i is not None and i.node is not None)
+    for n in sorted(nodes.values(), key=lambda n: n.seq, reverse=True):
+        cots = [grads.pop(id(o), None) for o in n.outputs]
+        if all(c is None for c in cots):
+            continue
+        cots = [n.xp.zeros_like(o.value) if c is None else c for o, c in zip(n.outputs, cots)]
+        in_grads = n.pullback(tuple(cots) if n.multi else cots[0])
+        for inp, g in zip(n.inputs, in_grads):
+            if inp is not None and g is not None:
+                k = id(inp)
+                grads[k] = g if k not in grads else grads[k] + g
+    return grads
+
+
+def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
+    """Evaluate ``f(*args)`` and return ``(out, pullback)``.
+
+    ``pullback(cotangent)`` — ``cotangent`` shaped like ``out`` (same tree of arrays) —
+    returns a tuple with one gradient per argument of ``f``, each shaped like that
+    argument: arrays for arrays, dicts for parameter dicts, ``None`` for non-float
+    leaves (integer labels, masks given as ints) and non-array arguments.
+
+    >>> out, pullback = seqcore.vjp(lambda a, b: seqcore.linear_scan(a, b), a, b)
+    >>> da, db = pullback(np.ones_like(out))
+    """
+    if not callable(f):
+        raise TypeError(f"f: got {type(f).__name__}, expected a callable")
+    leaves, treedef = tree_flatten(args)
+    traced = [Traced(x) if _is_float_array(x) else x for x in leaves]
+    out = f(*tree_unflatten(treedef, traced))
+    out_leaves, out_def = tree_flatten(out)
+    values = tree_unflatten(out_def, [o.value if isinstance(o, Traced) else o for o in out_leaves])
+
+    def pullback(cotangent):
+        cot_leaves, cot_def = tree_flatten(cotangent)
+        if len(cot_leaves) != len(out_leaves):
+            raise ValueError(f"cotangent: got a tree with {len(cot_leaves)} arrays, expected "
+                             f"{len(out_leaves)} (the structure of f's output)")
+        for o, c in zip(out_leaves, cot_leaves):
+            if tuple(getattr(c, "shape", ())) != tuple(getattr(o, "shape", ())):
+                raise ValueError(f"cotangent: got shape {tuple(getattr(c, 'shape', ()))}, "
+                                 f"expected {tuple(getattr(o, 'shape', ()))} (the shape of f's output)")
+        grads = _backprop(out_leaves, cot_leaves)
+        result = []
+        for x, t in zip(leaves, traced):
+            if isinstance(t, Traced):
+                g = grads.get(id(t))
+                if g is None:
+                    g = _zeros_like(x)
+                result.append(g)
+            else:
+                result.append(None)
+        return tree_unflatten(treedef, result)
+
+    return values, pullback
+
+
+def _zeros_like(x):
+    from . import backends
+    return backends.get(backends.backend_of(x)).xp.zeros_like(x)
+
+
+def value_and_grad(f: Callable, argnums: int = 0) -> Callable:
+    """``value_and_grad(f)(*args) -> (f(*args), ∂f/∂args[argnums])`` for a scalar-valued ``f``."""
+    def wrapped(*args):
+        out, pullback = vjp(f, *args)
+        xp = _namespace(out)
+        grads = pullback(xp.ones_like(out))
+        return out, grads[argnums]
+    return wrapped
+
+
+def _namespace(x):
+    from . import backends
+    return backends.get(backends.backend_of(x)).xp

@@ -1,0 +1,141 @@
+"""Backend registry.
+
+A backend is a small module (``seqcore.backends.<name>``) exposing ``name``, ``xp``
+(its array namespace), ``asarray``, ``to_numpy``, ``version`` and ``primitives`` — a
+dict of replacements for reference primitives, keyed by primitive name.  Backends are
+imported on first use only; detecting the backend of an array reads ``sys.modules``
+and never imports a framework.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+from types import ModuleType
+
+__all__ = ["BackendUnavailable", "available", "get", "use", "current", "names", "backend_of", "info"]
+
+# name -> (module path, package it needs, pip extra that installs it)
+_REGISTRY: dict[str, tuple[str, str, str | None]] = {
+    "numpy": ("seqcore.backends.numpy", "numpy", None),
+    "numba": ("seqcore.backends.numba", "numba", "numba"),
+    "cupy": ("seqcore.backends.cupy", "cupy", "cuda"),
+    "torch": ("seqcore.backends.torch", "torch", "torch"),
+}
+_LOADED: dict[str, ModuleType] = {}
+_FAILED: dict[str, str] = {}
+_state = threading.local()
+_lock = threading.Lock()
+
+
+class BackendUnavailable(ImportError):
+    """Raised when a backend's framework cannot be imported here."""
+
+
+def names() -> list[str]:
+    """Every backend seqcore knows about, loadable here or not."""
+    return list(_REGISTRY)
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"backend: unknown backend {name!r}; expected one of {names()}")
+
+
+def get(name: str | None = None) -> ModuleType:
+    """Return the backend module ``name`` (default: the current backend), importing it on first use."""
+    if name is None:
+        name = current()
+    _check_name(name)
+    if name in _LOADED:
+        return _LOADED[name]
+    module_path, package, extra = _REGISTRY[name]
+    with _lock:
+        try:
+            mod = importlib.import_module(module_path)
+        except BackendUnavailable as exc:
+            _FAILED[name] = str(exc)
+            raise
+        except ImportError as exc:
+            hint = f"pip install 'seqcore[{extra}]'" if extra else f"pip install {package}"
+            msg = f"backend {name!r} cannot load: {exc} (the package {package!r} is needed; install it with {hint})"
+            _FAILED[name] = msg
+            raise BackendUnavailable(msg) from exc
+        _LOADED[name] = mod
+    return mod
+
+
+def available() -> list[str]:
+    """Names of the backends that load on this machine (imports each candidate)."""
+    out = []
+    for name in _REGISTRY:
+        try:
+            get(name)
+        except BackendUnavailable:
+            continue
+        out.append(name)
+    return out
+
+
+def info() -> list[dict]:
+    """``[{name, available, version, reason}]`` for every known backend."""
+    rows = []
+    for name in _REGISTRY:
+        try:
+            mod = get(name)
+            rows.append({"name": name, "available": True, "version": mod.version, "reason": ""})
+        except BackendUnavailable as exc:
+            rows.append({"name": name, "available": False, "version": "", "reason": str(exc)})
+    return rows
+
+
+def _default_from_env() -> str:
+    env = os.environ.get("SEQCORE_BACKEND", "numpy").strip() or "numpy"
+    if env not in _REGISTRY:
+        raise ValueError(f"SEQCORE_BACKEND: unknown backend {env!r}; expected one of {names()}")
+    return env
+
+
+def current() -> str:
+    """Name of the default backend (``seqcore.use`` > ``SEQCORE_BACKEND`` > ``"numpy"``)."""
+    name = getattr(_state, "name", None)
+    return name if name is not None else _default_from_env()
+
+
+class use:
+    """Set the default backend; also usable as a context manager that restores the previous one.
+
+    >>> seqcore.use("numba")            # from now on
+    >>> with seqcore.use("torch"): ...  # only inside the block
+    """
+
+    def __init__(self, name: str):
+        _check_name(name)
+        get(name)  # fail now, with the install hint, rather than at first use
+        self.name = name
+        self._previous = getattr(_state, "name", None)
+        _state.name = name
+
+    def __enter__(self) -> ModuleType:
+        return get(self.name)
+
+    def __exit__(self, *exc) -> None:
+        _state.name = self._previous
+
+
+def backend_of(*arrays) -> str:
+    """Backend that owns these arrays, detected from ``sys.modules`` without importing anything.
+
+    NumPy arrays belong to the current backend when it computes on NumPy arrays
+    (``numpy``, ``numba``), else to ``numpy``.
+    """
+    torch = sys.modules.get("torch")
+    cupy = sys.modules.get("cupy")
+    for a in arrays:
+        if torch is not None and isinstance(a, torch.Tensor):
+            return "torch"
+        if cupy is not None and isinstance(a, cupy.ndarray):
+            return "cupy"
+    cur = current()
+    return cur if cur in ("numpy", "numba") else "numpy"

@@ -1,0 +1,205 @@
+"""Reference elementwise, reduction, shape and matmul primitives (forward + VJP)."""
+from __future__ import annotations
+
+from ...primitives import define
+
+
+def _shape(x):
+    return tuple(getattr(x, "shape", ()))
+
+
+def _is_array(x):
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def unbroadcast(xp, g, shape):
+    """Sum ``g`` down to ``shape`` (the inverse of broadcasting), for VJPs."""
+    if _shape(g) == tuple(shape):
+        return g
+    extra = g.ndim - len(shape)
+    if extra > 0:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g
+
+
+def _grad_for(xp, x, g):
+    return unbroadcast(xp, g, _shape(x)) if _is_array(x) else None
+
+
+# -- binary arithmetic ----------------------------------------------------------------------
+
+add = define("add", lambda xp, a, b: (a + b, (a, b)),
+             lambda xp, r, g: (_grad_for(xp, r[0], g), _grad_for(xp, r[1], g)))
+sub = define("sub", lambda xp, a, b: (a - b, (a, b)),
+             lambda xp, r, g: (_grad_for(xp, r[0], g), _grad_for(xp, r[1], -g if _is_array(r[1]) else None)))
+mul = define("mul", lambda xp, a, b: (a * b, (a, b)),
+             lambda xp, r, g: (_grad_for(xp, r[0], g * r[1]) if _is_array(r[0]) else None,
+                               _grad_for(xp, r[1], g * r[0]) if _is_array(r[1]) else None))
+
+
+def _div_bwd(xp, r, g):
+    a, b = r
+    ga = _grad_for(xp, a, g / b) if _is_array(a) else None
+    gb = _grad_for(xp, b, -g * a / (b * b)) if _is_array(b) else None
+    return ga, gb
+
+
+div = define("div", lambda xp, a, b: (a / b, (a, b)), _div_bwd)
+neg = define("neg", lambda xp, a: (-a, None), lambda xp, r, g: (-g,))
+power = define("power", lambda xp, a, p: (a ** p, (a, p)),
+               lambda xp, r, g: (g * r[1] * r[0] ** (r[1] - 1), None))
+
+# -- unary activations ----------------------------------------------------------------------
+
+
+def _tanh_fwd(xp, x):
+    y = xp.tanh(x)
+    return y, y
+
+
+tanh = define("tanh", _tanh_fwd, lambda xp, y, g: (g * (1 - y * y),))
+
+
+def sigmoid_np(xp, x):
+    """Numerically stable logistic function."""
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _sigmoid_fwd(xp, x):
+    y = sigmoid_np(xp, x)
+    return y, y
+
+
+sigmoid = define("sigmoid", _sigmoid_fwd, lambda xp, y, g: (g * y * (1 - y),))
+relu = define("relu", lambda xp, x: (xp.maximum(x, 0), x > 0), lambda xp, m, g: (g * m,))
+leaky_relu = define("leaky_relu",
+                    lambda xp, x, slope=0.01: (xp.where(x > 0, x, slope * x), x > 0),
+                    lambda xp, m, g, slope=0.01: (xp.where(m, g, slope * g),))
+
+
+def _exp_fwd(xp, x):
+    y = xp.exp(x)
+    return y, y
+
+
+exp = define("exp", _exp_fwd, lambda xp, y, g: (g * y,))
+log = define("log", lambda xp, x: (xp.log(x), x), lambda xp, x, g: (g / x,))
+softplus = define("softplus",
+                  lambda xp, x: (xp.logaddexp(0, x), x),
+                  lambda xp, x, g: (g * sigmoid_np(xp, x),))
+clip = define("clip",
+              lambda xp, x, lo=None, hi=None: (xp.clip(x, lo, hi), x),
+              lambda xp, x, g, lo=None, hi=None: (
+                  g * ((x >= lo) if lo is not None else 1) * ((x <= hi) if hi is not None else 1),))
+square = define("square", lambda xp, x: (x * x, x), lambda xp, x, g: (2 * g * x,))
+
+# -- reductions -----------------------------------------------------------------------------
+
+
+def _expand(xp, g, shape, axis, keepdims):
+    if axis is not None and not keepdims:
+        axes = (axis,) if isinstance(axis, int) else tuple(axis)
+        axes = tuple(a % len(shape) for a in axes)
+        g = xp.expand_dims(g, axes)
+    return xp.broadcast_to(g, shape)
+
+
+sum_ = define("sum",
+              lambda xp, x, axis=None, keepdims=False: (x.sum(axis=axis, keepdims=keepdims), _shape(x)),
+              lambda xp, s, g, axis=None, keepdims=False: (_expand(xp, g, s, axis, keepdims) + 0,))
+
+
+def _count(shape, axis):
+    if axis is None:
+        n = 1
+        for d in shape:
+            n *= d
+        return n
+    axes = (axis,) if isinstance(axis, int) else axis
+    n = 1
+    for a in axes:
+        n *= shape[a]
+    return n
+
+
+mean = define("mean",
+              lambda xp, x, axis=None, keepdims=False: (x.mean(axis=axis, keepdims=keepdims), _shape(x)),
+              lambda xp, s, g, axis=None, keepdims=False: (_expand(xp, g, s, axis, keepdims) / _count(s, axis),))
+
+# -- shape ----------------------------------------------------------------------------------
+
+reshape = define("reshape", lambda xp, x, shape: (x.reshape(shape), _shape(x)),
+                 lambda xp, s, g, shape: (g.reshape(s),))
+swapaxes = define("swapaxes", lambda xp, x, a1, a2: (xp.swapaxes(x, a1, a2), None),
+                  lambda xp, r, g, a1, a2: (xp.swapaxes(g, a1, a2),))
+
+
+def _getitem_bwd(xp, r, g, index):
+    shape, dtype = r
+    out = xp.zeros(shape, dtype=dtype)
+    xp.add.at(out, index, g) if hasattr(xp.add, "at") else out.__setitem__(index, g)
+    return (out,)
+
+
+getitem = define("getitem", lambda xp, x, index: (x[index], (_shape(x), x.dtype)), _getitem_bwd)
+
+
+def _concat_fwd(xp, *xs, axis=0):
+    return xp.concatenate(xs, axis=axis), [x.shape[axis] for x in xs]
+
+
+def _concat_bwd(xp, sizes, g, axis=0):
+    out, start = [], 0
+    for n in sizes:
+        idx = [slice(None)] * g.ndim
+        idx[axis] = slice(start, start + n)
+        out.append(g[tuple(idx)])
+        start += n
+    return tuple(out)
+
+
+concatenate = define("concatenate", _concat_fwd, _concat_bwd)
+stack = define("stack", lambda xp, *xs, axis=0: (xp.stack(xs, axis=axis), len(xs)),
+               lambda xp, n, g, axis=0: tuple(xp.take(g, i, axis=axis) for i in range(n)))
+where = define("where",
+               lambda xp, cond, a, b: (xp.where(cond, a, b), (cond, a, b)),
+               lambda xp, r, g: (None,
+                                 _grad_for(xp, r[1], xp.where(r[0], g, 0)) if _is_array(r[1]) else None,
+                                 _grad_for(xp, r[2], xp.where(r[0], 0, g)) if _is_array(r[2]) else None))
+
+# -- linear algebra -------------------------------------------------------------------------
+
+
+def _matmul_bwd(xp, r, g):
+    a, b = r
+    ga = g @ xp.swapaxes(b, -1, -2)
+    gb = xp.swapaxes(a, -1, -2) @ g
+    return unbroadcast(xp, ga, a.shape), unbroadcast(xp, gb, b.shape)
+
+
+matmul = define("matmul", lambda xp, a, b: (a @ b, (a, b)), _matmul_bwd)
+
+
+def _linear_fwd(xp, x, weight, bias=None):
+    y = x @ weight.T
+    if bias is not None:
+        y = y + bias
+    return y, (x, weight, bias is not None)
+
+
+def _linear_bwd(xp, r, g):
+    x, weight, has_bias = r
+    gx = g @ weight
+    x2 = x.reshape(-1, x.shape[-1])
+    g2 = g.reshape(-1, g.shape[-1])
+    gw = g2.T @ x2
+    gb = g2.sum(axis=0) if has_bias else None
+    return gx, gw, gb
+
+
+linear = define("linear", _linear_fwd, _linear_bwd,
+                doc="y = x @ weight.T + bias; x: (..., in), weight: (out, in), bias: (out,)")

@@ -1,0 +1,67 @@
+"""Differentiable array operations (each a primitive with a reference VJP).
+
+They accept arrays of any backend, Python scalars, and values traced by
+:func:`seqcore.vjp`; the operators of traced values (``+``, ``*``, ``@``, indexing…)
+call these.
+"""
+from __future__ import annotations
+
+from .backends.numpy import ops as _ref
+
+__all__ = ["add", "sub", "mul", "div", "neg", "power", "tanh", "sigmoid", "relu", "leaky_relu", "exp",
+           "log", "softplus", "clip", "square", "sum", "mean", "reshape", "swapaxes", "getitem",
+           "concatenate", "stack", "where", "matmul", "linear"]
+
+add, sub, mul, div, neg = _ref.add, _ref.sub, _ref.mul, _ref.div, _ref.neg
+tanh, sigmoid, relu, exp, log, softplus, square = (
+    _ref.tanh, _ref.sigmoid, _ref.relu, _ref.exp, _ref.log, _ref.softplus, _ref.square)
+matmul, swapaxes, where = _ref.matmul, _ref.swapaxes, _ref.where
+
+
+def power(x, p):
+    """``x ** p`` for a Python number ``p``."""
+    if not isinstance(p, (int, float)):
+        raise TypeError(f"p: got {type(p).__name__}, expected a Python int or float")
+    return _ref.power(x, p)
+
+
+def leaky_relu(x, negative_slope: float = 0.01):
+    return _ref.leaky_relu(x, slope=float(negative_slope))
+
+
+def clip(x, lo=None, hi=None):
+    """Clamp to ``[lo, hi]``; the gradient is zero where the value was clamped."""
+    return _ref.clip(x, lo=lo, hi=hi)
+
+
+def sum(x, axis=None, keepdims: bool = False):  # noqa: A001 - mirrors the array API name
+    return _ref.sum_(x, axis=axis, keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims: bool = False):
+    return _ref.mean(x, axis=axis, keepdims=keepdims)
+
+
+def reshape(x, shape):
+    return _ref.reshape(x, shape=tuple(shape))
+
+
+def getitem(x, index):
+    return _ref.getitem(x, index=index)
+
+
+def concatenate(xs, axis: int = 0):
+    return _ref.concatenate(*xs, axis=axis)
+
+
+def stack(xs, axis: int = 0):
+    return _ref.stack(*xs, axis=axis)
+
+
+def linear(x, weight, bias=None):
+    """``x @ weight.T + bias`` with ``x: (..., in)``, ``weight: (out, in)``, ``bias: (out,)``."""
+    if weight.ndim != 2:
+        raise ValueError(f"weight: got shape {tuple(weight.shape)}, expected (out_features, in_features)")
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x: got last dimension {x.shape[-1]}, expected {weight.shape[1]} (weight's in_features)")
+    return _ref.linear(x, weight, bias)

@@ -1,0 +1,80 @@
+"""The primitive mechanism.
+
+A *primitive* is a differentiable routine with a forward and a hand-written VJP.  Its
+NumPy reference is registered here with :func:`define`; it is written against an array
+namespace ``xp`` so that NumPy-like backends (NumPy, CuPy) can run it unchanged.  A
+backend *replaces* a primitive by putting ``(fwd, bwd)`` with the same signatures in its
+``primitives`` dict:
+
+    fwd(xp, *arrays, **static) -> (outputs, residuals)
+    bwd(xp, residuals, cotangents, **static) -> tuple of gradients, one per array argument
+
+``outputs`` is an array or a tuple of arrays; ``cotangents`` has the same structure,
+with zeros filled in for outputs that received no gradient.  ``None`` gradients mean
+"not differentiable" (integer labels, masks).
+
+Calling a primitive (:meth:`Primitive.__call__`) dispatches on the backend of its array
+arguments and, when any argument is being traced by :func:`seqcore.vjp`, records a node
+on the tape.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import backends as _backends
+from .autodiff import Traced, record
+
+__all__ = ["Primitive", "define", "get", "registry", "implementation"]
+
+_REGISTRY: dict[str, "Primitive"] = {}
+
+
+@dataclass(frozen=True)
+class Primitive:
+    name: str
+    fwd: Callable
+    bwd: Callable
+    doc: str = ""
+
+    def __call__(self, *args: Any, **static: Any):
+        raw = tuple(a.value if isinstance(a, Traced) else a for a in args)
+        backend = _backends.get(_backends.backend_of(*raw))
+        fwd, bwd = implementation(self, backend)
+        outputs, residuals = fwd(backend.xp, *raw, **static)
+        if not any(isinstance(a, Traced) for a in args):
+            return outputs
+
+        def pullback(cotangents):
+            return bwd(backend.xp, residuals, cotangents, **static)
+
+        return record(self.name, args, outputs, pullback, backend.xp)
+
+
+def implementation(prim: Primitive, backend) -> tuple[Callable, Callable]:
+    """``(fwd, bwd)`` that ``backend`` uses for ``prim``: its replacement, or the reference."""
+    replaced = backend.primitives.get(prim.name)
+    if replaced is not None:
+        return replaced
+    adapt = getattr(backend, "adapt_reference", None)
+    return adapt(prim) if adapt is not None else (prim.fwd, prim.bwd)
+
+
+def define(name: str, fwd: Callable, bwd: Callable, doc: str = "") -> Primitive:
+    """Register the reference implementation of primitive ``name`` and return it."""
+    if name in _REGISTRY:
+        raise ValueError(f"primitive {name!r} is already defined")
+    prim = Primitive(name, fwd, bwd, doc)
+    _REGISTRY[name] = prim
+    return prim
+
+
+def get(name: str) -> Primitive:
+    if name not in _REGISTRY:
+        raise ValueError(f"primitive: unknown name {name!r}; expected one of {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def registry() -> dict[str, Primitive]:
+    """All registered primitives, by name (a copy)."""
+    return dict(_REGISTRY)

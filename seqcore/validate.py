@@ -1,0 +1,63 @@
+"""Argument checks shared by the public API: errors name the argument, the value and what was expected."""
+from __future__ import annotations
+
+from .autodiff import Traced
+
+
+def _raw(x):
+    return x.value if isinstance(x, Traced) else x
+
+
+def is_array(x) -> bool:
+    x = _raw(x)
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def dtype_kind(x) -> str:
+    """'f' for floating, 'i'/'u' for integers, 'b' for bool — for any backend's arrays."""
+    dt = _raw(x).dtype
+    if getattr(dt, "is_floating_point", None) is not None:  # torch.dtype
+        if dt.is_floating_point:
+            return "f"
+        return "b" if str(dt) == "torch.bool" else "i"
+    return dt.kind
+
+
+def check_array(name: str, x, ndim: int | tuple[int, ...] | None = None, floating: bool = True):
+    """Validate that ``x`` is an array (of floats, when ``floating``) with ``ndim`` dimensions."""
+    if not is_array(x):
+        raise TypeError(f"{name}: got {type(x).__name__}, expected an array")
+    if floating and dtype_kind(x) != "f":
+        raise TypeError(f"{name}: got dtype {_raw(x).dtype}, expected a floating-point array (float32 or float64)")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if x.ndim not in allowed:
+            want = " or ".join(str(n) for n in allowed)
+            raise ValueError(f"{name}: got an array of shape {tuple(x.shape)} ({x.ndim} dims), expected {want} dims")
+    return x
+
+
+def check_shape(name: str, x, expected: tuple, what: str = ""):
+    """``expected`` may hold ``None`` for 'any size'."""
+    shape = tuple(x.shape)
+    if len(shape) != len(expected) or any(e is not None and s != e for s, e in zip(shape, expected)):
+        exp = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
+        raise ValueError(f"{name}: got shape {shape}, expected {exp}{' ' + what if what else ''}")
+    return x
+
+
+def check_same_dtype(name: str, x, ref_name: str, ref):
+    if _raw(x).dtype != _raw(ref).dtype:
+        raise TypeError(f"{name}: got dtype {_raw(x).dtype}, expected {_raw(ref).dtype} (the dtype of {ref_name})")
+
+
+def check_choice(name: str, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name}: got {value!r}, expected one of {list(choices)}")
+    return value
+
+
+def check_positive_int(name: str, value, minimum: int = 1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: got {value!r}, expected an integer >= {minimum}")
+    return value
