@@ -138,10 +138,18 @@ swapaxes = define("swapaxes", lambda xp, x, a1, a2: (xp.swapaxes(x, a1, a2), Non
                   lambda xp, r, g, a1, a2: (xp.swapaxes(g, a1, a2),))
 
 
+def _is_basic(index) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(p, (int, slice)) or p is None or p is Ellipsis for p in parts)
+
+
 def _getitem_bwd(xp, r, g, index):
     shape, dtype = r
     out = xp.zeros(shape, dtype=dtype)
-    xp.add.at(out, index, g) if hasattr(xp.add, "at") else out.__setitem__(index, g)
+    if _is_basic(index):  # no repeated positions: plain assignment is exact
+        out[index] = g
+    else:
+        xp.add.at(out, index, g)
     return (out,)
 
 

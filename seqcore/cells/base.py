@@ -1,0 +1,190 @@
+"""The cell protocol: a frozen dataclass with ``init``, a one-step function and its VJP.
+
+A cell splits its work in two:
+
+* ``project(params, x)`` — the input-dependent part for all steps at once
+  (``xi: (B, T, P)``), built from differentiable ops;
+* the recurrence over time, one primitive ``<name>_recurrence(xi, state0, *recurrent
+  params)`` whose reference runs ``step_fwd`` forward and ``step_bwd`` backward (exact
+  BPTT).  Backends replace this primitive with fused loops.
+
+The recurrent state is a flat array ``(B, S)`` (``S = state_factor * H``); cells with
+several state vectors (LSTM: ``c`` and ``h``) interleave them per neuron, so that the
+state reshaped to ``(B, H, k)`` holds the k-block of neuron i — the layout block
+Jacobians need.  ``step_jacobian`` returns ``∂state_t/∂state_{t-1}`` in the structure
+named by ``jacobian_structure``: ``"diag"`` → ``(N, S)``, ``"block"`` →
+``(N, S // k, k, k)``, ``"dense"`` → ``(N, S, S)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from .. import ops
+from ..primitives import Primitive, define
+from ..validate import check_array, check_choice, check_positive_int, check_shape
+
+__all__ = ["Cell", "MODES"]
+
+MODES = ("sequential", "parallel")
+
+
+def _recurrence_fwd(xp, xi, state0, *rec, cell):
+    p = dict(zip(cell.recurrent_keys, rec))
+    states, caches, s = [], [], state0
+    for t in range(xi.shape[1]):
+        s, cache = cell.step_fwd(xp, p, s, xi[:, t])
+        states.append(s)
+        caches.append(cache)
+    return xp.stack(states, axis=1), (p, caches, xi.shape)
+
+
+def _recurrence_bwd(xp, res, dstates, cell):
+    p, caches, xi_shape = res
+    ds = xp.zeros_like(dstates[:, 0])
+    dxi = xp.zeros(xi_shape, dtype=dstates.dtype)
+    dp = {k: xp.zeros_like(v) for k, v in p.items()}
+    for t in range(xi_shape[1] - 1, -1, -1):
+        ds, dxi_t, dp_t = cell.step_bwd(xp, p, caches[t], ds + dstates[:, t])
+        dxi[:, t] = dxi_t
+        for k, g in dp_t.items():
+            dp[k] = dp[k] + g
+    return (dxi, ds) + tuple(dp[k] for k in cell.recurrent_keys)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Base class of recurrent cells.  Subclasses set the class variables and the hooks."""
+
+    input_size: int
+    hidden_size: int
+
+    name: ClassVar[str] = ""
+    state_factor: ClassVar[int] = 1             # S = state_factor * hidden_size
+    jacobian_structure: ClassVar[str] = "dense"  # "diag", "block" (k = state_factor) or "dense"
+    recurrent_keys: ClassVar[tuple] = ()        # params the recurrence primitive differentiates
+    linear_in_state: ClassVar[bool] = False     # True: the recurrence is a linear scan
+    _primitives: ClassVar[dict] = {}
+
+    def __post_init__(self):
+        check_positive_int("input_size", self.input_size)
+        check_positive_int("hidden_size", self.hidden_size)
+
+    # -- hooks for subclasses ------------------------------------------------------------------
+    def init(self, rng: np.random.Generator, dtype=np.float32) -> dict:
+        raise NotImplementedError
+
+    def project(self, params: dict, x):
+        """Input-dependent part of every step: ``x: (B, T, I) -> xi: (B, T, P)``."""
+        raise NotImplementedError
+
+    def step_fwd(self, xp, p: dict, state, xi_t):
+        """One step on raw arrays: ``state (N, S), xi_t (N, P) -> (state', cache)``."""
+        raise NotImplementedError
+
+    def step_bwd(self, xp, p: dict, cache, dstate):
+        """VJP of one step: ``dstate' (N, S) -> (dstate, dxi_t, {key: dparam})`` (params summed over N)."""
+        raise NotImplementedError
+
+    def step_jacobian(self, xp, p: dict, state, xi_t):
+        """``∂state'/∂state`` at ``(state, xi_t)``, in the cell's ``jacobian_structure``."""
+        raise NotImplementedError
+
+    # -- state layout --------------------------------------------------------------------------
+    @property
+    def state_size(self) -> int:
+        return self.state_factor * self.hidden_size
+
+    @property
+    def block_size(self) -> int:
+        return {"diag": 1, "block": self.state_factor, "dense": self.state_size}[self.jacobian_structure]
+
+    def pack_state(self, h0, batch: int, xp, dtype):
+        """User-facing initial state (``(B, H)``; LSTM-like cells: ``(h0, c0)``) → ``(B, S)``."""
+        if h0 is None:
+            return xp.zeros((batch, self.state_size), dtype=dtype)
+        check_array("h0", h0, 2)
+        check_shape("h0", h0, (batch, self.hidden_size), "(B, hidden_size)")
+        return h0
+
+    def unpack_state(self, state):
+        """``(B, S)`` → the user-facing final state (``h`` or ``(h, c)``)."""
+        return state
+
+    def output(self, states):
+        """``(B, T, S)`` → hidden outputs ``(B, T, H)``."""
+        return states
+
+    # -- the sequence ----------------------------------------------------------------------------
+    @classmethod
+    def recurrence(cls) -> Primitive:
+        """The ``<name>_recurrence`` primitive of this cell class (defined once)."""
+        key = f"{cls.name}_recurrence"
+        if key not in Cell._primitives:
+            Cell._primitives[key] = define(key, _recurrence_fwd, _recurrence_bwd,
+                                           doc=f"{cls.__name__} over time: (xi (B,T,P), state0 (B,S), params) -> states (B,T,S)")
+        return Cell._primitives[key]
+
+    def check_input(self, x):
+        check_array("x", x, 3)
+        if x.shape[2] != self.input_size:
+            raise ValueError(f"x: got shape {tuple(x.shape)}, expected (B, T, {self.input_size}) "
+                             f"(input_size={self.input_size})")
+        if x.shape[1] < 1:
+            raise ValueError(f"x: got T = {x.shape[1]} steps, expected T >= 1")
+
+    def check_params(self, params: dict):
+        if not isinstance(params, dict):
+            raise TypeError(f"params: got {type(params).__name__}, expected a dict from {type(self).__name__}.init")
+        shapes = self.param_shapes()
+        for k, shape in shapes.items():
+            if k not in params:
+                raise ValueError(f"params: missing {k!r}; expected keys {sorted(shapes)}")
+            check_shape(f"params[{k!r}]", params[k], shape)
+
+    def param_shapes(self) -> dict:
+        return {k: tuple(v.shape) for k, v in self.init(np.random.default_rng(0), np.float64).items()}
+
+    def states(self, params: dict, x, state0, mode: str = "sequential", **newton_kwargs):
+        """All states ``(B, T, S)`` from ``x: (B, T, I)`` and a packed ``state0: (B, S)``."""
+        check_choice("mode", mode, MODES)
+        xi = self.project(params, x)
+        if mode == "parallel":
+            from ..newton import parallel_states  # imported here: the Newton engine sits above cells
+            return parallel_states(self, params, xi, state0, **newton_kwargs)
+        return self.recurrence()(xi, state0, *(params[k] for k in self.recurrent_keys), cell=self)
+
+    def apply(self, params: dict, x, h0=None, mode: str = "sequential", **newton_kwargs):
+        """Run the cell over a sequence.
+
+        Args:
+            params: from :meth:`init`.
+            x: ``(B, T, input_size)``.
+            h0: initial state ``(B, hidden_size)`` (LSTM-like cells: ``(h0, c0)``), zeros if ``None``.
+            mode: ``"sequential"`` or ``"parallel"`` (Newton scan for nonlinear cells,
+                associative scan for cells linear in the state).
+        Returns:
+            ``(hs, h_last)``: ``hs: (B, T, hidden_size)`` and the final state (same form as ``h0``).
+        """
+        self.check_input(x)
+        self.check_params(params)
+        state0 = self.pack_state(h0, x.shape[0], _xp_of(x), x.dtype)
+        states = self.states(params, x, state0, mode, **newton_kwargs)
+        return self.output(states), self.unpack_state(states[:, -1])
+
+
+def _xp_of(x):
+    from .. import backends
+    from ..autodiff import stop_gradient
+    return backends.get(backends.backend_of(stop_gradient(x))).xp
+
+
+def uniform_init(rng, shape, bound, dtype):
+    """PyTorch's default RNN init: U(−1/√H, 1/√H)."""
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+def input_projection(params, x, weight="weight_ih", bias="bias_ih"):
+    return ops.linear(x, params[weight], params[bias])
