@@ -1,0 +1,51 @@
+"""Reference loss primitives: masked softmax cross-entropy and masked mean squared error."""
+from __future__ import annotations
+
+from ...primitives import define
+
+
+def _weights(xp, mask, shape, dtype):
+    w = xp.ones(shape, dtype=dtype) if mask is None else mask.astype(dtype)
+    total = w.sum()
+    return w, xp.maximum(total, 1)
+
+
+def _xent_fwd(xp, logits, labels, mask=None):
+    m = logits.max(axis=-1, keepdims=True)
+    z = logits - m
+    lse = xp.log(xp.exp(z).sum(axis=-1, keepdims=True))
+    logp = z - lse
+    picked = xp.take_along_axis(logp, labels[..., None].astype(xp.int64), axis=-1)[..., 0]
+    w, total = _weights(xp, mask, labels.shape, logits.dtype)
+    loss = -(picked * w).sum() / total
+    return loss, (logp, labels, w, total)
+
+
+def _xent_bwd(xp, res, g):
+    logp, labels, w, total = res
+    grad = xp.exp(logp)
+    onehot = xp.zeros_like(grad)
+    xp.put_along_axis(onehot, labels[..., None].astype(xp.int64), 1, axis=-1)
+    return (g * (grad - onehot) * (w / total)[..., None], None, None)
+
+
+softmax_cross_entropy = define(
+    "softmax_cross_entropy", _xent_fwd, _xent_bwd,
+    doc="mean over masked positions of −log softmax(logits)[label]; logits (..., C), labels int (...), mask (...)")
+
+
+def _mse_fwd(xp, pred, target, mask=None):
+    d = pred - target
+    w, total = _weights(xp, mask, pred.shape[:-1], pred.dtype)
+    denom = total * pred.shape[-1]
+    return (d * d * w[..., None]).sum() / denom, (d, w, denom)
+
+
+def _mse_bwd(xp, res, g):
+    d, w, denom = res
+    gp = g * 2 * d * w[..., None] / denom
+    return gp, -gp, None
+
+
+mse = define("mse", _mse_fwd, _mse_bwd,
+             doc="mean over masked positions and features of (pred − target)²; pred, target (..., F), mask (...)")

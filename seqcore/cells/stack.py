@@ -1,0 +1,100 @@
+"""Multi-layer stacks and the bidirectional wrapper (``torch.nn.RNN/LSTM/GRU`` layouts)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import ops
+from ..validate import check_positive_int
+from .base import MODES, Cell
+
+
+def _flip_time(x):
+    return ops.getitem(x, (slice(None), slice(None, None, -1)))
+
+
+@dataclass(frozen=True)
+class Bidirectional:
+    """Runs ``forward`` over the sequence and ``backward`` over it reversed; outputs are concatenated.
+
+    ``hs: (B, T, 2H)`` with ``hs[..., :H]`` from the forward cell and ``hs[..., H:]`` from the
+    backward cell (aligned to the same time step), as ``torch.nn.RNN(bidirectional=True)``.
+    ``h0`` and ``h_last`` are pairs ``(forward_state, backward_state)``.
+    """
+
+    forward: Cell
+    backward: Cell
+
+    def __post_init__(self):
+        if (self.forward.input_size, self.forward.hidden_size) != (self.backward.input_size, self.backward.hidden_size):
+            raise ValueError("backward: got a cell of different sizes, expected the same input and hidden sizes as forward")
+
+    input_size = property(lambda self: self.forward.input_size)
+    output_size = property(lambda self: 2 * self.forward.hidden_size)
+
+    def init(self, rng, dtype=np.float32) -> dict:
+        return {"forward": self.forward.init(rng, dtype), "backward": self.backward.init(rng, dtype)}
+
+    def apply(self, params, x, h0=None, mode: str = "sequential", **kw):
+        h0f, h0b = (None, None) if h0 is None else h0
+        hf, lf = self.forward.apply(params["forward"], x, h0f, mode=mode, **kw)
+        hb, lb = self.backward.apply(params["backward"], _flip_time(x), h0b, mode=mode, **kw)
+        return ops.concatenate([hf, _flip_time(hb)], axis=-1), (lf, lb)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Layers applied in turn; layer l + 1 reads layer l's outputs.  ``h0``/``h_last`` are lists per layer."""
+
+    layers: tuple
+
+    def __post_init__(self):
+        if not self.layers:
+            raise ValueError("layers: got an empty tuple, expected at least one cell")
+        for i in range(1, len(self.layers)):
+            prev, cur = self.layers[i - 1], self.layers[i]
+            if _out_size(prev) != cur.input_size:
+                raise ValueError(f"layers[{i}]: got input_size {cur.input_size}, expected {_out_size(prev)} "
+                                 f"(the output size of layers[{i - 1}])")
+
+    input_size = property(lambda self: self.layers[0].input_size)
+    output_size = property(lambda self: _out_size(self.layers[-1]))
+
+    def init(self, rng, dtype=np.float32) -> list:
+        return [layer.init(rng, dtype) for layer in self.layers]
+
+    def apply(self, params, x, h0=None, mode: str = "sequential", **kw):
+        """``x: (B, T, input_size) -> (hs (B, T, output_size), [h_last per layer])``."""
+        if mode not in MODES:
+            raise ValueError(f"mode: got {mode!r}, expected one of {list(MODES)}")
+        if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
+            raise ValueError(f"params: got {type(params).__name__} of length {len(params) if hasattr(params, '__len__') else '?'}, "
+                             f"expected a list of {len(self.layers)} layer dicts from Stack.init")
+        h0 = [None] * len(self.layers) if h0 is None else list(h0)
+        if len(h0) != len(self.layers):
+            raise ValueError(f"h0: got {len(h0)} states, expected one per layer ({len(self.layers)})")
+        last = []
+        for layer, p, s in zip(self.layers, params, h0):
+            x, h = layer.apply(p, x, s, mode=mode, **kw)
+            last.append(h)
+        return x, last
+
+
+def _out_size(layer) -> int:
+    return layer.output_size if hasattr(layer, "output_size") else layer.hidden_size
+
+
+def stack(cell_class, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
+          **cell_kwargs) -> Stack:
+    """A ``torch.nn.LSTM``-shaped stack: ``num_layers`` layers of ``cell_class`` (optionally bidirectional)."""
+    check_positive_int("num_layers", num_layers)
+    layers, size = [], input_size
+    for _ in range(num_layers):
+        if bidirectional:
+            layer = Bidirectional(cell_class(size, hidden_size, **cell_kwargs), cell_class(size, hidden_size, **cell_kwargs))
+        else:
+            layer = cell_class(size, hidden_size, **cell_kwargs)
+        layers.append(layer)
+        size = _out_size(layer)
+    return Stack(tuple(layers))

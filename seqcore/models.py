@@ -1,0 +1,208 @@
+"""Model composition: input projection or embedding → stacked cells → readout heads.
+
+A head is anything with ``name``, ``output_size`` and ``loss`` (``"last"``: classify the
+state at each sequence's last marked step; ``"per_step"``: classify every marked step;
+``"regression"``: predict real targets at marked steps).  Batches are ``(x, y, mask)``
+with the conventions of :mod:`seqcore.tasks.base`: ``mask (B, T)`` marks where the loss
+is taken, and with several heads the labels of head k are ``y[..., k]``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import backends, nn, ops
+from .autodiff import stop_gradient, vjp
+from .cells.stack import stack
+from .validate import check_choice, check_positive_int
+
+__all__ = ["HeadSpec", "SequenceModel", "MLP"]
+
+LOSS_KINDS = ("last", "per_step", "regression")
+
+
+class HeadSpec(NamedTuple):
+    name: str
+    output_size: int
+    loss: str
+
+
+def _as_head(h) -> HeadSpec:
+    if isinstance(h, (tuple, list)) and not hasattr(h, "name"):
+        h = HeadSpec(*h)
+    spec = HeadSpec(h.name, int(h.output_size), h.loss)
+    check_choice("heads[].loss", spec.loss, LOSS_KINDS)
+    check_positive_int("heads[].output_size", spec.output_size)
+    return spec
+
+
+def last_step_index(mask) -> np.ndarray:
+    """``(B, T)`` mask → index of each row's last marked step ``(B,)``."""
+    m = np.asarray(mask) > 0
+    if not m.any(axis=1).all():
+        raise ValueError("mask: a row has no marked step, expected at least one for a last-step head")
+    return (m.shape[1] - 1 - np.argmax(m[:, ::-1], axis=1)).astype(np.int64)
+
+
+def _to_backend(x, like):
+    """Move a NumPy array to the backend of ``like`` (labels and masks come from tasks as NumPy)."""
+    be = backends.get(backends.backend_of(stop_gradient(like)))
+    return be.asarray(x)
+
+
+@dataclass(frozen=True)
+class SequenceModel:
+    """A recurrent sequence model.
+
+    Args:
+        cell: cell name (``seqcore.cells.names()``).
+        input_size: features per step (or, with ``vocab_size``, the embedding width).
+        hidden_size, num_layers, bidirectional: the recurrent stack.
+        heads: readout heads (``HeadSpec(name, output_size, loss)`` or any object with those fields).
+        vocab_size: when set, inputs are integer tokens ``(B, T)`` embedded to ``input_size``.
+        cell_kwargs: extra cell arguments as a tuple of ``(key, value)`` pairs.
+    """
+
+    cell: str
+    input_size: int
+    hidden_size: int
+    heads: tuple
+    num_layers: int = 1
+    bidirectional: bool = False
+    vocab_size: int | None = None
+    cell_kwargs: tuple = field(default=())
+
+    def __post_init__(self):
+        from . import cells
+        check_choice("cell", self.cell, cells.names())
+        check_positive_int("input_size", self.input_size)
+        check_positive_int("hidden_size", self.hidden_size)
+        check_positive_int("num_layers", self.num_layers)
+        if not self.heads:
+            raise ValueError("heads: got none, expected at least one head")
+        object.__setattr__(self, "heads", tuple(_as_head(h) for h in self.heads))
+        if self.vocab_size is not None:
+            check_positive_int("vocab_size", self.vocab_size)
+
+    @property
+    def rnn(self):
+        from . import cells
+        cls = type(cells.make(self.cell, 1, 1, **dict(self.cell_kwargs)))
+        return stack(cls, self.input_size, self.hidden_size, self.num_layers, self.bidirectional,
+                     **dict(self.cell_kwargs))
+
+    def init(self, rng: np.random.Generator, dtype=np.float32) -> dict:
+        rnn = self.rnn
+        params: dict[str, Any] = {"rnn": rnn.init(rng, dtype)}
+        if self.vocab_size is not None:
+            params["embedding"] = nn.Embedding(self.vocab_size, self.input_size).init(rng, dtype)
+        params["heads"] = {h.name: nn.Linear(rnn.output_size, h.output_size).init(rng, dtype) for h in self.heads}
+        return params
+
+    def features(self, params: dict, x, mode: str = "sequential"):
+        """``x: (B, T, input_size)`` (or tokens ``(B, T)``) → hidden outputs ``(B, T, output_size)``."""
+        if self.vocab_size is not None:
+            x = nn.Embedding(self.vocab_size, self.input_size).apply(params["embedding"], x)
+        hs, _ = self.rnn.apply(params["rnn"], x, mode=mode)
+        return hs
+
+    def outputs(self, params: dict, x, mask=None, mode: str = "sequential") -> dict:
+        """Per-head outputs: ``(B, C)`` for ``"last"`` heads, ``(B, T, C)`` otherwise."""
+        hs = self.features(params, x, mode)
+        out = {}
+        for h in self.heads:
+            p = params["heads"][h.name]
+            if h.loss == "last":
+                B, T = hs.shape[:2]
+                idx = last_step_index(mask) if mask is not None else np.full(B, T - 1)
+                out[h.name] = ops.linear(ops.getitem(hs, (np.arange(B), idx)), p["weight"], p["bias"])
+            else:
+                out[h.name] = ops.linear(hs, p["weight"], p["bias"])
+        return out
+
+    def head_targets(self, y, k: int):
+        return y if len(self.heads) == 1 else y[..., k]
+
+    def losses(self, params: dict, batch, mode: str = "sequential") -> dict:
+        """Per-head losses (differentiable scalars) for ``batch = (x, y, mask)``."""
+        x, y, mask = batch
+        outs = self.outputs(params, x, mask, mode)
+        res = {}
+        for k, h in enumerate(self.heads):
+            t = self.head_targets(y, k)
+            if h.loss == "last":
+                res[h.name] = nn.cross_entropy(outs[h.name], _to_backend(t, outs[h.name]))
+            elif h.loss == "per_step":
+                res[h.name] = nn.cross_entropy(outs[h.name], _to_backend(t, outs[h.name]), _to_backend(mask, outs[h.name]))
+            else:
+                res[h.name] = nn.mse(outs[h.name], _to_backend(t, outs[h.name]), _to_backend(mask, outs[h.name]))
+        return res
+
+    def loss(self, params: dict, batch, mode: str = "sequential"):
+        """Sum of the heads' losses (a differentiable scalar)."""
+        total = None
+        for v in self.losses(params, batch, mode).values():
+            total = v if total is None else total + v
+        return total
+
+    def loss_and_grad(self, params: dict, batch, mode: str = "sequential"):
+        """``(loss, grads)``: the summed loss as a float and its gradient, shaped like ``params``."""
+        value, pullback = vjp(lambda p: self.loss(p, batch, mode), params)
+        xp = backends.get(backends.backend_of(value)).xp
+        (grads,) = pullback(xp.ones_like(value))
+        return float(value), grads
+
+    def evaluate(self, params: dict, batch, mode: str = "sequential") -> dict:
+        """Per-head ``{"loss": float, "accuracy": float}`` (accuracy only for classification heads)."""
+        x, y, mask = batch
+        outs = self.outputs(params, x, mask, mode)
+        losses = self.losses(params, batch, mode)
+        res = {}
+        for k, h in enumerate(self.heads):
+            t = self.head_targets(y, k)
+            r = {"loss": float(losses[h.name])}
+            if h.loss == "last":
+                r["accuracy"] = nn.accuracy(outs[h.name], t)
+            elif h.loss == "per_step":
+                r["accuracy"] = nn.accuracy(outs[h.name], t, mask)
+            res[h.name] = r
+        return res
+
+
+@dataclass(frozen=True)
+class MLP:
+    """A plain multi-layer perceptron on flattened inputs (the usual model for permuted-image streams).
+
+    ``x: (B, ...) -> logits (B, output_size)``; hidden layers use ReLU.
+    """
+
+    input_size: int
+    hidden_sizes: tuple
+    output_size: int
+
+    def __post_init__(self):
+        check_positive_int("input_size", self.input_size)
+        check_positive_int("output_size", self.output_size)
+        for h in self.hidden_sizes:
+            check_positive_int("hidden_sizes[]", h)
+
+    def _layers(self):
+        sizes = (self.input_size,) + tuple(self.hidden_sizes) + (self.output_size,)
+        return [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+
+    def init(self, rng, dtype=np.float32) -> list:
+        return [layer.init(rng, dtype) for layer in self._layers()]
+
+    def apply(self, params: list, x):
+        B = x.shape[0]
+        h = ops.reshape(x, (B, -1))
+        if h.shape[1] != self.input_size:
+            raise ValueError(f"x: got {h.shape[1]} features per sample, expected {self.input_size}")
+        layers = self._layers()
+        for i, (layer, p) in enumerate(zip(layers, params)):
+            h = layer.apply(p, h)
+            if i < len(layers) - 1:
+                h = ops.relu(h)
+        return h

@@ -1,0 +1,119 @@
+"""Layers and losses: Linear, Embedding, activations, masked cross-entropy and MSE.
+
+A layer is a frozen dataclass with ``init(rng, dtype) -> params`` and
+``apply(params, x)``; everything is built from primitives, so ``seqcore.vjp``
+differentiates it on every backend.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import ops
+from .backends.numpy import losses as _losses
+from .autodiff import stop_gradient
+from .validate import check_array, check_positive_int, check_shape, dtype_kind, is_array
+
+__all__ = ["Linear", "Embedding", "cross_entropy", "mse", "accuracy", "tanh", "sigmoid", "relu",
+           "leaky_relu", "softplus"]
+
+tanh, sigmoid, relu, leaky_relu, softplus = ops.tanh, ops.sigmoid, ops.relu, ops.leaky_relu, ops.softplus
+
+
+@dataclass(frozen=True)
+class Linear:
+    """``y = x @ weight.T + bias``; ``x: (..., in_features) -> (..., out_features)``."""
+
+    in_features: int
+    out_features: int
+    bias: bool = True
+
+    def __post_init__(self):
+        check_positive_int("in_features", self.in_features)
+        check_positive_int("out_features", self.out_features)
+
+    def init(self, rng, dtype=np.float32) -> dict:
+        k = 1.0 / np.sqrt(self.in_features)
+        p = {"weight": rng.uniform(-k, k, (self.out_features, self.in_features)).astype(dtype)}
+        if self.bias:
+            p["bias"] = rng.uniform(-k, k, (self.out_features,)).astype(dtype)
+        return p
+
+    def apply(self, params: dict, x):
+        check_array("x", x)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x: got shape {tuple(x.shape)}, expected (..., {self.in_features})")
+        return ops.linear(x, params["weight"], params.get("bias"))
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Token ids ``(B, T)`` → vectors ``(B, T, dim)``."""
+
+    num_embeddings: int
+    dim: int
+
+    def __post_init__(self):
+        check_positive_int("num_embeddings", self.num_embeddings)
+        check_positive_int("dim", self.dim)
+
+    def init(self, rng, dtype=np.float32) -> dict:
+        return {"weight": rng.normal(0, 1, (self.num_embeddings, self.dim)).astype(dtype)}
+
+    def apply(self, params: dict, tokens):
+        tokens = stop_gradient(tokens)
+        if not is_array(tokens) or dtype_kind(tokens) not in "iu":
+            raise TypeError(f"tokens: got {getattr(tokens, 'dtype', type(tokens).__name__)}, expected an integer array")
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= self.num_embeddings:
+            raise ValueError(f"tokens: got ids in [{lo}, {hi}], expected ids in [0, {self.num_embeddings - 1}]")
+        return ops.getitem(params["weight"], tokens)
+
+
+def _check_mask(mask, shape):
+    if mask is None:
+        return None
+    mask = stop_gradient(mask)
+    if not is_array(mask):
+        raise TypeError(f"mask: got {type(mask).__name__}, expected an array of shape {shape}")
+    check_shape("mask", mask, shape)
+    return mask
+
+
+def cross_entropy(logits, labels, mask=None):
+    """Mean softmax cross-entropy over the positions where ``mask`` is non-zero.
+
+    Args:
+        logits: ``(..., C)`` — e.g. ``(B, C)`` for a last-step head, ``(B, T, C)`` per step.
+        labels: integer ``(...)`` in ``[0, C)``.
+        mask: ``(...)`` weights (0/1), or ``None`` for all positions.
+    """
+    check_array("logits", logits)
+    labels = stop_gradient(labels)
+    if not is_array(labels) or dtype_kind(labels) not in "iu":
+        raise TypeError(f"labels: got {getattr(labels, 'dtype', type(labels).__name__)}, expected an integer array")
+    check_shape("labels", labels, tuple(logits.shape[:-1]), "(the shape of logits without the class axis)")
+    C = logits.shape[-1]
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= C):
+        raise ValueError(f"labels: got values in [{int(labels.min())}, {int(labels.max())}], expected [0, {C - 1}]")
+    return _losses.softmax_cross_entropy(logits, labels, _check_mask(mask, tuple(labels.shape)))
+
+
+def mse(pred, target, mask=None):
+    """Mean squared error over masked positions and features; ``pred, target: (..., F)``, ``mask: (...)``."""
+    check_array("pred", pred)
+    check_array("target", target)
+    check_shape("target", stop_gradient(target), tuple(pred.shape), "(the shape of pred)")
+    return _losses.mse(pred, target, _check_mask(mask, tuple(pred.shape[:-1])))
+
+
+def accuracy(logits, labels, mask=None) -> float:
+    """Fraction of masked positions whose arg-max matches the label (a plain number, not differentiable)."""
+    from . import backends
+    logits = stop_gradient(logits)
+    be = backends.get(backends.backend_of(logits))
+    pred = be.to_numpy(logits).argmax(axis=-1)
+    lab = be.to_numpy(stop_gradient(labels))
+    w = np.ones(lab.shape) if mask is None else be.to_numpy(stop_gradient(mask)).astype(float)
+    return float(((pred == lab) * w).sum() / max(w.sum(), 1e-12))
