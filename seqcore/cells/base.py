@@ -68,6 +68,11 @@ class Cell:
     linear_in_state: ClassVar[bool] = False     # True: the recurrence is a linear scan
     _primitives: ClassVar[dict] = {}
 
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.name and not cls.linear_in_state:
+            cls.recurrence()  # register `<name>_recurrence` at import, so every primitive is known up front
+
     def __post_init__(self):
         check_positive_int("input_size", self.input_size)
         check_positive_int("hidden_size", self.hidden_size)
@@ -122,9 +127,10 @@ class Cell:
     def recurrence(cls) -> Primitive:
         """The ``<name>_recurrence`` primitive of this cell class (defined once)."""
         key = f"{cls.name}_recurrence"
-        if key not in Cell._primitives:
-            Cell._primitives[key] = define(key, _recurrence_fwd, _recurrence_bwd,
-                                           doc=f"{cls.__name__} over time: (xi (B,T,P), state0 (B,S), params) -> states (B,T,S)")
+        if key not in Cell._primitives:  # subclasses that keep the name share it (the cell is a static argument)
+            prim = define(key, _recurrence_fwd, _recurrence_bwd,
+                          doc=f"{cls.__name__} over time: (xi (B,T,P), state0 (B,S), params) -> states (B,T,S)")
+            Cell._primitives[key] = prim
         return Cell._primitives[key]
 
     def check_input(self, x):

@@ -1,0 +1,417 @@
+"""Optimizers as pairs of pure functions (optax style), for parameter trees of any backend.
+
+A :class:`GradientTransformation` is ``(init, update)``::
+
+    state = opt.init(params)
+    updates, state = opt.update(grads, state, params)
+    params = apply_updates(params, updates)
+
+``params``, ``grads`` and ``updates`` are trees (nested dicts/lists) of arrays of one
+backend — NumPy, PyTorch or CuPy; leaves are only touched with arithmetic operators,
+``.sum()``, ``.clip()`` and ``** 0.5``. States are nested dicts, never mutated; step counts
+are Python ints. Update conventions follow ``torch.optim`` (see each optimizer), so a run
+here and a run there agree to rounding. :func:`state_to_arrays` / :func:`state_from_arrays`
+put a state, step counts included, into an ``.npz`` checkpoint and back.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from .tree import tree_leaves, tree_map, tree_paths
+
+__all__ = [
+    "GradientTransformation", "apply_updates", "chain", "identity", "scale", "scale_by_schedule",
+    "scale_by_learning_rate", "add_decayed_weights", "trace", "scale_by_adam", "scale_by_rms",
+    "scale_by_adagrad", "clip", "clip_by_global_norm", "global_norm", "sgd", "adam", "adamw",
+    "rmsprop", "adagrad", "step_count", "state_to_arrays", "state_from_arrays",
+]
+
+
+class GradientTransformation(NamedTuple):
+    """``init(params) -> state``; ``update(grads, state, params=None) -> (updates, state)``."""
+    init: Callable[[Any], Any]
+    update: Callable[..., tuple[Any, Any]]
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _number(name: str, value, low: float | None = None, high: float | None = None,
+            high_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: got {value!r} ({type(value).__name__}), expected a real number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: got {value}, expected a finite number")
+    if low is not None and value < low:
+        raise ValueError(f"{name}: got {value}, expected >= {low}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise ValueError(f"{name}: got {value}, expected {'<' if high_open else '<='} {high}")
+    return value
+
+
+def _learning_rate(learning_rate) -> Callable[[int], float]:
+    """A schedule for ``learning_rate`` (float or callable); rejects negative constants."""
+    if callable(learning_rate):
+        return learning_rate
+    value = _number("learning_rate", learning_rate, low=0.0)
+    return lambda count: value
+
+
+def _zeros_like(x):
+    return x * 0.0  # backend-neutral; parameters are finite at init
+
+
+# ----------------------------------------------------------------------------- basics
+
+def apply_updates(params, updates):
+    """``params + updates`` leaf by leaf (both trees of the same structure)."""
+    return tree_map(lambda p, u: p if u is None else p + u, params, updates)
+
+
+def identity() -> GradientTransformation:
+    """Passes gradients through unchanged."""
+    return GradientTransformation(lambda params: {}, lambda grads, state, params=None: (grads, state))
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """Apply ``transforms`` one after the other; the state is the tuple of their states."""
+    for i, t in enumerate(transforms):
+        if not isinstance(t, GradientTransformation):
+            raise TypeError(f"transforms[{i}]: got {type(t).__name__}, expected a GradientTransformation")
+
+    def init(params):
+        return tuple(t.init(params) for t in transforms)
+
+    def update(grads, state, params=None):
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            raise ValueError(f"state: got {type(state).__name__} of length {len(state) if isinstance(state, tuple) else '?'},"
+                             f" expected a tuple of {len(transforms)} states from chain(...).init")
+        new_state = []
+        for t, s in zip(transforms, state):
+            grads, s = t.update(grads, s, params)
+            new_state.append(s)
+        return grads, tuple(new_state)
+
+    return GradientTransformation(init, update)
+
+
+def scale(factor: float) -> GradientTransformation:
+    """``u = factor·g``."""
+    factor = _number("factor", factor)
+    return GradientTransformation(
+        lambda params: {}, lambda grads, state, params=None: (tree_map(lambda g: g * factor, grads), state))
+
+
+def scale_by_schedule(schedule: Callable[[int], float]) -> GradientTransformation:
+    """``u = schedule(count)·g``, count = 0 on the first update; the state is ``{"count": int}``."""
+    if not callable(schedule):
+        raise TypeError(f"schedule: got {schedule!r}, expected a callable step -> float")
+
+    def init(params):
+        return {"count": 0}
+
+    def update(grads, state, params=None):
+        factor = float(schedule(state["count"]))
+        return tree_map(lambda g: g * factor, grads), {"count": state["count"] + 1}
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_learning_rate(learning_rate, flip_sign: bool = True) -> GradientTransformation:
+    """``u = −η_t·g`` (descent), with η a float or a schedule of the step; always counts steps."""
+    schedule = _learning_rate(learning_rate)
+    sign = -1.0 if flip_sign else 1.0
+
+    def signed(count):
+        value = float(schedule(count))
+        if value < 0:
+            raise ValueError(f"learning_rate: schedule gave {value} at step {count}, expected >= 0")
+        return sign * value
+
+    return scale_by_schedule(signed)
+
+
+def add_decayed_weights(weight_decay: float, mask=None) -> GradientTransformation:
+    """``u = g + λ·p`` (needs ``params``). ``mask``: a tree of bools like ``params`` or a function
+    ``params -> tree``; leaves where it is False are not decayed (e.g. biases)."""
+    weight_decay = _number("weight_decay", weight_decay, low=0.0)
+
+    def update(grads, state, params=None):
+        if params is None:
+            raise ValueError("params: got None, expected the parameter tree (add_decayed_weights needs it)")
+        if weight_decay == 0.0:
+            return grads, state
+        if mask is None:
+            return tree_map(lambda g, p: g + weight_decay * p, grads, params), state
+        where = mask(params) if callable(mask) else mask
+        return tree_map(lambda g, p, m: g + weight_decay * p if m else g, grads, params, where), state
+
+    return GradientTransformation(lambda params: {}, update)
+
+
+def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
+    """Heavy-ball momentum as in ``torch.optim.SGD`` (dampening 0): ``b = μ·b + g``;
+    ``u = g + μ·b`` with Nesterov, else ``u = b``. State ``{"count", "momentum_buffer"}``."""
+    momentum = _number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+
+    def init(params):
+        return {"count": 0, "momentum_buffer": tree_map(_zeros_like, params)}
+
+    def update(grads, state, params=None):
+        buf = tree_map(lambda b, g: momentum * b + g, state["momentum_buffer"], grads)
+        out = tree_map(lambda g, b: g + momentum * b, grads, buf) if nesterov else buf
+        return out, {"count": state["count"] + 1, "momentum_buffer": buf}
+
+    return GradientTransformation(init, update)
+
+
+def _maximum(a, b):
+    # elementwise max with operators only (exact: one term is multiplied by 0, the other by 1)
+    return a * (a >= b) + b * (a < b)
+
+
+def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                  amsgrad: bool = False) -> GradientTransformation:
+    """Adam direction with bias correction, eps outside the square root (``torch.optim.Adam``):
+    ``m = b1·m + (1−b1)·g``, ``v = b2·v + (1−b2)·g²``,
+    ``u = (m/(1−b1^t)) / (√v/√(1−b2^t) + eps)`` (``v`` → running max of ``v`` with ``amsgrad``)."""
+    b1 = _number("b1", b1, low=0.0, high=1.0, high_open=True)
+    b2 = _number("b2", b2, low=0.0, high=1.0, high_open=True)
+    eps = _number("eps", eps, low=0.0)
+
+    def init(params):
+        state = {"count": 0, "mu": tree_map(_zeros_like, params), "nu": tree_map(_zeros_like, params)}
+        if amsgrad:
+            state["nu_max"] = tree_map(_zeros_like, params)
+        return state
+
+    def update(grads, state, params=None):
+        count = state["count"] + 1
+        mu = tree_map(lambda m, g: m + (1.0 - b1) * (g - m), state["mu"], grads)  # torch's lerp form
+        nu = tree_map(lambda v, g: b2 * v + (1.0 - b2) * (g * g), state["nu"], grads)
+        new_state = {"count": count, "mu": mu, "nu": nu}
+        if amsgrad:
+            nu = new_state["nu_max"] = tree_map(_maximum, state["nu_max"], nu)
+        correction1 = 1.0 - b1 ** count
+        correction2_sqrt = math.sqrt(1.0 - b2 ** count)
+        out = tree_map(lambda m, v: (m / correction1) / (v ** 0.5 / correction2_sqrt + eps), mu, nu)
+        return out, new_state
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False) -> GradientTransformation:
+    """RMSprop direction (``torch.optim.RMSprop``): ``s = α·s + (1−α)·g²``, ``u = g/(√s + eps)``;
+    centered: ``a = α·a + (1−α)·g``, ``u = g/(√(s − a²) + eps)``."""
+    alpha = _number("alpha", alpha, low=0.0, high=1.0, high_open=True)
+    eps = _number("eps", eps, low=0.0)
+
+    def init(params):
+        state = {"count": 0, "square_avg": tree_map(_zeros_like, params)}
+        if centered:
+            state["grad_avg"] = tree_map(_zeros_like, params)
+        return state
+
+    def update(grads, state, params=None):
+        sq = tree_map(lambda s, g: alpha * s + (1.0 - alpha) * (g * g), state["square_avg"], grads)
+        new_state = {"count": state["count"] + 1, "square_avg": sq}
+        if centered:
+            avg = new_state["grad_avg"] = tree_map(lambda a, g: a + (1.0 - alpha) * (g - a), state["grad_avg"], grads)
+            out = tree_map(lambda g, s, a: g / ((s - a * a) ** 0.5 + eps), grads, sq, avg)
+        else:
+            out = tree_map(lambda g, s: g / (s ** 0.5 + eps), grads, sq)
+        return out, new_state
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> GradientTransformation:
+    """Adagrad direction (``torch.optim.Adagrad``): ``s = s + g²``, ``u = g/(√s + eps)``, s starting at
+    ``initial_accumulator_value``."""
+    initial = _number("initial_accumulator_value", initial_accumulator_value, low=0.0)
+    eps = _number("eps", eps, low=0.0)
+
+    def init(params):
+        return {"count": 0, "sum": tree_map(lambda p: _zeros_like(p) + initial, params)}
+
+    def update(grads, state, params=None):
+        acc = tree_map(lambda s, g: s + g * g, state["sum"], grads)
+        out = tree_map(lambda g, s: g / (s ** 0.5 + eps), grads, acc)
+        return out, {"count": state["count"] + 1, "sum": acc}
+
+    return GradientTransformation(init, update)
+
+
+def clip(max_delta: float) -> GradientTransformation:
+    """Clip every element of the gradient to ``[−max_delta, max_delta]``."""
+    max_delta = _number("max_delta", max_delta, low=0.0)
+    return GradientTransformation(
+        lambda params: {},
+        lambda grads, state, params=None: (tree_map(lambda g: g.clip(-max_delta, max_delta), grads), state))
+
+
+def global_norm(tree) -> float:
+    """``√(Σ_leaves Σ g²)`` as a Python float."""
+    total = 0.0
+    for g in tree_leaves(tree):
+        total = total + float((g * g).sum())
+    return total ** 0.5
+
+
+def clip_by_global_norm(max_norm: float) -> GradientTransformation:
+    """If the global norm ‖g‖ exceeds ``max_norm``, scale every leaf by ``max_norm/‖g‖``; else pass.
+    (``torch.nn.utils.clip_grad_norm_`` divides by ``‖g‖ + 1e-6`` instead; this is the exact rule.)"""
+    max_norm = _number("max_norm", max_norm)
+    if max_norm <= 0:
+        raise ValueError(f"max_norm: got {max_norm}, expected > 0")
+
+    def update(grads, state, params=None):
+        norm = global_norm(grads)
+        if norm <= max_norm:
+            return grads, state
+        factor = max_norm / norm
+        return tree_map(lambda g: g * factor, grads), state
+
+    return GradientTransformation(lambda params: {}, update)
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+def sgd(learning_rate, momentum: float = 0.0, nesterov: bool = False,
+        weight_decay: float = 0.0) -> GradientTransformation:
+    """SGD as ``torch.optim.SGD`` with dampening 0: ``d = g + λ·p``; ``b = μ·b + d``;
+    ``p ← p − η·(d + μ·b)`` (Nesterov) or ``p ← p − η·b``."""
+    _learning_rate(learning_rate)
+    momentum = _number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    if nesterov and momentum == 0.0:
+        raise ValueError("nesterov: got True with momentum=0.0, expected momentum > 0")
+    parts = [add_decayed_weights(weight_decay)] if weight_decay else []
+    if momentum:
+        parts.append(trace(momentum, nesterov))
+    return chain(*parts, scale_by_learning_rate(learning_rate))
+
+
+def adam(learning_rate=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+         weight_decay: float = 0.0, amsgrad: bool = False) -> GradientTransformation:
+    """Adam as ``torch.optim.Adam``: L2 ``weight_decay`` is added to the gradient before the moments;
+    ``p ← p − η·(m/(1−b1^t)) / (√v/√(1−b2^t) + eps)``."""
+    _learning_rate(learning_rate)
+    parts = [add_decayed_weights(weight_decay)] if weight_decay else []
+    return chain(*parts, scale_by_adam(b1, b2, eps, amsgrad), scale_by_learning_rate(learning_rate))
+
+
+def adamw(learning_rate=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+          weight_decay: float = 1e-2, amsgrad: bool = False, mask=None) -> GradientTransformation:
+    """AdamW as ``torch.optim.AdamW`` (decoupled decay): ``p ← p − η·(adam_direction + λ·p)``,
+    i.e. the decay ``η·λ·p`` follows the learning-rate schedule. ``mask`` as in
+    :func:`add_decayed_weights`."""
+    _learning_rate(learning_rate)
+    return chain(scale_by_adam(b1, b2, eps, amsgrad), add_decayed_weights(weight_decay, mask),
+                 scale_by_learning_rate(learning_rate))
+
+
+def rmsprop(learning_rate=1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+            momentum: float = 0.0, centered: bool = False) -> GradientTransformation:
+    """RMSprop as ``torch.optim.RMSprop``: ``d = g + λ·p``; ``s = α·s + (1−α)·d²``;
+    ``b = μ·b + d/(√s + eps)``; ``p ← p − η·b`` (``b = d/(√s + eps)`` without momentum)."""
+    _learning_rate(learning_rate)
+    parts = [add_decayed_weights(weight_decay)] if weight_decay else []
+    parts.append(scale_by_rms(alpha, eps, centered))
+    if _number("momentum", momentum, low=0.0, high=1.0, high_open=True):
+        parts.append(trace(momentum))
+    return chain(*parts, scale_by_learning_rate(learning_rate))
+
+
+def adagrad(learning_rate=1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+            initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> GradientTransformation:
+    """Adagrad as ``torch.optim.Adagrad``: ``d = g + λ·p``; ``s = s + d²``;
+    ``p ← p − η_t/(1 + t·lr_decay) · d/(√s + eps)`` with t = 0 on the first update."""
+    schedule = _learning_rate(learning_rate)
+    lr_decay = _number("lr_decay", lr_decay, low=0.0)
+    parts = [add_decayed_weights(weight_decay)] if weight_decay else []
+    parts.append(scale_by_adagrad(initial_accumulator_value, eps))
+    return chain(*parts, scale_by_learning_rate(lambda count: schedule(count) / (1.0 + count * lr_decay)))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def step_count(state) -> int:
+    """The number of updates applied so far: the first ``"count"`` found in ``state``."""
+    if isinstance(state, dict):
+        if "count" in state:
+            return int(state["count"])
+        children = state.values()
+    elif isinstance(state, (list, tuple)):
+        children = state
+    else:
+        children = ()
+    for child in children:
+        try:
+            return step_count(child)
+        except ValueError:
+            continue
+    raise ValueError("state: got a state without a step count, expected one from an optimizer's init")
+
+
+def _leaf_to_numpy(leaf) -> np.ndarray:
+    if isinstance(leaf, (np.ndarray, np.generic, numbers.Number)):
+        return np.array(leaf)
+    from . import backends  # the registry converts torch/cupy arrays without importing them here
+    return np.array(backends.get(backends.backend_of(leaf)).to_numpy(leaf))
+
+
+def _numpy_to_leaf(array: np.ndarray, template):
+    if isinstance(template, bool) or isinstance(template, numbers.Integral):
+        return int(array)
+    if isinstance(template, numbers.Real):
+        return float(array)
+    if isinstance(template, (np.ndarray, np.generic)):
+        return np.array(array, dtype=template.dtype)
+    from . import backends
+    return backends.get(backends.backend_of(template)).asarray(array)
+
+
+def state_to_arrays(state, prefix: str = "opt_state/") -> dict[str, np.ndarray]:
+    """Flatten an optimizer state into ``{path: numpy array}`` for ``np.savez``; step counts become
+    0-d int64 arrays. Paths look like ``"opt_state/1/mu/cells/0/weight_hh"``."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix: got {type(prefix).__name__}, expected str")
+    return {prefix + path: _leaf_to_numpy(leaf) for path, leaf in tree_paths(state)}
+
+
+def state_from_arrays(template_state, arrays, prefix: str = "opt_state/"):
+    """Rebuild a state shaped like ``template_state`` (e.g. ``opt.init(params)``) from ``arrays``
+    (a dict or an ``np.load`` result) written by :func:`state_to_arrays`. Leaves come back on the
+    template leaf's backend (NumPy leaves keep the template's dtype); counts come back as ints."""
+    paths = tree_paths(template_state)
+    wanted = {prefix + p for p, _ in paths}
+    missing = [k for k in sorted(wanted) if k not in arrays]
+    if missing:
+        raise ValueError(f"arrays: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, expected every "
+                         f"path of the template state under prefix {prefix!r}")
+    leaves = iter(paths)
+
+    def restore(template):
+        path, _ = next(leaves)  # same visiting order as tree_paths
+        array = np.asarray(arrays[prefix + path])
+        expected = tuple(getattr(template, "shape", ()))
+        if tuple(array.shape) != expected:
+            raise ValueError(f"arrays[{prefix + path!r}]: got shape {array.shape}, expected {expected}")
+        return _numpy_to_leaf(array, template)
+
+    return _map_leaves(restore, template_state)
+
+
+def _map_leaves(fn, tree):
+    # like tree_map, but visits leaves in tree_paths order and keeps ints (counts) as leaves
+    if isinstance(tree, dict):
+        return {k: _map_leaves(fn, v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_map_leaves(fn, v) for v in tree)
+    if tree is None:
+        return None
+    return fn(tree)

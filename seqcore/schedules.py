@@ -1,0 +1,453 @@
+"""Learning-rate schedules: plain functions ``step -> float``.
+
+Every constructor validates its arguments and returns a closure ``schedule(step)``
+that takes a non-negative step (``int`` or ``float``) and returns a Python ``float``.
+Step 0 is the first optimizer update. Schedules with a total length clamp: any step
+beyond the total gives the final value. Warmups are linear from ``init_value`` (default
+0) at step 0 to the peak at ``step == warmup_steps``.
+
+Pass a schedule as ``learning_rate`` to any optimizer in :mod:`seqcore.optim`.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "Schedule", "constant", "linear_decay", "piecewise_constant", "exponential", "cosine",
+    "warmup_cosine", "sgdr", "wsd", "infinite", "rex", "triangular", "join", "refined",
+]
+
+Schedule = Callable[[float], float]
+
+COOLDOWN_KINDS = ("linear", "cosine", "sqrt")
+TRIANGULAR_MODES = ("triangular", "triangular2", "exp_range")
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: got {value!r} ({type(value).__name__}), expected a real number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: got {value}, expected a finite number")
+    return value
+
+
+def _nonnegative(name: str, value) -> float:
+    value = _number(name, value)
+    if value < 0:
+        raise ValueError(f"{name}: got {value}, expected >= 0")
+    return value
+
+
+def _positive(name: str, value) -> float:
+    value = _number(name, value)
+    if value <= 0:
+        raise ValueError(f"{name}: got {value}, expected > 0")
+    return value
+
+
+def _steps(name: str, value, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: got {value!r} ({type(value).__name__}), expected an int")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name}: got {value}, expected >= {minimum}")
+    return value
+
+
+def _ratio(name: str, value) -> float:
+    value = _number(name, value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}: got {value}, expected a ratio in [0, 1] (a floor above the peak is not allowed)")
+    return value
+
+
+def _floor_below(name: str, value, peak_name: str, peak: float) -> float:
+    value = _nonnegative(name, value)
+    if value > peak:
+        raise ValueError(f"{name}: got {value}, expected <= {peak_name}={peak} (floor above the peak)")
+    return value
+
+
+def _step(step) -> float:
+    if isinstance(step, bool) or not isinstance(step, numbers.Real):
+        raise TypeError(f"step: got {step!r} ({type(step).__name__}), expected a number")
+    step = float(step)
+    if not step >= 0:  # also rejects NaN
+        raise ValueError(f"step: got {step}, expected >= 0")
+    return step
+
+
+def _warmup(step: float, warmup_steps: int, init_value: float, peak: float) -> float:
+    return init_value + (peak - init_value) * step / warmup_steps
+
+
+def _cosine_shape(progress: float) -> float:
+    """½(1 + cos(π p)) for p in [0, 1]: 1 at p = 0, 0 at p = 1."""
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ----------------------------------------------------------------------------- schedules
+
+def constant(value: float) -> Schedule:
+    """``η_t = value`` for every step."""
+    value = _nonnegative("value", value)
+
+    def schedule(step) -> float:
+        _step(step)
+        return value
+
+    return schedule
+
+
+def linear_decay(peak: float, total_steps: int, end_value: float = 0.0) -> Schedule:
+    """``η_t = end + (peak − end)·(1 − t/T)`` for t ≤ T, then ``end``; with end = 0 it is ``η·(1 − t/T)``."""
+    peak = _nonnegative("peak", peak)
+    total_steps = _steps("total_steps", total_steps, 1)
+    end_value = _floor_below("end_value", end_value, "peak", peak)
+
+    def schedule(step) -> float:
+        t = min(_step(step), total_steps)
+        return end_value + (peak - end_value) * (1.0 - t / total_steps)
+
+    return schedule
+
+
+def piecewise_constant(values: Sequence[float], boundaries: Sequence[int]) -> Schedule:
+    """``values[i]`` for ``boundaries[i-1] <= t < boundaries[i]``; ``len(values) == len(boundaries) + 1``."""
+    values = [_nonnegative(f"values[{i}]", v) for i, v in enumerate(values)]
+    boundaries = [_steps(f"boundaries[{i}]", b, 1) for i, b in enumerate(boundaries)]
+    if len(values) != len(boundaries) + 1:
+        raise ValueError(f"values: got {len(values)} values, expected len(boundaries) + 1 = {len(boundaries) + 1}")
+    for i in range(1, len(boundaries)):
+        if boundaries[i] <= boundaries[i - 1]:
+            raise ValueError(f"boundaries: got {boundaries}, expected strictly increasing steps")
+
+    def schedule(step) -> float:
+        t = _step(step)
+        index = sum(1 for b in boundaries if t >= b)
+        return values[index]
+
+    return schedule
+
+
+def exponential(peak: float, decay_rate: float, decay_steps: int, staircase: bool = False,
+                end_value: float = 0.0) -> Schedule:
+    """``η_t = max(end, peak·rate^(t/k))`` with ``k = decay_steps``; ``staircase`` uses ``floor(t/k)``."""
+    peak = _nonnegative("peak", peak)
+    decay_rate = _number("decay_rate", decay_rate)
+    if not 0.0 < decay_rate <= 1.0:
+        raise ValueError(f"decay_rate: got {decay_rate}, expected in (0, 1]")
+    decay_steps = _steps("decay_steps", decay_steps, 1)
+    end_value = _floor_below("end_value", end_value, "peak", peak)
+
+    def schedule(step) -> float:
+        exponent = _step(step) / decay_steps
+        if staircase:
+            exponent = math.floor(exponent)
+        return max(end_value, peak * decay_rate ** exponent)
+
+    return schedule
+
+
+def cosine(peak: float, total_steps: int, alpha: float = 0.0, power: float = 1.0) -> Schedule:
+    """``η_t = peak·(α + (1 − α)·[½(1 + cos(π t/T))]^power)``; ``α`` is the floor as a ratio of the peak."""
+    peak = _nonnegative("peak", peak)
+    total_steps = _steps("total_steps", total_steps, 1)
+    alpha = _ratio("alpha", alpha)
+    power = _positive("power", power)
+
+    def schedule(step) -> float:
+        t = min(_step(step), total_steps)
+        return peak * (alpha + (1.0 - alpha) * _cosine_shape(t / total_steps) ** power)
+
+    return schedule
+
+
+def warmup_cosine(peak: float, warmup_steps: int, total_steps: int, init_value: float = 0.0,
+                  alpha: float = 0.0, power: float = 1.0) -> Schedule:
+    """Linear warmup ``init → peak`` over ``warmup_steps``, then :func:`cosine` over the remaining
+    ``total_steps − warmup_steps`` steps down to ``α·peak`` (``total_steps`` includes the warmup)."""
+    peak = _nonnegative("peak", peak)
+    total_steps = _steps("total_steps", total_steps, 1)
+    warmup_steps = _steps("warmup_steps", warmup_steps, 0)
+    if warmup_steps > total_steps:
+        raise ValueError(f"warmup_steps: got {warmup_steps}, expected <= total_steps={total_steps}")
+    init_value = _floor_below("init_value", init_value, "peak", peak)
+    alpha = _ratio("alpha", alpha)
+    power = _positive("power", power)
+    decay_steps = total_steps - warmup_steps
+
+    def schedule(step) -> float:
+        t = min(_step(step), total_steps)
+        if t < warmup_steps:
+            return _warmup(t, warmup_steps, init_value, peak)
+        if decay_steps == 0:
+            return peak * alpha
+        progress = (t - warmup_steps) / decay_steps
+        return peak * (alpha + (1.0 - alpha) * _cosine_shape(progress) ** power)
+
+    return schedule
+
+
+def sgdr(peak: float, cycle_steps: int, alpha: float = 0.0, cycle_mult: float = 1.0,
+         peak_decay: float = 1.0, num_cycles: int | None = None) -> Schedule:
+    """Cosine with warm restarts: cycle ``i`` lasts ``L_i = round(cycle_steps·cycle_mult^i)`` steps and
+    inside it ``η = p_i·(α + (1 − α)·½(1 + cos(π τ/L_i)))`` with ``p_i = peak·peak_decay^i`` and τ the
+    step within the cycle. With ``num_cycles`` set, steps after the last cycle give its final value
+    ``α·p_last``; otherwise cycles repeat forever."""
+    peak = _nonnegative("peak", peak)
+    cycle_steps = _steps("cycle_steps", cycle_steps, 1)
+    alpha = _ratio("alpha", alpha)
+    cycle_mult = _number("cycle_mult", cycle_mult)
+    if cycle_mult < 1.0:
+        raise ValueError(f"cycle_mult: got {cycle_mult}, expected >= 1")
+    peak_decay = _number("peak_decay", peak_decay)
+    if not 0.0 < peak_decay <= 1.0:
+        raise ValueError(f"peak_decay: got {peak_decay}, expected in (0, 1]")
+    if num_cycles is not None:
+        num_cycles = _steps("num_cycles", num_cycles, 1)
+
+    def locate(t: float) -> tuple[int, float, int]:
+        """(cycle index, step within the cycle, cycle length)."""
+        if cycle_mult == 1.0:
+            index = int(t // cycle_steps)
+            return index, t - index * cycle_steps, cycle_steps
+        index, start = 0, 0
+        while True:
+            length = max(1, round(cycle_steps * cycle_mult ** index))
+            if t < start + length:
+                return index, t - start, length
+            index, start = index + 1, start + length
+
+    def schedule(step) -> float:
+        index, tau, length = locate(_step(step))
+        if num_cycles is not None and index >= num_cycles:  # past the last cycle: its final value
+            return peak * peak_decay ** (num_cycles - 1) * alpha
+        return peak * peak_decay ** index * (alpha + (1.0 - alpha) * _cosine_shape(tau / length))
+
+    return schedule
+
+
+def _cooldown_shape(kind: str, progress: float) -> float:
+    if kind == "linear":
+        return 1.0 - progress
+    if kind == "cosine":
+        return _cosine_shape(progress)
+    return 1.0 - math.sqrt(progress)
+
+
+def wsd(peak: float, total_steps: int, warmup_steps: int = 0, cooldown_steps: int | None = None,
+        cooldown: str = "linear", floor_ratio: float = 0.0, init_value: float = 0.0) -> Schedule:
+    """Warmup–stable–decay: linear warmup to ``peak``, plateau at ``peak``, then over the last
+    ``cooldown_steps`` steps ``η = peak·(r + (1 − r)·f(p))`` with p the cooldown progress, r the
+    floor ratio and ``f(p) = 1 − p`` (``"linear"``), ``½(1 + cos πp)`` (``"cosine"``) or
+    ``1 − √p`` (``"sqrt"``). ``cooldown_steps`` defaults to 20 % of ``total_steps``."""
+    peak = _nonnegative("peak", peak)
+    total_steps = _steps("total_steps", total_steps, 1)
+    warmup_steps = _steps("warmup_steps", warmup_steps, 0)
+    if warmup_steps > total_steps:
+        raise ValueError(f"warmup_steps: got {warmup_steps}, expected <= total_steps={total_steps}")
+    if cooldown_steps is None:
+        cooldown_steps = min(total_steps - warmup_steps, total_steps // 5)
+    cooldown_steps = _steps("cooldown_steps", cooldown_steps, 0)
+    if warmup_steps + cooldown_steps > total_steps:
+        raise ValueError(f"cooldown_steps: got {cooldown_steps}, expected <= total_steps - warmup_steps"
+                         f"={total_steps - warmup_steps}")
+    if cooldown not in COOLDOWN_KINDS:
+        raise ValueError(f"cooldown: got {cooldown!r}, expected one of {COOLDOWN_KINDS}")
+    floor_ratio = _ratio("floor_ratio", floor_ratio)
+    init_value = _floor_below("init_value", init_value, "peak", peak)
+    cooldown_start = total_steps - cooldown_steps
+
+    def schedule(step) -> float:
+        t = min(_step(step), total_steps)
+        if t < warmup_steps:
+            return _warmup(t, warmup_steps, init_value, peak)
+        if t < cooldown_start:
+            return peak
+        if cooldown_steps == 0:
+            return peak * floor_ratio
+        progress = (t - cooldown_start) / cooldown_steps
+        return peak * (floor_ratio + (1.0 - floor_ratio) * _cooldown_shape(cooldown, progress))
+
+    return schedule
+
+
+def infinite(peak: float, constant_value: float, min_value: float, warmup_steps: int,
+             cooldown_steps: int, constant_steps: int, anneal_steps: int, init_value: float = 0.0,
+             start_in_constant: bool = False) -> Schedule:
+    """Infinite schedule for continual pre-training, four phases in order:
+
+    1. warmup ``init → peak`` (linear, ``warmup_steps``);
+    2. cosine cooldown ``peak → constant_value`` (``cooldown_steps``);
+    3. constant ``constant_value`` (``constant_steps``, any length);
+    4. exponential anneal ``c·exp(−ln(c/η_min)·τ/T_anneal)``, c = ``constant_value``, from ``c`` to
+       ``min_value`` (``anneal_steps``), then ``min_value``.
+
+    **Continuing with a later task.** ``start_in_constant=True`` drops phases 1–2: step 0 is already
+    in the constant phase at ``constant_value`` (no re-warming), followed by ``constant_steps`` of
+    plateau and the anneal. Build the first task with ``start_in_constant=False`` and every later
+    task with ``start_in_constant=True``.
+    """
+    peak = _nonnegative("peak", peak)
+    constant_value = _floor_below("constant_value", constant_value, "peak", peak)
+    min_value = _positive("min_value", min_value)
+    if min_value > constant_value:
+        raise ValueError(f"min_value: got {min_value}, expected <= constant_value={constant_value} "
+                         f"(floor above the peak)")
+    warmup_steps = _steps("warmup_steps", warmup_steps, 0)
+    cooldown_steps = _steps("cooldown_steps", cooldown_steps, 0)
+    constant_steps = _steps("constant_steps", constant_steps, 0)
+    anneal_steps = _steps("anneal_steps", anneal_steps, 0)
+    init_value = _floor_below("init_value", init_value, "peak", peak)
+    if start_in_constant:
+        warmup_steps = cooldown_steps = 0
+    if warmup_steps + cooldown_steps + constant_steps + anneal_steps < 1:
+        raise ValueError("total_steps: got 0 (warmup + cooldown + constant + anneal), expected >= 1")
+    cooldown_start = warmup_steps
+    constant_start = cooldown_start + cooldown_steps
+    anneal_start = constant_start + constant_steps
+    total_steps = anneal_start + anneal_steps
+    log_ratio = math.log(constant_value / min_value)
+
+    def schedule(step) -> float:
+        t = min(_step(step), total_steps)
+        if t < cooldown_start:
+            return _warmup(t, warmup_steps, init_value, peak)
+        if t < constant_start:
+            progress = (t - cooldown_start) / cooldown_steps
+            return constant_value + (peak - constant_value) * _cosine_shape(progress)
+        if t < anneal_start or anneal_steps == 0:
+            return constant_value
+        return constant_value * math.exp(-log_ratio * (t - anneal_start) / anneal_steps)
+
+    return schedule
+
+
+def rex(peak: float, total_steps: int, min_value: float = 0.0) -> Schedule:
+    """REX: ``η_t = η_min + (peak − η_min)·(1 − p)/(1 − p/2)`` with ``p = t/T``."""
+    peak = _nonnegative("peak", peak)
+    total_steps = _steps("total_steps", total_steps, 1)
+    min_value = _floor_below("min_value", min_value, "peak", peak)
+
+    def schedule(step) -> float:
+        p = min(_step(step), total_steps) / total_steps
+        return min_value + (peak - min_value) * (1.0 - p) / (1.0 - p / 2.0)
+
+    return schedule
+
+
+def triangular(base_value: float, peak: float, half_cycle_steps: int, mode: str = "triangular",
+               gamma: float = 1.0) -> Schedule:
+    """Cyclical (triangular) schedule: with ``c = floor(1 + t/(2s))`` and ``x = |t/s − 2c + 1|``,
+    ``η_t = base + (peak − base)·max(0, 1 − x)·scale``; ``scale`` is 1 (``"triangular"``),
+    ``1/2^(c−1)`` (``"triangular2"``) or ``gamma^t`` (``"exp_range"``). Starts at ``base``."""
+    peak = _nonnegative("peak", peak)
+    base_value = _floor_below("base_value", base_value, "peak", peak)
+    half_cycle_steps = _steps("half_cycle_steps", half_cycle_steps, 1)
+    if mode not in TRIANGULAR_MODES:
+        raise ValueError(f"mode: got {mode!r}, expected one of {TRIANGULAR_MODES}")
+    gamma = _number("gamma", gamma)
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma: got {gamma}, expected in (0, 1]")
+
+    def schedule(step) -> float:
+        t = _step(step)
+        cycle = math.floor(1.0 + t / (2 * half_cycle_steps))
+        x = abs(t / half_cycle_steps - 2 * cycle + 1)
+        if mode == "triangular":
+            scale = 1.0
+        elif mode == "triangular2":
+            scale = 1.0 / 2.0 ** (cycle - 1)
+        else:
+            scale = gamma ** t
+        return base_value + (peak - base_value) * max(0.0, 1.0 - x) * scale
+
+    return schedule
+
+
+def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
+    """Concatenate schedules: for ``boundaries[i-1] <= t < boundaries[i]`` the value is
+    ``schedules[i](t − boundaries[i-1])`` (each later schedule sees the step relative to its start)."""
+    schedules = list(schedules)
+    for i, s in enumerate(schedules):
+        if not callable(s):
+            raise TypeError(f"schedules[{i}]: got {s!r}, expected a callable step -> float")
+    boundaries = [_steps(f"boundaries[{i}]", b, 1) for i, b in enumerate(boundaries)]
+    if len(schedules) != len(boundaries) + 1:
+        raise ValueError(f"schedules: got {len(schedules)} schedules, expected len(boundaries) + 1 = "
+                         f"{len(boundaries) + 1}")
+    for i in range(1, len(boundaries)):
+        if boundaries[i] <= boundaries[i - 1]:
+            raise ValueError(f"boundaries: got {boundaries}, expected strictly increasing steps")
+    starts = [0] + boundaries
+
+    def schedule(step) -> float:
+        t = _step(step)
+        index = sum(1 for b in boundaries if t >= b)
+        return float(schedules[index](t - starts[index]))
+
+    return schedule
+
+
+def _median_filter(values: np.ndarray, width: int) -> np.ndarray:
+    """Running median, odd ``width``; the start is padded with its edge value and the end by
+    reflection (so the trend near the end of the run is not flattened)."""
+    half = width // 2
+    padded = np.concatenate([np.full(half, values[0]), values, values[::-1][1:][:half]])
+    if padded.size < values.size + 2 * half:  # run shorter than the half-window
+        padded = np.concatenate([padded, np.full(values.size + 2 * half - padded.size, values[-1])])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width)
+    return np.median(windows, axis=1)
+
+
+def refined(grad_norms: Sequence[float], peak: float, median_window_fraction: float = 0.0,
+            total_steps: int | None = None, power: float = 2.0) -> Schedule:
+    """Linear decay refined from a previous run's gradient norms (Defazio et al., 2023,
+    "When, Why and How Much? Adaptive learning rate scheduling by refinement").
+
+    With ``g_t`` the gradient norm at step t of the previous run (shape ``(n,)``), optionally
+    median-filtered over a window of ``median_window_fraction·n`` steps (rounded to odd),
+    ``w_t = g_t^(−power)`` (power 2 is the paper's SGD rule) and ``η_t ∝ w_t·Σ_{s>t} w_s``,
+    normalised so that its maximum is ``peak``. The last step has η = 0. Constant norms give
+    exactly :func:`linear_decay` over ``n − 1`` steps; norms that are large early give a warmup,
+    norms that grow towards the end a fast final anneal. ``total_steps`` (default n) resamples the shape linearly in relative time.
+    """
+    norms = np.asarray(grad_norms, dtype=np.float64)
+    if norms.ndim != 1 or norms.size < 2:
+        raise ValueError(f"grad_norms: got shape {norms.shape}, expected (n,) with n >= 2")
+    if not np.all(np.isfinite(norms)) or np.any(norms <= 0):
+        raise ValueError(f"grad_norms: got min {norms.min()!r}, expected finite values > 0")
+    peak = _nonnegative("peak", peak)
+    median_window_fraction = _ratio("median_window_fraction", median_window_fraction)
+    power = _positive("power", power)
+    n = norms.size
+    total_steps = n if total_steps is None else _steps("total_steps", total_steps, 2)
+
+    width = 2 * (int(median_window_fraction * n) // 2) + 1
+    if width > 1:
+        norms = _median_filter(norms, width)
+    weights = norms ** -power
+    tail = np.concatenate([np.cumsum(weights[::-1])[::-1][1:], [0.0]])  # Σ_{s>t} w_s
+    shape = weights * tail
+    shape = shape / shape.max()
+    if total_steps != n:
+        shape = np.interp(np.linspace(0.0, 1.0, total_steps), np.linspace(0.0, 1.0, n), shape)
+    values = peak * shape
+    last = total_steps - 1
+
+    def schedule(step) -> float:
+        t = min(_step(step), last)
+        lo = int(math.floor(t))
+        if lo == t or lo == last:
+            return float(values[lo])
+        return float(values[lo] + (values[lo + 1] - values[lo]) * (t - lo))
+
+    return schedule

@@ -1,0 +1,152 @@
+"""The import promise, the backend registry, the tape, and bad-input errors."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import seqcore
+from seqcore import backends, cells, nn, ops
+
+HEAVY = ("numba", "cupy", "torch", "click", "tqdm", "matplotlib")
+
+
+def test_import_loads_only_numpy():
+    code = ("import sys, seqcore, seqcore.cells, seqcore.nn, seqcore.models; "
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "SEQCORE_BACKEND": "numpy"})
+    assert out.stdout.strip() == ""
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+def test_registry_names_and_numpy_always_available():
+    assert set(backends.names()) >= {"numpy", "numba", "cupy", "torch"}
+    assert "numpy" in backends.available()
+    assert backends.get("numpy").name == "numpy"
+
+
+def test_unknown_backend_is_a_value_error_naming_choices():
+    with pytest.raises(ValueError, match=r"backend: unknown backend 'jax'.*numpy"):
+        backends.get("jax")
+    with pytest.raises(ValueError, match="jax"):
+        seqcore.use("jax")
+
+
+def test_missing_backend_names_package_and_extra(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "cupy" or name.startswith("cupy."):
+            raise ImportError("No module named 'cupy'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    monkeypatch.delitem(backends._LOADED, "cupy", raising=False)
+    with pytest.raises(backends.BackendUnavailable, match=r"cupy.*seqcore\[cuda\]"):
+        backends.get("cupy")
+    assert "cupy" not in backends.available()
+
+
+def test_use_as_context_manager_restores_previous():
+    before = backends.current()
+    with seqcore.use("numpy"):
+        assert backends.current() == "numpy"
+    assert backends.current() == before
+
+
+def test_environment_variable_sets_default():
+    code = "import seqcore; print(seqcore.backends.current())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "SEQCORE_BACKEND": "torch"})
+    assert out.stdout.strip() == "torch"
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "SEQCORE_BACKEND": "nope"})
+    assert bad.returncode != 0 and "SEQCORE_BACKEND" in bad.stderr
+
+
+def test_backend_detection_does_not_import_frameworks():
+    code = ("import sys, numpy as np, seqcore; seqcore.backends.backend_of(np.zeros(3)); "
+            "print('torch' in sys.modules, 'cupy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
+
+
+# -- tape ---------------------------------------------------------------------------------------
+
+def test_vjp_returns_dicts_for_dicts_and_none_for_labels():
+    rng = np.random.default_rng(0)
+    lin = nn.Linear(3, 4)
+    p = lin.init(rng, np.float64)
+    x = rng.normal(size=(5, 3))
+    labels = rng.integers(0, 4, 5)
+    loss, pullback = seqcore.vjp(lambda p, x, y: nn.cross_entropy(lin.apply(p, x), y), p, x, labels)
+    gp, gx, gy = pullback(np.ones(()))
+    assert set(gp) == {"weight", "bias"} and gy is None
+    # direct formula: d/dlogits = softmax − onehot, averaged
+    z = x @ p["weight"].T + p["bias"]
+    s = np.exp(z - z.max(1, keepdims=True))
+    s /= s.sum(1, keepdims=True)
+    s[np.arange(5), labels] -= 1
+    np.testing.assert_allclose(gp["weight"], s.T @ x / 5, rtol=1e-12)
+    np.testing.assert_allclose(gx, s @ p["weight"] / 5, rtol=1e-12)
+
+
+def test_untracked_numpy_op_on_traced_value_raises():
+    with pytest.raises(TypeError, match="Traced"):   # NumPy refuses: no silent dropped gradient
+        seqcore.vjp(lambda a: np.tanh(a), np.ones(3))
+    with pytest.raises(TypeError, match="traced seqcore array"):
+        seqcore.vjp(lambda a: np.asarray(a), np.ones(3))
+
+
+def test_reused_value_accumulates_gradient():
+    x = np.array([1.0, 2.0, 3.0])
+    _, pb = seqcore.vjp(lambda x: ops.sum(x * x + ops.tanh(x) * x), x)
+    (g,) = pb(np.ones(()))
+    np.testing.assert_allclose(g, 2 * x + np.tanh(x) + x * (1 - np.tanh(x) ** 2), rtol=1e-12)
+
+
+def test_value_and_grad():
+    f = lambda w: ops.sum(ops.square(w))  # noqa: E731
+    v, g = seqcore.value_and_grad(f)(np.array([1.0, -2.0]))
+    assert float(v) == 5.0
+    np.testing.assert_array_equal(g, [2.0, -4.0])
+
+
+def test_cotangent_of_wrong_shape_is_rejected():
+    _, pb = seqcore.vjp(lambda a: a * 2.0, np.ones(3))
+    with pytest.raises(ValueError, match=r"cotangent: got shape \(4,\), expected \(3,\)"):
+        pb(np.ones(4))
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: seqcore.linear_scan(np.ones((2, 3)), np.ones((2, 3))), r"a: got an array of shape \(2, 3\)"),
+    (lambda: seqcore.linear_scan(np.ones((2, 3, 4)), np.ones((2, 5, 4))), r"b: got shape \(2, 5, 4\), expected \(2, 3, 4\)"),
+    (lambda: seqcore.linear_scan(np.ones((2, 3, 4), int), np.ones((2, 3, 4))), r"a: got dtype int"),
+    (lambda: seqcore.linear_scan(np.ones((2, 3, 4)), np.ones((2, 3, 4)), np.ones((3, 4))), r"h0: got shape \(3, 4\)"),
+    (lambda: seqcore.linear_scan(np.ones((2, 3, 4)), np.ones((2, 3, 4)), method="magic"), r"method: got 'magic'"),
+    (lambda: seqcore.linear_scan(np.ones((2, 3, 4)), np.ones((2, 3, 4), np.float32)), r"b: got dtype float32"),
+    (lambda: seqcore.linear_scan(np.ones((2, 3, 4)), np.ones((2, 3, 4)), chunk_size=0), r"chunk_size: got 0"),
+    (lambda: seqcore.block_scan(np.ones((2, 3, 1, 2, 3)), np.ones((2, 3, 1, 2))), r"A: got blocks of shape \(2, 3\)"),
+    (lambda: seqcore.block_scan(np.ones((2, 3, 1, 2, 2)), np.ones((2, 3, 2, 2))), r"b: got shape \(2, 3, 2, 2\)"),
+    (lambda: seqcore.log_linear_scan(np.ones((2, 0, 4)), np.ones((2, 0, 4))), r"T = 0"),
+    (lambda: cells.LSTM(3, 4).apply(cells.LSTM(3, 4).init(np.random.default_rng(0)), np.ones((2, 5, 2), np.float32)),
+     r"x: got shape \(2, 5, 2\), expected \(B, T, 3\)"),
+    (lambda: cells.Elman(3, 4).apply(cells.Elman(3, 4).init(np.random.default_rng(0)), np.ones((2, 5, 3), np.float32),
+                                     np.ones((2, 5), np.float32)), r"h0: got shape \(2, 5\), expected \(2, 4\)"),
+    (lambda: cells.Elman(0, 4), r"input_size: got 0"),
+    (lambda: cells.Elman(3, 4, nonlinearity="sigmoid"), r"nonlinearity: got 'sigmoid'"),
+    (lambda: cells.Elman(3, 4).apply({}, np.ones((2, 5, 3))), r"params: missing 'weight_ih'"),
+    (lambda: cells.Elman(3, 4).apply(cells.Elman(3, 4).init(np.random.default_rng(0)), np.ones((2, 5, 3)), mode="fast"),
+     r"mode: got 'fast'"),
+    (lambda: nn.cross_entropy(np.ones((2, 3)), np.array([0, 5])), r"labels: got values in \[0, 5\], expected \[0, 2\]"),
+    (lambda: nn.cross_entropy(np.ones((2, 3)), np.array([0.0, 1.0])), r"labels: got float64, expected an integer"),
+])
+def test_bad_input_names_argument_value_and_expectation(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()

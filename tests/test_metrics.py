@@ -1,0 +1,202 @@
+"""Continual-learning metrics against values computed by hand."""
+import math
+
+import numpy as np
+import pytest
+
+from seqcore.metrics import (EvalCurve, average_accuracy, bwt, forgetting, fwt, lca, min_acc,
+                             summarize, wc_acc, windowed_forgetting, windowed_plasticity)
+
+NAN = float("nan")
+
+# R[i, j]: accuracy on j after training i. R[1, 0] > R[0, 0] makes the two forgetting
+# conventions differ; R[0, 1] = 0.99 (before task 1 was trained) must not enter "max".
+R3 = np.array([
+    [0.90, 0.99, 0.20],
+    [0.95, 0.80, 0.15],
+    [0.60, 0.50, 0.95],
+])
+
+
+def test_average_accuracy_final_and_per_step():
+    assert average_accuracy(R3) == pytest.approx((0.60 + 0.50 + 0.95) / 3)
+    np.testing.assert_allclose(average_accuracy(R3, per_step=True),
+                               [0.90, (0.95 + 0.80) / 2, (0.60 + 0.50 + 0.95) / 3])
+
+
+def test_forgetting_both_conventions_and_bwt():
+    # last: (0.90 - 0.60 + 0.80 - 0.50) / 2 ; max: (max(0.90, 0.95) - 0.60 + 0.80 - 0.50) / 2
+    assert forgetting(R3) == pytest.approx(0.30)
+    assert forgetting(R3, convention="last") == pytest.approx(0.30)
+    assert forgetting(R3, convention="max") == pytest.approx(0.325)
+    assert bwt(R3) == pytest.approx(-0.30)
+
+
+def test_fwt_against_baseline():
+    # ((R[0,1] - b1) + (R[1,2] - b2)) / 2 = ((0.99 - 0.5) + (0.15 - 0.1)) / 2
+    assert fwt(R3, [0.1, 0.5, 0.1]) == pytest.approx(0.27)
+
+
+def test_upper_triangle_may_be_nan_but_fwt_needs_superdiagonal():
+    R = R3.copy()
+    R[0, 2] = NAN
+    assert average_accuracy(R) == pytest.approx((0.60 + 0.50 + 0.95) / 3)
+    assert fwt(R, [0.1, 0.5, 0.1]) == pytest.approx(0.27)  # R[0, 2] is not used
+    R[1, 2] = NAN
+    with pytest.raises(ValueError, match="fwt"):
+        fwt(R, [0.1, 0.5, 0.1])
+
+
+def test_single_task():
+    R = np.array([[0.7]])
+    assert average_accuracy(R) == pytest.approx(0.7)
+    assert math.isnan(forgetting(R)) and math.isnan(bwt(R)) and math.isnan(fwt(R, [0.1]))
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 3)), np.zeros(3), np.zeros((0, 0)), np.zeros((2, 2, 2))])
+def test_matrix_shape_validation(bad):
+    with pytest.raises(ValueError, match="R: got shape"):
+        average_accuracy(bad)
+
+
+def test_matrix_value_and_argument_validation():
+    R = R3.copy()
+    R[2, 0] = NAN
+    with pytest.raises(ValueError, match=r"R\[2, 0\]"):
+        forgetting(R)
+    with pytest.raises(ValueError, match="convention"):
+        forgetting(R3, convention="min")
+    with pytest.raises(ValueError, match=r"baseline: got shape \(2,\)"):
+        fwt(R3, [0.1, 0.2])
+    with pytest.raises(TypeError, match="R: got"):
+        average_accuracy([["a", "b"], ["c", "d"]])
+
+
+# ------------------------------------------------------------------ continual evaluation
+
+# (iteration, experience being trained, accuracy on experiences 0, 1, 2)
+ROWS = [
+    (0, 0, [0.10, NAN, NAN]),
+    (10, 0, [0.50, NAN, NAN]),
+    (20, 0, [0.90, NAN, NAN]),
+    (20, 1, [0.40, 0.20, NAN]),
+    (30, 1, [0.60, 0.70, NAN]),
+    (40, 1, [0.80, 0.90, NAN]),
+    (40, 2, [0.70, 0.50, 0.10]),
+    (50, 2, [0.30, 0.80, 0.60]),
+    (60, 2, [0.75, 0.85, 0.90]),
+]
+
+
+@pytest.fixture
+def curve():
+    return EvalCurve(np.array([r[0] for r in ROWS]), np.array([r[1] for r in ROWS]),
+                     np.array([r[2] for r in ROWS]))
+
+
+def test_min_acc(curve):
+    # task 0 after its training: 0.4 0.6 0.8 0.7 0.3 0.75 -> 0.3; task 1: 0.5 0.8 0.85 -> 0.5
+    np.testing.assert_allclose(min_acc(curve, per_task=True), [0.3, 0.5])
+    assert min_acc(curve) == pytest.approx(0.4)
+
+
+def test_wc_acc(curve):
+    assert wc_acc(curve) == pytest.approx(0.9 / 3 + (2 / 3) * 0.4)
+    # after 6 evaluations only two experiences are seen: 0.5 * 0.9 + 0.5 * min(0.4, 0.6, 0.8)
+    assert wc_acc(curve.upto(6)) == pytest.approx(0.65)
+    first = curve.upto(3)
+    assert first.n_seen == 1 and math.isnan(min_acc(first)) and wc_acc(first) == pytest.approx(0.9)
+
+
+def test_windowed_forgetting(curve):
+    # task 0 from its end of training: 0.9 0.4 0.6 0.8 0.7 0.3 0.75; task 1: 0.9 0.5 0.8 0.85
+    np.testing.assert_allclose(windowed_forgetting(curve, 1, per_task=True), [0.5, 0.4])
+    assert windowed_forgetting(curve, 1) == pytest.approx(0.45)
+    assert windowed_forgetting(curve, 4) == pytest.approx(0.45)
+    # a window of 5 reaches from 0.9 to 0.3 on task 0
+    assert windowed_forgetting(curve, 5) == pytest.approx((0.6 + 0.4) / 2)
+    assert math.isnan(windowed_forgetting(curve.upto(3), 2))
+
+
+def test_windowed_plasticity(curve):
+    # largest adjacent gains: task 0 0.3->0.75, task 1 0.2->0.7, task 2 0.1->0.6
+    np.testing.assert_allclose(windowed_plasticity(curve, 1, per_task=True), [0.45, 0.5, 0.5])
+    assert windowed_plasticity(curve, 1) == pytest.approx(1.45 / 3)
+    # window 2: 0.1->0.9, 0.2->0.9, 0.1->0.9
+    assert windowed_plasticity(curve, 2) == pytest.approx((0.8 + 0.7 + 0.8) / 3)
+
+
+def test_no_change_gives_zero():
+    flat = EvalCurve(np.arange(4), np.array([0, 0, 1, 1]),
+                     np.array([[0.5, NAN], [0.5, NAN], [0.6, 0.1], [0.7, 0.2]]))
+    assert windowed_forgetting(flat, 3) == 0.0  # task 0 only gains after learning
+
+
+def test_lca(curve):
+    np.testing.assert_allclose(lca(curve, 2, per_task=True), [0.3, 0.45, 0.35])
+    assert lca(curve, 2) == pytest.approx((0.3 + 0.45 + 0.35) / 3)
+    assert lca(curve, 1) == pytest.approx((0.1 + 0.2 + 0.1) / 3)
+    # beta beyond a phase's length uses the whole phase (3 evaluations each)
+    assert lca(curve, 10) == pytest.approx(((0.1 + 0.5 + 0.9) + (0.2 + 0.7 + 0.9) + (0.1 + 0.6 + 0.9)) / 9)
+
+
+def test_summarize(curve):
+    R = np.array([[0.9, NAN, NAN], [0.8, 0.9, NAN], [0.75, 0.85, 0.9]])
+    out = summarize(R, curve, window=1, lca_beta=2)
+    assert set(out) == {"average_accuracy", "forgetting", "forgetting_max", "bwt", "min_acc",
+                        "wc_acc", "windowed_forgetting", "windowed_plasticity", "lca"}
+    assert all(type(v) is float for v in out.values())
+    assert out["average_accuracy"] == pytest.approx(2.5 / 3)
+    assert out["forgetting"] == pytest.approx(0.1)
+    assert out["forgetting_max"] == pytest.approx(0.1)
+    assert out["bwt"] == pytest.approx(-0.1)
+    assert out["min_acc"] == pytest.approx(0.4)
+    assert out["wc_acc"] == pytest.approx(0.3 + 0.8 / 3)
+    assert out["windowed_forgetting"] == pytest.approx(0.45)
+    assert out["windowed_plasticity"] == pytest.approx(1.45 / 3)
+    assert out["lca"] == pytest.approx(1.1 / 3)
+    only_matrix = summarize(R3, baseline=[0.1, 0.5, 0.1])
+    assert set(only_matrix) == {"average_accuracy", "forgetting", "forgetting_max", "bwt", "fwt"}
+    assert only_matrix["fwt"] == pytest.approx(0.27)
+    with pytest.raises(ValueError, match="curve: got 3 experiences, expected 2"):
+        summarize(R3[:2, :2], curve)
+
+
+def test_records_round_trip(curve):
+    records = curve.to_records()
+    assert records[3] == {"iteration": 20, "experience": 1, "accuracy": [0.4, 0.2]}
+    back = EvalCurve.from_records(records)
+    np.testing.assert_array_equal(back.iterations, curve.iterations)
+    np.testing.assert_array_equal(back.experience, curve.experience)
+    np.testing.assert_array_equal(back.accuracy, curve.accuracy)  # NaNs in the same places
+    assert EvalCurve.from_records(records[:4], n_experiences=5).accuracy.shape == (4, 5)
+    with pytest.raises(ValueError, match="n_experiences"):
+        EvalCurve.from_records(records, n_experiences=2)
+    with pytest.raises(ValueError, match="records"):
+        EvalCurve.from_records([{"iteration": 0}])
+
+
+def test_curve_validation(curve):
+    it, ex, acc = curve.iterations, curve.experience, curve.accuracy
+    with pytest.raises(ValueError, match="experience: got .* non-decreasing"):
+        EvalCurve(it, ex[::-1].copy(), acc)
+    with pytest.raises(ValueError, match="iterations: got .* non-decreasing"):
+        EvalCurve(it[::-1].copy(), ex, acc)
+    with pytest.raises(TypeError, match="iterations: got dtype float64"):
+        EvalCurve(it.astype(float), ex, acc)
+    with pytest.raises(ValueError, match="accuracy: got shape"):
+        EvalCurve(it, ex, acc[:-1])
+    with pytest.raises(ValueError, match="experience: got values"):
+        EvalCurve(it, ex, acc[:, :2])
+    bad = acc.copy()
+    bad[4, 1] = NAN
+    with pytest.raises(ValueError, match=r"accuracy\[4, 1\]"):
+        EvalCurve(it, ex, bad)
+    with pytest.raises(ValueError, match="window: got 0"):
+        windowed_forgetting(curve, 0)
+    with pytest.raises(ValueError, match="beta: got '2'"):
+        lca(curve, "2")
+    with pytest.raises(TypeError, match="curve: got ndarray"):
+        min_acc(acc)
+    with pytest.raises(ValueError, match="n_evaluations"):
+        curve.upto(0)

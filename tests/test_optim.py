@@ -1,0 +1,311 @@
+"""Optimizers against torch.optim, building blocks against direct formulas, checkpoints."""
+import math
+
+import numpy as np
+import pytest
+
+from seqcore import optim, schedules
+from seqcore.tree import tree_leaves, tree_map
+
+STEPS = 200
+
+
+# ----------------------------------------------------------------------------- a random quadratic
+
+def make_problem(seed=0, noise=0.5, steps=STEPS):
+    """Parameter tree and gradient oracle of ``Σ_leaf ½ (p − c)ᵀ A (p − c)`` with A SPD per leaf;
+    the gradient at step t gets fixed noise ``noise·n_t`` (a stochastic-gradient setting, which also
+    keeps centered RMSprop's variance estimate away from zero)."""
+    rng = np.random.default_rng(seed)
+    shapes = {"weight": (4, 3), "head": {"bias": (5,)}, "cells": [(2, 2)]}
+
+    def leaf_problem(shape):
+        n = int(np.prod(shape))
+        q = rng.normal(size=(n, n))
+        return {"A": q @ q.T / n + 0.1 * np.eye(n), "c": rng.normal(size=n), "p0": rng.normal(size=shape),
+                "noise": noise * rng.normal(size=(steps, n))}
+
+    problem = tree_map(leaf_problem, shapes, is_leaf=lambda x: isinstance(x, tuple))
+    params = tree_map(lambda lp: lp["p0"], problem, is_leaf=is_leaf_problem)
+    return problem, params
+
+
+def is_leaf_problem(x):
+    return isinstance(x, dict) and "A" in x
+
+
+def grad_numpy(problem, params, step):
+    return tree_map(lambda lp, p: (lp["A"] @ (p.ravel() - lp["c"]) + lp["noise"][step]).reshape(p.shape),
+                    problem, params, is_leaf=is_leaf_problem)
+
+
+def run_ours(opt, problem, params, steps=STEPS):
+    state = opt.init(params)
+    for t in range(steps):
+        updates, state = opt.update(grad_numpy(problem, params, t), state, params)
+        params = optim.apply_updates(params, updates)
+    return params, state
+
+
+def run_torch(torch, make_opt, problem, params, steps=STEPS, lr_lambda=None):
+    leaves = [torch.tensor(p, dtype=torch.float64) for p in tree_leaves(params)]
+    problems = []
+    tree_map(lambda lp: problems.append([torch.tensor(lp[k]) for k in ("A", "c", "noise")]), problem,
+             is_leaf=is_leaf_problem)
+    opt = make_opt(leaves)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda) if lr_lambda else None
+    for t in range(steps):
+        for p, (a, c, noise) in zip(leaves, problems):
+            p.grad = (a @ (p.detach().reshape(-1) - c) + noise[t]).reshape(p.shape)
+        opt.step()
+        if sched:
+            sched.step()
+    return [p.detach().numpy() for p in leaves]
+
+
+TORCH_CASES = {
+    "sgd_momentum": (lambda: optim.sgd(0.05, momentum=0.9),
+                     lambda t, ps: t.optim.SGD(ps, lr=0.05, momentum=0.9, foreach=False)),
+    "sgd_nesterov_wd": (lambda: optim.sgd(0.03, momentum=0.8, nesterov=True, weight_decay=0.01),
+                        lambda t, ps: t.optim.SGD(ps, lr=0.03, momentum=0.8, nesterov=True,
+                                                  weight_decay=0.01, foreach=False)),
+    "sgd_plain": (lambda: optim.sgd(0.1), lambda t, ps: t.optim.SGD(ps, lr=0.1, foreach=False)),
+    "adam": (lambda: optim.adam(0.02, b1=0.85, b2=0.99, eps=1e-6),
+             lambda t, ps: t.optim.Adam(ps, lr=0.02, betas=(0.85, 0.99), eps=1e-6, foreach=False)),
+    "adam_l2_amsgrad": (lambda: optim.adam(0.02, weight_decay=0.05, amsgrad=True),
+                        lambda t, ps: t.optim.Adam(ps, lr=0.02, weight_decay=0.05, amsgrad=True, foreach=False)),
+    "adamw": (lambda: optim.adamw(0.02, weight_decay=0.1),
+              lambda t, ps: t.optim.AdamW(ps, lr=0.02, weight_decay=0.1, foreach=False)),
+    "rmsprop": (lambda: optim.rmsprop(0.01),
+                lambda t, ps: t.optim.RMSprop(ps, lr=0.01, foreach=False)),
+    "rmsprop_centered_momentum_wd": (
+        lambda: optim.rmsprop(0.005, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.01),
+        lambda t, ps: t.optim.RMSprop(ps, lr=0.005, alpha=0.9, momentum=0.5, centered=True,
+                                      weight_decay=0.01, foreach=False)),
+    "adagrad": (lambda: optim.adagrad(0.1, initial_accumulator_value=0.1, eps=1e-8),
+                lambda t, ps: t.optim.Adagrad(ps, lr=0.1, initial_accumulator_value=0.1, eps=1e-8, foreach=False)),
+    "adagrad_lr_decay_wd": (lambda: optim.adagrad(0.2, lr_decay=0.01, weight_decay=0.02),
+                            lambda t, ps: t.optim.Adagrad(ps, lr=0.2, lr_decay=0.01, weight_decay=0.02,
+                                                          foreach=False)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TORCH_CASES))
+def test_trajectory_matches_torch(case):
+    torch = pytest.importorskip("torch")
+    ours, theirs = TORCH_CASES[case]
+    problem, params = make_problem(seed=len(case))
+    final, _ = run_ours(ours(), problem, params)
+    expected = run_torch(torch, lambda ps: theirs(torch, ps), problem, params)
+    moved = max(np.abs(a - b).max() for a, b in zip(tree_leaves(final), tree_leaves(params)))
+    assert moved > 0.1  # the optimizer really went somewhere
+    for got, want in zip(tree_leaves(final), expected):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+
+
+def test_schedule_as_learning_rate_matches_torch_lambda_lr():
+    torch = pytest.importorskip("torch")
+    sched = schedules.warmup_cosine(0.05, warmup_steps=20, total_steps=STEPS, alpha=0.1)
+    problem, params = make_problem(seed=3)
+    final, state = run_ours(optim.adamw(sched, weight_decay=0.05), problem, params)
+    expected = run_torch(torch, lambda ps: torch.optim.AdamW(ps, lr=1.0, weight_decay=0.05, foreach=False),
+                         problem, params, lr_lambda=sched)
+    for got, want in zip(tree_leaves(final), expected):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+    assert optim.step_count(state) == STEPS
+
+
+def test_torch_tensors_as_leaves_match_numpy_leaves():
+    torch = pytest.importorskip("torch")
+    problem, params = make_problem(seed=5)
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.clip(0.3), optim.adamw(0.01, amsgrad=True))
+    expected, _ = run_ours(opt, problem, params, steps=30)
+    tparams = tree_map(torch.tensor, params)
+    state = opt.init(tparams)
+    for t in range(30):
+        grads = tree_map(torch.tensor, grad_numpy(problem, tree_map(lambda p: p.numpy(), tparams), t))
+        updates, state = opt.update(grads, state, tparams)
+        tparams = optim.apply_updates(tparams, updates)
+    for got, want in zip(tree_leaves(tparams), tree_leaves(expected)):
+        assert isinstance(got, torch.Tensor)
+        np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def grads_tree(rng):
+    return {"a": rng.normal(size=(3, 4)), "b": [rng.normal(size=5), rng.normal(size=(2,))]}
+
+
+def test_clip_by_global_norm_formula():
+    rng = np.random.default_rng(1)
+    g = grads_tree(rng)
+    norm = math.sqrt(sum(float((x ** 2).sum()) for x in tree_leaves(g)))
+    assert optim.global_norm(g) == pytest.approx(norm, rel=1e-15)
+    clipped, _ = optim.clip_by_global_norm(norm / 2).update(g, {})
+    for got, x in zip(tree_leaves(clipped), tree_leaves(g)):
+        np.testing.assert_allclose(got, x * 0.5, rtol=1e-14)
+    assert optim.global_norm(clipped) == pytest.approx(norm / 2, rel=1e-14)
+    untouched, _ = optim.clip_by_global_norm(norm * 2).update(g, {})
+    for got, x in zip(tree_leaves(untouched), tree_leaves(g)):
+        np.testing.assert_array_equal(got, x)
+
+
+def test_clip_elementwise():
+    g = {"x": np.array([-3.0, -0.5, 0.0, 0.2, 7.0])}
+    out, _ = optim.clip(0.4).update(g, {})
+    np.testing.assert_array_equal(out["x"], [-0.4, -0.4, 0.0, 0.2, 0.4])
+
+
+def test_chain_clip_then_sgd_is_composition_of_formulas():
+    rng = np.random.default_rng(2)
+    g, p = grads_tree(rng), grads_tree(rng)
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.add_decayed_weights(0.1),
+                      optim.scale_by_learning_rate(0.5))
+    updates, state = opt.update(g, opt.init(p), p)
+    factor = min(1.0, 1.0 / optim.global_norm(g))
+    for u, gi, pi in zip(tree_leaves(updates), tree_leaves(g), tree_leaves(p)):
+        np.testing.assert_allclose(u, -0.5 * (gi * factor + 0.1 * pi), rtol=1e-14)
+    assert state[2] == {"count": 1}
+
+
+def test_scale_by_schedule_uses_count_from_zero():
+    seen = []
+    opt = optim.scale_by_schedule(lambda c: seen.append(c) or 2.0 ** c)
+    state = opt.init({"x": np.ones(2)})
+    for _ in range(3):
+        out, state = opt.update({"x": np.ones(2)}, state)
+    assert seen == [0, 1, 2] and state["count"] == 3
+    np.testing.assert_array_equal(out["x"], [4.0, 4.0])
+
+
+def test_add_decayed_weights_mask_skips_leaves():
+    p = {"w": np.full(2, 2.0), "b": np.full(2, 3.0)}
+    g = {"w": np.ones(2), "b": np.ones(2)}
+    out, _ = optim.add_decayed_weights(0.5, mask=lambda ps: {"w": True, "b": False}).update(g, {}, p)
+    np.testing.assert_array_equal(out["w"], [2.0, 2.0])
+    np.testing.assert_array_equal(out["b"], [1.0, 1.0])
+
+
+def test_adam_first_step_is_sign_times_lr():
+    # after one step m̂ = g and v̂ = g², so the update is −η·g/(|g| + eps)
+    g = {"x": np.array([0.3, -2.0, 5.0])}
+    opt = optim.adam(0.1, eps=0.0)
+    updates, _ = opt.update(g, opt.init(g), g)
+    np.testing.assert_allclose(updates["x"], [-0.1, 0.1, -0.1], rtol=1e-15)
+
+
+def test_float32_leaves_stay_float32():
+    p = {"x": np.ones(3, dtype=np.float32)}
+    opt = optim.adamw(schedules.cosine(1e-3, 10))
+    updates, _ = opt.update(p, opt.init(p), p)
+    assert updates["x"].dtype == np.float32
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+@pytest.mark.parametrize("make", [
+    lambda: optim.adamw(schedules.wsd(0.02, 100, warmup_steps=10, cooldown="sqrt"), amsgrad=True),
+    lambda: optim.chain(optim.clip_by_global_norm(0.5), optim.sgd(0.05, momentum=0.9, nesterov=True)),
+    lambda: optim.rmsprop(0.01, momentum=0.3, centered=True),
+    lambda: optim.adagrad(schedules.linear_decay(0.1, 100), initial_accumulator_value=0.1),
+])
+def test_checkpoint_roundtrip_is_bit_identical(tmp_path, make):
+    problem, params = make_problem(seed=7)
+
+    def steps(opt, params, state, n):
+        for _ in range(n):
+            t = optim.step_count(state)
+            updates, state = opt.update(grad_numpy(problem, params, t), state, params)
+            params = optim.apply_updates(params, updates)
+        return params, state
+
+    opt = make()
+    straight, straight_state = steps(opt, params, opt.init(params), 60)
+
+    opt = make()
+    mid_params, mid_state = steps(opt, params, opt.init(params), 25)
+    path = tmp_path / "ckpt.npz"
+    np.savez(path, **optim.state_to_arrays(mid_state), **{f"params/{i}": p for i, p in enumerate(tree_leaves(mid_params))})
+    del mid_state
+    opt = make()  # a fresh process would rebuild the optimizer from its config
+    with np.load(path) as data:
+        restored = optim.state_from_arrays(opt.init(params), data)
+        leaves = [data[f"params/{i}"] for i in range(len(tree_leaves(params)))]
+    from seqcore.tree import tree_flatten, tree_unflatten
+    restored_params = tree_unflatten(tree_flatten(params)[1], leaves)
+    assert optim.step_count(restored) == 25 and isinstance(optim.step_count(restored), int)
+    resumed, resumed_state = steps(opt, restored_params, restored, 35)
+    for a, b in zip(tree_leaves(resumed), tree_leaves(straight)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(tree_leaves(resumed_state), tree_leaves(straight_state)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoint_with_torch_leaves_roundtrips():
+    torch = pytest.importorskip("torch")
+    from seqcore import backends
+    try:
+        module = backends.get("torch")
+    except backends.BackendUnavailable:
+        pytest.skip("torch backend cannot load")
+    if not (hasattr(module, "to_numpy") and hasattr(module, "asarray")):
+        pytest.skip("torch backend module not built yet")
+    params = {"w": torch.arange(6, dtype=torch.float64).reshape(2, 3)}
+    opt = optim.adam(0.1)
+    state = opt.init(params)
+    for _ in range(3):
+        _, state = opt.update({"w": params["w"] * 0.5 + 1.0}, state, params)
+    arrays = optim.state_to_arrays(state)
+    assert all(isinstance(v, np.ndarray) for v in arrays.values())
+    restored = optim.state_from_arrays(opt.init(params), arrays)
+    assert restored[0]["count"] == 3 and isinstance(restored[0]["mu"]["w"], torch.Tensor)
+    np.testing.assert_array_equal(restored[0]["nu"]["w"].numpy(), state[0]["nu"]["w"].numpy())
+
+
+def test_state_from_arrays_reports_missing_and_wrong_shape():
+    params = {"x": np.zeros(3)}
+    opt = optim.adam(0.1)
+    arrays = optim.state_to_arrays(opt.init(params))
+    with pytest.raises(ValueError, match="arrays: missing"):
+        optim.state_from_arrays(opt.init(params), {k: v for k, v in arrays.items() if "nu" not in k})
+    arrays["opt_state/0/mu/x"] = np.zeros(4)
+    with pytest.raises(ValueError, match=r"got shape \(4,\), expected \(3,\)"):
+        optim.state_from_arrays(opt.init(params), arrays)
+
+
+# ----------------------------------------------------------------------------- bad arguments
+
+@pytest.mark.parametrize("build, field", [
+    (lambda: optim.sgd(-0.1), "learning_rate"),
+    (lambda: optim.adam(-1e-3), "learning_rate"),
+    (lambda: optim.sgd(0.1, momentum=1.0), "momentum"),
+    (lambda: optim.sgd(0.1, nesterov=True), "nesterov"),
+    (lambda: optim.sgd(0.1, weight_decay=-1.0), "weight_decay"),
+    (lambda: optim.adam(1e-3, b1=1.0), "b1"),
+    (lambda: optim.adam(1e-3, b2=-0.1), "b2"),
+    (lambda: optim.adam(1e-3, eps=-1.0), "eps"),
+    (lambda: optim.adamw(1e-3, weight_decay=-0.1), "weight_decay"),
+    (lambda: optim.rmsprop(1e-3, alpha=1.5), "alpha"),
+    (lambda: optim.adagrad(1e-3, initial_accumulator_value=-1.0), "initial_accumulator_value"),
+    (lambda: optim.adagrad(1e-3, lr_decay=-1.0), "lr_decay"),
+    (lambda: optim.clip_by_global_norm(0.0), "max_norm"),
+    (lambda: optim.clip(-1.0), "max_delta"),
+])
+def test_bad_arguments_name_the_field(build, field):
+    with pytest.raises(ValueError, match=field):
+        build()
+
+
+def test_bad_types_and_missing_params():
+    with pytest.raises(TypeError, match="learning_rate"):
+        optim.sgd("fast")
+    with pytest.raises(TypeError, match="transforms"):
+        optim.chain(optim.scale(1.0), "adam")
+    opt = optim.adamw(0.1)
+    p = {"x": np.ones(2)}
+    with pytest.raises(ValueError, match="params"):
+        opt.update(p, opt.init(p))
+    bad = optim.sgd(lambda step: -0.5)
+    with pytest.raises(ValueError, match="learning_rate"):
+        bad.update(p, bad.init(p), p)

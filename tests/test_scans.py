@@ -1,0 +1,133 @@
+"""Scans: every schedule equals the sequential spec; block and log-space variants against direct loops."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import seqcore
+
+METHODS = ("parallel", "chunked")
+
+
+def loop_linear(a, b, h0):
+    h = np.zeros_like(b[:, 0]) if h0 is None else h0
+    out = []
+    for t in range(a.shape[1]):
+        h = a[:, t] * h + b[:, t]
+        out.append(h)
+    return np.stack(out, 1)
+
+
+@st.composite
+def scan_inputs(draw):
+    B = draw(st.integers(1, 3))
+    T = draw(st.one_of(st.integers(1, 40), st.integers(41, 3000)))
+    D = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-1, 1, (B, T, D))
+    # gates exactly 0 and exactly 1 at random places
+    special = rng.random((B, T, D))
+    a[special < 0.1] = 0.0
+    a[special > 0.9] = 1.0
+    if T <= 20:  # |a| > 1 only where the product cannot overflow
+        a = a * draw(st.sampled_from([1.0, 1.7]))
+    b = rng.normal(size=(B, T, D))
+    h0 = rng.normal(size=(B, D)) if draw(st.booleans()) else None
+    chunk = draw(st.integers(1, 70))
+    return a, b, h0, chunk
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scan_inputs(), st.sampled_from(METHODS), st.booleans())
+def test_linear_scan_methods_equal_sequential(inputs, method, reverse):
+    a, b, h0, chunk = inputs
+    ref = seqcore.linear_scan(a, b, h0, reverse=reverse)
+    got = seqcore.linear_scan(a, b, h0, reverse=reverse, method=method, chunk_size=chunk)
+    scale = 1 + np.abs(ref).max()
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-11 * scale * a.shape[1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(scan_inputs(), st.sampled_from(METHODS))
+def test_linear_scan_vjp_methods_equal_sequential(inputs, method):
+    a, b, h0, chunk = inputs
+    rng = np.random.default_rng(0)
+    dh = rng.normal(size=b.shape)
+    _, pb_ref = seqcore.vjp(lambda a, b, h0: seqcore.linear_scan(a, b, h0), a, b, h0)
+    _, pb = seqcore.vjp(lambda a, b, h0: seqcore.linear_scan(a, b, h0, method=method, chunk_size=chunk), a, b, h0)
+    for g, r in zip(pb(dh), pb_ref(dh)):
+        if r is not None:
+            np.testing.assert_allclose(g, r, rtol=0, atol=1e-10 * (1 + np.abs(r).max()) * a.shape[1])
+
+
+def test_linear_scan_matches_plain_loop():
+    rng = np.random.default_rng(1)
+    a, b, h0 = rng.uniform(-1, 1, (2, 33, 3)), rng.normal(size=(2, 33, 3)), rng.normal(size=(2, 3))
+    np.testing.assert_allclose(seqcore.linear_scan(a, b, h0), loop_linear(a, b, h0), rtol=1e-13, atol=1e-13)
+    rev = seqcore.linear_scan(a, b, h0, reverse=True)
+    np.testing.assert_allclose(rev, loop_linear(a[:, ::-1], b[:, ::-1], h0)[:, ::-1], rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("method", ("sequential",) + METHODS)
+@pytest.mark.parametrize("T", [1, 7, 130])
+def test_block_scan_matches_loop(k, method, T):
+    rng = np.random.default_rng(k * 100 + T)
+    B, G = 2, 3
+    A = rng.uniform(-0.6, 0.6, (B, T, G, k, k))
+    b = rng.normal(size=(B, T, G, k))
+    h0 = rng.normal(size=(B, G, k))
+    h, out = h0, []
+    for t in range(T):
+        h = np.einsum("bgij,bgj->bgi", A[:, t], h) + b[:, t]
+        out.append(h)
+    np.testing.assert_allclose(seqcore.block_scan(A, b, h0, method=method, chunk_size=16), np.stack(out, 1),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_block_scan_k1_equals_linear_scan_and_dense():
+    rng = np.random.default_rng(2)
+    a, b = rng.uniform(-1, 1, (2, 50, 4)), rng.normal(size=(2, 50, 4))
+    h = seqcore.block_scan(a[..., None, None], b[..., None], method="parallel")[..., 0]
+    np.testing.assert_allclose(h, seqcore.linear_scan(a, b), rtol=1e-12, atol=1e-12)
+    # the same diagonal system as one dense 4x4 block
+    A = np.einsum("btd,de->btde", a, np.eye(4))[:, :, None]
+    hd = seqcore.block_scan(A, b[:, :, None], method="chunked", chunk_size=7)[:, :, 0]
+    np.testing.assert_allclose(hd, seqcore.linear_scan(a, b), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ("sequential",) + METHODS)
+def test_log_scan_survives_long_products(method):
+    # 20 000 gates of 0.9: the plain product underflows float64 (0.9**20000 = 1e-915)
+    T = 20000
+    la = np.full((1, T, 1), np.log(0.9))
+    lb = np.full((1, T, 1), -np.inf)
+    lb[0, 0, 0] = 0.0  # b_1 = 1, then only decay
+    y = seqcore.log_linear_scan(la, lb, method=method, chunk_size=256)
+    expected = np.arange(T) * np.log(0.9)
+    np.testing.assert_allclose(y[0, :, 0], expected, rtol=1e-9)
+    assert np.all(np.isfinite(y))
+
+
+@settings(max_examples=30, deadline=None)
+@given(scan_inputs(), st.sampled_from(METHODS))
+def test_log_scan_methods_equal_sequential_and_linear(inputs, method):
+    a, b, h0, chunk = inputs
+    la, lb = np.log(np.abs(a) + 0.05), b
+    ly0 = None if h0 is None else h0
+    ref = seqcore.log_linear_scan(la, lb, ly0)
+    got = seqcore.log_linear_scan(la, lb, ly0, method=method, chunk_size=chunk)
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
+    if a.shape[1] <= 40:
+        lin = seqcore.linear_scan(np.exp(la), np.exp(lb), None if ly0 is None else np.exp(ly0))
+        np.testing.assert_allclose(np.exp(ref), lin, rtol=1e-10)
+
+
+def test_float32_scans_stay_float32():
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0, 1, (2, 9, 3)).astype(np.float32)
+    b = rng.normal(size=(2, 9, 3)).astype(np.float32)
+    for method in ("sequential",) + METHODS:
+        assert seqcore.linear_scan(a, b, method=method).dtype == np.float32
+        assert seqcore.log_linear_scan(np.log(a + 0.1), b, method=method).dtype == np.float32
