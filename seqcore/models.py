@@ -108,11 +108,23 @@ class SequenceModel:
         hs, _ = self.rnn.apply(params["rnn"], x, mode=mode)
         return hs
 
-    def outputs(self, params: dict, x, mask=None, mode: str = "sequential") -> dict:
-        """Per-head outputs: ``(B, C)`` for ``"last"`` heads, ``(B, T, C)`` otherwise."""
+    def _active(self, heads) -> tuple:
+        if heads is None:
+            return self.heads
+        by_name = {h.name: h for h in self.heads}
+        missing = [n for n in heads if n not in by_name]
+        if missing:
+            raise ValueError(f"heads: got {missing}, expected names among {list(by_name)}")
+        return tuple(by_name[n] for n in heads)
+
+    def outputs(self, params: dict, x, mask=None, mode: str = "sequential", heads=None) -> dict:
+        """Per-head outputs: ``(B, C)`` for ``"last"`` heads, ``(B, T, C)`` otherwise.
+
+        ``heads``: names of the heads to compute (default: all).
+        """
         hs = self.features(params, x, mode)
         out = {}
-        for h in self.heads:
+        for h in self._active(heads):
             p = params["heads"][h.name]
             if h.loss == "last":
                 B, T = hs.shape[:2]
@@ -122,46 +134,58 @@ class SequenceModel:
                 out[h.name] = ops.linear(hs, p["weight"], p["bias"])
         return out
 
-    def head_targets(self, y, k: int):
-        return y if len(self.heads) == 1 else y[..., k]
+    @staticmethod
+    def head_targets(y, k: int, n_heads: int):
+        """Labels of the k-th of ``n_heads`` active heads (``y[..., k]`` when there are several)."""
+        return y if n_heads == 1 else y[..., k]
 
-    def losses(self, params: dict, batch, mode: str = "sequential") -> dict:
-        """Per-head losses (differentiable scalars) for ``batch = (x, y, mask)``."""
-        x, y, mask = batch
-        outs = self.outputs(params, x, mask, mode)
+    def _losses_from(self, outs, batch, active) -> dict:
+        _, y, mask = batch
         res = {}
-        for k, h in enumerate(self.heads):
-            t = self.head_targets(y, k)
+        for k, h in enumerate(active):
+            o = outs[h.name]
+            t = _to_backend(self.head_targets(y, k, len(active)), o)
             if h.loss == "last":
-                res[h.name] = nn.cross_entropy(outs[h.name], _to_backend(t, outs[h.name]))
+                res[h.name] = nn.cross_entropy(o, t)
             elif h.loss == "per_step":
-                res[h.name] = nn.cross_entropy(outs[h.name], _to_backend(t, outs[h.name]), _to_backend(mask, outs[h.name]))
+                res[h.name] = nn.cross_entropy(o, t, _to_backend(mask, o))
             else:
-                res[h.name] = nn.mse(outs[h.name], _to_backend(t, outs[h.name]), _to_backend(mask, outs[h.name]))
+                res[h.name] = nn.mse(o, t, _to_backend(mask, o))
         return res
 
-    def loss(self, params: dict, batch, mode: str = "sequential"):
-        """Sum of the heads' losses (a differentiable scalar)."""
+    def losses(self, params: dict, batch, mode: str = "sequential", heads=None) -> dict:
+        """Per-head losses (differentiable scalars) for ``batch = (x, y, mask)``.
+
+        With ``heads`` (names, in label-column order) only those heads are used and the
+        labels of the k-th are ``y[..., k]``.
+        """
+        active = self._active(heads)
+        outs = self.outputs(params, batch[0], batch[2], mode, heads=[h.name for h in active])
+        return self._losses_from(outs, batch, active)
+
+    def loss(self, params: dict, batch, mode: str = "sequential", heads=None):
+        """Sum of the active heads' losses (a differentiable scalar)."""
         total = None
-        for v in self.losses(params, batch, mode).values():
+        for v in self.losses(params, batch, mode, heads).values():
             total = v if total is None else total + v
         return total
 
-    def loss_and_grad(self, params: dict, batch, mode: str = "sequential"):
+    def loss_and_grad(self, params: dict, batch, mode: str = "sequential", heads=None):
         """``(loss, grads)``: the summed loss as a float and its gradient, shaped like ``params``."""
-        value, pullback = vjp(lambda p: self.loss(p, batch, mode), params)
+        value, pullback = vjp(lambda p: self.loss(p, batch, mode, heads), params)
         xp = backends.get(backends.backend_of(value)).xp
         (grads,) = pullback(xp.ones_like(value))
         return float(value), grads
 
-    def evaluate(self, params: dict, batch, mode: str = "sequential") -> dict:
+    def evaluate(self, params: dict, batch, mode: str = "sequential", heads=None) -> dict:
         """Per-head ``{"loss": float, "accuracy": float}`` (accuracy only for classification heads)."""
+        active = self._active(heads)
         x, y, mask = batch
-        outs = self.outputs(params, x, mask, mode)
-        losses = self.losses(params, batch, mode)
+        outs = self.outputs(params, x, mask, mode, heads=[h.name for h in active])
+        losses = self._losses_from(outs, batch, active)
         res = {}
-        for k, h in enumerate(self.heads):
-            t = self.head_targets(y, k)
+        for k, h in enumerate(active):
+            t = self.head_targets(y, k, len(active))
             r = {"loss": float(losses[h.name])}
             if h.loss == "last":
                 r["accuracy"] = nn.accuracy(outs[h.name], t)
@@ -169,6 +193,28 @@ class SequenceModel:
                 r["accuracy"] = nn.accuracy(outs[h.name], t, mask)
             res[h.name] = r
         return res
+
+    def example_losses(self, params: dict, batch, mode: str = "sequential", heads=None):
+        """Per-example losses ``(B,)`` summed over the active heads (NumPy, no gradient)."""
+        active = self._active(heads)
+        x, y, mask = batch
+        outs = self.outputs(params, x, mask, mode, heads=[h.name for h in active])
+        total = np.zeros(x.shape[0])
+        for k, h in enumerate(active):
+            o = backends.get(backends.backend_of(outs[h.name])).to_numpy(outs[h.name]).astype(np.float64)
+            t = np.asarray(self.head_targets(y, k, len(active)))
+            if h.loss == "regression":
+                w = np.asarray(mask, dtype=np.float64)
+                total += (((o - t) ** 2).mean(-1) * w).sum(-1) / np.maximum(w.sum(-1), 1)
+                continue
+            z = o - o.max(-1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+            nll = -np.take_along_axis(logp, t[..., None].astype(np.int64), -1)[..., 0]
+            if h.loss == "per_step":
+                w = np.asarray(mask, dtype=np.float64)
+                nll = (nll * w).sum(-1) / np.maximum(w.sum(-1), 1)
+            total += nll
+        return total
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,146 @@
+"""Run directories: ``config.json``, ``metrics.jsonl``, ``summary.json``, ``checkpoint.npz``.
+
+Every file is written atomically (a temporary file in the same directory, then
+``os.replace``), so an interrupted run leaves either the old or the new version and
+``seqcore resume`` loses at most the work since the last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .tree import tree_paths
+
+__all__ = ["RunDir", "atomic_write", "write_json", "read_json", "save_checkpoint", "load_checkpoint",
+           "params_to_arrays", "params_from_arrays"]
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def write_json(path, obj) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def read_json(path) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def params_to_arrays(params, prefix: str = "params/", to_numpy=np.asarray) -> dict[str, np.ndarray]:
+    """Flatten a parameter tree to ``{"params/<path>": array}``."""
+    return {prefix + p: to_numpy(v) for p, v in tree_paths(params)}
+
+
+def params_from_arrays(template, arrays, prefix: str = "params/", asarray=np.asarray):
+    """Rebuild a tree shaped like ``template`` from :func:`params_to_arrays` output."""
+    from .tree import tree_flatten, tree_unflatten
+    leaves, treedef = tree_flatten(template)
+    paths = [p for p, _ in tree_paths(template)]
+    out = []
+    for path, leaf in zip(paths, leaves):
+        key = prefix + path
+        if key not in arrays:
+            raise ValueError(f"checkpoint: missing {key!r}; it does not match this model")
+        a = np.asarray(arrays[key])
+        if a.shape != tuple(leaf.shape):
+            raise ValueError(f"checkpoint: {key!r} has shape {a.shape}, expected {tuple(leaf.shape)}")
+        out.append(asarray(a))
+    return tree_unflatten(treedef, out)
+
+
+def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Atomically write ``arrays`` and a JSON ``meta`` dict into one ``.npz`` file."""
+    import io
+    buf = io.BytesIO()
+    payload = dict(arrays)
+    payload["__meta__"] = np.frombuffer(json.dumps(meta, default=_json_default).encode(), dtype=np.uint8)
+    np.savez(buf, **payload)
+    atomic_write(path, buf.getvalue())
+
+
+def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint (was the run started with this directory as --out?)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # zip errors, truncated files
+        raise ValueError(f"{path}: unreadable checkpoint ({exc})") from exc
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    return arrays, meta
+
+
+class RunDir:
+    """The files of one run."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.config = self.path / "config.json"
+        self.metrics = self.path / "metrics.jsonl"
+        self.summary = self.path / "summary.json"
+        self.checkpoint = self.path / "checkpoint.npz"
+
+    def create(self, config: dict, overwrite: bool = False) -> None:
+        if self.checkpoint.exists() and not overwrite:
+            raise ValueError(f"out: {self.path} already holds a run; use `seqcore resume {self.path}` "
+                             "or choose another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.config, config)
+        if self.metrics.exists():
+            self.metrics.unlink()
+
+    def log(self, record: dict) -> None:
+        """Append one JSON line to ``metrics.jsonl`` and flush it to disk."""
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record, default=_json_default) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Drop log lines written after ``last_step`` (work lost by an interrupted run)."""
+        if not self.metrics.exists():
+            return
+        keep = [ln for ln in self.metrics.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= last_step]
+        atomic_write(self.metrics, ("\n".join(keep) + "\n").encode() if keep else b"")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics.exists():
+            return []
+        return [json.loads(ln) for ln in self.metrics.read_text().splitlines() if ln.strip()]

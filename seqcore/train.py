@@ -1,0 +1,425 @@
+"""The training loop: any task, curriculum, cell, optimizer, schedule and backend.
+
+``train(config, out=DIR)`` runs a :class:`TrainConfig` and writes a run directory
+(see :mod:`seqcore.runs`); ``resume(DIR)`` continues an interrupted run and ends with
+exactly the parameters of an uninterrupted one (the data RNG, optimizer state,
+curriculum state and step are all in the checkpoint).
+
+Learners plug in through :class:`Hooks`: they can replace a batch (replay), add loss
+terms (regularisers, distillation), transform gradients (projections), and act after
+each step.  :class:`Trainer` is the single-step engine reused by continual learning.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import backends, optim, schedules
+from .autodiff import vjp
+from .models import HeadSpec, SequenceModel
+from .runs import RunDir, load_checkpoint, params_from_arrays, params_to_arrays, read_json, save_checkpoint, write_json
+from .tree import tree_leaves, tree_map
+from .validate import check_choice, check_positive_int
+
+__all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "train", "resume", "build_optimizer",
+           "OPTIMIZERS", "SCHEDULES"]
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "cosine", "warmup-cosine", "wsd", "linear", "rex")
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient became NaN/Inf; the last good checkpoint is kept."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(f"training diverged at step {step}: {what} is not finite; "
+                         "the last good checkpoint was kept (try a lower --lr or gradient clipping)")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run (saved as ``config.json``)."""
+
+    task: str = "nparity"
+    task_kwargs: dict = field(default_factory=dict)
+    curriculum: str = "fixed"
+    curriculum_kwargs: dict = field(default_factory=dict)
+    cell: str = "lstm"
+    cell_kwargs: dict = field(default_factory=dict)
+    hidden: int = 64
+    layers: int = 1
+    backend: str = "numpy"
+    mode: str = "sequential"
+    optimizer: str = "adam"
+    lr: float = 1e-2
+    schedule: str = "constant"
+    warmup: int = 0
+    steps: int = 1000
+    batch_size: int = 64
+    seed: int = 0
+    clip: float | None = 1.0
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    eval_every: int = 50
+    eval_batches: int = 4
+    eval_batch_size: int = 256
+    target_accuracy: float | None = None
+    checkpoint_every: int | None = None  # default: every evaluation
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        from . import cells, tasks
+        check_choice("task", self.task, tasks.names())
+        check_choice("curriculum", self.curriculum, tasks.curriculum_names())
+        check_choice("cell", self.cell, cells.names())
+        check_choice("backend", self.backend, backends.names())
+        check_choice("mode", self.mode, ("sequential", "parallel"))
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("dtype", self.dtype, tuple(DTYPES))
+        for name in ("hidden", "layers", "steps", "batch_size", "eval_every", "eval_batches", "eval_batch_size"):
+            check_positive_int(name, getattr(self, name))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: got {self.seed!r}, expected an integer >= 0")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr: got {self.lr!r}, expected a positive number")
+        if self.clip is not None and not self.clip > 0:
+            raise ValueError(f"clip: got {self.clip!r}, expected a positive number or None")
+        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
+            raise ValueError(f"target_accuracy: got {self.target_accuracy!r}, expected a number in (0, 1]")
+        if self.warmup < 0 or self.warmup >= self.steps:
+            raise ValueError(f"warmup: got {self.warmup}, expected 0 <= warmup < steps={self.steps}")
+        if self.checkpoint_every is not None:
+            check_positive_int("checkpoint_every", self.checkpoint_every)
+        for name in ("task_kwargs", "curriculum_kwargs", "cell_kwargs"):
+            if not isinstance(getattr(self, name), dict):
+                raise TypeError(f"{name}: got {type(getattr(self, name)).__name__}, expected a dict")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"config: unknown keys {unknown}; expected keys among {sorted(known)}")
+        return cls(**d)
+
+
+def build_schedule(cfg: TrainConfig) -> Callable[[int], float]:
+    lr, T, w = cfg.lr, cfg.steps, cfg.warmup
+    if cfg.schedule == "constant":  # with a warmup: linear warmup, then flat
+        return schedules.constant(lr) if w == 0 else schedules.wsd(lr, T, warmup_steps=w, cooldown_steps=0)
+    if cfg.schedule == "cosine":
+        return schedules.warmup_cosine(lr, w, T) if w else schedules.cosine(lr, T)
+    if cfg.schedule == "warmup-cosine":
+        return schedules.warmup_cosine(lr, max(w, 1), T)
+    if cfg.schedule == "wsd":
+        return schedules.wsd(lr, T, warmup_steps=w)
+    if cfg.schedule == "linear":
+        return schedules.linear_decay(lr, T)
+    return schedules.rex(lr, T)
+
+
+def build_optimizer(cfg: TrainConfig) -> optim.GradientTransformation:
+    """The optimizer of ``cfg`` (with global-norm clipping first when ``cfg.clip`` is set)."""
+    lr = build_schedule(cfg)
+    name = cfg.optimizer
+    if name in ("sgd", "nesterov"):
+        opt = optim.sgd(lr, momentum=cfg.momentum, nesterov=name == "nesterov", weight_decay=cfg.weight_decay)
+    elif name == "adam":
+        opt = optim.adam(lr, weight_decay=cfg.weight_decay)
+    elif name == "adamw":
+        opt = optim.adamw(lr, weight_decay=cfg.weight_decay)
+    elif name == "rmsprop":
+        opt = optim.rmsprop(lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = optim.adagrad(lr, weight_decay=cfg.weight_decay)
+    return optim.chain(optim.clip_by_global_norm(cfg.clip), opt) if cfg.clip else opt
+
+
+class Hooks:
+    """Extension points of :class:`Trainer` (no-ops here; learners override them)."""
+
+    def prepare_batch(self, trainer: "Trainer", batch):
+        """Return the batch to train on (replay learners mix in stored samples)."""
+        return batch
+
+    def extra_loss(self, trainer: "Trainer", params, batch):
+        """A differentiable scalar added to the task loss (or ``None``)."""
+        return None
+
+    def transform_grads(self, trainer: "Trainer", grads, batch):
+        """Return the gradients to apply (projection learners edit them)."""
+        return grads
+
+    def after_step(self, trainer: "Trainer", batch, loss: float) -> None:
+        """Called after each update (``trainer.params`` holds the new parameters)."""
+
+
+def _all_finite(tree, to_numpy) -> bool:
+    return all(np.isfinite(to_numpy(g)).all() for g in tree_leaves(tree))
+
+
+class Trainer:
+    """One optimisation step at a time: loss → gradients → hooks → NaN guard → update.
+
+    Args:
+        loss_fn: ``loss_fn(params, batch) -> differentiable scalar``.
+        params: initial parameters (arrays of ``backend``).
+        optimizer: a :class:`seqcore.optim.GradientTransformation`.
+        backend: backend name.
+        hooks: a :class:`Hooks` (learner); default none.
+    """
+
+    def __init__(self, loss_fn, params, optimizer, backend: str = "numpy", hooks: Hooks | None = None):
+        self.loss_fn = loss_fn
+        self.backend = backends.get(backend)
+        self.params = params
+        self.optimizer = optimizer
+        self.opt_state = optimizer.init(params)
+        self.hooks = hooks or Hooks()
+        self.step_count = 0
+
+    def to_backend(self, batch):
+        """Move a NumPy batch ``(x, y, mask)`` to the trainer's backend (float parts in the params' dtype)."""
+        x, y, mask = batch
+        return type(batch)(self.backend.asarray(x), y, mask) if hasattr(batch, "_fields") else (
+            self.backend.asarray(x), y, mask)
+
+    def step(self, batch) -> float:
+        batch = self.hooks.prepare_batch(self, batch)
+        dev_batch = self.to_backend(batch)
+
+        def total(p):
+            loss = self.loss_fn(p, dev_batch)
+            extra = self.hooks.extra_loss(self, p, batch)
+            return loss if extra is None else loss + extra
+
+        value, pullback = vjp(total, self.params)
+        loss = float(self.backend.to_numpy(value))
+        if not math.isfinite(loss):
+            raise TrainingDiverged(self.step_count, "the loss")
+        (grads,) = pullback(self.backend.xp.ones_like(value))
+        grads = self.hooks.transform_grads(self, grads, batch)
+        if not _all_finite(grads, self.backend.to_numpy):
+            raise TrainingDiverged(self.step_count, "a gradient")
+        updates, self.opt_state = self.optimizer.update(grads, self.opt_state, self.params)
+        new_params = optim.apply_updates(self.params, updates)
+        if not _all_finite(new_params, self.backend.to_numpy):
+            raise TrainingDiverged(self.step_count, "a parameter")
+        self.params = new_params
+        self.step_count += 1
+        self.hooks.after_step(self, batch, loss)
+        return loss
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+def _potential_heads(task, curriculum) -> tuple:
+    """Every head the curriculum may ever use (so the parameter tree never changes shape)."""
+    if not hasattr(curriculum, "n"):
+        return tuple(HeadSpec(h.name, h.output_size, h.loss) for h in curriculum.heads())
+    lo = min(curriculum.min_n, curriculum.start_n)
+    hi = curriculum.max_n if curriculum.max_n is not None else curriculum.start_n
+    heads = []
+    for n in range(lo, hi + 1):
+        h = dataclasses.replace(task, n=n, n_max=None).heads[0]
+        heads.append(HeadSpec(h.name, h.output_size, h.loss))
+    return tuple(heads)
+
+
+class _Run:
+    """A training run assembled from a config (shared by ``train`` and ``resume``)."""
+
+    def __init__(self, cfg: TrainConfig, hooks: Hooks | None = None):
+        from . import tasks
+        self.cfg = cfg
+        self.task = tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs)
+        ckw = dict(cfg.curriculum_kwargs)
+        if cfg.curriculum in ("single-head", "multi-head", "sliding") and "max_n" not in ckw:
+            ckw["max_n"] = max(self.task.ns) + 30  # heads are created up front for N up to max_n
+        self.curriculum = tasks.make_curriculum(cfg.curriculum, self.task, **ckw)
+        self.model = SequenceModel(cfg.cell, self.task.input_size, cfg.hidden, _potential_heads(self.task, self.curriculum),
+                                   num_layers=cfg.layers, cell_kwargs=tuple(sorted(cfg.cell_kwargs.items())))
+        self.be = backends.get(cfg.backend)
+        init = self.model.init(np.random.default_rng([cfg.seed, 0]), DTYPES[cfg.dtype])
+        params = tree_map(self.be.asarray, init)
+        self.trainer = Trainer(self.loss, params, build_optimizer(cfg), cfg.backend, hooks)
+        self.rng = np.random.default_rng([cfg.seed, 1])
+        self.history: list[dict] = []
+
+    def active(self) -> list[str]:
+        return [h.name for h in self.curriculum.heads()]
+
+    def loss(self, params, batch):
+        return self.model.loss(params, batch, self.cfg.mode, heads=self.active())
+
+    def evaluate(self) -> dict:
+        cfg = self.cfg
+        task = self.curriculum.current_task()
+        per_head: dict[str, dict] = {}
+        n = 0
+        for batch in task.eval_batches(cfg.eval_batch_size, cfg.eval_batches):
+            dev = self.trainer.to_backend(batch)
+            res = self.model.evaluate(self.trainer.params, dev, cfg.mode, heads=self.active())
+            w = batch[0].shape[0]
+            for name, r in res.items():
+                acc = per_head.setdefault(name, {k: 0.0 for k in r})
+                for k, v in r.items():
+                    acc[k] += v * w
+            n += w
+        return {name: {k: v / n for k, v in r.items()} for name, r in per_head.items()}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self, path) -> None:
+        arrays = params_to_arrays(self.trainer.params, to_numpy=self.be.to_numpy)
+        arrays.update(optim.state_to_arrays(self.trainer.opt_state))
+        cur = self.curriculum.state_dict()
+        cur_arrays = {f"curriculum/{k}": np.asarray(v) for k, v in cur.items() if isinstance(v, np.ndarray)}
+        arrays.update(cur_arrays)
+        meta = {"step": self.trainer.step_count, "rng": self.rng.bit_generator.state,
+                "curriculum": {k: v for k, v in cur.items() if not isinstance(v, np.ndarray)},
+                "history": self.history}
+        save_checkpoint(path, arrays, meta)
+
+    def load(self, path) -> None:
+        arrays, meta = load_checkpoint(path)
+        self.trainer.params = params_from_arrays(self.trainer.params, arrays, asarray=self.be.asarray)
+        self.trainer.opt_state = optim.state_from_arrays(self.trainer.opt_state, arrays)
+        self.trainer.step_count = int(meta["step"])
+        self.rng.bit_generator.state = meta["rng"]
+        cur = dict(meta["curriculum"])
+        cur.update({k[len("curriculum/"):]: v for k, v in arrays.items() if k.startswith("curriculum/")})
+        self.curriculum.load_state_dict(cur)
+        self.history = list(meta.get("history", []))
+
+
+def _progress(total: int, initial: int, quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, dynamic_ncols=True, leave=True)
+
+
+def _run_loop(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None) -> dict:
+    cfg, tr = run.cfg, run.trainer
+    every_ckpt = cfg.checkpoint_every or cfg.eval_every
+    bar = _progress(cfg.steps, tr.step_count, quiet)
+    t0 = time.perf_counter()
+    status, message, last_eval, loss = "completed", "", None, float("nan")
+    try:
+        while tr.step_count < cfg.steps:
+            batch = run.curriculum.sample(run.rng, cfg.batch_size)
+            try:
+                loss = tr.step(batch)
+            except TrainingDiverged as exc:
+                status, message = "diverged", str(exc)
+                break
+            if run.cfg.curriculum == "cyclical":
+                run.curriculum.record_losses(run.model.example_losses(
+                    tr.params, tr.to_backend(batch), cfg.mode, heads=run.active()))
+            step = tr.step_count
+            if bar is not None:
+                bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                last_eval = run.evaluate()
+                accs = {k: v["accuracy"] for k, v in last_eval.items() if "accuracy" in v}
+                record = {"step": step, "loss": loss, "lr": build_schedule(cfg)(step - 1),
+                          "level": run.curriculum.level, "eval": last_eval,
+                          "time": time.perf_counter() - t0}
+                advanced = run.curriculum.update(step, accs) if accs else False
+                record["advanced"] = advanced
+                run.history.append({"step": step, "level": record["level"], "accuracy": accs})
+                if rd is not None:
+                    rd.log(record)
+                if bar is not None:
+                    mean_acc = np.mean(list(accs.values())) if accs else float("nan")
+                    bar.set_postfix(loss=f"{loss:.4f}", acc=f"{mean_acc:.3f}", N=run.curriculum.level)
+                elif log is not None:
+                    log(_format_record(record))
+                if rd is not None and step % every_ckpt == 0:
+                    run.save(rd.checkpoint)
+                if run.curriculum.finished:
+                    status = "curriculum-finished"
+                    break
+                if cfg.target_accuracy is not None and accs and min(accs.values()) >= cfg.target_accuracy \
+                        and not advanced:
+                    status = "target-reached"
+                    break
+            elif rd is not None and step % every_ckpt == 0:
+                run.save(rd.checkpoint)
+    except KeyboardInterrupt:
+        status, message = "interrupted", "interrupted; resume with `seqcore resume`"
+    finally:
+        if bar is not None:
+            bar.close()
+    if rd is not None and status in ("completed", "curriculum-finished", "target-reached"):
+        run.save(rd.checkpoint)
+    summary = {
+        "status": status, "message": message, "steps": tr.step_count, "final_loss": loss,
+        "wall_time_s": time.perf_counter() - t0, "level": run.curriculum.level,
+        "heads": last_eval or {}, "final_accuracy": (float(np.mean([v["accuracy"] for v in last_eval.values()
+                                                                    if "accuracy" in v]))
+                                                      if last_eval and any("accuracy" in v for v in last_eval.values())
+                                                      else None),
+        "max_level": max((h["level"] for h in run.history if h["level"] is not None), default=None),
+        "backend": cfg.backend, "cell": cfg.cell, "task": cfg.task, "curriculum": cfg.curriculum,
+    }
+    if rd is not None:
+        write_json(rd.summary, summary)
+    return summary
+
+
+def _format_record(r: dict) -> str:
+    accs = " ".join(f"{k}={v.get('accuracy', v['loss']):.3f}" for k, v in r["eval"].items())
+    lvl = f" N={r['level']}" if r["level"] is not None else ""
+    return f"step {r['step']:>6}  loss {r['loss']:.4f}{lvl}  {accs}"
+
+
+def train(config: TrainConfig, out: str | None = None, *, hooks: Hooks | None = None, quiet: bool = False,
+          log: Callable[[str], None] | None = None, overwrite: bool = False) -> tuple[dict, Any]:
+    """Run ``config``; write the run directory ``out`` when given.
+
+    Returns ``(summary, params)``.  ``log`` receives one line per evaluation when no
+    progress bar is shown.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config: got {type(config).__name__}, expected a TrainConfig")
+    run = _Run(config, hooks)
+    rd = None
+    if out is not None:
+        rd = RunDir(out)
+        rd.create(config.to_dict(), overwrite=overwrite)
+        run.save(rd.checkpoint)  # step 0: a resumable starting point
+    summary = _run_loop(run, rd, quiet, log)
+    return summary, run.trainer.params
+
+
+def resume(out: str, *, hooks: Hooks | None = None, quiet: bool = False,
+           log: Callable[[str], None] | None = None, steps: int | None = None) -> tuple[dict, Any]:
+    """Continue the run in directory ``out`` from its last checkpoint (optionally with a new step budget)."""
+    rd = RunDir(out)
+    cfg_dict = read_json(rd.config)
+    if steps is not None:
+        cfg_dict["steps"] = steps
+    cfg = TrainConfig.from_dict(cfg_dict)
+    run = _Run(cfg, hooks)
+    run.load(rd.checkpoint)
+    rd.truncate_metrics(run.trainer.step_count)
+    if steps is not None:
+        write_json(rd.config, cfg.to_dict())
+    summary = _run_loop(run, rd, quiet, log)
+    return summary, run.trainer.params
