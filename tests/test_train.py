@@ -1,0 +1,102 @@
+"""The training loop: exact resume, NaN guard, curricula in a run, hooks."""
+import json
+
+import numpy as np
+import pytest
+
+from seqcore.runs import RunDir, load_checkpoint
+from seqcore.train import Hooks, TrainConfig, resume, train
+
+SMALL = dict(task="nparity", task_kwargs={"n": 2}, cell="gru", hidden=8, steps=40, batch_size=16,
+             eval_every=10, eval_batches=1, eval_batch_size=32, lr=0.02, optimizer="adam", schedule="cosine")
+
+
+class InterruptAt(Hooks):
+    def __init__(self, step):
+        self.at = step
+
+    def after_step(self, trainer, batch, loss):
+        if trainer.step_count == self.at:
+            raise KeyboardInterrupt
+
+
+def _params(path):
+    arrays, meta = load_checkpoint(path)
+    return {k: v for k, v in arrays.items() if k.startswith("params/")}, meta
+
+
+@pytest.mark.parametrize("curriculum", ["fixed", "multi-head", "cyclical"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, curriculum):
+    cfg = TrainConfig(curriculum=curriculum, **SMALL)
+    s_full, _ = train(cfg, tmp_path / "full", quiet=True)
+    s_cut, _ = train(cfg, tmp_path / "cut", quiet=True, hooks=InterruptAt(25))
+    assert s_cut["status"] == "interrupted"
+    assert _params(tmp_path / "cut" / "checkpoint.npz")[1]["step"] == 20  # the last checkpoint survives
+    s_res, _ = resume(tmp_path / "cut", quiet=True)
+    assert s_res["steps"] == s_full["steps"] == 40
+    full, _ = _params(tmp_path / "full" / "checkpoint.npz")
+    res, _ = _params(tmp_path / "cut" / "checkpoint.npz")
+    assert full.keys() == res.keys()
+    for k in full:
+        np.testing.assert_array_equal(full[k], res[k], err_msg=k)
+    # the resumed log has each evaluation step exactly once
+    steps = [r["step"] for r in RunDir(tmp_path / "cut").read_metrics()]
+    assert steps == [10, 20, 30, 40]
+
+
+class PoisonAt(Hooks):
+    def __init__(self, step):
+        self.at = step
+
+    def extra_loss(self, trainer, params, batch):
+        if trainer.step_count == self.at:
+            return params["heads"]["n2"]["bias"].sum() * float("nan")
+        return None
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = TrainConfig(**SMALL)
+    summary, _ = train(cfg, tmp_path / "run", quiet=True, hooks=PoisonAt(15))
+    assert summary["status"] == "diverged" and "step 15" in summary["message"]
+    arrays, meta = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    assert meta["step"] == 10
+    assert all(np.isfinite(v).all() for k, v in arrays.items() if k.startswith("params/"))
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_multi_head_curriculum_advances_and_keeps_heads(tmp_path):
+    cfg = TrainConfig(**{**SMALL, "cell": "lstm", "hidden": 32, "steps": 300, "batch_size": 64,
+                         "eval_every": 25, "eval_batch_size": 256, "lr": 0.01, "schedule": "constant",
+                         "curriculum": "multi-head"})
+    summary, _ = train(cfg, None, quiet=True)
+    assert summary["max_level"] >= 3
+    # every head of the multi-head curriculum is still evaluated (none dropped)
+    assert set(summary["heads"]) == {f"n{n}" for n in range(2, summary["level"] + 1)}
+
+
+def test_metrics_log_and_summary_layout(tmp_path):
+    summary, _ = train(TrainConfig(**SMALL), tmp_path / "run", quiet=True)
+    rd = RunDir(tmp_path / "run")
+    for f in (rd.config, rd.metrics, rd.summary, rd.checkpoint):
+        assert f.exists(), f
+    recs = rd.read_metrics()
+    assert [r["step"] for r in recs] == [10, 20, 30, 40]
+    assert {"step", "loss", "lr", "eval", "level"} <= set(recs[0])
+    s = json.loads(rd.summary.read_text())
+    assert {"final_loss", "final_accuracy", "heads", "steps", "wall_time_s"} <= set(s)
+    assert s["heads"]["n2"]["accuracy"] == recs[-1]["eval"]["n2"]["accuracy"]
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path):
+    train(TrainConfig(**{**SMALL, "steps": 10}), tmp_path / "run", quiet=True)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(TrainConfig(**{**SMALL, "steps": 10}), tmp_path / "run", quiet=True)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("lr", -1.0, "lr: got -1.0"), ("task", "sudoku", "task: got 'sudoku'"), ("cell", "tcn", "cell: got 'tcn'"),
+    ("steps", 0, "steps: got 0"), ("warmup", 50, "warmup: got 50"), ("mode", "fast", "mode: got 'fast'"),
+])
+def test_bad_config_values(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**{**SMALL, field: value})
