@@ -1,0 +1,361 @@
+"""Curricula: small state machines that choose what to train on next.
+
+A curriculum knows nothing about models or optimizers. The training loop asks
+it for the current task and heads, draws batches with ``sample``, reports
+per-example losses with ``record_losses`` (used by ``cyclical`` only) and, after
+each evaluation, calls ``update(step, accuracies)``, which returns True when the
+task changed (new heads may then appear: heads are identified by name, e.g.
+"n5"). ``state_dict``/``load_state_dict`` save and restore the state for resume.
+
+N-curricula (``single-head``, ``multi-head``, ``sliding``, ``anti``) work on a
+task with an ``n`` field (``nparity``, ``ndms``) and rebuild it with
+``dataclasses.replace(task, n=...)``; the length range follows the largest
+current N unless the base task fixes a larger ``n_max``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .base import (Batch, DatasetTask, Head, Task, check_choice, check_float, check_int,
+                   check_rng, take)
+
+__all__ = ["Curriculum", "FixedCurriculum", "SingleHeadCurriculum", "MultiHeadCurriculum",
+           "SlidingCurriculum", "AntiCurriculum", "CyclicalCurriculum",
+           "make_curriculum", "curriculum_names"]
+
+
+def _check_task(task: Any) -> Task:
+    if not isinstance(task, Task):
+        raise TypeError(f"task: got {type(task).__name__}, expected a seqcore task (seqcore.tasks.make(...))")
+    return task
+
+
+def _accuracy_list(accuracies: Mapping[str, float] | Sequence[float], heads: tuple[Head, ...]) -> list[float]:
+    """Accuracies in head order, from a {head name: accuracy} mapping or a sequence."""
+    if isinstance(accuracies, Mapping):
+        missing = [h.name for h in heads if h.name not in accuracies]
+        if missing:
+            raise ValueError(f"accuracies: got keys {sorted(accuracies)}, missing {missing} "
+                             f"(expected one per head: {[h.name for h in heads]})")
+        values = [accuracies[h.name] for h in heads]
+    else:
+        values = list(accuracies)
+        if len(values) != len(heads):
+            raise ValueError(f"accuracies: got {len(values)} values, expected {len(heads)} "
+                             f"(one per head: {[h.name for h in heads]})")
+    return [check_float("accuracies", a, minimum=0.0, maximum=1.0) for a in values]
+
+
+class Curriculum:
+    """Base curriculum: one fixed task, never advances."""
+
+    name = "curriculum"
+
+    def __init__(self, task: Task):
+        self.task = _check_task(task)
+        self.finished = False
+
+    def current_task(self) -> Task:
+        """The task to train on now."""
+        return self.task
+
+    def heads(self) -> tuple[Head, ...]:
+        """The heads of the current task (label columns of ``y`` in this order)."""
+        return self.current_task().heads
+
+    @property
+    def level(self) -> int | None:
+        """The current N of an N-curriculum (largest N for multi-head), else None."""
+        return None
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        """A training batch of the current task (see ``Task.sample``)."""
+        return self.current_task().sample(rng, batch_size)
+
+    def record_losses(self, losses: np.ndarray) -> None:
+        """Per-example losses (B,) of the last batch from ``sample`` (ignored here)."""
+
+    def update(self, step: int, accuracies: Mapping[str, float] | Sequence[float]) -> bool:
+        """Report evaluation accuracies (per head, by name or in head order) at
+        ``step``; return True when the curriculum moved on to another task."""
+        check_int("step", step, minimum=0)
+        _accuracy_list(accuracies, self.heads())
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        """The mutable state: Python scalars, strings and NumPy arrays."""
+        return {"kind": self.name, "finished": bool(self.finished)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state from ``state_dict`` (of the same kind of curriculum)."""
+        if not isinstance(state, Mapping) or state.get("kind") != self.name:
+            got = state.get("kind") if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(f"state: got kind {got!r}, expected a state_dict of a {self.name!r} curriculum")
+        self.finished = bool(state["finished"])
+
+
+class FixedCurriculum(Curriculum):
+    """``fixed``: always the given task."""
+
+    name = "fixed"
+
+
+class _NCurriculum(Curriculum):
+    """Shared machinery of the curricula over N: the current N, transitions."""
+
+    step_direction = +1
+
+    def __init__(self, task: Task, start_n: int | None = None, *, threshold: float = 0.98,
+                 max_n: int | None = None, min_n: int | None = None):
+        super().__init__(task)
+        if not hasattr(task, "ns") or "n" not in {f.name for f in dataclasses.fields(task)}:
+            raise ValueError(f"task: got {task.name!r}, expected a task with an `n` field (nparity, ndms)")
+        floor = getattr(task, "min_n", 1)
+        self.threshold = check_float("threshold", threshold, minimum=0.0, maximum=1.0, open_min=True)
+        # N counts from 2 by default (RESEARCH §6); N = 1 parity is allowed when asked for
+        self.min_n = max(2, floor) if min_n is None else check_int("min_n", min_n, minimum=floor)
+        default_start = max(task.ns) if self.step_direction < 0 else min(task.ns)
+        lowest = self.min_n if self.step_direction < 0 else floor
+        self.start_n = default_start if start_n is None else check_int("start_n", start_n, minimum=lowest)
+        self.max_n = None if max_n is None else check_int("max_n", max_n, minimum=self.start_n, bound="start_n")
+        if self.step_direction < 0 and self.min_n > self.start_n:
+            raise ValueError(f"min_n: got {self.min_n}, expected <= start_n={self.start_n}")
+        self.n = self.start_n
+        self.transitions: list[tuple[int, int]] = []
+
+    @property
+    def level(self) -> int:
+        return self.n
+
+    def active_ns(self) -> tuple[int, ...]:
+        """The N of each current head."""
+        return (self.n,)
+
+    def current_task(self) -> Task:
+        ns = self.active_ns()
+        n_max = None if self.task.n_max is None else max(self.task.n_max, max(ns))
+        return dataclasses.replace(self.task, n=ns[0] if len(ns) == 1 else ns, n_max=n_max)
+
+    def _ready(self, accs: list[float]) -> bool:
+        return all(a >= self.threshold for a in accs)
+
+    def _can_move(self) -> bool:
+        if self.step_direction > 0:
+            return self.max_n is None or self.n < self.max_n
+        return self.n > self.min_n
+
+    def update(self, step, accuracies):
+        check_int("step", step, minimum=0)
+        accs = _accuracy_list(accuracies, self.heads())
+        if self.finished or not self._ready(accs):
+            return False
+        if not self._can_move():
+            self.finished = True
+            return False
+        self.n += self.step_direction
+        self.transitions.append((int(step), self.n))
+        return True
+
+    def state_dict(self):
+        return {**super().state_dict(), "n": int(self.n),
+                "transitions": np.asarray(self.transitions, dtype=np.int64).reshape(-1, 2)}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        n = check_int("state['n']", int(state["n"]), minimum=self.min_n)
+        if self.max_n is not None and n > self.max_n:
+            raise ValueError(f"state['n']: got {n}, expected <= max_n={self.max_n}")
+        self.n = n
+        self.transitions = [(int(s), int(v)) for s, v in np.asarray(state["transitions"]).reshape(-1, 2)]
+
+
+class SingleHeadCurriculum(_NCurriculum):
+    """``single-head``: train one N (one head, "n{N}"); when its accuracy reaches
+    ``threshold`` (0.98) move to N+1, replacing the head, up to ``max_n``."""
+
+    name = "single-head"
+
+
+class MultiHeadCurriculum(_NCurriculum):
+    """``multi-head``: heads for every N from ``start_n`` to the current N (their
+    losses are summed by the loop); add a head for N+1 when ``advance_when="all"``
+    heads reach ``threshold`` (default) or only the ``"newest"`` one does."""
+
+    name = "multi-head"
+
+    def __init__(self, task, start_n=None, *, threshold=0.98, max_n=None, advance_when="all"):
+        super().__init__(task, start_n, threshold=threshold, max_n=max_n)
+        self.advance_when = check_choice("advance_when", advance_when, ("all", "newest"))
+
+    def active_ns(self):
+        return tuple(range(self.start_n, self.n + 1))
+
+    def _ready(self, accs):
+        return super()._ready(accs if self.advance_when == "all" else accs[-1:])
+
+
+class SlidingCurriculum(MultiHeadCurriculum):
+    """``sliding``: multi-head keeping only the newest ``window`` heads (N-window+1..N),
+    so the oldest head is dropped when a new one is added."""
+
+    name = "sliding"
+
+    def __init__(self, task, start_n=None, *, window=3, threshold=0.98, max_n=None, advance_when="all"):
+        super().__init__(task, start_n, threshold=threshold, max_n=max_n, advance_when=advance_when)
+        self.window = check_int("window", window, minimum=1)
+
+    def active_ns(self):
+        return tuple(range(max(self.start_n, self.n - self.window + 1), self.n + 1))
+
+
+class AntiCurriculum(_NCurriculum):
+    """``anti``: single head starting at the hardest N (``start_n``, default the
+    base task's largest N) and moving to N-1 at ``threshold``, down to ``min_n``."""
+
+    name = "anti"
+    step_direction = -1
+
+    def __init__(self, task, start_n=None, *, threshold=0.98, min_n=None):
+        super().__init__(task, start_n, threshold=threshold, min_n=min_n)
+
+
+class CyclicalCurriculum(Curriculum):
+    """``cyclical``: each epoch trains on a fraction of a fixed training set; the
+    fraction starts at ``start_fraction``, is divided by ``alpha`` each epoch up
+    to ``end_fraction``, then multiplied by ``alpha`` back down, and so on
+    (0.25, 0.5, 1, 0.5, 0.25, 0.5, … for alpha = 0.5). An epoch's examples are
+    drawn without replacement with probability ∝ 1/loss (losses reported by the
+    loop via ``record_losses``; unseen examples count as loss 1), then shuffled.
+
+    The training set is a ``DatasetTask``'s train split (its first
+    ``num_examples`` rows when given) or ``task.fixed_set(num_examples)``
+    (default 10000) for generated tasks.
+    """
+
+    name = "cyclical"
+
+    def __init__(self, task, *, num_examples=None, start_fraction=0.25, alpha=0.5,
+                 end_fraction=1.0, min_loss=1e-4):
+        super().__init__(task)
+        self.start_fraction = check_float("start_fraction", start_fraction, minimum=0.0, maximum=1.0,
+                                          open_min=True)
+        self.end_fraction = check_float("end_fraction", end_fraction, minimum=self.start_fraction,
+                                        maximum=1.0)
+        self.alpha = check_float("alpha", alpha, minimum=0.0, maximum=1.0, open_min=True)
+        if self.alpha == 1.0 and self.start_fraction < self.end_fraction:
+            raise ValueError("alpha: got 1.0, expected < 1 so the fraction can move "
+                             f"from start_fraction={start_fraction} to end_fraction={end_fraction}")
+        self.min_loss = check_float("min_loss", min_loss, minimum=0.0, open_min=True)
+        if isinstance(task, DatasetTask):
+            available = task.num_examples("train")
+            self.size = available if num_examples is None else check_int(
+                "num_examples", num_examples, minimum=1, maximum=available, bound="training examples")
+        else:
+            self.size = 10000 if num_examples is None else check_int("num_examples", num_examples, minimum=1)
+        self._pool: Batch | None = None
+        self.losses = np.ones(self.size)
+        self.epoch = 0
+        self.fraction = self.start_fraction
+        self.increasing = True
+        self.order = np.zeros(0, dtype=np.int64)
+        self.position = 0
+        self.last_indices = np.zeros(0, dtype=np.int64)
+
+    def _batch(self, indices: np.ndarray) -> Batch:
+        if isinstance(self.task, DatasetTask):
+            return self.task.batch_from_indices(indices, "train")
+        if self._pool is None:
+            self._pool = self.task.fixed_set(self.size)
+        return take(self._pool, indices, per_step=self.task.per_step)
+
+    def _next_fraction(self) -> None:
+        if self.increasing:
+            self.fraction = min(self.fraction / self.alpha, self.end_fraction)
+            self.increasing = self.fraction < self.end_fraction
+        else:
+            self.fraction = max(self.fraction * self.alpha, self.start_fraction)
+            self.increasing = self.fraction <= self.start_fraction
+
+    def _new_epoch(self, rng: np.random.Generator) -> None:
+        if self.epoch > 0:
+            self._next_fraction()
+        count = max(1, math.ceil(self.fraction * self.size - 1e-9))
+        weights = 1.0 / np.maximum(self.losses, self.min_loss)
+        chosen = rng.choice(self.size, size=count, replace=False, p=weights / weights.sum())
+        self.order = rng.permutation(chosen).astype(np.int64)
+        self.position = 0
+        self.epoch += 1
+
+    def epoch_size(self) -> int:
+        """Number of examples in the current epoch."""
+        return len(self.order)
+
+    def sample(self, rng, batch_size):
+        """The next ``batch_size`` examples of the epoch (starting new epochs as needed)."""
+        check_rng(rng)
+        check_int("batch_size", batch_size, minimum=1)
+        parts, needed = [], batch_size
+        while needed:
+            if self.position >= len(self.order):
+                self._new_epoch(rng)
+            chunk = self.order[self.position:self.position + needed]
+            self.position += len(chunk)
+            needed -= len(chunk)
+            parts.append(chunk)
+        self.last_indices = np.concatenate(parts)
+        return self._batch(self.last_indices)
+
+    def record_losses(self, losses):
+        """Per-example losses (B,) of the last batch; they set the sampling weights."""
+        losses = np.asarray(losses, dtype=np.float64)
+        if losses.shape != self.last_indices.shape:
+            raise ValueError(f"losses: got shape {losses.shape}, expected {self.last_indices.shape} "
+                             "(one per example of the last batch from sample)")
+        if not np.all(np.isfinite(losses)) or np.any(losses < 0):
+            raise ValueError("losses: got non-finite or negative values, expected losses >= 0")
+        self.losses[self.last_indices] = losses
+
+    def state_dict(self):
+        return {**super().state_dict(), "losses": self.losses.copy(), "epoch": int(self.epoch),
+                "fraction": float(self.fraction), "increasing": bool(self.increasing),
+                "order": self.order.copy(), "position": int(self.position),
+                "last_indices": self.last_indices.copy()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        losses = np.asarray(state["losses"], dtype=np.float64)
+        if losses.shape != (self.size,):
+            raise ValueError(f"state['losses']: got shape {losses.shape}, expected ({self.size},)")
+        self.losses = losses.copy()
+        self.epoch = int(state["epoch"])
+        self.fraction = float(state["fraction"])
+        self.increasing = bool(state["increasing"])
+        self.order = np.asarray(state["order"], dtype=np.int64).copy()
+        self.position = int(state["position"])
+        self.last_indices = np.asarray(state["last_indices"], dtype=np.int64).copy()
+
+
+_CURRICULA = {c.name: c for c in (FixedCurriculum, SingleHeadCurriculum, MultiHeadCurriculum,
+                                  SlidingCurriculum, AntiCurriculum, CyclicalCurriculum)}
+
+
+def curriculum_names() -> tuple[str, ...]:
+    """The curriculum names accepted by ``make_curriculum``."""
+    return tuple(_CURRICULA)
+
+
+def make_curriculum(name: str, task: Task, **kwargs: Any) -> Curriculum:
+    """Build curriculum ``name`` over ``task``, e.g.
+    ``make_curriculum("multi-head", make("nparity", n=2), threshold=0.98)``."""
+    if name not in _CURRICULA:
+        raise ValueError(f"curriculum: got {name!r}, expected one of {', '.join(_CURRICULA)}")
+    try:
+        return _CURRICULA[name](task, **kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument" in str(e):
+            raise ValueError(f"{name}: {e}".replace("__init__() ", "")) from None
+        raise

@@ -1,0 +1,476 @@
+"""Continual-learning streams: ordered sequences of experiences.
+
+An :class:`Experience` is one stage of a stream: a task id, training data (arrays
+``(x, y)`` or a sampler with ``sample(rng, batch_size)``), evaluation arrays, the
+classes it holds and the output head to use. A :class:`Stream` builds its
+experiences lazily (so ten permuted copies of a data set are never in memory at
+once); everything random is fixed when the stream is built, from ``seed``, so a
+stream is the same on every access and every run.
+
+Streams take in-memory arrays ``x`` of shape (N, ...) — images (N, H, W), flattened
+images (N, D) or sequences (N, T, D) — and integer labels ``y`` of shape (N,).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+__all__ = [
+    "Experience", "Stream", "permuted_stream", "split_stream", "blurry",
+    "power_law_steps", "power_law_schedule", "power_law_stream", "scole_stream",
+    "curriculum_stream",
+]
+
+SCENARIOS = ("class", "task", "domain")
+
+
+# ---------------------------------------------------------------- validation helpers
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: got {type(value).__name__} {value!r}, expected an int")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name}: got {value}, expected an int {bound}")
+    return int(value)
+
+
+def _check_pair(name: str, pair: Any, integer_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(pair, tuple) or len(pair) != 2:
+        raise TypeError(f"{name}: got {type(pair).__name__}, expected a tuple (x, y) of arrays")
+    x, y = (np.asarray(a) for a in pair)
+    if x.ndim < 1 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"{name}: got x {x.shape} and y {y.shape}, expected x (N, ...) and y (N,)")
+    if integer_labels and not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"{name}: got labels of dtype {y.dtype}, expected integer class labels")
+    return x, y
+
+
+def _check_dataset(x_train, y_train, x_test, y_test) -> tuple[np.ndarray, ...]:
+    x_train, y_train = _check_pair("(x_train, y_train)", (x_train, y_train))
+    x_test, y_test = _check_pair("(x_test, y_test)", (x_test, y_test))
+    if x_train.ndim < 2 or x_train.shape[0] == 0:
+        raise ValueError(f"x_train: got shape {x_train.shape}, expected (N, ...) with N >= 1 "
+                         "and at least one feature axis")
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise ValueError(f"x_test: got feature shape {x_test.shape[1:]}, "
+                         f"expected {x_train.shape[1:]} like x_train")
+    if y_train.min() < 0 or (y_test.size and y_test.min() < 0):
+        raise ValueError("y_train/y_test: got a negative label, expected class labels >= 0")
+    return x_train, y_train, x_test, y_test
+
+
+# ---------------------------------------------------------------- experience and stream
+
+@dataclass(frozen=True, eq=False)
+class Experience:
+    """One stage of a stream.
+
+    task_id: which task this is (repeats when a task re-occurs, e.g. rehearsal).
+    train: ``(x, y)`` with x (N, ...) and y (N,), or a sampler: any object with
+        ``sample(rng, batch_size) -> (x, y)``.
+    eval: ``(x, y)`` evaluation arrays, x (M, ...) and y (M,).
+    classes: the original class ids this experience holds (before any remapping).
+    head: index of the output head (0 for single-head scenarios).
+    info: extra facts about how it was made (permutation, label map, sources...).
+    """
+
+    task_id: int
+    train: Any
+    eval: tuple[np.ndarray, np.ndarray]
+    classes: tuple[int, ...] = ()
+    head: int = 0
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_int("task_id", self.task_id, 0)
+        _check_int("head", self.head, 0)
+        if isinstance(self.train, tuple):
+            object.__setattr__(self, "train", _check_pair("train", self.train, integer_labels=False))
+        elif not callable(getattr(self.train, "sample", None)):
+            raise TypeError(f"train: got {type(self.train).__name__}, expected (x, y) arrays "
+                            "or an object with sample(rng, batch_size)")
+        object.__setattr__(self, "eval", _check_pair("eval", self.eval, integer_labels=False))
+        object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+
+    @property
+    def is_sampled(self) -> bool:
+        """True when training data comes from a sampler rather than fixed arrays."""
+        return not isinstance(self.train, tuple)
+
+    @property
+    def n_train(self) -> int | None:
+        """Number of training samples (None for a sampler)."""
+        return None if self.is_sampled else int(self.train[1].shape[0])
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """A training minibatch: x (B, ...), y (B,); distinct samples when train is arrays."""
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng: got {type(rng).__name__}, expected numpy.random.Generator")
+        if self.is_sampled:
+            _check_int("batch_size", batch_size, 1)
+            return self.train.sample(rng, batch_size)
+        batch_size = _check_int("batch_size", batch_size, 1, self.n_train)
+        index = rng.choice(self.n_train, size=batch_size, replace=False)
+        return self.train[0][index], self.train[1][index]
+
+
+class Stream(Sequence):
+    """A fixed-length sequence of experiences built on access by ``build(position)``.
+
+    task_ids: (L,) the task id of each position (known without building).
+    scenario: "class" (global labels, one head), "task" (labels per experience, one
+        head per task) or "domain" (labels per experience, one shared head).
+    n_outputs: size of a head's label space (None when labels are not classes).
+    n_heads: number of output heads.
+    """
+
+    def __init__(self, task_ids: Sequence[int], build: Callable[[int], Experience], *,
+                 scenario: str, n_outputs: int | None, n_heads: int = 1, name: str = "stream",
+                 info: Mapping[str, Any] | None = None) -> None:
+        if scenario not in SCENARIOS:
+            raise ValueError(f"scenario: got {scenario!r}, expected one of {SCENARIOS}")
+        self.task_ids = tuple(int(t) for t in task_ids)
+        self._build = build
+        self.scenario = scenario
+        self.n_outputs = n_outputs
+        self.n_heads = _check_int("n_heads", n_heads, 1)
+        self.name = name
+        self.info = dict(info or {})
+
+    def __len__(self) -> int:
+        return len(self.task_ids)
+
+    def __getitem__(self, position):
+        if isinstance(position, slice):
+            return [self[i] for i in range(*position.indices(len(self)))]
+        if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
+            raise TypeError(f"position: got {type(position).__name__}, expected an int or a slice")
+        if not -len(self) <= position < len(self):
+            raise IndexError(f"position: got {position}, expected in [{-len(self)}, {len(self)})")
+        return self._build(int(position) % len(self))
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return (f"Stream({self.name!r}, {len(self)} experiences, scenario={self.scenario!r}, "
+                f"n_outputs={self.n_outputs}, n_heads={self.n_heads})")
+
+
+def _check_stream(stream: Any) -> Stream:
+    if not isinstance(stream, Stream):
+        raise TypeError(f"stream: got {type(stream).__name__}, expected Stream")
+    return stream
+
+
+# ---------------------------------------------------------------- permuted and split
+
+def permuted_stream(x_train, y_train, x_test, y_test, n_experiences: int, seed: int,
+                    first_identity: bool = True, multi_head: bool = False) -> Stream:
+    """Permuted benchmark: experience i applies a fixed permutation of the features.
+
+    The D = prod(x.shape[1:]) features of each sample are flattened, permuted and
+    reshaped back, so (N, H, W) images, (N, D) vectors and (N, T, D) sequences keep
+    their shape. Permutations are drawn when the stream is built, from ``seed``;
+    with ``first_identity`` experience 0 is the unpermuted data. Labels are kept
+    (domain-incremental, one head) or, with ``multi_head``, one head per experience.
+    ``info["permutation"]`` holds each experience's (D,) permutation.
+    """
+    x_train, y_train, x_test, y_test = _check_dataset(x_train, y_train, x_test, y_test)
+    n_experiences = _check_int("n_experiences", n_experiences, 1)
+    rng = np.random.default_rng(_check_int("seed", seed, 0))
+    n_features = int(np.prod(x_train.shape[1:]))
+    permutations = [np.arange(n_features) if (i == 0 and first_identity) else rng.permutation(n_features)
+                    for i in range(n_experiences)]
+    classes = tuple(np.union1d(y_train, y_test).tolist())
+
+    def permute(x: np.ndarray, perm: np.ndarray) -> np.ndarray:
+        return x.reshape(x.shape[0], -1)[:, perm].reshape(x.shape)
+
+    def build(i: int) -> Experience:
+        perm = permutations[i]
+        return Experience(i, (permute(x_train, perm), y_train), (permute(x_test, perm), y_test),
+                          classes, head=i if multi_head else 0, info={"permutation": perm})
+
+    return Stream(range(n_experiences), build, scenario="task" if multi_head else "domain",
+                  n_outputs=int(max(classes)) + 1, n_heads=n_experiences if multi_head else 1,
+                  name="permuted")
+
+
+def split_stream(x_train, y_train, x_test, y_test, *, n_experiences: int | None = None,
+                 classes_per_experience: int | None = None, scenario: str = "class",
+                 class_order: Sequence[int] | None = None, seed: int | None = None) -> Stream:
+    """Split benchmark: the classes are dealt into experiences of equal size.
+
+    Give exactly one of ``n_experiences`` and ``classes_per_experience`` (the number of
+    classes must divide evenly). Class order: ``class_order`` if given, else a
+    permutation drawn from ``seed`` if given, else sorted.
+    Scenarios: "class" — labels stay global, one head over all classes;
+    "task" — labels become the index 0..c-1 within the experience, head = experience;
+    "domain" — labels become the within-experience index, one shared head of size c.
+    ``info["label_map"]`` maps each original class to its label.
+    """
+    x_train, y_train, x_test, y_test = _check_dataset(x_train, y_train, x_test, y_test)
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario: got {scenario!r}, expected one of {SCENARIOS}")
+    classes = np.unique(y_train)
+    unknown = np.setdiff1d(y_test, classes)
+    if unknown.size:
+        raise ValueError(f"y_test: got classes {unknown.tolist()} absent from y_train")
+    if class_order is not None:
+        order = np.asarray(class_order)
+        if order.ndim != 1 or not np.array_equal(np.sort(order), classes):
+            raise ValueError(f"class_order: got {list(order.reshape(-1))}, "
+                             f"expected a permutation of {classes.tolist()}")
+    elif seed is not None:
+        order = np.random.default_rng(_check_int("seed", seed, 0)).permutation(classes)
+    else:
+        order = classes
+    if (n_experiences is None) == (classes_per_experience is None):
+        raise ValueError("n_experiences/classes_per_experience: got "
+                         f"{n_experiences!r}/{classes_per_experience!r}, expected exactly one")
+    n_classes = classes.size
+    if n_experiences is not None:
+        n_experiences = _check_int("n_experiences", n_experiences, 1, n_classes)
+        per = n_classes // n_experiences
+    else:
+        per = _check_int("classes_per_experience", classes_per_experience, 1, n_classes)
+        n_experiences = n_classes // per
+    if per * n_experiences != n_classes:
+        raise ValueError(f"n_experiences/classes_per_experience: {n_classes} classes do not split "
+                         f"evenly into groups of {per}; expected a divisor of {n_classes}")
+    groups = order.reshape(n_experiences, per)
+    global_labels = scenario == "class"
+
+    def build(i: int) -> Experience:
+        group = groups[i]
+        lookup = np.full(int(classes.max()) + 1, -1, dtype=np.int64)
+        lookup[group] = group if global_labels else np.arange(per)
+        train = np.isin(y_train, group)
+        test = np.isin(y_test, group)
+        return Experience(i, (x_train[train], lookup[y_train[train]]),
+                          (x_test[test], lookup[y_test[test]]), tuple(group.tolist()),
+                          head=i if scenario == "task" else 0,
+                          info={"label_map": {int(c): int(lookup[c]) for c in group}})
+
+    return Stream(range(n_experiences), build, scenario=scenario,
+                  n_outputs=int(classes.max()) + 1 if global_labels else per,
+                  n_heads=n_experiences if scenario == "task" else 1, name=f"split-{scenario}")
+
+
+# ---------------------------------------------------------------- blurry boundaries
+
+def blurry(stream: Stream, overlap: float, seed: int) -> Stream:
+    """Blurry task boundaries: part of each experience's training data comes from its neighbours.
+
+    Experience i keeps ``N_i − m`` of its own training samples (drawn without
+    replacement) and takes ``m = round(overlap·N_i)`` samples from the adjacent
+    experiences, split evenly between i−1 and i+1 (the previous one gets ``m // 2``)
+    or all from the only neighbour at either end; the result is shuffled, so each
+    experience keeps its size N_i. Evaluation data is unchanged;
+    ``info["source_experience"]`` gives, per training sample, the experience it came
+    from. Needs array training data and a single label space (scenario "class" or
+    "domain"); overlap in [0, 1).
+    """
+    stream = _check_stream(stream)
+    if not isinstance(overlap, (int, float, np.floating)) or not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap: got {overlap!r}, expected a float in [0, 1)")
+    if stream.scenario == "task":
+        raise ValueError("stream: got scenario 'task', expected 'class' or 'domain' (mixing samples "
+                         "across heads would be ambiguous)")
+    if len(stream) < 2:
+        raise ValueError(f"stream: got {len(stream)} experience, expected at least 2 to blur")
+    seed = _check_int("seed", seed, 0)
+
+    def build(i: int) -> Experience:
+        own = stream[i]
+        if own.is_sampled:
+            raise TypeError(f"stream[{i}].train: got a sampler, expected (x, y) arrays to blur")
+        rng = np.random.default_rng([seed, i])
+        n_mix = int(round(overlap * own.n_train))
+        neighbours = [j for j in (i - 1, i + 1) if 0 <= j < len(stream)]
+        counts = [n_mix // 2, n_mix - n_mix // 2] if len(neighbours) == 2 else [n_mix]
+        sources = [(i, own, own.n_train - n_mix)]
+        sources += [(j, stream[j], c) for j, c in zip(neighbours, counts)]
+        xs, ys, origin, classes = [], [], [], set()
+        for j, exp, count in sources:
+            if exp.is_sampled:
+                raise TypeError(f"stream[{j}].train: got a sampler, expected (x, y) arrays to blur")
+            if count > exp.n_train:
+                raise ValueError(f"overlap: got {overlap}, which needs {count} samples of "
+                                 f"experience {j}; it has {exp.n_train}")
+            index = rng.choice(exp.n_train, size=count, replace=False)
+            xs.append(exp.train[0][index])
+            ys.append(exp.train[1][index])
+            origin.append(np.full(count, j))
+            if count:
+                classes.update(exp.classes)
+        order = rng.permutation(own.n_train)
+        info = dict(own.info, source_experience=np.concatenate(origin)[order])
+        train = (np.concatenate(xs)[order], np.concatenate(ys)[order])
+        return dataclasses.replace(own, train=train, classes=tuple(sorted(classes)), info=info)
+
+    return Stream(stream.task_ids, build, scenario=stream.scenario, n_outputs=stream.n_outputs,
+                  n_heads=stream.n_heads, name=f"blurry-{stream.name}", info=stream.info)
+
+
+# ---------------------------------------------------------------- power-law environment
+
+def power_law_steps(n_tasks: int, exponent: float, budget: int, seed: int) -> list[tuple[int, ...]]:
+    """The steps of a power-law environment: ``[(new_task, *rehearsed_tasks), ...]``.
+
+    Step t (t = 0..n_tasks-1) first trains the new task t, then rehearses earlier
+    tasks: ``budget`` draws are made, each picking task j < t with probability
+    ``p_j ∝ Δ_j^(−exponent)``, where ``Δ_j >= 1`` is the number of steps since j was
+    last trained (new or rehearsed); repeated draws are merged, so at most ``budget``
+    distinct tasks are rehearsed per step, in the order first drawn. ``exponent = 0``
+    gives uniform rehearsal.
+    """
+    n_tasks = _check_int("n_tasks", n_tasks, 1)
+    budget = _check_int("budget", budget, 0)
+    if not isinstance(exponent, (int, float, np.number)) or not np.isfinite(exponent) or exponent < 0:
+        raise ValueError(f"exponent: got {exponent!r}, expected a finite number >= 0")
+    rng = np.random.default_rng(_check_int("seed", seed, 0))
+    last_seen = np.zeros(n_tasks, dtype=np.int64)
+    steps = []
+    for t in range(n_tasks):
+        rehearsed: list[int] = []
+        if t > 0 and budget > 0:
+            weights = (t - last_seen[:t]).astype(np.float64) ** (-float(exponent))
+            draws = rng.choice(t, size=budget, p=weights / weights.sum())
+            rehearsed = list(dict.fromkeys(int(j) for j in draws))
+        last_seen[t] = t
+        last_seen[rehearsed] = t
+        steps.append((t, *rehearsed))
+    return steps
+
+
+def power_law_schedule(n_tasks: int, exponent: float, budget: int, seed: int) -> np.ndarray:
+    """The task ids to train, in order: :func:`power_law_steps` flattened, shape (L,)."""
+    steps = power_law_steps(n_tasks, exponent, budget, seed)
+    return np.array([task for step in steps for task in step], dtype=np.int64)
+
+
+def power_law_stream(stream: Stream, exponent: float, budget: int, seed: int) -> Stream:
+    """A power-law environment over the tasks of ``stream`` (task j = ``stream[j]``).
+
+    The experiences follow :func:`power_law_steps` with n_tasks = len(stream); each is
+    the base experience of that task, with ``info["step"]`` and ``info["rehearsal"]``.
+    """
+    stream = _check_stream(stream)
+    steps = power_law_steps(len(stream), exponent, budget, seed)
+    entries = [(s, task, k > 0) for s, step in enumerate(steps) for k, task in enumerate(step)]
+
+    def build(position: int) -> Experience:
+        step, task, rehearsal = entries[position]
+        base = stream[task]
+        return dataclasses.replace(base, info=dict(base.info, step=step, rehearsal=rehearsal))
+
+    return Stream([task for _, task, _ in entries], build, scenario=stream.scenario,
+                  n_outputs=stream.n_outputs, n_heads=stream.n_heads,
+                  name=f"power-law-{stream.name}", info=dict(stream.info, steps=steps))
+
+
+# ---------------------------------------------------------------- SCoLe
+
+def scole_stream(x_train, y_train, x_test, y_test, n_experiences: int, classes_per_experience: int,
+                 *, class_distribution: str = "uniform", exponent: float = 1.0,
+                 samples_per_class: int | None = None, seed: int = 0) -> Stream:
+    """SCoLe (scaling continual learning): many small tasks whose classes re-occur.
+
+    Each of the ``n_experiences`` experiences (typically hundreds) draws
+    ``classes_per_experience`` distinct classes without replacement from a class
+    distribution: "uniform", or "zipf" — class of rank r (ranks from a permutation
+    drawn from ``seed``) has probability ∝ (r + 1)^(−exponent). Training data are the
+    training samples of those classes (``samples_per_class`` of each, drawn per
+    experience, or all); evaluation data all their test samples. Labels stay global
+    (class-incremental, one head); task_id is the position.
+    ``info["class_probabilities"]`` of the stream maps class to probability.
+    """
+    x_train, y_train, x_test, y_test = _check_dataset(x_train, y_train, x_test, y_test)
+    classes = np.unique(y_train)
+    n_experiences = _check_int("n_experiences", n_experiences, 1)
+    per = _check_int("classes_per_experience", classes_per_experience, 1, classes.size)
+    if class_distribution not in ("uniform", "zipf"):
+        raise ValueError(f"class_distribution: got {class_distribution!r}, expected 'uniform' or 'zipf'")
+    if not isinstance(exponent, (int, float, np.number)) or not np.isfinite(exponent) or exponent < 0:
+        raise ValueError(f"exponent: got {exponent!r}, expected a finite number >= 0")
+    if samples_per_class is not None:
+        smallest = int(np.bincount(y_train)[classes].min())
+        samples_per_class = _check_int("samples_per_class", samples_per_class, 1, smallest)
+    seed = _check_int("seed", seed, 0)
+    rng = np.random.default_rng(seed)
+    ranks = np.empty(classes.size, dtype=np.int64)
+    ranks[rng.permutation(classes.size)] = np.arange(classes.size)
+    if class_distribution == "uniform":
+        probabilities = np.full(classes.size, 1.0 / classes.size)
+    else:
+        weights = (ranks + 1.0) ** (-float(exponent))
+        probabilities = weights / weights.sum()
+    drawn = [np.sort(rng.choice(classes, size=per, replace=False, p=probabilities))
+             for _ in range(n_experiences)]
+
+    def build(i: int) -> Experience:
+        sample_rng = np.random.default_rng([seed, i])
+        parts = []
+        for c in drawn[i]:
+            index = np.flatnonzero(y_train == c)
+            if samples_per_class is not None:
+                index = sample_rng.choice(index, size=samples_per_class, replace=False)
+            parts.append(index)
+        train = np.concatenate(parts)
+        test = np.isin(y_test, drawn[i])
+        return Experience(i, (x_train[train], y_train[train]), (x_test[test], y_test[test]),
+                          tuple(drawn[i].tolist()))
+
+    info = {"class_probabilities": {int(c): float(p) for c, p in zip(classes, probabilities)}}
+    return Stream(range(n_experiences), build, scenario="class", n_outputs=int(classes.max()) + 1,
+                  name=f"scole-{class_distribution}", info=info)
+
+
+# ---------------------------------------------------------------- curricula as streams
+
+def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, seed: int,
+                      eval_size: int = 512, multi_head: bool = False) -> Stream:
+    """A curriculum as a stream: experience i samples from ``task_factory(ns[i])``.
+
+    E.g. N-parity with ns = (2, 3, 4, ...). Each task object needs
+    ``sample(rng, batch_size) -> (x, y)`` (duck typing); it becomes the experience's
+    sampler. A fixed evaluation set of ``eval_size`` samples is drawn per experience
+    when the stream is built, from ``seed``. Single head by default (the single-head
+    curriculum, scenario "domain"); ``multi_head`` gives head i to experience i.
+    ``info["n"]`` holds the experience's N; classes are the labels of its eval set.
+    """
+    if not callable(task_factory):
+        raise TypeError(f"task_factory: got {type(task_factory).__name__}, expected a callable n -> task")
+    if isinstance(ns, np.ndarray):
+        ns = ns.tolist()
+    if isinstance(ns, (str, bytes)) or not isinstance(ns, Sequence) or len(ns) == 0:
+        raise ValueError(f"ns: got {ns!r}, expected a non-empty sequence of ints")
+    ns = [_check_int(f"ns[{i}]", n, 0) for i, n in enumerate(ns)]
+    seed = _check_int("seed", seed, 0)
+    eval_size = _check_int("eval_size", eval_size, 1)
+    experiences = []
+    for i, n in enumerate(ns):
+        task = task_factory(n)
+        if not callable(getattr(task, "sample", None)):
+            raise TypeError(f"task_factory({n}): got {type(task).__name__}, "
+                            "expected an object with sample(rng, batch_size)")
+        batch = task.sample(np.random.default_rng([seed, i]), eval_size)
+        batch = tuple(batch) if isinstance(batch, list) else batch
+        x, y = _check_pair(f"task_factory({n}).sample", batch, integer_labels=False)
+        if x.shape[0] != eval_size:
+            raise ValueError(f"task_factory({n}).sample: got {x.shape[0]} samples, expected {eval_size}")
+        classes = tuple(np.unique(y).tolist()) if np.issubdtype(y.dtype, np.integer) else ()
+        experiences.append(Experience(i, task, (x, y), classes, head=i if multi_head else 0,
+                                      info={"n": n}))
+    labels = [c for e in experiences for c in e.classes]
+    return Stream(range(len(ns)), experiences.__getitem__,
+                  scenario="task" if multi_head else "domain",
+                  n_outputs=max(labels) + 1 if labels else None,
+                  n_heads=len(ns) if multi_head else 1, name="curriculum")

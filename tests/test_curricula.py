@@ -1,0 +1,247 @@
+"""Curricula driven by hand-written accuracies: transitions, heads, resume."""
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from seqcore import tasks
+from seqcore.tasks import last_step_index, make_curriculum
+from seqcore.tasks.curricula import curriculum_names
+
+
+def head_names(cur):
+    return [h.name for h in cur.heads()]
+
+
+def test_names():
+    assert curriculum_names() == ("fixed", "single-head", "multi-head", "sliding", "anti", "cyclical")
+    with pytest.raises(ValueError, match="fixed.*cyclical"):
+        make_curriculum("linear", tasks.make("nparity"))
+
+
+def test_fixed_never_moves_but_checks_accuracies():
+    task = tasks.make("copy")
+    cur = make_curriculum("fixed", task)
+    assert cur.current_task() is task and cur.update(10, {"copy": 1.0}) is False
+    assert cur.current_task() is task and cur.level is None
+    with pytest.raises(ValueError, match="accuracies"):
+        cur.update(11, {"other": 1.0})
+    with pytest.raises(ValueError, match="accuracies"):
+        cur.update(11, [1.2])
+    with pytest.raises(ValueError, match="accuracies"):
+        cur.update(11, [0.5, 0.5])
+
+
+def test_single_head_advances_at_threshold_and_stops_at_max_n():
+    cur = make_curriculum("single-head", tasks.make("nparity", n=2), max_n=4)
+    assert head_names(cur) == ["n2"] and cur.current_task().length_range == (4, 10)
+    assert cur.update(100, {"n2": 0.979}) is False and cur.level == 2
+    assert cur.update(200, {"n2": 0.98}) is True and cur.level == 3
+    assert head_names(cur) == ["n3"] and cur.current_task().length_range == (5, 14)
+    assert cur.update(300, [0.99]) is True and head_names(cur) == ["n4"]
+    assert cur.update(400, [1.0]) is False and cur.finished and cur.level == 4
+    assert cur.transitions == [(200, 3), (300, 4)]
+
+
+def test_single_head_task_labels_follow_n():
+    cur = make_curriculum("single-head", tasks.make("ndms", n=3))
+    cur.update(0, [1.0])
+    b = cur.sample(np.random.default_rng(0), 64)
+    last = last_step_index(b.mask)
+    for i in range(64):
+        L = last[i] + 1
+        assert 6 <= L < 18 and b.y[i] == int(b.x[i, L - 4, 0] == b.x[i, L - 1, 0])
+
+
+def test_multi_head_adds_heads_when_all_pass():
+    cur = make_curriculum("multi-head", tasks.make("nparity", n=2), threshold=0.9)
+    assert cur.update(1, {"n2": 0.95}) is True
+    assert head_names(cur) == ["n2", "n3"]
+    assert cur.update(2, {"n2": 0.85, "n3": 0.99}) is False  # an old head is below threshold
+    assert cur.update(3, {"n2": 0.9, "n3": 0.9}) is True
+    assert head_names(cur) == ["n2", "n3", "n4"] and cur.level == 4
+    b = cur.sample(np.random.default_rng(1), 50)
+    assert b.y.shape == (50, 3)
+    last = last_step_index(b.mask)
+    for i in range(50):
+        L = last[i] + 1
+        assert 6 <= L < 18
+        bits = b.x[i, :L, 0]
+        assert list(b.y[i]) == [int(bits[L - n:].sum()) % 2 for n in (2, 3, 4)]
+
+
+def test_multi_head_newest_rule():
+    cur = make_curriculum("multi-head", tasks.make("nparity", n=2), advance_when="newest")
+    cur.update(1, [0.99])
+    assert cur.update(2, [0.5, 0.99]) is True and head_names(cur) == ["n2", "n3", "n4"]
+    with pytest.raises(ValueError, match="advance_when"):
+        make_curriculum("multi-head", tasks.make("nparity"), advance_when="any")
+
+
+def test_sliding_drops_the_oldest_head():
+    cur = make_curriculum("sliding", tasks.make("nparity", n=2), window=2)
+    seen = [head_names(cur)]
+    for step in range(3):
+        assert cur.update(step, [1.0] * len(cur.heads())) is True
+        seen.append(head_names(cur))
+    assert seen == [["n2"], ["n2", "n3"], ["n3", "n4"], ["n4", "n5"]]
+
+
+def test_anti_goes_down_from_the_hardest():
+    cur = make_curriculum("anti", tasks.make("nparity", n=5))
+    assert head_names(cur) == ["n5"]
+    levels = [cur.level]
+    while cur.update(len(levels), [1.0]):
+        levels.append(cur.level)
+    assert levels == [5, 4, 3, 2] and cur.finished
+    assert make_curriculum("anti", tasks.make("nparity", n=5), min_n=1, start_n=3).level == 3
+
+
+def test_n_curricula_need_a_task_with_n():
+    with pytest.raises(ValueError, match="task"):
+        make_curriculum("single-head", tasks.make("copy"))
+    with pytest.raises(TypeError, match="task"):
+        make_curriculum("multi-head", "nparity")
+    with pytest.raises(ValueError, match="window"):
+        make_curriculum("sliding", tasks.make("nparity"), window=0)
+    with pytest.raises(ValueError, match="threshold"):
+        make_curriculum("single-head", tasks.make("nparity"), threshold=1.5)
+    with pytest.raises(ValueError, match="max_n"):
+        make_curriculum("single-head", tasks.make("nparity", n=4), max_n=3)
+    with pytest.raises(ValueError, match="window"):
+        make_curriculum("multi-head", tasks.make("nparity"), window=3)  # sliding only
+
+
+def test_explicit_n_max_is_kept_while_larger():
+    cur = make_curriculum("single-head", tasks.make("nparity", n=2, n_max=3))
+    assert cur.current_task().n_max == 3
+    cur.update(0, [1.0])
+    cur.update(1, [1.0])
+    assert cur.level == 4 and cur.current_task().n_max == 4
+
+
+@pytest.mark.parametrize("name", ["single-head", "multi-head", "sliding", "anti"])
+def test_state_dict_resume(name):
+    rng = np.random.default_rng(0)
+    script = [(s, rng.random() * 0.1 + 0.9) for s in range(40)]
+
+    def drive(cur, steps):
+        return [cur.update(s, [a] * len(cur.heads())) for s, a in steps]
+
+    whole = make_curriculum(name, tasks.make("nparity", n=6))
+    first = make_curriculum(name, tasks.make("nparity", n=6))
+    out = drive(whole, script)
+    part = drive(first, script[:17])
+    resumed = make_curriculum(name, tasks.make("nparity", n=6))
+    resumed.load_state_dict(first.state_dict())
+    part += drive(resumed, script[17:])
+    assert part == out and any(out)
+    assert resumed.state_dict()["n"] == whole.state_dict()["n"]
+    assert np.array_equal(resumed.state_dict()["transitions"], whole.state_dict()["transitions"])
+    with pytest.raises(ValueError, match="state"):
+        make_curriculum("fixed", tasks.make("nparity")).load_state_dict(whole.state_dict())
+
+
+# ---------------------------------------------------------------- cyclical
+
+def start_next_epoch(cur, rng):
+    cur.position = cur.epoch_size()  # as if the rest of the epoch had been drawn
+    cur.sample(rng, 1)
+
+
+def test_cyclical_fraction_cycles_between_start_and_one():
+    cur = make_curriculum("cyclical", tasks.make("zn", length=4), num_examples=100,
+                          start_fraction=0.25, alpha=0.5)
+    rng = np.random.default_rng(0)
+    sizes, fractions = [], []
+    for _ in range(7):
+        start_next_epoch(cur, rng)
+        sizes.append(cur.epoch_size())
+        fractions.append(cur.fraction)
+    assert sizes == [25, 50, 100, 50, 25, 50, 100] and cur.epoch == 7
+    assert fractions == [0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 1.0]
+
+
+def test_cyclical_epochs_have_no_repeats_and_batches_follow_the_order():
+    task = tasks.make("nparity", n=3)
+    cur = make_curriculum("cyclical", task, num_examples=40, start_fraction=0.5)
+    rng = np.random.default_rng(2)
+    b = cur.sample(rng, 8)
+    order = cur.order.copy()
+    assert len(set(order)) == 20 and np.array_equal(cur.last_indices, order[:8])
+    pool = task.fixed_set(40)
+    assert np.array_equal(b.y, pool.y[order[:8]])
+    assert np.array_equal(b.x, pool.x[order[:8], :b.x.shape[1]])
+    b2 = cur.sample(rng, 16)  # 12 left in this epoch, 4 from the next
+    assert np.array_equal(cur.last_indices[:12], order[8:]) and cur.epoch == 2 and len(b2.y) == 16
+
+
+def test_cyclical_prefers_low_loss_examples():
+    cur = make_curriculum("cyclical", tasks.make("zn", length=3), num_examples=100,
+                          start_fraction=0.25, end_fraction=0.5)
+    rng = np.random.default_rng(3)
+    cur.sample(rng, 25)
+    cur.last_indices = np.arange(100)
+    cur.record_losses(np.where(np.arange(100) < 50, 0.01, 100.0))  # weights 100 : 0.01
+    for _ in range(3):
+        start_next_epoch(cur, rng)
+        assert cur.epoch_size() in (25, 50) and (cur.order < 50).mean() > 0.95
+    with pytest.raises(ValueError, match="losses"):
+        cur.record_losses(np.ones(3))
+    with pytest.raises(ValueError, match="losses"):
+        cur.record_losses(np.array([np.nan]))
+
+
+def test_cyclical_resume_equals_uninterrupted():
+    def run(cur, rng, steps):
+        out = []
+        for _ in range(steps):
+            b = cur.sample(rng, 6)
+            out.append(cur.last_indices.copy())
+            cur.record_losses(b.y.astype(float).mean(axis=1) + 0.1)
+        return out
+
+    make = lambda: make_curriculum("cyclical", tasks.make("zn", length=5), num_examples=30)
+    whole_rng = np.random.default_rng(9)
+    whole = run(make(), whole_rng, 20)
+    first, rng = make(), np.random.default_rng(9)
+    part = run(first, rng, 8)
+    state, rng_state = first.state_dict(), rng.bit_generator.state
+    resumed, rng2 = make(), np.random.default_rng(0)
+    resumed.load_state_dict(state)
+    rng2.bit_generator.state = rng_state
+    part += run(resumed, rng2, 12)
+    assert all(np.array_equal(a, b) for a, b in zip(part, whole))
+
+
+def test_cyclical_over_a_data_set(tmp_path):
+    images = np.arange(10 * 2 * 3, dtype=np.uint8).reshape(10, 2, 3)
+    labels = np.arange(10, dtype=np.uint8)
+    for prefix, n in (("train", 10), ("t10k", 2)):
+        for kind, arr in (("images", images[:n]), ("labels", labels[:n])):
+            rank = 3 if kind == "images" else 1
+            raw = bytes([0, 0, 8, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+            (tmp_path / f"{prefix}-{kind}-idx{rank}-ubyte.gz").write_bytes(gzip.compress(raw + arr.tobytes()))
+    task = tasks.make("image", data_dir=tmp_path)
+    cur = make_curriculum("cyclical", task, start_fraction=0.5)
+    b = cur.sample(np.random.default_rng(0), 5)
+    assert sorted(b.y) == sorted(cur.order) and len(set(b.y)) == 5  # label i is row i
+    assert np.allclose(b.x, images[cur.order] / 255.0)
+    with pytest.raises(ValueError, match="num_examples"):
+        make_curriculum("cyclical", task, num_examples=11)
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(start_fraction=0.0), "start_fraction"),
+    (dict(start_fraction=0.5, end_fraction=0.25), "end_fraction"),
+    (dict(alpha=1.0), "alpha"),
+    (dict(alpha=0.0), "alpha"),
+    (dict(num_examples=0), "num_examples"),
+    (dict(speed=2), "speed"),
+])
+def test_cyclical_bad_arguments(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        make_curriculum("cyclical", tasks.make("zn"), **kwargs)

@@ -1,0 +1,328 @@
+"""Continual-learning streams: label maps, permutations, overlaps and schedule statistics."""
+import numpy as np
+import pytest
+
+from seqcore.tasks.streams import (Experience, Stream, blurry, curriculum_stream, permuted_stream,
+                                   power_law_schedule, power_law_steps, power_law_stream,
+                                   scole_stream, split_stream)
+
+
+def make_data(n_train=60, n_test=30, n_classes=6, shape=(4, 3)):
+    """x holds the sample id in every feature (plus the feature index), so rows are traceable."""
+    def part(n, offset):
+        ids = offset + np.arange(n)
+        x = ids[:, None].astype(np.float64) * 1000 + np.arange(int(np.prod(shape)))
+        return x.reshape((n,) + shape), ids % n_classes
+    return part(n_train, 0) + part(n_test, 10**6)
+
+
+def sample_ids(x):
+    return (x.reshape(x.shape[0], -1).min(axis=1) // 1000).astype(int)
+
+
+# ------------------------------------------------------------------ permuted
+
+def test_permuted_stream_permutes_features_and_keeps_shape():
+    xtr, ytr, xte, yte = make_data()
+    stream = permuted_stream(xtr, ytr, xte, yte, n_experiences=4, seed=3)
+    assert len(stream) == 4 and stream.scenario == "domain" and stream.n_outputs == 6
+    for i, exp in enumerate(stream):
+        perm = exp.info["permutation"]
+        np.testing.assert_array_equal(np.sort(perm), np.arange(12))
+        assert exp.train[0].shape == xtr.shape and exp.eval[0].shape == xte.shape
+        np.testing.assert_array_equal(exp.train[0].reshape(60, 12), xtr.reshape(60, 12)[:, perm])
+        np.testing.assert_array_equal(exp.eval[0].reshape(30, 12), xte.reshape(30, 12)[:, perm])
+        np.testing.assert_array_equal(exp.train[1], ytr)
+        assert exp.task_id == i and exp.head == 0
+    np.testing.assert_array_equal(stream[0].info["permutation"], np.arange(12))
+    perms = [tuple(e.info["permutation"]) for e in stream]
+    assert len(set(perms)) == 4
+
+
+def test_permuted_stream_is_deterministic_and_first_identity_optional():
+    xtr, ytr, xte, yte = make_data(shape=(5, 7))  # a (T, D) sequence per sample
+    a = permuted_stream(xtr, ytr, xte, yte, 3, seed=11, first_identity=False)
+    b = permuted_stream(xtr, ytr, xte, yte, 3, seed=11, first_identity=False)
+    c = permuted_stream(xtr, ytr, xte, yte, 3, seed=12, first_identity=False)
+    for i in range(3):
+        np.testing.assert_array_equal(a[i].info["permutation"], b[i].info["permutation"])
+        np.testing.assert_array_equal(a[i].train[0], a[i].train[0])  # same on every access
+    assert not np.array_equal(a[0].info["permutation"], np.arange(35))
+    assert not np.array_equal(a[1].info["permutation"], c[1].info["permutation"])
+    multi = permuted_stream(xtr, ytr, xte, yte, 3, seed=11, multi_head=True)
+    assert [e.head for e in multi] == [0, 1, 2] and multi.scenario == "task" and multi.n_heads == 3
+
+
+def test_permuted_stream_validation():
+    xtr, ytr, xte, yte = make_data()
+    with pytest.raises(ValueError, match="n_experiences: got 0"):
+        permuted_stream(xtr, ytr, xte, yte, 0, seed=0)
+    with pytest.raises(ValueError, match="x_test: got feature shape"):
+        permuted_stream(xtr, ytr, xte[:, :2], yte, 2, seed=0)
+    with pytest.raises(TypeError, match="labels of dtype float64"):
+        permuted_stream(xtr, ytr.astype(float), xte, yte, 2, seed=0)
+    with pytest.raises(ValueError, match="seed: got -1"):
+        permuted_stream(xtr, ytr, xte, yte, 2, seed=-1)
+
+
+# ------------------------------------------------------------------ split
+
+@pytest.mark.parametrize("scenario", ["class", "task", "domain"])
+def test_split_stream_label_maps(scenario):
+    xtr, ytr, xte, yte = make_data()
+    stream = split_stream(xtr, ytr, xte, yte, n_experiences=3, scenario=scenario)
+    assert len(stream) == 3
+    for i, exp in enumerate(stream):
+        group = (2 * i, 2 * i + 1)
+        assert exp.classes == group
+        original = ytr[sample_ids(exp.train[0])]  # the true class of every row
+        assert set(original) == set(group) and len(original) == 20
+        expected = original if scenario == "class" else original - 2 * i
+        np.testing.assert_array_equal(exp.train[1], expected)
+        np.testing.assert_array_equal(exp.eval[1], (yte[sample_ids(exp.eval[0]) - 10**6]
+                                                    - (0 if scenario == "class" else 2 * i)))
+        assert exp.head == (i if scenario == "task" else 0)
+        assert exp.info["label_map"] == {c: (c if scenario == "class" else c - 2 * i) for c in group}
+    assert stream.n_outputs == (6 if scenario == "class" else 2)
+    assert stream.n_heads == (3 if scenario == "task" else 1)
+
+
+def test_split_stream_class_order():
+    xtr, ytr, xte, yte = make_data()
+    by_size = split_stream(xtr, ytr, xte, yte, classes_per_experience=3, class_order=[5, 0, 3, 1, 2, 4],
+                           scenario="task")
+    assert [e.classes for e in by_size] == [(5, 0, 3), (1, 2, 4)]
+    np.testing.assert_array_equal(by_size[0].train[1], [{5: 0, 0: 1, 3: 2}[c] for c in
+                                                        ytr[sample_ids(by_size[0].train[0])]])
+    seeded = [split_stream(xtr, ytr, xte, yte, n_experiences=2, seed=4)[0].classes for _ in range(2)]
+    assert seeded[0] == seeded[1]
+    assert sorted(sum((e.classes for e in split_stream(xtr, ytr, xte, yte, n_experiences=2, seed=4)),
+                      ())) == list(range(6))
+
+
+def test_split_stream_validation():
+    xtr, ytr, xte, yte = make_data()
+    with pytest.raises(ValueError, match="expected exactly one"):
+        split_stream(xtr, ytr, xte, yte)
+    with pytest.raises(ValueError, match="expected exactly one"):
+        split_stream(xtr, ytr, xte, yte, n_experiences=2, classes_per_experience=3)
+    with pytest.raises(ValueError, match="do not split evenly"):
+        split_stream(xtr, ytr, xte, yte, n_experiences=4)
+    with pytest.raises(ValueError, match="scenario: got 'online'"):
+        split_stream(xtr, ytr, xte, yte, n_experiences=2, scenario="online")
+    with pytest.raises(ValueError, match="class_order"):
+        split_stream(xtr, ytr, xte, yte, n_experiences=2, class_order=[0, 1, 2, 3, 4, 4])
+    with pytest.raises(ValueError, match="y_test: got classes"):
+        split_stream(xtr, ytr, xte, yte + 1, n_experiences=2)
+
+
+# ------------------------------------------------------------------ blurry
+
+def test_blurry_overlap_fractions_and_sources():
+    xtr, ytr, xte, yte = make_data(n_train=600)
+    base = split_stream(xtr, ytr, xte, yte, n_experiences=3)
+    stream = blurry(base, overlap=0.215, seed=1)  # 43 of 200 mixed in; the previous one gives 21
+    expected_sources = [{0: 157, 1: 43}, {0: 21, 1: 157, 2: 22}, {1: 43, 2: 157}]
+    for i, exp in enumerate(stream):
+        source = exp.info["source_experience"]
+        assert dict(zip(*np.unique(source, return_counts=True))) == expected_sources[i]
+        ids = sample_ids(exp.train[0])
+        assert len(set(ids)) == 200  # no sample twice
+        for j in expected_sources[i]:
+            # every sample credited to experience j is one of j's own (class, label) pairs
+            assert set(ytr[ids[source == j]]) <= set(base[j].classes)
+        np.testing.assert_array_equal(exp.train[1], ytr[ids])
+        np.testing.assert_array_equal(exp.eval[0], base[i].eval[0])
+    assert stream[1].classes == tuple(range(6))
+    again = blurry(base, overlap=0.215, seed=1)
+    np.testing.assert_array_equal(again[1].train[0], stream[1].train[0])
+
+
+def test_blurry_validation():
+    xtr, ytr, xte, yte = make_data()
+    base = split_stream(xtr, ytr, xte, yte, n_experiences=3)
+    for overlap in (1.0, -0.1):
+        with pytest.raises(ValueError, match="overlap"):
+            blurry(base, overlap, seed=0)
+    with pytest.raises(ValueError, match="scenario 'task'"):
+        blurry(split_stream(xtr, ytr, xte, yte, n_experiences=3, scenario="task"), 0.1, seed=0)
+    with pytest.raises(TypeError, match="stream: got list"):
+        blurry(list(base), 0.1, seed=0)
+
+
+# ------------------------------------------------------------------ power-law environment
+
+def test_power_law_steps_structure_and_budget():
+    steps = power_law_steps(40, exponent=1.0, budget=3, seed=0)
+    assert [s[0] for s in steps] == list(range(40))
+    for t, step in enumerate(steps):
+        rehearsed = step[1:]
+        assert len(rehearsed) <= 3 and len(set(rehearsed)) == len(rehearsed)
+        assert all(0 <= j < t for j in rehearsed)
+    assert max(len(s) for s in steps) == 4
+    np.testing.assert_array_equal(power_law_schedule(40, 1.0, 3, seed=0),
+                                  [task for step in steps for task in step])
+    assert power_law_schedule(5, 1.0, 0, seed=0).tolist() == [0, 1, 2, 3, 4]
+    assert power_law_steps(40, 1.0, 3, seed=0) == steps
+
+
+def rehearsal_rate_by_age(steps, n_tasks):
+    """Fraction of (step, task) opportunities at each age Δ that were rehearsed."""
+    last_seen = np.zeros(n_tasks, int)
+    offered, taken = np.zeros(n_tasks + 1), np.zeros(n_tasks + 1)
+    for t, step in enumerate(steps):
+        ages = t - last_seen[:t]
+        np.add.at(offered, ages, 1)
+        np.add.at(taken, ages[list(step[1:])], 1)
+        last_seen[list(step)] = t
+    return taken, offered
+
+
+def test_power_law_recent_tasks_rehearsed_more_often():
+    steps = power_law_steps(300, exponent=1.5, budget=2, seed=5)
+    taken, offered = rehearsal_rate_by_age(steps, 300)
+    bands = [(1, 2), (2, 4), (4, 8), (8, 16), (16, 301)]
+    rates = [taken[a:b].sum() / offered[a:b].sum() for a, b in bands]
+    assert all(r1 > r2 for r1, r2 in zip(rates, rates[1:])), rates
+    # uniform rehearsal (exponent 0) rehearses old tasks far more than the power law does
+    uniform_ages = [sum(t - j for j in s[1:]) for t, s in enumerate(power_law_steps(300, 0.0, 2, seed=5))]
+    power_ages = [sum(t - j for j in s[1:]) for t, s in enumerate(steps)]
+    assert np.sum(power_ages) < 0.5 * np.sum(uniform_ages)
+
+
+@pytest.mark.parametrize("exponent", [0.0, 2.0])
+def test_power_law_rehearsal_probability_matches_formula(exponent):
+    # 4 tasks, budget 1. Step 1 must rehearse task 0; at step 2 one of tasks {0, 1} is rehearsed;
+    # at step 3 the ages are 1, 1 and 2 for the other one, so it is picked with
+    # probability 2^-a / (2 + 2^-a) (1/3 when a = 0, 1/9 when a = 2).
+    n_seeds, hits = 3000, 0
+    for seed in range(n_seeds):
+        steps = power_law_steps(4, exponent, 1, seed)
+        assert steps[1] == (1, 0)
+        other = 1 - steps[2][1]
+        hits += steps[3][1] == other
+    p = 2.0 ** -exponent / (2 + 2.0 ** -exponent)
+    assert abs(hits - n_seeds * p) < 4 * np.sqrt(n_seeds * p * (1 - p))
+
+
+def test_power_law_stream_and_validation():
+    xtr, ytr, xte, yte = make_data()
+    base = permuted_stream(xtr, ytr, xte, yte, 5, seed=0)
+    stream = power_law_stream(base, exponent=1.0, budget=2, seed=3)
+    schedule = power_law_schedule(5, 1.0, 2, seed=3)
+    assert stream.task_ids == tuple(schedule)
+    for exp, task in zip(stream, schedule):
+        assert exp.task_id == task
+        np.testing.assert_array_equal(exp.info["permutation"], base[task].info["permutation"])
+    flags = [e.info["rehearsal"] for e in stream]
+    assert flags.count(False) == 5 and sum(flags) == len(schedule) - 5
+    with pytest.raises(ValueError, match="exponent"):
+        power_law_schedule(5, -1.0, 2, seed=0)
+    with pytest.raises(ValueError, match="budget: got -1"):
+        power_law_schedule(5, 1.0, -1, seed=0)
+    with pytest.raises(ValueError, match="n_tasks: got 0"):
+        power_law_schedule(0, 1.0, 1, seed=0)
+
+
+# ------------------------------------------------------------------ SCoLe
+
+def inclusion_probabilities(p, k):
+    """P(class i is among k = 2 classes drawn without replacement with weights p)."""
+    assert k == 2
+    return np.array([p[i] + sum(p[j] * p[i] / (1 - p[j]) for j in range(len(p)) if j != i)
+                     for i in range(len(p))])
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "zipf"])
+def test_scole_class_distribution_and_reoccurrence(distribution):
+    xtr, ytr, xte, yte = make_data(n_train=200, n_test=50, n_classes=10)
+    n_exp = 400
+    stream = scole_stream(xtr, ytr, xte, yte, n_exp, 2, class_distribution=distribution,
+                          exponent=1.5, seed=7)
+    probs = np.array([stream.info["class_probabilities"][c] for c in range(10)])
+    if distribution == "uniform":
+        np.testing.assert_allclose(probs, 0.1)
+    else:
+        np.testing.assert_allclose(np.sort(probs)[::-1] / probs.max(), np.arange(1, 11) ** -1.5)
+    counts = np.zeros(10)
+    for i in range(n_exp):
+        exp = stream[i]
+        assert len(exp.classes) == 2 and exp.task_id == i
+        assert set(exp.train[1]) == set(exp.classes) and set(exp.eval[1]) == set(exp.classes)
+        assert len(exp.train[1]) == 40  # all 20 samples of each of its two classes
+        counts[list(exp.classes)] += 1
+    assert counts.min() >= 2  # classes re-occur
+    expected = n_exp * inclusion_probabilities(probs, 2)
+    sd = np.sqrt(expected * (1 - expected / n_exp))
+    assert np.all(np.abs(counts - expected) < 4 * sd), (counts, expected)
+
+
+def test_scole_subsampling_determinism_and_validation():
+    xtr, ytr, xte, yte = make_data(n_train=200, n_test=50, n_classes=10)
+    a = scole_stream(xtr, ytr, xte, yte, 20, 3, samples_per_class=5, seed=2)
+    b = scole_stream(xtr, ytr, xte, yte, 20, 3, samples_per_class=5, seed=2)
+    assert [e.classes for e in a] == [e.classes for e in b]
+    np.testing.assert_array_equal(a[4].train[0], b[4].train[0])
+    assert np.all(np.bincount(a[4].train[1], minlength=10)[list(a[4].classes)] == 5)
+    with pytest.raises(ValueError, match="classes_per_experience: got 11"):
+        scole_stream(xtr, ytr, xte, yte, 20, 11, seed=0)
+    with pytest.raises(ValueError, match="class_distribution"):
+        scole_stream(xtr, ytr, xte, yte, 20, 2, class_distribution="normal", seed=0)
+    with pytest.raises(ValueError, match="samples_per_class: got 21"):
+        scole_stream(xtr, ytr, xte, yte, 20, 2, samples_per_class=21, seed=0)
+
+
+# ------------------------------------------------------------------ curriculum and basics
+
+class ParityTask:
+    """Duck-typed stand-in for an N-parity task: label = sum of the last n bits mod 2."""
+
+    def __init__(self, n, length=8):
+        self.n, self.length = n, length
+
+    def sample(self, rng, batch_size):
+        x = rng.integers(0, 2, size=(batch_size, self.length, 1))
+        return x.astype(np.float32), x[:, -self.n:, 0].sum(axis=1) % 2
+
+
+def test_curriculum_stream():
+    stream = curriculum_stream(ParityTask, [2, 3, 4], seed=0, eval_size=64)
+    assert len(stream) == 3 and stream.scenario == "domain" and stream.n_outputs == 2
+    for i, (exp, n) in enumerate(zip(stream, [2, 3, 4])):
+        assert exp.is_sampled and exp.n_train is None and exp.info["n"] == n and exp.head == 0
+        x, y = exp.eval
+        assert x.shape == (64, 8, 1)
+        np.testing.assert_array_equal(y, x[:, -n:, 0].sum(axis=1) % 2)
+        assert exp.classes == (0, 1)
+        xb, yb = exp.sample(np.random.default_rng(1), 5)
+        np.testing.assert_array_equal(yb, xb[:, -n:, 0].sum(axis=1) % 2)
+    again = curriculum_stream(ParityTask, [2, 3, 4], seed=0, eval_size=64)
+    np.testing.assert_array_equal(again[2].eval[0], stream[2].eval[0])
+    assert [e.head for e in curriculum_stream(ParityTask, [2, 3], seed=0, multi_head=True)] == [0, 1]
+    with pytest.raises(TypeError, match="expected an object with sample"):
+        curriculum_stream(lambda n: object(), [2], seed=0)
+    with pytest.raises(ValueError, match="ns: got"):
+        curriculum_stream(ParityTask, [], seed=0)
+    with pytest.raises(TypeError, match="task_factory"):
+        curriculum_stream(None, [2], seed=0)
+
+
+def test_experience_sampling_and_stream_indexing():
+    xtr, ytr, xte, yte = make_data()
+    stream = split_stream(xtr, ytr, xte, yte, n_experiences=3)
+    exp = stream[-1]
+    assert exp.task_id == 2 and len(stream[0:2]) == 2
+    x, y = exp.sample(np.random.default_rng(0), 20)
+    ids = sample_ids(x)
+    assert len(set(ids)) == 20 and set(ids) == set(sample_ids(exp.train[0]))
+    np.testing.assert_array_equal(y, ytr[ids])
+    with pytest.raises(ValueError, match="batch_size: got 21"):
+        exp.sample(np.random.default_rng(0), 21)
+    with pytest.raises(IndexError):
+        stream[3]
+    with pytest.raises(TypeError, match="train: got"):
+        Experience(0, [xtr, ytr], (xte, yte))
+    with pytest.raises(ValueError, match="eval: got x"):
+        Experience(0, (xtr, ytr), (xte, yte[:-1]))
+    with pytest.raises(ValueError, match="scenario"):
+        Stream([0], lambda i: exp, scenario="online", n_outputs=2)

@@ -1,0 +1,494 @@
+"""Tasks: labels recomputed with plain loops, shapes, determinism, the registry,
+IDX files (written here, byte by byte) and bad arguments."""
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import random
+import struct
+
+import numpy as np
+import pytest
+
+from seqcore import tasks
+from seqcore.tasks import DatasetError, head_targets, last_step_index, take
+from seqcore.tasks.idx import find_idx_file, read_idx, write_idx
+
+GENERATED = ["nparity", "ndms", "copy", "selective-copy", "adding", "mqar", "set-disjointness",
+             "passkey", "flip-flop", "s3", "s5", "zn", "lorenz96"]
+SMALL = {"lorenz96": dict(length=12, burn_in=5)}
+
+
+def sample(name, batch_size=64, seed=0, **kw):
+    task = tasks.make(name, **{**SMALL.get(name, {}), **kw})
+    return task, task.sample(np.random.default_rng(seed), batch_size)
+
+
+def tokens_of(batch):
+    return batch.x.argmax(-1)
+
+
+# ---------------------------------------------------------------- registry
+
+def test_names_are_the_command_line_names():
+    assert tasks.names() == ("nparity", "ndms", "copy", "selective-copy", "adding", "mqar",
+                             "set-disjointness", "passkey", "flip-flop", "s3", "s5", "zn",
+                             "lorenz96", "image", "mnist1d")
+    for name in tasks.names():
+        assert tasks.describe(name)
+
+
+def test_unknown_name_lists_the_names():
+    with pytest.raises(ValueError, match="nparity.*mnist1d"):
+        tasks.make("parity")
+
+
+def test_unknown_field_is_named():
+    with pytest.raises(ValueError, match="bogus"):
+        tasks.make("copy", bogus=3)
+    with pytest.raises(ValueError, match="degree"):
+        tasks.make("s3", degree=4)  # fixed by the name
+
+
+@pytest.mark.parametrize("name", ["nparity", "s5", "flip-flop", "image"])
+def test_config_round_trips_through_json(name):
+    task = tasks.make(name, **({"n": [2, 4]} if name == "nparity" else {}))
+    cfg = json.loads(json.dumps(tasks.config(task)))
+    assert cfg["name"] == name and tasks.make(**cfg) == task
+
+
+@pytest.mark.parametrize("name,kwargs,error", [
+    ("nparity", dict(n=0), ValueError),
+    ("nparity", dict(n=2.5), TypeError),
+    ("nparity", dict(n=[2, 2]), ValueError),
+    ("nparity", dict(n=[]), ValueError),
+    ("nparity", dict(n=[2, 5], n_max=4), ValueError),
+    ("ndms", dict(n=1), ValueError),
+    ("nparity", dict(seed=-1), ValueError),
+    ("nparity", dict(seed=True), TypeError),
+    ("copy", dict(vocab_size=1), ValueError),
+    ("copy", dict(delay=-1), ValueError),
+    ("selective-copy", dict(length=10, seq_len=5), ValueError),
+    ("mqar", dict(num_pairs=20, num_keys=16), ValueError),
+    ("mqar", dict(num_queries=9, num_pairs=8), ValueError),
+    ("set-disjointness", dict(vocab_size=7, set_size=4), ValueError),
+    ("passkey", dict(length=3, key_length=4), ValueError),
+    ("flip-flop", dict(p_write=0.0), ValueError),
+    ("flip-flop", dict(p_write=1.5), ValueError),
+    ("zn", dict(n=1), ValueError),
+    ("lorenz96", dict(alpha=1.5), ValueError),
+    ("lorenz96", dict(dim=3), ValueError),
+    ("lorenz96", dict(dt=float("nan")), ValueError),
+    ("image", dict(order="column"), ValueError),
+    ("image", dict(dataset="cifar"), ValueError),
+    ("image", dict(permutation_seed=-2), ValueError),
+    ("image", dict(data_dir=3), TypeError),
+])
+def test_bad_fields_raise_naming_the_field(name, kwargs, error):
+    field = next(iter(kwargs))
+    with pytest.raises(error, match=field):
+        tasks.make(name, **kwargs)
+
+
+def test_bad_sample_arguments():
+    task = tasks.make("copy")
+    with pytest.raises(TypeError, match="rng"):
+        task.sample(0, 4)
+    with pytest.raises(ValueError, match="batch_size"):
+        task.sample(np.random.default_rng(0), 0)
+
+
+# ---------------------------------------------------------------- the shared contract
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_shapes_follow_the_heads(name):
+    task, b = sample(name, batch_size=16)
+    B, T, D = b.x.shape
+    assert (B, D) == (16, task.input_size) and b.x.dtype == np.float32
+    assert b.mask.shape == (B, T) and b.mask.dtype == np.float32
+    assert set(np.unique(b.mask)) <= {0.0, 1.0} and (b.mask.sum(1) > 0).all()
+    heads = task.heads
+    loss = heads[0].loss
+    assert all(h.loss == loss for h in heads)
+    trailing = () if len(heads) == 1 else (len(heads),)
+    if loss == "last":
+        assert b.y.shape == (B,) + trailing and b.y.dtype == np.int64
+        assert (b.mask.sum(1) == 1).all()
+    elif loss == "per_step":
+        assert b.y.shape == (B, T) + trailing and b.y.dtype == np.int64
+    else:
+        assert b.y.shape == (B, T, heads[0].output_size) and b.y.dtype == np.float32
+    for h, y in zip(heads, head_targets(b.y, heads)):
+        if h.loss != "regression":
+            assert 0 <= y.min() and y.max() < h.output_size
+    if task.input_kind == "one_hot":
+        assert np.array_equal(b.x.sum(-1), np.ones((B, T)))
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_same_seed_same_batches(name):
+    _, a = sample(name, batch_size=8, seed=3)
+    _, b = sample(name, batch_size=8, seed=3)
+    _, c = sample(name, batch_size=8, seed=4)
+    for u, v in zip(a, b):
+        assert np.array_equal(u, v)
+    assert not np.array_equal(a.x, c.x)
+    task = tasks.make(name, **SMALL.get(name, {}))
+    e1 = list(task.eval_batches(4, num_batches=2))
+    e2 = list(task.eval_batches(4, num_batches=2))
+    assert len(e1) == 2 and all(np.array_equal(u.x, v.x) for u, v in zip(e1, e2))
+    train = task.sample(task.make_rng(), 4)
+    assert not np.array_equal(train.x, e1[0].x)  # evaluation is not the training stream
+
+
+# ---------------------------------------------------------------- oracles, one per task
+
+@pytest.mark.parametrize("n", [2, 5, [2, 3, 7]])
+def test_nparity_labels(n):
+    task, b = sample("nparity", batch_size=300, n=n)
+    ns = task.ns
+    low, high = max(ns) + 2, 4 * max(ns) + 2
+    labels = b.y.reshape(len(b.y), -1)
+    last = last_step_index(b.mask)
+    for i in range(len(b.y)):
+        L = last[i] + 1
+        assert low <= L < high
+        bits = [int(v) for v in b.x[i, :, 0]]
+        assert set(bits) <= {0, 1} and sum(bits[L:]) == 0  # zero padding
+        for k, N in enumerate(ns):
+            assert labels[i, k] == sum(bits[L - N:L]) % 2
+    assert [h.name for h in task.heads] == [f"n{N}" for N in ns]
+
+
+def test_nparity_bit_probability_varies_per_sequence():
+    _, b = sample("nparity", batch_size=400, n=20)
+    last = last_step_index(b.mask)
+    means = np.array([b.x[i, :last[i] + 1, 0].mean() for i in range(len(last))])
+    assert (means < 0.15).sum() > 20 and (means > 0.85).sum() > 20  # uniform p, not p = 1/2
+
+
+@pytest.mark.parametrize("n", [2, 6, [2, 4]])
+def test_ndms_labels(n):
+    task, b = sample("ndms", batch_size=300, n=n, n_max=8)
+    assert task.length_range == (10, 34)
+    labels = b.y.reshape(len(b.y), -1)
+    last = last_step_index(b.mask)
+    for i in range(len(b.y)):
+        L = last[i] + 1
+        assert 10 <= L < 34
+        x = b.x[i, :L, 0]
+        for k, N in enumerate(task.ns):
+            assert labels[i, k] == int(x[L - N] == x[L - 1])
+    assert 0.45 < np.mean([b.x[i, :last[i] + 1, 0].mean() for i in range(300)]) < 0.55
+
+
+def test_copy_labels():
+    task, b = sample("copy", vocab_size=5, length=4, delay=3)
+    tok = tokens_of(b)
+    V, L = 5, 4
+    for i in range(len(tok)):
+        data = list(tok[i, :L])
+        assert all(t < V for t in data)
+        assert list(tok[i, L:L + 3]) == [V] * 3 and list(tok[i, L + 3:]) == [V + 1] * L
+        answers = [int(b.y[i, t]) for t in range(tok.shape[1]) if b.mask[i, t]]
+        assert answers == data
+        assert [t for t in range(tok.shape[1]) if b.mask[i, t]] == list(range(L + 3, 2 * L + 3))
+
+
+def test_selective_copy_labels():
+    task, b = sample("selective-copy", vocab_size=6, length=5, seq_len=12)
+    tok = tokens_of(b)
+    for i in range(len(tok)):
+        data = [int(t) for t in tok[i, :12] if t < 6]
+        assert len(data) == 5 and all(t == 6 for t in tok[i, :12] if t >= 6)
+        assert list(tok[i, 12:]) == [7] * 5
+        assert [int(b.y[i, t]) for t in range(17) if b.mask[i, t]] == data
+
+
+def test_adding_labels():
+    task, b = sample("adding", length=20)
+    for i in range(len(b.x)):
+        marked = [t for t in range(20) if b.x[i, t, 1] == 1.0]
+        assert len(marked) == 2 and marked[0] < 10 <= marked[1]
+        assert np.all((b.x[i, :, 1] == 0) | (b.x[i, :, 1] == 1))
+        assert b.mask[i, 19] == 1 and b.mask[i].sum() == 1
+        assert b.y[i, 19, 0] == pytest.approx(float(b.x[i, marked[0], 0]) + float(b.x[i, marked[1], 0]))
+
+
+def test_mqar_labels():
+    task, b = sample("mqar", num_keys=10, num_values=7, num_pairs=6, num_queries=4)
+    tok = tokens_of(b)
+    for i in range(len(tok)):
+        table = {}
+        for j in range(6):
+            k, v = int(tok[i, 2 * j]), int(tok[i, 2 * j + 1])
+            assert k < 10 <= v < 17 and k not in table
+            table[k] = v - 10
+        queries = [int(t) for t in tok[i, 12:]]
+        assert len(set(queries)) == 4 and all(q in table for q in queries)
+        assert [int(b.y[i, 12 + q]) for q in range(4)] == [table[q] for q in queries]
+        assert b.mask[i, :12].sum() == 0 and b.mask[i, 12:].sum() == 4
+
+
+def test_set_disjointness_labels():
+    task, b = sample("set-disjointness", batch_size=400, vocab_size=10, set_size=3)
+    tok = tokens_of(b)
+    for i in range(len(tok)):
+        a, sep, c = tok[i, :3], tok[i, 3], tok[i, 4:]
+        assert sep == 10 and len(set(a)) == 3 and len(set(c)) == 3
+        assert b.y[i] == int(not (set(a) & set(c)))
+    assert 0.4 < b.y.mean() < 0.6
+
+
+def test_passkey_labels():
+    task, b = sample("passkey", length=20, key_length=3, num_digits=10, filler_vocab=2)
+    tok = tokens_of(b)
+    for i in range(len(tok)):
+        key = [int(t) for t in tok[i, :20] if t < 10]
+        assert len(key) == 3
+        assert list(tok[i, 20:]) == [12] * 3
+        assert [int(b.y[i, t]) for t in range(23) if b.mask[i, t]] == key
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_flip_flop_labels(channels):
+    task, b = sample("flip-flop", channels=channels, length=30, p_write=0.3)
+    y = b.y.reshape(*b.y.shape[:2], channels)
+    for i in range(len(b.x)):
+        memory = [None] * channels
+        for t in range(30):
+            for c in range(channels):
+                if b.x[i, t, c] == 1.0:
+                    memory[c] = int(b.x[i, t, channels + c] > 0)
+                assert y[i, t, c] == memory[c]
+    assert b.mask.all()
+
+
+@pytest.mark.parametrize("name,degree", [("s3", 3), ("s5", 5)])
+def test_permutation_labels(name, degree):
+    task, b = sample(name, batch_size=16, length=12)
+    elements = list(itertools.permutations(range(degree)))  # index i <-> lexicographic i-th
+    tok = tokens_of(b)
+    for i in range(len(tok)):
+        state = tuple(range(degree))
+        for t in range(12):
+            g = elements[tok[i, t]]
+            state = tuple(g[state[j]] for j in range(degree))  # apply the earlier ones first
+            assert elements[b.y[i, t]] == state
+    assert task.name == name and task.input_size == len(elements)
+
+
+def test_zn_labels():
+    task, b = sample("zn", n=7, length=15)
+    tok = tokens_of(b)
+    for i in range(len(tok)):
+        total = 0
+        for t in range(15):
+            total = (total + int(tok[i, t])) % 7
+            assert b.y[i, t] == total
+
+
+def _l96_derivative(x, F):
+    D = len(x)
+    return np.array([(x[(i + 1) % D] - x[i - 2]) * x[i - 1] - x[i] + F for i in range(D)])
+
+
+def test_lorenz96_next_states():
+    task, b = sample("lorenz96", batch_size=3, dim=6, forcing=8.0, dt=0.01, substeps=3, length=8)
+    assert np.array_equal(b.x[:, 1:], b.y[:, :-1])
+    for i in range(3):
+        for t in range(8):
+            s = b.x[i, t].astype(np.float64)
+            for _ in range(3):
+                k1 = _l96_derivative(s, 8.0)
+                k2 = _l96_derivative(s + 0.005 * k1, 8.0)
+                k3 = _l96_derivative(s + 0.005 * k2, 8.0)
+                k4 = _l96_derivative(s + 0.01 * k3, 8.0)
+                s = s + 0.01 / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+            np.testing.assert_allclose(b.y[i, t], s, rtol=1e-4, atol=1e-4)
+    assert b.mask.all()
+
+
+def test_lorenz96_teacher_forcing_mix():
+    data, pred = np.full((2, 4), 3.0), np.full((2, 4), -1.0)
+    assert np.allclose(tasks.make("lorenz96", alpha=0.25).mix(data, pred), 0.25 * 3 - 0.75)
+    assert np.array_equal(tasks.make("lorenz96").mix(data, pred), data)  # alpha = 1: teacher forcing
+    with pytest.raises(ValueError, match="prediction"):
+        tasks.make("lorenz96").mix(data, pred[:, :2])
+
+
+# ---------------------------------------------------------------- batch helpers
+
+def test_last_step_index_and_take():
+    task = tasks.make("nparity", n=3)
+    pool = task.fixed_set(50)
+    assert np.array_equal(pool.x, task.fixed_set(50).x)
+    rows = np.array([4, 9, 1])
+    sub = take(pool, rows, per_step=False)
+    lengths = last_step_index(pool.mask)[rows] + 1
+    assert sub.x.shape[1] == lengths.max()
+    assert np.array_equal(sub.y, pool.y[rows])
+    assert np.array_equal(last_step_index(sub.mask), lengths - 1)
+    with pytest.raises(ValueError, match="mask"):
+        last_step_index(np.zeros((2, 3)))
+
+
+def test_fixed_set_pads_across_chunks():
+    task = tasks.make("ndms", n=4)
+    pool = task.fixed_set(5000)  # two chunks of different padded lengths
+    assert pool.x.shape == (5000, 4 * 4 + 1, 1)
+    last = last_step_index(pool.mask)
+    for i in range(0, 5000, 97):
+        L = last[i] + 1
+        assert pool.y[i] == int(pool.x[i, L - 4, 0] == pool.x[i, L - 1, 0])
+
+
+# ---------------------------------------------------------------- IDX files
+
+def idx_bytes(array, code):
+    """An IDX file written by hand: magic, big-endian dims, big-endian data."""
+    fmt = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[code]
+    header = bytes([0, 0, code, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    return header + array.astype(fmt).tobytes()
+
+
+@pytest.mark.parametrize("code,dtype", [(0x08, np.uint8), (0x09, np.int8), (0x0B, np.int16),
+                                        (0x0C, np.int32), (0x0D, np.float32), (0x0E, np.float64)])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_idx_read_write_round_trip(tmp_path, code, dtype, compressed):
+    array = (np.arange(24).reshape(2, 3, 4) * 3 - 20).astype(dtype)
+    raw = idx_bytes(array, code)
+    path = tmp_path / ("a.gz" if compressed else "a")
+    path.write_bytes(gzip.compress(raw) if compressed else raw)
+    got = read_idx(path)
+    assert got.dtype == dtype and np.array_equal(got, array)
+    write_idx(tmp_path / "b", array)
+    assert (tmp_path / "b").read_bytes() == raw  # our writer matches the hand-written bytes
+
+
+def write_split(directory, split, images, labels, style="-", gz=True):
+    prefix = "train" if split == "train" else "t10k"
+    suffix = ".gz" if gz else ""
+    for kind, array, rank in (("images", images, 3), ("labels", labels, 1)):
+        raw = idx_bytes(array, 0x08)
+        path = directory / f"{prefix}-{kind}{style}idx{rank}-ubyte{suffix}"
+        path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+@pytest.fixture
+def tiny_images(tmp_path):
+    rng = np.random.default_rng(1)
+    train = rng.integers(0, 256, size=(7, 4, 5), dtype=np.uint8), np.arange(7, dtype=np.uint8) % 10
+    test = rng.integers(0, 256, size=(3, 4, 5), dtype=np.uint8), np.array([9, 0, 4], dtype=np.uint8)
+    write_split(tmp_path, "train", *train)
+    write_split(tmp_path, "test", *test, style=".", gz=False)
+    return tmp_path, train, test
+
+
+def test_image_rows_pixels_and_permutation(tiny_images):
+    directory, (xtr, ytr), (xte, yte) = tiny_images
+    rows = tasks.make("image", data_dir=directory, order="row")
+    pixels = tasks.make("image", data_dir=str(directory), order="pixel", permutation_seed=5)
+    assert rows.num_examples("train") == 7 and rows.num_examples("test") == 3
+    assert rows.input_size == 5 and pixels.input_size == 1
+    b = rows.batch_from_indices(np.array([6, 0]))
+    assert b.x.shape == (2, 4, 5) and list(b.y) == [ytr[6], ytr[0]]
+    assert np.allclose(b.x[0], xtr[6] / 255.0) and list(b.mask[0]) == [0, 0, 0, 1]
+    perm = np.random.default_rng(5).permutation(20)
+    x, y = pixels.arrays("test")
+    assert x.shape == (3, 20, 1) and list(y) == list(yte)
+    for i in range(3):
+        flat = [xte[i, p // 5, p % 5] for p in range(20)]
+        for t in range(20):
+            assert x[i, t, 0] == np.float32(flat[perm[t]]) / np.float32(255.0)
+    batches = list(rows.eval_batches(2))
+    assert [len(e.y) for e in batches] == [2, 1]
+    assert list(np.concatenate([e.y for e in batches])) == list(yte)
+    s = rows.sample(np.random.default_rng(0), 5)
+    assert s.x.shape == (5, 4, 5) and set(s.y) <= set(ytr)
+
+
+def test_missing_data_dir_says_how_to_get_it(tmp_path):
+    task = tasks.make("image", data_dir=tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match=r"nowhere/train-images-idx3-ubyte\[\.gz\]: file not found "
+                                           r"\(directory .* does not exist\).*dataset-fashion-mnist") as info:
+        task.sample(np.random.default_rng(0), 2)
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda raw: raw[:-3], "truncated"),
+    (lambda raw: raw + b"\0", "too long"),
+    (lambda raw: b"\x01" + raw[1:], "magic number"),
+    (lambda raw: raw[:2] + b"\x07" + raw[3:], "magic number"),
+    (lambda raw: raw[:6], "truncated header"),
+    (lambda raw: b"", "not an IDX file"),
+    (lambda raw: gzip.compress(raw)[:-9], "gzip"),
+])
+def test_corrupt_idx_files_raise_one_clear_error(tmp_path, damage, message):
+    raw = idx_bytes(np.zeros((3, 2, 2), np.uint8), 0x08)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(damage(raw))
+    with pytest.raises(DatasetError, match=message) as info:
+        read_idx(path)
+    assert str(path) in str(info.value) and "dataset-fashion-mnist" in str(info.value)
+
+
+def test_inconsistent_image_files(tmp_path):
+    write_split(tmp_path, "train", np.zeros((4, 2, 2), np.uint8), np.zeros(3, np.uint8))
+    write_split(tmp_path, "test", np.zeros((1, 2, 2), np.uint8), np.zeros(1, np.uint8))
+    with pytest.raises(DatasetError, match="3 labels for 4 images"):
+        tasks.make("image", data_dir=tmp_path).input_size
+    write_split(tmp_path, "train", np.zeros((4, 2, 2), np.uint8), np.full(4, 11, np.uint8))
+    with pytest.raises(DatasetError, match="label 11"):
+        tasks.make("image", data_dir=tmp_path).input_size
+
+
+def test_find_idx_file_prefers_existing_spelling(tmp_path):
+    (tmp_path / "test-labels.idx1-ubyte").write_bytes(idx_bytes(np.zeros(1, np.uint8), 0x08))
+    assert find_idx_file(tmp_path, "test", "labels").name == "test-labels.idx1-ubyte"
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_when_installed():
+    task = tasks.make("image")
+    assert task.num_examples("train") == 60000 and task.num_examples("test") == 10000
+    b = next(task.eval_batches(16))
+    assert b.x.shape == (16, 28, 28) and 0 <= b.x.min() and b.x.max() <= 1
+
+
+# ---------------------------------------------------------------- MNIST-1D
+
+def test_mnist1d_matches_its_package_and_leaves_global_rng_alone():
+    pytest.importorskip("mnist1d")
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    np.random.seed(123)
+    random.seed(7)
+    before = np.random.get_state()[1].copy(), random.getstate()
+    task = tasks.make("mnist1d", num_samples=200, seed=3)
+    x, y = task.arrays("train")
+    assert np.array_equal(np.random.get_state()[1], before[0]) and random.getstate() == before[1]
+    args = get_dataset_args()
+    args.num_samples, args.seed = 200, 3
+    ref = make_dataset(args)
+    assert x.shape == (160, 40, 1) and np.allclose(x[:, :, 0], ref["x"], atol=1e-6)
+    assert np.array_equal(y, ref["y"]) and np.array_equal(task.labels("test"), ref["y_test"])
+    assert task.num_examples("test") == 40
+
+
+def test_mnist1d_bad_split():
+    pytest.importorskip("mnist1d")
+    with pytest.raises(ValueError, match="train_split"):
+        tasks.make("mnist1d", num_samples=20, train_split=0.01)
+
+
+def test_mnist1d_without_its_package_names_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mnist1d" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match="pip install mnist1d"):
+        tasks.make("mnist1d")
