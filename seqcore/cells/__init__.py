@@ -1,7 +1,42 @@
 """Recurrent cells: ``cell = seqcore.cells.LSTM(input_size, hidden_size)``,
-``params = cell.init(rng)``, ``hs, h_last = cell.apply(params, x, h0=None)``."""
+``params = cell.init(rng)``, ``hs, h_last = cell.apply(params, x, h0=None)``.
+
+``make(name, input_size, hidden_size, **kwargs)`` builds a cell from its CLI name
+(see :func:`names`).
+"""
 from .base import MODES, Cell
 from .elman import Elman
+from .gru import GRU
+from .leaky import LeakyRNN
 from .lstm import LSTM
+from .minimal import MinGRU, MinLSTM
+from .pararnn import CIFGLSTM, DiagGRU
 
-__all__ = ["Cell", "MODES", "Elman", "LSTM"]
+__all__ = ["Cell", "MODES", "Elman", "LSTM", "GRU", "LeakyRNN", "MinGRU", "MinLSTM", "DiagGRU", "CIFGLSTM",
+           "make", "names"]
+
+_CELLS = {cls.name: cls for cls in (Elman, LSTM, GRU, LeakyRNN, MinGRU, MinLSTM, DiagGRU, CIFGLSTM)}
+
+
+def names() -> list[str]:
+    """CLI names of every cell: elman, lstm, gru, leaky, mingru, minlstm, diaggru, cifg-lstm."""
+    return list(_CELLS)
+
+
+def make(name: str, input_size: int, hidden_size: int, **kwargs) -> Cell:
+    """The cell called ``name`` with ``input_size``, ``hidden_size`` and its own fields as ``kwargs``.
+
+    >>> make("leaky", 3, 16, tau_init=2.0)
+    LeakyRNN(input_size=3, hidden_size=16, nonlinearity='leaky_relu', slope=0.01, tau_init=2.0)
+    """
+    if name not in _CELLS:
+        raise ValueError(f"name: got {name!r}, expected one of {names()}")
+    cls = _CELLS[name]
+    try:
+        return cls(input_size, hidden_size, **kwargs)
+    except TypeError as exc:
+        if "unexpected keyword" not in str(exc):
+            raise
+        from dataclasses import fields
+        allowed = [f.name for f in fields(cls) if f.name not in ("input_size", "hidden_size")]
+        raise TypeError(f"kwargs: got {sorted(kwargs)}, expected a subset of {allowed} for cell {name!r}") from None

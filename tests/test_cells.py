@@ -1,0 +1,398 @@
+"""Recurrent cells: forward against direct formulas (and torch.nn.GRU), gradients and step
+Jacobians against central finite differences in float64, the registry, and bad input."""
+import numpy as np
+import pytest
+
+import seqcore
+from seqcore import cells
+
+# (test id, CLI name, fields); heads=2 is used where the shapes allow it (see _make)
+CONFIGS = [
+    ("elman", "elman", {}),
+    ("elman-relu", "elman", {"nonlinearity": "relu"}),
+    ("lstm", "lstm", {}),
+    ("gru", "gru", {}),
+    ("leaky", "leaky", {}),
+    ("leaky-tanh", "leaky", {"nonlinearity": "tanh", "tau_init": 1.5}),
+    ("mingru", "mingru", {}),
+    ("mingru-log", "mingru", {"log_space": True}),
+    ("minlstm", "minlstm", {}),
+    ("minlstm-log", "minlstm", {"log_space": True}),
+    ("diaggru", "diaggru", {}),
+    ("cifg-lstm", "cifg-lstm", {}),
+]
+IDS = [c[0] for c in CONFIGS]
+SHAPES = [(1, 1, 1, 1), (2, 5, 4, 4), (3, 3, 2, 6)]  # (B, T, I, H): T = 1, odd T, B = 1, D = 1
+TWO_STATE = (cells.LSTM, cells.CIFGLSTM)
+
+
+def _make(name, fields, I, H):
+    fields = dict(fields)
+    if name in ("diaggru", "cifg-lstm"):
+        fields["heads"] = 2 if I % 2 == 0 and H % 2 == 0 else 1
+    return cells.make(name, I, H, **fields)
+
+
+def _params(cell, rng):
+    p = cell.init(rng, np.float64)
+    if isinstance(cell, cells.LeakyRNN):
+        p["tau"] = rng.uniform(1.2, 3.0, size=p["tau"].shape)  # away from the clamp's kink at 1
+    return p
+
+
+def _h0(cell, rng, B):
+    h = 0.5 * rng.normal(size=(B, cell.hidden_size))
+    return (h, 0.5 * rng.normal(size=(B, cell.hidden_size))) if isinstance(cell, TWO_STATE) else h
+
+
+def _numeric_grad(f, arr, eps=1e-6):
+    """Central differences of the scalar ``f()`` w.r.t. every entry of ``arr`` (perturbed in place)."""
+    g = np.zeros_like(arr)
+    for idx in np.ndindex(arr.shape):
+        old = arr[idx]
+        arr[idx] = old + eps
+        fp = f()
+        arr[idx] = old - eps
+        fm = f()
+        arr[idx] = old
+        g[idx] = (fp - fm) / (2 * eps)
+    return g
+
+
+def _leaves(tree):
+    return list(tree) if isinstance(tree, tuple) else [tree]
+
+
+# -- gradients of apply --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("cid,name,fields", CONFIGS, ids=IDS)
+def test_apply_gradients_match_finite_differences(cid, name, fields, shape):
+    B, T, I, H = shape
+    rng = np.random.default_rng(abs(hash((cid, shape))) % 2**32)
+    cell = _make(name, fields, I, H)
+    params, x, h0 = _params(cell, rng), rng.normal(size=(B, T, I)), _h0(cell, rng, B)
+    R = rng.normal(size=(B, T, H))
+    R_last = tuple(rng.normal(size=(B, H)) for _ in _leaves(h0))
+
+    def loss():
+        hs, last = cell.apply(params, x, h0)
+        return float((hs * R).sum() + sum((a * r).sum() for a, r in zip(_leaves(last), R_last)))
+
+    (hs, last), pullback = seqcore.vjp(lambda p, xx, hh: cell.apply(p, xx, hh), params, x, h0)
+    cot_last = R_last if isinstance(last, tuple) else R_last[0]
+    dparams, dx, dh0 = pullback((R, cot_last))
+    for k in params:
+        np.testing.assert_allclose(dparams[k], _numeric_grad(loss, params[k]), rtol=1e-6, atol=1e-8, err_msg=k)
+    np.testing.assert_allclose(dx, _numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
+    for g, a in zip(_leaves(dh0), _leaves(h0)):
+        np.testing.assert_allclose(g, _numeric_grad(loss, a), rtol=1e-6, atol=1e-8)
+
+
+# -- one step: Jacobian and VJP ------------------------------------------------------------------
+
+def _dense(J, cell):
+    N, S = J.shape[0], cell.state_size
+    if cell.jacobian_structure == "dense":
+        assert J.shape == (N, S, S)
+        return J
+    if cell.jacobian_structure == "diag":
+        assert J.shape == (N, S)
+        return J[:, :, None] * np.eye(S)[None]
+    k = cell.block_size
+    assert J.shape == (N, S // k, k, k)
+    D = np.zeros((N, S, S))
+    for g in range(S // k):
+        D[:, g * k:(g + 1) * k, g * k:(g + 1) * k] = J[:, g]
+    return D
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("cid,name,fields", CONFIGS, ids=IDS)
+def test_step_jacobian_and_vjp_match_finite_differences(cid, name, fields, shape):
+    N, _, I, H = shape
+    rng = np.random.default_rng(abs(hash((cid, "step", shape))) % 2**32)
+    cell = _make(name, fields, I, H)
+    p = _params(cell, rng)
+    xi = cell.project(p, rng.normal(size=(N, 1, I)))[:, 0]
+    state = 0.5 * rng.normal(size=(N, cell.state_size))
+    dnew = rng.normal(size=(N, cell.state_size))
+    step = lambda: cell.step_fwd(np, p, state, xi)[0]  # noqa: E731
+
+    J = _dense(cell.step_jacobian(np, p, state, xi), cell)
+    # finite differences of step_fwd give the full dense Jacobian: the structure must hold too
+    J_fd = np.zeros_like(J)
+    for j in range(cell.state_size):
+        e = np.zeros_like(state)
+        e[:, j] = 1e-6
+        J_fd[:, :, j] = (cell.step_fwd(np, p, state + e, xi)[0] - cell.step_fwd(np, p, state - e, xi)[0]) / 2e-6
+    np.testing.assert_allclose(J, J_fd, rtol=1e-6, atol=1e-8)
+
+    _, cache = cell.step_fwd(np, p, state, xi)
+    dstate, dxi, dp = cell.step_bwd(np, p, cache, dnew)
+    np.testing.assert_allclose(dstate, np.einsum("nij,ni->nj", J, dnew), rtol=1e-10, atol=1e-12)
+    scalar = lambda: float((step() * dnew).sum())  # noqa: E731
+    np.testing.assert_allclose(dxi, _numeric_grad(scalar, xi), rtol=1e-6, atol=1e-8)
+    assert sorted(dp) == sorted(cell.recurrent_keys)
+    for k in cell.recurrent_keys:
+        np.testing.assert_allclose(dp[k], _numeric_grad(scalar, p[k]), rtol=1e-6, atol=1e-8, err_msg=k)
+
+
+# -- forward against direct formulas ------------------------------------------------------------
+
+def _sig(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def _g(v):
+    return np.where(v >= 0, v + 0.5, _sig(v))
+
+
+def _dense_heads(w, heads, gates):
+    """Multi-head ``(heads, gates·Hh, Ih)`` → the equivalent masked dense ``(gates·H, I)`` (gate-major rows)."""
+    m, GHh, Ih = w.shape
+    Hh = GHh // gates
+    D = np.zeros((gates * m * Hh, m * Ih))
+    for head in range(m):
+        for g in range(gates):
+            rows = slice(g * m * Hh + head * Hh, g * m * Hh + (head + 1) * Hh)
+            D[rows, head * Ih:(head + 1) * Ih] = w[head, g * Hh:(g + 1) * Hh]
+    return D
+
+
+def _oracle(cell, p, x, h0):
+    """The cell's equations, written out step by step: ``hs: (B, T, H)``."""
+    H = cell.hidden_size
+    h = np.array(h0[0] if isinstance(h0, tuple) else h0)
+    c = np.array(h0[1]) if isinstance(h0, tuple) else None
+    if isinstance(cell, (cells.DiagGRU, cells.CIFGLSTM)):
+        W = _dense_heads(p["weight_ih"], cell.heads, 3)
+    else:
+        W = p["weight_ih"]
+    out = []
+    for t in range(x.shape[1]):
+        u = x[:, t] @ W.T + p["bias_ih"]
+        if isinstance(cell, cells.LeakyRNN):
+            tau = np.maximum(p["tau"], 1)
+            W0 = p["weight_hh"] - np.diag(np.diag(p["weight_hh"]))
+            pre = (1 - 1 / tau) * h + (h @ W0.T + u) / tau
+            h = np.tanh(pre) if cell.nonlinearity == "tanh" else np.where(pre > 0, pre, cell.slope * pre)
+        elif isinstance(cell, cells.MinGRU):
+            z, cand = _sig(u[:, :H]), u[:, H:]
+            h = (1 - z) * h + z * (_g(cand) if cell.log_space else cand)
+        elif isinstance(cell, cells.MinLSTM):
+            i, f, cand = _sig(u[:, :H]), _sig(u[:, H:2 * H]), u[:, 2 * H:]
+            h = f / (f + i) * h + i / (f + i) * (_g(cand) if cell.log_space else cand)
+        elif isinstance(cell, cells.DiagGRU):
+            a = p["weight_hh"]
+            r = _sig(u[:, :H] + a[:H] * h)
+            z = _sig(u[:, H:2 * H] + a[H:2 * H] * h)
+            n = np.tanh(u[:, 2 * H:] + a[2 * H:] * (r * h))
+            h = z * n + (1 - z) * h
+        elif isinstance(cell, cells.CIFGLSTM):
+            a, pp = p["weight_hh"], p["weight_peephole"]
+            f = _sig(u[:, :H] + a[:H] * h + pp[:H] * c)
+            c = f * c + (1 - f) * np.tanh(u[:, H:2 * H] + a[H:2 * H] * h)
+            h = _sig(u[:, 2 * H:] + a[2 * H:] * h + pp[H:] * c) * np.tanh(c)
+        out.append(h)
+    return np.stack(out, axis=1)
+
+
+ORACLE_CONFIGS = [c for c in CONFIGS if c[1] in ("leaky", "mingru", "minlstm", "diaggru", "cifg-lstm")]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("cid,name,fields", ORACLE_CONFIGS, ids=[c[0] for c in ORACLE_CONFIGS])
+def test_forward_matches_direct_formula(cid, name, fields, shape):
+    B, T, I, H = shape
+    rng = np.random.default_rng(7)
+    cell = _make(name, fields, I, H)
+    p, x, h0 = _params(cell, rng), rng.normal(size=(B, T, I)), _h0(cell, rng, B)
+    hs, last = cell.apply(p, x, h0)
+    expected = _oracle(cell, p, x, h0)
+    np.testing.assert_allclose(hs, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_leaves(last)[0], expected[:, -1], rtol=1e-12, atol=1e-12)
+    # h0=None means zeros
+    zeros = tuple(np.zeros((B, H)) for _ in _leaves(h0))
+    np.testing.assert_allclose(cell.apply(p, x)[0], cell.apply(p, x, zeros if len(zeros) > 1 else zeros[0])[0])
+
+
+@pytest.mark.parametrize("name", ["diaggru", "cifg-lstm"])
+def test_heads_see_only_their_input_slice(name):
+    rng = np.random.default_rng(3)
+    cell = cells.make(name, 4, 6, heads=2)
+    p, x = cell.init(rng, np.float64), rng.normal(size=(2, 5, 4))
+    x2 = x.copy()
+    x2[..., 2:] += 1.0  # input features of head 1
+    hs, hs2 = cell.apply(p, x)[0], cell.apply(p, x2)[0]
+    np.testing.assert_array_equal(hs[..., :3], hs2[..., :3])  # neurons of head 0 are unaffected
+    assert np.abs(hs[..., 3:] - hs2[..., 3:]).min() > 0
+
+
+# -- linear cells: the scan engines agree with the step recurrence ---------------------------------
+
+@pytest.mark.parametrize("T", [1, 2, 7, 33])
+@pytest.mark.parametrize("cid,name,fields", [c for c in CONFIGS if c[1] in ("mingru", "minlstm")],
+                         ids=["mingru", "mingru-log", "minlstm", "minlstm-log"])
+def test_linear_cells_parallel_equals_sequential_equals_steps(cid, name, fields, T):
+    rng = np.random.default_rng(T)
+    cell = cells.make(name, 3, 5, **fields)
+    assert cell.linear_in_state and cell.jacobian_structure == "diag"
+    p, x, h0 = cell.init(rng, np.float64), rng.normal(size=(2, T, 3)), rng.normal(size=(2, 5))
+    R = rng.normal(size=(2, T, 5))
+    f = lambda mode: lambda pp, xx, hh: cell.apply(pp, xx, hh, mode=mode)[0]  # noqa: E731
+    hs_seq, pb_seq = seqcore.vjp(f("sequential"), p, x, h0)
+    hs_par, pb_par = seqcore.vjp(f("parallel"), p, x, h0)
+    np.testing.assert_allclose(hs_par, hs_seq, rtol=1e-12, atol=1e-12)
+    g_seq, g_par = pb_seq(R), pb_par(R)
+    for k in p:
+        np.testing.assert_allclose(g_par[0][k], g_seq[0][k], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g_par[1], g_seq[1], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g_par[2], g_seq[2], rtol=1e-10, atol=1e-12)
+    # the protocol's step function runs the same recurrence
+    xi, h, steps = cell.project(p, x), h0, []
+    for t in range(T):
+        h = cell.step_fwd(np, p, h, xi[:, t])[0]
+        steps.append(h)
+    np.testing.assert_allclose(np.stack(steps, axis=1), hs_seq, rtol=1e-12, atol=1e-12)
+
+
+def test_log_space_is_stable_over_long_sequences():
+    rng = np.random.default_rng(0)
+    cell = cells.MinGRU(2, 3, log_space=True)
+    p = cell.init(rng, np.float64)
+    p["bias_ih"][:3] = -40.0  # z ≈ e^-40: the state barely moves; products of (1 − z) stay ≈ 1
+    x = rng.normal(size=(1, 2000, 2))
+    h0 = np.full((1, 3), 2.0)
+    hs = cell.apply(p, x, h0, mode="parallel")[0]
+    assert np.all(np.isfinite(hs))
+    np.testing.assert_allclose(hs[:, -1], h0, rtol=1e-12)
+
+
+# -- GRU: parity with torch.nn.GRU ---------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+@pytest.mark.parametrize("B,T,I,H", [(1, 1, 1, 1), (3, 7, 4, 5)])
+def test_gru_matches_torch(dtype, tol, B, T, I, H):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    cell = cells.GRU(I, H)
+    p = cell.init(rng, dtype)
+    x, h0 = rng.normal(size=(B, T, I)).astype(dtype), rng.normal(size=(B, H)).astype(dtype)
+    R, R_last = rng.normal(size=(B, T, H)).astype(dtype), rng.normal(size=(B, H)).astype(dtype)
+
+    ref = torch.nn.GRU(I, H, batch_first=True, dtype=torch.float64 if dtype == np.float64 else torch.float32)
+    with torch.no_grad():
+        for k in p:
+            getattr(ref, f"{k}_l0").copy_(torch.from_numpy(p[k]))
+    xt = torch.from_numpy(x).requires_grad_(True)
+    h0t = torch.from_numpy(h0[None]).requires_grad_(True)
+    out_t, hn_t = ref(xt, h0t)
+    ((out_t * torch.from_numpy(R)).sum() + (hn_t[0] * torch.from_numpy(R_last)).sum()).backward()
+
+    (hs, last), pullback = seqcore.vjp(lambda pp, xx, hh: cell.apply(pp, xx, hh), p, x, h0)
+    dp, dx, dh0 = pullback((R, R_last))
+    np.testing.assert_allclose(hs, out_t.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(last, hn_t[0].detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dh0, h0t.grad[0].numpy(), rtol=tol, atol=tol)
+    for k in p:
+        np.testing.assert_allclose(dp[k], getattr(ref, f"{k}_l0").grad.numpy(), rtol=tol, atol=tol, err_msg=k)
+
+
+@pytest.mark.parametrize("cid,name,fields", CONFIGS, ids=IDS)
+def test_float32_stays_float32(cid, name, fields):
+    rng = np.random.default_rng(1)
+    cell = _make(name, fields, 4, 6)
+    p, x = cell.init(rng), rng.normal(size=(2, 3, 4)).astype(np.float32)
+    (hs, last), pullback = seqcore.vjp(lambda pp, xx: cell.apply(pp, xx), p, x)
+    dp, dx = pullback((np.ones_like(hs), tuple(np.ones_like(a) for a in last) if isinstance(last, tuple)
+                       else np.ones_like(last)))
+    assert hs.dtype == dx.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in dp.values())
+    state = np.zeros((2, cell.state_size), np.float32)
+    assert cell.step_jacobian(np, p, state, cell.project(p, x)[:, 0]).dtype == np.float32
+
+
+# -- LeakyRNN specifics --------------------------------------------------------------------------
+
+def test_leaky_masks_the_diagonal_and_clamps_tau():
+    rng = np.random.default_rng(5)
+    cell = cells.LeakyRNN(3, 4)
+    p = cell.init(rng, np.float64)
+    assert np.all(np.diag(p["weight_hh"]) == 0) and np.all(p["tau"] == 1.0)
+    x, R = rng.normal(size=(2, 6, 3)), rng.normal(size=(2, 6, 4))
+    p["tau"] = np.array([0.3, 1.0, 2.0, 0.9])
+    q = {k: v.copy() for k, v in p.items()}
+    q["tau"] = np.array([1.0, 1.0, 2.0, 1.0])
+    q["weight_hh"][np.diag_indices(4)] = 5.0  # ignored by the forward
+    np.testing.assert_array_equal(cell.apply(p, x)[0], cell.apply(q, x)[0])
+    np.testing.assert_array_equal(cell.timescales(p), q["tau"])
+    _, pullback = seqcore.vjp(lambda pp: cell.apply(pp, x)[0], p)
+    (g,) = pullback(R)
+    assert np.all(np.diag(g["weight_hh"]) == 0)
+    assert g["tau"][0] == 0 and g["tau"][3] == 0   # clamped: no gradient
+    assert g["tau"][1] != 0 and g["tau"][2] != 0   # at τ = 1 the gradient flows, so τ can grow
+
+
+# -- registry ------------------------------------------------------------------------------------
+
+def test_registry_names_and_classes():
+    assert cells.names() == ["elman", "lstm", "gru", "leaky", "mingru", "minlstm", "diaggru", "cifg-lstm"]
+    classes = [cells.Elman, cells.LSTM, cells.GRU, cells.LeakyRNN, cells.MinGRU, cells.MinLSTM,
+               cells.DiagGRU, cells.CIFGLSTM]
+    for n, cls in zip(cells.names(), classes):
+        c = cells.make(n, 2, 4)
+        assert type(c) is cls and c.input_size == 2 and c.hidden_size == 4
+    assert cells.make("leaky", 2, 4, tau_init=3.0, nonlinearity="tanh").tau_init == 3.0
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+def test_bad_construction_is_rejected():
+    with pytest.raises(ValueError, match=r"name: got 'rnn'.*'gru'.*'cifg-lstm'"):
+        cells.make("rnn", 2, 4)
+    with pytest.raises(TypeError, match="kwargs: got \\['heads'\\]"):
+        cells.make("gru", 2, 4, heads=2)
+    with pytest.raises(ValueError, match="tau_init: got 0.5"):
+        cells.LeakyRNN(2, 4, tau_init=0.5)
+    with pytest.raises(ValueError, match="nonlinearity: got 'relu'"):
+        cells.LeakyRNN(2, 4, nonlinearity="relu")
+    with pytest.raises(ValueError, match="slope: got -0.1"):
+        cells.LeakyRNN(2, 4, slope=-0.1)
+    with pytest.raises(ValueError, match="heads: got 2, expected a divisor of input_size=3"):
+        cells.DiagGRU(3, 4, heads=2)
+    with pytest.raises(ValueError, match="heads: got 0"):
+        cells.CIFGLSTM(2, 4, heads=0)
+    with pytest.raises(TypeError, match="log_space: got 'yes'"):
+        cells.MinLSTM(2, 4, log_space="yes")
+    with pytest.raises(ValueError, match="hidden_size: got 0"):
+        cells.make("mingru", 2, 0)
+
+
+@pytest.mark.parametrize("name", ["gru", "leaky", "mingru", "minlstm", "diaggru", "cifg-lstm"])
+def test_bad_apply_arguments_are_rejected(name):
+    rng = np.random.default_rng(0)
+    cell = cells.make(name, 2, 4)
+    p, x = cell.init(rng, np.float64), rng.normal(size=(3, 5, 2))
+    with pytest.raises(ValueError, match=r"x: got an array of shape \(5, 2\)"):
+        cell.apply(p, x[0])
+    with pytest.raises(ValueError, match=r"x: got shape \(3, 5, 3\), expected \(B, T, 2\)"):
+        cell.apply(p, rng.normal(size=(3, 5, 3)))
+    with pytest.raises(TypeError, match="x: got dtype int64"):
+        cell.apply(p, np.ones((3, 5, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match="mode: got 'newton'"):
+        cell.apply(p, x, mode="newton")
+    with pytest.raises(ValueError, match="params: missing 'weight_ih'"):
+        cell.apply({k: v for k, v in p.items() if k != "weight_ih"}, x)
+    bad = dict(p, bias_ih=np.zeros(1))
+    with pytest.raises(ValueError, match=r"params\['bias_ih'\]: got shape \(1,\)"):
+        cell.apply(bad, x)
+    if isinstance(cell, TWO_STATE):
+        with pytest.raises(TypeError, match="h0: got ndarray, expected a tuple"):
+            cell.apply(p, x, np.zeros((3, 4)))
+        with pytest.raises(ValueError, match=r"c0: got shape \(3, 5\)"):
+            cell.apply(p, x, (np.zeros((3, 4)), np.zeros((3, 5))))
+    else:
+        with pytest.raises(ValueError, match=r"h0: got shape \(2, 4\), expected \(3, 4\)"):
+            cell.apply(p, x, np.zeros((2, 4)))
