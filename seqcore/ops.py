@@ -15,7 +15,12 @@ __all__ = ["add", "sub", "mul", "div", "neg", "power", "tanh", "sigmoid", "relu"
 add, sub, mul, div, neg = _ref.add, _ref.sub, _ref.mul, _ref.div, _ref.neg
 tanh, sigmoid, relu, exp, log, softplus, square = (
     _ref.tanh, _ref.sigmoid, _ref.relu, _ref.exp, _ref.log, _ref.softplus, _ref.square)
-matmul, swapaxes, where = _ref.matmul, _ref.swapaxes, _ref.where
+matmul, where = _ref.matmul, _ref.where
+
+
+def swapaxes(x, axis1: int, axis2: int):
+    """Swap two axes (the axes are static arguments of the primitive)."""
+    return _ref.swapaxes(x, a1=axis1, a2=axis2)
 
 
 def power(x, p):

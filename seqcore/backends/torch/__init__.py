@@ -32,7 +32,8 @@ def asarray(x, dtype=None):
 def _contiguous(v):
     """A C-contiguous ndarray (0-d stays 0-d; torch rejects negative strides)."""
     arr = np.asarray(v)
-    return arr if arr.flags.c_contiguous else arr.copy()
+    ok = arr.flags.c_contiguous and all(st >= 0 for st in arr.strides)  # size-1 axes may carry any stride
+    return arr if ok else arr.copy(order="C")
 
 
 def to_numpy(x):
