@@ -101,6 +101,10 @@ class SequenceModel:
         params["heads"] = {h.name: nn.Linear(rnn.output_size, h.output_size).init(rng, dtype) for h in self.heads}
         return params
 
+    def constrain(self, params: dict) -> dict:
+        """Parameters projected onto their feasible set (e.g. LeakyRNN's τ ≥ 1)."""
+        return {**params, "rnn": self.rnn.constrain(params["rnn"])}
+
     def features(self, params: dict, x, mode: str = "sequential"):
         """``x: (B, T, input_size)`` (or tokens ``(B, T)``) → hidden outputs ``(B, T, output_size)``."""
         if self.vocab_size is not None:

@@ -165,6 +165,11 @@ class Hooks:
     def after_step(self, trainer: "Trainer", batch, loss: float) -> None:
         """Called after each update (``trainer.params`` holds the new parameters)."""
 
+    def on_evaluate(self, run, record: dict) -> dict | None:
+        """Called at each evaluation of a curriculum run; returned keys are added to the
+        ``metrics.jsonl`` record (e.g. accuracies on earlier N, statistics of parameters)."""
+        return None
+
 
 def _all_finite(tree, to_numpy) -> bool:
     return all(np.isfinite(to_numpy(g)).all() for g in tree_leaves(tree))
@@ -179,9 +184,13 @@ class Trainer:
         optimizer: a :class:`seqcore.optim.GradientTransformation`.
         backend: backend name.
         hooks: a :class:`Hooks` (learner); default none.
+        constrain: ``params -> params`` applied after every update (projected gradient
+            descent, e.g. ``SequenceModel.constrain``); default none.
     """
 
-    def __init__(self, loss_fn, params, optimizer, backend: str = "numpy", hooks: Hooks | None = None):
+    def __init__(self, loss_fn, params, optimizer, backend: str = "numpy", hooks: Hooks | None = None,
+                 constrain: Callable | None = None):
+        self.constrain = constrain
         self.loss_fn = loss_fn
         self.backend = backends.get(backend)
         self.params = params
@@ -215,6 +224,8 @@ class Trainer:
             raise TrainingDiverged(self.step_count, "a gradient")
         updates, self.opt_state = self.optimizer.update(grads, self.opt_state, self.params)
         new_params = optim.apply_updates(self.params, updates)
+        if self.constrain is not None:
+            new_params = self.constrain(new_params)
         if not _all_finite(new_params, self.backend.to_numpy):
             raise TrainingDiverged(self.step_count, "a parameter")
         self.params = new_params
@@ -254,7 +265,8 @@ class _Run:
         self.be = backends.get(cfg.backend)
         init = self.model.init(np.random.default_rng([cfg.seed, 0]), DTYPES[cfg.dtype])
         params = tree_map(self.be.asarray, init)
-        self.trainer = Trainer(self.loss, params, build_optimizer(cfg), cfg.backend, hooks)
+        self.trainer = Trainer(self.loss, params, build_optimizer(cfg), cfg.backend, hooks,
+                               constrain=self.model.constrain)
         self.rng = np.random.default_rng([cfg.seed, 1])
         self.history: list[dict] = []
 
@@ -264,14 +276,16 @@ class _Run:
     def loss(self, params, batch):
         return self.model.loss(params, batch, self.cfg.mode, heads=self.active())
 
-    def evaluate(self) -> dict:
+    def evaluate(self, task=None, heads=None) -> dict:
+        """Mean per-head loss/accuracy on ``task``'s evaluation batches (default: the current task and heads)."""
         cfg = self.cfg
-        task = self.curriculum.current_task()
+        task = self.curriculum.current_task() if task is None else task
+        heads = self.active() if heads is None else heads
         per_head: dict[str, dict] = {}
         n = 0
         for batch in task.eval_batches(cfg.eval_batch_size, cfg.eval_batches):
             dev = self.trainer.to_backend(batch)
-            res = self.model.evaluate(self.trainer.params, dev, cfg.mode, heads=self.active())
+            res = self.model.evaluate(self.trainer.params, dev, cfg.mode, heads=heads)
             w = batch[0].shape[0]
             for name, r in res.items():
                 acc = per_head.setdefault(name, {k: 0.0 for k in r})
@@ -340,6 +354,7 @@ def _run_loop(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[str], No
                 record = {"step": step, "loss": loss, "lr": build_schedule(cfg)(step - 1),
                           "level": run.curriculum.level, "eval": last_eval,
                           "time": time.perf_counter() - t0}
+                record.update(tr.hooks.on_evaluate(run, record) or {})
                 advanced = run.curriculum.update(step, accs) if accs else False
                 record["advanced"] = advanced
                 run.history.append({"step": step, "level": record["level"], "accuracy": accs})

@@ -100,3 +100,12 @@ def test_existing_run_directory_is_not_overwritten(tmp_path):
 def test_bad_config_values(field, value, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**{**SMALL, field: value})
+
+
+def test_leaky_timescales_stay_feasible_and_can_grow():
+    cfg = TrainConfig(**{**SMALL, "cell": "leaky", "optimizer": "sgd", "lr": 0.5, "steps": 30,
+                         "schedule": "constant", "clip": None})
+    _, params = train(cfg, None, quiet=True)
+    tau = params["rnn"][0]["tau"]
+    assert (tau >= 1).all()           # projected after every update
+    assert (tau > 1).any()            # and not stuck at the clamp

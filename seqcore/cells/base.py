@@ -97,6 +97,11 @@ class Cell:
         """``∂state'/∂state`` at ``(state, xi_t)``, in the cell's ``jacobian_structure``."""
         raise NotImplementedError
 
+    def constrain(self, params: dict) -> dict:
+        """Project parameters back onto their feasible set after an optimizer update
+        (identity here; LeakyRNN clamps its timescales to τ ≥ 1)."""
+        return params
+
     # -- state layout --------------------------------------------------------------------------
     @property
     def state_size(self) -> int:

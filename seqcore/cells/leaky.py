@@ -64,6 +64,15 @@ class LeakyRNN(Cell):
         tau = stop_gradient(params["tau"])
         return tau.clip(1, None)
 
+    def constrain(self, params):
+        """Projected gradient descent on τ: after each update, ``tau ← max(tau, 1)``.
+
+        Without it an update could push ``tau`` below 1, where the clamp's gradient is zero
+        and τ would never grow again.
+        """
+        tau = params["tau"]
+        return {**params, "tau": tau * (tau >= 1) + (tau < 1) * 1.0}
+
     def project(self, params, x):
         """``x: (B, T, I) -> u = W_ih x + b: (B, T, H)``."""
         return input_projection(params, x)

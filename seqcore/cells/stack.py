@@ -36,6 +36,10 @@ class Bidirectional:
     def init(self, rng, dtype=np.float32) -> dict:
         return {"forward": self.forward.init(rng, dtype), "backward": self.backward.init(rng, dtype)}
 
+    def constrain(self, params: dict) -> dict:
+        return {"forward": self.forward.constrain(params["forward"]),
+                "backward": self.backward.constrain(params["backward"])}
+
     def apply(self, params, x, h0=None, mode: str = "sequential", **kw):
         h0f, h0b = (None, None) if h0 is None else h0
         hf, lf = self.forward.apply(params["forward"], x, h0f, mode=mode, **kw)
@@ -63,6 +67,10 @@ class Stack:
 
     def init(self, rng, dtype=np.float32) -> list:
         return [layer.init(rng, dtype) for layer in self.layers]
+
+    def constrain(self, params: list) -> list:
+        """Each layer's :meth:`Cell.constrain` (applied after every optimizer update)."""
+        return [layer.constrain(p) for layer, p in zip(self.layers, params)]
 
     def apply(self, params, x, h0=None, mode: str = "sequential", **kw):
         """``x: (B, T, input_size) -> (hs (B, T, output_size), [h_last per layer])``."""

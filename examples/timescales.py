@@ -1,0 +1,123 @@
+"""Timescales under single-head vs multi-head curricula (LeakyRNN on N-parity / N-DMS).
+
+For each task and curriculum, train a LeakyRNN with trainable per-neuron timescales under
+the same step budget and record, at every evaluation: the current N, the accuracy on every
+earlier N (its own readout head, to see forgetting under single-head), and the mean τ.
+Writes ``<out>/timescales.json``, a Markdown table ``<out>/timescales.md`` and, when
+matplotlib is present, ``<out>/timescales.png``.
+
+    python examples/timescales.py --steps 3000 --hidden 64 --out docs/timescales
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from seqcore import backends
+from seqcore.train import Hooks, TrainConfig, train
+
+
+class EarlierN(Hooks):
+    """At each evaluation: accuracy of every head n2..nN on its own N, and mean timescale."""
+
+    def __init__(self):
+        self.rows = []
+
+    def on_evaluate(self, run, record):
+        level = run.curriculum.level
+        lo = run.curriculum.start_n
+        accs = {}
+        for n in range(lo, level + 1):
+            task = dataclasses.replace(run.task, n=n, n_max=None)
+            accs[f"n{n}"] = run.evaluate(task, [f"n{n}"])[f"n{n}"]["accuracy"]
+        taus = [backends.get(run.cfg.backend).to_numpy(layer["tau"]).clip(1, None)
+                for layer in run.trainer.params["rnn"]]
+        row = {"step": record["step"], "level": level, "acc_all_n": accs, "mean_tau": float(np.mean(taus))}
+        self.rows.append(row)
+        return {"acc_all_n": accs, "mean_tau": row["mean_tau"]}
+
+
+def run_one(task, curriculum, args):
+    backend = args.backend or ("numba" if "numba" in backends.available() else "numpy")
+    cfg = TrainConfig(task=task, task_kwargs={"n": 2}, curriculum=curriculum,
+                      curriculum_kwargs={"max_n": args.max_n}, cell="leaky", hidden=args.hidden,
+                      backend=backend, optimizer="nesterov", lr=args.lr, momentum=0.9, clip=1.0,
+                      steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
+                      eval_batches=2, eval_batch_size=256, seed=args.seed)
+    hook = EarlierN()
+    summary, _ = train(cfg, None, hooks=hook, quiet=True,
+                       log=lambda line: print(f"[{task} {curriculum}] {line}", flush=True))
+    return {"task": task, "curriculum": curriculum, "summary": summary, "curve": hook.rows}
+
+
+def table(results) -> str:
+    lines = ["| task | curriculum | largest N reached | mean accuracy on earlier N (end) | "
+             "min accuracy on N=2 after leaving it | mean τ at end |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        last = r["curve"][-1]
+        earlier = [a for k, a in last["acc_all_n"].items() if int(k[1:]) < last["level"]]
+        n2 = [row["acc_all_n"].get("n2") for row in r["curve"] if row["level"] > 2 and "n2" in row["acc_all_n"]]
+        lines.append(f"| {r['task']} | {r['curriculum']} | {r['summary']['max_level']} | "
+                     f"{np.mean(earlier) if earlier else float('nan'):.3f} | "
+                     f"{min(n2) if n2 else float('nan'):.3f} | {last['mean_tau']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    fig, axes = plt.subplots(2, len(results), figsize=(4 * len(results), 6), squeeze=False)
+    for j, r in enumerate(results):
+        steps = [row["step"] for row in r["curve"]]
+        ns = sorted({int(k[1:]) for row in r["curve"] for k in row["acc_all_n"]})
+        for n in ns:
+            ys = [row["acc_all_n"].get(f"n{n}", np.nan) for row in r["curve"]]
+            axes[0, j].plot(steps, ys, label=f"N={n}")
+        axes[0, j].set_title(f"{r['task']} · {r['curriculum']}")
+        axes[0, j].set_ylim(0.4, 1.02)
+        axes[0, j].set_ylabel("accuracy")
+        axes[1, j].plot(steps, [row["mean_tau"] for row in r["curve"]])
+        axes[1, j].set_ylabel("mean τ")
+        axes[1, j].set_xlabel("step")
+    axes[0, -1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default="nparity,ndms")
+    p.add_argument("--curricula", default="single-head,multi-head")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--max-n", type=int, default=40)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default=None)
+    p.add_argument("--out", default="docs/timescales")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = [run_one(t, c, args) for t in args.tasks.split(",") for c in args.curricula.split(",")]
+    (out / "timescales.json").write_text(json.dumps(results, indent=1, default=float))
+    md = table(results)
+    (out / "timescales.md").write_text(md + "\n")
+    print(md)
+    plot(results, out / "timescales.png")
+
+
+if __name__ == "__main__":
+    main()
