@@ -1,0 +1,148 @@
+"""Newton scan (mode="parallel") against the sequential recurrence, per backend.
+
+For each backend that loads here, each cell and each T: the Newton iterations needed and
+the wall time of the parallel and the sequential path, forward and forward+backward
+(``seqcore.vjp`` + pullback), printed as parallel/sequential ratios measured in the same
+run.  Cases whose scan operators would not fit in ``--max-memory-gb`` are skipped.
+
+    python3 benchmarks/newton.py --T 256 1024 4096 --cells diag_gru cifg_lstm --batch 4 --hidden 32
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import seqcore  # noqa: E402
+from seqcore import backends  # noqa: E402
+from seqcore.newton import NewtonConvergenceWarning, newton_scan  # noqa: E402
+from seqcore.tree import tree_map  # noqa: E402
+
+T_VALUES = (256, 1024, 4096, 16384, 65536)
+
+
+def cell_factories():
+    from seqcore import cells
+    out = {"elman": lambda i, h: cells.Elman(i, h), "lstm": lambda i, h: cells.LSTM(i, h)}
+    for name, module, cls in (("gru", "gru", "GRU"), ("diag_gru", "pararnn", "DiagGRU"),
+                              ("cifg_lstm", "pararnn", "CIFGLSTM")):
+        try:
+            klass = getattr(__import__(f"seqcore.cells.{module}", fromlist=[cls]), cls)
+        except (ImportError, AttributeError):
+            continue
+        out[name] = (lambda k: lambda i, h: k(i, h))(klass)
+    return out
+
+
+def machine_info() -> str:
+    rows = [f"python {platform.python_version()} on {platform.platform()}",
+            f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores",
+            f"numpy {np.__version__}"]
+    for name in backends.names():
+        try:
+            rows.append(f"backend {name}: available ({getattr(backends.get(name), 'version', '?')})")
+        except backends.BackendUnavailable:
+            rows.append(f"backend {name}: unavailable")
+    return "\n".join(rows)
+
+
+def best_time(fn, repeats):
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def scan_bytes(cell, B, T, itemsize):
+    """Bytes of one array of per-step scan operators (the Hillis–Steele scan holds a few)."""
+    per_step = {"diag": cell.state_size, "block": cell.state_size * cell.state_factor,
+                "dense": cell.state_size ** 2}[cell.jacobian_structure]
+    return B * T * per_step * itemsize
+
+
+def run_case(mod, cell, B, T, dtype, repeats):
+    rng = np.random.default_rng(0)
+    params = tree_map(mod.asarray, cell.init(rng, dtype))
+    x = mod.asarray(rng.standard_normal((B, T, cell.input_size)).astype(dtype))
+
+    def forward(mode):
+        return cell.apply(params, x, mode=mode)[0]
+
+    def forward_backward(mode):
+        out, pullback = seqcore.vjp(lambda p, x: cell.apply(p, x, mode=mode)[0], params, x)
+        return pullback(mod.xp.ones_like(out))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NewtonConvergenceWarning)
+        _, info = newton_scan(cell, params, x)
+        forward("sequential"), forward_backward("parallel")  # warm-up (JIT compilation, caches)
+        r = {"iters": info.iterations, "converged": info.converged,
+             "seq_f": best_time(lambda: forward("sequential"), repeats),
+             "par_f": best_time(lambda: forward("parallel"), repeats),
+             "seq_fb": best_time(lambda: forward_backward("sequential"), repeats),
+             "par_fb": best_time(lambda: forward_backward("parallel"), repeats)}
+    r["fallbacks"] = sum(issubclass(w.category, NewtonConvergenceWarning) for w in caught)
+    return r
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--T", type=int, nargs="+", default=list(T_VALUES), help="sequence lengths")
+    ap.add_argument("--backends", nargs="+", default=None, help="default: every available backend")
+    ap.add_argument("--cells", nargs="+", default=["diag_gru", "cifg_lstm", "gru"])
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--input", type=int, default=8)
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many timings")
+    ap.add_argument("--max-memory-gb", type=float, default=1.0, help="skip cases whose scan operators exceed this")
+    args = ap.parse_args(argv)
+
+    factories = cell_factories()
+    unknown = [c for c in args.cells if c not in factories]
+    if unknown:
+        ap.error(f"--cells: got unknown {unknown}, expected some of {sorted(factories)}")
+    names = args.backends or backends.available()
+    dtype = np.dtype(args.dtype)
+    print(machine_info())
+    print(f"B={args.batch} H={args.hidden} I={args.input} dtype={args.dtype}, best of {args.repeats}; "
+          f"ratio = parallel time / sequential time (< 1: parallel faster)\n")
+    head = (f"{'backend':8s} {'cell':10s} {'T':>6s} {'iters':>5s} {'seq fwd s':>10s} {'par fwd s':>10s} "
+            f"{'ratio':>7s} {'seq f+b s':>10s} {'par f+b s':>10s} {'ratio':>7s}")
+    print(head)
+    print("-" * len(head))
+    for name in names:
+        try:
+            mod = backends.get(name)
+        except backends.BackendUnavailable as exc:
+            print(f"{name:8s} unavailable: {exc}")
+            continue
+        with seqcore.use(name):
+            for cname in args.cells:
+                cell = factories[cname](args.input, args.hidden)
+                for T in args.T:
+                    if scan_bytes(cell, args.batch, T, dtype.itemsize) * 6 > args.max_memory_gb * 2 ** 30:
+                        print(f"{name:8s} {cname:10s} {T:6d} skipped (scan operators exceed --max-memory-gb)")
+                        continue
+                    try:
+                        r = run_case(mod, cell, args.batch, T, dtype, args.repeats)
+                    except Exception as exc:  # a backend missing a piece: report, keep going
+                        print(f"{name:8s} {cname:10s} {T:6d} failed: {type(exc).__name__}: {exc}")
+                        continue
+                    note = "" if r["converged"] else f"  (not converged: sequential fallback x{r['fallbacks']})"
+                    print(f"{name:8s} {cname:10s} {T:6d} {r['iters']:5d} {r['seq_f']:10.4f} {r['par_f']:10.4f} "
+                          f"{r['par_f'] / r['seq_f']:7.2f} {r['seq_fb']:10.4f} {r['par_fb']:10.4f} "
+                          f"{r['par_fb'] / r['seq_fb']:7.2f}{note}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""The Newton scan: parallel-in-time evaluation of nonlinear cells (ParaRNN, DEER, quasi-DEER).
+
+``hs, info = seqcore.newton_scan(cell, params, x)`` computes the same trajectory as
+``cell.apply(params, x)`` by Newton's method on the whole sequence at once: every
+iteration evaluates the residual and the step Jacobians of all steps together and
+solves the linearised system with one parallel scan (RESEARCH §3).  The backward pass
+needs no Newton loop: one reverse scan with the transposed Jacobians at the solution,
+then the per-step parameter VJPs — the gradients of sequential BPTT.
+
+Stopping rule: ``max_{b,t} ‖F_t‖_∞ ≤ tol · (1 + max_{b,t,i} |s_t,i|)`` with
+``F_t = s_t − f(s_{t−1}, xi_t)``.  Iteration k leaves steps ≤ k + 1 exact, so
+``max_iters ≥ T − 1`` always converges (to rounding).  When the rule is not met within
+``max_iters`` (or the iterate overflows), the trajectory is recomputed by the cell's
+sequential recurrence, a :class:`NewtonConvergenceWarning` is issued and
+``info.converged`` is ``False`` — a wrong trajectory is never returned.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+from . import backends
+from .autodiff import stop_gradient
+from .newton_solve import JACOBIANS, adjoint, newton_solve, resolve_jacobian
+from .primitives import define
+from .validate import check_choice
+
+__all__ = ["newton_scan", "parallel_states", "NewtonInfo", "NewtonConvergenceWarning", "JACOBIANS",
+           "DEFAULT_TOL", "DEFAULT_MAX_ITERS"]
+
+# relative residual tolerance per dtype: a few hundred ulps of a unit-scale state
+DEFAULT_TOL = {"float64": 1e-12, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}
+DEFAULT_MAX_ITERS = 32
+
+
+class NewtonConvergenceWarning(RuntimeWarning):
+    """The Newton scan did not converge; the sequential recurrence was used instead."""
+
+
+@dataclass(frozen=True)
+class NewtonInfo:
+    """What a Newton scan did.
+
+    Attributes:
+        iterations: Newton updates performed (0: the initial guess already met the tolerance).
+        residuals: ``max |F|`` of the initial guess and after each update (``iterations + 1`` values).
+        threshold: ``tol · (1 + max |s|)`` at the last iterate — the bound the residual had to meet.
+        converged: ``False`` when the result came from the sequential fallback.
+        jacobian: the structure the solve used (``"diag"``, ``"block"``, ``"dense"`` or ``"quasi"``).
+        max_iters: the iteration budget actually applied (``min(max_iters, T − 1)``).
+    """
+
+    iterations: int
+    residuals: tuple
+    threshold: float
+    converged: bool
+    jacobian: str
+    max_iters: int
+
+
+# -- the primitive ---------------------------------------------------------------------------
+
+def _history_array(xp, history, max_iters, dtype):
+    """``(max_iters + 1, 3)`` rows of (iteration, residual, threshold); iteration −1 after the last iterate."""
+    rows = [[k, r, t] for k, (r, t) in enumerate(history)]
+    rows += [[-1.0, math.nan, math.nan]] * (max_iters + 1 - len(history))
+    return xp.asarray(rows, dtype=dtype)
+
+
+def _newton_fwd(xp, xi, state0, *rec, cell, tol, max_iters, jacobian, damping):
+    p = dict(zip(cell.recurrent_keys, rec))
+    states, history = newton_solve(xp, cell, p, xi, state0, tol=tol, max_iters=max_iters,
+                                   jacobian=jacobian, damping=damping)
+    residual, threshold = history[-1]
+    if not residual <= threshold:
+        states = cell.recurrence()(xi, state0, *rec, cell=cell)
+        why = (f"residual {residual:.3g} > {threshold:.3g}" if math.isfinite(residual) and math.isfinite(threshold)
+               else "the iterate overflowed")
+        warnings.warn(
+            f"newton_scan: {type(cell).__name__} did not converge in {len(history) - 1} Newton iterations "
+            f"({why}); the sequential recurrence was used instead. "
+            f"Raise max_iters, add damping, or use mode='sequential'.",
+            NewtonConvergenceWarning, stacklevel=2)
+    return (states, _history_array(xp, history, max_iters, states.dtype)), (p, xi, state0, states)
+
+
+def _newton_bwd(xp, res, cotangents, cell, tol, max_iters, jacobian, damping):
+    p, xi, state0, states = res
+    dstates = cotangents[0]  # the history output carries no gradient
+    dxi, dstate0, dp = adjoint(xp, cell, p, xi, state0, states, dstates)
+    return (dxi, dstate0) + tuple(dp[k] for k in cell.recurrent_keys)
+
+
+newton_recurrence = define(
+    "newton_recurrence", _newton_fwd, _newton_bwd,
+    doc="Newton scan of a cell: (xi (B,T,P), state0 (B,S), recurrent params) -> "
+        "(states (B,T,S), history (max_iters+1, 3)); static: cell, tol, max_iters, jacobian, damping")
+
+
+# -- option handling -------------------------------------------------------------------------
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _resolve_options(cell, dtype, T, tol=None, max_iters=None, jacobian="auto", damping=None) -> dict:
+    check_choice("jacobian", jacobian, JACOBIANS)
+    structure = resolve_jacobian(cell, jacobian)
+    if tol is None:
+        tol = DEFAULT_TOL.get(_dtype_name(dtype), 1e-6)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+        raise ValueError(f"tol: got {tol!r}, expected a number in (0, 1)")
+    if max_iters is None:
+        max_iters = DEFAULT_MAX_ITERS
+    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+        raise ValueError(f"max_iters: got {max_iters!r}, expected an integer >= 1")
+    if damping is None:
+        damping = 0.0
+    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not 0 <= damping < math.inf:
+        raise ValueError(f"damping: got {damping!r}, expected None or a finite number >= 0")
+    # T − 1 updates make every step exact, so more would only repeat the last one
+    return {"tol": float(tol), "max_iters": min(max_iters, T - 1), "jacobian": structure, "damping": float(damping)}
+
+
+def _check_cell(cell):
+    from .cells.base import Cell
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell: got {type(cell).__name__}, expected a seqcore cell (seqcore.cells.Cell)")
+
+
+def parallel_states(cell, params: dict, xi, state0, **newton_kwargs):
+    """States ``(B, T, S)`` of ``cell`` by the Newton scan — the engine of ``Cell.states(mode="parallel")``.
+
+    Args:
+        cell: a :class:`seqcore.cells.Cell`.
+        params: the cell's parameters (only ``cell.recurrent_keys`` are read here).
+        xi: ``(B, T, P)`` projected inputs (``cell.project(params, x)``).
+        state0: ``(B, S)`` packed initial state.
+        **newton_kwargs: ``tol``, ``max_iters``, ``jacobian``, ``damping`` as in :func:`newton_scan`.
+    Returns:
+        states ``(B, T, S)``, differentiable through :func:`seqcore.vjp`.
+    """
+    return _run(cell, params, xi, state0, newton_kwargs)[0]
+
+
+def _run(cell, params, xi, state0, newton_kwargs):
+    _check_cell(cell)
+    unknown = sorted(set(newton_kwargs) - {"tol", "max_iters", "jacobian", "damping"})
+    if unknown:
+        raise TypeError(f"newton options: got unknown {unknown}, expected tol, max_iters, jacobian, damping")
+    opts = _resolve_options(cell, xi.dtype, xi.shape[1], **newton_kwargs)
+    states, history = newton_recurrence(xi, state0, *(params[k] for k in cell.recurrent_keys), cell=cell, **opts)
+    return states, _info(stop_gradient(history), opts)
+
+
+def _info(history, opts) -> NewtonInfo:
+    import numpy as np
+    h = np.asarray(backends.get(backends.backend_of(history)).to_numpy(history), dtype=np.float64)
+    h = h[h[:, 0] >= 0]
+    residual, threshold = h[-1, 1:]
+    return NewtonInfo(iterations=len(h) - 1, residuals=tuple(float(r) for r in h[:, 1]), threshold=float(threshold),
+                      converged=bool(residual <= threshold), jacobian=opts["jacobian"], max_iters=opts["max_iters"])
+
+
+def newton_scan(cell, params: dict, x, h0=None, *, tol: float | None = None, max_iters: int | None = None,
+                jacobian: str = "auto", damping: float | None = None):
+    """Run ``cell`` over ``x`` with the Newton scan (parallel in time); differentiable with :func:`seqcore.vjp`.
+
+    Args:
+        cell: a nonlinear :class:`seqcore.cells.Cell` (Elman, LSTM, GRU, DiagGRU, CIFGLSTM, …).
+        params: from ``cell.init``.
+        x: ``(B, T, input_size)``.
+        h0: initial state as for ``cell.apply`` (``(B, H)``; LSTM-like cells ``(h0, c0)``), zeros if ``None``.
+        tol: relative residual tolerance; stop when ``max |F| ≤ tol · (1 + max |s|)``.
+            Default per dtype: 1e-12 (float64), 1e-6 (float32).
+        max_iters: Newton updates allowed before falling back (default 32; capped at ``T − 1``,
+            which is always exact).
+        jacobian: ``"auto"`` (the cell's structure), ``"diag"``, ``"block"``, ``"dense"`` (expand to a
+            richer structure) or ``"quasi"`` (keep only the diagonal: cheaper iterations, more of them).
+        damping: λ ≥ 0 (``None``: 0); each solve uses ``J_t / (1 + λ)`` — smaller, more cautious
+            corrections; λ → ∞ is the fixed-point (Jacobi) iteration ``s_t ← f(s_{t−1}, x_t)``.
+    Returns:
+        ``(hs, info)``: ``hs: (B, T, hidden_size)`` as ``cell.apply(params, x, h0)[0]``, and a
+        :class:`NewtonInfo`.  If the tolerance is not met, ``hs`` comes from the sequential
+        recurrence, a :class:`NewtonConvergenceWarning` is issued and ``info.converged`` is False.
+    """
+    _check_cell(cell)
+    cell.check_input(x)
+    cell.check_params(params)
+    xp = backends.get(backends.backend_of(stop_gradient(x))).xp
+    state0 = cell.pack_state(h0, x.shape[0], xp, x.dtype)
+    xi = cell.project(params, x)
+    states, info = _run(cell, params, xi, state0, {"tol": tol, "max_iters": max_iters, "jacobian": jacobian,
+                                                   "damping": damping})
+    return cell.output(states), info

@@ -1,0 +1,183 @@
+"""The Newton scan on raw arrays: linearised solves, the Newton loop and the adjoint pass.
+
+Unknowns are the whole trajectory ``s: (B, T, S)``.  With ``f`` the cell's step,
+``F_t = s_t − f(s_{t−1}, xi_t)`` and ``J_t = ∂f/∂s_{t−1}`` at the current iterate, one
+Newton iteration solves the block-bidiagonal system ``δ_t = J_t δ_{t−1} − F_t`` (δ_0 = 0)
+with a parallel linear scan and sets ``s ← s + δ`` — computed as ``f_t + J_t δ_{t−1}``,
+equal in exact arithmetic, and bit-exact at the steps whose predecessor has already
+converged (so iteration k leaves steps ≤ k + 1 exactly sequential; RESEARCH §3).
+
+Every routine works on all ``B·T`` steps at once (the cell's step functions take
+``(N, S)`` states); none loops over time.  Written against the array namespace ``xp``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .backends.numpy import scan as _scan
+
+STRUCTURES = ("diag", "block", "dense")
+JACOBIANS = ("auto",) + STRUCTURES + ("quasi",)
+_RICHNESS = {"diag": 0, "block": 1, "dense": 2}
+
+
+def resolve_jacobian(cell, jacobian: str) -> str:
+    """The structure a Newton solve uses: ``"diag"``, ``"block"``, ``"dense"`` or ``"quasi"``.
+
+    ``"auto"`` is the cell's own ``jacobian_structure``.  A structure poorer than the cell's
+    (``"diag"`` for an LSTM) would silently drop terms, so it is refused; ``"quasi"`` is the
+    explicit way to keep only the diagonal.
+    """
+    native = cell.jacobian_structure
+    if jacobian == "auto":
+        return native
+    if jacobian in STRUCTURES and _RICHNESS[jacobian] < _RICHNESS[native]:
+        raise ValueError(f"jacobian: got {jacobian!r} for {type(cell).__name__}, whose Jacobian is {native!r}; "
+                         f"expected 'auto', a structure at least as rich as {native!r}, or 'quasi' "
+                         f"(keep only the diagonal)")
+    return jacobian
+
+
+# -- Jacobians as scan operators -------------------------------------------------------------
+
+def scan_operator(xp, J, native: str, target: str, k: int):
+    """Convert step Jacobians from the cell's ``native`` structure to the ``target`` one.
+
+    ``J``: ``(N, S)`` (diag), ``(N, S // k, k, k)`` (block) or ``(N, S, S)`` (dense).
+    Returns ``(N, S)`` for ``"diag"``/``"quasi"``, ``(N, G, k, k)`` for ``"block"`` and
+    ``(N, 1, S, S)`` for ``"dense"`` — the per-step elements of a linear or block scan.
+    """
+    N = J.shape[0]
+    if target in ("diag", "quasi"):
+        if native == "diag":
+            return J
+        return xp.diagonal(J, axis1=-2, axis2=-1).reshape(N, -1)
+    if target == "block":
+        if native == "block":
+            return J
+        G = J.shape[1] // k
+        return xp.einsum("ngi,ij->ngij", J.reshape(N, G, k), xp.eye(k, dtype=J.dtype))
+    # dense
+    if native == "dense":
+        return J[:, None]
+    if native == "diag":
+        return xp.einsum("ni,ij->nij", J, xp.eye(J.shape[1], dtype=J.dtype))[:, None]
+    G = J.shape[1]
+    dense = xp.einsum("ngij,gh->ngihj", J, xp.eye(G, dtype=J.dtype))
+    return dense.reshape(N, 1, G * k, G * k)
+
+
+def transpose_operator(xp, A, target: str):
+    """``A_tᵀ`` for every step (a diagonal operator is its own transpose)."""
+    return A if target in ("diag", "quasi") else xp.swapaxes(A, -1, -2)
+
+
+def apply_operator(xp, A, v, target: str):
+    """``A_t v_t`` for every step: ``A`` from :func:`scan_operator`, ``v: (N, S)``."""
+    if target in ("diag", "quasi"):
+        return A * v
+    N, G, k, _ = A.shape
+    return (A @ v.reshape(N, G, k, 1)).reshape(v.shape)
+
+
+def linear_solve(xp, A, rhs, target: str, reverse: bool = False):
+    """Solve ``δ_t = A_t δ_{t−1} + rhs_t`` (δ_0 = 0) for all t with one parallel scan.
+
+    ``A``: ``(B, T, …)`` as from :func:`scan_operator` with the step axis split into
+    ``(B, T)``; ``rhs: (B, T, S)``.  ``reverse`` runs ``δ_t = A_t δ_{t+1} + rhs_t``.
+    Returns ``δ: (B, T, S)``.
+    """
+    if target in ("diag", "quasi"):
+        return _scan.linear_scan(A, rhs, None, reverse=reverse, method="parallel")
+    B, T, G, k, _ = A.shape
+    out = _scan.block_scan(A, rhs.reshape(B, T, G, k), None, reverse=reverse, method="parallel")
+    return out.reshape(rhs.shape)
+
+
+# -- the Newton loop -------------------------------------------------------------------------
+
+def previous_states(xp, states, state0):
+    """``s_{t−1}`` at position t, ``(B, T, S)``, with ``state0`` at t = 1."""
+    return xp.concatenate([state0[:, None], states[:, :-1]], axis=1)
+
+
+def _step_all(xp, cell, p, prev, xi):
+    """``f(prev_t, xi_t)`` for every (b, t) at once: ``(B, T, S)`` and the step cache."""
+    B, T, S = prev.shape
+    out, cache = cell.step_fwd(xp, p, prev.reshape(B * T, S), xi.reshape(B * T, xi.shape[2]))
+    return out.reshape(B, T, S), cache
+
+
+def _jacobians(xp, cell, p, prev, xi):
+    B, T, S = prev.shape
+    return cell.step_jacobian(xp, p, prev.reshape(B * T, S), xi.reshape(B * T, xi.shape[2]))
+
+
+def _split_steps(A, B, T):
+    return A.reshape((B, T) + tuple(A.shape[1:]))
+
+
+def newton_solve(xp, cell, p, xi, state0, *, tol: float, max_iters: int, jacobian: str, damping: float):
+    """Run Newton iterations on the trajectory; no fallback here (the caller decides).
+
+    Args:
+        p: recurrent parameters by name; xi: ``(B, T, P)``; state0: ``(B, S)``.
+        tol: stop when ``max |F| ≤ tol · (1 + max |s|)``.
+        max_iters: at most this many Newton updates (0: the initial guess only).
+        jacobian: ``"diag"``, ``"block"``, ``"dense"`` or ``"quasi"`` (already resolved).
+        damping: λ ≥ 0; the solve uses ``J_t / (1 + λ)`` in place of ``J_t``.
+    Returns:
+        ``(states (B, T, S), history)``: history is a list of ``(residual, threshold)``
+        floats, one for the initial guess and one after each update.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing iterate is detected and reported
+        return _newton_loop(xp, cell, p, xi, state0, tol, max_iters, jacobian, damping)
+
+
+def _newton_loop(xp, cell, p, xi, state0, tol, max_iters, jacobian, damping):
+    B, T, S = xi.shape[0], xi.shape[1], state0.shape[1]
+    native, k = cell.jacobian_structure, cell.state_factor
+    scale = 1.0 / (1.0 + damping)
+    # initial guess f(0, xi_t), with the true state0 at t = 1 (so step 1 is exact from the start)
+    guess_prev = xp.concatenate([state0[:, None], xp.zeros((B, T - 1, S), dtype=state0.dtype)], axis=1)
+    states, _ = _step_all(xp, cell, p, guess_prev, xi)
+    history = []
+    for it in range(max_iters + 1):
+        prev = previous_states(xp, states, state0)
+        f, _ = _step_all(xp, cell, p, prev, xi)
+        F = states - f
+        residual = float(xp.max(xp.abs(F)))
+        threshold = tol * (1.0 + float(xp.max(xp.abs(states))))
+        history.append((residual, threshold))
+        if residual <= threshold or not residual < float("inf") or it == max_iters:
+            break  # converged, diverged (inf/nan: the caller falls back), or out of iterations
+        A = scan_operator(xp, _jacobians(xp, cell, p, prev, xi), native, jacobian, k)
+        if scale != 1.0:
+            A = A * scale
+        delta = linear_solve(xp, _split_steps(A, B, T), -F, jacobian)
+        # s + δ written as f + J δ_{t−1}: bit-exact wherever δ_{t−1} is exactly zero
+        dprev = previous_states(xp, delta, xp.zeros_like(state0)).reshape(B * T, S)
+        states = f + apply_operator(xp, A, dprev, jacobian).reshape(B, T, S)
+    return states, history
+
+
+# -- the adjoint (backward without Newton) ---------------------------------------------------
+
+def adjoint(xp, cell, p, xi, state0, states, dstates):
+    """Exact VJP of the trajectory at the solution, for all steps at once.
+
+    ``g_t = dS_t + J_{t+1}ᵀ g_{t+1}`` (one reverse parallel scan with the exact transposed
+    Jacobians), then the cell's ``step_bwd`` on every step gives ``∂L/∂xi``,
+    ``∂L/∂state0`` and the parameter gradients (summed over steps).
+    Returns ``(dxi (B, T, P), dstate0 (B, S), {key: dparam})``.
+    """
+    B, T, S = states.shape
+    native, k = cell.jacobian_structure, cell.state_factor
+    prev = previous_states(xp, states, state0)
+    At = _split_steps(transpose_operator(xp, scan_operator(xp, _jacobians(xp, cell, p, prev, xi), native,
+                                                           native, k), native), B, T)
+    At_next = xp.concatenate([At[:, 1:], xp.zeros_like(At[:, :1])], axis=1)
+    g = linear_solve(xp, At_next, dstates, native, reverse=True)
+    _, cache = _step_all(xp, cell, p, prev, xi)
+    dprev, dxi, dp = cell.step_bwd(xp, p, cache, g.reshape(B * T, S))
+    return dxi.reshape(xi.shape), dprev.reshape(B, T, S)[:, 0], dp
