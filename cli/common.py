@@ -1,0 +1,235 @@
+"""Shared pieces of the command line: one-line errors, ``KEY=VALUE`` options, config files.
+
+Every failure the user can cause (a bad option, a bad config file, an unknown task, a
+backend that does not load) ends as one ``Error: ...`` line on stderr and a non-zero exit
+status; ``seqcore --traceback ...`` shows the full traceback instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from seqcore.backends import BackendUnavailable
+from seqcore.train import TrainConfig, TrainingDiverged
+
+__all__ = ["one_line", "user_errors", "SeqcoreGroup", "KeyValue", "OptionalFloat", "NONE",
+           "load_config_file", "check_config_types", "register_optional"]
+
+# the errors the library raises for bad input (DatasetError is a ValueError and a FileNotFoundError)
+LIBRARY_ERRORS = (ValueError, TypeError, OSError, BackendUnavailable, TrainingDiverged)
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line (its type name when the message is empty)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _want_traceback() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("traceback"))
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn library errors raised inside the block into ``click.ClickException`` (one line)."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except LIBRARY_ERRORS as exc:
+        if _want_traceback():
+            raise
+        raise click.ClickException(one_line(exc)) from exc
+
+
+@contextlib.contextmanager
+def _one_line_usage() -> Iterator[None]:
+    # click prints usage + hint + error on three lines; keep the hint, on the error line
+    try:
+        yield
+    except click.UsageError as exc:
+        if exc.ctx is not None:
+            exc.message = f"{one_line(exc)} (see '{exc.ctx.command_path} --help')"
+            exc.ctx = None
+        raise
+
+
+class SeqcoreGroup(click.Group):
+    """A click group whose usage errors are printed as one ``Error:`` line."""
+
+    def make_context(self, *args, **kwargs):
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
+class KeyValue(click.ParamType):
+    """``KEY=VALUE`` → ``(key, value)``; the value is parsed as JSON when it is valid JSON
+    (``n=3`` → 3, ``n=[2,3]`` → [2, 3], ``x=true`` → True), else kept as a string."""
+
+    name = "KEY=VALUE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        key, sep, raw = str(value).partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            self.fail(f"got {value!r}, expected KEY=VALUE with KEY a field name (e.g. n=4 or n=[2,3])",
+                      param, ctx)
+        try:
+            parsed: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed = raw
+        if isinstance(parsed, float) and not math.isfinite(parsed):
+            parsed = raw  # json accepts NaN/Infinity; a field value never wants them
+        return key, parsed
+
+
+class _NoneType:
+    def __repr__(self) -> str:
+        return "NONE"
+
+
+NONE = _NoneType()  # "--clip none": the option was given and means None (unlike "not given")
+
+
+class OptionalFloat(click.ParamType):
+    """A float, or ``none``/``off`` for None (returned as the marker :data:`NONE`)."""
+
+    name = "FLOAT|none"
+
+    def convert(self, value, param, ctx):
+        if value is NONE or isinstance(value, float):
+            return value
+        if str(value).strip().lower() in ("none", "off", "null"):
+            return NONE
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"got {value!r}, expected a number or 'none'", param, ctx)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError as exc:
+            raise click.ClickException(f"{path}: reading TOML needs Python >= 3.11 or the package tomli "
+                                       "(pip install 'seqcore[cli]'); or write the config as JSON") from exc
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise click.ClickException(f"{path}: not valid TOML ({one_line(exc)})") from exc
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a run configuration from a ``.json`` or ``.toml`` file.
+
+    Top-level keys are :class:`seqcore.train.TrainConfig` fields (``-`` may stand for ``_``)
+    plus an optional ``out``; ``task_kwargs``, ``curriculum_kwargs`` and ``cell_kwargs`` are
+    tables/objects. Other suffixes are tried as JSON, then as TOML.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{path}: cannot read the config file ({one_line(exc)})") from exc
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        data = _read_toml(path)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            if suffix == ".json":
+                raise click.ClickException(f"{path}: not valid JSON ({one_line(exc)})") from exc
+            try:
+                data = _read_toml(path)
+            except click.ClickException:
+                raise click.ClickException(f"{path}: neither valid JSON nor valid TOML "
+                                           "(name it .json or .toml to see the parse error)") from None
+    if not isinstance(data, dict):
+        raise click.ClickException(f"{path}: got a {type(data).__name__} at the top level, "
+                                   "expected an object/table of TrainConfig fields")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | {"out"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise click.ClickException(f"{path}: unknown keys {unknown}; expected keys among {sorted(known)}")
+    check_config_types(data, str(path))
+    return data
+
+
+_TYPE_CHECKS = {  # annotation of a TrainConfig field -> (test, what is expected)
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "dict": (lambda v: isinstance(v, dict), "an object/table"),
+}
+
+
+def check_config_types(data: dict, source: str) -> None:
+    """Check the JSON/TOML types of ``data``'s TrainConfig fields; ClickException naming ``source``."""
+    annotations = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    annotations["out"] = "str"
+    for key, value in data.items():
+        ann = annotations.get(key, "")
+        optional = ann.endswith("| None")
+        base = ann.split("|")[0].strip()
+        if base not in _TYPE_CHECKS or (optional and value is None):
+            continue
+        test, expected = _TYPE_CHECKS[base]
+        if not test(value):
+            raise click.ClickException(f"{source}: {key}: got {value!r} ({type(value).__name__}), expected "
+                                       f"{expected}{' or null' if optional else ''}")
+
+
+def register_optional(group: click.Group, module: str, commands: tuple[str, ...]) -> None:
+    """Add the commands of an optional module (``module.register(group)``) to ``group``.
+
+    A module that does not exist adds nothing. A module that exists but fails to import
+    (a missing dependency, a bug) must not break the other commands, and must not vanish
+    silently either: each of ``commands`` is then a stub that fails with the import error
+    (``seqcore --traceback <command>`` re-raises it).
+    """
+    try:
+        mod = importlib.import_module(module)
+        mod.register(group)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return
+        _add_broken(group, module, commands, exc)
+    except Exception as exc:  # noqa: BLE001 - shown to the user when the command is used
+        _add_broken(group, module, commands, exc)
+
+
+def _add_broken(group: click.Group, module: str, commands: tuple[str, ...], error: Exception) -> None:
+    reason = f"{type(error).__name__}: {one_line(error)}"
+    for name in commands:
+        if name not in group.commands:
+            group.add_command(_broken_command(name, module, reason, error))
+
+
+def _broken_command(name: str, module: str, reason: str, error: Exception) -> click.Command:
+    @click.command(name, help=f"(unavailable: {module} failed to load: {reason})",
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def broken():
+        if _want_traceback():
+            raise error
+        raise click.ClickException(f"`{name}` is unavailable: {module} failed to load ({reason})")
+
+    return broken

@@ -1,0 +1,219 @@
+"""``seqcore continual`` (train a stream with a continual learner) and ``seqcore report`` (show a run).
+
+``register(group)`` adds both commands to the main click group. Every learner
+hyperparameter is an option of ``continual`` (``--strength``, ``--memory-size``, …; see
+``seqcore continual --help``); an option the chosen learner does not take is an error.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+import numpy as np
+
+from seqcore import backends, cells, learners
+from seqcore.continual import DATASETS, STREAMS, ContinualConfig, resume_continual, run_continual
+from seqcore.metrics import EvalCurve
+from seqcore.runs import RunDir, read_json
+
+from .common import KeyValue, OptionalFloat, NONE, user_errors
+
+__all__ = ["register", "continual", "report", "format_report", "plot_curves"]
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+METRICS = ("average_accuracy", "forgetting", "forgetting_max", "bwt", "fwt", "min_acc", "wc_acc",
+           "windowed_forgetting", "windowed_plasticity", "lca")
+
+
+def _hyperparameter_specs() -> dict[str, tuple]:
+    """Every learner hyperparameter: name → (python type, help, learners that take it)."""
+    specs: dict[str, tuple] = {}
+    for name in learners.names():
+        for key, hp in learners.hyperparameters(name).items():
+            kind = type(hp.default)
+            prev = specs.get(key)
+            takers = (prev[2] if prev else ()) + (name,)
+            specs[key] = (prev[0] if prev else kind, prev[1] if prev else hp.help, takers)
+    return specs
+
+
+def _learner_options(fn):
+    for key, (kind, text, takers) in sorted(_hyperparameter_specs().items(), reverse=True):
+        ptype = {int: int, float: float, bool: bool}.get(kind, str)
+        fn = click.option(f"--{key.replace('_', '-')}", key, type=ptype, default=None,
+                          help=f"{text} [{', '.join(takers)}]")(fn)
+    return fn
+
+
+def _default_backend() -> str:
+    try:
+        from .main import default_backend
+        return default_backend()
+    except ImportError:  # pragma: no cover - main is written elsewhere
+        return "numpy"
+
+
+@click.command("continual", context_settings=CONTEXT)
+@click.option("--stream", type=click.Choice(STREAMS), default="permuted", show_default=True,
+              help="permuted: a fixed pixel permutation per experience (the first is the identity); "
+                   "split: classes dealt into experiences.")
+@click.option("--scenario", type=click.Choice(("class", "domain")), default="class", show_default=True,
+              help="Labels of a split stream: global (class-incremental) or per experience (domain).")
+@click.option("--dataset", type=click.Choice(DATASETS), default="fashion-mnist", show_default=True,
+              help="synthetic: Gaussian class clusters generated locally (no files needed).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Directory of the IDX files.")
+@click.option("--synthetic", "synthetic_args", type=KeyValue(), multiple=True,
+              help="Synthetic data setting KEY=VALUE (n_features, n_classes, n_train, n_test, noise, rank).")
+@click.option("--experiences", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--train-size", type=click.IntRange(min=1), help="Training samples kept (default: all).")
+@click.option("--eval-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Evaluation samples per experience.")
+@click.option("--model", type=click.Choice(("mlp", *cells.names())), default="mlp", show_default=True,
+              help="An MLP or a recurrent classifier with this cell (images read row by row).")
+@click.option("--hidden", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--step-features", type=click.IntRange(min=1), help="Features per step for recurrent models.")
+@click.option("--learner", type=click.Choice(learners.names()), default="naive", show_default=True)
+@click.option("--optimizer", type=click.Choice(("sgd", "adam")), default="sgd", show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--momentum", type=float, default=0.0, show_default=True)
+@click.option("--clip", type=OptionalFloat(), default=None, help="Global-norm gradient clipping (default: none).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Updates per experience.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Continual evaluation every k updates, on every experience seen.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1),
+              help="Also checkpoint every k updates (always at the end of each experience).")
+@click.option("--backend", type=click.Choice(backends.names()), help="Backend (default: numba when it loads).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--dtype", type=click.Choice(("float32", "float64")), default="float32", show_default=True)
+@_learner_options
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
+@click.option("--resume", "resume_run", is_flag=True, help="Continue the interrupted run in --out.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-experience lines.")
+def continual(out, overwrite, resume_run, quiet, synthetic_args, **options) -> None:
+    """Train a continual-learning stream with a learner; write metrics.jsonl and summary.json to --out."""
+    log = None if quiet else click.echo
+    with user_errors():
+        if resume_run:
+            if not (Path(out) / "checkpoint.npz").exists():
+                raise click.ClickException(f"--out: {out} holds no run to resume (no checkpoint.npz)")
+            summary, _ = resume_continual(out, quiet=quiet, log=log)
+        else:
+            config = build_config(options, synthetic_args)
+            summary, _ = run_continual(config, out, quiet=quiet, log=log, overwrite=overwrite)
+    if summary["status"] not in ("completed",):
+        raise click.ClickException(f"run {summary['status']}: {summary['message']}")
+    if not quiet:
+        click.echo(format_report(read_json(Path(out) / "summary.json")))
+
+
+def build_config(options: dict, synthetic_args=()) -> ContinualConfig:
+    """A :class:`ContinualConfig` from the ``continual`` command's options."""
+    specs = _hyperparameter_specs()
+    learner = options["learner"]
+    accepted = learners.hyperparameters(learner)
+    hparams = {}
+    for key in specs:
+        value = options.pop(key, None)
+        if value is None:
+            continue
+        if key not in accepted:
+            takes = ", ".join("--" + k.replace("_", "-") for k in accepted) or "none"
+            raise click.ClickException(f"--{key.replace('_', '-')}: not a hyperparameter of learner {learner!r} "
+                                       f"(it takes: {takes})")
+        hparams[key] = value
+    clip = options.pop("clip")
+    backend = options.pop("backend") or _default_backend()
+    return ContinualConfig(**options, backend=backend, clip=None if clip in (None, NONE) else clip,
+                           learner_kwargs=hparams, synthetic=dict(synthetic_args))
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+def _fmt(v) -> str:
+    return "   -  " if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:6.3f}"
+
+
+def format_report(summary: dict) -> str:
+    """The accuracy matrix and every metric of a run's ``summary.json``, as text."""
+    R = summary.get("accuracy_matrix") or []
+    n = len(R)
+    lines = [f"learner {summary.get('learner')}  model {summary.get('model')}  stream {summary.get('stream')} "
+             f"({summary.get('dataset')})  status {summary.get('status')}  steps {summary.get('steps')}  "
+             f"wall time {summary.get('wall_time_s', float('nan')):.1f} s",
+             "", "accuracy matrix R[i, j] (row: after training experience i; column: experience j)",
+             "        " + " ".join(f"{'exp ' + str(j):>6}" for j in range(n))]
+    for i, row in enumerate(R):
+        lines.append(f"after {i:<2}" + " ".join(_fmt(v) for v in row))
+    if summary.get("baseline"):
+        lines.append("init    " + " ".join(_fmt(v) for v in summary["baseline"]))
+    lines.append("")
+    for key in METRICS:
+        if key in summary:
+            lines.append(f"{key:<20} {_fmt(summary[key]).strip()}")
+    return "\n".join(lines)
+
+
+def plot_curves(run_dir: str | Path, path: str | Path) -> Path | None:
+    """Per-iteration accuracy of every experience (the stability gap) into ``path``; None without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    records = RunDir(run_dir).read_metrics()
+    if not records:
+        return None
+    curve = EvalCurve.from_records(records)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for j in range(curve.accuracy.shape[1]):
+        seen = curve.experience >= j
+        ax.plot(curve.iterations[seen], curve.accuracy[seen, j], label=f"exp {j}", lw=1.2)
+    for i in range(1, curve.n_seen):
+        ax.axvline(curve.iterations[np.flatnonzero(curve.experience == i)[0]], color="0.8", lw=0.8, zorder=0)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.set_title(f"continual evaluation: {Path(run_dir).name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+@click.command("report", context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Where to save the accuracy-per-iteration plot (default: RUN_DIR/accuracy.png).")
+@click.option("--no-plot", is_flag=True, help="Do not plot.")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json as it is.")
+def report(run_dir: str, plot_path: str | None, no_plot: bool, as_json: bool) -> None:
+    """Print a continual run's accuracy matrix and metrics (and plot its curves when matplotlib is present)."""
+    with user_errors():
+        summary_path = Path(run_dir) / "summary.json"
+        if not summary_path.exists():
+            raise click.ClickException(f"{run_dir}: no summary.json (not a finished `seqcore continual` run?)")
+        summary = read_json(summary_path)
+        if "accuracy_matrix" not in summary:
+            raise click.ClickException(f"{summary_path}: no accuracy_matrix (not a `seqcore continual` run)")
+        if as_json:
+            click.echo(json.dumps(summary, indent=2))
+            return
+        click.echo(format_report(summary))
+        if not no_plot:
+            saved = plot_curves(run_dir, plot_path or Path(run_dir) / "accuracy.png")
+            if saved is not None:
+                click.echo(f"\nplot: {saved}")
+
+
+def register(group: click.Group) -> None:
+    """Add ``continual`` and ``report`` to the click ``group``."""
+    group.add_command(continual)
+    group.add_command(report)

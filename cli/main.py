@@ -1,0 +1,396 @@
+"""The ``seqcore`` command line: list backends, tasks and cells; train, resume and evaluate runs.
+
+``seqcore train --task nparity --curriculum multi-head --cell lstm --out runs/x`` writes a
+run directory (:mod:`seqcore.runs`); ``seqcore resume runs/x`` continues it after an
+interruption; ``seqcore eval runs/x`` scores its checkpoint on fresh batches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+import click
+import numpy as np
+
+from seqcore import backends, cells, tasks
+from seqcore.backends import BackendUnavailable
+from seqcore.runs import RunDir, load_checkpoint, read_json
+from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, TrainConfig, _Run
+from seqcore.train import resume as resume_run
+from seqcore.train import train as train_run
+
+from .common import (NONE, KeyValue, OptionalFloat, SeqcoreGroup, load_config_file, register_optional,
+                     user_errors)
+
+__all__ = ["main", "default_backend", "build_config", "load_run", "evaluate_run"]
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+FINISHED = ("completed", "curriculum-finished", "target-reached")
+N_CURRICULA = ("single-head", "multi-head", "sliding", "anti")
+
+
+@click.group(cls=SeqcoreGroup, context_settings=CONTEXT)
+@click.option("--traceback", is_flag=True, help="Show Python tracebacks instead of one-line errors.")
+@click.version_option(package_name="seqcore")
+def main(traceback: bool) -> None:
+    """seqcore: recurrent sequence learning on NumPy, Numba, CUDA and PyTorch backends."""
+
+
+# -- listings -----------------------------------------------------------------------------------
+
+def default_backend() -> str:
+    """The backend ``seqcore train`` uses without ``--backend``: ``$SEQCORE_BACKEND`` when set,
+    else the fastest CPU backend that loads here ("numba", else "numpy")."""
+    env = os.environ.get("SEQCORE_BACKEND", "").strip()
+    if env:
+        return env
+    try:
+        backends.get("numba")
+    except BackendUnavailable:
+        return "numpy"
+    return "numba"
+
+
+@main.command("backends")
+def list_backends() -> None:
+    """List the backends: available here or not, version, or why not."""
+    rows = backends.info()
+    default = default_backend()
+    click.echo(f"{'name':<8} {'available':<10} {'version':<14} note")
+    for r in rows:
+        note = r["reason"] or ("default for `seqcore train`" if r["name"] == default else "")
+        click.echo(f"{r['name']:<8} {'yes' if r['available'] else 'no':<10} {r['version'] or '-':<14} {note}")
+
+
+def _first_paragraph(doc: str | None) -> str:
+    return " ".join((doc or "").strip().split("\n\n")[0].split()).rstrip(":").replace("``", "")
+
+
+@main.command("tasks")
+@click.argument("name", required=False, type=click.Choice(tasks.names()))
+def list_tasks(name: str | None) -> None:
+    """List the tasks, or show one task's fields (set them with --task-arg KEY=VALUE)."""
+    if name is None:
+        width = max(map(len, tasks.names()))
+        for n in tasks.names():
+            click.echo(f"{n:<{width}}  {_first_paragraph(tasks.describe(n))}")
+        click.echo(f"\ncurricula: {', '.join(tasks.curriculum_names())}")
+        return
+    click.echo(f"{name}: {_first_paragraph(tasks.describe(name))}\nfields (--task-arg KEY=VALUE):")
+    for key, value in tasks.fields(name).items():
+        click.echo(f"  {key} = {json.dumps(value)}")
+
+
+def _cell_class(name: str) -> type:
+    return type(cells.make(name, 1, 1))
+
+
+def describe_cell(name: str) -> str:
+    """One line saying what cell ``name`` is (its class docstring, else its module's)."""
+    cls = _cell_class(name)
+    text = _first_paragraph(cls.__doc__)
+    if not text or text.startswith(f"{cls.__name__}("):  # a dataclass's generated docstring
+        text = _first_paragraph(sys.modules[cls.__module__].__doc__)
+    return text
+
+
+@main.command("cells")
+@click.argument("name", required=False, type=click.Choice(cells.names()))
+def list_cells(name: str | None) -> None:
+    """List the recurrent cells, or show one cell's fields (set them with --cell-arg KEY=VALUE)."""
+    if name is None:
+        width = max(map(len, cells.names()))
+        for n in cells.names():
+            click.echo(f"{n:<{width}}  {describe_cell(n)}")
+        return
+    click.echo(f"{name}: {describe_cell(name)}\nfields (--cell-arg KEY=VALUE):")
+    for f in dataclasses.fields(_cell_class(name)):
+        if f.name not in ("input_size", "hidden_size") and f.init:
+            click.echo(f"  {f.name} = {json.dumps(f.default, default=str)}")
+
+
+# -- train ----------------------------------------------------------------------------------------
+
+def _field_default(name: str):
+    f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+# (flag, TrainConfig field, click type, help); every default is None = "not given" so that a
+# --config file can supply the value, and the help shows TrainConfig's default
+_TRAIN_OPTIONS = [
+    ("--task", "task", click.Choice(tasks.names()), "Task (see `seqcore tasks`)."),
+    ("--curriculum", "curriculum", click.Choice(tasks.curriculum_names()), "Curriculum."),
+    ("--cell", "cell", click.Choice(cells.names()), "Recurrent cell (see `seqcore cells`)."),
+    ("--hidden", "hidden", int, "Hidden units per layer."),
+    ("--layers", "layers", int, "Stacked recurrent layers."),
+    ("--backend", "backend", click.Choice(backends.names()), "Array backend."),
+    ("--mode", "mode", click.Choice(["sequential", "parallel"]),
+     "Sequential steps, or a parallel scan (Newton's method for nonlinear cells)."),
+    ("--optimizer", "optimizer", click.Choice(OPTIMIZERS), "Optimizer."),
+    ("--lr", "lr", float, "Peak learning rate."),
+    ("--schedule", "schedule", click.Choice(SCHEDULES), "Learning-rate schedule."),
+    ("--warmup", "warmup", int, "Warmup steps of the schedule."),
+    ("--steps", "steps", int, "Step budget."),
+    ("--batch-size", "batch_size", int, "Sequences per training batch."),
+    ("--seed", "seed", int, "Seed of the data, initialisation and sampling."),
+    ("--clip", "clip", OptionalFloat(), "Global gradient-norm clip ('none' to disable)."),
+    ("--weight-decay", "weight_decay", float, "Weight decay."),
+    ("--momentum", "momentum", float, "Momentum of sgd/nesterov."),
+    ("--eval-every", "eval_every", int, "Steps between evaluations (and checkpoints)."),
+    ("--eval-batches", "eval_batches", int, "Evaluation batches."),
+    ("--eval-batch-size", "eval_batch_size", int, "Sequences per evaluation batch."),
+    ("--target-accuracy", "target_accuracy", OptionalFloat(),
+     "Stop once every head reaches this accuracy ('none': run the whole budget)."),
+    ("--checkpoint-every", "checkpoint_every", int, "Steps between checkpoints (default: every evaluation)."),
+    ("--dtype", "dtype", click.Choice(list(DTYPES)), "Floating-point type of the parameters."),
+]
+
+
+def _train_options(fn):
+    for flag, name, type_, help_ in reversed(_TRAIN_OPTIONS):
+        default = _field_default(name)
+        if name == "backend":
+            help_ += " [default: numba if it loads, else numpy; $SEQCORE_BACKEND overrides]"
+        elif default is not None or name == "target_accuracy":
+            help_ += f" [default: {default if isinstance(default, str) else json.dumps(default).replace('null', 'none')}]"
+        fn = click.option(flag, name, type=type_, default=None, help=help_)(fn)
+    return fn
+
+
+def build_config(config_file: str | None, options: dict, task_args=(), curriculum_args=(),
+                 cell_args=()) -> tuple[TrainConfig, str | None]:
+    """The :class:`TrainConfig` of ``seqcore train`` and the ``out`` named in the config file.
+
+    Precedence: command-line ``options`` (None = not given, :data:`NONE` = None) over the
+    ``config_file`` over TrainConfig's defaults; ``*_args`` are ``(key, value)`` pairs merged
+    over the file's ``*_kwargs`` (which are dropped when the command line names another
+    task/curriculum/cell than the file).
+    """
+    base = load_config_file(config_file) if config_file else {}
+    out = base.pop("out", None)
+    merged = dict(base)
+    for key, value in options.items():
+        if value is not None:
+            merged[key] = None if value is NONE else value
+    for kind, pairs in (("task", task_args), ("curriculum", curriculum_args), ("cell", cell_args)):
+        key = f"{kind}_kwargs"
+        kwargs = dict(base.get(key, {})) if merged.get(kind) == base.get(kind) else {}
+        kwargs.update(dict(pairs))
+        if kwargs or key in merged:
+            merged[key] = kwargs
+    if merged.get("backend") is None:
+        merged["backend"] = default_backend()
+    with user_errors():
+        cfg = TrainConfig.from_dict(merged)
+        if cfg.curriculum in N_CURRICULA:
+            # the curriculum's own check names the problem (a task without N); seqcore.train
+            # would first fail with an AttributeError on such a task
+            task = tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs)
+            tasks.make_curriculum(cfg.curriculum, task, **cfg.curriculum_kwargs)
+    return cfg, out
+
+
+def _quiet_overflow():
+    # a diverging run floods stderr with NumPy overflow warnings; the NaN guard reports it once
+    return np.errstate(over="ignore", invalid="ignore")
+
+
+@main.command()
+@_train_options
+@click.option("--task-arg", "task_args", type=KeyValue(), multiple=True,
+              help="A task field, e.g. n=4, n=[2,3] or dataset=mnist (repeatable; see `seqcore tasks NAME`).")
+@click.option("--curriculum-arg", "curriculum_args", type=KeyValue(), multiple=True,
+              help="A curriculum field, e.g. threshold=0.95 or max_n=12 (repeatable).")
+@click.option("--cell-arg", "cell_args", type=KeyValue(), multiple=True,
+              help="A cell field, e.g. tau_init=2.0 (repeatable; see `seqcore cells NAME`).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="A JSON or TOML file of TrainConfig fields (and `out`); options given here override it.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Run directory [default: the config file's `out`, else runs/TASK-CURRICULUM-CELL].")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-evaluation lines.")
+def train(task_args, curriculum_args, cell_args, config_file, out, overwrite, quiet, **options) -> None:
+    """Train a model and write a run directory (config, metrics, summary, checkpoint)."""
+    cfg, file_out = build_config(config_file, options, task_args, curriculum_args, cell_args)
+    out = out or file_out or os.path.join("runs", f"{cfg.task}-{cfg.curriculum}-{cfg.cell}")
+    if RunDir(out).checkpoint.exists() and not overwrite:
+        raise click.ClickException(f"{out} already holds a run: continue it with `seqcore resume {out}`, "
+                                   "or pass --overwrite, or choose another --out")
+    if not quiet:
+        click.echo(f"seqcore train: {cfg.task} ({cfg.curriculum} curriculum), {cfg.cell} x{cfg.layers} "
+                   f"hidden {cfg.hidden}, {cfg.optimizer} lr {cfg.lr:g}, {cfg.steps} steps, "
+                   f"{cfg.backend} backend -> {out}")
+    with user_errors(), _quiet_overflow():
+        summary, _ = train_run(cfg, out, quiet=quiet, log=None if quiet else click.echo, overwrite=overwrite)
+    _finish(summary, out)
+
+
+# -- resume ---------------------------------------------------------------------------------------
+
+def _run_config(run_dir: str) -> TrainConfig:
+    rd = RunDir(run_dir)
+    if not rd.config.exists():
+        raise click.ClickException(f"{run_dir}: not a run directory (no config.json); "
+                                   "start one with `seqcore train --out DIR`")
+    with user_errors():
+        return TrainConfig.from_dict(read_json(rd.config))
+
+
+def _checkpoint_step(run_dir: str) -> int:
+    with user_errors():
+        _, meta = load_checkpoint(RunDir(run_dir).checkpoint)
+    return int(meta["step"])
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--steps", type=int, help="A new total step budget (default: the run's own).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-evaluation lines.")
+def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
+    """Continue the run in RUN_DIR from its last checkpoint.
+
+    With the same step budget, an interrupted run resumed ends with exactly the parameters
+    of an uninterrupted run.
+    """
+    cfg = _run_config(run_dir)
+    done = _checkpoint_step(run_dir)
+    total = cfg.steps if steps is None else steps
+    if steps is not None and steps <= done:
+        raise click.ClickException(f"--steps: got {steps}, expected more than the {done} steps already done")
+    if done >= total:
+        raise click.ClickException(f"{run_dir}: already trained for {done} of {total} steps; "
+                                   f"pass --steps N (N > {done}) to train longer")
+    rd = RunDir(run_dir)
+    with user_errors():
+        previous = read_json(rd.summary).get("status") if rd.summary.exists() else None
+    if steps is None and previous in ("curriculum-finished", "target-reached"):
+        raise click.ClickException(f"{run_dir}: the run already stopped ({previous}); "
+                                   "pass --steps N to train it further anyway")
+    if not quiet:
+        click.echo(f"seqcore resume: {run_dir} from step {done} to {total} ({cfg.backend} backend)")
+    with user_errors(), _quiet_overflow():
+        summary, _ = resume_run(run_dir, steps=steps, quiet=quiet, log=None if quiet else click.echo)
+    _finish(summary, run_dir)
+
+
+# -- summaries ------------------------------------------------------------------------------------
+
+def _head_table(heads: dict) -> list[str]:
+    lines = [f"{'head':<10} {'accuracy':>9} {'loss':>10}"]
+    for name, r in heads.items():
+        acc = f"{r['accuracy']:.4f}" if "accuracy" in r else "-"
+        lines.append(f"{name:<10} {acc:>9} {r['loss']:>10.4f}")
+    return lines
+
+
+def format_summary(summary: dict, run_dir: str, checkpoint_step: int | None = None) -> str:
+    """The human-readable summary printed after ``train``/``resume``."""
+    s = summary
+    lines = [f"status          {s['status']}",
+             f"steps           {s['steps']} in {s['wall_time_s']:.1f} s",
+             f"final loss      {s['final_loss']:.4f} (last training batch)"]
+    if s.get("level") is not None:
+        moved = f" (passed: the curriculum is now at N={s['level']})" if s["level"] != s["max_level"] else ""
+        lines.append(f"max N           {s['max_level']}{moved}")
+    if s.get("final_accuracy") is not None:
+        lines.append(f"accuracy        {s['final_accuracy']:.4f} (mean over heads, last evaluation)")
+    if s.get("heads"):
+        lines += ["last evaluation " + ln if i == 0 else " " * 16 + ln for i, ln in enumerate(_head_table(s["heads"]))]
+    if checkpoint_step is not None and checkpoint_step != s["steps"]:
+        lines.append(f"checkpoint      step {checkpoint_step}")
+    lines.append(f"run directory   {run_dir}")
+    return "\n".join(lines)
+
+
+def _finish(summary: dict, run_dir: str) -> None:
+    status = summary["status"]
+    ckpt = None if status in FINISHED else _checkpoint_step(run_dir)
+    click.echo(format_summary(summary, run_dir, ckpt))
+    if status == "diverged":
+        raise click.ClickException(summary["message"])
+    if status == "interrupted":
+        click.echo(f"Interrupted at step {summary['steps']}; the checkpoint of step {ckpt} is kept: "
+                   f"continue with `seqcore resume {run_dir}`", err=True)
+        sys.exit(130)
+
+
+# -- eval -----------------------------------------------------------------------------------------
+
+def load_run(run_dir: str, backend: str | None = None) -> _Run:
+    """The run in ``run_dir`` rebuilt from its ``config.json`` with its checkpoint loaded
+    (optionally on another ``backend``)."""
+    cfg = _run_config(run_dir)
+    if backend is not None:
+        cfg = dataclasses.replace(cfg, backend=backend)
+    with user_errors():
+        run = _Run(cfg)
+        run.load(RunDir(run_dir).checkpoint)
+    return run
+
+
+def evaluate_run(run: _Run, batches) -> dict:
+    """Per-head ``{"loss", "accuracy"}`` of ``run``'s current heads on ``batches`` (NumPy
+    ``Batch``es), averaged over sequences."""
+    totals: dict[str, dict] = {}
+    count = 0
+    for batch in batches:
+        res = run.model.evaluate(run.trainer.params, run.trainer.to_backend(batch), run.cfg.mode, heads=run.active())
+        w = batch[0].shape[0]
+        for name, r in res.items():
+            acc = totals.setdefault(name, dict.fromkeys(r, 0.0))
+            for k, v in r.items():
+                acc[k] += v * w
+        count += w
+    return {name: {k: v / count for k, v in r.items()} for name, r in totals.items()}
+
+
+@main.command("eval")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--batches", "num_batches", type=click.IntRange(min=1),
+              help="Evaluation batches [default: the run's eval_batches].")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Sequences per batch [default: the run's eval_batch_size].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the fresh batches (independent of the training and evaluation streams).")
+@click.option("--run-eval-set", is_flag=True,
+              help="Use the run's own fixed evaluation batches instead (reproduces its last evaluation).")
+@click.option("--backend", type=click.Choice(backends.names()), help="Evaluate on another backend.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-head results as JSON.")
+def eval_(run_dir, num_batches, batch_size, seed, run_eval_set, backend, as_json) -> None:
+    """Evaluate the checkpoint in RUN_DIR on fresh batches of its current task and heads."""
+    run = load_run(run_dir, backend)
+    cfg = run.cfg
+    num_batches = num_batches or cfg.eval_batches
+    batch_size = batch_size or cfg.eval_batch_size
+    task = run.curriculum.current_task()
+    with user_errors():
+        if run_eval_set or isinstance(task, tasks.DatasetTask):
+            source = "the run's evaluation set" if run_eval_set else "the test split"
+            batches = list(task.eval_batches(batch_size, num_batches))
+        else:
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
+            source = f"fresh batches, seed {seed}"
+            batches = [task.sample(rng, batch_size) for _ in range(num_batches)]
+        results = evaluate_run(run, batches)
+    step = run.trainer.step_count
+    if as_json:
+        click.echo(json.dumps({"step": step, "level": run.curriculum.level, "heads": results}, indent=2))
+        return
+    n_seq = sum(b[0].shape[0] for b in batches)
+    level = f", N {run.curriculum.level}" if run.curriculum.level is not None else ""
+    click.echo(f"{run_dir}: step {step}{level}; {n_seq} sequences ({source}), {cfg.backend} backend")
+    for line in _head_table(results):
+        click.echo(line)
+    accs = [r["accuracy"] for r in results.values() if "accuracy" in r]
+    if accs:
+        click.echo(f"{'mean':<10} {np.mean(accs):>9.4f}")
+
+
+# continual-learning commands live in their own module when it is present
+register_optional(main, f"{__package__ or 'seqcore_cli'}.continual", ("continual", "report"))
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""The `seqcore` command line end to end through click's test runner.
+
+Runs are tiny (hidden 6, batches of 8, 40 steps) on the NumPy backend; oracles are the
+library itself (the CLI must do exactly what `seqcore.train.train` does), runs of other
+lengths (an interrupted run resumed equals an uninterrupted one, bit for bit) and the
+files a run writes.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from seqcore import backends, cells, tasks
+from seqcore.runs import load_checkpoint, params_to_arrays
+from seqcore.train import Hooks, TrainConfig, _Run, train as library_train
+from seqcore_cli import common
+from seqcore_cli.main import build_config, default_backend, main
+
+TINY = ["--backend", "numpy", "--hidden", "6", "--batch-size", "8", "--eval-batch-size", "32",
+        "--eval-batches", "1", "--steps", "40", "--eval-every", "10"]
+TINY_CONFIG = dict(backend="numpy", hidden=6, batch_size=8, eval_batch_size=32, eval_batches=1, steps=40,
+                   eval_every=10)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def ok(*args):
+    result = invoke(*args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def params_of(run_dir) -> dict[str, np.ndarray]:
+    arrays, _ = load_checkpoint(run_dir / "checkpoint.npz")
+    return {k: v for k, v in arrays.items() if k.startswith("params/")}
+
+
+def assert_one_line_error(result):
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), result.exception  # not an escaped exception
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.output
+
+
+# -- listings -------------------------------------------------------------------------------------
+
+def test_backends_lists_every_backend_with_its_availability():
+    out = ok("backends").stdout.splitlines()
+    rows = {ln.split()[0]: ln.split() for ln in out[1:]}
+    for info in backends.info():
+        row = rows[info["name"]]
+        assert row[1] == ("yes" if info["available"] else "no")
+        if info["available"]:
+            assert row[2] == info["version"]
+        else:
+            assert info["reason"].split()[0] in " ".join(row[3:])
+    assert len(rows) == len(backends.names())
+
+
+def test_tasks_and_cells_list_their_names():
+    out = ok("tasks").stdout.splitlines()
+    listed = [ln.split()[0] for ln in out if ln and not ln.startswith("curricula")]
+    assert listed == list(tasks.names())
+    assert out[-1] == "curricula: " + ", ".join(tasks.curriculum_names())
+    first = out[0].split(None, 1)[1]
+    assert first == tasks.describe("nparity")
+    fields = ok("tasks", "ndms").stdout.splitlines()[2:]
+    assert dict(ln.strip().split(" = ") for ln in fields) == {k: json.dumps(v) for k, v in
+                                                              tasks.fields("ndms").items()}
+    out = ok("cells").stdout.splitlines()
+    assert [ln.split()[0] for ln in out] == list(cells.names())
+    assert all(len(ln.split(None, 1)) == 2 for ln in out)  # every cell has a description
+    assert "tau_init = 1.0" in ok("cells", "leaky").stdout
+
+
+def test_default_backend_prefers_numba_then_numpy(monkeypatch):
+    monkeypatch.delenv("SEQCORE_BACKEND", raising=False)
+    real_get = backends.get
+
+    def no_numba(name=None):
+        if name == "numba":
+            raise backends.BackendUnavailable("no numba here")
+        return real_get(name)
+
+    monkeypatch.setattr(backends, "get", no_numba)
+    assert default_backend() == "numpy"
+    monkeypatch.setattr(backends, "get", lambda name=None: None)
+    assert default_backend() == "numba"
+    monkeypatch.setenv("SEQCORE_BACKEND", "torch")
+    assert default_backend() == "torch"
+    cfg, _ = build_config(None, {"task": None})
+    assert cfg.backend == "torch"
+
+
+# -- a tiny run -----------------------------------------------------------------------------------
+
+def test_tiny_run_writes_the_run_directory_and_matches_the_library(tmp_path):
+    out = tmp_path / "run"
+    result = ok("train", *TINY, "--task-arg", "n=[2,3]", "--out", out)
+    expected_cfg = TrainConfig(**TINY_CONFIG, task_kwargs={"n": [2, 3]})
+    assert json.loads((out / "config.json").read_text()) == expected_cfg.to_dict()
+
+    metrics = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [10, 20, 30, 40]
+    assert all({"step", "loss", "lr", "level", "eval", "time"} <= set(m) for m in metrics)
+    assert all(set(m["eval"]) == {"n2", "n3"} for m in metrics)
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"status", "steps", "wall_time_s", "final_loss", "final_accuracy", "heads", "max_level"} <= set(summary)
+    assert summary["status"] == "completed" and summary["steps"] == 40
+    assert summary["heads"] == metrics[-1]["eval"]
+    assert summary["final_accuracy"] == pytest.approx(np.mean([h["accuracy"] for h in summary["heads"].values()]))
+
+    arrays, meta = load_checkpoint(out / "checkpoint.npz")
+    assert meta["step"] == 40
+    run = _Run(expected_cfg)
+    assert {k for k in arrays if k.startswith("params/")} == set(params_to_arrays(run.trainer.params))
+    assert any(k.startswith("opt_state/") for k in arrays)
+
+    # the CLI trains exactly what the library trains
+    lib_summary, lib_params = library_train(expected_cfg)
+    for key, value in params_to_arrays(lib_params).items():
+        np.testing.assert_array_equal(arrays[key], value, err_msg=key)
+    assert lib_summary["heads"] == summary["heads"]
+
+    # one line per evaluation (not a terminal), then the summary
+    text = result.stdout
+    assert [ln.split()[1] for ln in text.splitlines() if ln.startswith("step ")] == ["10", "20", "30", "40"]
+    assert "status          completed" in text and "steps           40 in" in text
+    assert f"{summary['final_loss']:.4f}" in text and str(out) in text
+    for head, r in summary["heads"].items():
+        assert any(ln.split()[:2] == [head, f"{r['accuracy']:.4f}"] for ln in text.replace("last evaluation", "")
+                   .splitlines()), head
+    quiet = ok("train", *TINY, "--out", tmp_path / "quiet", "--quiet").stdout
+    assert not any(ln.startswith(("step ", "seqcore train")) for ln in quiet.splitlines())
+
+
+def test_eval_reproduces_the_last_evaluation_and_draws_fresh_batches(tmp_path):
+    out = tmp_path / "run"
+    ok("train", *TINY, "--task-arg", "n=[2,3]", "--out", out, "--quiet")
+    summary = json.loads((out / "summary.json").read_text())
+    same = json.loads(ok("eval", out, "--run-eval-set", "--json").stdout)
+    assert same["step"] == 40 and same["heads"] == summary["heads"]
+    fresh = [json.loads(ok("eval", out, "--json", "--seed", s, "--batches", 2).stdout)["heads"] for s in (1, 1, 2)]
+    assert fresh[0] == fresh[1] and fresh[0] != fresh[2] and fresh[0] != summary["heads"]
+    text = ok("eval", out, "--seed", 1, "--batches", 2).stdout
+    assert "64 sequences" in text
+    assert any(ln.split()[:2] == ["n3", f"{fresh[0]['n3']['accuracy']:.4f}"] for ln in text.splitlines())
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    ok("train", *TINY, "--out", tmp_path / "whole", "--quiet")
+
+    def interrupt_at_25(self, trainer, batch, loss):
+        if trainer.step_count == 25:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Hooks, "after_step", interrupt_at_25)
+        result = invoke("train", *TINY, "--out", tmp_path / "cut", "--quiet")
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert "seqcore resume" in result.stderr and "step 20" in result.stderr
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["status"] == "interrupted"
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.npz")[1]["step"] == 20
+
+    result = ok("resume", tmp_path / "cut")
+    assert "from step 20 to 40" in result.stdout
+    assert [ln.split()[1] for ln in result.stdout.splitlines() if ln.startswith("step ")] == ["30", "40"]
+    whole, cut = params_of(tmp_path / "whole"), params_of(tmp_path / "cut")
+    assert whole.keys() == cut.keys()
+    for key in whole:
+        np.testing.assert_array_equal(cut[key], whole[key], err_msg=key)
+    strip = lambda d: [{k: v for k, v in json.loads(ln).items() if k != "time"}  # noqa: E731
+                       for ln in (d / "metrics.jsonl").read_text().splitlines()]
+    assert strip(tmp_path / "cut") == strip(tmp_path / "whole")
+
+    assert_one_line_error(invoke("resume", tmp_path / "cut"))  # nothing left to do
+    ok("resume", tmp_path / "cut", "--steps", 50, "--quiet")
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.npz")[1]["step"] == 50
+
+
+# -- config files ---------------------------------------------------------------------------------
+
+def test_config_file_json_and_toml_with_command_line_override(tmp_path):
+    js = tmp_path / "run.json"
+    js.write_text(json.dumps({"task": "ndms", "hidden": 9, "batch-size": 8, "steps": 30, "clip": 0.5,
+                              "task_kwargs": {"n": [2, 3]}, "cell_kwargs": {}, "out": "from-file"}))
+    cfg, out = build_config(str(js), {"hidden": 7, "clip": common.NONE, "task": None}, task_args=[("n_max", 5)])
+    assert (cfg.task, cfg.hidden, cfg.batch_size, cfg.steps, cfg.clip, out) == ("ndms", 7, 8, 30, None, "from-file")
+    assert cfg.task_kwargs == {"n": [2, 3], "n_max": 5}
+    cfg, _ = build_config(str(js), {"task": "nparity"})  # another task: the file's task fields do not apply
+    assert cfg.task == "nparity" and cfg.task_kwargs == {}
+
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'task = "nparity"\nhidden = 6\nbatch_size = 8\nsteps = 20\neval_every = 10\n'
+                    f'eval_batch_size = 32\neval_batches = 1\nbackend = "numpy"\nout = "{tmp_path / "toml-run"}"\n'
+                    '[task_kwargs]\nn = [2, 3]\n')
+    ok("train", "--config", toml, "--steps", 30, "--task-arg", "n=[2,4]", "--quiet")
+    saved = json.loads((tmp_path / "toml-run" / "config.json").read_text())
+    assert saved == TrainConfig(**{**TINY_CONFIG, "steps": 30}, task_kwargs={"n": [2, 4]}).to_dict()
+    assert json.loads((tmp_path / "toml-run" / "summary.json").read_text())["steps"] == 30
+
+
+@pytest.mark.parametrize("text, suffix, message", [
+    ("{not json", ".json", "not valid JSON"),
+    ("hidden = = 3", ".toml", "not valid TOML"),
+    ('{"hiden": 3}', ".json", "unknown keys ['hiden']"),
+    ('hidden = "big"', ".toml", "hidden: got 'big' (str), expected an integer"),
+    ('{"lr": true}', ".json", "lr: got True (bool), expected a number"),
+    ("[1, 2]", ".json", "expected an object/table"),
+])
+def test_bad_config_files(tmp_path, text, suffix, message):
+    path = tmp_path / f"cfg{suffix}"
+    path.write_text(text)
+    result = invoke("train", "--config", path, "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert message in result.stderr and str(path) in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_key_value_parsing():
+    kv = common.KeyValue()
+    assert kv.convert("n=[2,3]", None, None) == ("n", [2, 3])
+    assert kv.convert("n=4", None, None) == ("n", 4)
+    assert kv.convert("tau_init=2.5", None, None) == ("tau_init", 2.5)
+    assert kv.convert("dataset=fashion-mnist", None, None) == ("dataset", "fashion-mnist")
+    assert kv.convert("flag=true", None, None) == ("flag", True)
+    assert kv.convert("x=NaN", None, None) == ("x", "NaN")
+    assert kv.convert("path=a=b", None, None) == ("path", "a=b")
+    for bad in ("n", "=3", "two words=1"):
+        with pytest.raises(click.BadParameter):
+            kv.convert(bad, None, None)
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--task", "nope"], "'nope' is not one of"),
+    (["train", "--lr", "-1"], "lr: got -1.0, expected a positive number"),
+    (["train", "--hidden", "abc"], "'abc' is not a valid integer"),
+    (["train", "--hidden", "0"], "hidden: got 0"),
+    (["train", "--steps", "10", "--warmup", "10"], "warmup: got 10"),
+    (["train", "--task-arg", "n"], "expected KEY=VALUE"),
+    (["train", "--task-arg", "colour=red"], "unknown field(s) colour"),
+    (["train", "--cell", "leaky", "--cell-arg", "tau_init=0.5"], "tau_init"),
+    (["train", "--curriculum", "multi-head", "--task", "copy"], "expected a task with an `n` field"),
+    (["train", "--clip", "lots"], "expected a number or 'none'"),
+    (["resume", "no/such/dir"], "does not exist"),
+    (["eval", "no/such/dir"], "does not exist"),
+    (["frobnicate"], "No such command"),
+])
+def test_bad_options_give_one_error_line(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*args)
+    assert_one_line_error(result)
+    assert message in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_directory_errors(tmp_path, monkeypatch):
+    assert_one_line_error(invoke("resume", tmp_path))  # no config.json
+    assert_one_line_error(invoke("eval", tmp_path))
+    ok("train", *TINY, "--steps", 10, "--out", tmp_path / "r", "--quiet")
+    result = invoke("train", *TINY, "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert "--overwrite" in result.stderr
+    ok("train", *TINY, "--steps", 10, "--out", tmp_path / "r", "--overwrite", "--quiet")
+
+    def unavailable(name=None):
+        raise backends.BackendUnavailable(f"backend {name!r} cannot load: pip install 'seqcore[cuda]'")
+
+    monkeypatch.setattr(backends, "get", unavailable)
+    result = invoke("train", *TINY, "--backend", "cupy", "--out", tmp_path / "c")
+    assert_one_line_error(result)
+    assert "seqcore[cuda]" in result.stderr
+
+
+def test_traceback_flag_reraises():
+    result = invoke("--traceback", "train", "--lr", "-1")
+    assert isinstance(result.exception, ValueError)
+
+
+# -- NaN guard ------------------------------------------------------------------------------------
+
+def test_nan_gradient_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    def nan_at_25(self, trainer, grads, batch):
+        if trainer.step_count == 25:
+            from seqcore.tree import tree_map
+            return tree_map(lambda g: g * np.nan, grads)
+        return grads
+
+    with monkeypatch.context() as m:
+        m.setattr(Hooks, "transform_grads", nan_at_25)
+        result = invoke("train", *TINY, "--out", tmp_path / "nan", "--quiet")
+    assert_one_line_error(result)
+    assert "diverged at step 25" in result.stderr and "gradient" in result.stderr
+    assert "status          diverged" in result.stdout
+    assert json.loads((tmp_path / "nan" / "summary.json").read_text())["status"] == "diverged"
+    arrays, meta = load_checkpoint(tmp_path / "nan" / "checkpoint.npz")
+    assert meta["step"] == 20
+    # the kept checkpoint is the step-20 state: equal to a clean 20-step run (constant schedule)
+    ok("train", *TINY, "--steps", 20, "--out", tmp_path / "clean", "--quiet")
+    clean = params_of(tmp_path / "clean")
+    for key in clean:
+        assert np.isfinite(arrays[key]).all()
+        np.testing.assert_array_equal(arrays[key], clean[key], err_msg=key)
+
+
+def test_absurd_learning_rate_diverges(tmp_path):
+    result = invoke("train", *TINY, "--lr", "1e38", "--out", tmp_path / "big")
+    assert_one_line_error(result)
+    assert "diverged at step" in result.stderr
+    assert json.loads((tmp_path / "big" / "summary.json").read_text())["status"] == "diverged"
+    kept = params_of(tmp_path / "big")
+    init = params_to_arrays(_Run(TrainConfig(**TINY_CONFIG)).trainer.params)  # checkpoint of step 0
+    for key, value in init.items():
+        assert np.isfinite(kept[key]).all()
+        np.testing.assert_array_equal(kept[key], value, err_msg=key)
+
+
+# -- optional command modules ---------------------------------------------------------------------
+
+def test_optional_commands_missing_broken_or_present(tmp_path, monkeypatch):
+    pkg = tmp_path / "plugins_for_cli_test"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "broken.py").write_text("import a_package_that_is_not_installed\n")
+    (pkg / "good.py").write_text(
+        "import click\n"
+        "def register(group):\n"
+        "    @group.command('continual')\n"
+        "    def continual():\n"
+        "        click.echo('continual ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("broken", "good"):
+        monkeypatch.delitem(sys.modules, f"plugins_for_cli_test.{name}", raising=False)
+
+    group = click.Group(commands={"train": click.Command("train")})
+    common.register_optional(group, "plugins_for_cli_test.missing", ("continual", "report"))
+    assert set(group.commands) == {"train"}  # no module: nothing added, nothing said
+
+    group = common.SeqcoreGroup()
+    common.register_optional(group, "plugins_for_cli_test.broken", ("continual", "report"))
+    assert set(group.commands) == {"continual", "report"}
+    result = CliRunner().invoke(group, ["report", "--anything"])
+    assert_one_line_error(result)
+    assert "a_package_that_is_not_installed" in result.stderr and "broken" in result.stderr
+
+    group = common.SeqcoreGroup()
+    common.register_optional(group, "plugins_for_cli_test.good", ("continual", "report"))
+    assert set(group.commands) == {"continual"}
+    assert CliRunner().invoke(group, ["continual"]).stdout == "continual ran\n"
