@@ -193,7 +193,8 @@ matmul = define("matmul", lambda xp, a, b: (a @ b, (a, b)), _matmul_bwd)
 
 
 def _linear_fwd(xp, x, weight, bias=None):
-    y = x @ weight.T
+    # one 2-D GEMM: NumPy's batched matmul over leading axes does not reach BLAS efficiently
+    y = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(x.shape[:-1] + (weight.shape[0],))
     if bias is not None:
         y = y + bias
     return y, (x, weight, bias is not None)
@@ -201,9 +202,9 @@ def _linear_fwd(xp, x, weight, bias=None):
 
 def _linear_bwd(xp, r, g):
     x, weight, has_bias = r
-    gx = g @ weight
     x2 = x.reshape(-1, x.shape[-1])
     g2 = g.reshape(-1, g.shape[-1])
+    gx = (g2 @ weight).reshape(x.shape)
     gw = g2.T @ x2
     gb = g2.sum(axis=0) if has_bias else None
     return gx, gw, gb
