@@ -30,6 +30,9 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o644 & ~umask)  # mkstemp creates 0600; run files are ordinary files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

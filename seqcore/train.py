@@ -257,6 +257,9 @@ class _Run:
         self.cfg = cfg
         self.task = tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs)
         ckw = dict(cfg.curriculum_kwargs)
+        if cfg.curriculum in ("single-head", "multi-head", "sliding", "anti") and not hasattr(self.task, "ns"):
+            raise ValueError(f"curriculum: got {cfg.curriculum!r} with task {cfg.task!r}, expected a task with "
+                             "an N (nparity, ndms) for the N-curricula; use 'fixed' or 'cyclical' here")
         if cfg.curriculum in ("single-head", "multi-head", "sliding") and "max_n" not in ckw:
             ckw["max_n"] = max(self.task.ns) + 30  # heads are created up front for N up to max_n
         self.curriculum = tasks.make_curriculum(cfg.curriculum, self.task, **ckw)
@@ -433,6 +436,10 @@ def resume(out: str, *, hooks: Hooks | None = None, quiet: bool = False,
     cfg = TrainConfig.from_dict(cfg_dict)
     run = _Run(cfg, hooks)
     run.load(rd.checkpoint)
+    previous = read_json(rd.summary) if rd.summary.exists() else {}
+    if run.trainer.step_count >= cfg.steps or previous.get("status") in ("curriculum-finished", "target-reached"):
+        raise ValueError(f"out: the run in {out} already finished ({previous.get('status', 'completed')} at step "
+                         f"{run.trainer.step_count}); pass a larger `steps` to continue it")
     rd.truncate_metrics(run.trainer.step_count)
     if steps is not None:
         write_json(rd.config, cfg.to_dict())

@@ -109,3 +109,18 @@ def test_leaky_timescales_stay_feasible_and_can_grow():
     tau = params["rnn"][0]["tau"]
     assert (tau >= 1).all()           # projected after every update
     assert (tau > 1).any()            # and not stuck at the clamp
+
+
+def test_n_curriculum_needs_an_n_task():
+    with pytest.raises(ValueError, match="curriculum: got 'multi-head' with task 'copy'"):
+        train(TrainConfig(**{**SMALL, "task": "copy", "task_kwargs": {}, "curriculum": "multi-head"}), None, quiet=True)
+
+
+def test_resume_of_finished_run_is_refused_and_summary_kept(tmp_path):
+    train(TrainConfig(**{**SMALL, "steps": 10}), tmp_path / "run", quiet=True)
+    before = (tmp_path / "run" / "summary.json").read_text()
+    with pytest.raises(ValueError, match="already finished"):
+        resume(tmp_path / "run", quiet=True)
+    assert (tmp_path / "run" / "summary.json").read_text() == before
+    s, _ = resume(tmp_path / "run", quiet=True, steps=20)
+    assert s["steps"] == 20
