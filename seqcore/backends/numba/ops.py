@@ -1,0 +1,242 @@
+"""Shared machinery of the Numba kernels: lazy compilation with a compile log, input rules.
+
+Not primitives: the replacements live in ``scan.py`` and ``cells.py``.  Every kernel is
+``@njit(cache=True, fastmath=False)``; it compiles on its first call for a given
+signature (or loads from Numba's on-disk cache) and that first call is logged, so
+compile time can be reported apart from run time (:func:`compile_report`).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numba
+import numpy as np
+
+__all__ = ["kernel", "compile_report", "clear_compile_report", "contiguous", "as_dtype", "supported_dtype",
+           "split_columns", "num_threads"]
+
+_LOG: list[dict] = []
+_LOG_LOCK = threading.Lock()
+
+
+class Kernel:
+    """A lazily compiled ``@njit`` function whose first call per signature is logged."""
+
+    def __init__(self, py_func, parallel: bool):
+        self.name = py_func.__name__.lstrip("_")
+        self.parallel = parallel
+        self.dispatcher = numba.njit(cache=True, fastmath=False, parallel=parallel, nogil=True, error_model="numpy")(py_func)
+
+    def __call__(self, *args):
+        d = self.dispatcher
+        n_before = len(d.overloads)
+        t0 = time.perf_counter()
+        out = d(*args)
+        if len(d.overloads) != n_before:
+            self._log(time.perf_counter() - t0)
+        return out
+
+    def _log(self, first_call_s: float) -> None:
+        d = self.dispatcher
+        sig = list(d.overloads)[-1]
+        meta = d.overloads[sig].metadata or {}
+        timers = meta.get("timers") or {}
+        compiled = "compiler_lock" in timers
+        with _LOG_LOCK:
+            _LOG.append({
+                "kernel": self.name,
+                "signature": ", ".join(str(t) for t in sig),
+                "source": "compiled" if compiled else "disk cache",
+                "compile_s": float(timers.get("compiler_lock", 0.0)),
+                "first_call_s": first_call_s,
+            })
+
+
+def kernel(parallel: bool = False):
+    """Decorator: ``@kernel(parallel=True)`` turns a Python function into a logged :class:`Kernel`."""
+    def wrap(py_func):
+        return Kernel(py_func, parallel)
+    return wrap
+
+
+def compile_report() -> list[dict]:
+    """One row per (kernel, signature) compiled or loaded from cache in this process.
+
+    Each row: ``kernel``, ``signature``, ``source`` (``"compiled"`` or ``"disk cache"``),
+    ``compile_s`` (Numba's own compile timer; 0 when loaded from the cache) and
+    ``first_call_s`` (wall time of that first call: compile or cache load plus one run).
+    Steady-state run time is what later calls take.
+    """
+    with _LOG_LOCK:
+        return [dict(r) for r in _LOG]
+
+
+def clear_compile_report() -> None:
+    """Forget the rows of :func:`compile_report` (kernels stay compiled)."""
+    with _LOG_LOCK:
+        _LOG.clear()
+
+
+def supported_dtype(*arrays) -> bool:
+    """True when the arrays (``None`` skipped) are all float32 or all float64 NumPy arrays.
+
+    Anything else (mixed dtypes, float16, array subclasses) runs the NumPy reference.
+    """
+    arrays = [a for a in arrays if a is not None]
+    if not all(type(a) is np.ndarray for a in arrays):
+        return False
+    dt = arrays[0].dtype
+    return dt in (np.float32, np.float64) and all(a.dtype == dt for a in arrays)
+
+
+def as_dtype(x, dtype):
+    """``x`` as a C-contiguous array of ``dtype`` (cotangents may arrive in another float type)."""
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def contiguous(x):
+    """C-contiguous view of ``x``, copying only when ``x`` is strided, reversed or transposed."""
+    return np.ascontiguousarray(x)
+
+
+def num_threads() -> int:
+    """Threads Numba's parallel kernels use (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``)."""
+    return numba.get_num_threads()
+
+
+def split_columns(rows: int, cols: int, min_block: int = 64) -> int:
+    """Column-block width so that ``rows × ceil(cols / width)`` tasks keep every thread busy.
+
+    Aims at four tasks per thread; blocks stay ≥ ``min_block`` columns (a multiple of 16,
+    so the inner loop vectorizes) unless ``cols`` itself is smaller.
+    """
+    want = 4 * num_threads()
+    if rows >= want or cols <= min_block:
+        return max(cols, 1)
+    per_row = -(-want // rows)
+    width = -(-cols // per_row)
+    width = max(min_block, -(-width // 16) * 16)
+    return min(width, cols)
+
+
+# -- scalar helpers inlined into kernels (constants are passed in, typed like the data, so
+#    float32 kernels never promote to float64) ------------------------------------------------
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def logaddexp(x, y, ln2):
+    """log(exp(x) + exp(y)) by NumPy's formula (so both backends round alike); ``ln2 = log(2)``."""
+    if x == y:  # equal infinities too
+        return x + ln2
+    d = x - y
+    if d > 0:
+        return x + math.log1p(math.exp(-d))
+    if d <= 0:
+        return y + math.log1p(math.exp(d))
+    return d  # NaN
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def safe_exp_diff(num, y, zero):
+    """exp(num − y); 0 where num = −inf, and y = −inf counts as 0 (the reference's convention)."""
+    if num == -np.inf:
+        return zero
+    return math.exp(num - (zero if y == -np.inf else y))
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def sigmoid_from_exp(x, e, one):
+    """σ(x) from ``e = exp(−|x|)``, the reference's stable form (``one`` = 1 in the data's dtype)."""
+    return one / (one + e) if x >= 0 else e / (one + e)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def tanh_from_expm1(x, em, two):
+    """tanh(x) from ``em = expm1(−2|x|)``: −em / (2 + em) with the sign of x (no cancellation near 0)."""
+    t = -em / (two + em)
+    return t if x >= 0 else -t
+
+# -- vectorizable exp / expm1 on non-positive arguments ---------------------------------------------
+# Scalar libm calls (tanhf, expm1f: ~14 ns each here; Numba has no SVML) would dominate the
+# cell loops.  These work on whole 1-D buffers with plain arithmetic that LLVM vectorizes:
+# x = k ln2 + r (Cody–Waite), expm1(r) by its Taylor polynomial (|r| ≤ ln2/2: degree 8 is
+# below float32 rounding, degree 13 below float64), 2^k built in the exponent bits.
+# Accuracy: a few ulp, like libm.  Arguments are clamped below near log(smallest normal) (results there are ~1e-38 / 1e-308).
+
+@numba.njit(cache=True, error_model="numpy")
+def expm1_parts(x, q, kbits):
+    """q = expm1(r), kbits = bits of 2^k, with x = k ln2 + r, for x ≤ 0 (1-D, same length)."""
+    f32 = x.itemsize == 4
+    lo = x.dtype.type(-87.6 if f32 else -708.7)  # 2^k stays a normal number
+    inv_ln2 = x.dtype.type(1.4426950408889634)
+    half = x.dtype.type(0.5)
+    ln2_hi = x.dtype.type(0.693359375 if f32 else 6.93147180369123816490e-01)
+    ln2_lo = x.dtype.type(-2.12194440e-4 if f32 else 1.90821492927058770002e-10)
+    bias = 127 if f32 else 1023
+    shift = 23 if f32 else 52
+    if f32:
+        c2, c3, c4, c5 = x.dtype.type(1 / 2), x.dtype.type(1 / 6), x.dtype.type(1 / 24), x.dtype.type(1 / 120)
+        c6, c7, c8 = x.dtype.type(1 / 720), x.dtype.type(1 / 5040), x.dtype.type(1 / 40320)
+        one = x.dtype.type(1.0)  # a literal 1 would promote the float32 polynomial to float64
+        for j in range(x.shape[0]):
+            v = x[j]
+            v = lo if v < lo else v  # keeps NaN
+            kf = np.floor(v * inv_ln2 + half)
+            r = (v - kf * ln2_hi) - kf * ln2_lo
+            q[j] = r * (one + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * (c7 + r * c8)))))))
+            kbits[j] = (np.int32(kf) + np.int32(bias)) << np.int32(shift)
+    else:
+        c = (1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040, 1 / 40320, 1 / 362880, 1 / 3628800,
+             1 / 39916800, 1 / 479001600, 1 / 6227020800)
+        for j in range(x.shape[0]):
+            v = x[j]
+            v = lo if v < lo else v
+            kf = np.floor(v * inv_ln2 + half)
+            r = (v - kf * ln2_hi) - kf * ln2_lo
+            p = c[11]
+            p = c[10] + r * p
+            p = c[9] + r * p
+            p = c[8] + r * p
+            p = c[7] + r * p
+            p = c[6] + r * p
+            p = c[5] + r * p
+            p = c[4] + r * p
+            p = c[3] + r * p
+            p = c[2] + r * p
+            p = c[1] + r * p
+            p = c[0] + r * p
+            q[j] = r * (1 + r * p)
+            kbits[j] = (np.int64(kf) + bias) << shift
+
+
+@numba.njit(cache=True, error_model="numpy")
+def exp_nonpos(x, out, kbits):
+    """out = exp(x) for x ≤ 0 (1-D buffers; ``kbits``: int32 for float32, int64 for float64)."""
+    expm1_parts(x, out, kbits)
+    scale = kbits.view(x.dtype)
+    one = x.dtype.type(1.0)
+    for j in range(x.shape[0]):
+        out[j] = scale[j] * (one + out[j])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def expm1_nonpos(x, out, kbits):
+    """out = exp(x) − 1 for x ≤ 0, accurate near 0 (1-D buffers, ``kbits`` as in exp_nonpos)."""
+    expm1_parts(x, out, kbits)
+    scale = kbits.view(x.dtype)
+    one = x.dtype.type(1.0)
+    for j in range(x.shape[0]):
+        out[j] = scale[j] * out[j] + (scale[j] - one)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def exp_from_parts(q, scale, one):
+    """exp(x) from :func:`expm1_parts`' ``q`` and ``scale = kbits.view(float)``."""
+    return scale * (one + q)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def expm1_from_parts(q, scale, one):
+    """exp(x) − 1 from :func:`expm1_parts`' ``q`` and ``scale``."""
+    return scale * q + (scale - one)

@@ -1,0 +1,278 @@
+"""The Numba backend: every replaced primitive equals the NumPy reference, forward and VJP.
+
+Oracle: the reference (fwd, bwd) of each primitive, run directly on the same inputs.
+Tolerances per dtype (rtol, atol scaled by the largest reference entry).
+"""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import seqcore
+from seqcore import cells, primitives
+from seqcore.backends.numpy import scan as ref_scan
+
+from primitive_cases import cases
+
+numba = pytest.importorskip("numba", reason="the numba backend needs numba (pip install 'seqcore[numba]')")
+
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return seqcore.backends.get("numba")
+
+
+def assert_close(got, want, dtype, what):
+    if want is None:
+        assert got is None, f"{what}: expected None"
+        return
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != {want.dtype}"
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(np.isfinite(got), finite, err_msg=f"{what}: non-finite entries differ")
+    scale = float(np.abs(want[finite]).max()) if finite.any() else 1.0
+    r = RTOL[dtype.type if isinstance(dtype, np.dtype) else dtype]
+    np.testing.assert_allclose(got[finite], want[finite], rtol=r, atol=r * max(scale, 1e-30), err_msg=what)
+
+
+def _as_tuple(x):
+    return x if isinstance(x, tuple) else (x,)
+
+
+def compare_primitive(nb, name, args, static, dtype, rng):
+    """Forward and VJP of the numba replacement equal the reference's."""
+    prim = primitives.get(name)
+    fwd, bwd = nb.primitives[name]
+    want, want_res = prim.fwd(np, *args, **static)
+    got, got_res = fwd(np, *args, **static)
+    assert got_res[0] == "numba", f"{name}: the replacement fell back to the reference"
+    for g, w in zip(_as_tuple(got), _as_tuple(want)):
+        assert_close(g, w, dtype, f"{name} forward")
+    cot = tuple(rng.normal(size=np.shape(w)).astype(dtype) for w in _as_tuple(want))
+    cot = cot if isinstance(want, tuple) else cot[0]
+    want_grads = prim.bwd(np, want_res, cot, **static)
+    got_grads = bwd(np, got_res, cot, **static)
+    assert len(got_grads) == len(want_grads)
+    for i, (g, w) in enumerate(zip(got_grads, want_grads)):
+        assert_close(g, w, dtype, f"{name} gradient {i}")
+
+
+# -- the module ---------------------------------------------------------------------------------
+
+def test_backend_module(nb):
+    assert nb.name == "numba" and nb.xp is np and nb.version == numba.__version__
+    x = nb.asarray([1.0, 2.0], dtype=np.float32)
+    assert isinstance(x, np.ndarray) and x.dtype == np.float32
+    np.testing.assert_array_equal(nb.to_numpy(x), [1.0, 2.0])
+
+
+def test_import_seqcore_does_not_load_numba():
+    code = "import sys, seqcore, seqcore.cells, seqcore.scan; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_every_hot_primitive_is_replaced(nb):
+    import seqcore.cells  # noqa: F401  (registers every <cell>_recurrence)
+    hot = {"linear_scan", "block_scan", "log_linear_scan"}
+    hot |= {n for n in primitives.registry() if n.endswith("_recurrence") and n != "newton_recurrence"}
+    assert hot - set(nb.primitives) == set()
+
+
+# -- every replaced primitive on the shared cases ---------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["linear_scan", "block_scan", "log_linear_scan", "elman_recurrence",
+                                  "lstm_recurrence", "gru_recurrence", "leaky_recurrence", "diaggru_recurrence",
+                                  "cifg-lstm_recurrence"])
+def test_replacement_equals_reference_on_shared_cases(nb, name, dtype):
+    rng = np.random.default_rng(0)
+    for args, static in cases(name, rng, dtype):
+        compare_primitive(nb, name, args, static, dtype, rng)
+
+
+# -- scans: shapes, methods, directions -----------------------------------------------------------
+
+SHAPES = [(1, 1, 1), (2, 7, 3), (1, 4097, 2), (3, 64, 1), (2, 33, 130)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_linear_scan_every_method_and_direction(nb, shape, dtype):
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0.5, 1.0, shape).astype(dtype)
+    b = rng.normal(size=shape).astype(dtype)
+    h0 = rng.normal(size=(shape[0], shape[2])).astype(dtype)
+    for method in ("sequential", "chunked", "parallel"):
+        for reverse in (False, True):
+            for init in (None, h0):
+                static = dict(reverse=reverse, method=method, chunk_size=16)
+                compare_primitive(nb, "linear_scan", (a, b, init), static, dtype, rng)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize("B,T,G", [(1, 1, 1), (2, 9, 3), (1, 1025, 2)])
+def test_block_scan_every_block_size(nb, k, B, T, G, dtype):
+    rng = np.random.default_rng(2)
+    A = (rng.uniform(-1, 1, (B, T, G, k, k)) / k).astype(dtype)
+    b = rng.normal(size=(B, T, G, k)).astype(dtype)
+    h0 = rng.normal(size=(B, G, k)).astype(dtype)
+    for reverse in (False, True):
+        for init in (None, h0):
+            compare_primitive(nb, "block_scan", (A, b, init), dict(reverse=reverse), dtype, rng)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 7, 3), (1, 4097, 2)])
+def test_log_linear_scan_including_zero_inputs(nb, shape, dtype):
+    rng = np.random.default_rng(3)
+    log_a = np.log(rng.uniform(0.3, 1.0, shape)).astype(dtype)
+    log_b = rng.normal(size=shape).astype(dtype)
+    log_b[..., 0] = -np.inf  # b = 0 in the first channel: the state stays at h0's trajectory
+    log_h0 = rng.normal(size=(shape[0], shape[2])).astype(dtype)
+    for reverse in (False, True):
+        for init in (None, log_h0):
+            compare_primitive(nb, "log_linear_scan", (log_a, log_b, init), dict(reverse=reverse), dtype, rng)
+
+
+def test_non_contiguous_inputs_are_copied(nb):
+    rng = np.random.default_rng(4)
+    base = rng.uniform(0.5, 1.0, (5, 40, 6))
+    a = base[:, ::-2, 1::2]             # reversed and strided
+    b = np.asfortranarray(rng.normal(size=(5, 20, 3)))
+    h0 = rng.normal(size=(3, 5)).T      # transposed
+    assert not (a.flags.c_contiguous or b.flags.c_contiguous or h0.flags.c_contiguous)
+    for method in ("sequential", "chunked"):
+        compare_primitive(nb, "linear_scan", (a, b, h0), dict(method=method, chunk_size=4), np.float64, rng)
+    A = np.swapaxes(rng.uniform(-0.5, 0.5, (2, 8, 3, 2, 2)), -1, -2)
+    compare_primitive(nb, "block_scan", (A, rng.normal(size=(2, 8, 3, 2))[:, :, ::-1], None), {}, np.float64, rng)
+    cell = cells.LSTM(3, 4)
+    p = cell.init(rng, np.float64)
+    xi = rng.normal(size=(6, 2, 16)).transpose(1, 0, 2)  # (B, T, 4H) with a non-contiguous layout
+    args = (xi, np.zeros((2, 8)), p["weight_hh"].T.copy().T, p["bias_hh"])
+    compare_primitive(nb, "lstm_recurrence", args, dict(cell=cell), np.float64, rng)
+
+
+# -- cells end to end through seqcore.use("numba") ---------------------------------------------------
+
+CELLS = {
+    "elman-tanh": lambda: cells.Elman(3, 8),
+    "elman-relu": lambda: cells.Elman(3, 8, nonlinearity="relu"),
+    "lstm": lambda: cells.LSTM(3, 8),
+    "gru": lambda: cells.GRU(3, 8),
+    "leaky": lambda: cells.LeakyRNN(3, 8, tau_init=2.0),
+    "leaky-tanh": lambda: cells.LeakyRNN(3, 8, nonlinearity="tanh"),
+    "diaggru": lambda: cells.DiagGRU(4, 8, heads=2),
+    "cifg-lstm": lambda: cells.CIFGLSTM(3, 8),
+    "mingru": lambda: cells.MinGRU(3, 8),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell_name", sorted(CELLS))
+def test_cell_values_and_gradients_match_numpy_backend(cell_name, dtype):
+    cell = CELLS[cell_name]()
+    rng = np.random.default_rng(5)
+    params = cell.init(rng, dtype)
+    if "tau" in params:  # some timescales below the clamp at 1, some above
+        params["tau"] = rng.uniform(0.5, 3.0, params["tau"].shape).astype(dtype)
+    for B, T in [(1, 1), (3, 17)]:
+        x = rng.normal(size=(B, T, cell.input_size)).astype(dtype)
+        cot = rng.normal(size=(B, T, cell.hidden_size)).astype(dtype)
+
+        def run():
+            out, pullback = seqcore.vjp(lambda p, x: cell.apply(p, x)[0], params, x)
+            return out, pullback(cot)
+
+        with seqcore.use("numpy"):
+            want, (want_dp, want_dx) = run()
+        with seqcore.use("numba"):
+            got, (got_dp, got_dx) = run()
+        assert_close(got, want, dtype, f"{cell_name} outputs")
+        assert_close(got_dx, want_dx, dtype, f"{cell_name} dx")
+        for k in want_dp:
+            assert_close(got_dp[k], want_dp[k], dtype, f"{cell_name} d{k}")
+
+
+def test_public_scan_dispatches_to_numba(nb):
+    rng = np.random.default_rng(6)
+    a, b = rng.uniform(0, 1, (2, 50, 3)), rng.normal(size=(2, 50, 3))
+    want = seqcore.linear_scan(a, b)
+    with seqcore.use("numba"):
+        nb.clear_compile_report()
+        got, pullback = seqcore.vjp(lambda a, b: seqcore.linear_scan(a, b, method="chunked"), a, b)
+        da, db = pullback(np.ones_like(got))
+    assert_close(got, want, np.float64, "linear_scan via seqcore.use")
+    # ∂(Σ h)/∂b_t = Σ_{s≥t} Π_{t<r≤s} a_r: the reverse scan of ones, by a direct loop
+    expect = np.zeros_like(b)
+    acc = np.zeros((2, 3))
+    for t in range(49, -1, -1):
+        acc = 1 + (a[:, t + 1] * acc if t < 49 else 0)
+        expect[:, t] = acc
+    assert_close(db, expect, np.float64, "linear_scan db")
+
+
+# -- fallback, compile report, the vectorized exponential ------------------------------------------
+
+def test_unsupported_dtypes_fall_back_to_the_reference(nb):
+    rng = np.random.default_rng(7)
+    a = rng.uniform(0, 1, (2, 5, 3)).astype(np.float16)
+    b = rng.normal(size=(2, 5, 3)).astype(np.float16)
+    fwd, bwd = nb.primitives["linear_scan"]
+    h, res = fwd(np, a, b)
+    assert res[0] == "reference"
+    np.testing.assert_array_equal(h, ref_scan.linear_scan_fwd(np, a, b)[0])
+    da, db, dh0 = bwd(np, res, np.ones_like(h))
+    np.testing.assert_array_equal(db, ref_scan.linear_scan_bwd(np, ref_scan.linear_scan_fwd(np, a, b)[1],
+                                                               np.ones_like(h))[1])
+
+
+def test_compile_report_separates_first_calls(nb):
+    from seqcore.backends.numba import ops
+    rng = np.random.default_rng(8)
+    nb.clear_compile_report()
+    ops.Kernel(lambda x: x.sum(), parallel=False)  # an unused kernel compiles nothing
+    k = ops.kernel()(_report_probe)
+    x = rng.normal(size=5)
+    assert k(x) == pytest.approx(x.sum())
+    assert k(x) == pytest.approx(x.sum())   # second call: no new row
+    rows = [r for r in nb.compile_report() if r["kernel"] == "report_probe"]
+    assert len(rows) == 1
+    assert rows[0]["source"] in ("compiled", "disk cache") and rows[0]["first_call_s"] > 0
+    assert rows[0]["compile_s"] >= 0 and "float64" in rows[0]["signature"]
+
+
+def _report_probe(x):
+    s = x.dtype.type(0.0)
+    for v in x:
+        s += v
+    return s
+
+
+@pytest.mark.parametrize("dtype,ints", [(np.float32, np.int32), (np.float64, np.int64)])
+def test_vectorized_exp_is_accurate_to_a_few_ulp(dtype, ints):
+    from seqcore.backends.numba.ops import exp_nonpos, expm1_nonpos
+    info = np.finfo(dtype)
+    lowest = np.log(info.tiny)  # below this exp(x) is not a normal number
+    x = -np.concatenate([np.logspace(-30, np.log10(-lowest), 4000),
+                         np.random.default_rng(9).uniform(0, -lowest, 4000), [0.0]])
+    x = x.astype(dtype)
+    out, kbits = np.empty_like(x), np.empty(x.size, ints)
+    eps = info.eps
+    exp_nonpos(x, out, kbits)
+    want = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(out - want) / want) < 4 * eps
+    tail = np.array([2 * lowest, -np.inf], dtype)  # clamped: tiny, never negative or NaN
+    exp_nonpos(tail, out[:2], kbits[:2])
+    assert np.all((out[:2] >= 0) & (out[:2] <= 2 * info.tiny))
+    expm1_nonpos(x, out, kbits)
+    want = np.expm1(x.astype(np.float64))
+    nz = want != 0
+    assert np.max(np.abs(out[nz] - want[nz]) / np.abs(want[nz])) < 4 * eps
+    assert out[~nz].tolist() == [0.0]
