@@ -79,6 +79,7 @@ def _default_backend() -> str:
 @click.option("--optimizer", type=click.Choice(("sgd", "adam")), default="sgd", show_default=True)
 @click.option("--lr", type=float, default=0.05, show_default=True)
 @click.option("--momentum", type=float, default=0.0, show_default=True)
+@click.option("--reset-optimizer", is_flag=True, help="Re-initialise the optimizer state at every experience.")
 @click.option("--clip", type=OptionalFloat(), default=None, help="Global-norm gradient clipping (default: none).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True,

@@ -1,0 +1,450 @@
+"""The continual-learning loop: a stream, a model, a learner, continual evaluation.
+
+``run_continual(config, out=DIR)`` trains the experiences of a stream one after the
+other with a learner (:mod:`seqcore.learners`) and writes a run directory in the layout
+of :mod:`seqcore.runs`:
+
+* ``config.json`` — the :class:`ContinualConfig`;
+* ``metrics.jsonl`` — one line per evaluation (continual evaluation): every
+  ``eval_every`` iterations, before the first update of each experience and at its end,
+  the accuracy on every experience seen so far:
+  ``{"step", "iteration", "experience", "accuracy": [a_0, …, a_experience], "loss", "time"}``
+  (the records of :meth:`seqcore.metrics.EvalCurve.to_records`);
+* ``summary.json`` — the accuracy matrix ``R[i, j]`` (after experience i, on experience j,
+  every j, so forward transfer is defined), the random-init baseline, and every metric
+  of :func:`seqcore.metrics.summarize` under its plain name (``average_accuracy``,
+  ``forgetting``, ``forgetting_max``, ``bwt``, ``fwt``, ``min_acc``, ``wc_acc``,
+  ``windowed_forgetting``, ``windowed_plasticity``, ``lca``), plus status and wall time;
+* ``checkpoint.npz`` — parameters, optimizer state, learner state, RNG states, the
+  matrix so far and the position in the stream, written at the end of each experience
+  and every ``checkpoint_every`` iterations; ``resume_continual(DIR)`` continues from it
+  and ends with exactly the parameters of an uninterrupted run.
+
+Data: ``dataset="synthetic"`` generates Gaussian class clusters locally (tests and quick
+runs need no files); ``"fashion-mnist"``/``"mnist"`` read IDX files
+(:mod:`seqcore.tasks.idx`). Streams: ``"permuted"`` (experience 0 is the identity) and
+``"split"`` (class- or domain-incremental).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import backends, learners, metrics, optim
+from .learners.base import ExperienceData
+from .learners.classifiers import MLPClassifier, RNNClassifier
+from .runs import (RunDir, atomic_write, load_checkpoint, params_from_arrays, params_to_arrays, read_json,
+                   save_checkpoint, write_json)
+from .train import Trainer, TrainingDiverged
+from .tree import tree_map
+from .validate import check_choice, check_positive_int
+
+__all__ = ["ContinualConfig", "run_continual", "resume_continual", "synthetic_clusters", "load_dataset",
+           "build_stream", "build_model", "DATASETS", "STREAMS"]
+
+DATASETS = ("synthetic", "fashion-mnist", "mnist")
+STREAMS = ("permuted", "split")
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+@dataclass(frozen=True)
+class ContinualConfig:
+    """Everything that defines a continual run (saved as ``config.json``).
+
+    ``steps`` counts updates per experience; ``eval_size`` evaluation samples are used per
+    experience; ``train_size`` keeps that many training samples (None: all). ``model`` is
+    ``"mlp"`` or a cell name (recurrent classifier; flat samples are cut into steps of
+    ``step_features`` features, images are read row by row). ``reset_optimizer``
+    re-initialises the optimizer state (Adam's moments) at the start of every experience.
+    """
+
+    stream: str = "permuted"
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    experiences: int = 3
+    scenario: str = "class"
+    train_size: int | None = None
+    eval_size: int = 1000
+    synthetic: dict = field(default_factory=dict)
+    model: str = "mlp"
+    hidden: int = 100
+    layers: int = 1
+    step_features: int | None = None
+    learner: str = "naive"
+    learner_kwargs: dict = field(default_factory=dict)
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.0
+    reset_optimizer: bool = False
+    clip: float | None = None
+    batch_size: int = 64
+    steps: int = 500
+    eval_every: int = 50
+    checkpoint_every: int | None = None
+    backend: str = "numpy"
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        from . import cells
+        check_choice("stream", self.stream, STREAMS)
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("scenario", self.scenario, ("class", "domain"))
+        check_choice("model", self.model, ("mlp", *cells.names()))
+        check_choice("learner", self.learner, learners.names())
+        check_choice("optimizer", self.optimizer, ("sgd", "adam"))
+        check_choice("backend", self.backend, backends.names())
+        check_choice("dtype", self.dtype, tuple(DTYPES))
+        for name in ("experiences", "eval_size", "hidden", "layers", "batch_size", "steps", "eval_every"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("train_size", "checkpoint_every", "step_features"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
+        if not isinstance(self.reset_optimizer, bool):
+            raise TypeError(f"reset_optimizer: got {self.reset_optimizer!r}, expected True or False")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: got {self.seed!r}, expected an integer >= 0")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr: got {self.lr!r}, expected a positive number")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum: got {self.momentum!r}, expected a number in [0, 1)")
+        if self.clip is not None and not self.clip > 0:
+            raise ValueError(f"clip: got {self.clip!r}, expected a positive number or None")
+        for name in ("synthetic", "learner_kwargs"):
+            if not isinstance(getattr(self, name), dict):
+                raise TypeError(f"{name}: got {type(getattr(self, name)).__name__}, expected a dict")
+        unknown = sorted(set(self.synthetic) - set(SYNTHETIC_DEFAULTS))
+        if unknown:
+            raise ValueError(f"synthetic: got unknown keys {unknown}, expected some of {sorted(SYNTHETIC_DEFAULTS)}")
+        learners.make(self.learner, **self.learner_kwargs)  # validates the hyperparameters
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ContinualConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"config: unknown keys {unknown}; expected keys among {sorted(known)}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------- data, stream, model
+
+SYNTHETIC_DEFAULTS = {"n_features": 16, "n_classes": 8, "n_train": 1000, "n_test": 500, "noise": 0.7, "rank": None}
+
+
+def synthetic_clusters(n_train: int = 1000, n_test: int = 500, n_features: int = 16, n_classes: int = 8,
+                       noise: float = 0.7, rank: int | None = None, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Gaussian class clusters: class c is ``N(μ_c, noise² I)`` with ``μ_c ~ N(0, I)``.
+
+    With ``rank`` the clusters live in ``rank`` dimensions that a random orthonormal map
+    embeds in ``n_features`` (low-rank data, like images); otherwise in all of them.
+    Returns ``(x_train (n_train, n_features) float32, y_train (n_train,) int64, x_test,
+    y_test)``, the same for the same ``seed``.
+    """
+    for name, v in (("n_train", n_train), ("n_test", n_test), ("n_features", n_features)):
+        check_positive_int(name, v)
+    check_positive_int("n_classes", n_classes, 2)
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= n_features):
+        raise ValueError(f"rank: got {rank!r}, expected None or an int in [1, n_features={n_features}]")
+    if not (isinstance(noise, (int, float)) and noise >= 0):
+        raise ValueError(f"noise: got {noise!r}, expected a number >= 0")
+    rng = np.random.default_rng([seed, 99])
+    latent = rank or n_features
+    means = rng.normal(0.0, 1.0, (n_classes, latent))
+    embed = np.linalg.qr(rng.normal(size=(n_features, latent)))[0] if rank else np.eye(n_features)
+
+    def draw(n):
+        y = rng.integers(0, n_classes, n)
+        z = means[y] + noise * rng.normal(0.0, 1.0, (n, latent))
+        return (z @ embed.T).astype(np.float32), y.astype(np.int64)
+
+    return draw(n_train) + draw(n_test)
+
+
+def load_dataset(cfg: ContinualConfig) -> tuple[tuple[np.ndarray, ...], float]:
+    """``((x_train, y_train, x_test, y_test), input_scale)`` for ``cfg.dataset`` (train subset applied)."""
+    if cfg.dataset == "synthetic":
+        data = synthetic_clusters(**{**SYNTHETIC_DEFAULTS, **cfg.synthetic}, seed=cfg.seed)
+        scale = 1.0
+    else:
+        from .tasks.idx import DEFAULT_DATA_DIRS, load_idx_split
+        where = cfg.data_dir or DEFAULT_DATA_DIRS[cfg.dataset]
+        (xtr, ytr), (xte, yte) = load_idx_split(where, "train"), load_idx_split(where, "test")
+        data = (xtr, ytr.astype(np.int64), xte, yte.astype(np.int64))
+        scale = 1.0 / 255.0  # uint8 pixels stay uint8 in memory; batches are scaled to [0, 1]
+    if cfg.train_size is not None:
+        if cfg.train_size > data[0].shape[0]:
+            raise ValueError(f"train_size: got {cfg.train_size}, expected <= {data[0].shape[0]} "
+                             f"(the training samples of {cfg.dataset})")
+        keep = np.sort(np.random.default_rng([cfg.seed, 98]).choice(data[0].shape[0], cfg.train_size, replace=False))
+        data = (data[0][keep], data[1][keep]) + data[2:]
+    return data, scale
+
+
+def build_stream(cfg: ContinualConfig, data: tuple[np.ndarray, ...]):
+    """The :class:`seqcore.tasks.streams.Stream` of ``cfg`` over ``data``."""
+    from .tasks.streams import permuted_stream, split_stream
+    if cfg.stream == "permuted":
+        return permuted_stream(*data, n_experiences=cfg.experiences, seed=cfg.seed, first_identity=True)
+    return split_stream(*data, n_experiences=cfg.experiences, scenario=cfg.scenario, seed=cfg.seed)
+
+
+def build_model(cfg: ContinualConfig, sample_shape: tuple, n_classes: int):
+    """An :class:`MLPClassifier` or :class:`RNNClassifier` for samples of ``sample_shape``."""
+    features = int(np.prod(sample_shape))
+    if cfg.model == "mlp":
+        return MLPClassifier(features, (cfg.hidden,) * cfg.layers, n_classes)
+    step = cfg.step_features or (sample_shape[-1] if len(sample_shape) >= 2 else min(4, features))
+    if features % step:
+        raise ValueError(f"step_features: got {step}, expected a divisor of the {features} features per sample")
+    return RNNClassifier(cfg.model, step, cfg.hidden, n_classes, num_layers=cfg.layers)
+
+
+def build_optimizer(cfg: ContinualConfig) -> optim.GradientTransformation:
+    opt = optim.sgd(cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd" else optim.adam(cfg.lr)
+    return optim.chain(optim.clip_by_global_norm(cfg.clip), opt) if cfg.clip else opt
+
+
+# ---------------------------------------------------------------- the run
+
+class _Run:
+    """A continual run assembled from a config (shared by ``run_continual`` and ``resume_continual``)."""
+
+    def __init__(self, cfg: ContinualConfig):
+        self.cfg = cfg
+        self.dtype = DTYPES[cfg.dtype]
+        data, self.scale = load_dataset(cfg)
+        self.stream = build_stream(cfg, data)
+        if self.stream.n_outputs is None:
+            raise ValueError("stream: got one without class labels, expected a classification stream")
+        self.n = len(self.stream)
+        self.model = build_model(cfg, data[0].shape[1:], self.stream.n_outputs)
+        self.be = backends.get(cfg.backend)
+        self.learner = learners.make(cfg.learner, **cfg.learner_kwargs)
+        self._cache: dict[int, Any] = {}
+        self.learner.bind(self.model, n_experiences=self.n, backend=cfg.backend,
+                          rng=np.random.default_rng([cfg.seed, 2]), stream=self.stream, data_for=self.data_for)
+        params = self.learner.init_params(np.random.default_rng([cfg.seed, 0]), self.dtype)
+        self.trainer = Trainer(self.learner.loss, tree_map(self.be.asarray, params), build_optimizer(cfg),
+                               cfg.backend, hooks=self.learner)
+        self.rng = np.random.default_rng([cfg.seed, 1])
+        pick = np.random.default_rng([cfg.seed, 3])
+        self.eval_sets = []
+        for j in range(self.n):
+            x, y = self._experience(j, keep=j == 0).eval
+            index = np.sort(pick.permutation(len(y))[: cfg.eval_size])
+            self.eval_sets.append((x[index], np.asarray(y)[index].astype(np.int64)))
+        self.R = np.full((self.n, self.n), np.nan)
+        self.baseline = np.array([self.accuracy(j) for j in range(self.n)])
+        self.experience, self.step_in_experience, self.started = 0, 0, False
+        self.curve_records: list[dict] = []
+        self.records_at_checkpoint = 0
+        self.elapsed = 0.0
+        self.last_loss = float("nan")
+
+    # -- data ----------------------------------------------------------------------------------
+    def _experience(self, j: int, keep: bool = True):
+        if j not in self._cache:
+            exp = self.stream[j]
+            if keep:
+                if not getattr(self.learner, "uses_all_experiences", False):
+                    self._cache.clear()
+                self._cache[j] = exp
+            return exp
+        return self._cache[j]
+
+    def as_float(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=self.dtype)
+        return x * self.dtype(self.scale) if self.scale != 1.0 else x
+
+    def data_for(self, j: int) -> ExperienceData:
+        """The :class:`ExperienceData` of experience j (batches scaled to floats)."""
+        exp = self._experience(j)
+
+        def sample(rng, n):
+            x, y = exp.sample(rng, n)
+            return self.as_float(x), np.asarray(y).astype(np.int64)
+
+        return ExperienceData(j, exp.task_id, sample, exp.n_train, exp.classes)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def accuracy(self, j: int, chunk: int = 1000) -> float:
+        x, y = self.eval_sets[j]
+        params = self.trainer.params
+        correct = 0
+        for s in range(0, len(y), chunk):
+            logits = self.learner.predict(params, self.be.asarray(self.as_float(x[s:s + chunk])), j)
+            correct += int((np.asarray(self.be.to_numpy(logits)).argmax(-1) == y[s:s + chunk]).sum())
+        return correct / len(y)
+
+    def evaluate(self, rd: RunDir | None, upto: int, t0: float, accs: list | None = None) -> None:
+        """Log one continual-evaluation record: accuracy on experiences 0..upto."""
+        accs = [self.accuracy(j) for j in range(upto + 1)] if accs is None else list(accs[: upto + 1])
+        record = {"step": self.trainer.step_count, "iteration": self.trainer.step_count, "experience": upto,
+                  "accuracy": accs, "loss": self.last_loss, "time": self.elapsed + time.perf_counter() - t0}
+        if rd is not None:
+            rd.log(record)
+        self.curve_records.append(record)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self, path, t0: float) -> None:
+        arrays = params_to_arrays(self.trainer.params, to_numpy=self.be.to_numpy)
+        arrays.update(optim.state_to_arrays(self.trainer.opt_state))
+        learner_arrays, learner_meta = self.learner.state_dict()
+        arrays.update(learner_arrays)
+        arrays["R"], arrays["baseline"] = self.R, self.baseline
+        meta = {"step": self.trainer.step_count, "experience": self.experience,
+                "step_in_experience": self.step_in_experience, "started": self.started,
+                "rng": self.rng.bit_generator.state, "learner": learner_meta, "records": len(self.curve_records),
+                "elapsed": self.elapsed + time.perf_counter() - t0, "last_loss": self.last_loss}
+        save_checkpoint(path, arrays, meta)
+
+    def load(self, path) -> None:
+        arrays, meta = load_checkpoint(path)
+        self.trainer.params = params_from_arrays(self.trainer.params, arrays, asarray=self.be.asarray)
+        self.trainer.opt_state = optim.state_from_arrays(self.trainer.opt_state, arrays)
+        self.trainer.step_count = int(meta["step"])
+        self.learner.load_state_dict(arrays, meta["learner"])
+        self.R, self.baseline = np.array(arrays["R"]), np.array(arrays["baseline"])
+        self.experience, self.step_in_experience = int(meta["experience"]), int(meta["step_in_experience"])
+        self.started = bool(meta["started"])
+        self.records_at_checkpoint = int(meta["records"])
+        self.rng.bit_generator.state = meta["rng"]
+        self.elapsed, self.last_loss = float(meta["elapsed"]), float(meta["last_loss"])
+
+    # -- summary -------------------------------------------------------------------------------
+    def summary(self, rd: RunDir | None, status: str, message: str) -> dict:
+        finished = int(np.sum(np.all(np.isfinite(self.R), axis=1)))
+        out = {"status": status, "message": message, "learner": self.cfg.learner,
+               "hyperparameters": self.learner.hparams(), "model": self.cfg.model, "stream": self.cfg.stream,
+               "dataset": self.cfg.dataset, "backend": self.cfg.backend, "experiences": self.n,
+               "experiences_done": finished, "steps": self.trainer.step_count, "wall_time_s": self.elapsed,
+               "accuracy_matrix": _nan_to_none(self.R.tolist()), "baseline": self.baseline.tolist()}
+        if finished:
+            R = self.R[:finished, :finished]
+            kept = [r for r in self.curve_records if r["experience"] < finished]
+            curve = metrics.EvalCurve.from_records(kept, finished) if kept else None
+            values = metrics.summarize(R, curve, baseline=self.baseline[:finished])
+            out.update({k: (None if math.isnan(v) else v) for k, v in values.items()})
+            out["final_accuracies"] = R[-1].tolist()
+        if rd is not None:
+            write_json(rd.summary, out)
+        return out
+
+
+def _nan_to_none(rows):
+    return [[None if (isinstance(v, float) and math.isnan(v)) else v for v in row] for row in rows]
+
+
+def _progress(total: int, initial: int, quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, dynamic_ncols=True, leave=True)
+
+
+def _loop(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None,
+          stop_at_step: int | None) -> dict:
+    cfg, tr, learner = run.cfg, run.trainer, run.learner
+    bar = _progress(run.n * cfg.steps, tr.step_count, quiet)
+    t0 = time.perf_counter()
+    status, message = "completed", ""
+    try:
+        while run.experience < run.n:
+            i = run.experience
+            data = run.data_for(i)
+            learner.index = i
+            if not run.started:
+                if cfg.reset_optimizer:
+                    tr.opt_state = tr.optimizer.init(tr.params)
+                learner.before_experience(tr, data)
+                run.evaluate(rd, i, t0)  # before the first update: the stability gap's starting point
+                run.started = True
+            while run.step_in_experience < cfg.steps:
+                if stop_at_step is not None and tr.step_count >= stop_at_step:
+                    status, message = "stopped", f"stopped at step {tr.step_count}; resume to continue"
+                    raise _Stop
+                x, y = data.sample(run.rng, cfg.batch_size)
+                run.last_loss = tr.step((x, y, None))
+                run.step_in_experience += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(exp=i, loss=f"{run.last_loss:.4f}")
+                if tr.step_count % cfg.eval_every == 0 and run.step_in_experience < cfg.steps:
+                    run.evaluate(rd, i, t0)
+                if rd is not None and cfg.checkpoint_every and tr.step_count % cfg.checkpoint_every == 0:
+                    run.save(rd.checkpoint, t0)
+            learner.after_experience(tr, data)
+            row = [run.accuracy(j) for j in range(run.n)]
+            run.R[i] = row
+            run.evaluate(rd, i, t0, row)
+            run.experience, run.step_in_experience, run.started = i + 1, 0, False
+            if log is not None and bar is None:
+                log(f"experience {i}: " + " ".join(f"{a:.3f}" for a in row[: i + 1])
+                    + f"  (mean {np.mean(row[: i + 1]):.3f})")
+            if rd is not None:
+                run.save(rd.checkpoint, t0)
+    except _Stop:
+        if rd is not None:
+            run.save(rd.checkpoint, t0)
+    except TrainingDiverged as exc:
+        status, message = "diverged", str(exc)
+    except KeyboardInterrupt:
+        status, message = "interrupted", "interrupted; resume with `seqcore continual --resume --out DIR`"
+    finally:
+        if bar is not None:
+            bar.close()
+    run.elapsed += time.perf_counter() - t0
+    return run.summary(rd, status, message)
+
+
+class _Stop(Exception):
+    pass
+
+
+def run_continual(config: ContinualConfig, out: str | None = None, *, quiet: bool = False,
+                  log: Callable[[str], None] | None = None, overwrite: bool = False,
+                  stop_at_step: int | None = None) -> tuple[dict, Any]:
+    """Run ``config``; write the run directory ``out`` when given. Returns ``(summary, params)``.
+
+    ``stop_at_step``: stop (with a checkpoint) once that many updates are done, as a
+    budgeted or interrupted run would; :func:`resume_continual` continues it.
+    """
+    if not isinstance(config, ContinualConfig):
+        raise TypeError(f"config: got {type(config).__name__}, expected a ContinualConfig")
+    run = _Run(config)
+    rd = None
+    if out is not None:
+        rd = RunDir(out)
+        rd.create(config.to_dict(), overwrite=overwrite)
+        run.save(rd.checkpoint, time.perf_counter())
+    summary = _loop(run, rd, quiet, log, stop_at_step)
+    return summary, run.trainer.params
+
+
+def resume_continual(out: str, *, quiet: bool = False, log: Callable[[str], None] | None = None,
+                     stop_at_step: int | None = None) -> tuple[dict, Any]:
+    """Continue the continual run in directory ``out`` from its last checkpoint."""
+    rd = RunDir(out)
+    cfg = ContinualConfig.from_dict(read_json(rd.config))
+    run = _Run(cfg)
+    run.load(rd.checkpoint)
+    lines = rd.metrics.read_text().splitlines(keepends=True) if rd.metrics.exists() else []
+    lines = lines[: run.records_at_checkpoint]  # drop evaluations logged after the checkpoint
+    atomic_write(rd.metrics, "".join(lines).encode())
+    run.curve_records = [json.loads(ln) for ln in lines if ln.strip()]
+    summary = _loop(run, rd, quiet, log, stop_at_step)
+    return summary, run.trainer.params

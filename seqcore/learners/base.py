@@ -1,0 +1,336 @@
+"""The learner protocol: :class:`seqcore.train.Hooks` plus experience boundaries and state.
+
+A learner is attached to one continual run. The loop (:mod:`seqcore.continual`) calls
+
+* ``bind(model, n_experiences=…, backend=…, rng=…, stream=…)`` once;
+* ``init_params(rng, dtype)`` for the trainable parameters (the model's, or a
+  hypernetwork's);
+* ``before_experience(trainer, data)`` / ``after_experience(trainer, data)`` around
+  each experience, ``data`` being an :class:`ExperienceData`;
+* the :class:`~seqcore.train.Hooks` of every step: ``prepare_batch`` (replay),
+  ``extra_loss`` (differentiable regularisers built from :mod:`seqcore.ops` on the
+  traced parameters), ``transform_grads`` (projections), ``after_step``;
+* ``loss(params, batch)`` is the task loss handed to the :class:`~seqcore.train.Trainer`,
+  ``predict(params, x, index)`` the logits used to evaluate experience ``index``.
+
+Models are reached only through a small interface (see :mod:`seqcore.learners.classifiers`):
+``forward(params, x) -> logits (B, C)`` and ``init(rng, dtype)``; a few learners also
+need ``hidden``/``readout`` (SHARP) or ``projection_layers`` (orthogonal projection).
+
+Everything a learner must remember between experiences lives in the attributes named
+by ``state_fields`` (NumPy arrays, trees of them, numbers, buffers); ``state_dict`` /
+``load_state_dict`` put them into a checkpoint, so a resumed run continues exactly.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, NamedTuple
+
+import numpy as np
+
+from .. import nn
+from ..autodiff import stop_gradient, vjp
+from ..train import Hooks
+from ..tree import tree_leaves, tree_map
+
+__all__ = ["HP", "Learner", "ExperienceData", "pack_state", "unpack_state", "tree_dot", "tree_to_numpy",
+           "get_path", "set_path", "example_gradients", "softmax"]
+
+
+class HP(NamedTuple):
+    """A hyperparameter: default, one-line help, and optional bounds or choices."""
+
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+
+
+@dataclass
+class ExperienceData:
+    """The experience being trained, as the loop hands it to learners.
+
+    index: position in the stream (0-based); task_id: the stream's task id.
+    sample(rng, n) -> (x (n, ...) float, y (n,) int): training samples, already scaled.
+    classes: original class ids of the experience.
+    """
+
+    index: int
+    task_id: int
+    sample: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
+    n_train: int | None = None
+    classes: tuple = ()
+
+
+# ---------------------------------------------------------------- tree helpers
+
+def tree_to_numpy(tree, to_numpy=np.asarray):
+    """Every leaf as a NumPy array (a copy, so later in-place updates cannot alias it)."""
+    return tree_map(lambda v: np.array(to_numpy(stop_gradient(v))), tree)
+
+
+def tree_dot(a, b) -> float:
+    """Σ over all leaves of ``a * b`` (the dot product of two flattened trees), in float64."""
+    la, lb = tree_leaves(a), tree_leaves(b)
+    if len(la) != len(lb):
+        raise ValueError(f"b: got a tree with {len(lb)} arrays, expected {len(la)} like a")
+    return float(sum(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64)) for x, y in zip(la, lb)))
+
+
+def get_path(tree, path: tuple):
+    """The subtree of ``tree`` at ``path`` (a tuple of dict keys / list indices)."""
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def set_path(tree, path: tuple, value):
+    """A copy of ``tree`` (containers only) with the leaf at ``path`` replaced by ``value``."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(tree, dict):
+        out = dict(tree)
+    elif isinstance(tree, (list, tuple)):
+        out = list(tree)
+    else:
+        raise TypeError(f"path: got {path!r}, which goes through a {type(tree).__name__}")
+    out[head] = set_path(tree[head], rest, value)
+    return out if not isinstance(tree, tuple) else type(tree)(out)
+
+
+def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``z / temperature`` (NumPy, float64); z: (B, C)."""
+    z = np.asarray(z, np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def example_gradients(fn: Callable, params, xs: np.ndarray, ys: np.ndarray, backend):
+    """Yield the gradient of ``fn(params, x_i[None], y_i[None])`` for every example i.
+
+    ``fn`` returns a differentiable scalar; ``xs`` (N, ...) and ``ys`` (N,) are NumPy;
+    gradients come back as NumPy float64 trees shaped like ``params``. One pullback per
+    example: exact per-example gradients for any model (``backend`` is a backend module).
+    """
+    for i in range(xs.shape[0]):
+        x = backend.asarray(xs[i:i + 1])
+        value, pullback = vjp(lambda p: fn(p, x, ys[i:i + 1]), params)
+        (g,) = pullback(backend.xp.ones_like(value))
+        yield tree_map(lambda v: np.asarray(backend.to_numpy(v), np.float64), g)
+
+
+# ---------------------------------------------------------------- state (checkpoints)
+
+def _walk_pack(value, key: str, arrays: dict) -> Any:
+    if isinstance(value, np.random.Generator):
+        return {"t": "rng", "state": value.bit_generator.state}
+    if isinstance(value, dict):
+        return {"t": "dict", "items": {str(k): _walk_pack(v, f"{key}/{k}", arrays) for k, v in value.items()}}
+    if isinstance(value, (list, tuple)):
+        return {"t": "list", "items": [_walk_pack(v, f"{key}/{i}", arrays) for i, v in enumerate(value)]}
+    if value is None or isinstance(value, (bool, str)):
+        return {"t": "value", "v": value}
+    if isinstance(value, numbers.Number) and not isinstance(value, np.ndarray):
+        return {"t": "value", "v": value.item() if isinstance(value, np.generic) else value}
+    if hasattr(value, "state_dict") and hasattr(value, "load_state_dict"):
+        return {"t": "object", "items": _walk_pack(value.state_dict(), key, arrays)}
+    arrays[key] = np.array(np.asarray(value))
+    return {"t": "array", "key": key}
+
+
+def pack_state(fields: dict[str, Any], prefix: str = "learner") -> tuple[dict[str, np.ndarray], dict]:
+    """``{name: value}`` → ``(arrays, skeleton)``: arrays for an ``.npz``, a JSON skeleton for the rest.
+
+    Values may be NumPy arrays, numbers, strings, None, Generators, objects with
+    ``state_dict``/``load_state_dict`` (e.g. buffers) and nested dicts/lists of these.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    skeleton = {name: _walk_pack(v, f"{prefix}/{name}", arrays) for name, v in fields.items()}
+    return arrays, skeleton
+
+
+def _walk_unpack(node: dict, arrays: dict, current: Any) -> Any:
+    kind = node["t"]
+    if kind == "rng":
+        rng = current if isinstance(current, np.random.Generator) else np.random.default_rng()
+        rng.bit_generator.state = node["state"]
+        return rng
+    if kind == "dict":
+        cur = current if isinstance(current, dict) else {}
+        return {k: _walk_unpack(v, arrays, cur.get(k)) for k, v in node["items"].items()}
+    if kind == "list":
+        cur = current if isinstance(current, (list, tuple)) else []
+        return [_walk_unpack(v, arrays, cur[i] if i < len(cur) else None) for i, v in enumerate(node["items"])]
+    if kind == "value":
+        return node["v"]
+    if kind == "object":
+        current.load_state_dict(_walk_unpack(node["items"], arrays, None))
+        return current
+    if node["key"] not in arrays:
+        raise ValueError(f"checkpoint: missing learner array {node['key']!r}")
+    return np.array(arrays[node["key"]])
+
+
+def unpack_state(arrays: dict[str, np.ndarray], skeleton: dict, current: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`pack_state`; ``current`` supplies the objects (buffers) to load into."""
+    return {name: _walk_unpack(node, arrays, current.get(name)) for name, node in skeleton.items()}
+
+
+# ---------------------------------------------------------------- the protocol
+
+class Learner(Hooks):
+    """Base class of continual learners (naive fine-tuning when nothing is overridden).
+
+    Hyperparameters are declared in ``hyperparameters`` (name → :class:`HP`) and become
+    attributes; unknown names or values out of range raise ValueError/TypeError.
+    """
+
+    name: ClassVar[str] = "naive"
+    hyperparameters: ClassVar[dict[str, HP]] = {}
+    state_fields: ClassVar[tuple[str, ...]] = ()
+    needs: ClassVar[tuple[str, ...]] = ()  # model methods beyond forward/init this learner uses
+
+    def __init__(self, **hparams: Any):
+        unknown = sorted(set(hparams) - set(self.hyperparameters))
+        if unknown:
+            allowed = ", ".join(self.hyperparameters) or "none"
+            raise ValueError(f"{unknown[0]}: got a value for an unknown hyperparameter of learner "
+                             f"{self.name!r}; expected one of: {allowed}")
+        for key, spec in self.hyperparameters.items():
+            setattr(self, key, _check_hp(key, hparams.get(key, spec.default), spec))
+        self.model = None
+        self.stream = None
+        self.n_experiences = 0
+        self.index = -1  # the experience being trained
+        self.rng = np.random.default_rng(0)
+        self.be = None
+        self.data_for = None
+
+    # -- configuration ---------------------------------------------------------------------
+    def hparams(self) -> dict[str, Any]:
+        """The hyperparameters as a JSON-ready dict."""
+        return {key: getattr(self, key) for key in self.hyperparameters}
+
+    def bind(self, model, *, n_experiences: int, backend: str = "numpy", rng: np.random.Generator | None = None,
+             stream=None, data_for=None) -> None:
+        """Attach the learner to a run: the model, the stream length, the backend and its RNG.
+
+        ``data_for(i)`` returns the :class:`ExperienceData` of experience i (used by joint
+        and cumulative training).
+        """
+        from .. import backends
+        missing = [m for m in self.needs if not callable(getattr(model, m, None))]
+        if missing:
+            raise TypeError(f"model: got {type(model).__name__} without {', '.join(missing)}, "
+                            f"which learner {self.name!r} needs")
+        if not isinstance(n_experiences, int) or n_experiences < 1:
+            raise ValueError(f"n_experiences: got {n_experiences!r}, expected an int >= 1")
+        self.model = model
+        self.n_experiences = n_experiences
+        self.be = backends.get(backend)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.stream = stream
+        self.data_for = data_for
+
+    def init_params(self, rng: np.random.Generator, dtype=np.float32):
+        """The trainable parameters (NumPy); the model's by default."""
+        return self.model.init(rng, dtype)
+
+    # -- model access --------------------------------------------------------------------------
+    def dev(self, tree):
+        """A NumPy tree moved to the run's backend (no copy on NumPy)."""
+        return tree_map(self.be.asarray, tree)
+
+    def numpy(self, tree):
+        """A backend tree (possibly traced) as NumPy copies."""
+        return tree_to_numpy(tree, self.be.to_numpy)
+
+    def param_dtype(self, params) -> np.dtype:
+        """The NumPy dtype of the (possibly traced, any-backend) parameters."""
+        return np.asarray(self.be.to_numpy(stop_gradient(tree_leaves(params)[0]))).dtype
+
+    def forward(self, params, x):
+        """Training logits ``(B, C)`` for inputs ``x`` (B, ...)."""
+        return self.model.forward(params, x)
+
+    def predict(self, params, x, index: int):
+        """Logits ``(B, C)`` used to evaluate experience ``index`` (task-aware learners use it)."""
+        return self.forward(params, x)
+
+    def cross_entropy(self, logits, y):
+        return nn.cross_entropy(logits, self.be.asarray(np.asarray(y, dtype=np.int64)))
+
+    def loss(self, params, batch):
+        """Mean cross-entropy of the batch ``(x, y, mask)`` (x already on the backend)."""
+        x, y = batch[0], batch[1]
+        return self.cross_entropy(self.forward(params, x), y)
+
+    def gradient(self, params, batch):
+        """Gradient of :meth:`loss` (no extra terms) at ``params`` on a NumPy batch ``(x, y)``."""
+        x = self.be.asarray(batch[0])
+        value, pullback = vjp(lambda p: self.loss(p, (x, batch[1], None)), params)
+        (g,) = pullback(self.be.xp.ones_like(value))
+        return g
+
+    def logits_numpy(self, params, x) -> np.ndarray:
+        """Forward pass without the tape: logits (B, C) as NumPy float64."""
+        out = self.forward(tree_map(stop_gradient, params), self.be.asarray(x))
+        return np.asarray(self.be.to_numpy(out), np.float64)
+
+    # -- experience boundaries ---------------------------------------------------------------
+    def before_experience(self, trainer, data: ExperienceData) -> None:
+        """Called before the first step of experience ``data.index``."""
+
+    def after_experience(self, trainer, data: ExperienceData) -> None:
+        """Called after the last step of experience ``data.index`` (before its evaluation)."""
+
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
+        """``(arrays, meta)`` holding everything in ``state_fields`` plus the learner's RNG."""
+        fields = {name: getattr(self, name) for name in self.state_fields}
+        fields["rng"] = self.rng
+        fields["index"] = self.index
+        return pack_state(fields)
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        current = {name: getattr(self, name, None) for name in self.state_fields}
+        current["rng"] = self.rng
+        for name, value in unpack_state(arrays, meta, current).items():
+            setattr(self, name, value)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _check_hp(key: str, value: Any, spec: HP) -> Any:
+    default = spec.default
+    if spec.choices is not None:
+        if value not in spec.choices:
+            raise ValueError(f"{key}: got {value!r}, expected one of {list(spec.choices)}")
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{key}: got {value!r}, expected true or false")
+        return bool(value)
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
+                isinstance(value, float) and value.is_integer()):
+            raise TypeError(f"{key}: got {value!r}, expected an integer")
+        value = int(value)
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+            raise TypeError(f"{key}: got {value!r}, expected a finite number")
+        value = float(value)
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise TypeError(f"{key}: got {value!r}, expected a string")
+    if spec.low is not None and value < spec.low:
+        raise ValueError(f"{key}: got {value!r}, expected >= {spec.low}")
+    if spec.high is not None and value > spec.high:
+        raise ValueError(f"{key}: got {value!r}, expected <= {spec.high}")
+    return value
+

@@ -1,0 +1,188 @@
+"""Classifiers as learners see them: ``forward(params, x) -> logits``, and a little more.
+
+Every learner needs ``init(rng, dtype)`` and ``forward(params, x) -> (B, C)``. Two
+learners look inside:
+
+* SHARP needs ``hidden(params, x) -> (B, F)`` (the input of the readout layer),
+  ``readout(params, h) -> (B, C)``, ``sparse_paths(params)`` (the weight matrices it
+  keeps sparse) and ``unit_paths(params)`` (the parameters whose rows produce the F
+  hidden units: row g·F + i feeds unit i);
+* orthogonal projection needs ``projection_layers(params, x)``: a list of
+  ``(weight_path, bias_path or None, inputs (N, in))`` — for each weight matrix, the
+  inputs it multiplies, so its gradient can be projected away from their span.
+
+:class:`MLPClassifier` (the permuted-image model) and :class:`RNNClassifier` (a
+:class:`seqcore.models.SequenceModel` with one last-step head, any cell) provide all of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import ops
+from ..autodiff import stop_gradient
+from ..models import MLP, HeadSpec, SequenceModel
+from ..validate import check_positive_int
+
+__all__ = ["MLPClassifier", "RNNClassifier"]
+
+
+@dataclass(frozen=True)
+class MLPClassifier:
+    """An MLP on flattened inputs: ``x (B, ...) -> logits (B, n_classes)``, ReLU hidden layers.
+
+    Parameters are a list of ``{"weight": (out, in), "bias": (out,)}``, one per layer.
+    """
+
+    input_size: int
+    hidden_sizes: tuple
+    n_classes: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        check_positive_int("n_classes", self.n_classes)
+
+    @property
+    def mlp(self) -> MLP:
+        return MLP(self.input_size, self.hidden_sizes, self.n_classes)
+
+    @property
+    def readout_path(self) -> tuple:
+        return (len(self.hidden_sizes),)
+
+    def init(self, rng: np.random.Generator, dtype=np.float32) -> list:
+        return self.mlp.init(rng, dtype)
+
+    def forward(self, params, x):
+        """``x: (B, ...)`` with prod(...) = input_size → logits ``(B, n_classes)``."""
+        return self.mlp.apply(params, x)
+
+    def _layer_outputs(self, params, x):
+        h = ops.reshape(x, (x.shape[0], -1))
+        if h.shape[1] != self.input_size:
+            raise ValueError(f"x: got {h.shape[1]} features per sample, expected {self.input_size}")
+        inputs = []
+        for p in params[:-1]:
+            inputs.append(h)
+            h = ops.relu(ops.linear(h, p["weight"], p["bias"]))
+        inputs.append(h)
+        return inputs
+
+    def hidden(self, params, x):
+        """The readout's input ``(B, hidden_sizes[-1])`` (post-ReLU); ``x`` itself with no hidden layer."""
+        return self._layer_outputs(params, x)[-1]
+
+    def readout(self, params, h):
+        """Logits from readout inputs ``h (B, F)``; only the last layer's parameters are used."""
+        p = params[-1]
+        return ops.linear(h, p["weight"], p["bias"])
+
+    def sparse_paths(self, params) -> list[tuple]:
+        """Weight matrices kept sparse by SHARP: every layer but the readout."""
+        return [(i, "weight") for i in range(len(params) - 1)]
+
+    def unit_paths(self, params) -> list[tuple]:
+        """Parameters whose rows produce the ``hidden`` units: row g·H + i feeds unit i (here g = 0)."""
+        last = len(params) - 2
+        return [(last, "weight"), (last, "bias")] if last >= 0 else []
+
+    def projection_layers(self, params, x) -> list[tuple]:
+        """``[((i, "weight"), (i, "bias"), inputs (B, in_i))]`` for every layer i (NumPy inputs)."""
+        plain = [stop_gradient(p) for p in params]
+        inputs = self._layer_outputs([{k: stop_gradient(v) for k, v in p.items()} for p in plain], x)
+        return [((i, "weight"), (i, "bias"), stop_gradient(h)) for i, h in enumerate(inputs)]
+
+
+@dataclass(frozen=True)
+class RNNClassifier:
+    """A recurrent classifier: a stack of ``cell`` layers, then a linear head on the last step.
+
+    ``x: (B, T, input_size)``; 2-D inputs ``(B, F)`` are cut into ``T = F / input_size``
+    steps of ``input_size`` features (a flattened image read row by row with
+    ``input_size`` = its width). Parameters: ``{"rnn": [layer dicts], "heads": {"class": …}}``.
+    """
+
+    cell: str
+    input_size: int
+    hidden_size: int
+    n_classes: int
+    num_layers: int = 1
+    cell_kwargs: tuple = ()
+
+    def __post_init__(self):
+        check_positive_int("n_classes", self.n_classes)
+
+    @property
+    def net(self) -> SequenceModel:
+        return SequenceModel(self.cell, self.input_size, self.hidden_size,
+                             (HeadSpec("class", self.n_classes, "last"),), num_layers=self.num_layers,
+                             cell_kwargs=self.cell_kwargs)
+
+    readout_path = ("heads", "class")
+
+    def init(self, rng: np.random.Generator, dtype=np.float32) -> dict:
+        return self.net.init(rng, dtype)
+
+    def _sequence(self, x):
+        if x.ndim == 2:
+            if x.shape[1] % self.input_size:
+                raise ValueError(f"x: got {x.shape[1]} features, expected a multiple of input_size="
+                                 f"{self.input_size} to cut into steps")
+            return ops.reshape(x, (x.shape[0], x.shape[1] // self.input_size, self.input_size))
+        if x.ndim != 3 or x.shape[2] != self.input_size:
+            raise ValueError(f"x: got shape {tuple(x.shape)}, expected (B, T, {self.input_size}) or (B, F)")
+        return x
+
+    def hidden(self, params, x):
+        """The last step's output ``(B, hidden_size)``: the readout's input."""
+        hs = self.net.features(params, self._sequence(x))
+        return ops.getitem(hs, (slice(None), -1))
+
+    def readout(self, params, h):
+        p = params["heads"]["class"]
+        return ops.linear(h, p["weight"], p["bias"])
+
+    def forward(self, params, x):
+        """``x: (B, T, input_size)`` or ``(B, F)`` → logits ``(B, n_classes)``."""
+        return self.readout(params, self.hidden(params, x))
+
+    def sparse_paths(self, params) -> list[tuple]:
+        """Input and recurrent weight matrices of every layer (2-D ``weight_*`` leaves)."""
+        out = []
+        for i, layer in enumerate(params["rnn"]):
+            out += [("rnn", i, k) for k, v in layer.items() if k.startswith("weight") and v.ndim == 2]
+        return out
+
+    def unit_paths(self, params) -> list[tuple]:
+        """The last layer's input/recurrent weights and biases: row g·H + i belongs to unit i, gate g."""
+        last = params["rnn"][-1]
+        return [("rnn", len(params["rnn"]) - 1, k) for k, v in last.items()
+                if k.split("_")[0] in ("weight", "bias") and v.ndim in (1, 2) and v.shape[0] % self.hidden_size == 0]
+
+    def projection_layers(self, params, x) -> list[tuple]:
+        """``weight_ih`` with the layer's inputs x_t, ``weight_hh`` with h_{t−1} (h_0 = 0), and the head.
+
+        Other recurrent parameters (diagonal recurrences, time constants, bidirectional
+        layers) are not listed, so they are not projected.
+        """
+        plain = {"rnn": [{k: stop_gradient(v) for k, v in layer.items()} for layer in params["rnn"]]}
+        h = np.asarray(stop_gradient(self._sequence(x)))
+        layers = []
+        for i, (cell, p) in enumerate(zip(self.net.rnn.layers, plain["rnn"])):
+            if not hasattr(cell, "hidden_size"):
+                break  # bidirectional: stop here
+            out, _ = cell.apply(p, h)
+            out = np.asarray(out)
+            B, T = h.shape[:2]
+            if p.get("weight_ih") is not None and p["weight_ih"].ndim == 2:
+                layers.append((("rnn", i, "weight_ih"), ("rnn", i, "bias_ih") if "bias_ih" in p else None,
+                               h.reshape(B * T, -1)))
+            if p.get("weight_hh") is not None and p["weight_hh"].ndim == 2:
+                prev = np.concatenate([np.zeros_like(out[:, :1]), out[:, :-1]], axis=1)
+                layers.append((("rnn", i, "weight_hh"), ("rnn", i, "bias_hh") if "bias_hh" in p else None,
+                               prev.reshape(B * T, -1)))
+            h = out
+        else:
+            layers.append((("heads", "class", "weight"), ("heads", "class", "bias"), h[:, -1]))
+        return layers

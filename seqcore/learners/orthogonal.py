@@ -1,0 +1,124 @@
+"""Orthogonal projection of updates away from the subspace of past inputs (GPM-style).
+
+After Saha, Garg & Roy (2021, "Gradient projection memory"). A weight matrix W (out, in)
+with bias b maps an input x to ``W x + b``; an update ΔW leaves the outputs for every
+past input unchanged when ``[ΔW, Δb] [x; 1] = 0``. So, per layer:
+
+* after each experience, the layer's inputs on ``samples`` training examples are
+  collected (``model.projection_layers``), with a constant 1 appended when the layer
+  has a bias: ``R (in+1, N)``. The part not yet covered by the basis M,
+  ``R̂ = R − M Mᵀ R``, is decomposed by SVD; its leading left singular vectors are
+  added to M until the basis holds the fraction ``threshold`` of R's energy:
+  ``‖M Mᵀ R‖² + Σ_{i≤k} σ̂_i² ≥ threshold · ‖R‖²`` (Frobenius norms);
+* every gradient is projected onto the orthogonal complement:
+  ``[G_W, g_b] ← [G_W, g_b] (I − M Mᵀ)``.
+
+Layers not listed by the model (e.g. diagonal recurrences) are updated freely. For an
+RNN, ``weight_hh``'s inputs are the hidden states h_{t−1}, so the guarantee holds at the
+hidden states recorded when the basis was built. Use plain SGD: Adam's per-coordinate
+scaling and momentum mix the projected directions back in.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import HP, Learner, get_path, set_path
+
+__all__ = ["OrthogonalProjection", "extend_basis", "project_out"]
+
+
+def extend_basis(basis: np.ndarray | None, inputs: np.ndarray, threshold: float) -> np.ndarray:
+    """Grow an orthonormal basis ``(D, k)`` with the principal directions of ``inputs (N, D)``.
+
+    Adds the fewest leading singular vectors of the inputs' uncovered part so that the
+    basis captures at least ``threshold`` of the inputs' energy. Returns ``(D, k')``.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold: got {threshold!r}, expected a number in (0, 1]")
+    R = np.asarray(inputs, np.float64).T  # (D, N)
+    D = R.shape[0]
+    total = float(np.sum(R * R))
+    if total == 0.0:
+        return basis if basis is not None else np.zeros((D, 0))
+    if basis is None:
+        basis = np.zeros((D, 0))
+    covered = basis @ (basis.T @ R)
+    kept = float(np.sum(covered * covered))
+    if kept >= threshold * total:
+        return basis
+    U, energy = _principal_directions(R - covered)
+    gained = kept + np.cumsum(energy)
+    k = int(np.searchsorted(gained, threshold * total - 1e-12 * total) + 1)
+    k = min(k, D - basis.shape[1], U.shape[1])
+    if k <= 0:
+        return basis
+    Q, _ = np.linalg.qr(np.concatenate([basis, U[:, :k]], axis=1))  # re-orthonormalise against rounding
+    return Q
+
+
+def _principal_directions(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Left singular vectors of ``R (D, N)`` and their energies σ², largest first."""
+    D, N = R.shape
+    if N <= D:
+        U, S, _ = np.linalg.svd(R, full_matrices=False)
+        return U, S * S
+    energy, U = np.linalg.eigh(R @ R.T)  # the Gram matrix is smaller: (D, D)
+    order = np.argsort(energy)[::-1]
+    return U[:, order], np.clip(energy[order], 0.0, None)
+
+
+def project_out(grad: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """``grad (out, D) (I − basis basisᵀ)``: remove the components along the basis' span."""
+    if basis is None or basis.shape[1] == 0:
+        return grad
+    return grad - (grad @ basis) @ basis.T
+
+
+class OrthogonalProjection(Learner):
+    """Project every listed layer's gradient away from the inputs of past experiences."""
+
+    name = "orthogonal"
+    needs = ("projection_layers",)
+    hyperparameters = {
+        "threshold": HP(0.97, "fraction of each layer's input energy the basis must capture", low=1e-6, high=1.0),
+        "samples": HP(300, "training examples whose layer inputs build the basis", low=1),
+    }
+    state_fields = ("bases", "paths")
+
+    def __init__(self, **hp):
+        super().__init__(**hp)
+        self.bases: list | None = None  # one (in [+1], k) basis per listed layer
+        self.paths: list = []           # [(weight_path, bias_path or None)] of those layers
+
+    def _layers(self, params, x):
+        return self.model.projection_layers(params, self.be.asarray(x))
+
+    def after_experience(self, trainer, data):
+        n = min(self.samples, data.n_train) if data.n_train else self.samples
+        x, _ = data.sample(self.rng, n)
+        layers = self._layers(trainer.params, x)
+        if self.bases is None:
+            self.bases = [None] * len(layers)
+            self.paths = [(tuple(w), None if b is None else tuple(b)) for w, b, _ in layers]
+        for i, (_, bias_path, inputs) in enumerate(layers):
+            inputs = np.asarray(self.be.to_numpy(inputs), np.float64)
+            if bias_path is not None:
+                inputs = np.concatenate([inputs, np.ones((inputs.shape[0], 1))], axis=1)
+            self.bases[i] = extend_basis(self.bases[i], inputs, self.threshold)
+
+    def transform_grads(self, trainer, grads, batch):
+        if self.bases is None:
+            return grads
+        for (w_path, b_path), basis in zip(self.paths, self.bases):
+            if basis is None or basis.shape[1] == 0:
+                continue
+            gw = np.asarray(self.be.to_numpy(get_path(grads, w_path)))
+            full = gw.astype(np.float64)
+            if b_path is not None:
+                gb = np.asarray(self.be.to_numpy(get_path(grads, b_path)))
+                full = np.concatenate([full, gb.astype(np.float64)[:, None]], axis=1)
+            full = project_out(full, basis)
+            grads = set_path(grads, tuple(w_path), self.be.asarray(full[:, : gw.shape[1]].astype(gw.dtype)))
+            if b_path is not None:
+                grads = set_path(grads, tuple(b_path), self.be.asarray(full[:, -1].astype(gb.dtype)))
+        return grads

@@ -1,0 +1,299 @@
+"""Rehearsal: memory buffers, experience replay, A-GEM and power-law rehearsal.
+
+Buffers hold named fields (``x``, ``y``, and e.g. ``logits`` for DER) in arrays of a
+fixed capacity:
+
+* :class:`ReservoirBuffer` — reservoir sampling (Vitter's algorithm R): after n
+  insertions every one of them is in the buffer with probability capacity / n.
+* :class:`ClassBalancedBuffer` — class-balancing reservoir sampling (Chrysakis & Moens
+  2020): while full, a sample of a class that is not among the largest evicts a random
+  member of a largest class; a sample of a largest class c replaces a random member of
+  c with probability m_c / n_c (m_c stored, n_c seen). Stored class counts stay within
+  one of each other for the classes that had enough samples.
+
+Learners:
+
+* ``replay`` (ER): each batch is the current batch plus ``replay_batch`` samples from
+  the buffer; the current batch is added to the buffer after the step.
+* ``agem`` (Chaudhry et al. 2019): an episodic memory of ``memory_per_experience``
+  samples per past experience; the gradient g is projected when it conflicts with the
+  memory's gradient g_ref: ``g ← g − (g·g_ref / g_ref·g_ref) g_ref`` if ``g·g_ref < 0``.
+* ``power-law``: episodic memories as for A-GEM; during experience t the rehearsed
+  tasks are those of :func:`seqcore.tasks.streams.power_law_steps` (``budget`` draws
+  with ``p_j ∝ Δ_j^(−exponent)``, Δ_j the experiences since task j was last rehearsed);
+  replay batches come from their memories. ``exponent=0`` is uniform rehearsal of the
+  same budget.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..tree import tree_leaves, tree_map
+from .base import HP, Learner, tree_dot
+
+__all__ = ["ReservoirBuffer", "ClassBalancedBuffer", "make_buffer", "Replay", "AGEM", "PowerLawRehearsal",
+           "agem_project"]
+
+
+def _check_capacity(capacity) -> int:
+    if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
+        raise ValueError(f"capacity: got {capacity!r}, expected an int >= 1")
+    return int(capacity)
+
+
+class ReservoirBuffer:
+    """A fixed-capacity buffer filled by reservoir sampling.
+
+    ``add(rng, x=(B, ...), y=(B,), ...)`` inserts B samples (every field has B rows);
+    ``sample(rng, n)`` returns ``{field: (min(n, size), ...)}`` drawn without replacement.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = _check_capacity(capacity)
+        self.data: dict[str, np.ndarray] = {}
+        self.size = 0
+        self.n_seen = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _check_fields(self, fields: dict) -> int:
+        if not fields:
+            raise ValueError("fields: got none, expected arrays such as x=..., y=...")
+        rows = {k: np.asarray(v).shape[0] if np.ndim(v) else -1 for k, v in fields.items()}
+        if len(set(rows.values())) != 1 or -1 in rows.values():
+            raise ValueError(f"fields: got leading sizes {rows}, expected the same batch size B for every field")
+        if self.data and set(fields) != set(self.data):
+            raise ValueError(f"fields: got {sorted(fields)}, expected {sorted(self.data)} as before")
+        if not self.data:
+            self.data = {k: np.zeros((self.capacity,) + np.asarray(v).shape[1:], np.asarray(v).dtype)
+                         for k, v in fields.items()}
+        return next(iter(rows.values()))
+
+    def _put(self, slot: int, fields: dict, i: int) -> None:
+        for k, v in fields.items():
+            self.data[k][slot] = v[i]
+
+    def add(self, rng: np.random.Generator, **fields) -> None:
+        B = self._check_fields(fields)
+        for i in range(B):
+            if self.size < self.capacity:
+                self._put(self.size, fields, i)
+                self.size += 1
+            else:
+                j = int(rng.integers(0, self.n_seen + 1))
+                if j < self.capacity:
+                    self._put(j, fields, i)
+            self.n_seen += 1
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        if self.size == 0:
+            raise ValueError("buffer: empty, nothing to sample")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n: got {n!r}, expected an int >= 1")
+        index = rng.choice(self.size, size=min(int(n), self.size), replace=False)
+        return {k: v[index] for k, v in self.data.items()}
+
+    def keep(self, selected) -> None:
+        """Drop every stored sample whose entry in ``selected`` (size,) bool is False."""
+        selected = np.asarray(selected, bool)
+        if selected.shape != (self.size,):
+            raise ValueError(f"selected: got shape {selected.shape}, expected ({self.size},)")
+        for k, v in self.data.items():
+            kept = v[: self.size][selected]
+            v[: kept.shape[0]] = kept
+        self.size = int(selected.sum())
+
+    def state_dict(self) -> dict:
+        return {"capacity": self.capacity, "size": self.size, "n_seen": self.n_seen,
+                "data": {k: v[: self.size] for k, v in self.data.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(f"state: got capacity {state['capacity']}, expected {self.capacity}")
+        self.size, self.n_seen = int(state["size"]), int(state["n_seen"])
+        self.data = {}
+        for k, v in state["data"].items():
+            arr = np.zeros((self.capacity,) + v.shape[1:], v.dtype)
+            arr[: self.size] = v
+            self.data[k] = arr
+
+
+class ClassBalancedBuffer(ReservoirBuffer):
+    """Class-balancing reservoir sampling; needs an integer field ``y``."""
+
+    def __init__(self, capacity: int):
+        super().__init__(capacity)
+        self.seen_per_class = np.zeros(0, np.int64)
+
+    def add(self, rng: np.random.Generator, **fields) -> None:
+        if "y" not in fields:
+            raise ValueError(f"fields: got {sorted(fields)}, expected a label field y for class balance")
+        B = self._check_fields(fields)
+        y = np.asarray(fields["y"]).astype(np.int64)
+        if y.size and y.min() < 0:
+            raise ValueError(f"y: got label {int(y.min())}, expected labels >= 0")
+        if y.size and y.max() >= self.seen_per_class.size:
+            grown = np.zeros(int(y.max()) + 1, np.int64)
+            grown[: self.seen_per_class.size] = self.seen_per_class
+            self.seen_per_class = grown
+        for i in range(B):
+            c = int(y[i])
+            self.seen_per_class[c] += 1
+            self.n_seen += 1
+            if self.size < self.capacity:
+                self._put(self.size, fields, i)
+                self.size += 1
+                continue
+            stored = self.data["y"][: self.size].astype(np.int64)
+            counts = np.bincount(stored, minlength=self.seen_per_class.size)
+            largest = np.flatnonzero(counts == counts.max())
+            if c not in largest:
+                victim_class = int(rng.choice(largest))
+                slot = int(rng.choice(np.flatnonzero(stored == victim_class)))
+                self._put(slot, fields, i)
+            elif rng.random() < counts[c] / self.seen_per_class[c]:
+                slot = int(rng.choice(np.flatnonzero(stored == c)))
+                self._put(slot, fields, i)
+
+    def state_dict(self) -> dict:
+        return dict(super().state_dict(), seen_per_class=self.seen_per_class)
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.seen_per_class = np.asarray(state["seen_per_class"], np.int64)
+
+
+def make_buffer(kind: str, capacity: int) -> ReservoirBuffer:
+    """``"reservoir"`` or ``"class-balanced"`` buffer of ``capacity`` samples."""
+    if kind == "reservoir":
+        return ReservoirBuffer(capacity)
+    if kind == "class-balanced":
+        return ClassBalancedBuffer(capacity)
+    raise ValueError(f"buffer: got {kind!r}, expected 'reservoir' or 'class-balanced'")
+
+
+def _concat(batch, extra_x, extra_y):
+    x, y = batch[0], batch[1]
+    return (np.concatenate([x, extra_x.astype(x.dtype)]), np.concatenate([y, extra_y.astype(y.dtype)]), None)
+
+
+class Replay(Learner):
+    """Experience replay with a reservoir (or class-balanced) buffer."""
+
+    name = "replay"
+    hyperparameters = {
+        "memory_size": HP(500, "buffer capacity (samples)", low=1),
+        "replay_batch": HP(32, "buffer samples added to every batch", low=1),
+        "buffer": HP("reservoir", "buffer policy", choices=("reservoir", "class-balanced")),
+    }
+    state_fields = ("memory",)
+
+    def __init__(self, **hp):
+        super().__init__(**hp)
+        self.memory = make_buffer(self.buffer, self.memory_size)
+        self._current = None
+
+    def prepare_batch(self, trainer, batch):
+        self._current = batch
+        if len(self.memory) == 0:
+            return batch
+        mem = self.memory.sample(self.rng, self.replay_batch)
+        return _concat(batch, mem["x"], mem["y"])
+
+    def after_step(self, trainer, batch, loss):
+        x, y = self._current[0], self._current[1]
+        self.memory.add(self.rng, x=np.asarray(x), y=np.asarray(y))
+
+
+def agem_project(grads, reference, to_numpy=np.asarray):
+    """A-GEM's projection: ``g − (g·g_ref / g_ref·g_ref) g_ref`` when ``g·g_ref < 0``, else ``g``.
+
+    ``grads`` and ``reference`` are trees of the same structure; dot products run over
+    all leaves together. Returns a tree like ``grads``.
+    """
+    g_np = [to_numpy(v) for v in tree_leaves(grads)]
+    r_np = [to_numpy(v) for v in tree_leaves(reference)]
+    if len(g_np) != len(r_np):
+        raise ValueError(f"reference: got {len(r_np)} arrays, expected {len(g_np)} like grads")
+    dot = tree_dot(g_np, r_np)
+    if dot >= 0:
+        return grads
+    ref_sq = tree_dot(r_np, r_np)
+    if ref_sq == 0:
+        return grads
+    coef = dot / ref_sq
+    return tree_map(lambda g, r: g - r * coef, grads, reference)
+
+
+class _EpisodicMemory(Learner):
+    """A fixed number of random training samples stored per finished experience."""
+
+    state_fields = ("memory_x", "memory_y")
+
+    def __init__(self, **hp):
+        super().__init__(**hp)
+        self.memory_x: list = []
+        self.memory_y: list = []
+
+    def after_experience(self, trainer, data):
+        n = min(self.memory_per_experience, data.n_train) if data.n_train else self.memory_per_experience
+        x, y = data.sample(self.rng, n)
+        self.memory_x.append(np.asarray(x))
+        self.memory_y.append(np.asarray(y))
+
+    def memory_batch(self, tasks, n: int):
+        """``n`` samples drawn uniformly from the memories of ``tasks`` (without replacement when possible)."""
+        x = np.concatenate([self.memory_x[t] for t in tasks])
+        y = np.concatenate([self.memory_y[t] for t in tasks])
+        index = self.rng.choice(len(y), size=min(n, len(y)), replace=False)
+        return x[index], y[index]
+
+
+class AGEM(_EpisodicMemory):
+    """Averaged gradient episodic memory."""
+
+    name = "agem"
+    hyperparameters = {
+        "memory_per_experience": HP(256, "samples stored per experience", low=1),
+        "replay_batch": HP(256, "memory samples for the reference gradient", low=1),
+    }
+
+    def transform_grads(self, trainer, grads, batch):
+        if not self.memory_x:
+            return grads
+        x, y = self.memory_batch(range(len(self.memory_x)), self.replay_batch)
+        reference = self.gradient(trainer.params, (x, y))
+        return agem_project(grads, reference, self.be.to_numpy)
+
+
+class PowerLawRehearsal(_EpisodicMemory):
+    """Rehearsal of past tasks chosen by a power law of the time since each was last rehearsed."""
+
+    name = "power-law"
+    hyperparameters = {
+        "memory_per_experience": HP(256, "samples stored per experience", low=1),
+        "replay_batch": HP(32, "memory samples added to every batch", low=1),
+        "exponent": HP(1.0, "α of p_j ∝ Δ_j^(−α); 0 = uniform", low=0.0),
+        "budget": HP(2, "draws of past tasks per experience (distinct tasks rehearsed ≤ budget)", low=0),
+        "schedule_seed": HP(0, "seed of the rehearsal schedule", low=0),
+    }
+
+    def bind(self, model, **kw):
+        from ..tasks.streams import power_law_steps
+        super().bind(model, **kw)
+        self.schedule = power_law_steps(self.n_experiences, self.exponent, self.budget, self.schedule_seed)
+
+    def rehearsed(self, index: int) -> tuple[int, ...]:
+        """Past tasks rehearsed during experience ``index``."""
+        return tuple(self.schedule[index][1:])
+
+    def before_experience(self, trainer, data):
+        self.index = data.index
+
+    def prepare_batch(self, trainer, batch):
+        tasks = [t for t in self.rehearsed(self.index) if t < len(self.memory_x)]
+        if not tasks:
+            return batch
+        x, y = self.memory_batch(tasks, self.replay_batch)
+        return _concat(batch, x, y)

@@ -1,0 +1,496 @@
+"""Continual learners: penalties and gradients against direct formulas and finite differences,
+buffers against the statistics they promise, projections against their defining properties.
+
+Models are tiny and float64; a linear softmax model (an MLP without hidden layers) gives
+closed-form per-example gradients for the Fisher and MAS oracles.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seqcore import learners, optim
+from seqcore.autodiff import vjp
+from seqcore.learners.base import ExperienceData, pack_state, unpack_state
+from seqcore.learners.classifiers import MLPClassifier, RNNClassifier
+from seqcore.learners.distillation import soft_cross_entropy
+from seqcore.learners.orthogonal import extend_basis, project_out
+from seqcore.learners.regularization import fisher_diagonal, mas_importance
+from seqcore.learners.replay import ClassBalancedBuffer, ReservoirBuffer, agem_project
+from seqcore.train import Trainer
+from seqcore.tree import tree_leaves, tree_map
+
+N_IN, N_OUT = 4, 3
+
+
+def bound(name, model=None, n_experiences=3, **hp):
+    learner = learners.make(name, **hp)
+    learner.bind(model or MLPClassifier(N_IN, (5,), N_OUT), n_experiences=n_experiences,
+                 rng=np.random.default_rng(7))
+    return learner
+
+
+def params_of(learner, seed=0):
+    return learner.init_params(np.random.default_rng(seed), np.float64)
+
+
+def data(n=20, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, N_IN)), rng.integers(0, N_OUT, n)
+
+
+def experience(x, y, index=0):
+    def sample(rng, n):
+        idx = rng.choice(len(y), size=n, replace=False)
+        return x[idx], y[idx]
+    return ExperienceData(index, index, sample, len(y), tuple(range(N_OUT)))
+
+
+class FakeTrainer:
+    def __init__(self, params):
+        self.params = params
+        self.step_count = 0
+
+
+def value_and_grad(f, params):
+    value, pullback = vjp(f, params)
+    (g,) = pullback(np.ones_like(value))
+    return float(value), g
+
+
+def finite_difference(f, params, eps=1e-6, picks=6, seed=0):
+    """Central differences of scalar f on a few random coordinates of every leaf: [(leaf, idx, fd)]."""
+    rng = np.random.default_rng(seed)
+    out = []
+    leaves = tree_leaves(params)
+    for k, leaf in enumerate(leaves):
+        for _ in range(min(picks, leaf.size)):
+            idx = tuple(int(rng.integers(0, s)) for s in leaf.shape)
+            plus, minus = [tree_map(np.copy, params) for _ in range(2)]
+            tree_leaves(plus)[k][idx] += eps
+            tree_leaves(minus)[k][idx] -= eps
+            out.append((k, idx, (float(f(plus)) - float(f(minus))) / (2 * eps)))
+    return out
+
+
+def check_gradient_fd(f, params, grad):
+    for k, idx, fd in finite_difference(f, params):
+        assert tree_leaves(grad)[k][idx] == pytest.approx(fd, rel=1e-5, abs=1e-7)
+
+
+def linear_model_grads(W, b, x, y):
+    """Per-example gradients of −log softmax(Wx + b)[y]: (N, out, in) and (N, out)."""
+    z = x @ W.T + b
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    r = p - np.eye(W.shape[0])[y]
+    return r[:, :, None] * x[:, None, :], r
+
+
+# ------------------------------------------------------------------ registry and validation
+
+def test_registry_lists_every_learner_of_the_issue():
+    assert set(learners.names()) == {"naive", "joint", "cumulative", "l2", "ewc", "online-ewc", "si", "mas", "lwf",
+                                     "replay", "agem", "der", "derpp", "power-law", "refresh", "sharp", "hypernet",
+                                     "orthogonal"}
+    for name in learners.names():
+        assert learners.make(name).name == name
+
+
+def test_bad_names_and_hyperparameters_are_rejected_with_the_value():
+    with pytest.raises(ValueError, match="learner: got 'ewk'"):
+        learners.make("ewk")
+    with pytest.raises(ValueError, match="lambda_"):
+        learners.make("ewc", lambda_=3.0)
+    with pytest.raises(ValueError, match=r"strength: got -1.0, expected >= 0"):
+        learners.make("ewc", strength=-1.0)
+    with pytest.raises(ValueError, match="fisher: got 'true'"):
+        learners.make("ewc", fisher="true")
+    with pytest.raises(TypeError, match="memory_size: got 'big'"):
+        learners.make("replay", memory_size="big")
+
+
+# ------------------------------------------------------------------ quadratic regularisers
+
+def test_l2_penalty_and_gradient():
+    ln = bound("l2", strength=0.7)
+    theta_star = params_of(ln, 0)
+    ln.after_experience(FakeTrainer(theta_star), experience(*data()))
+    theta = params_of(ln, 1)
+    value, grad = value_and_grad(ln.penalty, theta)
+    direct = 0.35 * sum(np.sum((a - b) ** 2) for a, b in zip(tree_leaves(theta), tree_leaves(theta_star)))
+    assert value == pytest.approx(direct, rel=1e-12)
+    for g, a, b in zip(tree_leaves(grad), tree_leaves(theta), tree_leaves(theta_star)):
+        np.testing.assert_allclose(g, 0.7 * (a - b), rtol=1e-12)
+    check_gradient_fd(ln.penalty, theta, grad)
+
+
+@pytest.mark.parametrize("mode", ["empirical", "sampled"])
+def test_fisher_matches_closed_form_of_softmax_regression(mode):
+    ln = bound("ewc", model=MLPClassifier(N_IN, (), N_OUT))
+    p = params_of(ln)
+    x, y = data(12)
+    if mode == "sampled":  # the oracle draws the labels the same way, from the same stream
+        z = x @ p[0]["weight"].T + p[0]["bias"]
+        probs = np.exp(z - z.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        rng = np.random.default_rng(5)
+        y_used = np.array([rng.choice(N_OUT, p=q) for q in probs])
+    else:
+        y_used = y
+    gW, gb = linear_model_grads(p[0]["weight"], p[0]["bias"], x, y_used)
+    F = fisher_diagonal(ln, p, x, y, mode, np.random.default_rng(5))
+    np.testing.assert_allclose(F[0]["weight"], (gW ** 2).mean(0), rtol=1e-10)
+    np.testing.assert_allclose(F[0]["bias"], (gb ** 2).mean(0), rtol=1e-10)
+
+
+def test_ewc_keeps_one_penalty_per_task_exactly():
+    ln = bound("ewc", strength=3.0, fisher_samples=20)
+    fishers, anchors = [], []
+    for t in range(2):
+        x, y = data(20, seed=10 + t)
+        theta_t = params_of(ln, 20 + t)
+        ln.rng = np.random.default_rng(3)
+        ln.after_experience(FakeTrainer(theta_t), experience(x, y, t))
+        ln_rng = np.random.default_rng(3)  # the same 20 examples, in the same order
+        idx = ln_rng.choice(20, size=20, replace=False)
+        fishers.append(fisher_diagonal(ln, theta_t, x[idx], y[idx]))
+        anchors.append(theta_t)
+    theta = params_of(ln, 99)
+    value, grad = value_and_grad(ln.penalty, theta)
+    direct = sum(1.5 * np.sum(f * (a - s) ** 2) for F, S in zip(fishers, anchors)
+                 for f, a, s in zip(tree_leaves(F), tree_leaves(theta), tree_leaves(S)))
+    assert value == pytest.approx(direct, rel=1e-9)
+    expected = [sum(3.0 * tree_leaves(F)[k] * (tree_leaves(theta)[k] - tree_leaves(S)[k])
+                    for F, S in zip(fishers, anchors)) for k in range(len(tree_leaves(theta)))]
+    for g, e in zip(tree_leaves(grad), expected):
+        np.testing.assert_allclose(g, e, rtol=1e-9, atol=1e-14)
+    check_gradient_fd(ln.penalty, theta, grad)
+
+
+def test_online_ewc_decays_the_running_fisher_and_anchors_at_the_latest_task():
+    ln = bound("online-ewc", strength=2.0, decay=0.5, fisher_samples=20)
+    fishers, last = [], None
+    for t in range(2):
+        x, y = data(20, seed=30 + t)
+        last = params_of(ln, 40 + t)
+        ln.after_experience(FakeTrainer(last), experience(x, y, t))
+        fishers.append(fisher_diagonal(ln, last, x, y))  # all 20 examples: order does not matter
+    expected_F = tree_map(lambda a, b: 0.5 * a + b, *fishers)
+    for got, want in zip(tree_leaves(ln.importance), tree_leaves(expected_F)):
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+    theta = params_of(ln, 50)
+    value, grad = value_and_grad(ln.penalty, theta)
+    direct = sum(np.sum(f * (a - s) ** 2) for f, a, s in
+                 zip(tree_leaves(expected_F), tree_leaves(theta), tree_leaves(last)))
+    assert value == pytest.approx(direct, rel=1e-10)
+    check_gradient_fd(ln.penalty, theta, grad)
+
+
+def test_si_path_integral_and_penalty_under_plain_sgd():
+    lr, xi, c = 0.05, 0.1, 0.8
+    ln = bound("si", strength=c, damping=xi)
+    theta0 = params_of(ln)
+    trainer = Trainer(ln.loss, theta0, optim.sgd(lr), hooks=ln)
+    x, y = data(40)
+    ln.before_experience(trainer, experience(x, y))
+    history = [theta0]
+    rng = np.random.default_rng(0)
+    for _ in range(15):
+        idx = rng.choice(40, size=8, replace=False)
+        trainer.step((x[idx], y[idx], None))
+        history.append(trainer.params)
+    # with SGD, Δθ = −lr·g, so ω = Σ −g·Δθ = Σ Δθ² / lr
+    omega = tree_map(lambda *ps: sum((b - a) ** 2 for a, b in zip(ps[:-1], ps[1:])) / lr, *history)
+    for got, want in zip(tree_leaves(ln.path_integral), tree_leaves(omega)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15)
+    ln.after_experience(trainer, experience(x, y))
+    Omega = tree_map(lambda w, a, b: w / ((b - a) ** 2 + xi), omega, theta0, trainer.params)
+    theta = params_of(ln, 3)
+    value, grad = value_and_grad(ln.penalty, theta)
+    for g, O, a, s in zip(tree_leaves(grad), tree_leaves(Omega), tree_leaves(theta), tree_leaves(trainer.params)):
+        np.testing.assert_allclose(g, 2 * c * O * (a - s), rtol=1e-9, atol=1e-15)
+    direct = c * sum(np.sum(O * (a - s) ** 2) for O, a, s in
+                     zip(tree_leaves(Omega), tree_leaves(theta), tree_leaves(trainer.params)))
+    assert value == pytest.approx(direct, rel=1e-10)
+
+
+def test_mas_importance_is_the_mean_absolute_output_sensitivity():
+    ln = bound("mas", model=MLPClassifier(N_IN, (), N_OUT), strength=0.3, importance_samples=15)
+    p = params_of(ln)
+    x, _ = data(15)
+    W, b = p[0]["weight"], p[0]["bias"]
+    f = x @ W.T + b  # ∂‖f‖²/∂W = 2 f xᵀ, ∂‖f‖²/∂b = 2 f
+    omega = mas_importance(ln, p, x)
+    np.testing.assert_allclose(omega[0]["weight"], np.abs(2 * f[:, :, None] * x[:, None, :]).mean(0), rtol=1e-10)
+    np.testing.assert_allclose(omega[0]["bias"], np.abs(2 * f).mean(0), rtol=1e-10)
+    ln.after_experience(FakeTrainer(p), experience(x, np.zeros(15, int)))
+    theta = params_of(ln, 4)
+    value, grad = value_and_grad(ln.penalty, theta)
+    direct = 0.3 * sum(np.sum(o * (a - s) ** 2) for o, a, s in
+                       zip(tree_leaves(omega), tree_leaves(theta), tree_leaves(p)))
+    assert value == pytest.approx(direct, rel=1e-10)
+    check_gradient_fd(ln.penalty, theta, grad)
+
+
+# ------------------------------------------------------------------ distillation
+
+def softmax(z, T=1.0):
+    z = z / T
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_soft_cross_entropy_value_and_gradient():
+    rng = np.random.default_rng(0)
+    logits, q = rng.normal(size=(5, 4)), softmax(rng.normal(size=(5, 4)))
+    value, grad = value_and_grad(lambda z: soft_cross_entropy(z, q, 2.0), logits)
+    assert value == pytest.approx(-(q * np.log(softmax(logits, 2.0))).sum(1).mean(), rel=1e-12)
+    np.testing.assert_allclose(grad, (softmax(logits, 2.0) - q) / (2.0 * 5), rtol=1e-10)
+
+
+def test_lwf_distils_the_previous_model_on_current_inputs():
+    ln = bound("lwf", strength=1.7, temperature=2.0)
+    teacher = params_of(ln, 0)
+    ln.after_experience(FakeTrainer(teacher), None)
+    theta = params_of(ln, 1)
+    x, _ = data(9)
+    model = ln.model
+    q = softmax(np.asarray(model.forward(teacher, x)), 2.0)
+    value, grad = value_and_grad(lambda p: ln.distillation(p, x), theta)
+    direct = -1.7 * (q * np.log(softmax(np.asarray(model.forward(theta, x)), 2.0))).sum(1).mean()
+    assert value == pytest.approx(direct, rel=1e-10)
+    check_gradient_fd(lambda p: ln.distillation(p, x), theta, grad)
+
+
+@pytest.mark.parametrize("name", ["der", "derpp"])
+def test_der_replay_loss_matches_its_formula(name):
+    ln = bound(name, alpha=0.4, **({"beta": 0.9} if name == "derpp" else {}))
+    theta = params_of(ln, 2)
+    x1, y1 = data(6, seed=3)
+    x2, y2 = data(6, seed=4)
+    z1 = np.random.default_rng(5).normal(size=(6, N_OUT))
+    first = {"x": x1, "y": y1, "logits": z1}
+    second = {"x": x2, "y": y2, "logits": z1}
+    f = lambda p: ln.replay_loss(p, first, second if name == "derpp" else None)  # noqa: E731
+    value, grad = value_and_grad(f, theta)
+    direct = 0.4 * np.mean((np.asarray(ln.model.forward(theta, x1)) - z1) ** 2)
+    if name == "derpp":
+        logp = np.log(softmax(np.asarray(ln.model.forward(theta, x2))))
+        direct += 0.9 * -logp[np.arange(6), y2].mean()
+    assert value == pytest.approx(direct, rel=1e-10)
+    check_gradient_fd(f, theta, grad)
+
+
+def test_der_stores_the_logits_seen_before_the_update():
+    ln = bound("der", memory_size=50)
+    theta = params_of(ln)
+    trainer = Trainer(ln.loss, theta, optim.sgd(0.1), hooks=ln)
+    x, y = data(8)
+    before = np.asarray(ln.model.forward(theta, x))
+    trainer.step((x, y, None))
+    np.testing.assert_allclose(ln.memory.data["logits"][:8], before, rtol=1e-12)
+    np.testing.assert_array_equal(ln.memory.data["y"][:8], y)
+
+
+# ------------------------------------------------------------------ A-GEM
+
+@pytest.mark.parametrize("seed", range(6))
+def test_agem_projection_properties(seed):
+    rng = np.random.default_rng(seed)
+    g = {"a": rng.normal(size=(3, 4)), "b": rng.normal(size=5)}
+    r = {"a": rng.normal(size=(3, 4)), "b": rng.normal(size=5)}
+    dot = sum(np.sum(g[k] * r[k]) for k in g)
+    if dot >= 0:  # make both cases appear: flip the reference for half of the seeds
+        r = {k: -v for k, v in r.items()}
+        dot = -dot
+    out = agem_project(g, r)
+    new_dot = sum(np.sum(out[k] * r[k]) for k in g)
+    assert new_dot >= -1e-12 and new_dot == pytest.approx(0.0, abs=1e-10)
+    rr = sum(np.sum(v * v) for v in r.values())
+    for k in g:
+        np.testing.assert_allclose(out[k], g[k] - dot / rr * r[k], rtol=1e-12)
+    flipped = {k: -v for k, v in r.items()}  # g·(−r) > 0: unchanged
+    same = agem_project(g, flipped)
+    for k in g:
+        assert same[k] is g[k]
+
+
+# ------------------------------------------------------------------ buffers
+
+def test_reservoir_sampling_is_uniform_chi_square():
+    n_items, capacity, runs = 200, 20, 600
+    counts = np.zeros(n_items)
+    rng = np.random.default_rng(1234)
+    for _ in range(runs):
+        buf = ReservoirBuffer(capacity)
+        for start in range(0, n_items, 25):
+            ids = np.arange(start, start + 25)
+            buf.add(rng, x=ids[:, None].astype(float), y=ids)
+        counts[buf.data["y"][: len(buf)]] += 1
+    expected = runs * capacity / n_items
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    # 199 degrees of freedom: the 99.9 % quantile is about 276; a buffer that kept only the
+    # first or the last items would give a statistic in the thousands
+    assert chi2 < 276, chi2
+    assert counts[:25].mean() == pytest.approx(expected, rel=0.2)
+    assert counts[-25:].mean() == pytest.approx(expected, rel=0.2)
+
+
+def test_class_balanced_buffer_balances_an_imbalanced_stream():
+    rng = np.random.default_rng(0)
+    buf = ClassBalancedBuffer(30)
+    # class 0 dominates, class 3 is rare (4 samples), classes 1 and 2 are plentiful
+    labels = np.concatenate([np.zeros(400, int), np.ones(60, int), np.full(60, 2), np.full(4, 3)])
+    labels = labels[rng.permutation(labels.size)]
+    for start in range(0, labels.size, 16):
+        y = labels[start:start + 16]
+        buf.add(rng, x=y[:, None].astype(float), y=y)
+    counts = np.bincount(buf.data["y"][: len(buf)], minlength=4)
+    assert len(buf) == 30 and counts[3] == 4  # a rare class keeps all its samples
+    assert counts[:3].max() - counts[:3].min() <= 1, counts
+
+
+def test_buffer_state_round_trip():
+    rng = np.random.default_rng(0)
+    buf = ClassBalancedBuffer(10)
+    buf.add(rng, x=np.arange(24.0)[:, None], y=np.arange(24) % 3)
+    arrays, meta = pack_state({"memory": buf})
+    fresh = ClassBalancedBuffer(10)
+    unpack_state(arrays, meta, {"memory": fresh})
+    for k in buf.data:
+        np.testing.assert_array_equal(fresh.data[k][: len(fresh)], buf.data[k][: len(buf)])
+    assert (fresh.size, fresh.n_seen) == (buf.size, buf.n_seen)
+    np.testing.assert_array_equal(fresh.seen_per_class, buf.seen_per_class)
+
+
+# ------------------------------------------------------------------ refresh, SHARP, orthogonal, hypernetwork
+
+def test_refresh_unlearning_step_is_a_fisher_scaled_ascent():
+    ln = bound("refresh", unlearn_lr=0.2)
+    theta = params_of(ln)
+    trainer = FakeTrainer(theta)
+    x, y = data(8)
+    _, g = value_and_grad(lambda p: ln.loss(p, (x, y, None)), theta)
+    ln.unlearn(trainer, (x, y, None))
+    F = tree_map(np.square, g)  # the first estimate of the running Fisher is g²
+    mean = np.mean(np.concatenate([f.ravel() for f in tree_leaves(F)]))
+    for new, old, gi, f in zip(tree_leaves(trainer.params), tree_leaves(theta), tree_leaves(g), tree_leaves(F)):
+        np.testing.assert_allclose(new, old + 0.2 * gi / (1 + f / mean), rtol=1e-12)
+    # ascent: the loss on the batch goes up
+    assert float(ln.loss(trainer.params, (x, y, None))) > float(ln.loss(theta, (x, y, None)))
+
+
+def test_sharp_keeps_density_freezes_stable_units_and_replays_recent_classes():
+    model = MLPClassifier(N_IN, (10,), N_OUT)
+    ln = bound("sharp", model=model, density=0.4, rewire_every=3, drop_fraction=0.3, freeze_fraction=0.5,
+               recent_classes=2, memory_size=40, replay_batch=8)
+    theta = params_of(ln)
+    n_active = int(round(0.4 * 10 * N_IN))
+    assert ln.masks[0].sum() == n_active and np.all(theta[0]["weight"][~ln.masks[0]] == 0)
+    trainer = Trainer(ln.loss, theta, optim.sgd(0.1), hooks=ln)
+    x, y = data(60)
+    for s in range(7):
+        idx = np.arange(8) + 8 * s
+        trainer.step((x[idx], y[idx], None))
+        assert np.all(trainer.params[0]["weight"][~ln.masks[0]] == 0)
+        assert ln.masks[0].sum() == n_active  # drop/regrow never changes the count
+    ln.after_experience(trainer, experience(x, y))
+    assert ln.stable.sum() == 5
+    frozen_before = trainer.params[0]["weight"][ln.stable].copy()
+    bias_before = trainer.params[0]["bias"][ln.stable].copy()
+    x2 = x[:16] + 1.0
+    y2 = np.array([0, 1] * 8)  # only classes 0 and 1 from now on: class 2 leaves the recent set
+    for s in range(2):
+        trainer.step((x2[8 * s:8 * s + 8], y2[8 * s:8 * s + 8], None))
+    np.testing.assert_array_equal(trainer.params[0]["weight"][ln.stable], frozen_before)
+    np.testing.assert_array_equal(trainer.params[0]["bias"][ln.stable], bias_before)
+    assert set(np.unique(ln.memory.data["y"][: len(ln.memory)])) <= {0, 1}
+
+
+def test_extend_basis_captures_the_energy_threshold():
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(100, 3)) @ rng.normal(size=(3, 8)) + 0.01 * rng.normal(size=(100, 8))
+    basis = extend_basis(None, inputs, 0.99)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(basis.shape[1]), atol=1e-10)
+    assert basis.shape[1] == 3  # three directions carry > 99 % of the energy
+    covered = np.sum((inputs @ basis) ** 2) / np.sum(inputs ** 2)
+    assert covered >= 0.99
+    more = extend_basis(basis, rng.normal(size=(50, 8)), 0.99)
+    assert more.shape[1] > 3 and np.allclose(more[:, :3] @ more[:, :3].T @ basis, basis, atol=1e-8)
+    g = rng.normal(size=(4, 8))
+    np.testing.assert_allclose(project_out(g, basis) @ basis, 0, atol=1e-12)
+
+
+@pytest.mark.parametrize("model", [MLPClassifier(N_IN, (6,), N_OUT), RNNClassifier("lstm", 2, 5, N_OUT)],
+                         ids=["mlp", "lstm"])
+def test_orthogonal_updates_leave_past_layer_outputs_unchanged(model):
+    ln = bound("orthogonal", model=model, threshold=1.0, samples=20)
+    theta = params_of(ln)
+    rng = np.random.default_rng(2)
+    # low-rank past inputs: every step (pair of features) is a multiple of one direction v
+    x = (rng.normal(size=(20, 2, 1)) * np.array([0.6, -0.8])).reshape(20, 4)
+    y = rng.integers(0, N_OUT, 20)
+    trainer = Trainer(ln.loss, theta, optim.sgd(0.5), hooks=ln)
+    ln.after_experience(trainer, experience(x, y))
+    before = model.projection_layers(trainer.params, x)
+    x2, y2 = data(8, seed=9)
+    trainer.step((x2 * 3, y2, None))  # a different task, with inputs off the past span
+    from seqcore.learners.base import get_path
+    for (w_path, b_path, inputs) in before:
+        dW = get_path(trainer.params, w_path) - get_path(theta, w_path)
+        db = get_path(trainer.params, b_path) - get_path(theta, b_path)
+        np.testing.assert_allclose(inputs @ dW.T + db, 0, atol=1e-9)
+    moved = [np.abs(get_path(trainer.params, w) - get_path(theta, w)).max() for w, _, _ in before]
+    assert max(moved) > 1e-3  # the step did change the weights, only not on the past inputs' span
+    # the RNN's recorded inputs are the oracle's: x_t for weight_ih, h_{t-1} for weight_hh
+    if isinstance(model, RNNClassifier):
+        hs = np.asarray(model.net.features(theta, x.reshape(20, 2, 2)))
+        np.testing.assert_allclose(before[0][2], x.reshape(40, 2))
+        np.testing.assert_allclose(before[1][2], np.concatenate([np.zeros((20, 1, 5)), hs[:, :1]], 1).reshape(40, 5))
+
+
+def test_hypernetwork_generates_target_weights_and_regularises_old_tasks():
+    target = MLPClassifier(N_IN, (5,), N_OUT)
+    ln = bound("hypernet", model=target, hnet_hidden=6, task_embedding=3, chunk_embedding=2, chunk_size=7,
+               strength=0.3)
+    hp = params_of(ln)
+    assert ln.n_target == 5 * N_IN + 5 + N_OUT * 5 + N_OUT and ln.n_chunks == -(-ln.n_target // 7)
+    x, y = data(6)
+    ln.index = 0
+    flat = np.asarray(ln.generate(hp, [0]))[0]
+    W0 = flat[:20].reshape(5, N_IN)
+    np.testing.assert_allclose(np.asarray(ln.predict(hp, x, 0)),
+                               np.asarray(target.forward([{"weight": W0, "bias": flat[20:25]},
+                                                          {"weight": flat[25:40].reshape(N_OUT, 5),
+                                                           "bias": flat[40:]}], x)), rtol=1e-12)
+    trainer = FakeTrainer(hp)
+    ln.index = 2
+    ln.before_experience(trainer, experience(x, y, 2))
+    assert ln.targets.shape == (2, ln.n_target)
+    moved = tree_map(lambda v: v + 0.01, hp)
+    ln._cache = None
+    value, grad = value_and_grad(ln.regulariser, moved)
+    gen = np.asarray(ln.generate(moved, [0, 1]))
+    assert value == pytest.approx(0.3 * np.sum((gen - ln.targets) ** 2), rel=1e-10)
+
+    def reg(p):
+        ln._cache = None
+        return ln.regulariser(p)
+    check_gradient_fd(reg, moved, grad)
+    g = ln.transform_grads(trainer, grad, None)  # only the current task's embedding may move
+    assert np.all(g["task_embeddings"][[0, 1]] == 0) and np.all(g["task_embeddings"][2] == grad["task_embeddings"][2])
+
+
+def test_learner_state_round_trip_restores_every_field():
+    ln = bound("ewc", fisher_samples=10)
+    theta = params_of(ln)
+    ln.after_experience(FakeTrainer(theta), experience(*data()))
+    ln.index = 1
+    arrays, meta = ln.state_dict()
+    other = bound("ewc", fisher_samples=10)
+    other.load_state_dict(arrays, meta)
+    assert other.index == 1 and other.constant == ln.constant
+    for a, b in zip(tree_leaves(other.importance), tree_leaves(ln.importance)):
+        np.testing.assert_array_equal(a, b)
+    assert other.rng.bit_generator.state == ln.rng.bit_generator.state
