@@ -1,7 +1,7 @@
 """SHARP: sparse dynamic connectivity and replay of hidden activations of recent classes.
 
-After Vaidya et al. (2023, "SHARP: sparsity and hidden activation replay for
-neuro-inspired continual learning"), kept simple:
+After Gurbuz, Moorman & Dovrolis (2023, "SHARP: sparsity and hidden activation
+replay for neuro-inspired continual learning"), kept simple:
 
 * **Sparse dynamic connectivity.** Every weight matrix the model lists in
   ``sparse_paths`` (all but the readout for the MLP; input and recurrent weights for
