@@ -8,6 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
+# outputs that carry no gradient (diagnostics): they get a zero cotangent in the checks
+NONDIFF_OUTPUTS = {"newton_recurrence": (1,)}
+
+
+def is_library_primitive(name: str) -> bool:
+    """Primitives defined by tests themselves (names starting with ``test_``) are not checked here."""
+    return not name.startswith("test_")
+
+
 SCAN_SHAPES = [(1, 1, 1), (2, 7, 3), (3, 4, 1), (1, 5, 2)]
 SCAN_STATICS = [dict(method=m, reverse=r, chunk_size=3) for m in ("sequential", "parallel", "chunked")
                 for r in (False, True)]
@@ -67,6 +76,11 @@ def cases(name, rng, dtype=np.float64):
     n = lambda *shape: _n(rng, shape, dtype)  # noqa: E731
     if name in ("linear_scan", "block_scan", "log_linear_scan"):
         yield from _scan_cases(name, rng, dtype)
+    elif name == "newton_recurrence":
+        from seqcore import cells
+        for cell in (cells.make("diaggru", 3, 4), cells.make("cifg-lstm", 3, 4), cells.make("gru", 3, 4)):
+            for args, _ in _cell_recurrence_cases(f"{cell.name}_recurrence", rng, dtype):
+                yield args, dict(cell=cell, tol=1e-13, max_iters=64, jacobian=cell.jacobian_structure, damping=0.0)
     elif name.endswith("_recurrence"):
         yield from _cell_recurrence_cases(name, rng, dtype)
     elif name in ("add", "sub", "mul"):
