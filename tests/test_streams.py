@@ -326,3 +326,16 @@ def test_experience_sampling_and_stream_indexing():
         Experience(0, (xtr, ytr), (xte, yte[:-1]))
     with pytest.raises(ValueError, match="scenario"):
         Stream([0], lambda i: exp, scenario="online", n_outputs=2)
+
+
+def test_curriculum_stream_of_nparity_tasks_aligns_sequences_to_the_last_step():
+    import seqcore.tasks as tasks
+    from seqcore.tasks.streams import curriculum_stream
+    stream = curriculum_stream(lambda n: tasks.make("nparity", n=n), [2, 3], seed=0, eval_size=64)
+    for exp, n in zip(stream, (2, 3)):
+        x, y = exp.eval
+        bits = x[..., 0]
+        # the label is the parity of the final n steps, recomputed here
+        np.testing.assert_array_equal(y, bits[:, -n:].sum(axis=1) % 2)
+        xb, yb = exp.sample(np.random.default_rng(1), 32)
+        np.testing.assert_array_equal(yb, xb[:, -n:, 0].sum(axis=1) % 2)

@@ -435,6 +435,37 @@ def scole_stream(x_train, y_train, x_test, y_test, n_experiences: int, classes_p
 
 # ---------------------------------------------------------------- curricula as streams
 
+def _is_masked_task(task) -> bool:
+    return hasattr(task, "heads") and hasattr(task, "input_size")
+
+
+class _EndAligned:
+    """A seqcore task as an ``(x, y)`` sampler: each sequence is shifted right (zeros in
+    front) so that its labelled last step is the final step of the batch.
+
+    Sequence models of the continual loop read the final step, and zeros in front leave the
+    labels of the N-parity and N-DMS tasks unchanged.  Only last-step tasks with one head
+    can be aligned this way.
+    """
+
+    def __init__(self, task):
+        heads = task.heads
+        if len(heads) != 1 or heads[0].loss != "last":
+            raise ValueError(f"task_factory: got a task with heads {[(h.name, h.loss) for h in heads]}, "
+                             "expected one last-step classification head")
+        self.task = task
+
+    def sample(self, rng, batch_size):
+        x, y, mask = self.task.sample(rng, batch_size)
+        T = x.shape[1]
+        last = T - 1 - np.argmax(mask[:, ::-1] > 0, axis=1)
+        out = np.zeros_like(x)
+        for b in range(x.shape[0]):
+            shift = T - 1 - last[b]
+            out[b, shift:] = x[b, : last[b] + 1]
+        return out, y
+
+
 def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, seed: int,
                       eval_size: int = 512, multi_head: bool = False) -> Stream:
     """A curriculum as a stream: experience i samples from ``task_factory(ns[i])``.
@@ -461,6 +492,8 @@ def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, 
         if not callable(getattr(task, "sample", None)):
             raise TypeError(f"task_factory({n}): got {type(task).__name__}, "
                             "expected an object with sample(rng, batch_size)")
+        if _is_masked_task(task):
+            task = _EndAligned(task)
         batch = task.sample(np.random.default_rng([seed, i]), eval_size)
         batch = tuple(batch) if isinstance(batch, list) else batch
         x, y = _check_pair(f"task_factory({n}).sample", batch, integer_labels=False)
