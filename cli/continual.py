@@ -58,7 +58,19 @@ def _default_backend() -> str:
 @click.command("continual", context_settings=CONTEXT)
 @click.option("--stream", type=click.Choice(STREAMS), default="permuted", show_default=True,
               help="permuted: a fixed pixel permutation per experience (the first is the identity); "
-                   "split: classes dealt into experiences.")
+                   "split: classes dealt into experiences; blurry: split with overlapping boundaries; "
+                   "power-law: permuted tasks rehearsed with power-law probability; scole: many small "
+                   "tasks whose classes re-occur.")
+@click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
+              help="blurry: fraction of each experience drawn from its neighbours.")
+@click.option("--classes-per-experience", type=click.IntRange(min=1), default=2, show_default=True,
+              help="scole: classes in each small task.")
+@click.option("--class-distribution", type=click.Choice(("uniform", "zipf")), default="uniform",
+              show_default=True, help="scole: how the classes of each task are drawn.")
+@click.option("--stream-exponent", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="power-law stream: decay exponent of rehearsal probability; scole: Zipf exponent.")
+@click.option("--stream-budget", type=click.IntRange(min=1), default=1, show_default=True,
+              help="power-law stream: rehearsals drawn after each new task.")
 @click.option("--scenario", type=click.Choice(("class", "domain")), default="class", show_default=True,
               help="Labels of a split stream: global (class-incremental) or per experience (domain).")
 @click.option("--dataset", type=click.Choice(DATASETS), default="fashion-mnist", show_default=True,

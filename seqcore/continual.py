@@ -50,7 +50,7 @@ __all__ = ["ContinualConfig", "run_continual", "resume_continual", "synthetic_cl
            "build_stream", "build_model", "DATASETS", "STREAMS"]
 
 DATASETS = ("synthetic", "fashion-mnist", "mnist")
-STREAMS = ("permuted", "split")
+STREAMS = ("permuted", "split", "blurry", "power-law", "scole")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -70,6 +70,11 @@ class ContinualConfig:
     data_dir: str | None = None
     experiences: int = 3
     scenario: str = "class"
+    overlap: float = 0.2                   # blurry: fraction of each experience taken from its neighbours
+    classes_per_experience: int = 2        # scole: classes in each small task
+    class_distribution: str = "uniform"    # scole: "uniform" or "zipf"
+    stream_exponent: float = 1.0           # power-law stream decay / scole Zipf exponent
+    stream_budget: int = 1                 # power-law stream: rehearsals per new task
     train_size: int | None = None
     eval_size: int = 1000
     synthetic: dict = field(default_factory=dict)
@@ -97,6 +102,13 @@ class ContinualConfig:
         check_choice("stream", self.stream, STREAMS)
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("scenario", self.scenario, ("class", "domain"))
+        check_choice("class_distribution", self.class_distribution, ("uniform", "zipf"))
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap: got {self.overlap!r}, expected a number in [0, 1)")
+        if not self.stream_exponent > 0:
+            raise ValueError(f"stream_exponent: got {self.stream_exponent!r}, expected a positive number")
+        check_positive_int("classes_per_experience", self.classes_per_experience)
+        check_positive_int("stream_budget", self.stream_budget)
         check_choice("model", self.model, ("mlp", *cells.names()))
         check_choice("learner", self.learner, learners.names())
         check_choice("optimizer", self.optimizer, ("sgd", "adam"))
@@ -193,10 +205,17 @@ def load_dataset(cfg: ContinualConfig) -> tuple[tuple[np.ndarray, ...], float]:
 
 def build_stream(cfg: ContinualConfig, data: tuple[np.ndarray, ...]):
     """The :class:`seqcore.tasks.streams.Stream` of ``cfg`` over ``data``."""
-    from .tasks.streams import permuted_stream, split_stream
+    from .tasks.streams import blurry, permuted_stream, power_law_stream, scole_stream, split_stream
     if cfg.stream == "permuted":
         return permuted_stream(*data, n_experiences=cfg.experiences, seed=cfg.seed, first_identity=True)
-    return split_stream(*data, n_experiences=cfg.experiences, scenario=cfg.scenario, seed=cfg.seed)
+    if cfg.stream == "power-law":  # permuted tasks, earlier ones rehearsed with power-law probability
+        base = permuted_stream(*data, n_experiences=cfg.experiences, seed=cfg.seed, first_identity=True)
+        return power_law_stream(base, exponent=cfg.stream_exponent, budget=cfg.stream_budget, seed=cfg.seed)
+    if cfg.stream == "scole":
+        return scole_stream(*data, n_experiences=cfg.experiences, classes_per_experience=cfg.classes_per_experience,
+                            class_distribution=cfg.class_distribution, exponent=cfg.stream_exponent, seed=cfg.seed)
+    split = split_stream(*data, n_experiences=cfg.experiences, scenario=cfg.scenario, seed=cfg.seed)
+    return blurry(split, cfg.overlap, seed=cfg.seed) if cfg.stream == "blurry" else split
 
 
 def build_model(cfg: ContinualConfig, sample_shape: tuple, n_classes: int):
