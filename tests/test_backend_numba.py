@@ -16,6 +16,10 @@ from seqcore.backends.numpy import scan as ref_scan
 from primitive_cases import cases
 
 numba = pytest.importorskip("numba", reason="the numba backend needs numba (pip install 'seqcore[numba]')")
+try:
+    seqcore.backends.get("numba")
+except seqcore.backends.BackendUnavailable as exc:  # e.g. numba without SciPy
+    pytest.skip(str(exc), allow_module_level=True)
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 DTYPES = [np.float32, np.float64]
@@ -79,8 +83,9 @@ def test_import_seqcore_does_not_load_numba():
 
 def test_every_hot_primitive_is_replaced(nb):
     import seqcore.cells  # noqa: F401  (registers every <cell>_recurrence)
+    import seqcore.newton  # noqa: F401  (registers newton_recurrence)
     hot = {"linear_scan", "block_scan", "log_linear_scan"}
-    hot |= {n for n in primitives.registry() if n.endswith("_recurrence") and n != "newton_recurrence"}
+    hot |= {n for n in primitives.registry() if n.endswith("_recurrence")}
     assert hot - set(nb.primitives) == set()
 
 
@@ -218,6 +223,54 @@ def test_public_scan_dispatches_to_numba(nb):
     assert_close(db, expect, np.float64, "linear_scan db")
 
 
+def test_chunking_over_time_only_when_rows_cannot_fill_the_threads():
+    from seqcore.backends.numba.scan import chunk_length
+    threads = numba.get_num_threads()
+    assert chunk_length(1, 1000, 8, "sequential", 16) == 1000
+    assert chunk_length(1, 1000, 8, "chunked", 16) == 16
+    assert chunk_length(1, 1000, 8, "parallel", 16) == -(-1000 // (4 * threads))
+    assert chunk_length(4 * threads, 1000, 64, "chunked", 16) == 1000  # enough B × D tasks already
+    assert chunk_length(1, 5, 8, "chunked", 64) == 5
+
+
+# -- the Newton scan: fused residual / Jacobian assembly ---------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("make", [lambda: cells.DiagGRU(4, 6, heads=2), lambda: cells.CIFGLSTM(3, 5)])
+def test_fused_newton_steps_equal_the_cell_steps(make, dtype):
+    from seqcore.backends.numba.cells import FusedSteps, _with_fused_steps
+    cell = make()
+    fused = _with_fused_steps(cell)
+    assert isinstance(fused, FusedSteps) and type(fused).__name__ == type(cell).__name__
+    rng = np.random.default_rng(10)
+    p = {k: v for k, v in cell.init(rng, dtype).items() if k in cell.recurrent_keys}
+    for N in (1, 37):
+        state = rng.normal(size=(N, cell.state_size)).astype(dtype)
+        xi = rng.normal(size=(N, 3 * cell.hidden_size)).astype(dtype)
+        want, want_cache = cell.step_fwd(np, p, state, xi)
+        got, got_cache = fused.step_fwd(np, p, state, xi)
+        assert_close(got, want, dtype, "f")
+        for i, (g, w) in enumerate(zip(got_cache, want_cache)):
+            assert_close(g, w, dtype, f"cache {i}")
+        assert_close(fused.step_jacobian(np, p, state, xi), cell.step_jacobian(np, p, state, xi), dtype, "J")
+
+
+@pytest.mark.filterwarnings("ignore::seqcore.newton.NewtonConvergenceWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_newton_recurrence_equals_reference(nb, dtype):
+    prim = primitives.get("newton_recurrence")
+    fwd, bwd = nb.primitives["newton_recurrence"]
+    rng = np.random.default_rng(11)
+    for args, static in cases("newton_recurrence", rng, dtype):
+        (want, _), want_res = prim.fwd(np, *args, **static)
+        (got, history), got_res = fwd(np, *args, **static)
+        assert_close(got, want, dtype, "newton states")
+        assert history.shape == (static["max_iters"] + 1, 3)
+        cot = (rng.normal(size=want.shape).astype(dtype), np.zeros_like(history))
+        for i, (g, w) in enumerate(zip(bwd(np, got_res, cot, **static), prim.bwd(np, want_res, cot, **static))):
+            assert_close(g, w, dtype, f"newton gradient {i}")
+
+
 # -- fallback, compile report, the vectorized exponential ------------------------------------------
 
 def test_unsupported_dtypes_fall_back_to_the_reference(nb):
@@ -276,3 +329,18 @@ def test_vectorized_exp_is_accurate_to_a_few_ulp(dtype, ints):
     nz = want != 0
     assert np.max(np.abs(out[nz] - want[nz]) / np.abs(want[nz])) < 4 * eps
     assert out[~nz].tolist() == [0.0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vectorized_log1p_is_accurate_to_a_few_ulp(dtype):
+    from seqcore.backends.numba.ops import log1p_unit
+    from seqcore.backends.numba.scan import _log_coefficients
+    t = dtype
+    consts = (t(1.0), t(2.0), t(np.sqrt(2.0)), t(np.log(2.0)), _log_coefficients(np.dtype(dtype)))
+    e = np.concatenate([np.logspace(-30, 0, 300), np.random.default_rng(12).uniform(0, 1, 300), [0.0, 1.0]])
+    e = e.astype(dtype)
+    got = np.array([log1p_unit(v, *consts) for v in e])
+    want = np.log1p(e.astype(np.float64))
+    nz = want > 0
+    assert np.max(np.abs(got[nz] - want[nz]) / want[nz]) < 4 * np.finfo(dtype).eps
+    assert got[~nz].tolist() == [0.0]

@@ -11,6 +11,11 @@ float32/float64 (or mixed) fall back to the NumPy reference.
 import numba as _numba
 import numpy as np
 
+try:  # numba's np.dot (the cells' recurrent products) calls BLAS through SciPy
+    import scipy.linalg.cython_blas  # noqa: F401
+except ImportError as exc:  # the registry turns this into BackendUnavailable with the install hint
+    raise ImportError(f"numba's np.dot needs SciPy's BLAS bindings ({exc})") from exc
+
 from .cells import PRIMITIVES as _CELL_PRIMITIVES
 from .ops import clear_compile_report, compile_report, num_threads
 from .scan import PRIMITIVES as _SCAN_PRIMITIVES
@@ -30,4 +35,5 @@ def asarray(x, dtype=None):
 
 
 def to_numpy(x):
+    """``numpy.asarray`` (arrays are already NumPy arrays)."""
     return np.asarray(x)

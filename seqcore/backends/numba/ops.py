@@ -7,15 +7,19 @@ compile time can be reported apart from run time (:func:`compile_report`).
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 
 import numba
 import numpy as np
 
-__all__ = ["kernel", "compile_report", "clear_compile_report", "contiguous", "as_dtype", "supported_dtype",
-           "split_columns", "num_threads"]
+__all__ = ["kernel", "Kernel", "compile_report", "clear_compile_report", "contiguous", "as_dtype",
+           "supported_dtype", "split_columns", "num_threads", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts",
+           "exp_nonpos", "expm1_nonpos", "exp_from_parts", "expm1_from_parts", "log1p_unit"]
+
+# fastmath off (IEEE results, no reassociation); error_model "numpy": float division does not
+# check for zero, so loops with divisions vectorize (the Python model adds a branch per division)
+_JIT_OPTIONS = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
 
 _LOG: list[dict] = []
 _LOG_LOCK = threading.Lock()
@@ -27,7 +31,7 @@ class Kernel:
     def __init__(self, py_func, parallel: bool):
         self.name = py_func.__name__.lstrip("_")
         self.parallel = parallel
-        self.dispatcher = numba.njit(cache=True, fastmath=False, parallel=parallel, nogil=True, error_model="numpy")(py_func)
+        self.dispatcher = numba.njit(parallel=parallel, **_JIT_OPTIONS)(py_func)
 
     def __call__(self, *args):
         d = self.dispatcher
@@ -124,47 +128,28 @@ def split_columns(rows: int, cols: int, min_block: int = 64) -> int:
 # -- scalar helpers inlined into kernels (constants are passed in, typed like the data, so
 #    float32 kernels never promote to float64) ------------------------------------------------
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
-def logaddexp(x, y, ln2):
-    """log(exp(x) + exp(y)) by NumPy's formula (so both backends round alike); ``ln2 = log(2)``."""
-    if x == y:  # equal infinities too
-        return x + ln2
-    d = x - y
-    if d > 0:
-        return x + math.log1p(math.exp(-d))
-    if d <= 0:
-        return y + math.log1p(math.exp(d))
-    return d  # NaN
-
-
-@numba.njit(cache=True, inline="always", error_model="numpy")
-def safe_exp_diff(num, y, zero):
-    """exp(num − y); 0 where num = −inf, and y = −inf counts as 0 (the reference's convention)."""
-    if num == -np.inf:
-        return zero
-    return math.exp(num - (zero if y == -np.inf else y))
-
-
-@numba.njit(cache=True, inline="always", error_model="numpy")
+@numba.njit(inline="always", **_JIT_OPTIONS)
 def sigmoid_from_exp(x, e, one):
     """σ(x) from ``e = exp(−|x|)``, the reference's stable form (``one`` = 1 in the data's dtype)."""
     return one / (one + e) if x >= 0 else e / (one + e)
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
+@numba.njit(inline="always", **_JIT_OPTIONS)
 def tanh_from_expm1(x, em, two):
-    """tanh(x) from ``em = expm1(−2|x|)``: −em / (2 + em) with the sign of x (no cancellation near 0)."""
+    """tanh(x) from ``em = expm1(−2|x|)``: −em / (2 + em), sign of x (no cancellation near 0)."""
     t = -em / (two + em)
     return t if x >= 0 else -t
+
 
 # -- vectorizable exp / expm1 on non-positive arguments ---------------------------------------------
 # Scalar libm calls (tanhf, expm1f: ~14 ns each here; Numba has no SVML) would dominate the
 # cell loops.  These work on whole 1-D buffers with plain arithmetic that LLVM vectorizes:
 # x = k ln2 + r (Cody–Waite), expm1(r) by its Taylor polynomial (|r| ≤ ln2/2: degree 8 is
 # below float32 rounding, degree 13 below float64), 2^k built in the exponent bits.
-# Accuracy: a few ulp, like libm.  Arguments are clamped below near log(smallest normal) (results there are ~1e-38 / 1e-308).
+# Accuracy: a few ulp, like libm.  Arguments are clamped below near log(smallest normal),
+# so results there are ~1e-38 (float32) / ~1e-308 (float64) instead of subnormal or 0.
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(**_JIT_OPTIONS)
 def expm1_parts(x, q, kbits):
     """q = expm1(r), kbits = bits of 2^k, with x = k ln2 + r, for x ≤ 0 (1-D, same length)."""
     f32 = x.itemsize == 4
@@ -210,7 +195,7 @@ def expm1_parts(x, q, kbits):
             kbits[j] = (np.int64(kf) + bias) << shift
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(**_JIT_OPTIONS)
 def exp_nonpos(x, out, kbits):
     """out = exp(x) for x ≤ 0 (1-D buffers; ``kbits``: int32 for float32, int64 for float64)."""
     expm1_parts(x, out, kbits)
@@ -220,7 +205,7 @@ def exp_nonpos(x, out, kbits):
         out[j] = scale[j] * (one + out[j])
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(**_JIT_OPTIONS)
 def expm1_nonpos(x, out, kbits):
     """out = exp(x) − 1 for x ≤ 0, accurate near 0 (1-D buffers, ``kbits`` as in exp_nonpos)."""
     expm1_parts(x, out, kbits)
@@ -230,13 +215,31 @@ def expm1_nonpos(x, out, kbits):
         out[j] = scale[j] * out[j] + (scale[j] - one)
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
+@numba.njit(inline="always", **_JIT_OPTIONS)
 def exp_from_parts(q, scale, one):
     """exp(x) from :func:`expm1_parts`' ``q`` and ``scale = kbits.view(float)``."""
     return scale * (one + q)
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
+@numba.njit(inline="always", **_JIT_OPTIONS)
 def expm1_from_parts(q, scale, one):
     """exp(x) − 1 from :func:`expm1_parts`' ``q`` and ``scale``."""
     return scale * q + (scale - one)
+
+
+@numba.njit(inline="always", **_JIT_OPTIONS)
+def log1p_unit(e, one, two, sqrt2, ln2, c):
+    """log(1 + e) for e in [0, 1], vectorizable: u = 1 + e, log u = k ln2 + 2 atanh(s) with
+    u = 2^k m, m in [√2/2, √2], s = (m − 1)/(m + 1) (|s| ≤ 0.172, series to s^21), plus the
+    rounding correction (e − (u − 1)) / u.  ``c`` holds 1/3, 1/5, … 1/21 in the data's dtype."""
+    u = one + e
+    big = u > sqrt2
+    m = u / two if big else u
+    s = (m - one) / (m + one)
+    s2 = s * s
+    p = c[9]
+    for n in range(8, -1, -1):
+        p = c[n] + s2 * p
+    lg = two * s * (one + s2 * p)
+    lg = ln2 + lg if big else lg
+    return lg + (e - (u - one)) / u

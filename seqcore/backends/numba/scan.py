@@ -8,10 +8,11 @@ and indexes time through ``reverse`` instead of flipping arrays.
   over (batch row, chunk, block of D).  ``method="sequential"`` is one chunk (``C = T``):
   sequential in time, parallel over B × D, and the minimum memory traffic (forward reads
   a, b and writes h; backward reads a, h, dh and writes da, db — RESEARCH §2).
-  ``"chunked"`` uses ``C = chunk_size``, ``"parallel"`` about four chunks per thread —
-  parallel over T as well: pass 1 reduces every chunk to an affine map (product of gates,
-  end state from zero), pass 2 chains the chunk carries (serial, n = T / C values), pass 3
-  rescans every chunk from its carry (the inputs are read twice).
+  ``"chunked"`` (``C = chunk_size``) and ``"parallel"`` (about four chunks per thread) are
+  parallel over T as well — used only when B × D gives fewer than four tasks per thread,
+  since they read the inputs twice: pass 1 reduces every chunk to an affine map (product
+  of gates, end state from zero), pass 2 chains the chunk carries (serial, n = T / C
+  values), pass 3 rescans every chunk from its carry.  All schedules agree up to rounding.
 * ``block_scan`` (k = 1 reuses the diagonal kernels; k = 2, 3 written out; any k: dense
   loops) and ``log_linear_scan`` run sequentially in time with tasks over B × G (B × D)
   for every ``method`` — the reference's methods differ from each other only in rounding.
@@ -22,7 +23,7 @@ import numpy as np
 from numba import prange
 
 from ..numpy import scan as _ref
-from .ops import (as_dtype, contiguous, kernel, logaddexp, num_threads, safe_exp_diff, split_columns,
+from .ops import (as_dtype, contiguous, exp_from_parts, expm1_parts, kernel, log1p_unit, num_threads, split_columns,
                   supported_dtype)
 
 __all__ = ["PRIMITIVES", "chunk_length"]
@@ -142,13 +143,18 @@ def _diag_backward(a, h, h0, dh, carry, prod, reverse, C, blk, reduce_only, da, 
                 dh0[i, d0 + d] = x[d]
 
 
-def chunk_length(T: int, method: str, chunk_size: int) -> int:
-    """Steps per chunk of the diagonal kernels for ``method`` (``T`` means no chunking)."""
-    if method == "sequential":
+def chunk_length(B: int, T: int, D: int, method: str, chunk_size: int) -> int:
+    """Steps per chunk of the diagonal kernels (``T``: one chunk, no pass over T).
+
+    ``"chunked"`` / ``"parallel"`` cut time only when the B × D tasks cannot keep every
+    thread busy: chunking reads the inputs twice, so with enough tasks it only costs.
+    ``"chunked"`` then uses ``chunk_size``, ``"parallel"`` about four chunks per thread.
+    """
+    if method == "sequential" or B * -(-D // 64) >= 4 * num_threads():
         return T
     if method == "chunked":
         return max(1, min(chunk_size, T))
-    return max(1, -(-T // (4 * num_threads())))  # "parallel": about four chunks per thread
+    return max(1, -(-T // (4 * num_threads())))
 
 
 def _diag_scan(a, b, h0, reverse, C):
@@ -181,21 +187,23 @@ def _diag_scan_vjp(a, h, h0, dh, reverse, C):
 
 
 def linear_scan_fwd(xp, a, b, h0=None, reverse=False, method="sequential", chunk_size=64):
+    """Replacement of the reference ``linear_scan`` forward: ``a, b (B, T, D), h0 (B, D) | None -> h``."""
     if not supported_dtype(a, b, h0):
         out, res = _ref.linear_scan_fwd(xp, a, b, h0, reverse, method, chunk_size)
         return out, ("reference", res)
     a, b = contiguous(a), contiguous(b)
     has_h0 = h0 is not None
     h0 = contiguous(h0) if has_h0 else np.zeros((a.shape[0], a.shape[2]), a.dtype)
-    h = _diag_scan(a, b, h0, bool(reverse), chunk_length(a.shape[1], method, chunk_size))
+    h = _diag_scan(a, b, h0, bool(reverse), chunk_length(*a.shape, method, chunk_size))
     return h, ("numba", a, h, h0, has_h0)
 
 
 def linear_scan_bwd(xp, res, dh, reverse=False, method="sequential", chunk_size=64):
+    """VJP: ``dh (B, T, D) -> (da, db, dh0 or None)``."""
     if res[0] == "reference":
         return _ref.linear_scan_bwd(xp, res[1], dh, reverse, method, chunk_size)
     _, a, h, h0, has_h0 = res
-    C = chunk_length(a.shape[1], method, chunk_size)
+    C = chunk_length(*a.shape, method, chunk_size)
     da, db, dh0 = _diag_scan_vjp(a, h, h0, as_dtype(dh, a.dtype), bool(reverse), C)
     return da, db, (dh0 if has_h0 else None)
 
@@ -203,6 +211,9 @@ def linear_scan_bwd(xp, res, dh, reverse=False, method="sequential", chunk_size=
 # -- block-diagonal / dense scan --------------------------------------------------------------
 # h_t[g] = A_t[g] @ h_{t-1}[g] + b_t[g]; backward g_t = A_{t+1}^T g_{t+1} + dh_t,
 # dA_t = g_t h_{t-1}^T, db = g, dh0 = A_1^T g_1.  Tasks: B × blocks of groups.
+
+# Scalar indexing throughout: an array view per group and step would cost two atomic
+# reference-count updates, more than the 2×2 product itself.
 
 @kernel(parallel=True)
 def _block_forward(A, b, h0, reverse, blk, h):
@@ -212,28 +223,35 @@ def _block_forward(A, b, h0, reverse, blk, h):
     nblk = (G + blk - 1) // blk
     for task in prange(B * nblk):
         i, g0 = task // nblk, (task % nblk) * blk
-        t = 0
-        for j in range(T):
+        g1 = min(G, g0 + blk)
+        t = T - 1 if reverse else 0
+        for g in range(g0, g1):  # the first step from h0
+            for r in range(k):
+                acc = zero
+                for q in range(k):
+                    acc += A[i, t, g, r, q] * h0[i, g, q]
+                h[i, t, g, r] = acc + b[i, t, g, r]
+        for j in range(1, T):
             tp = t
             t = T - 1 - j if reverse else j
-            for g in range(g0, min(G, g0 + blk)):
-                p = h0[i, g] if j == 0 else h[i, tp, g]
-                M, out = A[i, t, g], h[i, t, g]
-                if k == 2:
-                    p0, p1 = p[0], p[1]
-                    out[0] = (M[0, 0] * p0 + M[0, 1] * p1) + b[i, t, g, 0]
-                    out[1] = (M[1, 0] * p0 + M[1, 1] * p1) + b[i, t, g, 1]
-                elif k == 3:
-                    p0, p1, p2 = p[0], p[1], p[2]
-                    out[0] = (M[0, 0] * p0 + M[0, 1] * p1 + M[0, 2] * p2) + b[i, t, g, 0]
-                    out[1] = (M[1, 0] * p0 + M[1, 1] * p1 + M[1, 2] * p2) + b[i, t, g, 1]
-                    out[2] = (M[2, 0] * p0 + M[2, 1] * p1 + M[2, 2] * p2) + b[i, t, g, 2]
-                else:
+            if k == 2:
+                for g in range(g0, g1):
+                    p0, p1 = h[i, tp, g, 0], h[i, tp, g, 1]
+                    h[i, t, g, 0] = (A[i, t, g, 0, 0] * p0 + A[i, t, g, 0, 1] * p1) + b[i, t, g, 0]
+                    h[i, t, g, 1] = (A[i, t, g, 1, 0] * p0 + A[i, t, g, 1, 1] * p1) + b[i, t, g, 1]
+            elif k == 3:
+                for g in range(g0, g1):
+                    p0, p1, p2 = h[i, tp, g, 0], h[i, tp, g, 1], h[i, tp, g, 2]
+                    for r in range(3):
+                        h[i, t, g, r] = (A[i, t, g, r, 0] * p0 + A[i, t, g, r, 1] * p1
+                                         + A[i, t, g, r, 2] * p2) + b[i, t, g, r]
+            else:
+                for g in range(g0, g1):
                     for r in range(k):
                         acc = zero
                         for q in range(k):
-                            acc += M[r, q] * p[q]
-                        out[r] = acc + b[i, t, g, r]
+                            acc += A[i, t, g, r, q] * h[i, tp, g, q]
+                        h[i, t, g, r] = acc + b[i, t, g, r]
 
 
 @kernel(parallel=True)
@@ -244,45 +262,53 @@ def _block_backward(A, h, h0, dh, reverse, blk, dA, db, dh0):
     nblk = (G + blk - 1) // blk
     for task in prange(B * nblk):
         i, g0 = task // nblk, (task % nblk) * blk
+        g1 = min(G, g0 + blk)
         t = 0
         for j in range(T - 1, -1, -1):
             tn = t
             t = T - 1 - j if reverse else j
-            tp = T - j if reverse else j - 1
-            for g in range(g0, min(G, g0 + blk)):
-                gr, d = db[i, t, g], dh[i, t, g]
-                if j == T - 1:
+            if j == T - 1:
+                for g in range(g0, g1):
                     for r in range(k):
-                        gr[r] = d[r]
-                else:
-                    M, nx = A[i, tn, g], db[i, tn, g]
-                    if k == 2:
-                        gr[0] = (M[0, 0] * nx[0] + M[1, 0] * nx[1]) + d[0]
-                        gr[1] = (M[0, 1] * nx[0] + M[1, 1] * nx[1]) + d[1]
-                    elif k == 3:
-                        gr[0] = (M[0, 0] * nx[0] + M[1, 0] * nx[1] + M[2, 0] * nx[2]) + d[0]
-                        gr[1] = (M[0, 1] * nx[0] + M[1, 1] * nx[1] + M[2, 1] * nx[2]) + d[1]
-                        gr[2] = (M[0, 2] * nx[0] + M[1, 2] * nx[1] + M[2, 2] * nx[2]) + d[2]
-                    else:
-                        for r in range(k):
-                            acc = zero
-                            for q in range(k):
-                                acc += M[q, r] * nx[q]
-                            gr[r] = acc + d[r]
-                p = h0[i, g] if j == 0 else h[i, tp, g]
-                for r in range(k):
-                    for q in range(k):
-                        dA[i, t, g, r, q] = gr[r] * p[q]
-                if j == 0:
-                    M = A[i, t, g]
+                        db[i, t, g, r] = dh[i, t, g, r]
+            elif k == 2:
+                for g in range(g0, g1):
+                    n0, n1 = db[i, tn, g, 0], db[i, tn, g, 1]
+                    db[i, t, g, 0] = (A[i, tn, g, 0, 0] * n0 + A[i, tn, g, 1, 0] * n1) + dh[i, t, g, 0]
+                    db[i, t, g, 1] = (A[i, tn, g, 0, 1] * n0 + A[i, tn, g, 1, 1] * n1) + dh[i, t, g, 1]
+            elif k == 3:
+                for g in range(g0, g1):
+                    n0, n1, n2 = db[i, tn, g, 0], db[i, tn, g, 1], db[i, tn, g, 2]
+                    for r in range(3):
+                        db[i, t, g, r] = (A[i, tn, g, 0, r] * n0 + A[i, tn, g, 1, r] * n1
+                                          + A[i, tn, g, 2, r] * n2) + dh[i, t, g, r]
+            else:
+                for g in range(g0, g1):
+                    for r in range(k):
+                        acc = zero
+                        for q in range(k):
+                            acc += A[i, tn, g, q, r] * db[i, tn, g, q]
+                        db[i, t, g, r] = acc + dh[i, t, g, r]
+            if j > 0:
+                tp = T - j if reverse else j - 1
+                for g in range(g0, g1):
+                    for r in range(k):
+                        for q in range(k):
+                            dA[i, t, g, r, q] = db[i, t, g, r] * h[i, tp, g, q]
+            else:
+                for g in range(g0, g1):
+                    for r in range(k):
+                        for q in range(k):
+                            dA[i, t, g, r, q] = db[i, t, g, r] * h0[i, g, q]
                     for q in range(k):
                         acc = zero
                         for r in range(k):
-                            acc += M[r, q] * gr[r]
+                            acc += A[i, t, g, r, q] * db[i, t, g, r]
                         dh0[i, g, q] = acc
 
 
 def block_scan_fwd(xp, A, b, h0=None, reverse=False, method="sequential", chunk_size=64):
+    """Replacement of ``block_scan``: ``A (B, T, G, k, k), b (B, T, G, k), h0 (B, G, k) | None -> h``."""
     if not supported_dtype(A, b, h0):
         out, res = _ref.block_scan_fwd(xp, A, b, h0, reverse, method, chunk_size)
         return out, ("reference", res)
@@ -292,7 +318,7 @@ def block_scan_fwd(xp, A, b, h0=None, reverse=False, method="sequential", chunk_
     h0 = contiguous(h0) if has_h0 else np.zeros((Bn, G, k), b.dtype)
     if k == 1:  # diagonal: the linear-scan kernel on (B, T, G)
         h = _diag_scan(A.reshape(Bn, T, G), b.reshape(Bn, T, G), h0.reshape(Bn, G), bool(reverse),
-                       chunk_length(T, method, chunk_size)).reshape(b.shape)
+                       chunk_length(Bn, T, G, method, chunk_size)).reshape(b.shape)
         return h, ("numba", A, h, h0, has_h0)
     h = np.empty_like(b)
     _block_forward(A, b, h0, bool(reverse), split_columns(Bn, G, 16), h)
@@ -300,6 +326,7 @@ def block_scan_fwd(xp, A, b, h0=None, reverse=False, method="sequential", chunk_
 
 
 def block_scan_bwd(xp, res, dh, reverse=False, method="sequential", chunk_size=64):
+    """VJP: ``dh (B, T, G, k) -> (dA, db, dh0 or None)``."""
     if res[0] == "reference":
         return _ref.block_scan_bwd(xp, res[1], dh, reverse, method, chunk_size)
     _, A, h, h0, has_h0 = res
@@ -307,7 +334,8 @@ def block_scan_bwd(xp, res, dh, reverse=False, method="sequential", chunk_size=6
     Bn, T, G, k = h.shape
     if k == 1:
         da, db, dh0 = _diag_scan_vjp(A.reshape(Bn, T, G), h.reshape(Bn, T, G), h0.reshape(Bn, G),
-                                     dh.reshape(Bn, T, G), bool(reverse), chunk_length(T, method, chunk_size))
+                                     dh.reshape(Bn, T, G), bool(reverse),
+                                     chunk_length(Bn, T, G, method, chunk_size))
         dA, db, dh0 = da.reshape(A.shape), db.reshape(h.shape), dh0.reshape(h0.shape)
     else:
         dA, db, dh0 = np.empty_like(A), np.empty_like(h), np.empty_like(h0)
@@ -317,47 +345,90 @@ def block_scan_bwd(xp, res, dh, reverse=False, method="sequential", chunk_size=6
 
 # -- log-space scan ------------------------------------------------------------------------------
 
+# Row form with a vectorized exp (ops.expm1_parts) and log1p: logaddexp(x, z) =
+# max(x, z) + log1p(exp(−|x − z|)); per-task scratch rows come from the caller.
+
 @kernel(parallel=True)
-def _log_forward(la, lb, y0, reverse, blk, y):
-    """y_t = logaddexp(log_a_t + y_{t-1}, log_b_t), NumPy's logaddexp formula."""
+def _log_forward(la, lb, y0, reverse, blk, coef, y, u, q, kbits):
+    """y_t = logaddexp(log_a_t + y_{t-1}, log_b_t).  u, q, kbits: (tasks, blk) scratch."""
     B, T, D = la.shape
     nblk = (D + blk - 1) // blk
-    ln2 = la.dtype.type(0.6931471805599453)
+    one, two = la.dtype.type(1.0), la.dtype.type(2.0)
+    ln2, sqrt2 = la.dtype.type(0.6931471805599453), la.dtype.type(1.4142135623730951)
     for task in prange(B * nblk):
         i, d0 = task // nblk, (task % nblk) * blk
-        t = 0
+        d1 = min(D, d0 + blk)
+        w = d1 - d0
+        x, mx = np.empty(w, la.dtype), np.empty(w, la.dtype)
+        uu, qq, kk = u[task, :w], q[task, :w], kbits[task, :w]
+        sc = kk.view(la.dtype)
+        for d in range(w):
+            x[d] = y0[i, d0 + d]
         for j in range(T):
-            tp = t
             t = T - 1 - j if reverse else j
-            for d in range(d0, min(D, d0 + blk)):
-                yp = y0[i, d] if j == 0 else y[i, tp, d]
-                y[i, t, d] = logaddexp(la[i, t, d] + yp, lb[i, t, d], ln2)
+            ar, br, yr = la[i, t, d0:d1], lb[i, t, d0:d1], y[i, t, d0:d1]
+            for d in range(w):
+                x[d] = ar[d] + x[d]
+                mx[d] = x[d] if x[d] >= br[d] else br[d]
+                uu[d] = -abs(x[d] - br[d])  # NaN stays NaN
+            expm1_parts(uu, qq, kk)
+            for d in range(w):
+                v = mx[d] + log1p_unit(exp_from_parts(qq[d], sc[d], one), one, two, sqrt2, ln2, coef)
+                x[d] = mx[d] if mx[d] == -np.inf else v  # both inputs −inf: the sum is 0
+            for d in range(w):
+                yr[d] = x[d]
 
 
 @kernel(parallel=True)
-def _log_backward(la, lb, y, y0, dy, reverse, blk, dla, dlb, dy0):
+def _log_backward(la, lb, y, y0, dy, reverse, blk, dla, dlb, dy0, u, q, kbits):
     """g_t = w_{t+1} g_{t+1} + dy_t with w_t = exp(log_a_t + y_{t-1} - y_t), v_t = exp(log_b_t - y_t);
-    dla = w g (so the carry w_{t+1} g_{t+1} is dla at t+1), dlb = v g, dy0 = w_1 g_1."""
+    dla = w g (so the carry w_{t+1} g_{t+1} is dla at t+1), dlb = v g, dy0 = w_1 g_1.
+    A weight is 0 where its numerator is −inf; y = −inf counts as 0 (the reference's rule).
+    u, q, kbits: (tasks, 2 blk) scratch."""
     B, T, D = la.shape
     nblk = (D + blk - 1) // blk
-    zero = la.dtype.type(0.0)
+    zero, one = la.dtype.type(0.0), la.dtype.type(1.0)
     for task in prange(B * nblk):
         i, d0 = task // nblk, (task % nblk) * blk
-        t = 0
+        d1 = min(D, d0 + blk)
+        w = d1 - d0
+        carry, num = np.zeros(w, la.dtype), np.empty(w, la.dtype)
+        uu, qq, kk = u[task, :2 * w], q[task, :2 * w], kbits[task, :2 * w]
+        sc = kk.view(la.dtype)
         for j in range(T - 1, -1, -1):
-            tn = t
             t = T - 1 - j if reverse else j
-            tp = T - j if reverse else j - 1
-            for d in range(d0, min(D, d0 + blk)):
-                yp = y0[i, d] if j == 0 else y[i, tp, d]
-                g = dy[i, t, d] if j == T - 1 else dla[i, tn, d] + dy[i, t, d]
-                dla[i, t, d] = safe_exp_diff(la[i, t, d] + yp, y[i, t, d], zero) * g
-                dlb[i, t, d] = safe_exp_diff(lb[i, t, d], y[i, t, d], zero) * g
-                if j == 0:
-                    dy0[i, d] = dla[i, t, d]
+            yp = y[i, T - j if reverse else j - 1, d0:d1] if j > 0 else y0[i, d0:d1]
+            ar, br, yr = la[i, t, d0:d1], lb[i, t, d0:d1], y[i, t, d0:d1]
+            dyr, dar, dbr = dy[i, t, d0:d1], dla[i, t, d0:d1], dlb[i, t, d0:d1]
+            for d in range(w):
+                num[d] = ar[d] + yp[d]
+                yy = zero if yr[d] == -np.inf else yr[d]
+                uu[d] = num[d] - yy
+                uu[w + d] = br[d] - yy
+            expm1_parts(uu, qq, kk)
+            for d in range(w):
+                g = carry[d] + dyr[d]
+                wt = zero if num[d] == -np.inf else exp_from_parts(qq[d], sc[d], one)
+                vt = zero if br[d] == -np.inf else exp_from_parts(qq[w + d], sc[w + d], one)
+                dar[d] = wt * g
+                dbr[d] = vt * g
+                carry[d] = dar[d]
+        for d in range(w):
+            dy0[i, d0 + d] = carry[d]
+
+
+def _log_scratch(B, D, blk, width, dtype):
+    tasks = B * (-(-D // blk))
+    u, q = np.zeros((tasks, width * blk), dtype), np.zeros((tasks, width * blk), dtype)
+    return u, q, np.zeros((tasks, width * blk), np.int32 if dtype == np.float32 else np.int64)
+
+
+def _log_coefficients(dtype):
+    return np.array([1.0 / (2 * n + 3) for n in range(10)], dtype)  # 1/3, 1/5, …, 1/21
 
 
 def log_linear_scan_fwd(xp, log_a, log_b, log_h0=None, reverse=False, method="sequential", chunk_size=64):
+    """Replacement of ``log_linear_scan``: ``log_a, log_b (B, T, D), log_h0 (B, D) | None -> log_h``."""
     if not supported_dtype(log_a, log_b, log_h0):
         out, res = _ref.log_linear_scan_fwd(xp, log_a, log_b, log_h0, reverse, method, chunk_size)
         return out, ("reference", res)
@@ -365,17 +436,22 @@ def log_linear_scan_fwd(xp, log_a, log_b, log_h0=None, reverse=False, method="se
     has_h0 = log_h0 is not None
     y0 = contiguous(log_h0) if has_h0 else np.full((la.shape[0], la.shape[2]), -np.inf, la.dtype)
     y = np.empty_like(la)
-    _log_forward(la, lb, y0, bool(reverse), split_columns(la.shape[0], la.shape[2]), y)
+    B, T, D = la.shape
+    blk = split_columns(B, D)
+    _log_forward(la, lb, y0, bool(reverse), blk, _log_coefficients(la.dtype), y, *_log_scratch(B, D, blk, 1, la.dtype))
     return y, ("numba", la, lb, y, y0, has_h0)
 
 
 def log_linear_scan_bwd(xp, res, dy, reverse=False, method="sequential", chunk_size=64):
+    """VJP: ``dy (B, T, D) -> (dlog_a, dlog_b, dlog_h0 or None)``."""
     if res[0] == "reference":
         return _ref.log_linear_scan_bwd(xp, res[1], dy, reverse, method, chunk_size)
     _, la, lb, y, y0, has_h0 = res
     dla, dlb, dy0 = np.empty_like(la), np.empty_like(lb), np.empty_like(y0)
-    _log_backward(la, lb, y, y0, as_dtype(dy, la.dtype), bool(reverse), split_columns(la.shape[0], la.shape[2]),
-                  dla, dlb, dy0)
+    B, T, D = la.shape
+    blk = split_columns(B, D)
+    _log_backward(la, lb, y, y0, as_dtype(dy, la.dtype), bool(reverse), blk, dla, dlb, dy0,
+                  *_log_scratch(B, D, blk, 2, la.dtype))
     return dla, dlb, (dy0 if has_h0 else None)
 
 

@@ -1,0 +1,99 @@
+"""Every primitive the numba backend replaces, forward + backward, against the NumPy reference.
+
+Each row times ``fwd`` then ``bwd`` (with a random cotangent) of one primitive on the same
+inputs for both backends, best of ``--repeats`` round-robin runs in one process, after a
+warm-up call (so compile time is excluded; the compile report at the end lists it).
+The ratio is reference time / numba time (target ≥ 10×).
+
+    python benchmarks/primitives_vs_numpy.py                          # (B, T, D) = (4, 2048, 64)
+    python benchmarks/primitives_vs_numpy.py --scan-shape 8 512 256   # wide states
+
+The reference runs one vectorized NumPy step per time step, so its cost is T × (Python
+overhead + B·D work): the ratio is largest for long sequences of small states and shrinks
+as B·D grows (a wide step is already memory-bound in NumPy).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+
+def scan_cases(rng, dtype, B, T, D):
+    shape = f"({B}, {T}, {D})"
+    a = rng.uniform(0.5, 1.0, (B, T, D)).astype(dtype)
+    b = rng.normal(size=(B, T, D)).astype(dtype)
+    h0 = rng.normal(size=(B, D)).astype(dtype)
+    for method in ("sequential", "chunked", "parallel"):
+        yield f"linear_scan {method} {shape}", "linear_scan", (a, b, h0), dict(method=method)
+    yield f"linear_scan reverse {shape}", "linear_scan", (a, b, None), dict(reverse=True)
+    for k in (1, 2, 3, 8):
+        G = max(1, D // k // 2)
+        A = (rng.uniform(-1, 1, (B, T, G, k, k)) / k).astype(dtype)
+        bb = rng.normal(size=(B, T, G, k)).astype(dtype)
+        yield f"block_scan k={k} ({B}, {T}, G={G})", "block_scan", (A, bb, None), {}
+    yield f"log_linear_scan {shape}", "log_linear_scan", (np.log(a), b, None), {}
+
+
+def cell_cases(rng, dtype, B, T, H):
+    from seqcore import cells
+    for name, cell in (("elman", cells.Elman(H, H)), ("lstm", cells.LSTM(H, H)), ("gru", cells.GRU(H, H)),
+                       ("leaky", cells.LeakyRNN(H, H)), ("diaggru", cells.DiagGRU(H, H)),
+                       ("cifg-lstm", cells.CIFGLSTM(H, H))):
+        params = cell.init(rng, dtype)
+        x = rng.normal(size=(B, T, H)).astype(dtype)
+        xi = np.asarray(cell.project(params, x))
+        state0 = np.zeros((B, cell.state_size), dtype)
+        args = (xi, state0) + tuple(params[k] for k in cell.recurrent_keys)
+        yield f"{cell.name}_recurrence ({B}, {T}, H={H})", f"{cell.name}_recurrence", args, dict(cell=cell)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--scan-shape", type=int, nargs=3, default=[4, 2048, 64], metavar=("B", "T", "D"))
+    ap.add_argument("--cell-shape", type=int, nargs=3, default=[16, 256, 64], metavar=("B", "T", "H"))
+    args = ap.parse_args(argv)
+
+    import numba
+
+    import seqcore
+    from seqcore import primitives
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from scan_bandwidth import best_of, machine_info
+
+    nb = seqcore.backends.get("numba")
+    dtype = np.dtype(args.dtype)
+    rng = np.random.default_rng(0)
+    print(f"machine: {machine_info()}")
+    print(f"numba {numba.__version__}, threads {numba.get_num_threads()}; dtype {dtype}\n")
+    print(f"{'primitive (shape)':42s} {'numpy ms':>9s} {'numba ms':>9s} {'ratio':>7s}")
+    ratios = []
+    for label, name, prim_args, static in list(scan_cases(rng, dtype, *args.scan_shape)) + list(cell_cases(rng, dtype, *args.cell_shape)):
+        prim = primitives.get(name)
+        impls = {"numpy": (prim.fwd, prim.bwd), "numba": nb.primitives[name]}
+        out, _ = prim.fwd(np, *prim_args, **static)
+        cot = rng.normal(size=np.shape(out)).astype(dtype)
+
+        def run(impl):
+            fwd, bwd = impls[impl]
+            o, res = fwd(np, *prim_args, **static)
+            bwd(np, res, cot, **static)
+
+        t = best_of({k: (lambda k=k: run(k)) for k in impls}, args.repeats)
+        ratio = t["numpy"] / t["numba"]
+        ratios.append(ratio)
+        print(f"{label:42s} {t['numpy'] * 1e3:9.1f} {t['numba'] * 1e3:9.2f} {ratio:7.1f}", flush=True)
+    print(f"\nsmallest ratio {min(ratios):.1f}× (target ≥ 10×); geometric mean "
+          f"{float(np.exp(np.mean(np.log(ratios)))):.1f}×")
+    print("\ncompile report (first call of each kernel in this process):")
+    for r in nb.compile_report():
+        print(f"  {r['kernel']:18s} {r['source']:10s} compile {r['compile_s']:6.2f}s  first call {r['first_call_s']:6.2f}s")
+
+
+if __name__ == "__main__":
+    main()

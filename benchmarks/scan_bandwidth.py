@@ -1,0 +1,132 @@
+"""Linear-scan throughput of the numba backend as a fraction of a same-traffic NumPy baseline.
+
+A scan is memory-bound (RESEARCH §2): the forward reads a, b and writes h (3 arrays), the
+backward reads a, h, dh and writes da, db (5 arrays).  The baseline is ``out = a + b`` on
+arrays of the same size (3 arrays), measured in the same process, interleaved with the
+scan, best of ``--repeats``.  Bandwidth = arrays moved × bytes / seconds.
+
+    python benchmarks/scan_bandwidth.py                       # 2^24 float32 elements
+    python benchmarks/scan_bandwidth.py --log2-size 22 --dtype float64 --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def machine_info() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{cpu}; {os.cpu_count()} logical CPUs; load average {load:.1f}; Python {platform.python_version()}; "
+            f"NumPy {np.__version__}")
+
+
+def best_of(fns: dict, repeats: int) -> dict:
+    """Best wall time of each callable, measured round-robin so that all see the same machine state."""
+    times = {k: [] for k in fns}
+    for k, f in fns.items():
+        f()  # warm up (compile, page in)
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: min(v) for k, v in times.items()}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--log2-size", type=int, default=24, help="elements per array = 2**log2_size (default 24)")
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    ap.add_argument("--batch", type=int, default=16, help="B; D = 1024 and T = size / (B · D)")
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args(argv)
+
+    import numba
+
+    import seqcore
+    nb = seqcore.backends.get("numba")
+    from seqcore.backends.numba import scan as nscan
+
+    n = 2 ** args.log2_size
+    B, D = args.batch, 1024
+    T = n // (B * D)
+    if T < 1:
+        raise SystemExit(f"--log2-size: got {args.log2_size}, too small for B={B}, D={D}")
+    dtype = np.dtype(args.dtype)
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.5, 1.0, (B, T, D)).astype(dtype)
+    b = rng.normal(size=(B, T, D)).astype(dtype)
+    dh = rng.normal(size=(B, T, D)).astype(dtype)
+    out = np.empty_like(a)
+    size = a.nbytes
+    print(f"machine: {machine_info()}")
+    print(f"numba {numba.__version__}, threads {numba.get_num_threads()} (threading layer chosen at first run)")
+    print(f"arrays: (B, T, D) = ({B}, {T}, {D}) {dtype} = {n} elements, {size / 2**20:.0f} MiB each\n")
+
+    fwd, bwd = nb.primitives["linear_scan"]
+    h, res = fwd(np, a, b)
+    fns = {
+        "baseline out = a + b": lambda: a + b,
+        "baseline np.add(a, b, out=)": lambda: np.add(a, b, out=out),
+        "scan fwd": lambda: fwd(np, a, b),
+        "scan bwd": lambda: bwd(np, res, dh),
+    }
+    # the kernels alone, outputs preallocated (no page faults of fresh arrays)
+    h0 = np.zeros((B, D), dtype)
+    da, db, dh0 = np.empty_like(a), np.empty_like(a), np.empty_like(h0)
+    zeros_carry = np.zeros((B, 1, D), dtype)
+    blk = nscan.split_columns(B, D)
+    fns["kernel fwd (outputs preallocated)"] = lambda: nscan._diag_forward(
+        a, b, h0[:, None, :], h0[:, None, :], False, T, blk, False, out)
+    fns["kernel bwd (outputs preallocated)"] = lambda: nscan._diag_backward(
+        a, h, h0, dh, zeros_carry, zeros_carry, False, T, blk, False, da, db, dh0)
+    # one long sequence of a narrow state: B x D gives one task, so only time can be split
+    narrow = (1, n // 64, 64)
+    a1, b1, dh1 = a.reshape(narrow), b.reshape(narrow), dh.reshape(narrow)
+    for method in ("sequential", "chunked", "parallel"):
+        _, res_m = fwd(np, a1, b1, None, False, method, 4096)
+        fns[f"narrow fwd {method}"] = lambda m=method: fwd(np, a1, b1, None, False, m, 4096)
+        fns[f"narrow bwd {method}"] = lambda r=res_m, m=method: bwd(np, r, dh1, False, m, 4096)
+
+    t = best_of(fns, args.repeats)
+    base = 3 * size / t["baseline out = a + b"]
+    base_pre = 3 * size / t["baseline np.add(a, b, out=)"]
+    print(f"{'measurement':42s} {'time ms':>9s} {'GB/s':>7s} {'vs a+b':>7s} {'vs add(out=)':>13s}")
+
+    def row(name, seconds, arrays):
+        bw = arrays * size / seconds
+        print(f"{name:42s} {seconds * 1e3:9.2f} {bw / 1e9:7.2f} {bw / base:7.2f} {bw / base_pre:13.2f}")
+
+    row("baseline out = a + b", t["baseline out = a + b"], 3)
+    row("baseline np.add(a, b, out=)", t["baseline np.add(a, b, out=)"], 3)
+    for what in ("scan", "kernel"):
+        sfx = "" if what == "scan" else " (outputs preallocated)"
+        tf, tb = t[f"{what} fwd{sfx}"], t[f"{what} bwd{sfx}"]
+        row(f"{what} fwd{sfx}", tf, 3)
+        row(f"{what} bwd{sfx}", tb, 5)
+        row(f"{what} fwd+bwd{sfx}", tf + tb, 8)
+    print(f"\nnarrow state {narrow} (chunk_size 4096 for 'chunked'):")
+    for method in ("sequential", "chunked", "parallel"):
+        tf, tb = t[f"narrow fwd {method}"], t[f"narrow bwd {method}"]
+        row(f"scan fwd+bwd {method}", tf + tb, 8)
+    print("(chunked / parallel read a, b twice forward and a, dh twice backward; the minimum")
+    print(" traffic is counted, so their ratios understate the bandwidth they reach)")
+    print("\ncompile report (first call of each kernel in this process):")
+    for r in nb.compile_report():
+        print(f"  {r['kernel']:18s} {r['source']:10s} compile {r['compile_s']:6.2f}s  "
+              f"first call {r['first_call_s']:6.2f}s  ({r['signature'][:60]}…)")
+
+
+if __name__ == "__main__":
+    main()
