@@ -333,18 +333,9 @@ def load_run(run_dir: str, backend: str | None = None) -> _Run:
 
 def evaluate_run(run: _Run, batches) -> dict:
     """Per-head ``{"loss", "accuracy"}`` of ``run``'s current heads on ``batches`` (NumPy
-    ``Batch``es), averaged over sequences."""
-    totals: dict[str, dict] = {}
-    count = 0
-    for batch in batches:
-        res = run.model.evaluate(run.trainer.params, run.trainer.to_backend(batch), run.cfg.mode, heads=run.active())
-        w = batch[0].shape[0]
-        for name, r in res.items():
-            acc = totals.setdefault(name, dict.fromkeys(r, 0.0))
-            for k, v in r.items():
-                acc[k] += v * w
-        count += w
-    return {name: {k: v / count for k, v in r.items()} for name, r in totals.items()}
+    ``Batch``es), averaged over sequences, computed on the run's backend."""
+    with backends.use(run.cfg.backend):
+        return run.evaluate(batches=batches)
 
 
 @main.command("eval")
@@ -391,6 +382,7 @@ def eval_(run_dir, num_batches, batch_size, seed, run_eval_set, backend, as_json
 
 # continual-learning commands live in their own module when it is present
 register_optional(main, f"{__package__ or 'seqcore_cli'}.continual", ("continual", "report"))
+register_optional(main, f"{__package__ or 'seqcore_cli'}.bench", ("bench",))
 
 if __name__ == "__main__":
     main()

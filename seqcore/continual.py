@@ -375,8 +375,13 @@ def _progress(total: int, initial: int, quiet: bool):
     return tqdm(total=total, initial=initial, dynamic_ncols=True, leave=True)
 
 
-def _loop(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None,
-          stop_at_step: int | None) -> dict:
+def _loop(run: _Run, *args, **kwargs) -> dict:
+    with backends.use(run.cfg.backend):  # NumPy-array backends (numba) are chosen by the current default
+        return _loop_on_backend(run, *args, **kwargs)
+
+
+def _loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None,
+                     stop_at_step: int | None) -> dict:
     cfg, tr, learner = run.cfg, run.trainer, run.learner
     bar = _progress(run.n * cfg.steps, tr.step_count, quiet)
     t0 = time.perf_counter()

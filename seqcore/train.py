@@ -206,6 +206,10 @@ class Trainer:
             self.backend.asarray(x), y, mask)
 
     def step(self, batch) -> float:
+        with backends.use(self.backend.name):
+            return self._step(batch)
+
+    def _step(self, batch) -> float:
         batch = self.hooks.prepare_batch(self, batch)
         dev_batch = self.to_backend(batch)
 
@@ -279,14 +283,17 @@ class _Run:
     def loss(self, params, batch):
         return self.model.loss(params, batch, self.cfg.mode, heads=self.active())
 
-    def evaluate(self, task=None, heads=None) -> dict:
-        """Mean per-head loss/accuracy on ``task``'s evaluation batches (default: the current task and heads)."""
+    def evaluate(self, task=None, heads=None, batches=None) -> dict:
+        """Mean per-head loss/accuracy over sequences on ``batches`` (default: ``task``'s
+        evaluation batches; ``task`` defaults to the current task, ``heads`` to its heads)."""
         cfg = self.cfg
         task = self.curriculum.current_task() if task is None else task
         heads = self.active() if heads is None else heads
+        if batches is None:
+            batches = task.eval_batches(cfg.eval_batch_size, cfg.eval_batches)
         per_head: dict[str, dict] = {}
         n = 0
-        for batch in task.eval_batches(cfg.eval_batch_size, cfg.eval_batches):
+        for batch in batches:
             dev = self.trainer.to_backend(batch)
             res = self.model.evaluate(self.trainer.params, dev, cfg.mode, heads=heads)
             w = batch[0].shape[0]
@@ -332,6 +339,11 @@ def _progress(total: int, initial: int, quiet: bool):
 
 
 def _run_loop(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None) -> dict:
+    with backends.use(run.cfg.backend):  # NumPy-array backends (numba) are chosen by the current default
+        return _run_loop_on_backend(run, rd, quiet, log)
+
+
+def _run_loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None) -> dict:
     cfg, tr = run.cfg, run.trainer
     every_ckpt = cfg.checkpoint_every or cfg.eval_every
     bar = _progress(cfg.steps, tr.step_count, quiet)

@@ -358,3 +358,19 @@ def test_optional_commands_missing_broken_or_present(tmp_path, monkeypatch):
     common.register_optional(group, "plugins_for_cli_test.good", ("continual", "report"))
     assert set(group.commands) == {"continual"}
     assert CliRunner().invoke(group, ["continual"]).stdout == "continual ran\n"
+
+
+def test_bench_runs_the_training_benchmark_and_prints_ratios():
+    from click.testing import CliRunner
+    from seqcore_cli.bench import SUITES
+    from seqcore_cli.main import main
+    import subprocess
+    import sys
+    # the command runs scripts in subprocesses: check one end to end through the console entry
+    out = subprocess.run([sys.executable, "-c", "from seqcore_cli.main import main; main()", "bench", "--quick",
+                          "training"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "ratios vs numpy" in out.stdout and "leaky" in out.stdout
+    bad = CliRunner().invoke(main, ["bench", "nope"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
+    assert set(SUITES) == {"scan", "primitives", "rnn", "newton", "training"}

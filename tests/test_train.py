@@ -124,3 +124,24 @@ def test_resume_of_finished_run_is_refused_and_summary_kept(tmp_path):
     assert (tmp_path / "run" / "summary.json").read_text() == before
     s, _ = resume(tmp_path / "run", quiet=True, steps=20)
     assert s["steps"] == 20
+
+
+class RecordBackend(Hooks):
+    def __init__(self):
+        self.seen = set()
+
+    def after_step(self, trainer, batch, loss):
+        from seqcore import backends
+        self.seen.add(backends.current())
+
+
+def test_numpy_array_backends_are_active_during_training():
+    pytest.importorskip("numba", reason="the numba backend needs numba")
+    from seqcore import backends
+    if "numba" not in backends.available():
+        pytest.skip(f"numba backend cannot load: {backends.info()}")
+    hook = RecordBackend()
+    before = backends.current()
+    train(TrainConfig(**{**SMALL, "backend": "numba", "steps": 3}), None, quiet=True, hooks=hook)
+    assert hook.seen == {"numba"}          # the run's primitives dispatch to numba
+    assert backends.current() == before    # and the default is restored afterwards

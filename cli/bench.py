@@ -1,0 +1,50 @@
+"""``seqcore bench``: run the benchmark scripts of ``benchmarks/`` and print their tables.
+
+The scripts live in the source tree (they are not installed with the package), so this
+command works from a checkout (``pip install -e .``); it says so when they are missing.
+Each script prints ratios against a baseline measured in the same process.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+# name -> (script, arguments of the quick variant)
+SUITES = {
+    "scan": ("scan_bandwidth.py", ["--log2-size", "20", "--repeats", "3"]),
+    "primitives": ("primitives_vs_numpy.py", ["--repeats", "1", "--scan-shape", "2", "512", "16",
+                                              "--cell-shape", "4", "64", "16"]),
+    "rnn": ("rnn_vs_torch.py", ["--repeats", "1", "--batch", "16", "--steps", "128", "--hidden", "64"]),
+    "newton": ("newton.py", ["--T", "256", "1024", "--repeats", "1"]),
+    "training": ("training_steps.py", ["--steps", "20", "--cells", "leaky", "gru"]),
+}
+
+
+def benchmarks_dir() -> Path:
+    import seqcore
+    return Path(seqcore.__file__).resolve().parents[1] / "benchmarks"
+
+
+def register(group: click.Group) -> None:
+    @group.command("bench")
+    @click.argument("suites", nargs=-1, type=click.Choice(["all", *SUITES]))
+    @click.option("--quick", is_flag=True, help="Small sizes and one repeat (a smoke run; figures are not for reporting).")
+    def bench(suites, quick):
+        """Run benchmarks (scan, primitives, rnn, newton, training; default: all) and print their tables."""
+        root = benchmarks_dir()
+        if not root.is_dir():
+            raise click.ClickException(f"the benchmark scripts are not here ({root}); run `seqcore bench` from a "
+                                       "source checkout installed with `pip install -e .`")
+        chosen = list(SUITES) if not suites or "all" in suites else list(dict.fromkeys(suites))
+        failed = []
+        for name in chosen:
+            script, quick_args = SUITES[name]
+            cmd = [sys.executable, str(root / script), *(quick_args if quick else [])]
+            click.echo(f"\n=== {name}: {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(cmd))}", err=False)
+            if subprocess.run(cmd).returncode != 0:
+                failed.append(name)
+        if failed:
+            raise click.ClickException(f"benchmark(s) failed: {', '.join(failed)}")
