@@ -40,7 +40,7 @@ import numpy as np
 from . import backends, learners, metrics, optim
 from .learners.base import ExperienceData
 from .learners.classifiers import MLPClassifier, RNNClassifier
-from .runs import (RunDir, atomic_write, load_checkpoint, params_from_arrays, params_to_arrays, read_json,
+from .runs import (JsonConfig, RunDir, atomic_write, load_checkpoint, params_from_arrays, params_to_arrays, read_json,
                    save_checkpoint, write_json)
 from .train import Trainer, TrainingDiverged
 from .tree import tree_map
@@ -55,7 +55,7 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 @dataclass(frozen=True)
-class ContinualConfig:
+class ContinualConfig(JsonConfig):
     """Everything that defines a continual run (saved as ``config.json``).
 
     ``steps`` counts updates per experience; ``eval_size`` evaluation samples are used per
@@ -137,16 +137,6 @@ class ContinualConfig:
             raise ValueError(f"synthetic: got unknown keys {unknown}, expected some of {sorted(SYNTHETIC_DEFAULTS)}")
         learners.make(self.learner, **self.learner_kwargs)  # validates the hyperparameters
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ContinualConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"config: unknown keys {unknown}; expected keys among {sorted(known)}")
-        return cls(**d)
 
 
 # ---------------------------------------------------------------- data, stream, model

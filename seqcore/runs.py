@@ -16,8 +16,25 @@ import numpy as np
 
 from .tree import tree_paths
 
-__all__ = ["RunDir", "atomic_write", "write_json", "read_json", "save_checkpoint", "load_checkpoint",
+__all__ = ["JsonConfig", "RunDir", "atomic_write", "write_json", "read_json", "save_checkpoint", "load_checkpoint",
            "params_to_arrays", "params_from_arrays"]
+
+
+class JsonConfig:
+    """Mixin for the frozen dataclass configurations saved as a run's ``config.json``."""
+
+    def to_dict(self) -> dict:
+        import dataclasses
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        import dataclasses
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"config: unknown keys {unknown}; expected keys among {sorted(known)}")
+        return cls(**d)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from . import backends, optim, schedules
 from .autodiff import vjp
 from .models import HeadSpec, SequenceModel
-from .runs import RunDir, load_checkpoint, params_from_arrays, params_to_arrays, read_json, save_checkpoint, write_json
+from .runs import JsonConfig, RunDir, load_checkpoint, params_from_arrays, params_to_arrays, read_json, save_checkpoint, write_json
 from .tree import tree_leaves, tree_map
 from .validate import check_choice, check_positive_int
 
@@ -45,7 +45,7 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Everything that defines a run (saved as ``config.json``)."""
 
     task: str = "nparity"
@@ -103,16 +103,6 @@ class TrainConfig:
             if not isinstance(getattr(self, name), dict):
                 raise TypeError(f"{name}: got {type(getattr(self, name)).__name__}, expected a dict")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"config: unknown keys {unknown}; expected keys among {sorted(known)}")
-        return cls(**d)
 
 
 def build_schedule(cfg: TrainConfig) -> Callable[[int], float]:

@@ -30,8 +30,25 @@ def check_hc(h0, batch, hidden):
         check_shape(name, a, (batch, hidden), "(B, hidden_size)")
 
 
+class InterleavedCH:
+    """State layout of cells with a cell state and a hidden state: ``[c, h]`` interleaved per
+    neuron; ``h0`` is ``(h0, c0)`` like ``torch.nn.LSTM``, outputs are the ``h`` halves."""
+
+    def pack_state(self, h0, batch, xp, dtype):
+        if h0 is None:
+            return xp.zeros((batch, self.state_size), dtype=dtype)
+        check_hc(h0, batch, self.hidden_size)
+        return pack_hc(*h0)
+
+    def unpack_state(self, state):
+        return state[:, 1::2], state[:, 0::2]
+
+    def output(self, states):
+        return states[:, :, 1::2]
+
+
 @dataclass(frozen=True)
-class LSTM(Cell):
+class LSTM(InterleavedCH, Cell):
     name: ClassVar[str] = "lstm"
     state_factor: ClassVar[int] = 2
     recurrent_keys: ClassVar[tuple] = ("weight_hh", "bias_hh")
@@ -45,18 +62,6 @@ class LSTM(Cell):
 
     def project(self, params, x):
         return input_projection(params, x)
-
-    def pack_state(self, h0, batch, xp, dtype):
-        if h0 is None:
-            return xp.zeros((batch, self.state_size), dtype=dtype)
-        check_hc(h0, batch, self.hidden_size)
-        return pack_hc(*h0)
-
-    def unpack_state(self, state):
-        return state[:, 1::2], state[:, 0::2]
-
-    def output(self, states):
-        return states[:, :, 1::2]
 
     def _gates(self, xp, p, state, xi_t):
         # contiguous copies: NumPy multiplies strided operands without BLAS (10-50x slower)

@@ -27,7 +27,7 @@ from .. import ops
 from ..backends.numpy.ops import sigmoid_np
 from ..validate import check_positive_int
 from .base import Cell, uniform_init
-from .lstm import check_hc, pack_hc
+from .lstm import InterleavedCH
 
 
 def grouped_projection(params, x, heads: int, gates: int):
@@ -122,7 +122,7 @@ class DiagGRU(_MultiHeadCell):
 
 
 @dataclass(frozen=True)
-class CIFGLSTM(_MultiHeadCell):
+class CIFGLSTM(InterleavedCH, _MultiHeadCell):
     """ParaRNN's LSTM with coupled input–forget gate (i = 1 − f), diagonal recurrence and peepholes:
 
         f  = σ(xi_f + a_f ⊙ h + p_f ⊙ c)
@@ -147,18 +147,6 @@ class CIFGLSTM(_MultiHeadCell):
         params = super().init(rng, dtype)
         params["weight_peephole"] = uniform_init(rng, (2 * self.hidden_size,), 1.0, dtype)
         return params
-
-    def pack_state(self, h0, batch, xp, dtype):
-        if h0 is None:
-            return xp.zeros((batch, self.state_size), dtype=dtype)
-        check_hc(h0, batch, self.hidden_size)
-        return pack_hc(*h0)
-
-    def unpack_state(self, state):
-        return state[:, 1::2], state[:, 0::2]
-
-    def output(self, states):
-        return states[:, :, 1::2]
 
     def _split(self, p):
         H = self.hidden_size
