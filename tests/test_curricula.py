@@ -245,3 +245,10 @@ def test_cyclical_over_a_data_set(tmp_path):
 def test_cyclical_bad_arguments(kwargs, field):
     with pytest.raises(ValueError, match=field):
         make_curriculum("cyclical", tasks.make("zn"), **kwargs)
+
+
+def test_unknown_curriculum_argument_names_it_and_the_allowed_ones():
+    import pytest
+    import seqcore.tasks as tasks
+    with pytest.raises(ValueError, match=r"got 'foo' for the 'sliding' curriculum, expected some of \['start_n', 'window'"):
+        tasks.make_curriculum("sliding", tasks.make("nparity", n=2), foo=1)

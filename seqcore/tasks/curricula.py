@@ -357,5 +357,9 @@ def make_curriculum(name: str, task: Task, **kwargs: Any) -> Curriculum:
         return _CURRICULA[name](task, **kwargs)
     except TypeError as e:
         if "unexpected keyword argument" in str(e):
-            raise ValueError(f"{name}: {e}".replace("__init__() ", "")) from None
+            import inspect
+            bad = str(e).rsplit("argument", 1)[-1].strip()
+            allowed = [p for p in inspect.signature(_CURRICULA[name]).parameters if p != "task"]
+            raise ValueError(f"curriculum_kwargs: got {bad} for the {name!r} curriculum, "
+                             f"expected some of {allowed}") from None
         raise
