@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -42,7 +41,7 @@ from .learners.base import ExperienceData
 from .learners.classifiers import MLPClassifier, RNNClassifier
 from .runs import (JsonConfig, RunDir, atomic_write, load_checkpoint, params_from_arrays, params_to_arrays, read_json,
                    save_checkpoint, write_json)
-from .train import Trainer, TrainingDiverged
+from .train import Trainer, TrainingDiverged, progress_bar
 from .tree import tree_map
 from .validate import check_choice, check_positive_int
 
@@ -355,16 +354,6 @@ def _nan_to_none(rows):
     return [[None if (isinstance(v, float) and math.isnan(v)) else v for v in row] for row in rows]
 
 
-def _progress(total: int, initial: int, quiet: bool):
-    if quiet or not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, dynamic_ncols=True, leave=True)
-
-
 def _loop(run: _Run, *args, **kwargs) -> dict:
     with backends.use(run.cfg.backend):  # NumPy-array backends (numba) are chosen by the current default
         return _loop_on_backend(run, *args, **kwargs)
@@ -373,7 +362,7 @@ def _loop(run: _Run, *args, **kwargs) -> dict:
 def _loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None,
                      stop_at_step: int | None) -> dict:
     cfg, tr, learner = run.cfg, run.trainer, run.learner
-    bar = _progress(run.n * cfg.steps, tr.step_count, quiet)
+    bar = progress_bar(run.n * cfg.steps, tr.step_count, quiet)
     t0 = time.perf_counter()
     status, message = "completed", ""
     try:

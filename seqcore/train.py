@@ -262,6 +262,7 @@ class _Run:
         self.be = backends.get(cfg.backend)
         init = self.model.init(np.random.default_rng([cfg.seed, 0]), DTYPES[cfg.dtype])
         params = tree_map(self.be.asarray, init)
+        self.schedule = build_schedule(cfg)  # the optimizer builds its own copy; this one is for the log
         self.trainer = Trainer(self.loss, params, build_optimizer(cfg), cfg.backend, hooks,
                                constrain=self.model.constrain)
         self.rng = np.random.default_rng([cfg.seed, 1])
@@ -318,7 +319,8 @@ class _Run:
         self.history = list(meta.get("history", []))
 
 
-def _progress(total: int, initial: int, quiet: bool):
+def progress_bar(total: int, initial: int, quiet: bool):
+    """A tqdm bar on a terminal (``None`` when quiet, not a terminal, or tqdm is missing)."""
     if quiet or not sys.stderr.isatty():
         return None
     try:
@@ -336,7 +338,7 @@ def _run_loop(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[str], No
 def _run_loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None) -> dict:
     cfg, tr = run.cfg, run.trainer
     every_ckpt = cfg.checkpoint_every or cfg.eval_every
-    bar = _progress(cfg.steps, tr.step_count, quiet)
+    bar = progress_bar(cfg.steps, tr.step_count, quiet)
     t0 = time.perf_counter()
     status, message, last_eval, loss = "completed", "", None, float("nan")
     try:
@@ -356,7 +358,7 @@ def _run_loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callabl
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 last_eval = run.evaluate()
                 accs = {k: v["accuracy"] for k, v in last_eval.items() if "accuracy" in v}
-                record = {"step": step, "loss": loss, "lr": build_schedule(cfg)(step - 1),
+                record = {"step": step, "loss": loss, "lr": run.schedule(step - 1),
                           "level": run.curriculum.level, "eval": last_eval,
                           "time": time.perf_counter() - t0}
                 record.update(tr.hooks.on_evaluate(run, record) or {})
