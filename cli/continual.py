@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from seqcore import backends, cells, learners
-from seqcore.continual import DATASETS, STREAMS, ContinualConfig, resume_continual, run_continual
+from seqcore.continual import CURRICULUM_TASKS, DATASETS, STREAMS, ContinualConfig, resume_continual, run_continual
 from seqcore.metrics import EvalCurve
 from seqcore.runs import RunDir, read_json
 
@@ -60,7 +60,12 @@ def _default_backend() -> str:
               help="permuted: a fixed pixel permutation per experience (the first is the identity); "
                    "split: classes dealt into experiences; blurry: split with overlapping boundaries; "
                    "power-law: permuted tasks rehearsed with power-law probability; scole: many small "
-                   "tasks whose classes re-occur.")
+                   "tasks whose classes re-occur; curriculum: --task with N = --n-start, +1, ... "
+                   "(generated sequences, no data set).")
+@click.option("--task", type=click.Choice(CURRICULUM_TASKS), default="nparity", show_default=True,
+              help="curriculum: the task whose N grows by one per experience.")
+@click.option("--n-start", type=click.IntRange(min=1), default=2, show_default=True,
+              help="curriculum: N of the first experience.")
 @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
               help="blurry: fraction of each experience drawn from its neighbours.")
 @click.option("--classes-per-experience", type=click.IntRange(min=1), default=2, show_default=True,
@@ -71,8 +76,11 @@ def _default_backend() -> str:
               help="power-law stream: decay exponent of rehearsal probability; scole: Zipf exponent.")
 @click.option("--stream-budget", type=click.IntRange(min=1), default=1, show_default=True,
               help="power-law stream: rehearsals drawn after each new task.")
-@click.option("--scenario", type=click.Choice(("class", "domain")), default="class", show_default=True,
-              help="Labels of a split stream: global (class-incremental) or per experience (domain).")
+@click.option("--scenario", type=click.Choice(("class", "task", "domain")), default=None,
+              help="class: one head over every class; domain: one shared head, labels per experience; "
+                   "task: one head per experience, evaluated with its own head (task-incremental). "
+                   "Default: the stream's own (split/blurry/scole: class; permuted/power-law/curriculum: "
+                   "domain).")
 @click.option("--dataset", type=click.Choice(DATASETS), default="fashion-mnist", show_default=True,
               help="synthetic: Gaussian class clusters generated locally (no files needed).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Directory of the IDX files.")
@@ -157,7 +165,7 @@ def format_report(summary: dict) -> str:
     R = summary.get("accuracy_matrix") or []
     n = len(R)
     lines = [f"learner {summary.get('learner')}  model {summary.get('model')}  stream {summary.get('stream')} "
-             f"({summary.get('dataset')})  status {summary.get('status')}  steps {summary.get('steps')}  "
+             f"({summary.get('dataset')}, {summary.get('scenario', '?')}-incremental)  status {summary.get('status')}  steps {summary.get('steps')}  "
              f"wall time {summary.get('wall_time_s', float('nan')):.1f} s",
              "", "accuracy matrix R[i, j] (row: after training experience i; column: experience j)",
              "        " + " ".join(f"{'exp ' + str(j):>6}" for j in range(n))]

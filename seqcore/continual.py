@@ -22,8 +22,17 @@ of :mod:`seqcore.runs`:
 
 Data: ``dataset="synthetic"`` generates Gaussian class clusters locally (tests and quick
 runs need no files); ``"fashion-mnist"``/``"mnist"`` read IDX files
-(:mod:`seqcore.tasks.idx`). Streams: ``"permuted"`` (experience 0 is the identity) and
-``"split"`` (class- or domain-incremental).
+(:mod:`seqcore.tasks.idx`). Streams: ``"permuted"`` (experience 0 is the identity),
+``"split"``, ``"blurry"``, ``"power-law"``, ``"scole"`` over that data, and
+``"curriculum"``: N-parity or N-DMS with N = ``n_start``, ``n_start`` + 1, … (one N per
+experience, sequences generated on the fly, no data set).
+
+Scenarios (``scenario``; None takes the stream's own): ``"class"`` (one head over every
+class), ``"domain"`` (one shared head, labels per experience) and ``"task"``
+(task-incremental: one head per experience, and the experience's head is used to
+evaluate it). A multi-head model is one output layer of ``n_heads · n_outputs`` logits:
+labels become global (``head · n_outputs + label``) and every cross-entropy is taken over
+the sample's own head (:meth:`seqcore.learners.Learner.mask_heads`).
 """
 from __future__ import annotations
 
@@ -46,10 +55,16 @@ from .tree import tree_map
 from .validate import check_choice, check_positive_int
 
 __all__ = ["ContinualConfig", "run_continual", "resume_continual", "synthetic_clusters", "load_dataset",
-           "build_stream", "build_model", "DATASETS", "STREAMS"]
+           "build_stream", "build_model", "scenario_of", "DATASETS", "STREAMS", "STREAM_SCENARIOS",
+           "CURRICULUM_TASKS"]
 
 DATASETS = ("synthetic", "fashion-mnist", "mnist")
-STREAMS = ("permuted", "split", "blurry", "power-law", "scole")
+STREAMS = ("permuted", "split", "blurry", "power-law", "scole", "curriculum")
+CURRICULUM_TASKS = ("nparity", "ndms")
+# scenarios each stream can be built in; the first is the stream's own (scenario=None)
+STREAM_SCENARIOS = {"permuted": ("domain", "task"), "power-law": ("domain", "task"),
+                    "split": ("class", "task", "domain"), "blurry": ("class", "domain"),
+                    "scole": ("class",), "curriculum": ("domain", "task")}
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -62,13 +77,18 @@ class ContinualConfig(JsonConfig):
     ``"mlp"`` or a cell name (recurrent classifier; flat samples are cut into steps of
     ``step_features`` features, images are read row by row). ``reset_optimizer``
     re-initialises the optimizer state (Adam's moments) at the start of every experience.
+    ``scenario`` None takes the stream's own (``STREAM_SCENARIOS``). ``task`` and
+    ``n_start``: the curriculum stream (``dataset``, ``data_dir`` and ``train_size`` do
+    not apply to it).
     """
 
     stream: str = "permuted"
     dataset: str = "synthetic"
     data_dir: str | None = None
     experiences: int = 3
-    scenario: str = "class"
+    scenario: str | None = None
+    task: str = "nparity"                  # curriculum: the task whose N grows
+    n_start: int = 2                       # curriculum: N of the first experience
     overlap: float = 0.2                   # blurry: fraction of each experience taken from its neighbours
     classes_per_experience: int = 2        # scole: classes in each small task
     class_distribution: str = "uniform"    # scole: "uniform" or "zipf"
@@ -100,7 +120,14 @@ class ContinualConfig(JsonConfig):
         from . import cells
         check_choice("stream", self.stream, STREAMS)
         check_choice("dataset", self.dataset, DATASETS)
-        check_choice("scenario", self.scenario, ("class", "domain"))
+        if self.scenario is not None:
+            check_choice("scenario", self.scenario, ("class", "task", "domain"))
+            allowed = STREAM_SCENARIOS[self.stream]
+            if self.scenario not in allowed:
+                raise ValueError(f"scenario: got {self.scenario!r} for stream {self.stream!r}, "
+                                 f"expected one of {allowed}")
+        check_choice("task", self.task, CURRICULUM_TASKS)
+        check_positive_int("n_start", self.n_start, 2 if self.task == "ndms" else 1)
         check_choice("class_distribution", self.class_distribution, ("uniform", "zipf"))
         if not 0 <= self.overlap < 1:
             raise ValueError(f"overlap: got {self.overlap!r}, expected a number in [0, 1)")
@@ -192,18 +219,34 @@ def load_dataset(cfg: ContinualConfig) -> tuple[tuple[np.ndarray, ...], float]:
     return data, scale
 
 
-def build_stream(cfg: ContinualConfig, data: tuple[np.ndarray, ...]):
-    """The :class:`seqcore.tasks.streams.Stream` of ``cfg`` over ``data``."""
-    from .tasks.streams import blurry, permuted_stream, power_law_stream, scole_stream, split_stream
-    if cfg.stream == "permuted":
-        return permuted_stream(*data, n_experiences=cfg.experiences, seed=cfg.seed, first_identity=True)
-    if cfg.stream == "power-law":  # permuted tasks, earlier ones rehearsed with power-law probability
-        base = permuted_stream(*data, n_experiences=cfg.experiences, seed=cfg.seed, first_identity=True)
-        return power_law_stream(base, exponent=cfg.stream_exponent, budget=cfg.stream_budget, seed=cfg.seed)
+def scenario_of(cfg: ContinualConfig) -> str:
+    """The scenario ``cfg`` runs in: its own, or the stream's default."""
+    return cfg.scenario or STREAM_SCENARIOS[cfg.stream][0]
+
+
+def build_stream(cfg: ContinualConfig, data: tuple[np.ndarray, ...] | None):
+    """The :class:`seqcore.tasks.streams.Stream` of ``cfg`` over ``data`` (None for the curriculum)."""
+    from .tasks.streams import (blurry, curriculum_stream, permuted_stream, power_law_stream, scole_stream,
+                                split_stream)
+    scenario = scenario_of(cfg)
+    if cfg.stream == "curriculum":
+        from . import tasks
+        ns = list(range(cfg.n_start, cfg.n_start + cfg.experiences))
+        length = tasks.make(cfg.task, n=ns[-1], seed=cfg.seed).length_range[1] - 1  # the longest sequence
+        return curriculum_stream(lambda n: tasks.make(cfg.task, n=n, n_max=ns[-1], seed=cfg.seed), ns,
+                                 seed=cfg.seed, eval_size=cfg.eval_size, multi_head=scenario == "task",
+                                 length=length)
+    if cfg.stream in ("permuted", "power-law"):
+        stream = permuted_stream(*data, n_experiences=cfg.experiences, seed=cfg.seed, first_identity=True,
+                                 multi_head=scenario == "task")
+        if cfg.stream == "permuted":
+            return stream
+        # permuted tasks, earlier ones rehearsed with power-law probability
+        return power_law_stream(stream, exponent=cfg.stream_exponent, budget=cfg.stream_budget, seed=cfg.seed)
     if cfg.stream == "scole":
         return scole_stream(*data, n_experiences=cfg.experiences, classes_per_experience=cfg.classes_per_experience,
                             class_distribution=cfg.class_distribution, exponent=cfg.stream_exponent, seed=cfg.seed)
-    split = split_stream(*data, n_experiences=cfg.experiences, scenario=cfg.scenario, seed=cfg.seed)
+    split = split_stream(*data, n_experiences=cfg.experiences, scenario=scenario, seed=cfg.seed)
     return blurry(split, cfg.overlap, seed=cfg.seed) if cfg.stream == "blurry" else split
 
 
@@ -231,17 +274,21 @@ class _Run:
     def __init__(self, cfg: ContinualConfig):
         self.cfg = cfg
         self.dtype = DTYPES[cfg.dtype]
-        data, self.scale = load_dataset(cfg)
+        data, self.scale = (None, 1.0) if cfg.stream == "curriculum" else load_dataset(cfg)
         self.stream = build_stream(cfg, data)
         if self.stream.n_outputs is None:
             raise ValueError("stream: got one without class labels, expected a classification stream")
         self.n = len(self.stream)
-        self.model = build_model(cfg, data[0].shape[1:], self.stream.n_outputs)
-        self.be = backends.get(cfg.backend)
-        self.learner = learners.make(cfg.learner, **cfg.learner_kwargs)
+        # task-incremental: one output layer holding every head, labels made global
+        self.head_size = self.stream.n_outputs if self.stream.scenario == "task" else None
         self._cache: dict[int, Any] = {}
+        self.learner = learners.make(cfg.learner, **cfg.learner_kwargs)
+        sample_shape = self._experience(0).eval[0].shape[1:]
+        self.model = build_model(cfg, sample_shape, self.stream.n_outputs * self.stream.n_heads)
+        self.be = backends.get(cfg.backend)
         self.learner.bind(self.model, n_experiences=self.n, backend=cfg.backend,
-                          rng=np.random.default_rng([cfg.seed, 2]), stream=self.stream, data_for=self.data_for)
+                          rng=np.random.default_rng([cfg.seed, 2]), stream=self.stream, data_for=self.data_for,
+                          head_size=self.head_size)
         params = self.learner.init_params(np.random.default_rng([cfg.seed, 0]), self.dtype)
         self.trainer = Trainer(self.learner.loss, tree_map(self.be.asarray, params), build_optimizer(cfg),
                                cfg.backend, hooks=self.learner)
@@ -251,7 +298,7 @@ class _Run:
         for j in range(self.n):
             x, y = self._experience(j, keep=j == 0).eval
             index = np.sort(pick.permutation(len(y))[: cfg.eval_size])
-            self.eval_sets.append((x[index], np.asarray(y)[index].astype(np.int64)))
+            self.eval_sets.append((x[index], self.global_labels(j, np.asarray(y)[index])))
         self.R = np.full((self.n, self.n), np.nan)
         self.baseline = np.array([self.accuracy(j) for j in range(self.n)])
         self.experience, self.step_in_experience, self.started = 0, 0, False
@@ -271,6 +318,11 @@ class _Run:
             return exp
         return self._cache[j]
 
+    def global_labels(self, j: int, y: np.ndarray) -> np.ndarray:
+        """Labels of experience j as the model's outputs index them (offset by its head's block)."""
+        y = np.asarray(y).astype(np.int64)
+        return y if self.head_size is None else y + self.stream.heads[j] * self.head_size
+
     def as_float(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=self.dtype)
         return x * self.dtype(self.scale) if self.scale != 1.0 else x
@@ -281,18 +333,21 @@ class _Run:
 
         def sample(rng, n):
             x, y = exp.sample(rng, n)
-            return self.as_float(x), np.asarray(y).astype(np.int64)
+            return self.as_float(x), self.global_labels(j, y)
 
-        return ExperienceData(j, exp.task_id, sample, exp.n_train, exp.classes)
+        return ExperienceData(j, exp.task_id, sample, exp.n_train, exp.classes, exp.head)
 
     # -- evaluation ----------------------------------------------------------------------------
     def accuracy(self, j: int, chunk: int = 1000) -> float:
         x, y = self.eval_sets[j]
         params = self.trainer.params
+        block = slice(None) if self.head_size is None else slice(self.stream.heads[j] * self.head_size,
+                                                                   (self.stream.heads[j] + 1) * self.head_size)
         correct = 0
         for s in range(0, len(y), chunk):
             logits = self.learner.predict(params, self.be.asarray(self.as_float(x[s:s + chunk])), j)
-            correct += int((np.asarray(self.be.to_numpy(logits)).argmax(-1) == y[s:s + chunk]).sum())
+            guess = np.asarray(self.be.to_numpy(logits))[:, block].argmax(-1) + (block.start or 0)
+            correct += int((guess == y[s:s + chunk]).sum())
         return correct / len(y)
 
     def evaluate(self, rd: RunDir | None, upto: int, t0: float, accs: list | None = None) -> None:
@@ -335,7 +390,9 @@ class _Run:
         finished = int(np.sum(np.all(np.isfinite(self.R), axis=1)))
         out = {"status": status, "message": message, "learner": self.cfg.learner,
                "hyperparameters": self.learner.hparams(), "model": self.cfg.model, "stream": self.cfg.stream,
-               "dataset": self.cfg.dataset, "backend": self.cfg.backend, "experiences": self.n,
+               "scenario": self.stream.scenario,
+               "dataset": self.cfg.task if self.cfg.stream == "curriculum" else self.cfg.dataset,
+               "backend": self.cfg.backend, "experiences": self.n,
                "experiences_done": finished, "steps": self.trainer.step_count, "wall_time_s": self.elapsed,
                "accuracy_matrix": _nan_to_none(self.R.tolist()), "baseline": self.baseline.tolist()}
         if finished:

@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from seqcore import learners, metrics
-from seqcore.continual import ContinualConfig, build_stream, resume_continual, run_continual, synthetic_clusters
+from seqcore.continual import (SYNTHETIC_DEFAULTS, ContinualConfig, build_stream, resume_continual, run_continual,
+                               synthetic_clusters)
 from seqcore.runs import load_checkpoint
 from seqcore.tree import tree_leaves
 
@@ -67,6 +68,53 @@ def test_sharp_beats_naive_on_class_incremental_splits():
     sharp, _ = run_continual(config("sharp", **split), quiet=True)
     assert naive_split["average_accuracy"] < 0.5
     assert sharp["average_accuracy"] >= naive_split["average_accuracy"] + 0.1
+
+
+def test_task_incremental_scenario_evaluates_each_experience_with_its_own_head():
+    from seqcore.learners.classifiers import MLPClassifier
+    cfg = config("naive", stream="split", scenario="task", experiences=4, steps=150)
+    summary, params = run_continual(cfg, quiet=True)
+    assert summary["scenario"] == "task"
+    stream = build_stream(cfg, synthetic_clusters(**{**SYNTHETIC_DEFAULTS, **SYNTHETIC}, seed=cfg.seed))
+    assert stream.n_heads == 4 and stream.n_outputs == 2
+    model = MLPClassifier(32, (64,), 8)  # one output layer holding 4 heads of 2
+    for j, exp in enumerate(stream):  # oracle: argmax within head j on every eval sample (eval_size covers all)
+        x, y = exp.eval
+        logits = np.asarray(model.forward(params, x.astype(np.float32)))[:, 2 * j:2 * j + 2]
+        assert summary["accuracy_matrix"][-1][j] == pytest.approx(np.mean(logits.argmax(1) == y), abs=1e-12)
+    # separate heads remove the read-out interference that makes class-incremental naive forget
+    class_il, _ = run_continual(config("naive", stream="split", experiences=4, steps=150), quiet=True)
+    assert class_il["forgetting"] > 0.5 and summary["forgetting"] < 0.1
+    assert summary["average_accuracy"] > class_il["average_accuracy"] + 0.3
+
+
+def test_task_incremental_permuted_run_resumes_exactly(tmp_path):
+    kw = dict(scenario="task", steps=40, eval_every=20, learner_kwargs={"strength": 1.0})
+    full, p_full = run_continual(config("lwf", **kw), str(tmp_path / "full"), quiet=True)
+    cut, _ = run_continual(config("lwf", **kw), str(tmp_path / "cut"), quiet=True, stop_at_step=60)
+    resumed, p_resumed = resume_continual(str(tmp_path / "cut"), quiet=True)
+    assert cut["status"] == "stopped" and resumed["accuracy_matrix"] == full["accuracy_matrix"]
+    for a, b in zip(tree_leaves(p_full), tree_leaves(p_resumed)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_curriculum_stream_runs_single_and_multi_head():
+    """N-parity, N = 2, 3, 4: one shared head must forget (the tasks contradict each other on the
+    same inputs); one head per N with replay keeps every N."""
+    from seqcore.tasks.streams import curriculum_stream  # noqa: F401  (the stream the loop builds)
+    kw = dict(stream="curriculum", task="nparity", experiences=3, model="leaky", hidden=32, steps=300,
+              optimizer="adam", lr=0.01, batch_size=64, eval_every=100, eval_size=300)
+    single, _ = run_continual(ContinualConfig(learner="naive", **kw), quiet=True)
+    multi, _ = run_continual(ContinualConfig(learner="replay", scenario="task", **kw), quiet=True)
+    R1, R2 = np.array(single["accuracy_matrix"]), np.array(multi["accuracy_matrix"])
+    assert single["scenario"] == "domain" and multi["scenario"] == "task" and single["dataset"] == "nparity"
+    assert np.all(np.diag(R1) > 0.95) and single["forgetting"] > 0.3  # learnt, then overwritten
+    assert multi["average_accuracy"] > 0.95 and multi["forgetting"] < 0.05
+    stream = build_stream(ContinualConfig(**kw), None)
+    for exp, n in zip(stream, (2, 3, 4)):  # fixed-length, end-aligned batches: labels recomputed
+        x, y = exp.sample(np.random.default_rng(0), 16)
+        assert x.shape == (16, 4 * 4 + 1, 1) and exp.info["n"] == n
+        np.testing.assert_array_equal(y, x[:, -n:, 0].sum(axis=1) % 2)
 
 
 def test_synthetic_data_and_streams_are_deterministic_for_a_seed():
@@ -138,6 +186,14 @@ def test_config_validation_names_the_field():
         ContinualConfig(synthetic={"dims": 3})
     with pytest.raises(ValueError, match="model: got 'transformer'"):
         ContinualConfig(model="transformer")
+    with pytest.raises(ValueError, match="scenario: got 'task' for stream 'scole'"):
+        ContinualConfig(stream="scole", scenario="task")
+    with pytest.raises(ValueError, match="scenario: got 'class' for stream 'permuted'"):
+        ContinualConfig(stream="permuted", scenario="class")
+    with pytest.raises(ValueError, match="task: got 'copy'"):
+        ContinualConfig(stream="curriculum", task="copy")
+    with pytest.raises(ValueError, match="n_start: got 1, expected an integer >= 2"):
+        ContinualConfig(stream="curriculum", task="ndms", n_start=1)
 
 
 # ------------------------------------------------------------------ command line
@@ -187,6 +243,20 @@ def test_cli_errors_are_one_line(cli, tmp_path):
     assert result.exit_code != 0 and "no summary.json" in result.output
     result = cli("continual", *TINY, "--resume", "--out", tmp_path / "none")
     assert result.exit_code != 0 and "holds no run to resume" in result.output
+
+
+def test_cli_runs_a_task_incremental_curriculum(cli, tmp_path):
+    out = tmp_path / "curriculum"
+    result = cli("continual", "--stream", "curriculum", "--task", "ndms", "--n-start", "2", "--scenario", "task",
+                 "--experiences", "2", "--model", "leaky", "--hidden", "8", "--steps", "20", "--eval-every", "10",
+                 "--eval-size", "50", "--backend", "numpy", "-q", "--out", out)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scenario"] == "task" and summary["dataset"] == "ndms" and len(summary["accuracy_matrix"]) == 2
+    assert "(ndms, task-incremental)" in cli("report", out, "--no-plot").output
+    bad = cli("continual", *TINY, "--stream", "scole", "--scenario", "task", "--out", tmp_path / "bad")
+    assert bad.exit_code != 0 and bad.output.strip().count("\n") == 0
+    assert "scenario: got 'task' for stream 'scole'" in bad.output
 
 
 def test_cli_report_plots_when_matplotlib_is_present(cli, tmp_path):

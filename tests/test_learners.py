@@ -252,9 +252,9 @@ def test_soft_cross_entropy_value_and_gradient():
 def test_lwf_distils_the_previous_model_on_current_inputs():
     ln = bound("lwf", strength=1.7, temperature=2.0)
     teacher = params_of(ln, 0)
-    ln.after_experience(FakeTrainer(teacher), None)
+    x, y = data(9)
+    ln.after_experience(FakeTrainer(teacher), experience(x, y))
     theta = params_of(ln, 1)
-    x, _ = data(9)
     model = ln.model
     q = softmax(np.asarray(model.forward(teacher, x)), 2.0)
     value, grad = value_and_grad(lambda p: ln.distillation(p, x), theta)
@@ -494,3 +494,71 @@ def test_learner_state_round_trip_restores_every_field():
     for a, b in zip(tree_leaves(other.importance), tree_leaves(ln.importance)):
         np.testing.assert_array_equal(a, b)
     assert other.rng.bit_generator.state == ln.rng.bit_generator.state
+
+
+# ------------------------------------------------------------------ multi-head (task-incremental) models
+
+HEADS, HEAD_SIZE = 3, 2
+
+
+def multi_head(name="naive", **hp):
+    learner = learners.make(name, **hp)
+    learner.bind(MLPClassifier(N_IN, (5,), HEADS * HEAD_SIZE), n_experiences=HEADS, rng=np.random.default_rng(7),
+                 head_size=HEAD_SIZE)
+    return learner
+
+
+def log_softmax_np(z):
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def test_multi_head_cross_entropy_is_taken_over_each_samples_own_head():
+    ln = multi_head()
+    theta = params_of(ln, 3)
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(8, N_IN)), rng.integers(0, HEADS * HEAD_SIZE, 8)  # global labels
+    value, grad = value_and_grad(lambda p: ln.loss(p, (x, y, None)), theta)
+    z = np.asarray(ln.model.forward(theta, x))
+    head, local = y // HEAD_SIZE, y % HEAD_SIZE
+    direct = -np.mean([log_softmax_np(z[i:i + 1, h * HEAD_SIZE:(h + 1) * HEAD_SIZE])[0, c]
+                       for i, (h, c) in enumerate(zip(head, local))])
+    assert value == pytest.approx(direct, rel=1e-12)
+    check_gradient_fd(lambda p: ln.loss(p, (x, y, None)), theta, grad)
+    # a batch of head 1 only leaves the read-out rows of heads 0 and 2 untouched
+    y1 = HEAD_SIZE + rng.integers(0, HEAD_SIZE, 8)
+    _, g1 = value_and_grad(lambda p: ln.loss(p, (x, y1, None)), theta)
+    readout = g1[-1]["weight"]
+    assert np.all(readout[:HEAD_SIZE] == 0) and np.all(readout[2 * HEAD_SIZE:] == 0)
+    assert np.abs(readout[HEAD_SIZE:2 * HEAD_SIZE]).max() > 0
+    with pytest.raises(ValueError, match="head_size: got 0"):
+        learners.make("naive").bind(ln.model, n_experiences=3, head_size=0)
+
+
+def test_multi_head_lwf_distils_each_earlier_head_separately():
+    ln = multi_head("lwf", strength=0.8, temperature=2.0)
+    teacher, theta = params_of(ln, 0), params_of(ln, 1)
+    x, y = data(7)
+    for head in (0, 1):  # two experiences done: heads 0 and 1 are old, head 2 is being learnt
+        ln.after_experience(FakeTrainer(teacher), ExperienceData(head, head, None, None, (), head))
+    assert ln.old_heads == [0, 1]
+    z_old, z = np.asarray(ln.model.forward(teacher, x)), lambda p: np.asarray(ln.model.forward(p, x))
+    direct = 0.0
+    for h in (0, 1):
+        block = slice(h * HEAD_SIZE, (h + 1) * HEAD_SIZE)
+        q = softmax(z_old[:, block], 2.0)
+        direct += -(q * np.log(softmax(z(theta)[:, block], 2.0))).sum(1).mean()
+    value, grad = value_and_grad(lambda p: ln.distillation(p, x), theta)
+    assert value == pytest.approx(0.8 * direct, rel=1e-10)
+    check_gradient_fd(lambda p: ln.distillation(p, x), theta, grad)
+    assert np.all(grad[-1]["weight"][2 * HEAD_SIZE:] == 0)  # the new head is not distilled
+
+
+def test_multi_head_sampled_fisher_draws_labels_within_the_head():
+    ln = multi_head("ewc", fisher="sampled")
+    theta = params_of(ln, 2)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, N_IN)), np.full(30, 2 * HEAD_SIZE)  # every example from head 2
+    F = fisher_diagonal(ln, theta, x, y, "sampled", np.random.default_rng(1))
+    # only head 2's read-out rows receive gradient: labels were drawn inside head 2
+    assert np.all(F[-1]["weight"][: 2 * HEAD_SIZE] == 0) and F[-1]["weight"][2 * HEAD_SIZE:].max() > 0

@@ -307,6 +307,34 @@ def test_curriculum_stream():
         curriculum_stream(None, [2], seed=0)
 
 
+def test_stream_heads_are_known_without_building():
+    xtr, ytr, xte, yte = make_data()
+    task = split_stream(xtr, ytr, xte, yte, n_experiences=3, scenario="task")
+    assert task.heads == (0, 1, 2) and [e.head for e in task] == [0, 1, 2]
+    assert split_stream(xtr, ytr, xte, yte, n_experiences=3).heads == (0, 0, 0)
+    multi = permuted_stream(xtr, ytr, xte, yte, n_experiences=3, seed=0, multi_head=True)
+    env = power_law_stream(multi, exponent=1.0, budget=1, seed=0)
+    assert env.heads == tuple(env.task_ids) and [e.head for e in env] == list(env.task_ids)
+    with pytest.raises(ValueError, match=r"heads\[1\]: got 2"):
+        Stream([0, 1], lambda i: None, scenario="task", n_outputs=2, n_heads=2, heads=[0, 2])
+    with pytest.raises(ValueError, match="heads: got 1 entries"):
+        Stream([0, 1], lambda i: None, scenario="task", n_outputs=2, n_heads=2, heads=[0])
+
+
+def test_curriculum_stream_pads_to_a_fixed_length():
+    import seqcore.tasks as tasks
+    stream = curriculum_stream(lambda n: tasks.make("nparity", n=n, n_max=4), [2, 4], seed=0, eval_size=32,
+                               length=20)
+    for exp, n in zip(stream, (2, 4)):
+        for x, y in (exp.eval, exp.sample(np.random.default_rng(2), 16)):
+            assert x.shape[1:] == (20, 1)
+            np.testing.assert_array_equal(y, x[:, -n:, 0].sum(axis=1) % 2)
+    with pytest.raises(ValueError, match="length: got 5, expected at least the longest sequence"):
+        curriculum_stream(lambda n: tasks.make("nparity", n=n, n_max=4), [2], seed=0, length=5)
+    with pytest.raises(ValueError, match="length: got 8, expected None"):
+        curriculum_stream(ParityTask, [2], seed=0, length=8)
+
+
 def test_experience_sampling_and_stream_indexing():
     xtr, ytr, xte, yte = make_data()
     stream = split_stream(xtr, ytr, xte, yte, n_experiences=3)

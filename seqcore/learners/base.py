@@ -29,13 +29,13 @@ from typing import Any, Callable, ClassVar, NamedTuple
 
 import numpy as np
 
-from .. import nn
+from .. import nn, ops
 from ..autodiff import stop_gradient, vjp
 from ..train import Hooks
 from ..tree import tree_leaves, tree_map
 
 __all__ = ["HP", "Learner", "ExperienceData", "pack_state", "unpack_state", "tree_dot", "tree_to_numpy",
-           "get_path", "set_path", "example_gradients", "softmax"]
+           "get_path", "set_path", "example_gradients", "softmax", "head_mask", "MASKED_LOGIT"]
 
 
 class HP(NamedTuple):
@@ -55,6 +55,7 @@ class ExperienceData:
     index: position in the stream (0-based); task_id: the stream's task id.
     sample(rng, n) -> (x (n, ...) float, y (n,) int): training samples, already scaled.
     classes: original class ids of the experience.
+    head: its output head (task-incremental streams; 0 otherwise).
     """
 
     index: int
@@ -62,6 +63,7 @@ class ExperienceData:
     sample: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
     n_train: int | None = None
     classes: tuple = ()
+    head: int = 0
 
 
 # ---------------------------------------------------------------- tree helpers
@@ -99,6 +101,23 @@ def set_path(tree, path: tuple, value):
         raise TypeError(f"path: got {path!r}, which goes through a {type(tree).__name__}")
     out[head] = set_path(tree[head], rest, value)
     return out if not isinstance(tree, tuple) else type(tree)(out)
+
+
+MASKED_LOGIT = -1e9  # added to the logits of other heads: exp() of it is exactly 0 in float32 and float64
+
+
+def head_mask(y: np.ndarray, n_outputs: int, head_size: int, dtype=np.float64) -> np.ndarray:
+    """Additive logit mask ``(B, n_outputs)`` of a multi-head (task-incremental) model.
+
+    Heads are consecutive blocks of ``head_size`` outputs and labels are global
+    (``head · head_size + label within the head``): row i is 0 on the block of ``y[i]``
+    and ``MASKED_LOGIT`` elsewhere, so a softmax over the masked logits is the softmax of
+    the sample's own head.
+    """
+    y = np.asarray(y, dtype=np.int64).reshape(-1)
+    heads = y // head_size
+    blocks = np.arange(n_outputs) // head_size
+    return np.where(blocks[None, :] == heads[:, None], 0.0, MASKED_LOGIT).astype(dtype)
 
 
 def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -209,6 +228,7 @@ class Learner(Hooks):
         self.rng = np.random.default_rng(0)
         self.be = None
         self.data_for = None
+        self.head_size = None  # task-incremental: logits are blocks of head_size, one per head
 
     # -- configuration ---------------------------------------------------------------------
     def hparams(self) -> dict[str, Any]:
@@ -216,12 +236,18 @@ class Learner(Hooks):
         return {key: getattr(self, key) for key in self.hyperparameters}
 
     def bind(self, model, *, n_experiences: int, backend: str = "numpy", rng: np.random.Generator | None = None,
-             stream=None, data_for=None) -> None:
+             stream=None, data_for=None, head_size: int | None = None) -> None:
         """Attach the learner to a run: the model, the stream length, the backend and its RNG.
 
         ``data_for(i)`` returns the :class:`ExperienceData` of experience i (used by joint
-        and cumulative training).
+        and cumulative training). ``head_size`` (task-incremental streams): the model's
+        outputs are heads of that many logits and labels are global (``head · head_size +
+        label``); every cross-entropy is then taken over the sample's own head.
         """
+        if head_size is not None and (isinstance(head_size, bool) or not isinstance(head_size, int)
+                                      or head_size < 1):
+            raise ValueError(f"head_size: got {head_size!r}, expected None or an int >= 1")
+        self.head_size = head_size
         from .. import backends
         missing = [m for m in self.needs if not callable(getattr(model, m, None))]
         if missing:
@@ -262,7 +288,16 @@ class Learner(Hooks):
         return self.forward(params, x)
 
     def cross_entropy(self, logits, y):
-        return nn.cross_entropy(logits, self.be.asarray(np.asarray(y, dtype=np.int64)))
+        """Mean cross-entropy of ``logits (B, C)`` and labels ``y (B,)``, over each sample's head."""
+        y = np.asarray(y, dtype=np.int64)
+        return nn.cross_entropy(self.mask_heads(logits, y), self.be.asarray(y))
+
+    def mask_heads(self, logits, y):
+        """``logits`` restricted to the heads of labels ``y`` (unchanged without heads); traced or plain."""
+        if self.head_size is None:
+            return logits
+        dtype = np.asarray(self.be.to_numpy(stop_gradient(logits))).dtype
+        return ops.add(logits, self.be.asarray(head_mask(y, logits.shape[-1], self.head_size, dtype)))
 
     def loss(self, params, batch):
         """Mean cross-entropy of the batch ``(x, y, mask)`` (x already on the backend)."""

@@ -4,7 +4,9 @@
   teacher; on each current batch the loss gains
   ``λ · mean_i [−Σ_c q_ic log softmax(z_i / T)_c]`` with ``q_i = softmax(z_i^old / T)``
   (cross-entropy with the teacher's softened outputs; it differs from the KL divergence
-  by a constant, so the gradients are the same; no T² factor).
+  by a constant, so the gradients are the same; no T² factor). With a multi-head model
+  (task-incremental streams) the term is summed over the heads of earlier experiences,
+  each head's softmax taken on its own block of logits, as in the original method.
 * ``der`` (Buzzega et al. 2020): a reservoir buffer keeps inputs with the logits the
   model gave them when they were seen (before that step's update); the loss gains
   ``α · mean((f(x_m) − z_m)²)`` (mean over the replayed samples and the logits).
@@ -47,23 +49,36 @@ class LwF(Learner):
         "strength": HP(1.0, "λ of the distillation term", low=0.0),
         "temperature": HP(2.0, "softmax temperature T", low=1e-6),
     }
-    state_fields = ("teacher",)
+    state_fields = ("teacher", "old_heads")
 
     def __init__(self, **hp):
         super().__init__(**hp)
         self.teacher = None
+        self.old_heads = []  # heads trained by earlier experiences (multi-head models)
 
     def after_experience(self, trainer, data):
         self.teacher = self.numpy(trainer.params)
+        if data.head not in self.old_heads:
+            self.old_heads = sorted(self.old_heads + [int(data.head)])
 
     def distillation(self, params, x):
         """The LwF term on inputs ``x`` (NumPy, (B, ...)); None before the first experience ends."""
         if self.teacher is None:
             return None
         dtype = np.asarray(x).dtype
-        q = softmax(self.logits_numpy(self.dev(self.teacher), x), self.temperature).astype(dtype)
+        old = self.logits_numpy(self.dev(self.teacher), x)
         logits = self.forward(params, self.be.asarray(x))
-        return soft_cross_entropy(logits, self.be.asarray(q), self.temperature) * self.strength
+        if self.head_size is None:
+            blocks = [slice(None)]
+        else:
+            blocks = [slice(h * self.head_size, (h + 1) * self.head_size) for h in self.old_heads]
+        total = None
+        for block in blocks:
+            q = self.be.asarray(softmax(old[:, block], self.temperature).astype(dtype))
+            z = logits if block == slice(None) else ops.getitem(logits, (slice(None), block))
+            term = soft_cross_entropy(z, q, self.temperature)
+            total = term if total is None else total + term
+        return total * self.strength
 
     def extra_loss(self, trainer, params, batch):
         return self.distillation(params, batch[0])

@@ -59,14 +59,15 @@ def fisher_diagonal(learner: Learner, params, x: np.ndarray, y: np.ndarray, mode
     """Diagonal Fisher ``(1/N) Σ_i (∂ log p(y_i|x_i)/∂θ)²`` over the N examples of ``x (N, ...)``.
 
     mode: "empirical" (the given labels ``y (N,)``) or "sampled" (labels drawn from the
-    model's softmax with ``rng``). Returns a NumPy float64 tree shaped like ``params``.
+    model's softmax with ``rng``; with a multi-head model, the softmax of each example's
+    own head, the head of ``y_i``). Returns a NumPy float64 tree shaped like ``params``.
     """
     if mode not in ("empirical", "sampled"):
         raise ValueError(f"mode: got {mode!r}, expected 'empirical' or 'sampled'")
     if mode == "sampled":
         if rng is None:
             raise ValueError("rng: got None, expected a numpy Generator for mode='sampled'")
-        probs = softmax(learner.logits_numpy(params, x))
+        probs = softmax(learner.mask_heads(learner.logits_numpy(params, x), y))
         y = np.array([rng.choice(probs.shape[1], p=p) for p in probs])
     total, n = None, 0
     for g in example_gradients(lambda p, xi, yi: learner.cross_entropy(learner.forward(p, xi), yi),

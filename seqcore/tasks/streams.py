@@ -127,11 +127,13 @@ class Stream(Sequence):
         head per task) or "domain" (labels per experience, one shared head).
     n_outputs: size of a head's label space (None when labels are not classes).
     n_heads: number of output heads.
+    heads: (L,) the output head of each position (known without building); by default
+        head i for position i under "task" with one head per position, else head 0.
     """
 
     def __init__(self, task_ids: Sequence[int], build: Callable[[int], Experience], *,
                  scenario: str, n_outputs: int | None, n_heads: int = 1, name: str = "stream",
-                 info: Mapping[str, Any] | None = None) -> None:
+                 info: Mapping[str, Any] | None = None, heads: Sequence[int] | None = None) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"scenario: got {scenario!r}, expected one of {SCENARIOS}")
         self.task_ids = tuple(int(t) for t in task_ids)
@@ -139,6 +141,13 @@ class Stream(Sequence):
         self.scenario = scenario
         self.n_outputs = n_outputs
         self.n_heads = _check_int("n_heads", n_heads, 1)
+        if heads is None:
+            per_position = scenario == "task" and self.n_heads == len(self.task_ids)
+            heads = range(len(self.task_ids)) if per_position else [0] * len(self.task_ids)
+        self.heads = tuple(_check_int(f"heads[{i}]", h, 0, self.n_heads - 1) for i, h in enumerate(heads))
+        if len(self.heads) != len(self.task_ids):
+            raise ValueError(f"heads: got {len(self.heads)} entries, expected one per position "
+                             f"({len(self.task_ids)})")
         self.name = name
         self.info = dict(info or {})
 
@@ -372,7 +381,7 @@ def power_law_stream(stream: Stream, exponent: float, budget: int, seed: int) ->
         return dataclasses.replace(base, info=dict(base.info, step=step, rehearsal=rehearsal))
 
     return Stream([task for _, task, _ in entries], build, scenario=stream.scenario,
-                  n_outputs=stream.n_outputs, n_heads=stream.n_heads,
+                  n_outputs=stream.n_outputs, n_heads=stream.n_heads, heads=[stream.heads[t] for _, t, _ in entries],
                   name=f"power-law-{stream.name}", info=dict(stream.info, steps=steps))
 
 
@@ -448,26 +457,30 @@ class _EndAligned:
     can be aligned this way.
     """
 
-    def __init__(self, task):
+    def __init__(self, task, length: int | None = None):
         heads = task.heads
         if len(heads) != 1 or heads[0].loss != "last":
             raise ValueError(f"task_factory: got a task with heads {[(h.name, h.loss) for h in heads]}, "
                              "expected one last-step classification head")
         self.task = task
+        self.length = length
 
     def sample(self, rng, batch_size):
         x, y, mask = self.task.sample(rng, batch_size)
         T = x.shape[1]
         last = T - 1 - np.argmax(mask[:, ::-1] > 0, axis=1)
-        out = np.zeros_like(x)
+        L = T if self.length is None else self.length
+        if int(last.max()) + 1 > L:
+            raise ValueError(f"length: got {L}, expected at least the longest sequence "
+                             f"({int(last.max()) + 1} steps) of task {self.task!r}")
+        out = np.zeros((x.shape[0], L) + x.shape[2:], x.dtype)
         for b in range(x.shape[0]):
-            shift = T - 1 - last[b]
-            out[b, shift:] = x[b, : last[b] + 1]
+            out[b, L - 1 - last[b]:] = x[b, : last[b] + 1]
         return out, y
 
 
 def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, seed: int,
-                      eval_size: int = 512, multi_head: bool = False) -> Stream:
+                      eval_size: int = 512, multi_head: bool = False, length: int | None = None) -> Stream:
     """A curriculum as a stream: experience i samples from ``task_factory(ns[i])``.
 
     E.g. N-parity with ns = (2, 3, 4, ...). Each task object needs
@@ -476,6 +489,10 @@ def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, 
     when the stream is built, from ``seed``. Single head by default (the single-head
     curriculum, scenario "domain"); ``multi_head`` gives head i to experience i.
     ``info["n"]`` holds the experience's N; classes are the labels of its eval set.
+    seqcore tasks with a last-step mask (N-parity, N-DMS) are end-aligned: each sequence
+    is shifted right, zeros in front, so its labelled step is the batch's last step;
+    ``length`` pads every batch to that many steps (fixed-shape batches, as replay
+    buffers need; default: the batch's own longest sequence).
     """
     if not callable(task_factory):
         raise TypeError(f"task_factory: got {type(task_factory).__name__}, expected a callable n -> task")
@@ -486,6 +503,8 @@ def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, 
     ns = [_check_int(f"ns[{i}]", n, 0) for i, n in enumerate(ns)]
     seed = _check_int("seed", seed, 0)
     eval_size = _check_int("eval_size", eval_size, 1)
+    if length is not None:
+        length = _check_int("length", length, 1)
     experiences = []
     for i, n in enumerate(ns):
         task = task_factory(n)
@@ -493,7 +512,10 @@ def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, 
             raise TypeError(f"task_factory({n}): got {type(task).__name__}, "
                             "expected an object with sample(rng, batch_size)")
         if _is_masked_task(task):
-            task = _EndAligned(task)
+            task = _EndAligned(task, length)
+        elif length is not None:
+            raise ValueError(f"length: got {length}, expected None for task_factory({n}), which is not a "
+                             "seqcore sequence task with a last-step mask")
         batch = task.sample(np.random.default_rng([seed, i]), eval_size)
         batch = tuple(batch) if isinstance(batch, list) else batch
         x, y = _check_pair(f"task_factory({n}).sample", batch, integer_labels=False)
