@@ -3,8 +3,11 @@
 Oracle: the reference (fwd, bwd) of each primitive, run directly on the same inputs.
 Tolerances per dtype (rtol, atol scaled by the largest reference entry).
 """
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,7 +242,7 @@ def test_chunking_over_time_only_when_rows_cannot_fill_the_threads():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("make", [lambda: cells.DiagGRU(4, 6, heads=2), lambda: cells.CIFGLSTM(3, 5)])
 def test_fused_newton_steps_equal_the_cell_steps(make, dtype):
-    from seqcore.backends.numba.cells import FusedSteps, _with_fused_steps
+    from seqcore.backends.numba.newton_steps import FusedSteps, _with_fused_steps
     cell = make()
     fused = _with_fused_steps(cell)
     assert isinstance(fused, FusedSteps) and type(fused).__name__ == type(cell).__name__
@@ -345,3 +348,22 @@ def test_vectorized_log1p_is_accurate_to_a_few_ulp(dtype):
     nz = want > 0
     assert np.max(np.abs(got[nz] - want[nz]) / want[nz]) < 4 * np.finfo(dtype).eps
     assert got[~nz].tolist() == [0.0]
+
+
+def test_kernels_cache_into_a_directory_keyed_by_every_backend_source(nb, tmp_path):
+    """An edit of any backend file (ops.py's inlined helpers included) must not reuse stale kernels."""
+    import numba
+
+    from seqcore.backends.numba import cache, dense_cells, ops, scan
+    here = cache._HERE
+    for name in ("ops.py", "dense_cells.py", "scan.py"):  # a copy of the sources, one file edited at a time
+        copy = tmp_path / name.replace(".py", "")
+        shutil.copytree(here, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        assert cache.source_digest(copy) == cache.source_digest(here)
+        (copy / name).write_text((copy / name).read_text() + "\n# edited\n")
+        assert cache.source_digest(copy) != cache.source_digest(here)
+    target = cache.cache_dir()
+    assert target.name == cache.PREFIX + cache.source_digest()
+    for dispatcher in (dense_cells._lstm_forward.dispatcher, ops.expm1_parts, scan._diag_forward.dispatcher):
+        assert Path(dispatcher._cache._cache_path).is_relative_to(target), dispatcher
+    assert numba.config.CACHE_DIR == os.environ.get("NUMBA_CACHE_DIR", "")  # the user's setting is restored

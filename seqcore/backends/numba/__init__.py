@@ -2,8 +2,9 @@
 
 ``seqcore.use("numba")`` (or ``SEQCORE_BACKEND=numba``, ``seqcore.backends.get("numba")``).
 Importing this module imports numba; ``import seqcore`` never does.  Kernels compile on
-their first call per dtype (float32, float64) and are cached on disk by Numba
-(``cache=True``; ``NUMBA_CACHE_DIR`` moves the cache).  :func:`compile_report` lists the
+their first call per dtype (float32, float64) and are cached on disk by Numba in a
+directory keyed by a digest of this backend's sources (``cache.py``; ``NUMBA_CACHE_DIR``
+moves it), so an edit of any backend file never runs stale machine code.  :func:`compile_report` lists the
 first calls, with compile time apart from run time.  Inputs that are not C-contiguous
 (slices, transposes, flips) are copied to contiguous arrays first; dtypes other than
 float32/float64 (or mixed) fall back to the NumPy reference.
@@ -16,9 +17,12 @@ try:  # numba's np.dot (the cells' recurrent products) calls BLAS through SciPy
 except ImportError as exc:  # the registry turns this into BackendUnavailable with the install hint
     raise ImportError(f"numba's np.dot needs SciPy's BLAS bindings ({exc})") from exc
 
-from .cells import PRIMITIVES as _CELL_PRIMITIVES
-from .ops import clear_compile_report, compile_report, num_threads
-from .scan import PRIMITIVES as _SCAN_PRIMITIVES
+from .cache import keyed_cache_dir as _keyed_cache_dir
+
+with _keyed_cache_dir():  # kernels are decorated on import: they cache where the sources' digest says
+    from .cells import PRIMITIVES as _CELL_PRIMITIVES
+    from .ops import clear_compile_report, compile_report, num_threads
+    from .scan import PRIMITIVES as _SCAN_PRIMITIVES
 
 __all__ = ["name", "xp", "version", "asarray", "to_numpy", "primitives", "compile_report",
            "clear_compile_report", "num_threads"]

@@ -15,11 +15,18 @@ import numpy as np
 
 __all__ = ["kernel", "Kernel", "compile_report", "clear_compile_report", "contiguous", "as_dtype",
            "supported_dtype", "split_columns", "num_threads", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts",
-           "exp_nonpos", "expm1_nonpos", "exp_from_parts", "expm1_from_parts", "log1p_unit"]
+           "exp_nonpos", "expm1_nonpos", "exp_from_parts", "expm1_from_parts", "log1p_unit", "scratch",
+           "PARALLEL_CELLS"]
 
 # fastmath off (IEEE results, no reassociation); error_model "numpy": float division does not
 # check for zero, so loops with divisions vectorize (the Python model adds a branch per division)
 _JIT_OPTIONS = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
+
+# The diagonal cells and the Newton steps loop over independent (row, block of neurons)
+# tasks with prange; they are compiled serial because a parallel kernel costs ~2 s more to
+# compile per dtype (the cold test suite stays near a minute on two cores).  True makes
+# them parallel over the tasks.
+PARALLEL_CELLS = False
 
 _LOG: list[dict] = []
 _LOG_LOCK = threading.Lock()
@@ -123,6 +130,12 @@ def split_columns(rows: int, cols: int, min_block: int = 64) -> int:
     width = -(-cols // per_row)
     width = max(min_block, -(-width // 16) * 16)
     return min(width, cols)
+
+
+def scratch(shape, dtype):
+    """Buffers of the vectorized exp: argument, polynomial part, exponent bits (an int of the same width)."""
+    ints = np.int32 if dtype == np.float32 else np.int64
+    return np.empty(shape, dtype), np.empty(shape, dtype), np.empty(shape, ints)
 
 
 # -- scalar helpers inlined into kernels (constants are passed in, typed like the data, so

@@ -1,0 +1,397 @@
+"""Fused sequences of the dense cells (Elman, LSTM, GRU, LeakyRNN): forward and exact BPTT.
+
+One compiled loop over time per direction.  Per step the recurrent product is one ``np.dot``
+on contiguous 2-D buffers (``(B, H) × (H, kH)``, BLAS through SciPy) and the gate arithmetic
+runs row by row in simple loops that LLVM vectorizes, with ``ops.expm1_parts`` as the
+vectorized exponential (libm's scalar ``tanhf`` would dominate).  The weight gradient is not
+accumulated per step: the loop keeps every step's pre-activation gradient and one
+``(kH, B·T) × (B·T, H)`` product after it gives ``dW_hh``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .ops import (contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, scratch, sigmoid_from_exp,
+                  tanh_from_expm1)
+
+__all__ = ["elman_fwd", "elman_bwd", "lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd", "leaky_fwd", "leaky_bwd"]
+
+
+# -- Elman ------------------------------------------------------------------------------------
+
+@kernel()
+def _elman_forward(xi, h0, WT, bias, relu, states, hbuf, zbuf, u, q, kbits):
+    """states[:, t] = φ(xi_t + h_{t-1} W^T + b);  WT = W_hh^T (H, H); hbuf, zbuf, u, q, kbits: (B, H)."""
+    B, T, H = xi.shape
+    zero, one, two = xi.dtype.type(0.0), xi.dtype.type(1.0), xi.dtype.type(2.0)
+    uf, qf, kf = u.reshape(B * H), q.reshape(B * H), kbits.reshape(B * H)
+    scale = kbits.view(xi.dtype)
+    hbuf[:, :] = h0
+    for t in range(T):
+        np.dot(hbuf, WT, zbuf)
+        for i in range(B):
+            for j in range(H):
+                zbuf[i, j] = (xi[i, t, j] + zbuf[i, j]) + bias[j]
+        if relu:
+            for i in range(B):
+                for j in range(H):
+                    hbuf[i, j] = zbuf[i, j] if zbuf[i, j] > zero else zero
+        else:
+            for i in range(B):
+                for j in range(H):
+                    u[i, j] = -(two * abs(zbuf[i, j]))
+            expm1_parts(uf, qf, kf)
+            for i in range(B):
+                for j in range(H):
+                    hbuf[i, j] = tanh_from_expm1(zbuf[i, j], expm1_from_parts(q[i, j], scale[i, j], one), two)
+        for i in range(B):
+            for j in range(H):
+                states[i, t, j] = hbuf[i, j]
+
+
+@kernel()
+def _elman_backward(states, W, dstates, relu, dxi, ds, dbuf):
+    """dxi_t = (ds + dstates_t) φ'(out_t); ds ← dxi_t W.  ds (B, H) enters as 0, leaves as dh0."""
+    B, T, H = states.shape
+    zero, one = states.dtype.type(0.0), states.dtype.type(1.0)
+    for t in range(T - 1, -1, -1):
+        for i in range(B):
+            out, d_out, dx = states[i, t], dstates[i, t], dxi[i, t]
+            for j in range(H):
+                d = ds[i, j] + d_out[j]
+                dp = d * (one if out[j] > zero else zero) if relu else d * (one - out[j] * out[j])
+                dx[j] = dp
+                dbuf[i, j] = dp
+        np.dot(dbuf, W, ds)
+
+
+@kernel()
+def _weight_grad_kernel(d2, h2, dW, db):
+    """dW = d2^T h2 (one GEMM through the same BLAS as the step products), db = column sums of d2."""
+    np.dot(d2.T, h2, dW)
+    acc = np.zeros(d2.shape[1], np.float64)  # B·T terms: float64 partial sums keep float32 exact enough
+    for m in range(d2.shape[0]):
+        for j in range(d2.shape[1]):
+            acc[j] += d2[m, j]
+    for j in range(d2.shape[1]):
+        db[j] = acc[j]
+
+
+def _weight_grad(dpre, hprev):
+    """Σ over (b, t) of dpre^T h_{t-1}: ``(B, T, kH), (B, T, H) -> (kH, H)``; and the bias gradient.
+
+    Computed in a kernel so that every matrix product of this backend goes to one BLAS (and
+    one thread pool): NumPy's and SciPy's BLAS are separate libraries whose idle threads spin.
+    """
+    n = dpre.shape[0] * dpre.shape[1]
+    d2, h2 = dpre.reshape(n, dpre.shape[2]), hprev.reshape(n, hprev.shape[2])
+    dW, db = np.empty((d2.shape[1], h2.shape[1]), dpre.dtype), np.empty(d2.shape[1], dpre.dtype)
+    _weight_grad_kernel(d2, h2, dW, db)
+    return dW, db
+
+
+def _previous(states, first):
+    """``h_{t-1}`` at every t: ``(B, T, H)`` from the states and ``first = h0``."""
+    return np.concatenate([first[:, None, :], states[:, :-1]], axis=1)
+
+
+def elman_fwd(xi, h0, W, b, cell):
+    """Elman over time: ``xi (B, T, H), h0 (B, H), W_hh (H, H), b_hh (H,) -> states (B, T, H)``."""
+    xi, h0 = contiguous(xi), contiguous(h0)
+    B, T, H = xi.shape
+    states = np.empty_like(xi)
+    _elman_forward(xi, h0, contiguous(W.T), contiguous(b), cell.nonlinearity == "relu", states,
+                   np.empty((B, H), xi.dtype), np.empty((B, H), xi.dtype), *scratch((B, H), xi.dtype))
+    return states, (states, h0, W)
+
+
+def elman_bwd(res, dstates, cell):
+    """BPTT of :func:`elman_fwd`: ``(dxi, dh0, dW_hh, db_hh)``."""
+    states, h0, W = res
+    B, T, H = states.shape
+    dxi, ds = np.empty_like(states), np.zeros((B, H), states.dtype)
+    _elman_backward(states, contiguous(W), dstates, cell.nonlinearity == "relu", dxi, ds,
+                    np.empty((B, H), states.dtype))
+    dW, db = _weight_grad(dxi, _previous(states, h0))
+    return dxi, ds, dW, db
+
+
+# -- LSTM (state [c, h] interleaved per neuron; gates i, f, g, o) --------------------------------
+
+@kernel()
+def _lstm_forward(xi, c0, h0, WT, bias, states, acts, hprev, hbuf, cbuf, zbuf, u, q, kbits):
+    """states (B, T, 2H); acts (B, T, 5H) = i, f, g, o, tanh(c) per step; hprev (B, T, H) = h_{t-1}.
+
+    Buffers: hbuf, cbuf (B, H); zbuf (B, 4H); u, q, kbits (4H,).  Per step: one GEMM, then
+    row by row (so the scratch stays in L1) simple loops that LLVM vectorizes, with one
+    vectorized exp pass per layer of nonlinearities.
+    """
+    B, T, H4 = xi.shape
+    H = H4 // 4
+    one, two = xi.dtype.type(1.0), xi.dtype.type(2.0)
+    scale = kbits.view(xi.dtype)
+    uc, qc, kc, sc = u[:H], q[:H], kbits[:H], scale[:H]
+    hbuf[:, :] = h0
+    cbuf[:, :] = c0
+    for t in range(T):
+        np.dot(hbuf, WT, zbuf)
+        for i in range(B):
+            z, x, a = zbuf[i], xi[i, t], acts[i, t]
+            for j in range(H4):
+                z[j] = (x[j] + z[j]) + bias[j]
+            for j in range(H4):
+                u[j] = -abs(z[j])  # exp(-|z|) for the sigmoids
+            for j in range(2 * H, 3 * H):
+                u[j] = two * u[j]  # expm1(-2|z|) for tanh
+            expm1_parts(u, q, kbits)
+            for j in range(2 * H):
+                a[j] = sigmoid_from_exp(z[j], exp_from_parts(q[j], scale[j], one), one)
+            for j in range(2 * H, 3 * H):
+                a[j] = tanh_from_expm1(z[j], expm1_from_parts(q[j], scale[j], one), two)
+            for j in range(3 * H, H4):
+                a[j] = sigmoid_from_exp(z[j], exp_from_parts(q[j], scale[j], one), one)
+            c, hb, hp, st = cbuf[i], hbuf[i], hprev[i, t], states[i, t]
+            for j in range(H):
+                c[j] = a[H + j] * c[j] + a[j] * a[2 * H + j]
+            for j in range(H):
+                uc[j] = -(two * abs(c[j]))
+            expm1_parts(uc, qc, kc)
+            for j in range(H):
+                a[4 * H + j] = tanh_from_expm1(c[j], expm1_from_parts(qc[j], sc[j], one), two)
+            for j in range(H):
+                hp[j] = hb[j]
+            for j in range(H):
+                hb[j] = a[3 * H + j] * a[4 * H + j]
+            for j in range(H):
+                st[2 * j] = c[j]
+                st[2 * j + 1] = hb[j]
+
+
+@kernel()
+def _lstm_backward(states, acts, c0, W, dstates, dxi, dc, dh, dzbuf):
+    """BPTT; dc, dh (B, H) enter as 0 and leave as the gradient of (c0, h0)."""
+    B, T, H2 = states.shape
+    H = H2 // 2
+    one = states.dtype.type(1.0)
+    for t in range(T - 1, -1, -1):
+        for i in range(B):
+            a, d_s, dx, dz = acts[i, t], dstates[i, t], dxi[i, t], dzbuf[i]
+            for j in range(H):
+                ig, fg, gg, og, tc = a[j], a[H + j], a[2 * H + j], a[3 * H + j], a[4 * H + j]
+                cp = c0[i, j] if t == 0 else states[i, t - 1, 2 * j]
+                dnh = dh[i, j] + d_s[2 * j + 1]
+                dc2 = (dc[i, j] + d_s[2 * j]) + dnh * og * (one - tc * tc)
+                dz[j] = dc2 * gg * ig * (one - ig)
+                dz[H + j] = dc2 * cp * fg * (one - fg)
+                dz[2 * H + j] = dc2 * ig * (one - gg * gg)
+                dz[3 * H + j] = dnh * tc * og * (one - og)
+                dc[i, j] = dc2 * fg
+            for j in range(4 * H):
+                dx[j] = dz[j]
+        np.dot(dzbuf, W, dh)
+
+
+def lstm_fwd(xi, state0, W, b, cell):
+    """LSTM over time: ``xi (B, T, 4H), state0 (B, 2H) [c, h] interleaved -> states (B, T, 2H)``."""
+    xi = contiguous(xi)
+    B, T, H4 = xi.shape
+    H = H4 // 4
+    c0, h0 = contiguous(state0[:, 0::2]), contiguous(state0[:, 1::2])
+    states = np.empty((B, T, 2 * H), xi.dtype)
+    acts, hprev = np.empty((B, T, 5 * H), xi.dtype), np.empty((B, T, H), xi.dtype)
+    _lstm_forward(xi, c0, h0, contiguous(W.T), contiguous(b), states, acts, hprev,
+                  np.empty((B, H), xi.dtype), np.empty((B, H), xi.dtype), np.empty((B, H4), xi.dtype),
+                  *scratch(H4, xi.dtype))
+    return states, (states, acts, hprev, c0, W)
+
+
+def lstm_bwd(res, dstates, cell):
+    """BPTT of :func:`lstm_fwd`: ``(dxi, dstate0, dW_hh, db_hh)``."""
+    states, acts, hprev, c0, W = res
+    B, T, H2 = states.shape
+    H = H2 // 2
+    dxi = np.empty((B, T, 4 * H), states.dtype)
+    dc, dh = np.zeros((B, H), states.dtype), np.zeros((B, H), states.dtype)
+    _lstm_backward(states, acts, c0, contiguous(W), dstates, dxi, dc, dh, np.empty((B, 4 * H), states.dtype))
+    dstate0 = np.stack([dc, dh], axis=-1).reshape(B, H2)
+    dW, db = _weight_grad(dxi, hprev)
+    return dxi, dstate0, dW, db
+
+
+# -- GRU (gates r, z, n; torch.nn.GRU) ------------------------------------------------------------
+
+@kernel()
+def _gru_forward(xi, h0, WT, bias, states, acts, hbuf, zbuf, u, q, kbits):
+    """acts (B, T, 4H) = r, z, n, (W_hn h + b_hn) per step; hbuf (B, H); zbuf (B, 3H); u, q, kbits (2H,).
+
+    Per step: one GEMM, then row by row simple vectorized loops (as the LSTM forward).
+    """
+    B, T, H3 = xi.shape
+    H = H3 // 3
+    one, two = xi.dtype.type(1.0), xi.dtype.type(2.0)
+    scale = kbits.view(xi.dtype)
+    un, qn, kn, sn = u[:H], q[:H], kbits[:H], scale[:H]
+    hbuf[:, :] = h0
+    for t in range(T):
+        np.dot(hbuf, WT, zbuf)
+        for i in range(B):
+            z, x, a, hb, st = zbuf[i], xi[i, t], acts[i, t], hbuf[i], states[i, t]
+            for j in range(H3):
+                z[j] = z[j] + bias[j]  # h W^T + b_hh, as the reference groups it
+            for j in range(2 * H):
+                z[j] = x[j] + z[j]
+            for j in range(2 * H):
+                u[j] = -abs(z[j])
+            expm1_parts(u, q, kbits)
+            for j in range(2 * H):
+                a[j] = sigmoid_from_exp(z[j], exp_from_parts(q[j], scale[j], one), one)
+            for j in range(H):
+                a[3 * H + j] = z[2 * H + j]
+            for j in range(H):
+                z[2 * H + j] = x[2 * H + j] + a[j] * z[2 * H + j]
+            for j in range(H):
+                un[j] = -(two * abs(z[2 * H + j]))
+            expm1_parts(un, qn, kn)
+            for j in range(H):
+                a[2 * H + j] = tanh_from_expm1(z[2 * H + j], expm1_from_parts(qn[j], sn[j], one), two)
+            for j in range(H):
+                hb[j] = (one - a[H + j]) * a[2 * H + j] + a[H + j] * hb[j]
+            for j in range(H):
+                st[j] = hb[j]
+
+
+@kernel()
+def _gru_backward(states, acts, h0, W, dstates, dxi, dgh, dh, dbuf, mbuf):
+    """BPTT; dgh (B, T, 3H) = gradient of h W^T + b_hh per step; dh (B, H) enters as 0, leaves as dh0."""
+    B, T, H = states.shape
+    one = states.dtype.type(1.0)
+    for t in range(T - 1, -1, -1):
+        for i in range(B):
+            a, dx, dg = acts[i, t], dxi[i, t], dgh[i, t]
+            for j in range(H):
+                r, z, n, ghn = a[j], a[H + j], a[2 * H + j], a[3 * H + j]
+                hp = h0[i, j] if t == 0 else states[i, t - 1, j]
+                d = dh[i, j] + dstates[i, t, j]
+                dkn = d * (one - z) * (one - n * n)
+                dkz = d * (hp - n) * z * (one - z)
+                dkr = dkn * ghn * r * (one - r)
+                dx[j], dx[H + j], dx[2 * H + j] = dkr, dkz, dkn
+                dbuf[i, j], dbuf[i, H + j], dbuf[i, 2 * H + j] = dkr, dkz, dkn * r
+                dh[i, j] = d * z  # the direct path; the matrix path is added below
+            for j in range(3 * H):
+                dg[j] = dbuf[i, j]
+        np.dot(dbuf, W, mbuf)
+        for i in range(B):
+            for j in range(H):
+                dh[i, j] = dh[i, j] + mbuf[i, j]
+
+
+def gru_fwd(xi, h0, W, b, cell):
+    """GRU over time: ``xi (B, T, 3H), h0 (B, H), W_hh (3H, H), b_hh (3H,) -> states (B, T, H)``."""
+    xi, h0 = contiguous(xi), contiguous(h0)
+    B, T, H3 = xi.shape
+    H = H3 // 3
+    states, acts = np.empty((B, T, H), xi.dtype), np.empty((B, T, 4 * H), xi.dtype)
+    _gru_forward(xi, h0, contiguous(W.T), contiguous(b), states, acts,
+                 np.empty((B, H), xi.dtype), np.empty((B, H3), xi.dtype), *scratch(2 * H, xi.dtype))
+    return states, (states, acts, h0, W)
+
+
+def gru_bwd(res, dstates, cell):
+    """BPTT of :func:`gru_fwd`: ``(dxi, dh0, dW_hh, db_hh)``."""
+    states, acts, h0, W = res
+    B, T, H = states.shape
+    dxi, dgh = np.empty((B, T, 3 * H), states.dtype), np.empty((B, T, 3 * H), states.dtype)
+    dh = np.zeros((B, H), states.dtype)
+    _gru_backward(states, acts, h0, contiguous(W), dstates, dxi, dgh, dh, np.empty((B, 3 * H), states.dtype),
+                  np.empty((B, H), states.dtype))
+    dW, db = _weight_grad(dgh, _previous(states, h0))
+    return dxi, dh, dW, db
+
+
+# -- LeakyRNN: h' = φ((1 − 1/τ) h + (h W0^T + xi) / τ), W0 = W_hh with a zero diagonal --------------
+
+@kernel()
+def _leaky_forward(xi, h0, W0T, inv, tanh, slope, states, us, hbuf, zbuf, u, q, kbits):
+    """us (B, T, H) keeps u = h W0^T + xi per step (the backward needs it); zbuf, u, q, kbits: (B, H)."""
+    B, T, H = xi.shape
+    zero, one, two = xi.dtype.type(0.0), xi.dtype.type(1.0), xi.dtype.type(2.0)
+    uf, qf, kf = u.reshape(B * H), q.reshape(B * H), kbits.reshape(B * H)
+    scale = kbits.view(xi.dtype)
+    hbuf[:, :] = h0
+    for t in range(T):
+        np.dot(hbuf, W0T, zbuf)
+        for i in range(B):
+            for j in range(H):
+                uu = zbuf[i, j] + xi[i, t, j]
+                us[i, t, j] = uu
+                zbuf[i, j] = (one - inv[j]) * hbuf[i, j] + uu * inv[j]  # the pre-activation
+        if tanh:
+            for i in range(B):
+                for j in range(H):
+                    u[i, j] = -(two * abs(zbuf[i, j]))
+            expm1_parts(uf, qf, kf)
+            for i in range(B):
+                for j in range(H):
+                    hbuf[i, j] = tanh_from_expm1(zbuf[i, j], expm1_from_parts(q[i, j], scale[i, j], one), two)
+        else:
+            for i in range(B):
+                for j in range(H):
+                    hbuf[i, j] = zbuf[i, j] if zbuf[i, j] > zero else slope * zbuf[i, j]
+        for i in range(B):
+            for j in range(H):
+                states[i, t, j] = hbuf[i, j]
+
+
+@kernel()
+def _leaky_backward(states, us, h0, W0, inv, tanh, slope, dstates, dus, dtau_sum, dh, dbuf, mbuf):
+    """dus (B, T, H) = gradient of u per step; dtau_sum (H,) += Σ dpre (u − h); dh enters 0, leaves dh0."""
+    B, T, H = states.shape
+    zero, one = states.dtype.type(0.0), states.dtype.type(1.0)
+    for t in range(T - 1, -1, -1):
+        for i in range(B):
+            for j in range(H):
+                hp = h0[i, j] if t == 0 else states[i, t - 1, j]
+                out, uu = states[i, t, j], us[i, t, j]
+                d = dh[i, j] + dstates[i, t, j]
+                if tanh:
+                    dpre = d * (one - out * out)
+                else:
+                    pre = (one - inv[j]) * hp + uu * inv[j]
+                    dpre = d * (one if pre > zero else slope)
+                dbuf[i, j] = dpre * inv[j]
+                dus[i, t, j] = dbuf[i, j]
+                dh[i, j] = dpre * (one - inv[j])
+                dtau_sum[j] += dpre * (uu - hp)
+        np.dot(dbuf, W0, mbuf)
+        for i in range(B):
+            for j in range(H):
+                dh[i, j] = dh[i, j] + mbuf[i, j]
+
+
+def leaky_fwd(xi, h0, W, tau, cell):
+    """LeakyRNN over time: ``xi (B, T, H), h0 (B, H), W_hh (H, H), tau (H,) -> states (B, T, H)``."""
+    xi, h0 = contiguous(xi), contiguous(h0)
+    B, T, H = xi.shape
+    inv = 1 / np.maximum(tau, 1)
+    W0 = W * (1 - np.eye(H, dtype=W.dtype))
+    slope = xi.dtype.type(cell.slope)
+    states, us = np.empty_like(xi), np.empty_like(xi)
+    _leaky_forward(xi, h0, contiguous(W0.T), inv, cell.nonlinearity == "tanh", slope, states, us,
+                   np.empty((B, H), xi.dtype), np.empty((B, H), xi.dtype), *scratch((B, H), xi.dtype))
+    return states, (states, us, h0, W0, tau, inv, slope)
+
+
+def leaky_bwd(res, dstates, cell):
+    """BPTT of :func:`leaky_fwd`: ``(dxi, dh0, dW_hh, dtau)`` (zero diagonal / clamp as the reference)."""
+    states, us, h0, W0, tau, inv, slope = res
+    B, T, H = states.shape
+    dus, dtau_sum = np.empty_like(states), np.zeros(H, np.float64)  # a sum of B·T terms
+    dh = np.zeros((B, H), states.dtype)
+    _leaky_backward(states, us, h0, W0, inv, cell.nonlinearity == "tanh", slope, dstates, dus, dtau_sum, dh,
+                    np.empty((B, H), states.dtype), np.empty((B, H), states.dtype))
+    dW = _weight_grad(dus, _previous(states, h0))[0] * (1 - np.eye(H, dtype=states.dtype))
+    dtau = -dtau_sum.astype(states.dtype) * inv * inv * (tau >= 1)
+    return dus, dh, dW, dtau
+
+
