@@ -17,7 +17,8 @@ import numpy as np
 from seqcore import backends, cells, tasks
 from seqcore.backends import BackendUnavailable
 from seqcore.runs import RunDir, load_checkpoint, read_json
-from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, TrainConfig, _Run
+from seqcore import train as train_module
+from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, Run, TrainConfig
 from seqcore.train import resume as resume_run
 from seqcore.train import train as train_run
 
@@ -319,19 +320,14 @@ def _finish(summary: dict, run_dir: str) -> None:
 
 # -- eval -----------------------------------------------------------------------------------------
 
-def load_run(run_dir: str, backend: str | None = None) -> _Run:
-    """The run in ``run_dir`` rebuilt from its ``config.json`` with its checkpoint loaded
-    (optionally on another ``backend``)."""
-    cfg = _run_config(run_dir)
-    if backend is not None:
-        cfg = dataclasses.replace(cfg, backend=backend)
+def load_run(run_dir: str, backend: str | None = None) -> Run:
+    """:func:`seqcore.train.load_run` with its errors as one-line CLI messages."""
+    _run_config(run_dir)  # the friendlier message for a directory without config.json
     with user_errors():
-        run = _Run(cfg)
-        run.load(RunDir(run_dir).checkpoint)
-    return run
+        return train_module.load_run(run_dir, backend)
 
 
-def evaluate_run(run: _Run, batches) -> dict:
+def evaluate_run(run: Run, batches) -> dict:
     """Per-head ``{"loss", "accuracy"}`` of ``run``'s current heads on ``batches`` (NumPy
     ``Batch``es), averaged over sequences, computed on the run's backend."""
     with backends.use(run.cfg.backend):

@@ -36,7 +36,6 @@ the sample's own head (:meth:`seqcore.learners.Learner.mask_heads`).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time

@@ -27,7 +27,7 @@ from .runs import JsonConfig, RunDir, load_checkpoint, params_from_arrays, param
 from .tree import tree_leaves, tree_map
 from .validate import check_choice, check_positive_int
 
-__all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "train", "resume", "build_optimizer",
+__all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "Run", "load_run", "train", "resume", "build_optimizer",
            "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
@@ -243,8 +243,14 @@ def _potential_heads(task, curriculum) -> tuple:
     return tuple(heads)
 
 
-class _Run:
-    """A training run assembled from a config (shared by ``train`` and ``resume``)."""
+class Run:
+    """A training run assembled from a config: task, curriculum, model, trainer and RNG.
+
+    ``train`` and ``resume`` drive it; :func:`load_run` rebuilds one from a run directory.
+    Attributes: ``cfg``, ``task``, ``curriculum``, ``model``, ``trainer`` (parameters in
+    ``trainer.params``, the step in ``trainer.step_count``) and ``history`` (evaluations).
+    ``evaluate(task=None, heads=None, batches=None)`` gives the per-head loss and accuracy.
+    """
 
     def __init__(self, cfg: TrainConfig, hooks: Hooks | None = None):
         from . import tasks
@@ -330,12 +336,12 @@ def progress_bar(total: int, initial: int, quiet: bool):
     return tqdm(total=total, initial=initial, dynamic_ncols=True, leave=True)
 
 
-def _run_loop(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None) -> dict:
+def _run_loop(run: Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None) -> dict:
     with backends.use(run.cfg.backend):  # NumPy-array backends (numba) are chosen by the current default
         return _run_loop_on_backend(run, rd, quiet, log)
 
 
-def _run_loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None) -> dict:
+def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None) -> dict:
     cfg, tr = run.cfg, run.trainer
     every_ckpt = cfg.checkpoint_every or cfg.eval_every
     bar = progress_bar(cfg.steps, tr.step_count, quiet)
@@ -420,7 +426,7 @@ def train(config: TrainConfig, out: str | None = None, *, hooks: Hooks | None = 
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: got {type(config).__name__}, expected a TrainConfig")
-    run = _Run(config, hooks)
+    run = Run(config, hooks)
     rd = None
     if out is not None:
         rd = RunDir(out)
@@ -428,6 +434,25 @@ def train(config: TrainConfig, out: str | None = None, *, hooks: Hooks | None = 
         run.save(rd.checkpoint)  # step 0: a resumable starting point
     summary = _run_loop(run, rd, quiet, log)
     return summary, run.trainer.params
+
+
+def load_run(out: str, backend: str | None = None) -> Run:
+    """The run in directory ``out`` rebuilt from its ``config.json``, its last checkpoint loaded.
+
+    ``backend`` runs it on another backend than the one it was trained on (e.g. to evaluate
+    a numba-trained run with the NumPy reference). Raises ValueError when ``out`` holds no run.
+    """
+    rd = RunDir(out)
+    if not rd.config.exists() or not rd.checkpoint.exists():
+        missing = "config.json" if not rd.config.exists() else "checkpoint.npz"
+        raise ValueError(f"out: got {str(out)!r}, which holds no run (no {missing}); "
+                         "expected a directory written by train(config, out=...) or `seqcore train --out`")
+    cfg = TrainConfig.from_dict(read_json(rd.config))
+    if backend is not None:
+        cfg = dataclasses.replace(cfg, backend=backend)
+    run = Run(cfg)
+    run.load(rd.checkpoint)
+    return run
 
 
 def resume(out: str, *, hooks: Hooks | None = None, quiet: bool = False,
@@ -438,7 +463,7 @@ def resume(out: str, *, hooks: Hooks | None = None, quiet: bool = False,
     if steps is not None:
         cfg_dict["steps"] = steps
     cfg = TrainConfig.from_dict(cfg_dict)
-    run = _Run(cfg, hooks)
+    run = Run(cfg, hooks)
     run.load(rd.checkpoint)
     previous = read_json(rd.summary) if rd.summary.exists() else {}
     if run.trainer.step_count >= cfg.steps or previous.get("status") in ("curriculum-finished", "target-reached"):

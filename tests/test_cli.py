@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from seqcore import backends, cells, tasks
 from seqcore.runs import load_checkpoint, params_to_arrays
-from seqcore.train import Hooks, TrainConfig, _Run, train as library_train
+from seqcore.train import Hooks, TrainConfig, Run, train as library_train
 from seqcore_cli import common
 from seqcore_cli.main import build_config, default_backend, main
 
@@ -121,7 +121,7 @@ def test_tiny_run_writes_the_run_directory_and_matches_the_library(tmp_path):
 
     arrays, meta = load_checkpoint(out / "checkpoint.npz")
     assert meta["step"] == 40
-    run = _Run(expected_cfg)
+    run = Run(expected_cfg)
     assert {k for k in arrays if k.startswith("params/")} == set(params_to_arrays(run.trainer.params))
     assert any(k.startswith("opt_state/") for k in arrays)
 
@@ -320,7 +320,7 @@ def test_absurd_learning_rate_diverges(tmp_path):
     assert "diverged at step" in result.stderr
     assert json.loads((tmp_path / "big" / "summary.json").read_text())["status"] == "diverged"
     kept = params_of(tmp_path / "big")
-    init = params_to_arrays(_Run(TrainConfig(**TINY_CONFIG)).trainer.params)  # checkpoint of step 0
+    init = params_to_arrays(Run(TrainConfig(**TINY_CONFIG)).trainer.params)  # checkpoint of step 0
     for key, value in init.items():
         assert np.isfinite(kept[key]).all()
         np.testing.assert_array_equal(kept[key], value, err_msg=key)

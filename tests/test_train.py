@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from seqcore.runs import RunDir, load_checkpoint
-from seqcore.train import Hooks, TrainConfig, resume, train
+from seqcore.train import Hooks, TrainConfig, load_run, resume, train
 
 SMALL = dict(task="nparity", task_kwargs={"n": 2}, cell="gru", hidden=8, steps=40, batch_size=16,
              eval_every=10, eval_batches=1, eval_batch_size=32, lr=0.02, optimizer="adam", schedule="cosine")
@@ -85,6 +85,20 @@ def test_metrics_log_and_summary_layout(tmp_path):
     s = json.loads(rd.summary.read_text())
     assert {"final_loss", "final_accuracy", "heads", "steps", "wall_time_s"} <= set(s)
     assert s["heads"]["n2"]["accuracy"] == recs[-1]["eval"]["n2"]["accuracy"]
+
+
+def test_load_run_restores_the_trained_parameters_and_reproduces_the_last_evaluation(tmp_path):
+    from seqcore.runs import params_to_arrays
+    summary, params = train(TrainConfig(**SMALL), tmp_path / "run", quiet=True)
+    run = load_run(tmp_path / "run")
+    assert run.trainer.step_count == 40 and run.cfg == TrainConfig(**SMALL)
+    for key, value in params_to_arrays(params).items():
+        np.testing.assert_array_equal(params_to_arrays(run.trainer.params)[key], value, err_msg=key)
+    again = run.evaluate()  # the run's fixed evaluation batches: the summary's last evaluation
+    assert again["n2"]["accuracy"] == pytest.approx(summary["heads"]["n2"]["accuracy"], abs=1e-12)
+    assert load_run(tmp_path / "run", backend="numpy").cfg.backend == "numpy"
+    with pytest.raises(ValueError, match="holds no run"):
+        load_run(tmp_path / "nothing")
 
 
 def test_existing_run_directory_is_not_overwritten(tmp_path):
