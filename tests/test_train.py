@@ -87,6 +87,15 @@ def test_metrics_log_and_summary_layout(tmp_path):
     assert s["heads"]["n2"]["accuracy"] == recs[-1]["eval"]["n2"]["accuracy"]
 
 
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru", "leaky", "mingru", "minlstm", "diaggru", "cifg-lstm"])
+def test_training_keeps_the_parameter_dtype(cell):
+    # a float64 leaf would silently send every later step to float64 (and numba to the reference)
+    from seqcore.tree import tree_leaves
+    cfg = TrainConfig(**{**SMALL, "cell": cell, "steps": 3, "eval_every": 3}, dtype="float32")
+    _, params = train(cfg, None, quiet=True)
+    assert {str(v.dtype) for v in tree_leaves(params)} == {"float32"}
+
+
 def test_load_run_restores_the_trained_parameters_and_reproduces_the_last_evaluation(tmp_path):
     from seqcore.runs import params_to_arrays
     summary, params = train(TrainConfig(**SMALL), tmp_path / "run", quiet=True)

@@ -17,6 +17,7 @@ named by ``jacobian_structure``: ``"diag"`` → ``(N, S)``, ``"block"`` →
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -156,7 +157,11 @@ class Cell:
             check_shape(f"params[{k!r}]", params[k], shape)
 
     def param_shapes(self) -> dict:
-        return {k: tuple(v.shape) for k, v in self.init(np.random.default_rng(0), np.float64).items()}
+        """``{name: shape}`` of :meth:`init`'s parameters (computed once per cell: every apply checks them)."""
+        try:
+            return dict(_param_shapes(self))
+        except TypeError:  # a field that cannot be hashed: no memo
+            return _shapes_from_init(self)
 
     def states(self, params: dict, x, state0, mode: str = "sequential", **newton_kwargs):
         """All states ``(B, T, S)`` from ``x: (B, T, I)`` and a packed ``state0: (B, S)``."""
@@ -184,6 +189,17 @@ class Cell:
         state0 = self.pack_state(h0, x.shape[0], _xp_of(x), x.dtype)
         states = self.states(params, x, state0, mode, **newton_kwargs)
         return self.output(states), self.unpack_state(states[:, -1])
+
+
+def _shapes_from_init(cell) -> dict:
+    return {k: tuple(v.shape) for k, v in cell.init(np.random.default_rng(0), np.float64).items()}
+
+
+@functools.lru_cache(maxsize=512)
+def _param_shapes(cell) -> tuple:
+    # a tuple of pairs, so callers cannot mutate the memo; init draws every weight, which at
+    # H = 256 costs more than a short forward pass
+    return tuple(_shapes_from_init(cell).items())
 
 
 def _xp_of(x):

@@ -71,7 +71,8 @@ class LeakyRNN(Cell):
         and τ would never grow again.
         """
         tau = params["tau"]
-        return {**params, "tau": tau * (tau >= 1) + (tau < 1) * 1.0}
+        # boolean masks, not a Python float: ``mask * 1.0`` would promote float32 τ to float64
+        return {**params, "tau": tau * (tau >= 1) + (tau < 1)}
 
     def project(self, params, x):
         """``x: (B, T, I) -> u = W_ih x + b: (B, T, H)``."""
