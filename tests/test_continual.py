@@ -308,3 +308,13 @@ def test_continual_command_has_no_duplicate_options():
     cmd = main.commands["continual"]
     names = [opt for p in cmd.params for opt in getattr(p, "opts", [])]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_every_learner_keeps_float32_parameters_float32():
+    # a float64 penalty or buffer would silently turn every later step into float64 arithmetic
+    tiny = dict(synthetic={"n_features": 8, "n_train": 200, "n_test": 50}, experiences=2, steps=4, eval_every=2,
+                eval_size=20, hidden=8, batch_size=8, dtype="float32")
+    for name in learners.names():
+        kw = {"learner_kwargs": {"chunk_size": 64}} if name == "hypernet" else {}
+        _, params = run_continual(config(name, **{**tiny, **kw}), quiet=True)
+        assert {str(v.dtype) for v in tree_leaves(params)} == {"float32"}, name
