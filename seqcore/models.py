@@ -89,7 +89,8 @@ class SequenceModel:
     @property
     def rnn(self):
         from . import cells
-        cls = type(cells.make(self.cell, 1, 1, **dict(self.cell_kwargs)))
+        # the first layer's real sizes: fields such as DiagGRU's heads must divide them
+        cls = type(cells.make(self.cell, self.input_size, self.hidden_size, **dict(self.cell_kwargs)))
         return stack(cls, self.input_size, self.hidden_size, self.num_layers, self.bidirectional,
                      **dict(self.cell_kwargs))
 
