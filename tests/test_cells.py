@@ -396,3 +396,18 @@ def test_bad_apply_arguments_are_rejected(name):
     else:
         with pytest.raises(ValueError, match=r"h0: got shape \(2, 4\), expected \(3, 4\)"):
             cell.apply(p, x, np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("name", cells.names())
+def test_float64_weights_with_float32_inputs_compute_in_float64(name):
+    # e.g. a float64 run fed float32 data: the result equals the all-float64 computation
+    cell = cells.make(name, 3, 4)
+    p = cell.init(np.random.default_rng(0), np.float64)
+    x = np.random.default_rng(1).normal(size=(2, 5, 3)).astype(np.float32)
+    hs, _ = cell.apply(p, x)
+    want, _ = cell.apply(p, x.astype(np.float64))
+    assert hs.dtype == np.float64
+    np.testing.assert_array_equal(hs, want)
+    out, pullback = seqcore.vjp(lambda p: cell.apply(p, x)[0], p)
+    (g,) = pullback(np.ones_like(out))
+    assert all(v.dtype == np.float64 for v in g.values())

@@ -106,6 +106,8 @@ class _MinimalCell(Cell):
         xi = self.project(params, x)
         if not self.log_space:
             a, b = self._coefficients(xi)
+            if state0.dtype != a.dtype:  # float64 weights, float32 inputs: the scan runs in the promoted dtype
+                state0 = ops.add(state0, _xp_of(a).zeros((), dtype=a.dtype))
             return linear_scan(a, b, state0, method=mode)
         log_a, log_b = self._log_coefficients(xi)
         h = ops.exp(log_linear_scan(log_a, log_b, None, method=mode))
