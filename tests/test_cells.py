@@ -411,3 +411,16 @@ def test_float64_weights_with_float32_inputs_compute_in_float64(name):
     out, pullback = seqcore.vjp(lambda p: cell.apply(p, x)[0], p)
     (g,) = pullback(np.ones_like(out))
     assert all(v.dtype == np.float64 for v in g.values())
+
+
+@pytest.mark.parametrize("name", cells.names())
+def test_init_rejects_a_missing_rng_and_non_float_dtypes(name):
+    cell = cells.make(name, 2, 4)
+    with pytest.raises(TypeError, match="rng: got NoneType, expected numpy.random.Generator"):
+        cell.init(None)
+    with pytest.raises(TypeError, match="dtype: got <class 'numpy.int32'>, expected float32 or float64"):
+        cell.init(np.random.default_rng(0), np.int32)
+    with pytest.raises(TypeError, match="dtype: got 'float16'"):
+        cell.init(np.random.default_rng(0), "float16")
+    params = cell.init(np.random.default_rng(0), "float64")
+    assert {v.dtype for v in params.values()} == {np.dtype(np.float64)}

@@ -209,8 +209,18 @@ def _xp_of(x):
 
 
 def uniform_init(rng, shape, bound, dtype):
-    """PyTorch's default RNN init: U(−1/√H, 1/√H)."""
-    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+    """PyTorch's default RNN init: U(−1/√H, 1/√H). Every cell's ``init(rng, dtype)`` draws through here,
+    so the checks of ``rng`` and ``dtype`` live here too."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: got {type(rng).__name__}, expected numpy.random.Generator "
+                        "(e.g. numpy.random.default_rng(0))")
+    try:
+        kind = np.dtype(dtype)
+    except TypeError:
+        kind = None
+    if kind not in (np.float32, np.float64):
+        raise TypeError(f"dtype: got {dtype!r}, expected float32 or float64")
+    return rng.uniform(-bound, bound, size=shape).astype(kind)
 
 
 def input_projection(params, x, weight="weight_ih", bias="bias_ih"):
