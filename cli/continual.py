@@ -96,8 +96,9 @@ def _default_backend() -> str:
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--step-features", type=click.IntRange(min=1), help="Features per step for recurrent models.")
 @click.option("--learner", type=click.Choice(learners.names()), default="naive", show_default=True)
-@click.option("--optimizer", type=click.Choice(("sgd", "adam")), default="sgd", show_default=True)
-@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--optimizer", type=click.Choice(("sgd", "adam")), default="adam", show_default=True,
+              help="The learners' default hyperparameters are tuned for Adam.")
+@click.option("--lr", type=float, default=0.001, show_default=True)
 @click.option("--momentum", type=float, default=0.0, show_default=True)
 @click.option("--reset-optimizer", is_flag=True, help="Re-initialise the optimizer state at every experience.")
 @click.option("--clip", type=OptionalFloat(), default=None, help="Global-norm gradient clipping (default: none).")
@@ -115,12 +116,15 @@ def _default_backend() -> str:
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("--resume", "resume_run", is_flag=True, help="Continue the interrupted run in --out.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-experience lines.")
-def continual(out, overwrite, resume_run, quiet, synthetic_args, **options) -> None:
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bar or per-experience lines (the final report is still printed).")
+@click.pass_context
+def continual(ctx, out, overwrite, resume_run, quiet, synthetic_args, **options) -> None:
     """Train a continual-learning stream with a learner; write metrics.jsonl and summary.json to --out."""
     log = None if quiet else click.echo
     with user_errors():
         if resume_run:
+            _refuse_options_on_resume(ctx)
             if not (Path(out) / "checkpoint.npz").exists():
                 raise click.ClickException(f"--out: {out} holds no run to resume (no checkpoint.npz)")
             summary, _ = resume_continual(out, quiet=quiet, log=log)
@@ -129,8 +133,21 @@ def continual(out, overwrite, resume_run, quiet, synthetic_args, **options) -> N
             summary, _ = run_continual(config, out, quiet=quiet, log=log, overwrite=overwrite)
     if summary["status"] not in ("completed",):
         raise click.ClickException(f"run {summary['status']}: {summary['message']}")
-    if not quiet:
-        click.echo(format_report(read_json(Path(out) / "summary.json")))
+    click.echo(format_report(read_json(Path(out) / "summary.json")))  # also with -q, as `train -q` prints its summary
+
+
+# the options that make sense with --resume; any other would be silently ignored
+RESUME_OPTIONS = ("out", "resume_run", "quiet")
+
+
+def _refuse_options_on_resume(ctx: click.Context) -> None:
+    """A resumed run keeps its config.json: an option given explicitly with --resume is an error."""
+    explicit = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    given = [max(p.opts, key=len) for p in ctx.command.params
+             if p.name not in RESUME_OPTIONS and ctx.get_parameter_source(p.name) in explicit]
+    if given:
+        raise click.ClickException(f"{', '.join(given)}: not allowed with --resume; the run continues with "
+                                   f"its saved config.json (start a new run with another --out to change it)")
 
 
 def build_config(options: dict, synthetic_args=()) -> ContinualConfig:

@@ -20,6 +20,9 @@ of :mod:`seqcore.runs`:
   and every ``checkpoint_every`` iterations; ``resume_continual(DIR)`` continues from it
   and ends with exactly the parameters of an uninterrupted run.
 
+``is_continual_run(DIR)`` tells such a directory from a ``seqcore train`` run's (by the
+continual-only keys of its ``config.json``).
+
 Data: ``dataset="synthetic"`` generates Gaussian class clusters locally (tests and quick
 runs need no files); ``"fashion-mnist"``/``"mnist"`` read IDX files
 (:mod:`seqcore.tasks.idx`). Streams: ``"permuted"`` (experience 0 is the identity),
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -53,8 +57,8 @@ from .train import Trainer, TrainingDiverged, progress_bar
 from .tree import tree_map
 from .validate import check_choice, check_positive_int
 
-__all__ = ["ContinualConfig", "run_continual", "resume_continual", "synthetic_clusters", "load_dataset",
-           "build_stream", "build_model", "scenario_of", "DATASETS", "STREAMS", "STREAM_SCENARIOS",
+__all__ = ["ContinualConfig", "run_continual", "resume_continual", "is_continual_run", "synthetic_clusters",
+           "load_dataset", "build_stream", "build_model", "scenario_of", "DATASETS", "STREAMS", "STREAM_SCENARIOS",
            "CURRICULUM_TASKS"]
 
 DATASETS = ("synthetic", "fashion-mnist", "mnist")
@@ -102,8 +106,8 @@ class ContinualConfig(JsonConfig):
     step_features: int | None = None
     learner: str = "naive"
     learner_kwargs: dict = field(default_factory=dict)
-    optimizer: str = "sgd"
-    lr: float = 0.05
+    optimizer: str = "adam"                # the learners' defaults (EWC's strength 1000, ...) are tuned for Adam
+    lr: float = 0.001
     momentum: float = 0.0
     reset_optimizer: bool = False
     clip: float | None = None
@@ -411,7 +415,10 @@ def _nan_to_none(rows):
 
 
 def _loop(run: _Run, *args, **kwargs) -> dict:
-    with backends.use(run.cfg.backend):  # NumPy-array backends (numba) are chosen by the current default
+    # NumPy-array backends (numba) are chosen by the current default. A diverging run floods stderr
+    # with NumPy overflow warnings; the trainer's NaN guard reports it once (status "diverged"), and
+    # `seqcore train` silences them the same way
+    with backends.use(run.cfg.backend), np.errstate(over="ignore", invalid="ignore"):
         return _loop_on_backend(run, *args, **kwargs)
 
 
@@ -484,6 +491,11 @@ def run_continual(config: ContinualConfig, out: str | None = None, *, quiet: boo
     """
     if not isinstance(config, ContinualConfig):
         raise TypeError(f"config: got {type(config).__name__}, expected a ContinualConfig")
+    if out is not None and RunDir(out).checkpoint.exists() and not overwrite:
+        # checked before RunDir.create, whose hint (`seqcore resume`) is for training runs;
+        # and before _Run, so the refusal does not wait for the data to load
+        raise ValueError(f"out: {out} already holds a run; continue it with `seqcore continual --resume --out {out}`, "
+                         "replace it with --overwrite, or choose another --out")
     run = _Run(config)
     rd = None
     if out is not None:
@@ -492,6 +504,26 @@ def run_continual(config: ContinualConfig, out: str | None = None, *, quiet: boo
         run.save(rd.checkpoint, time.perf_counter())
     summary = _loop(run, rd, quiet, log, stop_at_step)
     return summary, run.trainer.params
+
+
+# keys every continual config.json has held since the first version, and a training run's never has
+_CONTINUAL_KEYS = ("stream", "experiences", "learner", "learner_kwargs")
+
+
+def is_continual_run(path: str | os.PathLike) -> bool:
+    """Whether directory ``path`` holds a continual run (one of :func:`run_continual`).
+
+    Decided by its ``config.json`` (written when the run starts, so interrupted runs count
+    too): it must hold the continual-only keys ``stream``, ``experiences``, ``learner`` and
+    ``learner_kwargs``. False when there is no readable ``config.json`` object.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: got {type(path).__name__}, expected a str or os.PathLike run directory")
+    try:
+        config = read_json(RunDir(path).config)
+    except (OSError, ValueError):  # missing, unreadable or not JSON: not a run this can resume
+        return False
+    return isinstance(config, dict) and all(key in config for key in _CONTINUAL_KEYS)
 
 
 def resume_continual(out: str, *, quiet: bool = False, log: Callable[[str], None] | None = None,

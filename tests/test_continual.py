@@ -10,6 +10,7 @@ with exactly the parameters of an uninterrupted one.
 from __future__ import annotations
 
 import json
+import warnings
 
 import click
 import numpy as np
@@ -17,14 +18,14 @@ import pytest
 from click.testing import CliRunner
 
 from seqcore import learners, metrics
-from seqcore.continual import (SYNTHETIC_DEFAULTS, ContinualConfig, build_stream, resume_continual, run_continual,
-                               synthetic_clusters)
+from seqcore.continual import (SYNTHETIC_DEFAULTS, ContinualConfig, build_stream, is_continual_run, resume_continual,
+                               run_continual, synthetic_clusters)
 from seqcore.runs import load_checkpoint
 from seqcore.tree import tree_leaves
 
 SYNTHETIC = {"n_features": 32, "rank": 8}
-BASE = dict(dataset="synthetic", synthetic=SYNTHETIC, experiences=3, steps=300, hidden=64, lr=0.1, batch_size=32,
-            eval_every=25, eval_size=500, backend="numpy")
+BASE = dict(dataset="synthetic", synthetic=SYNTHETIC, experiences=3, steps=300, hidden=64, optimizer="sgd", lr=0.1,
+            batch_size=32, eval_every=25, eval_size=500, backend="numpy")
 
 # hyperparameters chosen for this stream (defaults are tuned for permuted Fashion-MNIST)
 HPARAMS = {
@@ -194,6 +195,10 @@ def test_config_validation_names_the_field():
         ContinualConfig(stream="curriculum", task="copy")
     with pytest.raises(ValueError, match="n_start: got 1, expected an integer >= 2"):
         ContinualConfig(stream="curriculum", task="ndms", n_start=1)
+    # budget 0 would rehearse nothing (naive fine-tuning); >= 1 like the power-law stream's budget
+    with pytest.raises(ValueError, match="budget: got 0, expected >= 1"):
+        ContinualConfig(learner="power-law", learner_kwargs={"budget": 0})
+    assert ContinualConfig(learner="power-law", learner_kwargs={"budget": 1}).learner_kwargs == {"budget": 1}
 
 
 # ------------------------------------------------------------------ command line
@@ -227,6 +232,7 @@ def test_cli_continual_writes_summary_with_plain_metric_names(cli, tmp_path):
     assert config["learner"] == "ewc" and config["synthetic"] == {"n_train": 300, "n_test": 100}
     report = cli("report", out, "--no-plot")
     assert report.exit_code == 0, report.output
+    assert result.output == report.output  # -q drops the per-experience lines, not the final report
     R = summary["accuracy_matrix"]
     assert f"after 1 {R[1][0]:6.3f} {R[1][1]:6.3f}" in report.output
     assert f"average_accuracy     {summary['average_accuracy']:.3f}" in report.output
@@ -241,8 +247,74 @@ def test_cli_errors_are_one_line(cli, tmp_path):
     assert result.exit_code != 0 and "Error: strength: got -1.0, expected >= 0" in result.output
     result = cli("report", tmp_path)
     assert result.exit_code != 0 and "no summary.json" in result.output
-    result = cli("continual", *TINY, "--resume", "--out", tmp_path / "none")
+    result = cli("continual", "--resume", "--out", tmp_path / "none")
     assert result.exit_code != 0 and "holds no run to resume" in result.output
+    result = cli("continual", *TINY, "--learner", "power-law", "--budget", "0", "--out", tmp_path / "p")
+    assert result.exit_code != 0 and result.output == "Error: budget: got 0, expected >= 1\n"
+    result = cli("continual", *TINY, "--stream", "split", "--experiences", "3", "--out", tmp_path / "s")
+    assert result.output == "Error: n_experiences: got 3, expected a divisor of the 8 classes (1, 2, 4, 8)\n"
+
+
+def test_cli_and_config_defaults_agree_on_the_optimizer():
+    from seqcore_cli.continual import continual
+    cli_defaults = {p.name: p.default for p in continual.params}
+    for name in ("optimizer", "lr", "momentum"):
+        assert cli_defaults[name] == getattr(ContinualConfig(), name), name
+    assert (ContinualConfig().optimizer, ContinualConfig().lr) == ("adam", 0.001)
+
+
+def test_default_ewc_run_does_not_diverge_and_a_diverging_one_ends_in_one_line(cli, tmp_path):
+    # EWC's default strength (1000) is tuned for Adam, the default optimizer; under the old
+    # defaults (SGD, lr 0.05) this run diverged at the first step of experience 2
+    run = ["continual", "--dataset", "synthetic", "--experiences", "3", "--steps", "30", "--learner", "ewc",
+           "--backend", "numpy", "-q"]
+    result = cli(*run, "--out", tmp_path / "adam")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "adam" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 90
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # an overflow warning would now end the run with it
+        result = cli(*run, "--optimizer", "sgd", "--lr", "0.05", "--out", tmp_path / "sgd")
+    assert result.exit_code == 1 and result.output.startswith("Error: run diverged: training diverged at step 55")
+    assert result.output.count("\n") == 1, result.output
+
+
+def test_existing_run_hints_the_continual_resume_and_is_detected(cli, tmp_path):
+    out = tmp_path / "cl"
+    assert cli("continual", *TINY, "--out", out).exit_code == 0
+    again = cli("continual", *TINY, "--out", out)
+    assert again.exit_code != 0 and again.output == (
+        f"Error: out: {out} already holds a run; continue it with `seqcore continual --resume --out {out}`, "
+        "replace it with --overwrite, or choose another --out\n")
+    assert cli("continual", *TINY, "--out", out, "--overwrite").exit_code == 0
+    with pytest.raises(ValueError, match="seqcore continual --resume"):
+        run_continual(ContinualConfig(), str(out))
+    # a training run's config.json (seqcore.train.TrainConfig) is not a continual run's
+    from seqcore.train import TrainConfig
+    train_dir = tmp_path / "train"
+    train_dir.mkdir()
+    (train_dir / "config.json").write_text(json.dumps(TrainConfig().to_dict()))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("[1, 2")
+    assert is_continual_run(out) and is_continual_run(str(out))
+    assert not any(is_continual_run(p) for p in (train_dir, tmp_path / "bad", tmp_path / "absent", tmp_path))
+    with pytest.raises(TypeError, match="path: got int"):
+        is_continual_run(3)
+
+
+def test_resume_refuses_options_that_would_be_ignored(cli, tmp_path):
+    out = tmp_path / "cl"
+    assert cli("continual", *TINY, "--out", out).exit_code == 0
+    saved = (out / "config.json").read_text()
+    result = cli("continual", "--resume", "--out", out, "--lr", "0.5", "--experiences", "7", "--learner", "ewc")
+    assert result.exit_code != 0 and result.output == (
+        "Error: --experiences, --learner, --lr: not allowed with --resume; the run continues with its saved "
+        "config.json (start a new run with another --out to change it)\n")
+    result = cli("continual", "--resume", "--out", out, "--overwrite", "--synthetic", "n_train=10")
+    assert result.exit_code != 0 and result.output.startswith("Error: --synthetic, --overwrite: not allowed")
+    result = cli("continual", "--resume", "--out", out, "-q")  # a finished run: nothing left, the report
+    assert result.exit_code == 0 and result.output == cli("report", out, "--no-plot").output
+    assert (out / "config.json").read_text() == saved
 
 
 def test_cli_runs_a_task_incremental_curriculum(cli, tmp_path):

@@ -275,7 +275,8 @@ class PowerLawRehearsal(_EpisodicMemory):
         "memory_per_experience": HP(256, "samples stored per experience", low=1),
         "replay_batch": HP(32, "memory samples added to every batch", low=1),
         "exponent": HP(1.0, "α of p_j ∝ Δ_j^(−α); 0 = uniform", low=0.0),
-        "budget": HP(2, "draws of past tasks per experience (distinct tasks rehearsed ≤ budget)", low=0),
+        # >= 1 like --stream-budget: budget 0 would rehearse nothing, i.e. be naive fine-tuning
+        "budget": HP(2, "draws of past tasks per experience (distinct tasks rehearsed ≤ budget)", low=1),
         "schedule_seed": HP(0, "seed of the rehearsal schedule", low=0),
     }
 

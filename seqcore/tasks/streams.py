@@ -245,14 +245,15 @@ def split_stream(x_train, y_train, x_test, y_test, *, n_experiences: int | None 
                          f"{n_experiences!r}/{classes_per_experience!r}, expected exactly one")
     n_classes = classes.size
     if n_experiences is not None:
-        n_experiences = _check_int("n_experiences", n_experiences, 1, n_classes)
-        per = n_classes // n_experiences
+        name, given = "n_experiences", _check_int("n_experiences", n_experiences, 1, n_classes)
+        n_experiences, per = given, n_classes // given
     else:
-        per = _check_int("classes_per_experience", classes_per_experience, 1, n_classes)
-        n_experiences = n_classes // per
-    if per * n_experiences != n_classes:
-        raise ValueError(f"n_experiences/classes_per_experience: {n_classes} classes do not split "
-                         f"evenly into groups of {per}; expected a divisor of {n_classes}")
+        name, given = "classes_per_experience", _check_int("classes_per_experience", classes_per_experience, 1,
+                                                           n_classes)
+        n_experiences, per = n_classes // given, given
+    if n_classes % given:  # name the value the caller gave, not the group size derived from it
+        divisors = ", ".join(str(d) for d in range(1, n_classes + 1) if n_classes % d == 0)
+        raise ValueError(f"{name}: got {given}, expected a divisor of the {n_classes} classes ({divisors})")
     groups = order.reshape(n_experiences, per)
     global_labels = scenario == "class"
 
