@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import io
 import json
 import math
+import os
+import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import click
 
@@ -20,7 +23,7 @@ from seqcore.backends import BackendUnavailable
 from seqcore.train import TrainConfig, TrainingDiverged
 
 __all__ = ["one_line", "user_errors", "SeqcoreGroup", "KeyValue", "OptionalFloat", "NONE",
-           "load_config_file", "check_config_types", "register_optional"]
+           "load_config_file", "check_config_types", "register_optional", "BROKEN_PIPE_STATUS"]
 
 # the errors the library raises for bad input (DatasetError is a ValueError and a FileNotFoundError)
 LIBRARY_ERRORS = (ValueError, TypeError, OSError, BackendUnavailable, TrainingDiverged)
@@ -38,16 +41,42 @@ def _want_traceback() -> bool:
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn library errors raised inside the block into ``click.ClickException`` (one line)."""
+def user_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Turn library errors raised inside the block into ``click.ClickException`` (one line).
+
+    ``options`` maps library argument names to the command-line options that set them: a
+    message starting ``name: ...`` (the library's convention) is shown as ``option: ...``.
+    """
     try:
         yield
-    except click.ClickException:
+    except (click.ClickException, BrokenPipeError):  # a closed stdout is handled by SeqcoreGroup
         raise
     except LIBRARY_ERRORS as exc:
         if _want_traceback():
             raise
-        raise click.ClickException(one_line(exc)) from exc
+        text = one_line(exc)
+        name, sep, rest = text.partition(": ")
+        if sep and options and name in options:
+            text = f"{options[name]}: {rest}"
+        raise click.ClickException(text) from exc
+
+
+# the exit status of a program killed by SIGPIPE (128 + 13), as `yes | head -1` leaves it
+BROKEN_PIPE_STATUS = 141
+
+
+@contextlib.contextmanager
+def _quiet_broken_pipe() -> Iterator[None]:
+    # `seqcore report DIR | head -1`: the reader is gone, so there is no one to tell; stop
+    # quietly, like a program killed by SIGPIPE, instead of printing "Error: [Errno 32] ..."
+    try:
+        yield
+    except BrokenPipeError:
+        try:  # the interpreter flushes stdout at exit: send what is left to /dev/null
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass  # not a real file (click's test runner): nothing is flushed at exit
+        sys.exit(BROKEN_PIPE_STATUS)
 
 
 @contextlib.contextmanager
@@ -66,11 +95,11 @@ class SeqcoreGroup(click.Group):
     """A click group whose usage errors are printed as one ``Error:`` line."""
 
     def make_context(self, *args, **kwargs):
-        with _one_line_usage():
+        with _quiet_broken_pipe(), _one_line_usage():  # `seqcore --help | head -1`
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
-        with _one_line_usage():
+        with _quiet_broken_pipe(), _one_line_usage():
             return super().invoke(ctx)
 
 

@@ -29,7 +29,6 @@ __all__ = ["main", "default_backend", "build_config", "load_run", "evaluate_run"
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 FINISHED = ("completed", "curriculum-finished", "target-reached")
-N_CURRICULA = ("single-head", "multi-head", "sliding", "anti")
 
 
 @click.group(cls=SeqcoreGroup, context_settings=CONTEXT)
@@ -43,9 +42,16 @@ def main(traceback: bool) -> None:
 
 def default_backend() -> str:
     """The backend ``seqcore train`` uses without ``--backend``: ``$SEQCORE_BACKEND`` when set,
-    else the fastest CPU backend that loads here ("numba", else "numpy")."""
+    else the fastest CPU backend that loads here ("numba", else "numpy").
+
+    An unknown ``$SEQCORE_BACKEND`` is a ClickException naming the variable (a later
+    ``backend: got ...`` would not say where the value came from).
+    """
     env = os.environ.get("SEQCORE_BACKEND", "").strip()
     if env:
+        if env not in backends.names():
+            raise click.ClickException(f"$SEQCORE_BACKEND: got {env!r}, expected one of {backends.names()} "
+                                       "(or unset it, or pass --backend)")
         return env
     try:
         backends.get("numba")
@@ -58,11 +64,16 @@ def default_backend() -> str:
 def list_backends() -> None:
     """List the backends: available here or not, version, or why not."""
     rows = backends.info()
-    default = default_backend()
+    try:
+        default, bad_env = default_backend(), None
+    except click.ClickException as exc:  # still list the backends: the names to choose from
+        default, bad_env = None, exc
     click.echo(f"{'name':<8} {'available':<10} {'version':<14} note")
     for r in rows:
         note = r["reason"] or ("default for `seqcore train`" if r["name"] == default else "")
         click.echo(f"{r['name']:<8} {'yes' if r['available'] else 'no':<10} {r['version'] or '-':<14} {note}")
+    if bad_env is not None:
+        raise bad_env
 
 
 def _first_paragraph(doc: str | None) -> str:
@@ -81,7 +92,9 @@ def list_tasks(name: str | None) -> None:
         return
     click.echo(f"{name}: {_first_paragraph(tasks.describe(name))}\nfields (--task-arg KEY=VALUE):")
     for key, value in tasks.fields(name).items():
-        click.echo(f"  {key} = {json.dumps(value)}")
+        if key != "seed":  # set by the run's --seed, not by --task-arg (TrainConfig refuses it)
+            click.echo(f"  {key} = {json.dumps(value)}")
+    click.echo("the task's seed is the run's --seed")
 
 
 def _cell_class(name: str) -> type:
@@ -161,14 +174,21 @@ def _train_options(fn):
     return fn
 
 
+def _data_tasks() -> list[str]:
+    """The tasks that read files from a ``data_dir``."""
+    return [name for name in tasks.names() if "data_dir" in tasks.fields(name)]
+
+
 def build_config(config_file: str | None, options: dict, task_args=(), curriculum_args=(),
-                 cell_args=()) -> tuple[TrainConfig, str | None]:
+                 cell_args=(), data_dir: str | None = None) -> tuple[TrainConfig, str | None]:
     """The :class:`TrainConfig` of ``seqcore train`` and the ``out`` named in the config file.
 
     Precedence: command-line ``options`` (None = not given, :data:`NONE` = None) over the
     ``config_file`` over TrainConfig's defaults; ``*_args`` are ``(key, value)`` pairs merged
     over the file's ``*_kwargs`` (which are dropped when the command line names another
-    task/curriculum/cell than the file).
+    task/curriculum/cell than the file); ``data_dir`` (``--data-dir``) is the task field
+    ``data_dir`` of the tasks that read files. The task, curriculum and cell are built once
+    here, so that every mistake in their fields is reported before anything is printed.
     """
     base = load_config_file(config_file) if config_file else {}
     out = base.pop("out", None)
@@ -176,6 +196,12 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     for key, value in options.items():
         if value is not None:
             merged[key] = None if value is NONE else value
+    if data_dir is not None:
+        task = merged.get("task", _field_default("task"))
+        if task not in _data_tasks():
+            raise click.ClickException(f"--data-dir: task {task!r} reads no files, expected a task that "
+                                       f"does ({', '.join(_data_tasks())})")
+        task_args = (*task_args, ("data_dir", data_dir))
     for kind, pairs in (("task", task_args), ("curriculum", curriculum_args), ("cell", cell_args)):
         key = f"{kind}_kwargs"
         kwargs = dict(base.get(key, {})) if merged.get(kind) == base.get(kind) else {}
@@ -184,13 +210,18 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
             merged[key] = kwargs
     if merged.get("backend") is None:
         merged["backend"] = default_backend()
-    with user_errors():
+    # the library names the field (cell_kwargs: ...); here the option that sets it
+    in_file = f" (or {{}} in {config_file})" if config_file else ""
+    options = {f"{kind}_kwargs": f"--{kind}-arg" + in_file.format(f"{kind}_kwargs")
+               for kind in ("task", "curriculum", "cell")}
+    with user_errors(options):
         cfg = TrainConfig.from_dict(merged)
-        if cfg.curriculum in N_CURRICULA:
-            # the curriculum's own check names the problem (a task without N); seqcore.train
-            # would first fail with an AttributeError on such a task
-            task = tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs)
-            tasks.make_curriculum(cfg.curriculum, task, **cfg.curriculum_kwargs)
+        # the curriculum's own check names the problem (e.g. a task without N) before
+        # seqcore.train would fail on it with an AttributeError
+        task = tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs)
+        task.input_size  # reads a data set's files (cached for the run): a missing one is reported now
+        tasks.make_curriculum(cfg.curriculum, task, **cfg.curriculum_kwargs)
+        cells.make(cfg.cell, 1, 1, **cfg.cell_kwargs)
     return cfg, out
 
 
@@ -207,15 +238,17 @@ def _quiet_overflow():
               help="A curriculum field, e.g. threshold=0.95 or max_n=12 (repeatable).")
 @click.option("--cell-arg", "cell_args", type=KeyValue(), multiple=True,
               help="A cell field, e.g. tau_init=2.0 (repeatable; see `seqcore cells NAME`).")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Directory of the IDX files of the image task (its field data_dir).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="A JSON or TOML file of TrainConfig fields (and `out`); options given here override it.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Run directory [default: the config file's `out`, else runs/TASK-CURRICULUM-CELL].")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-evaluation lines.")
-def train(task_args, curriculum_args, cell_args, config_file, out, overwrite, quiet, **options) -> None:
+def train(task_args, curriculum_args, cell_args, data_dir, config_file, out, overwrite, quiet, **options) -> None:
     """Train a model and write a run directory (config, metrics, summary, checkpoint)."""
-    cfg, file_out = build_config(config_file, options, task_args, curriculum_args, cell_args)
+    cfg, file_out = build_config(config_file, options, task_args, curriculum_args, cell_args, data_dir)
     out = out or file_out or os.path.join("runs", f"{cfg.task}-{cfg.curriculum}-{cfg.cell}")
     if RunDir(out).checkpoint.exists() and not overwrite:
         raise click.ClickException(f"{out} already holds a run: continue it with `seqcore resume {out}`, "
@@ -236,6 +269,10 @@ def _run_config(run_dir: str) -> TrainConfig:
     if not rd.config.exists():
         raise click.ClickException(f"{run_dir}: not a run directory (no config.json); "
                                    "start one with `seqcore train --out DIR`")
+    from seqcore.continual import is_continual_run
+    if is_continual_run(run_dir):
+        raise click.ClickException(f"{run_dir}: a continual run; continue it with `seqcore continual --resume "
+                                   f"--out {run_dir}` and show it with `seqcore report {run_dir}`")
     with user_errors():
         return TrainConfig.from_dict(read_json(rd.config))
 
@@ -271,7 +308,9 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
         raise click.ClickException(f"{run_dir}: the run already stopped ({previous}); "
                                    "pass --steps N to train it further anyway")
     if not quiet:
-        click.echo(f"seqcore resume: {run_dir} from step {done} to {total} ({cfg.backend} backend)")
+        past = f"; continuing past its earlier stop ({previous})" if steps is not None and \
+            previous in ("curriculum-finished", "target-reached") else ""
+        click.echo(f"seqcore resume: {run_dir} from step {done} to {total} ({cfg.backend} backend{past})")
     with user_errors(), _quiet_overflow():
         summary, _ = resume_run(run_dir, steps=steps, quiet=quiet, log=None if quiet else click.echo)
     _finish(summary, run_dir)
@@ -294,8 +333,9 @@ def format_summary(summary: dict, run_dir: str, checkpoint_step: int | None = No
              f"steps           {s['steps']} in {s['wall_time_s']:.1f} s",
              f"final loss      {s['final_loss']:.4f} (last training batch)"]
     if s.get("level") is not None:
-        moved = f" (passed: the curriculum is now at N={s['level']})" if s["level"] != s["max_level"] else ""
-        lines.append(f"max N           {s['max_level']}{moved}")
+        # below the largest N only when the curriculum moves down (anti: it started there)
+        now = f" (now at N={s['level']})" if s["level"] != s["max_level"] else ""
+        lines.append(f"max N           {s['max_level']}{now}")
     if s.get("final_accuracy") is not None:
         lines.append(f"accuracy        {s['final_accuracy']:.4f} (mean over heads, last evaluation)")
     if s.get("heads"):

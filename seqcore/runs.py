@@ -140,10 +140,15 @@ class RunDir:
         if self.checkpoint.exists() and not overwrite:
             raise ValueError(f"out: {self.path} already holds a run; use `seqcore resume {self.path}` "
                              "or choose another --out")
-        self.path.mkdir(parents=True, exist_ok=True)
-        write_json(self.config, config)
-        if self.metrics.exists():
-            self.metrics.unlink()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_json(self.config, config)
+            if self.metrics.exists():
+                self.metrics.unlink()
+        except OSError as exc:  # a file in the way, no permission, a read-only or virtual file system
+            raise ValueError(f"out: got {str(self.path)!r}, where no run directory can be written "
+                             f"({exc.strerror or exc}); expected a path where a directory can be created "
+                             "and written (--out)") from exc
 
     def log(self, record: dict) -> None:
         """Append one JSON line to ``metrics.jsonl`` and flush it to disk."""

@@ -102,10 +102,23 @@ class TrainConfig(JsonConfig):
         for name in ("task_kwargs", "curriculum_kwargs", "cell_kwargs"):
             if not isinstance(getattr(self, name), dict):
                 raise TypeError(f"{name}: got {type(getattr(self, name)).__name__}, expected a dict")
+        if "seed" in self.task_kwargs:  # the run passes its own seed to the task (one seed per run)
+            raise ValueError(f"task_kwargs: got seed={self.task_kwargs['seed']!r}, expected no seed: the task's "
+                             "seed is the run's `seed` field (--seed on the command line)")
 
+
+
+def _after_warmup(decay: Callable[[int], float], lr: float, warmup: int) -> Callable[[int], float]:
+    """Linear warmup 0 → ``lr`` over ``warmup`` steps, then ``decay`` (which starts at its step 0)."""
+    if warmup == 0:
+        return decay
+    ramp = schedules.wsd(lr, warmup, warmup_steps=warmup, cooldown_steps=0)  # only its warmup is used
+    return schedules.join([ramp, decay], [warmup])
 
 
 def build_schedule(cfg: TrainConfig) -> Callable[[int], float]:
+    """The learning rate of ``cfg`` at each step: ``cfg.schedule`` over ``cfg.steps``, after a linear
+    warmup from 0 over ``cfg.warmup`` steps (the decaying schedules decay over the remaining steps)."""
     lr, T, w = cfg.lr, cfg.steps, cfg.warmup
     if cfg.schedule == "constant":  # with a warmup: linear warmup, then flat
         return schedules.constant(lr) if w == 0 else schedules.wsd(lr, T, warmup_steps=w, cooldown_steps=0)
@@ -116,8 +129,8 @@ def build_schedule(cfg: TrainConfig) -> Callable[[int], float]:
     if cfg.schedule == "wsd":
         return schedules.wsd(lr, T, warmup_steps=w)
     if cfg.schedule == "linear":
-        return schedules.linear_decay(lr, T)
-    return schedules.rex(lr, T)
+        return _after_warmup(schedules.linear_decay(lr, T - w), lr, w)
+    return _after_warmup(schedules.rex(lr, T - w), lr, w)
 
 
 def build_optimizer(cfg: TrainConfig) -> optim.GradientTransformation:
@@ -368,6 +381,7 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
                           "level": run.curriculum.level, "eval": last_eval,
                           "time": time.perf_counter() - t0}
                 record.update(tr.hooks.on_evaluate(run, record) or {})
+                was_finished = run.curriculum.finished  # True only when resumed past a finished curriculum
                 advanced = run.curriculum.update(step, accs) if accs else False
                 record["advanced"] = advanced
                 run.history.append({"step": step, "level": record["level"], "accuracy": accs})
@@ -380,7 +394,7 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
                     log(_format_record(record))
                 if rd is not None and step % every_ckpt == 0:
                     run.save(rd.checkpoint)
-                if run.curriculum.finished:
+                if run.curriculum.finished and not was_finished:
                     status = "curriculum-finished"
                     break
                 if cfg.target_accuracy is not None and accs and min(accs.values()) >= cfg.target_accuracy \
@@ -403,7 +417,8 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
                                                                     if "accuracy" in v]))
                                                       if last_eval and any("accuracy" in v for v in last_eval.values())
                                                       else None),
-        "max_level": max((h["level"] for h in run.history if h["level"] is not None), default=None),
+        "max_level": max((lv for lv in [*(h["level"] for h in run.history), run.curriculum.level]
+                          if lv is not None), default=None),
         "backend": cfg.backend, "cell": cfg.cell, "task": cfg.task, "curriculum": cfg.curriculum,
     }
     if rd is not None:
@@ -457,17 +472,25 @@ def load_run(out: str, backend: str | None = None) -> Run:
 
 def resume(out: str, *, hooks: Hooks | None = None, quiet: bool = False,
            log: Callable[[str], None] | None = None, steps: int | None = None) -> tuple[dict, Any]:
-    """Continue the run in directory ``out`` from its last checkpoint (optionally with a new step budget)."""
+    """Continue the run in directory ``out`` from its last checkpoint (optionally with a new step budget).
+
+    A run that stopped early (status ``target-reached`` or ``curriculum-finished``) is continued
+    only with a larger ``steps``, and then trains the whole new budget: its ``target_accuracy``
+    is dropped (``config.json`` records null) and a finished curriculum stays at its last N.
+    """
     rd = RunDir(out)
     cfg_dict = read_json(rd.config)
+    previous = read_json(rd.summary).get("status") if rd.summary.exists() else None
+    stopped = previous in ("curriculum-finished", "target-reached")
     if steps is not None:
         cfg_dict["steps"] = steps
+        if stopped:  # else the target check would stop it again at its next evaluation
+            cfg_dict["target_accuracy"] = None
     cfg = TrainConfig.from_dict(cfg_dict)
     run = Run(cfg, hooks)
     run.load(rd.checkpoint)
-    previous = read_json(rd.summary) if rd.summary.exists() else {}
-    if run.trainer.step_count >= cfg.steps or previous.get("status") in ("curriculum-finished", "target-reached"):
-        raise ValueError(f"out: the run in {out} already finished ({previous.get('status', 'completed')} at step "
+    if run.trainer.step_count >= cfg.steps or (stopped and steps is None):
+        raise ValueError(f"out: the run in {out} already finished ({previous or 'completed'} at step "
                          f"{run.trainer.step_count}); pass a larger `steps` to continue it")
     rd.truncate_metrics(run.trainer.step_count)
     if steps is not None:

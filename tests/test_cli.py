@@ -73,8 +73,9 @@ def test_tasks_and_cells_list_their_names():
     first = out[0].split(None, 1)[1]
     assert first == tasks.describe("nparity")
     fields = ok("tasks", "ndms").stdout.splitlines()[2:]
-    assert dict(ln.strip().split(" = ") for ln in fields) == {k: json.dumps(v) for k, v in
-                                                              tasks.fields("ndms").items()}
+    assert fields[-1] == "the task's seed is the run's --seed"  # not a --task-arg (TrainConfig refuses it)
+    assert dict(ln.strip().split(" = ") for ln in fields[:-1]) == {k: json.dumps(v) for k, v in
+                                                                   tasks.fields("ndms").items() if k != "seed"}
     out = ok("cells").stdout.splitlines()
     assert [ln.split()[0] for ln in out] == list(cells.names())
     assert all(len(ln.split(None, 1)) == 2 for ln in out)  # every cell has a description
@@ -374,3 +375,129 @@ def test_bench_runs_the_training_benchmark_and_prints_ratios():
     bad = CliRunner().invoke(main, ["bench", "nope"])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
     assert set(SUITES) == {"scan", "primitives", "rnn", "newton", "training"}
+
+
+
+# -- QA fixes -------------------------------------------------------------------------------------
+
+def test_resume_with_steps_continues_a_run_stopped_on_its_target(tmp_path):
+    out = tmp_path / "tgt"
+    ok("train", *TINY, "--target-accuracy", "0.01", "--out", out, "--quiet")
+    assert json.loads((out / "summary.json").read_text())["status"] == "target-reached"
+    result = invoke("resume", out)
+    assert_one_line_error(result)
+    assert "pass --steps N" in result.stderr
+    result = ok("resume", out, "--steps", 30)
+    assert "from step 10 to 30" in result.stdout and "past its earlier stop (target-reached)" in result.stdout
+    assert [ln.split()[1] for ln in result.stdout.splitlines() if ln.startswith("step ")] == ["20", "30"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["status"], summary["steps"]) == ("completed", 30)
+
+
+@pytest.mark.parametrize("args, config, message", [
+    (["--task-arg", "seed=5"], None, "--task-arg: got seed=5, expected no seed"),
+    ([], {"task_kwargs": {"seed": 3}}, "--task-arg (or task_kwargs in {file}): got seed=3"),
+    (["--cell-arg", "bogus=1"], None, "--cell-arg: got ['bogus'], unknown keys for the 'lstm' cell"),
+    (["--cell", "leaky", "--cell-arg", "bogus=1"], None,
+     "--cell-arg: got ['bogus'], unknown keys for the 'leaky' cell; expected some of ['nonlinearity', 'slope', "
+     "'tau_init']"),
+    ([], {"cell_kwargs": {"bogus": 1}}, "--cell-arg (or cell_kwargs in {file}): got ['bogus']"),
+    (["--curriculum-arg", "threshold=0.5"], None, "--curriculum-arg: got 'threshold' for the 'fixed' curriculum"),
+    (["--data-dir", "somewhere"], None, "--data-dir: task 'nparity' reads no files, expected a task that does (image)"),
+    (["--task", "image", "--data-dir", "no-such-dir"], None,
+     "no-such-dir/train-images-idx3-ubyte[.gz]: file not found"),
+])
+def test_field_errors_name_the_option_before_anything_is_printed(tmp_path, args, config, message):
+    extra = []
+    if config is not None:
+        (tmp_path / "cfg.json").write_text(json.dumps(config))
+        extra = ["--config", tmp_path / "cfg.json"]
+        message = message.format(file=tmp_path / "cfg.json")
+    result = invoke("train", *TINY, *args, *extra, "--out", tmp_path / "r")  # not --quiet
+    assert_one_line_error(result)
+    assert message in result.stderr
+    assert result.stdout == ""  # no "seqcore train: ..." header before the error
+    assert not (tmp_path / "r").exists()
+
+
+def test_seed_error_says_where_the_task_seed_comes_from():
+    result = invoke("train", "--task-arg", "seed=5")
+    assert_one_line_error(result)
+    assert "(--seed on the command line)" in result.stderr
+
+
+def test_max_n_is_the_largest_n_reached(tmp_path):
+    # threshold 0.01: the curriculum advances 2 -> 3 at the only (final) evaluation
+    out = tmp_path / "mh"
+    result = ok("train", *TINY, "--steps", 10, "--curriculum", "multi-head", "--curriculum-arg", "threshold=0.01",
+                "--out", out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["level"], summary["max_level"]) == (3, 3)
+    assert "max N           3\n" in result.stdout
+    # the anti curriculum moves down: the largest N is where it started
+    result = ok("train", *TINY, "--steps", 20, "--task-arg", "n=4", "--curriculum", "anti",
+                "--curriculum-arg", "threshold=0.01", "--out", tmp_path / "anti")
+    assert "max N           4 (now at N=2)\n" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "continual"])
+def test_unwritable_out_names_the_option(tmp_path, command):
+    (tmp_path / "afile").write_text("")
+    args = (TINY if command == "train" else ["--dataset", "synthetic", "--experiences", 2, "--steps", 2])
+    result = invoke(command, *args, "--quiet", "--out", tmp_path / "afile" / "sub")
+    assert_one_line_error(result)
+    assert f"out: got '{tmp_path / 'afile' / 'sub'}', where no run directory can be written" in result.stderr
+    assert "(--out)" in result.stderr
+
+
+def test_unknown_seqcore_backend_names_the_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQCORE_BACKEND", "bogus")
+    result = invoke("train", "--steps", 2, "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert "Error: $SEQCORE_BACKEND: got 'bogus', expected one of" in result.stderr
+    assert not (tmp_path / "r").exists()
+    result = invoke("backends")  # still lists the backends, then says what is wrong
+    assert_one_line_error(result)
+    assert "$SEQCORE_BACKEND" in result.stderr and result.stdout.startswith("name ")
+    ok("train", *TINY, "--steps", 2, "--quiet", "--out", tmp_path / "explicit")  # --backend numpy given
+
+
+def _write_tiny_idx(directory):
+    rng = np.random.default_rng(0)
+    directory.mkdir()
+    for split, n in (("train", 24), ("t10k", 12)):
+        tasks.write_idx(directory / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 4, 5), dtype=np.uint8))
+        tasks.write_idx(directory / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8))
+
+
+def test_data_dir_sets_the_image_task_directory(tmp_path):
+    _write_tiny_idx(tmp_path / "idx")
+    small = ["--backend", "numpy", "--hidden", 4, "--batch-size", 4, "--steps", 4, "--eval-every", 2,
+             "--eval-batches", 1, "--eval-batch-size", 12]
+    ok("train", "--task", "image", "--data-dir", tmp_path / "idx", *small, "--out", tmp_path / "img", "--quiet")
+    cfg = TrainConfig(task="image", task_kwargs={"data_dir": str(tmp_path / "idx")}, backend="numpy", hidden=4,
+                      batch_size=4, steps=4, eval_every=2, eval_batches=1, eval_batch_size=12)
+    assert json.loads((tmp_path / "img" / "config.json").read_text()) == cfg.to_dict()
+    lib_summary, _ = library_train(cfg)  # the same run as the library's, on the files of --data-dir
+    summary = json.loads((tmp_path / "img" / "summary.json").read_text())
+    assert summary["heads"] == lib_summary["heads"] and summary["steps"] == 4
+
+
+def _run_with_closed_stdout(*args):
+    import os
+    import subprocess
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written: every write fails with EPIPE
+    try:
+        return subprocess.run([sys.executable, "-c", "from seqcore_cli.main import main; main()", *map(str, args)],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+
+
+def test_a_closed_stdout_ends_quietly_like_sigpipe(tmp_path):
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "summary.json").write_text(json.dumps({"accuracy_matrix": [[0.5, 0.5], [0.4, 0.6]]}))
+    for args in (["report", tmp_path / "rep", "--no-plot"], ["tasks"]):  # inside and outside user_errors
+        result = _run_with_closed_stdout(*args)
+        assert (result.returncode, result.stderr) == (common.BROKEN_PIPE_STATUS, ""), args

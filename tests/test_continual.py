@@ -390,3 +390,13 @@ def test_every_learner_keeps_float32_parameters_float32():
         kw = {"learner_kwargs": {"chunk_size": 64}} if name == "hypernet" else {}
         _, params = run_continual(config(name, **{**tiny, **kw}), quiet=True)
         assert {str(v.dtype) for v in tree_leaves(params)} == {"float32"}, name
+
+
+def test_train_commands_point_a_continual_run_to_the_continual_command(tmp_path):
+    from seqcore_cli.main import main
+    out = tmp_path / "cl"
+    run_continual(config("naive", steps=5, eval_every=5, experiences=2), str(out), quiet=True)
+    for args in (["resume", str(out)], ["eval", str(out)]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code != 0 and result.output.strip().count("\n") == 0, result.output
+        assert f"a continual run; continue it with `seqcore continual --resume --out {out}`" in result.output

@@ -168,3 +168,89 @@ def test_numpy_array_backends_are_active_during_training():
     train(TrainConfig(**{**SMALL, "backend": "numba", "steps": 3}), None, quiet=True, hooks=hook)
     assert hook.seen == {"numba"}          # the run's primitives dispatch to numba
     assert backends.current() == before    # and the default is restored afterwards
+
+
+# -- QA fixes: resuming past an early stop, max_level, task seed, warmup, run directory errors -----
+
+def _metrics_steps(path):
+    return [r["step"] for r in RunDir(path).read_metrics()]
+
+
+def test_resume_with_more_steps_trains_past_a_reached_target(tmp_path):
+    # accuracy >= 0.01 holds at the first evaluation: the run stops at step 10
+    cfg = TrainConfig(**{**SMALL, "schedule": "constant", "target_accuracy": 0.01})
+    s, _ = train(cfg, tmp_path / "run", quiet=True)
+    assert (s["status"], s["steps"]) == ("target-reached", 10)
+    with pytest.raises(ValueError, match=r"already finished \(target-reached at step 10\).*larger `steps`"):
+        resume(tmp_path / "run", quiet=True)
+    s, _ = resume(tmp_path / "run", quiet=True, steps=30)
+    assert (s["status"], s["steps"]) == ("completed", 30)  # not stopped again by the target
+    assert _metrics_steps(tmp_path / "run") == [10, 20, 30]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["target_accuracy"] is None
+    # oracle: the same run without a target (constant schedule: the budget does not change the lr)
+    train(TrainConfig(**{**SMALL, "schedule": "constant", "steps": 30}), tmp_path / "whole", quiet=True)
+    whole, _ = _params(tmp_path / "whole" / "checkpoint.npz")
+    resumed, meta = _params(tmp_path / "run" / "checkpoint.npz")
+    assert meta["step"] == 30
+    for k in whole:
+        np.testing.assert_array_equal(resumed[k], whole[k], err_msg=k)
+
+
+def test_resume_with_more_steps_trains_past_a_finished_curriculum(tmp_path):
+    # threshold 0.01: N 2 -> 3 at step 10, finished (max_n = 3) at step 20
+    cfg = TrainConfig(**{**SMALL, "curriculum": "multi-head", "curriculum_kwargs": {"threshold": 0.01, "max_n": 3}})
+    s, _ = train(cfg, tmp_path / "run", quiet=True)
+    assert (s["status"], s["steps"], s["level"]) == ("curriculum-finished", 20, 3)
+    with pytest.raises(ValueError, match="already finished"):
+        resume(tmp_path / "run", quiet=True)
+    s, _ = resume(tmp_path / "run", quiet=True, steps=40)
+    assert (s["status"], s["steps"], s["level"], s["max_level"]) == ("completed", 40, 3, 3)
+    assert _metrics_steps(tmp_path / "run") == [10, 20, 30, 40]
+
+
+@pytest.mark.parametrize("curriculum, n, steps, level, max_level", [
+    ("multi-head", 2, 10, 3, 3),   # advances at its only (final) evaluation: 2 -> 3
+    ("single-head", 2, 20, 4, 4),  # 2 -> 3 -> 4, the last advance at the final evaluation
+    ("anti", 4, 20, 2, 4),         # moves down 4 -> 3 -> 2: the largest N is where it started
+])
+def test_max_level_includes_an_advance_at_the_final_evaluation(curriculum, n, steps, level, max_level):
+    cfg = TrainConfig(**{**SMALL, "task_kwargs": {"n": n}, "steps": steps, "curriculum": curriculum,
+                         "curriculum_kwargs": {"threshold": 0.01}})
+    s, _ = train(cfg, None, quiet=True)
+    assert (s["level"], s["max_level"]) == (level, max_level)
+
+
+@pytest.mark.parametrize("kwargs", [{"seed": 3}, {"n": 2, "seed": 0}])
+def test_task_seed_comes_from_the_run_seed(kwargs):
+    with pytest.raises(ValueError, match=r"task_kwargs: got seed=\d.*`seed` field \(--seed"):
+        TrainConfig(**{**SMALL, "task_kwargs": kwargs})
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "warmup-cosine", "wsd", "linear", "rex"])
+def test_every_schedule_warms_up_linearly_from_zero(schedule):
+    from seqcore.train import build_schedule
+    lr = build_schedule(TrainConfig(**{**SMALL, "lr": 0.1, "steps": 20, "warmup": 4, "schedule": schedule}))
+    assert [lr(t) for t in (0, 1, 2, 4)] == pytest.approx([0.0, 0.025, 0.05, 0.1])
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    # after a 4-step warmup the decay runs over the remaining 16 steps: p = (t - 4) / 16
+    ("linear", {5: 0.1 * (1 - 1 / 16), 12: 0.05, 19: 0.1 / 16}),
+    ("rex", {5: 0.1 * (15 / 16) / (1 - 1 / 32), 12: 0.1 * 0.5 / 0.75, 19: 0.1 * (1 / 16) / (1 - 15 / 32)}),
+])
+def test_linear_and_rex_decay_over_the_steps_after_the_warmup(schedule, expected):
+    from seqcore import schedules
+    from seqcore.train import build_schedule
+    cfg = TrainConfig(**{**SMALL, "lr": 0.1, "steps": 20, "warmup": 4, "schedule": schedule})
+    lr = build_schedule(cfg)
+    assert {t: lr(t) for t in expected} == pytest.approx(expected)
+    # without a warmup: the plain schedule over the whole budget
+    plain = build_schedule(TrainConfig(**{**SMALL, "lr": 0.1, "steps": 20, "schedule": schedule}))
+    reference = schedules.linear_decay(0.1, 20) if schedule == "linear" else schedules.rex(0.1, 20)
+    assert [plain(t) for t in range(21)] == [reference(t) for t in range(21)]
+
+
+def test_unwritable_run_directory_names_out(tmp_path):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match=r"out: got '.*afile/sub'.*\(--out\)"):
+        train(TrainConfig(**{**SMALL, "steps": 2}), tmp_path / "afile" / "sub", quiet=True)

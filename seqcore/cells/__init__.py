@@ -39,4 +39,7 @@ def make(name: str, input_size: int, hidden_size: int, **kwargs) -> Cell:
             raise
         from dataclasses import fields
         allowed = [f.name for f in fields(cls) if f.name not in ("input_size", "hidden_size")]
-        raise TypeError(f"kwargs: got {sorted(kwargs)}, expected a subset of {allowed} for cell {name!r}") from None
+        unknown = sorted(set(kwargs) - set(allowed))
+        expected = f"some of {allowed}" if allowed else "none (this cell has no fields to set)"
+        raise TypeError(f"cell_kwargs: got {unknown}, unknown keys for the {name!r} cell; "
+                        f"expected {expected}") from None
