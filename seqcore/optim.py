@@ -77,6 +77,19 @@ def identity() -> GradientTransformation:
     return GradientTransformation(lambda params: {}, lambda grads, state, params=None: (grads, state))
 
 
+def _check_grads(grads, params) -> None:
+    """Every gradient leaf sits at a parameter's path with that parameter's shape (None leaves allowed).
+
+    A mismatch would otherwise broadcast silently into the optimizer's moments."""
+    want = {path: np.shape(v) for path, v in tree_paths(params)}
+    for path, g in tree_paths(grads):
+        if path not in want:
+            raise ValueError(f"grads: got a leaf at {path!r}, expected the paths of params ({sorted(want)[:6]}...)")
+        if np.shape(g) != want[path]:
+            raise ValueError(f"grads[{path!r}]: got shape {tuple(np.shape(g))}, expected {tuple(want[path])} "
+                             "like the parameter")
+
+
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Apply ``transforms`` one after the other; the state is the tuple of their states."""
     for i, t in enumerate(transforms):
@@ -90,6 +103,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         if not isinstance(state, tuple) or len(state) != len(transforms):
             raise ValueError(f"state: got {type(state).__name__} of length {len(state) if isinstance(state, tuple) else '?'},"
                              f" expected a tuple of {len(transforms)} states from chain(...).init")
+        if params is not None:
+            _check_grads(grads, params)
         new_state = []
         for t, s in zip(transforms, state):
             grads, s = t.update(grads, s, params)

@@ -309,3 +309,16 @@ def test_bad_types_and_missing_params():
     bad = optim.sgd(lambda step: -0.5)
     with pytest.raises(ValueError, match="learning_rate"):
         bad.update(p, bad.init(p), p)
+
+
+@pytest.mark.parametrize("make", [lambda: optim.sgd(0.1, momentum=0.9), lambda: optim.adam(1e-3),
+                                  lambda: optim.rmsprop(1e-2), lambda: optim.adagrad(1e-2)])
+def test_gradients_of_the_wrong_shape_or_path_are_named(make):
+    opt = make()
+    params = {"w": np.ones((3, 2)), "b": np.zeros(2)}
+    state = opt.init(params)
+    # a (1,)-shaped gradient would otherwise broadcast silently into the moments
+    with pytest.raises(ValueError, match=r"grads\['w'\]: got shape \(1,\), expected \(3, 2\)"):
+        opt.update({"w": np.ones(1), "b": np.zeros(2)}, state, params)
+    with pytest.raises(ValueError, match="grads: got a leaf at 'c'"):
+        opt.update({"w": np.ones((3, 2)), "c": np.zeros(2)}, state, params)
