@@ -93,7 +93,7 @@ def info() -> list[dict]:
 def _default_from_env() -> str:
     env = os.environ.get("SEQCORE_BACKEND", "numpy").strip() or "numpy"
     if env not in _REGISTRY:
-        raise ValueError(f"SEQCORE_BACKEND: unknown backend {env!r}; expected one of {names()}")
+        raise ValueError(f"$SEQCORE_BACKEND: got {env!r}, expected one of {names()}")
     return env
 
 
