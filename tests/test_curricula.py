@@ -252,3 +252,5 @@ def test_unknown_curriculum_argument_names_it_and_the_allowed_ones():
     import seqcore.tasks as tasks
     with pytest.raises(ValueError, match=r"got 'foo' for the 'sliding' curriculum, expected some of \['start_n', 'window'"):
         tasks.make_curriculum("sliding", tasks.make("nparity", n=2), foo=1)
+    with pytest.raises(ValueError, match=r"got 'threshold' for the 'fixed' curriculum, expected none"):
+        tasks.make_curriculum("fixed", tasks.make("nparity", n=2), threshold=0.5)

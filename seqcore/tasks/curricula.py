@@ -360,6 +360,7 @@ def make_curriculum(name: str, task: Task, **kwargs: Any) -> Curriculum:
             import inspect
             bad = str(e).rsplit("argument", 1)[-1].strip()
             allowed = [p for p in inspect.signature(_CURRICULA[name]).parameters if p != "task"]
+            expected = f"some of {allowed}" if allowed else "none (it has no fields to set)"
             raise ValueError(f"curriculum_kwargs: got {bad} for the {name!r} curriculum, "
-                             f"expected some of {allowed}") from None
+                             f"expected {expected}") from None
         raise
