@@ -168,27 +168,32 @@ def _lstm_forward(xi, c0, h0, WT, bias, states, acts, hprev, hbuf, cbuf, zbuf, u
 
 
 @kernel()
-def _lstm_backward(states, acts, c0, W, dstates, dxi, dc, dh, dzbuf):
-    """BPTT; dc, dh (B, H) enter as 0 and leave as the gradient of (c0, h0)."""
+def _lstm_backward(states, acts, c0, WT, dstates, dxi, dc, dhT, dzT):
+    """BPTT; dc (B, H) and dhT (H, B) enter as 0 and leave as the gradients of c0 and h0ᵀ.
+
+    The per-step product runs transposed, dhᵀ = W_hhᵀ · dzᵀ ((H, 4H) × (4H, B)), because
+    OpenBLAS runs that shape 1.1–1.6× faster than dz · W_hh ((B, 4H) × (4H, H)) at small B
+    (``benchmarks/lstm_backward_gemm.py``).
+    """
     B, T, H2 = states.shape
     H = H2 // 2
     one = states.dtype.type(1.0)
     for t in range(T - 1, -1, -1):
         for i in range(B):
-            a, d_s, dx, dz = acts[i, t], dstates[i, t], dxi[i, t], dzbuf[i]
+            a, d_s, dx = acts[i, t], dstates[i, t], dxi[i, t]
             for j in range(H):
                 ig, fg, gg, og, tc = a[j], a[H + j], a[2 * H + j], a[3 * H + j], a[4 * H + j]
                 cp = c0[i, j] if t == 0 else states[i, t - 1, 2 * j]
-                dnh = dh[i, j] + d_s[2 * j + 1]
+                dnh = dhT[j, i] + d_s[2 * j + 1]
                 dc2 = (dc[i, j] + d_s[2 * j]) + dnh * og * (one - tc * tc)
-                dz[j] = dc2 * gg * ig * (one - ig)
-                dz[H + j] = dc2 * cp * fg * (one - fg)
-                dz[2 * H + j] = dc2 * ig * (one - gg * gg)
-                dz[3 * H + j] = dnh * tc * og * (one - og)
+                dx[j] = dc2 * gg * ig * (one - ig)
+                dx[H + j] = dc2 * cp * fg * (one - fg)
+                dx[2 * H + j] = dc2 * ig * (one - gg * gg)
+                dx[3 * H + j] = dnh * tc * og * (one - og)
                 dc[i, j] = dc2 * fg
             for j in range(4 * H):
-                dx[j] = dz[j]
-        np.dot(dzbuf, W, dh)
+                dzT[j, i] = dx[j]
+        np.dot(WT, dzT, dhT)
 
 
 def lstm_fwd(xi, state0, W, b, cell):
@@ -211,9 +216,9 @@ def lstm_bwd(res, dstates, cell):
     B, T, H2 = states.shape
     H = H2 // 2
     dxi = np.empty((B, T, 4 * H), states.dtype)
-    dc, dh = np.zeros((B, H), states.dtype), np.zeros((B, H), states.dtype)
-    _lstm_backward(states, acts, c0, contiguous(W), dstates, dxi, dc, dh, np.empty((B, 4 * H), states.dtype))
-    dstate0 = np.stack([dc, dh], axis=-1).reshape(B, H2)
+    dc, dhT = np.zeros((B, H), states.dtype), np.zeros((H, B), states.dtype)
+    _lstm_backward(states, acts, c0, contiguous(W.T), dstates, dxi, dc, dhT, np.empty((4 * H, B), states.dtype))
+    dstate0 = np.stack([dc, dhT.T], axis=-1).reshape(B, H2)
     dW, db = _weight_grad(dxi, hprev)
     return dxi, dstate0, dW, db
 
@@ -261,8 +266,12 @@ def _gru_forward(xi, h0, WT, bias, states, acts, hbuf, zbuf, u, q, kbits):
 
 
 @kernel()
-def _gru_backward(states, acts, h0, W, dstates, dxi, dgh, dh, dbuf, mbuf):
-    """BPTT; dgh (B, T, 3H) = gradient of h W^T + b_hh per step; dh (B, H) enters as 0, leaves as dh0."""
+def _gru_backward(states, acts, h0, WT, dstates, dxi, dgh, dh, dbufT, mbufT):
+    """BPTT; dgh (B, T, 3H) = gradient of h W^T + b_hh per step; dh (B, H) enters as 0, leaves as dh0.
+
+    The per-step product runs transposed, (W_hhᵀ · dbufᵀ) with WT (H, 3H) and dbufT (3H, B), as
+    in the LSTM's backward: the faster BLAS shape at small B.
+    """
     B, T, H = states.shape
     one = states.dtype.type(1.0)
     for t in range(T - 1, -1, -1):
@@ -276,14 +285,14 @@ def _gru_backward(states, acts, h0, W, dstates, dxi, dgh, dh, dbuf, mbuf):
                 dkz = d * (hp - n) * z * (one - z)
                 dkr = dkn * ghn * r * (one - r)
                 dx[j], dx[H + j], dx[2 * H + j] = dkr, dkz, dkn
-                dbuf[i, j], dbuf[i, H + j], dbuf[i, 2 * H + j] = dkr, dkz, dkn * r
+                dg[j], dg[H + j], dg[2 * H + j] = dkr, dkz, dkn * r
                 dh[i, j] = d * z  # the direct path; the matrix path is added below
             for j in range(3 * H):
-                dg[j] = dbuf[i, j]
-        np.dot(dbuf, W, mbuf)
+                dbufT[j, i] = dg[j]
+        np.dot(WT, dbufT, mbufT)
         for i in range(B):
             for j in range(H):
-                dh[i, j] = dh[i, j] + mbuf[i, j]
+                dh[i, j] = dh[i, j] + mbufT[j, i]
 
 
 def gru_fwd(xi, h0, W, b, cell):
@@ -303,8 +312,8 @@ def gru_bwd(res, dstates, cell):
     B, T, H = states.shape
     dxi, dgh = np.empty((B, T, 3 * H), states.dtype), np.empty((B, T, 3 * H), states.dtype)
     dh = np.zeros((B, H), states.dtype)
-    _gru_backward(states, acts, h0, contiguous(W), dstates, dxi, dgh, dh, np.empty((B, 3 * H), states.dtype),
-                  np.empty((B, H), states.dtype))
+    _gru_backward(states, acts, h0, contiguous(W.T), dstates, dxi, dgh, dh, np.empty((3 * H, B), states.dtype),
+                  np.empty((H, B), states.dtype))
     dW, db = _weight_grad(dgh, _previous(states, h0))
     return dxi, dh, dW, db
 
