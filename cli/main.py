@@ -253,6 +253,8 @@ def train(task_args, curriculum_args, cell_args, data_dir, config_file, out, ove
     if RunDir(out).checkpoint.exists() and not overwrite:
         raise click.ClickException(f"{out} already holds a run: continue it with `seqcore resume {out}`, "
                                    "or pass --overwrite, or choose another --out")
+    with user_errors():
+        RunDir(out).ensure_writable()
     if not quiet:
         click.echo(f"seqcore train: {cfg.task} ({cfg.curriculum} curriculum), {cfg.cell} x{cfg.layers} "
                    f"hidden {cfg.hidden}, {cfg.optimizer} lr {cfg.lr:g}, {cfg.steps} steps, "

@@ -6,6 +6,7 @@ Every file is written atomically (a temporary file in the same directory, then
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -140,11 +141,23 @@ class RunDir:
         if self.checkpoint.exists() and not overwrite:
             raise ValueError(f"out: {self.path} already holds a run; use `seqcore resume {self.path}` "
                              "or choose another --out")
-        try:
+        with self._writable():
             self.path.mkdir(parents=True, exist_ok=True)
             write_json(self.config, config)
             if self.metrics.exists():
                 self.metrics.unlink()
+
+    def ensure_writable(self) -> None:
+        """Create the directory now (a command checks ``--out`` before it prints or trains anything)."""
+        with self._writable():
+            self.path.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.path, os.W_OK):
+                raise PermissionError(13, "Permission denied", str(self.path))
+
+    @contextlib.contextmanager
+    def _writable(self):
+        try:
+            yield
         except OSError as exc:  # a file in the way, no permission, a read-only or virtual file system
             raise ValueError(f"out: got {str(self.path)!r}, where no run directory can be written "
                              f"({exc.strerror or exc}); expected a path where a directory can be created "

@@ -448,6 +448,10 @@ def test_unwritable_out_names_the_option(tmp_path, command):
     assert_one_line_error(result)
     assert f"out: got '{tmp_path / 'afile' / 'sub'}', where no run directory can be written" in result.stderr
     assert "(--out)" in result.stderr
+    if command == "train":  # without --quiet: refused before the header line is printed
+        loud = invoke(command, *args, "--out", tmp_path / "afile" / "sub")
+        assert_one_line_error(loud)
+        assert loud.stdout == ""
 
 
 def test_unknown_seqcore_backend_names_the_environment_variable(tmp_path, monkeypatch):
