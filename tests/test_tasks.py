@@ -72,6 +72,7 @@ def test_config_round_trips_through_json(name):
     ("selective-copy", dict(length=10, seq_len=5), ValueError),
     ("mqar", dict(num_pairs=20, num_keys=16), ValueError),
     ("mqar", dict(num_queries=9, num_pairs=8), ValueError),
+    ("mqar", dict(gap=-1), ValueError),
     ("set-disjointness", dict(vocab_size=7, set_size=4), ValueError),
     ("passkey", dict(length=3, key_length=4), ValueError),
     ("flip-flop", dict(p_write=0.0), ValueError),
@@ -216,19 +217,23 @@ def test_adding_labels():
         assert b.y[i, 19, 0] == pytest.approx(float(b.x[i, marked[0], 0]) + float(b.x[i, marked[1], 0]))
 
 
-def test_mqar_labels():
-    task, b = sample("mqar", num_keys=10, num_values=7, num_pairs=6, num_queries=4)
+@pytest.mark.parametrize("gap", [0, 5])
+def test_mqar_labels(gap):
+    task, b = sample("mqar", num_keys=10, num_values=7, num_pairs=6, num_queries=4, gap=gap)
+    assert task.input_size == 17 + (gap > 0) and b.x.shape[1] == 12 + gap + 4
     tok = tokens_of(b)
+    q0 = 12 + gap  # the first query step
     for i in range(len(tok)):
         table = {}
         for j in range(6):
             k, v = int(tok[i, 2 * j]), int(tok[i, 2 * j + 1])
             assert k < 10 <= v < 17 and k not in table
             table[k] = v - 10
-        queries = [int(t) for t in tok[i, 12:]]
+        assert all(int(t) == 17 for t in tok[i, 12:q0])  # fillers
+        queries = [int(t) for t in tok[i, q0:]]
         assert len(set(queries)) == 4 and all(q in table for q in queries)
-        assert [int(b.y[i, 12 + q]) for q in range(4)] == [table[q] for q in queries]
-        assert b.mask[i, :12].sum() == 0 and b.mask[i, 12:].sum() == 4
+        assert [int(b.y[i, q0 + q]) for q in range(4)] == [table[q] for q in queries]
+        assert b.mask[i, :q0].sum() == 0 and b.mask[i, q0:].sum() == 4
 
 
 def test_set_disjointness_labels():

@@ -109,18 +109,23 @@ class SelectiveCopyTask(Task):
 
 @dataclasses.dataclass(frozen=True)
 class MQARTask(Task):
-    """Multi-query associative recall: ``num_pairs`` key-value pairs, then
-    ``num_queries`` distinct keys from them; each query step must output its value.
+    """Multi-query associative recall: ``num_pairs`` key-value pairs, ``gap`` filler
+    steps, then ``num_queries`` distinct keys from them; each query step must output
+    its value.
 
     Tokens: keys 0..num_keys-1, values num_keys..num_keys+num_values-1 (keys are
-    distinct within a sequence). Layout: k1 v1 k2 v2 … then the queries;
-    T = 2·num_pairs + num_queries. Labels are value indices 0..num_values-1.
+    distinct within a sequence), and with ``gap`` > 0 one filler token
+    num_keys+num_values. Layout: k1 v1 k2 v2 …, the fillers, then the queries;
+    T = 2·num_pairs + gap + num_queries. Labels are value indices 0..num_values-1.
+    The gap makes the pairs be held in the state over a distance, not only recalled
+    right after they were seen.
     """
 
     num_keys: int = 16
     num_values: int = 16
     num_pairs: int = 8
     num_queries: int = 8
+    gap: int = 0
     seed: int = 0
     name = "mqar"
 
@@ -129,26 +134,28 @@ class MQARTask(Task):
         check_int("num_values", self.num_values, minimum=2)
         check_int("num_pairs", self.num_pairs, minimum=1, maximum=self.num_keys, bound="num_keys")
         check_int("num_queries", self.num_queries, minimum=1, maximum=self.num_pairs, bound="num_pairs")
+        check_int("gap", self.gap, minimum=0)
 
     @property
     def input_size(self) -> int:
-        return self.num_keys + self.num_values
+        return self.num_keys + self.num_values + (1 if self.gap else 0)
 
     @property
     def heads(self) -> tuple[Head, ...]:
         return (Head("value", self.num_values, "per_step"),)
 
     def _sample(self, rng, batch_size):
-        P, Q, K = self.num_pairs, self.num_queries, self.num_keys
+        P, Q, K, G = self.num_pairs, self.num_queries, self.num_keys, self.gap
         keys = np.argsort(rng.random((batch_size, K)), axis=1)[:, :P]
         values = rng.integers(0, self.num_values, size=(batch_size, P))
         asked = np.argsort(rng.random((batch_size, P)), axis=1)[:, :Q]  # which pairs
         rows = np.arange(batch_size)[:, None]
-        tokens = np.empty((batch_size, 2 * P + Q), dtype=np.int64)
+        tokens = np.empty((batch_size, 2 * P + G + Q), dtype=np.int64)
         tokens[:, 0:2 * P:2] = keys
         tokens[:, 1:2 * P:2] = K + values
-        tokens[:, 2 * P:] = keys[rows, asked]
-        steps = np.broadcast_to(2 * P + np.arange(Q), (batch_size, Q))
+        tokens[:, 2 * P:2 * P + G] = K + self.num_values  # the filler token
+        tokens[:, 2 * P + G:] = keys[rows, asked]
+        steps = np.broadcast_to(2 * P + G + np.arange(Q), (batch_size, Q))
         return _answer_batch(tokens, values[rows, asked], steps, self.input_size)
 
 
