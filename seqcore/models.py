@@ -27,14 +27,18 @@ class HeadSpec(NamedTuple):
     name: str
     output_size: int
     loss: str
+    tolerance: float | None = None  # regression: |prediction − target| below it counts as correct
 
 
 def _as_head(h) -> HeadSpec:
     if isinstance(h, (tuple, list)) and not hasattr(h, "name"):
         h = HeadSpec(*h)
-    spec = HeadSpec(h.name, int(h.output_size), h.loss)
+    spec = HeadSpec(h.name, int(h.output_size), h.loss, getattr(h, "tolerance", None))
     check_choice("heads[].loss", spec.loss, LOSS_KINDS)
     check_positive_int("heads[].output_size", spec.output_size)
+    if spec.tolerance is not None and (spec.loss != "regression" or not spec.tolerance > 0):
+        raise ValueError(f"heads[].tolerance: got {spec.tolerance!r} for a {spec.loss!r} head, "
+                         "expected None, or a positive number for a regression head")
     return spec
 
 
@@ -183,7 +187,8 @@ class SequenceModel:
         return float(value), grads
 
     def evaluate(self, params: dict, batch, mode: str = "sequential", heads=None) -> dict:
-        """Per-head ``{"loss": float, "accuracy": float}`` (accuracy only for classification heads)."""
+        """Per-head ``{"loss": float, "accuracy": float}`` (accuracy for classification heads, and for
+        regression heads with a ``tolerance``: the fraction of marked steps within it)."""
         active = self._active(heads)
         x, y, mask = batch
         outs = self.outputs(params, x, mask, mode, heads=[h.name for h in active])
@@ -196,6 +201,8 @@ class SequenceModel:
                 r["accuracy"] = nn.accuracy(outs[h.name], t)
             elif h.loss == "per_step":
                 r["accuracy"] = nn.accuracy(outs[h.name], t, mask)
+            elif h.tolerance is not None:
+                r["accuracy"] = nn.tolerance_accuracy(outs[h.name], t, h.tolerance, mask)
             res[h.name] = r
         return res
 

@@ -15,7 +15,7 @@ from .backends.numpy import losses as _losses
 from .autodiff import stop_gradient
 from .validate import check_array, check_positive_int, check_shape, dtype_kind, is_array
 
-__all__ = ["Linear", "Embedding", "cross_entropy", "mse", "accuracy", "tanh", "sigmoid", "relu",
+__all__ = ["Linear", "Embedding", "cross_entropy", "mse", "accuracy", "tolerance_accuracy", "tanh", "sigmoid", "relu",
            "leaky_relu", "softplus"]
 
 tanh, sigmoid, relu, leaky_relu, softplus = ops.tanh, ops.sigmoid, ops.relu, ops.leaky_relu, ops.softplus
@@ -106,6 +106,22 @@ def mse(pred, target, mask=None):
     check_array("target", target)
     check_shape("target", stop_gradient(target), tuple(pred.shape), "(the shape of pred)")
     return _losses.mse(pred, target, _check_mask(mask, tuple(pred.shape[:-1])))
+
+
+def tolerance_accuracy(pred, target, tolerance: float, mask=None) -> float:
+    """Fraction of masked positions where every feature of ``pred`` is within ``tolerance`` of
+    ``target`` (``pred, target: (..., F)``, ``mask: (...)``); a plain number, not differentiable."""
+    from . import backends
+    pred = stop_gradient(pred)
+    be = backends.get(backends.backend_of(pred))
+    if not (isinstance(tolerance, (int, float)) and tolerance > 0):
+        raise ValueError(f"tolerance: got {tolerance!r}, expected a positive number")
+    p, t = np.asarray(be.to_numpy(pred), np.float64), np.asarray(be.to_numpy(stop_gradient(target)), np.float64)
+    if p.shape != t.shape:
+        raise ValueError(f"target: got shape {t.shape}, expected {p.shape} (the shape of pred)")
+    ok = (np.abs(p - t) < tolerance).all(axis=-1)
+    w = np.ones(ok.shape) if mask is None else be.to_numpy(stop_gradient(mask)).astype(float)
+    return float((ok * w).sum() / max(w.sum(), 1e-12))
 
 
 def accuracy(logits, labels, mask=None) -> float:

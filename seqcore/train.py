@@ -246,13 +246,13 @@ class Trainer:
 def _potential_heads(task, curriculum) -> tuple:
     """Every head the curriculum may ever use (so the parameter tree never changes shape)."""
     if not hasattr(curriculum, "n"):
-        return tuple(HeadSpec(h.name, h.output_size, h.loss) for h in curriculum.heads())
+        return tuple(HeadSpec(h.name, h.output_size, h.loss, h.tolerance) for h in curriculum.heads())
     lo = min(curriculum.min_n, curriculum.start_n)
     hi = curriculum.max_n if curriculum.max_n is not None else curriculum.start_n
     heads = []
     for n in range(lo, hi + 1):
         h = dataclasses.replace(task, n=n, n_max=None).heads[0]
-        heads.append(HeadSpec(h.name, h.output_size, h.loss))
+        heads.append(HeadSpec(h.name, h.output_size, h.loss, h.tolerance))
     return tuple(heads)
 
 

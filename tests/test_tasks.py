@@ -217,6 +217,32 @@ def test_adding_labels():
         assert b.y[i, 19, 0] == pytest.approx(float(b.x[i, marked[0], 0]) + float(b.x[i, marked[1], 0]))
 
 
+def test_adding_accuracy_counts_answers_within_the_tolerance():
+    from seqcore import nn
+    from seqcore.models import SequenceModel
+    task, b = sample("adding", length=12, batch_size=400)
+    (head,) = task.heads
+    assert head.tolerance == 0.04
+    model = SequenceModel("gru", task.input_size, 8, task.heads)
+    params = model.init(np.random.default_rng(0))
+    # a read-out that answers the median sum everywhere: some answers fall within the tolerance
+    params["heads"]["sum"]["weight"][:] = 0.0
+    params["heads"]["sum"]["bias"][:] = np.median(b.y[:, -1, 0])
+    pred = np.asarray(model.outputs(params, b.x, b.mask)["sum"])[:, -1, 0]  # the last (marked) step
+    want = np.mean(np.abs(pred - b.y[:, -1, 0]) < 0.04)
+    assert 0.02 < want < 0.5
+    assert model.evaluate(params, b)["sum"]["accuracy"] == pytest.approx(want, abs=1e-12)
+    # the metric itself on hand-made values: per position, every feature must be within the tolerance
+    p = np.array([[[0.0, 1.0], [0.5, 0.5]], [[0.2, 0.2], [0.0, 0.0]]])
+    t = np.array([[[0.03, 1.0], [0.5, 0.6]], [[0.2, 0.25], [0.0, 0.0]]])
+    assert nn.tolerance_accuracy(p, t, 0.04) == 0.5
+    assert nn.tolerance_accuracy(p, t, 0.04, mask=np.array([[1, 0], [0, 1]])) == 1.0
+    with pytest.raises(ValueError, match="tolerance: got 0"):
+        nn.tolerance_accuracy(p, t, 0)
+    with pytest.raises(ValueError, match="tolerance: got 0.1 for a 'last' head"):
+        tasks.Head("y", 2, "last", tolerance=0.1)
+
+
 @pytest.mark.parametrize("gap", [0, 5])
 def test_mqar_labels(gap):
     task, b = sample("mqar", num_keys=10, num_values=7, num_pairs=6, num_queries=4, gap=gap)

@@ -45,17 +45,27 @@ class Batch(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class Head:
     """One output head: its name, number of outputs (classes, or values for
-    regression) and loss kind: "last", "per_step" or "regression"."""
+    regression) and loss kind: "last", "per_step" or "regression".
+
+    ``tolerance`` (regression only): a prediction counts as correct when every output is
+    within it of the target, which gives the head an accuracy (e.g. 0.04 for the adding
+    problem)."""
 
     name: str
     output_size: int
     loss: str
+    tolerance: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"name: got {self.name!r}, expected a non-empty string")
         check_int("output_size", self.output_size, minimum=1)
         check_choice("loss", self.loss, LOSSES)
+        if self.tolerance is not None:
+            if self.loss != "regression":
+                raise ValueError(f"tolerance: got {self.tolerance!r} for a {self.loss!r} head, "
+                                 "expected None (only regression heads take a tolerance)")
+            check_float("tolerance", self.tolerance, minimum=0.0, open_min=True)
 
 
 # ---------------------------------------------------------------- argument checks

@@ -12,6 +12,9 @@ from .base import Batch, Head, Task, check_float, check_int, one_hot
 __all__ = ["AddingTask", "SetDisjointnessTask", "FlipFlopTask"]
 
 
+ADDING_TOLERANCE = 0.04
+
+
 @dataclasses.dataclass(frozen=True)
 class AddingTask(Task):
     """Adding problem: two channels, values uniform in [0, 1) and a marker that
@@ -37,7 +40,8 @@ class AddingTask(Task):
 
     @property
     def heads(self) -> tuple[Head, ...]:
-        return (Head("sum", 1, "regression"),)
+        # the usual criterion: an answer within 0.04 of the sum counts as correct
+        return (Head("sum", 1, "regression", tolerance=ADDING_TOLERANCE),)
 
     def _sample(self, rng, batch_size):
         T, half = self.length, self.length // 2
