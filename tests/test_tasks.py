@@ -523,3 +523,17 @@ def test_mnist1d_without_its_package_names_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mnist1d" else real(name, *a))
     with pytest.raises(ModuleNotFoundError, match="pip install mnist1d"):
         tasks.make("mnist1d")
+
+
+def test_lorenz96_normalize_standardises_with_the_attractor_statistics():
+    kw = dict(dim=8, length=50, burn_in=20)
+    raw = tasks.make("lorenz96", **kw).sample(np.random.default_rng(3), 16)
+    task = tasks.make("lorenz96", normalize=True, **kw)
+    mean, std = task.attractor_stats()
+    assert 1.5 < mean < 3.5 and 2.5 < std < 4.5  # F = 8: about 2.3 and 3.6
+    got = task.sample(np.random.default_rng(3), 16)  # the same trajectories, standardised
+    np.testing.assert_allclose(got.x, (raw.x.astype(np.float64) - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.y, (raw.y.astype(np.float64) - mean) / std, rtol=1e-5, atol=1e-5)
+    assert abs(float(got.x.mean())) < 0.3 and 0.7 < float(got.x.std()) < 1.3
+    with pytest.raises(TypeError, match="normalize: got 'yes'"):
+        tasks.make("lorenz96", normalize="yes")

@@ -6,6 +6,7 @@ with fourth-order Runge-Kutta.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -28,6 +29,20 @@ def lorenz96_rk4_step(x: np.ndarray, forcing: float, dt: float) -> np.ndarray:
     return x + (dt / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
+@functools.lru_cache(maxsize=32)
+def _attractor_stats(dim: int, forcing: float, dt: float, substeps: int) -> tuple[float, float]:
+    # 16 trajectories, 200 observations of burn-in, then 2000 observations pooled; fixed seed
+    state = forcing + np.random.default_rng(96).standard_normal((16, dim))
+    seen = []
+    for t in range(2200):
+        for _ in range(substeps):
+            state = lorenz96_rk4_step(state, forcing, dt)
+        if t >= 200:
+            seen.append(state)
+    seen = np.asarray(seen)
+    return float(seen.mean()), float(seen.std())
+
+
 @dataclasses.dataclass(frozen=True)
 class Lorenz96Task(Task):
     """Lorenz-96 next-state prediction.
@@ -37,6 +52,9 @@ class Lorenz96Task(Task):
     states s_0..s_T, one every ``substeps`` RK4 steps of size ``dt``.
     x = s_0..s_{T-1} and y = s_1..s_T, both (B, T, dim) float32 (raw values:
     mean ≈ 2.3, std ≈ 3.6 for F = 8); every step is marked; one regression head.
+    With ``normalize`` both are standardised, ``(s − μ)/σ``, with the attractor's mean and
+    standard deviation (:meth:`attractor_stats`, from one long reference trajectory that
+    depends only on ``dim``, ``forcing``, ``dt`` and ``substeps``).
 
     Generalised teacher forcing (``alpha`` in [0, 1]): the task gives true states;
     a loop running step by step feeds ``mix(x[:, t], prediction of x[:, t])``,
@@ -51,6 +69,7 @@ class Lorenz96Task(Task):
     length: int = 100
     burn_in: int = 100
     alpha: float = 1.0
+    normalize: bool = False
     seed: int = 0
     name = "lorenz96"
     input_kind = "real"
@@ -63,6 +82,12 @@ class Lorenz96Task(Task):
         check_int("length", self.length, minimum=1)
         check_int("burn_in", self.burn_in, minimum=0)
         check_float("alpha", self.alpha, minimum=0.0, maximum=1.0)
+        if not isinstance(self.normalize, (bool, np.bool_)):
+            raise TypeError(f"normalize: got {self.normalize!r}, expected True or False")
+
+    def attractor_stats(self) -> tuple[float, float]:
+        """``(mean, std)`` of the state on the attractor (all coordinates pooled)."""
+        return _attractor_stats(self.dim, float(self.forcing), float(self.dt), self.substeps)
 
     @property
     def input_size(self) -> int:
@@ -93,6 +118,9 @@ class Lorenz96Task(Task):
         for t in range(1, self.length + 1):
             state = self._observe(state)
             states[:, t] = state
+        if self.normalize:
+            mean, std = self.attractor_stats()
+            states = (states - mean) / std
         states = states.astype(np.float32)
         mask = np.ones((batch_size, self.length), dtype=np.float32)
         return Batch(states[:, :-1], states[:, 1:], mask)
