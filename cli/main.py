@@ -225,11 +225,6 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     return cfg, out
 
 
-def _quiet_overflow():
-    # a diverging run floods stderr with NumPy overflow warnings; the NaN guard reports it once
-    return np.errstate(over="ignore", invalid="ignore")
-
-
 @main.command()
 @_train_options
 @click.option("--task-arg", "task_args", type=KeyValue(), multiple=True,
@@ -259,7 +254,7 @@ def train(task_args, curriculum_args, cell_args, data_dir, config_file, out, ove
         click.echo(f"seqcore train: {cfg.task} ({cfg.curriculum} curriculum), {cfg.cell} x{cfg.layers} "
                    f"hidden {cfg.hidden}, {cfg.optimizer} lr {cfg.lr:g}, {cfg.steps} steps, "
                    f"{cfg.backend} backend -> {out}")
-    with user_errors(), _quiet_overflow():
+    with user_errors():
         summary, _ = train_run(cfg, out, quiet=quiet, log=None if quiet else click.echo, overwrite=overwrite)
     _finish(summary, out)
 
@@ -313,7 +308,7 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
         past = f"; continuing past its earlier stop ({previous})" if steps is not None and \
             previous in ("curriculum-finished", "target-reached") else ""
         click.echo(f"seqcore resume: {run_dir} from step {done} to {total} ({cfg.backend} backend{past})")
-    with user_errors(), _quiet_overflow():
+    with user_errors():
         summary, _ = resume_run(run_dir, steps=steps, quiet=quiet, log=None if quiet else click.echo)
     _finish(summary, run_dir)
 

@@ -51,8 +51,7 @@ import numpy as np
 from . import backends, learners, metrics, optim
 from .learners.base import ExperienceData
 from .learners.classifiers import MLPClassifier, RNNClassifier
-from .runs import (JsonConfig, RunDir, atomic_write, load_checkpoint, params_from_arrays, params_to_arrays, read_json,
-                   save_checkpoint, write_json)
+from .runs import JsonConfig, RunDir, atomic_write, load_checkpoint, read_json, save_checkpoint, write_json
 from .train import Trainer, TrainingDiverged, progress_bar
 from .tree import tree_map
 from .validate import check_choice, check_positive_int
@@ -364,8 +363,7 @@ class _Run:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self, path, t0: float) -> None:
-        arrays = params_to_arrays(self.trainer.params, to_numpy=self.be.to_numpy)
-        arrays.update(optim.state_to_arrays(self.trainer.opt_state))
+        arrays = self.trainer.state_arrays()
         learner_arrays, learner_meta = self.learner.state_dict()
         arrays.update(learner_arrays)
         arrays["R"], arrays["baseline"] = self.R, self.baseline
@@ -377,9 +375,7 @@ class _Run:
 
     def load(self, path) -> None:
         arrays, meta = load_checkpoint(path)
-        self.trainer.params = params_from_arrays(self.trainer.params, arrays, asarray=self.be.asarray)
-        self.trainer.opt_state = optim.state_from_arrays(self.trainer.opt_state, arrays)
-        self.trainer.step_count = int(meta["step"])
+        self.trainer.load_state_arrays(arrays, meta["step"])
         self.learner.load_state_dict(arrays, meta["learner"])
         self.R, self.baseline = np.array(arrays["R"]), np.array(arrays["baseline"])
         self.experience, self.step_in_experience = int(meta["experience"]), int(meta["step_in_experience"])
@@ -416,8 +412,8 @@ def _nan_to_none(rows):
 
 def _loop(run: _Run, *args, **kwargs) -> dict:
     # NumPy-array backends (numba) are chosen by the current default. A diverging run floods stderr
-    # with NumPy overflow warnings; the trainer's NaN guard reports it once (status "diverged"), and
-    # `seqcore train` silences them the same way
+    # with NumPy overflow warnings; the trainer's NaN guard reports it once (status "diverged"), as
+    # in seqcore.train's loop
     with backends.use(run.cfg.backend), np.errstate(over="ignore", invalid="ignore"):
         return _loop_on_backend(run, *args, **kwargs)
 

@@ -202,6 +202,18 @@ class Trainer:
         self.hooks = hooks or Hooks()
         self.step_count = 0
 
+    def state_arrays(self) -> dict:
+        """Parameters and optimizer state as NumPy arrays for a checkpoint (the step goes in its meta)."""
+        arrays = params_to_arrays(self.params, to_numpy=self.backend.to_numpy)
+        arrays.update(optim.state_to_arrays(self.opt_state))
+        return arrays
+
+    def load_state_arrays(self, arrays: dict, step: int) -> None:
+        """Inverse of :meth:`state_arrays`, with the step count saved beside them."""
+        self.params = params_from_arrays(self.params, arrays, asarray=self.backend.asarray)
+        self.opt_state = optim.state_from_arrays(self.opt_state, arrays)
+        self.step_count = int(step)
+
     def to_backend(self, batch):
         """Move a NumPy batch ``(x, y, mask)`` to the trainer's backend (float parts in the params' dtype)."""
         x, y, mask = batch
@@ -316,8 +328,7 @@ class Run:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self, path) -> None:
-        arrays = params_to_arrays(self.trainer.params, to_numpy=self.be.to_numpy)
-        arrays.update(optim.state_to_arrays(self.trainer.opt_state))
+        arrays = self.trainer.state_arrays()
         cur = self.curriculum.state_dict()
         cur_arrays = {f"curriculum/{k}": np.asarray(v) for k, v in cur.items() if isinstance(v, np.ndarray)}
         arrays.update(cur_arrays)
@@ -328,9 +339,7 @@ class Run:
 
     def load(self, path) -> None:
         arrays, meta = load_checkpoint(path)
-        self.trainer.params = params_from_arrays(self.trainer.params, arrays, asarray=self.be.asarray)
-        self.trainer.opt_state = optim.state_from_arrays(self.trainer.opt_state, arrays)
-        self.trainer.step_count = int(meta["step"])
+        self.trainer.load_state_arrays(arrays, meta["step"])
         self.rng.bit_generator.state = meta["rng"]
         cur = dict(meta["curriculum"])
         cur.update({k[len("curriculum/"):]: v for k, v in arrays.items() if k.startswith("curriculum/")})
@@ -350,7 +359,9 @@ def progress_bar(total: int, initial: int, quiet: bool):
 
 
 def _run_loop(run: Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None) -> dict:
-    with backends.use(run.cfg.backend):  # NumPy-array backends (numba) are chosen by the current default
+    # NumPy-array backends (numba) are chosen by the current default. A diverging run would flood
+    # stderr with NumPy overflow warnings; the trainer's NaN guard reports it once (status "diverged")
+    with backends.use(run.cfg.backend), np.errstate(over="ignore", invalid="ignore"):
         return _run_loop_on_backend(run, rd, quiet, log)
 
 

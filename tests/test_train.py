@@ -254,3 +254,13 @@ def test_unwritable_run_directory_names_out(tmp_path):
     (tmp_path / "afile").write_text("")
     with pytest.raises(ValueError, match=r"out: got '.*afile/sub'.*\(--out\)"):
         train(TrainConfig(**{**SMALL, "steps": 2}), tmp_path / "afile" / "sub", quiet=True)
+
+
+def test_a_diverging_run_ends_diverged_without_numpy_warnings(tmp_path):
+    import warnings
+    cfg = TrainConfig(**{**SMALL, "cell": "elman", "cell_kwargs": {"nonlinearity": "relu"}, "optimizer": "sgd",
+                         "lr": 1e12, "clip": None, "schedule": "constant"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow warning would escape as an exception
+        summary, _ = train(cfg, tmp_path / "run", quiet=True)
+    assert summary["status"] == "diverged"
