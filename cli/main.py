@@ -245,11 +245,10 @@ def train(task_args, curriculum_args, cell_args, data_dir, config_file, out, ove
     """Train a model and write a run directory (config, metrics, summary, checkpoint)."""
     cfg, file_out = build_config(config_file, options, task_args, curriculum_args, cell_args, data_dir)
     out = out or file_out or os.path.join("runs", f"{cfg.task}-{cfg.curriculum}-{cfg.cell}")
-    if RunDir(out).checkpoint.exists() and not overwrite:
-        raise click.ClickException(f"{out} already holds a run: continue it with `seqcore resume {out}`, "
-                                   "or pass --overwrite, or choose another --out")
-    with user_errors():
-        RunDir(out).ensure_writable()
+    with user_errors():  # before the header line: an unusable --out prints nothing else
+        rd = RunDir(out)
+        rd.refuse_existing(overwrite)
+        rd.ensure_writable()
     if not quiet:
         click.echo(f"seqcore train: {cfg.task} ({cfg.curriculum} curriculum), {cfg.cell} x{cfg.layers} "
                    f"hidden {cfg.hidden}, {cfg.optimizer} lr {cfg.lr:g}, {cfg.steps} steps, "

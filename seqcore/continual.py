@@ -320,10 +320,16 @@ class _Run:
             return exp
         return self._cache[j]
 
+    def head_block(self, j: int) -> slice:
+        """The logits of experience j's head (all of them without heads)."""
+        if self.head_size is None:
+            return slice(0, None)
+        start = self.stream.heads[j] * self.head_size
+        return slice(start, start + self.head_size)
+
     def global_labels(self, j: int, y: np.ndarray) -> np.ndarray:
         """Labels of experience j as the model's outputs index them (offset by its head's block)."""
-        y = np.asarray(y).astype(np.int64)
-        return y if self.head_size is None else y + self.stream.heads[j] * self.head_size
+        return np.asarray(y).astype(np.int64) + self.head_block(j).start
 
     def as_float(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=self.dtype)
@@ -343,12 +349,11 @@ class _Run:
     def accuracy(self, j: int, chunk: int = 1000) -> float:
         x, y = self.eval_sets[j]
         params = self.trainer.params
-        block = slice(None) if self.head_size is None else slice(self.stream.heads[j] * self.head_size,
-                                                                   (self.stream.heads[j] + 1) * self.head_size)
+        block = self.head_block(j)
         correct = 0
         for s in range(0, len(y), chunk):
             logits = self.learner.predict(params, self.be.asarray(self.as_float(x[s:s + chunk])), j)
-            guess = np.asarray(self.be.to_numpy(logits))[:, block].argmax(-1) + (block.start or 0)
+            guess = np.asarray(self.be.to_numpy(logits))[:, block].argmax(-1) + block.start
             correct += int((guess == y[s:s + chunk]).sum())
         return correct / len(y)
 
@@ -487,16 +492,14 @@ def run_continual(config: ContinualConfig, out: str | None = None, *, quiet: boo
     """
     if not isinstance(config, ContinualConfig):
         raise TypeError(f"config: got {type(config).__name__}, expected a ContinualConfig")
-    if out is not None and RunDir(out).checkpoint.exists() and not overwrite:
-        # checked before RunDir.create, whose hint (`seqcore resume`) is for training runs;
-        # and before _Run, so the refusal does not wait for the data to load
-        raise ValueError(f"out: {out} already holds a run; continue it with `seqcore continual --resume --out {out}`, "
-                         "replace it with --overwrite, or choose another --out")
+    resume = f"seqcore continual --resume --out {out}"
+    if out is not None:  # before _Run, so the refusal does not wait for the data to load
+        RunDir(out).refuse_existing(overwrite, resume)
     run = _Run(config)
     rd = None
     if out is not None:
         rd = RunDir(out)
-        rd.create(config.to_dict(), overwrite=overwrite)
+        rd.create(config.to_dict(), overwrite=overwrite, resume=resume)
         run.save(rd.checkpoint, time.perf_counter())
     summary = _loop(run, rd, quiet, log, stop_at_step)
     return summary, run.trainer.params

@@ -137,10 +137,16 @@ class RunDir:
         self.summary = self.path / "summary.json"
         self.checkpoint = self.path / "checkpoint.npz"
 
-    def create(self, config: dict, overwrite: bool = False) -> None:
+    def refuse_existing(self, overwrite: bool = False, resume: str | None = None) -> None:
+        """Raise ValueError if a run (a checkpoint) is here and ``overwrite`` is false; the
+        message names ``resume``, the command that continues it (default ``seqcore resume DIR``)."""
         if self.checkpoint.exists() and not overwrite:
-            raise ValueError(f"out: {self.path} already holds a run; use `seqcore resume {self.path}` "
-                             "or choose another --out")
+            resume = resume or f"seqcore resume {self.path}"
+            raise ValueError(f"out: {self.path} already holds a run; continue it with `{resume}`, "
+                             "replace it with --overwrite, or choose another --out")
+
+    def create(self, config: dict, overwrite: bool = False, resume: str | None = None) -> None:
+        self.refuse_existing(overwrite, resume)
         with self._writable():
             self.path.mkdir(parents=True, exist_ok=True)
             write_json(self.config, config)
