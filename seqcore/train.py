@@ -120,8 +120,8 @@ def build_schedule(cfg: TrainConfig) -> Callable[[int], float]:
     """The learning rate of ``cfg`` at each step: ``cfg.schedule`` over ``cfg.steps``, after a linear
     warmup from 0 over ``cfg.warmup`` steps (the decaying schedules decay over the remaining steps)."""
     lr, T, w = cfg.lr, cfg.steps, cfg.warmup
-    if cfg.schedule == "constant":  # with a warmup: linear warmup, then flat
-        return schedules.constant(lr) if w == 0 else schedules.wsd(lr, T, warmup_steps=w, cooldown_steps=0)
+    if cfg.schedule == "constant":
+        return _after_warmup(schedules.constant(lr), lr, w)
     if cfg.schedule == "cosine":
         return schedules.warmup_cosine(lr, w, T) if w else schedules.cosine(lr, T)
     if cfg.schedule == "warmup-cosine":
