@@ -219,9 +219,11 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
         # the curriculum's own check names the problem (e.g. a task without N) before
         # seqcore.train would fail on it with an AttributeError
         task = tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs)
-        task.input_size  # reads a data set's files (cached for the run): a missing one is reported now
+        # reading input_size loads a data set's files (cached for the run): a missing one is reported now
+        input_size = task.input_size
         tasks.make_curriculum(cfg.curriculum, task, **cfg.curriculum_kwargs)
-        cells.make(cfg.cell, 1, 1, **cfg.cell_kwargs)
+        # the first layer's real sizes: fields such as DiagGRU's heads must divide them
+        cells.make(cfg.cell, input_size, cfg.hidden, **cfg.cell_kwargs)
     return cfg, out
 
 

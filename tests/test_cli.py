@@ -406,6 +406,8 @@ def test_resume_with_steps_continues_a_run_stopped_on_its_target(tmp_path):
     (["--data-dir", "somewhere"], None, "--data-dir: task 'nparity' reads no files, expected a task that does (image)"),
     (["--task", "image", "--data-dir", "no-such-dir"], None,
      "no-such-dir/train-images-idx3-ubyte[.gz]: file not found"),
+    (["--cell", "diaggru", "--cell-arg", "heads=3", "--task", "lorenz96", "--task-arg", "dim=8"], None,
+     "heads: got 3, expected a divisor of input_size=8"),  # checked against the real layer sizes
 ])
 def test_field_errors_name_the_option_before_anything_is_printed(tmp_path, args, config, message):
     extra = []
@@ -505,3 +507,13 @@ def test_a_closed_stdout_ends_quietly_like_sigpipe(tmp_path):
     for args in (["report", tmp_path / "rep", "--no-plot"], ["tasks"]):  # inside and outside user_errors
         result = _run_with_closed_stdout(*args)
         assert (result.returncode, result.stderr) == (common.BROKEN_PIPE_STATUS, ""), args
+
+
+def test_multi_head_cell_fields_are_checked_against_the_real_sizes(tmp_path):
+    # heads=2 divides the task's 8 inputs and the 8 hidden units: accepted, and trained
+    result = invoke("train", *TINY, "--cell", "diaggru", "--cell-arg", "heads=2", "--task", "lorenz96",
+                    "--task-arg", "dim=8", "--task-arg", "length=6", "--hidden", "8", "--steps", "4",
+                    "--quiet", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["cell_kwargs"] == {"heads": 2}
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 4
