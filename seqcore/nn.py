@@ -108,28 +108,32 @@ def mse(pred, target, mask=None):
     return _losses.mse(pred, target, _check_mask(mask, tuple(pred.shape[:-1])))
 
 
+def _as_numpy(*values):
+    """Plain NumPy copies of (possibly traced) arrays of one backend, for metrics."""
+    from . import backends
+    be = backends.get(backends.backend_of(stop_gradient(values[0])))
+    return [None if v is None else np.asarray(be.to_numpy(stop_gradient(v))) for v in values]
+
+
+def _masked_fraction(correct: np.ndarray, mask) -> float:
+    """Mean of ``correct`` over the positions weighted by ``mask`` (all positions when None)."""
+    w = np.ones(correct.shape) if mask is None else mask.astype(float)
+    return float((correct * w).sum() / max(w.sum(), 1e-12))
+
+
 def tolerance_accuracy(pred, target, tolerance: float, mask=None) -> float:
     """Fraction of masked positions where every feature of ``pred`` is within ``tolerance`` of
     ``target`` (``pred, target: (..., F)``, ``mask: (...)``); a plain number, not differentiable."""
-    from . import backends
-    pred = stop_gradient(pred)
-    be = backends.get(backends.backend_of(pred))
     if not (isinstance(tolerance, (int, float)) and tolerance > 0):
         raise ValueError(f"tolerance: got {tolerance!r}, expected a positive number")
-    p, t = np.asarray(be.to_numpy(pred), np.float64), np.asarray(be.to_numpy(stop_gradient(target)), np.float64)
+    p, t, m = _as_numpy(pred, target, mask)
     if p.shape != t.shape:
         raise ValueError(f"target: got shape {t.shape}, expected {p.shape} (the shape of pred)")
-    ok = (np.abs(p - t) < tolerance).all(axis=-1)
-    w = np.ones(ok.shape) if mask is None else be.to_numpy(stop_gradient(mask)).astype(float)
-    return float((ok * w).sum() / max(w.sum(), 1e-12))
+    ok = (np.abs(p.astype(np.float64) - t.astype(np.float64)) < tolerance).all(axis=-1)
+    return _masked_fraction(ok, m)
 
 
 def accuracy(logits, labels, mask=None) -> float:
     """Fraction of masked positions whose arg-max matches the label (a plain number, not differentiable)."""
-    from . import backends
-    logits = stop_gradient(logits)
-    be = backends.get(backends.backend_of(logits))
-    pred = be.to_numpy(logits).argmax(axis=-1)
-    lab = be.to_numpy(stop_gradient(labels))
-    w = np.ones(lab.shape) if mask is None else be.to_numpy(stop_gradient(mask)).astype(float)
-    return float(((pred == lab) * w).sum() / max(w.sum(), 1e-12))
+    z, lab, m = _as_numpy(logits, labels, mask)
+    return _masked_fraction(z.argmax(axis=-1) == lab, m)
