@@ -196,7 +196,10 @@ def _linear_fwd(xp, x, weight, bias=None):
     # one 2-D GEMM: NumPy's batched matmul over leading axes does not reach BLAS efficiently
     y = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(x.shape[:-1] + (weight.shape[0],))
     if bias is not None:
-        y = y + bias
+        if bias.dtype == y.dtype:  # in place into the fresh GEMM output: one (B·T, out) temporary less
+            y += bias
+        else:  # mixed dtypes promote, as the out-of-place sum does
+            y = y + bias
     return y, (x, weight, bias is not None)
 
 
