@@ -229,23 +229,26 @@ def lstm_bwd(res, dstates, cell):
 # -- GRU (gates r, z, n; torch.nn.GRU) ------------------------------------------------------------
 
 @kernel()
-def _gru_forward(xi, h0, WT, bias, states, acts, hbuf, zbuf, u, q, kbits):
-    """acts (B, T, 4H) = r, z, n, (W_hn h + b_hn) per step; hbuf (B, H); zbuf (B, 3H); u, q, kbits (2H,).
+def _gru_forward(xi, h0, W, bias, states, acts, hT, zT, z, u, q, kbits):
+    """acts (B, T, 4H) = r, z, n, (W_hn h + b_hn) per step; hT (H, B); zT (3H, B); z (3H,); u, q, kbits (2H,).
 
-    Per step: one GEMM, then row by row simple vectorized loops (as the LSTM forward).
+    Per step: one GEMM, transposed as in the LSTM forward (zᵀ = W_hh hᵀ), then row by row
+    simple vectorized loops.
     """
     B, T, H3 = xi.shape
     H = H3 // 3
     one, two = xi.dtype.type(1.0), xi.dtype.type(2.0)
     scale = kbits.view(xi.dtype)
     un, qn, kn, sn = u[:H], q[:H], kbits[:H], scale[:H]
-    hbuf[:, :] = h0
+    for i in range(B):
+        for j in range(H):
+            hT[j, i] = h0[i, j]
     for t in range(T):
-        np.dot(hbuf, WT, zbuf)
+        np.dot(W, hT, zT)
         for i in range(B):
-            z, x, a, hb, st = zbuf[i], xi[i, t], acts[i, t], hbuf[i], states[i, t]
+            x, a, st = xi[i, t], acts[i, t], states[i, t]
             for j in range(H3):
-                z[j] = z[j] + bias[j]  # h W^T + b_hh, as the reference groups it
+                z[j] = zT[j, i] + bias[j]  # h W^T + b_hh, as the reference groups it
             for j in range(2 * H):
                 z[j] = x[j] + z[j]
             for j in range(2 * H):
@@ -262,10 +265,10 @@ def _gru_forward(xi, h0, WT, bias, states, acts, hbuf, zbuf, u, q, kbits):
             expm1_parts(un, qn, kn)
             for j in range(H):
                 a[2 * H + j] = tanh_from_expm1(z[2 * H + j], expm1_from_parts(qn[j], sn[j], one), two)
-            for j in range(H):
-                hb[j] = (one - a[H + j]) * a[2 * H + j] + a[H + j] * hb[j]
-            for j in range(H):
-                st[j] = hb[j]
+            for j in range(H):  # this step's product has read hᵀ: column i can take the new h
+                hn = (one - a[H + j]) * a[2 * H + j] + a[H + j] * hT[j, i]
+                hT[j, i] = hn
+                st[j] = hn
 
 
 @kernel()
@@ -304,8 +307,8 @@ def gru_fwd(xi, h0, W, b, cell):
     B, T, H3 = xi.shape
     H = H3 // 3
     states, acts = np.empty((B, T, H), xi.dtype), np.empty((B, T, 4 * H), xi.dtype)
-    _gru_forward(xi, h0, contiguous(W.T), contiguous(b), states, acts,
-                 np.empty((B, H), xi.dtype), np.empty((B, H3), xi.dtype), *scratch(2 * H, xi.dtype))
+    _gru_forward(xi, h0, contiguous(W), contiguous(b), states, acts, np.empty((H, B), xi.dtype),
+                 np.empty((H3, B), xi.dtype), np.empty(H3, xi.dtype), *scratch(2 * H, xi.dtype))
     return states, (states, acts, h0, W)
 
 
