@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import seqcore  # noqa: E402
 from seqcore import backends  # noqa: E402
@@ -42,9 +43,8 @@ def cell_factories():
 
 
 def machine_info() -> str:
-    rows = [f"python {platform.python_version()} on {platform.platform()}",
-            f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores",
-            f"numpy {np.__version__}"]
+    from scan_bandwidth import machine_info as cpu_and_blas
+    rows = [f"{platform.platform()}; {cpu_and_blas()}"]
     for name in backends.names():
         try:
             rows.append(f"backend {name}: available ({getattr(backends.get(name), 'version', '?')})")
