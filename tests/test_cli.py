@@ -407,7 +407,12 @@ def test_resume_with_steps_continues_a_run_stopped_on_its_target(tmp_path):
     (["--task", "image", "--data-dir", "no-such-dir"], None,
      "no-such-dir/train-images-idx3-ubyte[.gz]: file not found"),
     (["--cell", "diaggru", "--cell-arg", "heads=3", "--task", "lorenz96", "--task-arg", "dim=8"], None,
-     "heads: got 3, expected a divisor of input_size=8"),  # checked against the real layer sizes
+     "--cell-arg heads: got 3, expected a divisor of input_size=8"),  # checked against the real layer sizes
+    (["--task-arg", "n=0"], None, "--task-arg n: got 0, expected >= 1"),
+    (["--curriculum", "single-head", "--curriculum-arg", "threshold=2"], None,
+     "--curriculum-arg threshold: got 2, expected <= 1.0"),
+    (["--cell", "leaky", "--cell-arg", "tau_init=0.5"], None, "--cell-arg tau_init: got 0.5, expected a finite"),
+    ([], {"task_kwargs": {"n": 0}}, "--task-arg n (or task_kwargs in {file}): got 0"),
 ])
 def test_field_errors_name_the_option_before_anything_is_printed(tmp_path, args, config, message):
     extra = []
