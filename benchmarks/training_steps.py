@@ -16,7 +16,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # as the CLI does: see
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 from seqcore import backends
@@ -43,8 +43,9 @@ def main(argv=None):
     names = args.backends or backends.available()
     if "numpy" not in names:
         names = ["numpy", *names]
-    print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
-          f"python {platform.python_version()}")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from scan_bandwidth import machine_info
+    print(f"machine: {machine_info()}")
     print(f"N-parity N={args.n}, batch {args.batch}, hidden {args.hidden}, {args.steps} steps (evaluation once)\n")
     print(f"{'cell':10s} " + " ".join(f"{b + ' steps/s':>16s}" for b in names) + "   ratios vs numpy")
     for cell in args.cells:
