@@ -77,8 +77,22 @@ def identity() -> GradientTransformation:
     return GradientTransformation(lambda params: {}, lambda grads, state, params=None: (grads, state))
 
 
+def _check_no_none(grads, path: str = "") -> None:
+    """A ``None`` gradient would fail deep inside a moment update (``None - float``): name it here."""
+    if grads is None:
+        raise ValueError(f"grads[{path!r}]: got None, expected an array shaped like the parameter "
+                         "(to freeze a parameter, leave it out of the params the optimizer updates, "
+                         "or pass a zero gradient under plain SGD)")
+    if isinstance(grads, dict):
+        for k, v in grads.items():
+            _check_no_none(v, f"{path}/{k}" if path else str(k))
+    elif isinstance(grads, (list, tuple)):
+        for i, v in enumerate(grads):
+            _check_no_none(v, f"{path}/{i}" if path else str(i))
+
+
 def _check_grads(grads, params) -> None:
-    """Every gradient leaf sits at a parameter's path with that parameter's shape (None leaves allowed).
+    """Every gradient leaf sits at a parameter's path with that parameter's shape.
 
     A mismatch would otherwise broadcast silently into the optimizer's moments."""
     want = {path: np.shape(v) for path, v in tree_paths(params)}
@@ -103,6 +117,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         if not isinstance(state, tuple) or len(state) != len(transforms):
             raise ValueError(f"state: got {type(state).__name__} of length {len(state) if isinstance(state, tuple) else '?'},"
                              f" expected a tuple of {len(transforms)} states from chain(...).init")
+        _check_no_none(grads)
         if params is not None:
             _check_grads(grads, params)
         new_state = []

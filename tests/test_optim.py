@@ -322,3 +322,8 @@ def test_gradients_of_the_wrong_shape_or_path_are_named(make):
         opt.update({"w": np.ones(1), "b": np.zeros(2)}, state, params)
     with pytest.raises(ValueError, match="grads: got a leaf at 'c'"):
         opt.update({"w": np.ones((3, 2)), "c": np.zeros(2)}, state, params)
+    # a None gradient would otherwise fail as "None - float" deep inside a moment update
+    with pytest.raises(ValueError, match=r"grads\['b'\]: got None, expected an array"):
+        opt.update({"w": np.ones((3, 2)), "b": None}, state, params)
+    with pytest.raises(ValueError, match=r"grads\['b'\]: got None"):
+        opt.update({"w": np.ones((3, 2)), "b": None}, state)  # without params too
