@@ -11,14 +11,22 @@ The ratio is reference time / numba time (target ≥ 10×).
 The reference runs one vectorized NumPy step per time step, so its cost is T × (Python
 overhead + B·D work): the ratio is largest for long sequences of small states and shrinks
 as B·D grows (a wide step is already memory-bound in NumPy).
+
+BLAS runs single-threaded unless the environment says otherwise, as under the ``seqcore``
+command: OpenBLAS threads left spinning after a NumPy product take the cores from numba's
+parallel kernels (measured: the dense ``block_scan`` 4× slower, the LSTM 1.7× slower on 2 cores).
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
-import numpy as np
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # as the CLI does: see cli/__init__.py
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 
 def scan_cases(rng, dtype, B, T, D):
@@ -70,7 +78,8 @@ def main(argv=None):
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
     print(f"machine: {machine_info()}")
-    print(f"numba {numba.__version__}, threads {numba.get_num_threads()}; dtype {dtype}\n")
+    print(f"numba {numba.__version__}, threads {numba.get_num_threads()}, BLAS threads "
+          f"{os.environ['OPENBLAS_NUM_THREADS']}; dtype {dtype}\n")
     print(f"{'primitive (shape)':42s} {'numpy ms':>9s} {'numba ms':>9s} {'ratio':>7s}")
     ratios = []
     for label, name, prim_args, static in list(scan_cases(rng, dtype, *args.scan_shape)) + list(cell_cases(rng, dtype, *args.cell_shape)):
