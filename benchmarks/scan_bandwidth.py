@@ -17,37 +17,7 @@ import time
 
 import numpy as np
 
-
-def blas_kernels() -> str:
-    """The core type each loaded OpenBLAS picked (``OPENBLAS_CORETYPE`` pins it), e.g. ``Haswell``.
-
-    OpenBLAS builds with ``DYNAMIC_ARCH`` choose their GEMM kernels at load time; a pin to
-    an older core (AVX2 ``Haswell`` on an AVX-512 machine) halves matrix-product speed,
-    while PyTorch's MKL/oneDNN ignore it — so every comparison prints what was in force.
-    """
-    import ctypes
-
-    found = {}
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {ln.split()[-1] for ln in f if "openblas" in ln.split()[-1].lower() and ".so" in ln}
-    except OSError:
-        return "unknown (no /proc/self/maps)"
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for sym in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_",
-                    "openblas_get_corename"):
-            fn = getattr(lib, sym, None)
-            if fn is not None:
-                fn.restype = ctypes.c_char_p
-                found[os.path.basename(path)] = fn().decode()
-                break
-    pin = os.environ.get("OPENBLAS_CORETYPE")
-    cores = ", ".join(f"{k}: {v}" for k, v in found.items()) or "no OpenBLAS loaded"
-    return f"{cores}; OPENBLAS_CORETYPE={pin!r}" if pin is not None else f"{cores}; OPENBLAS_CORETYPE unset"
+from seqcore.backends import blas
 
 
 def machine_info() -> str:
@@ -60,7 +30,7 @@ def machine_info() -> str:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{cpu}; {os.cpu_count()} logical CPUs; load average {load:.1f}; Python {platform.python_version()}; "
-            f"NumPy {np.__version__}\nBLAS kernels: {blas_kernels()}")
+            f"NumPy {np.__version__}\nBLAS kernels: {blas.describe()}")
 
 
 def best_of(fns: dict, repeats: int) -> dict:

@@ -72,6 +72,9 @@ def list_backends() -> None:
     for r in rows:
         note = r["reason"] or ("default for `seqcore train`" if r["name"] == default else "")
         click.echo(f"{r['name']:<8} {'yes' if r['available'] else 'no':<10} {r['version'] or '-':<14} {note}")
+    from seqcore.backends import blas
+    # matrix-product speed of the numpy and numba backends: an OPENBLAS_CORETYPE pin can halve it
+    click.echo(f"\nOpenBLAS kernels: {blas.describe()}")
     if bad_env is not None:
         raise bad_env
 
