@@ -16,6 +16,7 @@ import numpy as np
 from . import backends, nn, ops
 from .autodiff import stop_gradient, vjp
 from .cells.stack import stack
+from .masks import last_step_index
 from .validate import check_choice, check_positive_int
 
 __all__ = ["HeadSpec", "SequenceModel", "MLP"]
@@ -40,14 +41,6 @@ def _as_head(h) -> HeadSpec:
         raise ValueError(f"heads[].tolerance: got {spec.tolerance!r} for a {spec.loss!r} head, "
                          "expected None, or a positive number for a regression head")
     return spec
-
-
-def last_step_index(mask) -> np.ndarray:
-    """``(B, T)`` mask → index of each row's last marked step ``(B,)``."""
-    m = np.asarray(mask) > 0
-    if not m.any(axis=1).all():
-        raise ValueError("mask: a row has no marked step, expected at least one for a last-step head")
-    return (m.shape[1] - 1 - np.argmax(m[:, ::-1], axis=1)).astype(np.int64)
 
 
 def _to_backend(x, like):

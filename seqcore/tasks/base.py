@@ -25,6 +25,8 @@ from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from ..masks import last_step_index
+
 __all__ = [
     "Batch", "Head", "Task", "DatasetTask", "LOSSES",
     "last_step_index", "head_targets", "take", "concat",
@@ -117,22 +119,6 @@ def check_rng(rng: Any) -> np.random.Generator:
 
 
 # ---------------------------------------------------------------- batch helpers
-
-def last_step_index(mask: np.ndarray) -> np.ndarray:
-    """Index of the last marked step of each row of ``mask`` (B, T) -> (B,) int64.
-
-    For a last-step task this is the step whose output is classified.
-    Rows without any marked step raise ValueError.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"mask: got shape {mask.shape}, expected (B, T)")
-    marked = mask > 0
-    if mask.shape[1] == 0 or not marked.any(axis=1).all():
-        raise ValueError("mask: a row has no marked step")
-    T = mask.shape[1]
-    return (T - 1 - np.argmax(marked[:, ::-1], axis=1)).astype(np.int64)
-
 
 def head_targets(y: np.ndarray, heads: Sequence[Head]) -> tuple[np.ndarray, ...]:
     """Split labels ``y`` into one array per head (see the module doc for shapes)."""
