@@ -77,26 +77,20 @@ def identity() -> GradientTransformation:
     return GradientTransformation(lambda params: {}, lambda grads, state, params=None: (grads, state))
 
 
-def _check_no_none(grads, path: str = "") -> None:
-    """A ``None`` gradient would fail deep inside a moment update (``None - float``): name it here."""
-    if grads is None:
-        raise ValueError(f"grads[{path!r}]: got None, expected an array shaped like the parameter "
-                         "(to freeze a parameter, leave it out of the params the optimizer updates, "
-                         "or pass a zero gradient under plain SGD)")
-    if isinstance(grads, dict):
-        for k, v in grads.items():
-            _check_no_none(v, f"{path}/{k}" if path else str(k))
-    elif isinstance(grads, (list, tuple)):
-        for i, v in enumerate(grads):
-            _check_no_none(v, f"{path}/{i}" if path else str(i))
+def _check_grads(grads, params=None) -> None:
+    """No gradient leaf is ``None``; with ``params``, every leaf sits at a parameter's path with
+    that parameter's shape.
 
-
-def _check_grads(grads, params) -> None:
-    """Every gradient leaf sits at a parameter's path with that parameter's shape.
-
-    A mismatch would otherwise broadcast silently into the optimizer's moments."""
-    want = {path: np.shape(v) for path, v in tree_paths(params)}
-    for path, g in tree_paths(grads):
+    A ``None`` would fail deep inside a moment update (``None - float``), and a shape mismatch
+    would broadcast silently into the optimizer's moments: both are named here."""
+    want = None if params is None else {path: np.shape(v) for path, v in tree_paths(params)}
+    for path, g in tree_paths(grads, keep_none=True):
+        if g is None:
+            raise ValueError(f"grads[{path!r}]: got None, expected an array shaped like the parameter "
+                             "(to freeze a parameter, leave it out of the params the optimizer updates, "
+                             "or pass a zero gradient under plain SGD)")
+        if want is None:
+            continue
         if path not in want:
             raise ValueError(f"grads: got a leaf at {path!r}, expected the paths of params ({sorted(want)[:6]}...)")
         if np.shape(g) != want[path]:
@@ -117,9 +111,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         if not isinstance(state, tuple) or len(state) != len(transforms):
             raise ValueError(f"state: got {type(state).__name__} of length {len(state) if isinstance(state, tuple) else '?'},"
                              f" expected a tuple of {len(transforms)} states from chain(...).init")
-        _check_no_none(grads)
-        if params is not None:
-            _check_grads(grads, params)
+        _check_grads(grads, params)
         new_state = []
         for t, s in zip(transforms, state):
             grads, s = t.update(grads, s, params)

@@ -80,15 +80,17 @@ def tree_leaves(tree: Any) -> list:
     return tree_flatten(tree)[0]
 
 
-def tree_paths(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """``[(path, leaf)]`` with paths like ``"cells/0/weight_hh"`` (used for checkpoints)."""
+def tree_paths(tree: Any, prefix: str = "", keep_none: bool = False) -> list[tuple[str, Any]]:
+    """``[(path, leaf)]`` with paths like ``"cells/0/weight_hh"`` (used for checkpoints).
+
+    ``None`` marks an empty subtree and is skipped, unless ``keep_none`` lists it as a leaf."""
     out: list[tuple[str, Any]] = []
     if isinstance(tree, dict):
         for k, v in tree.items():
-            out += tree_paths(v, f"{prefix}{k}/")
+            out += tree_paths(v, f"{prefix}{k}/", keep_none)
     elif isinstance(tree, (list, tuple)):
         for i, v in enumerate(tree):
-            out += tree_paths(v, f"{prefix}{i}/")
-    elif tree is not None:
+            out += tree_paths(v, f"{prefix}{i}/", keep_none)
+    elif tree is not None or keep_none:
         out.append((prefix[:-1], tree))
     return out
