@@ -220,25 +220,26 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     with user_errors(options):
         cfg = TrainConfig.from_dict(merged)
     # a field's own check says "n: got -3, ...": name the option that set it
-    with user_errors({**options, **_field_options("task", cfg.task, cfg.task_kwargs, in_file)}):
+    with user_errors(_field_options(options, "task", cfg.task, cfg.task_kwargs, in_file)):
         task = tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs)
         # reading input_size loads a data set's files (cached for the run): a missing one is reported now
         input_size = task.input_size
     # the curriculum's own check names the problem (e.g. a task without N) before
     # seqcore.train would fail on it with an AttributeError
-    with user_errors({**options, **_field_options("curriculum", cfg.curriculum, cfg.curriculum_kwargs, in_file)}):
+    with user_errors(_field_options(options, "curriculum", cfg.curriculum, cfg.curriculum_kwargs, in_file)):
         tasks.make_curriculum(cfg.curriculum, task, **cfg.curriculum_kwargs)
     # the first layer's real sizes: fields such as DiagGRU's heads must divide them
-    with user_errors({**options, **_field_options("cell", cfg.cell, cfg.cell_kwargs, in_file)}):
+    with user_errors(_field_options(options, "cell", cfg.cell, cfg.cell_kwargs, in_file)):
         cells.make(cfg.cell, input_size, cfg.hidden, **cfg.cell_kwargs)
     return cfg, out
 
 
-def _field_options(kind: str, name: str, kwargs: dict, in_file: str) -> dict:
-    """``user_errors`` names for the fields given to a task, curriculum or cell: ``n`` is shown as
-    ``--task-arg n``, and the component's own name (unknown fields) as ``--task-arg (nparity)``."""
+def _field_options(options: dict, kind: str, name: str, kwargs: dict, in_file: str) -> dict:
+    """``options`` plus ``user_errors`` names for the fields given to a task, curriculum or cell:
+    ``n`` is shown as ``--task-arg n``, the component's own name (unknown fields) as
+    ``--task-arg (nparity)``."""
     where = in_file.format(f"{kind}_kwargs")
-    names = {key: f"--{kind}-arg {key}{where}" for key in kwargs}
+    names = {**options, **{key: f"--{kind}-arg {key}{where}" for key in kwargs}}
     names.setdefault(name, f"--{kind}-arg ({name}){where}")
     return names
 
