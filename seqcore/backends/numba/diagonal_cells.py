@@ -9,7 +9,7 @@ import numpy as np
 from numba import prange
 
 from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, scratch,
-                  sigmoid_from_exp, split_columns, tanh_from_expm1)
+                  sigmoid_from_exp, split_columns, tanh_from_expm1, task_block)
 
 __all__ = ["diaggru_fwd", "diaggru_bwd", "cifg_fwd", "cifg_bwd"]
 
@@ -29,8 +29,7 @@ def _diaggru_forward(xi, h0, a, blk, states, acts, hbuf, u, q, kbits):
     one, two = xi.dtype.type(1.0), xi.dtype.type(2.0)
     nblk = (H + blk - 1) // blk
     for task in prange(B * nblk):
-        i, j0 = task // nblk, (task % nblk) * blk
-        j1 = min(H, j0 + blk)
+        i, j0, j1 = task_block(task, nblk, blk, H)
         w = j1 - j0
         hb, uu, qq, kk = hbuf[task, :w], u[task, :2 * w], q[task, :2 * w], kbits[task, :2 * w]
         u1, q1, k1 = u[task, :w], q[task, :w], kbits[task, :w]
@@ -69,8 +68,7 @@ def _diaggru_backward(states, acts, h0, a, dstates, blk, dxi, da_part, dh0):
     one = states.dtype.type(1.0)
     nblk = (H + blk - 1) // blk
     for task in prange(B * nblk):
-        i, j0 = task // nblk, (task % nblk) * blk
-        j1 = min(H, j0 + blk)
+        i, j0, j1 = task_block(task, nblk, blk, H)
         w = j1 - j0
         ar, az, an = a[j0:j1], a[H + j0:H + j1], a[2 * H + j0:2 * H + j1]
         dh, sr, sz, sn = np.zeros(w, a.dtype), np.zeros(w, a.dtype), np.zeros(w, a.dtype), np.zeros(w, a.dtype)
@@ -130,8 +128,7 @@ def _cifg_forward(xi, c0, h0, a, peep, blk, states, acts, cbuf, hbuf, u, q, kbit
     one, two = xi.dtype.type(1.0), xi.dtype.type(2.0)
     nblk = (H + blk - 1) // blk
     for task in prange(B * nblk):
-        i, j0 = task // nblk, (task % nblk) * blk
-        j1 = min(H, j0 + blk)
+        i, j0, j1 = task_block(task, nblk, blk, H)
         w = j1 - j0
         cb, hb, uu, qq, kk = cbuf[task, :w], hbuf[task, :w], u[task, :2 * w], q[task, :2 * w], kbits[task, :2 * w]
         sc = kbits[task].view(xi.dtype)
@@ -173,8 +170,7 @@ def _cifg_backward(states, acts, c0, h0, a, peep, dstates, blk, dxi, dpart, dsta
     one = states.dtype.type(1.0)
     nblk = (H + blk - 1) // blk
     for task in prange(B * nblk):
-        i, j0 = task // nblk, (task % nblk) * blk
-        j1 = min(H, j0 + blk)
+        i, j0, j1 = task_block(task, nblk, blk, H)
         w = j1 - j0
         af, ag, ao = a[j0:j1], a[H + j0:H + j1], a[2 * H + j0:2 * H + j1]
         pf, po = peep[j0:j1], peep[H + j0:H + j1]

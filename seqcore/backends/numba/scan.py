@@ -24,7 +24,7 @@ from numba import prange
 
 from ..numpy import scan as _ref
 from .ops import (as_dtype, contiguous, exp_from_parts, expm1_parts, kernel, log1p_unit, num_threads, split_columns,
-                  supported_dtype)
+                  supported_dtype, task_block)
 
 __all__ = ["PRIMITIVES", "chunk_length"]
 
@@ -222,8 +222,7 @@ def _block_forward(A, b, h0, reverse, blk, h):
     zero = b.dtype.type(0.0)
     nblk = (G + blk - 1) // blk
     for task in prange(B * nblk):
-        i, g0 = task // nblk, (task % nblk) * blk
-        g1 = min(G, g0 + blk)
+        i, g0, g1 = task_block(task, nblk, blk, G)
         t = T - 1 if reverse else 0
         for g in range(g0, g1):  # the first step from h0
             for r in range(k):
@@ -261,8 +260,7 @@ def _block_backward(A, h, h0, dh, reverse, blk, dA, db, dh0):
     zero = dh.dtype.type(0.0)
     nblk = (G + blk - 1) // blk
     for task in prange(B * nblk):
-        i, g0 = task // nblk, (task % nblk) * blk
-        g1 = min(G, g0 + blk)
+        i, g0, g1 = task_block(task, nblk, blk, G)
         t = 0
         for j in range(T - 1, -1, -1):
             tn = t
@@ -356,8 +354,7 @@ def _log_forward(la, lb, y0, reverse, blk, coef, y, u, q, kbits):
     one, two = la.dtype.type(1.0), la.dtype.type(2.0)
     ln2, sqrt2 = la.dtype.type(0.6931471805599453), la.dtype.type(1.4142135623730951)
     for task in prange(B * nblk):
-        i, d0 = task // nblk, (task % nblk) * blk
-        d1 = min(D, d0 + blk)
+        i, d0, d1 = task_block(task, nblk, blk, D)
         w = d1 - d0
         x, mx = np.empty(w, la.dtype), np.empty(w, la.dtype)
         uu, qq, kk = u[task, :w], q[task, :w], kbits[task, :w]
@@ -389,8 +386,7 @@ def _log_backward(la, lb, y, y0, dy, reverse, blk, dla, dlb, dy0, u, q, kbits):
     nblk = (D + blk - 1) // blk
     zero, one = la.dtype.type(0.0), la.dtype.type(1.0)
     for task in prange(B * nblk):
-        i, d0 = task // nblk, (task % nblk) * blk
-        d1 = min(D, d0 + blk)
+        i, d0, d1 = task_block(task, nblk, blk, D)
         w = d1 - d0
         carry, num = np.zeros(w, la.dtype), np.empty(w, la.dtype)
         uu, qq, kk = u[task, :2 * w], q[task, :2 * w], kbits[task, :2 * w]
