@@ -1,0 +1,207 @@
+"""The permuted Fashion-MNIST reproductions of the README, as run directories and tables.
+
+Runs every (table, learner, seed) of the protocol below that has no completed run under
+``--out`` yet (a completed ``summary.json`` is reused, so an interrupted sweep continues
+where it stopped), then writes ``<out>/tables.md``: mean ± standard deviation over the
+seeds found, and the stability-gap table. With matplotlib it also writes
+``<out>/stability_gap.png``.
+
+    python examples/continual_tables.py --out runs/permuted-fashion-mnist            # everything
+    python examples/continual_tables.py --out runs/permuted-fashion-mnist --tables gap
+    python examples/continual_tables.py --out runs/permuted-fashion-mnist --no-run   # tables only
+
+Each run equals one ``seqcore continual`` command: ``--dataset fashion-mnist --stream
+permuted --experiences 10 --steps 1000 --hidden 256 --batch-size 64 --eval-every 50
+--eval-size 1000 --backend numpy`` plus the table's optimizer and the learner's options.
+Runs go one at a time: wall times are only comparable when nothing else shares the cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+PROTOCOL = dict(stream="permuted", dataset="fashion-mnist", experiences=10, steps=1000, hidden=256,
+                optimizer="adam", lr=0.001, batch_size=64, eval_every=50, eval_size=1000, backend="numpy")
+
+# table -> (protocol changes, [(label, run name, learner, learner_kwargs, config changes, options shown)])
+ER = dict(memory_size=1000, replay_batch=64)
+REHEARSAL = dict(memory_per_experience=100, replay_batch=64, budget=3)
+TABLES = {
+    "adam": ({}, [
+        ("naive", "naive", "naive", {}, {}, "—"),
+        ("EWC", "ewc", "ewc", dict(strength=1000), {}, "`--strength 1000`"),
+        ("SI", "si", "si", dict(strength=1), {}, "`--strength 1`"),
+        ("ER", "replay", "replay", ER, {}, "`--memory-size 1000 --replay-batch 64`"),
+        ("A-GEM", "agem", "agem", dict(memory_per_experience=100, replay_batch=256), {},
+         "`--memory-per-experience 100 --replay-batch 256`"),
+        ("DER++", "derpp", "derpp", ER, {}, "`--memory-size 1000 --replay-batch 64` (α = β = 0.5)"),
+        ("LwF", "lwf", "lwf", dict(strength=1), {}, "`--strength 1` (T = 2)"),
+        ("power-law rehearsal", "power-law", "power-law", dict(REHEARSAL, exponent=1), {},
+         "`--memory-per-experience 100 --replay-batch 64 --budget 3 --exponent 1`"),
+        ("uniform rehearsal", "power-law-uniform", "power-law", dict(REHEARSAL, exponent=0), {},
+         "same, `--exponent 0`"),
+        ("refresh", "refresh", "refresh", dict(ER, unlearn_lr=0.001), {}, "ER's options + `--unlearn-lr 0.001`"),
+        ("SHARP", "sharp", "sharp", dict(memory_size=1000), {}, "`--memory-size 1000`"),
+        ("hypernetwork (task-aware)", "hypernet", "hypernet", dict(strength=0.1), dict(lr=0.003),
+         "`--strength 0.1 --lr 0.003`"),
+    ]),
+    "sgd": (dict(optimizer="sgd", lr=0.05), [
+        ("naive", "naive", "naive", {}, {}, "—"),
+        ("EWC", "ewc", "ewc", dict(strength=1), {}, "`--strength 1`"),
+        ("SI", "si", "si", dict(strength=0.1), {}, "`--strength 0.1`"),
+        ("LwF", "lwf", "lwf", dict(strength=1), {}, "`--strength 1`"),
+        ("ER", "replay", "replay", ER, {}, "`--memory-size 1000 --replay-batch 64`"),
+        ("A-GEM", "agem", "agem", dict(memory_per_experience=100, replay_batch=256), {},
+         "`--memory-per-experience 100 --replay-batch 256`"),
+    ]),
+    "task": (dict(scenario="task"), [
+        ("naive", "naive", "naive", {}, {}, "—"),
+        ("EWC", "ewc", "ewc", dict(strength=1000), {}, "`--strength 1000`"),
+        ("SI", "si", "si", dict(strength=1), {}, "`--strength 1`"),
+        ("LwF", "lwf", "lwf", dict(strength=1), {}, "`--strength 1`"),
+        ("ER", "replay", "replay", ER, {}, "`--memory-size 1000 --replay-batch 64`"),
+    ]),
+    "gap": (dict(experiences=2, eval_every=5, eval_size=500), [
+        ("naive", "naive", "naive", {}, {}, "—"),
+        ("ER", "replay", "replay", ER, {}, "`--memory-size 1000 --replay-batch 64`"),
+        ("EWC", "ewc", "ewc", dict(strength=1000), {}, "`--strength 1000`"),
+    ]),
+}
+METRICS = ("average_accuracy", "forgetting", "min_acc", "wc_acc", "bwt", "fwt")
+GAP_WINDOW = 200      # updates of experience 2 searched for the lowest accuracy on experience 1
+GAP_RECOVERED = 0.03  # "recovered": back within this of the accuracy before experience 2
+
+
+def run_dir(out: Path, table: str, name: str, seed: int) -> Path:
+    return out / table / f"{name}-s{seed}"
+
+
+def completed(path: Path) -> dict | None:
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("status") == "completed" else None
+
+
+def run_missing(out: Path, tables, seeds) -> None:
+    from seqcore.continual import ContinualConfig, run_continual
+    for table in tables:
+        changes, rows = TABLES[table]
+        for seed in (seeds if table == "adam" else seeds[:1]):
+            for label, name, learner, kwargs, extra, _ in rows:
+                path = run_dir(out, table, name, seed)
+                if completed(path):
+                    continue
+                cfg = ContinualConfig(**{**PROTOCOL, **changes, **extra}, learner=learner,
+                                      learner_kwargs=kwargs, seed=seed)
+                print(f"[{table}] {label}, seed {seed} -> {path}", flush=True)
+                summary, _ = run_continual(cfg, str(path), quiet=True, overwrite=True)
+                print(f"[{table}] {label}, seed {seed}: {summary['status']}, average accuracy "
+                      f"{summary['average_accuracy']:.3f}, {summary['wall_time_s']:.0f} s", flush=True)
+
+
+def _num(x: float) -> str:
+    return f"{x:.3f}".replace("-", "−")
+
+
+def metric_table(out: Path, table: str, seeds) -> str:
+    rows = TABLES[table][1]
+    lines = ["| learner | options | seeds | final avg. acc. | forgetting | min-ACC | WC-ACC | BWT | FWT | wall (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, name, *_, shown in rows:
+        found = [s for s in (completed(run_dir(out, table, name, seed)) for seed in seeds) if s]
+        if not found:
+            lines.append(f"| {label} | {shown} | 0 | | | | | | | |")
+            continue
+        cells = []
+        for key in METRICS:
+            xs = [s[key] for s in found]
+            cells.append(f"{_num(statistics.mean(xs))} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else _num(xs[0]))
+        wall = statistics.mean(s["wall_time_s"] for s in found)
+        lines.append(f"| {label} | {shown} | {len(found)} | " + " | ".join(cells) + f" | {wall:.0f} |")
+    return "\n".join(lines)
+
+
+def gap_curve(path: Path) -> tuple[list[int], list[float]]:
+    """(updates into experience 2, accuracy on experience 1) from a two-experience run."""
+    steps, accs = [], []
+    for line in (path / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("experience") == 1 and "accuracy" in record:
+            steps.append(record["iteration"])
+            accs.append(record["accuracy"][0])
+    if not steps:
+        raise ValueError(f"{path}: no evaluation during experience 2 in metrics.jsonl")
+    start = steps[0]
+    return [s - start for s in steps], accs
+
+
+def gap_table(out: Path, seed: int) -> tuple[str, dict]:
+    lines = ["| learner | accuracy on exp. 1 before exp. 2 | lowest, in exp. 2's first "
+             f"{GAP_WINDOW} updates | back within {GAP_RECOVERED} at update | at the end of exp. 2 |",
+             "|---|---|---|---|---|"]
+    curves = {}
+    for label, name, *_ in TABLES["gap"][1]:
+        path = run_dir(out, "gap", name, seed)
+        if not completed(path):
+            continue
+        steps, accs = gap_curve(path)
+        curves[label] = (steps, accs)
+        before = accs[0]
+        window = [(a, s) for s, a in zip(steps, accs) if 0 < s <= GAP_WINDOW]
+        low, at = min(window)
+        back = next((s for s, a in zip(steps, accs) if s >= at and a >= before - GAP_RECOVERED), None)
+        lines.append(f"| {label} | {before:.3f} | {low:.3f} (after {at} updates) | "
+                     f"{'never' if back is None else back} | {accs[-1]:.3f} |")
+    return "\n".join(lines), curves
+
+
+def plot_gap(curves: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, (steps, accs) in curves.items():
+        ax.plot(steps, accs, label=label)
+    ax.set_xlabel("updates into experience 2")
+    ax.set_ylabel("accuracy on experience 1")
+    ax.set_title("Stability gap, permuted Fashion-MNIST (MLP 784-256-10, Adam)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/permuted-fashion-mnist", type=Path)
+    parser.add_argument("--tables", nargs="+", choices=sorted(TABLES), default=["adam", "sgd", "task", "gap"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                        help="seeds of the Adam table (the others use the first)")
+    parser.add_argument("--no-run", action="store_true", help="only write the tables from the runs found")
+    args = parser.parse_args()
+    if not args.no_run:
+        run_missing(args.out, args.tables, args.seeds)
+    parts = []
+    for table in args.tables:
+        if table == "gap":
+            text, curves = gap_table(args.out, args.seeds[0])
+            if curves and plot_gap(curves, args.out / "stability_gap.png"):
+                text += f"\n\n![stability gap]({args.out / 'stability_gap.png'})"
+        else:
+            text = metric_table(args.out, table, args.seeds if table == "adam" else args.seeds[:1])
+        parts.append(f"## {table}\n\n{text}")
+    (args.out).mkdir(parents=True, exist_ok=True)
+    (args.out / "tables.md").write_text("\n\n".join(parts) + "\n")
+    print("\n\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()
