@@ -133,6 +133,10 @@ def _lstm_forward(xi, c0, h0, W, bias, states, acts, hprev, hT, cbuf, zT, z, u, 
     one, two = xi.dtype.type(1.0), xi.dtype.type(2.0)
     scale = kbits.view(xi.dtype)
     uc, qc, kc, sc = u[:H], q[:H], kbits[:H], scale[:H]
+    # per-gate slices, indexed from 0: an index like H + j is not provably ≥ 0, so Numba
+    # adds a negative-index branch to every access and the loop no longer vectorizes
+    ug, zg, qg, sg = u[2 * H:3 * H], z[2 * H:3 * H], q[2 * H:3 * H], scale[2 * H:3 * H]
+    zo, qo, so = z[3 * H:], q[3 * H:], scale[3 * H:]
     for i in range(B):
         for j in range(H):
             hT[j, i] = h0[i, j]
@@ -141,30 +145,31 @@ def _lstm_forward(xi, c0, h0, W, bias, states, acts, hprev, hT, cbuf, zT, z, u, 
         np.dot(W, hT, zT)
         for i in range(B):
             x, a = xi[i, t], acts[i, t]
+            ai, af, ag, ao, at = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:4 * H], a[4 * H:]
             for j in range(H4):
                 z[j] = (x[j] + zT[j, i]) + bias[j]
             for j in range(H4):
                 u[j] = -abs(z[j])  # exp(-|z|) for the sigmoids
-            for j in range(2 * H, 3 * H):
-                u[j] = two * u[j]  # expm1(-2|z|) for tanh
+            for j in range(H):
+                ug[j] = two * ug[j]  # expm1(-2|z|) for tanh
             expm1_parts(u, q, kbits)
             for j in range(2 * H):
                 a[j] = sigmoid_from_exp(z[j], exp_from_parts(q[j], scale[j], one), one)
-            for j in range(2 * H, 3 * H):
-                a[j] = tanh_from_expm1(z[j], expm1_from_parts(q[j], scale[j], one), two)
-            for j in range(3 * H, H4):
-                a[j] = sigmoid_from_exp(z[j], exp_from_parts(q[j], scale[j], one), one)
+            for j in range(H):
+                ag[j] = tanh_from_expm1(zg[j], expm1_from_parts(qg[j], sg[j], one), two)
+            for j in range(H):
+                ao[j] = sigmoid_from_exp(zo[j], exp_from_parts(qo[j], so[j], one), one)
             c, hp, st = cbuf[i], hprev[i, t], states[i, t]
             for j in range(H):
-                c[j] = a[H + j] * c[j] + a[j] * a[2 * H + j]
+                c[j] = af[j] * c[j] + ai[j] * ag[j]
             for j in range(H):
                 uc[j] = -(two * abs(c[j]))
             expm1_parts(uc, qc, kc)
             for j in range(H):
-                a[4 * H + j] = tanh_from_expm1(c[j], expm1_from_parts(qc[j], sc[j], one), two)
+                at[j] = tanh_from_expm1(c[j], expm1_from_parts(qc[j], sc[j], one), two)
             for j in range(H):  # this step's product has read hᵀ: column i can take the new h
                 hp[j] = hT[j, i]
-                hn = a[3 * H + j] * a[4 * H + j]
+                hn = ao[j] * at[j]
                 hT[j, i] = hn
                 st[2 * j] = c[j]
                 st[2 * j + 1] = hn
@@ -184,15 +189,18 @@ def _lstm_backward(states, acts, c0, WT, dstates, dxi, dc, dhT, dzT):
     for t in range(T - 1, -1, -1):
         for i in range(B):
             a, d_s, dx = acts[i, t], dstates[i, t], dxi[i, t]
+            # gate slices indexed from 0 (see _lstm_forward: H + j would block vectorization)
+            ai, af, ag, ao, at = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:4 * H], a[4 * H:]
+            di, df, dg, do = dx[:H], dx[H:2 * H], dx[2 * H:3 * H], dx[3 * H:]
             for j in range(H):
-                ig, fg, gg, og, tc = a[j], a[H + j], a[2 * H + j], a[3 * H + j], a[4 * H + j]
+                ig, fg, gg, og, tc = ai[j], af[j], ag[j], ao[j], at[j]
                 cp = c0[i, j] if t == 0 else states[i, t - 1, 2 * j]
                 dnh = dhT[j, i] + d_s[2 * j + 1]
                 dc2 = (dc[i, j] + d_s[2 * j]) + dnh * og * (one - tc * tc)
-                dx[j] = dc2 * gg * ig * (one - ig)
-                dx[H + j] = dc2 * cp * fg * (one - fg)
-                dx[2 * H + j] = dc2 * ig * (one - gg * gg)
-                dx[3 * H + j] = dnh * tc * og * (one - og)
+                di[j] = dc2 * gg * ig * (one - ig)
+                df[j] = dc2 * cp * fg * (one - fg)
+                dg[j] = dc2 * ig * (one - gg * gg)
+                do[j] = dnh * tc * og * (one - og)
                 dc[i, j] = dc2 * fg
             for j in range(4 * H):
                 dzT[j, i] = dx[j]
