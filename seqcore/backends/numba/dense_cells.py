@@ -291,15 +291,18 @@ def _gru_backward(states, acts, h0, WT, dstates, dxi, dgh, dh, dbufT, mbufT):
     for t in range(T - 1, -1, -1):
         for i in range(B):
             a, dx, dg = acts[i, t], dxi[i, t], dgh[i, t]
+            ar, az, an, ag = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]  # slices: see _gru_forward
+            dxr, dxz, dxn = dx[:H], dx[H:2 * H], dx[2 * H:]
+            dgr, dgz, dgn = dg[:H], dg[H:2 * H], dg[2 * H:]
             for j in range(H):
-                r, z, n, ghn = a[j], a[H + j], a[2 * H + j], a[3 * H + j]
+                r, z, n, ghn = ar[j], az[j], an[j], ag[j]
                 hp = h0[i, j] if t == 0 else states[i, t - 1, j]
                 d = dh[i, j] + dstates[i, t, j]
                 dkn = d * (one - z) * (one - n * n)
                 dkz = d * (hp - n) * z * (one - z)
                 dkr = dkn * ghn * r * (one - r)
-                dx[j], dx[H + j], dx[2 * H + j] = dkr, dkz, dkn
-                dg[j], dg[H + j], dg[2 * H + j] = dkr, dkz, dkn * r
+                dxr[j], dxz[j], dxn[j] = dkr, dkz, dkn
+                dgr[j], dgz[j], dgn[j] = dkr, dkz, dkn * r
                 dh[i, j] = d * z  # the direct path; the matrix path is added below
             for j in range(3 * H):
                 dbufT[j, i] = dg[j]
