@@ -18,9 +18,11 @@ Runs go one at a time: wall times are only comparable when nothing else shares t
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
+
+from seqcore.metrics import EvalCurve
+from seqcore.runs import RunDir, read_json
 
 PROTOCOL = dict(stream="permuted", dataset="fashion-mnist", experiences=10, steps=1000, hidden=256,
                 optimizer="adam", lr=0.001, batch_size=64, eval_every=50, eval_size=1000, backend="numpy")
@@ -78,9 +80,14 @@ def run_dir(out: Path, table: str, name: str, seed: int) -> Path:
     return out / table / f"{name}-s{seed}"
 
 
+def table_seeds(table: str, seeds: list[int]) -> list[int]:
+    """The Adam table runs every seed; the others the first."""
+    return seeds if table == "adam" else seeds[:1]
+
+
 def completed(path: Path) -> dict | None:
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = read_json(RunDir(path).summary)
     except (OSError, ValueError):
         return None
     return summary if summary.get("status") == "completed" else None
@@ -90,7 +97,7 @@ def run_missing(out: Path, tables, seeds) -> None:
     from seqcore.continual import ContinualConfig, run_continual
     for table in tables:
         changes, rows = TABLES[table]
-        for seed in (seeds if table == "adam" else seeds[:1]):
+        for seed in table_seeds(table, seeds):
             for label, name, learner, kwargs, extra, _ in rows:
                 path = run_dir(out, table, name, seed)
                 if completed(path):
@@ -127,16 +134,12 @@ def metric_table(out: Path, table: str, seeds) -> str:
 
 def gap_curve(path: Path) -> tuple[list[int], list[float]]:
     """(updates into experience 2, accuracy on experience 1) from a two-experience run."""
-    steps, accs = [], []
-    for line in (path / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record.get("experience") == 1 and "accuracy" in record:
-            steps.append(record["iteration"])
-            accs.append(record["accuracy"][0])
-    if not steps:
+    curve = EvalCurve.from_records(RunDir(path).read_metrics())
+    during = curve.experience == 1
+    if not during.any():
         raise ValueError(f"{path}: no evaluation during experience 2 in metrics.jsonl")
-    start = steps[0]
-    return [s - start for s in steps], accs
+    steps = curve.iterations[during]
+    return (steps - steps[0]).tolist(), curve.accuracy[during, 0].tolist()
 
 
 def gap_table(out: Path, seed: int) -> tuple[str, dict]:
@@ -196,7 +199,7 @@ def main() -> None:
             if curves and plot_gap(curves, args.out / "stability_gap.png"):
                 text += f"\n\n![stability gap]({args.out / 'stability_gap.png'})"
         else:
-            text = metric_table(args.out, table, args.seeds if table == "adam" else args.seeds[:1])
+            text = metric_table(args.out, table, table_seeds(table, args.seeds))
         parts.append(f"## {table}\n\n{text}")
     (args.out).mkdir(parents=True, exist_ok=True)
     (args.out / "tables.md").write_text("\n\n".join(parts) + "\n")

@@ -43,7 +43,7 @@ def test_gap_table_reads_the_dip_the_recovery_and_the_end(tmp_path, tables):
 
 
 def test_gap_table_says_never_when_accuracy_does_not_come_back(tmp_path, tables):
-    records = [{"iteration": 10 + s, "experience": 1, "accuracy": [a]} for s, a in ((0, 0.9), (5, 0.5), (10, 0.6))]
+    records = [{"iteration": 10 + s, "experience": 1, "accuracy": [a, 0.2]} for s, a in ((0, 0.9), (5, 0.5), (10, 0.6))]
     write_run(tables.run_dir(tmp_path, "gap", "naive", 0), {"status": "completed"}, records)
     text, _ = tables.gap_table(tmp_path, 0)
     assert "| naive | 0.900 | 0.500 (after 5 updates) | never | 0.600 |" in text
