@@ -291,7 +291,7 @@ def _gru_backward(states, acts, h0, WT, dstates, dxi, dgh, dh, dbufT, mbufT):
     for t in range(T - 1, -1, -1):
         for i in range(B):
             a, dx, dg = acts[i, t], dxi[i, t], dgh[i, t]
-            ar, az, an, ag = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]  # slices: see _gru_forward
+            ar, az, an, ag = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]  # slices, as in _lstm_forward (vectorization)
             dxr, dxz, dxn = dx[:H], dx[H:2 * H], dx[2 * H:]
             dgr, dgz, dgn = dg[:H], dg[H:2 * H], dg[2 * H:]
             for j in range(H):
