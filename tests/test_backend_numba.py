@@ -168,6 +168,21 @@ def test_non_contiguous_inputs_are_copied(nb):
     compare_primitive(nb, "lstm_recurrence", args, dict(cell=cell), np.float64, rng)
 
 
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rowwise", [True, False])
+def test_lstm_both_product_orientations(nb, monkeypatch, rowwise, dtype):
+    """The LSTM picks its per-step product's orientation by shape; both must equal the reference."""
+    from seqcore.backends.numba import dense_cells
+    monkeypatch.setattr(dense_cells, "rowwise_product", lambda B, H: rowwise)
+    rng = np.random.default_rng(1)
+    for B, T, H in [(1, 1, 1), (3, 9, 5), (2, 4, 70)]:
+        cell = cells.LSTM(2, H)
+        p = cell.init(rng, dtype)
+        args = (rng.normal(size=(B, T, 4 * H)).astype(dtype), rng.normal(size=(B, 2 * H)).astype(dtype),
+                p["weight_hh"], p["bias_hh"])
+        compare_primitive(nb, "lstm_recurrence", args, dict(cell=cell), dtype, rng)
+
 # -- cells end to end through seqcore.use("numba") ---------------------------------------------------
 
 CELLS = {

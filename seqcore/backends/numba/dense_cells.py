@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import (contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, scratch, sigmoid_from_exp,
-                  tanh_from_expm1)
+from .ops import (contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, scratch,
+                  sigmoid_from_exp, tanh_from_expm1)
 
 __all__ = ["elman_fwd", "elman_bwd", "lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd", "leaky_fwd", "leaky_bwd"]
 
@@ -118,15 +118,27 @@ def elman_bwd(res, dstates, cell):
 
 # -- LSTM (state [c, h] interleaved per neuron; gates i, f, g, o) --------------------------------
 
+def rowwise_product(B: int, H: int) -> bool:
+    """Whether the LSTM runs its per-step products row-major, ``z = h · W_hhᵀ`` (B, 4H).
+
+    OpenBLAS runs the transposed form ``zᵀ = W_hh · hᵀ`` (4H, B) up to 1.8× faster at small B
+    (``benchmarks/lstm_step_gemm.py``), but its output must then be read column by column
+    (a gather per gate) and the backward's ``dzᵀ`` written the same way.  That costs more
+    than the slower product at H ≤ 64 or B ≥ 48 (measured with OpenBLAS's AVX-512 kernels,
+    1 thread; BENCHMARKS.md).  Both forms give bit-identical results there.
+    """
+    return H <= 64 or B >= 48
+
+
 @kernel()
-def _lstm_forward(xi, c0, h0, W, bias, states, acts, hprev, hT, cbuf, zT, z, u, q, kbits):
+def _lstm_forward(xi, c0, h0, Wmat, bias, rowwise, states, acts, hprev, hbuf, cbuf, zbuf, z, u, q, kbits):
     """states (B, T, 2H); acts (B, T, 5H) = i, f, g, o, tanh(c) per step; hprev (B, T, H) = h_{t-1}.
 
-    Buffers: hT (H, B); cbuf (B, H); zT (4H, B); z, u, q, kbits (4H,).  Per step: one GEMM,
-    run transposed (zᵀ = W_hh hᵀ: OpenBLAS runs (4H, H) × (H, B) up to 1.7× faster than
-    (B, H) × (H, 4H) at small B, ``benchmarks/lstm_step_gemm.py``), then row by row (so
-    the scratch stays in L1) simple loops that LLVM vectorizes, with one vectorized exp pass
-    per layer of nonlinearities.
+    Per step one GEMM, then row by row (so the scratch stays in L1) simple loops that LLVM
+    vectorizes, with one vectorized exp pass per layer of nonlinearities.  ``rowwise``
+    (:func:`rowwise_product`): ``Wmat = W_hhᵀ`` (H, 4H), ``zbuf`` (B, 4H); otherwise
+    ``Wmat = W_hh`` (4H, H), ``zbuf`` (4H, B), read column by column.
+    Buffers: hbuf, cbuf (B, H); z, u, q, kbits (4H,).
     """
     B, T, H4 = xi.shape
     H = H4 // 4
@@ -135,19 +147,26 @@ def _lstm_forward(xi, c0, h0, W, bias, states, acts, hprev, hT, cbuf, zT, z, u, 
     uc, qc, kc, sc = u[:H], q[:H], kbits[:H], scale[:H]
     # per-gate slices, indexed from 0: an index like H + j is not provably ≥ 0, so Numba
     # adds a negative-index branch to every access and the loop no longer vectorizes
+    # (slices are made once here: making them per row costs more than the loops they serve)
     ug, zg, qg, sg = u[2 * H:3 * H], z[2 * H:3 * H], q[2 * H:3 * H], scale[2 * H:3 * H]
     zo, qo, so = z[3 * H:], q[3 * H:], scale[3 * H:]
-    for i in range(B):
-        for j in range(H):
-            hT[j, i] = h0[i, j]
+    hbuf[:, :] = h0
     cbuf[:, :] = c0
     for t in range(T):
-        np.dot(W, hT, zT)
+        if rowwise:
+            np.dot(hbuf, Wmat, zbuf)
+        else:
+            np.dot(Wmat, hbuf.T, zbuf)  # hbuf.T is an F-ordered view: no copy, same BLAS speed
         for i in range(B):
             x, a = xi[i, t], acts[i, t]
             ai, af, ag, ao, at = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:4 * H], a[4 * H:]
-            for j in range(H4):
-                z[j] = (x[j] + zT[j, i]) + bias[j]
+            if rowwise:
+                zr = zbuf[i]
+                for j in range(H4):
+                    z[j] = (x[j] + zr[j]) + bias[j]
+            else:
+                for j in range(H4):
+                    z[j] = (x[j] + zbuf[j, i]) + bias[j]
             for j in range(H4):
                 u[j] = -abs(z[j])  # exp(-|z|) for the sigmoids
             for j in range(H):
@@ -159,7 +178,7 @@ def _lstm_forward(xi, c0, h0, W, bias, states, acts, hprev, hT, cbuf, zT, z, u, 
                 ag[j] = tanh_from_expm1(zg[j], expm1_from_parts(qg[j], sg[j], one), two)
             for j in range(H):
                 ao[j] = sigmoid_from_exp(zo[j], exp_from_parts(qo[j], so[j], one), one)
-            c, hp, st = cbuf[i], hprev[i, t], states[i, t]
+            c, h, hp, st = cbuf[i], hbuf[i], hprev[i, t], states[i, t]
             for j in range(H):
                 c[j] = af[j] * c[j] + ai[j] * ag[j]
             for j in range(H):
@@ -167,21 +186,22 @@ def _lstm_forward(xi, c0, h0, W, bias, states, acts, hprev, hT, cbuf, zT, z, u, 
             expm1_parts(uc, qc, kc)
             for j in range(H):
                 at[j] = tanh_from_expm1(c[j], expm1_from_parts(qc[j], sc[j], one), two)
-            for j in range(H):  # this step's product has read hᵀ: column i can take the new h
-                hp[j] = hT[j, i]
+            for j in range(H):  # this step's product has read h: the row can take the new h
+                hp[j] = h[j]
                 hn = ao[j] * at[j]
-                hT[j, i] = hn
+                h[j] = hn
                 st[2 * j] = c[j]
                 st[2 * j + 1] = hn
 
 
 @kernel()
-def _lstm_backward(states, acts, c0, WT, dstates, dxi, dc, dhT, dzT):
-    """BPTT; dc (B, H) and dhT (H, B) enter as 0 and leave as the gradients of c0 and h0ᵀ.
+def _lstm_backward(states, acts, state0, Wmat, dstates, rowwise, dxi, dc, dh, dzbuf, dhrow):
+    """BPTT; dc, dh (B, H) enter as 0 and leave as the gradients of c0 and h0.
 
-    The per-step product runs transposed, dhᵀ = W_hhᵀ · dzᵀ ((H, 4H) × (4H, B)), because
-    OpenBLAS runs that shape 1.1–1.6× faster than dz · W_hh ((B, 4H) × (4H, H)) at small B
-    (``benchmarks/lstm_step_gemm.py``).
+    ``rowwise`` as in the forward: ``dh = dz · W_hh`` with ``Wmat = W_hh`` (4H, H) and
+    ``dzbuf`` (B, 4H); otherwise ``dhᵀ = W_hhᵀ · dzᵀ`` with ``Wmat = W_hhᵀ`` (H, 4H),
+    ``dzbuf`` (4H, B) and ``dh`` holding dhᵀ (H, B), copied a column at a time into
+    ``dhrow`` (H,).  ``state0`` is (B, 2H), [c, h] interleaved.
     """
     B, T, H2 = states.shape
     H = H2 // 2
@@ -189,47 +209,65 @@ def _lstm_backward(states, acts, c0, WT, dstates, dxi, dc, dhT, dzT):
     for t in range(T - 1, -1, -1):
         for i in range(B):
             a, d_s, dx = acts[i, t], dstates[i, t], dxi[i, t]
+            cp = state0[i] if t == 0 else states[i, t - 1]
             # gate slices indexed from 0 (see _lstm_forward: H + j would block vectorization)
             ai, af, ag, ao, at = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:4 * H], a[4 * H:]
             di, df, dg, do = dx[:H], dx[H:2 * H], dx[2 * H:3 * H], dx[3 * H:]
+            dci = dc[i]
+            if rowwise:
+                dhr = dh[i]
+            else:
+                dhr = dhrow
+                for j in range(H):
+                    dhr[j] = dh[j, i]
             for j in range(H):
                 ig, fg, gg, og, tc = ai[j], af[j], ag[j], ao[j], at[j]
-                cp = c0[i, j] if t == 0 else states[i, t - 1, 2 * j]
-                dnh = dhT[j, i] + d_s[2 * j + 1]
-                dc2 = (dc[i, j] + d_s[2 * j]) + dnh * og * (one - tc * tc)
+                dnh = dhr[j] + d_s[2 * j + 1]
+                dc2 = (dci[j] + d_s[2 * j]) + dnh * og * (one - tc * tc)
                 di[j] = dc2 * gg * ig * (one - ig)
-                df[j] = dc2 * cp * fg * (one - fg)
+                df[j] = dc2 * cp[2 * j] * fg * (one - fg)
                 dg[j] = dc2 * ig * (one - gg * gg)
                 do[j] = dnh * tc * og * (one - og)
-                dc[i, j] = dc2 * fg
-            for j in range(4 * H):
-                dzT[j, i] = dx[j]
-        np.dot(WT, dzT, dhT)
+                dci[j] = dc2 * fg
+            if rowwise:
+                dz = dzbuf[i]
+                for j in range(4 * H):
+                    dz[j] = dx[j]
+            else:
+                for j in range(4 * H):
+                    dzbuf[j, i] = dx[j]
+        if rowwise:
+            np.dot(dzbuf, Wmat, dh)
+        else:
+            np.dot(Wmat, dzbuf, dh)
 
 
 def lstm_fwd(xi, state0, W, b, cell):
     """LSTM over time: ``xi (B, T, 4H), state0 (B, 2H) [c, h] interleaved -> states (B, T, 2H)``."""
-    xi = contiguous(xi)
+    xi, state0 = contiguous(xi), contiguous(state0)
     B, T, H4 = xi.shape
     H = H4 // 4
-    c0, h0 = contiguous(state0[:, 0::2]), contiguous(state0[:, 1::2])
+    rowwise = rowwise_product(B, H)
     states = np.empty((B, T, 2 * H), xi.dtype)
     acts, hprev = np.empty((B, T, 5 * H), xi.dtype), np.empty((B, T, H), xi.dtype)
-    _lstm_forward(xi, c0, h0, contiguous(W), contiguous(b), states, acts, hprev,
-                  np.empty((H, B), xi.dtype), np.empty((B, H), xi.dtype), np.empty((H4, B), xi.dtype),
-                  np.empty(H4, xi.dtype), *scratch(H4, xi.dtype))
-    return states, (states, acts, hprev, c0, W)
+    _lstm_forward(xi, contiguous(state0[:, 0::2]), contiguous(state0[:, 1::2]),
+                  contiguous(W.T) if rowwise else contiguous(W), contiguous(b), rowwise, states, acts, hprev,
+                  np.empty((B, H), xi.dtype), np.empty((B, H), xi.dtype),
+                  np.empty((B, H4) if rowwise else (H4, B), xi.dtype), np.empty(H4, xi.dtype), *scratch(H4, xi.dtype))
+    return states, (states, acts, hprev, state0, W)
 
 
 def lstm_bwd(res, dstates, cell):
     """BPTT of :func:`lstm_fwd`: ``(dxi, dstate0, dW_hh, db_hh)``."""
-    states, acts, hprev, c0, W = res
+    states, acts, hprev, state0, W = res
     B, T, H2 = states.shape
     H = H2 // 2
+    rowwise = rowwise_product(B, H)
     dxi = np.empty((B, T, 4 * H), states.dtype)
-    dc, dhT = np.zeros((B, H), states.dtype), np.zeros((H, B), states.dtype)
-    _lstm_backward(states, acts, c0, contiguous(W.T), dstates, dxi, dc, dhT, np.empty((4 * H, B), states.dtype))
-    dstate0 = np.stack([dc, dhT.T], axis=-1).reshape(B, H2)
+    dc, dh = np.zeros((B, H), states.dtype), np.zeros((B, H) if rowwise else (H, B), states.dtype)
+    _lstm_backward(states, acts, state0, contiguous(W) if rowwise else contiguous(W.T), dstates, rowwise, dxi, dc, dh,
+                   np.empty((B, 4 * H) if rowwise else (4 * H, B), states.dtype), np.empty(H, states.dtype))
+    dstate0 = np.stack([dc, dh if rowwise else dh.T], axis=-1).reshape(B, H2)
     dW, db = _weight_grad(dxi, hprev)
     return dxi, dstate0, dW, db
 
