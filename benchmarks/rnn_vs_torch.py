@@ -9,6 +9,12 @@ given before NumPy is imported — this script does that).  Timings are the best
 ``--repeats`` round-robin runs in one process; the ratio is torch time / seqcore time
 (> 1: seqcore is faster).
 
+``--gemm-floor`` adds the time of the layer's matrix products alone, run through the same
+BLAS as seqcore (input projection, its two gradients, the T per-step products forward and
+backward in the orientation the kernels use, and ``dW_hh``), and ``ceiling`` = torch time /
+that floor: the best ratio seqcore could reach if everything else (gate arithmetic, memory
+traffic, the autodiff tape) took no time.
+
     python benchmarks/rnn_vs_torch.py                    # full grid, 2 threads
     python benchmarks/rnn_vs_torch.py --quick --threads 1
 """
@@ -30,7 +36,40 @@ def parse(argv=None):
     ap.add_argument("--steps", nargs="+", type=int, default=[128, 512])
     ap.add_argument("--hidden", nargs="+", type=int, default=[64, 128, 256])
     ap.add_argument("--quick", action="store_true", help="T = 128 only")
+    ap.add_argument("--gemm-floor", action="store_true", help="also time the matrix products alone")
     return ap.parse_args(argv)
+
+
+def gemm_floor(kind, B, T, H, np, numba):
+    """A callable running the matrix products of one forward + backward of the layer (float32)."""
+    from seqcore.backends.numba import dense_cells
+
+    @numba.njit
+    def products(a, b, out, T):
+        for _ in range(T):
+            np.dot(a, b, out)
+
+    G = (4 if kind == "lstm" else 3) * H
+    rng = np.random.default_rng(0)
+    f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    x2, W_ih, d2, h2 = f32(B * T, H), f32(G, H), f32(B * T, G), f32(B * T, H)
+    W_hh, xi, dx, dW = f32(G, H), np.empty((B * T, G), np.float32), np.empty((B * T, H), np.float32), f32(G, H)
+    rowwise = kind == "lstm" and dense_cells.rowwise_product(B, H)
+    if rowwise:
+        step_fwd = (f32(B, H), np.ascontiguousarray(W_hh.T), np.empty((B, G), np.float32))
+        step_bwd = (f32(B, G), W_hh, np.empty((B, H), np.float32))
+    else:
+        step_fwd = (W_hh, f32(H, B), np.empty((G, B), np.float32))
+        step_bwd = (np.ascontiguousarray(W_hh.T), f32(G, B), np.empty((H, B), np.float32))
+
+    def run():
+        np.dot(x2, W_ih.T, xi)        # input projection
+        products(*step_fwd, T)
+        products(*step_bwd, T)
+        np.dot(d2, W_ih, dx)          # its input gradient
+        np.dot(d2.T, x2, dW)          # dW_ih
+        products(d2.T, h2, dW, 1)     # dW_hh (a kernel, as in the backend)
+    return run
 
 
 def main(argv=None):
@@ -56,7 +95,8 @@ def main(argv=None):
     print(f"threads: torch {torch.get_num_threads()}, numba {numba.get_num_threads()}, "
           f"BLAS {os.environ['OPENBLAS_NUM_THREADS']}; torch {torch.__version__}, numba {numba.__version__}\n")
     steps = [128] if args.quick else args.steps
-    print(f"{'cell':5s} {'B':>3s} {'T':>4s} {'H':>4s} {'seqcore ms':>11s} {'torch ms':>9s} {'ratio':>6s}  target")
+    floor_head = f" {'GEMMs ms':>9s} {'ceiling':>7s}" if args.gemm_floor else ""
+    print(f"{'cell':5s} {'B':>3s} {'T':>4s} {'H':>4s} {'seqcore ms':>11s} {'torch ms':>9s} {'ratio':>6s}{floor_head}  target")
     ratios = []
     for kind, B, T, H in itertools.product(args.cells, args.batch, steps, args.hidden):
         rng = np.random.default_rng(0)
@@ -80,11 +120,14 @@ def main(argv=None):
             out.backward(gt)
 
         t = best_of({"seqcore": run_seqcore, "torch": run_torch}, args.repeats)
+        if args.gemm_floor:  # timed apart: its buffers would change how the others' allocations page-fault
+            t["gemms"] = best_of({"gemms": gemm_floor(kind, B, T, H, np, numba)}, args.repeats)["gemms"]
         ratio = t["torch"] / t["seqcore"]
+        floor = f" {t['gemms'] * 1e3:9.1f} {t['torch'] / t['gemms']:7.2f}" if args.gemm_floor else ""
         target = 1.0 if H <= 128 else 0.7
         ratios.append((kind, B, T, H, ratio, target))
         flag = "ok" if ratio >= target else "MISSED"
-        print(f"{kind:5s} {B:3d} {T:4d} {H:4d} {t['seqcore'] * 1e3:11.1f} {t['torch'] * 1e3:9.1f} {ratio:6.2f}  "
+        print(f"{kind:5s} {B:3d} {T:4d} {H:4d} {t['seqcore'] * 1e3:11.1f} {t['torch'] * 1e3:9.1f} {ratio:6.2f}{floor}  "
               f">= {target:.1f} {flag}", flush=True)
     met = sum(r[4] >= r[5] for r in ratios)
     print(f"\ntargets met: {met} of {len(ratios)}")

@@ -34,6 +34,9 @@ def _diaggru_forward(xi, h0, a, blk, states, acts, hbuf, u, q, kbits):
         hb, uu, qq, kk = hbuf[task, :w], u[task, :2 * w], q[task, :2 * w], kbits[task, :2 * w]
         u1, q1, k1 = u[task, :w], q[task, :w], kbits[task, :w]
         sc = kbits[task].view(xi.dtype)
+        # second halves as their own slices: an index like w + jj is not provably ≥ 0, so Numba
+        # adds a negative-index branch to every access and the loop no longer vectorizes
+        u2, q2, s2 = uu[w:], qq[w:], sc[w:2 * w]
         ar, az, an = a[j0:j1], a[H + j0:H + j1], a[2 * H + j0:2 * H + j1]
         for jj in range(w):
             hb[jj] = h0[i, j0 + jj]
@@ -43,11 +46,11 @@ def _diaggru_forward(xi, h0, a, blk, states, acts, hbuf, u, q, kbits):
             for jj in range(w):
                 r[jj] = xr[jj] + ar[jj] * hb[jj]  # pre-activations first, gates below
                 z[jj] = xz[jj] + az[jj] * hb[jj]
-                uu[jj], uu[w + jj] = -abs(r[jj]), -abs(z[jj])
+                uu[jj], u2[jj] = -abs(r[jj]), -abs(z[jj])
             expm1_parts(uu, qq, kk)
             for jj in range(w):
                 r[jj] = sigmoid_from_exp(r[jj], exp_from_parts(qq[jj], sc[jj], one), one)
-                z[jj] = sigmoid_from_exp(z[jj], exp_from_parts(qq[w + jj], sc[w + jj], one), one)
+                z[jj] = sigmoid_from_exp(z[jj], exp_from_parts(q2[jj], s2[jj], one), one)
                 n[jj] = xn[jj] + an[jj] * r[jj] * hb[jj]
                 u1[jj] = -(two * abs(n[jj]))
             expm1_parts(u1, q1, k1)
@@ -132,6 +135,7 @@ def _cifg_forward(xi, c0, h0, a, peep, blk, states, acts, cbuf, hbuf, u, q, kbit
         w = j1 - j0
         cb, hb, uu, qq, kk = cbuf[task, :w], hbuf[task, :w], u[task, :2 * w], q[task, :2 * w], kbits[task, :2 * w]
         sc = kbits[task].view(xi.dtype)
+        u2, q2, s2 = uu[w:], qq[w:], sc[w:2 * w]  # w + jj would block vectorization (see DiagGRU)
         af, ag, ao = a[j0:j1], a[H + j0:H + j1], a[2 * H + j0:2 * H + j1]
         pf, po = peep[j0:j1], peep[H + j0:H + j1]
         for jj in range(w):
@@ -143,23 +147,23 @@ def _cifg_forward(xi, c0, h0, a, peep, blk, states, acts, cbuf, hbuf, u, q, kbit
             for jj in range(w):  # f and g from the old state
                 f[jj] = (xf[jj] + af[jj] * hb[jj]) + pf[jj] * cb[jj]
                 g[jj] = xg[jj] + ag[jj] * hb[jj]
-                uu[jj], uu[w + jj] = -abs(f[jj]), -(two * abs(g[jj]))
+                uu[jj], u2[jj] = -abs(f[jj]), -(two * abs(g[jj]))
             expm1_parts(uu, qq, kk)
             for jj in range(w):  # c', then o (which peeks at c') and tanh(c')
                 f[jj] = sigmoid_from_exp(f[jj], exp_from_parts(qq[jj], sc[jj], one), one)
-                g[jj] = tanh_from_expm1(g[jj], expm1_from_parts(qq[w + jj], sc[w + jj], one), two)
+                g[jj] = tanh_from_expm1(g[jj], expm1_from_parts(q2[jj], s2[jj], one), two)
                 cb[jj] = f[jj] * cb[jj] + (one - f[jj]) * g[jj]
                 o[jj] = (xo[jj] + ao[jj] * hb[jj]) + po[jj] * cb[jj]
-                uu[jj], uu[w + jj] = -abs(o[jj]), -(two * abs(cb[jj]))
+                uu[jj], u2[jj] = -abs(o[jj]), -(two * abs(cb[jj]))
             expm1_parts(uu, qq, kk)
             for jj in range(w):
                 o[jj] = sigmoid_from_exp(o[jj], exp_from_parts(qq[jj], sc[jj], one), one)
-                tc[jj] = tanh_from_expm1(cb[jj], expm1_from_parts(qq[w + jj], sc[w + jj], one), two)
+                tc[jj] = tanh_from_expm1(cb[jj], expm1_from_parts(q2[jj], s2[jj], one), two)
                 hb[jj] = o[jj] * tc[jj]
-            st = states[i, t]
+            st = states[i, t, 2 * j0:2 * j1]
             for jj in range(w):
-                st[2 * (j0 + jj)] = cb[jj]
-                st[2 * (j0 + jj) + 1] = hb[jj]
+                st[2 * jj] = cb[jj]
+                st[2 * jj + 1] = hb[jj]
 
 
 @kernel(parallel=PARALLEL_CELLS)

@@ -29,17 +29,21 @@ def _diaggru_steps(h, xi, a, rows, jacobian, out, r, z, n, jac, u, q, kbits):
         uu, qq, kk = u[task], q[task], kbits[task]
         u1, q1, k1 = uu[:H], qq[:H], kk[:H]
         sc = kk.view(h.dtype)
+        # second halves as their own slices: an index like H + j is not provably ≥ 0, so Numba
+        # adds a negative-index branch to every access and the loop no longer vectorizes
+        u2, q2, s2 = uu[H:], qq[H:], sc[H:2 * H]
         for m in range(task * rows, min(N, task * rows + rows)):
             hm, x, rm, zm, nm = h[m], xi[m], r[m], z[m], n[m]
+            xz, xn = x[H:2 * H], x[2 * H:]
             for j in range(H):
                 rm[j] = x[j] + ar[j] * hm[j]
-                zm[j] = x[H + j] + az[j] * hm[j]
-                uu[j], uu[H + j] = -abs(rm[j]), -abs(zm[j])
+                zm[j] = xz[j] + az[j] * hm[j]
+                uu[j], u2[j] = -abs(rm[j]), -abs(zm[j])
             expm1_parts(uu, qq, kk)
             for j in range(H):
                 rm[j] = sigmoid_from_exp(rm[j], exp_from_parts(qq[j], sc[j], one), one)
-                zm[j] = sigmoid_from_exp(zm[j], exp_from_parts(qq[H + j], sc[H + j], one), one)
-                nm[j] = x[2 * H + j] + an[j] * rm[j] * hm[j]
+                zm[j] = sigmoid_from_exp(zm[j], exp_from_parts(q2[j], s2[j], one), one)
+                nm[j] = xn[j] + an[j] * rm[j] * hm[j]
                 u1[j] = -(two * abs(nm[j]))
             expm1_parts(u1, q1, k1)
             om = out[m]
