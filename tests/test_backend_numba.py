@@ -272,6 +272,30 @@ def test_fused_newton_steps_equal_the_cell_steps(make, dtype):
         for i, (g, w) in enumerate(zip(got_cache, want_cache)):
             assert_close(g, w, dtype, f"cache {i}")
         assert_close(fused.step_jacobian(np, p, state, xi), cell.step_jacobian(np, p, state, xi), dtype, "J")
+        got_f, got_cache, got_J = fused.step_fwd_and_jacobian(np, p, state, xi)
+        assert_close(got_f, want, dtype, "f (fused with J)")
+        assert_close(got_J, cell.step_jacobian(np, p, state, xi), dtype, "J (fused with f)")
+
+
+def test_newton_loop_computes_steps_and_jacobians_in_one_pass(nb, monkeypatch):
+    """One kernel pass per Newton iteration (plus the initial guess), not a step pass and a
+    Jacobian pass: counted on the fused DiagGRU rows."""
+    from seqcore.backends.numba import newton_steps
+    key = ("seqcore.cells.pararnn", "DiagGRU")
+    calls = []
+    rows_fn = newton_steps._STEP_ROWS[key]
+    monkeypatch.setitem(newton_steps._STEP_ROWS, key, lambda *a: calls.append(a[-1]) or rows_fn(*a))
+    cell = cells.DiagGRU(3, 8)
+    rng = np.random.default_rng(12)
+    params = cell.init(rng, np.float64)
+    x = rng.normal(size=(2, 50, 3))
+    with seqcore.use("numba"):
+        hs, info = seqcore.newton_scan(cell, params, x, tol=1e-12, max_iters=20)
+    want, _ = cell.apply(params, x)
+    np.testing.assert_allclose(hs, want, rtol=1e-10, atol=1e-12)
+    assert info.converged and info.iterations >= 2
+    # the initial guess (no Jacobian), then one pass with the Jacobian per residual evaluated
+    assert calls == [False] + [True] * (info.iterations + 1)
 
 
 @pytest.mark.filterwarnings("ignore::seqcore.newton.NewtonConvergenceWarning")

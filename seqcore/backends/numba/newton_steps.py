@@ -163,6 +163,14 @@ class FusedSteps:
             return self.wrapped_cell.step_jacobian(xp, p, state, xi_t)
         return self._rows(self.wrapped_cell, p, state, xi_t, True)[2]
 
+    def step_fwd_and_jacobian(self, xp, p, state, xi_t):
+        """``(f, cache, ∂f/∂s)`` from one kernel pass: the Newton loop needs both at the same
+        states, and the Jacobian costs little once the step is computed."""
+        if not supported_dtype(state, xi_t, *(p[k] for k in self.wrapped_cell.recurrent_keys)):
+            cell = self.wrapped_cell
+            return (*cell.step_fwd(xp, p, state, xi_t), cell.step_jacobian(xp, p, state, xi_t))
+        return self._rows(self.wrapped_cell, p, state, xi_t, True)
+
 
 def _with_fused_steps(cell):
     rows_fn = _STEP_ROWS.get((type(cell).__module__, type(cell).__qualname__))
