@@ -16,6 +16,7 @@ import numpy as np
 from seqcore import backends, cells, learners
 from seqcore.continual import CURRICULUM_TASKS, DATASETS, STREAMS, ContinualConfig, resume_continual, run_continual
 from seqcore.metrics import EvalCurve
+from seqcore.plotting import pyplot
 from seqcore.runs import RunDir, read_json
 
 from .common import KeyValue, OptionalFloat, NONE, user_errors
@@ -199,11 +200,8 @@ def format_report(summary: dict) -> str:
 
 def plot_curves(run_dir: str | Path, path: str | Path) -> Path | None:
     """Per-iteration accuracy of every experience (the stability gap) into ``path``; None without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     records = RunDir(run_dir).read_metrics()
     if not records:

@@ -22,6 +22,7 @@ import statistics
 from pathlib import Path
 
 from seqcore.metrics import EvalCurve
+from seqcore.plotting import pyplot
 from seqcore.runs import RunDir, read_json
 
 PROTOCOL = dict(stream="permuted", dataset="fashion-mnist", experiences=10, steps=1000, hidden=256,
@@ -163,11 +164,8 @@ def gap_table(out: Path, seed: int) -> tuple[str, dict]:
 
 
 def plot_gap(curves: dict, path: Path) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, (steps, accs) in curves.items():

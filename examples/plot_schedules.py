@@ -12,6 +12,7 @@ import argparse
 import numpy as np
 
 from seqcore import schedules as S
+from seqcore.plotting import pyplot
 
 
 def build_schedules(total: int) -> dict[str, list[tuple[str, S.Schedule]]]:
@@ -55,10 +56,7 @@ def print_table(panels, total: int) -> None:
             print(f"{title + ' / ' + label:48s}" + "".join(f"{schedule(t):9.4f}" for t in steps))
 
 
-def plot(panels, total: int, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(plt, panels, total: int, path: str) -> None:
 
     cols = 4
     rows = -(-len(panels) // cols)
@@ -86,13 +84,12 @@ def main(argv=None) -> None:
     if args.steps < 40:
         parser.error(f"--steps: got {args.steps}, expected >= 40")
     panels = build_schedules(args.steps)
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         print("matplotlib is missing (pip install 'seqcore[plot]'); printing values instead.")
         print_table(panels, args.steps)
         return
-    plot(panels, args.steps, args.output)
+    plot(plt, panels, args.steps, args.output)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from seqcore import backends
+from seqcore.plotting import pyplot
 from seqcore.train import Hooks, TrainConfig, train
 
 
@@ -69,11 +70,8 @@ def table(results) -> str:
 
 
 def plot(results, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         print("matplotlib is not installed: no plot")
         return
     fig, axes = plt.subplots(2, len(results), figsize=(4 * len(results), 6), squeeze=False)

@@ -20,6 +20,19 @@ def test_import_loads_only_numpy():
     assert out.stdout.strip() == ""
 
 
+def test_pyplot_is_none_without_matplotlib(monkeypatch):
+    from seqcore.plotting import pyplot
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    assert pyplot() is None
+
+
+def test_pyplot_draws_to_files_when_matplotlib_is_present():
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
+    from seqcore.plotting import pyplot
+    plt = pyplot()
+    assert plt is sys.modules["matplotlib.pyplot"] and plt.get_backend().lower() == "agg"
+
+
 # -- registry ---------------------------------------------------------------------------------
 
 def test_registry_names_and_numpy_always_available():
