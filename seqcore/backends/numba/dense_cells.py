@@ -125,7 +125,8 @@ def rowwise_product(B: int, H: int) -> bool:
     (``benchmarks/lstm_step_gemm.py``), but its output must then be read column by column
     (a gather per gate) and the backward's ``dzᵀ`` written the same way.  That costs more
     than the slower product at H ≤ 64 or B ≥ 48 (measured with OpenBLAS's AVX-512 kernels,
-    1 thread; BENCHMARKS.md).  Both forms give bit-identical results there.
+    1 thread; BENCHMARKS.md).  With OpenBLAS both forms gave bit-identical results, float32
+    and float64; another BLAS may round them differently.
     """
     return H <= 64 or B >= 48
 
@@ -278,8 +279,9 @@ def lstm_bwd(res, dstates, cell):
 def _gru_forward(xi, h0, W, bias, states, acts, hT, zT, z, u, q, kbits):
     """acts (B, T, 4H) = r, z, n, (W_hn h + b_hn) per step; hT (H, B); zT (3H, B); z (3H,); u, q, kbits (2H,).
 
-    Per step: one GEMM, transposed as in the LSTM forward (zᵀ = W_hh hᵀ), then row by row
-    simple vectorized loops.
+    Per step: one GEMM, transposed (zᵀ = W_hh hᵀ, OpenBLAS's faster shape at small B; the
+    LSTM instead chooses by shape, :func:`rowwise_product`), then row by row simple
+    vectorized loops.
     """
     B, T, H3 = xi.shape
     H = H3 // 3
