@@ -10,6 +10,7 @@ can never drop a gradient silently.
 from __future__ import annotations
 
 import itertools
+import weakref
 from typing import Any, Callable
 
 from .tree import tree_flatten, tree_unflatten
@@ -20,12 +21,13 @@ _counter = itertools.count()
 
 
 class _Node:
-    __slots__ = ("name", "inputs", "outputs", "multi", "pullback", "xp", "seq")
+    __slots__ = ("name", "inputs", "outputs", "values", "multi", "pullback", "xp", "seq")
 
     def __init__(self, name, inputs, pullback, xp):
         self.name = name
         self.inputs = inputs
-        self.outputs: list = []
+        self.outputs: list = []  # weak references to the Traced outputs
+        self.values: list = []   # their arrays (zeros_like for an output that got no gradient)
         self.multi = False
         self.pullback = pullback
         self.xp = xp
@@ -95,14 +97,14 @@ def _ops():
 def record(name: str, args: tuple, outputs, pullback: Callable, xp) -> Any:
     """Wrap a primitive's ``outputs`` in :class:`Traced` values linked to one tape node."""
     node = _Node(name, [a if isinstance(a, Traced) else None for a in args], pullback, xp)
-    if isinstance(outputs, tuple):
-        wrapped = tuple(Traced(o, node) for o in outputs)
-        node.outputs = list(wrapped)
-        node.multi = True
-        return wrapped
-    out = Traced(outputs, node)
-    node.outputs = [out]
-    return out
+    node.multi = isinstance(outputs, tuple)
+    wrapped = tuple(Traced(o, node) for o in outputs) if node.multi else (Traced(outputs, node),)
+    # Weak references back: strong ones would make every node and its outputs a reference
+    # cycle, and a tape, with the residuals its pullbacks hold, would then outlive its last
+    # use until the cyclic garbage collector ran (fresh pages for every step's residuals).
+    node.outputs = [weakref.ref(w) for w in wrapped]
+    node.values = [w.value for w in wrapped]
+    return wrapped if node.multi else wrapped[0]
 
 
 def _is_float_array(x) -> bool:
@@ -133,10 +135,12 @@ def _backprop(outputs: list, cotangents: list) -> dict:
         nodes[id(n)] = n
         stack.extend(i.node for i in n.inputs if i is not None and i.node is not None)
     for n in sorted(nodes.values(), key=lambda n: n.seq, reverse=True):
-        cots = [grads.pop(id(o), None) for o in n.outputs]
+        # an output that no longer exists was used by nothing: it has no gradient (ids are only
+        # taken of live outputs, so a recycled id cannot alias another array's gradient)
+        cots = [None if o is None else grads.pop(id(o), None) for o in (r() for r in n.outputs)]
         if all(c is None for c in cots):
             continue
-        cots = [n.xp.zeros_like(o.value) if c is None else c for o, c in zip(n.outputs, cots)]
+        cots = [n.xp.zeros_like(v) if c is None else c for v, c in zip(n.values, cots)]
         in_grads = n.pullback(tuple(cots) if n.multi else cots[0])
         for inp, g in zip(n.inputs, in_grads):
             if inp is not None and g is not None:

@@ -40,40 +40,45 @@ def tree_map(fn: Callable, tree: Any, *rest: Any, is_leaf: Callable | None = Non
     return fn(tree, *rest)
 
 
+# The walkers are module-level functions taking their accumulator as an argument: a nested
+# recursive closure refers to itself through its cell, a reference cycle that would keep the
+# leaves (arrays, traced values and the tapes behind them) alive until the cyclic garbage
+# collector ran.
+
+def _flatten_into(t: Any, leaves: list) -> Any:
+    if isinstance(t, dict):
+        return ("dict", [(k, _flatten_into(v, leaves)) for k, v in t.items()])
+    if isinstance(t, (list, tuple)):
+        return (type(t), [_flatten_into(v, leaves) for v in t])
+    if t is None:
+        return ("none", None)
+    leaves.append(t)
+    return ("leaf", None)
+
+
 def tree_flatten(tree: Any) -> tuple[list, Any]:
     """Return ``(leaves, treedef)``; ``tree_unflatten(treedef, leaves)`` rebuilds the tree."""
     leaves: list = []
+    return leaves, _flatten_into(tree, leaves)
 
-    def _walk(t):
-        if isinstance(t, dict):
-            return ("dict", [(k, _walk(v)) for k, v in t.items()])
-        if isinstance(t, (list, tuple)):
-            return (type(t), [_walk(v) for v in t])
-        if t is None:
-            return ("none", None)
-        leaves.append(t)
-        return ("leaf", None)
 
-    return leaves, _walk(tree)
+def _build(d: Any, it) -> Any:
+    kind, children = d
+    if kind == "leaf":
+        return next(it)
+    if kind == "none":
+        return None
+    if kind == "dict":
+        return {k: _build(c, it) for k, c in children}
+    vals = [_build(c, it) for c in children]
+    if kind is list:
+        return vals
+    return kind(*vals) if hasattr(kind, "_fields") else kind(vals)
 
 
 def tree_unflatten(treedef: Any, leaves: list) -> Any:
-    it = iter(leaves)
-
-    def _build(d):
-        kind, children = d
-        if kind == "leaf":
-            return next(it)
-        if kind == "none":
-            return None
-        if kind == "dict":
-            return {k: _build(c) for k, c in children}
-        vals = [_build(c) for c in children]
-        if kind is list:
-            return vals
-        return kind(*vals) if hasattr(kind, "_fields") else kind(vals)
-
-    return _build(treedef)
+    """The tree of ``treedef`` (from :func:`tree_flatten`) with ``leaves`` in order."""
+    return _build(treedef, iter(leaves))
 
 
 def tree_leaves(tree: Any) -> list:

@@ -122,6 +122,28 @@ def test_reused_value_accumulates_gradient():
     np.testing.assert_allclose(g, 2 * x + np.tanh(x) + x * (1 - np.tanh(x) ** 2), rtol=1e-12)
 
 
+def test_tape_is_freed_without_the_cyclic_garbage_collector():
+    """A tape holds every residual; it must die with its last reference (no reference
+    cycles), so each training step's buffers are released when the step ends."""
+    import gc
+    import weakref
+    cell = cells.LSTM(3, 4)
+    rng = np.random.default_rng(0)
+    params = cell.init(rng)
+    x = rng.normal(size=(2, 5, 3))
+    gc.collect()
+    gc.disable()
+    try:
+        out, pullback = seqcore.vjp(lambda p, x: cell.apply(p, x)[0], params, x)
+        pullback(np.ones_like(out))
+        alive = weakref.ref(out)          # the output array, also held by the tape
+        del out, pullback
+        assert alive() is None
+        assert gc.collect() == 0          # nothing was left for the collector either
+    finally:
+        gc.enable()
+
+
 def test_value_and_grad():
     f = lambda w: ops.sum(ops.square(w))  # noqa: E731
     v, g = seqcore.value_and_grad(f)(np.array([1.0, -2.0]))
