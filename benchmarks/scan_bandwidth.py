@@ -21,6 +21,11 @@ from seqcore.backends import blas
 
 
 def machine_info() -> str:
+    """Describe the machine, after applying the process setting the ``seqcore`` command uses
+    (freed heap memory kept between calls, ``seqcore.backends.heap``; ``SEQCORE_RETAIN_HEAP=0``
+    measures with glibc's defaults), so that figures match what a run sees."""
+    from seqcore.backends import heap
+    heap.retain_from_env()
     cpu = platform.processor() or "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -30,7 +35,8 @@ def machine_info() -> str:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{cpu}; {os.cpu_count()} logical CPUs; load average {load:.1f}; Python {platform.python_version()}; "
-            f"NumPy {np.__version__}\nBLAS kernels: {blas.describe()}")
+            f"NumPy {np.__version__}\nBLAS kernels: {blas.describe()}\n"
+            f"heap: {'freed memory retained' if heap.retained() else 'glibc defaults'}")
 
 
 def best_of(fns: dict, repeats: int) -> dict:

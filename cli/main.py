@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from seqcore import backends, cells, tasks
-from seqcore.backends import BackendUnavailable
+from seqcore.backends import BackendUnavailable, heap
 from seqcore.runs import RunDir, load_checkpoint, read_json
 from seqcore import train as train_module
 from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, Run, TrainConfig
@@ -36,6 +36,9 @@ FINISHED = ("completed", "curriculum-finished", "target-reached")
 @click.version_option(package_name="seqcore")
 def main(traceback: bool) -> None:
     """seqcore: recurrent sequence learning on NumPy, Numba, CUDA and PyTorch backends."""
+    # every step frees and re-allocates the same buffers: keep them in the heap instead of
+    # page-faulting them in again (seqcore.backends.heap); SEQCORE_RETAIN_HEAP=0 opts out
+    heap.retain_from_env()
 
 
 # -- listings -----------------------------------------------------------------------------------
@@ -75,6 +78,8 @@ def list_backends() -> None:
     from seqcore.backends import blas
     # matrix-product speed of the numpy and numba backends: an OPENBLAS_CORETYPE pin can halve it
     click.echo(f"\nOpenBLAS kernels: {blas.describe()}")
+    click.echo("heap: freed memory kept for the next step" if heap.retained()
+               else "heap: glibc defaults (freed memory may go back to the OS between steps)")
     if bad_env is not None:
         raise bad_env
 

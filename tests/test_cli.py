@@ -64,7 +64,10 @@ def test_backends_lists_every_backend_with_its_availability():
         else:
             assert info["reason"].split()[0] in " ".join(row[3:])
     assert len(rows) == len(backends.names())
-    assert out[-1].startswith("OpenBLAS kernels: ")  # a pin (OPENBLAS_CORETYPE) can halve GEMM speed
+    assert out[-2].startswith("OpenBLAS kernels: ")  # a pin (OPENBLAS_CORETYPE) can halve GEMM speed
+    from seqcore.backends import heap
+    assert out[-1] == ("heap: freed memory kept for the next step" if heap._mallopt() is not None
+                       else "heap: glibc defaults (freed memory may go back to the OS between steps)")
 
 
 def test_tasks_and_cells_list_their_names():
