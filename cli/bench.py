@@ -2,7 +2,8 @@
 
 The scripts live in the source tree (they are not installed with the package), so this
 command works from a checkout (``pip install -e .``); it says so when they are missing.
-Each script prints ratios against a baseline measured in the same process.
+Each script prints ratios against a baseline measured in the same process (``memory``:
+in alternating child processes, since the heap policy it compares is process-wide).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ SUITES = {
     "rnn": ("rnn_vs_torch.py", ["--repeats", "1", "--batch", "16", "--steps", "128", "--hidden", "64"]),
     "newton": ("newton.py", ["--T", "256", "1024", "--repeats", "1"]),
     "training": ("training_steps.py", ["--steps", "20", "--cells", "leaky", "gru"]),
+    "memory": ("step_memory.py", ["--shape", "16", "64", "32", "--steps", "5", "--rounds", "1"]),
 }
 
 

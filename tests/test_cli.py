@@ -379,7 +379,7 @@ def test_bench_runs_the_training_benchmark_and_prints_ratios():
     assert "ratios vs numpy" in out.stdout and "leaky" in out.stdout
     bad = CliRunner().invoke(main, ["bench", "nope"])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
-    assert set(SUITES) == {"scan", "primitives", "rnn", "newton", "training"}
+    assert set(SUITES) == {"scan", "primitives", "rnn", "newton", "training", "memory"}
 
 
 
