@@ -5,7 +5,8 @@ frees them when the step ends: a tape dies with its last reference.  glibc then 
 megabytes free at the top of its heap and gives them back to the OS (``M_TRIM_THRESHOLD``),
 and serves blocks above ``M_MMAP_THRESHOLD`` with a fresh mapping each time, so the next
 step page-faults the same memory in again, zero-filled, at 1–2 µs per 4 KiB page on a VM.
-For a small LSTM layer (B = 16, T = 128, H = 64) that was a third of the step.
+For a small LSTM layer (B = 16, T = 128, H = 64) that was half of the step
+(``benchmarks/step_memory.py``).
 
 :func:`retain` raises both thresholds, once, for the whole process: freed memory stays
 in the heap for the next step (peak memory is not returned to the OS while the process
