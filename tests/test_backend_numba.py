@@ -171,17 +171,20 @@ def test_non_contiguous_inputs_are_copied(nb):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rowwise", [True, False])
-def test_lstm_both_product_orientations(nb, monkeypatch, rowwise, dtype):
-    """The LSTM picks its per-step product's orientation by shape; both must equal the reference."""
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_lstm_and_gru_both_product_orientations(nb, monkeypatch, kind, rowwise, dtype):
+    """The LSTM and GRU pick their per-step product's orientation by shape; both must equal
+    the reference."""
     from seqcore.backends.numba import dense_cells
     monkeypatch.setattr(dense_cells, "rowwise_product", lambda B, H: rowwise)
     rng = np.random.default_rng(1)
+    make, gates = (cells.LSTM, 4) if kind == "lstm" else (cells.GRU, 3)
     for B, T, H in [(1, 1, 1), (3, 9, 5), (2, 4, 70)]:
-        cell = cells.LSTM(2, H)
+        cell = make(2, H)
         p = cell.init(rng, dtype)
-        args = (rng.normal(size=(B, T, 4 * H)).astype(dtype), rng.normal(size=(B, 2 * H)).astype(dtype),
+        args = (rng.normal(size=(B, T, gates * H)).astype(dtype), rng.normal(size=(B, cell.state_size)).astype(dtype),
                 p["weight_hh"], p["bias_hh"])
-        compare_primitive(nb, "lstm_recurrence", args, dict(cell=cell), dtype, rng)
+        compare_primitive(nb, f"{kind}_recurrence", args, dict(cell=cell), dtype, rng)
 
 # -- cells end to end through seqcore.use("numba") ---------------------------------------------------
 

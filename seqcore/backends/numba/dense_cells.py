@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import (contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, scratch,
+from .ops import (contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, put_row, scratch,
                   sigmoid_from_exp, tanh_from_expm1)
 
 __all__ = ["elman_fwd", "elman_bwd", "lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd", "leaky_fwd", "leaky_bwd"]
@@ -119,13 +119,13 @@ def elman_bwd(res, dstates, cell):
 # -- LSTM (state [c, h] interleaved per neuron; gates i, f, g, o) --------------------------------
 
 def rowwise_product(B: int, H: int) -> bool:
-    """Whether the LSTM runs its per-step products row-major, ``z = h · W_hhᵀ`` (B, 4H).
+    """Whether the LSTM and GRU run their per-step products row-major, ``z = h · W_hhᵀ`` (B, kH).
 
-    OpenBLAS runs the transposed form ``zᵀ = W_hh · hᵀ`` (4H, B) up to 1.8× faster at small B
+    OpenBLAS runs the transposed form ``zᵀ = W_hh · hᵀ`` (kH, B) up to 1.8× faster at small B
     (``benchmarks/lstm_step_gemm.py``), but its output must then be read column by column
     (a gather per gate) and the backward's ``dzᵀ`` written the same way.  That costs more
-    than the slower product at H ≤ 64 or B ≥ 48 (measured with OpenBLAS's AVX-512 kernels,
-    1 thread; BENCHMARKS.md).  With OpenBLAS both forms gave bit-identical results, float32
+    than the slower product at H ≤ 64 or B ≥ 48 (measured on the LSTM with OpenBLAS's
+    AVX-512 kernels, 1 thread, and confirmed on the GRU; BENCHMARKS.md).  With OpenBLAS both forms gave bit-identical results, float32
     and float64; another BLAS may round them differently.
     """
     return H <= 64 or B >= 48
@@ -230,13 +230,7 @@ def _lstm_backward(states, acts, state0, Wmat, dstates, rowwise, dxi, dc, dh, dz
                 dg[j] = dc2 * ig * (one - gg * gg)
                 do[j] = dnh * tc * og * (one - og)
                 dci[j] = dc2 * fg
-            if rowwise:
-                dz = dzbuf[i]
-                for j in range(4 * H):
-                    dz[j] = dx[j]
-            else:
-                for j in range(4 * H):
-                    dzbuf[j, i] = dx[j]
+            put_row(dzbuf, i, dx, rowwise)
         if rowwise:
             np.dot(dzbuf, Wmat, dh)
         else:
@@ -276,27 +270,38 @@ def lstm_bwd(res, dstates, cell):
 # -- GRU (gates r, z, n; torch.nn.GRU) ------------------------------------------------------------
 
 @kernel()
-def _gru_forward(xi, h0, W, bias, states, acts, hT, zT, z, u, q, kbits):
-    """acts (B, T, 4H) = r, z, n, (W_hn h + b_hn) per step; hT (H, B); zT (3H, B); z (3H,); u, q, kbits (2H,).
+def _gru_forward(xi, h0, Wmat, bias, rowwise, states, acts, hbuf, hT, zbuf, z, u, q, kbits):
+    """acts (B, T, 4H) = r, z, n, (W_hn h + b_hn) per step; hbuf (B, H); hT (H, B); z (3H,); u, q, kbits (2H,).
 
-    Per step: one GEMM, transposed (zᵀ = W_hh hᵀ, OpenBLAS's faster shape at small B; the
-    LSTM instead chooses by shape, :func:`rowwise_product`), then row by row simple
-    vectorized loops.
+    Per step: one GEMM, oriented as in the LSTM (:func:`rowwise_product`: ``Wmat = W_hhᵀ``
+    and ``zbuf`` (B, 3H), or ``Wmat = W_hh`` and ``zbuf`` (3H, B) read column by column), then
+    row by row simple vectorized loops.
     """
     B, T, H3 = xi.shape
     H = H3 // 3
     one, two = xi.dtype.type(1.0), xi.dtype.type(2.0)
     scale = kbits.view(xi.dtype)
     un, qn, kn, sn = u[:H], q[:H], kbits[:H], scale[:H]
-    for i in range(B):
-        for j in range(H):
-            hT[j, i] = h0[i, j]
+    hbuf[:, :] = h0
     for t in range(T):
-        np.dot(W, hT, zT)
+        if rowwise:
+            np.dot(hbuf, Wmat, zbuf)
+        else:
+            # hᵀ copied, not read through an F-ordered view: with that view OpenBLAS's float64
+            # product ran 1.5× slower at (16, ·, 128) (the LSTM's (4H, H) shape is unaffected)
+            for i in range(B):
+                for j in range(H):
+                    hT[j, i] = hbuf[i, j]
+            np.dot(Wmat, hT, zbuf)
         for i in range(B):
-            x, a, st = xi[i, t], acts[i, t], states[i, t]
-            for j in range(H3):
-                z[j] = zT[j, i] + bias[j]  # h W^T + b_hh, as the reference groups it
+            x, a, st, h = xi[i, t], acts[i, t], states[i, t], hbuf[i]
+            if rowwise:
+                zr = zbuf[i]
+                for j in range(H3):
+                    z[j] = zr[j] + bias[j]  # h W^T + b_hh, as the reference groups it
+            else:
+                for j in range(H3):
+                    z[j] = zbuf[j, i] + bias[j]
             for j in range(2 * H):
                 z[j] = x[j] + z[j]
             for j in range(2 * H):
@@ -313,18 +318,19 @@ def _gru_forward(xi, h0, W, bias, states, acts, hT, zT, z, u, q, kbits):
             expm1_parts(un, qn, kn)
             for j in range(H):
                 a[2 * H + j] = tanh_from_expm1(z[2 * H + j], expm1_from_parts(qn[j], sn[j], one), two)
-            for j in range(H):  # this step's product has read hᵀ: column i can take the new h
-                hn = (one - a[H + j]) * a[2 * H + j] + a[H + j] * hT[j, i]
-                hT[j, i] = hn
+            for j in range(H):  # this step's product has read h: the row can take the new h
+                hn = (one - a[H + j]) * a[2 * H + j] + a[H + j] * h[j]
+                h[j] = hn
                 st[j] = hn
 
 
 @kernel()
-def _gru_backward(states, acts, h0, WT, dstates, dxi, dgh, dh, dbufT, mbufT):
+def _gru_backward(states, acts, h0, Wmat, dstates, rowwise, dxi, dgh, dh, dbuf, mbuf):
     """BPTT; dgh (B, T, 3H) = gradient of h W^T + b_hh per step; dh (B, H) enters as 0, leaves as dh0.
 
-    The per-step product runs transposed, (W_hhᵀ · dbufᵀ) with WT (H, 3H) and dbufT (3H, B), as
-    in the LSTM's backward: the faster BLAS shape at small B.
+    The per-step product is oriented as in the forward: ``dbuf · W_hh`` with ``Wmat = W_hh``,
+    ``dbuf`` (B, 3H), ``mbuf`` (B, H) when ``rowwise``, else ``W_hhᵀ · dbufᵀ`` with
+    ``Wmat = W_hhᵀ``, ``dbuf`` (3H, B), ``mbuf`` (H, B).
     """
     B, T, H = states.shape
     one = states.dtype.type(1.0)
@@ -344,12 +350,18 @@ def _gru_backward(states, acts, h0, WT, dstates, dxi, dgh, dh, dbufT, mbufT):
                 dxr[j], dxz[j], dxn[j] = dkr, dkz, dkn
                 dgr[j], dgz[j], dgn[j] = dkr, dkz, dkn * r
                 dh[i, j] = d * z  # the direct path; the matrix path is added below
-            for j in range(3 * H):
-                dbufT[j, i] = dg[j]
-        np.dot(WT, dbufT, mbufT)
-        for i in range(B):
-            for j in range(H):
-                dh[i, j] = dh[i, j] + mbufT[j, i]
+            put_row(dbuf, i, dg, rowwise)
+        if rowwise:
+            np.dot(dbuf, Wmat, mbuf)
+            for i in range(B):
+                dhi, mi = dh[i], mbuf[i]
+                for j in range(H):
+                    dhi[j] = dhi[j] + mi[j]
+        else:
+            np.dot(Wmat, dbuf, mbuf)
+            for i in range(B):
+                for j in range(H):
+                    dh[i, j] = dh[i, j] + mbuf[j, i]
 
 
 def gru_fwd(xi, h0, W, b, cell):
@@ -357,9 +369,12 @@ def gru_fwd(xi, h0, W, b, cell):
     xi, h0 = contiguous(xi), contiguous(h0)
     B, T, H3 = xi.shape
     H = H3 // 3
+    rowwise = rowwise_product(B, H)
     states, acts = np.empty((B, T, H), xi.dtype), np.empty((B, T, 4 * H), xi.dtype)
-    _gru_forward(xi, h0, contiguous(W), contiguous(b), states, acts, np.empty((H, B), xi.dtype),
-                 np.empty((H3, B), xi.dtype), np.empty(H3, xi.dtype), *scratch(2 * H, xi.dtype))
+    _gru_forward(xi, h0, contiguous(W.T) if rowwise else contiguous(W), contiguous(b), rowwise, states, acts,
+                 np.empty((B, H), xi.dtype), np.empty((H, B), xi.dtype),
+                 np.empty((B, H3) if rowwise else (H3, B), xi.dtype),
+                 np.empty(H3, xi.dtype), *scratch(2 * H, xi.dtype))
     return states, (states, acts, h0, W)
 
 
@@ -369,8 +384,10 @@ def gru_bwd(res, dstates, cell):
     B, T, H = states.shape
     dxi, dgh = np.empty((B, T, 3 * H), states.dtype), np.empty((B, T, 3 * H), states.dtype)
     dh = np.zeros((B, H), states.dtype)
-    _gru_backward(states, acts, h0, contiguous(W.T), dstates, dxi, dgh, dh, np.empty((3 * H, B), states.dtype),
-                  np.empty((H, B), states.dtype))
+    rowwise = rowwise_product(B, H)
+    _gru_backward(states, acts, h0, contiguous(W) if rowwise else contiguous(W.T), dstates, rowwise, dxi, dgh, dh,
+                  np.empty((B, 3 * H) if rowwise else (3 * H, B), states.dtype),
+                  np.empty((B, H) if rowwise else (H, B), states.dtype))
     dW, db = _weight_grad(dgh, _previous(states, h0))
     return dxi, dh, dW, db
 

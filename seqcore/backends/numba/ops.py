@@ -16,7 +16,7 @@ import numpy as np
 __all__ = ["kernel", "Kernel", "compile_report", "clear_compile_report", "contiguous", "as_dtype",
            "supported_dtype", "split_columns", "num_threads", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts",
            "exp_nonpos", "expm1_nonpos", "exp_from_parts", "expm1_from_parts", "log1p_unit", "scratch",
-           "PARALLEL_CELLS", "task_block"]
+           "PARALLEL_CELLS", "task_block", "put_row"]
 
 # fastmath off (IEEE results, no reassociation); error_model "numpy": float division does not
 # check for zero, so loops with divisions vectorize (the Python model adds a branch per division)
@@ -136,6 +136,19 @@ def scratch(shape, dtype):
     """Buffers of the vectorized exp: argument, polynomial part, exponent bits (an int of the same width)."""
     ints = np.int32 if dtype == np.float32 else np.int64
     return np.empty(shape, dtype), np.empty(shape, dtype), np.empty(shape, ints)
+
+
+@numba.njit(inline="always", **_JIT_OPTIONS)
+def put_row(buf, i, row, rowwise):
+    """Row ``i`` of a step's (B, n) matrix into ``buf``: (B, n) when ``rowwise``, else its
+    transpose (n, B), for the per-step products of the dense cells."""
+    if rowwise:
+        b = buf[i]
+        for j in range(row.shape[0]):
+            b[j] = row[j]
+    else:
+        for j in range(row.shape[0]):
+            buf[j, i] = row[j]
 
 
 @numba.njit(inline="always", **_JIT_OPTIONS)
