@@ -23,10 +23,9 @@ __all__ = ["kernel", "Kernel", "compile_report", "clear_compile_report", "contig
 _JIT_OPTIONS = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
 
 # The diagonal cells and the Newton steps loop over independent (row, block of neurons)
-# tasks with prange; they are compiled serial because a parallel kernel costs ~2 s more to
-# compile per dtype (the cold test suite stays near a minute on two cores).  True makes
-# them parallel over the tasks.
-PARALLEL_CELLS = False
+# tasks with prange, in parallel: 1.2-2x on 2 threads (BENCHMARKS.md).  A parallel kernel
+# takes ~1-2 s longer to compile per dtype; False compiles them serial.
+PARALLEL_CELLS = True
 
 _LOG: list[dict] = []
 _LOG_LOCK = threading.Lock()
