@@ -54,7 +54,7 @@ def gemm_floor(kind, B, T, H, np, numba):
     f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
     x2, W_ih, d2, h2 = f32(B * T, H), f32(G, H), f32(B * T, G), f32(B * T, H)
     W_hh, xi, dx, dW = f32(G, H), np.empty((B * T, G), np.float32), np.empty((B * T, H), np.float32), f32(G, H)
-    rowwise = kind == "lstm" and dense_cells.rowwise_product(B, H)
+    rowwise = dense_cells.rowwise_product(B, H)  # the LSTM's and the GRU's rule
     if rowwise:
         step_fwd = (f32(B, H), np.ascontiguousarray(W_hh.T), np.empty((B, G), np.float32))
         step_bwd = (f32(B, G), W_hh, np.empty((B, H), np.float32))
