@@ -113,16 +113,20 @@ def _jacobians(xp, cell, p, prev, xi):
     return cell.step_jacobian(xp, p, prev.reshape(B * T, S), xi.reshape(B * T, xi.shape[2]))
 
 
-def _step_and_jacobians(xp, cell, p, prev, xi):
-    """``(f, cache, J)`` at the same states in one pass where the cell offers
-    ``step_fwd_and_jacobian`` (a backend's fused kernel), or ``None`` where it does not: then
-    the caller asks for the Jacobians only when it needs them (dense ones are large)."""
+def _steps(xp, cell, p, prev, xi):
+    """``(f, cache, jacobians)`` at ``prev``; ``jacobians()`` gives ``∂f/∂s``.
+
+    Where the cell offers ``step_fwd_and_jacobian`` (a backend's fused kernel) the Jacobians
+    come from the same pass as the step; otherwise ``jacobians()`` computes them when called,
+    so a caller that stops early never builds them (dense ones are large).
+    """
     fused = getattr(cell, "step_fwd_and_jacobian", None)
     if fused is None:
-        return None
+        f, cache = _step_all(xp, cell, p, prev, xi)
+        return f, cache, lambda: _jacobians(xp, cell, p, prev, xi)
     B, T, S = prev.shape
     out, cache, J = fused(xp, p, prev.reshape(B * T, S), xi.reshape(B * T, xi.shape[2]))
-    return out.reshape(B, T, S), cache, J
+    return out.reshape(B, T, S), cache, lambda: J
 
 
 def _split_steps(A, B, T):
@@ -156,16 +160,14 @@ def _newton_loop(xp, cell, p, xi, state0, tol, max_iters, jacobian, damping):
     history = []
     for it in range(max_iters + 1):
         prev = previous_states(xp, states, state0)
-        fused = _step_and_jacobians(xp, cell, p, prev, xi)
-        f = fused[0] if fused is not None else _step_all(xp, cell, p, prev, xi)[0]
+        f, _, jacobians = _steps(xp, cell, p, prev, xi)
         F = states - f
         residual = float(xp.max(xp.abs(F)))
         threshold = tol * (1.0 + float(xp.max(xp.abs(states))))
         history.append((residual, threshold))
         if residual <= threshold or not residual < float("inf") or it == max_iters:
             break  # converged, diverged (inf/nan: the caller falls back), or out of iterations
-        J = fused[2] if fused is not None else _jacobians(xp, cell, p, prev, xi)
-        A = scan_operator(xp, J, native, jacobian, k)
+        A = scan_operator(xp, jacobians(), native, jacobian, k)
         if scale != 1.0:
             A = A * scale
         delta = linear_solve(xp, _split_steps(A, B, T), -F, jacobian)
@@ -188,11 +190,9 @@ def adjoint(xp, cell, p, xi, state0, states, dstates):
     B, T, S = states.shape
     native, k = cell.jacobian_structure, cell.state_factor
     prev = previous_states(xp, states, state0)
-    fused = _step_and_jacobians(xp, cell, p, prev, xi)
-    J = fused[2] if fused is not None else _jacobians(xp, cell, p, prev, xi)
-    At = _split_steps(transpose_operator(xp, scan_operator(xp, J, native, native, k), native), B, T)
+    _, cache, jacobians = _steps(xp, cell, p, prev, xi)
+    At = _split_steps(transpose_operator(xp, scan_operator(xp, jacobians(), native, native, k), native), B, T)
     At_next = xp.concatenate([At[:, 1:], xp.zeros_like(At[:, :1])], axis=1)
     g = linear_solve(xp, At_next, dstates, native, reverse=True)
-    cache = fused[1] if fused is not None else _step_all(xp, cell, p, prev, xi)[1]
     dprev, dxi, dp = cell.step_bwd(xp, p, cache, g.reshape(B * T, S))
     return dxi.reshape(xi.shape), dprev.reshape(B, T, S)[:, 0], dp

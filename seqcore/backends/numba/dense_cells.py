@@ -125,10 +125,16 @@ def rowwise_product(B: int, H: int) -> bool:
     (``benchmarks/lstm_step_gemm.py``), but its output must then be read column by column
     (a gather per gate) and the backward's ``dzᵀ`` written the same way.  That costs more
     than the slower product at H ≤ 64 or B ≥ 48 (measured on the LSTM with OpenBLAS's
-    AVX-512 kernels, 1 thread, and confirmed on the GRU; BENCHMARKS.md).  With OpenBLAS both forms gave bit-identical results, float32
-    and float64; another BLAS may round them differently.
+    AVX-512 kernels, 1 thread, and confirmed on the GRU; BENCHMARKS.md).  With OpenBLAS both
+    forms gave bit-identical results, float32 and float64; another BLAS may round them
+    differently.
     """
     return H <= 64 or B >= 48
+
+
+def _oriented(rowwise: bool, B: int, n: int, dtype):
+    """An empty per-step buffer for a (B, n) matrix: (B, n) when ``rowwise``, else (n, B)."""
+    return np.empty((B, n) if rowwise else (n, B), dtype)
 
 
 @kernel()
@@ -248,7 +254,7 @@ def lstm_fwd(xi, state0, W, b, cell):
     _lstm_forward(xi, contiguous(state0[:, 0::2]), contiguous(state0[:, 1::2]),
                   contiguous(W.T) if rowwise else contiguous(W), contiguous(b), rowwise, states, acts, hprev,
                   np.empty((B, H), xi.dtype), np.empty((B, H), xi.dtype),
-                  np.empty((B, H4) if rowwise else (H4, B), xi.dtype), np.empty(H4, xi.dtype), *scratch(H4, xi.dtype))
+                  _oriented(rowwise, B, H4, xi.dtype), np.empty(H4, xi.dtype), *scratch(H4, xi.dtype))
     return states, (states, acts, hprev, state0, W)
 
 
@@ -261,7 +267,7 @@ def lstm_bwd(res, dstates, cell):
     dxi = np.empty((B, T, 4 * H), states.dtype)
     dc, dh = np.zeros((B, H), states.dtype), np.zeros((B, H) if rowwise else (H, B), states.dtype)
     _lstm_backward(states, acts, state0, contiguous(W) if rowwise else contiguous(W.T), dstates, rowwise, dxi, dc, dh,
-                   np.empty((B, 4 * H) if rowwise else (4 * H, B), states.dtype), np.empty(H, states.dtype))
+                   _oriented(rowwise, B, 4 * H, states.dtype), np.empty(H, states.dtype))
     dstate0 = np.stack([dc, dh if rowwise else dh.T], axis=-1).reshape(B, H2)
     dW, db = _weight_grad(dxi, hprev)
     return dxi, dstate0, dW, db
@@ -373,7 +379,7 @@ def gru_fwd(xi, h0, W, b, cell):
     states, acts = np.empty((B, T, H), xi.dtype), np.empty((B, T, 4 * H), xi.dtype)
     _gru_forward(xi, h0, contiguous(W.T) if rowwise else contiguous(W), contiguous(b), rowwise, states, acts,
                  np.empty((B, H), xi.dtype), np.empty((H, B), xi.dtype),
-                 np.empty((B, H3) if rowwise else (H3, B), xi.dtype),
+                 _oriented(rowwise, B, H3, xi.dtype),
                  np.empty(H3, xi.dtype), *scratch(2 * H, xi.dtype))
     return states, (states, acts, h0, W)
 
@@ -386,8 +392,8 @@ def gru_bwd(res, dstates, cell):
     dh = np.zeros((B, H), states.dtype)
     rowwise = rowwise_product(B, H)
     _gru_backward(states, acts, h0, contiguous(W) if rowwise else contiguous(W.T), dstates, rowwise, dxi, dgh, dh,
-                  np.empty((B, 3 * H) if rowwise else (3 * H, B), states.dtype),
-                  np.empty((B, H) if rowwise else (H, B), states.dtype))
+                  _oriented(rowwise, B, 3 * H, states.dtype),
+                  _oriented(rowwise, B, H, states.dtype))
     dW, db = _weight_grad(dgh, _previous(states, h0))
     return dxi, dh, dW, db
 
