@@ -49,7 +49,8 @@ def cell_cases(rng, dtype, B, T, H):
     from seqcore import cells
     for name, cell in (("elman", cells.Elman(H, H)), ("lstm", cells.LSTM(H, H)), ("gru", cells.GRU(H, H)),
                        ("leaky", cells.LeakyRNN(H, H)), ("diaggru", cells.DiagGRU(H, H)),
-                       ("cifg-lstm", cells.CIFGLSTM(H, H))):
+                       ("cifg-lstm", cells.CIFGLSTM(H, H)), ("mingru", cells.MinGRU(H, H)),
+                       ("minlstm", cells.MinLSTM(H, H))):
         params = cell.init(rng, dtype)
         x = rng.normal(size=(B, T, H)).astype(dtype)
         xi = np.asarray(cell.project(params, x))

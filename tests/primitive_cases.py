@@ -60,8 +60,10 @@ def _cell_recurrence_cases(name, rng, dtype):
         if hasattr(cells, "make") else {}
     by_prim.setdefault("elman", cells.Elman(3, 4))
     by_prim.setdefault("lstm", cells.LSTM(3, 4))
-    cell = by_prim[cell_name]
-    for B, T in [(1, 1), (2, 5), (3, 2)]:
+    variants = [by_prim[cell_name]]
+    if getattr(variants[0], "log_space", None) is False:  # minGRU / minLSTM: the log-space candidate too
+        variants.append(cells.make(cell_name, 3, 4, log_space=True))
+    for cell, (B, T) in zip(variants * 3, [(1, 1), (2, 5), (3, 2)] * len(variants)):
         params = cell.init(rng, dtype)
         if "tau" in params:  # timescales away from the clamp at 1, where finite differences are one-sided
             params["tau"] = _n(rng, params["tau"].shape, dtype, 1.5, 3.0)

@@ -98,7 +98,7 @@ def test_every_hot_primitive_is_replaced(nb):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["linear_scan", "block_scan", "log_linear_scan", "elman_recurrence",
                                   "lstm_recurrence", "gru_recurrence", "leaky_recurrence", "diaggru_recurrence",
-                                  "cifg-lstm_recurrence"])
+                                  "cifg-lstm_recurrence", "mingru_recurrence", "minlstm_recurrence"])
 def test_replacement_equals_reference_on_shared_cases(nb, name, dtype):
     rng = np.random.default_rng(0)
     for args, static in cases(name, rng, dtype):
@@ -186,6 +186,20 @@ def test_lstm_and_gru_both_product_orientations(nb, monkeypatch, kind, rowwise, 
                 p["weight_hh"], p["bias_hh"])
         compare_primitive(nb, f"{kind}_recurrence", args, dict(cell=cell), dtype, rng)
 
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("log_space", [False, True])
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+def test_minimal_cells_long_and_wide(nb, kind, log_space, dtype):
+    """Fused minGRU / minLSTM against the reference: many neuron blocks (H = 70, a short last
+    block), long T, gates driven into saturation (|k| up to 40) and candidates of both signs."""
+    rng = np.random.default_rng(11)
+    cell = cells.make(kind, 2, 70, log_space=log_space)
+    xi = (rng.normal(size=(3, 1500, cell.n_projections * 70)) * rng.choice([1.0, 10.0, 40.0], 70 * cell.n_projections))
+    compare_primitive(nb, f"{kind}_recurrence", (xi.astype(dtype), rng.normal(size=(3, 70)).astype(dtype)),
+                      dict(cell=cell), dtype, rng)
+
 # -- cells end to end through seqcore.use("numba") ---------------------------------------------------
 
 CELLS = {
@@ -198,6 +212,9 @@ CELLS = {
     "diaggru": lambda: cells.DiagGRU(4, 8, heads=2),
     "cifg-lstm": lambda: cells.CIFGLSTM(3, 8),
     "mingru": lambda: cells.MinGRU(3, 8),
+    "mingru-log": lambda: cells.MinGRU(3, 8, log_space=True),
+    "minlstm": lambda: cells.MinLSTM(3, 8),
+    "minlstm-log": lambda: cells.MinLSTM(3, 8, log_space=True),
 }
 
 
@@ -379,10 +396,9 @@ def test_vectorized_exp_is_accurate_to_a_few_ulp(dtype, ints):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_vectorized_log1p_is_accurate_to_a_few_ulp(dtype):
-    from seqcore.backends.numba.ops import log1p_unit
-    from seqcore.backends.numba.scan import _log_coefficients
+    from seqcore.backends.numba.ops import log1p_coefficients, log1p_unit
     t = dtype
-    consts = (t(1.0), t(2.0), t(np.sqrt(2.0)), t(np.log(2.0)), _log_coefficients(np.dtype(dtype)))
+    consts = (t(1.0), t(2.0), t(np.sqrt(2.0)), t(np.log(2.0)), log1p_coefficients(np.dtype(dtype)))
     e = np.concatenate([np.logspace(-30, 0, 300), np.random.default_rng(12).uniform(0, 1, 300), [0.0, 1.0]])
     e = e.astype(dtype)
     got = np.array([log1p_unit(v, *consts) for v in e])

@@ -67,11 +67,13 @@ class Cell:
     jacobian_structure: ClassVar[str] = "dense"  # "diag", "block" (k = state_factor) or "dense"
     recurrent_keys: ClassVar[tuple] = ()        # params the recurrence primitive differentiates
     linear_in_state: ClassVar[bool] = False     # True: the recurrence is a linear scan
+    # the reference (fwd, bwd) of `<name>_recurrence`: the step loop unless a cell has a faster one
+    recurrence_reference: ClassVar[tuple] = (_recurrence_fwd, _recurrence_bwd)
     _primitives: ClassVar[dict] = {}
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        if cls.name and not cls.linear_in_state:
+        if cls.name:
             cls.recurrence()  # register `<name>_recurrence` at import, so every primitive is known up front
 
     def __post_init__(self):
@@ -134,7 +136,7 @@ class Cell:
         """The ``<name>_recurrence`` primitive of this cell class (defined once)."""
         key = f"{cls.name}_recurrence"
         if key not in Cell._primitives:  # subclasses that keep the name share it (the cell is a static argument)
-            prim = define(key, _recurrence_fwd, _recurrence_bwd,
+            prim = define(key, *cls.recurrence_reference,
                           doc=f"{cls.__name__} over time: (xi (B,T,P), state0 (B,S), params) -> states (B,T,S)")
             Cell._primitives[key] = prim
         return Cell._primitives[key]

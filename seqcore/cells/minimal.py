@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import ops
 from ..autodiff import stop_gradient
+from ..backends.numpy import scan as _scan_ref
 from ..backends.numpy.ops import sigmoid_np
 from ..scan import linear_scan, log_linear_scan
 from ..validate import check_choice
@@ -53,6 +54,21 @@ def _log_candidate(v):
     return ops.where(stop_gradient(v) >= 0, ops.log(ops.relu(v) + 0.5), -ops.softplus(-v))
 
 
+def _minimal_recurrence_fwd(xp, xi, state0, *, cell):
+    """The reference of ``<name>_recurrence``: every step's ``(a, b)`` at once, then one
+    sequential linear scan (in linear space, also for ``log_space``: step by step no long
+    product of gates is formed, so nothing under- or overflows)."""
+    a, b, cache = cell._step_coefficients(xp, xi)
+    h, scan_res = _scan_ref.linear_scan_fwd(xp, a, b, state0)
+    return h, (scan_res, cache)
+
+
+def _minimal_recurrence_bwd(xp, res, dh, *, cell):
+    scan_res, cache = res
+    da, db, dh0 = _scan_ref.linear_scan_bwd(xp, scan_res, dh)
+    return cell._step_coefficients_bwd(xp, cache, da, db), dh0
+
+
 @dataclass(frozen=True)
 class _MinimalCell(Cell):
     """Shared machinery: gates from the input, state update ``h' = a ⊙ h + b``."""
@@ -61,6 +77,7 @@ class _MinimalCell(Cell):
 
     jacobian_structure: ClassVar[str] = "diag"
     linear_in_state: ClassVar[bool] = True
+    recurrence_reference: ClassVar[tuple] = (_minimal_recurrence_fwd, _minimal_recurrence_bwd)
     recurrent_keys: ClassVar[tuple] = ()
     n_projections: ClassVar[int] = 0
 
@@ -89,7 +106,7 @@ class _MinimalCell(Cell):
         raise NotImplementedError
 
     def _step_coefficients(self, xp, xi_t):
-        """``(a, b, cache)`` each ``(N, H)`` on raw arrays."""
+        """``(a, b, cache)`` each ``(..., H)`` on raw arrays (one step ``(N, ·)`` or a sequence ``(B, T, ·)``)."""
         raise NotImplementedError
 
     def _step_coefficients_bwd(self, xp, cache, da, db):
@@ -98,16 +115,21 @@ class _MinimalCell(Cell):
 
     # -- the sequence: one linear scan ----------------------------------------------------------
     def states(self, params, x, state0, mode="sequential", **newton_kwargs):
-        """All states ``(B, T, H)`` by a linear scan (``mode`` ``"parallel"``: the associative scan).
+        """All states ``(B, T, H)`` by a linear scan.
 
-        ``newton_kwargs`` are accepted for interface compatibility and ignored: the scan is exact.
+        ``"sequential"``: the ``<name>_recurrence`` primitive (gates and scan in one; fused
+        loops on the Numba backend), in linear space.  ``"parallel"``: the associative scan,
+        in log space when ``log_space``.  ``newton_kwargs`` are accepted for interface
+        compatibility and ignored: the scan is exact.
         """
         check_choice("mode", mode, MODES)
         xi = self.project(params, x)
-        if not self.log_space:
+        if mode == "sequential" or not self.log_space:
+            if state0.dtype != xi.dtype:  # float64 weights, float32 inputs: the scan runs in the promoted dtype
+                state0 = ops.add(state0, _xp_of(xi).zeros((), dtype=xi.dtype))
+            if mode == "sequential":
+                return self.recurrence()(xi, state0, cell=self)
             a, b = self._coefficients(xi)
-            if state0.dtype != a.dtype:  # float64 weights, float32 inputs: the scan runs in the promoted dtype
-                state0 = ops.add(state0, _xp_of(a).zeros((), dtype=a.dtype))
             return linear_scan(a, b, state0, method=mode)
         log_a, log_b = self._log_coefficients(xi)
         h = ops.exp(log_linear_scan(log_a, log_b, None, method=mode))

@@ -4,14 +4,15 @@ Newton scan's ``newton_recurrence`` on fused steps.
 Each replacement has the reference's signature (``seqcore/cells/base.py``):
 ``fwd(xp, xi, state0, *recurrent params, cell=cell) -> (states (B, T, S), residuals)`` and
 ``bwd(xp, residuals, dstates, cell=cell) -> (dxi, dstate0, *dparams)``.  The kernels live in
-``dense_cells.py`` (Elman, LSTM, GRU, LeakyRNN), ``diagonal_cells.py`` (DiagGRU, CIFG-LSTM)
-and ``newton_steps.py``; this module only dispatches.  A cell of another class (a subclass,
-say), other dtypes or mixed dtypes run the reference.
+``dense_cells.py`` (Elman, LSTM, GRU, LeakyRNN), ``diagonal_cells.py`` (DiagGRU, CIFG-LSTM),
+``minimal_cells.py`` (minGRU, minLSTM) and ``newton_steps.py``; this module only dispatches.
+A cell of another class (a subclass, say), other dtypes or mixed dtypes run the reference.
 """
 from __future__ import annotations
 
 from .dense_cells import elman_bwd, elman_fwd, gru_bwd, gru_fwd, leaky_bwd, leaky_fwd, lstm_bwd, lstm_fwd
 from .diagonal_cells import cifg_bwd, cifg_fwd, diaggru_bwd, diaggru_fwd
+from .minimal_cells import mingru_bwd, mingru_fwd, minlstm_bwd, minlstm_fwd
 from .newton_steps import FusedSteps, newton_bwd, newton_fwd
 from .ops import as_dtype, supported_dtype
 
@@ -49,5 +50,7 @@ PRIMITIVES = {
     "leaky_recurrence": _replacement(leaky_fwd, leaky_bwd, "seqcore.cells.leaky", "LeakyRNN"),
     "diaggru_recurrence": _replacement(diaggru_fwd, diaggru_bwd, "seqcore.cells.pararnn", "DiagGRU"),
     "cifg-lstm_recurrence": _replacement(cifg_fwd, cifg_bwd, "seqcore.cells.pararnn", "CIFGLSTM"),
+    "mingru_recurrence": _replacement(mingru_fwd, mingru_bwd, "seqcore.cells.minimal", "MinGRU"),
+    "minlstm_recurrence": _replacement(minlstm_fwd, minlstm_bwd, "seqcore.cells.minimal", "MinLSTM"),
     "newton_recurrence": (newton_fwd, newton_bwd),
 }

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, scratch,
-                  sigmoid_from_exp, split_columns, tanh_from_expm1, task_block)
+from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel,
+                  sigmoid_from_exp, split_columns, tanh_from_expm1, task_block, task_scratch)
 
 __all__ = ["diaggru_fwd", "diaggru_bwd", "cifg_fwd", "cifg_bwd"]
 
@@ -95,14 +95,6 @@ def _diaggru_backward(states, acts, h0, a, dstates, blk, dxi, da_part, dh0):
             dh0[i, j0 + jj] = dh[jj]
 
 
-def _task_scratch(B, H, blk, width, dtype):
-    """Per-task rows for the diagonal kernels: hbuf (tasks, blk) and u, q, kbits (tasks, width·blk)."""
-    tasks = B * (-(-H // blk))
-    u, q, kbits = scratch((tasks, width * blk), dtype)
-    u[:], q[:], kbits[:] = 0, 0, 0  # lanes past a short last block are computed too: keep them finite
-    return np.empty((tasks, blk), dtype), u, q, kbits
-
-
 def diaggru_fwd(xi, h0, a, cell):
     """DiagGRU over time: ``xi (B, T, 3H), h0 (B, H), a (3H,) -> states (B, T, H)``."""
     xi, h0, a = contiguous(xi), contiguous(h0), contiguous(a)
@@ -110,7 +102,7 @@ def diaggru_fwd(xi, h0, a, cell):
     H = H3 // 3
     blk = split_columns(B, H, 16)
     states, acts = np.empty((B, T, H), xi.dtype), np.empty((B, T, 3 * H), xi.dtype)
-    _diaggru_forward(xi, h0, a, blk, states, acts, *_task_scratch(B, H, blk, 2, xi.dtype))
+    _diaggru_forward(xi, h0, a, blk, states, acts, *task_scratch(B, H, blk, 2, xi.dtype))
     return states, (states, acts, h0, a)
 
 
@@ -227,7 +219,7 @@ def cifg_fwd(xi, state0, a, peep, cell):
     H = H3 // 3
     c0, h0 = contiguous(state0[:, 0::2]), contiguous(state0[:, 1::2])
     blk = split_columns(B, H, 16)
-    hbuf, u, q, kbits = _task_scratch(B, H, blk, 2, xi.dtype)
+    hbuf, u, q, kbits = task_scratch(B, H, blk, 2, xi.dtype)
     states, acts = np.empty((B, T, 2 * H), xi.dtype), np.empty((B, T, 4 * H), xi.dtype)
     _cifg_forward(xi, c0, h0, a, peep, blk, states, acts, np.empty_like(hbuf), hbuf, u, q, kbits)
     return states, (states, acts, c0, h0, a, peep)

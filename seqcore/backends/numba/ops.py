@@ -15,8 +15,8 @@ import numpy as np
 
 __all__ = ["kernel", "Kernel", "compile_report", "clear_compile_report", "contiguous", "as_dtype",
            "supported_dtype", "split_columns", "num_threads", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts",
-           "exp_nonpos", "expm1_nonpos", "exp_from_parts", "expm1_from_parts", "log1p_unit", "scratch",
-           "PARALLEL_CELLS", "task_block", "put_row"]
+           "exp_nonpos", "expm1_nonpos", "exp_from_parts", "expm1_from_parts", "log1p_unit", "log1p_coefficients", "scratch", "task_scratch",
+           "PARALLEL_CELLS", "task_block", "put_row", "inline"]
 
 # fastmath off (IEEE results, no reassociation); error_model "numpy": float division does not
 # check for zero, so loops with divisions vectorize (the Python model adds a branch per division)
@@ -62,6 +62,11 @@ class Kernel:
                 "compile_s": float(timers.get("compiler_lock", 0.0)),
                 "first_call_s": first_call_s,
             })
+
+
+def inline(py_func):
+    """Decorator for a helper compiled into the kernels that call it (``inline="always"``)."""
+    return numba.njit(inline="always", **_JIT_OPTIONS)(py_func)
 
 
 def kernel(parallel: bool = False):
@@ -135,6 +140,15 @@ def scratch(shape, dtype):
     """Buffers of the vectorized exp: argument, polynomial part, exponent bits (an int of the same width)."""
     ints = np.int32 if dtype == np.float32 else np.int64
     return np.empty(shape, dtype), np.empty(shape, dtype), np.empty(shape, ints)
+
+
+def task_scratch(B, H, blk, width, dtype):
+    """Per-task rows of the kernels whose tasks are (batch row, block of ``blk`` neurons):
+    a state row ``(tasks, blk)`` and the exp buffers u, q, kbits ``(tasks, width·blk)``."""
+    tasks = B * (-(-H // blk))
+    u, q, kbits = scratch((tasks, width * blk), dtype)
+    u[:], q[:], kbits[:] = 0, 0, 0  # lanes past a short last block are computed too: keep them finite
+    return np.empty((tasks, blk), dtype), u, q, kbits
 
 
 @numba.njit(inline="always", **_JIT_OPTIONS)
@@ -276,3 +290,8 @@ def log1p_unit(e, one, two, sqrt2, ln2, c):
     lg = two * s * (one + s2 * p)
     lg = ln2 + lg if big else lg
     return lg + (e - (u - one)) / u
+
+
+def log1p_coefficients(dtype):
+    """The series coefficients :func:`log1p_unit` takes: 1/3, 1/5, …, 1/21 in ``dtype``."""
+    return np.array([1.0 / (2 * n + 3) for n in range(10)], dtype)

@@ -23,8 +23,8 @@ import numpy as np
 from numba import prange
 
 from ..numpy import scan as _ref
-from .ops import (as_dtype, contiguous, exp_from_parts, expm1_parts, kernel, log1p_unit, num_threads, split_columns,
-                  supported_dtype, task_block)
+from .ops import (as_dtype, contiguous, exp_from_parts, expm1_parts, kernel, log1p_coefficients, log1p_unit,
+                  num_threads, split_columns, supported_dtype, task_block)
 
 __all__ = ["PRIMITIVES", "chunk_length"]
 
@@ -419,10 +419,6 @@ def _log_scratch(B, D, blk, width, dtype):
     return u, q, np.zeros((tasks, width * blk), np.int32 if dtype == np.float32 else np.int64)
 
 
-def _log_coefficients(dtype):
-    return np.array([1.0 / (2 * n + 3) for n in range(10)], dtype)  # 1/3, 1/5, …, 1/21
-
-
 def log_linear_scan_fwd(xp, log_a, log_b, log_h0=None, reverse=False, method="sequential", chunk_size=64):
     """Replacement of ``log_linear_scan``: ``log_a, log_b (B, T, D), log_h0 (B, D) | None -> log_h``."""
     if not supported_dtype(log_a, log_b, log_h0):
@@ -434,7 +430,7 @@ def log_linear_scan_fwd(xp, log_a, log_b, log_h0=None, reverse=False, method="se
     y = np.empty_like(la)
     B, T, D = la.shape
     blk = split_columns(B, D)
-    _log_forward(la, lb, y0, bool(reverse), blk, _log_coefficients(la.dtype), y, *_log_scratch(B, D, blk, 1, la.dtype))
+    _log_forward(la, lb, y0, bool(reverse), blk, log1p_coefficients(la.dtype), y, *_log_scratch(B, D, blk, 1, la.dtype))
     return y, ("numba", la, lb, y, y0, has_h0)
 
 
