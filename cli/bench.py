@@ -22,6 +22,7 @@ SUITES = {
     "newton": ("newton.py", ["--T", "256", "1024", "--repeats", "1"]),
     "training": ("training_steps.py", ["--steps", "20", "--cells", "leaky", "gru"]),
     "memory": ("step_memory.py", ["--shape", "16", "64", "32", "--steps", "5", "--rounds", "1"]),
+    "minimal": ("minimal_cells.py", ["--shape", "4", "64", "16", "--repeats", "1"]),
 }
 
 
@@ -35,7 +36,7 @@ def register(group: click.Group) -> None:
     @click.argument("suites", nargs=-1, type=click.Choice(["all", *SUITES]))
     @click.option("--quick", is_flag=True, help="Small sizes and one repeat (a smoke run; figures are not for reporting).")
     def bench(suites, quick):
-        """Run benchmarks (scan, primitives, rnn, newton, training; default: all) and print their tables."""
+        """Run benchmarks (scan, primitives, rnn, newton, training, memory, minimal; default: all) and print their tables."""
         root = benchmarks_dir()
         if not root.is_dir():
             raise click.ClickException(f"the benchmark scripts are not here ({root}); run `seqcore bench` from a "
