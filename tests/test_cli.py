@@ -379,7 +379,9 @@ def test_bench_runs_the_training_benchmark_and_prints_ratios():
     assert "ratios vs numpy" in out.stdout and "leaky" in out.stdout
     bad = CliRunner().invoke(main, ["bench", "nope"])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
-    assert set(SUITES) == {"scan", "primitives", "rnn", "newton", "training", "memory"}
+    assert set(SUITES) == {"scan", "primitives", "rnn", "newton", "training", "memory", "minimal"}
+    from seqcore_cli.bench import benchmarks_dir
+    assert all((benchmarks_dir() / script).is_file() for script, _ in SUITES.values())
 
 
 
