@@ -112,7 +112,9 @@ SHAPES = [(1, 1, 1), (2, 7, 3), (1, 4097, 2), (3, 64, 1), (2, 33, 130)]
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_linear_scan_every_method_and_direction(nb, shape, dtype):
+def test_linear_scan_every_method_and_direction(nb, monkeypatch, shape, dtype):
+    from seqcore.backends.numba import scan
+    monkeypatch.setattr(scan, "num_threads", lambda: 64)  # chunked / parallel cut time on any machine
     rng = np.random.default_rng(1)
     a = rng.uniform(0.5, 1.0, shape).astype(dtype)
     b = rng.normal(size=shape).astype(dtype)
@@ -262,13 +264,17 @@ def test_public_scan_dispatches_to_numba(nb):
     assert_close(db, expect, np.float64, "linear_scan db")
 
 
-def test_chunking_over_time_only_when_rows_cannot_fill_the_threads():
-    from seqcore.backends.numba.scan import chunk_length
-    threads = numba.get_num_threads()
+def test_chunking_over_time_only_when_rows_cannot_fill_the_threads(monkeypatch):
+    from seqcore.backends.numba import scan
+    monkeypatch.setattr(scan, "num_threads", lambda: 4)
+    chunk_length = scan.chunk_length
     assert chunk_length(1, 1000, 8, "sequential", 16) == 1000
-    assert chunk_length(1, 1000, 8, "chunked", 16) == 16
-    assert chunk_length(1, 1000, 8, "parallel", 16) == -(-1000 // (4 * threads))
-    assert chunk_length(4 * threads, 1000, 64, "chunked", 16) == 1000  # enough B × D tasks already
+    assert chunk_length(1, 1000, 8, "chunked", 100) == 100
+    assert chunk_length(1, 1000, 8, "chunked", 16) == -(-1000 // 16)  # no finer than 4 chunks per thread
+    assert chunk_length(1, 1000, 8, "parallel", 16) == -(-1000 // 16)
+    assert chunk_length(3, 1000, 64, "chunked", 100) == 100    # a thread would idle
+    assert chunk_length(2, 1000, 130, "chunked", 16) == 1000   # 2 rows × 3 column blocks: a task per thread
+    assert chunk_length(4, 1000, 64, "parallel", 16) == 1000
     assert chunk_length(1, 5, 8, "chunked", 64) == 5
 
 

@@ -9,8 +9,8 @@ and indexes time through ``reverse`` instead of flipping arrays.
   sequential in time, parallel over B × D, and the minimum memory traffic (forward reads
   a, b and writes h; backward reads a, h, dh and writes da, db — RESEARCH §2).
   ``"chunked"`` (``C = chunk_size``) and ``"parallel"`` (about four chunks per thread) are
-  parallel over T as well — used only when B × D gives fewer than four tasks per thread,
-  since they read the inputs twice: pass 1 reduces every chunk to an affine map (product
+  parallel over T as well — used only when B × D gives fewer tasks than threads, since they
+  read the inputs twice: pass 1 reduces every chunk to an affine map (product
   of gates, end state from zero), pass 2 chains the chunk carries (serial, n = T / C
   values), pass 3 rescans every chunk from its carry.  All schedules agree up to rounding.
 * ``block_scan`` (k = 1 reuses the diagonal kernels; k = 2, 3 written out; any k: dense
@@ -146,15 +146,20 @@ def _diag_backward(a, h, h0, dh, carry, prod, reverse, C, blk, reduce_only, da, 
 def chunk_length(B: int, T: int, D: int, method: str, chunk_size: int) -> int:
     """Steps per chunk of the diagonal kernels (``T``: one chunk, no pass over T).
 
-    ``"chunked"`` / ``"parallel"`` cut time only when the B × D tasks cannot keep every
-    thread busy: chunking reads the inputs twice, so with enough tasks it only costs.
-    ``"chunked"`` then uses ``chunk_size``, ``"parallel"`` about four chunks per thread.
+    ``"chunked"`` / ``"parallel"`` cut time only when the B × D tasks (rows × blocks of 64
+    columns) leave a thread idle: chunking reads the inputs twice, so with a task per thread
+    it only costs (measured on 2 threads: 1.4–2.2× slower than one chunk for 2–6 rows of
+    64 columns, T = 2048–65536; BENCHMARKS.md).  ``"parallel"`` then cuts about four chunks
+    per thread, ``"chunked"`` chunks of ``chunk_size`` steps unless that gives more: finer
+    chunks only lengthen the serial carry chain (one row, T = 65536: 1.45× slower with
+    64-step chunks).
     """
-    if method == "sequential" or B * -(-D // 64) >= 4 * num_threads():
+    if method == "sequential" or B * -(-D // 64) >= num_threads():
         return T
+    per_thread = -(-T // (4 * num_threads()))
     if method == "chunked":
-        return max(1, min(chunk_size, T))
-    return max(1, -(-T // (4 * num_threads())))
+        return max(1, min(max(chunk_size, per_thread), T))
+    return max(1, per_thread)
 
 
 def _diag_scan(a, b, h0, reverse, C):
