@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backends.numpy import scan as _scan
+from .backends.numpy.assoc import matvec
 
 STRUCTURES = ("diag", "block", "dense")
 JACOBIANS = ("auto",) + STRUCTURES + ("quasi",)
@@ -77,7 +78,7 @@ def apply_operator(xp, A, v, target: str):
     if target in ("diag", "quasi"):
         return A * v
     N, G, k, _ = A.shape
-    return (A @ v.reshape(N, G, k, 1)).reshape(v.shape)
+    return matvec(A, v.reshape(N, G, k)).reshape(v.shape)
 
 
 def linear_solve(xp, A, rhs, target: str, reverse: bool = False):
