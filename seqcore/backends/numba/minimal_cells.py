@@ -58,10 +58,10 @@ def _mingru_gates(kz, v, log_space, u, q, sc, un, qn, kn, a, z, c, dc):
 
 
 @inline
-def _minlstm_gates(ki, kf, v, log_space, coef, u, q, kbits, sc, un, qn, kn, a, s, c, dc, si, sf):
-    """a = σ(−d), s = σ(d) with d = softplus(−k_f) − softplus(−k_i); h̃, ∂h̃/∂v; si = σ(−k_i),
-    sf = σ(−k_f).  u, q, kbits, sc: (3w,) exp buffers (parts for k_i, k_f, v); un, qn, kn: the
-    first 2w (3w in log space) entries."""
+def _minlstm_gates(ki, kf, v, log_space, coef, u, q, kbits, sc, un, qn, kn, a, s, c, dc, si, sf, grads):
+    """a = σ(−d), s = σ(d) with d = softplus(−k_f) − softplus(−k_i); h̃, ∂h̃/∂v; with ``grads``
+    also si = σ(−k_i), sf = σ(−k_f).  u, q, kbits, sc: (3w,) exp buffers (parts for k_i, k_f,
+    v); un, qn, kn: the first 2w (3w in log space) entries."""
     w = ki.shape[0]
     one, two = ki.dtype.type(1.0), ki.dtype.type(2.0)
     sqrt2, ln2 = ki.dtype.type(1.4142135623730951), ki.dtype.type(0.6931471805599453)
@@ -79,12 +79,14 @@ def _minlstm_gates(ki, kf, v, log_space, coef, u, q, kbits, sc, un, qn, kn, a, s
     expm1_parts(un, qn, kn)
     for j in range(w):
         ei, ef = exp_from_parts(q1[j], s1[j], one), exp_from_parts(q2[j], s2[j], one)
-        si[j] = sigmoid_from_exp(-ki[j], ei, one)
-        sf[j] = sigmoid_from_exp(-kf[j], ef, one)
         # softplus(y) = max(y, 0) + log1p(exp(−|y|)), NumPy's logaddexp(0, y)
         spf = max(-kf[j], zero) + log1p_unit(ef, one, two, sqrt2, ln2, coef)
         spi = max(-ki[j], zero) + log1p_unit(ei, one, two, sqrt2, ln2, coef)
         a[j] = spf - spi  # d, for now
+    if grads:  # σ(−k_i), σ(−k_f): the backward's only
+        for j in range(w):
+            si[j] = sigmoid_from_exp(-ki[j], exp_from_parts(q1[j], s1[j], one), one)
+            sf[j] = sigmoid_from_exp(-kf[j], exp_from_parts(q2[j], s2[j], one), one)
     for j in range(w):
         u1[j] = -abs(a[j])
     expm1_parts(u1, q1, k1)
@@ -178,7 +180,7 @@ def _minlstm_forward(xi, h0, log_space, coef, blk, states, hbuf, u, q, kbits, ga
             hb[jj] = h0[i, j0 + jj]
         for t in range(T):
             _minlstm_gates(xi[i, t, j0:j1], xi[i, t, H + j0:H + j1], xi[i, t, 2 * H + j0:2 * H + j1], log_space,
-                           coef, uu, qq, kk, sc, un, qn, kn, a, s, c, dc, si, sf)
+                           coef, uu, qq, kk, sc, un, qn, kn, a, s, c, dc, si, sf, False)
             st = states[i, t, j0:j1]
             for jj in range(w):
                 hb[jj] = a[jj] * hb[jj] + s[jj] * c[jj]
@@ -202,7 +204,7 @@ def _minlstm_backward(xi, states, h0, dstates, log_space, coef, blk, dxi, dh0, h
             x[jj] = 0
         for t in range(T - 1, -1, -1):
             _minlstm_gates(xi[i, t, j0:j1], xi[i, t, H + j0:H + j1], xi[i, t, 2 * H + j0:2 * H + j1], log_space,
-                           coef, uu, qq, kk, sc, un, qn, kn, a, s, c, dc, si, sf)
+                           coef, uu, qq, kk, sc, un, qn, kn, a, s, c, dc, si, sf, True)
             hp = states[i, t - 1, j0:j1] if t > 0 else h0[i, j0:j1]
             ds = dstates[i, t, j0:j1]
             dki, dkf, dv = dxi[i, t, j0:j1], dxi[i, t, H + j0:H + j1], dxi[i, t, 2 * H + j0:2 * H + j1]
