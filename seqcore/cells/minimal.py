@@ -110,7 +110,7 @@ class _MinimalCell(Cell):
         raise NotImplementedError
 
     def _step_coefficients_bwd(self, xp, cache, da, db):
-        """``dxi_t: (N, G·H)`` from the gradients of ``a`` and ``b``."""
+        """``dxi: (..., G·H)`` from the gradients of ``a`` and ``b`` (shapes as in :meth:`_step_coefficients`)."""
         raise NotImplementedError
 
     # -- the sequence: one linear scan ----------------------------------------------------------
