@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .dense_cells import elman_bwd, elman_fwd, gru_bwd, gru_fwd, leaky_bwd, leaky_fwd, lstm_bwd, lstm_fwd
 from .diagonal_cells import cifg_bwd, cifg_fwd, diaggru_bwd, diaggru_fwd
-from .minimal_cells import mingru_bwd, mingru_fwd, minlstm_bwd, minlstm_fwd
+from .minimal_cells import minimal_bwd, minimal_fwd
 from .newton_steps import FusedSteps, newton_bwd, newton_fwd
 from .ops import as_dtype, supported_dtype
 
@@ -50,7 +50,7 @@ PRIMITIVES = {
     "leaky_recurrence": _replacement(leaky_fwd, leaky_bwd, "seqcore.cells.leaky", "LeakyRNN"),
     "diaggru_recurrence": _replacement(diaggru_fwd, diaggru_bwd, "seqcore.cells.pararnn", "DiagGRU"),
     "cifg-lstm_recurrence": _replacement(cifg_fwd, cifg_bwd, "seqcore.cells.pararnn", "CIFGLSTM"),
-    "mingru_recurrence": _replacement(mingru_fwd, mingru_bwd, "seqcore.cells.minimal", "MinGRU"),
-    "minlstm_recurrence": _replacement(minlstm_fwd, minlstm_bwd, "seqcore.cells.minimal", "MinLSTM"),
+    "mingru_recurrence": _replacement(minimal_fwd, minimal_bwd, "seqcore.cells.minimal", "MinGRU"),
+    "minlstm_recurrence": _replacement(minimal_fwd, minimal_bwd, "seqcore.cells.minimal", "MinLSTM"),
     "newton_recurrence": (newton_fwd, newton_bwd),
 }

@@ -15,7 +15,7 @@ from numba import prange
 from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_parts, inline, kernel, log1p_coefficients,
                   log1p_unit, sigmoid_from_exp, split_columns, task_block, task_scratch)
 
-__all__ = ["mingru_fwd", "mingru_bwd", "minlstm_fwd", "minlstm_bwd"]
+__all__ = ["minimal_fwd", "minimal_bwd"]
 
 
 # -- gates of one row segment (inlined into the kernels) ------------------------------------------
@@ -109,162 +109,112 @@ def _task_rows(task, w, width, log_space, hbuf, u, q, kbits):
             u[task, :n], q[task, :n], kbits[task, :n])
 
 
-# -- kernels ---------------------------------------------------------------------------------------------
+@inline
+def _step_gates(xi, i, t, j0, j1, lstm, log_space, coef, grads, uu, qq, kk, sc, un, qn, kn, a, b, c, dc, si, sf):
+    """Step t's gates of row i, neurons j0:j1: a and b (z for minGRU, s for minLSTM) with
+    h' = a h + b h̃, the candidate h̃ and ∂h̃/∂v; with ``grads`` (minLSTM) also si, sf."""
+    H = xi.shape[2] // (3 if lstm else 2)
+    if lstm:
+        _minlstm_gates(xi[i, t, j0:j1], xi[i, t, H + j0:H + j1], xi[i, t, 2 * H + j0:2 * H + j1], log_space,
+                       coef, uu, qq, kk, sc, un, qn, kn, a, b, c, dc, si, sf, grads)
+    else:
+        _mingru_gates(xi[i, t, j0:j1], xi[i, t, H + j0:H + j1], log_space, uu, qq, sc, un, qn, kn, a, b, c, dc)
+
+
+# -- kernels: one per direction for both cells (``lstm`` picks the gates) -------------------------------
 
 @kernel(parallel=PARALLEL_CELLS)
-def _mingru_forward(xi, h0, log_space, blk, states, hbuf, u, q, kbits, gates):
-    """h_t = a_t h_{t-1} + z_t h̃_t.  Per task: hbuf (blk,), u, q, kbits (2 blk,), gates (4 blk,) rows."""
-    B, T, H2 = xi.shape
-    H = H2 // 2
+def _minimal_forward(xi, h0, lstm, log_space, coef, blk, states, hbuf, u, q, kbits, gates):
+    """h_t = a_t h_{t-1} + b_t h̃_t.  Per task: hbuf (blk,), u, q, kbits (P/H · blk,), gates
+    (6 blk,) rows, with P/H = 2 (minGRU) or 3 (minLSTM) projections per neuron."""
+    B, T, H = states.shape
     nblk = (H + blk - 1) // blk
     for task in prange(B * nblk):
         i, j0, j1 = task_block(task, nblk, blk, H)
         w = j1 - j0
-        hb, uu, qq, _, sc, un, qn, kn = _task_rows(task, w, 2, log_space, hbuf, u, q, kbits)
+        hb, uu, qq, kk, sc, un, qn, kn = _task_rows(task, w, 3 if lstm else 2, log_space, hbuf, u, q, kbits)
         g = gates[task]  # contiguous rows (a 2-D view's rows would not vectorize)
-        a, z, c, dc = g[:w], g[w:2 * w], g[2 * w:3 * w], g[3 * w:4 * w]
+        a, b, c = g[:w], g[w:2 * w], g[2 * w:3 * w]
+        dc, si, sf = g[3 * w:4 * w], g[4 * w:5 * w], g[5 * w:6 * w]
         for jj in range(w):
             hb[jj] = h0[i, j0 + jj]
         for t in range(T):
-            _mingru_gates(xi[i, t, j0:j1], xi[i, t, H + j0:H + j1], log_space, uu, qq, sc, un, qn, kn,
-                          a, z, c, dc)
+            _step_gates(xi, i, t, j0, j1, lstm, log_space, coef, False, uu, qq, kk, sc, un, qn, kn,
+                        a, b, c, dc, si, sf)
             st = states[i, t, j0:j1]
             for jj in range(w):
-                hb[jj] = a[jj] * hb[jj] + z[jj] * c[jj]
+                hb[jj] = a[jj] * hb[jj] + b[jj] * c[jj]
                 st[jj] = hb[jj]
 
 
 @kernel(parallel=PARALLEL_CELLS)
-def _mingru_backward(xi, states, h0, dstates, log_space, blk, dxi, dh0, hbuf, u, q, kbits, gates):
-    """g_t = dstates_t + a_{t+1} g_{t+1}; dk_z = z(1 − z)(g h̃ − g h_{t-1}), dv = g z h̃'; dh0 = a_1 g_1.
-    hbuf holds the carry a_{t+1} g_{t+1}."""
+def _minimal_backward(xi, states, h0, dstates, lstm, log_space, coef, blk, dxi, dh0, hbuf, u, q, kbits, gates):
+    """g_t = dstates_t + a_{t+1} g_{t+1}; dh0 = a_1 g_1; hbuf holds the carry a_{t+1} g_{t+1}.
+    minGRU: dk_z = z(1 − z)(g h̃ − g h_{t-1}), dv = g z h̃'.  minLSTM: dd = a s (g h̃ − g h_{t-1}),
+    dk_i = dd σ(−k_i), dk_f = −dd σ(−k_f), dv = g s h̃'."""
     B, T, H = states.shape
     one = states.dtype.type(1.0)
     nblk = (H + blk - 1) // blk
     for task in prange(B * nblk):
         i, j0, j1 = task_block(task, nblk, blk, H)
         w = j1 - j0
-        x, uu, qq, _, sc, un, qn, kn = _task_rows(task, w, 2, log_space, hbuf, u, q, kbits)
-        gt = gates[task]  # contiguous rows (a 2-D view's rows would not vectorize)
-        a, z, c, dc = gt[:w], gt[w:2 * w], gt[2 * w:3 * w], gt[3 * w:4 * w]
-        for jj in range(w):
-            x[jj] = 0
-        for t in range(T - 1, -1, -1):
-            _mingru_gates(xi[i, t, j0:j1], xi[i, t, H + j0:H + j1], log_space, uu, qq, sc, un, qn, kn,
-                          a, z, c, dc)
-            hp = states[i, t - 1, j0:j1] if t > 0 else h0[i, j0:j1]
-            ds, dk, dv = dstates[i, t, j0:j1], dxi[i, t, j0:j1], dxi[i, t, H + j0:H + j1]
-            for jj in range(w):
-                g = x[jj] + ds[jj]
-                dk[jj] = z[jj] * (one - z[jj]) * (g * c[jj] - g * hp[jj])
-                dv[jj] = g * z[jj] * dc[jj]
-                x[jj] = a[jj] * g
-        for jj in range(w):
-            dh0[i, j0 + jj] = x[jj]
-
-
-@kernel(parallel=PARALLEL_CELLS)
-def _minlstm_forward(xi, h0, log_space, coef, blk, states, hbuf, u, q, kbits, gates):
-    """h_t = a_t h_{t-1} + s_t h̃_t.  Per task: hbuf (blk,), u, q, kbits (3 blk,), gates (6 blk,) rows."""
-    B, T, H3 = xi.shape
-    H = H3 // 3
-    nblk = (H + blk - 1) // blk
-    for task in prange(B * nblk):
-        i, j0, j1 = task_block(task, nblk, blk, H)
-        w = j1 - j0
-        hb, uu, qq, kk, sc, un, qn, kn = _task_rows(task, w, 3, log_space, hbuf, u, q, kbits)
-        g = gates[task]  # contiguous rows (a 2-D view's rows would not vectorize)
-        a, s, c = g[:w], g[w:2 * w], g[2 * w:3 * w]
+        x, uu, qq, kk, sc, un, qn, kn = _task_rows(task, w, 3 if lstm else 2, log_space, hbuf, u, q, kbits)
+        g = gates[task]
+        a, b, c = g[:w], g[w:2 * w], g[2 * w:3 * w]
         dc, si, sf = g[3 * w:4 * w], g[4 * w:5 * w], g[5 * w:6 * w]
         for jj in range(w):
-            hb[jj] = h0[i, j0 + jj]
-        for t in range(T):
-            _minlstm_gates(xi[i, t, j0:j1], xi[i, t, H + j0:H + j1], xi[i, t, 2 * H + j0:2 * H + j1], log_space,
-                           coef, uu, qq, kk, sc, un, qn, kn, a, s, c, dc, si, sf, False)
-            st = states[i, t, j0:j1]
-            for jj in range(w):
-                hb[jj] = a[jj] * hb[jj] + s[jj] * c[jj]
-                st[jj] = hb[jj]
-
-
-@kernel(parallel=PARALLEL_CELLS)
-def _minlstm_backward(xi, states, h0, dstates, log_space, coef, blk, dxi, dh0, hbuf, u, q, kbits, gates):
-    """g_t = dstates_t + a_{t+1} g_{t+1}; dd = a s (g h̃ − g h_{t-1}); dk_i = dd σ(−k_i),
-    dk_f = −dd σ(−k_f), dv = g s h̃'; dh0 = a_1 g_1.  hbuf holds the carry a_{t+1} g_{t+1}."""
-    B, T, H = states.shape
-    nblk = (H + blk - 1) // blk
-    for task in prange(B * nblk):
-        i, j0, j1 = task_block(task, nblk, blk, H)
-        w = j1 - j0
-        x, uu, qq, kk, sc, un, qn, kn = _task_rows(task, w, 3, log_space, hbuf, u, q, kbits)
-        gt = gates[task]  # contiguous rows (a 2-D view's rows would not vectorize)
-        a, s, c = gt[:w], gt[w:2 * w], gt[2 * w:3 * w]
-        dc, si, sf = gt[3 * w:4 * w], gt[4 * w:5 * w], gt[5 * w:6 * w]
-        for jj in range(w):
             x[jj] = 0
         for t in range(T - 1, -1, -1):
-            _minlstm_gates(xi[i, t, j0:j1], xi[i, t, H + j0:H + j1], xi[i, t, 2 * H + j0:2 * H + j1], log_space,
-                           coef, uu, qq, kk, sc, un, qn, kn, a, s, c, dc, si, sf, True)
+            _step_gates(xi, i, t, j0, j1, lstm, log_space, coef, True, uu, qq, kk, sc, un, qn, kn,
+                        a, b, c, dc, si, sf)
             hp = states[i, t - 1, j0:j1] if t > 0 else h0[i, j0:j1]
-            ds = dstates[i, t, j0:j1]
-            dki, dkf, dv = dxi[i, t, j0:j1], dxi[i, t, H + j0:H + j1], dxi[i, t, 2 * H + j0:2 * H + j1]
-            for jj in range(w):
-                g = x[jj] + ds[jj]
-                dd = a[jj] * s[jj] * (g * c[jj] - g * hp[jj])
-                dki[jj] = dd * si[jj]
-                dkf[jj] = -dd * sf[jj]
-                dv[jj] = g * s[jj] * dc[jj]
-                x[jj] = a[jj] * g
+            ds, dk = dstates[i, t, j0:j1], dxi[i, t, j0:j1]
+            if lstm:
+                dkf, dv = dxi[i, t, H + j0:H + j1], dxi[i, t, 2 * H + j0:2 * H + j1]
+                for jj in range(w):
+                    gg = x[jj] + ds[jj]
+                    dd = a[jj] * b[jj] * (gg * c[jj] - gg * hp[jj])
+                    dk[jj] = dd * si[jj]
+                    dkf[jj] = -dd * sf[jj]
+                    dv[jj] = gg * b[jj] * dc[jj]
+                    x[jj] = a[jj] * gg
+            else:
+                dv = dxi[i, t, H + j0:H + j1]
+                for jj in range(w):
+                    gg = x[jj] + ds[jj]
+                    dk[jj] = b[jj] * (one - b[jj]) * (gg * c[jj] - gg * hp[jj])
+                    dv[jj] = gg * b[jj] * dc[jj]
+                    x[jj] = a[jj] * gg
         for jj in range(w):
             dh0[i, j0 + jj] = x[jj]
 
 
 # -- the replacements ------------------------------------------------------------------------------------
 
-def _buffers(B, H, blk, exp_width, n_gates, dtype):
-    hbuf, u, q, kbits = task_scratch(B, H, blk, exp_width, dtype)
-    return hbuf, u, q, kbits, np.empty((hbuf.shape[0], n_gates * blk), dtype)
+def _buffers(B, H, blk, lstm, dtype):
+    hbuf, u, q, kbits = task_scratch(B, H, blk, 3 if lstm else 2, dtype)
+    return hbuf, u, q, kbits, np.empty((hbuf.shape[0], 6 * blk), dtype)
 
 
-def mingru_fwd(xi, h0, cell):
-    """minGRU over time: ``xi (B, T, 2H), h0 (B, H) -> states (B, T, H)``."""
+def minimal_fwd(xi, h0, cell):
+    """minGRU / minLSTM over time: ``xi (B, T, 2H | 3H), h0 (B, H) -> states (B, T, H)``."""
     xi, h0 = contiguous(xi), contiguous(h0)
-    B, T, H2 = xi.shape
-    H = H2 // 2
+    B, T, H = h0.shape[0], xi.shape[1], h0.shape[1]
+    lstm = cell.n_projections == 3
     blk = split_columns(B, H, 16)
     states = np.empty((B, T, H), xi.dtype)
-    _mingru_forward(xi, h0, cell.log_space, blk, states, *_buffers(B, H, blk, 2, 4, xi.dtype))
+    _minimal_forward(xi, h0, lstm, cell.log_space, log1p_coefficients(xi.dtype), blk, states,
+                     *_buffers(B, H, blk, lstm, xi.dtype))
     return states, (xi, states, h0)
 
 
-def mingru_bwd(res, dstates, cell):
-    """BPTT of :func:`mingru_fwd`: ``(dxi, dh0)``."""
+def minimal_bwd(res, dstates, cell):
+    """BPTT of :func:`minimal_fwd`: ``(dxi, dh0)``."""
     xi, states, h0 = res
     B, T, H = states.shape
+    lstm = cell.n_projections == 3
     blk = split_columns(B, H, 16)
     dxi, dh0 = np.empty_like(xi), np.empty_like(h0)
-    _mingru_backward(xi, states, h0, dstates, cell.log_space, blk, dxi, dh0, *_buffers(B, H, blk, 2, 4, xi.dtype))
-    return dxi, dh0
-
-
-def minlstm_fwd(xi, h0, cell):
-    """minLSTM over time: ``xi (B, T, 3H), h0 (B, H) -> states (B, T, H)``."""
-    xi, h0 = contiguous(xi), contiguous(h0)
-    B, T, H3 = xi.shape
-    H = H3 // 3
-    blk = split_columns(B, H, 16)
-    states = np.empty((B, T, H), xi.dtype)
-    _minlstm_forward(xi, h0, cell.log_space, log1p_coefficients(xi.dtype), blk, states,
-                     *_buffers(B, H, blk, 3, 6, xi.dtype))
-    return states, (xi, states, h0)
-
-
-def minlstm_bwd(res, dstates, cell):
-    """BPTT of :func:`minlstm_fwd`: ``(dxi, dh0)``."""
-    xi, states, h0 = res
-    B, T, H = states.shape
-    blk = split_columns(B, H, 16)
-    dxi, dh0 = np.empty_like(xi), np.empty_like(h0)
-    _minlstm_backward(xi, states, h0, dstates, cell.log_space, log1p_coefficients(xi.dtype), blk, dxi, dh0,
-                      *_buffers(B, H, blk, 3, 6, xi.dtype))
+    _minimal_backward(xi, states, h0, dstates, lstm, cell.log_space, log1p_coefficients(xi.dtype), blk, dxi, dh0,
+                      *_buffers(B, H, blk, lstm, xi.dtype))
     return dxi, dh0
