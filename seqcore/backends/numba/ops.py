@@ -151,7 +151,7 @@ def task_scratch(B, H, blk, width, dtype):
     return np.empty((tasks, blk), dtype), u, q, kbits
 
 
-@numba.njit(inline="always", **_JIT_OPTIONS)
+@inline
 def put_row(buf, i, row, rowwise):
     """Row ``i`` of a step's (B, n) matrix into ``buf``: (B, n) when ``rowwise``, else its
     transpose (n, B), for the per-step products of the dense cells."""
@@ -164,7 +164,7 @@ def put_row(buf, i, row, rowwise):
             buf[j, i] = row[j]
 
 
-@numba.njit(inline="always", **_JIT_OPTIONS)
+@inline
 def task_block(task, nblk, blk, n):
     """``(row, first, end)`` of parallel task ``task`` when tasks are rows × ``nblk`` blocks of
     ``blk`` columns out of ``n`` (the last block may be shorter)."""
@@ -175,13 +175,13 @@ def task_block(task, nblk, blk, n):
 # -- scalar helpers inlined into kernels (constants are passed in, typed like the data, so
 #    float32 kernels never promote to float64) ------------------------------------------------
 
-@numba.njit(inline="always", **_JIT_OPTIONS)
+@inline
 def sigmoid_from_exp(x, e, one):
     """σ(x) from ``e = exp(−|x|)``, the reference's stable form (``one`` = 1 in the data's dtype)."""
     return one / (one + e) if x >= 0 else e / (one + e)
 
 
-@numba.njit(inline="always", **_JIT_OPTIONS)
+@inline
 def tanh_from_expm1(x, em, two):
     """tanh(x) from ``em = expm1(−2|x|)``: −em / (2 + em), sign of x (no cancellation near 0)."""
     t = -em / (two + em)
@@ -262,19 +262,19 @@ def expm1_nonpos(x, out, kbits):
         out[j] = scale[j] * out[j] + (scale[j] - one)
 
 
-@numba.njit(inline="always", **_JIT_OPTIONS)
+@inline
 def exp_from_parts(q, scale, one):
     """exp(x) from :func:`expm1_parts`' ``q`` and ``scale = kbits.view(float)``."""
     return scale * (one + q)
 
 
-@numba.njit(inline="always", **_JIT_OPTIONS)
+@inline
 def expm1_from_parts(q, scale, one):
     """exp(x) − 1 from :func:`expm1_parts`' ``q`` and ``scale``."""
     return scale * q + (scale - one)
 
 
-@numba.njit(inline="always", **_JIT_OPTIONS)
+@inline
 def log1p_unit(e, one, two, sqrt2, ln2, c):
     """log(1 + e) for e in [0, 1], vectorizable: u = 1 + e, log u = k ln2 + 2 atanh(s) with
     u = 2^k m, m in [√2/2, √2], s = (m − 1)/(m + 1) (|s| ≤ 0.172, series to s^21), plus the
