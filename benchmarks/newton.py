@@ -6,17 +6,26 @@ the wall time of the parallel and the sequential path, forward and forward+backw
 run.  Cases whose scan operators would not fit in ``--max-memory-gb`` are skipped.
 
     python3 benchmarks/newton.py --T 256 1024 4096 --cells diag_gru cifg_lstm --batch 4 --hidden 32
+
+BLAS runs single-threaded unless the environment says otherwise, as under the ``seqcore``
+command: with OpenBLAS threads left spinning after the input projection, numba's parallel
+kernels waited for a time slice, and on 2 cores every short run came out as a multiple of
+about 4 ms (0.1-ms sequential runs timed as 4 ms).
 """
 from __future__ import annotations
 
-import argparse
 import os
-import platform
-import sys
-import time
-import warnings
 
-import numpy as np
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # as the CLI does: see cli/__init__.py
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +53,7 @@ def cell_factories():
 
 def machine_info() -> str:
     from scan_bandwidth import machine_info as cpu_and_blas
-    rows = [f"{platform.platform()}; {cpu_and_blas()}"]
+    rows = [f"{platform.platform()}; {cpu_and_blas()}; BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}"]
     for name in backends.names():
         try:
             rows.append(f"backend {name}: available ({getattr(backends.get(name), 'version', '?')})")

@@ -9,6 +9,9 @@ converged (so iteration k leaves steps ≤ k + 1 exactly sequential; RESEARCH §
 
 Every routine works on all ``B·T`` steps at once (the cell's step functions take
 ``(N, S)`` states); none loops over time.  Written against the array namespace ``xp``.
+A backend can hand the engine a view of the cell with compiled pieces: ``step_fwd_and_jacobian``
+(see :func:`_steps`), ``newton_residual`` and ``newton_update`` (same contracts as
+:func:`residual` and :func:`update` here, which are the reference).
 """
 from __future__ import annotations
 
@@ -130,6 +133,22 @@ def _steps(xp, cell, p, prev, xi):
     return out.reshape(B, T, S), cache, lambda: J
 
 
+def residual(xp, states, f):
+    """``(−F, max |F|, max |s|)`` with ``F = s − f``: the right-hand side of the next solve and
+    the two maxima of the stopping rule (NaN or inf in ``F`` must come out non-finite)."""
+    neg_F = f - states  # exactly −(s − f): IEEE subtraction is antisymmetric
+    return neg_F, float(xp.max(xp.abs(neg_F))), float(xp.max(xp.abs(states)))
+
+
+def update(xp, f, A, delta, target):
+    """The next iterate ``f_t + A_t δ_{t−1}`` (``δ_0`` = 0): ``f, delta: (B, T, S)``, ``A`` as
+    from :func:`scan_operator` (``(B·T, …)``).  Rounded as ``f + (A δ)``, so a step whose
+    predecessor's correction is exactly zero keeps ``f`` bit for bit."""
+    B, T, S = f.shape
+    dprev = previous_states(xp, delta, xp.zeros((B, S), dtype=delta.dtype)).reshape(B * T, S)
+    return f + apply_operator(xp, A, dprev, target).reshape(B, T, S)
+
+
 def _split_steps(A, B, T):
     return A.reshape((B, T) + tuple(A.shape[1:]))
 
@@ -154,6 +173,8 @@ def newton_solve(xp, cell, p, xi, state0, *, tol: float, max_iters: int, jacobia
 def _newton_loop(xp, cell, p, xi, state0, tol, max_iters, jacobian, damping):
     B, T, S = xi.shape[0], xi.shape[1], state0.shape[1]
     native, k = cell.jacobian_structure, cell.state_factor
+    residual_fn = getattr(cell, "newton_residual", None) or (lambda states, f: residual(xp, states, f))
+    update_fn = getattr(cell, "newton_update", None) or (lambda f, A, delta, target: update(xp, f, A, delta, target))
     scale = 1.0 / (1.0 + damping)
     # initial guess f(0, xi_t), with the true state0 at t = 1 (so step 1 is exact from the start)
     guess_prev = xp.concatenate([state0[:, None], xp.zeros((B, T - 1, S), dtype=state0.dtype)], axis=1)
@@ -162,19 +183,17 @@ def _newton_loop(xp, cell, p, xi, state0, tol, max_iters, jacobian, damping):
     for it in range(max_iters + 1):
         prev = previous_states(xp, states, state0)
         f, _, jacobians = _steps(xp, cell, p, prev, xi)
-        F = states - f
-        residual = float(xp.max(xp.abs(F)))
-        threshold = tol * (1.0 + float(xp.max(xp.abs(states))))
-        history.append((residual, threshold))
-        if residual <= threshold or not residual < float("inf") or it == max_iters:
+        neg_F, res, s_max = residual_fn(states, f)
+        threshold = tol * (1.0 + s_max)
+        history.append((res, threshold))
+        if res <= threshold or not res < float("inf") or it == max_iters:
             break  # converged, diverged (inf/nan: the caller falls back), or out of iterations
         A = scan_operator(xp, jacobians(), native, jacobian, k)
         if scale != 1.0:
             A = A * scale
-        delta = linear_solve(xp, _split_steps(A, B, T), -F, jacobian)
+        delta = linear_solve(xp, _split_steps(A, B, T), neg_F, jacobian)
         # s + δ written as f + J δ_{t−1}: bit-exact wherever δ_{t−1} is exactly zero
-        dprev = previous_states(xp, delta, xp.zeros_like(state0)).reshape(B * T, S)
-        states = f + apply_operator(xp, A, dprev, jacobian).reshape(B, T, S)
+        states = update_fn(f, A, delta, jacobian)
     return states, history
 
 
@@ -193,7 +212,10 @@ def adjoint(xp, cell, p, xi, state0, states, dstates):
     prev = previous_states(xp, states, state0)
     _, cache, jacobians = _steps(xp, cell, p, prev, xi)
     At = _split_steps(transpose_operator(xp, scan_operator(xp, jacobians(), native, native, k), native), B, T)
-    At_next = xp.concatenate([At[:, 1:], xp.zeros_like(At[:, :1])], axis=1)
+    # A_{t+1}ᵀ at position t, written into a fresh C-ordered array: a concatenation would keep
+    # the transposed view's strides, and the scan would copy it once more
+    At_next = xp.zeros(At.shape, dtype=At.dtype)
+    At_next[:, :-1] = At[:, 1:]
     g = linear_solve(xp, At_next, dstates, native, reverse=True)
     dprev, dxi, dp = cell.step_bwd(xp, p, cache, g.reshape(B * T, S))
     return dxi.reshape(xi.shape), dprev.reshape(B, T, S)[:, 0], dp

@@ -283,9 +283,9 @@ def test_chunking_over_time_only_when_rows_cannot_fill_the_threads(monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("make", [lambda: cells.DiagGRU(4, 6, heads=2), lambda: cells.CIFGLSTM(3, 5)])
 def test_fused_newton_steps_equal_the_cell_steps(make, dtype):
-    from seqcore.backends.numba.newton_steps import FusedSteps, _with_fused_steps
+    from seqcore.backends.numba.newton_loop import FusedSteps, newton_view
     cell = make()
-    fused = _with_fused_steps(cell)
+    fused = newton_view(cell)
     assert isinstance(fused, FusedSteps) and type(fused).__name__ == type(cell).__name__
     rng = np.random.default_rng(10)
     p = {k: v for k, v in cell.init(rng, dtype).items() if k in cell.recurrent_keys}
@@ -295,12 +295,50 @@ def test_fused_newton_steps_equal_the_cell_steps(make, dtype):
         want, want_cache = cell.step_fwd(np, p, state, xi)
         got, got_cache = fused.step_fwd(np, p, state, xi)
         assert_close(got, want, dtype, "f")
-        for i, (g, w) in enumerate(zip(got_cache, want_cache)):
-            assert_close(g, w, dtype, f"cache {i}")
         assert_close(fused.step_jacobian(np, p, state, xi), cell.step_jacobian(np, p, state, xi), dtype, "J")
         got_f, got_cache, got_J = fused.step_fwd_and_jacobian(np, p, state, xi)
         assert_close(got_f, want, dtype, "f (fused with J)")
         assert_close(got_J, cell.step_jacobian(np, p, state, xi), dtype, "J (fused with f)")
+        # the adjoint of the step from the fused cache equals the reference's from its own
+        dout = rng.normal(size=want.shape)  # float64: cast to the cache's dtype inside
+        got_b, want_b = fused.step_bwd(np, p, got_cache, dout), cell.step_bwd(np, p, want_cache, dout.astype(dtype))
+        for name, g, w in (("dstate", got_b[0], want_b[0]), ("dxi", got_b[1], want_b[1])):
+            assert g.dtype == dtype
+            assert_close(g, w, dtype, name)
+        assert sorted(got_b[2]) == sorted(want_b[2])
+        for k in want_b[2]:
+            assert got_b[2][k].dtype == dtype
+            assert_close(got_b[2][k], want_b[2][k], dtype, k)
+        # a reference cache (a step the dtypes sent to the reference) gets the reference adjoint
+        ref = fused.step_bwd(np, p, want_cache, dout.astype(dtype))
+        assert all(np.array_equal(a, b) for a, b in zip(ref[:2], want_b[:2]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("target, k", [("diag", 1), ("quasi", 1), ("block", 2), ("block", 3), ("dense", 5)])
+def test_compiled_newton_update_and_residual_equal_the_reference(dtype, target, k):
+    from seqcore import newton_solve
+    from seqcore.backends.numba.newton_loop import newton_residual, newton_update
+    rng = np.random.default_rng(13)
+    for B, T in ((1, 1), (2, 7), (3, 40)):
+        S = 2 * k if target == "block" else 5
+        f, delta, states = (rng.normal(size=(B, T, S)).astype(dtype) for _ in range(3))
+        delta[:, 3:5] = 0  # steps after an exactly converged predecessor keep f bit for bit
+        A = rng.normal(size={"block": (B * T, S // k, k, k), "dense": (B * T, 1, S, S)}.get(target, (B * T, S)))
+        A = A.astype(dtype)
+        want = newton_solve.update(np, f, A, delta, target)
+        got = newton_update(f, A, delta, target)
+        assert got.dtype == dtype
+        assert_close(got, want, dtype, "update")
+        np.testing.assert_array_equal(got[:, 0], f[:, 0])
+        np.testing.assert_array_equal(got[:, 4:6], f[:, 4:6])
+        for bad in (None, np.nan, np.inf):
+            s = states.copy()
+            if bad is not None:
+                s[-1, -1, -1] = bad
+            want_r, got_r = newton_solve.residual(np, s, f), newton_residual(s, f)
+            np.testing.assert_array_equal(got_r[0], want_r[0])
+            np.testing.assert_equal(got_r[1:], want_r[1:])  # NaN where NumPy gives NaN
 
 
 def test_newton_loop_computes_steps_and_jacobians_in_one_pass(nb, monkeypatch):
@@ -309,8 +347,8 @@ def test_newton_loop_computes_steps_and_jacobians_in_one_pass(nb, monkeypatch):
     from seqcore.backends.numba import newton_steps
     key = ("seqcore.cells.pararnn", "DiagGRU")
     calls = []
-    rows_fn = newton_steps._STEP_ROWS[key]
-    monkeypatch.setitem(newton_steps._STEP_ROWS, key, lambda *a: calls.append(a[-1]) or rows_fn(*a))
+    rows_fn, bwd_fn = newton_steps.STEP_KERNELS[key]
+    monkeypatch.setitem(newton_steps.STEP_KERNELS, key, (lambda *a: calls.append(a[-1]) or rows_fn(*a), bwd_fn))
     cell = cells.DiagGRU(3, 8)
     rng = np.random.default_rng(12)
     params = cell.init(rng, np.float64)

@@ -5,7 +5,7 @@ Each replacement has the reference's signature (``seqcore/cells/base.py``):
 ``fwd(xp, xi, state0, *recurrent params, cell=cell) -> (states (B, T, S), residuals)`` and
 ``bwd(xp, residuals, dstates, cell=cell) -> (dxi, dstate0, *dparams)``.  The kernels live in
 ``dense_cells.py`` (Elman, LSTM, GRU, LeakyRNN), ``diagonal_cells.py`` (DiagGRU, CIFG-LSTM),
-``minimal_cells.py`` (minGRU, minLSTM) and ``newton_steps.py``; this module only dispatches.
+``minimal_cells.py`` (minGRU, minLSTM), ``newton_steps.py`` and ``newton_loop.py``; this module only dispatches.
 A cell of another class (a subclass, say), other dtypes or mixed dtypes run the reference.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from .dense_cells import elman_bwd, elman_fwd, gru_bwd, gru_fwd, leaky_bwd, leaky_fwd, lstm_bwd, lstm_fwd
 from .diagonal_cells import cifg_bwd, cifg_fwd, diaggru_bwd, diaggru_fwd
 from .minimal_cells import minimal_bwd, minimal_fwd
-from .newton_steps import FusedSteps, newton_bwd, newton_fwd
+from .newton_loop import FusedSteps, newton_bwd, newton_fwd
 from .ops import as_dtype, supported_dtype
 
 __all__ = ["PRIMITIVES", "FusedSteps"]
@@ -23,7 +23,7 @@ __all__ = ["PRIMITIVES", "FusedSteps"]
 
 def _replacement(fused_fwd, fused_bwd, module: str, qualname: str):
     def fwd(xp, xi, state0, *rec, cell):
-        cell = getattr(cell, "wrapped_cell", cell)  # a FusedSteps proxy from the Newton engine
+        cell = getattr(cell, "wrapped_cell", cell)  # a newton_loop proxy from the Newton engine
         cls = type(cell)
         if cls.__module__ != module or cls.__qualname__ != qualname or not supported_dtype(xi, state0, *rec):
             from ...cells.base import _recurrence_fwd  # the reference (cells sit above backends)

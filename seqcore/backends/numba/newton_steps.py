@@ -1,6 +1,7 @@
-"""The Newton scan's per-iteration work on the diagonal cells: ``f(s_{t−1}, xi_t)`` and
-``∂f/∂s_{t−1}`` for all B·T steps in single kernels, behind a :class:`FusedSteps` view of the
-cell that the reference Newton engine (``newton_recurrence``) runs on unchanged.
+"""The Newton scan's per-step work on the diagonal cells: ``f(s_{t−1}, xi_t)`` with
+``∂f/∂s_{t−1}``, and the adjoint of the step, for all B·T steps in single kernels (the
+residual and Jacobian assembly of every Newton iteration, and the backward's last pass).
+``newton_loop.FusedSteps`` puts them behind the cell's ``step_*`` methods.
 """
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import numpy as np
 from numba import prange
 
 from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, num_threads,
-                  scratch, sigmoid_from_exp, supported_dtype, tanh_from_expm1)
+                  scratch, sigmoid_from_exp, tanh_from_expm1)
 
-__all__ = ["FusedSteps", "newton_fwd", "newton_bwd"]
+__all__ = ["STEP_KERNELS", "StepCache", "row_tasks"]
 
 
 # -- Newton steps: f(s_{t−1}, xi_t) and ∂f/∂s_{t−1} for all B·T steps at once (the residual and
@@ -102,12 +103,78 @@ def _cifg_steps(state, xi, a, peep, rows, jacobian, out, acts, jac, u, q, kbits)
                     jac[m, j, 1, 0], jac[m, j, 1, 1] = (so * po[j] + k) * jcc, so * (ao[j] + po[j] * jch) + k * jch
 
 
-def _row_tasks(N, H, dtype):
-    """Rows per task (about four tasks per thread) and the per-task exp scratch (2H wide)."""
+@kernel(parallel=PARALLEL_CELLS)
+def _diaggru_steps_bwd(h, r, z, n, dout, a, rows, dh, dxi, da):
+    """The adjoint of :func:`_diaggru_steps` row by row: dh (N, H), dxi (N, 3H) = (dk_r, dk_z, dk_n);
+    da (tasks, 3H) float64 = this task's share of the weight_hh gradient."""
+    N, H = h.shape
+    one = h.dtype.type(1.0)
+    ar, az, an = a[:H], a[H:2 * H], a[2 * H:]
+    for task in prange((N + rows - 1) // rows):
+        sr, sz, sn = da[task, :H], da[task, H:2 * H], da[task, 2 * H:]
+        for m in range(task * rows, min(N, task * rows + rows)):
+            hm, rm, zm, nm, d, dhm, x = h[m], r[m], z[m], n[m], dout[m], dh[m], dxi[m]
+            xr, xz, xn = x[:H], x[H:2 * H], x[2 * H:]
+            for j in range(H):
+                dkn = d[j] * zm[j] * (one - nm[j] * nm[j])
+                dkz = d[j] * (nm[j] - hm[j]) * zm[j] * (one - zm[j])
+                dkr = dkn * an[j] * hm[j] * rm[j] * (one - rm[j])
+                dhm[j] = d[j] * (one - zm[j]) + dkn * an[j] * rm[j] + dkz * az[j] + dkr * ar[j]
+                xr[j], xz[j], xn[j] = dkr, dkz, dkn
+                sr[j] += dkr * hm[j]
+                sz[j] += dkz * hm[j]
+                sn[j] += dkn * rm[j] * hm[j]
+
+
+@kernel(parallel=PARALLEL_CELLS)
+def _cifg_steps_bwd(state, acts, out, dnew, a, peep, rows, dstate, dxi, dp):
+    """The adjoint of :func:`_cifg_steps` row by row: dstate (N, 2H) [c, h] interleaved,
+    dxi (N, 3H) = (dk_f, dk_g, dk_o); dp (tasks, 5H) float64 = this task's share of the
+    weight_hh (3H) and weight_peephole (2H) gradients."""
+    N, H2 = state.shape
+    H = H2 // 2
+    one = state.dtype.type(1.0)
+    af, ag, ao, pf, po = a[:H], a[H:2 * H], a[2 * H:], peep[:H], peep[H:]
+    for task in prange((N + rows - 1) // rows):
+        sf, sg, so, spf, spo = (dp[task, :H], dp[task, H:2 * H], dp[task, 2 * H:3 * H], dp[task, 3 * H:4 * H],
+                                dp[task, 4 * H:])
+        for m in range(task * rows, min(N, task * rows + rows)):
+            st, am, om, d, ds, x = state[m], acts[m], out[m], dnew[m], dstate[m], dxi[m]
+            fg, gg, og, tc = am[:H], am[H:2 * H], am[2 * H:3 * H], am[3 * H:]
+            xf, xg, xo = x[:H], x[H:2 * H], x[2 * H:]
+            for j in range(H):
+                c, h, c2, dh2 = st[2 * j], st[2 * j + 1], om[2 * j], d[2 * j + 1]
+                f, g, o, t = fg[j], gg[j], og[j], tc[j]
+                dko = dh2 * t * o * (one - o)
+                dc2 = d[2 * j] + dh2 * o * (one - t * t) + dko * po[j]
+                dkf = dc2 * (c - g) * f * (one - f)
+                dkg = dc2 * (one - f) * (one - g * g)
+                ds[2 * j] = dc2 * f + dkf * pf[j]
+                ds[2 * j + 1] = dkf * af[j] + dkg * ag[j] + dko * ao[j]
+                xf[j], xg[j], xo[j] = dkf, dkg, dko
+                sf[j] += dkf * h
+                sg[j] += dkg * h
+                so[j] += dko * h
+                spf[j] += dkf * c
+                spo[j] += dko * c2
+
+
+def row_tasks(N):
+    """``(rows per task, tasks)`` splitting N independent rows into about four tasks per thread."""
     rows = max(1, -(-N // (4 * num_threads())))
-    tasks = -(-N // rows)
+    return rows, -(-N // rows)
+
+
+def _row_tasks(N, H, dtype):
+    """:func:`row_tasks`' rows per task and the per-task exp scratch (2H wide)."""
+    rows, tasks = row_tasks(N)
     u, q, kbits = scratch((tasks, 2 * H), dtype)
     return rows, u, q, kbits
+
+
+class StepCache(tuple):
+    """What the fused steps keep for their adjoint (the kernels' own arrays, not the
+    reference's cache), so that :meth:`FusedSteps.step_bwd` knows it may run the kernel."""
 
 
 def _diaggru_step_rows(cell, p, h, xi, jacobian):
@@ -118,7 +185,17 @@ def _diaggru_step_rows(cell, p, h, xi, jacobian):
     jac = np.empty_like(h) if jacobian else np.empty((1, 1), h.dtype)
     rows, u, q, kbits = _row_tasks(N, H, h.dtype)
     _diaggru_steps(h, xi, a, rows, jacobian, out, r, z, n, jac, u, q, kbits)
-    return out, (h, r, z, n), jac
+    return out, StepCache((h, r, z, n)), jac
+
+
+def _diaggru_step_bwd(cell, p, cache, dout):
+    h, r, z, n = cache
+    N, H = h.shape
+    dh, dxi = np.empty_like(h), np.empty((N, 3 * H), h.dtype)
+    rows, tasks = row_tasks(N)
+    da = np.zeros((tasks, 3 * H))
+    _diaggru_steps_bwd(h, r, z, n, dout, contiguous(p["weight_hh"]), rows, dh, dxi, da)
+    return dh, dxi, {"weight_hh": da.sum(axis=0).astype(h.dtype)}
 
 
 def _cifg_step_rows(cell, p, state, xi, jacobian):
@@ -130,64 +207,22 @@ def _cifg_step_rows(cell, p, state, xi, jacobian):
     jac = np.empty((N, H, 2, 2), state.dtype) if jacobian else np.empty((1, 1, 2, 2), state.dtype)
     rows, u, q, kbits = _row_tasks(N, H, state.dtype)
     _cifg_steps(state, xi, a, peep, rows, jacobian, out, acts, jac, u, q, kbits)
-    c, h = state[:, 0::2], state[:, 1::2]
-    f, g, o, tc = acts[:, :H], acts[:, H:2 * H], acts[:, 2 * H:3 * H], acts[:, 3 * H:]
-    return out, (c, h, f, g, out[:, 0::2], o, tc), jac
+    return out, StepCache((state, acts, out)), jac
 
 
-_STEP_ROWS = {("seqcore.cells.pararnn", "DiagGRU"): _diaggru_step_rows,
-              ("seqcore.cells.pararnn", "CIFGLSTM"): _cifg_step_rows}
+def _cifg_step_bwd(cell, p, cache, dnew):
+    state, acts, out = cache
+    N, H2 = state.shape
+    H = H2 // 2
+    dstate, dxi = np.empty_like(state), np.empty((N, 3 * H), state.dtype)
+    rows, tasks = row_tasks(N)
+    dp = np.zeros((tasks, 5 * H))
+    _cifg_steps_bwd(state, acts, out, dnew, contiguous(p["weight_hh"]), contiguous(p["weight_peephole"]), rows,
+                    dstate, dxi, dp)
+    sums = dp.sum(axis=0).astype(state.dtype)
+    return dstate, dxi, {"weight_hh": sums[:3 * H], "weight_peephole": sums[3 * H:]}
 
 
-class FusedSteps:
-    """A cell whose ``step_fwd`` / ``step_jacobian`` on many rows run as one kernel each.
-
-    Everything else (names, structure, ``step_bwd``, the recurrence) is the wrapped cell's,
-    and the caches keep the reference's layout, so the Newton engine runs unchanged on it.
-    """
-
-    def __init__(self, cell, rows_fn):
-        self.wrapped_cell, self._rows = cell, rows_fn
-
-    def __getattr__(self, name):
-        return getattr(self.wrapped_cell, name)
-
-    def step_fwd(self, xp, p, state, xi_t):
-        if not supported_dtype(state, xi_t, *(p[k] for k in self.wrapped_cell.recurrent_keys)):
-            return self.wrapped_cell.step_fwd(xp, p, state, xi_t)
-        out, cache, _ = self._rows(self.wrapped_cell, p, state, xi_t, False)
-        return out, cache
-
-    def step_jacobian(self, xp, p, state, xi_t):
-        if not supported_dtype(state, xi_t, *(p[k] for k in self.wrapped_cell.recurrent_keys)):
-            return self.wrapped_cell.step_jacobian(xp, p, state, xi_t)
-        return self._rows(self.wrapped_cell, p, state, xi_t, True)[2]
-
-    def step_fwd_and_jacobian(self, xp, p, state, xi_t):
-        """``(f, cache, ∂f/∂s)`` from one kernel pass: the Newton loop needs both at the same
-        states, and the Jacobian costs little once the step is computed."""
-        if not supported_dtype(state, xi_t, *(p[k] for k in self.wrapped_cell.recurrent_keys)):
-            cell = self.wrapped_cell
-            return (*cell.step_fwd(xp, p, state, xi_t), cell.step_jacobian(xp, p, state, xi_t))
-        return self._rows(self.wrapped_cell, p, state, xi_t, True)
-
-
-def _with_fused_steps(cell):
-    rows_fn = _STEP_ROWS.get((type(cell).__module__, type(cell).__qualname__))
-    if rows_fn is None:
-        return cell
-    # a subclass named like the cell, so messages that print type(cell).__name__ stay right
-    proxy_type = type(type(cell).__name__, (FusedSteps,), {})
-    return proxy_type(cell, rows_fn)
-
-
-def newton_fwd(xp, xi, state0, *rec, cell, **options):
-    from ...primitives import get  # the Newton engine sits above the backends
-    return get("newton_recurrence").fwd(xp, xi, state0, *rec, cell=_with_fused_steps(cell), **options)
-
-
-def newton_bwd(xp, res, cotangents, cell, **options):
-    from ...primitives import get
-    return get("newton_recurrence").bwd(xp, res, cotangents, cell=_with_fused_steps(cell), **options)
-
-
+# (forward rows with Jacobian, backward rows) per cell class
+STEP_KERNELS = {("seqcore.cells.pararnn", "DiagGRU"): (_diaggru_step_rows, _diaggru_step_bwd),
+                ("seqcore.cells.pararnn", "CIFGLSTM"): (_cifg_step_rows, _cifg_step_bwd)}

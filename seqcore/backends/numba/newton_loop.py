@@ -1,0 +1,183 @@
+"""The Newton engine on Numba: the reference loop (``seqcore.newton_solve``) run on a view of
+the cell that carries compiled pieces.
+
+Every cell gets :class:`NewtonKernels`: the residual ``−F = f − s`` with its two maxima, and
+the update ``f_t + A_t δ_{t−1}``, each one parallel pass over the trajectory where NumPy made
+three to five (a shifted copy, a batched 2×2 product, sums, absolute values, maxima).  The
+diagonal cells get :class:`FusedSteps` as well: their steps, Jacobians and step adjoints from
+``newton_steps.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from .newton_steps import STEP_KERNELS, StepCache, row_tasks
+from .ops import PARALLEL_CELLS, as_dtype, contiguous, kernel, supported_dtype
+
+__all__ = ["NewtonKernels", "FusedSteps", "newton_view", "newton_fwd", "newton_bwd"]
+
+
+@kernel(parallel=PARALLEL_CELLS)
+def _residual(states, f, rows, mask, neg_F, fbits, sbits, parts):
+    """neg_F = f − states over rows (N, S); parts[task] = largest |F| and |s| of the task's rows
+    as the bit patterns of the floats (``fbits``, ``sbits``: integer views of neg_F and states).
+
+    Non-negative floats order like their bit patterns, NaN above inf, so an integer max
+    finds the largest |x| and lets a NaN through; it also vectorizes, where a float max that
+    must respect NaN does not.
+    """
+    N, S = states.shape
+    for task in prange((N + rows - 1) // rows):
+        mf, ms = mask & 0, mask & 0
+        for m in range(task * rows, min(N, task * rows + rows)):
+            s, fm, d, db, sb = states[m], f[m], neg_F[m], fbits[m], sbits[m]
+            for j in range(S):
+                d[j] = fm[j] - s[j]
+            for j in range(S):
+                mf = max(mf, db[j] & mask)
+                ms = max(ms, sb[j] & mask)
+        parts[task, 0], parts[task, 1] = mf, ms
+
+
+@kernel(parallel=PARALLEL_CELLS)
+def _update(f, A, delta, T, rows, out):
+    """out[n] = f[n] + A[n] δ[n−1] per group of k ≤ 3 (``f, delta, out: (N, G, k)``,
+    ``A: (N, G, k, k)``), and f[n] where n starts a sequence (n % T == 0).  Products summed in
+    column order, then added to f: the reference's rounding (``newton_solve.update``)."""
+    N, G, k = f.shape
+    for task in prange((N + rows - 1) // rows):
+        for m in range(task * rows, min(N, task * rows + rows)):
+            fm, om = f[m], out[m]
+            if m % T == 0:
+                om[:, :] = fm
+                continue
+            am, dm = A[m], delta[m - 1]
+            if k == 1:
+                for g in range(G):
+                    om[g, 0] = fm[g, 0] + am[g, 0, 0] * dm[g, 0]
+            elif k == 2:
+                for g in range(G):
+                    d0, d1 = dm[g, 0], dm[g, 1]
+                    om[g, 0] = fm[g, 0] + (am[g, 0, 0] * d0 + am[g, 0, 1] * d1)
+                    om[g, 1] = fm[g, 1] + (am[g, 1, 0] * d0 + am[g, 1, 1] * d1)
+            else:
+                for g in range(G):
+                    d0, d1, d2 = dm[g, 0], dm[g, 1], dm[g, 2]
+                    for i in range(3):
+                        om[g, i] = fm[g, i] + ((am[g, i, 0] * d0 + am[g, i, 1] * d1) + am[g, i, 2] * d2)
+
+
+def _ints(dtype):
+    return np.int32 if dtype == np.float32 else np.int64
+
+
+def newton_residual(states, f):
+    """``newton_solve.residual`` in one pass: ``(−F, max |F|, max |s|)``."""
+    B, T, S = states.shape
+    s2, f2 = contiguous(states).reshape(B * T, S), contiguous(f).reshape(B * T, S)
+    ints = _ints(s2.dtype)
+    neg_F = np.empty_like(s2)
+    rows, tasks = row_tasks(B * T)
+    parts = np.empty((tasks, 2), ints)
+    _residual(s2, f2, rows, ints(np.iinfo(ints).max), neg_F, neg_F.view(ints), s2.view(ints), parts)
+    largest = parts.max(axis=0).view(s2.dtype)
+    return neg_F.reshape(B, T, S), float(largest[0]), float(largest[1])
+
+
+def newton_update(f, A, delta, target):
+    """``newton_solve.update`` in one pass: ``f_t + A_t δ_{t−1}`` for every step."""
+    B, T, S = f.shape
+    N = B * T
+    G, k = (S, 1) if target in ("diag", "quasi") else (A.shape[1], A.shape[2])
+    if k > 3:  # dense Jacobians: NumPy's batched matmul vectorizes its dot products; a loop kept
+        from ...newton_solve import update  # in IEEE order cannot (1.2x slower for a GRU at H = 32)
+        return update(np, f, A, delta, target)
+    out = np.empty((N, G, k), f.dtype)
+    rows, _ = row_tasks(N)
+    _update(contiguous(f).reshape(N, G, k), contiguous(A).reshape(N, G, k, k), contiguous(delta).reshape(N, G, k),
+            T, rows, out)
+    return out.reshape(B, T, S)
+
+
+class NewtonKernels:
+    """The view of a cell the Newton engine runs on: the cell itself for everything but
+    ``newton_residual`` and ``newton_update`` (compiled; the reference where the dtypes are
+    not float32/float64 alike)."""
+
+    def __init__(self, cell):
+        self.wrapped_cell = cell
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped_cell, name)
+
+    @staticmethod
+    def newton_residual(states, f):
+        if not supported_dtype(states, f):
+            from ...newton_solve import residual
+            return residual(np, states, f)
+        return newton_residual(states, f)
+
+    @staticmethod
+    def newton_update(f, A, delta, target):
+        if not supported_dtype(f, A, delta):
+            from ...newton_solve import update
+            return update(np, f, A, delta, target)
+        return newton_update(f, A, delta, target)
+
+
+class FusedSteps(NewtonKernels):
+    """:class:`NewtonKernels` whose ``step_fwd`` / ``step_jacobian`` / ``step_bwd`` on many rows
+    run as one kernel each (``newton_steps.py``).  The fused steps keep their own cache
+    (:class:`~.newton_steps.StepCache`); where the dtypes send a step to the reference, its
+    cache is the reference's and so is the adjoint."""
+
+    def __init__(self, cell, rows_fn, bwd_fn):
+        super().__init__(cell)
+        self._rows, self._bwd = rows_fn, bwd_fn
+
+    def _supported(self, *arrays, p):
+        return supported_dtype(*arrays, *(p[k] for k in self.wrapped_cell.recurrent_keys))
+
+    def step_fwd(self, xp, p, state, xi_t):
+        if not self._supported(state, xi_t, p=p):
+            return self.wrapped_cell.step_fwd(xp, p, state, xi_t)
+        out, cache, _ = self._rows(self.wrapped_cell, p, state, xi_t, False)
+        return out, cache
+
+    def step_jacobian(self, xp, p, state, xi_t):
+        if not self._supported(state, xi_t, p=p):
+            return self.wrapped_cell.step_jacobian(xp, p, state, xi_t)
+        return self._rows(self.wrapped_cell, p, state, xi_t, True)[2]
+
+    def step_fwd_and_jacobian(self, xp, p, state, xi_t):
+        """``(f, cache, ∂f/∂s)`` from one kernel pass: the Newton loop needs both at the same
+        states, and the Jacobian costs little once the step is computed."""
+        if not self._supported(state, xi_t, p=p):
+            cell = self.wrapped_cell
+            return (*cell.step_fwd(xp, p, state, xi_t), cell.step_jacobian(xp, p, state, xi_t))
+        return self._rows(self.wrapped_cell, p, state, xi_t, True)
+
+    def step_bwd(self, xp, p, cache, dout):
+        if not isinstance(cache, StepCache):
+            return self.wrapped_cell.step_bwd(xp, p, cache, dout)
+        return self._bwd(self.wrapped_cell, p, cache, as_dtype(dout, cache[0].dtype))
+
+
+def newton_view(cell):
+    """The cell as the Newton engine sees it on this backend (a subclass named like the cell,
+    so that messages printing ``type(cell).__name__`` stay right)."""
+    kernels = STEP_KERNELS.get((type(cell).__module__, type(cell).__qualname__))
+    base = NewtonKernels if kernels is None else FusedSteps
+    proxy_type = type(type(cell).__name__, (base,), {})
+    return proxy_type(cell) if kernels is None else proxy_type(cell, *kernels)
+
+
+def newton_fwd(xp, xi, state0, *rec, cell, **options):
+    from ...primitives import get  # the Newton engine sits above the backends
+    return get("newton_recurrence").fwd(xp, xi, state0, *rec, cell=newton_view(cell), **options)
+
+
+def newton_bwd(xp, res, cotangents, cell, **options):
+    from ...primitives import get
+    return get("newton_recurrence").bwd(xp, res, cotangents, cell=newton_view(cell), **options)
