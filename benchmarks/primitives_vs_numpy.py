@@ -45,18 +45,32 @@ def scan_cases(rng, dtype, B, T, D):
     yield f"log_linear_scan {shape}", "log_linear_scan", (np.log(a), b, None), {}
 
 
+def _recurrence_args(rng, dtype, cell, B, T, H):
+    """``(xi, state0, *recurrent params)`` of a cell over random inputs."""
+    params = cell.init(rng, dtype)
+    x = rng.normal(size=(B, T, H)).astype(dtype)
+    xi = np.asarray(cell.project(params, x))
+    state0 = np.zeros((B, cell.state_size), dtype)
+    return (xi, state0) + tuple(params[k] for k in cell.recurrent_keys)
+
+
 def cell_cases(rng, dtype, B, T, H):
     from seqcore import cells
-    for name, cell in (("elman", cells.Elman(H, H)), ("lstm", cells.LSTM(H, H)), ("gru", cells.GRU(H, H)),
-                       ("leaky", cells.LeakyRNN(H, H)), ("diaggru", cells.DiagGRU(H, H)),
-                       ("cifg-lstm", cells.CIFGLSTM(H, H)), ("mingru", cells.MinGRU(H, H)),
-                       ("minlstm", cells.MinLSTM(H, H))):
-        params = cell.init(rng, dtype)
-        x = rng.normal(size=(B, T, H)).astype(dtype)
-        xi = np.asarray(cell.project(params, x))
-        state0 = np.zeros((B, cell.state_size), dtype)
-        args = (xi, state0) + tuple(params[k] for k in cell.recurrent_keys)
+    for cell in (cells.Elman(H, H), cells.LSTM(H, H), cells.GRU(H, H), cells.LeakyRNN(H, H), cells.DiagGRU(H, H),
+                 cells.CIFGLSTM(H, H), cells.MinGRU(H, H), cells.MinLSTM(H, H)):
+        args = _recurrence_args(rng, dtype, cell, B, T, H)
         yield f"{cell.name}_recurrence ({B}, {T}, H={H})", f"{cell.name}_recurrence", args, dict(cell=cell)
+
+
+def newton_cases(rng, dtype, B, T, H):
+    """The Newton scan with the defaults of ``mode="parallel"`` (tolerance per dtype, the
+    cell's own Jacobian structure), on the cells whose steps the backend compiles."""
+    from seqcore import cells
+    from seqcore.newton import _resolve_options
+    for cell in (cells.DiagGRU(H, H), cells.CIFGLSTM(H, H)):
+        args = _recurrence_args(rng, dtype, cell, B, T, H)
+        yield (f"newton_recurrence {cell.name} ({B}, {T}, H={H})", "newton_recurrence", args,
+               dict(cell=cell, **_resolve_options(cell, dtype, T)))
 
 
 def main(argv=None):
@@ -83,16 +97,22 @@ def main(argv=None):
           f"{os.environ['OPENBLAS_NUM_THREADS']}; dtype {dtype}\n")
     print(f"{'primitive (shape)':42s} {'numpy ms':>9s} {'numba ms':>9s} {'ratio':>7s}")
     ratios = []
-    for label, name, prim_args, static in list(scan_cases(rng, dtype, *args.scan_shape)) + list(cell_cases(rng, dtype, *args.cell_shape)):
+    cases = (list(scan_cases(rng, dtype, *args.scan_shape)) + list(cell_cases(rng, dtype, *args.cell_shape))
+             + list(newton_cases(rng, dtype, *args.cell_shape)))
+    for label, name, prim_args, static in cases:
         prim = primitives.get(name)
         impls = {"numpy": (prim.fwd, prim.bwd), "numba": nb.primitives[name]}
         out, _ = prim.fwd(np, *prim_args, **static)
-        cot = rng.normal(size=np.shape(out)).astype(dtype)
+        if isinstance(out, tuple):  # newton_recurrence: (states, history); history has no gradient
+            cot = (rng.normal(size=out[0].shape).astype(dtype),) + tuple(np.zeros_like(o) for o in out[1:])
+        else:
+            cot = rng.normal(size=np.shape(out)).astype(dtype)
 
         def run(impl):
             fwd, bwd = impls[impl]
-            o, res = fwd(np, *prim_args, **static)
-            bwd(np, res, cot, **static)
+            with seqcore.use(impl):  # primitives that call others (the Newton engine) dispatch on it
+                o, res = fwd(np, *prim_args, **static)
+                bwd(np, res, cot, **static)
 
         t = best_of({k: (lambda k=k: run(k)) for k in impls}, args.repeats)
         ratio = t["numpy"] / t["numba"]

@@ -362,6 +362,28 @@ def test_newton_loop_computes_steps_and_jacobians_in_one_pass(nb, monkeypatch):
     assert calls == [False] + [True] * (info.iterations + 1)
 
 
+def test_numba_newton_solves_with_numba_scans_whatever_the_default(nb, monkeypatch):
+    """The replacement's linear solves dispatch on the default backend; it sets it to numba
+    while it runs, so a caller holding the primitive under the NumPy default still gets the
+    compiled scans (counted), and the default is restored afterwards."""
+    calls = []
+    fwd_scan, bwd_scan = nb.primitives["block_scan"]
+    monkeypatch.setitem(nb.primitives, "block_scan", (lambda *a, **k: calls.append(1) or fwd_scan(*a, **k), bwd_scan))
+    cell = cells.CIFGLSTM(3, 4)
+    rng = np.random.default_rng(14)
+    params = cell.init(rng, np.float64)
+    xi = np.asarray(cell.project(params, rng.normal(size=(2, 30, 3))))
+    rec = tuple(params[k] for k in cell.recurrent_keys)
+    from seqcore.newton import _resolve_options
+    static = dict(cell=cell, **_resolve_options(cell, xi.dtype, 30))
+    with seqcore.use("numpy"):
+        (got, _), _ = nb.primitives["newton_recurrence"][0](np, xi, np.zeros((2, 8)), *rec, **static)
+        assert seqcore.backends.current() == "numpy"
+    assert calls, "the Newton solves ran the reference scans"
+    want = primitives.get("cifg-lstm_recurrence").fwd(np, xi, np.zeros((2, 8)), *rec, cell=cell)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.filterwarnings("ignore::seqcore.newton.NewtonConvergenceWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_newton_recurrence_equals_reference(nb, dtype):

@@ -173,11 +173,18 @@ def newton_view(cell):
     return proxy_type(cell) if kernels is None else proxy_type(cell, *kernels)
 
 
+# The engine's linear solves call the scan primitives on NumPy arrays, which dispatch to the
+# default backend: this one while it runs, whatever default the caller has set.
+
 def newton_fwd(xp, xi, state0, *rec, cell, **options):
+    from ... import backends
     from ...primitives import get  # the Newton engine sits above the backends
-    return get("newton_recurrence").fwd(xp, xi, state0, *rec, cell=newton_view(cell), **options)
+    with backends.use("numba"):
+        return get("newton_recurrence").fwd(xp, xi, state0, *rec, cell=newton_view(cell), **options)
 
 
 def newton_bwd(xp, res, cotangents, cell, **options):
+    from ... import backends
     from ...primitives import get
-    return get("newton_recurrence").bwd(xp, res, cotangents, cell=newton_view(cell), **options)
+    with backends.use("numba"):
+        return get("newton_recurrence").bwd(xp, res, cotangents, cell=newton_view(cell), **options)
