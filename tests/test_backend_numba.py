@@ -362,6 +362,21 @@ def test_newton_loop_computes_steps_and_jacobians_in_one_pass(nb, monkeypatch):
     assert calls == [False] + [True] * (info.iterations + 1)
 
 
+def test_newton_view_sends_other_dtypes_to_the_reference():
+    """float16 (or mixed) trajectories: the view's residual and update are the reference's."""
+    from seqcore import newton_solve
+    from seqcore.backends.numba.newton_loop import NewtonKernels, newton_view
+    view = newton_view(cells.GRU(3, 4))
+    assert isinstance(view, NewtonKernels) and not hasattr(view, "step_fwd_and_jacobian")
+    rng = np.random.default_rng(15)
+    f, delta, states = (rng.normal(size=(2, 5, 4)).astype(np.float16) for _ in range(3))
+    A = rng.normal(size=(10, 4)).astype(np.float32)  # mixed with float16: not compiled
+    np.testing.assert_array_equal(view.newton_update(f, A, delta, "diag"), newton_solve.update(np, f, A, delta, "diag"))
+    got, want = view.newton_residual(states, f), newton_solve.residual(np, states, f)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1:] == want[1:]
+
+
 def test_numba_newton_solves_with_numba_scans_whatever_the_default(nb, monkeypatch):
     """The replacement's linear solves dispatch on the default backend; it sets it to numba
     while it runs, so a caller holding the primitive under the NumPy default still gets the
