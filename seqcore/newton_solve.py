@@ -212,10 +212,10 @@ def adjoint(xp, cell, p, xi, state0, states, dstates):
     prev = previous_states(xp, states, state0)
     _, cache, jacobians = _steps(xp, cell, p, prev, xi)
     At = _split_steps(transpose_operator(xp, scan_operator(xp, jacobians(), native, native, k), native), B, T)
-    # A_{t+1}ᵀ at position t, written into a fresh C-ordered array: a concatenation would keep
-    # the transposed view's strides, and the scan would copy it once more
-    At_next = xp.zeros(At.shape, dtype=At.dtype)
-    At_next[:, :-1] = At[:, 1:]
+    # A_{t+1}ᵀ at position t.  NumPy's concatenation keeps the transposed view's layout (a plain
+    # copy, 6× faster than a transposing one here), and the Numba block scan reads such
+    # transposed blocks in place
+    At_next = xp.concatenate([At[:, 1:], xp.zeros_like(At[:, :1])], axis=1)
     g = linear_solve(xp, At_next, dstates, native, reverse=True)
     dprev, dxi, dp = cell.step_bwd(xp, p, cache, g.reshape(B * T, S))
     return dxi.reshape(xi.shape), dprev.reshape(B, T, S)[:, 0], dp

@@ -163,6 +163,17 @@ def test_non_contiguous_inputs_are_copied(nb):
         compare_primitive(nb, "linear_scan", (a, b, h0), dict(method=method, chunk_size=4), np.float64, rng)
     A = np.swapaxes(rng.uniform(-0.5, 0.5, (2, 8, 3, 2, 2)), -1, -2)
     compare_primitive(nb, "block_scan", (A, rng.normal(size=(2, 8, 3, 2))[:, :, ::-1], None), {}, np.float64, rng)
+    # transposed blocks are read in place (no copy) by the forward: every k, both directions
+    for k in (2, 3, 5):
+        A = np.swapaxes(rng.uniform(-0.5, 0.5, (2, 9, 2, k, k)), -1, -2)
+        h0 = rng.normal(size=(2, 2, k))
+        for reverse in (False, True):
+            b = rng.normal(size=(2, 9, 2, k))
+            compare_primitive(nb, "block_scan", (A, b, h0), dict(reverse=reverse), np.float64, rng)
+            fwd = nb.primitives["block_scan"][0]
+            got, res = fwd(np, A, b, h0, reverse)
+            assert res[1] is A  # read in place, not copied
+            np.testing.assert_array_equal(got, fwd(np, np.ascontiguousarray(A), b, h0, reverse)[0])
     cell = cells.LSTM(3, 4)
     p = cell.init(rng, np.float64)
     xi = rng.normal(size=(6, 2, 16)).transpose(1, 0, 2)  # (B, T, 4H) with a non-contiguous layout

@@ -23,7 +23,7 @@ import numpy as np
 from numba import prange
 
 from ..numpy import scan as _ref
-from .ops import (as_dtype, contiguous, exp_from_parts, expm1_parts, kernel, log1p_coefficients, log1p_unit,
+from .ops import (as_dtype, contiguous, exp_from_parts, expm1_parts, inline, kernel, log1p_coefficients, log1p_unit,
                   num_threads, split_columns, supported_dtype, task_block)
 
 __all__ = ["PRIMITIVES", "chunk_length"]
@@ -220,9 +220,16 @@ def linear_scan_bwd(xp, res, dh, reverse=False, method="sequential", chunk_size=
 # Scalar indexing throughout: an array view per group and step would cost two atomic
 # reference-count updates, more than the 2×2 product itself.
 
+@inline
+def _entry(A, i, t, g, r, q, transposed):
+    """``A[i, t, g, r, q]``, or ``A[i, t, g, q, r]`` when ``A`` holds the transposed blocks."""
+    return A[i, t, g, q, r] if transposed else A[i, t, g, r, q]
+
+
 @kernel(parallel=True)
-def _block_forward(A, b, h0, reverse, blk, h):
-    """Tasks: (batch row, block of groups).  k = 2 and 3 written out; any other k: dense loops."""
+def _block_forward(A, b, h0, reverse, transposed, blk, h):
+    """Tasks: (batch row, block of groups).  k = 2 and 3 written out; any other k: dense loops.
+    ``transposed``: ``A`` holds each block transposed (the caller's operand was a swapped view)."""
     B, T, G, k = b.shape
     zero = b.dtype.type(0.0)
     nblk = (G + blk - 1) // blk
@@ -233,7 +240,7 @@ def _block_forward(A, b, h0, reverse, blk, h):
             for r in range(k):
                 acc = zero
                 for q in range(k):
-                    acc += A[i, t, g, r, q] * h0[i, g, q]
+                    acc += _entry(A, i, t, g, r, q, transposed) * h0[i, g, q]
                 h[i, t, g, r] = acc + b[i, t, g, r]
         for j in range(1, T):
             tp = t
@@ -241,20 +248,22 @@ def _block_forward(A, b, h0, reverse, blk, h):
             if k == 2:
                 for g in range(g0, g1):
                     p0, p1 = h[i, tp, g, 0], h[i, tp, g, 1]
-                    h[i, t, g, 0] = (A[i, t, g, 0, 0] * p0 + A[i, t, g, 0, 1] * p1) + b[i, t, g, 0]
-                    h[i, t, g, 1] = (A[i, t, g, 1, 0] * p0 + A[i, t, g, 1, 1] * p1) + b[i, t, g, 1]
+                    a01, a10 = _entry(A, i, t, g, 0, 1, transposed), _entry(A, i, t, g, 1, 0, transposed)
+                    h[i, t, g, 0] = (A[i, t, g, 0, 0] * p0 + a01 * p1) + b[i, t, g, 0]
+                    h[i, t, g, 1] = (a10 * p0 + A[i, t, g, 1, 1] * p1) + b[i, t, g, 1]
             elif k == 3:
                 for g in range(g0, g1):
                     p0, p1, p2 = h[i, tp, g, 0], h[i, tp, g, 1], h[i, tp, g, 2]
                     for r in range(3):
-                        h[i, t, g, r] = (A[i, t, g, r, 0] * p0 + A[i, t, g, r, 1] * p1
-                                         + A[i, t, g, r, 2] * p2) + b[i, t, g, r]
+                        h[i, t, g, r] = (_entry(A, i, t, g, r, 0, transposed) * p0
+                                         + _entry(A, i, t, g, r, 1, transposed) * p1
+                                         + _entry(A, i, t, g, r, 2, transposed) * p2) + b[i, t, g, r]
             else:
                 for g in range(g0, g1):
                     for r in range(k):
                         acc = zero
                         for q in range(k):
-                            acc += A[i, t, g, r, q] * h[i, tp, g, q]
+                            acc += _entry(A, i, t, g, r, q, transposed) * h[i, tp, g, q]
                         h[i, t, g, r] = acc + b[i, t, g, r]
 
 
@@ -315,16 +324,23 @@ def block_scan_fwd(xp, A, b, h0=None, reverse=False, method="sequential", chunk_
     if not supported_dtype(A, b, h0):
         out, res = _ref.block_scan_fwd(xp, A, b, h0, reverse, method, chunk_size)
         return out, ("reference", res)
-    A, b = contiguous(A), contiguous(b)
+    b = contiguous(b)
     Bn, T, G, k = b.shape
     has_h0 = h0 is not None
     h0 = contiguous(h0) if has_h0 else np.zeros((Bn, G, k), b.dtype)
     if k == 1:  # diagonal: the linear-scan kernel on (B, T, G)
+        A = contiguous(A)
         h = _diag_scan(A.reshape(Bn, T, G), b.reshape(Bn, T, G), h0.reshape(Bn, G), bool(reverse),
                        chunk_length(Bn, T, G, method, chunk_size)).reshape(b.shape)
         return h, ("numba", A, h, h0, has_h0)
+    # blocks transposed in place (a swapped view, as the Newton adjoint passes Jᵀ) are read as
+    # they lie instead of copied; the residual keeps the view and the backward copies it
+    At = np.swapaxes(A, -1, -2)
+    transposed = not A.flags.c_contiguous and At.flags.c_contiguous
+    if not transposed:
+        A = contiguous(A)
     h = np.empty_like(b)
-    _block_forward(A, b, h0, bool(reverse), split_columns(Bn, G, 16), h)
+    _block_forward(At if transposed else A, b, h0, bool(reverse), transposed, split_columns(Bn, G, 16), h)
     return h, ("numba", A, h, h0, has_h0)
 
 
@@ -333,7 +349,7 @@ def block_scan_bwd(xp, res, dh, reverse=False, method="sequential", chunk_size=6
     if res[0] == "reference":
         return _ref.block_scan_bwd(xp, res[1], dh, reverse, method, chunk_size)
     _, A, h, h0, has_h0 = res
-    dh = as_dtype(dh, h.dtype)
+    A, dh = contiguous(A), as_dtype(dh, h.dtype)
     Bn, T, G, k = h.shape
     if k == 1:
         da, db, dh0 = _diag_scan_vjp(A.reshape(Bn, T, G), h.reshape(Bn, T, G), h0.reshape(Bn, G),
