@@ -1,6 +1,7 @@
-"""The Newton scan's per-step work on the diagonal cells: ``f(s_{t−1}, xi_t)`` with
-``∂f/∂s_{t−1}``, and the adjoint of the step, for all B·T steps in single kernels (the
-residual and Jacobian assembly of every Newton iteration, and the backward's last pass).
+"""The Newton scan's per-step work: ``f(s_{t−1}, xi_t)`` with ``∂f/∂s_{t−1}`` for all B·T steps
+in single kernels (the residual and Jacobian assembly of every Newton iteration) for the
+diagonal cells and the dense GRU, and the step adjoints of the diagonal cells (the backward's
+last pass).
 ``newton_loop.FusedSteps`` puts them behind the cell's ``step_*`` methods.
 """
 from __future__ import annotations
@@ -8,14 +9,25 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, num_threads,
-                  scratch, sigmoid_from_exp, tanh_from_expm1)
+from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts, inline, kernel,
+                  num_threads, scratch, sigmoid_from_exp, tanh_from_expm1)
 
 __all__ = ["STEP_KERNELS", "StepCache", "row_tasks"]
 
 
 # -- Newton steps: f(s_{t−1}, xi_t) and ∂f/∂s_{t−1} for all B·T steps at once (the residual and
 #    Jacobian assembly of every Newton iteration), for the diagonal cells -------------------------
+
+@inline
+def _exp_scratch(u, q, kbits, task, H):
+    """Task ``task``'s exp buffers (2H wide): ``uu, qq, kk, scale`` whole and their halves
+    ``u1, q1, k1`` and ``u2, q2, s2``.  Each half is its own slice: an index like ``H + j`` is
+    not provably ≥ 0, so Numba would add a negative-index branch to every access and the loop
+    would no longer vectorize."""
+    uu, qq, kk = u[task], q[task], kbits[task]
+    sc = kk.view(u.dtype)
+    return uu, qq, kk, sc, uu[:H], qq[:H], kk[:H], uu[H:], qq[H:], sc[H:2 * H]
+
 
 @kernel(parallel=PARALLEL_CELLS)
 def _diaggru_steps(h, xi, a, rows, jacobian, out, r, z, n, jac, u, q, kbits):
@@ -27,12 +39,7 @@ def _diaggru_steps(h, xi, a, rows, jacobian, out, r, z, n, jac, u, q, kbits):
     one, two = h.dtype.type(1.0), h.dtype.type(2.0)
     ar, az, an = a[:H], a[H:2 * H], a[2 * H:]
     for task in prange((N + rows - 1) // rows):
-        uu, qq, kk = u[task], q[task], kbits[task]
-        u1, q1, k1 = uu[:H], qq[:H], kk[:H]
-        sc = kk.view(h.dtype)
-        # second halves as their own slices: an index like H + j is not provably ≥ 0, so Numba
-        # adds a negative-index branch to every access and the loop no longer vectorizes
-        u2, q2, s2 = uu[H:], qq[H:], sc[H:2 * H]
+        uu, qq, kk, sc, u1, q1, k1, u2, q2, s2 = _exp_scratch(u, q, kbits, task, H)
         for m in range(task * rows, min(N, task * rows + rows)):
             hm, x, rm, zm, nm = h[m], xi[m], r[m], z[m], n[m]
             xz, xn = x[H:2 * H], x[2 * H:]
@@ -101,6 +108,48 @@ def _cifg_steps(state, xi, a, peep, rows, jacobian, out, acts, jac, u, q, kbits)
                     k = o * (one - tc * tc)
                     jac[m, j, 0, 0], jac[m, j, 0, 1] = jcc, jch
                     jac[m, j, 1, 0], jac[m, j, 1, 1] = (so * po[j] + k) * jcc, so * (ao[j] + po[j] * jch) + k * jch
+
+
+@kernel(parallel=PARALLEL_CELLS)
+def _gru_steps(h, xi, WT, W, bias, rows, jacobian, gh, out, r, z, n, ghn, jac, u, q, kbits):
+    """The dense GRU's rows: gh = h W_hhᵀ (one GEMM), then per row the gates as the reference
+    groups them (``xi + (gh + b_hh)``), out = f, caches r, z, n, ghn = (gh + b)_n, and when
+    asked ``jac (N, H, H)``: ``a_i W_z[i] + b_i r_i W_n[i] + b_i ghn_i r_i(1 − r_i) W_r[i]``
+    summed in that order, plus ``z_i`` on the diagonal (``GRU.step_jacobian``)."""
+    N, H = h.shape
+    one, two = h.dtype.type(1.0), h.dtype.type(2.0)
+    np.dot(h, WT, gh)
+    br, bz, bn = bias[:H], bias[H:2 * H], bias[2 * H:]
+    Wr, Wz, Wn = W[:H], W[H:2 * H], W[2 * H:]
+    for task in prange((N + rows - 1) // rows):
+        uu, qq, kk, sc, u1, q1, k1, u2, q2, s2 = _exp_scratch(u, q, kbits, task, H)
+        for m in range(task * rows, min(N, task * rows + rows)):
+            hm, x, g, rm, zm, nm, gm = h[m], xi[m], gh[m], r[m], z[m], n[m], ghn[m]
+            xz, xn, gz, gn = x[H:2 * H], x[2 * H:], g[H:2 * H], g[2 * H:]
+            for j in range(H):
+                rm[j] = x[j] + (g[j] + br[j])
+                zm[j] = xz[j] + (gz[j] + bz[j])
+                uu[j], u2[j] = -abs(rm[j]), -abs(zm[j])
+            expm1_parts(uu, qq, kk)
+            for j in range(H):
+                rm[j] = sigmoid_from_exp(rm[j], exp_from_parts(qq[j], sc[j], one), one)
+                zm[j] = sigmoid_from_exp(zm[j], exp_from_parts(q2[j], s2[j], one), one)
+                gm[j] = gn[j] + bn[j]
+                nm[j] = xn[j] + rm[j] * gm[j]
+                u1[j] = -(two * abs(nm[j]))
+            expm1_parts(u1, q1, k1)
+            om = out[m]
+            for j in range(H):
+                nm[j] = tanh_from_expm1(nm[j], expm1_from_parts(q1[j], sc[j], one), two)
+                om[j] = (one - zm[j]) * nm[j] + zm[j] * hm[j]
+            if jacobian:
+                for i in range(H):
+                    zi, ni, ri = zm[i], nm[i], rm[i]
+                    bi = (one - zi) * (one - ni * ni)
+                    ca, cn, cr = (hm[i] - ni) * zi * (one - zi), bi * ri, bi * gm[i] * ri * (one - ri)
+                    for j in range(H):
+                        jac[m, i, j] = (ca * Wz[i, j] + cn * Wn[i, j]) + cr * Wr[i, j]
+                    jac[m, i, i] += zi
 
 
 @kernel(parallel=PARALLEL_CELLS)
@@ -198,6 +247,20 @@ def _diaggru_step_bwd(cell, p, cache, dout):
     return dh, dxi, {"weight_hh": da.sum(axis=0).astype(h.dtype)}
 
 
+def _gru_step_rows(cell, p, h, xi, jacobian):
+    """The GRU's steps and Jacobians; the cache is the reference's, whose ``step_bwd`` is
+    already two GEMMs and a few whole-array products."""
+    N, H = h.shape
+    W = contiguous(p["weight_hh"])
+    h, xi = contiguous(h), contiguous(xi)
+    out, r, z, n, ghn = (np.empty_like(h) for _ in range(5))
+    jac = np.empty((N, H, H), h.dtype) if jacobian else np.empty((1, 1, 1), h.dtype)
+    rows, u, q, kbits = _row_tasks(N, H, h.dtype)
+    _gru_steps(h, xi, contiguous(W.T), W, contiguous(p["bias_hh"]), rows, jacobian, np.empty((N, 3 * H), h.dtype),
+               out, r, z, n, ghn, jac, u, q, kbits)
+    return out, (h, r, z, n, ghn), jac
+
+
 def _cifg_step_rows(cell, p, state, xi, jacobian):
     N, H2 = state.shape
     H = H2 // 2
@@ -223,6 +286,7 @@ def _cifg_step_bwd(cell, p, cache, dnew):
     return dstate, dxi, {"weight_hh": sums[:3 * H], "weight_peephole": sums[3 * H:]}
 
 
-# (forward rows with Jacobian, backward rows) per cell class
+# (forward rows with Jacobian, backward rows or None for the reference's) per cell class
 STEP_KERNELS = {("seqcore.cells.pararnn", "DiagGRU"): (_diaggru_step_rows, _diaggru_step_bwd),
-                ("seqcore.cells.pararnn", "CIFGLSTM"): (_cifg_step_rows, _cifg_step_bwd)}
+                ("seqcore.cells.pararnn", "CIFGLSTM"): (_cifg_step_rows, _cifg_step_bwd),
+                ("seqcore.cells.gru", "GRU"): (_gru_step_rows, None)}
