@@ -80,7 +80,8 @@ def cases(name, rng, dtype=np.float64):
         yield from _scan_cases(name, rng, dtype)
     elif name == "newton_recurrence":
         from seqcore import cells
-        for cell in (cells.make("diaggru", 3, 4), cells.make("cifg-lstm", 3, 4), cells.make("gru", 3, 4)):
+        for cell in (cells.make("diaggru", 3, 4), cells.make("cifg-lstm", 3, 4), cells.make("gru", 3, 4),
+                     cells.make("lstm", 3, 4)):
             for args, _ in _cell_recurrence_cases(f"{cell.name}_recurrence", rng, dtype):
                 yield args, dict(cell=cell, tol=1e-13, max_iters=64, jacobian=cell.jacobian_structure, damping=0.0)
     elif name.endswith("_recurrence"):

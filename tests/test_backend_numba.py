@@ -293,7 +293,7 @@ def test_chunking_over_time_only_when_rows_cannot_fill_the_threads(monkeypatch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("make", [lambda: cells.DiagGRU(4, 6, heads=2), lambda: cells.CIFGLSTM(3, 5),
-                                  lambda: cells.GRU(3, 5)])
+                                  lambda: cells.GRU(3, 5), lambda: cells.LSTM(3, 5)])
 def test_fused_newton_steps_equal_the_cell_steps(make, dtype):
     from seqcore.backends.numba.newton_loop import FusedSteps, newton_view
     from seqcore.backends.numba.newton_steps import StepCache
@@ -304,7 +304,8 @@ def test_fused_newton_steps_equal_the_cell_steps(make, dtype):
     p = {k: v for k, v in cell.init(rng, dtype).items() if k in cell.recurrent_keys}
     for N in (1, 37):
         state = rng.normal(size=(N, cell.state_size)).astype(dtype)
-        xi = rng.normal(size=(N, 3 * cell.hidden_size)).astype(dtype)
+        gates = 4 if isinstance(cell, cells.LSTM) else 3
+        xi = rng.normal(size=(N, gates * cell.hidden_size)).astype(dtype)
         want, want_cache = cell.step_fwd(np, p, state, xi)
         got, got_cache = fused.step_fwd(np, p, state, xi)
         assert_close(got, want, dtype, "f")
@@ -314,7 +315,7 @@ def test_fused_newton_steps_equal_the_cell_steps(make, dtype):
         assert_close(got_J, cell.step_jacobian(np, p, state, xi), dtype, "J (fused with f)")
         # the adjoint of the step from the fused cache equals the reference's from its own
         dout = rng.normal(size=want.shape)  # float64: a kernel's adjoint casts to the cache's dtype
-        if not isinstance(got_cache, StepCache):  # the GRU keeps the reference's cache and adjoint
+        if not isinstance(got_cache, StepCache):  # GRU, LSTM: the reference's cache and adjoint
             dout = dout.astype(dtype)
         got_b, want_b = fused.step_bwd(np, p, got_cache, dout), cell.step_bwd(np, p, want_cache, dout.astype(dtype))
         for name, g, w in (("dstate", got_b[0], want_b[0]), ("dxi", got_b[1], want_b[1])):

@@ -1,6 +1,6 @@
 """The Newton scan's per-step work: ``f(s_{t−1}, xi_t)`` with ``∂f/∂s_{t−1}`` for all B·T steps
 in single kernels (the residual and Jacobian assembly of every Newton iteration) for the
-diagonal cells and the dense GRU, and the step adjoints of the diagonal cells (the backward's
+diagonal cells and the dense GRU and LSTM, and the step adjoints of the diagonal cells (the backward's
 last pass).
 ``newton_loop.FusedSteps`` puts them behind the cell's ``step_*`` methods.
 """
@@ -153,6 +153,66 @@ def _gru_steps(h, xi, WT, W, bias, rows, jacobian, gh, out, r, z, n, ghn, jac, u
 
 
 @kernel(parallel=PARALLEL_CELLS)
+def _lstm_steps(state, xi, WT, W, bias, rows, jacobian, zb, out, c, h, ig, fg, gg, og, tc, jac, u, q, kbits):
+    """The LSTM's rows (state [c, h] interleaved): c, h de-interleaved, zb = h W_hhᵀ (one GEMM),
+    then per row the gates ``(xi + zb) + b_hh``, out = [c', h'] interleaved, the reference's
+    cache (c, h, i, f, g, o, tanh c') and when asked ``jac (N, 2H, 2H)`` (``LSTM.step_jacobian``:
+    the ∂/∂h columns as scaled rows of W_hh summed in its order, diag(f) and diag(k f) in the
+    ∂/∂c columns).  u, q, kbits: (tasks, 4H)."""
+    N, H = c.shape
+    one, two, zero = xi.dtype.type(1.0), xi.dtype.type(2.0), xi.dtype.type(0.0)
+    ntasks = (N + rows - 1) // rows
+    for task in prange(ntasks):
+        for m in range(task * rows, min(N, task * rows + rows)):
+            st, cm, hm = state[m], c[m], h[m]
+            for j in range(H):
+                cm[j], hm[j] = st[2 * j], st[2 * j + 1]
+    np.dot(h, WT, zb)
+    Wi, Wf, Wg, Wo = W[:H], W[H:2 * H], W[2 * H:3 * H], W[3 * H:]
+    for task in prange(ntasks):
+        uu, qq, kk = u[task], q[task], kbits[task]
+        sc = kk.view(xi.dtype)
+        ug, qg, sg = uu[2 * H:3 * H], qq[2 * H:3 * H], sc[2 * H:3 * H]
+        u1, q1, k1, s1 = uu[:H], qq[:H], kk[:H], sc[:H]
+        for m in range(task * rows, min(N, task * rows + rows)):
+            x, zr = xi[m], zb[m]
+            for j in range(4 * H):
+                zr[j] = (x[j] + zr[j]) + bias[j]
+                uu[j] = -abs(zr[j])
+            for j in range(H):
+                ug[j] = two * ug[j]
+            expm1_parts(uu, qq, kk)
+            im, fm, gm, om, tm, cm, hm, new = ig[m], fg[m], gg[m], og[m], tc[m], c[m], h[m], out[m]
+            zf, zg, zo = zr[H:2 * H], zr[2 * H:3 * H], zr[3 * H:]
+            qf, sf, qo, so = qq[H:2 * H], sc[H:2 * H], qq[3 * H:], sc[3 * H:]
+            for j in range(H):
+                im[j] = sigmoid_from_exp(zr[j], exp_from_parts(qq[j], sc[j], one), one)
+                fm[j] = sigmoid_from_exp(zf[j], exp_from_parts(qf[j], sf[j], one), one)
+                gm[j] = tanh_from_expm1(zg[j], expm1_from_parts(qg[j], sg[j], one), two)
+                om[j] = sigmoid_from_exp(zo[j], exp_from_parts(qo[j], so[j], one), one)
+            for j in range(H):
+                tm[j] = fm[j] * cm[j] + im[j] * gm[j]  # c' until its tanh below
+                u1[j] = -(two * abs(tm[j]))
+            expm1_parts(u1, q1, k1)
+            for j in range(H):
+                c2 = tm[j]
+                tm[j] = tanh_from_expm1(c2, expm1_from_parts(q1[j], s1[j], one), two)
+                new[2 * j], new[2 * j + 1] = c2, om[j] * tm[j]
+            if jacobian:
+                for i in range(H):
+                    iv, fv, gv, ov, tv = im[i], fm[i], gm[i], om[i], tm[i]
+                    k = ov * (one - tv * tv)
+                    a_i, a_f, a_g = gv * iv * (one - iv), cm[i] * fv * (one - fv), iv * (one - gv * gv)
+                    a_o = tv * ov * (one - ov)
+                    rc, rh = jac[m, 2 * i], jac[m, 2 * i + 1]
+                    for j in range(H):
+                        d = (a_i * Wi[i, j] + a_f * Wf[i, j]) + a_g * Wg[i, j]
+                        rc[2 * j], rc[2 * j + 1] = zero, d
+                        rh[2 * j], rh[2 * j + 1] = zero, a_o * Wo[i, j] + k * d
+                    rc[2 * i], rh[2 * i] = fv, k * fv
+
+
+@kernel(parallel=PARALLEL_CELLS)
 def _diaggru_steps_bwd(h, r, z, n, dout, a, rows, dh, dxi, da):
     """The adjoint of :func:`_diaggru_steps` row by row: dh (N, H), dxi (N, 3H) = (dk_r, dk_z, dk_n);
     da (tasks, 3H) float64 = this task's share of the weight_hh gradient."""
@@ -261,6 +321,22 @@ def _gru_step_rows(cell, p, h, xi, jacobian):
     return out, (h, r, z, n, ghn), jac
 
 
+def _lstm_step_rows(cell, p, state, xi, jacobian):
+    """The LSTM's steps and Jacobians; the cache and ``step_bwd`` are the reference's."""
+    N, H2 = state.shape
+    H = H2 // 2
+    W = contiguous(p["weight_hh"])
+    state, xi = contiguous(state), contiguous(xi)
+    c, h, i, f, g, o, tc = (np.empty((N, H), state.dtype) for _ in range(7))
+    out = np.empty_like(state)
+    jac = np.empty((N, H2, H2), state.dtype) if jacobian else np.empty((1, 1, 1), state.dtype)
+    rows, tasks = row_tasks(N)
+    u, q, kbits = scratch((tasks, 4 * H), state.dtype)
+    _lstm_steps(state, xi, contiguous(W.T), W, contiguous(p["bias_hh"]), rows, jacobian,
+                np.empty((N, 4 * H), state.dtype), out, c, h, i, f, g, o, tc, jac, u, q, kbits)
+    return out, (c, h, i, f, g, o, tc), jac
+
+
 def _cifg_step_rows(cell, p, state, xi, jacobian):
     N, H2 = state.shape
     H = H2 // 2
@@ -289,4 +365,5 @@ def _cifg_step_bwd(cell, p, cache, dnew):
 # (forward rows with Jacobian, backward rows or None for the reference's) per cell class
 STEP_KERNELS = {("seqcore.cells.pararnn", "DiagGRU"): (_diaggru_step_rows, _diaggru_step_bwd),
                 ("seqcore.cells.pararnn", "CIFGLSTM"): (_cifg_step_rows, _cifg_step_bwd),
-                ("seqcore.cells.gru", "GRU"): (_gru_step_rows, None)}
+                ("seqcore.cells.gru", "GRU"): (_gru_step_rows, None),
+                ("seqcore.cells.lstm", "LSTM"): (_lstm_step_rows, None)}
