@@ -120,15 +120,21 @@ def _jacobians(xp, cell, p, prev, xi):
 def _steps(xp, cell, p, prev, xi):
     """``(f, cache, jacobians)`` at ``prev``; ``jacobians()`` gives ``∂f/∂s``.
 
-    Where the cell offers ``step_fwd_and_jacobian`` (a backend's fused kernel) the Jacobians
-    come from the same pass as the step; otherwise ``jacobians()`` computes them when called,
-    so a caller that stops early never builds them (dense ones are large).
+    Where the cell offers ``step_jacobian_cached(xp, p, state, xi_t, cache)`` (a backend's
+    kernel building J from the step's cache), ``jacobians()`` calls it; where it offers
+    ``step_fwd_and_jacobian`` (a backend's fused kernel) the Jacobians come from the same
+    pass as the step; otherwise ``jacobians()`` computes them from scratch.  In the first and
+    last cases a caller that stops early never builds them (dense ones are large).
     """
+    B, T, S = prev.shape
+    cached = getattr(cell, "step_jacobian_cached", None)
+    if cached is not None:
+        f, cache = _step_all(xp, cell, p, prev, xi)
+        return f, cache, lambda: cached(xp, p, prev.reshape(B * T, S), xi.reshape(B * T, xi.shape[2]), cache)
     fused = getattr(cell, "step_fwd_and_jacobian", None)
     if fused is None:
         f, cache = _step_all(xp, cell, p, prev, xi)
         return f, cache, lambda: _jacobians(xp, cell, p, prev, xi)
-    B, T, S = prev.shape
     out, cache, J = fused(xp, p, prev.reshape(B * T, S), xi.reshape(B * T, xi.shape[2]))
     return out.reshape(B, T, S), cache, lambda: J
 

@@ -313,6 +313,9 @@ def test_fused_newton_steps_equal_the_cell_steps(make, dtype):
         got_f, got_cache, got_J = fused.step_fwd_and_jacobian(np, p, state, xi)
         assert_close(got_f, want, dtype, "f (fused with J)")
         assert_close(got_J, cell.step_jacobian(np, p, state, xi), dtype, "J (fused with f)")
+        if hasattr(fused, "step_jacobian_cached"):  # dense Jacobians: from the step's cache
+            got_J = fused.step_jacobian_cached(np, p, state, xi, fused.step_fwd(np, p, state, xi)[1])
+            assert_close(got_J, cell.step_jacobian(np, p, state, xi), dtype, "J (from the cache)")
         # the adjoint of the step from the fused cache equals the reference's from its own
         dout = rng.normal(size=want.shape)  # float64: a kernel's adjoint casts to the cache's dtype
         if not isinstance(got_cache, StepCache):  # GRU, LSTM: the reference's cache and adjoint
@@ -363,8 +366,9 @@ def test_newton_loop_computes_steps_and_jacobians_in_one_pass(nb, monkeypatch):
     from seqcore.backends.numba import newton_steps
     key = ("seqcore.cells.pararnn", "DiagGRU")
     calls = []
-    rows_fn, bwd_fn = newton_steps.STEP_KERNELS[key]
-    monkeypatch.setitem(newton_steps.STEP_KERNELS, key, (lambda *a: calls.append(a[-1]) or rows_fn(*a), bwd_fn))
+    kernels = newton_steps.STEP_KERNELS[key]
+    monkeypatch.setitem(newton_steps.STEP_KERNELS, key,
+                        kernels._replace(rows=lambda *a: calls.append(a[-1]) or kernels.rows(*a)))
     cell = cells.DiagGRU(3, 8)
     rng = np.random.default_rng(12)
     params = cell.init(rng, np.float64)
@@ -413,6 +417,32 @@ def test_numba_newton_solves_with_numba_scans_whatever_the_default(nb, monkeypat
     assert calls, "the Newton solves ran the reference scans"
     want = primitives.get("cifg-lstm_recurrence").fwd(np, xi, np.zeros((2, 8)), *rec, cell=cell)[0]
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("make", [lambda: cells.GRU(3, 6), lambda: cells.LSTM(3, 5)])
+def test_dense_newton_builds_jacobians_only_for_iterations(nb, monkeypatch, make):
+    """Dense Jacobians come from the step's cache, only when an iteration solves with them:
+    none for the final residual check (counted), one more for the backward's adjoint."""
+    from seqcore.backends.numba import newton_steps
+    cell = make()
+    key = (type(cell).__module__, type(cell).__qualname__)
+    kernels, built = newton_steps.STEP_KERNELS[key], []
+    monkeypatch.setitem(newton_steps.STEP_KERNELS, key, kernels._replace(
+        jacobian_from_cache=lambda *a: built.append(1) or kernels.jacobian_from_cache(*a)))
+    rng = np.random.default_rng(16)
+    params = cell.init(rng, np.float64)
+    x = rng.normal(size=(2, 40, 3))
+    with seqcore.use("numba"):
+        hs, info = seqcore.newton_scan(cell, params, x, tol=1e-12, max_iters=30)
+        assert info.converged and len(built) == info.iterations
+        out, pullback = seqcore.vjp(lambda p: seqcore.newton_scan(cell, p, x, tol=1e-12, max_iters=30)[0], params)
+        grads = pullback(np.ones_like(out))[0]
+    assert len(built) == 2 * info.iterations + 1  # the same iterations again, and the adjoint's
+    want_hs, _ = cell.apply(params, x)
+    np.testing.assert_allclose(hs, want_hs, rtol=1e-10, atol=1e-12)
+    want_out, want_pb = seqcore.vjp(lambda p: cell.apply(p, x)[0], params)
+    for k, g in want_pb(np.ones_like(want_out))[0].items():
+        np.testing.assert_allclose(grads[k], g, rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.filterwarnings("ignore::seqcore.newton.NewtonConvergenceWarning")

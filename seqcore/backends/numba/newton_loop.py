@@ -15,7 +15,7 @@ from numba import prange
 from .newton_steps import STEP_KERNELS, StepCache, row_tasks
 from .ops import PARALLEL_CELLS, as_dtype, contiguous, kernel, supported_dtype
 
-__all__ = ["NewtonKernels", "FusedSteps", "newton_view", "newton_fwd", "newton_bwd"]
+__all__ = ["NewtonKernels", "FusedSteps", "CachedJacobianSteps", "newton_view", "newton_fwd", "newton_bwd"]
 
 
 @kernel(parallel=PARALLEL_CELLS)
@@ -132,9 +132,10 @@ class FusedSteps(NewtonKernels):
     (:class:`~.newton_steps.StepCache`); where the dtypes send a step to the reference, its
     cache is the reference's and so is the adjoint."""
 
-    def __init__(self, cell, rows_fn, bwd_fn):
+    def __init__(self, cell, kernels):
         super().__init__(cell)
-        self._rows, self._bwd = rows_fn, bwd_fn
+        self._kernels = kernels
+        self._rows = kernels.rows
 
     def _supported(self, *arrays, p):
         return supported_dtype(*arrays, *(p[k] for k in self.wrapped_cell.recurrent_keys))
@@ -161,16 +162,30 @@ class FusedSteps(NewtonKernels):
     def step_bwd(self, xp, p, cache, dout):
         if not isinstance(cache, StepCache):
             return self.wrapped_cell.step_bwd(xp, p, cache, dout)
-        return self._bwd(self.wrapped_cell, p, cache, as_dtype(dout, cache[0].dtype))
+        return self._kernels.bwd(self.wrapped_cell, p, cache, as_dtype(dout, cache[0].dtype))
+
+
+class CachedJacobianSteps(FusedSteps):
+    """:class:`FusedSteps` of a cell whose Jacobian is built from its step's cache by a kernel
+    of its own (dense Jacobians: the Newton loop asks for them only when it iterates)."""
+
+    def step_jacobian_cached(self, xp, p, state, xi_t, cache):
+        """``∂f/∂s`` at ``(state, xi_t)`` given the cache their ``step_fwd`` returned."""
+        if not self._supported(state, xi_t, p=p):
+            return self.wrapped_cell.step_jacobian(xp, p, state, xi_t)
+        return self._kernels.jacobian_from_cache(self.wrapped_cell, p, cache)
 
 
 def newton_view(cell):
     """The cell as the Newton engine sees it on this backend (a subclass named like the cell,
     so that messages printing ``type(cell).__name__`` stay right)."""
     kernels = STEP_KERNELS.get((type(cell).__module__, type(cell).__qualname__))
-    base = NewtonKernels if kernels is None else FusedSteps
+    if kernels is None:
+        base = NewtonKernels
+    else:
+        base = FusedSteps if kernels.jacobian_from_cache is None else CachedJacobianSteps
     proxy_type = type(type(cell).__name__, (base,), {})
-    return proxy_type(cell) if kernels is None else proxy_type(cell, *kernels)
+    return proxy_type(cell) if kernels is None else proxy_type(cell, kernels)
 
 
 # The engine's linear solves call the scan primitives on NumPy arrays, which dispatch to the

@@ -6,13 +6,15 @@ last pass).
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple, Optional
+
 import numpy as np
 from numba import prange
 
 from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts, inline, kernel,
                   num_threads, scratch, sigmoid_from_exp, tanh_from_expm1)
 
-__all__ = ["STEP_KERNELS", "StepCache", "row_tasks"]
+__all__ = ["STEP_KERNELS", "StepKernels", "StepCache", "row_tasks"]
 
 
 # -- Newton steps: f(s_{t−1}, xi_t) and ∂f/∂s_{t−1} for all B·T steps at once (the residual and
@@ -111,16 +113,14 @@ def _cifg_steps(state, xi, a, peep, rows, jacobian, out, acts, jac, u, q, kbits)
 
 
 @kernel(parallel=PARALLEL_CELLS)
-def _gru_steps(h, xi, WT, W, bias, rows, jacobian, gh, out, r, z, n, ghn, jac, u, q, kbits):
+def _gru_steps(h, xi, WT, bias, rows, gh, out, r, z, n, ghn, u, q, kbits):
     """The dense GRU's rows: gh = h W_hhᵀ (one GEMM), then per row the gates as the reference
-    groups them (``xi + (gh + b_hh)``), out = f, caches r, z, n, ghn = (gh + b)_n, and when
-    asked ``jac (N, H, H)``: ``a_i W_z[i] + b_i r_i W_n[i] + b_i ghn_i r_i(1 − r_i) W_r[i]``
-    summed in that order, plus ``z_i`` on the diagonal (``GRU.step_jacobian``)."""
+    groups them (``xi + (gh + b_hh)``), out = f, and the reference's cache r, z, n,
+    ghn = (gh + b)_n (its Jacobian comes from that cache: :func:`_gru_jacobian`)."""
     N, H = h.shape
     one, two = h.dtype.type(1.0), h.dtype.type(2.0)
     np.dot(h, WT, gh)
     br, bz, bn = bias[:H], bias[H:2 * H], bias[2 * H:]
-    Wr, Wz, Wn = W[:H], W[H:2 * H], W[2 * H:]
     for task in prange((N + rows - 1) // rows):
         uu, qq, kk, sc, u1, q1, k1, u2, q2, s2 = _exp_scratch(u, q, kbits, task, H)
         for m in range(task * rows, min(N, task * rows + rows)):
@@ -142,25 +142,35 @@ def _gru_steps(h, xi, WT, W, bias, rows, jacobian, gh, out, r, z, n, ghn, jac, u
             for j in range(H):
                 nm[j] = tanh_from_expm1(nm[j], expm1_from_parts(q1[j], sc[j], one), two)
                 om[j] = (one - zm[j]) * nm[j] + zm[j] * hm[j]
-            if jacobian:
-                for i in range(H):
-                    zi, ni, ri = zm[i], nm[i], rm[i]
-                    bi = (one - zi) * (one - ni * ni)
-                    ca, cn, cr = (hm[i] - ni) * zi * (one - zi), bi * ri, bi * gm[i] * ri * (one - ri)
-                    for j in range(H):
-                        jac[m, i, j] = (ca * Wz[i, j] + cn * Wn[i, j]) + cr * Wr[i, j]
-                    jac[m, i, i] += zi
 
 
 @kernel(parallel=PARALLEL_CELLS)
-def _lstm_steps(state, xi, WT, W, bias, rows, jacobian, zb, out, c, h, ig, fg, gg, og, tc, jac, u, q, kbits):
+def _gru_jacobian(h, r, z, n, ghn, W, rows, jac):
+    """``jac (N, H, H)`` from the GRU's step cache: row i is ``a_i W_z[i] + b_i r_i W_n[i] +
+    b_i ghn_i r_i(1 − r_i) W_r[i]`` summed in that order, plus ``z_i`` on the diagonal, with
+    ``a = (h − n) z(1 − z)``, ``b = (1 − z)(1 − n²)`` (``GRU.step_jacobian``)."""
+    N, H = h.shape
+    one = h.dtype.type(1.0)
+    Wr, Wz, Wn = W[:H], W[H:2 * H], W[2 * H:]
+    for task in prange((N + rows - 1) // rows):
+        for m in range(task * rows, min(N, task * rows + rows)):
+            for i in range(H):
+                zi, ni, ri = z[m, i], n[m, i], r[m, i]
+                bi = (one - zi) * (one - ni * ni)
+                ca, cn, cr = (h[m, i] - ni) * zi * (one - zi), bi * ri, bi * ghn[m, i] * ri * (one - ri)
+                for j in range(H):
+                    jac[m, i, j] = (ca * Wz[i, j] + cn * Wn[i, j]) + cr * Wr[i, j]
+                jac[m, i, i] += zi
+
+
+@kernel(parallel=PARALLEL_CELLS)
+def _lstm_steps(state, xi, WT, bias, rows, zb, out, c, h, ig, fg, gg, og, tc, u, q, kbits):
     """The LSTM's rows (state [c, h] interleaved): c, h de-interleaved, zb = h W_hhᵀ (one GEMM),
-    then per row the gates ``(xi + zb) + b_hh``, out = [c', h'] interleaved, the reference's
-    cache (c, h, i, f, g, o, tanh c') and when asked ``jac (N, 2H, 2H)`` (``LSTM.step_jacobian``:
-    the ∂/∂h columns as scaled rows of W_hh summed in its order, diag(f) and diag(k f) in the
-    ∂/∂c columns).  u, q, kbits: (tasks, 4H)."""
+    then per row the gates ``(xi + zb) + b_hh``, out = [c', h'] interleaved and the reference's
+    cache (c, h, i, f, g, o, tanh c') (its Jacobian: :func:`_lstm_jacobian`).  u, q, kbits:
+    (tasks, 4H)."""
     N, H = c.shape
-    one, two, zero = xi.dtype.type(1.0), xi.dtype.type(2.0), xi.dtype.type(0.0)
+    one, two = xi.dtype.type(1.0), xi.dtype.type(2.0)
     ntasks = (N + rows - 1) // rows
     for task in prange(ntasks):
         for m in range(task * rows, min(N, task * rows + rows)):
@@ -168,7 +178,6 @@ def _lstm_steps(state, xi, WT, W, bias, rows, jacobian, zb, out, c, h, ig, fg, g
             for j in range(H):
                 cm[j], hm[j] = st[2 * j], st[2 * j + 1]
     np.dot(h, WT, zb)
-    Wi, Wf, Wg, Wo = W[:H], W[H:2 * H], W[2 * H:3 * H], W[3 * H:]
     for task in prange(ntasks):
         uu, qq, kk = u[task], q[task], kbits[task]
         sc = kk.view(xi.dtype)
@@ -198,18 +207,29 @@ def _lstm_steps(state, xi, WT, W, bias, rows, jacobian, zb, out, c, h, ig, fg, g
                 c2 = tm[j]
                 tm[j] = tanh_from_expm1(c2, expm1_from_parts(q1[j], s1[j], one), two)
                 new[2 * j], new[2 * j + 1] = c2, om[j] * tm[j]
-            if jacobian:
-                for i in range(H):
-                    iv, fv, gv, ov, tv = im[i], fm[i], gm[i], om[i], tm[i]
-                    k = ov * (one - tv * tv)
-                    a_i, a_f, a_g = gv * iv * (one - iv), cm[i] * fv * (one - fv), iv * (one - gv * gv)
-                    a_o = tv * ov * (one - ov)
-                    rc, rh = jac[m, 2 * i], jac[m, 2 * i + 1]
-                    for j in range(H):
-                        d = (a_i * Wi[i, j] + a_f * Wf[i, j]) + a_g * Wg[i, j]
-                        rc[2 * j], rc[2 * j + 1] = zero, d
-                        rh[2 * j], rh[2 * j + 1] = zero, a_o * Wo[i, j] + k * d
-                    rc[2 * i], rh[2 * i] = fv, k * fv
+
+
+@kernel(parallel=PARALLEL_CELLS)
+def _lstm_jacobian(c, ig, fg, gg, og, tc, W, rows, jac):
+    """``jac (N, 2H, 2H)`` from the LSTM's step cache (``LSTM.step_jacobian``): the ∂/∂h
+    columns as rows of W_hh scaled and summed in its order, diag(f) and diag(k f) in the
+    ∂/∂c columns, ``k = o(1 − tanh²c')``."""
+    N, H = c.shape
+    one, zero = c.dtype.type(1.0), c.dtype.type(0.0)
+    Wi, Wf, Wg, Wo = W[:H], W[H:2 * H], W[2 * H:3 * H], W[3 * H:]
+    for task in prange((N + rows - 1) // rows):
+        for m in range(task * rows, min(N, task * rows + rows)):
+            for i in range(H):
+                iv, fv, gv, ov, tv = ig[m, i], fg[m, i], gg[m, i], og[m, i], tc[m, i]
+                k = ov * (one - tv * tv)
+                a_i, a_f, a_g = gv * iv * (one - iv), c[m, i] * fv * (one - fv), iv * (one - gv * gv)
+                a_o = tv * ov * (one - ov)
+                rc, rh = jac[m, 2 * i], jac[m, 2 * i + 1]
+                for j in range(H):
+                    d = (a_i * Wi[i, j] + a_f * Wf[i, j]) + a_g * Wg[i, j]
+                    rc[2 * j], rc[2 * j + 1] = zero, d
+                    rh[2 * j], rh[2 * j + 1] = zero, a_o * Wo[i, j] + k * d
+                rc[2 * i], rh[2 * i] = fv, k * fv
 
 
 @kernel(parallel=PARALLEL_CELLS)
@@ -308,33 +328,47 @@ def _diaggru_step_bwd(cell, p, cache, dout):
 
 
 def _gru_step_rows(cell, p, h, xi, jacobian):
-    """The GRU's steps and Jacobians; the cache is the reference's, whose ``step_bwd`` is
-    already two GEMMs and a few whole-array products."""
+    """The GRU's steps (and Jacobians when asked); the cache is the reference's, whose
+    ``step_bwd`` is already two GEMMs and a few whole-array products."""
     N, H = h.shape
-    W = contiguous(p["weight_hh"])
     h, xi = contiguous(h), contiguous(xi)
     out, r, z, n, ghn = (np.empty_like(h) for _ in range(5))
-    jac = np.empty((N, H, H), h.dtype) if jacobian else np.empty((1, 1, 1), h.dtype)
     rows, u, q, kbits = _row_tasks(N, H, h.dtype)
-    _gru_steps(h, xi, contiguous(W.T), W, contiguous(p["bias_hh"]), rows, jacobian, np.empty((N, 3 * H), h.dtype),
-               out, r, z, n, ghn, jac, u, q, kbits)
-    return out, (h, r, z, n, ghn), jac
+    _gru_steps(h, xi, contiguous(p["weight_hh"].T), contiguous(p["bias_hh"]), rows, np.empty((N, 3 * H), h.dtype),
+               out, r, z, n, ghn, u, q, kbits)
+    cache = (h, r, z, n, ghn)
+    return out, cache, _gru_cached_jacobian(cell, p, cache) if jacobian else None
+
+
+def _gru_cached_jacobian(cell, p, cache):
+    h = cache[0]
+    N, H = h.shape
+    jac = np.empty((N, H, H), h.dtype)
+    _gru_jacobian(*cache, contiguous(p["weight_hh"]), row_tasks(N)[0], jac)
+    return jac
 
 
 def _lstm_step_rows(cell, p, state, xi, jacobian):
-    """The LSTM's steps and Jacobians; the cache and ``step_bwd`` are the reference's."""
+    """The LSTM's steps (and Jacobians when asked); the cache and ``step_bwd`` are the reference's."""
     N, H2 = state.shape
     H = H2 // 2
-    W = contiguous(p["weight_hh"])
     state, xi = contiguous(state), contiguous(xi)
     c, h, i, f, g, o, tc = (np.empty((N, H), state.dtype) for _ in range(7))
     out = np.empty_like(state)
-    jac = np.empty((N, H2, H2), state.dtype) if jacobian else np.empty((1, 1, 1), state.dtype)
     rows, tasks = row_tasks(N)
     u, q, kbits = scratch((tasks, 4 * H), state.dtype)
-    _lstm_steps(state, xi, contiguous(W.T), W, contiguous(p["bias_hh"]), rows, jacobian,
-                np.empty((N, 4 * H), state.dtype), out, c, h, i, f, g, o, tc, jac, u, q, kbits)
-    return out, (c, h, i, f, g, o, tc), jac
+    _lstm_steps(state, xi, contiguous(p["weight_hh"].T), contiguous(p["bias_hh"]), rows,
+                np.empty((N, 4 * H), state.dtype), out, c, h, i, f, g, o, tc, u, q, kbits)
+    cache = (c, h, i, f, g, o, tc)
+    return out, cache, _lstm_cached_jacobian(cell, p, cache) if jacobian else None
+
+
+def _lstm_cached_jacobian(cell, p, cache):
+    c, _, i, f, g, o, tc = cache
+    N, H = c.shape
+    jac = np.empty((N, 2 * H, 2 * H), c.dtype)
+    _lstm_jacobian(c, i, f, g, o, tc, contiguous(p["weight_hh"]), row_tasks(N)[0], jac)
+    return jac
 
 
 def _cifg_step_rows(cell, p, state, xi, jacobian):
@@ -362,8 +396,20 @@ def _cifg_step_bwd(cell, p, cache, dnew):
     return dstate, dxi, {"weight_hh": sums[:3 * H], "weight_peephole": sums[3 * H:]}
 
 
-# (forward rows with Jacobian, backward rows or None for the reference's) per cell class
-STEP_KERNELS = {("seqcore.cells.pararnn", "DiagGRU"): (_diaggru_step_rows, _diaggru_step_bwd),
-                ("seqcore.cells.pararnn", "CIFGLSTM"): (_cifg_step_rows, _cifg_step_bwd),
-                ("seqcore.cells.gru", "GRU"): (_gru_step_rows, None),
-                ("seqcore.cells.lstm", "LSTM"): (_lstm_step_rows, None)}
+class StepKernels(NamedTuple):
+    """A cell's compiled Newton steps.  ``rows(cell, p, state, xi, jacobian) -> (f, cache, J or
+    None)``; ``bwd(cell, p, cache, dout)`` the step adjoint (None: the reference's, on the
+    reference's cache); ``jacobian_from_cache(cell, p, cache)`` (None: J only with the step).
+
+    A cell with ``jacobian_from_cache`` has Jacobians much dearer than its step (dense ones):
+    the Newton loop then builds J only when an iteration needs it, not for the final residual
+    check.  A diagonal cell's J costs little next to its step, so it comes from the same pass."""
+    rows: Callable
+    bwd: Optional[Callable] = None
+    jacobian_from_cache: Optional[Callable] = None
+
+
+STEP_KERNELS = {("seqcore.cells.pararnn", "DiagGRU"): StepKernels(_diaggru_step_rows, _diaggru_step_bwd),
+                ("seqcore.cells.pararnn", "CIFGLSTM"): StepKernels(_cifg_step_rows, _cifg_step_bwd),
+                ("seqcore.cells.gru", "GRU"): StepKernels(_gru_step_rows, None, _gru_cached_jacobian),
+                ("seqcore.cells.lstm", "LSTM"): StepKernels(_lstm_step_rows, None, _lstm_cached_jacobian)}
