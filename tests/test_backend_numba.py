@@ -395,6 +395,14 @@ def test_newton_view_sends_other_dtypes_to_the_reference():
     got, want = view.newton_residual(states, f), newton_solve.residual(np, states, f)
     np.testing.assert_array_equal(got[0], want[0])
     assert got[1:] == want[1:]
+    # compiled steps and cached Jacobians fall back the same way
+    gru = cells.GRU(3, 4)
+    gview = newton_view(gru)
+    p16 = {k: v.astype(np.float16) for k, v in gru.init(rng, np.float32).items()}
+    h, xi = rng.normal(size=(6, 4)).astype(np.float16), rng.normal(size=(6, 12)).astype(np.float16)
+    out, cache = gview.step_fwd(np, p16, h, xi)
+    np.testing.assert_array_equal(out, gru.step_fwd(np, p16, h, xi)[0])
+    np.testing.assert_array_equal(gview.step_jacobian_cached(np, p16, h, xi, cache), gru.step_jacobian(np, p16, h, xi))
 
 
 def test_numba_newton_solves_with_numba_scans_whatever_the_default(nb, monkeypatch):
