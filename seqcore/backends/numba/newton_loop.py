@@ -4,8 +4,9 @@ the cell that carries compiled pieces.
 Every cell gets :class:`NewtonKernels`: the residual ``−F = f − s`` with its two maxima, and
 the update ``f_t + A_t δ_{t−1}``, each one parallel pass over the trajectory where NumPy made
 three to five (a shifted copy, a batched 2×2 product, sums, absolute values, maxima).  The
-diagonal cells get :class:`FusedSteps` as well: their steps, Jacobians and step adjoints from
-``newton_steps.py``.
+cells with compiled steps (``newton_steps.py``) get :class:`FusedSteps` (DiagGRU, CIFG-LSTM:
+steps with their Jacobians, and step adjoints) or :class:`CachedJacobianSteps` (GRU, LSTM:
+steps, and dense Jacobians built from the steps' caches when an iteration needs them).
 """
 from __future__ import annotations
 
@@ -128,9 +129,9 @@ class NewtonKernels:
 
 class FusedSteps(NewtonKernels):
     """:class:`NewtonKernels` whose ``step_fwd`` / ``step_jacobian`` / ``step_bwd`` on many rows
-    run as one kernel each (``newton_steps.py``).  The fused steps keep their own cache
-    (:class:`~.newton_steps.StepCache`); where the dtypes send a step to the reference, its
-    cache is the reference's and so is the adjoint."""
+    run as one kernel each (``newton_steps.py``).  Steps with a compiled adjoint keep their own
+    cache (:class:`~.newton_steps.StepCache`); the others (GRU, LSTM) keep the reference's,
+    and so does any step the dtypes send to the reference; those get the reference's adjoint."""
 
     def __init__(self, cell, kernels):
         super().__init__(cell)
