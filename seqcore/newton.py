@@ -101,7 +101,13 @@ newton_recurrence = define(
 # -- option handling -------------------------------------------------------------------------
 
 def _dtype_name(dtype) -> str:
-    return str(dtype).replace("torch.", "")
+    """``"float32"`` for a NumPy dtype, a scalar type such as ``np.float32`` (whose ``str`` is
+    ``"<class 'numpy.float32'>"``) or ``torch.float32``."""
+    try:
+        import numpy as np
+        return np.dtype(dtype).name
+    except TypeError:  # torch dtypes: "torch.float32"
+        return str(dtype).replace("torch.", "")
 
 
 def _resolve_options(cell, dtype, T, tol=None, max_iters=None, jacobian="auto", damping=None) -> dict:
