@@ -428,17 +428,20 @@ def test_invalid_arguments_are_rejected():
 
 
 def test_default_tolerance_follows_the_dtype_however_it_is_named():
-    """A NumPy dtype, a scalar type (np.float64, whose str is "<class ...>") and a torch dtype
-    all pick the tolerance of their precision."""
+    """A NumPy dtype, a scalar type (np.float64, whose str is "<class ...>") or a name all pick
+    the tolerance of their precision."""
     from seqcore.cells import GRU
     from seqcore.newton import DEFAULT_TOL, _resolve_options
     cell = GRU(2, 3)
     for dtype in (np.dtype("float64"), np.float64, "float64"):
         assert _resolve_options(cell, dtype, 10)["tol"] == DEFAULT_TOL["float64"]
     assert _resolve_options(cell, np.float32, 10)["tol"] == DEFAULT_TOL["float32"]
-    try:
-        import torch
-    except ImportError:
-        return
+
+
+def test_default_tolerance_of_torch_dtypes():
+    torch = pytest.importorskip("torch", reason="torch dtypes need torch (pip install 'seqcore[torch]')")
+    from seqcore.cells import GRU
+    from seqcore.newton import DEFAULT_TOL, _resolve_options
+    cell = GRU(2, 3)
     assert _resolve_options(cell, torch.float64, 10)["tol"] == DEFAULT_TOL["float64"]
     assert _resolve_options(cell, torch.bfloat16, 10)["tol"] == DEFAULT_TOL["bfloat16"]
