@@ -20,24 +20,27 @@ __all__ = ["NewtonKernels", "FusedSteps", "CachedJacobianSteps", "newton_view", 
 
 
 @kernel(parallel=PARALLEL_CELLS)
-def _residual(states, f, rows, mask, neg_F, fbits, sbits, parts):
-    """neg_F = f − states over rows (N, S); parts[task] = largest |F| and |s| of the task's rows
-    as the bit patterns of the floats (``fbits``, ``sbits``: integer views of neg_F and states).
+def _residual(states, f, chunk, mask, neg_F, fbits, sbits, parts):
+    """neg_F = f − states over flat arrays, in chunks of ``chunk`` elements; parts[task] = the
+    largest |F| and |s| of the task's chunk as the bit patterns of the floats (``fbits``,
+    ``sbits``: integer views of neg_F and states).
 
     Non-negative floats order like their bit patterns, NaN above inf, so an integer max
     finds the largest |x| and lets a NaN through; it also vectorizes, where a float max that
-    must respect NaN does not.
+    must respect NaN does not.  Each chunk is sliced once and looped from 0 (a loop from a
+    run-time offset gets a negative-index branch per access and does not vectorize).
     """
-    N, S = states.shape
-    for task in prange((N + rows - 1) // rows):
+    n = states.shape[0]
+    for task in prange((n + chunk - 1) // chunk):
+        lo = task * chunk
+        hi = min(n, lo + chunk)
+        s, fm, d, db, sb = states[lo:hi], f[lo:hi], neg_F[lo:hi], fbits[lo:hi], sbits[lo:hi]
         mf, ms = mask & 0, mask & 0
-        for m in range(task * rows, min(N, task * rows + rows)):
-            s, fm, d, db, sb = states[m], f[m], neg_F[m], fbits[m], sbits[m]
-            for j in range(S):
-                d[j] = fm[j] - s[j]
-            for j in range(S):
-                mf = max(mf, db[j] & mask)
-                ms = max(ms, sb[j] & mask)
+        for j in range(hi - lo):
+            d[j] = fm[j] - s[j]
+        for j in range(hi - lo):
+            mf = max(mf, db[j] & mask)
+            ms = max(ms, sb[j] & mask)
         parts[task, 0], parts[task, 1] = mf, ms
 
 
@@ -75,15 +78,14 @@ def _ints(dtype):
 
 def newton_residual(states, f):
     """``newton_solve.residual`` in one pass: ``(−F, max |F|, max |s|)``."""
-    B, T, S = states.shape
-    s2, f2 = contiguous(states).reshape(B * T, S), contiguous(f).reshape(B * T, S)
-    ints = _ints(s2.dtype)
-    neg_F = np.empty_like(s2)
-    rows, tasks = row_tasks(B * T)
+    s1, f1 = contiguous(states).reshape(-1), contiguous(f).reshape(-1)
+    ints = _ints(s1.dtype)
+    neg_F = np.empty_like(s1)
+    rows, tasks = row_tasks(states.shape[0] * states.shape[1])  # chunks of whole steps
     parts = np.empty((tasks, 2), ints)
-    _residual(s2, f2, rows, ints(np.iinfo(ints).max), neg_F, neg_F.view(ints), s2.view(ints), parts)
-    largest = parts.max(axis=0).view(s2.dtype)
-    return neg_F.reshape(B, T, S), float(largest[0]), float(largest[1])
+    _residual(s1, f1, rows * states.shape[2], ints(np.iinfo(ints).max), neg_F, neg_F.view(ints), s1.view(ints), parts)
+    largest = parts.max(axis=0).view(s1.dtype)
+    return neg_F.reshape(states.shape), float(largest[0]), float(largest[1])
 
 
 def newton_update(f, A, delta, target):
