@@ -363,11 +363,11 @@ def test_compiled_newton_update_and_residual_equal_the_reference(dtype, target, 
 def test_newton_loop_computes_steps_and_jacobians_in_one_pass(nb, monkeypatch):
     """One kernel pass per Newton iteration (plus the initial guess), not a step pass and a
     Jacobian pass: counted on the fused DiagGRU rows."""
-    from seqcore.backends.numba import newton_steps
+    from seqcore.backends.numba import newton_loop
     key = ("seqcore.cells.pararnn", "DiagGRU")
     calls = []
-    kernels = newton_steps.STEP_KERNELS[key]
-    monkeypatch.setitem(newton_steps.STEP_KERNELS, key,
+    kernels = newton_loop.STEP_KERNELS[key]
+    monkeypatch.setitem(newton_loop.STEP_KERNELS, key,
                         kernels._replace(rows=lambda *a: calls.append(a[-1]) or kernels.rows(*a)))
     cell = cells.DiagGRU(3, 8)
     rng = np.random.default_rng(12)
@@ -431,11 +431,11 @@ def test_numba_newton_solves_with_numba_scans_whatever_the_default(nb, monkeypat
 def test_dense_newton_builds_jacobians_only_for_iterations(nb, monkeypatch, make):
     """Dense Jacobians come from the step's cache, only when an iteration solves with them:
     none for the final residual check (counted), one more for the backward's adjoint."""
-    from seqcore.backends.numba import newton_steps
+    from seqcore.backends.numba import newton_loop
     cell = make()
     key = (type(cell).__module__, type(cell).__qualname__)
-    kernels, built = newton_steps.STEP_KERNELS[key], []
-    monkeypatch.setitem(newton_steps.STEP_KERNELS, key, kernels._replace(
+    kernels, built = newton_loop.STEP_KERNELS[key], []
+    monkeypatch.setitem(newton_loop.STEP_KERNELS, key, kernels._replace(
         jacobian_from_cache=lambda *a: built.append(1) or kernels.jacobian_from_cache(*a)))
     rng = np.random.default_rng(16)
     params = cell.init(rng, np.float64)

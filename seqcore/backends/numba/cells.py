@@ -5,7 +5,8 @@ Each replacement has the reference's signature (``seqcore/cells/base.py``):
 ``fwd(xp, xi, state0, *recurrent params, cell=cell) -> (states (B, T, S), residuals)`` and
 ``bwd(xp, residuals, dstates, cell=cell) -> (dxi, dstate0, *dparams)``.  The kernels live in
 ``dense_cells.py`` (Elman, LSTM, GRU, LeakyRNN), ``diagonal_cells.py`` (DiagGRU, CIFG-LSTM),
-``minimal_cells.py`` (minGRU, minLSTM), ``newton_steps.py`` and ``newton_loop.py``; this module only dispatches.
+``minimal_cells.py`` (minGRU, minLSTM), ``newton_steps.py``, ``newton_dense_steps.py`` and
+``newton_loop.py``; this module only dispatches.
 A cell of another class (a subclass, say), other dtypes or mixed dtypes run the reference.
 """
 from __future__ import annotations

@@ -13,10 +13,14 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .newton_steps import STEP_KERNELS, StepCache, row_tasks
+from typing import Callable, NamedTuple, Optional
+
+from .newton_dense_steps import DENSE_STEPS
+from .newton_steps import DIAGONAL_STEPS, StepCache, row_tasks
 from .ops import PARALLEL_CELLS, as_dtype, contiguous, kernel, supported_dtype
 
-__all__ = ["NewtonKernels", "FusedSteps", "CachedJacobianSteps", "newton_view", "newton_fwd", "newton_bwd"]
+__all__ = ["STEP_KERNELS", "StepKernels", "NewtonKernels", "FusedSteps", "CachedJacobianSteps", "newton_view",
+           "newton_fwd", "newton_bwd"]
 
 
 @kernel(parallel=PARALLEL_CELLS)
@@ -101,6 +105,23 @@ def newton_update(f, A, delta, target):
     _update(contiguous(f).reshape(N, G, k), contiguous(A).reshape(N, G, k, k), contiguous(delta).reshape(N, G, k),
             T, rows, out)
     return out.reshape(B, T, S)
+
+
+class StepKernels(NamedTuple):
+    """A cell's compiled Newton steps.  ``rows(cell, p, state, xi, jacobian) -> (f, cache, J or
+    None)``; ``bwd(cell, p, cache, dout)`` the step adjoint (None: the reference's, on the
+    reference's cache); ``jacobian_from_cache(cell, p, cache)`` (None: J only with the step).
+
+    A cell with ``jacobian_from_cache`` has Jacobians much dearer than its step (dense ones):
+    the Newton loop then builds J only when an iteration needs it, not for the final residual
+    check.  A diagonal cell's J costs little next to its step, so it comes from the same pass."""
+    rows: Callable
+    bwd: Optional[Callable] = None
+    jacobian_from_cache: Optional[Callable] = None
+
+
+STEP_KERNELS = {**{key: StepKernels(rows, bwd) for key, (rows, bwd) in DIAGONAL_STEPS.items()},
+                **{key: StepKernels(rows, None, jac) for key, (rows, jac) in DENSE_STEPS.items()}}
 
 
 class NewtonKernels:
