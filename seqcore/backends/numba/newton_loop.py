@@ -49,47 +49,37 @@ def _residual(states, f, chunk, mask, neg_F, fbits, sbits, parts):
 
 
 @kernel(parallel=PARALLEL_CELLS)
-def _update(f, A, delta, T, rows, out):
-    """out[n] = f[n] + A[n] δ[n−1] per group of k = 2 or 3 (``f, delta, out: (N, G, k)``,
-    ``A: (N, G, k, k)``), and f[n] where n starts a sequence (n % T == 0).  Products summed in
-    column order, then added to f: the reference's rounding (``newton_solve.update``)."""
-    N, G, k = f.shape
-    for task in prange((N + rows - 1) // rows):
-        for m in range(task * rows, min(N, task * rows + rows)):
-            fm, om = f[m], out[m]
-            if m % T == 0:
-                om[:, :] = fm
-                continue
-            am, dm = A[m], delta[m - 1]
-            if k == 2:
-                for g in range(G):
-                    d0, d1 = dm[g, 0], dm[g, 1]
-                    om[g, 0] = fm[g, 0] + (am[g, 0, 0] * d0 + am[g, 0, 1] * d1)
-                    om[g, 1] = fm[g, 1] + (am[g, 1, 0] * d0 + am[g, 1, 1] * d1)
-            else:
-                for g in range(G):
-                    d0, d1, d2 = dm[g, 0], dm[g, 1], dm[g, 2]
-                    for i in range(3):
-                        om[g, i] = fm[g, i] + ((am[g, i, 0] * d0 + am[g, i, 1] * d1) + am[g, i, 2] * d2)
-
-
-@kernel(parallel=PARALLEL_CELLS)
-def _update_diagonal(f, a, delta, S, T, rows, out):
-    """:func:`_update` for diagonal operators over flat arrays (``f, a, delta, out``: N·S):
-    out = f + a ⊙ δ shifted by one step, in chunks of ``rows`` steps (one slice per chunk, loops
-    from 0), then f itself on the steps that start a sequence."""
+def _update(f, A, delta, S, k, T, rows, out):
+    """out = f + A δ with δ shifted by one step, over flat arrays (``f, delta, out``: N·S floats,
+    groups of k = 1, 2 or 3; ``A``: N·S·k, each group's k × k block row-major), then f itself
+    on the steps that start a sequence.  Products summed in column order, then added to f:
+    the reference's rounding (``newton_solve.update``).  Tasks are chunks of ``rows`` steps,
+    each sliced once and looped from 0 (a loop from a run-time offset gets a negative-index
+    branch per access and does not vectorize)."""
     N = f.shape[0] // S
     for task in prange((N + rows - 1) // rows):
         m0 = task * rows
         m1 = min(N, m0 + rows)
         lo, hi = max(m0, 1) * S, m1 * S
-        fv, av, dv, ov = f[lo:hi], a[lo:hi], delta[lo - S:hi - S], out[lo:hi]
-        for j in range(hi - lo):
-            ov[j] = fv[j] + av[j] * dv[j]
+        fv, av, dv, ov = f[lo:hi], A[k * lo:k * hi], delta[lo - S:hi - S], out[lo:hi]
+        if k == 1:
+            for j in range(hi - lo):
+                ov[j] = fv[j] + av[j] * dv[j]
+        elif k == 2:
+            for p in range((hi - lo) // 2):
+                d0, d1 = dv[2 * p], dv[2 * p + 1]
+                ov[2 * p] = fv[2 * p] + (av[4 * p] * d0 + av[4 * p + 1] * d1)
+                ov[2 * p + 1] = fv[2 * p + 1] + (av[4 * p + 2] * d0 + av[4 * p + 3] * d1)
+        else:
+            for p in range((hi - lo) // 3):
+                d0, d1, d2 = dv[3 * p], dv[3 * p + 1], dv[3 * p + 2]
+                for i in range(3):
+                    r = 9 * p + 3 * i
+                    ov[3 * p + i] = fv[3 * p + i] + ((av[r] * d0 + av[r + 1] * d1) + av[r + 2] * d2)
         for m in range((m0 + T - 1) // T * T, m1, T):  # the first step of each sequence
-            ov, fv = out[m * S:(m + 1) * S], f[m * S:(m + 1) * S]
+            om, fm = out[m * S:(m + 1) * S], f[m * S:(m + 1) * S]
             for j in range(S):
-                ov[j] = fv[j]
+                om[j] = fm[j]
 
 
 def _ints(dtype):
@@ -112,19 +102,13 @@ def newton_update(f, A, delta, target):
     """``newton_solve.update`` in one pass: ``f_t + A_t δ_{t−1}`` for every step."""
     B, T, S = f.shape
     N = B * T
-    G, k = (S, 1) if target in ("diag", "quasi") else (A.shape[1], A.shape[2])
+    k = 1 if target in ("diag", "quasi") else A.shape[2]
     if k > 3:  # dense Jacobians: NumPy's batched matmul vectorizes its dot products; a loop kept
         from ...newton_solve import update  # in IEEE order cannot (1.2x slower for a GRU at H = 32)
         return update(np, f, A, delta, target)
-    rows, _ = row_tasks(N)
-    if k == 1:
-        out = np.empty(N * S, f.dtype)
-        _update_diagonal(contiguous(f).reshape(-1), contiguous(A).reshape(-1), contiguous(delta).reshape(-1), S, T,
-                         rows, out)
-        return out.reshape(B, T, S)
-    out = np.empty((N, G, k), f.dtype)
-    _update(contiguous(f).reshape(N, G, k), contiguous(A).reshape(N, G, k, k), contiguous(delta).reshape(N, G, k),
-            T, rows, out)
+    out = np.empty(N * S, f.dtype)
+    _update(contiguous(f).reshape(-1), contiguous(A).reshape(-1), contiguous(delta).reshape(-1), S, k, T,
+            row_tasks(N)[0], out)
     return out.reshape(B, T, S)
 
 
