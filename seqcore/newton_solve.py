@@ -10,8 +10,8 @@ converged (so iteration k leaves steps ≤ k + 1 exactly sequential; RESEARCH §
 Every routine works on all ``B·T`` steps at once (the cell's step functions take
 ``(N, S)`` states); none loops over time.  Written against the array namespace ``xp``.
 A backend can hand the engine a view of the cell with compiled pieces: ``step_fwd_and_jacobian``
-(see :func:`_steps`), ``newton_residual`` and ``newton_update`` (same contracts as
-:func:`residual` and :func:`update` here, which are the reference).
+or ``step_jacobian_cached`` (see :func:`_steps`), ``newton_residual`` and ``newton_update``
+(same contracts as :func:`residual` and :func:`update` here, which are the reference).
 """
 from __future__ import annotations
 
@@ -128,15 +128,14 @@ def _steps(xp, cell, p, prev, xi):
     """
     B, T, S = prev.shape
     cached = getattr(cell, "step_jacobian_cached", None)
-    if cached is not None:
-        f, cache = _step_all(xp, cell, p, prev, xi)
-        return f, cache, lambda: cached(xp, p, prev.reshape(B * T, S), xi.reshape(B * T, xi.shape[2]), cache)
     fused = getattr(cell, "step_fwd_and_jacobian", None)
-    if fused is None:
-        f, cache = _step_all(xp, cell, p, prev, xi)
-        return f, cache, lambda: _jacobians(xp, cell, p, prev, xi)
-    out, cache, J = fused(xp, p, prev.reshape(B * T, S), xi.reshape(B * T, xi.shape[2]))
-    return out.reshape(B, T, S), cache, lambda: J
+    if cached is None and fused is not None:
+        out, cache, J = fused(xp, p, prev.reshape(B * T, S), xi.reshape(B * T, xi.shape[2]))
+        return out.reshape(B, T, S), cache, lambda: J
+    f, cache = _step_all(xp, cell, p, prev, xi)
+    if cached is not None:
+        return f, cache, lambda: cached(xp, p, prev.reshape(B * T, S), xi.reshape(B * T, xi.shape[2]), cache)
+    return f, cache, lambda: _jacobians(xp, cell, p, prev, xi)
 
 
 def residual(xp, states, f):

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple, Optional
 
 from .newton_dense_steps import DENSE_STEPS
 from .newton_steps import DIAGONAL_STEPS, StepCache, row_tasks
-from .ops import PARALLEL_CELLS, as_dtype, contiguous, kernel, supported_dtype
+from .ops import PARALLEL_CELLS, as_dtype, contiguous, int_like, kernel, supported_dtype
 
 __all__ = ["STEP_KERNELS", "StepKernels", "NewtonKernels", "FusedSteps", "CachedJacobianSteps", "newton_view",
            "newton_fwd", "newton_bwd"]
@@ -82,14 +82,14 @@ def _update(f, A, delta, S, k, T, rows, out):
                 om[j] = fm[j]
 
 
-def _ints(dtype):
-    return np.int32 if dtype == np.float32 else np.int64
-
-
 def newton_residual(states, f):
-    """``newton_solve.residual`` in one pass: ``(−F, max |F|, max |s|)``."""
+    """``newton_solve.residual`` in one pass: ``(−F, max |F|, max |s|)`` (the reference where
+    the dtypes are not float32/float64 alike)."""
+    if not supported_dtype(states, f):
+        from ...newton_solve import residual
+        return residual(np, states, f)
     s1, f1 = contiguous(states).reshape(-1), contiguous(f).reshape(-1)
-    ints = _ints(s1.dtype)
+    ints = int_like(s1.dtype)
     neg_F = np.empty_like(s1)
     rows, tasks = row_tasks(states.shape[0] * states.shape[1])  # chunks of whole steps
     parts = np.empty((tasks, 2), ints)
@@ -99,12 +99,15 @@ def newton_residual(states, f):
 
 
 def newton_update(f, A, delta, target):
-    """``newton_solve.update`` in one pass: ``f_t + A_t δ_{t−1}`` for every step."""
+    """``newton_solve.update`` in one pass: ``f_t + A_t δ_{t−1}`` for every step (the reference
+    where the dtypes are not float32/float64 alike, and for dense operators: NumPy's batched
+    matmul vectorizes their dot products, which a loop kept in IEEE order cannot; 1.2× slower
+    for a GRU at H = 32)."""
     B, T, S = f.shape
     N = B * T
     k = 1 if target in ("diag", "quasi") else A.shape[2]
-    if k > 3:  # dense Jacobians: NumPy's batched matmul vectorizes its dot products; a loop kept
-        from ...newton_solve import update  # in IEEE order cannot (1.2x slower for a GRU at H = 32)
+    if k > 3 or not supported_dtype(f, A, delta):
+        from ...newton_solve import update
         return update(np, f, A, delta, target)
     out = np.empty(N * S, f.dtype)
     _update(contiguous(f).reshape(-1), contiguous(A).reshape(-1), contiguous(delta).reshape(-1), S, k, T,
@@ -140,19 +143,8 @@ class NewtonKernels:
     def __getattr__(self, name):
         return getattr(self.wrapped_cell, name)
 
-    @staticmethod
-    def newton_residual(states, f):
-        if not supported_dtype(states, f):
-            from ...newton_solve import residual
-            return residual(np, states, f)
-        return newton_residual(states, f)
-
-    @staticmethod
-    def newton_update(f, A, delta, target):
-        if not supported_dtype(f, A, delta):
-            from ...newton_solve import update
-            return update(np, f, A, delta, target)
-        return newton_update(f, A, delta, target)
+    newton_residual = staticmethod(newton_residual)
+    newton_update = staticmethod(newton_update)
 
 
 class FusedSteps(NewtonKernels):

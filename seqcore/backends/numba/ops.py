@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 __all__ = ["kernel", "Kernel", "compile_report", "clear_compile_report", "contiguous", "as_dtype",
-           "supported_dtype", "split_columns", "num_threads", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts",
+           "supported_dtype", "split_columns", "int_like", "num_threads", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts",
            "exp_nonpos", "expm1_nonpos", "exp_from_parts", "expm1_from_parts", "log1p_unit", "log1p_coefficients", "scratch", "task_scratch",
            "PARALLEL_CELLS", "task_block", "put_row", "inline"]
 
@@ -136,10 +136,14 @@ def split_columns(rows: int, cols: int, min_block: int = 64) -> int:
     return min(width, cols)
 
 
+def int_like(dtype):
+    """The integer type as wide as float ``dtype`` (float32: int32, float64: int64), for bit views."""
+    return np.int32 if dtype == np.float32 else np.int64
+
+
 def scratch(shape, dtype):
     """Buffers of the vectorized exp: argument, polynomial part, exponent bits (an int of the same width)."""
-    ints = np.int32 if dtype == np.float32 else np.int64
-    return np.empty(shape, dtype), np.empty(shape, dtype), np.empty(shape, ints)
+    return np.empty(shape, dtype), np.empty(shape, dtype), np.empty(shape, int_like(dtype))
 
 
 def task_scratch(B, H, blk, width, dtype):

@@ -23,7 +23,8 @@ import numpy as np
 from numba import prange
 
 from ..numpy import scan as _ref
-from .ops import (as_dtype, contiguous, exp_from_parts, expm1_parts, inline, kernel, log1p_coefficients, log1p_unit,
+from .ops import (as_dtype, contiguous, exp_from_parts, expm1_parts, inline, int_like, kernel, log1p_coefficients,
+                  log1p_unit,
                   num_threads, split_columns, supported_dtype, task_block)
 
 __all__ = ["PRIMITIVES", "chunk_length"]
@@ -437,7 +438,7 @@ def _log_backward(la, lb, y, y0, dy, reverse, blk, dla, dlb, dy0, u, q, kbits):
 def _log_scratch(B, D, blk, width, dtype):
     tasks = B * (-(-D // blk))
     u, q = np.zeros((tasks, width * blk), dtype), np.zeros((tasks, width * blk), dtype)
-    return u, q, np.zeros((tasks, width * blk), np.int32 if dtype == np.float32 else np.int64)
+    return u, q, np.zeros((tasks, width * blk), int_like(dtype))
 
 
 def log_linear_scan_fwd(xp, log_a, log_b, log_h0=None, reverse=False, method="sequential", chunk_size=64):
