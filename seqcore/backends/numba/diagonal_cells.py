@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel,
+from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts, inline, kernel,
                   sigmoid_from_exp, split_columns, tanh_from_expm1, task_block, task_scratch)
 
 __all__ = ["diaggru_fwd", "diaggru_bwd", "cifg_fwd", "cifg_bwd"]
@@ -16,6 +16,29 @@ __all__ = ["diaggru_fwd", "diaggru_bwd", "cifg_fwd", "cifg_bwd"]
 
 # -- diagonal cells (ParaRNN's DiagGRU and CIFG-LSTM): no matrix product, so every neuron is an
 #    independent scan — tasks over B × blocks of neurons, sequential in time, like the scans --------
+
+@inline
+def diaggru_step_adjoint(d, h, r, z, n, ar, az, an, one):
+    """One neuron's DiagGRU step adjoint (``DiagGRU.step_bwd``): ``(dh, dk_r, dk_z, dk_n)`` from
+    ``d = ∂L/∂h'``, the previous state h and the step's gates; the BPTT loop and the Newton
+    step adjoint share it."""
+    dkn = d * z * (one - n * n)
+    dkz = d * (n - h) * z * (one - z)
+    dkr = dkn * an * h * r * (one - r)
+    return d * (one - z) + dkn * an * r + dkz * az + dkr * ar, dkr, dkz, dkn
+
+
+@inline
+def cifg_step_adjoint(dc, dh, c, f, g, o, tc, af, ag, ao, pf, po, one):
+    """One neuron's CIFG-LSTM step adjoint (``CIFGLSTM.step_bwd``): ``(dc_prev, dh_prev, dk_f,
+    dk_g, dk_o)`` from ``dc, dh = ∂L/∂c', ∂L/∂h'``, the previous cell state c and the step's
+    gates; the BPTT loop and the Newton step adjoint share it."""
+    dko = dh * tc * o * (one - o)
+    dc2 = dc + dh * o * (one - tc * tc) + dko * po
+    dkf = dc2 * (c - g) * f * (one - f)
+    dkg = dc2 * (one - f) * (one - g * g)
+    return dc2 * f + dkf * pf, dkf * af + dkg * ag + dko * ao, dkf, dkg, dko
+
 
 @kernel(parallel=PARALLEL_CELLS)
 def _diaggru_forward(xi, h0, a, blk, states, acts, hbuf, u, q, kbits):
@@ -81,11 +104,8 @@ def _diaggru_backward(states, acts, h0, a, dstates, blk, dxi, da_part, dh0):
             ds = dstates[i, t, j0:j1]
             dr, dz, dn = dxi[i, t, j0:j1], dxi[i, t, H + j0:H + j1], dxi[i, t, 2 * H + j0:2 * H + j1]
             for jj in range(w):
-                d = dh[jj] + ds[jj]
-                dkn = d * z[jj] * (one - n[jj] * n[jj])
-                dkz = d * (n[jj] - hp[jj]) * z[jj] * (one - z[jj])
-                dkr = dkn * an[jj] * hp[jj] * r[jj] * (one - r[jj])
-                dh[jj] = d * (one - z[jj]) + dkn * an[jj] * r[jj] + dkz * az[jj] + dkr * ar[jj]
+                dh[jj], dkr, dkz, dkn = diaggru_step_adjoint(dh[jj] + ds[jj], hp[jj], r[jj], z[jj], n[jj], ar[jj],
+                                                             az[jj], an[jj], one)
                 dr[jj], dz[jj], dn[jj] = dkr, dkz, dkn
                 sr[jj] += dkr * hp[jj]
                 sz[jj] += dkz * hp[jj]
@@ -191,13 +211,9 @@ def _cifg_backward(states, acts, c0, h0, a, peep, dstates, blk, dxi, dpart, dsta
                 for jj in range(w):
                     cp[jj], hp[jj] = c0[i, j0 + jj], h0[i, j0 + jj]
             for jj in range(w):
-                dh2 = dhn[jj] + dsh[jj]
-                dko = dh2 * tc[jj] * o[jj] * (one - o[jj])
-                dc2 = (dcn[jj] + dsc[jj]) + dh2 * o[jj] * (one - tc[jj] * tc[jj]) + dko * po[jj]
-                dkf = dc2 * (cp[jj] - g[jj]) * f[jj] * (one - f[jj])
-                dkg = dc2 * (one - f[jj]) * (one - g[jj] * g[jj])
-                dcn[jj] = dc2 * f[jj] + dkf * pf[jj]
-                dhn[jj] = dkf * af[jj] + dkg * ag[jj] + dko * ao[jj]
+                dcn[jj], dhn[jj], dkf, dkg, dko = cifg_step_adjoint(
+                    dcn[jj] + dsc[jj], dhn[jj] + dsh[jj], cp[jj], f[jj], g[jj], o[jj], tc[jj], af[jj], ag[jj], ao[jj],
+                    pf[jj], po[jj], one)
                 dxf[jj], dxg[jj], dxo[jj] = dkf, dkg, dko
             for jj in range(w):
                 s_af[jj] += dxf[jj] * hp[jj]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .diagonal_cells import cifg_step_adjoint, diaggru_step_adjoint
 from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts, inline, kernel,
                   num_threads, scratch, sigmoid_from_exp, tanh_from_expm1)
 
@@ -123,10 +124,7 @@ def _diaggru_steps_bwd(h, r, z, n, dout, a, rows, dh, dxi, da):
             hm, rm, zm, nm, d, dhm, x = h[m], r[m], z[m], n[m], dout[m], dh[m], dxi[m]
             xr, xz, xn = x[:H], x[H:2 * H], x[2 * H:]
             for j in range(H):
-                dkn = d[j] * zm[j] * (one - nm[j] * nm[j])
-                dkz = d[j] * (nm[j] - hm[j]) * zm[j] * (one - zm[j])
-                dkr = dkn * an[j] * hm[j] * rm[j] * (one - rm[j])
-                dhm[j] = d[j] * (one - zm[j]) + dkn * an[j] * rm[j] + dkz * az[j] + dkr * ar[j]
+                dhm[j], dkr, dkz, dkn = diaggru_step_adjoint(d[j], hm[j], rm[j], zm[j], nm[j], ar[j], az[j], an[j], one)
                 xr[j], xz[j], xn[j] = dkr, dkz, dkn
                 sr[j] += dkr * hm[j]
                 sz[j] += dkz * hm[j]
@@ -150,14 +148,9 @@ def _cifg_steps_bwd(state, acts, out, dnew, a, peep, rows, dstate, dxi, dp):
             fg, gg, og, tc = am[:H], am[H:2 * H], am[2 * H:3 * H], am[3 * H:]
             xf, xg, xo = x[:H], x[H:2 * H], x[2 * H:]
             for j in range(H):
-                c, h, c2, dh2 = st[2 * j], st[2 * j + 1], om[2 * j], d[2 * j + 1]
-                f, g, o, t = fg[j], gg[j], og[j], tc[j]
-                dko = dh2 * t * o * (one - o)
-                dc2 = d[2 * j] + dh2 * o * (one - t * t) + dko * po[j]
-                dkf = dc2 * (c - g) * f * (one - f)
-                dkg = dc2 * (one - f) * (one - g * g)
-                ds[2 * j] = dc2 * f + dkf * pf[j]
-                ds[2 * j + 1] = dkf * af[j] + dkg * ag[j] + dko * ao[j]
+                c, h, c2 = st[2 * j], st[2 * j + 1], om[2 * j]
+                ds[2 * j], ds[2 * j + 1], dkf, dkg, dko = cifg_step_adjoint(
+                    d[2 * j], d[2 * j + 1], c, fg[j], gg[j], og[j], tc[j], af[j], ag[j], ao[j], pf[j], po[j], one)
                 xf[j], xg[j], xo[j] = dkf, dkg, dko
                 sf[j] += dkf * h
                 sg[j] += dkg * h
