@@ -13,10 +13,10 @@ import time
 import numba
 import numpy as np
 
-__all__ = ["kernel", "Kernel", "compile_report", "clear_compile_report", "contiguous", "as_dtype",
-           "supported_dtype", "split_columns", "int_like", "num_threads", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts",
-           "exp_nonpos", "expm1_nonpos", "exp_from_parts", "expm1_from_parts", "log1p_unit", "log1p_coefficients", "scratch", "task_scratch",
-           "PARALLEL_CELLS", "task_block", "put_row", "inline"]
+__all__ = ["kernel", "Kernel", "inline", "compile_report", "clear_compile_report", "contiguous", "as_dtype",
+           "supported_dtype", "split_columns", "int_like", "num_threads", "scratch", "task_scratch", "task_block",
+           "put_row", "PARALLEL_CELLS", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts", "exp_nonpos",
+           "expm1_nonpos", "exp_from_parts", "expm1_from_parts", "log1p_unit", "log1p_coefficients"]
 
 # fastmath off (IEEE results, no reassociation); error_model "numpy": float division does not
 # check for zero, so loops with divisions vectorize (the Python model adds a branch per division)

@@ -23,9 +23,8 @@ import numpy as np
 from numba import prange
 
 from ..numpy import scan as _ref
-from .ops import (as_dtype, contiguous, exp_from_parts, expm1_parts, inline, int_like, kernel, log1p_coefficients,
-                  log1p_unit,
-                  num_threads, split_columns, supported_dtype, task_block)
+from .ops import (as_dtype, contiguous, exp_from_parts, expm1_parts, inline, kernel, log1p_coefficients, log1p_unit,
+                  num_threads, split_columns, supported_dtype, task_block, task_scratch)
 
 __all__ = ["PRIMITIVES", "chunk_length"]
 
@@ -435,12 +434,6 @@ def _log_backward(la, lb, y, y0, dy, reverse, blk, dla, dlb, dy0, u, q, kbits):
             dy0[i, d0 + d] = carry[d]
 
 
-def _log_scratch(B, D, blk, width, dtype):
-    tasks = B * (-(-D // blk))
-    u, q = np.zeros((tasks, width * blk), dtype), np.zeros((tasks, width * blk), dtype)
-    return u, q, np.zeros((tasks, width * blk), int_like(dtype))
-
-
 def log_linear_scan_fwd(xp, log_a, log_b, log_h0=None, reverse=False, method="sequential", chunk_size=64):
     """Replacement of ``log_linear_scan``: ``log_a, log_b (B, T, D), log_h0 (B, D) | None -> log_h``."""
     if not supported_dtype(log_a, log_b, log_h0):
@@ -452,7 +445,8 @@ def log_linear_scan_fwd(xp, log_a, log_b, log_h0=None, reverse=False, method="se
     y = np.empty_like(la)
     B, T, D = la.shape
     blk = split_columns(B, D)
-    _log_forward(la, lb, y0, bool(reverse), blk, log1p_coefficients(la.dtype), y, *_log_scratch(B, D, blk, 1, la.dtype))
+    _log_forward(la, lb, y0, bool(reverse), blk, log1p_coefficients(la.dtype), y,
+                 *task_scratch(B, D, blk, 1, la.dtype)[1:])
     return y, ("numba", la, lb, y, y0, has_h0)
 
 
@@ -465,7 +459,7 @@ def log_linear_scan_bwd(xp, res, dy, reverse=False, method="sequential", chunk_s
     B, T, D = la.shape
     blk = split_columns(B, D)
     _log_backward(la, lb, y, y0, as_dtype(dy, la.dtype), bool(reverse), blk, dla, dlb, dy0,
-                  *_log_scratch(B, D, blk, 2, la.dtype))
+                  *task_scratch(B, D, blk, 2, la.dtype)[1:])
     return dla, dlb, (dy0 if has_h0 else None)
 
 
