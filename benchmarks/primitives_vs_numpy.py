@@ -7,6 +7,7 @@ The ratio is reference time / numba time (target ≥ 10×).
 
     python benchmarks/primitives_vs_numpy.py                          # (B, T, D) = (4, 2048, 64)
     python benchmarks/primitives_vs_numpy.py --scan-shape 8 512 256   # wide states
+    python benchmarks/primitives_vs_numpy.py --only linear_scan newton # rows whose label has these
 
 The reference runs one vectorized NumPy step per time step, so its cost is T × (Python
 overhead + B·D work): the ratio is largest for long sequences of small states and shrinks
@@ -79,6 +80,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scan-shape", type=int, nargs=3, default=[4, 2048, 64], metavar=("B", "T", "D"))
     ap.add_argument("--cell-shape", type=int, nargs=3, default=[16, 256, 64], metavar=("B", "T", "H"))
+    ap.add_argument("--only", nargs="+", metavar="TEXT", help="rows whose label contains any of these")
     args = ap.parse_args(argv)
 
     import numba
@@ -99,6 +101,8 @@ def main(argv=None):
     ratios = []
     cases = (list(scan_cases(rng, dtype, *args.scan_shape)) + list(cell_cases(rng, dtype, *args.cell_shape))
              + list(newton_cases(rng, dtype, *args.cell_shape)))
+    if args.only:
+        cases = [c for c in cases if any(text in c[0] for text in args.only)]
     for label, name, prim_args, static in cases:
         prim = primitives.get(name)
         impls = {"numpy": (prim.fwd, prim.bwd), "numba": nb.primitives[name]}

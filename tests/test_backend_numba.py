@@ -114,7 +114,8 @@ SHAPES = [(1, 1, 1), (2, 7, 3), (1, 4097, 2), (3, 64, 1), (2, 33, 130)]
 @pytest.mark.parametrize("shape", SHAPES)
 def test_linear_scan_every_method_and_direction(nb, monkeypatch, shape, dtype):
     from seqcore.backends.numba import scan
-    monkeypatch.setattr(scan, "num_threads", lambda: 64)  # chunked / parallel cut time on any machine
+    monkeypatch.setattr(scan, "num_threads", lambda: 64)  # chunked / parallel cut time on any machine,
+    monkeypatch.setattr(scan, "CHUNK_MIN_WORK", 0)       # at any size
     rng = np.random.default_rng(1)
     a = rng.uniform(0.5, 1.0, shape).astype(dtype)
     b = rng.normal(size=shape).astype(dtype)
@@ -279,6 +280,10 @@ def test_chunking_over_time_only_when_rows_cannot_fill_the_threads(monkeypatch):
     from seqcore.backends.numba import scan
     monkeypatch.setattr(scan, "num_threads", lambda: 4)
     chunk_length = scan.chunk_length
+    monkeypatch.setattr(scan, "CHUNK_MIN_WORK", 1000 * 8 // 4)   # exactly enough work per thread
+    assert chunk_length(1, 1000, 8, "parallel", 16) == -(-1000 // 16)
+    assert chunk_length(1, 999, 8, "parallel", 16) == 999      # too little: one chunk
+    monkeypatch.setattr(scan, "CHUNK_MIN_WORK", 0)
     assert chunk_length(1, 1000, 8, "sequential", 16) == 1000
     assert chunk_length(1, 1000, 8, "chunked", 100) == 100
     assert chunk_length(1, 1000, 8, "chunked", 16) == -(-1000 // 16)  # no finer than 4 chunks per thread

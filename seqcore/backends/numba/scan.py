@@ -47,11 +47,13 @@ def _diag_forward(a, b, carry, prod, reverse, C, blk, reduce_only, h):
     n = carry.shape[1]
     nblk = (D + blk - 1) // blk
     one, zero = a.dtype.type(1.0), a.dtype.type(0.0)
+    af, bf, hf = a.reshape(-1), b.reshape(-1), h.reshape(-1)
     for task in prange(B * n * nblk):
         i, rest = task // (n * nblk), task % (n * nblk)
         c, d0 = rest // nblk, (rest % nblk) * blk
         d1 = min(D, d0 + blk)
         w = d1 - d0
+        uw = np.uint64(w)
         x = np.empty(w, a.dtype)
         if reduce_only:
             pr = np.empty(w, a.dtype)
@@ -62,16 +64,15 @@ def _diag_forward(a, b, carry, prod, reverse, C, blk, reduce_only, h):
                 x[d] = carry[i, c, d0 + d]
         for j in range(c * C, min(T, c * C + C)):
             t = T - 1 - j if reverse else j
-            ar, br = a[i, t, d0:d1], b[i, t, d0:d1]
-            for d in range(w):
-                x[d] = ar[d] * x[d] + br[d]
+            r = np.uint64((i * T + t) * D + d0)
+            for d in range(uw):
+                x[d] = af[r + d] * x[d] + bf[r + d]
             if reduce_only:
-                for d in range(w):
-                    pr[d] = ar[d] * pr[d]
+                for d in range(uw):
+                    pr[d] = af[r + d] * pr[d]
             else:
-                hr = h[i, t, d0:d1]
-                for d in range(w):
-                    hr[d] = x[d]
+                for d in range(uw):
+                    hf[r + d] = x[d]
         if reduce_only:
             for d in range(w):
                 carry[i, c, d0 + d], prod[i, c, d0 + d] = x[d], pr[d]
@@ -105,11 +106,13 @@ def _diag_backward(a, h, h0, dh, carry, prod, reverse, C, blk, reduce_only, da, 
     n = carry.shape[1]
     nblk = (D + blk - 1) // blk
     one, zero = a.dtype.type(1.0), a.dtype.type(0.0)
+    af, hf, dhf, daf, dbf = a.reshape(-1), h.reshape(-1), dh.reshape(-1), da.reshape(-1), db.reshape(-1)
     for task in prange(B * n * nblk):
         i, rest = task // (n * nblk), task % (n * nblk)
         c, d0 = rest // nblk, (rest % nblk) * blk
         d1 = min(D, d0 + blk)
         w = d1 - d0
+        uw = np.uint64(w)
         j0, j1 = c * C, min(T, c * C + C)
         x = np.empty(w, a.dtype)  # the carry a_{t+1} g_{t+1}
         if reduce_only:
@@ -118,11 +121,11 @@ def _diag_backward(a, h, h0, dh, carry, prod, reverse, C, blk, reduce_only, da, 
                 x[d], pr[d] = zero, one
             for j in range(j1 - 1, j0 - 1, -1):
                 t = T - 1 - j if reverse else j
-                ar, dhr = a[i, t, d0:d1], dh[i, t, d0:d1]
-                for d in range(w):
-                    x[d] = ar[d] * (x[d] + dhr[d])
-                for d in range(w):
-                    pr[d] = ar[d] * pr[d]
+                r = np.uint64((i * T + t) * D + d0)
+                for d in range(uw):
+                    x[d] = af[r + d] * (x[d] + dhf[r + d])
+                for d in range(uw):
+                    pr[d] = af[r + d] * pr[d]
             for d in range(w):
                 carry[i, c, d0 + d], prod[i, c, d0 + d] = x[d], pr[d]
             continue
@@ -130,33 +133,46 @@ def _diag_backward(a, h, h0, dh, carry, prod, reverse, C, blk, reduce_only, da, 
             x[d] = carry[i, c, d0 + d]
         for j in range(j1 - 1, j0 - 1, -1):
             t = T - 1 - j if reverse else j
-            ar, dhr, dbr, dar = a[i, t, d0:d1], dh[i, t, d0:d1], db[i, t, d0:d1], da[i, t, d0:d1]
-            for d in range(w):
-                dbr[d] = x[d] + dhr[d]
-            hp = h[i, T - j if reverse else j - 1, d0:d1] if j > 0 else h0[i, d0:d1]
-            for d in range(w):
-                dar[d] = dbr[d] * hp[d]
-            for d in range(w):
-                x[d] = ar[d] * dbr[d]
+            r = np.uint64((i * T + t) * D + d0)
+            for d in range(uw):
+                dbf[r + d] = x[d] + dhf[r + d]
+            if j > 0:  # h_{t-1} in scan order
+                rp = np.uint64((i * T + (T - j if reverse else j - 1)) * D + d0)
+                for d in range(uw):
+                    daf[r + d] = dbf[r + d] * hf[rp + d]
+            else:
+                hp = h0[i, d0:d1]
+                for d in range(w):
+                    daf[r + np.uint64(d)] = dbf[r + np.uint64(d)] * hp[d]
+            for d in range(uw):
+                x[d] = af[r + d] * dbf[r + d]
         if j0 == 0:
             for d in range(w):
                 dh0[i, d0 + d] = x[d]
+
+
+# Elements per thread below which time is never cut: the chunked schedule reads the inputs
+# twice and adds two parallel launches and a serial carry chain.  Measured on 2 threads
+# (float32, forward + backward): one row of 16 or 64 columns ran 1.1-1.4x slower chunked
+# than sequential up to 2^20 elements per thread, and 0.89x at 2^23 (BENCHMARKS.md).
+CHUNK_MIN_WORK = 1 << 20
 
 
 def chunk_length(B: int, T: int, D: int, method: str, chunk_size: int) -> int:
     """Steps per chunk of the diagonal kernels (``T``: one chunk, no pass over T).
 
     ``"chunked"`` / ``"parallel"`` cut time only when the B × D tasks (rows × blocks of 64
-    columns) leave a thread idle: chunking reads the inputs twice, so with a task per thread
-    it only costs (measured on 2 threads: 1.4–2.2× slower than one chunk for 2–6 rows of
-    64 columns, T = 2048–65536; BENCHMARKS.md).  ``"parallel"`` then cuts about four chunks
-    per thread, ``"chunked"`` chunks of ``chunk_size`` steps unless that gives more: finer
-    chunks only lengthen the serial carry chain (one row, T = 65536: 1.45× slower with
-    64-step chunks).
+    columns) leave a thread idle and every thread gets at least ``CHUNK_MIN_WORK`` elements:
+    chunking reads the inputs twice, so with a task per thread, or little work, it only
+    costs (measured on 2 threads: 1.4–2.2× slower than one chunk for 2–6 rows of 64 columns,
+    T = 2048–65536; BENCHMARKS.md).  ``"parallel"`` then cuts about four chunks per thread,
+    ``"chunked"`` chunks of ``chunk_size`` steps unless that gives more: finer chunks only
+    lengthen the serial carry chain (one row, T = 65536: 1.45× slower with 64-step chunks).
     """
-    if method == "sequential" or B * -(-D // 64) >= num_threads():
+    threads = num_threads()
+    if method == "sequential" or B * -(-D // 64) >= threads or B * T * D < threads * CHUNK_MIN_WORK:
         return T
-    per_thread = -(-T // (4 * num_threads()))
+    per_thread = -(-T // (4 * threads))
     if method == "chunked":
         return max(1, min(max(chunk_size, per_thread), T))
     return max(1, per_thread)
