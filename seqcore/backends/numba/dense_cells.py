@@ -146,17 +146,24 @@ def _lstm_forward(xi, c0, h0, Wmat, bias, rowwise, states, acts, hprev, hbuf, cb
     (:func:`rowwise_product`): ``Wmat = W_hhᵀ`` (H, 4H), ``zbuf`` (B, 4H); otherwise
     ``Wmat = W_hh`` (4H, H), ``zbuf`` (4H, B), read column by column.
     Buffers: hbuf, cbuf (B, H); z, u, q, kbits (4H,).
+
+    Rows are addressed at unsigned offsets in the flattened arrays, not sliced: a slice
+    costs about 10 ns (it updates a reference count), and a dozen per row and step was a
+    sizeable part of the kernel at H = 64; a signed index gets Numba's negative-index
+    branch, which stops LLVM from vectorizing the loop.
     """
     B, T, H4 = xi.shape
     H = H4 // 4
     one, two = xi.dtype.type(1.0), xi.dtype.type(2.0)
     scale = kbits.view(xi.dtype)
     uc, qc, kc, sc = u[:H], q[:H], kbits[:H], scale[:H]
-    # per-gate slices, indexed from 0: an index like H + j is not provably ≥ 0, so Numba
-    # adds a negative-index branch to every access and the loop no longer vectorizes
-    # (slices are made once here: making them per row costs more than the loops they serve)
+    # per-gate slices of the scratch, indexed from 0, made once here
     ug, zg, qg, sg = u[2 * H:3 * H], z[2 * H:3 * H], q[2 * H:3 * H], scale[2 * H:3 * H]
     zo, qo, so = z[3 * H:], q[3 * H:], scale[3 * H:]
+    xf, af, hpf, sf = xi.reshape(-1), acts.reshape(-1), hprev.reshape(-1), states.reshape(-1)
+    cf, hf, zf = cbuf.reshape(-1), hbuf.reshape(-1), zbuf.reshape(-1)
+    uH, uT = np.uint64(H), np.uint64(T)
+    uH2, uH4, uH5 = np.uint64(2 * H), np.uint64(4 * H), np.uint64(5 * H)  # uint64 × int64 would be a float
     hbuf[:, :] = h0
     cbuf[:, :] = c0
     for t in range(T):
@@ -165,40 +172,44 @@ def _lstm_forward(xi, c0, h0, Wmat, bias, rowwise, states, acts, hprev, hbuf, cb
         else:
             np.dot(Wmat, hbuf.T, zbuf)  # hbuf.T is an F-ordered view: no copy, same BLAS speed
         for i in range(B):
-            x, a = xi[i, t], acts[i, t]
-            ai, af, ag, ao, at = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:4 * H], a[4 * H:]
+            ui = np.uint64(i)
+            n = ui * uT + np.uint64(t)  # the (i, t) row
+            ox, oa, ob = n * uH4, n * uH5, ui * uH
             if rowwise:
-                zr = zbuf[i]
-                for j in range(H4):
-                    z[j] = (x[j] + zr[j]) + bias[j]
+                oz = ui * uH4
+                for j in range(uH4):
+                    z[j] = (xf[ox + j] + zf[oz + j]) + bias[j]
             else:
                 for j in range(H4):
-                    z[j] = (x[j] + zbuf[j, i]) + bias[j]
+                    z[j] = (xi[i, t, j] + zbuf[j, i]) + bias[j]
             for j in range(H4):
                 u[j] = -abs(z[j])  # exp(-|z|) for the sigmoids
             for j in range(H):
                 ug[j] = two * ug[j]  # expm1(-2|z|) for tanh
             expm1_parts(u, q, kbits)
-            for j in range(2 * H):
-                a[j] = sigmoid_from_exp(z[j], exp_from_parts(q[j], scale[j], one), one)
-            for j in range(H):
-                ag[j] = tanh_from_expm1(zg[j], expm1_from_parts(qg[j], sg[j], one), two)
-            for j in range(H):
-                ao[j] = sigmoid_from_exp(zo[j], exp_from_parts(qo[j], so[j], one), one)
-            c, h, hp, st = cbuf[i], hbuf[i], hprev[i, t], states[i, t]
-            for j in range(H):
-                c[j] = af[j] * c[j] + ai[j] * ag[j]
-            for j in range(H):
-                uc[j] = -(two * abs(c[j]))
+            for j in range(uH2):
+                af[oa + j] = sigmoid_from_exp(z[j], exp_from_parts(q[j], scale[j], one), one)
+            og = oa + uH2
+            for j in range(uH):
+                af[og + j] = tanh_from_expm1(zg[j], expm1_from_parts(qg[j], sg[j], one), two)
+            oo = og + uH
+            for j in range(uH):
+                af[oo + j] = sigmoid_from_exp(zo[j], exp_from_parts(qo[j], so[j], one), one)
+            for j in range(uH):
+                cf[ob + j] = af[oa + uH + j] * cf[ob + j] + af[oa + j] * af[og + j]
+            for j in range(uH):
+                uc[j] = -(two * abs(cf[ob + j]))
             expm1_parts(uc, qc, kc)
-            for j in range(H):
-                at[j] = tanh_from_expm1(c[j], expm1_from_parts(qc[j], sc[j], one), two)
-            for j in range(H):  # this step's product has read h: the row can take the new h
-                hp[j] = h[j]
-                hn = ao[j] * at[j]
-                h[j] = hn
-                st[2 * j] = c[j]
-                st[2 * j + 1] = hn
+            ot = oo + uH
+            for j in range(uH):
+                af[ot + j] = tanh_from_expm1(cf[ob + j], expm1_from_parts(qc[j], sc[j], one), two)
+            oh, os = n * uH, n * uH2
+            for j in range(uH):  # this step's product has read h: the row can take the new h
+                hpf[oh + j] = hf[ob + j]
+                hn = af[oo + j] * af[ot + j]
+                hf[ob + j] = hn
+                sf[os + j + j] = cf[ob + j]
+                sf[os + j + j + np.uint64(1)] = hn
 
 
 @kernel()
