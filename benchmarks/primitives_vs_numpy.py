@@ -8,6 +8,12 @@ The ratio is reference time / numba time (target ≥ 10×).
     python benchmarks/primitives_vs_numpy.py                          # (B, T, D) = (4, 2048, 64)
     python benchmarks/primitives_vs_numpy.py --scan-shape 8 512 256   # wide states
     python benchmarks/primitives_vs_numpy.py --only linear_scan newton # rows whose label has these
+    python benchmarks/primitives_vs_numpy.py --streak 3    # time calls that follow one of their own
+
+By default every timed call follows a call of the other backend.  After the reference's
+Python loop (milliseconds), Numba's worker threads have gone to sleep and each parallel
+kernel pays about 0.1 ms to wake them, which dominates the smallest primitives;
+``--streak 3`` measures the back-to-back calls of a loop instead.
 
 The reference runs one vectorized NumPy step per time step, so its cost is T × (Python
 overhead + B·D work): the ratio is largest for long sequences of small states and shrinks
@@ -81,6 +87,9 @@ def main(argv=None):
     ap.add_argument("--scan-shape", type=int, nargs=3, default=[4, 2048, 64], metavar=("B", "T", "D"))
     ap.add_argument("--cell-shape", type=int, nargs=3, default=[16, 256, 64], metavar=("B", "T", "H"))
     ap.add_argument("--only", nargs="+", metavar="TEXT", help="rows whose label contains any of these")
+    ap.add_argument("--streak", type=int, default=1,
+                    help="calls of one backend in a row per round (default 1: each call follows the other "
+                         "backend's; 3: the best call follows one of its own, as in a training loop)")
     args = ap.parse_args(argv)
 
     import numba
@@ -118,7 +127,7 @@ def main(argv=None):
                 o, res = fwd(np, *prim_args, **static)
                 bwd(np, res, cot, **static)
 
-        t = best_of({k: (lambda k=k: run(k)) for k in impls}, args.repeats)
+        t = best_of({k: (lambda k=k: run(k)) for k in impls}, args.repeats, args.streak)
         ratio = t["numpy"] / t["numba"]
         ratios.append(ratio)
         print(f"{label:42s} {t['numpy'] * 1e3:9.1f} {t['numba'] * 1e3:9.2f} {ratio:7.1f}", flush=True)

@@ -39,16 +39,23 @@ def machine_info() -> str:
             f"heap: {'freed memory retained' if heap.retained() else 'glibc defaults'}")
 
 
-def best_of(fns: dict, repeats: int) -> dict:
-    """Best wall time of each callable, measured round-robin so that all see the same machine state."""
+def best_of(fns: dict, repeats: int, streak: int = 1) -> dict:
+    """Best wall time of each callable, measured round-robin so that all see the same machine state.
+
+    Each round calls every callable ``streak`` times in a row, timing each call: with
+    ``streak > 1`` the best time is that of a call following one of its own, as in a loop
+    of the same work (Numba's worker threads sleep after a few ms without a parallel
+    region, and waking them costs about 0.1 ms; caches hold the call's own data).
+    """
     times = {k: [] for k in fns}
     for k, f in fns.items():
         f()  # warm up (compile, page in)
     for _ in range(repeats):
         for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
+            for _ in range(streak):
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
     return {k: min(v) for k, v in times.items()}
 
 
