@@ -187,15 +187,20 @@ def _data_tasks() -> list[str]:
     return [name for name in tasks.names() if "data_dir" in tasks.fields(name)]
 
 
+# options that set a field of the file-reading tasks: option -> field
+_DATA_OPTIONS = {"--data-dir": "data_dir", "--dataset": "dataset"}
+
+
 def build_config(config_file: str | None, options: dict, task_args=(), curriculum_args=(),
-                 cell_args=(), data_dir: str | None = None) -> tuple[TrainConfig, str | None]:
+                 cell_args=(), data_dir: str | None = None, dataset: str | None = None) -> tuple[TrainConfig, str | None]:
     """The :class:`TrainConfig` of ``seqcore train`` and the ``out`` named in the config file.
 
     Precedence: command-line ``options`` (None = not given, :data:`NONE` = None) over the
     ``config_file`` over TrainConfig's defaults; ``*_args`` are ``(key, value)`` pairs merged
     over the file's ``*_kwargs`` (which are dropped when the command line names another
-    task/curriculum/cell than the file); ``data_dir`` (``--data-dir``) is the task field
-    ``data_dir`` of the tasks that read files. The task, curriculum and cell are built once
+    task/curriculum/cell than the file); ``data_dir`` (``--data-dir``) and ``dataset``
+    (``--dataset``) are those task fields of the tasks that read files (the image task). The
+    task, curriculum and cell are built once
     here, so that every mistake in their fields is reported before anything is printed.
     """
     base = load_config_file(config_file) if config_file else {}
@@ -204,12 +209,14 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     for key, value in options.items():
         if value is not None:
             merged[key] = None if value is NONE else value
-    if data_dir is not None:
+    for flag, value in (("--data-dir", data_dir), ("--dataset", dataset)):
+        if value is None:
+            continue
         task = merged.get("task", _field_default("task"))
         if task not in _data_tasks():
-            raise click.ClickException(f"--data-dir: task {task!r} reads no files, expected a task that "
+            raise click.ClickException(f"{flag}: task {task!r} reads no files, expected a task that "
                                        f"does ({', '.join(_data_tasks())})")
-        task_args = (*task_args, ("data_dir", data_dir))
+        task_args = (*task_args, (_DATA_OPTIONS[flag], value))
     for kind, pairs in (("task", task_args), ("curriculum", curriculum_args), ("cell", cell_args)):
         key = f"{kind}_kwargs"
         kwargs = dict(base.get(key, {})) if merged.get(kind) == base.get(kind) else {}
@@ -259,15 +266,18 @@ def _field_options(options: dict, kind: str, name: str, kwargs: dict, in_file: s
               help="A cell field, e.g. tau_init=2.0 (repeatable; see `seqcore cells NAME`).")
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Directory of the IDX files of the image task (its field data_dir).")
+@click.option("--dataset", type=click.Choice(["fashion-mnist", "mnist"]),
+              help="Data set of the image task (its field dataset) [default: fashion-mnist].")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="A JSON or TOML file of TrainConfig fields (and `out`); options given here override it.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Run directory [default: the config file's `out`, else runs/TASK-CURRICULUM-CELL].")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-evaluation lines.")
-def train(task_args, curriculum_args, cell_args, data_dir, config_file, out, overwrite, quiet, **options) -> None:
+def train(task_args, curriculum_args, cell_args, data_dir, dataset, config_file, out, overwrite, quiet,
+          **options) -> None:
     """Train a model and write a run directory (config, metrics, summary, checkpoint)."""
-    cfg, file_out = build_config(config_file, options, task_args, curriculum_args, cell_args, data_dir)
+    cfg, file_out = build_config(config_file, options, task_args, curriculum_args, cell_args, data_dir, dataset)
     out = out or file_out or os.path.join("runs", f"{cfg.task}-{cfg.curriculum}-{cfg.cell}")
     with user_errors():  # before the header line: an unusable --out prints nothing else
         rd = RunDir(out)

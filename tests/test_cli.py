@@ -411,6 +411,7 @@ def test_resume_with_steps_continues_a_run_stopped_on_its_target(tmp_path):
     ([], {"cell_kwargs": {"bogus": 1}}, "--cell-arg (or cell_kwargs in {file}): got ['bogus']"),
     (["--curriculum-arg", "threshold=0.5"], None, "--curriculum-arg: got 'threshold' for the 'fixed' curriculum"),
     (["--data-dir", "somewhere"], None, "--data-dir: task 'nparity' reads no files, expected a task that does (image)"),
+    (["--dataset", "mnist"], None, "--dataset: task 'nparity' reads no files, expected a task that does (image)"),
     (["--task", "image", "--data-dir", "no-such-dir"], None,
      "no-such-dir/train-images-idx3-ubyte[.gz]: file not found"),
     (["--cell", "diaggru", "--cell-arg", "heads=3", "--task", "lorenz96", "--task-arg", "dim=8"], None,
@@ -488,13 +489,15 @@ def _write_tiny_idx(directory):
         tasks.write_idx(directory / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8))
 
 
-def test_data_dir_sets_the_image_task_directory(tmp_path):
+def test_data_dir_and_dataset_set_the_image_task_fields(tmp_path):
     _write_tiny_idx(tmp_path / "idx")
     small = ["--backend", "numpy", "--hidden", 4, "--batch-size", 4, "--steps", 4, "--eval-every", 2,
              "--eval-batches", 1, "--eval-batch-size", 12]
-    ok("train", "--task", "image", "--data-dir", tmp_path / "idx", *small, "--out", tmp_path / "img", "--quiet")
-    cfg = TrainConfig(task="image", task_kwargs={"data_dir": str(tmp_path / "idx")}, backend="numpy", hidden=4,
-                      batch_size=4, steps=4, eval_every=2, eval_batches=1, eval_batch_size=12)
+    ok("train", "--task", "image", "--dataset", "mnist", "--data-dir", tmp_path / "idx", *small,
+       "--out", tmp_path / "img", "--quiet")
+    cfg = TrainConfig(task="image", task_kwargs={"data_dir": str(tmp_path / "idx"), "dataset": "mnist"},
+                      backend="numpy", hidden=4, batch_size=4, steps=4, eval_every=2, eval_batches=1,
+                      eval_batch_size=12)
     assert json.loads((tmp_path / "img" / "config.json").read_text()) == cfg.to_dict()
     lib_summary, _ = library_train(cfg)  # the same run as the library's, on the files of --data-dir
     summary = json.loads((tmp_path / "img" / "summary.json").read_text())
