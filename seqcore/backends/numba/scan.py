@@ -32,8 +32,11 @@ __all__ = ["PRIMITIVES", "chunk_length"]
 # -- diagonal linear scan ---------------------------------------------------------------------
 
 # Loop shape: each task keeps its running state in a small local array and walks whole row
-# segments (a[i, t, d0:d1]) with simple unit-stride loops — the form LLVM vectorizes (indexing
-# h[i, t, d] against h[i, t - 1, d] inside one loop defeats its alias analysis).
+# segments with simple unit-stride loops — the form LLVM vectorizes (indexing h[i, t, d]
+# against h[i, t - 1, d] inside one loop defeats its alias analysis).  A segment is addressed
+# at an unsigned offset into the flattened array, not sliced: a slice per step costs about
+# 10 ns (a reference-count update), and a signed index gets Numba's negative-index branch,
+# which stops LLVM from vectorizing the loop (an unsigned one does not).
 
 @kernel(parallel=True)
 def _diag_forward(a, b, carry, prod, reverse, C, blk, reduce_only, h):
