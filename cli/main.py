@@ -17,6 +17,7 @@ import numpy as np
 from seqcore import backends, cells, tasks
 from seqcore.backends import BackendUnavailable, heap
 from seqcore.runs import RunDir, load_checkpoint, read_json
+from seqcore.tasks.idx import DEFAULT_DATA_DIRS
 from seqcore import train as train_module
 from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, Run, TrainConfig
 from seqcore.train import resume as resume_run
@@ -187,10 +188,6 @@ def _data_tasks() -> list[str]:
     return [name for name in tasks.names() if "data_dir" in tasks.fields(name)]
 
 
-# options that set a field of the file-reading tasks: option -> field
-_DATA_OPTIONS = {"--data-dir": "data_dir", "--dataset": "dataset"}
-
-
 def build_config(config_file: str | None, options: dict, task_args=(), curriculum_args=(),
                  cell_args=(), data_dir: str | None = None, dataset: str | None = None) -> tuple[TrainConfig, str | None]:
     """The :class:`TrainConfig` of ``seqcore train`` and the ``out`` named in the config file.
@@ -200,8 +197,8 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     over the file's ``*_kwargs`` (which are dropped when the command line names another
     task/curriculum/cell than the file); ``data_dir`` (``--data-dir``) and ``dataset``
     (``--dataset``) are those task fields of the tasks that read files (the image task). The
-    task, curriculum and cell are built once
-    here, so that every mistake in their fields is reported before anything is printed.
+    task, curriculum and cell are built once here, so that every mistake in their fields is
+    reported before anything is printed.
     """
     base = load_config_file(config_file) if config_file else {}
     out = base.pop("out", None)
@@ -209,14 +206,14 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     for key, value in options.items():
         if value is not None:
             merged[key] = None if value is NONE else value
-    for flag, value in (("--data-dir", data_dir), ("--dataset", dataset)):
+    for flag, field, value in (("--data-dir", "data_dir", data_dir), ("--dataset", "dataset", dataset)):
         if value is None:
             continue
         task = merged.get("task", _field_default("task"))
         if task not in _data_tasks():
             raise click.ClickException(f"{flag}: task {task!r} reads no files, expected a task that "
                                        f"does ({', '.join(_data_tasks())})")
-        task_args = (*task_args, (_DATA_OPTIONS[flag], value))
+        task_args = (*task_args, (field, value))
     for kind, pairs in (("task", task_args), ("curriculum", curriculum_args), ("cell", cell_args)):
         key = f"{kind}_kwargs"
         kwargs = dict(base.get(key, {})) if merged.get(kind) == base.get(kind) else {}
@@ -266,7 +263,7 @@ def _field_options(options: dict, kind: str, name: str, kwargs: dict, in_file: s
               help="A cell field, e.g. tau_init=2.0 (repeatable; see `seqcore cells NAME`).")
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Directory of the IDX files of the image task (its field data_dir).")
-@click.option("--dataset", type=click.Choice(["fashion-mnist", "mnist"]),
+@click.option("--dataset", type=click.Choice(list(DEFAULT_DATA_DIRS)),
               help="Data set of the image task (its field dataset) [default: fashion-mnist].")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="A JSON or TOML file of TrainConfig fields (and `out`); options given here override it.")
