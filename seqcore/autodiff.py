@@ -199,8 +199,18 @@ def _zeros_like(x):
 
 def value_and_grad(f: Callable, argnums: int = 0) -> Callable:
     """``value_and_grad(f)(*args) -> (f(*args), ∂f/∂args[argnums])`` for a scalar-valued ``f``."""
+    if not callable(f):
+        raise TypeError(f"f: got {type(f).__name__}, expected a callable")
+    if isinstance(argnums, bool) or not isinstance(argnums, int):
+        raise TypeError(f"argnums: got {argnums!r}, expected an int (the position of the argument to differentiate)")
+
     def wrapped(*args):
+        if not -len(args) <= argnums < len(args):
+            raise ValueError(f"argnums: got {argnums}, expected a position among the {len(args)} arguments given")
         out, pullback = vjp(f, *args)
+        if tuple(getattr(out, "shape", (None,))) != ():
+            raise ValueError(f"f: returned {type(out).__name__} of shape {tuple(getattr(out, 'shape', ()))}, "
+                             "expected a scalar array (use seqcore.vjp for non-scalar outputs)")
         xp = _namespace(out)
         grads = pullback(xp.ones_like(out))
         return out, grads[argnums]

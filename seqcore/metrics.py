@@ -28,10 +28,24 @@ __all__ = [
 
 # ---------------------------------------------------------------- accuracy matrix
 
+def _real_array(name: str, value: Any, expected: str) -> np.ndarray:
+    """``value`` as a float64 array; complex, string and object inputs raise TypeError naming ``name``."""
+    raw = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    if raw.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: got {type(value).__name__} of dtype {raw.dtype}, expected {expected}")
+    return raw.astype(np.float64)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: got {value!r}, expected True or False")
+    return bool(value)
+
+
 def _accuracy_matrix(R: Any) -> np.ndarray:
     try:
-        R = np.asarray(R, dtype=np.float64)
-    except (TypeError, ValueError) as err:
+        R = _real_array("R", R, "a real (n, n) array")
+    except ValueError as err:  # ragged nested lists
         raise TypeError(f"R: got {type(R).__name__}, expected a real (n, n) array") from err
     if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] == 0:
         raise ValueError(f"R: got shape {R.shape}, expected a non-empty square (n, n) matrix")
@@ -54,7 +68,7 @@ def average_accuracy(R: Any, per_step: bool = False) -> float | np.ndarray:
     R: (n, n) accuracy matrix.
     """
     R = _accuracy_matrix(R)
-    if per_step:
+    if _flag("per_step", per_step):
         return np.array([R[i, : i + 1].mean() for i in range(R.shape[0])])
     return float(R[-1].mean())
 
@@ -108,7 +122,7 @@ def fwt(R: Any, baseline: Any) -> float:
     """
     R = _accuracy_matrix(R)
     n = R.shape[0]
-    b = np.asarray(baseline, dtype=np.float64)
+    b = _real_array("baseline", baseline, f"a real ({n},) array")
     if b.shape != (n,):
         raise ValueError(f"baseline: got shape {b.shape}, expected ({n},) to match R")
     if n == 1:
@@ -145,8 +159,8 @@ class EvalCurve:
         it = np.asarray(self.iterations)
         ex = np.asarray(self.experience)
         try:
-            acc = np.asarray(self.accuracy, dtype=np.float64)
-        except (TypeError, ValueError) as err:
+            acc = _real_array("accuracy", self.accuracy, "a real (E, n) array")
+        except ValueError as err:
             raise TypeError(f"accuracy: got {type(self.accuracy).__name__}, "
                             "expected a real (E, n) array") from err
         for name, arr in (("iterations", it), ("experience", ex)):
@@ -212,7 +226,8 @@ class EvalCurve:
                              "(the longest accuracy list)")
         acc = np.full((len(records), n), np.nan)
         for e, r in enumerate(records):
-            acc[e, : len(r["accuracy"])] = r["accuracy"]
+            acc[e, : len(r["accuracy"])] = _real_array(f"records[{e}]['accuracy']", r["accuracy"],
+                                                       "a list of real accuracies")
         return cls(np.array([r["iteration"] for r in records]),
                    np.array([r["experience"] for r in records]), acc)
 
@@ -263,7 +278,7 @@ def min_acc(curve: EvalCurve, per_task: bool = False) -> float | np.ndarray:
     curve = _check_curve(curve)
     k = curve.n_seen
     minima = np.array([curve.accuracy[curve.experience > j, j].min() for j in range(k - 1)])
-    if per_task:
+    if _flag("per_task", per_task):
         return minima
     return float(minima.mean()) if k > 1 else float("nan")
 
@@ -297,7 +312,7 @@ def windowed_forgetting(curve: EvalCurve, window: int, per_task: bool = False) -
     window = _check_positive_int("window", window)
     k = curve.n_seen
     drops = np.array([_largest_change(_after_learning(curve, j), window, -1.0) for j in range(k - 1)])
-    if per_task:
+    if _flag("per_task", per_task):
         return drops
     return float(drops.mean()) if k > 1 else float("nan")
 
@@ -314,7 +329,7 @@ def windowed_plasticity(curve: EvalCurve, window: int, per_task: bool = False) -
     window = _check_positive_int("window", window)
     gains = np.array([_largest_change(_since_start(curve, j), window, 1.0)
                       for j in range(curve.n_seen)])
-    return gains if per_task else float(gains.mean())
+    return gains if _flag("per_task", per_task) else float(gains.mean())
 
 
 def lca(curve: EvalCurve, beta: int, per_task: bool = False) -> float | np.ndarray:
@@ -335,7 +350,7 @@ def lca(curve: EvalCurve, beta: int, per_task: bool = False) -> float | np.ndarr
         phase = curve.accuracy[curve.experience == j, j]
         if phase.size:
             values[j] = phase[:beta].mean()
-    if per_task:
+    if _flag("per_task", per_task):
         return values
     return float(np.nanmean(values)) if np.any(np.isfinite(values)) else float("nan")
 

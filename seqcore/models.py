@@ -17,7 +17,7 @@ from . import backends, nn, ops
 from .autodiff import stop_gradient, vjp
 from .cells.stack import stack
 from .masks import last_step_index
-from .validate import check_choice, check_positive_int
+from .validate import check_array, check_bool, check_choice, check_params, check_positive_int
 
 __all__ = ["HeadSpec", "SequenceModel", "MLP"]
 
@@ -33,10 +33,17 @@ class HeadSpec(NamedTuple):
 
 def _as_head(h) -> HeadSpec:
     if isinstance(h, (tuple, list)) and not hasattr(h, "name"):
+        if not 3 <= len(h) <= 4:
+            raise ValueError(f"heads[]: got {h!r}, expected (name, output_size, loss[, tolerance])")
         h = HeadSpec(*h)
+    if not all(hasattr(h, a) for a in ("name", "output_size", "loss")):
+        raise TypeError(f"heads[]: got {type(h).__name__} {h!r:.60}, expected a HeadSpec(name, output_size, loss) "
+                        "or an object with those fields")
+    if not isinstance(h.name, str) or not h.name:
+        raise ValueError(f"heads[].name: got {h.name!r}, expected a non-empty string")
+    check_positive_int("heads[].output_size", h.output_size)
     spec = HeadSpec(h.name, int(h.output_size), h.loss, getattr(h, "tolerance", None))
     check_choice("heads[].loss", spec.loss, LOSS_KINDS)
-    check_positive_int("heads[].output_size", spec.output_size)
     if spec.tolerance is not None and (spec.loss != "regression" or not spec.tolerance > 0):
         raise ValueError(f"heads[].tolerance: got {spec.tolerance!r} for a {spec.loss!r} head, "
                          "expected None, or a positive number for a regression head")
@@ -77,11 +84,24 @@ class SequenceModel:
         check_positive_int("input_size", self.input_size)
         check_positive_int("hidden_size", self.hidden_size)
         check_positive_int("num_layers", self.num_layers)
+        if isinstance(self.heads, (str, HeadSpec)) or not isinstance(self.heads, (tuple, list)):
+            raise TypeError(f"heads: got {type(self.heads).__name__}, expected a tuple of heads (HeadSpec, ...)")
         if not self.heads:
             raise ValueError("heads: got none, expected at least one head")
         object.__setattr__(self, "heads", tuple(_as_head(h) for h in self.heads))
+        names = [h.name for h in self.heads]
+        if len(set(names)) != len(names):
+            raise ValueError(f"heads: got names {names}, expected distinct names (parameters are keyed by name)")
+        check_bool("bidirectional", self.bidirectional)
         if self.vocab_size is not None:
             check_positive_int("vocab_size", self.vocab_size)
+        if isinstance(self.cell_kwargs, dict):
+            object.__setattr__(self, "cell_kwargs", tuple(sorted(self.cell_kwargs.items())))
+        try:
+            kwargs = dict(self.cell_kwargs)
+        except (TypeError, ValueError):
+            raise TypeError(f"cell_kwargs: got {self.cell_kwargs!r}, expected (key, value) pairs or a dict") from None
+        cells.make(self.cell, self.input_size, self.hidden_size, **kwargs)  # the cell's own field checks
 
     @property
     def rnn(self):
@@ -99,12 +119,24 @@ class SequenceModel:
         params["heads"] = {h.name: nn.Linear(rnn.output_size, h.output_size).init(rng, dtype) for h in self.heads}
         return params
 
+    def _check_params(self, params, heads=()):
+        want = ["rnn", "heads"] + (["embedding"] if self.vocab_size is not None else [])
+        if not isinstance(params, dict) or not set(want) <= set(params):
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"params: got {got}, expected a dict with keys {want} from SequenceModel.init")
+        missing = [h.name for h in heads if not isinstance(params["heads"], dict) or h.name not in params["heads"]]
+        if missing:
+            raise ValueError(f"params['heads']: missing {missing}, expected a dict with a Linear's parameters "
+                             f"for every head {[h.name for h in self.heads]}")
+
     def constrain(self, params: dict) -> dict:
         """Parameters projected onto their feasible set (e.g. LeakyRNN's τ ≥ 1)."""
+        self._check_params(params)
         return {**params, "rnn": self.rnn.constrain(params["rnn"])}
 
     def features(self, params: dict, x, mode: str = "sequential"):
         """``x: (B, T, input_size)`` (or tokens ``(B, T)``) → hidden outputs ``(B, T, output_size)``."""
+        self._check_params(params)
         if self.vocab_size is not None:
             x = nn.Embedding(self.vocab_size, self.input_size).apply(params["embedding"], x)
         hs, _ = self.rnn.apply(params["rnn"], x, mode=mode)
@@ -113,6 +145,8 @@ class SequenceModel:
     def _active(self, heads) -> tuple:
         if heads is None:
             return self.heads
+        if isinstance(heads, str) or not isinstance(heads, (tuple, list)):
+            raise TypeError(f"heads: got {heads!r}, expected None or a list of head names")
         by_name = {h.name: h for h in self.heads}
         missing = [n for n in heads if n not in by_name]
         if missing:
@@ -124,12 +158,18 @@ class SequenceModel:
 
         ``heads``: names of the heads to compute (default: all).
         """
+        active = self._active(heads)
+        self._check_params(params, active)
         hs = self.features(params, x, mode)
+        B, T = hs.shape[:2]
+        if mask is not None and tuple(np.shape(stop_gradient(mask))) != (B, T):
+            raise ValueError(f"mask: got shape {tuple(np.shape(stop_gradient(mask)))}, expected ({B}, {T}) (B, T) of x")
         out = {}
-        for h in self._active(heads):
-            p = params["heads"][h.name]
+        F = hs.shape[-1]
+        for h in active:
+            p = check_params(f"params['heads'][{h.name!r}]", params["heads"][h.name],
+                             {"weight": (h.output_size, F), "bias": (h.output_size,)}, "SequenceModel.init")
             if h.loss == "last":
-                B, T = hs.shape[:2]
                 idx = last_step_index(mask) if mask is not None else np.full(B, T - 1)
                 out[h.name] = ops.linear(ops.getitem(hs, (np.arange(B), idx)), p["weight"], p["bias"])
             else:
@@ -139,10 +179,21 @@ class SequenceModel:
     @staticmethod
     def head_targets(y, k: int, n_heads: int):
         """Labels of the k-th of ``n_heads`` active heads (``y[..., k]`` when there are several)."""
+        if n_heads > 1 and (not hasattr(y, "shape") or len(y.shape) < 2 or y.shape[-1] != n_heads):
+            raise ValueError(f"y: got shape {tuple(getattr(y, 'shape', ()))}, expected a last axis of {n_heads} "
+                             "(one label column per active head)")
         return y if n_heads == 1 else y[..., k]
 
+    @staticmethod
+    def _unpack(batch):
+        if not isinstance(batch, (tuple, list)) or len(batch) != 3:
+            raise TypeError(f"batch: got {type(batch).__name__}"
+                            f"{' of length ' + str(len(batch)) if isinstance(batch, (tuple, list)) else ''}, "
+                            "expected (x, y, mask)")
+        return batch
+
     def _losses_from(self, outs, batch, active) -> dict:
-        _, y, mask = batch
+        _, y, mask = self._unpack(batch)
         res = {}
         for k, h in enumerate(active):
             o = outs[h.name]
@@ -162,7 +213,8 @@ class SequenceModel:
         labels of the k-th are ``y[..., k]``.
         """
         active = self._active(heads)
-        outs = self.outputs(params, batch[0], batch[2], mode, heads=[h.name for h in active])
+        x, _, mask = self._unpack(batch)
+        outs = self.outputs(params, x, mask, mode, heads=[h.name for h in active])
         return self._losses_from(outs, batch, active)
 
     def loss(self, params: dict, batch, mode: str = "sequential", heads=None):
@@ -183,7 +235,7 @@ class SequenceModel:
         """Per-head ``{"loss": float, "accuracy": float}`` (accuracy for classification heads, and for
         regression heads with a ``tolerance``: the fraction of marked steps within it)."""
         active = self._active(heads)
-        x, y, mask = batch
+        x, y, mask = self._unpack(batch)
         outs = self.outputs(params, x, mask, mode, heads=[h.name for h in active])
         losses = self._losses_from(outs, batch, active)
         res = {}
@@ -202,21 +254,27 @@ class SequenceModel:
     def example_losses(self, params: dict, batch, mode: str = "sequential", heads=None):
         """Per-example losses ``(B,)`` summed over the active heads (NumPy, no gradient)."""
         active = self._active(heads)
-        x, y, mask = batch
+        x, y, mask = self._unpack(batch)
         outs = self.outputs(params, x, mask, mode, heads=[h.name for h in active])
         total = np.zeros(x.shape[0])
+        w = np.ones(x.shape[:2]) if mask is None else np.asarray(mask, dtype=np.float64)
         for k, h in enumerate(active):
             o = backends.get(backends.backend_of(outs[h.name])).to_numpy(outs[h.name]).astype(np.float64)
             t = np.asarray(self.head_targets(y, k, len(active)))
             if h.loss == "regression":
-                w = np.asarray(mask, dtype=np.float64)
+                if t.shape != o.shape:
+                    raise ValueError(f"target: got shape {t.shape}, expected {o.shape} (the shape of pred)")
                 total += (((o - t) ** 2).mean(-1) * w).sum(-1) / np.maximum(w.sum(-1), 1)
                 continue
+            if t.shape != o.shape[:-1] or not np.issubdtype(t.dtype, np.integer):
+                raise ValueError(f"labels: got {t.dtype} array of shape {t.shape}, expected integers of shape "
+                                 f"{o.shape[:-1]} (the shape of logits without the class axis)")
+            if t.size and (t.min() < 0 or t.max() >= o.shape[-1]):
+                raise ValueError(f"labels: got values in [{t.min()}, {t.max()}], expected [0, {o.shape[-1] - 1}]")
             z = o - o.max(-1, keepdims=True)
             logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
             nll = -np.take_along_axis(logp, t[..., None].astype(np.int64), -1)[..., 0]
             if h.loss == "per_step":
-                w = np.asarray(mask, dtype=np.float64)
                 nll = (nll * w).sum(-1) / np.maximum(w.sum(-1), 1)
             total += nll
         return total
@@ -236,6 +294,9 @@ class MLP:
     def __post_init__(self):
         check_positive_int("input_size", self.input_size)
         check_positive_int("output_size", self.output_size)
+        if not isinstance(self.hidden_sizes, (tuple, list)):
+            raise TypeError(f"hidden_sizes: got {self.hidden_sizes!r}, expected a tuple of layer widths")
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         for h in self.hidden_sizes:
             check_positive_int("hidden_sizes[]", h)
 
@@ -247,6 +308,15 @@ class MLP:
         return [layer.init(rng, dtype) for layer in self._layers()]
 
     def apply(self, params: list, x):
+        """``x: (B, ...)`` with ``input_size`` features per sample -> logits ``(B, output_size)``."""
+        check_array("x", x, floating=True)
+        if x.ndim < 1:
+            raise ValueError(f"x: got shape {tuple(x.shape)}, expected (B, ...)")
+        n_layers = len(self.hidden_sizes) + 1
+        if not isinstance(params, (list, tuple)) or len(params) != n_layers:
+            raise ValueError(f"params: got {type(params).__name__}"
+                             f"{' of length ' + str(len(params)) if isinstance(params, (list, tuple)) else ''}, "
+                             f"expected a list of {n_layers} layer dicts from MLP.init")
         B = x.shape[0]
         h = ops.reshape(x, (B, -1))
         if h.shape[1] != self.input_size:

@@ -17,14 +17,17 @@ sequential recurrence, a :class:`NewtonConvergenceWarning` is issued and
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
+
+import numpy as np
 
 from . import backends
 from .autodiff import stop_gradient
 from .newton_solve import JACOBIANS, adjoint, newton_solve, resolve_jacobian
 from .primitives import define
-from .validate import check_choice
+from .validate import check_choice, check_positive_int
 
 __all__ = ["newton_scan", "parallel_states", "NewtonInfo", "NewtonConvergenceWarning", "JACOBIANS",
            "DEFAULT_TOL", "DEFAULT_MAX_ITERS"]
@@ -115,18 +118,17 @@ def _resolve_options(cell, dtype, T, tol=None, max_iters=None, jacobian="auto", 
     structure = resolve_jacobian(cell, jacobian)
     if tol is None:
         tol = DEFAULT_TOL.get(_dtype_name(dtype), 1e-6)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+    if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
         raise ValueError(f"tol: got {tol!r}, expected a number in (0, 1)")
     if max_iters is None:
         max_iters = DEFAULT_MAX_ITERS
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"max_iters: got {max_iters!r}, expected an integer >= 1")
+    check_positive_int("max_iters", max_iters)
     if damping is None:
         damping = 0.0
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not 0 <= damping < math.inf:
+    if isinstance(damping, (bool, np.bool_)) or not isinstance(damping, numbers.Real) or not 0 <= damping < math.inf:
         raise ValueError(f"damping: got {damping!r}, expected None or a finite number >= 0")
     # T − 1 updates make every step exact, so more would only repeat the last one
-    return {"tol": float(tol), "max_iters": min(max_iters, T - 1), "jacobian": structure, "damping": float(damping)}
+    return {"tol": float(tol), "max_iters": int(min(max_iters, T - 1)), "jacobian": structure, "damping": float(damping)}
 
 
 def _check_cell(cell):
@@ -150,12 +152,17 @@ def parallel_states(cell, params: dict, xi, state0, **newton_kwargs):
     return _run(cell, params, xi, state0, newton_kwargs)[0]
 
 
-def _run(cell, params, xi, state0, newton_kwargs):
-    _check_cell(cell)
+def check_options(cell, dtype, T: int, newton_kwargs: dict) -> dict:
+    """The resolved options ``{tol, max_iters, jacobian, damping}``; unknown names and bad values raise."""
     unknown = sorted(set(newton_kwargs) - {"tol", "max_iters", "jacobian", "damping"})
     if unknown:
         raise TypeError(f"newton options: got unknown {unknown}, expected tol, max_iters, jacobian, damping")
-    opts = _resolve_options(cell, xi.dtype, xi.shape[1], **newton_kwargs)
+    return _resolve_options(cell, dtype, T, **newton_kwargs)
+
+
+def _run(cell, params, xi, state0, newton_kwargs):
+    _check_cell(cell)
+    opts = check_options(cell, xi.dtype, xi.shape[1], newton_kwargs)
     states, history = newton_recurrence(xi, state0, *(params[k] for k in cell.recurrent_keys), cell=cell, **opts)
     return states, _info(stop_gradient(history), opts)
 

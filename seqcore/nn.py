@@ -13,7 +13,8 @@ import numpy as np
 from . import ops
 from .backends.numpy import losses as _losses
 from .autodiff import stop_gradient
-from .validate import check_array, check_positive_int, check_shape, dtype_kind, is_array
+from .validate import (check_array, check_bool, check_param_dtype, check_params, check_positive_int, check_rng,
+                       check_shape, dtype_kind, is_array)
 
 __all__ = ["Linear", "Embedding", "cross_entropy", "mse", "accuracy", "tolerance_accuracy", "tanh", "sigmoid", "relu",
            "leaky_relu", "softplus"]
@@ -32,8 +33,17 @@ class Linear:
     def __post_init__(self):
         check_positive_int("in_features", self.in_features)
         check_positive_int("out_features", self.out_features)
+        check_bool("bias", self.bias)
+
+    def param_shapes(self) -> dict:
+        shapes = {"weight": (self.out_features, self.in_features)}
+        if self.bias:
+            shapes["bias"] = (self.out_features,)
+        return shapes
 
     def init(self, rng, dtype=np.float32) -> dict:
+        check_rng(rng)
+        dtype = check_param_dtype(dtype)
         k = 1.0 / np.sqrt(self.in_features)
         p = {"weight": rng.uniform(-k, k, (self.out_features, self.in_features)).astype(dtype)}
         if self.bias:
@@ -41,10 +51,12 @@ class Linear:
         return p
 
     def apply(self, params: dict, x):
+        """``x: (..., in_features) -> (..., out_features)``."""
         check_array("x", x)
-        if x.shape[-1] != self.in_features:
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"x: got shape {tuple(x.shape)}, expected (..., {self.in_features})")
-        return ops.linear(x, params["weight"], params.get("bias"))
+        check_params("params", params, self.param_shapes(), "Linear.init")
+        return ops.linear(x, params["weight"], params["bias"] if self.bias else None)
 
 
 @dataclass(frozen=True)
@@ -59,15 +71,20 @@ class Embedding:
         check_positive_int("dim", self.dim)
 
     def init(self, rng, dtype=np.float32) -> dict:
+        check_rng(rng)
+        dtype = check_param_dtype(dtype)
         return {"weight": rng.normal(0, 1, (self.num_embeddings, self.dim)).astype(dtype)}
 
     def apply(self, params: dict, tokens):
+        """``tokens: (...)`` integer ids in ``[0, num_embeddings)`` -> ``(..., dim)``."""
         tokens = stop_gradient(tokens)
         if not is_array(tokens) or dtype_kind(tokens) not in "iu":
             raise TypeError(f"tokens: got {getattr(tokens, 'dtype', type(tokens).__name__)}, expected an integer array")
-        lo, hi = int(tokens.min()), int(tokens.max())
-        if lo < 0 or hi >= self.num_embeddings:
-            raise ValueError(f"tokens: got ids in [{lo}, {hi}], expected ids in [0, {self.num_embeddings - 1}]")
+        check_params("params", params, {"weight": (self.num_embeddings, self.dim)}, "Embedding.init")
+        if tokens.size:
+            lo, hi = int(tokens.min()), int(tokens.max())
+            if lo < 0 or hi >= self.num_embeddings:
+                raise ValueError(f"tokens: got ids in [{lo}, {hi}], expected ids in [0, {self.num_embeddings - 1}]")
         return ops.getitem(params["weight"], tokens)
 
 
@@ -90,6 +107,8 @@ def cross_entropy(logits, labels, mask=None):
         mask: ``(...)`` weights (0/1), or ``None`` for all positions.
     """
     check_array("logits", logits)
+    if logits.ndim < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"logits: got shape {tuple(logits.shape)}, expected (..., C) with C >= 1 classes")
     labels = stop_gradient(labels)
     if not is_array(labels) or dtype_kind(labels) not in "iu":
         raise TypeError(f"labels: got {getattr(labels, 'dtype', type(labels).__name__)}, expected an integer array")
@@ -103,6 +122,8 @@ def cross_entropy(logits, labels, mask=None):
 def mse(pred, target, mask=None):
     """Mean squared error over masked positions and features; ``pred, target: (..., F)``, ``mask: (...)``."""
     check_array("pred", pred)
+    if pred.ndim < 1 or pred.shape[-1] < 1:
+        raise ValueError(f"pred: got shape {tuple(pred.shape)}, expected (..., F) with F >= 1 features")
     check_array("target", target)
     check_shape("target", stop_gradient(target), tuple(pred.shape), "(the shape of pred)")
     return _losses.mse(pred, target, _check_mask(mask, tuple(pred.shape[:-1])))
@@ -124,8 +145,14 @@ def _masked_fraction(correct: np.ndarray, mask) -> float:
 def tolerance_accuracy(pred, target, tolerance: float, mask=None) -> float:
     """Fraction of masked positions where every feature of ``pred`` is within ``tolerance`` of
     ``target`` (``pred, target: (..., F)``, ``mask: (...)``); a plain number, not differentiable."""
-    if not (isinstance(tolerance, (int, float)) and tolerance > 0):
-        raise ValueError(f"tolerance: got {tolerance!r}, expected a positive number")
+    if (isinstance(tolerance, (bool, np.bool_)) or not isinstance(tolerance, (int, float, np.integer, np.floating))
+            or not 0 < tolerance < np.inf):
+        raise ValueError(f"tolerance: got {tolerance!r}, expected a finite positive number")
+    check_array("pred", pred)
+    check_array("target", target)
+    if pred.ndim < 1:
+        raise ValueError(f"pred: got shape {tuple(pred.shape)}, expected (..., F)")
+    _check_mask(mask, tuple(pred.shape[:-1]))
     p, t, m = _as_numpy(pred, target, mask)
     if p.shape != t.shape:
         raise ValueError(f"target: got shape {t.shape}, expected {p.shape} (the shape of pred)")
@@ -134,6 +161,20 @@ def tolerance_accuracy(pred, target, tolerance: float, mask=None) -> float:
 
 
 def accuracy(logits, labels, mask=None) -> float:
-    """Fraction of masked positions whose arg-max matches the label (a plain number, not differentiable)."""
+    """Fraction of masked positions whose arg-max matches the label (a plain number, not differentiable).
+
+    ``logits: (..., C)``, integer ``labels: (...)`` in ``[0, C)``, ``mask: (...)`` or ``None``.
+    """
+    check_array("logits", logits)
+    if logits.ndim < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"logits: got shape {tuple(logits.shape)}, expected (..., C) with C >= 1 classes")
+    labels = stop_gradient(labels)
+    if not is_array(labels) or dtype_kind(labels) not in "iu":
+        raise TypeError(f"labels: got {getattr(labels, 'dtype', type(labels).__name__)}, expected an integer array")
+    check_shape("labels", labels, tuple(logits.shape[:-1]), "(the shape of logits without the class axis)")
+    _check_mask(mask, tuple(labels.shape))
     z, lab, m = _as_numpy(logits, labels, mask)
+    C = z.shape[-1]
+    if lab.size and (int(lab.min()) < 0 or int(lab.max()) >= C):
+        raise ValueError(f"labels: got values in [{int(lab.min())}, {int(lab.max())}], expected [0, {C - 1}]")
     return _masked_fraction(z.argmax(axis=-1) == lab, m)

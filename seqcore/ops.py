@@ -7,6 +7,7 @@ call these.
 from __future__ import annotations
 
 from .backends.numpy import ops as _ref
+from .validate import check_array, check_shape
 
 __all__ = ["add", "sub", "mul", "div", "neg", "power", "tanh", "sigmoid", "relu", "leaky_relu", "exp",
            "log", "softplus", "clip", "square", "sum", "mean", "reshape", "swapaxes", "getitem",
@@ -65,8 +66,13 @@ def stack(xs, axis: int = 0):
 
 def linear(x, weight, bias=None):
     """``x @ weight.T + bias`` with ``x: (..., in)``, ``weight: (out, in)``, ``bias: (out,)``."""
+    check_array("x", x, floating=False)
+    check_array("weight", weight, floating=False)
     if weight.ndim != 2:
         raise ValueError(f"weight: got shape {tuple(weight.shape)}, expected (out_features, in_features)")
-    if x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"x: got last dimension {x.shape[-1]}, expected {weight.shape[1]} (weight's in_features)")
+    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x: got shape {tuple(x.shape)}, expected (..., {weight.shape[1]}) (weight's in_features)")
+    if bias is not None:
+        check_array("bias", bias, floating=False)
+        check_shape("bias", bias, (weight.shape[0],), "(out_features,)")
     return _ref.linear(x, weight, bias)

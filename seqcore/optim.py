@@ -53,6 +53,24 @@ def _number(name: str, value, low: float | None = None, high: float | None = Non
     return value
 
 
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: got {value!r}, expected True or False")
+    return bool(value)
+
+
+def _schedule_value(name: str, value, count: int) -> float:
+    """A schedule's value at ``count`` as a finite float (a NaN step size would poison every parameter)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) and not (
+            hasattr(value, "shape") and tuple(value.shape) == ()):
+        raise TypeError(f"{name}: schedule gave {value!r} ({type(value).__name__}) at step {count}, "
+                        "expected a real number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: schedule gave {value} at step {count}, expected a finite number")
+    return value
+
+
 def _learning_rate(learning_rate) -> Callable[[int], float]:
     """A schedule for ``learning_rate`` (float or callable); rejects negative constants."""
     if callable(learning_rate):
@@ -68,8 +86,15 @@ def _zeros_like(x):
 # ----------------------------------------------------------------------------- basics
 
 def apply_updates(params, updates):
-    """``params + updates`` leaf by leaf (both trees of the same structure)."""
-    return tree_map(lambda p, u: p if u is None else p + u, params, updates)
+    """``params + updates`` leaf by leaf (both trees of the same structure, leaves of the same shapes)."""
+    def add(p, u):
+        if u is None:
+            return p
+        if tuple(np.shape(u)) != tuple(np.shape(p)):
+            raise ValueError(f"updates: got a leaf of shape {tuple(np.shape(u))}, expected {tuple(np.shape(p))} "
+                             "(the shape of its parameter)")
+        return p + u
+    return tree_map(add, params, updates)
 
 
 def identity() -> GradientTransformation:
@@ -137,7 +162,7 @@ def scale_by_schedule(schedule: Callable[[int], float]) -> GradientTransformatio
         return {"count": 0}
 
     def update(grads, state, params=None):
-        factor = float(schedule(state["count"]))
+        factor = _schedule_value("schedule", schedule(state["count"]), state["count"])
         return tree_map(lambda g: g * factor, grads), {"count": state["count"] + 1}
 
     return GradientTransformation(init, update)
@@ -149,7 +174,7 @@ def scale_by_learning_rate(learning_rate, flip_sign: bool = True) -> GradientTra
     sign = -1.0 if flip_sign else 1.0
 
     def signed(count):
-        value = float(schedule(count))
+        value = _schedule_value("learning_rate", schedule(count), count)
         if value < 0:
             raise ValueError(f"learning_rate: schedule gave {value} at step {count}, expected >= 0")
         return sign * value
@@ -179,6 +204,7 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
     """Heavy-ball momentum as in ``torch.optim.SGD`` (dampening 0): ``b = μ·b + g``;
     ``u = g + μ·b`` with Nesterov, else ``u = b``. State ``{"count", "momentum_buffer"}``."""
     momentum = _number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    nesterov = _flag("nesterov", nesterov)
 
     def init(params):
         return {"count": 0, "momentum_buffer": tree_map(_zeros_like, params)}
@@ -204,6 +230,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     b1 = _number("b1", b1, low=0.0, high=1.0, high_open=True)
     b2 = _number("b2", b2, low=0.0, high=1.0, high_open=True)
     eps = _number("eps", eps, low=0.0)
+    amsgrad = _flag("amsgrad", amsgrad)
 
     def init(params):
         state = {"count": 0, "mu": tree_map(_zeros_like, params), "nu": tree_map(_zeros_like, params)}
@@ -231,6 +258,7 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False)
     centered: ``a = α·a + (1−α)·g``, ``u = g/(√(s − a²) + eps)``."""
     alpha = _number("alpha", alpha, low=0.0, high=1.0, high_open=True)
     eps = _number("eps", eps, low=0.0)
+    centered = _flag("centered", centered)
 
     def init(params):
         state = {"count": 0, "square_avg": tree_map(_zeros_like, params)}
@@ -279,7 +307,9 @@ def clip(max_delta: float) -> GradientTransformation:
 def global_norm(tree) -> float:
     """``√(Σ_leaves Σ g²)`` as a Python float."""
     total = 0.0
-    for g in tree_leaves(tree):
+    for i, g in enumerate(tree_leaves(tree)):
+        if not hasattr(g, "shape"):
+            raise TypeError(f"tree: got a {type(g).__name__} leaf (leaf {i}), expected arrays")
         total = total + float((g * g).sum())
     return total ** 0.5
 
@@ -309,6 +339,7 @@ def sgd(learning_rate, momentum: float = 0.0, nesterov: bool = False,
     ``p ← p − η·(d + μ·b)`` (Nesterov) or ``p ← p − η·b``."""
     _learning_rate(learning_rate)
     momentum = _number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    nesterov = _flag("nesterov", nesterov)
     if nesterov and momentum == 0.0:
         raise ValueError("nesterov: got True with momentum=0.0, expected momentum > 0")
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []

@@ -59,8 +59,8 @@ def block_scan(A, b, h0=None, *, reverse: bool = False, method: str = "sequentia
     check_array("A", A, 5)
     check_array("b", b, 4)
     Bn, T, G, k, k2 = A.shape
-    if k != k2:
-        raise ValueError(f"A: got blocks of shape ({k}, {k2}), expected square blocks (k, k)")
+    if k != k2 or k < 1:
+        raise ValueError(f"A: got blocks of shape ({k}, {k2}), expected square blocks (k, k) with k >= 1")
     check_shape("b", b, (Bn, T, G, k), "(B, T, G, k) from A")
     check_same_dtype("b", b, "A", A)
     if T < 1:

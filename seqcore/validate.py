@@ -1,6 +1,10 @@
 """Argument checks shared by the public API: errors name the argument, the value and what was expected."""
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
+
 from .autodiff import Traced
 
 
@@ -58,6 +62,50 @@ def check_choice(name: str, value, choices):
 
 
 def check_positive_int(name: str, value, minimum: int = 1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """An integer (Python or NumPy, not bool) ``>= minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name}: got {value!r}, expected an integer >= {minimum}")
     return value
+
+
+def check_bool(name: str, value):
+    """``True`` or ``False`` (a truthy string such as ``"no"`` is refused, not read as True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: got {value!r}, expected True or False")
+    return bool(value)
+
+
+def check_rng(rng):
+    """A ``numpy.random.Generator`` (randomness is explicit: no global seeding)."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: got {type(rng).__name__}, expected numpy.random.Generator "
+                        "(e.g. numpy.random.default_rng(0))")
+    return rng
+
+
+def check_param_dtype(dtype):
+    """``float32`` or ``float64`` as a NumPy dtype (the dtypes parameters are initialised in)."""
+    try:
+        kind = np.dtype(dtype)
+    except TypeError:
+        kind = None
+    if kind not in (np.float32, np.float64):
+        raise TypeError(f"dtype: got {dtype!r}, expected float32 or float64")
+    return kind
+
+
+def check_params(name: str, params, shapes: dict, owner: str = ""):
+    """``params`` is a dict holding every key of ``shapes`` as a float array of that shape.
+
+    ``shapes`` maps a key to its expected shape (``None`` entries match any size); keys
+    beyond ``shapes`` are allowed.  ``owner`` names what made the dict (``"LSTM.init"``).
+    """
+    src = f" from {owner}" if owner else ""
+    if not isinstance(params, dict):
+        raise TypeError(f"{name}: got {type(params).__name__}, expected a dict{src}")
+    for k, shape in shapes.items():
+        if k not in params:
+            raise ValueError(f"{name}: missing {k!r}; expected keys {sorted(shapes)}{src}")
+        check_array(f"{name}[{k!r}]", params[k])
+        check_shape(f"{name}[{k!r}]", params[k], shape)
+    return params

@@ -25,7 +25,8 @@ import numpy as np
 
 from .. import ops
 from ..primitives import Primitive, define
-from ..validate import check_array, check_choice, check_positive_int, check_shape
+from ..validate import check_array, check_choice, check_param_dtype, check_params, check_positive_int, check_rng
+from ..validate import check_shape
 
 __all__ = ["Cell", "MODES"]
 
@@ -150,13 +151,8 @@ class Cell:
             raise ValueError(f"x: got T = {x.shape[1]} steps, expected T >= 1")
 
     def check_params(self, params: dict):
-        if not isinstance(params, dict):
-            raise TypeError(f"params: got {type(params).__name__}, expected a dict from {type(self).__name__}.init")
-        shapes = self.param_shapes()
-        for k, shape in shapes.items():
-            if k not in params:
-                raise ValueError(f"params: missing {k!r}; expected keys {sorted(shapes)}")
-            check_shape(f"params[{k!r}]", params[k], shape)
+        """Every parameter of :meth:`init` present, a float array of its shape."""
+        check_params("params", params, self.param_shapes(), f"{type(self).__name__}.init")
 
     def param_shapes(self) -> dict:
         """``{name: shape}`` of :meth:`init`'s parameters (computed once per cell: every apply checks them)."""
@@ -168,6 +164,8 @@ class Cell:
     def states(self, params: dict, x, state0, mode: str = "sequential", **newton_kwargs):
         """All states ``(B, T, S)`` from ``x: (B, T, I)`` and a packed ``state0: (B, S)``."""
         check_choice("mode", mode, MODES)
+        if newton_kwargs and mode == "sequential":
+            check_newton_options(self, x, newton_kwargs)  # not used, but a typo or a bad value is refused
         xi = self.project(params, x)
         if mode == "parallel":
             from ..newton import parallel_states  # imported here: the Newton engine sits above cells
@@ -213,16 +211,16 @@ def _xp_of(x):
 def uniform_init(rng, shape, bound, dtype):
     """PyTorch's default RNN init: U(−1/√H, 1/√H). Every cell's ``init(rng, dtype)`` draws through here,
     so the checks of ``rng`` and ``dtype`` live here too."""
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng: got {type(rng).__name__}, expected numpy.random.Generator "
-                        "(e.g. numpy.random.default_rng(0))")
-    try:
-        kind = np.dtype(dtype)
-    except TypeError:
-        kind = None
-    if kind not in (np.float32, np.float64):
-        raise TypeError(f"dtype: got {dtype!r}, expected float32 or float64")
+    check_rng(rng)
+    kind = check_param_dtype(dtype)
     return rng.uniform(-bound, bound, size=shape).astype(kind)
+
+
+def check_newton_options(cell, x, newton_kwargs: dict):
+    """Validate Newton options (``tol``, ``max_iters``, ``jacobian``, ``damping``) where they are not used:
+    ``mode="sequential"``, and cells whose parallel mode is an exact associative scan."""
+    from ..newton import check_options  # the Newton engine sits above cells
+    check_options(cell, x.dtype, x.shape[1], newton_kwargs)
 
 
 def input_projection(params, x, weight="weight_ih", bias="bias_ih"):

@@ -33,7 +33,7 @@ from ..backends.numpy import scan as _scan_ref
 from ..backends.numpy.ops import sigmoid_np
 from ..scan import linear_scan, log_linear_scan
 from ..validate import check_choice
-from .base import MODES, Cell, _xp_of, input_projection, uniform_init
+from .base import MODES, Cell, _xp_of, check_newton_options, input_projection, uniform_init
 
 
 def _softplus(xp, x):
@@ -120,9 +120,12 @@ class _MinimalCell(Cell):
         ``"sequential"``: the ``<name>_recurrence`` primitive (gates and scan in one; fused
         loops on the Numba backend), in linear space.  ``"parallel"``: the associative scan,
         in log space when ``log_space``.  ``newton_kwargs`` are accepted for interface
-        compatibility and ignored: the scan is exact.
+        compatibility and ignored (the scan is exact), but they are validated like the
+        Newton scan's: an unknown name or a bad value raises.
         """
         check_choice("mode", mode, MODES)
+        if newton_kwargs:
+            check_newton_options(self, x, newton_kwargs)
         xi = self.project(params, x)
         if mode == "sequential" or not self.log_space:
             if state0.dtype != xi.dtype:  # float64 weights, float32 inputs: the scan runs in the promoted dtype

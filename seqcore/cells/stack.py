@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import ops
-from ..validate import check_positive_int
+from ..validate import check_bool, check_positive_int
 from .base import MODES, Cell
 
 
@@ -27,6 +27,10 @@ class Bidirectional:
     backward: Cell
 
     def __post_init__(self):
+        for name in ("forward", "backward"):
+            if not isinstance(getattr(self, name), Cell):
+                raise TypeError(f"{name}: got {type(getattr(self, name)).__name__}, expected a seqcore cell "
+                                "(seqcore.cells.Cell)")
         if (self.forward.input_size, self.forward.hidden_size) != (self.backward.input_size, self.backward.hidden_size):
             raise ValueError("backward: got a cell of different sizes, expected the same input and hidden sizes as forward")
 
@@ -37,10 +41,15 @@ class Bidirectional:
         return {"forward": self.forward.init(rng, dtype), "backward": self.backward.init(rng, dtype)}
 
     def constrain(self, params: dict) -> dict:
+        _check_directions(params)
         return {"forward": self.forward.constrain(params["forward"]),
                 "backward": self.backward.constrain(params["backward"])}
 
     def apply(self, params, x, h0=None, mode: str = "sequential", **kw):
+        _check_directions(params)
+        if h0 is not None and (not isinstance(h0, (tuple, list)) or len(h0) != 2):
+            raise TypeError(f"h0: got {type(h0).__name__}{_length(h0)}, expected None or a pair "
+                            "(forward_state, backward_state)")
         h0f, h0b = (None, None) if h0 is None else h0
         hf, lf = self.forward.apply(params["forward"], x, h0f, mode=mode, **kw)
         hb, lb = self.backward.apply(params["backward"], _flip_time(x), h0b, mode=mode, **kw)
@@ -54,8 +63,14 @@ class Stack:
     layers: tuple
 
     def __post_init__(self):
+        if not isinstance(self.layers, (tuple, list)):
+            raise TypeError(f"layers: got {type(self.layers).__name__}, expected a tuple of cells")
+        object.__setattr__(self, "layers", tuple(self.layers))
         if not self.layers:
             raise ValueError("layers: got an empty tuple, expected at least one cell")
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, (Cell, Bidirectional)):
+                raise TypeError(f"layers[{i}]: got {type(layer).__name__}, expected a seqcore cell or Bidirectional")
         for i in range(1, len(self.layers)):
             prev, cur = self.layers[i - 1], self.layers[i]
             if _out_size(prev) != cur.input_size:
@@ -89,6 +104,17 @@ class Stack:
         return x, last
 
 
+def _length(x) -> str:
+    return f" of length {len(x)}" if isinstance(x, (tuple, list)) else ""
+
+
+def _check_directions(params):
+    if not isinstance(params, dict) or not {"forward", "backward"} <= set(params):
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"params: got {got}, expected a dict with keys 'forward' and 'backward' "
+                         "from Bidirectional.init")
+
+
 def _out_size(layer) -> int:
     return layer.output_size if hasattr(layer, "output_size") else layer.hidden_size
 
@@ -97,6 +123,9 @@ def stack(cell_class, input_size: int, hidden_size: int, num_layers: int = 1, bi
           **cell_kwargs) -> Stack:
     """A ``torch.nn.LSTM``-shaped stack: ``num_layers`` layers of ``cell_class`` (optionally bidirectional)."""
     check_positive_int("num_layers", num_layers)
+    check_bool("bidirectional", bidirectional)
+    if not (isinstance(cell_class, type) and issubclass(cell_class, Cell)):
+        raise TypeError(f"cell_class: got {cell_class!r}, expected a cell class such as seqcore.cells.LSTM")
     layers, size = [], input_size
     for _ in range(num_layers):
         if bidirectional:

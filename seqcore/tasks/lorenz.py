@@ -111,13 +111,17 @@ class Lorenz96Task(Task):
 
     def _sample(self, rng, batch_size):
         state = self.forcing + rng.standard_normal((batch_size, self.dim))
-        for _ in range(self.burn_in):
-            state = self._observe(state)
         states = np.empty((batch_size, self.length + 1, self.dim))
-        states[:, 0] = state
-        for t in range(1, self.length + 1):
-            state = self._observe(state)
-            states[:, t] = state
+        with np.errstate(over="ignore", invalid="ignore"):
+            for _ in range(self.burn_in):
+                state = self._observe(state)
+            states[:, 0] = state
+            for t in range(1, self.length + 1):
+                state = self._observe(state)
+                states[:, t] = state
+        if not np.isfinite(states).all():  # one pass over the batch; RK4 is unstable when dt·|forcing| is large
+            raise ValueError(f"forcing: got forcing={self.forcing} with dt={self.dt}, substeps={self.substeps}: "
+                             "the RK4 integration overflowed; expected a smaller |forcing| or dt")
         if self.normalize:
             mean, std = self.attractor_stats()
             states = (states - mean) / std

@@ -199,7 +199,7 @@ def permuted_stream(x_train, y_train, x_test, y_test, n_experiences: int, seed: 
     classes = tuple(np.union1d(y_train, y_test).tolist())
 
     def permute(x: np.ndarray, perm: np.ndarray) -> np.ndarray:
-        return x.reshape(x.shape[0], -1)[:, perm].reshape(x.shape)
+        return x.reshape(x.shape[0], perm.size)[:, perm].reshape(x.shape)  # N may be 0 (no test split)
 
     def build(i: int) -> Experience:
         perm = permutations[i]

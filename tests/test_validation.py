@@ -1,0 +1,329 @@
+"""Bad arguments raise ValueError/TypeError naming the argument (house rule), never an
+IndexError, KeyError, AttributeError, a broadcasting error, a silent wrong result or a NaN.
+
+One test per bug found by calling the public API adversarially; each fails without its fix.
+"""
+import importlib.util
+
+import numpy as np
+import pytest
+
+import seqcore
+from seqcore import cells, metrics, models, nn, ops, optim, schedules, tasks
+from seqcore.cells.stack import Bidirectional, Stack, stack
+from seqcore.tasks import streams
+
+RNG = np.random.default_rng(0)
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
+
+
+# -- scans and vjp ----------------------------------------------------------------------------
+
+def test_block_scan_rejects_empty_blocks():
+    A, b = np.zeros((2, 3, 1, 0, 0)), np.zeros((2, 3, 1, 0))
+    with pytest.raises(ValueError, match=r"^A: got blocks of shape \(0, 0\)"):
+        seqcore.block_scan(A, b)
+
+
+def test_value_and_grad_argnums_out_of_range():
+    f = seqcore.value_and_grad(lambda a: (a * a).sum(), argnums=3)
+    with pytest.raises(ValueError, match="^argnums: got 3"):
+        f(np.ones(2))
+    with pytest.raises(TypeError, match="^argnums: got 'x'"):
+        seqcore.value_and_grad(lambda a: a, argnums="x")
+
+
+def test_value_and_grad_needs_a_scalar_output():
+    with pytest.raises(ValueError, match=r"^f: returned ndarray of shape \(2,\)"):
+        seqcore.value_and_grad(lambda a: a * 2.0)(np.ones(2))
+
+
+def test_numpy_integer_sizes_are_integers():
+    # np.int64 used to be refused with "expected an integer"
+    assert cells.GRU(np.int64(2), np.int64(4)).hidden_size == 4
+    a = RNG.uniform(size=(1, 5, 2))
+    seqcore.linear_scan(a, a, method="chunked", chunk_size=np.int64(2))
+
+
+# -- cells ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", cells.names())
+def test_cell_params_must_be_float_arrays(name):
+    cell = cells.make(name, 2, 4)
+    params = cell.init(RNG, np.float64)
+    x = RNG.normal(size=(2, 3, 2))
+    key = cell.recurrent_keys[0] if cell.recurrent_keys else "weight_ih"
+    with pytest.raises(TypeError, match=rf"^params\['{key}'\]: got list"):
+        cell.apply({**params, key: params[key].tolist()}, x)      # was AttributeError
+    with pytest.raises(TypeError, match=rf"^params\['{key}'\]: got dtype int64"):
+        cell.apply({**params, key: params[key].astype(np.int64)}, x)  # was accepted
+
+
+def test_newton_scan_params_list_leaf():
+    cell = cells.GRU(2, 4)
+    params = {k: v.tolist() for k, v in cell.init(RNG, np.float64).items()}
+    with pytest.raises(TypeError, match=r"^params\['weight_ih'\]"):
+        seqcore.newton_scan(cell, params, RNG.normal(size=(1, 3, 2)))
+
+
+@pytest.mark.parametrize("name", ["mingru", "minlstm", "gru"])
+def test_newton_options_checked_where_unused(name):
+    cell = cells.make(name, 2, 4)
+    params, x = cell.init(RNG, np.float64), RNG.normal(size=(1, 3, 2))
+    mode = "parallel" if cell.linear_in_state else "sequential"
+    with pytest.raises(TypeError, match="^newton options: got unknown"):
+        cell.apply(params, x, mode=mode, tolerance=1e-3)
+    with pytest.raises(ValueError, match="^tol: got 0"):
+        cell.apply(params, x, mode=mode, tol=0)
+    cell.apply(params, x, mode=mode, tol=1e-3, max_iters=np.int64(4))  # valid options are accepted
+
+
+def test_stack_and_bidirectional_checks():
+    with pytest.raises(TypeError, match="^bidirectional: got 'yes'"):
+        stack(cells.LSTM, 2, 4, bidirectional="yes")
+    with pytest.raises(TypeError, match="^cell_class: got 'lstm'"):
+        stack("lstm", 2, 4)
+    with pytest.raises(TypeError, match=r"^layers\[0\]: got int"):
+        Stack((1, 2))
+    with pytest.raises(TypeError, match="^backward: got int"):
+        Bidirectional(cells.GRU(2, 4), 3)
+    bi = Bidirectional(cells.GRU(2, 4), cells.GRU(2, 4))
+    params, x = bi.init(RNG, np.float64), RNG.normal(size=(3, 5, 2))
+    with pytest.raises(ValueError, match=r"^params: got \['forward'\]"):   # was KeyError
+        bi.apply({"forward": params["forward"]}, x)
+    with pytest.raises(ValueError, match="^params: got"):
+        bi.constrain({})
+    with pytest.raises(TypeError, match="^h0: got ndarray"):             # was 'too many values to unpack'
+        bi.apply(params, x, np.zeros((3, 4)))
+
+
+# -- layers, models, losses -------------------------------------------------------------------
+
+def test_linear_checks_params_rng_and_bias_flag():
+    lin = nn.Linear(3, 2)
+    p, x = lin.init(RNG, np.float64), RNG.normal(size=(4, 3))
+    with pytest.raises(ValueError, match="^params: missing 'weight'"):   # was KeyError
+        lin.apply({}, x)
+    with pytest.raises(ValueError, match=r"^params\['bias'\]: got shape \(5,\)"):  # was a broadcasting error
+        lin.apply({**p, "bias": np.zeros(5)}, x)
+    with pytest.raises(TypeError, match=r"^params\['weight'\]: got dtype int64"):
+        lin.apply({**p, "weight": p["weight"].astype(np.int64)}, x)
+    with pytest.raises(TypeError, match="^rng: got int"):                # was AttributeError
+        lin.init(0)
+    with pytest.raises(TypeError, match="^dtype: got"):
+        lin.init(RNG, np.int32)
+    with pytest.raises(TypeError, match="^bias: got 'no'"):
+        nn.Linear(3, 2, bias="no")
+    with pytest.raises(ValueError, match=r"^x: got shape \(\)"):          # was IndexError
+        lin.apply(p, np.float64(1.0))
+
+
+def test_ops_linear_checks_x_and_bias():
+    w = np.zeros((2, 3))
+    with pytest.raises(TypeError, match="^x: got list"):
+        ops.linear([[1.0, 2.0, 3.0]], w)
+    with pytest.raises(ValueError, match=r"^bias: got shape \(4,\)"):
+        ops.linear(np.ones((1, 3)), w, np.zeros(4))
+
+
+def test_embedding_checks_params_and_empty_tokens():
+    emb = nn.Embedding(5, 3)
+    p = emb.init(RNG)
+    with pytest.raises(ValueError, match=r"^params\['weight'\]: got shape \(3, 3\)"):  # was IndexError
+        emb.apply({"weight": np.zeros((3, 3), np.float32)}, np.array([[4]]))
+    assert emb.apply(p, np.zeros((0, 2), np.int64)).shape == (0, 2, 3)  # was a NumPy reduction error
+
+
+def test_losses_need_a_class_axis():
+    with pytest.raises(ValueError, match=r"^logits: got shape \(\)"):     # was IndexError
+        nn.cross_entropy(np.float64(1.0), np.int64(0))
+    with pytest.raises(ValueError, match=r"^logits: got shape \(4, 0\)"):
+        nn.cross_entropy(np.zeros((4, 0)), np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match=r"^pred: got shape \(\)"):
+        nn.mse(np.float64(1.0), np.float64(1.0))
+
+
+def test_accuracy_checks_labels_and_mask():
+    logits = RNG.normal(size=(4, 3))
+    with pytest.raises(ValueError, match=r"^labels: got values in \[0, 7\]"):   # was a silent 0.75
+        nn.accuracy(logits, np.array([0, 1, 7, 1]))
+    with pytest.raises(ValueError, match=r"^labels: got shape \(4, 1\)"):      # was broadcast to (4, 4)
+        nn.accuracy(logits, np.zeros((4, 1), np.int64))
+    with pytest.raises(TypeError, match="^labels: got float64"):
+        nn.accuracy(logits, np.zeros(4))
+    with pytest.raises(ValueError, match=r"^mask: got shape \(3,\)"):
+        nn.accuracy(logits, np.zeros(4, np.int64), np.ones(3))
+    with pytest.raises(ValueError, match="^tolerance: got True"):
+        nn.tolerance_accuracy(logits, logits, True)
+    with pytest.raises(ValueError, match="^tolerance: got inf"):
+        nn.tolerance_accuracy(logits, logits, float("inf"))
+    with pytest.raises(ValueError, match=r"^mask: got shape \(5,\)"):
+        nn.tolerance_accuracy(logits, logits, 0.1, np.ones(5))
+
+
+H = models.HeadSpec
+
+
+def test_sequence_model_head_checks():
+    with pytest.raises(ValueError, match=r"^heads\[\]\.output_size: got 2\.5"):  # was truncated to 2
+        models.SequenceModel("gru", 2, 4, (H("a", 2.5, "last"),))
+    with pytest.raises(ValueError, match="^heads: got names"):
+        models.SequenceModel("gru", 2, 4, (H("a", 2, "last"), H("a", 3, "last")))
+    with pytest.raises(TypeError, match=r"^heads\[\]: got str"):               # was AttributeError
+        models.SequenceModel("gru", 2, 4, ("a",))
+    with pytest.raises(TypeError, match="^heads: got HeadSpec"):
+        models.SequenceModel("gru", 2, 4, H("a", 2, "last"))
+    with pytest.raises(TypeError, match="^bidirectional: got 'yes'"):
+        models.SequenceModel("gru", 2, 4, (H("a", 2, "last"),), bidirectional="yes")
+    with pytest.raises(TypeError, match="^cell_kwargs: got"):                   # was only at init
+        models.SequenceModel("gru", 2, 4, (H("a", 2, "last"),), cell_kwargs=(("foo", 1),))
+
+
+def _model_and_batch(loss="last"):
+    m = models.SequenceModel("gru", 2, 4, (H("a", 3, loss),))
+    x = RNG.normal(size=(5, 6, 2))
+    mask = np.zeros((5, 6))
+    mask[:, -1] = 1
+    y = np.array([0, 1, 2, 0, 1]) if loss == "last" else np.zeros((5, 6), np.int64)
+    return m, m.init(RNG, np.float64), (x, y, mask)
+
+
+def test_sequence_model_params_and_batch_checks():
+    m, params, batch = _model_and_batch()
+    with pytest.raises(ValueError, match=r"^params: got \['rnn'\]"):            # was KeyError
+        m.loss({"rnn": params["rnn"]}, batch)
+    with pytest.raises(ValueError, match=r"^params\['heads'\]: missing \['a'\]"):
+        m.loss({**params, "heads": {}}, batch)
+    with pytest.raises(ValueError, match=r"^params\['heads'\]\['a'\]\['bias'\]: got shape \(4,\)"):
+        m.loss({**params, "heads": {"a": {"weight": np.zeros((3, 4)), "bias": np.zeros(4)}}}, batch)
+    with pytest.raises(ValueError, match="^params: got"):
+        m.constrain({})
+    with pytest.raises(TypeError, match="^batch: got tuple of length 2"):        # was IndexError
+        m.loss(params, batch[:2])
+    with pytest.raises(TypeError, match="^heads: got 'a'"):
+        m.loss(params, batch, heads="a")
+    x, y, mask = batch
+    short = np.zeros((5, 3))
+    short[:, 0] = 1
+    with pytest.raises(ValueError, match=r"^mask: got shape \(5, 3\)"):         # was read as a (B, 3) mask
+        m.outputs(params, x, short)
+
+
+def test_example_losses_checks_labels_and_mask():
+    m, params, (x, y, mask) = _model_and_batch()
+    with pytest.raises(ValueError, match=r"^labels: got values in \[0, 3\]"):   # was IndexError
+        m.example_losses(params, (x, np.array([0, 1, 3, 0, 1]), mask))
+    m, params, (x, y, mask) = _model_and_batch("per_step")
+    losses = m.example_losses(params, (x, y, None))                           # was NaN with mask=None
+    assert np.all(np.isfinite(losses))
+    mr = models.SequenceModel("gru", 2, 4, (H("r", 2, "regression"),))
+    with pytest.raises(ValueError, match=r"^target: got shape \(5, 6, 3\)"):    # was a broadcasting error
+        mr.example_losses(mr.init(RNG, np.float64), (x, np.zeros((5, 6, 3)), mask))
+
+
+def test_several_heads_need_one_label_column_each():
+    m = models.SequenceModel("gru", 2, 4, (H("a", 3, "last"), H("b", 2, "last")))
+    params = m.init(RNG, np.float64)
+    x, mask = RNG.normal(size=(5, 6, 2)), np.ones((5, 6))
+    with pytest.raises(ValueError, match=r"^y: got shape \(5, 3\)"):             # extra column was ignored
+        m.loss(params, (x, np.zeros((5, 3), np.int64), mask))
+
+
+def test_mlp_checks():
+    mlp = models.MLP(4, (3,), 2)
+    params = mlp.init(RNG)
+    x = RNG.normal(size=(2, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="^params: got list of length 1"):     # silently skipped layers
+        mlp.apply(params[:1], x)
+    with pytest.raises(TypeError, match="^x: got list"):                        # was AttributeError
+        mlp.apply(params, x.tolist())
+    with pytest.raises(TypeError, match="^hidden_sizes: got 3"):
+        models.MLP(4, 3, 2)
+
+
+# -- optimizers and schedules -----------------------------------------------------------------
+
+def test_optimizer_flags_must_be_bool():
+    with pytest.raises(TypeError, match="^nesterov: got 'yes'"):
+        optim.sgd(0.1, momentum=0.9, nesterov="yes")
+    with pytest.raises(TypeError, match="^amsgrad: got 'x'"):
+        optim.adam(1e-3, amsgrad="x")
+    with pytest.raises(TypeError, match="^centered: got 'no'"):
+        optim.rmsprop(1e-2, centered="no")
+    with pytest.raises(TypeError, match="^staircase: got 'y'"):
+        schedules.exponential(1.0, 0.5, 10, staircase="y")
+
+
+def _step(opt, params, grads):
+    return opt.update(grads, opt.init(params), params)
+
+
+def test_schedule_values_must_be_finite_numbers():
+    p = {"w": np.zeros(2)}
+    with pytest.raises(ValueError, match="^learning_rate: schedule gave nan"):  # NaN parameters before
+        _step(optim.sgd(lambda s: float("nan")), p, p)
+    with pytest.raises(TypeError, match="^learning_rate: schedule gave 'x'"):
+        _step(optim.sgd(lambda s: "x"), p, p)
+    with pytest.raises(ValueError, match="^schedule: schedule gave inf"):
+        _step(optim.scale_by_schedule(lambda s: float("inf")), p, p)
+
+
+def test_apply_updates_checks_leaf_shapes():
+    params = {"w": np.zeros((2, 3))}
+    with pytest.raises(ValueError, match=r"^updates: got a leaf of shape \(1, 3\)"):  # was broadcast
+        optim.apply_updates(params, {"w": np.ones((1, 3))})
+    with pytest.raises(ValueError, match=r"^updates: got a leaf of shape \(3, 2\)"):
+        optim.apply_updates(params, {"w": np.ones((3, 2))})
+
+
+def test_global_norm_rejects_non_array_leaves():
+    with pytest.raises(TypeError, match="^tree: got a float leaf"):              # was AttributeError
+        optim.global_norm([1.0, 2.0])
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+def test_metrics_reject_complex_and_non_bool_flags():
+    R = np.eye(2)
+    with pytest.raises(TypeError, match="^R: got ndarray of dtype complex128"):  # imaginary part dropped
+        metrics.average_accuracy(R.astype(complex))
+    with pytest.raises(TypeError, match="^per_step: got 'yes'"):
+        metrics.average_accuracy(R, per_step="yes")
+    with pytest.raises(TypeError, match="^baseline: got str"):
+        metrics.fwt(R, "ab")
+    curve = metrics.EvalCurve(np.arange(2), np.array([0, 1]), np.ones((2, 2)))
+    with pytest.raises(TypeError, match="^per_task: got 'x'"):
+        metrics.lca(curve, 1, per_task="x")
+    with pytest.raises(TypeError, match=r"^records\[0\]\['accuracy'\]"):
+        metrics.EvalCurve.from_records([{"iteration": 0, "experience": 0, "accuracy": "ab"}])
+
+
+# -- tasks and streams ------------------------------------------------------------------------
+
+def test_lorenz_overflow_is_an_error_not_nan_data():
+    task = tasks.make("lorenz96", forcing=1e6, length=5, burn_in=5)
+    with pytest.raises(ValueError, match="^forcing: got forcing=1000000.0"):
+        task.sample(RNG, 2)
+
+
+def test_permuted_stream_with_an_empty_test_split():
+    x, y = RNG.normal(size=(8, 2, 3)), np.arange(8) % 2
+    stream = streams.permuted_stream(x, y, x[:0], y[:0], 2, 0)  # was a reshape error
+    assert stream[1].eval[0].shape == (0, 2, 3)
+
+
+# -- the numba backend rejects the same inputs through the shared front end ---------------------
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
+def test_numba_backend_rejects_the_same_inputs():
+    x = RNG.normal(size=(2, 3, 2))
+    with seqcore.use("numba"):
+        for cell in (cells.LSTM(2, 4), cells.DiagGRU(2, 4), cells.MinGRU(2, 4)):
+            params = cell.init(RNG, np.float64)
+            bad = {k: v.astype(np.int64) for k, v in params.items()}
+            with pytest.raises(TypeError, match=r"^params\['"):
+                cell.apply(bad, x)
+        with pytest.raises(ValueError, match=r"^A: got blocks of shape \(0, 0\)"):
+            seqcore.block_scan(np.zeros((2, 3, 1, 0, 0)), np.zeros((2, 3, 1, 0)))
+        with pytest.raises(ValueError, match=r"^labels: got values in \[0, 2\]"):
+            nn.cross_entropy(RNG.normal(size=(3, 2)), np.array([0, 1, 2]))
