@@ -59,6 +59,12 @@ def user_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
         if sep and options and name in options:
             text = f"{options[name]}: {rest}"
         raise click.ClickException(text) from exc
+    except MemoryError as exc:  # sizes too large for this machine (--hidden 10**8): say so, without a traceback
+        if _want_traceback():
+            raise
+        raise click.ClickException(f"out of memory ({one_line(exc)}); expected sizes that fit in this machine's "
+                                   "memory: lower the sizes given (--hidden, --batch-size, a length or a memory size)"
+                                   ) from exc
 
 
 # the exit status of a program killed by SIGPIPE (128 + 13), as `yes | head -1` leaves it
@@ -182,7 +188,9 @@ def load_config_file(path: str | Path) -> dict:
         data = _read_toml(path)
     else:
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_refuse_duplicates)
+        except _DuplicateKey as exc:
+            raise click.ClickException(f"{path}: key {exc.args[0]!r} given twice, expected each key once") from None
         except json.JSONDecodeError as exc:
             if suffix == ".json":
                 raise click.ClickException(f"{path}: not valid JSON ({one_line(exc)})") from exc
@@ -194,6 +202,13 @@ def load_config_file(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise click.ClickException(f"{path}: got a {type(data).__name__} at the top level, "
                                    "expected an object/table of TrainConfig fields")
+    spelled: dict[str, str] = {}
+    for key in data:  # "batch-size" and "batch_size" are one field: the file must not set it twice
+        field = str(key).replace("-", "_")
+        if field in spelled:
+            raise click.ClickException(f"{path}: keys {spelled[field]!r} and {key!r} both set {field}, "
+                                       "expected each field once")
+        spelled[field] = key
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
     known = {f.name for f in dataclasses.fields(TrainConfig)} | {"out"}
     unknown = sorted(set(data) - known)
@@ -201,6 +216,20 @@ def load_config_file(path: str | Path) -> dict:
         raise click.ClickException(f"{path}: unknown keys {unknown}; expected keys among {sorted(known)}")
     check_config_types(data, str(path))
     return data
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _refuse_duplicates(pairs: list) -> dict:
+    # json keeps the last of two equal keys silently; a config file that sets a field twice is a mistake
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
 
 
 _TYPE_CHECKS = {  # annotation of a TrainConfig field -> (test, what is expected)

@@ -6,6 +6,7 @@ hyperparameter is an option of ``continual`` (``--strength``, ``--memory-size``,
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -14,10 +15,11 @@ import click
 import numpy as np
 
 from seqcore import backends, cells, learners
-from seqcore.continual import CURRICULUM_TASKS, DATASETS, STREAMS, ContinualConfig, resume_continual, run_continual
+from seqcore.continual import (CURRICULUM_TASKS, DATASETS, STREAMS, ContinualConfig, is_continual_run,
+                               resume_continual, run_continual)
 from seqcore.metrics import EvalCurve
 from seqcore.plotting import pyplot
-from seqcore.runs import RunDir, read_json
+from seqcore.runs import RunDir, atomic_write, read_json, read_json_object
 
 from .common import KeyValue, OptionalFloat, NONE, user_errors
 
@@ -123,11 +125,16 @@ def _default_backend() -> str:
 def continual(ctx, out, overwrite, resume_run, quiet, synthetic_args, **options) -> None:
     """Train a continual-learning stream with a learner; write metrics.jsonl and summary.json to --out."""
     log = None if quiet else click.echo
-    with user_errors():
+    if not out.strip():
+        raise click.ClickException(f"--out: got {out!r}, expected a directory path")
+    with user_errors(_option_names(ctx, synthetic_args)):
         if resume_run:
             _refuse_options_on_resume(ctx)
             if not (Path(out) / "checkpoint.npz").exists():
                 raise click.ClickException(f"--out: {out} holds no run to resume (no checkpoint.npz)")
+            if _is_training_run(out):
+                raise click.ClickException(f"--out: {out} holds a `seqcore train` run, not a continual one; "
+                                           f"continue it with `seqcore resume {out}`")
             summary, _ = resume_continual(out, quiet=quiet, log=log)
         else:
             config = build_config(options, synthetic_args)
@@ -135,6 +142,29 @@ def continual(ctx, out, overwrite, resume_run, quiet, synthetic_args, **options)
     if summary["status"] not in ("completed",):
         raise click.ClickException(f"run {summary['status']}: {summary['message']}")
     click.echo(format_report(read_json(Path(out) / "summary.json")))  # also with -q, as `train -q` prints its summary
+
+
+def _is_training_run(out: str) -> bool:
+    """Whether ``out`` holds a ``seqcore train`` run (its config.json has TrainConfig's ``curriculum``)."""
+    try:
+        config = read_json(RunDir(out).config)
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "curriculum" in config and not is_continual_run(out)
+
+
+def _option_names(ctx: click.Context, synthetic_args=()) -> dict:
+    """``user_errors`` names: the library's ``strength: got -1.0`` is shown as ``--strength: ...``.
+
+    Every ContinualConfig field and learner hyperparameter is the option of the same name; the
+    stream builders call ``experiences`` ``n_experiences``, clipping calls ``clip`` ``max_norm``,
+    and the synthetic data's settings come from ``--synthetic KEY=VALUE``.
+    """
+    # not "out": RunDir's messages already say "out: ... (--out)", as `seqcore train`'s do
+    names = {p.name: max(p.opts, key=len) for p in ctx.command.params if p.opts and p.name != "out"}
+    names.update({key: f"--synthetic {key}" for key, _ in synthetic_args})
+    names.update(n_experiences="--experiences", max_norm="--clip")
+    return names
 
 
 # the options that make sense with --resume; any other would be silently ignored
@@ -178,13 +208,17 @@ def _fmt(v) -> str:
     return "   -  " if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:6.3f}"
 
 
+def _seconds(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def format_report(summary: dict) -> str:
     """The accuracy matrix and every metric of a run's ``summary.json``, as text."""
     R = summary.get("accuracy_matrix") or []
     n = len(R)
     lines = [f"learner {summary.get('learner')}  model {summary.get('model')}  stream {summary.get('stream')} "
              f"({summary.get('dataset')}, {summary.get('scenario', '?')}-incremental)  status {summary.get('status')}  steps {summary.get('steps')}  "
-             f"wall time {summary.get('wall_time_s', float('nan')):.1f} s",
+             f"wall time {_seconds(summary.get('wall_time_s'))} s",
              "", "accuracy matrix R[i, j] (row: after training experience i; column: experience j)",
              "        " + " ".join(f"{'exp ' + str(j):>6}" for j in range(n))]
     for i, row in enumerate(R):
@@ -198,15 +232,52 @@ def format_report(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _is_number_or_none(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _check_summary(summary: dict, source) -> None:
+    """ClickException naming ``source`` when ``summary`` is not what ``format_report`` can print
+    (a summary.json edited or damaged by hand: a string where a number belongs, a matrix that is not rows)."""
+    R = summary["accuracy_matrix"]
+    if not (isinstance(R, list) and all(isinstance(row, list) and all(map(_is_number_or_none, row)) for row in R)):
+        raise click.ClickException(f"{source}: accuracy_matrix: got {R!r:.60}, expected a list of rows of "
+                                   "numbers (null for not evaluated)")
+    baseline = summary.get("baseline")
+    if baseline is not None and not (isinstance(baseline, list) and all(map(_is_number_or_none, baseline))):
+        raise click.ClickException(f"{source}: baseline: got {baseline!r:.60}, expected a list of numbers")
+    for key in (*METRICS, "wall_time_s"):
+        if not _is_number_or_none(summary.get(key)):
+            raise click.ClickException(f"{source}: {key}: got {summary[key]!r:.60}, expected a number or null")
+
+
+def _check_plot_path(path: str) -> None:
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise click.ClickException(f"--plot: got {path!r}, whose directory {str(folder)!r} does not exist; "
+                                   "expected a file in an existing directory")
+    suffix = Path(path).suffix[1:].lower()
+    if suffix and pyplot() is not None:  # without matplotlib nothing is plotted: nothing to check
+        from matplotlib.backend_bases import FigureCanvasBase
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if suffix not in formats:
+            raise click.ClickException(f"--plot: got {path!r}, expected a file name ending in a format matplotlib "
+                                       f"writes ({', '.join(sorted(formats))})")
+
+
 def plot_curves(run_dir: str | Path, path: str | Path) -> Path | None:
     """Per-iteration accuracy of every experience (the stability gap) into ``path``; None without matplotlib."""
     plt = pyplot()
     if plt is None:
         return None
-    records = RunDir(run_dir).read_metrics()
+    rd = RunDir(run_dir)
+    records = rd.read_metrics()
     if not records:
         return None
-    curve = EvalCurve.from_records(records)
+    try:
+        curve = EvalCurve.from_records(records)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{rd.metrics}: {exc}") from exc
     fig, ax = plt.subplots(figsize=(8, 4))
     for j in range(curve.accuracy.shape[1]):
         seen = curve.experience >= j
@@ -219,8 +290,18 @@ def plot_curves(run_dir: str | Path, path: str | Path) -> Path | None:
     ax.legend(fontsize=7, ncol=2, loc="lower left")
     ax.set_title(f"continual evaluation: {Path(run_dir).name}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    # rendered in memory, then written atomically like every run file; the suffix picks the format
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format=Path(path).suffix[1:].lower() or None, dpi=120)
+    except ValueError as exc:  # an unknown format
+        raise ValueError(f"plot: got {str(path)!r}: {exc}") from exc
+    finally:
+        plt.close(fig)
+    try:
+        atomic_write(path, buf.getvalue())
+    except OSError as exc:
+        raise ValueError(f"plot: got {str(path)!r}, which cannot be written ({exc.strerror or exc})") from exc
     return Path(path)
 
 
@@ -232,16 +313,19 @@ def plot_curves(run_dir: str | Path, path: str | Path) -> Path | None:
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json as it is.")
 def report(run_dir: str, plot_path: str | None, no_plot: bool, as_json: bool) -> None:
     """Print a continual run's accuracy matrix and metrics (and plot its curves when matplotlib is present)."""
-    with user_errors():
+    with user_errors({"plot": "--plot"}):
         summary_path = Path(run_dir) / "summary.json"
         if not summary_path.exists():
             raise click.ClickException(f"{run_dir}: no summary.json (not a finished `seqcore continual` run?)")
-        summary = read_json(summary_path)
+        summary = read_json_object(summary_path)
         if "accuracy_matrix" not in summary:
             raise click.ClickException(f"{summary_path}: no accuracy_matrix (not a `seqcore continual` run)")
-        if as_json:
+        if as_json:  # as it is, even when damaged
             click.echo(json.dumps(summary, indent=2))
             return
+        _check_summary(summary, summary_path)
+        if plot_path is not None and not no_plot:  # before the report is printed, not after it
+            _check_plot_path(plot_path)
         click.echo(format_report(summary))
         if not no_plot:
             saved = plot_curves(run_dir, plot_path or Path(run_dir) / "accuracy.png")

@@ -16,7 +16,7 @@ import numpy as np
 
 from seqcore import backends, cells, tasks
 from seqcore.backends import BackendUnavailable, heap
-from seqcore.runs import RunDir, load_checkpoint, read_json
+from seqcore.runs import RunDir, load_checkpoint, read_json_object
 from seqcore.tasks.idx import DEFAULT_DATA_DIRS
 from seqcore import train as train_module
 from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, Run, TrainConfig
@@ -203,6 +203,7 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     base = load_config_file(config_file) if config_file else {}
     out = base.pop("out", None)
     merged = dict(base)
+    given = {key for key, value in options.items() if value is not None}
     for key, value in options.items():
         if value is not None:
             merged[key] = None if value is NONE else value
@@ -226,8 +227,10 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     in_file = f" (or {{}} in {config_file})" if config_file else ""
     options = {f"{kind}_kwargs": f"--{kind}-arg" + in_file.format(f"{kind}_kwargs")
                for kind in ("task", "curriculum", "cell")}
-    with user_errors(options):
+    with user_errors({**options, **_source_names(given, base, config_file)}):
         cfg = TrainConfig.from_dict(merged)
+        # the optimizer's own checks (and the schedule's), before the header line and the run directory
+        train_module.build_optimizer(cfg)
     # a field's own check says "n: got -3, ...": name the option that set it
     with user_errors(_field_options(options, "task", cfg.task, cfg.task_kwargs, in_file)):
         task = tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs)
@@ -241,6 +244,20 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     with user_errors(_field_options(options, "cell", cfg.cell, cfg.cell_kwargs, in_file)):
         cells.make(cfg.cell, input_size, cfg.hidden, **cfg.cell_kwargs)
     return cfg, out
+
+
+_FLAGS = {name: flag for flag, name, _, _ in _TRAIN_OPTIONS}
+
+
+def _source_names(given: set, base: dict, config_file: str | None) -> dict:
+    """``user_errors`` names for TrainConfig's fields: ``lr: got -1.0`` is shown as ``--lr: ...``
+    when the value came from the command line (``given``), as ``lr (in run.toml): ...`` when it
+    came from the config file (the library names the field; the user needs to know what to change)."""
+    names = {}
+    for name, flag in _FLAGS.items():
+        names[name] = f"{name} (in {config_file})" if name in base and name not in given else flag
+    names["max_norm"] = names["clip"]  # the clipping transformation's own name for it
+    return names
 
 
 def _field_options(options: dict, kind: str, name: str, kwargs: dict, in_file: str) -> dict:
@@ -275,6 +292,8 @@ def train(task_args, curriculum_args, cell_args, data_dir, dataset, config_file,
           **options) -> None:
     """Train a model and write a run directory (config, metrics, summary, checkpoint)."""
     cfg, file_out = build_config(config_file, options, task_args, curriculum_args, cell_args, data_dir, dataset)
+    if out is not None and not out.strip():  # "" would silently fall back to the default directory
+        raise click.ClickException(f"--out: got {out!r}, expected a directory path")
     out = out or file_out or os.path.join("runs", f"{cfg.task}-{cfg.curriculum}-{cfg.cell}")
     with user_errors():  # before the header line: an unusable --out prints nothing else
         rd = RunDir(out)
@@ -301,7 +320,7 @@ def _run_config(run_dir: str) -> TrainConfig:
         raise click.ClickException(f"{run_dir}: a continual run; continue it with `seqcore continual --resume "
                                    f"--out {run_dir}` and show it with `seqcore report {run_dir}`")
     with user_errors():
-        return TrainConfig.from_dict(read_json(rd.config))
+        return TrainConfig.read(rd.config)
 
 
 def _checkpoint_step(run_dir: str) -> int:
@@ -330,7 +349,7 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
                                    f"pass --steps N (N > {done}) to train longer")
     rd = RunDir(run_dir)
     with user_errors():
-        previous = read_json(rd.summary).get("status") if rd.summary.exists() else None
+        previous = read_json_object(rd.summary).get("status") if rd.summary.exists() else None
     if steps is None and previous in ("curriculum-finished", "target-reached"):
         raise click.ClickException(f"{run_dir}: the run already stopped ({previous}); "
                                    "pass --steps N to train it further anyway")
@@ -401,6 +420,13 @@ def evaluate_run(run: Run, batches) -> dict:
         return run.evaluate(batches=batches)
 
 
+def _counted(batches, sizes: list):
+    """``batches`` as they come, with each batch's number of sequences appended to ``sizes``."""
+    for batch in batches:
+        sizes.append(batch[0].shape[0])
+        yield batch
+
+
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--batches", "num_batches", type=click.IntRange(min=1),
@@ -423,17 +449,19 @@ def eval_(run_dir, num_batches, batch_size, seed, run_eval_set, backend, as_json
     with user_errors():
         if run_eval_set or isinstance(task, tasks.DatasetTask):
             source = "the run's evaluation set" if run_eval_set else "the test split"
-            batches = list(task.eval_batches(batch_size, num_batches))
+            batches = task.eval_batches(batch_size, num_batches)
         else:
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
             source = f"fresh batches, seed {seed}"
-            batches = [task.sample(rng, batch_size) for _ in range(num_batches)]
-        results = evaluate_run(run, batches)
+            # drawn one at a time as they are scored: --batches × --batch-size need not fit in memory at once
+            batches = (task.sample(rng, batch_size) for _ in range(num_batches))
+        sizes = []
+        results = evaluate_run(run, _counted(batches, sizes))
     step = run.trainer.step_count
     if as_json:
         click.echo(json.dumps({"step": step, "level": run.curriculum.level, "heads": results}, indent=2))
         return
-    n_seq = sum(b[0].shape[0] for b in batches)
+    n_seq = sum(sizes)
     level = f", N {run.curriculum.level}" if run.curriculum.level is not None else ""
     click.echo(f"{run_dir}: step {step}{level}; {n_seq} sequences ({source}), {cfg.backend} backend")
     for line in _head_table(results):

@@ -39,7 +39,6 @@ the sample's own head (:meth:`seqcore.learners.Learner.mask_heads`).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -51,7 +50,7 @@ import numpy as np
 from . import backends, learners, metrics, optim
 from .learners.base import ExperienceData
 from .learners.classifiers import MLPClassifier, RNNClassifier
-from .runs import JsonConfig, RunDir, atomic_write, load_checkpoint, read_json, save_checkpoint, write_json
+from .runs import JsonConfig, RunDir, atomic_write, load_checkpoint, read_json, restoring, save_checkpoint, write_json
 from .train import Trainer, TrainingDiverged, progress_bar
 from .tree import tree_map
 from .validate import check_choice, check_positive_int
@@ -153,10 +152,10 @@ class ContinualConfig(JsonConfig):
             raise ValueError(f"seed: got {self.seed!r}, expected an integer >= 0")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr: got {self.lr!r}, expected a positive number")
-        if not 0 <= self.momentum < 1:
+        if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum: got {self.momentum!r}, expected a number in [0, 1)")
-        if self.clip is not None and not self.clip > 0:
-            raise ValueError(f"clip: got {self.clip!r}, expected a positive number or None")
+        if self.clip is not None and not (_is_number(self.clip) and self.clip > 0):
+            raise ValueError(f"clip: got {self.clip!r}, expected a positive finite number or None")
         for name in ("synthetic", "learner_kwargs"):
             if not isinstance(getattr(self, name), dict):
                 raise TypeError(f"{name}: got {type(getattr(self, name)).__name__}, expected a dict")
@@ -165,6 +164,11 @@ class ContinualConfig(JsonConfig):
             raise ValueError(f"synthetic: got unknown keys {unknown}, expected some of {sorted(SYNTHETIC_DEFAULTS)}")
         learners.make(self.learner, **self.learner_kwargs)  # validates the hyperparameters
 
+
+
+def _is_number(value) -> bool:
+    """A finite int or float (not a bool, a string or NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------- data, stream, model
@@ -298,7 +302,12 @@ class _Run:
         pick = np.random.default_rng([cfg.seed, 3])
         self.eval_sets = []
         for j in range(self.n):
-            x, y = self._experience(j, keep=j == 0).eval
+            exp = self._experience(j, keep=j == 0)
+            # found now, not at experience j's first step, after the run directory was written
+            if exp.n_train is not None and exp.n_train < cfg.batch_size:
+                raise ValueError(f"batch_size: got {cfg.batch_size}, expected at most {exp.n_train}, the training "
+                                 f"samples of experience {j}")
+            x, y = exp.eval
             index = np.sort(pick.permutation(len(y))[: cfg.eval_size])
             self.eval_sets.append((x[index], self.global_labels(j, np.asarray(y)[index])))
         self.R = np.full((self.n, self.n), np.nan)
@@ -380,14 +389,18 @@ class _Run:
 
     def load(self, path) -> None:
         arrays, meta = load_checkpoint(path)
-        self.trainer.load_state_arrays(arrays, meta["step"])
-        self.learner.load_state_dict(arrays, meta["learner"])
-        self.R, self.baseline = np.array(arrays["R"]), np.array(arrays["baseline"])
-        self.experience, self.step_in_experience = int(meta["experience"]), int(meta["step_in_experience"])
-        self.started = bool(meta["started"])
-        self.records_at_checkpoint = int(meta["records"])
-        self.rng.bit_generator.state = meta["rng"]
-        self.elapsed, self.last_loss = float(meta["elapsed"]), float(meta["last_loss"])
+        with restoring(path):
+            self.trainer.load_state_arrays(arrays, meta["step"])
+            self.learner.load_state_dict(arrays, meta["learner"])
+            self.R, self.baseline = np.array(arrays["R"]), np.array(arrays["baseline"])
+            self.experience, self.step_in_experience = int(meta["experience"]), int(meta["step_in_experience"])
+            self.started = bool(meta["started"])
+            self.records_at_checkpoint = int(meta["records"])
+            self.rng.bit_generator.state = meta["rng"]
+            self.elapsed, self.last_loss = float(meta["elapsed"]), float(meta["last_loss"])
+            if self.R.shape != (self.n, self.n) or not 0 <= self.experience <= self.n:
+                raise ValueError(f"R: got shape {self.R.shape} at experience {self.experience}, expected "
+                                 f"({self.n}, {self.n}) and an experience in [0, {self.n}]")
 
     # -- summary -------------------------------------------------------------------------------
     def summary(self, rd: RunDir | None, status: str, message: str) -> dict:
@@ -529,12 +542,12 @@ def resume_continual(out: str, *, quiet: bool = False, log: Callable[[str], None
                      stop_at_step: int | None = None) -> tuple[dict, Any]:
     """Continue the continual run in directory ``out`` from its last checkpoint."""
     rd = RunDir(out)
-    cfg = ContinualConfig.from_dict(read_json(rd.config))
+    cfg = ContinualConfig.read(rd.config)
     run = _Run(cfg)
     run.load(rd.checkpoint)
     lines = rd.metrics.read_text().splitlines(keepends=True) if rd.metrics.exists() else []
     lines = lines[: run.records_at_checkpoint]  # drop evaluations logged after the checkpoint
     atomic_write(rd.metrics, "".join(lines).encode())
-    run.curve_records = [json.loads(ln) for ln in lines if ln.strip()]
+    run.curve_records = rd.read_metrics()  # a damaged line is an error naming the file and line
     summary = _loop(run, rd, quiet, log, stop_at_step)
     return summary, run.trainer.params

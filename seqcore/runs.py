@@ -11,14 +11,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from .tree import tree_paths
 
-__all__ = ["JsonConfig", "RunDir", "atomic_write", "write_json", "read_json", "save_checkpoint", "load_checkpoint",
-           "params_to_arrays", "params_from_arrays"]
+__all__ = ["JsonConfig", "RunDir", "atomic_write", "write_json", "read_json", "read_json_object", "save_checkpoint",
+           "load_checkpoint", "restoring", "params_to_arrays", "params_from_arrays"]
 
 
 class JsonConfig:
@@ -31,11 +31,23 @@ class JsonConfig:
     @classmethod
     def from_dict(cls, d: dict):
         import dataclasses
+        if not isinstance(d, dict):  # a list's items would be reported as "unknown keys"
+            raise ValueError(f"config: got a {type(d).__name__}, expected an object of {cls.__name__} fields")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"config: unknown keys {unknown}; expected keys among {sorted(known)}")
         return cls(**d)
+
+    @classmethod
+    def read(cls, path):
+        """The configuration saved in ``path`` (a run's ``config.json``); a ValueError naming the
+        file when it is not one (``hidden: got 'x', ...`` alone would not say where to look)."""
+        data = read_json(path)
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
@@ -73,6 +85,8 @@ def write_json(path, obj) -> None:
 
 
 def read_json(path) -> Any:
+    """The JSON value in ``path``; FileNotFoundError when missing, ValueError naming the file when
+    it cannot be read or parsed. Run files (config, summary) must be objects: see :func:`read_json_object`."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found")
@@ -80,6 +94,16 @@ def read_json(path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    except (OSError, UnicodeDecodeError) as exc:  # a directory in the way, no permission, binary junk
+        raise ValueError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from exc
+
+
+def read_json_object(path) -> dict:
+    """:func:`read_json` of a file that must hold a JSON object (``config.json``, ``summary.json``)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: got a JSON {type(data).__name__}, expected an object")
+    return data
 
 
 def params_to_arrays(params, prefix: str = "params/", to_numpy=np.asarray) -> dict[str, np.ndarray]:
@@ -123,8 +147,33 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
             arrays = {k: z[k] for k in z.files}
     except Exception as exc:  # zip errors, truncated files
         raise ValueError(f"{path}: unreadable checkpoint ({exc})") from exc
-    meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    if "__meta__" not in arrays:
+        raise ValueError(f"{path}: unreadable checkpoint (no __meta__ record; expected a file written by a "
+                         "seqcore run)")
+    try:
+        meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable checkpoint (its __meta__ record is not JSON: {exc})") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: unreadable checkpoint (__meta__: got a JSON {type(meta).__name__}, "
+                         "expected an object)")
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"{path}: unreadable checkpoint (__meta__ step: got {step!r}, expected an integer >= 0)")
     return arrays, meta
+
+
+@contextlib.contextmanager
+def restoring(path) -> Iterator[None]:
+    """Around restoring a run from the checkpoint ``path``: a record missing from it, or one that
+    does not fit the run's config.json, is a ValueError naming the file (not a bare KeyError)."""
+    try:
+        yield
+    except KeyError as exc:
+        raise ValueError(f"{path}: no {exc.args[0]!r} record; expected a checkpoint of this run") from exc
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: cannot be restored ({exc}); expected a checkpoint written by the run of "
+                         "this config.json") from exc
 
 
 class RunDir:
@@ -180,11 +229,31 @@ class RunDir:
         """Drop log lines written after ``last_step`` (work lost by an interrupted run)."""
         if not self.metrics.exists():
             return
-        keep = [ln for ln in self.metrics.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= last_step]
+        # a run killed while appending leaves a partial last line: work after the checkpoint, dropped
+        keep = [ln for ln, r in self._records(drop_partial_tail=True) if r.get("step", 0) <= last_step]
         atomic_write(self.metrics, ("\n".join(keep) + "\n").encode() if keep else b"")
 
     def read_metrics(self) -> list[dict]:
+        """The records of ``metrics.jsonl`` (a ValueError naming the file and line for a bad one)."""
         if not self.metrics.exists():
             return []
-        return [json.loads(ln) for ln in self.metrics.read_text().splitlines() if ln.strip()]
+        return [r for _, r in self._records()]
+
+    def _records(self, drop_partial_tail: bool = False) -> list[tuple[str, dict]]:
+        try:
+            lines = [(i, ln) for i, ln in enumerate(self.metrics.read_text().splitlines(), 1) if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{self.metrics}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from exc
+        records = []
+        for k, (i, ln) in enumerate(lines):
+            try:
+                record = json.loads(ln)
+            except json.JSONDecodeError as exc:
+                if drop_partial_tail and k == len(lines) - 1:
+                    break
+                raise ValueError(f"{self.metrics}: line {i}: not valid JSON ({exc})") from exc
+            if not isinstance(record, dict):
+                raise ValueError(f"{self.metrics}: line {i}: got a JSON {type(record).__name__}, "
+                                 "expected one object per line")
+            records.append((ln, record))
+        return records

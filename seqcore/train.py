@@ -23,7 +23,8 @@ import numpy as np
 from . import backends, optim, schedules
 from .autodiff import vjp
 from .models import HeadSpec, SequenceModel
-from .runs import JsonConfig, RunDir, load_checkpoint, params_from_arrays, params_to_arrays, read_json, save_checkpoint, write_json
+from .runs import (JsonConfig, RunDir, load_checkpoint, params_from_arrays, params_to_arrays, read_json_object,
+                   restoring, save_checkpoint, write_json)
 from .tree import tree_leaves, tree_map
 from .validate import check_choice, check_positive_int
 
@@ -87,15 +88,23 @@ class TrainConfig(JsonConfig):
         check_choice("dtype", self.dtype, tuple(DTYPES))
         for name in ("hidden", "layers", "steps", "batch_size", "eval_every", "eval_batches", "eval_batch_size"):
             check_positive_int(name, getattr(self, name))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed: got {self.seed!r}, expected an integer >= 0")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        check_positive_int("seed", self.seed, minimum=0)
+        if not (_is_number(self.lr) and self.lr > 0):
             raise ValueError(f"lr: got {self.lr!r}, expected a positive number")
-        if self.clip is not None and not self.clip > 0:
-            raise ValueError(f"clip: got {self.clip!r}, expected a positive number or None")
-        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
-            raise ValueError(f"target_accuracy: got {self.target_accuracy!r}, expected a number in (0, 1]")
-        if self.warmup < 0 or self.warmup >= self.steps:
+        # checked here, not only when the optimizer is built: a bad value must fail before the run starts
+        if self.clip is not None and not (_is_number(self.clip) and self.clip > 0):
+            raise ValueError(f"clip: got {self.clip!r}, expected a positive finite number or None")
+        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay: got {self.weight_decay!r}, expected a finite number >= 0")
+        if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum: got {self.momentum!r}, expected a number in [0, 1)")
+        if self.optimizer == "nesterov" and self.momentum == 0:
+            raise ValueError(f"momentum: got {self.momentum!r} with optimizer 'nesterov', expected a number in (0, 1)")
+        if self.target_accuracy is not None and not (_is_number(self.target_accuracy)
+                                                     and 0 < self.target_accuracy <= 1):
+            raise ValueError(f"target_accuracy: got {self.target_accuracy!r}, expected a number in (0, 1] or None")
+        check_positive_int("warmup", self.warmup, minimum=0)
+        if self.warmup >= self.steps:
             raise ValueError(f"warmup: got {self.warmup}, expected 0 <= warmup < steps={self.steps}")
         if self.checkpoint_every is not None:
             check_positive_int("checkpoint_every", self.checkpoint_every)
@@ -106,6 +115,11 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"task_kwargs: got seed={self.task_kwargs['seed']!r}, expected no seed: the task's "
                              "seed is the run's `seed` field (--seed on the command line)")
 
+
+
+def _is_number(value) -> bool:
+    """A finite int or float (not a bool, a string or NaN): what every numeric field needs."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _after_warmup(decay: Callable[[int], float], lr: float, warmup: int) -> Callable[[int], float]:
@@ -339,12 +353,20 @@ class Run:
 
     def load(self, path) -> None:
         arrays, meta = load_checkpoint(path)
-        self.trainer.load_state_arrays(arrays, meta["step"])
-        self.rng.bit_generator.state = meta["rng"]
-        cur = dict(meta["curriculum"])
-        cur.update({k[len("curriculum/"):]: v for k, v in arrays.items() if k.startswith("curriculum/")})
-        self.curriculum.load_state_dict(cur)
-        self.history = list(meta.get("history", []))
+        with restoring(path):
+            self.trainer.load_state_arrays(arrays, meta["step"])
+            self.rng.bit_generator.state = meta["rng"]
+            cur = dict(meta["curriculum"])
+            cur.update({k[len("curriculum/"):]: v for k, v in arrays.items() if k.startswith("curriculum/")})
+            self.curriculum.load_state_dict(cur)
+            self.history = list(meta.get("history", []))
+        # checkpoints only ever hold finite parameters: anything else is a damaged file, and training
+        # on from it would only report "diverged" at once
+        bad = [k for k, v in arrays.items() if k.startswith("params/") and v.dtype.kind == "f"
+               and not np.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"{path}: {bad[0]!r} holds NaN or Inf, expected the finite parameters a "
+                             "checkpoint is written with (the file is damaged)")
 
 
 def progress_bar(total: int, initial: int, quiet: bool):
@@ -473,7 +495,7 @@ def load_run(out: str, backend: str | None = None) -> Run:
         missing = "config.json" if not rd.config.exists() else "checkpoint.npz"
         raise ValueError(f"out: got {str(out)!r}, which holds no run (no {missing}); "
                          "expected a directory written by train(config, out=...) or `seqcore train --out`")
-    cfg = TrainConfig.from_dict(read_json(rd.config))
+    cfg = TrainConfig.read(rd.config)
     if backend is not None:
         cfg = dataclasses.replace(cfg, backend=backend)
     run = Run(cfg)
@@ -490,14 +512,17 @@ def resume(out: str, *, hooks: Hooks | None = None, quiet: bool = False,
     is dropped (``config.json`` records null) and a finished curriculum stays at its last N.
     """
     rd = RunDir(out)
-    cfg_dict = read_json(rd.config)
-    previous = read_json(rd.summary).get("status") if rd.summary.exists() else None
+    cfg_dict = read_json_object(rd.config)
+    previous = read_json_object(rd.summary).get("status") if rd.summary.exists() else None
     stopped = previous in ("curriculum-finished", "target-reached")
     if steps is not None:
         cfg_dict["steps"] = steps
         if stopped:  # else the target check would stop it again at its next evaluation
             cfg_dict["target_accuracy"] = None
-    cfg = TrainConfig.from_dict(cfg_dict)
+    try:
+        cfg = TrainConfig.from_dict(cfg_dict)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{rd.config}: {exc}") from exc
     run = Run(cfg, hooks)
     run.load(rd.checkpoint)
     if run.trainer.step_count >= cfg.steps or (stopped and steps is None):

@@ -532,3 +532,235 @@ def test_multi_head_cell_fields_are_checked_against_the_real_sizes(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "r" / "config.json").read_text())["cell_kwargs"] == {"heads": 2}
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 4
+
+
+# -- adversarial inputs ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--clip", "inf"], "Error: --clip: got inf, expected a positive finite number or None"),
+    (["--momentum", "2"], "Error: --momentum: got 2.0, expected a number in [0, 1)"),  # ignored by adam, still wrong
+    (["--optimizer", "sgd", "--momentum", "nan"], "Error: --momentum: got nan, expected a number in [0, 1)"),
+    (["--optimizer", "nesterov", "--momentum", "0"], "Error: --momentum: got 0.0 with optimizer 'nesterov'"),
+    (["--weight-decay", "nan"], "Error: --weight-decay: got nan, expected a finite number >= 0"),
+    (["--batch-size", "-1"], "Error: --batch-size: got -1, expected an integer >= 1"),
+    (["--eval-every", "0"], "Error: --eval-every: got 0, expected an integer >= 1"),
+    (["--warmup", "-1"], "Error: --warmup: got -1, expected an integer >= 0"),
+])
+def test_optimizer_and_run_fields_name_their_option_before_anything_is_printed(tmp_path, args, message):
+    result = invoke("train", *TINY, *args, "--out", tmp_path / "r")  # not --quiet: no header line either
+    assert_one_line_error(result)
+    assert message in result.stderr
+    assert result.stdout == "" and not (tmp_path / "r").exists()
+
+
+def test_config_file_values_name_the_file_and_key(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"seed": -1, "checkpoint_every": 5}))
+    result = invoke("train", *TINY, "--config", path, "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert f"Error: seed (in {path}): got -1, expected an integer >= 0" in result.stderr
+    path.write_text(json.dumps({"lr": -2.0}))  # the command line's value wins, and is the one named
+    result = invoke("train", *TINY, "--config", path, "--lr", "-3", "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert "Error: --lr: got -3.0" in result.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"steps": 3, "steps": 4}', "key 'steps' given twice"),
+    ('{"batch-size": 3, "batch_size": 4}', "keys 'batch-size' and 'batch_size' both set batch_size"),
+])
+def test_config_file_setting_a_field_twice_is_refused(tmp_path, text, message):
+    path = tmp_path / "cfg.json"
+    path.write_text(text)
+    result = invoke("train", *TINY, "--config", path, "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert message in result.stderr and str(path) in result.stderr
+
+
+def test_out_of_memory_and_empty_out_are_one_line(tmp_path, monkeypatch):
+    def too_big(self, cfg, hooks=None):  # what --hidden 100000000 does, without allocating gigabytes first
+        raise MemoryError("Unable to allocate 284. PiB for an array with shape (400000000, 100000000)")
+
+    with monkeypatch.context() as m:
+        m.setattr(Run, "__init__", too_big)
+        result = invoke("train", *TINY, "--hidden", 10**8, "-q", "--out", tmp_path / "big")
+    assert_one_line_error(result)
+    assert "out of memory (Unable to allocate 284. PiB" in result.stderr and "--hidden" in result.stderr
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", *TINY, "-q", "--out", "")
+    assert_one_line_error(result)
+    assert "Error: --out: got '', expected a directory path" in result.stderr
+    assert not (tmp_path / "runs").exists()  # not the default directory instead
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base") / "run"
+    ok("train", *TINY, "--steps", 10, "--eval-every", 5, "--out", out, "-q")
+    return out
+
+
+def _replace_checkpoint(run, arrays=None, **meta_changes):
+    from seqcore.runs import save_checkpoint
+    old_arrays, meta = load_checkpoint(run / "checkpoint.npz")
+    meta.update(meta_changes)
+    meta = {k: v for k, v in meta.items() if v is not None}
+    save_checkpoint(run / "checkpoint.npz", old_arrays if arrays is None else arrays(old_arrays), meta)
+
+
+def _edit_json(name, change):
+    def edit(run):
+        data = json.loads((run / name).read_text())
+        (run / name).write_text(json.dumps(change(data)))
+    return edit
+
+
+def _no_meta(run):
+    arrays, _ = load_checkpoint(run / "checkpoint.npz")
+    np.savez(run / "checkpoint.npz", **arrays)
+
+
+DAMAGE = {  # name -> (edit of a finished run's directory, message of both resume and eval or None for eval)
+    "config a list": (lambda run: (run / "config.json").write_text("[1]"),
+                      "config.json: config: got a list, expected an object of TrainConfig fields", True),
+    "config type": (_edit_json("config.json", lambda d: {**d, "hidden": "x"}),
+                    "config.json: hidden: got 'x', expected an integer >= 1", True),
+    "summary a list": (lambda run: (run / "summary.json").write_text("[1]"),
+                       "summary.json: got a JSON list, expected an object", False),
+    "metrics line": (lambda run: (run / "metrics.jsonl").write_text('[1]\n{"step": 5}\n'),
+                     "metrics.jsonl: line 1: got a JSON list, expected one object per line", False),
+    "no meta": (_no_meta, "unreadable checkpoint (no __meta__ record", True),
+    "no step": (lambda run: _replace_checkpoint(run, step=None), "__meta__ step: got None", True),
+    "no curriculum": (lambda run: _replace_checkpoint(run, curriculum=None), "no 'curriculum' record", True),
+    "bad rng": (lambda run: _replace_checkpoint(run, rng={"x": 1}), "checkpoint.npz: cannot be restored", True),
+    "nan params": (lambda run: _replace_checkpoint(run, arrays=lambda a: {
+        k: v * np.nan if k.startswith("params/") else v for k, v in a.items()}), "holds NaN or Inf", True),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_run_directories_give_one_line_naming_the_file(tmp_path, finished_run, damage):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    edit, message, also_eval = DAMAGE[damage]
+    edit(run)
+    result = invoke("resume", run, "--steps", 20, "-q")
+    assert_one_line_error(result)
+    assert message in result.stderr
+    if also_eval:
+        result = invoke("eval", run)
+        assert_one_line_error(result)
+        assert message in result.stderr
+
+
+def test_resume_drops_a_partial_last_metrics_line(tmp_path, finished_run):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 11, "lo')  # a run killed while appending
+    ok("resume", run, "--steps", 15, "-q")
+    assert [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [5, 10, 15]
+
+
+def test_eval_draws_its_batches_as_it_scores_them(finished_run, monkeypatch):
+    from seqcore_cli import main as cli_main
+    drawn = []
+    task_class = type(tasks.make("nparity"))
+    real_sample = task_class.sample
+
+    def counting_sample(self, rng, batch_size):
+        drawn.append(batch_size)
+        return real_sample(self, rng, batch_size)
+
+    def first_batch_only(run, batches):
+        next(iter(batches))
+        return {"n2": {"loss": 0.5, "accuracy": 0.5}}
+
+    monkeypatch.setattr(task_class, "sample", counting_sample)
+    monkeypatch.setattr(cli_main, "evaluate_run", first_batch_only)
+    ok("eval", finished_run, "--batches", 1000, "--batch-size", 4)
+    assert drawn == [4]  # not 1000 batches held in memory before the first is scored
+
+
+CONTINUAL = ["continual", "--dataset", "synthetic", "--synthetic", "n_train=40", "--synthetic", "n_test=20",
+             "--experiences", 2, "--steps", 2, "--eval-every", 1, "--eval-size", 10, "--hidden", 4,
+             "--batch-size", 8, "--backend", "numpy", "-q"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--clip", "inf"], "Error: --clip: got inf, expected a positive finite number or None"),
+    (["--synthetic", "n_classes=1"], "Error: --synthetic n_classes: got 1, expected an integer >= 2"),
+    (["--learner", "replay", "--replay-batch", "0"], "Error: --replay-batch: got 0, expected >= 1"),
+    (["--stream", "split", "--experiences", 20], "Error: --experiences: got 20, expected an int in [1, 8]"),
+    # found before the run directory is written, not at the first step
+    (["--batch-size", 64], "Error: --batch-size: got 64, expected at most 40, the training samples of experience 0"),
+    (["--out", ""], "Error: --out: got '', expected a directory path"),
+])
+def test_continual_errors_name_the_option(tmp_path, args, message):
+    result = invoke(*CONTINUAL, "--out", tmp_path / "c", *args)
+    assert_one_line_error(result)
+    assert message in result.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_continual_resume_of_a_damaged_or_training_run_is_one_line(tmp_path, finished_run):
+    result = invoke("continual", "--resume", "--out", finished_run)
+    assert_one_line_error(result)
+    assert f"holds a `seqcore train` run, not a continual one; continue it with `seqcore resume {finished_run}`" \
+        in result.stderr
+    out = tmp_path / "c"
+    ok(*CONTINUAL, "--out", out, "--learner", "ewc")
+    _replace_checkpoint(out, learner=None)
+    result = invoke("continual", "--resume", "--out", out)
+    assert_one_line_error(result)
+    assert f"{out / 'checkpoint.npz'}: no 'learner' record" in result.stderr
+    (out / "config.json").write_text("[1]")
+    result = invoke("continual", "--resume", "--out", out)
+    assert_one_line_error(result)
+    assert "config.json: config: got a list, expected an object of ContinualConfig fields" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def continual_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("continual") / "c"
+    ok(*CONTINUAL, "--out", out)
+    return out
+
+
+@pytest.mark.parametrize("summary, message", [
+    ({"accuracy_matrix": "x"}, "summary.json: accuracy_matrix: got 'x', expected a list of rows of numbers"),
+    ({"accuracy_matrix": [1, 2]}, "summary.json: accuracy_matrix: got [1, 2], expected a list of rows"),
+    ({"accuracy_matrix": [[0.5]], "forgetting": "y"}, "summary.json: forgetting: got 'y', expected a number or null"),
+    ([1], "summary.json: got a JSON list, expected an object"),
+])
+def test_report_of_a_damaged_summary_names_the_file_and_key(tmp_path, summary, message):
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    result = invoke("report", tmp_path, "--no-plot")
+    assert_one_line_error(result)
+    assert message in result.stderr
+
+
+def test_report_errors_name_the_metrics_file_and_the_plot_option(tmp_path, continual_run):
+    import shutil
+    run = tmp_path / "c"
+    shutil.copytree(continual_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "wall_time_s": None}))
+    assert "wall time - s" in ok("report", run, "--no-plot").stdout  # null is shown, not a format error
+    result = invoke("report", run, "--plot", tmp_path / "no" / "such" / "dir.png")
+    assert_one_line_error(result)
+    assert f"Error: --plot: got '{tmp_path / 'no' / 'such' / 'dir.png'}', whose directory" in result.stderr
+    assert result.stdout == ""
+    import importlib.util
+    if importlib.util.find_spec("matplotlib") is not None:  # without it nothing is plotted or read
+        result = invoke("report", run, "--plot", tmp_path / "curve.nope")
+        assert_one_line_error(result)
+        assert "--plot: got" in result.stderr and "expected a file name ending in a format" in result.stderr
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write("{bad\n")
+        result = invoke("report", run)
+        assert_one_line_error(result)
+        n = len((run / "metrics.jsonl").read_text().splitlines())
+        assert f"{run / 'metrics.jsonl'}: line {n}: not valid JSON" in result.stderr

@@ -244,15 +244,15 @@ def test_cli_errors_are_one_line(cli, tmp_path):
     assert result.exit_code != 0 and result.output.strip().count("\n") == 0
     assert "Error: --strength: not a hyperparameter of learner 'naive'" in result.output
     result = cli("continual", *TINY, "--learner", "ewc", "--strength", "-1", "--out", tmp_path / "y")
-    assert result.exit_code != 0 and "Error: strength: got -1.0, expected >= 0" in result.output
+    assert result.exit_code != 0 and "Error: --strength: got -1.0, expected >= 0" in result.output
     result = cli("report", tmp_path)
     assert result.exit_code != 0 and "no summary.json" in result.output
     result = cli("continual", "--resume", "--out", tmp_path / "none")
     assert result.exit_code != 0 and "holds no run to resume" in result.output
     result = cli("continual", *TINY, "--learner", "power-law", "--budget", "0", "--out", tmp_path / "p")
-    assert result.exit_code != 0 and result.output == "Error: budget: got 0, expected >= 1\n"
+    assert result.exit_code != 0 and result.output == "Error: --budget: got 0, expected >= 1\n"
     result = cli("continual", *TINY, "--stream", "split", "--experiences", "3", "--out", tmp_path / "s")
-    assert result.output == "Error: n_experiences: got 3, expected a divisor of the 8 classes (1, 2, 4, 8)\n"
+    assert result.output == "Error: --experiences: got 3, expected a divisor of the 8 classes (1, 2, 4, 8)\n"
 
 
 def test_cli_and_config_defaults_agree_on_the_optimizer():

@@ -119,6 +119,11 @@ def test_existing_run_directory_is_not_overwritten(tmp_path):
 @pytest.mark.parametrize("field,value,match", [
     ("lr", -1.0, "lr: got -1.0"), ("task", "sudoku", "task: got 'sudoku'"), ("cell", "tcn", "cell: got 'tcn'"),
     ("steps", 0, "steps: got 0"), ("warmup", 50, "warmup: got 50"), ("mode", "fast", "mode: got 'fast'"),
+    # checked with the config, not later when the optimizer is built (or never, for adam's momentum)
+    ("momentum", 2.0, r"momentum: got 2.0, expected a number in \[0, 1\)"), ("clip", float("inf"), "clip: got inf"),
+    ("weight_decay", float("nan"), "weight_decay: got nan"), ("lr", True, "lr: got True"),
+    # wrong types in a hand-edited config.json: the field's message, not "'<' not supported ..."
+    ("warmup", "x", "warmup: got 'x'"), ("target_accuracy", "x", "target_accuracy: got 'x'"),
 ])
 def test_bad_config_values(field, value, match):
     with pytest.raises(ValueError, match=match):
