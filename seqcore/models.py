@@ -164,14 +164,16 @@ class SequenceModel:
         B, T = hs.shape[:2]
         if mask is not None and tuple(np.shape(stop_gradient(mask))) != (B, T):
             raise ValueError(f"mask: got shape {tuple(np.shape(stop_gradient(mask)))}, expected ({B}, {T}) (B, T) of x")
-        out = {}
+        out, last = {}, None
         F = hs.shape[-1]
         for h in active:
             p = check_params(f"params['heads'][{h.name!r}]", params["heads"][h.name],
                              {"weight": (h.output_size, F), "bias": (h.output_size,)}, "SequenceModel.init")
             if h.loss == "last":
-                idx = last_step_index(mask) if mask is not None else np.full(B, T - 1)
-                out[h.name] = ops.linear(ops.getitem(hs, (np.arange(B), idx)), p["weight"], p["bias"])
+                if last is None:  # one gather for every last-step head: each gather's backward fills a (B, T, F) array
+                    idx = last_step_index(mask) if mask is not None else np.full(B, T - 1)
+                    last = ops.getitem(hs, (np.arange(B), idx))
+                out[h.name] = ops.linear(last, p["weight"], p["bias"])
             else:
                 out[h.name] = ops.linear(hs, p["weight"], p["bias"])
         return out

@@ -15,7 +15,8 @@ def _xent_fwd(xp, logits, labels, mask=None):
     z = logits - m
     lse = xp.log(xp.exp(z).sum(axis=-1, keepdims=True))
     logp = z - lse
-    picked = xp.take_along_axis(logp, labels[..., None].astype(xp.int64), axis=-1)[..., 0]
+    flat = logp.reshape(-1, logp.shape[-1])  # fancy indexing: take_along_axis costs ~10 µs of Python per call
+    picked = flat[xp.arange(flat.shape[0]), labels.reshape(-1).astype(xp.int64)].reshape(labels.shape)
     w, total = _weights(xp, mask, labels.shape, logits.dtype)
     loss = -(picked * w).sum() / total
     return loss, (logp, labels, w, total)
@@ -24,8 +25,7 @@ def _xent_fwd(xp, logits, labels, mask=None):
 def _xent_bwd(xp, res, g):
     logp, labels, w, total = res
     grad = xp.exp(logp)
-    onehot = xp.zeros_like(grad)
-    xp.put_along_axis(onehot, labels[..., None].astype(xp.int64), 1, axis=-1)
+    onehot = (labels[..., None] == xp.arange(logp.shape[-1])).astype(grad.dtype)
     return (g * (grad - onehot) * (w / total)[..., None], None, None)
 
 
