@@ -474,6 +474,9 @@ def test_inconsistent_image_files(tmp_path):
     write_split(tmp_path, "train", np.zeros((4, 2, 2), np.uint8), np.full(4, 11, np.uint8))
     with pytest.raises(DatasetError, match="label 11"):
         tasks.make("image", data_dir=tmp_path).input_size
+    write_split(tmp_path, "train", np.zeros((0, 2, 2), np.uint8), np.zeros(0, np.uint8))
+    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte(\.gz)?: holds 0 images, expected at least one"):
+        tasks.make("image", data_dir=tmp_path).sample(np.random.default_rng(0), 2)
 
 
 def test_find_idx_file_prefers_existing_spelling(tmp_path):

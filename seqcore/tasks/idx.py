@@ -124,6 +124,8 @@ def _load_pair(images: str, labels: str, _stamp: tuple) -> tuple[np.ndarray, np.
         raise _fail(labels, f"expected uint8 labels of shape (N,), got {y.dtype} of shape {y.shape}")
     if len(x) != len(y):
         raise _fail(labels, f"{len(y)} labels for {len(x)} images in {images}")
+    if len(x) == 0:  # nothing to sample or score: refused here, where the file can be named
+        raise _fail(images, "holds 0 images, expected at least one")
     if len(y) and y.max() > 9:
         raise _fail(labels, f"label {int(y.max())} out of range, expected classes 0..9")
     x.setflags(write=False)

@@ -30,12 +30,13 @@ SCENARIOS = ("class", "task", "domain")
 
 # ---------------------------------------------------------------- validation helpers
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+def _check_int(name: str, value: Any, low: int, high: int | None = None, why: str = "") -> int:
+    """An int in ``[low, high]``; ``why`` says where the bound comes from (e.g. "the number of classes")."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: got {type(value).__name__} {value!r}, expected an int")
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name}: got {value}, expected an int {bound}")
+        raise ValueError(f"{name}: got {value}, expected an int {bound}{f' ({why})' if why else ''}")
     return int(value)
 
 
@@ -245,11 +246,12 @@ def split_stream(x_train, y_train, x_test, y_test, *, n_experiences: int | None 
                          f"{n_experiences!r}/{classes_per_experience!r}, expected exactly one")
     n_classes = classes.size
     if n_experiences is not None:
-        name, given = "n_experiences", _check_int("n_experiences", n_experiences, 1, n_classes)
+        name, given = "n_experiences", _check_int("n_experiences", n_experiences, 1, n_classes,
+                                                  f"{n_classes}: the number of classes in the data")
         n_experiences, per = given, n_classes // given
     else:
         name, given = "classes_per_experience", _check_int("classes_per_experience", classes_per_experience, 1,
-                                                           n_classes)
+                                                           n_classes, f"{n_classes}: the number of classes in the data")
         n_experiences, per = n_classes // given, given
     if n_classes % given:  # name the value the caller gave, not the group size derived from it
         divisors = ", ".join(str(d) for d in range(1, n_classes + 1) if n_classes % d == 0)
