@@ -3,7 +3,8 @@
 The scripts live in the source tree (they are not installed with the package), so this
 command works from a checkout (``pip install -e .``); it says so when they are missing.
 Each script prints ratios against a baseline measured in the same process (``memory``:
-in alternating child processes, since the heap policy it compares is process-wide).
+in alternating child processes, since the heap policy it compares is process-wide; ``blas-pin``
+likewise, since OpenBLAS reads ``OPENBLAS_CORETYPE`` when it loads).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ SUITES = {
     "training": ("training_steps.py", ["--steps", "20", "--cells", "leaky", "gru"]),
     "memory": ("step_memory.py", ["--shape", "16", "64", "32", "--steps", "5", "--rounds", "1"]),
     "minimal": ("minimal_cells.py", ["--shape", "4", "64", "16", "--repeats", "1"]),
+    "blas-pin": ("blas_pin.py", ["--rounds", "1"]),
 }
 
 
@@ -36,7 +38,7 @@ def register(group: click.Group) -> None:
     @click.argument("suites", nargs=-1, type=click.Choice(["all", *SUITES]))
     @click.option("--quick", is_flag=True, help="Small sizes and one repeat (a smoke run; figures are not for reporting).")
     def bench(suites, quick):
-        """Run benchmarks (scan, primitives, rnn, newton, training, memory, minimal; default: all) and print their tables."""
+        """Run benchmarks (scan, primitives, rnn, newton, training, memory, minimal, blas-pin; default: all)."""
         root = benchmarks_dir()
         if not root.is_dir():
             raise click.ClickException(f"the benchmark scripts are not here ({root}); run `seqcore bench` from a "

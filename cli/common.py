@@ -40,6 +40,16 @@ def _want_traceback() -> bool:
     return bool(ctx is not None and ctx.find_root().params.get("traceback"))
 
 
+def note_blas_pin(backend: str) -> None:
+    """On stderr, :func:`seqcore.backends.blas.pin_note` when it applies to ``backend``'s products."""
+    if backend == "cupy":  # GPU products: no OpenBLAS involved
+        return
+    from seqcore.backends import blas
+    note = blas.pin_note()
+    if note:
+        click.echo(note, err=True)
+
+
 @contextlib.contextmanager
 def user_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
     """Turn library errors raised inside the block into ``click.ClickException`` (one line).

@@ -21,7 +21,7 @@ from seqcore.metrics import EvalCurve
 from seqcore.plotting import pyplot
 from seqcore.runs import RunDir, atomic_write, read_json, read_json_object
 
-from .common import KeyValue, OptionalFloat, NONE, user_errors
+from .common import KeyValue, OptionalFloat, NONE, note_blas_pin, user_errors
 
 __all__ = ["register", "continual", "report", "format_report", "plot_curves"]
 
@@ -138,6 +138,8 @@ def continual(ctx, out, overwrite, resume_run, quiet, synthetic_args, **options)
             summary, _ = resume_continual(out, quiet=quiet, log=log)
         else:
             config = build_config(options, synthetic_args)
+            if not quiet:
+                note_blas_pin(config.backend)
             summary, _ = run_continual(config, out, quiet=quiet, log=log, overwrite=overwrite)
     if summary["status"] not in ("completed",):
         raise click.ClickException(f"run {summary['status']}: {summary['message']}")

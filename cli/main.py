@@ -23,8 +23,8 @@ from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, Run, TrainConfig
 from seqcore.train import resume as resume_run
 from seqcore.train import train as train_run
 
-from .common import (NONE, KeyValue, OptionalFloat, SeqcoreGroup, load_config_file, register_optional,
-                     user_errors)
+from .common import (NONE, KeyValue, OptionalFloat, SeqcoreGroup, load_config_file, note_blas_pin,
+                     register_optional, user_errors)
 
 __all__ = ["main", "default_backend", "build_config", "load_run", "evaluate_run"]
 
@@ -303,6 +303,7 @@ def train(task_args, curriculum_args, cell_args, data_dir, dataset, config_file,
         click.echo(f"seqcore train: {cfg.task} ({cfg.curriculum} curriculum), {cfg.cell} x{cfg.layers} "
                    f"hidden {cfg.hidden}, {cfg.optimizer} lr {cfg.lr:g}, {cfg.steps} steps, "
                    f"{cfg.backend} backend -> {out}")
+        note_blas_pin(cfg.backend)
     with user_errors():
         summary, _ = train_run(cfg, out, quiet=quiet, log=None if quiet else click.echo, overwrite=overwrite)
     _finish(summary, out)
@@ -357,6 +358,7 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
         past = f"; continuing past its earlier stop ({previous})" if steps is not None and \
             previous in ("curriculum-finished", "target-reached") else ""
         click.echo(f"seqcore resume: {run_dir} from step {done} to {total} ({cfg.backend} backend{past})")
+        note_blas_pin(cfg.backend)
     with user_errors():
         summary, _ = resume_run(run_dir, steps=steps, quiet=quiet, log=None if quiet else click.echo)
     _finish(summary, run_dir)

@@ -37,3 +37,27 @@ def test_without_a_pin_openblas_chooses_and_says_so():
     assert cores and all(v and v != "?" for v in cores.values())
     assert text.endswith("OPENBLAS_CORETYPE unset")
     assert all(f"{lib}: {core}" in text for lib, core in cores.items())
+
+
+@pytest.mark.parametrize("pin, flags, unit", [
+    ("Haswell", {"avx2", "avx512f"}, "AVX-512"),
+    ("Zen", {"avx2", "avx512f"}, "AVX-512"),
+    ("Sandybridge", {"avx", "avx2"}, "AVX2"),
+    ("SkylakeX", {"avx2", "avx512f"}, None),  # the widest kernels: nothing to say
+    ("Haswell", {"avx", "avx2"}, None),  # the CPU's own level
+    ("Haswell", set(), None),  # flags unknown (not Linux x86): no guess
+    ("", {"avx512f"}, None),
+])
+def test_pin_note_only_when_the_pin_is_narrower_than_the_cpu(monkeypatch, pin, flags, unit):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", pin)
+    note = blas.pin_note(flags)
+    if unit is None:
+        assert note is None
+    else:
+        assert note.startswith(f"note: OPENBLAS_CORETYPE={pin} holds OpenBLAS") and unit in note
+
+
+def test_pin_note_reads_the_cpu_flags(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Core2")
+    monkeypatch.setattr(blas, "_cpu_flags", lambda: {"avx2"})
+    assert "AVX2" in blas.pin_note()

@@ -27,6 +27,12 @@ TINY_CONFIG = dict(backend="numpy", hidden=6, batch_size=8, eval_batch_size=32, 
                    eval_every=10)
 
 
+@pytest.fixture(autouse=True)
+def _no_blas_pin_note(monkeypatch):
+    """Output as on a machine without an OPENBLAS_CORETYPE pin (only its note would differ)."""
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+
+
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
@@ -366,6 +372,26 @@ def test_optional_commands_missing_broken_or_present(tmp_path, monkeypatch):
     assert CliRunner().invoke(group, ["continual"]).stdout == "continual ran\n"
 
 
+def test_blas_pin_benchmark_compares_a_pinned_and_a_free_child():
+    import subprocess
+    import sys
+    from seqcore.backends import blas
+    from seqcore_cli.bench import benchmarks_dir
+    if not blas.openblas_cores():
+        pytest.skip("NumPy is not linked against OpenBLAS here: no pin to compare")
+    out = subprocess.run([sys.executable, str(benchmarks_dir() / "blas_pin.py"), "--rounds", "1", "--pin", "Haswell"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(ln.startswith("pinned:") and "OPENBLAS_CORETYPE='Haswell' (pinned)" in ln for ln in lines)
+    assert any(ln.startswith("unpinned:") and "OPENBLAS_CORETYPE unset" in ln for ln in lines)
+    rows = [ln for ln in lines if ln.strip().startswith("(") and " x " in ln and "us" not in ln]
+    assert len(rows) == 6
+    for row in rows:  # pinned us, unpinned us, ratio = pinned / unpinned (twice)
+        p, u, r = (float(v) for v in row.split(")")[-1].split()[:3])
+        assert p > 0 and u > 0 and abs(r - p / u) < 0.01 + 0.01 * r
+
+
 def test_bench_runs_the_training_benchmark_and_prints_ratios():
     from click.testing import CliRunner
     from seqcore_cli.bench import SUITES
@@ -379,7 +405,7 @@ def test_bench_runs_the_training_benchmark_and_prints_ratios():
     assert "ratios vs numpy" in out.stdout and "leaky" in out.stdout
     bad = CliRunner().invoke(main, ["bench", "nope"])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
-    assert set(SUITES) == {"scan", "primitives", "rnn", "newton", "training", "memory", "minimal"}
+    assert set(SUITES) == {"scan", "primitives", "rnn", "newton", "training", "memory", "minimal", "blas-pin"}
     from seqcore_cli.bench import benchmarks_dir
     assert all((benchmarks_dir() / script).is_file() for script, _ in SUITES.values())
 
@@ -765,3 +791,15 @@ def test_report_errors_name_the_metrics_file_and_the_plot_option(tmp_path, conti
         assert_one_line_error(result)
         n = len((run / "metrics.jsonl").read_text().splitlines())
         assert f"{run / 'metrics.jsonl'}: line {n}: not valid JSON" in result.stderr
+
+
+def test_train_notes_a_blas_pin_narrower_than_the_cpu_on_stderr(tmp_path, monkeypatch):
+    from seqcore.backends import blas
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setattr(blas, "_cpu_flags", lambda: {"avx2", "avx512f"})
+    result = ok("train", *TINY, "--steps", 2, "--out", tmp_path / "a")
+    assert result.stderr.startswith("note: OPENBLAS_CORETYPE=Haswell holds OpenBLAS to older kernels")
+    assert "note:" not in result.stdout
+    assert "note:" not in ok("train", *TINY, "--steps", 2, "--out", tmp_path / "b", "-q").stderr
+    monkeypatch.setattr(blas, "_cpu_flags", lambda: {"avx2"})
+    assert ok("train", *TINY, "--steps", 2, "--out", tmp_path / "c").stderr == ""

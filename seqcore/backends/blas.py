@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-__all__ = ["openblas_cores", "describe"]
+__all__ = ["openblas_cores", "describe", "pin_note"]
 
 _CORENAME_SYMBOLS = ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
                      "openblas_get_corename64_", "openblas_get_corename")
@@ -50,3 +50,43 @@ def describe() -> str:
     text = ", ".join(f"{k}: {v}" for k, v in cores.items()) or "no OpenBLAS loaded"
     pin = os.environ.get("OPENBLAS_CORETYPE")
     return f"{text}; OPENBLAS_CORETYPE={pin!r} (pinned)" if pin else f"{text}; OPENBLAS_CORETYPE unset"
+
+
+# OpenBLAS core names (lower case) by the widest vector unit their kernels use
+_AVX512_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+_AVX2_CORES = {"haswell", "zen"}
+
+
+def _cpu_flags() -> set[str]:
+    """The x86 feature flags of ``/proc/cpuinfo`` (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def pin_note(flags: set[str] | None = None) -> str | None:
+    """One line when ``OPENBLAS_CORETYPE`` pins OpenBLAS to narrower kernels than the CPU has
+    (``flags``: its feature flags, read from ``/proc/cpuinfo`` by default); else None.
+
+    Measured here (``benchmarks/blas_pin.py``): pinned to ``Haswell`` on an AVX-512 CPU, the
+    small products of a recurrent step ran 2-4.4x slower ((16|64, 64) x (64, 64)), larger
+    ones 1.6-1.8x, and the README's main job 1.2-1.3x slower.
+    """
+    pin = os.environ.get("OPENBLAS_CORETYPE", "").strip()
+    if not pin:
+        return None
+    flags = _cpu_flags() if flags is None else flags
+    core = pin.lower()
+    if "avx512f" in flags and core not in _AVX512_CORES:
+        unit = "AVX-512"
+    elif "avx2" in flags and core not in _AVX512_CORES | _AVX2_CORES:
+        unit = "AVX2"
+    else:
+        return None
+    return (f"note: OPENBLAS_CORETYPE={pin} holds OpenBLAS to older kernels than this CPU's {unit}; "
+            "the per-step matrix products run 2-4x slower (unset it unless you need the pin)")
