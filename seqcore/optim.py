@@ -102,12 +102,31 @@ def identity() -> GradientTransformation:
     return GradientTransformation(lambda params: {}, lambda grads, state, params=None: (grads, state))
 
 
+_ANY = object()  # _grads_fit without params: any structure
+
+
+def _grads_fit(g, p=_ANY) -> bool:
+    """True when ``g`` has no ``None`` leaf and (``p`` given) ``p``'s structure and leaf shapes;
+    False sends :func:`_check_grads` to its detailed walk, which names the problem."""
+    if isinstance(g, dict):
+        return (p is _ANY or isinstance(p, dict) and g.keys() == p.keys()) and \
+            all(_grads_fit(v, _ANY if p is _ANY else p[k]) for k, v in g.items())
+    if isinstance(g, (list, tuple)):
+        return (p is _ANY or isinstance(p, (list, tuple)) and len(g) == len(p)) and \
+            all(_grads_fit(v, _ANY if p is _ANY else p[i]) for i, v in enumerate(g))
+    if g is None:
+        return False
+    return p is _ANY or (p is not None and not isinstance(p, (dict, list, tuple)) and np.shape(g) == np.shape(p))
+
+
 def _check_grads(grads, params=None) -> None:
     """No gradient leaf is ``None``; with ``params``, every leaf sits at a parameter's path with
     that parameter's shape.
 
     A ``None`` would fail deep inside a moment update (``None - float``), and a shape mismatch
     would broadcast silently into the optimizer's moments: both are named here."""
+    if _grads_fit(grads, _ANY if params is None else params):  # the usual case, without every leaf's path
+        return
     want = None if params is None else {path: np.shape(v) for path, v in tree_paths(params)}
     for path, g in tree_paths(grads, keep_none=True):
         if g is None:

@@ -130,6 +130,7 @@ def cases(name, rng, dtype=np.float64):
     elif name == "linear":
         yield (n(2, 5, 3), n(4, 3), n(4)), {}
         yield (n(6, 3), n(2, 3), None), {}
+        yield (n(2, 5, 1), n(4, 1), n(4)), {}  # one input feature: the broadcast path
     elif name == "softmax_cross_entropy":
         yield (n(3, 5, 4), rng.integers(0, 4, (3, 5)), (rng.random((3, 5)) > 0.3).astype(dtype)), {}
         yield (n(4, 6), rng.integers(0, 6, (4,)), None), {}

@@ -76,3 +76,16 @@ def test_vjp_matches_finite_differences(name):
     for args, static in cases(name, rng):
         checked += check_primitive_gradients(prim, args, static, rng)
     assert checked > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_with_one_input_feature_has_the_gemm_bits(dtype):
+    """``ops.linear`` multiplies by broadcasting when in_features = 1 (a K = 1 GEMM is slow):
+    the same single rounding per element as the matrix product."""
+    rng = np.random.default_rng(3)
+    x, w, b = (rng.normal(size=s).astype(dtype) for s in ((4, 9, 1), (17, 1), (17,)))
+    y = seqcore.ops.linear(x, w, b)
+    ref = (x.reshape(-1, 1) @ w.T).reshape(4, 9, 17)
+    np.testing.assert_array_equal(y, ref + b)
+    assert y.dtype == dtype and y.flags.c_contiguous
+    np.testing.assert_array_equal(seqcore.ops.linear(x, w), ref)

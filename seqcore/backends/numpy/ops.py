@@ -193,8 +193,10 @@ matmul = define("matmul", lambda xp, a, b: (a @ b, (a, b)), _matmul_bwd)
 
 
 def _linear_fwd(xp, x, weight, bias=None):
-    # one 2-D GEMM: NumPy's batched matmul over leading axes does not reach BLAS efficiently
-    y = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(x.shape[:-1] + (weight.shape[0],))
+    if weight.shape[1] == 1:  # one input feature: a broadcast product has the GEMM's bits, ~3x faster
+        y = x * weight[:, 0]
+    else:  # one 2-D GEMM: NumPy's batched matmul over leading axes does not reach BLAS efficiently
+        y = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(x.shape[:-1] + (weight.shape[0],))
     if bias is not None:
         if bias.dtype == y.dtype:  # in place into the fresh GEMM output: one (B·T, out) temporary less
             y += bias
