@@ -98,14 +98,8 @@ def _check_mask(mask, shape):
     return mask
 
 
-def cross_entropy(logits, labels, mask=None):
-    """Mean softmax cross-entropy over the positions where ``mask`` is non-zero.
-
-    Args:
-        logits: ``(..., C)`` — e.g. ``(B, C)`` for a last-step head, ``(B, T, C)`` per step.
-        labels: integer ``(...)`` in ``[0, C)``.
-        mask: ``(...)`` weights (0/1), or ``None`` for all positions.
-    """
+def _check_logits_and_labels(logits, labels):
+    """``logits (..., C)`` and integer ``labels (...)`` in ``[0, C)``; returns the labels (gradient stopped)."""
     check_array("logits", logits)
     if logits.ndim < 1 or logits.shape[-1] < 1:
         raise ValueError(f"logits: got shape {tuple(logits.shape)}, expected (..., C) with C >= 1 classes")
@@ -116,6 +110,18 @@ def cross_entropy(logits, labels, mask=None):
     C = logits.shape[-1]
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= C):
         raise ValueError(f"labels: got values in [{int(labels.min())}, {int(labels.max())}], expected [0, {C - 1}]")
+    return labels
+
+
+def cross_entropy(logits, labels, mask=None):
+    """Mean softmax cross-entropy over the positions where ``mask`` is non-zero.
+
+    Args:
+        logits: ``(..., C)`` — e.g. ``(B, C)`` for a last-step head, ``(B, T, C)`` per step.
+        labels: integer ``(...)`` in ``[0, C)``.
+        mask: ``(...)`` weights (0/1), or ``None`` for all positions.
+    """
+    labels = _check_logits_and_labels(logits, labels)
     return _losses.softmax_cross_entropy(logits, labels, _check_mask(mask, tuple(labels.shape)))
 
 
@@ -165,16 +171,7 @@ def accuracy(logits, labels, mask=None) -> float:
 
     ``logits: (..., C)``, integer ``labels: (...)`` in ``[0, C)``, ``mask: (...)`` or ``None``.
     """
-    check_array("logits", logits)
-    if logits.ndim < 1 or logits.shape[-1] < 1:
-        raise ValueError(f"logits: got shape {tuple(logits.shape)}, expected (..., C) with C >= 1 classes")
-    labels = stop_gradient(labels)
-    if not is_array(labels) or dtype_kind(labels) not in "iu":
-        raise TypeError(f"labels: got {getattr(labels, 'dtype', type(labels).__name__)}, expected an integer array")
-    check_shape("labels", labels, tuple(logits.shape[:-1]), "(the shape of logits without the class axis)")
+    labels = _check_logits_and_labels(logits, labels)
     _check_mask(mask, tuple(labels.shape))
     z, lab, m = _as_numpy(logits, labels, mask)
-    C = z.shape[-1]
-    if lab.size and (int(lab.min()) < 0 or int(lab.max()) >= C):
-        raise ValueError(f"labels: got values in [{int(lab.min())}, {int(lab.max())}], expected [0, {C - 1}]")
     return _masked_fraction(z.argmax(axis=-1) == lab, m)
