@@ -312,6 +312,7 @@ class Run:
                                constrain=self.model.constrain)
         self.rng = np.random.default_rng([cfg.seed, 1])
         self.history: list[dict] = []
+        self.elapsed = 0.0  # seconds of training before this process (from the checkpoint)
 
     def active(self) -> list[str]:
         return [h.name for h in self.curriculum.heads()]
@@ -348,7 +349,7 @@ class Run:
         arrays.update(cur_arrays)
         meta = {"step": self.trainer.step_count, "rng": self.rng.bit_generator.state,
                 "curriculum": {k: v for k, v in cur.items() if not isinstance(v, np.ndarray)},
-                "history": self.history}
+                "history": self.history, "elapsed": self.elapsed}
         save_checkpoint(path, arrays, meta)
 
     def load(self, path) -> None:
@@ -360,6 +361,7 @@ class Run:
             cur.update({k[len("curriculum/"):]: v for k, v in arrays.items() if k.startswith("curriculum/")})
             self.curriculum.load_state_dict(cur)
             self.history = list(meta.get("history", []))
+            self.elapsed = float(meta.get("elapsed", 0.0))  # absent from checkpoints written before it was kept
         # checkpoints only ever hold finite parameters: anything else is a damaged file, and training
         # on from it would only report "diverged" at once
         bad = [k for k, v in arrays.items() if k.startswith("params/") and v.dtype.kind == "f"
@@ -391,7 +393,11 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
     cfg, tr = run.cfg, run.trainer
     every_ckpt = cfg.checkpoint_every or cfg.eval_every
     bar = progress_bar(cfg.steps, tr.step_count, quiet)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - run.elapsed  # training time so far: wall_time_s and "time" go on across resumes
+
+    def checkpoint():
+        run.elapsed = time.perf_counter() - t0
+        run.save(rd.checkpoint)
     status, message, last_eval, loss = "completed", "", None, float("nan")
     try:
         while tr.step_count < cfg.steps:
@@ -426,7 +432,7 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
                 elif log is not None:
                     log(_format_record(record))
                 if rd is not None and step % every_ckpt == 0:
-                    run.save(rd.checkpoint)
+                    checkpoint()
                 if run.curriculum.finished and not was_finished:
                     status = "curriculum-finished"
                     break
@@ -435,14 +441,14 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
                     status = "target-reached"
                     break
             elif rd is not None and step % every_ckpt == 0:
-                run.save(rd.checkpoint)
+                checkpoint()
     except KeyboardInterrupt:
         status, message = "interrupted", "interrupted; resume with `seqcore resume`"
     finally:
         if bar is not None:
             bar.close()
     if rd is not None and status in ("completed", "curriculum-finished", "target-reached"):
-        run.save(rd.checkpoint)
+        checkpoint()
     summary = {
         "status": status, "message": message, "steps": tr.step_count, "final_loss": loss,
         "wall_time_s": time.perf_counter() - t0, "level": run.curriculum.level,

@@ -44,6 +44,17 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, curriculum):
     assert steps == [10, 20, 30, 40]
 
 
+def test_wall_time_and_log_times_go_on_across_a_resume(tmp_path):
+    cfg = TrainConfig(**SMALL)
+    train(cfg, tmp_path / "cut", quiet=True, hooks=InterruptAt(25))
+    before = _params(tmp_path / "cut" / "checkpoint.npz")[1]["elapsed"]  # training time at step 20
+    assert before > 0
+    s_res, _ = resume(tmp_path / "cut", quiet=True)
+    times = {r["step"]: r["time"] for r in RunDir(tmp_path / "cut").read_metrics()}
+    assert times[20] <= before < times[30] < times[40] <= s_res["wall_time_s"]
+    assert before < _params(tmp_path / "cut" / "checkpoint.npz")[1]["elapsed"] <= s_res["wall_time_s"]
+
+
 class PoisonAt(Hooks):
     def __init__(self, step):
         self.at = step
