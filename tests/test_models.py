@@ -32,3 +32,38 @@ def test_multi_head_input_projections_in_a_stack(cell):
         assert glist[k][idx] == pytest.approx(fd, rel=1e-5, abs=1e-8), k
     with pytest.raises(ValueError, match="heads: got 3, expected a divisor"):
         SequenceModel(cell, 8, 6, (HeadSpec("y", 3, "last"),), cell_kwargs={"heads": 3}).init(np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_several_last_step_heads_of_one_size_are_summed_jointly(backend, monkeypatch):
+    """``loss`` with last-step heads of one size takes one product and one cross-entropy for all of
+    them; it equals the sum of the per-head losses, and so do its gradients."""
+    import seqcore
+    if backend not in seqcore.backends.available():
+        pytest.skip(f"backend {backend} cannot load here")
+    joint_calls = []
+    original = SequenceModel._joint_last_loss
+    monkeypatch.setattr(SequenceModel, "_joint_last_loss",
+                        lambda self, *a: joint_calls.append(1) or original(self, *a))
+    heads = tuple(HeadSpec(f"n{k}", 2, "last") for k in range(2, 6))
+    model = SequenceModel("leaky", 1, 7, heads)
+    params = model.init(np.random.default_rng(0), np.float64)
+    rng = np.random.default_rng(1)
+    B, T = 5, 9
+    x = rng.normal(size=(B, T, 1))
+    mask = np.zeros((B, T))
+    mask[np.arange(B), rng.integers(3, T, B)] = 1.0
+    names = ["n3", "n5", "n2"]  # active heads in curriculum order: label column k belongs to names[k]
+    y = rng.integers(0, 2, size=(B, len(names)))
+    batch = (x, y, mask)
+    with seqcore.use(backend):
+        joint, g_joint = seqcore.vjp(lambda p: model.loss(p, batch, heads=names), params)
+        per_head, g_sum = seqcore.vjp(lambda p: sum(model.losses(p, batch, heads=names).values()), params)
+        (dj,), (ds,) = g_joint(np.ones(())), g_sum(np.ones(()))
+    assert joint_calls  # the joint path ran
+    np.testing.assert_allclose(float(joint), float(per_head), rtol=1e-13)
+    for a, b in zip(tree_leaves(dj), tree_leaves(ds)):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-14)
+    assert not np.any(dj["heads"]["n4"]["weight"])  # an inactive head gets no gradient
+    with pytest.raises(ValueError, match=r"y: got shape \(5, 2\), expected a last axis of 3"):
+        model.loss(params, (x, y[:, :2], mask), heads=names)
