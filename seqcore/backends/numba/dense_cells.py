@@ -362,8 +362,16 @@ def _gru_backward(states, acts, h0, Wmat, dstates, rowwise, dxi, dgh, dh, dbuf, 
     """
     B, T, H = states.shape
     one = states.dtype.type(1.0)
+    actf, sf, dsf = acts.reshape(-1), states.reshape(-1), dstates.reshape(-1)
+    uT = np.uint64(T)
     for t in range(T - 1, -1, -1):
         for i in range(B):
+            if i + 1 < B:  # the next row's lines, as in _lstm_backward (1.16-1.19x at B·T·H = 2^19)
+                nx = np.uint64(i + 1) * uT + np.uint64(t)
+                prefetch_row(actf, nx * np.uint64(4 * H), 4 * H)
+                prefetch_row(dsf, nx * np.uint64(H), H)
+                if t > 0:
+                    prefetch_row(sf, (nx - np.uint64(1)) * np.uint64(H), H)
             a, dx, dg = acts[i, t], dxi[i, t], dgh[i, t]
             ar, az, an, ag = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]  # slices, as in _lstm_forward (vectorization)
             dxr, dxz, dxn = dx[:H], dx[H:2 * H], dx[2 * H:]
