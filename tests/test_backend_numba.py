@@ -297,9 +297,12 @@ def test_chunking_over_time_only_when_rows_cannot_fill_the_threads(monkeypatch):
 # -- the Newton scan: fused residual / Jacobian assembly ---------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("make", [lambda: cells.DiagGRU(4, 6, heads=2), lambda: cells.CIFGLSTM(3, 5),
+@pytest.mark.parametrize("make", [lambda: cells.DiagGRU(4, 6, heads=2), lambda: cells.DiagGRU(4, 20, heads=2),
+                                  lambda: cells.DiagGRU(3, 40), lambda: cells.CIFGLSTM(3, 5),
                                   lambda: cells.GRU(3, 5), lambda: cells.LSTM(3, 5)])
 def test_fused_newton_steps_equal_the_cell_steps(make, dtype):
+    # DiagGRU rows of 6 and 20 (float32) take the blocked step kernel, 40 the row kernel; N = 700
+    # gives the blocked kernel several blocks per task, the last one partly filled
     from seqcore.backends.numba.newton_loop import FusedSteps, newton_view
     from seqcore.backends.numba.newton_steps import StepCache
     cell = make()
@@ -307,7 +310,7 @@ def test_fused_newton_steps_equal_the_cell_steps(make, dtype):
     assert isinstance(fused, FusedSteps) and type(fused).__name__ == type(cell).__name__
     rng = np.random.default_rng(10)
     p = {k: v for k, v in cell.init(rng, dtype).items() if k in cell.recurrent_keys}
-    for N in (1, 37):
+    for N in (1, 37, 700):
         state = rng.normal(size=(N, cell.state_size)).astype(dtype)
         gates = 4 if isinstance(cell, cells.LSTM) else 3
         xi = rng.normal(size=(N, gates * cell.hidden_size)).astype(dtype)
@@ -336,6 +339,25 @@ def test_fused_newton_steps_equal_the_cell_steps(make, dtype):
         # a reference cache (a step the dtypes sent to the reference) gets the reference adjoint
         ref = fused.step_bwd(np, p, want_cache, dout.astype(dtype))
         assert all(np.array_equal(a, b) for a, b in zip(ref[:2], want_b[:2]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N, H", [(1, 16), (37, 7), (700, 16), (333, 32)])
+def test_blocked_diaggru_steps_give_the_row_kernels_bits(nb, dtype, N, H):
+    """Short rows evaluate their exps over blocks of rows: element by element the same arithmetic."""
+    from seqcore.backends.numba import newton_steps as ns
+    from seqcore.backends.numba.ops import scratch
+    rng = np.random.default_rng(N + H)
+    h, xi, a = (rng.normal(size=s).astype(dtype) for s in ((N, H), (N, 3 * H), (3 * H,)))
+    rows, tasks = ns.row_tasks(N)
+    per = max(1, min(rows, ns.EXP_BLOCK // H))
+    blocked = scratch((tasks, 2 * per * H), dtype)
+    blocked[0][:] = 0
+    outs = [[np.empty_like(h) for _ in range(5)] for _ in range(2)]
+    ns._diaggru_steps(h, xi, a, rows, True, *outs[0], *ns.row_scratch(N, H, dtype)[1:])
+    ns._diaggru_steps_blocked(h, xi, a, rows, per, True, *outs[1], *blocked)
+    for want, got in zip(*outs):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
