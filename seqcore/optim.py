@@ -429,11 +429,20 @@ def step_count(state) -> int:
     raise ValueError("state: got a state without a step count, expected one from an optimizer's init")
 
 
-def _leaf_to_numpy(leaf) -> np.ndarray:
+def _leaf_to_numpy(path: str, leaf) -> np.ndarray:
+    if isinstance(leaf, (bool, np.bool_)):
+        raise TypeError(f"state[{path!r}]: got {leaf!r}, expected an array or an int step count")
     if isinstance(leaf, (np.ndarray, np.generic, numbers.Number)):
-        return np.array(leaf)
-    from . import backends  # the registry converts torch/cupy arrays without importing them here
-    return np.array(backends.get(backends.backend_of(leaf)).to_numpy(leaf))
+        out = np.array(leaf)
+    elif hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+        from . import backends  # the registry converts torch/cupy arrays without importing them here
+        out = np.array(backends.get(backends.backend_of(leaf)).to_numpy(leaf))
+    else:
+        raise TypeError(f"state[{path!r}]: got {type(leaf).__name__}, expected an array or an int step count "
+                        "(a state from an optimizer's init/update)")
+    if out.dtype.kind not in "fiu":
+        raise TypeError(f"state[{path!r}]: got dtype {out.dtype}, expected floating-point arrays and int counts")
+    return out
 
 
 def _numpy_to_leaf(array: np.ndarray, template):
@@ -444,7 +453,9 @@ def _numpy_to_leaf(array: np.ndarray, template):
     if isinstance(template, (np.ndarray, np.generic)):
         return np.array(array, dtype=template.dtype)
     from . import backends
-    return backends.get(backends.backend_of(template)).asarray(array)
+    module = backends.get(backends.backend_of(template))
+    dtype = np.asarray(module.to_numpy(template.reshape(-1)[:0])).dtype  # the template's dtype, no copy of its data
+    return module.asarray(np.asarray(array, dtype=dtype))
 
 
 def state_to_arrays(state, prefix: str = "opt_state/") -> dict[str, np.ndarray]:
@@ -452,28 +463,71 @@ def state_to_arrays(state, prefix: str = "opt_state/") -> dict[str, np.ndarray]:
     0-d int64 arrays. Paths look like ``"opt_state/1/mu/cells/0/weight_hh"``."""
     if not isinstance(prefix, str):
         raise TypeError(f"prefix: got {type(prefix).__name__}, expected str")
-    return {prefix + path: _leaf_to_numpy(leaf) for path, leaf in tree_paths(state)}
+    if not isinstance(state, (dict, list, tuple)):
+        raise TypeError(f"state: got {type(state).__name__}, expected an optimizer state (a dict or tuple from "
+                        "an optimizer's init/update)")
+    return {prefix + path: _leaf_to_numpy(path, leaf) for path, leaf in tree_paths(state)}
+
+
+def _check_restored(key: str, array: np.ndarray, template) -> None:
+    """``array`` (read from a checkpoint) fits the template leaf: shape, dtype kind, finite values."""
+    count = isinstance(template, numbers.Integral)
+    expected = () if count else tuple(getattr(template, "shape", ()))
+    if tuple(array.shape) != expected:
+        raise ValueError(f"arrays[{key!r}]: got shape {array.shape}, expected {expected}")
+    if count:
+        if array.dtype.kind not in "iu" or int(array) < 0:
+            raise ValueError(f"arrays[{key!r}]: got {array!r}, expected a step count (an integer >= 0)")
+        return
+    if array.dtype.kind != "f":
+        raise TypeError(f"arrays[{key!r}]: got dtype {array.dtype}, expected a floating-point array")
+    if not np.isfinite(array).all():
+        raise ValueError(f"arrays[{key!r}]: got non-finite values (NaN or inf), expected a finite optimizer state")
 
 
 def state_from_arrays(template_state, arrays, prefix: str = "opt_state/"):
     """Rebuild a state shaped like ``template_state`` (e.g. ``opt.init(params)``) from ``arrays``
     (a dict or an ``np.load`` result) written by :func:`state_to_arrays`. Leaves come back on the
-    template leaf's backend (NumPy leaves keep the template's dtype); counts come back as ints."""
+    template leaf's backend and dtype; counts come back as ints.
+
+    Refused with a ``ValueError``/``TypeError`` naming the path: a path of the template missing from
+    ``arrays``, a path under ``prefix`` the template does not have (a checkpoint of another optimizer,
+    e.g. ``amsgrad`` or momentum on one side only), a wrong shape, a non-float moment or a
+    non-finite one, a count that is not an integer >= 0, and counts that differ between the parts
+    of one state (every part of a chain counts the same updates)."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix: got {type(prefix).__name__}, expected str")
+    if not isinstance(template_state, (dict, list, tuple)):
+        raise TypeError(f"template_state: got {type(template_state).__name__}, expected an optimizer state "
+                        "(e.g. opt.init(params))")
+    if not (hasattr(arrays, "keys") and hasattr(arrays, "__getitem__")):
+        raise TypeError(f"arrays: got {type(arrays).__name__}, expected a dict of arrays or an np.load result")
     paths = tree_paths(template_state)
     wanted = {prefix + p for p, _ in paths}
     missing = [k for k in sorted(wanted) if k not in arrays]
     if missing:
         raise ValueError(f"arrays: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, expected every "
                          f"path of the template state under prefix {prefix!r}")
+    extra = sorted(k for k in arrays.keys() if isinstance(k, str) and k.startswith(prefix) and k not in wanted)
+    if extra:
+        raise ValueError(f"arrays: got paths the template state does not have {extra[:5]}"
+                         f"{' ...' if len(extra) > 5 else ''}, expected only the template's paths under prefix "
+                         f"{prefix!r} (a checkpoint of another optimizer or another configuration?)")
+    counts: dict[str, int] = {}
+    for path, template in paths:
+        key = prefix + path
+        array = np.asarray(arrays[key])
+        _check_restored(key, array, template)
+        if isinstance(template, numbers.Integral):
+            counts[key] = int(array)
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"arrays: got step counts {counts}, expected one count in every part of the state "
+                         "(a checkpoint assembled from different runs?)")
     leaves = iter(paths)
 
     def restore(template):
         path, _ = next(leaves)  # same visiting order as tree_paths
-        array = np.asarray(arrays[prefix + path])
-        expected = tuple(getattr(template, "shape", ()))
-        if tuple(array.shape) != expected:
-            raise ValueError(f"arrays[{prefix + path!r}]: got shape {array.shape}, expected {expected}")
-        return _numpy_to_leaf(array, template)
+        return _numpy_to_leaf(np.asarray(arrays[prefix + path]), template)
 
     return _map_leaves(restore, template_state)
 

@@ -51,6 +51,11 @@ def check_shape(name: str, x, expected: tuple, what: str = ""):
 
 
 def check_same_dtype(name: str, x, ref_name: str, ref):
+    kx, kr = type(_raw(x)), type(_raw(ref))
+    lib_x, lib_r = kx.__module__.split(".")[0], kr.__module__.split(".")[0]
+    if lib_x != lib_r:  # e.g. a NumPy array beside a torch tensor: say so, not "float64 != torch.float64"
+        raise TypeError(f"{name}: got a {lib_x}.{kx.__name__}, expected a {lib_r}.{kr.__name__} like {ref_name} "
+                        "(arrays of one backend)")
     if _raw(x).dtype != _raw(ref).dtype:
         raise TypeError(f"{name}: got dtype {_raw(x).dtype}, expected {_raw(ref).dtype} (the dtype of {ref_name})")
 

@@ -66,3 +66,43 @@ def test_torch_linear_scan_validates_and_gradchecks():
     assert torch.autograd.gradcheck(lambda a, b: fn(a, b, method="chunked", chunk_size=2), (a, b))
     with pytest.raises(ValueError, match=r"b: got shape \(2, 4, 3\)"):
         fn(a, torch.randn(2, 4, 3, dtype=torch.float64))
+
+
+# -- bad arguments (round 2) ----------------------------------------------------------------------
+
+def _tb():
+    return seqcore.backends.get("torch")
+
+
+def test_torch_linear_scan_names_non_tensor_arguments():
+    b = torch.rand(2, 5, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match="^a: got ndarray, expected a torch.Tensor"):  # was AttributeError 'detach'
+        _tb().linear_scan(b.numpy(), b)
+    with pytest.raises(TypeError, match="^h0: got ndarray"):
+        _tb().linear_scan(b, b, np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="^a: got NoneType"):
+        _tb().linear_scan(None, b)
+
+
+def test_autograd_function_checks_scans_and_tensors():
+    f = _tb().autograd_function("linear_scan")
+    a = torch.rand(2, 5, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^b: got shape \(2, 4, 3\)"):  # was an IndexError in the reference
+        f(a, a[:, :4])
+    with pytest.raises(TypeError, match="^a: got dtype torch.int64"):   # ran on ints silently
+        f(a.long(), a)
+    with pytest.raises(TypeError, match="^b: got dtype torch.float64, expected torch.float32"):  # promoted silently
+        f(a.float(), a)
+    mul = _tb().autograd_function("mul")
+    with pytest.raises(TypeError, match=r"^args\[1\]: got ndarray, expected a torch.Tensor"):  # mixed backends
+        mul(a, a.numpy())
+    with pytest.raises(TypeError, match=r"^args\[1\]: got dtype torch.float32, expected torch.float64"):
+        mul(a, a.float())
+
+
+def test_torch_asarray_and_mixed_backend_scans_are_named():
+    with pytest.raises(TypeError, match="^x: got ndarray of dtype object"):  # was torch's "can't convert"
+        _tb().asarray(np.array([None]))
+    a = torch.rand(2, 5, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"^b: got a torch.Tensor, expected a numpy.ndarray like a"):
+        seqcore.linear_scan(a.numpy(), a)  # said "got dtype torch.float64, expected float64"

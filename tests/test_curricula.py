@@ -254,3 +254,79 @@ def test_unknown_curriculum_argument_names_it_and_the_allowed_ones():
         tasks.make_curriculum("sliding", tasks.make("nparity", n=2), foo=1)
     with pytest.raises(ValueError, match=r"got 'threshold' for the 'fixed' curriculum, expected none"):
         tasks.make_curriculum("fixed", tasks.make("nparity", n=2), threshold=0.5)
+
+
+# ---------------------------------------------------------------- bad input (round 2)
+
+def test_update_refuses_non_sequences_and_unknown_head_names():
+    cur = make_curriculum("single-head", tasks.make("nparity", n=2))
+    with pytest.raises(TypeError, match="accuracies: got NoneType"):
+        cur.update(0, None)
+    with pytest.raises(TypeError, match="accuracies: got int"):
+        cur.update(0, 1)
+    with pytest.raises(ValueError, match=r"accuracies: got keys \['n9'\] that name no current head"):
+        cur.update(0, {"n2": 0.5, "n9": 1.0})  # was accepted, n9 ignored
+    with pytest.raises(ValueError, match="curriculum: got"):
+        make_curriculum(["fixed"], tasks.make("nparity"))  # was TypeError: unhashable type
+
+
+def _corrupt(cur, **changes):
+    state = cur.state_dict()
+    state.update(changes)
+    return state
+
+
+@pytest.mark.parametrize("changes, error, match", [
+    ({"n": 3.7}, TypeError, r"state\['n'\]: got 3.7"),            # was truncated to 3
+    ({"n": "x"}, TypeError, r"state\['n'\]"),
+    ({"n": 3}, ValueError, r"state\['n'\]: got 3, expected >= start_n=4"),
+    ({"n": 9}, ValueError, r"state\['n'\]: got 9, expected <= max_n=6"),
+    ({"finished": "no"}, TypeError, r"state\['finished'\]: got 'no'"),  # was read as True
+    ({"transitions": np.zeros(3)}, TypeError, r"state\['transitions'\]: got dtype float64"),
+    ({"transitions": np.zeros((1, 3), np.int64)}, ValueError, r"state\['transitions'\]: got shape \(1, 3\)"),
+])
+def test_n_curriculum_load_state_dict_refuses_damaged_states(changes, error, match):
+    cur = make_curriculum("multi-head", tasks.make("nparity", n=2), start_n=4, max_n=6)
+    with pytest.raises(error, match=match):
+        cur.load_state_dict(_corrupt(cur, **changes))
+    assert cur.n == 4 and cur.finished is False  # nothing applied
+
+
+def test_n_curriculum_load_state_dict_names_missing_entries_and_non_dicts():
+    cur = make_curriculum("anti", tasks.make("nparity", n=(2, 3, 4, 5)))
+    state = cur.state_dict()
+    del state["n"]
+    with pytest.raises(ValueError, match="state: missing 'n'"):  # was KeyError
+        cur.load_state_dict(state)
+    with pytest.raises(TypeError, match="state: got NoneType"):
+        cur.load_state_dict(None)
+    with pytest.raises(ValueError, match=r"state\['n'\]: got 9, expected <= start_n=5"):
+        cur.load_state_dict(_corrupt(cur, n=9))
+
+
+@pytest.mark.parametrize("changes, error, match", [
+    ({"order": np.array([100, 200])}, ValueError, r"state\['order'\]: got values in \[100, 200\]"),
+    ({"order": np.array([1, 1])}, ValueError, r"state\['order'\]: got repeated"),
+    ({"order": np.array([1.5])}, TypeError, r"state\['order'\]: got dtype float64"),
+    ({"last_indices": np.array([50])}, ValueError, r"state\['last_indices'\]"),  # was IndexError later
+    ({"position": -1}, ValueError, r"state\['position'\]: got -1"),
+    ({"fraction": float("nan")}, ValueError, r"state\['fraction'\]"),
+    ({"fraction": 5.0}, ValueError, r"state\['fraction'\]: got 5.0"),
+    ({"epoch": -1}, ValueError, r"state\['epoch'\]: got -1"),
+    ({"increasing": "no"}, TypeError, r"state\['increasing'\]"),
+    ({"losses": np.full(20, np.nan)}, ValueError, r"state\['losses'\]: got non-finite"),
+])
+def test_cyclical_load_state_dict_refuses_damaged_states(changes, error, match):
+    cur = make_curriculum("cyclical", tasks.make("nparity", n=2), num_examples=20)
+    cur.sample(np.random.default_rng(0), 4)
+    with pytest.raises(error, match=match):
+        cur.load_state_dict(_corrupt(cur, **changes))
+
+
+def test_cyclical_record_losses_refuses_non_real_values():
+    cur = make_curriculum("cyclical", tasks.make("nparity", n=2), num_examples=20)
+    cur.sample(np.random.default_rng(0), 4)
+    with pytest.raises(TypeError, match="losses: got dtype complex128"):  # the imaginary part was dropped
+        cur.record_losses(np.ones(4) * 1j)
+    with pytest.raises(TypeError, match="losses: got dtype"):
+        cur.record_losses(["a"] * 4)

@@ -562,3 +562,122 @@ def test_multi_head_sampled_fisher_draws_labels_within_the_head():
     F = fisher_diagonal(ln, theta, x, y, "sampled", np.random.default_rng(1))
     # only head 2's read-out rows receive gradient: labels were drawn inside head 2
     assert np.all(F[-1]["weight"][: 2 * HEAD_SIZE] == 0) and F[-1]["weight"][2 * HEAD_SIZE:].max() > 0
+
+
+# ------------------------------------------------------------------ damaged states and bad names (round 2)
+
+def test_unhashable_learner_name_is_named():
+    with pytest.raises(ValueError, match="learner: got"):  # was TypeError: unhashable type
+        learners.make(["naive"])
+
+
+def _ewc_state():
+    ln = bound("ewc", fisher_samples=5)
+    ln.after_experience(FakeTrainer(params_of(ln)), experience(*data()))
+    ln.index = 0
+    return ln.state_dict()
+
+
+def test_load_state_dict_refuses_another_learners_state_and_malformed_meta():
+    arrays, meta = _ewc_state()
+    with pytest.raises(ValueError, match=r"meta: got fields .*unknown \['weighted_anchor_sum'"):
+        bound("l2").load_state_dict(arrays, meta)  # was accepted, setting EWC's fields on L2
+    with pytest.raises(ValueError, match=r"missing \['anchor'\]"):
+        bound("ewc").load_state_dict(arrays, {k: v for k, v in meta.items() if k != "anchor"})
+    with pytest.raises(TypeError, match="meta: got NoneType"):  # was AttributeError
+        bound("ewc").load_state_dict(arrays, None)
+    with pytest.raises(TypeError, match="arrays: got NoneType"):
+        bound("ewc").load_state_dict(None, meta)
+    bad = {**meta, "anchor": {"t": "zzz"}}
+    with pytest.raises(ValueError, match=r"meta\['anchor'\]: got"):  # was KeyError 'key'
+        bound("ewc").load_state_dict(arrays, bad)
+    bad = {**meta, "rng": {"t": "rng", "state": {"x": 1}}}
+    with pytest.raises(ValueError, match=r"meta\['rng'\]"):
+        bound("ewc").load_state_dict(arrays, bad)
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (("anchor/0/bias", np.zeros((7, 7))), ValueError, r"anchor\['0/bias'\]: got shape \(7, 7\)"),  # broadcast later
+    (("anchor/0/bias", np.array(["x"] * 5)), TypeError, r"anchor\['0/bias'\]: got dtype"),
+    (("importance/0/weight", np.full((5, N_IN), np.nan)), ValueError, r"importance\['0/weight'\]: got NaN"),
+])
+def test_load_state_dict_checks_parameter_shaped_fields(change, error, match):
+    arrays, meta = _ewc_state()
+    key, value = change
+    arrays = dict(arrays, **{f"learner/{key}": value})
+    ln = bound("ewc")
+    with pytest.raises(error, match=match):
+        ln.load_state_dict(arrays, meta)
+    assert ln.anchor is None  # nothing was set
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("index", "x", "index: got 'x'"),
+    ("index", 99, r"index: got 99, expected an int in \[-1, 2\]"),
+    ("constant", "x", "constant: got 'x'"),
+])
+def test_load_state_dict_checks_scalar_fields(field, value, match):
+    arrays, meta = _ewc_state()
+    with pytest.raises(ValueError, match=match):
+        bound("ewc").load_state_dict(arrays, {**meta, field: {"t": "value", "v": value}})
+
+
+def _replay_state(buffer="reservoir"):
+    ln = bound("replay", memory_size=10, buffer=buffer)
+    x, y = data(6)
+    ln.memory.add(np.random.default_rng(0), x=x, y=y)
+    return ln.state_dict()
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("size", 50, r"state\['size'\]: got 50, expected an int in \[0, 10\]"),   # was a broadcasting error
+    ("size", 3, r"state\['data'\]\['x'\]: got shape \(6, 4\), expected \(3, \.\.\.\)"),
+    ("size", -1, r"state\['size'\]: got -1"),
+    ("n_seen", 2, r"state\['n_seen'\]: got 2"),                               # was accepted
+])
+def test_buffer_state_is_checked_on_load(key, value, match):
+    arrays, meta = _replay_state()
+    meta["memory"]["items"]["items"][key]["v"] = value
+    with pytest.raises(ValueError, match=r"meta\['memory'\]: " + match):
+        bound("replay", memory_size=10).load_state_dict(arrays, meta)
+
+
+def test_buffer_kinds_refuse_each_others_states():
+    arrays, meta = _replay_state("reservoir")
+    with pytest.raises(ValueError, match=r"expected .*seen_per_class.*ClassBalancedBuffer"):  # was KeyError
+        bound("replay", memory_size=10, buffer="class-balanced").load_state_dict(arrays, meta)
+    arrays, meta = _replay_state("class-balanced")
+    with pytest.raises(ValueError, match=r"state of a ReservoirBuffer"):  # seen_per_class was dropped silently
+        bound("replay", memory_size=10).load_state_dict(arrays, meta)
+    with pytest.raises(ValueError, match=r"state: got keys"):
+        ReservoirBuffer(4).load_state_dict({"capacity": 4, "size": 0})
+
+
+def test_episodic_memories_must_pair_up_on_load():
+    ln = bound("agem", memory_per_experience=5)
+    ln.after_experience(None, experience(*data()))
+    arrays, meta = ln.state_dict()
+    meta["memory_y"]["items"] = []
+    with pytest.raises(ValueError, match="memory_x/memory_y: got 1 and 0 memories"):  # was IndexError later
+        bound("agem", memory_per_experience=5).load_state_dict(arrays, meta)
+
+
+def test_sharp_hypernet_and_orthogonal_states_are_checked_on_load():
+    sharp = bound("sharp")
+    params_of(sharp)
+    arrays, meta = sharp.state_dict()
+    arrays = dict(arrays, **{"learner/masks/0": np.ones((2, 2), bool)})
+    with pytest.raises(ValueError, match=r"masks\[0\]: got a bool array of shape \(2, 2\)"):
+        bound("sharp").load_state_dict(arrays, meta)
+    hnet = bound("hypernet", chunk_size=16)
+    arrays, meta = hnet.state_dict()
+    arrays = dict(arrays, **{"learner/targets": np.zeros((1, 3))})
+    meta["targets"] = {"t": "array", "key": "learner/targets"}
+    with pytest.raises(ValueError, match=r"targets: got a float64 array of shape \(1, 3\)"):
+        bound("hypernet", chunk_size=16).load_state_dict(arrays, meta)
+    orth = bound("orthogonal", samples=10)
+    orth.after_experience(FakeTrainer(params_of(orth)), experience(*data()))
+    arrays, meta = orth.state_dict()
+    arrays = dict(arrays, **{"learner/bases/0": np.zeros((3, 1))})
+    with pytest.raises(ValueError, match=r"bases\[0\]: got a float64 array of shape \(3, 1\)"):
+        bound("orthogonal", samples=10).load_state_dict(arrays, meta)

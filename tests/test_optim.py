@@ -327,3 +327,73 @@ def test_gradients_of_the_wrong_shape_or_path_are_named(make):
         opt.update({"w": np.ones((3, 2)), "b": None}, state, params)
     with pytest.raises(ValueError, match=r"grads\['b'\]: got None"):
         opt.update({"w": np.ones((3, 2)), "b": None}, state)  # without params too
+
+
+# ----------------------------------------------------------------------------- damaged checkpoints
+
+def _adam_arrays():
+    params = {"x": np.zeros(3), "y": np.ones((2, 2), np.float32)}
+    opt = optim.adam(0.1)
+    state = opt.init(params)
+    _, state = opt.update({"x": np.ones(3), "y": np.ones((2, 2), np.float32)}, state, params)
+    return opt, params, optim.state_to_arrays(state)
+
+
+@pytest.mark.parametrize("key, value, error, match", [
+    ("opt_state/0/count", np.array(2.7), ValueError, r"arrays\['opt_state/0/count'\].*integer >= 0"),
+    ("opt_state/0/count", np.array(-3), ValueError, r"arrays\['opt_state/0/count'\].*integer >= 0"),
+    ("opt_state/0/count", np.array(True), ValueError, r"arrays\['opt_state/0/count'\].*integer >= 0"),
+    ("opt_state/0/count", np.array("x"), ValueError, r"arrays\['opt_state/0/count'\]"),
+    ("opt_state/0/mu/x", np.array(["a", "b", "c"]), TypeError, r"arrays\['opt_state/0/mu/x'\]: got dtype"),
+    ("opt_state/0/mu/x", np.array([1 + 1j, 2, 3]), TypeError, r"arrays\['opt_state/0/mu/x'\]: got dtype complex"),
+    ("opt_state/0/mu/x", np.array([1, 2, 3]), TypeError, r"arrays\['opt_state/0/mu/x'\]: got dtype int"),
+    ("opt_state/0/nu/y", np.full((2, 2), np.nan), ValueError, r"arrays\['opt_state/0/nu/y'\]: got non-finite"),
+    ("opt_state/0/mu/z", np.zeros(3), ValueError, r"arrays: got paths the template state does not have"),
+    ("opt_state/1/count", np.array(5), ValueError, r"arrays: got step counts"),
+])
+def test_state_from_arrays_refuses_damaged_leaves(key, value, error, match):
+    opt, params, arrays = _adam_arrays()
+    arrays[key] = value
+    with pytest.raises(error, match=match):
+        optim.state_from_arrays(opt.init(params), arrays)
+
+
+def test_state_from_arrays_refuses_another_optimizers_checkpoint():
+    params = {"x": np.zeros(3)}
+    amsgrad = optim.state_to_arrays(optim.adam(0.1, amsgrad=True).init(params))
+    with pytest.raises(ValueError, match=r"arrays: got paths .*nu_max"):  # nu_max used to be dropped silently
+        optim.state_from_arrays(optim.adam(0.1).init(params), amsgrad)
+    with pytest.raises(ValueError, match=r"arrays: missing .*momentum_buffer"):
+        optim.state_from_arrays(optim.sgd(0.1, momentum=0.9).init(params), amsgrad)
+
+
+def test_state_to_and_from_arrays_refuse_wrong_structures():
+    opt, params, arrays = _adam_arrays()
+    with pytest.raises(TypeError, match="arrays: got NoneType"):
+        optim.state_from_arrays(opt.init(params), None)
+    with pytest.raises(TypeError, match="arrays: got list"):
+        optim.state_from_arrays(opt.init(params), list(arrays.values()))
+    with pytest.raises(TypeError, match="prefix: got int"):
+        optim.state_from_arrays(opt.init(params), arrays, prefix=3)
+    with pytest.raises(TypeError, match="template_state: got NoneType"):
+        optim.state_from_arrays(None, arrays)
+    with pytest.raises(TypeError, match="state: got int"):
+        optim.state_to_arrays(5)
+    with pytest.raises(TypeError, match=r"state\['a'\]: got str"):
+        optim.state_to_arrays({"a": "text"})
+    with pytest.raises(TypeError, match=r"state\['a'\]: got object"):
+        optim.state_to_arrays({"a": object()})
+
+
+def test_state_from_arrays_keeps_torch_template_dtype():
+    torch = pytest.importorskip("torch")
+    from seqcore import backends
+    try:
+        backends.get("torch")
+    except backends.BackendUnavailable:
+        pytest.skip("torch backend cannot load")
+    params = {"w": torch.zeros(2, 3, dtype=torch.float32)}
+    opt = optim.adam(0.1)
+    arrays = optim.state_to_arrays(opt.init({"w": np.zeros((2, 3))}))  # float64 moments
+    restored = optim.state_from_arrays(opt.init(params), arrays)
+    assert restored[0]["mu"]["w"].dtype == torch.float32  # was float64: the update then promoted the params

@@ -374,3 +374,88 @@ def test_curriculum_stream_of_nparity_tasks_aligns_sequences_to_the_last_step():
         np.testing.assert_array_equal(y, bits[:, -n:].sum(axis=1) % 2)
         xb, yb = exp.sample(np.random.default_rng(1), 32)
         np.testing.assert_array_equal(yb, xb[:, -n:, 0].sum(axis=1) % 2)
+
+
+# ------------------------------------------------------------------ bad arguments (round 2)
+
+class _Sampler:
+    def __init__(self, labels):
+        self.labels = labels
+
+    def sample(self, rng, batch_size):
+        return np.zeros((batch_size, 3)), np.full(batch_size, self.labels)
+
+
+def test_stream_flags_refuse_truthy_strings():
+    xtr, ytr, xte, yte = make_data()
+    with pytest.raises(TypeError, match="first_identity: got 'no'"):
+        permuted_stream(xtr, ytr, xte, yte, 2, seed=0, first_identity="no")
+    with pytest.raises(TypeError, match="multi_head: got 'no'"):
+        permuted_stream(xtr, ytr, xte, yte, 2, seed=0, multi_head="no")
+    with pytest.raises(TypeError, match="multi_head: got 'no'"):
+        curriculum_stream(lambda n: _Sampler(0), [2], seed=0, multi_head="no")
+
+
+def test_streams_refuse_non_numeric_or_non_finite_inputs():
+    xtr, ytr, xte, yte = make_data()
+    with pytest.raises(TypeError, match=r"\(x_train, y_train\): got inputs of dtype object"):
+        permuted_stream(np.empty((60, 2), object), ytr, np.empty((30, 2), object), yte, 2, seed=0)
+    bad = xtr.copy()
+    bad[3, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="x_train: got NaN or inf"):
+        split_stream(bad, ytr, xte, yte, n_experiences=2)
+
+
+def test_split_stream_class_order_of_floats_is_named():
+    xtr, ytr, xte, yte = make_data()
+    with pytest.raises(ValueError, match="class_order: got"):  # was an IndexError from the label lookup
+        split_stream(xtr, ytr, xte, yte, n_experiences=2, class_order=[0.0, 1, 2, 3, 4, 5])
+
+
+def test_real_parameters_refuse_bools_and_accept_numpy_ints():
+    xtr, ytr, xte, yte = make_data()
+    s = split_stream(xtr, ytr, xte, yte, n_experiences=3)
+    assert blurry(s, np.int64(0), seed=0)[0].n_train == s[0].n_train  # was refused as not a float
+    with pytest.raises(TypeError, match="overlap: got bool"):
+        blurry(s, True, seed=0)
+    with pytest.raises(TypeError, match="exponent: got bool"):
+        power_law_steps(3, True, 2, 0)
+    with pytest.raises(TypeError, match="exponent: got bool"):
+        scole_stream(xtr, ytr, xte, yte, 3, 2, class_distribution="zipf", exponent=True)
+
+
+def test_scole_stream_names_an_exponent_that_leaves_too_few_classes():
+    xtr, ytr, xte, yte = make_data()
+    with pytest.raises(ValueError, match="exponent: got 1000000.0, which leaves 1 of the 6 classes"):
+        scole_stream(xtr, ytr, xte, yte, 3, 2, class_distribution="zipf", exponent=1e6)
+
+
+def test_scole_stream_refuses_test_classes_never_trained():
+    xtr, ytr, xte, yte = make_data()
+    with pytest.raises(ValueError, match="y_test: got classes"):
+        scole_stream(xtr, ytr, xte, yte + 10, 3, 2)
+
+
+def test_curriculum_stream_refuses_negative_labels():
+    with pytest.raises(ValueError, match=r"task_factory\(2\)\.sample: got a negative label"):
+        curriculum_stream(lambda n: _Sampler(-1), [2], seed=0)
+
+
+def test_experience_and_stream_fields_are_checked():
+    x, y = np.zeros((4, 3)), np.arange(4)
+    with pytest.raises(TypeError, match=r"classes\[0\]: got float 1.5"):
+        Experience(0, (x, y), (x, y), classes=(1.5,))
+    with pytest.raises(TypeError, match="classes: got int"):
+        Experience(0, (x, y), (x, y), classes=3)
+    with pytest.raises(TypeError, match="info: got list"):
+        Experience(0, (x, y), (x, y), info=[1])
+    with pytest.raises(TypeError, match=r"task_ids\[0\]: got float"):
+        Stream([0.5], lambda i: None, scenario="class", n_outputs=2)
+    with pytest.raises(ValueError, match=r"task_ids\[0\]: got -1"):
+        Stream([-1], lambda i: None, scenario="class", n_outputs=2)
+    with pytest.raises(ValueError, match="n_outputs: got 0"):
+        Stream([0], lambda i: None, scenario="class", n_outputs=0)
+    with pytest.raises(TypeError, match="build: got int"):
+        Stream([0], 5, scenario="class", n_outputs=2)
+    with pytest.raises(TypeError, match="info: got list"):
+        Stream([0], lambda i: None, scenario="class", n_outputs=2, info=[1])

@@ -327,3 +327,27 @@ def test_numba_backend_rejects_the_same_inputs():
             seqcore.block_scan(np.zeros((2, 3, 1, 0, 0)), np.zeros((2, 3, 1, 0)))
         with pytest.raises(ValueError, match=r"^labels: got values in \[0, 2\]"):
             nn.cross_entropy(RNG.normal(size=(3, 2)), np.array([0, 1, 2]))
+
+
+# -- masks (round 2) ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mask, error, match", [
+    (None, TypeError, r"^mask: got NoneType"),                       # was "got shape ()"
+    ({"a": 1}, TypeError, r"^mask: got dict"),
+    (np.array([[None, 1]], dtype=object), TypeError, r"^mask: got dtype object"),   # was a '>' TypeError
+    (np.array([["a", "b"]]), TypeError, r"^mask: got dtype <U1"),                  # was a UFuncTypeError
+    (np.array([[1j, 0]]), TypeError, r"^mask: got dtype complex128"),              # was accepted
+    (np.array([[1.0, np.nan]]), ValueError, r"^mask: got NaN"),                    # NaN step was unmarked
+    (np.array([[1.0, -1.0]]), ValueError, r"^mask: got a negative entry"),
+    ([[1, 0], [1]], ValueError, r"^mask: got a ragged nested sequence"),
+])
+def test_last_step_index_names_bad_masks(mask, error, match):
+    with pytest.raises(error, match=match):
+        tasks.last_step_index(mask)
+
+
+def test_last_step_index_accepts_lists_bools_and_traced_masks():
+    from seqcore.autodiff import Traced
+    assert tasks.last_step_index([[0, 1], [1, 0]]).tolist() == [1, 0]
+    assert tasks.last_step_index(np.array([[True, False, True]])).tolist() == [2]
+    assert tasks.last_step_index(Traced(np.array([[0.0, 1.0, 0.0]]))).tolist() == [1]

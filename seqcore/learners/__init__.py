@@ -36,7 +36,7 @@ def names() -> tuple[str, ...]:
 
 
 def _lookup(name: str) -> type[Learner]:
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"learner: got {name!r}, expected one of {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
 

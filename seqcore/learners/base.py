@@ -172,22 +172,43 @@ def pack_state(fields: dict[str, Any], prefix: str = "learner") -> tuple[dict[st
     return arrays, skeleton
 
 
-def _walk_unpack(node: dict, arrays: dict, current: Any) -> Any:
+_NODE_KEYS = {"rng": ("state",), "dict": ("items",), "list": ("items",), "value": ("v",), "object": ("items",),
+              "array": ("key",)}
+
+
+def _walk_unpack(node: dict, arrays: dict, current: Any, where: str) -> Any:
+    if not isinstance(node, dict) or node.get("t") not in _NODE_KEYS or any(k not in node for k in _NODE_KEYS[node["t"]]):
+        raise ValueError(f"meta{where}: got {node!r:.80}, expected a node written by pack_state "
+                         f"({{'t': one of {sorted(_NODE_KEYS)}, ...}})")
     kind = node["t"]
     if kind == "rng":
         rng = current if isinstance(current, np.random.Generator) else np.random.default_rng()
-        rng.bit_generator.state = node["state"]
+        try:
+            rng.bit_generator.state = node["state"]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"meta{where}: got an RNG state numpy refuses ({exc}), expected "
+                             f"Generator.bit_generator.state of a {type(rng.bit_generator).__name__}") from None
         return rng
+    if kind in ("dict", "list") and not isinstance(node["items"], dict if kind == "dict" else list):
+        raise ValueError(f"meta{where}['items']: got {type(node['items']).__name__}, expected a "
+                         f"{'dict' if kind == 'dict' else 'list'}")
     if kind == "dict":
         cur = current if isinstance(current, dict) else {}
-        return {k: _walk_unpack(v, arrays, cur.get(k)) for k, v in node["items"].items()}
+        return {k: _walk_unpack(v, arrays, cur.get(k), f"{where}[{k!r}]") for k, v in node["items"].items()}
     if kind == "list":
         cur = current if isinstance(current, (list, tuple)) else []
-        return [_walk_unpack(v, arrays, cur[i] if i < len(cur) else None) for i, v in enumerate(node["items"])]
+        return [_walk_unpack(v, arrays, cur[i] if i < len(cur) else None, f"{where}[{i}]")
+                for i, v in enumerate(node["items"])]
     if kind == "value":
         return node["v"]
     if kind == "object":
-        current.load_state_dict(_walk_unpack(node["items"], arrays, None))
+        if not callable(getattr(current, "load_state_dict", None)):
+            raise ValueError(f"meta{where}: got the state of an object (a buffer), expected "
+                             f"{type(current).__name__} here (a state of another learner?)")
+        try:
+            current.load_state_dict(_walk_unpack(node["items"], arrays, None, where))
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"meta{where}: {exc}") from None
         return current
     if node["key"] not in arrays:
         raise ValueError(f"checkpoint: missing learner array {node['key']!r}")
@@ -195,8 +216,36 @@ def _walk_unpack(node: dict, arrays: dict, current: Any) -> Any:
 
 
 def unpack_state(arrays: dict[str, np.ndarray], skeleton: dict, current: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`pack_state`; ``current`` supplies the objects (buffers) to load into."""
-    return {name: _walk_unpack(node, arrays, current.get(name)) for name, node in skeleton.items()}
+    """Inverse of :func:`pack_state`; ``current`` supplies the objects (buffers) to load into.
+
+    A malformed skeleton raises ``ValueError`` naming the node (``meta['anchor'][0]``)."""
+    if not (hasattr(arrays, "keys") and hasattr(arrays, "__getitem__")):
+        raise TypeError(f"arrays: got {type(arrays).__name__}, expected a dict of arrays (a checkpoint)")
+    if not isinstance(skeleton, dict):
+        raise TypeError(f"meta: got {type(skeleton).__name__}, expected the dict written by state_dict")
+    return {name: _walk_unpack(node, arrays, current.get(name), f"[{name!r}]") for name, node in skeleton.items()}
+
+
+def check_param_tree(name: str, tree, template) -> None:
+    """``tree`` is None or a tree of finite float arrays with ``template``'s structure and leaf shapes
+    (``template``: NumPy parameters, e.g. ``model.init(...)``)."""
+    if tree is None:
+        return
+    from ..tree import tree_paths
+    want = dict(tree_paths(template))
+    got = dict(tree_paths(tree))
+    if set(got) != set(want):
+        raise ValueError(f"{name}: got a tree with paths {sorted(got)[:4]}..., expected the parameters' paths "
+                         f"{sorted(want)[:4]}... (a state of another model?)")
+    for path, leaf in got.items():
+        arr = np.asarray(leaf)
+        if arr.dtype.kind != "f":
+            raise TypeError(f"{name}[{path!r}]: got dtype {arr.dtype}, expected floats")
+        if arr.shape != tuple(np.shape(want[path])):
+            raise ValueError(f"{name}[{path!r}]: got shape {arr.shape}, expected {tuple(np.shape(want[path]))} "
+                             "like the parameter")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name}[{path!r}]: got NaN or inf, expected finite values")
 
 
 # ---------------------------------------------------------------- the protocol
@@ -331,11 +380,41 @@ class Learner(Hooks):
         fields["index"] = self.index
         return pack_state(fields)
 
+    # fields that are None or trees shaped like the model's parameters (checked on load)
+    param_fields: ClassVar[tuple[str, ...]] = ()
+
     def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Restore :meth:`state_dict`'s ``(arrays, meta)``. The fields must be this learner's (a state
+        of another learner is refused), and each is checked before any is set: a damaged state raises
+        ``ValueError``/``TypeError`` naming ``meta[field]`` or the field."""
+        if not isinstance(meta, dict):
+            raise TypeError(f"meta: got {type(meta).__name__}, expected the dict written by state_dict")
+        expected = set(self.state_fields) | {"rng", "index"}
+        missing, extra = sorted(expected - set(meta)), sorted(set(meta) - expected)
+        if missing or extra:
+            raise ValueError(f"meta: got fields {sorted(meta)}, expected {sorted(expected)} of learner {self.name!r}"
+                             f"{f'; missing {missing}' if missing else ''}{f'; unknown {extra}' if extra else ''}"
+                             " (a state of another learner?)")
         current = {name: getattr(self, name, None) for name in self.state_fields}
-        current["rng"] = self.rng
-        for name, value in unpack_state(arrays, meta, current).items():
+        current["rng"] = np.random.default_rng()  # restored into a copy, set once every check has passed
+        values = unpack_state(arrays, meta, current)
+        self._check_state(values)
+        self.rng.bit_generator.state = values.pop("rng").bit_generator.state
+        for name, value in values.items():
             setattr(self, name, value)
+
+    def _check_state(self, values: dict[str, Any]) -> None:
+        """Validate unpacked state fields before they are set (subclasses add their own checks)."""
+        index = values["index"]
+        high = self.n_experiences - 1 if self.n_experiences else None
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < -1 or \
+                (high is not None and index > high):
+            raise ValueError(f"index: got {index!r}, expected an int in [-1, {high if high is not None else '...'}] "
+                             "(the experience being trained)")
+        if self.param_fields and self.model is not None:
+            template = self.model.init(np.random.default_rng(0), np.float64)
+            for name in self.param_fields:
+                check_param_tree(name, values[name], template)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())

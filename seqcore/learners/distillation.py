@@ -50,6 +50,13 @@ class LwF(Learner):
         "temperature": HP(2.0, "softmax temperature T", low=1e-6),
     }
     state_fields = ("teacher", "old_heads")
+    param_fields = ("teacher",)
+
+    def _check_state(self, values):
+        super()._check_state(values)
+        heads = values["old_heads"]
+        if not isinstance(heads, list) or any(isinstance(h, bool) or not isinstance(h, int) or h < 0 for h in heads):
+            raise ValueError(f"old_heads: got {heads!r:.80}, expected a list of head indices (ints >= 0)")
 
     def __init__(self, **hp):
         super().__init__(**hp)

@@ -52,6 +52,18 @@ class HyperNetwork(Learner):
     }
     state_fields = ("targets",)
 
+    def _check_state(self, values):
+        super()._check_state(values)
+        targets = values["targets"]
+        if targets is None:
+            return
+        if targets.dtype.kind != "f" or targets.ndim != 2 or targets.shape[1] != self.n_target or \
+                targets.shape[0] > self.n_experiences:
+            raise ValueError(f"targets: got a {targets.dtype} array of shape {targets.shape}, expected None or "
+                             f"floats (t, {self.n_target}) with t <= {self.n_experiences} (weights of earlier tasks)")
+        if not np.isfinite(targets).all():
+            raise ValueError("targets: got NaN or inf, expected finite generated weights")
+
     def __init__(self, **hp):
         super().__init__(**hp)
         self.targets = None  # (t, n_target): generated weights of tasks 0..t-1 stored before task t

@@ -85,6 +85,29 @@ class OrthogonalProjection(Learner):
     }
     state_fields = ("bases", "paths")
 
+    def _check_state(self, values):
+        super()._check_state(values)
+        bases, paths = values["bases"], values["paths"]
+        if bases is None:
+            return
+        if not isinstance(bases, list) or not isinstance(paths, list) or len(bases) != len(paths):
+            raise ValueError(f"bases/paths: got {type(bases).__name__} and {type(paths).__name__} of different "
+                             "lengths, expected one basis per listed layer")
+        template = self.model.init(np.random.default_rng(0), np.float64)
+        for i, (basis, entry) in enumerate(zip(bases, paths)):
+            try:
+                w_path, b_path = entry
+                rows = np.shape(get_path(template, tuple(w_path)))[1] + (b_path is not None)
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise ValueError(f"paths[{i}]: got {entry!r:.80}, expected (weight path, bias path or None) of a "
+                                 "2-D weight of the model") from None
+            if basis is None:
+                continue
+            if basis.dtype.kind != "f" or basis.ndim != 2 or basis.shape[0] != rows or basis.shape[1] > rows \
+                    or not np.isfinite(basis).all():
+                raise ValueError(f"bases[{i}]: got a {basis.dtype} array of shape {basis.shape}, expected finite "
+                                 f"floats ({rows}, k) with k <= {rows} for the layer at {tuple(w_path)}")
+
     def __init__(self, **hp):
         super().__init__(**hp)
         self.bases: list | None = None  # one (in [+1], k) basis per listed layer

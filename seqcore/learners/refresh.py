@@ -41,6 +41,7 @@ class Refresh(Replay):
         noise=HP(0.0, "scale of the Langevin noise of the unlearning step", low=0.0),
     )
     state_fields = Replay.state_fields + ("fisher",)
+    param_fields = Replay.param_fields + ("fisher",)
 
     def __init__(self, **hp):
         super().__init__(**hp)

@@ -93,6 +93,13 @@ class _Quadratic(Learner):
     """Shared machinery: importance, anchor, constant and the penalty's scale."""
 
     state_fields = ("importance", "anchor", "constant")
+    param_fields = ("importance", "anchor")
+
+    def _check_state(self, values):
+        super()._check_state(values)
+        c = values["constant"]
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not np.isfinite(c):
+            raise ValueError(f"constant: got {c!r}, expected a finite number")
 
     def __init__(self, **hp):
         super().__init__(**hp)
@@ -146,6 +153,7 @@ class EWC(_Quadratic):
                      choices=("empirical", "sampled")),
     }
     state_fields = _Quadratic.state_fields + ("weighted_anchor_sum", "weighted_square_sum")
+    param_fields = _Quadratic.param_fields + ("weighted_anchor_sum", "weighted_square_sum")
 
     def __init__(self, **hp):
         super().__init__(**hp)
@@ -205,6 +213,7 @@ class SI(_Quadratic):
         "damping": HP(0.1, "ξ of Ω += ω / (Δθ² + ξ)", low=0.0),
     }
     state_fields = _Quadratic.state_fields + ("path_integral", "start")
+    param_fields = _Quadratic.param_fields + ("path_integral", "start")
 
     def __init__(self, **hp):
         super().__init__(**hp)

@@ -108,12 +108,42 @@ class ReservoirBuffer:
         return {"capacity": self.capacity, "size": self.size, "n_seen": self.n_seen,
                 "data": {k: v[: self.size] for k, v in self.data.items()}}
 
-    def load_state_dict(self, state: dict) -> None:
-        if int(state["capacity"]) != self.capacity:
+    _state_keys = ("capacity", "size", "n_seen", "data")
+
+    def _check_state(self, state) -> tuple[int, int, dict]:
+        """``(size, n_seen, data)`` of a :meth:`state_dict`, checked against this buffer."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state: got {type(state).__name__}, expected a buffer's state_dict")
+        if set(state) != set(self._state_keys):
+            raise ValueError(f"state: got keys {sorted(state)}, expected {sorted(self._state_keys)} "
+                             f"(the state of a {type(self).__name__})")
+
+        def count(key, low, high=None):
+            v = state[key]
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low or (high is not None and v > high):
+                raise ValueError(f"state[{key!r}]: got {v!r}, expected an int in [{low}, {high if high is not None else '...'}]")
+            return int(v)
+
+        if count("capacity", 1) != self.capacity:
             raise ValueError(f"state: got capacity {state['capacity']}, expected {self.capacity}")
-        self.size, self.n_seen = int(state["size"]), int(state["n_seen"])
+        size = count("size", 0, self.capacity)
+        n_seen = count("n_seen", size)
+        data = state["data"]
+        if not isinstance(data, dict) or (size and not data):
+            raise ValueError(f"state['data']: got {type(data).__name__} {data!r:.60}, expected a dict of arrays "
+                             f"with {size} rows")
+        for k, v in data.items():
+            if not hasattr(v, "shape") or v.ndim < 1 or v.shape[0] != size:
+                raise ValueError(f"state['data'][{k!r}]: got shape {getattr(v, 'shape', None)}, expected "
+                                 f"({size}, ...) like state['size']")
+        return size, n_seen, data
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (checked first: capacity, ``0 <= size <= capacity``,
+        ``n_seen >= size``, one row per stored sample in every field)."""
+        self.size, self.n_seen, data = self._check_state(state)
         self.data = {}
-        for k, v in state["data"].items():
+        for k, v in data.items():
             arr = np.zeros((self.capacity,) + v.shape[1:], v.dtype)
             arr[: self.size] = v
             self.data[k] = arr
@@ -159,9 +189,23 @@ class ClassBalancedBuffer(ReservoirBuffer):
     def state_dict(self) -> dict:
         return dict(super().state_dict(), seen_per_class=self.seen_per_class)
 
+    _state_keys = ReservoirBuffer._state_keys + ("seen_per_class",)
+
+    def _check_state(self, state):
+        size, n_seen, data = super()._check_state(state)
+        seen = np.asarray(state["seen_per_class"])
+        if seen.size and (seen.ndim != 1 or seen.dtype.kind not in "iu" or seen.min() < 0):
+            raise ValueError(f"state['seen_per_class']: got {seen!r:.80}, expected (C,) counts >= 0")
+        if size:
+            y = np.asarray(data.get("y", np.zeros(0)))
+            if "y" not in data or y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= seen.size:
+                raise ValueError(f"state['data']['y']: got {y!r:.80}, expected int labels in "
+                                 f"[0, {seen.size}) (class balance needs them)")
+        return size, n_seen, data
+
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.seen_per_class = np.asarray(state["seen_per_class"], np.int64)
+        self.seen_per_class = np.asarray(state["seen_per_class"], np.int64).reshape(-1)
 
 
 def make_buffer(kind: str, capacity: int) -> ReservoirBuffer:
@@ -230,6 +274,18 @@ class _EpisodicMemory(Learner):
     """A fixed number of random training samples stored per finished experience."""
 
     state_fields = ("memory_x", "memory_y")
+
+    def _check_state(self, values):
+        super()._check_state(values)
+        xs, ys = values["memory_x"], values["memory_y"]
+        if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
+            raise ValueError(f"memory_x/memory_y: got {len(xs) if isinstance(xs, list) else xs!r} and "
+                             f"{len(ys) if isinstance(ys, list) else ys!r} memories, expected one (x, y) pair "
+                             "per finished experience")
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            if x.ndim < 1 or y.ndim != 1 or x.shape[0] != y.shape[0] or y.dtype.kind not in "iu":
+                raise ValueError(f"memory_x[{i}]/memory_y[{i}]: got shapes {x.shape} and {y.shape} "
+                                 f"(labels {y.dtype}), expected x (N, ...) and int labels y (N,)")
 
     def __init__(self, **hp):
         super().__init__(**hp)

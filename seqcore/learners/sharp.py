@@ -56,6 +56,34 @@ class SHARP(Learner):
     }
     state_fields = ("masks", "memory", "class_last_seen", "clock", "stable")
 
+    def _check_state(self, values):
+        super()._check_state(values)
+        template = self.model.init(np.random.default_rng(0), np.float64)
+        paths = self._paths(template)
+        masks = values["masks"]
+        if not isinstance(masks, list) or len(masks) != len(paths):
+            raise ValueError(f"masks: got {len(masks) if isinstance(masks, list) else type(masks).__name__} masks, "
+                             f"expected {len(paths)} (one per sparse matrix {paths})")
+        for i, (path, mask) in enumerate(zip(paths, masks)):
+            shape = np.shape(get_path(template, path))
+            if mask.dtype != bool or mask.shape != shape:
+                raise ValueError(f"masks[{i}]: got a {mask.dtype} array of shape {mask.shape}, expected a bool "
+                                 f"mask of shape {shape} like the weight at {path}")
+        seen = values["class_last_seen"]
+        if seen.ndim != 1 or (seen.size and (seen.dtype.kind not in "iu" or seen.min() < 0)):
+            raise ValueError(f"class_last_seen: got {seen!r:.80}, expected (C,) step counts >= 0")
+        clock = values["clock"]
+        if isinstance(clock, bool) or not isinstance(clock, int) or clock < 0:
+            raise ValueError(f"clock: got {clock!r}, expected an int >= 0")
+        stable = values["stable"]
+        if stable is not None:
+            size = getattr(self.model, "input_size", None)  # both classifiers read (1, input_size) inputs
+            width = int(np.shape(self.model.hidden(template, np.zeros((1, size))))[-1]) \
+                if isinstance(size, int) else None
+            if stable.dtype != bool or stable.ndim != 1 or (width is not None and stable.shape != (width,)):
+                raise ValueError(f"stable: got a {stable.dtype} array of shape {stable.shape}, expected None or a "
+                                 f"bool array of one entry per hidden unit{f' ({width},)' if width else ''}")
+
     def __init__(self, **hp):
         super().__init__(**hp)
         self.masks: list = []

@@ -36,13 +36,22 @@ def _check_task(task: Any) -> Task:
 
 def _accuracy_list(accuracies: Mapping[str, float] | Sequence[float], heads: tuple[Head, ...]) -> list[float]:
     """Accuracies in head order, from a {head name: accuracy} mapping or a sequence."""
+    names = [h.name for h in heads]
     if isinstance(accuracies, Mapping):
-        missing = [h.name for h in heads if h.name not in accuracies]
+        keys = sorted(map(repr, accuracies))
+        missing = [n for n in names if n not in accuracies]
         if missing:
-            raise ValueError(f"accuracies: got keys {sorted(accuracies)}, missing {missing} "
-                             f"(expected one per head: {[h.name for h in heads]})")
-        values = [accuracies[h.name] for h in heads]
+            raise ValueError(f"accuracies: got keys [{', '.join(keys)}], missing {missing} "
+                             f"(expected one per head: {names})")
+        unknown = [k for k in accuracies if k not in names]
+        if unknown:
+            raise ValueError(f"accuracies: got keys {unknown} that name no current head, expected only "
+                             f"the heads {names} (heads of an earlier level, or a typo?)")
+        values = [accuracies[n] for n in names]
     else:
+        if isinstance(accuracies, (str, bytes)) or not isinstance(accuracies, (Sequence, np.ndarray)):
+            raise TypeError(f"accuracies: got {type(accuracies).__name__} {accuracies!r:.60}, expected a "
+                            f"{{head name: accuracy}} mapping or a sequence of {len(heads)} accuracies")
         values = list(accuracies)
         if len(values) != len(heads):
             raise ValueError(f"accuracies: got {len(values)} values, expected {len(heads)} "
@@ -91,11 +100,58 @@ class Curriculum:
         return {"kind": self.name, "finished": bool(self.finished)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a state from ``state_dict`` (of the same kind of curriculum)."""
-        if not isinstance(state, Mapping) or state.get("kind") != self.name:
-            got = state.get("kind") if isinstance(state, Mapping) else type(state).__name__
-            raise ValueError(f"state: got kind {got!r}, expected a state_dict of a {self.name!r} curriculum")
-        self.finished = bool(state["finished"])
+        """Restore a state from ``state_dict`` (of the same kind of curriculum).
+
+        Every entry is checked before any is applied: a missing entry, a wrong type or a value
+        this curriculum cannot be in raises ``ValueError``/``TypeError`` naming ``state[key]``."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state: got {type(state).__name__}, expected a state_dict of a {self.name!r} "
+                            "curriculum")
+        if state.get("kind") != self.name:
+            raise ValueError(f"state: got kind {state.get('kind')!r}, expected a state_dict of a {self.name!r} "
+                             "curriculum")
+        self.finished = _state_bool(state, "finished")
+
+
+def _state_entry(state: Mapping[str, Any], key: str) -> Any:
+    if key not in state:
+        raise ValueError(f"state: missing {key!r}, expected every entry of state_dict() "
+                         f"(got {sorted(map(str, state))})")
+    value = state[key]
+    if isinstance(value, np.ndarray) and value.ndim == 0:  # a scalar read back from an .npz
+        value = value[()]
+    return value
+
+
+def _state_int(state: Mapping[str, Any], key: str, minimum: int | None = None,
+               maximum: int | None = None, bound: str = "") -> int:
+    return check_int(f"state[{key!r}]", _state_entry(state, key), minimum=minimum, maximum=maximum, bound=bound)
+
+
+def _state_bool(state: Mapping[str, Any], key: str) -> bool:
+    value = _state_entry(state, key)
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"state[{key!r}]: got {value!r}, expected True or False")
+    return bool(value)
+
+
+def _state_indices(state: Mapping[str, Any], key: str, size: int, shape_tail: tuple = (),
+                   distinct: bool = False) -> np.ndarray:
+    """An int array of shape (K, *shape_tail) with values in [0, size) (``size=None``: >= 0)."""
+    value = np.asarray(_state_entry(state, key))
+    if value.size == 0:
+        return np.zeros((0,) + shape_tail, dtype=np.int64)
+    if not np.issubdtype(value.dtype, np.integer):
+        raise TypeError(f"state[{key!r}]: got dtype {value.dtype}, expected integers")
+    if value.ndim != 1 + len(shape_tail) or value.shape[1:] != shape_tail:
+        want = "(K" + "".join(f", {d}" for d in shape_tail) + ("" if shape_tail else ",") + ")"
+        raise ValueError(f"state[{key!r}]: got shape {value.shape}, expected {want}")
+    if value.min() < 0 or (size is not None and value.max() >= size):
+        raise ValueError(f"state[{key!r}]: got values in [{value.min()}, {value.max()}], "
+                         f"expected in [0, {'...' if size is None else size - 1}]")
+    if distinct and np.unique(value).size != value.size:
+        raise ValueError(f"state[{key!r}]: got repeated indices, expected distinct ones")
+    return value.astype(np.int64)
 
 
 class FixedCurriculum(Curriculum):
@@ -165,12 +221,19 @@ class _NCurriculum(Curriculum):
                 "transitions": np.asarray(self.transitions, dtype=np.int64).reshape(-1, 2)}
 
     def load_state_dict(self, state):
+        # N only moves away from start_n: up to max_n, or (anti) down to min_n
+        if self.step_direction > 0:
+            low, high, low_name, high_name = self.start_n, self.max_n, "start_n", "max_n"
+        else:
+            low, high, low_name, high_name = self.min_n, self.start_n, "min_n", "start_n"
+        if isinstance(state, Mapping) and state.get("kind") == self.name:
+            n = _state_int(state, "n", minimum=low, bound=low_name)
+            if high is not None:
+                _state_int(state, "n", maximum=high, bound=high_name)
+            transitions = _state_indices(state, "transitions", None, (2,))
         super().load_state_dict(state)
-        n = check_int("state['n']", int(state["n"]), minimum=self.min_n)
-        if self.max_n is not None and n > self.max_n:
-            raise ValueError(f"state['n']: got {n}, expected <= max_n={self.max_n}")
         self.n = n
-        self.transitions = [(int(s), int(v)) for s, v in np.asarray(state["transitions"]).reshape(-1, 2)]
+        self.transitions = [(int(s), int(v)) for s, v in transitions]
 
 
 class SingleHeadCurriculum(_NCurriculum):
@@ -311,7 +374,10 @@ class CyclicalCurriculum(Curriculum):
 
     def record_losses(self, losses):
         """Per-example losses (B,) of the last batch; they set the sampling weights."""
-        losses = np.asarray(losses, dtype=np.float64)
+        losses = np.asarray(losses)
+        if losses.dtype.kind not in "fiu":
+            raise TypeError(f"losses: got dtype {losses.dtype}, expected real per-example losses")
+        losses = losses.astype(np.float64)
         if losses.shape != self.last_indices.shape:
             raise ValueError(f"losses: got shape {losses.shape}, expected {self.last_indices.shape} "
                              "(one per example of the last batch from sample)")
@@ -326,17 +392,27 @@ class CyclicalCurriculum(Curriculum):
                 "last_indices": self.last_indices.copy()}
 
     def load_state_dict(self, state):
+        if isinstance(state, Mapping) and state.get("kind") == self.name:
+            losses = np.asarray(_state_entry(state, "losses"))
+            if losses.dtype.kind not in "fiu":
+                raise TypeError(f"state['losses']: got dtype {losses.dtype}, expected floats")
+            if losses.shape != (self.size,):
+                raise ValueError(f"state['losses']: got shape {losses.shape}, expected ({self.size},)")
+            if not np.all(np.isfinite(losses)) or np.any(losses < 0):
+                raise ValueError("state['losses']: got non-finite or negative values, expected losses >= 0")
+            epoch = _state_int(state, "epoch", minimum=0)
+            fraction = _state_entry(state, "fraction")
+            fraction = check_float("state['fraction']", fraction, minimum=self.start_fraction,
+                                   maximum=self.end_fraction)
+            increasing = _state_bool(state, "increasing")
+            order = _state_indices(state, "order", self.size, distinct=True)
+            position = _state_int(state, "position", minimum=0)
+            _state_int(state, "position", maximum=len(order), bound="len(state['order'])")
+            last_indices = _state_indices(state, "last_indices", self.size)
         super().load_state_dict(state)
-        losses = np.asarray(state["losses"], dtype=np.float64)
-        if losses.shape != (self.size,):
-            raise ValueError(f"state['losses']: got shape {losses.shape}, expected ({self.size},)")
-        self.losses = losses.copy()
-        self.epoch = int(state["epoch"])
-        self.fraction = float(state["fraction"])
-        self.increasing = bool(state["increasing"])
-        self.order = np.asarray(state["order"], dtype=np.int64).copy()
-        self.position = int(state["position"])
-        self.last_indices = np.asarray(state["last_indices"], dtype=np.int64).copy()
+        self.losses = np.array(losses, dtype=np.float64)
+        self.epoch, self.fraction, self.increasing = epoch, fraction, increasing
+        self.order, self.position, self.last_indices = order.copy(), position, last_indices.copy()
 
 
 _CURRICULA = {c.name: c for c in (FixedCurriculum, SingleHeadCurriculum, MultiHeadCurriculum,
@@ -351,7 +427,7 @@ def curriculum_names() -> tuple[str, ...]:
 def make_curriculum(name: str, task: Task, **kwargs: Any) -> Curriculum:
     """Build curriculum ``name`` over ``task``, e.g.
     ``make_curriculum("multi-head", make("nparity", n=2), threshold=0.98)``."""
-    if name not in _CURRICULA:
+    if not isinstance(name, str) or name not in _CURRICULA:
         raise ValueError(f"curriculum: got {name!r}, expected one of {', '.join(_CURRICULA)}")
     try:
         return _CURRICULA[name](task, **kwargs)

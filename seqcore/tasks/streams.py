@@ -13,11 +13,14 @@ images (N, D) or sequences (N, T, D) — and integer labels ``y`` of shape (N,).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
+
+from ..validate import check_bool
 
 __all__ = [
     "Experience", "Stream", "permuted_stream", "split_stream", "blurry",
@@ -40,14 +43,30 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None, why: st
     return int(value)
 
 
+def _check_real(name: str, value: Any, low: float, high: float | None = None, high_open: bool = False) -> float:
+    """A finite real number (not a bool) in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: got {type(value).__name__} {value!r}, expected a real number")
+    value = float(value)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not np.isfinite(value) or value < low or too_high:
+        want = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name}: got {value!r}, expected a finite number {want}")
+    return value
+
+
 def _check_pair(name: str, pair: Any, integer_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(pair, tuple) or len(pair) != 2:
         raise TypeError(f"{name}: got {type(pair).__name__}, expected a tuple (x, y) of arrays")
     x, y = (np.asarray(a) for a in pair)
     if x.ndim < 1 or y.ndim != 1 or x.shape[0] != y.shape[0]:
         raise ValueError(f"{name}: got x {x.shape} and y {y.shape}, expected x (N, ...) and y (N,)")
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: got inputs of dtype {x.dtype}, expected numbers (float, int or bool)")
     if integer_labels and not np.issubdtype(y.dtype, np.integer):
         raise TypeError(f"{name}: got labels of dtype {y.dtype}, expected integer class labels")
+    if not integer_labels and y.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: got labels of dtype {y.dtype}, expected numbers (class ids or targets)")
     return x, y
 
 
@@ -62,7 +81,19 @@ def _check_dataset(x_train, y_train, x_test, y_test) -> tuple[np.ndarray, ...]:
                          f"expected {x_train.shape[1:]} like x_train")
     if y_train.min() < 0 or (y_test.size and y_test.min() < 0):
         raise ValueError("y_train/y_test: got a negative label, expected class labels >= 0")
+    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise ValueError(f"{name}: got NaN or inf inputs, expected finite values")
     return x_train, y_train, x_test, y_test
+
+
+def _check_test_classes(y_train: np.ndarray, y_test: np.ndarray) -> np.ndarray:
+    """The classes of ``y_train``; test classes never trained are refused (they would never be evaluated)."""
+    classes = np.unique(y_train)
+    unknown = np.setdiff1d(y_test, classes)
+    if unknown.size:
+        raise ValueError(f"y_test: got classes {unknown.tolist()} absent from y_train")
+    return classes
 
 
 # ---------------------------------------------------------------- experience and stream
@@ -96,7 +127,15 @@ class Experience:
             raise TypeError(f"train: got {type(self.train).__name__}, expected (x, y) arrays "
                             "or an object with sample(rng, batch_size)")
         object.__setattr__(self, "eval", _check_pair("eval", self.eval, integer_labels=False))
-        object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+        if isinstance(self.classes, (str, bytes)) or not isinstance(self.classes, (Sequence, np.ndarray)):
+            raise TypeError(f"classes: got {type(self.classes).__name__} {self.classes!r:.60}, "
+                            "expected a sequence of int class ids")
+        object.__setattr__(self, "classes", tuple(_check_int(f"classes[{i}]", c, 0)
+                                                  for i, c in enumerate(np.asarray(self.classes).tolist()
+                                                                        if isinstance(self.classes, np.ndarray)
+                                                                        else self.classes)))
+        if not isinstance(self.info, Mapping):
+            raise TypeError(f"info: got {type(self.info).__name__}, expected a mapping (dict)")
 
     @property
     def is_sampled(self) -> bool:
@@ -137,7 +176,19 @@ class Stream(Sequence):
                  info: Mapping[str, Any] | None = None, heads: Sequence[int] | None = None) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"scenario: got {scenario!r}, expected one of {SCENARIOS}")
-        self.task_ids = tuple(int(t) for t in task_ids)
+        if isinstance(task_ids, np.ndarray):
+            task_ids = task_ids.tolist()
+        if isinstance(task_ids, (str, bytes)) or not isinstance(task_ids, Sequence):
+            raise TypeError(f"task_ids: got {type(task_ids).__name__}, expected a sequence of ints")
+        if not callable(build):
+            raise TypeError(f"build: got {type(build).__name__}, expected a callable position -> Experience")
+        if n_outputs is not None:
+            n_outputs = _check_int("n_outputs", n_outputs, 1)
+        if not isinstance(name, str):
+            raise TypeError(f"name: got {type(name).__name__}, expected str")
+        if info is not None and not isinstance(info, Mapping):
+            raise TypeError(f"info: got {type(info).__name__}, expected a mapping (dict) or None")
+        self.task_ids = tuple(_check_int(f"task_ids[{i}]", t, 0) for i, t in enumerate(task_ids))
         self._build = build
         self.scenario = scenario
         self.n_outputs = n_outputs
@@ -193,6 +244,8 @@ def permuted_stream(x_train, y_train, x_test, y_test, n_experiences: int, seed: 
     """
     x_train, y_train, x_test, y_test = _check_dataset(x_train, y_train, x_test, y_test)
     n_experiences = _check_int("n_experiences", n_experiences, 1)
+    first_identity = check_bool("first_identity", first_identity)
+    multi_head = check_bool("multi_head", multi_head)
     rng = np.random.default_rng(_check_int("seed", seed, 0))
     n_features = int(np.prod(x_train.shape[1:]))
     permutations = [np.arange(n_features) if (i == 0 and first_identity) else rng.permutation(n_features)
@@ -228,15 +281,13 @@ def split_stream(x_train, y_train, x_test, y_test, *, n_experiences: int | None 
     x_train, y_train, x_test, y_test = _check_dataset(x_train, y_train, x_test, y_test)
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario: got {scenario!r}, expected one of {SCENARIOS}")
-    classes = np.unique(y_train)
-    unknown = np.setdiff1d(y_test, classes)
-    if unknown.size:
-        raise ValueError(f"y_test: got classes {unknown.tolist()} absent from y_train")
+    classes = _check_test_classes(y_train, y_test)
     if class_order is not None:
         order = np.asarray(class_order)
-        if order.ndim != 1 or not np.array_equal(np.sort(order), classes):
-            raise ValueError(f"class_order: got {list(order.reshape(-1))}, "
-                             f"expected a permutation of {classes.tolist()}")
+        if order.ndim != 1 or not np.issubdtype(order.dtype, np.integer) or \
+                not np.array_equal(np.sort(order), classes):
+            raise ValueError(f"class_order: got {order.tolist()!r:.200}, expected a 1-D permutation of the "
+                             f"int classes {classes.tolist()}")
     elif seed is not None:
         order = np.random.default_rng(_check_int("seed", seed, 0)).permutation(classes)
     else:
@@ -290,8 +341,7 @@ def blurry(stream: Stream, overlap: float, seed: int) -> Stream:
     "domain"); overlap in [0, 1).
     """
     stream = _check_stream(stream)
-    if not isinstance(overlap, (int, float, np.floating)) or not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap: got {overlap!r}, expected a float in [0, 1)")
+    overlap = _check_real("overlap", overlap, 0.0, 1.0, high_open=True)
     if stream.scenario == "task":
         raise ValueError("stream: got scenario 'task', expected 'class' or 'domain' (mixing samples "
                          "across heads would be ambiguous)")
@@ -345,8 +395,7 @@ def power_law_steps(n_tasks: int, exponent: float, budget: int, seed: int) -> li
     """
     n_tasks = _check_int("n_tasks", n_tasks, 1)
     budget = _check_int("budget", budget, 0)
-    if not isinstance(exponent, (int, float, np.number)) or not np.isfinite(exponent) or exponent < 0:
-        raise ValueError(f"exponent: got {exponent!r}, expected a finite number >= 0")
+    exponent = _check_real("exponent", exponent, 0.0)
     rng = np.random.default_rng(_check_int("seed", seed, 0))
     last_seen = np.zeros(n_tasks, dtype=np.int64)
     steps = []
@@ -405,13 +454,12 @@ def scole_stream(x_train, y_train, x_test, y_test, n_experiences: int, classes_p
     ``info["class_probabilities"]`` of the stream maps class to probability.
     """
     x_train, y_train, x_test, y_test = _check_dataset(x_train, y_train, x_test, y_test)
-    classes = np.unique(y_train)
+    classes = _check_test_classes(y_train, y_test)
     n_experiences = _check_int("n_experiences", n_experiences, 1)
     per = _check_int("classes_per_experience", classes_per_experience, 1, classes.size)
     if class_distribution not in ("uniform", "zipf"):
         raise ValueError(f"class_distribution: got {class_distribution!r}, expected 'uniform' or 'zipf'")
-    if not isinstance(exponent, (int, float, np.number)) or not np.isfinite(exponent) or exponent < 0:
-        raise ValueError(f"exponent: got {exponent!r}, expected a finite number >= 0")
+    exponent = _check_real("exponent", exponent, 0.0)
     if samples_per_class is not None:
         smallest = int(np.bincount(y_train)[classes].min())
         samples_per_class = _check_int("samples_per_class", samples_per_class, 1, smallest)
@@ -424,6 +472,10 @@ def scole_stream(x_train, y_train, x_test, y_test, n_experiences: int, classes_p
     else:
         weights = (ranks + 1.0) ** (-float(exponent))
         probabilities = weights / weights.sum()
+        if np.count_nonzero(probabilities) < per:  # the weights of low ranks underflowed to 0
+            raise ValueError(f"exponent: got {exponent}, which leaves {np.count_nonzero(probabilities)} of the "
+                             f"{classes.size} classes a nonzero probability, expected at least "
+                             f"classes_per_experience={per} (a smaller exponent)")
     drawn = [np.sort(rng.choice(classes, size=per, replace=False, p=probabilities))
              for _ in range(n_experiences)]
 
@@ -505,6 +557,7 @@ def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, 
         raise ValueError(f"ns: got {ns!r}, expected a non-empty sequence of ints")
     ns = [_check_int(f"ns[{i}]", n, 0) for i, n in enumerate(ns)]
     seed = _check_int("seed", seed, 0)
+    multi_head = check_bool("multi_head", multi_head)
     eval_size = _check_int("eval_size", eval_size, 1)
     if length is not None:
         length = _check_int("length", length, 1)
@@ -524,6 +577,9 @@ def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, 
         x, y = _check_pair(f"task_factory({n}).sample", batch, integer_labels=False)
         if x.shape[0] != eval_size:
             raise ValueError(f"task_factory({n}).sample: got {x.shape[0]} samples, expected {eval_size}")
+        if np.issubdtype(y.dtype, np.integer) and y.size and y.min() < 0:
+            raise ValueError(f"task_factory({n}).sample: got a negative label ({int(y.min())}), "
+                             "expected class labels >= 0")
         classes = tuple(np.unique(y).tolist()) if np.issubdtype(y.dtype, np.integer) else ()
         experiences.append(Experience(i, task, (x, y), classes, head=i if multi_head else 0,
                                       info={"n": n}))

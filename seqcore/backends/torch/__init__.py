@@ -26,7 +26,32 @@ primitives: dict = {}
 def asarray(x, dtype=None):
     if isinstance(x, torch.Tensor):
         return x if dtype is None else x.to(_torch_dtype(dtype))
-    return torch.from_numpy(_contiguous(np.asarray(x, dtype=dtype)))
+    arr = np.asarray(x, dtype=dtype)
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"x: got {type(x).__name__} of dtype {arr.dtype}, expected numbers (bool, int, float "
+                        "or complex) to make a torch tensor")
+    return torch.from_numpy(_contiguous(arr))
+
+
+def _check_tensors(what: str, args) -> None:
+    """Positional arguments of a primitive on torch: tensors (or None/Python numbers), floating ones
+    of one dtype, all on one device — named here instead of failing inside the reference or torch."""
+    floating, device = None, None
+    for i, a in enumerate(args):
+        if a is None or (isinstance(a, (int, float)) and not isinstance(a, bool)):
+            continue
+        if not isinstance(a, torch.Tensor):
+            raise TypeError(f"args[{i}]: got {type(a).__name__}, expected a torch.Tensor for {what} "
+                            "(convert NumPy arrays with seqcore.backends.get('torch').asarray)")
+        if a.is_floating_point():
+            if floating is not None and a.dtype != floating[1]:
+                raise TypeError(f"args[{i}]: got dtype {a.dtype}, expected {floating[1]} like args[{floating[0]}] "
+                                f"of {what}")
+            floating = floating or (i, a.dtype)
+        if device is not None and a.device != device[1]:
+            raise ValueError(f"args[{i}]: got a tensor on {a.device}, expected {device[1]} like args[{device[0]}] "
+                             f"of {what}")
+        device = device or (i, a.device)
 
 
 def _contiguous(v):
@@ -107,6 +132,10 @@ def autograd_function(prim_name: str):
     _Fn.__name__ = f"{prim_name}_torch_function"
 
     def call(*args, **static):
+        from ...scan import CHECKS
+        if prim_name in CHECKS:  # the scans' argument rules, named as seqcore.linear_scan names them
+            CHECKS[prim_name](*(a.detach() if isinstance(a, torch.Tensor) else a for a in args), **static)
+        _check_tensors(f"primitive {prim_name!r}", args)
         return _Fn.apply(static, *args)
 
     call.__doc__ = f"{prim_name} on torch tensors, differentiable by torch autograd. {prim.doc}"
@@ -115,7 +144,8 @@ def autograd_function(prim_name: str):
 
 def linear_scan(a, b, h0=None, *, reverse=False, method="sequential", chunk_size=64):
     """:func:`seqcore.linear_scan` for torch tensors inside torch autograd."""
-    from ...scan import linear_scan as checked  # validates shapes and dtypes on the tensors
-    checked(a.detach(), b.detach(), None if h0 is None else h0.detach(), reverse=reverse, method=method,
-            chunk_size=chunk_size)
+    for name, v in (("a", a), ("b", b), ("h0", h0)):
+        if not (isinstance(v, torch.Tensor) or (name == "h0" and v is None)):
+            raise TypeError(f"{name}: got {type(v).__name__}, expected a torch.Tensor"
+                            f"{' or None' if name == 'h0' else ''} (this is the torch backend's linear_scan)")
     return autograd_function("linear_scan")(a, b, h0, reverse=reverse, method=method, chunk_size=chunk_size)
