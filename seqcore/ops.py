@@ -7,7 +7,7 @@ call these.
 from __future__ import annotations
 
 from .backends.numpy import ops as _ref
-from .validate import check_array, check_shape
+from .validate import check_array, check_same_backend, check_shape
 
 __all__ = ["add", "sub", "mul", "div", "neg", "power", "tanh", "sigmoid", "relu", "leaky_relu", "exp",
            "log", "softplus", "clip", "square", "sum", "mean", "reshape", "swapaxes", "getitem",
@@ -68,11 +68,13 @@ def linear(x, weight, bias=None):
     """``x @ weight.T + bias`` with ``x: (..., in)``, ``weight: (out, in)``, ``bias: (out,)``."""
     check_array("x", x, floating=False)
     check_array("weight", weight, floating=False)
+    check_same_backend("weight", weight, "x", x)  # float32 beside float64 promotes, as the cells allow
     if weight.ndim != 2:
         raise ValueError(f"weight: got shape {tuple(weight.shape)}, expected (out_features, in_features)")
     if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"x: got shape {tuple(x.shape)}, expected (..., {weight.shape[1]}) (weight's in_features)")
     if bias is not None:
         check_array("bias", bias, floating=False)
+        check_same_backend("bias", bias, "x", x)
         check_shape("bias", bias, (weight.shape[0],), "(out_features,)")
     return _ref.linear(x, weight, bias)

@@ -70,8 +70,11 @@ def define(name: str, fwd: Callable, bwd: Callable, doc: str = "") -> Primitive:
 
 
 def get(name: str) -> Primitive:
+    """The registered primitive called ``name``."""
+    if not isinstance(name, str):
+        raise TypeError(f"name: got {type(name).__name__} {name!r}, expected a primitive's name (a str)")
     if name not in _REGISTRY:
-        raise ValueError(f"primitive: unknown name {name!r}; expected one of {sorted(_REGISTRY)}")
+        raise ValueError(f"name: got unknown primitive {name!r}; expected one of {sorted(_REGISTRY)}")
     return _REGISTRY[name]
 
 

@@ -50,12 +50,17 @@ def check_shape(name: str, x, expected: tuple, what: str = ""):
     return x
 
 
-def check_same_dtype(name: str, x, ref_name: str, ref):
+def check_same_backend(name: str, x, ref_name: str, ref):
+    """``x`` is an array of the same library as ``ref`` (a NumPy array beside a torch tensor is refused)."""
     kx, kr = type(_raw(x)), type(_raw(ref))
     lib_x, lib_r = kx.__module__.split(".")[0], kr.__module__.split(".")[0]
-    if lib_x != lib_r:  # e.g. a NumPy array beside a torch tensor: say so, not "float64 != torch.float64"
+    if lib_x != lib_r:  # say so, not "float64 != torch.float64" or an error deep inside the primitive
         raise TypeError(f"{name}: got a {lib_x}.{kx.__name__}, expected a {lib_r}.{kr.__name__} like {ref_name} "
                         "(arrays of one backend)")
+
+
+def check_same_dtype(name: str, x, ref_name: str, ref):
+    check_same_backend(name, x, ref_name, ref)
     if _raw(x).dtype != _raw(ref).dtype:
         raise TypeError(f"{name}: got dtype {_raw(x).dtype}, expected {_raw(ref).dtype} (the dtype of {ref_name})")
 

@@ -351,3 +351,17 @@ def test_last_step_index_accepts_lists_bools_and_traced_masks():
     assert tasks.last_step_index([[0, 1], [1, 0]]).tolist() == [1, 0]
     assert tasks.last_step_index(np.array([[True, False, True]])).tolist() == [2]
     assert tasks.last_step_index(Traced(np.array([[0.0, 1.0, 0.0]]))).tolist() == [1]
+
+
+def test_linear_refuses_arrays_of_two_backends_and_get_names_its_argument():
+    torch = pytest.importorskip("torch", reason="torch is not installed: no second backend to mix")
+    from seqcore import ops, primitives
+    with pytest.raises(TypeError, match=r"weight: got a numpy.ndarray, expected a torch.Tensor like x"):
+        ops.linear(torch.zeros(3, 4), np.zeros((2, 4), np.float32))
+    with pytest.raises(TypeError, match=r"bias: got a numpy.ndarray, expected a torch.Tensor like x"):
+        ops.linear(torch.zeros(3, 4), torch.zeros(2, 4), np.zeros(2, np.float32))
+    assert ops.linear(np.zeros((3, 4), np.float32), np.zeros((2, 4))).dtype == np.float64  # dtypes promote
+    with pytest.raises(TypeError, match=r"name: got int 3, expected a primitive's name"):
+        primitives.get(3)
+    with pytest.raises(ValueError, match=r"name: got unknown primitive 'nope'"):
+        primitives.get("nope")
