@@ -280,3 +280,18 @@ def test_a_diverging_run_ends_diverged_without_numpy_warnings(tmp_path):
         warnings.simplefilter("error")  # an overflow warning would escape as an exception
         summary, _ = train(cfg, tmp_path / "run", quiet=True)
     assert summary["status"] == "diverged"
+
+
+def test_all_finite_sees_a_nan_or_inf_in_any_leaf():
+    from seqcore.train import _all_finite
+    ok = {"a": np.zeros((2, 3), np.float32), "b": [np.ones(4), np.float64(2.0)], "c": None}
+    assert _all_finite(ok, np.asarray) and _all_finite({}, np.asarray)
+    for path, bad in ((("a",), np.float32(np.inf)), (("b", 0), np.nan), (("b", 1), -np.inf)):
+        tree = {"a": ok["a"].copy(), "b": [ok["b"][0].copy(), ok["b"][1]], "c": None}
+        if path == ("b", 1):
+            tree["b"][1] = np.float64(bad)
+        elif path == ("a",):
+            tree["a"][1, 2] = bad
+        else:
+            tree["b"][0][3] = bad
+        assert not _all_finite(tree, np.asarray), path
