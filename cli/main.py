@@ -77,10 +77,13 @@ def list_backends() -> None:
         note = r["reason"] or ("default for `seqcore train`" if r["name"] == default else "")
         click.echo(f"{r['name']:<8} {'yes' if r['available'] else 'no':<10} {r['version'] or '-':<14} {note}")
     from seqcore.backends import blas
-    # matrix-product speed of the numpy and numba backends: an OPENBLAS_CORETYPE pin can halve it
+    # matrix-product speed of the numpy and numba backends: an OPENBLAS_CORETYPE pin can cost 2-4x
     click.echo(f"\nOpenBLAS kernels: {blas.describe()}")
     click.echo("heap: freed memory kept for the next step" if heap.retained()
                else "heap: glibc defaults (freed memory may go back to the OS between steps)")
+    pin = blas.pin_note()
+    if pin:
+        click.echo(pin)
     if bad_env is not None:
         raise bad_env
 

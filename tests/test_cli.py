@@ -801,5 +801,7 @@ def test_train_notes_a_blas_pin_narrower_than_the_cpu_on_stderr(tmp_path, monkey
     assert result.stderr.startswith("note: OPENBLAS_CORETYPE=Haswell holds OpenBLAS to older kernels")
     assert "note:" not in result.stdout
     assert "note:" not in ok("train", *TINY, "--steps", 2, "--out", tmp_path / "b", "-q").stderr
+    assert ok("backends").stdout.splitlines()[-1].startswith("note: OPENBLAS_CORETYPE=Haswell holds OpenBLAS")
     monkeypatch.setattr(blas, "_cpu_flags", lambda: {"avx2"})
     assert ok("train", *TINY, "--steps", 2, "--out", tmp_path / "c").stderr == ""
+    assert "note:" not in ok("backends").stdout
