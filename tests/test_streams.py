@@ -459,3 +459,11 @@ def test_experience_and_stream_fields_are_checked():
         Stream([0], 5, scenario="class", n_outputs=2)
     with pytest.raises(TypeError, match="info: got list"):
         Stream([0], lambda i: None, scenario="class", n_outputs=2, info=[1])
+
+
+def test_permuted_stream_refuses_more_permutations_than_memory_holds():
+    from seqcore.tasks.streams import permuted_stream
+    x = np.zeros((4, 3, 3), np.float32)
+    y = np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"n_experiences: got 1000000000000, whose permutations would take .* GiB"):
+        permuted_stream(x, y, x, y, n_experiences=10**12, seed=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -231,6 +232,22 @@ def _check_stream(stream: Any) -> Stream:
 
 # ---------------------------------------------------------------- permuted and split
 
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX, or the value is unknown
+        return None
+
+
+def _check_fits_in_memory(name: str, value: int, nbytes: int, what: str) -> None:
+    """Refuse a size whose arrays could never fit in this machine's memory (building them
+    would otherwise run for hours before failing)."""
+    total = _physical_memory()
+    if total is not None and nbytes > total:
+        raise ValueError(f"{name}: got {value}, whose {what} would take {nbytes / 2**30:.3g} GiB, more than this "
+                         f"machine's {total / 2**30:.3g} GiB of memory")
+
+
 def permuted_stream(x_train, y_train, x_test, y_test, n_experiences: int, seed: int,
                     first_identity: bool = True, multi_head: bool = False) -> Stream:
     """Permuted benchmark: experience i applies a fixed permutation of the features.
@@ -248,6 +265,7 @@ def permuted_stream(x_train, y_train, x_test, y_test, n_experiences: int, seed: 
     multi_head = check_bool("multi_head", multi_head)
     rng = np.random.default_rng(_check_int("seed", seed, 0))
     n_features = int(np.prod(x_train.shape[1:]))
+    _check_fits_in_memory("n_experiences", n_experiences, n_experiences * n_features * 8, "permutations")
     permutations = [np.arange(n_features) if (i == 0 and first_identity) else rng.permutation(n_features)
                     for i in range(n_experiences)]
     classes = tuple(np.union1d(y_train, y_test).tolist())
