@@ -19,6 +19,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from .validate import check_bool
+
 __all__ = [
     "average_accuracy", "forgetting", "bwt", "fwt",
     "EvalCurve", "min_acc", "wc_acc", "windowed_forgetting", "windowed_plasticity", "lca",
@@ -34,12 +36,6 @@ def _real_array(name: str, value: Any, expected: str) -> np.ndarray:
     if raw.dtype.kind not in "biuf":
         raise TypeError(f"{name}: got {type(value).__name__} of dtype {raw.dtype}, expected {expected}")
     return raw.astype(np.float64)
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: got {value!r}, expected True or False")
-    return bool(value)
 
 
 def _accuracy_matrix(R: Any) -> np.ndarray:
@@ -68,7 +64,7 @@ def average_accuracy(R: Any, per_step: bool = False) -> float | np.ndarray:
     R: (n, n) accuracy matrix.
     """
     R = _accuracy_matrix(R)
-    if _flag("per_step", per_step):
+    if check_bool("per_step", per_step):
         return np.array([R[i, : i + 1].mean() for i in range(R.shape[0])])
     return float(R[-1].mean())
 
@@ -278,7 +274,7 @@ def min_acc(curve: EvalCurve, per_task: bool = False) -> float | np.ndarray:
     curve = _check_curve(curve)
     k = curve.n_seen
     minima = np.array([curve.accuracy[curve.experience > j, j].min() for j in range(k - 1)])
-    if _flag("per_task", per_task):
+    if check_bool("per_task", per_task):
         return minima
     return float(minima.mean()) if k > 1 else float("nan")
 
@@ -312,7 +308,7 @@ def windowed_forgetting(curve: EvalCurve, window: int, per_task: bool = False) -
     window = _check_positive_int("window", window)
     k = curve.n_seen
     drops = np.array([_largest_change(_after_learning(curve, j), window, -1.0) for j in range(k - 1)])
-    if _flag("per_task", per_task):
+    if check_bool("per_task", per_task):
         return drops
     return float(drops.mean()) if k > 1 else float("nan")
 
@@ -329,7 +325,7 @@ def windowed_plasticity(curve: EvalCurve, window: int, per_task: bool = False) -
     window = _check_positive_int("window", window)
     gains = np.array([_largest_change(_since_start(curve, j), window, 1.0)
                       for j in range(curve.n_seen)])
-    return gains if _flag("per_task", per_task) else float(gains.mean())
+    return gains if check_bool("per_task", per_task) else float(gains.mean())
 
 
 def lca(curve: EvalCurve, beta: int, per_task: bool = False) -> float | np.ndarray:
@@ -350,7 +346,7 @@ def lca(curve: EvalCurve, beta: int, per_task: bool = False) -> float | np.ndarr
         phase = curve.accuracy[curve.experience == j, j]
         if phase.size:
             values[j] = phase[:beta].mean()
-    if _flag("per_task", per_task):
+    if check_bool("per_task", per_task):
         return values
     return float(np.nanmean(values)) if np.any(np.isfinite(values)) else float("nan")
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from .tree import tree_leaves, tree_map, tree_paths
+from .validate import check_bool
 
 __all__ = [
     "GradientTransformation", "apply_updates", "chain", "identity", "scale", "scale_by_schedule",
@@ -51,12 +52,6 @@ def _number(name: str, value, low: float | None = None, high: float | None = Non
     if high is not None and (value >= high if high_open else value > high):
         raise ValueError(f"{name}: got {value}, expected {'<' if high_open else '<='} {high}")
     return value
-
-
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: got {value!r}, expected True or False")
-    return bool(value)
 
 
 def _schedule_value(name: str, value, count: int) -> float:
@@ -223,7 +218,7 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
     """Heavy-ball momentum as in ``torch.optim.SGD`` (dampening 0): ``b = μ·b + g``;
     ``u = g + μ·b`` with Nesterov, else ``u = b``. State ``{"count", "momentum_buffer"}``."""
     momentum = _number("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    nesterov = _flag("nesterov", nesterov)
+    nesterov = check_bool("nesterov", nesterov)
 
     def init(params):
         return {"count": 0, "momentum_buffer": tree_map(_zeros_like, params)}
@@ -249,7 +244,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     b1 = _number("b1", b1, low=0.0, high=1.0, high_open=True)
     b2 = _number("b2", b2, low=0.0, high=1.0, high_open=True)
     eps = _number("eps", eps, low=0.0)
-    amsgrad = _flag("amsgrad", amsgrad)
+    amsgrad = check_bool("amsgrad", amsgrad)
 
     def init(params):
         state = {"count": 0, "mu": tree_map(_zeros_like, params), "nu": tree_map(_zeros_like, params)}
@@ -277,7 +272,7 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False)
     centered: ``a = α·a + (1−α)·g``, ``u = g/(√(s − a²) + eps)``."""
     alpha = _number("alpha", alpha, low=0.0, high=1.0, high_open=True)
     eps = _number("eps", eps, low=0.0)
-    centered = _flag("centered", centered)
+    centered = check_bool("centered", centered)
 
     def init(params):
         state = {"count": 0, "square_avg": tree_map(_zeros_like, params)}
@@ -358,7 +353,7 @@ def sgd(learning_rate, momentum: float = 0.0, nesterov: bool = False,
     ``p ← p − η·(d + μ·b)`` (Nesterov) or ``p ← p − η·b``."""
     _learning_rate(learning_rate)
     momentum = _number("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    nesterov = _flag("nesterov", nesterov)
+    nesterov = check_bool("nesterov", nesterov)
     if nesterov and momentum == 0.0:
         raise ValueError("nesterov: got True with momentum=0.0, expected momentum > 0")
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []

@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .validate import check_bool
+
 __all__ = [
     "Schedule", "constant", "linear_decay", "piecewise_constant", "exponential", "cosine",
     "warmup_cosine", "sgdr", "wsd", "infinite", "rex", "triangular", "join", "refined",
@@ -73,12 +75,6 @@ def _floor_below(name: str, value, peak_name: str, peak: float) -> float:
     if value > peak:
         raise ValueError(f"{name}: got {value}, expected <= {peak_name}={peak} (floor above the peak)")
     return value
-
-
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: got {value!r}, expected True or False")
-    return bool(value)
 
 
 def _step(step) -> float:
@@ -152,7 +148,7 @@ def exponential(peak: float, decay_rate: float, decay_steps: int, staircase: boo
         raise ValueError(f"decay_rate: got {decay_rate}, expected in (0, 1]")
     decay_steps = _steps("decay_steps", decay_steps, 1)
     end_value = _floor_below("end_value", end_value, "peak", peak)
-    staircase = _flag("staircase", staircase)
+    staircase = check_bool("staircase", staircase)
 
     def schedule(step) -> float:
         exponent = _step(step) / decay_steps
@@ -314,7 +310,7 @@ def infinite(peak: float, constant_value: float, min_value: float, warmup_steps:
     constant_steps = _steps("constant_steps", constant_steps, 0)
     anneal_steps = _steps("anneal_steps", anneal_steps, 0)
     init_value = _floor_below("init_value", init_value, "peak", peak)
-    if _flag("start_in_constant", start_in_constant):
+    if check_bool("start_in_constant", start_in_constant):
         warmup_steps = cooldown_steps = 0
     if warmup_steps + cooldown_steps + constant_steps + anneal_steps < 1:
         raise ValueError("total_steps: got 0 (warmup + cooldown + constant + anneal), expected >= 1")

@@ -26,6 +26,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from ..masks import last_step_index
+from ..validate import check_rng
 
 __all__ = [
     "Batch", "Head", "Task", "DatasetTask", "LOSSES",
@@ -108,14 +109,6 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name}: got {value!r}, expected one of {', '.join(map(repr, choices))}")
     return value
-
-
-def check_rng(rng: Any) -> np.random.Generator:
-    """Return ``rng`` if it is a ``numpy.random.Generator``, else raise TypeError."""
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng: got {type(rng).__name__}, expected numpy.random.Generator "
-                        "(e.g. numpy.random.default_rng(0))")
-    return rng
 
 
 # ---------------------------------------------------------------- batch helpers

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..validate import check_bool
 from .base import (Batch, DatasetTask, Head, Task, check_choice, check_float, check_int,
                    check_rng, take)
 
@@ -129,10 +130,7 @@ def _state_int(state: Mapping[str, Any], key: str, minimum: int | None = None,
 
 
 def _state_bool(state: Mapping[str, Any], key: str) -> bool:
-    value = _state_entry(state, key)
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"state[{key!r}]: got {value!r}, expected True or False")
-    return bool(value)
+    return check_bool(f"state[{key!r}]", _state_entry(state, key))
 
 
 def _state_indices(state: Mapping[str, Any], key: str, size: int, shape_tail: tuple = (),
