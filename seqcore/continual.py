@@ -39,6 +39,7 @@ the sample's own head (:meth:`seqcore.learners.Learner.mask_heads`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -51,9 +52,9 @@ from . import backends, learners, metrics, optim
 from .learners.base import ExperienceData
 from .learners.classifiers import MLPClassifier, RNNClassifier
 from .runs import JsonConfig, RunDir, atomic_write, load_checkpoint, read_json, restoring, save_checkpoint, write_json
-from .train import Trainer, TrainingDiverged, progress_bar
+from .train import DTYPES, MODEL_COPIES, Trainer, TrainingDiverged, progress_bar
 from .tree import tree_map
-from .validate import check_choice, check_positive_int
+from .validate import check_choice, check_model_fits, check_positive_int
 
 __all__ = ["ContinualConfig", "run_continual", "resume_continual", "is_continual_run", "synthetic_clusters",
            "load_dataset", "build_stream", "build_model", "scenario_of", "DATASETS", "STREAMS", "STREAM_SCENARIOS",
@@ -66,7 +67,6 @@ CURRICULUM_TASKS = ("nparity", "ndms")
 STREAM_SCENARIOS = {"permuted": ("domain", "task"), "power-law": ("domain", "task"),
                     "split": ("class", "task", "domain"), "blurry": ("class", "domain"),
                     "scole": ("class",), "curriculum": ("domain", "task")}
-DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 @dataclass(frozen=True)
@@ -290,7 +290,10 @@ class _Run:
         self._cache: dict[int, Any] = {}
         self.learner = learners.make(cfg.learner, **cfg.learner_kwargs)
         sample_shape = self._experience(0).eval[0].shape[1:]
-        self.model = build_model(cfg, sample_shape, self.stream.n_outputs * self.stream.n_heads)
+        n_outputs = self.stream.n_outputs * self.stream.n_heads
+        check_model_fits("hidden", cfg.hidden, lambda h: build_model(dataclasses.replace(cfg, hidden=h), sample_shape,
+                                                                     n_outputs), np.dtype(self.dtype).itemsize, MODEL_COPIES)
+        self.model = build_model(cfg, sample_shape, n_outputs)
         self.be = backends.get(cfg.backend)
         self.learner.bind(self.model, n_experiences=self.n, backend=cfg.backend,
                           rng=np.random.default_rng([cfg.seed, 2]), stream=self.stream, data_for=self.data_for,

@@ -26,7 +26,7 @@ from .models import HeadSpec, SequenceModel
 from .runs import (JsonConfig, RunDir, load_checkpoint, params_from_arrays, params_to_arrays, read_json_object,
                    restoring, save_checkpoint, write_json)
 from .tree import tree_leaves, tree_map
-from .validate import check_choice, check_positive_int
+from .validate import check_choice, check_model_fits, check_positive_int
 
 __all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "Run", "load_run", "train", "resume", "build_optimizer",
            "OPTIMIZERS", "SCHEDULES"]
@@ -34,6 +34,7 @@ __all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "Run", "load_r
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "warmup-cosine", "wsd", "linear", "rex")
 DTYPES = {"float32": np.float32, "float64": np.float64}
+MODEL_COPIES = 3  # parameters, gradients and at least one optimizer slot: the least a run holds
 
 
 class TrainingDiverged(RuntimeError):
@@ -305,8 +306,14 @@ class Run:
         if cfg.curriculum in ("single-head", "multi-head", "sliding") and "max_n" not in ckw:
             ckw["max_n"] = max(self.task.ns) + 30  # heads are created up front for N up to max_n
         self.curriculum = tasks.make_curriculum(cfg.curriculum, self.task, **ckw)
-        self.model = SequenceModel(cfg.cell, self.task.input_size, cfg.hidden, _potential_heads(self.task, self.curriculum),
-                                   num_layers=cfg.layers, cell_kwargs=tuple(sorted(cfg.cell_kwargs.items())))
+        heads = _potential_heads(self.task, self.curriculum)
+
+        def build(hidden):
+            return SequenceModel(cfg.cell, self.task.input_size, hidden, heads, num_layers=cfg.layers,
+                                 cell_kwargs=tuple(sorted(cfg.cell_kwargs.items())))
+
+        check_model_fits("hidden", cfg.hidden, build, np.dtype(DTYPES[cfg.dtype]).itemsize, MODEL_COPIES)
+        self.model = build(cfg.hidden)
         self.be = backends.get(cfg.backend)
         init = self.model.init(np.random.default_rng([cfg.seed, 0]), DTYPES[cfg.dtype])
         params = tree_map(self.be.asarray, init)

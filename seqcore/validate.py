@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import numbers
+import os
+from typing import Callable
 
 import numpy as np
 
 from .autodiff import Traced
+from .tree import tree_leaves
 
 
 def _raw(x):
@@ -119,3 +122,51 @@ def check_params(name: str, params, shapes: dict, owner: str = ""):
         check_array(f"{name}[{k!r}]", params[k])
         check_shape(f"{name}[{k!r}]", params[k], shape)
     return params
+
+
+# ---------------------------------------------------------------- sizes this machine can hold
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX, or the value is unknown
+        return None
+
+
+def check_fits_in_memory(name: str, value, nbytes: int, what: str) -> None:
+    """Refuse a size whose arrays could never fit in this machine's memory: allocating them
+    would end in an out-of-memory kill, or run for hours first, instead of an error."""
+    total = physical_memory()
+    if total is not None and nbytes > total:
+        raise ValueError(f"{name}: got {value}, whose {what} would take {nbytes / 2**30:.3g} GiB, more than this "
+                         f"machine's {total / 2**30:.3g} GiB of memory")
+
+
+def parameter_count(build: Callable[[int], object], hidden: int, probes: int = 64) -> int:
+    """The number of parameters of ``build(hidden).init(...)``, without allocating them.
+
+    Every model here has a parameter count quadratic in the hidden size (``H·H``, ``H·I`` and
+    ``H`` terms), so three small models fix it exactly. Their sizes are multiples of the smallest
+    size ``build`` accepts (cells with heads need multiples of the head count)."""
+    for base in range(1, probes + 1):
+        if hidden % base:
+            continue
+        try:
+            counts = [sum(np.size(leaf) for leaf in tree_leaves(build(k * base).init(np.random.default_rng(0))))
+                      for k in (1, 2, 3)]
+        except (ValueError, TypeError):
+            continue
+        # Newton's divided differences at x = 1, 2, 3 (x = hidden / base)
+        x = hidden // base
+        d1, d2 = counts[1] - counts[0], counts[2] - counts[1]
+        return counts[0] + (x - 1) * d1 + (x - 1) * (x - 2) * (d2 - d1) // 2
+    return 0  # no small model to measure: the build itself reports the problem
+
+
+def check_model_fits(name: str, hidden: int, build: Callable[[int], object], itemsize: int, copies: int) -> None:
+    """Refuse a hidden size whose parameters, in ``copies`` copies (parameters, gradients,
+    optimizer state) of ``itemsize`` bytes, could not fit in this machine's memory."""
+    count = parameter_count(build, hidden)
+    check_fits_in_memory(name, hidden, count * itemsize * copies,
+                         f"{count:.3g} parameters (with their gradients and optimizer state)")

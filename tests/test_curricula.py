@@ -44,6 +44,8 @@ def test_single_head_advances_at_threshold_and_stops_at_max_n():
     assert cur.update(300, [0.99]) is True and head_names(cur) == ["n4"]
     assert cur.update(400, [1.0]) is False and cur.finished and cur.level == 4
     assert cur.transitions == [(200, 3), (300, 4)]
+    with pytest.raises(ValueError, match=r"step: got 299, expected >= the step of the last transition=300"):
+        cur.update(299, [1.0])  # reports come in time order
 
 
 def test_single_head_task_labels_follow_n():
@@ -284,6 +286,7 @@ def _corrupt(cur, **changes):
     ({"finished": "no"}, TypeError, r"state\['finished'\]: got 'no'"),  # was read as True
     ({"transitions": np.zeros(3)}, TypeError, r"state\['transitions'\]: got dtype float64"),
     ({"transitions": np.zeros((1, 3), np.int64)}, ValueError, r"state\['transitions'\]: got shape \(1, 3\)"),
+    ({"transitions": np.array([[20, 5], [10, 6]])}, ValueError, r"got steps \[20, 10\], expected them in time"),
 ])
 def test_n_curriculum_load_state_dict_refuses_damaged_states(changes, error, match):
     cur = make_curriculum("multi-head", tasks.make("nparity", n=2), start_n=4, max_n=6)

@@ -356,8 +356,9 @@ def test_buffer_state_round_trip():
     buf = ClassBalancedBuffer(10)
     buf.add(rng, x=np.arange(24.0)[:, None], y=np.arange(24) % 3)
     arrays, meta = pack_state({"memory": buf})
-    fresh = ClassBalancedBuffer(10)
-    unpack_state(arrays, meta, {"memory": fresh})
+    template = ClassBalancedBuffer(10)
+    fresh = unpack_state(arrays, meta, {"memory": template})["memory"]
+    assert len(template) == 0  # loaded into a copy
     for k in buf.data:
         np.testing.assert_array_equal(fresh.data[k][: len(fresh)], buf.data[k][: len(buf)])
     assert (fresh.size, fresh.n_seen) == (buf.size, buf.n_seen)
@@ -640,6 +641,16 @@ def test_buffer_state_is_checked_on_load(key, value, match):
     meta["memory"]["items"]["items"][key]["v"] = value
     with pytest.raises(ValueError, match=r"meta\['memory'\]: " + match):
         bound("replay", memory_size=10).load_state_dict(arrays, meta)
+
+
+def test_a_refused_state_leaves_the_buffer_as_it_was():
+    arrays, meta = _replay_state()
+    ln = bound("replay", memory_size=10)
+    with pytest.raises(ValueError, match=r"index: got 99"):  # checked after the buffer was read
+        ln.load_state_dict(arrays, {**meta, "index": {"t": "value", "v": 99}})
+    assert len(ln.memory) == 0 and ln.memory.n_seen == 0  # was loaded in place before the refusal
+    ln.load_state_dict(arrays, meta)
+    assert len(ln.memory) == 6
 
 
 def test_buffer_kinds_refuse_each_others_states():

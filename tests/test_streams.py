@@ -119,6 +119,8 @@ def test_split_stream_validation():
         split_stream(xtr, ytr, xte, yte, n_experiences=2, scenario="online")
     with pytest.raises(ValueError, match="class_order"):
         split_stream(xtr, ytr, xte, yte, n_experiences=2, class_order=[0, 1, 2, 3, 4, 4])
+    with pytest.raises(ValueError, match="seed: got 3 together with class_order"):
+        split_stream(xtr, ytr, xte, yte, n_experiences=2, class_order=[0, 1, 2, 3, 4, 5], seed=3)
     with pytest.raises(ValueError, match="y_test: got classes"):
         split_stream(xtr, ytr, xte, yte + 1, n_experiences=2)
 

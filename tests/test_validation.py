@@ -365,3 +365,27 @@ def test_linear_refuses_arrays_of_two_backends_and_get_names_its_argument():
         primitives.get(3)
     with pytest.raises(ValueError, match=r"name: got unknown primitive 'nope'"):
         primitives.get("nope")
+
+
+@pytest.mark.parametrize("cell, cell_kwargs, layers, hidden", [
+    ("lstm", (), 2, 37), ("leaky", (), 1, 64), ("cifg-lstm", (), 3, 10), ("diaggru", (("heads", 2),), 2, 18),
+    ("mingru", (), 1, 5),
+])
+def test_parameter_count_equals_the_models_count_without_building_it(cell, cell_kwargs, layers, hidden):
+    from seqcore.tree import tree_leaves
+    from seqcore.validate import parameter_count
+    heads = [models.HeadSpec("a", 3, "last"), models.HeadSpec("b", 5, "last")]
+
+    def build(h):
+        return models.SequenceModel(cell, 4, h, heads, num_layers=layers, cell_kwargs=cell_kwargs)
+
+    real = sum(np.size(leaf) for leaf in tree_leaves(build(hidden).init(np.random.default_rng(0))))
+    assert parameter_count(build, hidden) == real
+    assert parameter_count(build, 10**8) > 10**8  # found from three small models, nothing allocated
+
+
+def test_a_hidden_size_no_machine_holds_is_refused_before_allocating():
+    from seqcore.train import Run, TrainConfig
+    with pytest.raises(ValueError, match=r"hidden: got 100000000, whose 4e\+16 parameters .* GiB, more than this "
+                                         r"machine's"):  # was an out-of-memory kill or a MemoryError mid-build
+        Run(TrainConfig(task="nparity", hidden=10**8, backend="numpy"))

@@ -23,6 +23,7 @@ by ``state_fields`` (NumPy arrays, trees of them, numbers, buffers); ``state_dic
 """
 from __future__ import annotations
 
+import copy
 import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, NamedTuple
@@ -205,18 +206,20 @@ def _walk_unpack(node: dict, arrays: dict, current: Any, where: str) -> Any:
         if not callable(getattr(current, "load_state_dict", None)):
             raise ValueError(f"meta{where}: got the state of an object (a buffer), expected "
                              f"{type(current).__name__} here (a state of another learner?)")
+        loaded = copy.deepcopy(current)  # the live object stays as it was if a later field is refused
         try:
-            current.load_state_dict(_walk_unpack(node["items"], arrays, None, where))
+            loaded.load_state_dict(_walk_unpack(node["items"], arrays, None, where))
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"meta{where}: {exc}") from None
-        return current
+        return loaded
     if node["key"] not in arrays:
         raise ValueError(f"checkpoint: missing learner array {node['key']!r}")
     return np.array(arrays[node["key"]])
 
 
 def unpack_state(arrays: dict[str, np.ndarray], skeleton: dict, current: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`pack_state`; ``current`` supplies the objects (buffers) to load into.
+    """Inverse of :func:`pack_state`; ``current`` supplies the objects (buffers) whose copies are loaded
+    (the objects themselves are left untouched).
 
     A malformed skeleton raises ``ValueError`` naming the node (``meta['anchor'][0]``)."""
     if not (hasattr(arrays, "keys") and hasattr(arrays, "__getitem__")):

@@ -203,7 +203,9 @@ class _NCurriculum(Curriculum):
         return self.n > self.min_n
 
     def update(self, step, accuracies):
-        check_int("step", step, minimum=0)
+        # transitions are recorded in time order, so a report cannot predate the last one
+        last = self.transitions[-1][0] if self.transitions else 0
+        check_int("step", step, minimum=last, bound="the step of the last transition" if self.transitions else "")
         accs = _accuracy_list(accuracies, self.heads())
         if self.finished or not self._ready(accs):
             return False
@@ -229,6 +231,9 @@ class _NCurriculum(Curriculum):
             if high is not None:
                 _state_int(state, "n", maximum=high, bound=high_name)
             transitions = _state_indices(state, "transitions", None, (2,))
+            if np.any(np.diff(transitions[:, 0]) < 0):
+                raise ValueError(f"state['transitions']: got steps {transitions[:, 0].tolist()!r:.200}, "
+                                 "expected them in time order")
         super().load_state_dict(state)
         self.n = n
         self.transitions = [(int(s), int(v)) for s, v in transitions]

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..validate import check_bool
+from ..validate import check_bool, check_fits_in_memory
 
 __all__ = [
     "Experience", "Stream", "permuted_stream", "split_stream", "blurry",
@@ -232,22 +231,6 @@ def _check_stream(stream: Any) -> Stream:
 
 # ---------------------------------------------------------------- permuted and split
 
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not POSIX, or the value is unknown
-        return None
-
-
-def _check_fits_in_memory(name: str, value: int, nbytes: int, what: str) -> None:
-    """Refuse a size whose arrays could never fit in this machine's memory (building them
-    would otherwise run for hours before failing)."""
-    total = _physical_memory()
-    if total is not None and nbytes > total:
-        raise ValueError(f"{name}: got {value}, whose {what} would take {nbytes / 2**30:.3g} GiB, more than this "
-                         f"machine's {total / 2**30:.3g} GiB of memory")
-
-
 def permuted_stream(x_train, y_train, x_test, y_test, n_experiences: int, seed: int,
                     first_identity: bool = True, multi_head: bool = False) -> Stream:
     """Permuted benchmark: experience i applies a fixed permutation of the features.
@@ -265,7 +248,7 @@ def permuted_stream(x_train, y_train, x_test, y_test, n_experiences: int, seed: 
     multi_head = check_bool("multi_head", multi_head)
     rng = np.random.default_rng(_check_int("seed", seed, 0))
     n_features = int(np.prod(x_train.shape[1:]))
-    _check_fits_in_memory("n_experiences", n_experiences, n_experiences * n_features * 8, "permutations")
+    check_fits_in_memory("n_experiences", n_experiences, n_experiences * n_features * 8, "permutations")
     permutations = [np.arange(n_features) if (i == 0 and first_identity) else rng.permutation(n_features)
                     for i in range(n_experiences)]
     classes = tuple(np.union1d(y_train, y_test).tolist())
@@ -290,7 +273,7 @@ def split_stream(x_train, y_train, x_test, y_test, *, n_experiences: int | None 
 
     Give exactly one of ``n_experiences`` and ``classes_per_experience`` (the number of
     classes must divide evenly). Class order: ``class_order`` if given, else a
-    permutation drawn from ``seed`` if given, else sorted.
+    permutation drawn from ``seed`` if given, else sorted (giving both is an error).
     Scenarios: "class" — labels stay global, one head over all classes;
     "task" — labels become the index 0..c-1 within the experience, head = experience;
     "domain" — labels become the within-experience index, one shared head of size c.
@@ -301,6 +284,9 @@ def split_stream(x_train, y_train, x_test, y_test, *, n_experiences: int | None 
         raise ValueError(f"scenario: got {scenario!r}, expected one of {SCENARIOS}")
     classes = _check_test_classes(y_train, y_test)
     if class_order is not None:
+        if seed is not None:  # the seed only draws an order, so one of them would be ignored
+            raise ValueError(f"seed: got {seed!r} together with class_order, expected one of the two "
+                             "(the seed draws a class order)")
         order = np.asarray(class_order)
         if order.ndim != 1 or not np.issubdtype(order.dtype, np.integer) or \
                 not np.array_equal(np.sort(order), classes):
