@@ -269,7 +269,7 @@ def build_model(cfg: ContinualConfig, sample_shape: tuple, n_classes: int):
 
 def build_optimizer(cfg: ContinualConfig) -> optim.GradientTransformation:
     opt = optim.sgd(cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd" else optim.adam(cfg.lr)
-    return optim.chain(optim.clip_by_global_norm(cfg.clip), opt) if cfg.clip else opt
+    return optim.flatten(optim.chain(optim.clip_by_global_norm(cfg.clip), opt) if cfg.clip else opt)
 
 
 # ---------------------------------------------------------------- the run

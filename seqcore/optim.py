@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from .tree import tree_leaves, tree_map, tree_paths
+from .tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 from .validate import check_bool
 
 __all__ = [
     "GradientTransformation", "apply_updates", "chain", "identity", "scale", "scale_by_schedule",
     "scale_by_learning_rate", "add_decayed_weights", "trace", "scale_by_adam", "scale_by_rms",
-    "scale_by_adagrad", "clip", "clip_by_global_norm", "global_norm", "sgd", "adam", "adamw",
+    "scale_by_adagrad", "clip", "clip_by_global_norm", "global_norm", "flatten", "sgd", "adam", "adamw",
     "rmsprop", "adagrad", "step_count", "state_to_arrays", "state_from_arrays",
 ]
 
@@ -343,6 +344,58 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         return tree_map(lambda g: g * factor, grads), state
 
     return GradientTransformation(lambda params: {}, update)
+
+
+def _concatenate(leaves: list):
+    """One 1-D array holding ``leaves`` raveled in order, on their backend (NumPy, PyTorch, CuPy)."""
+    first = leaves[0]
+    if isinstance(first, np.ndarray):
+        return np.concatenate([x.reshape(-1) for x in leaves])
+    xp = sys.modules[type(first).__module__.split(".")[0]]  # torch or cupy, already imported by its array
+    return xp.concatenate([x.reshape(-1) for x in leaves])
+
+
+def flatten(inner: GradientTransformation) -> GradientTransformation:
+    """Run ``inner`` on one vector holding every leaf, then split the updates back into the tree.
+
+    The updates are those of ``inner`` on the tree (bit for bit where ``inner`` works element by
+    element; a global norm sums in another order, so clipping agrees to rounding), but each step
+    costs a few array operations instead of a few per leaf: for a model with dozens of small
+    parameter arrays that is most of the optimizer's time. ``inner``'s state lives on the vector
+    (``mu`` is one array, not a tree). Every leaf must have one dtype and backend. Masks of
+    :func:`add_decayed_weights` see the vector, so use ``inner`` unflattened with a mask."""
+    if not isinstance(inner, GradientTransformation):
+        raise TypeError(f"inner: got {type(inner).__name__}, expected a GradientTransformation")
+
+    def ravel(name, tree):
+        leaves, treedef = tree_flatten(tree)
+        if not leaves:
+            raise ValueError(f"{name}: got a tree without leaves, expected parameter arrays")
+        for i, leaf in enumerate(leaves):
+            if not hasattr(leaf, "reshape") or not hasattr(leaf, "dtype"):
+                raise TypeError(f"{name}: got a {type(leaf).__name__} leaf (leaf {i}), expected arrays")
+            if leaf.dtype != leaves[0].dtype or type(leaf) is not type(leaves[0]):
+                raise TypeError(f"{name}: got leaves of {leaves[0].dtype} and {leaf.dtype} "
+                                f"({type(leaves[0]).__name__}, {type(leaf).__name__}), expected one dtype and "
+                                "backend (flatten puts them in one vector)")
+        return _concatenate(leaves), leaves, treedef
+
+    def init(params):
+        return inner.init(ravel("params", params)[0])
+
+    def update(grads, state, params=None):
+        _check_grads(grads, params)
+        flat_grads, leaves, treedef = ravel("grads", grads)
+        flat_params = None if params is None else ravel("params", params)[0]
+        flat_updates, state = inner.update(flat_grads, state, flat_params)
+        pieces, start = [], 0
+        for leaf in leaves:
+            size = math.prod(leaf.shape)
+            pieces.append(flat_updates[start:start + size].reshape(leaf.shape))
+            start += size
+        return tree_unflatten(treedef, pieces), state
+
+    return GradientTransformation(init, update)
 
 
 # ----------------------------------------------------------------------------- optimizers

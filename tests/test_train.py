@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from seqcore.runs import RunDir, load_checkpoint
+from seqcore.runs import RunDir, load_checkpoint, save_checkpoint
 from seqcore.train import Hooks, TrainConfig, load_run, resume, train
 
 SMALL = dict(task="nparity", task_kwargs={"n": 2}, cell="gru", hidden=8, steps=40, batch_size=16,
@@ -42,6 +42,33 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, curriculum):
     # the resumed log has each evaluation step exactly once
     steps = [r["step"] for r in RunDir(tmp_path / "cut").read_metrics()]
     assert steps == [10, 20, 30, 40]
+
+
+def test_a_checkpoint_with_per_parameter_optimizer_state_still_resumes(tmp_path):
+    """Checkpoints written before the optimizer ran on one vector hold a moment per parameter."""
+    cfg = TrainConfig(**SMALL)
+    train(cfg, tmp_path / "full", quiet=True)
+    train(cfg, tmp_path / "cut", quiet=True, hooks=InterruptAt(25))
+    path = tmp_path / "cut" / "checkpoint.npz"
+    arrays, meta = load_checkpoint(path)
+    params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
+    old = {}
+    for key, value in arrays.items():
+        if key.startswith("opt_state/") and value.ndim == 1:  # split each vector into per-parameter entries
+            start = 0
+            for name, p in params.items():
+                old[f"{key}/{name}"] = value[start:start + p.size].reshape(p.shape)
+                start += p.size
+            assert start == value.size
+        else:
+            old[key] = value
+    assert any(k.endswith("/mu/" + next(iter(params))) for k in old)
+    save_checkpoint(path, old, meta)
+    resume(tmp_path / "cut", quiet=True)
+    full, _ = _params(tmp_path / "full" / "checkpoint.npz")
+    res, _ = _params(path)
+    for k in full:
+        np.testing.assert_array_equal(full[k], res[k], err_msg=k)
 
 
 def test_wall_time_and_log_times_go_on_across_a_resume(tmp_path):
