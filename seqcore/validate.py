@@ -69,8 +69,13 @@ def check_same_dtype(name: str, x, ref_name: str, ref):
 
 
 def check_choice(name: str, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name}: got {value!r}, expected one of {list(choices)}")
+    """Return ``value`` if it is one of ``choices``, else raise naming them."""
+    try:
+        known = value in choices
+    except TypeError:  # an unhashable value against a set or dict of names
+        known = False
+    if not known:
+        raise ValueError(f"{name}: got {value!r}, expected one of {', '.join(map(repr, choices))}")
     return value
 
 

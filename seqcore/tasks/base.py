@@ -26,7 +26,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from ..masks import last_step_index
-from ..validate import check_rng
+from ..validate import check_choice, check_rng  # noqa: F401  (check_choice: re-exported for the tasks)
 
 __all__ = [
     "Batch", "Head", "Task", "DatasetTask", "LOSSES",
@@ -102,13 +102,6 @@ def check_float(name: str, value: Any, *, minimum: float | None = None,
     if maximum is not None and value > maximum:
         raise ValueError(f"{name}: got {value}, expected <= {maximum}")
     return float(value)
-
-
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise naming them."""
-    if value not in choices:
-        raise ValueError(f"{name}: got {value!r}, expected one of {', '.join(map(repr, choices))}")
-    return value
 
 
 # ---------------------------------------------------------------- batch helpers
