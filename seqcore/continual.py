@@ -39,6 +39,7 @@ the sample's own head (:meth:`seqcore.learners.Learner.mask_heads`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -509,15 +510,15 @@ def run_continual(config: ContinualConfig, out: str | None = None, *, quiet: boo
     if not isinstance(config, ContinualConfig):
         raise TypeError(f"config: got {type(config).__name__}, expected a ContinualConfig")
     resume = f"seqcore continual --resume --out {out}"
-    if out is not None:  # before _Run, so the refusal does not wait for the data to load
-        RunDir(out).refuse_existing(overwrite, resume)
+    rd = None if out is None else RunDir(out)
+    if rd is not None:  # before _Run, so the refusal does not wait for the data to load
+        rd.refuse_existing(overwrite, resume)
     run = _Run(config)
-    rd = None
-    if out is not None:
-        rd = RunDir(out)
-        rd.create(config.to_dict(), overwrite=overwrite, resume=resume)
-        run.save(rd.checkpoint, time.perf_counter())
-    summary = _loop(run, rd, quiet, log, stop_at_step)
+    with contextlib.nullcontext() if rd is None else rd.lock():
+        if rd is not None:
+            rd.create(config.to_dict(), overwrite=overwrite, resume=resume)
+            run.save(rd.checkpoint, time.perf_counter())
+        summary = _loop(run, rd, quiet, log, stop_at_step)
     return summary, run.trainer.params
 
 
@@ -545,6 +546,11 @@ def resume_continual(out: str, *, quiet: bool = False, log: Callable[[str], None
                      stop_at_step: int | None = None) -> tuple[dict, Any]:
     """Continue the continual run in directory ``out`` from its last checkpoint."""
     rd = RunDir(out)
+    with rd.lock(create=False):
+        return _resume_continual(rd, quiet, log, stop_at_step)
+
+
+def _resume_continual(rd: RunDir, quiet, log, stop_at_step) -> tuple[dict, Any]:
     cfg = ContinualConfig.read(rd.config)
     run = _Run(cfg)
     run.load(rd.checkpoint)

@@ -202,6 +202,43 @@ class RunDir:
             if self.metrics.exists():
                 self.metrics.unlink()
 
+    @contextlib.contextmanager
+    def lock(self, create: bool = True) -> Iterator[None]:
+        """Hold this directory for the calling process while a run writes it (``create``: make
+        the directory first; without it a missing directory is left to the caller to report).
+
+        A second process that tries to train, resume or continue a run here meanwhile gets a
+        ``ValueError`` (two writers would interleave ``metrics.jsonl`` and overwrite each other's
+        checkpoints). The lock is an ``flock`` on ``DIR/.lock``, which the OS drops when the
+        process ends, so a killed run leaves no stale lock. Where ``fcntl`` is missing (Windows)
+        runs are not guarded."""
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        if not create and not self.path.is_dir():
+            yield
+            return
+        with self._writable():
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / ".lock", "a+")
+        try:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip()
+                raise ValueError(f"out: {self.path} is in use by another seqcore process"
+                                 f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it to finish, "
+                                 "or choose another --out") from None
+            handle.truncate(0)
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            handle.close()
+
     def ensure_writable(self) -> None:
         """Create the directory now (a command checks ``--out`` before it prints or trains anything)."""
         with self._writable():

@@ -11,6 +11,7 @@ each step.  :class:`Trainer` is the single-step engine reused by continual learn
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -512,13 +513,13 @@ def train(config: TrainConfig, out: str | None = None, *, hooks: Hooks | None = 
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: got {type(config).__name__}, expected a TrainConfig")
-    run = Run(config, hooks)
-    rd = None
-    if out is not None:
-        rd = RunDir(out)
-        rd.create(config.to_dict(), overwrite=overwrite)
-        run.save(rd.checkpoint)  # step 0: a resumable starting point
-    summary = _run_loop(run, rd, quiet, log)
+    run = Run(config, hooks)  # a bad config is refused before the directory is made
+    rd = None if out is None else RunDir(out)
+    with contextlib.nullcontext() if rd is None else rd.lock():
+        if rd is not None:
+            rd.create(config.to_dict(), overwrite=overwrite)
+            run.save(rd.checkpoint)  # step 0: a resumable starting point
+        summary = _run_loop(run, rd, quiet, log)
     return summary, run.trainer.params
 
 
@@ -550,6 +551,11 @@ def resume(out: str, *, hooks: Hooks | None = None, quiet: bool = False,
     is dropped (``config.json`` records null) and a finished curriculum stays at its last N.
     """
     rd = RunDir(out)
+    with rd.lock(create=False):
+        return _resume(rd, out, hooks, quiet, log, steps)
+
+
+def _resume(rd: RunDir, out, hooks, quiet, log, steps) -> tuple[dict, Any]:
     cfg_dict = read_json_object(rd.config)
     previous = read_json_object(rd.summary).get("status") if rd.summary.exists() else None
     stopped = previous in ("curriculum-finished", "target-reached")

@@ -70,3 +70,31 @@ def test_damaged_checkpoint_meta_and_config_name_the_file(tmp_path):
         read_json_object(tmp_path / "summary.json")
     with pytest.raises(ValueError, match=r"^config: got a list, expected an object of JsonConfig fields"):
         JsonConfig.from_dict([1])
+
+
+def test_a_run_directory_in_use_is_refused_to_a_second_writer(tmp_path):
+    pytest.importorskip("fcntl", reason="run directories are locked with flock, which this OS lacks")
+    from seqcore.continual import ContinualConfig, resume_continual, run_continual
+    from seqcore.train import TrainConfig, resume, train
+    cfg = TrainConfig(task="nparity", task_kwargs={"n": 2}, cell="gru", hidden=4, steps=4, batch_size=4,
+                      eval_every=2, eval_batches=1, eval_batch_size=8)
+    out = tmp_path / "run"
+    with RunDir(out).lock():  # as another process training here would hold it
+        with pytest.raises(ValueError, match=rf"out: {out} is in use by another seqcore process \(pid {os.getpid()}\)"):
+            train(cfg, out, quiet=True)
+        assert not RunDir(out).checkpoint.exists()  # nothing written
+    summary, _ = train(cfg, out, quiet=True)  # the lock went with its holder
+    assert summary["steps"] == 4
+    with RunDir(out).lock(), pytest.raises(ValueError, match="is in use by another seqcore process"):
+        resume(out, quiet=True, steps=6)
+    assert resume(out, quiet=True, steps=6)[0]["steps"] == 6
+    small = ContinualConfig(experiences=2, steps=4, eval_every=2, eval_size=16, hidden=4, batch_size=4)
+    with RunDir(tmp_path / "cl").lock(), pytest.raises(ValueError, match="is in use by another seqcore process"):
+        run_continual(small, tmp_path / "cl", quiet=True)
+    run_continual(small, tmp_path / "cl", quiet=True, stop_at_step=4)
+    with RunDir(tmp_path / "cl").lock(), pytest.raises(ValueError, match="is in use by another seqcore process"):
+        resume_continual(tmp_path / "cl", quiet=True)
+    assert not (tmp_path / "missing").exists()
+    with pytest.raises((ValueError, OSError)):
+        resume(tmp_path / "missing", quiet=True)
+    assert not (tmp_path / "missing").exists()  # resuming nothing makes no directory
