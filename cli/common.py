@@ -13,7 +13,9 @@ import io
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -107,6 +109,24 @@ def _one_line_usage() -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    # `kill PID` or a job scheduler's stop ends a run like Ctrl-C: the last checkpoint is kept,
+    # summary.json says "interrupted" and `seqcore resume` goes on from there (exit status 130)
+    if threading.current_thread() is not threading.main_thread():  # handlers belong to the main thread
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class SeqcoreGroup(click.Group):
     """A click group whose usage errors are printed as one ``Error:`` line."""
 
@@ -115,7 +135,7 @@ class SeqcoreGroup(click.Group):
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
-        with _quiet_broken_pipe(), _one_line_usage():
+        with _quiet_broken_pipe(), _one_line_usage(), _sigterm_as_interrupt():
             return super().invoke(ctx)
 
 

@@ -168,6 +168,34 @@ def test_eval_reproduces_the_last_evaluation_and_draws_fresh_batches(tmp_path):
     assert any(ln.split()[:2] == ["n3", f"{fresh[0]['n3']['accuracy']:.4f}"] for ln in text.splitlines())
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be caught on Windows")
+def test_sigterm_stops_a_run_like_ctrl_c(tmp_path):
+    """`kill PID` (a scheduler's stop): summary "interrupted", exit 130, the run resumes."""
+    import signal
+    import subprocess
+    import time
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", "from seqcore_cli.main import main; main()", "train", *map(str, TINY),
+                             "--steps", "1000000", "--eval-every", "5", "--out", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "seqcore resume" in stderr
+    step = load_checkpoint(out / "checkpoint.npz")[1]["step"]
+    assert step >= 10 and step % 5 == 0
+    ok("resume", out, "--steps", step + 5, "--quiet")
+    assert load_checkpoint(out / "checkpoint.npz")[1]["step"] == step + 5
+
+
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     ok("train", *TINY, "--out", tmp_path / "whole", "--quiet")
 
