@@ -174,6 +174,8 @@ def merge_tree_state(arrays, params, prefix: str = "opt_state/") -> dict:
     runs still resume. Other entries pass unchanged."""
     paths = [path for path, _ in tree_paths(params)]
     merged = {k: arrays[k] for k in arrays.keys()}
+    if not paths:
+        return merged
     groups = {k[: -len(paths[0]) - 1] for k in merged if k.startswith(prefix) and k.endswith("/" + paths[0])}
     for base in groups:
         keys = [f"{base}/{q}" for q in paths]
