@@ -67,8 +67,11 @@ def _elman_backward(states, W, dstates, relu, dxi, ds, dbuf):
 
 @kernel()
 def _weight_grad_kernel(d2, h2, dW, db):
-    """dW = d2^T h2 (one GEMM through the same BLAS as the step products), db = column sums of d2."""
+    """dW = d2^T h2 (one GEMM through the same BLAS as the step products), db = column sums of d2
+    (skipped when ``db`` is empty: a cell without a recurrent bias)."""
     np.dot(d2.T, h2, dW)
+    if db.shape[0] == 0:
+        return
     acc = np.zeros(d2.shape[1], np.float64)  # B·T terms: float64 partial sums keep float32 exact enough
     for m in range(d2.shape[0]):
         for j in range(d2.shape[1]):
@@ -77,17 +80,18 @@ def _weight_grad_kernel(d2, h2, dW, db):
         db[j] = acc[j]
 
 
-def _weight_grad(dpre, hprev):
-    """Σ over (b, t) of dpre^T h_{t-1}: ``(B, T, kH), (B, T, H) -> (kH, H)``; and the bias gradient.
+def _weight_grad(dpre, hprev, bias=True):
+    """Σ over (b, t) of dpre^T h_{t-1}: ``(B, T, kH), (B, T, H) -> (kH, H)``; and the bias gradient
+    (None without ``bias``).
 
     Computed in a kernel so that every matrix product of this backend goes to one BLAS (and
     one thread pool): NumPy's and SciPy's BLAS are separate libraries whose idle threads spin.
     """
     n = dpre.shape[0] * dpre.shape[1]
     d2, h2 = dpre.reshape(n, dpre.shape[2]), hprev.reshape(n, hprev.shape[2])
-    dW, db = np.empty((d2.shape[1], h2.shape[1]), dpre.dtype), np.empty(d2.shape[1], dpre.dtype)
+    dW, db = np.empty((d2.shape[1], h2.shape[1]), dpre.dtype), np.empty(d2.shape[1] if bias else 0, dpre.dtype)
     _weight_grad_kernel(d2, h2, dW, db)
-    return dW, db
+    return dW, (db if bias else None)
 
 
 def _previous(states, first):
@@ -440,26 +444,28 @@ def _leaky_forward(xi, h0, W0T, inv, tanh, slope, states, us, hbuf, zbuf, u, q, 
     hbuf[:, :] = h0
     for t in range(T):
         np.dot(hbuf, W0T, zbuf)
+        if not tanh:  # one pass per step: the activation needs no vectorized exp in between
+            for i in range(B):
+                for j in range(H):
+                    uu = zbuf[i, j] + xi[i, t, j]
+                    us[i, t, j] = uu
+                    pre = (one - inv[j]) * hbuf[i, j] + uu * inv[j]
+                    hn = pre if pre > zero else slope * pre
+                    hbuf[i, j] = hn
+                    states[i, t, j] = hn
+            continue
         for i in range(B):
             for j in range(H):
                 uu = zbuf[i, j] + xi[i, t, j]
                 us[i, t, j] = uu
                 zbuf[i, j] = (one - inv[j]) * hbuf[i, j] + uu * inv[j]  # the pre-activation
-        if tanh:
-            for i in range(B):
-                for j in range(H):
-                    u[i, j] = -(two * abs(zbuf[i, j]))
-            expm1_parts(uf, qf, kf)
-            for i in range(B):
-                for j in range(H):
-                    hbuf[i, j] = tanh_from_expm1(zbuf[i, j], expm1_from_parts(q[i, j], scale[i, j], one), two)
-        else:
-            for i in range(B):
-                for j in range(H):
-                    hbuf[i, j] = zbuf[i, j] if zbuf[i, j] > zero else slope * zbuf[i, j]
+                u[i, j] = -(two * abs(zbuf[i, j]))
+        expm1_parts(uf, qf, kf)
         for i in range(B):
             for j in range(H):
-                states[i, t, j] = hbuf[i, j]
+                hn = tanh_from_expm1(zbuf[i, j], expm1_from_parts(q[i, j], scale[i, j], one), two)
+                hbuf[i, j] = hn
+                states[i, t, j] = hn
 
 
 @kernel()
@@ -509,7 +515,7 @@ def leaky_bwd(res, dstates, cell):
     dh = np.zeros((B, H), states.dtype)
     _leaky_backward(states, us, h0, W0, inv, cell.nonlinearity == "tanh", slope, dstates, dus, dtau_sum, dh,
                     np.empty((B, H), states.dtype), np.empty((B, H), states.dtype))
-    dW = _weight_grad(dus, _previous(states, h0))[0] * (1 - np.eye(H, dtype=states.dtype))
+    dW = _weight_grad(dus, _previous(states, h0), bias=False)[0] * (1 - np.eye(H, dtype=states.dtype))
     dtau = -dtau_sum.astype(states.dtype) * inv * inv * (tau >= 1)
     return dus, dh, dW, dtau
 
