@@ -29,22 +29,25 @@ def _elman_forward(xi, h0, WT, bias, relu, states, hbuf, zbuf, u, q, kbits):
     hbuf[:, :] = h0
     for t in range(T):
         np.dot(hbuf, WT, zbuf)
+        if relu:  # one pass per step (tanh needs the vectorized exp in between: two)
+            for i in range(B):
+                for j in range(H):
+                    z = (xi[i, t, j] + zbuf[i, j]) + bias[j]
+                    hn = z if z > zero else zero
+                    hbuf[i, j] = hn
+                    states[i, t, j] = hn
+            continue
         for i in range(B):
             for j in range(H):
                 zbuf[i, j] = (xi[i, t, j] + zbuf[i, j]) + bias[j]
-        if relu:
-            for i in range(B):
-                for j in range(H):
-                    hbuf[i, j] = zbuf[i, j] if zbuf[i, j] > zero else zero
-        else:
-            for i in range(B):
-                for j in range(H):
-                    u[i, j] = -(two * abs(zbuf[i, j]))
-            expm1_parts(uf, qf, kf)
-            for i in range(B):
-                for j in range(H):
-                    hbuf[i, j] = tanh_from_expm1(zbuf[i, j], expm1_from_parts(q[i, j], scale[i, j], one), two)
         for i in range(B):
+            for j in range(H):
+                u[i, j] = -(two * abs(zbuf[i, j]))
+        expm1_parts(uf, qf, kf)
+        for i in range(B):
+            for j in range(H):
+                hbuf[i, j] = tanh_from_expm1(zbuf[i, j], expm1_from_parts(q[i, j], scale[i, j], one), two)
+        for i in range(B):  # a separate copy: folded into the loop above it ran 0.89-0.97x at B·H = 8192
             for j in range(H):
                 states[i, t, j] = hbuf[i, j]
 
@@ -459,13 +462,16 @@ def _leaky_forward(xi, h0, W0T, inv, tanh, slope, states, us, hbuf, zbuf, u, q, 
                 uu = zbuf[i, j] + xi[i, t, j]
                 us[i, t, j] = uu
                 zbuf[i, j] = (one - inv[j]) * hbuf[i, j] + uu * inv[j]  # the pre-activation
+        for i in range(B):
+            for j in range(H):
                 u[i, j] = -(two * abs(zbuf[i, j]))
         expm1_parts(uf, qf, kf)
         for i in range(B):
             for j in range(H):
-                hn = tanh_from_expm1(zbuf[i, j], expm1_from_parts(q[i, j], scale[i, j], one), two)
-                hbuf[i, j] = hn
-                states[i, t, j] = hn
+                hbuf[i, j] = tanh_from_expm1(zbuf[i, j], expm1_from_parts(q[i, j], scale[i, j], one), two)
+        for i in range(B):
+            for j in range(H):
+                states[i, t, j] = hbuf[i, j]
 
 
 @kernel()
