@@ -48,6 +48,31 @@ def params_of(run_dir) -> dict[str, np.ndarray]:
     return {k: v for k, v in arrays.items() if k.startswith("params/")}
 
 
+def numpy_head_scores(model, params, batches, names):
+    """Per-head mean cross-entropy and accuracy of last-step heads over ``batches``, weighted by
+    sequences, written out in NumPy (labels of head k in column k of y when there are several)."""
+    totals = {n: [0.0, 0.0] for n in names}
+    count = 0
+    for x, y, mask in batches:
+        outs = model.outputs(params, x, mask, heads=list(names))
+        for k, name in enumerate(names):
+            logits = np.asarray(outs[name], dtype=np.float64)
+            labels = np.asarray(y)[:, k] if len(names) > 1 else np.asarray(y).reshape(-1)
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            totals[name][0] += -logp[np.arange(len(labels)), labels].sum()
+            totals[name][1] += (logits.argmax(axis=1) == labels).sum()
+        count += len(x)
+    return {n: {"loss": t[0] / count, "accuracy": t[1] / count} for n, t in totals.items()}
+
+
+def checkpoint_params(run_dir):
+    """The checkpoint's parameters as the model's tree (via the library's own loader)."""
+    from seqcore.train import load_run as library_load_run
+    run = library_load_run(run_dir)
+    return run.model, run.trainer.params
+
+
 def assert_one_line_error(result):
     assert result.exit_code != 0
     assert isinstance(result.exception, SystemExit), result.exception  # not an escaped exception
@@ -163,6 +188,27 @@ def test_eval_reproduces_the_last_evaluation_and_draws_fresh_batches(tmp_path):
     assert same["step"] == 40 and same["heads"] == summary["heads"]
     fresh = [json.loads(ok("eval", out, "--json", "--seed", s, "--batches", 2).stdout)["heads"] for s in (1, 1, 2)]
     assert fresh[0] == fresh[1] and fresh[0] != fresh[2] and fresh[0] != summary["heads"]
+    # oracle: the scores recomputed in NumPy from the checkpoint on the batches eval drew, and on the
+    # run's fixed evaluation set
+    model, params = checkpoint_params(out)
+    drawn = []
+    task_class = type(tasks.make("nparity"))
+    real_sample = task_class.sample
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(task_class, "sample", lambda self, rng, b: drawn.append(real_sample(self, rng, b)) or drawn[-1])
+        again = json.loads(ok("eval", out, "--json", "--seed", 1, "--batches", 2).stdout)["heads"]
+    assert again == fresh[0] and [len(b[0]) for b in drawn] == [32, 32]
+    want = numpy_head_scores(model, params, drawn, ["n2", "n3"])
+    for head in ("n2", "n3"):
+        assert fresh[0][head]["loss"] == pytest.approx(want[head]["loss"], rel=1e-5), head
+        assert fresh[0][head]["accuracy"] == pytest.approx(want[head]["accuracy"], abs=1e-12), head
+    eval_set = list(tasks.make("nparity", n=[2, 3], seed=0).eval_batches(32, 1))
+    assert len(eval_set) == 1
+    assert not any(np.array_equal(b[0], e[0]) for b in drawn for e in eval_set if b[0].shape == e[0].shape)
+    want = numpy_head_scores(model, params, eval_set, ["n2", "n3"])
+    for head in ("n2", "n3"):
+        assert same["heads"][head]["loss"] == pytest.approx(want[head]["loss"], rel=1e-5), head
+        assert same["heads"][head]["accuracy"] == pytest.approx(want[head]["accuracy"], abs=1e-12), head
     text = ok("eval", out, "--seed", 1, "--batches", 2).stdout
     assert "64 sequences" in text
     assert any(ln.split()[:2] == ["n3", f"{fresh[0]['n3']['accuracy']:.4f}"] for ln in text.splitlines())
@@ -309,10 +355,18 @@ def test_run_directory_errors(tmp_path, monkeypatch):
     assert_one_line_error(invoke("resume", tmp_path))  # no config.json
     assert_one_line_error(invoke("eval", tmp_path))
     ok("train", *TINY, "--steps", 10, "--out", tmp_path / "r", "--quiet")
-    result = invoke("train", *TINY, "--out", tmp_path / "r")
+    before = {f.name: f.read_bytes() for f in (tmp_path / "r").iterdir() if f.is_file() and f.name != ".lock"}
+    result = invoke("train", *TINY, "--seed", 1, "--out", tmp_path / "r")
     assert_one_line_error(result)
     assert "--overwrite" in result.stderr
-    ok("train", *TINY, "--steps", 10, "--out", tmp_path / "r", "--overwrite", "--quiet")
+    assert {f.name: f.read_bytes() for f in (tmp_path / "r").iterdir()
+            if f.is_file() and f.name != ".lock"} == before  # the refused run touched nothing
+    ok("train", *TINY, "--steps", 10, "--seed", 1, "--out", tmp_path / "r", "--overwrite", "--quiet")
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["seed"] == 1  # replaced by the new run
+    assert [json.loads(ln)["step"] for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()] == [10]
+    _, seeded = library_train(TrainConfig(**{**TINY_CONFIG, "steps": 10, "seed": 1}))
+    for key, value in params_to_arrays(seeded).items():
+        np.testing.assert_array_equal(params_of(tmp_path / "r")[key], value, err_msg=key)
 
     def unavailable(name=None):
         raise backends.BackendUnavailable(f"backend {name!r} cannot load: pip install 'seqcore[cuda]'")
@@ -326,6 +380,8 @@ def test_run_directory_errors(tmp_path, monkeypatch):
 def test_traceback_flag_reraises():
     result = invoke("--traceback", "train", "--lr", "-1")
     assert isinstance(result.exception, ValueError)
+    assert "lr: got -1.0, expected a positive number" in str(result.exception)
+    assert result.exit_code != 0 and "Error: " not in result.output  # the exception, not the one-line form
 
 
 # -- NaN guard ------------------------------------------------------------------------------------
@@ -431,6 +487,21 @@ def test_bench_runs_the_training_benchmark_and_prints_ratios():
                           "training"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "ratios vs numpy" in out.stdout and "leaky" in out.stdout
+    # the table: steps/s per backend, then each backend's ratio to numpy, which must be their quotient
+    lines = out.stdout.splitlines()
+    header = next(ln for ln in lines if ln.startswith("cell") and "ratios vs numpy" in ln)
+    names = [w.split()[-1] for w in header.split("steps/s")[:-1]]
+    assert names[0] == "numpy" and set(names) <= set(backends.names())
+    rows = {ln.split()[0]: ln.split() for ln in lines[lines.index(header) + 1:] if ln.split()}
+    assert set(rows) == {"leaky", "gru"}  # the quick variant's cells
+    for cell, row in rows.items():
+        rates = dict(zip(names, map(float, row[1:1 + len(names)])))
+        assert all(r > 0 for r in rates.values()), row
+        ratios = dict(w.rstrip("x").split("=") for w in row[1 + len(names):])
+        assert set(ratios) == set(names) - {"numpy"}, row
+        n = rates["numpy"]
+        for b, r in ratios.items():  # rates shown to ±0.05, ratios to ±0.005: the rounding's worst case
+            assert abs(float(r) - rates[b] / n) <= 0.005 + 0.05 / n + 0.05 * rates[b] / n ** 2 + 1e-9, row
     bad = CliRunner().invoke(main, ["bench", "nope"])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
     assert set(SUITES) == {"scan", "primitives", "rnn", "newton", "training", "memory", "minimal", "blas-pin"}
@@ -453,6 +524,13 @@ def test_resume_with_steps_continues_a_run_stopped_on_its_target(tmp_path):
     assert [ln.split()[1] for ln in result.stdout.splitlines() if ln.startswith("step ")] == ["20", "30"]
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["status"], summary["steps"]) == ("completed", 30)
+    # oracle: an uninterrupted 30-step run without a target (constant schedule: the budget changes nothing)
+    ok("train", *TINY, "--steps", 30, "--out", tmp_path / "whole", "--quiet")
+    whole, resumed = params_of(tmp_path / "whole"), params_of(out)
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)
+    assert json.loads((out / "config.json").read_text())["target_accuracy"] is None
 
 
 @pytest.mark.parametrize("args, config, message", [
@@ -586,6 +664,15 @@ def test_multi_head_cell_fields_are_checked_against_the_real_sizes(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "r" / "config.json").read_text())["cell_kwargs"] == {"heads": 2}
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 4
+    params = params_of(tmp_path / "r")
+    # two heads of 8/2 = 4 inputs each, mapping to 3 gates x 8/2 = 12 units
+    assert params["params/rnn/0/weight_ih"].shape == (2, 12, 4)
+    cfg = TrainConfig(**{**TINY_CONFIG, "hidden": 8, "steps": 4}, cell="diaggru", cell_kwargs={"heads": 2},
+                      task="lorenz96", task_kwargs={"dim": 8, "length": 6})
+    _, lib_params = library_train(cfg)  # the CLI trained exactly the library's run
+    assert params.keys() == params_to_arrays(lib_params).keys()
+    for key, value in params_to_arrays(lib_params).items():
+        np.testing.assert_array_equal(params[key], value, err_msg=key)
 
 
 # -- adversarial inputs ---------------------------------------------------------------------------
@@ -803,7 +890,18 @@ def test_report_errors_name_the_metrics_file_and_the_plot_option(tmp_path, conti
     shutil.copytree(continual_run, run)
     summary = json.loads((run / "summary.json").read_text())
     (run / "summary.json").write_text(json.dumps({**summary, "wall_time_s": None}))
-    assert "wall time - s" in ok("report", run, "--no-plot").stdout  # null is shown, not a format error
+    text = ok("report", run, "--no-plot").stdout
+    assert "wall time - s" in text  # null is shown, not a format error
+    # the report shows the summary's matrix and metrics, and those follow the README's formulas (n = 2)
+    R, b = summary["accuracy_matrix"], summary["baseline"]
+    rows = [ln.split()[2:] for ln in text.splitlines() if ln.startswith("after ")]
+    assert [float(v) for row in rows for v in row] == pytest.approx([v for row in R for v in row], abs=5e-4)
+    oracle = {"average_accuracy": (R[1][0] + R[1][1]) / 2, "forgetting": R[0][0] - R[1][0],
+              "forgetting_max": R[0][0] - R[1][0], "bwt": R[1][0] - R[0][0], "fwt": R[0][1] - b[1]}
+    for key, value in oracle.items():
+        assert summary[key] == pytest.approx(value, abs=1e-12), key
+        line = next(ln for ln in text.splitlines() if ln.split()[:1] == [key])
+        assert float(line.split()[1]) == pytest.approx(value, abs=5e-4), key
     result = invoke("report", run, "--plot", tmp_path / "no" / "such" / "dir.png")
     assert_one_line_error(result)
     assert f"Error: --plot: got '{tmp_path / 'no' / 'such' / 'dir.png'}', whose directory" in result.stderr

@@ -48,16 +48,47 @@ def naive():
     return summary
 
 
+def _check_matrix_metrics(summary):
+    """The summary's matrix metrics against the README's formulas, recomputed from its own matrix."""
+    R = np.array(summary["accuracy_matrix"], dtype=float)
+    n = len(R)
+    assert summary["average_accuracy"] == pytest.approx(R[-1].mean(), abs=1e-12)
+    if n > 1:
+        assert summary["forgetting"] == pytest.approx(np.mean(np.diag(R)[:-1] - R[-1, :-1]), abs=1e-12)
+        assert summary["bwt"] == pytest.approx(-summary["forgetting"], abs=1e-12)
+        best = [R[j:n - 1, j].max() for j in range(n - 1)]
+        assert summary["forgetting_max"] == pytest.approx(np.mean(best - R[-1, :-1]), abs=1e-12)
+        b = np.array(summary["baseline"])
+        assert summary["fwt"] == pytest.approx(np.mean([R[j - 1, j] - b[j] for j in range(1, n)]), abs=1e-12)
+
+
+def _final_row(model, stream, params, head_size=None):
+    """Accuracy on every experience's whole evaluation set, recomputed from the returned parameters."""
+    row = []
+    for j, exp in enumerate(stream):
+        x, y = exp.eval
+        logits = np.asarray(model.forward(params, np.asarray(x, np.float32)))
+        if head_size is not None:
+            logits = logits[:, exp.head * head_size:(exp.head + 1) * head_size]
+        row.append(float(np.mean(logits.argmax(1) == y)))
+    return row
+
+
 def test_naive_fine_tuning_forgets_on_this_stream(naive):
     R = np.array(naive["accuracy_matrix"])
     assert naive["forgetting"] > 0.15 and R[0, 0] - R[-1, 0] > 0.2
     assert naive["average_accuracy"] < 0.85
+    _check_matrix_metrics(naive)
+    assert R.shape == (3, 3) and np.all((R >= 0) & (R <= 1))
+    # every entry is a fraction of the 500 evaluation samples
+    np.testing.assert_allclose(R * 500, np.round(R * 500), atol=1e-9)
 
 
 @pytest.mark.parametrize("name", [n for n in learners.names() if n not in ("naive", "sharp")])
 def test_learner_beats_naive_fine_tuning(name, naive):
     summary, _ = run_continual(config(name), quiet=True)
-    assert summary["status"] == "completed"
+    assert summary["status"] == "completed" and summary["steps"] == 3 * 300
+    _check_matrix_metrics(summary)
     assert summary["average_accuracy"] >= naive["average_accuracy"] + MARGIN, (
         name, summary["average_accuracy"], naive["average_accuracy"])
 
@@ -124,6 +155,14 @@ def test_synthetic_data_and_streams_are_deterministic_for_a_seed():
         np.testing.assert_array_equal(u, v)
     assert not np.array_equal(synthetic_clusters(rank=4, seed=4)[0], a[0])
     assert np.linalg.matrix_rank(a[0].astype(np.float64), tol=1e-3) == 4
+    # Gaussian class clusters: within a class, the spread is noise² per latent dimension
+    # (rank 4, noise 0.7: a total variance of 4 · 0.49), and every label is a class 0..7
+    xtr, ytr, xte, yte = a
+    assert xtr.shape == (1000, 16) and xte.shape == (500, 16) and set(ytr) | set(yte) <= set(range(8))
+    within = np.mean([np.sum(xtr[ytr == c].astype(np.float64).var(0)) for c in range(8)])
+    assert within == pytest.approx(4 * 0.49, rel=0.1)
+    full = synthetic_clusters(n_features=6, noise=0.0, seed=1)[0]  # no noise: one point per class
+    assert len(np.unique(full, axis=0)) <= 8
     cfg = config("naive")
     s1, s2 = build_stream(cfg, a), build_stream(cfg, b)
     for e1, e2 in zip(s1, s2):
@@ -171,11 +210,22 @@ def test_interrupted_run_resumes_exactly(tmp_path, name, stop):
 
 
 def test_recurrent_model_runs_the_same_loop():
-    summary, _ = run_continual(config("replay", model="lstm", hidden=16, steps=60, eval_every=20, optimizer="adam",
-                                      lr=0.03, eval_size=100, step_features=2,
-                                      synthetic={"n_features": 8, "n_train": 300, "n_test": 100}), quiet=True)
+    from seqcore.learners.classifiers import RNNClassifier
+    cfg = config("replay", model="lstm", hidden=16, steps=60, eval_every=20, optimizer="adam",
+                 lr=0.03, eval_size=100, step_features=2,
+                 synthetic={"n_features": 8, "n_train": 300, "n_test": 100})
+    summary, params = run_continual(cfg, quiet=True)
     assert summary["status"] == "completed" and len(summary["accuracy_matrix"]) == 3
     assert summary["accuracy_matrix"][0][0] > 0.5  # 8 classes: chance is 0.125
+    # the final row, recomputed: an LSTM reading each 8-feature sample as 4 steps of 2 features
+    # (eval_size = n_test, so every test sample is evaluated)
+    stream = build_stream(cfg, synthetic_clusters(**{**SYNTHETIC_DEFAULTS, **cfg.synthetic}, seed=cfg.seed))
+    model = RNNClassifier("lstm", 2, 16, 8)
+    x0 = np.asarray(stream[0].eval[0], np.float32)
+    np.testing.assert_allclose(np.asarray(model.forward(params, x0)),
+                               np.asarray(model.forward(params, x0.reshape(-1, 4, 2))), rtol=1e-6, atol=1e-6)
+    assert summary["accuracy_matrix"][-1] == pytest.approx(_final_row(model, stream, params), abs=1e-12)
+    _check_matrix_metrics(summary)
 
 
 def test_config_validation_names_the_field():
@@ -227,6 +277,15 @@ def test_cli_continual_writes_summary_with_plain_metric_names(cli, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     for key in ("average_accuracy", "forgetting", "bwt", "fwt", "min_acc", "wc_acc", "accuracy_matrix"):
         assert key in summary
+    # the values are the metrics of the matrix and of the curve the run logged
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    expected = metrics.summarize(np.array(summary["accuracy_matrix"]), metrics.EvalCurve.from_records(records, 2),
+                                 baseline=np.array(summary["baseline"]))
+    for key, value in expected.items():
+        assert summary[key] == pytest.approx(value, abs=1e-12), key
+    _check_matrix_metrics(summary)
+    # 2 experiences of 30 steps, evaluated before the first step, at 10 and 20, and at the end
+    assert [r["iteration"] for r in records] == [0, 10, 20, 30, 30, 40, 50, 60]
     assert summary["hyperparameters"] == {"strength": 10.0, "fisher_samples": 20, "fisher": "empirical"}
     config = json.loads((out / "config.json").read_text())
     assert config["learner"] == "ewc" and config["synthetic"] == {"n_train": 300, "n_test": 100}
@@ -325,6 +384,10 @@ def test_cli_runs_a_task_incremental_curriculum(cli, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scenario"] == "task" and summary["dataset"] == "ndms" and len(summary["accuracy_matrix"]) == 2
+    _check_matrix_metrics(summary)
+    # each entry is a fraction of the 50 evaluation sequences
+    R = np.array(summary["accuracy_matrix"])
+    np.testing.assert_allclose(R * 50, np.round(R * 50), atol=1e-9)
     assert "(ndms, task-incremental)" in cli("report", out, "--no-plot").output
     bad = cli("continual", *TINY, "--stream", "scole", "--scenario", "task", "--out", tmp_path / "bad")
     assert bad.exit_code != 0 and bad.output.strip().count("\n") == 0
@@ -337,6 +400,7 @@ def test_cli_report_plots_when_matplotlib_is_present(cli, tmp_path):
     assert cli("continual", *TINY, "--learner", "replay", "--out", out).exit_code == 0
     result = cli("report", out, "--plot", tmp_path / "curve.png")
     assert result.exit_code == 0 and (tmp_path / "curve.png").stat().st_size > 1000
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a PNG file, not just bytes
 
 
 @pytest.mark.parametrize("backend", ["torch", "numba"])
@@ -365,14 +429,25 @@ def test_learners_give_the_reference_results_on_other_backends(backend):
 ])
 def test_every_stream_kind_runs_through_the_continual_loop(stream, extra):
     from seqcore.continual import ContinualConfig, build_stream, load_dataset, run_continual
+    from seqcore.learners.classifiers import MLPClassifier
+    from seqcore.tasks.streams import power_law_schedule
     cfg = ContinualConfig(stream=stream, dataset="synthetic", experiences=4, steps=20, eval_every=10,
-                          eval_size=50, hidden=16, **extra)
-    summary, _ = run_continual(cfg, None, quiet=True)
+                          eval_size=500, hidden=16, **extra)  # eval_size = n_test: whole evaluation sets
+    summary, params = run_continual(cfg, None, quiet=True)
     R = np.asarray(summary["accuracy_matrix"], dtype=float)
-    n = len(build_stream(cfg, load_dataset(cfg)[0]))
+    built = build_stream(cfg, load_dataset(cfg)[0])
+    n = len(built)
     assert R.shape == (n, n)
+    if stream == "power-law":  # 4 new tasks plus one rehearsal after each of the last 3
+        assert n == 4 + 3 and [built[i].task_id for i in range(n)] == list(power_law_schedule(4, 1.5, 1, cfg.seed))
+    else:
+        assert n == 4
     # the summary's average accuracy is the mean of the final row (recomputed here)
     np.testing.assert_allclose(summary["average_accuracy"], np.nanmean(R[-1]), rtol=1e-12)
+    # the final row, recomputed from the returned parameters on each experience's evaluation set
+    model = MLPClassifier(16, (16,), built.n_outputs)
+    assert R[-1].tolist() == pytest.approx(_final_row(model, built, params), abs=1e-12)
+    _check_matrix_metrics(summary)
 
 
 def test_continual_command_has_no_duplicate_options():
@@ -400,3 +475,23 @@ def test_train_commands_point_a_continual_run_to_the_continual_command(tmp_path)
         result = CliRunner().invoke(main, args)
         assert result.exit_code != 0 and result.output.strip().count("\n") == 0, result.output
         assert f"a continual run; continue it with `seqcore continual --resume --out {out}`" in result.output
+
+
+@pytest.mark.parametrize("learner, kept", [("joint", True), ("cumulative", True), ("naive", False)])
+def test_joint_and_cumulative_build_each_experience_once(monkeypatch, learner, kept):
+    """They sample from several experiences at every step: each is built once, not at every step."""
+    from seqcore.tasks import streams
+    builds = []
+    original = streams.Stream.__getitem__
+
+    def counting(self, i):
+        if isinstance(i, (int, np.integer)):
+            builds.append(int(i))
+        return original(self, i)
+
+    monkeypatch.setattr(streams.Stream, "__getitem__", counting)
+    run_continual(config(learner, steps=20, eval_every=10, eval_size=50), quiet=True)
+    counts = np.bincount(builds, minlength=3)
+    # building the loop's views (evaluation sets, shapes) takes a few, training on them none more
+    assert counts.max() <= 4, counts  # was one build per step and experience: about 60 each
+    assert learners.make(learner).uses_all_experiences is kept

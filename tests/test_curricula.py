@@ -165,6 +165,17 @@ def test_cyclical_fraction_cycles_between_start_and_one():
         fractions.append(cur.fraction)
     assert sizes == [25, 50, 100, 50, 25, 50, 100] and cur.epoch == 7
     assert fractions == [0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 1.0]
+    # fractions that do not land on the ends are clamped there, and sizes are rounded up:
+    # 0.3 → 0.3/0.6 = 0.5 → 0.8333 → 1.389 clamped to 0.9 → 0.54 → 0.324 → 0.194 clamped to 0.3 → 0.5
+    cur = make_curriculum("cyclical", tasks.make("zn", length=4), num_examples=100,
+                          start_fraction=0.3, alpha=0.6, end_fraction=0.9)
+    sizes, fractions = [], []
+    for _ in range(8):
+        start_next_epoch(cur, rng)
+        sizes.append(cur.epoch_size())
+        fractions.append(cur.fraction)
+    assert sizes == [30, 50, 84, 90, 54, 33, 30, 50]
+    assert fractions == pytest.approx([0.3, 0.5, 0.5 / 0.6, 0.9, 0.54, 0.324, 0.3, 0.5], abs=1e-12)
 
 
 def test_cyclical_epochs_have_no_repeats_and_batches_follow_the_order():
@@ -179,6 +190,13 @@ def test_cyclical_epochs_have_no_repeats_and_batches_follow_the_order():
     assert np.array_equal(b.x, pool.x[order[:8], :b.x.shape[1]])
     b2 = cur.sample(rng, 16)  # 12 left in this epoch, 4 from the next
     assert np.array_equal(cur.last_indices[:12], order[8:]) and cur.epoch == 2 and len(b2.y) == 16
+    # the next epoch (fraction 1: all 40 examples, each once) starts the second part of the batch
+    assert sorted(cur.order) == list(range(40)) and np.array_equal(cur.last_indices[12:], cur.order[:4])
+    assert cur.position == 4
+    assert np.array_equal(b2.y, pool.y[cur.last_indices])
+    assert np.array_equal(b2.x, pool.x[cur.last_indices, :b2.x.shape[1]])
+    assert np.array_equal(b2.mask, pool.mask[cur.last_indices, :b2.x.shape[1]])
+    assert not pool.x[cur.last_indices, b2.x.shape[1]:].any()  # only padding was cut off
 
 
 def test_cyclical_prefers_low_loss_examples():
@@ -191,6 +209,17 @@ def test_cyclical_prefers_low_loss_examples():
     for _ in range(3):
         start_next_epoch(cur, rng)
         assert cur.epoch_size() in (25, 50) and (cur.order < 50).mean() > 0.95
+    # losses below min_loss count as min_loss: zero and 1e-6 losses weigh the same (no division by 0)
+    flat = make_curriculum("cyclical", tasks.make("zn", length=3), num_examples=100,
+                           start_fraction=0.5, end_fraction=0.5, alpha=0.5, min_loss=1e-4)
+    flat.sample(rng, 1)
+    flat.last_indices = np.arange(100)
+    flat.record_losses(np.where(np.arange(100) < 50, 0.0, 1e-6))
+    shares = []
+    for _ in range(40):
+        start_next_epoch(flat, rng)
+        shares.append((flat.order < 50).mean())
+    assert abs(np.mean(shares) - 0.5) < 0.05  # 40 draws of 50: standard error of the mean 0.01
     with pytest.raises(ValueError, match="losses"):
         cur.record_losses(np.ones(3))
     with pytest.raises(ValueError, match="losses"):
@@ -216,7 +245,9 @@ def test_cyclical_resume_equals_uninterrupted():
     resumed.load_state_dict(state)
     rng2.bit_generator.state = rng_state
     part += run(resumed, rng2, 12)
+    assert len(part) == len(whole) == 20  # zip alone would hide a missing tail
     assert all(np.array_equal(a, b) for a, b in zip(part, whole))
+    assert resumed.epoch > 2  # the 120 draws of 6 from epochs of at most 30 crossed several epochs
 
 
 def test_cyclical_over_a_data_set(tmp_path):

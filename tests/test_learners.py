@@ -95,6 +95,32 @@ def test_registry_lists_every_learner_of_the_issue():
                                      "orthogonal"}
     for name in learners.names():
         assert learners.make(name).name == name
+    # the defaults of the README's table
+    documented = {
+        "l2": {"strength": 0.1},
+        "ewc": {"strength": 1000.0, "fisher_samples": 200, "fisher": "empirical"},
+        "online-ewc": {"strength": 1000.0, "decay": 0.9},
+        "si": {"strength": 10.0, "damping": 0.1},
+        "mas": {"strength": 0.03, "importance_samples": 200},
+        "lwf": {"strength": 1.0, "temperature": 2.0},
+        "replay": {"memory_size": 500, "replay_batch": 32, "buffer": "reservoir"},
+        "agem": {"memory_per_experience": 256, "replay_batch": 256},
+        "der": {"memory_size": 500, "replay_batch": 32, "alpha": 0.5},
+        "derpp": {"memory_size": 500, "replay_batch": 32, "alpha": 0.5, "beta": 0.5},
+        "power-law": {"memory_per_experience": 256, "replay_batch": 32, "exponent": 1.0, "budget": 2},
+        "refresh": {"unlearn_lr": 0.03, "every": 1, "fisher_decay": 0.99, "noise": 0.0},
+        "sharp": {"density": 0.5, "rewire_every": 100, "drop_fraction": 0.1, "regrow": "random",
+                  "memory_size": 500, "recent_classes": 10, "freeze_fraction": 0.25},
+        "hypernet": {"hnet_cell": "lstm", "hnet_hidden": 64, "task_embedding": 16, "chunk_embedding": 16,
+                     "chunk_size": 2048, "strength": 0.01},
+        "orthogonal": {"threshold": 0.97, "samples": 300},
+    }
+    for name, defaults in documented.items():
+        hp = learners.hyperparameters(name)
+        assert {k: hp[k].default for k in defaults} == defaults, name
+        made = learners.make(name)
+        assert all(getattr(made, k) == v for k, v in defaults.items()), name
+    assert all(learners.hyperparameters(name) == {} for name in ("naive", "joint", "cumulative"))
 
 
 def test_bad_names_and_hyperparameters_are_rejected_with_the_value():
@@ -123,6 +149,11 @@ def test_l2_penalty_and_gradient():
     for g, a, b in zip(tree_leaves(grad), tree_leaves(theta), tree_leaves(theta_star)):
         np.testing.assert_allclose(g, 0.7 * (a - b), rtol=1e-12)
     check_gradient_fd(ln.penalty, theta, grad)
+    # the anchor moves to the parameters after the latest experience (not a sum over experiences)
+    theta_star2 = params_of(ln, 2)
+    ln.after_experience(FakeTrainer(theta_star2), experience(*data(), index=1))
+    direct2 = 0.35 * sum(np.sum((a - b) ** 2) for a, b in zip(tree_leaves(theta), tree_leaves(theta_star2)))
+    assert float(ln.penalty(theta)) == pytest.approx(direct2, rel=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["empirical", "sampled"])
@@ -187,6 +218,20 @@ def test_online_ewc_decays_the_running_fisher_and_anchors_at_the_latest_task():
     check_gradient_fd(ln.penalty, theta, grad)
 
 
+def _sgd_path_integral(ln, trainer, x, y, rng, steps, lr):
+    """Train ``steps`` SGD steps on batches of 8 of (x, y); check SI's path integral against
+    Σ Δθ² / lr (with SGD, Δθ = −lr·g, so ω = Σ −g·Δθ = Σ Δθ² / lr) and return that oracle."""
+    history = [trainer.params]
+    for _ in range(steps):
+        idx = rng.choice(len(y), size=8, replace=False)
+        trainer.step((x[idx], y[idx], None))
+        history.append(trainer.params)
+    omega = tree_map(lambda *ps: sum((b - a) ** 2 for a, b in zip(ps[:-1], ps[1:])) / lr, *history)
+    for got, want in zip(tree_leaves(ln.path_integral), tree_leaves(omega)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15)
+    return omega
+
+
 def test_si_path_integral_and_penalty_under_plain_sgd():
     lr, xi, c = 0.05, 0.1, 0.8
     ln = bound("si", strength=c, damping=xi)
@@ -194,16 +239,8 @@ def test_si_path_integral_and_penalty_under_plain_sgd():
     trainer = Trainer(ln.loss, theta0, optim.sgd(lr), hooks=ln)
     x, y = data(40)
     ln.before_experience(trainer, experience(x, y))
-    history = [theta0]
     rng = np.random.default_rng(0)
-    for _ in range(15):
-        idx = rng.choice(40, size=8, replace=False)
-        trainer.step((x[idx], y[idx], None))
-        history.append(trainer.params)
-    # with SGD, Δθ = −lr·g, so ω = Σ −g·Δθ = Σ Δθ² / lr
-    omega = tree_map(lambda *ps: sum((b - a) ** 2 for a, b in zip(ps[:-1], ps[1:])) / lr, *history)
-    for got, want in zip(tree_leaves(ln.path_integral), tree_leaves(omega)):
-        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15)
+    omega = _sgd_path_integral(ln, trainer, x, y, rng, 15, lr)
     ln.after_experience(trainer, experience(x, y))
     Omega = tree_map(lambda w, a, b: w / ((b - a) ** 2 + xi), omega, theta0, trainer.params)
     theta = params_of(ln, 3)
@@ -213,6 +250,18 @@ def test_si_path_integral_and_penalty_under_plain_sgd():
     direct = c * sum(np.sum(O * (a - s) ** 2) for O, a, s in
                      zip(tree_leaves(Omega), tree_leaves(theta), tree_leaves(trainer.params)))
     assert value == pytest.approx(direct, rel=1e-10)
+    # a second experience: the applied gradient now includes the SI penalty, and under SGD the
+    # path integral is still Σ Δθ² / lr; the importances of the two experiences add up
+    start2 = trainer.params
+    x2, y2 = data(40, seed=8)
+    ln.before_experience(trainer, experience(x2, y2, 1))
+    omega2 = _sgd_path_integral(ln, trainer, x2, y2, rng, 10, lr)
+    ln.after_experience(trainer, experience(x2, y2, 1))
+    Omega2 = tree_map(lambda O, w, a, b: O + w / ((b - a) ** 2 + xi), Omega, omega2, start2, trainer.params)
+    for got, want in zip(tree_leaves(ln.importance), tree_leaves(Omega2)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15)
+    for got, want in zip(tree_leaves(ln.anchor), tree_leaves(trainer.params)):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_mas_importance_is_the_mean_absolute_output_sensitivity():
@@ -231,6 +280,17 @@ def test_mas_importance_is_the_mean_absolute_output_sensitivity():
                        zip(tree_leaves(omega), tree_leaves(theta), tree_leaves(p)))
     assert value == pytest.approx(direct, rel=1e-10)
     check_gradient_fd(ln.penalty, theta, grad)
+    # a second experience: importances are summed (closed form again), the anchor is the latest θ
+    p2 = params_of(ln, 6)
+    x2, _ = data(15, seed=9)
+    f2 = x2 @ p2[0]["weight"].T + p2[0]["bias"]
+    ln.after_experience(FakeTrainer(p2), experience(x2, np.zeros(15, int), 1))
+    np.testing.assert_allclose(ln.importance[0]["weight"], omega[0]["weight"]
+                               + np.abs(2 * f2[:, :, None] * x2[:, None, :]).mean(0), rtol=1e-10)
+    np.testing.assert_allclose(ln.importance[0]["bias"], omega[0]["bias"] + np.abs(2 * f2).mean(0), rtol=1e-10)
+    direct2 = 0.3 * sum(np.sum(o * (a - s) ** 2) for o, a, s in
+                        zip(tree_leaves(ln.importance), tree_leaves(theta), tree_leaves(p2)))
+    assert float(ln.penalty(theta)) == pytest.approx(direct2, rel=1e-10)
 
 
 # ------------------------------------------------------------------ distillation
@@ -380,6 +440,27 @@ def test_refresh_unlearning_step_is_a_fisher_scaled_ascent():
         np.testing.assert_allclose(new, old + 0.2 * gi / (1 + f / mean), rtol=1e-12)
     # ascent: the loss on the batch goes up
     assert float(ln.loss(trainer.params, (x, y, None))) > float(ln.loss(theta, (x, y, None)))
+    # a second step: the running Fisher is the EMA F ← ρF + (1 − ρ)g², g taken at the new θ
+    theta1 = trainer.params
+    x2, y2 = data(8, seed=4)
+    _, g2 = value_and_grad(lambda p: ln.loss(p, (x2, y2, None)), theta1)
+    ln.unlearn(trainer, (x2, y2, None))
+    F2 = tree_map(lambda f, g: 0.99 * f + 0.01 * g ** 2, F, g2)
+    for got, want in zip(tree_leaves(ln.fisher), tree_leaves(F2)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-300)
+    mean2 = np.mean(np.concatenate([f.ravel() for f in tree_leaves(F2)]))
+    for new, old, gi, f in zip(tree_leaves(trainer.params), tree_leaves(theta1), tree_leaves(g2), tree_leaves(F2)):
+        np.testing.assert_allclose(new, old + 0.2 * gi / (1 + f / mean2), rtol=1e-12)
+    # `every`: the unlearning step runs before every k-th step only
+    ln2 = bound("refresh", unlearn_lr=0.2, every=2)
+    t2 = FakeTrainer(theta)
+    t2.step_count = 1
+    ln2.prepare_batch(t2, (x, y, None))
+    assert t2.params is theta and ln2.fisher is None
+    t2.step_count = 2
+    ln2.prepare_batch(t2, (x, y, None))  # empty buffer: the batch is (x, y), as in the first check
+    for new, old, gi, f in zip(tree_leaves(t2.params), tree_leaves(theta), tree_leaves(g), tree_leaves(F)):
+        np.testing.assert_allclose(new, old + 0.2 * gi / (1 + f / mean), rtol=1e-12)
 
 
 def test_sharp_keeps_density_freezes_stable_units_and_replays_recent_classes():
@@ -396,8 +477,11 @@ def test_sharp_keeps_density_freezes_stable_units_and_replays_recent_classes():
         trainer.step((x[idx], y[idx], None))
         assert np.all(trainer.params[0]["weight"][~ln.masks[0]] == 0)
         assert ln.masks[0].sum() == n_active  # drop/regrow never changes the count
+    W, b = trainer.params[0]["weight"], trainer.params[0]["bias"]
+    activity = np.maximum(x @ W.T + b, 0).mean(0)  # mean |h| over the experience's 60 samples
     ln.after_experience(trainer, experience(x, y))
     assert ln.stable.sum() == 5
+    assert set(np.flatnonzero(ln.stable)) == set(np.argsort(-activity)[:5])  # the most active units
     frozen_before = trainer.params[0]["weight"][ln.stable].copy()
     bias_before = trainer.params[0]["bias"][ln.stable].copy()
     x2 = x[:16] + 1.0
@@ -495,6 +579,112 @@ def test_learner_state_round_trip_restores_every_field():
     for a, b in zip(tree_leaves(other.importance), tree_leaves(ln.importance)):
         np.testing.assert_array_equal(a, b)
     assert other.rng.bit_generator.state == ln.rng.bit_generator.state
+    for field in ("anchor", "weighted_anchor_sum", "weighted_square_sum"):
+        for a, b in zip(tree_leaves(getattr(other, field)), tree_leaves(getattr(ln, field))):
+            np.testing.assert_array_equal(a, b)
+    # the restored learner behaves the same: its penalty is the EWC formula at any θ
+    theta2 = params_of(ln, 5)
+    F = ln.importance  # one task: A = F and m = θ*
+    direct = 500.0 * sum(np.sum(f * (a - s) ** 2) for f, a, s in
+                         zip(tree_leaves(F), tree_leaves(theta2), tree_leaves(theta)))
+    assert float(other.penalty(theta2)) == pytest.approx(direct, rel=1e-10)
+    assert float(other.penalty(theta2)) == pytest.approx(float(ln.penalty(theta2)), rel=1e-12)
+
+
+# ------------------------------------------------------------------ batch composition of rehearsal learners
+
+def test_replay_appends_buffer_samples_and_stores_the_current_batch():
+    ln = bound("replay", memory_size=100, replay_batch=5)
+    theta = params_of(ln)
+    trainer = Trainer(ln.loss, theta, optim.sgd(0.0), hooks=ln)
+    x, y = data(8, seed=2)
+    assert ln.prepare_batch(trainer, (x, y, None)) == (x, y, None)  # empty buffer: the batch as it is
+    trainer.step((x, y, None))
+    np.testing.assert_array_equal(ln.memory.data["x"][:8], x)  # stored after the step
+    np.testing.assert_array_equal(ln.memory.data["y"][:8], y)
+    x2, y2 = data(6, seed=3)
+    bx, by, _ = ln.prepare_batch(trainer, (x2, y2, None))
+    assert bx.shape == (11, N_IN) and by.shape == (11,)
+    np.testing.assert_array_equal(bx[:6], x2)
+    np.testing.assert_array_equal(by[:6], y2)
+    rows = [int(np.flatnonzero((x == r).all(1))[0]) for r in bx[6:]]  # every replayed row is a stored one
+    assert len(set(rows)) == 5 and np.array_equal(by[6:], y[rows])
+    # the loss of a step is taken on the concatenated batch
+    value = float(ln.loss(theta, (bx, by, None)))
+    logp = np.log(softmax(np.asarray(ln.model.forward(theta, bx))))
+    assert value == pytest.approx(-logp[np.arange(11), by].mean(), rel=1e-12)
+
+
+def _labelled_experiences(n, size=50):
+    """Experience j holds inputs filled with j and labels j (so every row says where it came from)."""
+    return [experience(np.full((size, N_IN), float(j)), np.full(size, j), j) for j in range(n)]
+
+
+@pytest.mark.parametrize("name", ["joint", "cumulative"])
+def test_joint_and_cumulative_draw_from_the_documented_experiences(name):
+    exps = _labelled_experiences(3)
+    ln = learners.make(name)
+    ln.bind(MLPClassifier(N_IN, (5,), N_OUT), n_experiences=3, rng=np.random.default_rng(0),
+            data_for=lambda j: exps[j])
+    counts = np.zeros(3)
+    for index in (0, 1, 2):
+        ln.before_experience(None, exps[index])
+        seen = np.zeros(3)
+        for _ in range(40):
+            x, y, _ = ln.prepare_batch(None, (np.zeros((30, N_IN)), np.zeros(30, int), None))
+            assert x.shape == (30, N_IN) and np.array_equal(x[:, 0], y)  # rows keep their labels
+            seen += np.bincount(y, minlength=3)
+        allowed = 3 if name == "joint" else index + 1  # joint: every experience, future ones too
+        assert np.all(seen[allowed:] == 0) and np.all(seen[:allowed] > 0)
+        # each allowed experience is picked with probability 1/allowed per sample (1200 samples)
+        p = 1 / allowed
+        assert np.all(np.abs(seen[:allowed] - 1200 * p) < 5 * np.sqrt(1200 * p * (1 - p)) + 1e-9), seen
+        counts += seen
+    assert counts.sum() == 3 * 1200
+
+
+def test_agem_learner_projects_against_the_gradient_on_its_memory():
+    model = MLPClassifier(N_IN, (), N_OUT)  # softmax regression: closed-form gradients
+    ln = bound("agem", model=model, memory_per_experience=12, replay_batch=100)
+    theta = params_of(ln, 1)
+    trainer = FakeTrainer(theta)
+    x, y = data(12, seed=5)
+    g_none = {"a": np.ones(3)}
+    assert ln.transform_grads(trainer, g_none, None) is g_none  # no memory yet: unchanged
+    ln.after_experience(trainer, experience(x, y))  # all 12 samples are stored
+    assert sorted(map(tuple, ln.memory_x[0])) == sorted(map(tuple, x))
+    gW, gb = linear_model_grads(theta[0]["weight"], theta[0]["bias"], x, y)
+    ref = [gW.mean(0), gb.mean(0)]  # the memory gradient, over all stored samples (replay_batch >= 12)
+    for sign in (-1.0, 1.0):  # a conflicting and an agreeing gradient
+        g = [{"weight": sign * ref[0] + 0.1 * np.arange(N_OUT * N_IN).reshape(N_OUT, N_IN) / 12,
+              "bias": sign * ref[1]}]
+        out = ln.transform_grads(trainer, g, None)
+        dot = np.sum(g[0]["weight"] * ref[0]) + np.sum(g[0]["bias"] * ref[1])
+        rr = np.sum(ref[0] ** 2) + np.sum(ref[1] ** 2)
+        coef = dot / rr if dot < 0 else 0.0
+        np.testing.assert_allclose(out[0]["weight"], g[0]["weight"] - coef * ref[0], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(out[0]["bias"], g[0]["bias"] - coef * ref[1], rtol=1e-9, atol=1e-12)
+        new_dot = np.sum(np.asarray(out[0]["weight"]) * ref[0]) + np.sum(np.asarray(out[0]["bias"]) * ref[1])
+        assert new_dot >= -1e-10
+
+
+def test_power_law_learner_replays_the_scheduled_tasks():
+    from seqcore.tasks.streams import power_law_steps
+    exps = _labelled_experiences(6, size=20)
+    ln = learners.make("power-law", memory_per_experience=20, replay_batch=40, exponent=1.0, budget=2,
+                       schedule_seed=4)
+    ln.bind(MLPClassifier(N_IN, (5,), N_OUT), n_experiences=6, rng=np.random.default_rng(0))
+    steps = power_law_steps(6, 1.0, 2, 4)
+    for t in range(6):
+        assert ln.rehearsed(t) == tuple(steps[t][1:])
+        ln.before_experience(None, exps[t])
+        x0, y0 = np.full((3, N_IN), -1.0), np.full(3, 0)
+        x, y, _ = ln.prepare_batch(None, (x0, y0, None))
+        np.testing.assert_array_equal(x[:3], x0)
+        replayed = set(x[3:, 0].astype(int))
+        assert replayed == set(steps[t][1:])  # exactly the scheduled past tasks (all their rows fit)
+        assert len(y) == 3 + 20 * len(steps[t][1:])
+        ln.after_experience(None, exps[t])
 
 
 # ------------------------------------------------------------------ multi-head (task-incremental) models
@@ -563,6 +753,35 @@ def test_multi_head_sampled_fisher_draws_labels_within_the_head():
     F = fisher_diagonal(ln, theta, x, y, "sampled", np.random.default_rng(1))
     # only head 2's read-out rows receive gradient: labels were drawn inside head 2
     assert np.all(F[-1]["weight"][: 2 * HEAD_SIZE] == 0) and F[-1]["weight"][2 * HEAD_SIZE:].max() > 0
+
+
+def test_multi_head_fisher_matches_the_closed_form_of_a_linear_model():
+    """Softmax regression with 3 heads of 2: the per-example gradient of −log p_head(y|x) is
+    (p_head − e_y) xᵀ on the head's rows and 0 elsewhere; labels of the sampled Fisher are drawn
+    from the head's softmax (the single-head test's protocol)."""
+    ln = learners.make("ewc", fisher="sampled")
+    ln.bind(MLPClassifier(N_IN, (), HEADS * HEAD_SIZE), n_experiences=HEADS, rng=np.random.default_rng(7),
+            head_size=HEAD_SIZE)
+    p = params_of(ln, 4)
+    W, b = p[0]["weight"], p[0]["bias"]
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(10, N_IN))
+    y = rng.integers(0, HEADS * HEAD_SIZE, 10)  # global labels: head = y // HEAD_SIZE
+    z = x @ W.T + b
+    heads = y // HEAD_SIZE
+    probs = np.zeros_like(z)
+    for i, h in enumerate(heads):
+        block = slice(h * HEAD_SIZE, (h + 1) * HEAD_SIZE)
+        probs[i, block] = softmax(z[i:i + 1, block])[0]
+    draw = np.random.default_rng(11)
+    sampled = np.array([draw.choice(HEADS * HEAD_SIZE, p=q) for q in probs])
+    assert np.all(sampled // HEAD_SIZE == heads)
+    for mode, labels in (("empirical", y), ("sampled", sampled)):
+        r = probs - np.eye(HEADS * HEAD_SIZE)[labels]  # zero outside each example's head
+        F = fisher_diagonal(ln, p, x, y, mode, np.random.default_rng(11))
+        np.testing.assert_allclose(F[0]["weight"], ((r[:, :, None] * x[:, None, :]) ** 2).mean(0), rtol=1e-10,
+                                   atol=1e-15)
+        np.testing.assert_allclose(F[0]["bias"], (r ** 2).mean(0), rtol=1e-10, atol=1e-15)
 
 
 # ------------------------------------------------------------------ damaged states and bad names (round 2)

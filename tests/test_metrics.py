@@ -51,6 +51,114 @@ def test_single_task():
     R = np.array([[0.7]])
     assert average_accuracy(R) == pytest.approx(0.7)
     assert math.isnan(forgetting(R)) and math.isnan(bwt(R)) and math.isnan(fwt(R, [0.1]))
+    assert math.isnan(forgetting(R, "max"))
+    np.testing.assert_allclose(average_accuracy(R, per_step=True), [0.7])
+    # a curve over one experience: nothing is past, so min-ACC and WF are NaN and WC-ACC is the current accuracy
+    one = EvalCurve(np.array([0, 5, 10]), np.array([0, 0, 0]), np.array([[0.2], [0.6], [0.5]]))
+    assert math.isnan(min_acc(one)) and math.isnan(windowed_forgetting(one, 3))
+    assert wc_acc(one) == pytest.approx(0.5)
+    assert windowed_plasticity(one, 1) == pytest.approx(0.4) and lca(one, 2) == pytest.approx(0.4)
+
+
+# ------------------------------------------------------------------ brute-force oracles on random inputs
+
+def _random_matrix(rng, n, nan_above=True):
+    R = rng.uniform(0.0, 1.0, (n, n))
+    if nan_above:
+        R[np.triu_indices(n, 1)] = np.where(rng.random(n * (n - 1) // 2) < 0.5, NAN, R[np.triu_indices(n, 1)])
+    return R
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matrix_metrics_equal_their_definitions_on_random_matrices(seed):
+    """Each formula of the README, written as plain loops, against the library on random matrices."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 7))
+    R = _random_matrix(rng, n)
+    for j in range(1, n):  # fwt needs the super-diagonal
+        R[j - 1, j] = rng.uniform()
+    b = rng.uniform(0, 1, n)
+    avg = sum(R[n - 1, j] for j in range(n)) / n
+    per_step = [sum(R[i, j] for j in range(i + 1)) / (i + 1) for i in range(n)]
+    last = sum(R[j, j] - R[n - 1, j] for j in range(n - 1)) / (n - 1)
+    best = sum(max(R[i, j] for i in range(j, n - 1)) - R[n - 1, j] for j in range(n - 1)) / (n - 1)
+    back = sum(R[n - 1, j] - R[j, j] for j in range(n - 1)) / (n - 1)
+    fwd = sum(R[j - 1, j] - b[j] for j in range(1, n)) / (n - 1)
+    assert average_accuracy(R) == pytest.approx(avg, abs=1e-12)
+    np.testing.assert_allclose(average_accuracy(R, per_step=True), per_step, atol=1e-12)
+    assert forgetting(R, "last") == pytest.approx(last, abs=1e-12)
+    assert forgetting(R, "max") == pytest.approx(best, abs=1e-12)
+    assert forgetting(R, "max") >= forgetting(R, "last") - 1e-12
+    assert bwt(R) == pytest.approx(back, abs=1e-12)
+    assert fwt(R, b) == pytest.approx(fwd, abs=1e-12)
+    # the unit follows the input: percentages give percentages
+    P = 100 * R
+    assert average_accuracy(P) == pytest.approx(100 * avg, abs=1e-9)
+    assert forgetting(P, "max") == pytest.approx(100 * best, abs=1e-9)
+    assert fwt(P, 100 * b) == pytest.approx(100 * fwd, abs=1e-9)
+
+
+def _random_curve(rng, n):
+    """A curve with 0..4 evaluations per experience while it is trained (some experiences never
+    evaluated while trained) and always at least one evaluation at the end of the stream."""
+    its, exps = [], []
+    it = 0
+    for j in range(n):
+        for _ in range(int(rng.integers(0, 5)) if j < n - 1 else int(rng.integers(1, 5))):
+            it += int(rng.integers(0, 3))
+            its.append(it)
+            exps.append(j)
+    acc = rng.uniform(0, 1, (len(its), n))
+    acc[np.arange(n)[None, :] > np.array(exps)[:, None]] = NAN
+    return EvalCurve(np.array(its), np.array(exps), acc)
+
+
+def _oracle_curve_metrics(curve, window, beta):
+    ex, acc = curve.experience, curve.accuracy
+    E = len(ex)
+    k = int(ex[-1]) + 1
+    minima = [min(acc[e, j] for e in range(E) if ex[e] > j) for j in range(k - 1)]
+    min_acc_v = sum(minima) / (k - 1) if k > 1 else NAN
+    wc = acc[-1, k - 1] if k == 1 else acc[-1, k - 1] / k + (1 - 1 / k) * min_acc_v
+    wf = []
+    for j in range(k - 1):
+        during = [e for e in range(E) if ex[e] == j]
+        start = during[-1] if during else min(e for e in range(E) if ex[e] > j)
+        a = [acc[e, j] for e in range(start, E)]
+        wf.append(max([0.0] + [a[m] - a[q] for m in range(len(a)) for q in range(m, min(m + window, len(a) - 1) + 1)]))
+    wp = []
+    for j in range(k):
+        start = min(e for e in range(E) if ex[e] >= j)
+        a = [acc[e, j] for e in range(start, E)]
+        wp.append(max([0.0] + [a[q] - a[m] for m in range(len(a)) for q in range(m, min(m + window, len(a) - 1) + 1)]))
+    phases = [[acc[e, j] for e in range(E) if ex[e] == j] for j in range(k)]
+    lcas = [sum(p[:beta]) / len(p[:beta]) for p in phases if p]
+    return dict(min_acc=min_acc_v, wc_acc=wc, wf=sum(wf) / len(wf) if wf else NAN, wp=sum(wp) / k,
+                lca=sum(lcas) / len(lcas), minima=minima, wf_per=wf, wp_per=wp)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_curve_metrics_equal_their_definitions_on_random_curves(seed):
+    rng = np.random.default_rng(100 + seed)
+    curve = _random_curve(rng, int(rng.integers(1, 5)))
+    window, beta = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    want = _oracle_curve_metrics(curve, window, beta)
+    k = curve.n_seen
+    if k > 1:
+        np.testing.assert_allclose(min_acc(curve, per_task=True), want["minima"], atol=1e-12)
+        assert min_acc(curve) == pytest.approx(want["min_acc"], abs=1e-12)
+        np.testing.assert_allclose(windowed_forgetting(curve, window, per_task=True), want["wf_per"], atol=1e-12)
+        assert windowed_forgetting(curve, window) == pytest.approx(want["wf"], abs=1e-12)
+    else:
+        assert math.isnan(min_acc(curve)) and math.isnan(windowed_forgetting(curve, window))
+    assert wc_acc(curve) == pytest.approx(want["wc_acc"], abs=1e-12)
+    np.testing.assert_allclose(windowed_plasticity(curve, window, per_task=True), want["wp_per"], atol=1e-12)
+    assert windowed_plasticity(curve, window) == pytest.approx(want["wp"], abs=1e-12)
+    assert lca(curve, beta) == pytest.approx(want["lca"], abs=1e-12)
+    # percentages in, percentages out
+    scaled = EvalCurve(curve.iterations, curve.experience, 100 * curve.accuracy)
+    assert wc_acc(scaled) == pytest.approx(100 * want["wc_acc"], abs=1e-9)
+    assert windowed_plasticity(scaled, window) == pytest.approx(100 * want["wp"], abs=1e-9)
 
 
 @pytest.mark.parametrize("bad", [np.zeros((2, 3)), np.zeros(3), np.zeros((0, 0)), np.zeros((2, 2, 2))])
@@ -130,6 +238,12 @@ def test_no_change_gives_zero():
     flat = EvalCurve(np.arange(4), np.array([0, 0, 1, 1]),
                      np.array([[0.5, NAN], [0.5, NAN], [0.6, 0.1], [0.7, 0.2]]))
     assert windowed_forgetting(flat, 3) == 0.0  # task 0 only gains after learning
+    np.testing.assert_allclose(windowed_forgetting(flat, 1, per_task=True), [0.0])
+    # gains by hand: task 0 from 0.5 0.5 0.6 0.7 (0.1 per step, 0.2 over two), task 1 from 0.1 0.2
+    np.testing.assert_allclose(windowed_plasticity(flat, 1, per_task=True), [0.1, 0.1])
+    np.testing.assert_allclose(windowed_plasticity(flat, 3, per_task=True), [0.2, 0.1])
+    assert min_acc(flat) == pytest.approx(0.6)  # task 0 after its training: 0.6, 0.7
+    assert wc_acc(flat) == pytest.approx(0.5 * 0.2 + 0.5 * 0.6)
 
 
 def test_lca(curve):

@@ -6,6 +6,25 @@ from seqcore.models import HeadSpec, SequenceModel
 from seqcore.tree import tree_leaves, tree_map
 
 
+def last_step_head_oracle(model, params, x, mask, y, name):
+    """A last-step classification head written out in NumPy (float64): logits at each sequence's
+    last marked step, mean cross-entropy, accuracy, and the gradients of the head's weight and bias."""
+    feats = np.asarray(model.features(params, x), dtype=np.float64)
+    B = x.shape[0]
+    last = np.array([np.flatnonzero(row)[-1] for row in mask])
+    h = feats[np.arange(B), last]
+    W, b = (np.asarray(params["heads"][name][k], dtype=np.float64) for k in ("weight", "bias"))
+    logits = h @ W.T + b
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    loss = float(np.mean(-np.log(probs[np.arange(B), y])))
+    delta = probs.copy()
+    delta[np.arange(B), y] -= 1.0
+    return {"loss": loss, "accuracy": float(np.mean(logits.argmax(axis=1) == y)),
+            "weight": delta.T @ h / B, "bias": delta.mean(axis=0), "logits": logits}
+
+
+
 @pytest.mark.parametrize("cell", ["diaggru", "cifg-lstm"])
 def test_multi_head_input_projections_in_a_stack(cell):
     # heads=2 must be checked against the real sizes (8 inputs, 8 hidden), not placeholder ones
@@ -19,6 +38,12 @@ def test_multi_head_input_projections_in_a_stack(cell):
     mask[np.arange(3), [4, 2, 3]] = 1.0
     batch = (x, y, mask)
     loss, grads = model.loss_and_grad(params, batch)
+    # the loss and the head's gradients are the cross-entropy at each sequence's last marked step
+    want = last_step_head_oracle(model, params, x, mask, y, "y")
+    assert loss == pytest.approx(want["loss"], rel=1e-12)
+    np.testing.assert_allclose(grads["heads"]["y"]["weight"], want["weight"], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(grads["heads"]["y"]["bias"], want["bias"], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(model.outputs(params, x, mask)["y"], want["logits"], rtol=1e-12, atol=1e-14)
     leaves, glist = tree_leaves(params), tree_leaves(grads)
     eps = 1e-6
     for k in range(len(leaves)):
@@ -65,5 +90,24 @@ def test_several_last_step_heads_of_one_size_are_summed_jointly(backend, monkeyp
     for a, b in zip(tree_leaves(dj), tree_leaves(ds)):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-14)
     assert not np.any(dj["heads"]["n4"]["weight"])  # an inactive head gets no gradient
+    # oracle: each head written out in NumPy, its labels in column k of y (names[k])
+    want = {name: last_step_head_oracle(model, params, x, mask, y[:, k], name) for k, name in enumerate(names)}
+    assert float(joint) == pytest.approx(sum(w["loss"] for w in want.values()), rel=1e-10)
+    got = model.losses(params, batch, heads=names)
+    assert {k: float(v) for k, v in got.items()} == pytest.approx({k: w["loss"] for k, w in want.items()}, rel=1e-10)
+    ev = model.evaluate(params, batch, heads=names)
+    assert ev == {k: {"loss": pytest.approx(w["loss"], rel=1e-10), "accuracy": pytest.approx(w["accuracy"])}
+                  for k, w in want.items()}
+    # per-example losses (the cyclical curriculum's weights): each sequence's cross-entropies summed over heads
+    per_example = np.zeros(B)
+    for k, (name, w) in enumerate(want.items()):
+        z = w["logits"] - w["logits"].max(axis=1, keepdims=True)
+        per_example -= z[np.arange(B), y[:, k]] - np.log(np.exp(z).sum(axis=1))
+    with seqcore.use(backend):
+        np.testing.assert_allclose(model.example_losses(params, batch, heads=names), per_example, rtol=1e-10)
+    assert per_example.mean() == pytest.approx(float(joint), rel=1e-10)
+    for name, w in want.items():
+        np.testing.assert_allclose(dj["heads"][name]["weight"], w["weight"], rtol=1e-9, atol=1e-13, err_msg=name)
+        np.testing.assert_allclose(dj["heads"][name]["bias"], w["bias"], rtol=1e-9, atol=1e-13, err_msg=name)
     with pytest.raises(ValueError, match=r"y: got shape \(5, 2\), expected a last axis of 3"):
         model.loss(params, (x, y[:, :2], mask), heads=names)

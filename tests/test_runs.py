@@ -11,6 +11,26 @@ def test_create_writes_the_config(tmp_path):
     rd = RunDir(tmp_path / "a" / "b")
     rd.create({"x": 1})
     assert json.loads(rd.config.read_text()) == {"x": 1}
+    # written atomically: no temporary file left beside it, and an ordinary file's mode (not mkstemp's 0600)
+    assert sorted(p.name for p in rd.path.iterdir()) == ["config.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert rd.config.stat().st_mode & 0o777 == 0o644 & ~umask
+    # a new run in a directory without a checkpoint replaces the config and starts an empty log
+    rd.log({"step": 1})
+    rd.create({"x": 2})
+    assert json.loads(rd.config.read_text()) == {"x": 2} and rd.read_metrics() == []
+    rd.log({"step": 3, "v": [1.5]})
+    rd.log({"step": 4})
+    assert rd.read_metrics() == [{"step": 3, "v": [1.5]}, {"step": 4}]
+    # with a checkpoint there, a run is refused unless overwritten
+    from seqcore.runs import save_checkpoint
+    save_checkpoint(rd.checkpoint, {}, {"step": 0})
+    with pytest.raises(ValueError, match="already holds a run"):
+        rd.create({"x": 3})
+    assert json.loads(rd.config.read_text()) == {"x": 2} and len(rd.read_metrics()) == 2
+    rd.create({"x": 3}, overwrite=True)
+    assert json.loads(rd.config.read_text()) == {"x": 3} and rd.read_metrics() == []
 
 
 def test_create_under_a_file_names_out(tmp_path):
@@ -51,6 +71,12 @@ def test_damaged_metrics_lines_name_the_file_and_line(tmp_path):
     rd.metrics.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
     rd.truncate_metrics(2)
     assert rd.read_metrics() == [{"step": 1}, {"step": 2}]
+    # lines after the step are dropped, those at or before it kept in order
+    rd.metrics.write_text("".join(json.dumps({"step": k, "i": i}) + "\n" for i, k in enumerate([5, 10, 15, 20])))
+    rd.truncate_metrics(15)
+    assert rd.read_metrics() == [{"step": 5, "i": 0}, {"step": 10, "i": 1}, {"step": 15, "i": 2}]
+    rd.truncate_metrics(4)
+    assert rd.read_metrics() == [] and rd.metrics.read_text() == ""
 
 
 def test_damaged_checkpoint_meta_and_config_name_the_file(tmp_path):
@@ -65,6 +91,15 @@ def test_damaged_checkpoint_meta_and_config_name_the_file(tmp_path):
         save_checkpoint(path, {"a": np.zeros(2)}, meta)
         with pytest.raises(ValueError, match=match):
             load_checkpoint(path)
+    # a checkpoint written and read back holds the same arrays (bits, dtypes) and meta
+    arrays = {"params/w": np.arange(6, dtype=np.float32).reshape(2, 3) / 7, "opt_state/0/count": np.array(3),
+              "curriculum/order": np.array([2, 0, 1], np.int64)}
+    meta = {"step": 7, "rng": {"state": 12345678901234567890}, "history": [{"level": None}], "elapsed": 1.25}
+    save_checkpoint(path, arrays, meta)
+    got, got_meta = load_checkpoint(path)
+    assert got_meta == meta and got.keys() == arrays.keys()
+    for k, v in arrays.items():
+        assert got[k].dtype == v.dtype and np.array_equal(got[k], v), k
     (tmp_path / "summary.json").write_text("[1]")
     with pytest.raises(ValueError, match=r"summary.json: got a JSON list, expected an object"):
         read_json_object(tmp_path / "summary.json")
@@ -85,13 +120,16 @@ def test_a_run_directory_in_use_is_refused_to_a_second_writer(tmp_path):
         assert not RunDir(out).checkpoint.exists()  # nothing written
     summary, _ = train(cfg, out, quiet=True)  # the lock went with its holder
     assert summary["steps"] == 4
+    assert (out / ".lock").read_text() == str(os.getpid())  # the last writer's process id
     with RunDir(out).lock(), pytest.raises(ValueError, match="is in use by another seqcore process"):
         resume(out, quiet=True, steps=6)
     assert resume(out, quiet=True, steps=6)[0]["steps"] == 6
     small = ContinualConfig(experiences=2, steps=4, eval_every=2, eval_size=16, hidden=4, batch_size=4)
     with RunDir(tmp_path / "cl").lock(), pytest.raises(ValueError, match="is in use by another seqcore process"):
         run_continual(small, tmp_path / "cl", quiet=True)
-    run_continual(small, tmp_path / "cl", quiet=True, stop_at_step=4)
+    summary, _ = run_continual(small, tmp_path / "cl", quiet=True, stop_at_step=4)
+    assert (summary["status"], summary["steps"]) == ("stopped", 4)
+    assert (tmp_path / "cl" / ".lock").read_text() == str(os.getpid())
     with RunDir(tmp_path / "cl").lock(), pytest.raises(ValueError, match="is in use by another seqcore process"):
         resume_continual(tmp_path / "cl", quiet=True)
     assert not (tmp_path / "missing").exists()

@@ -25,6 +25,129 @@ def assert_continuous_at(schedule, step, tol=1e-6):
     assert abs(left - right) < tol, (step, left, right)
 
 
+# -- independent references: the README's formulas, written out step by step ------------------------
+
+GRID = np.concatenate([np.arange(0.0, 130.0, 0.25), [127.3, 1e4]])  # fractional steps and far past the end
+
+
+def assert_matches(schedule, reference, grid=GRID, tol=1e-12):
+    got = np.array([schedule(float(t)) for t in grid])
+    want = np.array([reference(float(t)) for t in grid])
+    np.testing.assert_allclose(got, want, rtol=tol, atol=1e-15)
+
+
+def half_cosine(p):
+    return 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def ref_warmup(t, warmup, init, peak):
+    return init + (peak - init) * t / warmup
+
+
+def ref_cosine(peak, total, alpha=0.0, power=1.0):
+    return lambda t: peak * (alpha + (1 - alpha) * half_cosine(min(t, total) / total) ** power)
+
+
+def ref_warmup_cosine(peak, warmup, total, init=0.0, alpha=0.0, power=1.0):
+    def f(t):
+        t = min(t, total)
+        if t < warmup:
+            return ref_warmup(t, warmup, init, peak)
+        if total == warmup:
+            return alpha * peak
+        return peak * (alpha + (1 - alpha) * half_cosine((t - warmup) / (total - warmup)) ** power)
+    return f
+
+
+def ref_sgdr(peak, length, alpha=0.0, mult=1.0, decay=1.0, cycles=None):
+    def f(t):
+        i, start = 0, 0
+        while t >= start + max(1, round(length * mult ** i)):
+            start += max(1, round(length * mult ** i))
+            i += 1
+        if cycles is not None and i >= cycles:
+            return alpha * peak * decay ** (cycles - 1)
+        L = max(1, round(length * mult ** i))
+        return peak * decay ** i * (alpha + (1 - alpha) * half_cosine((t - start) / L))
+    return f
+
+
+def ref_wsd(peak, total, warmup, cooldown_steps, kind, floor, init=0.0):
+    shapes = {"linear": lambda p: 1 - p, "cosine": half_cosine, "sqrt": lambda p: 1 - math.sqrt(p)}
+
+    def f(t):
+        t = min(t, total)
+        if t < warmup:
+            return ref_warmup(t, warmup, init, peak)
+        if t < total - cooldown_steps:
+            return peak
+        if cooldown_steps == 0:
+            return peak * floor
+        return peak * (floor + (1 - floor) * shapes[kind]((t - (total - cooldown_steps)) / cooldown_steps))
+    return f
+
+
+def ref_infinite(peak, c, lo, warmup, cooldown, constant, anneal, init=0.0):
+    end = warmup + cooldown + constant + anneal
+
+    def f(t):
+        t = min(t, end)
+        if t < warmup:
+            return ref_warmup(t, warmup, init, peak)
+        if t < warmup + cooldown:
+            return c + (peak - c) * half_cosine((t - warmup) / cooldown)
+        if t < warmup + cooldown + constant or anneal == 0:
+            return c
+        return c * math.exp(-math.log(c / lo) * (t - warmup - cooldown - constant) / anneal)
+    return f
+
+
+def ref_triangular(base, peak, half, mode="triangular", gamma=1.0):
+    def f(t):
+        c = math.floor(1 + t / (2 * half))
+        x = abs(t / half - 2 * c + 1)
+        scale = {"triangular": 1.0, "triangular2": 0.5 ** (c - 1), "exp_range": gamma ** t}[mode]
+        return base + (peak - base) * max(0.0, 1 - x) * scale
+    return f
+
+
+def ref_refined(norms, peak, width=1, total=None, power=2.0):
+    """Defazio et al.'s rule with plain loops: optional running median (edge-padded start,
+    reflected end), w = g^-power, shape_t = w_t * sum_{s>t} w_s, scaled to max = peak."""
+    g = [float(v) for v in norms]
+    n = len(g)
+    if width > 1:
+        half = width // 2
+
+        def at(i):
+            if i < 0:
+                return g[0]
+            if i < n:
+                return g[i]
+            return g[2 * (n - 1) - i] if i <= 2 * (n - 1) else g[-1]  # reflected, then the last
+        g = [float(np.median([at(i) for i in range(t - half, t + half + 1)])) for t in range(n)]
+    w = [v ** -power for v in g]
+    shape = [w[t] * sum(w[t + 1:]) for t in range(n)]
+    top = max(shape)
+    shape = [peak * v / top for v in shape]
+    total = n if total is None else total
+    if total != n:  # linear resampling in relative time
+        resampled = []
+        for k in range(total):
+            x = k * (n - 1) / (total - 1)
+            lo = min(int(math.floor(x)), n - 2)
+            resampled.append(shape[lo] + (shape[lo + 1] - shape[lo]) * (x - lo))
+        shape = resampled
+
+    def f(t):
+        t = min(t, total - 1)
+        lo = int(math.floor(t))
+        if lo == t:
+            return shape[lo]
+        return shape[lo] + (shape[lo + 1] - shape[lo]) * (t - lo)
+    return f
+
+
 def test_constant():
     s = S.constant(0.3)
     assert s(0) == 0.3 and s(10 ** 9) == 0.3 and isinstance(s(3), float)
@@ -35,11 +158,14 @@ def test_linear_decay_points_and_clamp():
     assert [s(0), s(25), s(100), s(150)] == [1.0, 0.75, 0.0, 0.0]
     assert S.linear_decay(1.0, 100, end_value=0.1)(50) == pytest.approx(0.55, abs=1e-15)
     assert_nonincreasing(values(s, 120))
+    assert_matches(S.linear_decay(0.7, 37, end_value=0.05), lambda t: 0.05 + 0.65 * (1 - min(t, 37) / 37))
 
 
 def test_piecewise_constant_boundaries():
     s = S.piecewise_constant([1.0, 0.5, 0.1], [10, 20])
     assert [s(0), s(9), s(10), s(19), s(20), s(10 ** 6)] == [1.0, 1.0, 0.5, 0.5, 0.1, 0.1]
+    vals, bounds = [0.9, 0.4, 0.3, 0.05], [7, 19, 40]
+    assert_matches(S.piecewise_constant(vals, bounds), lambda t: vals[sum(t >= b for b in bounds)])
 
 
 def test_exponential():
@@ -48,6 +174,9 @@ def test_exponential():
     assert S.exponential(1.0, 0.5, 10, staircase=True)(15) == 0.5
     assert S.exponential(1.0, 0.5, 10, end_value=0.2)(30) == 0.2  # 0.125 floored
     assert_nonincreasing(values(s, 100))
+    assert_matches(S.exponential(0.9, 0.7, 6, end_value=0.05), lambda t: max(0.05, 0.9 * 0.7 ** (t / 6)))
+    assert_matches(S.exponential(0.9, 0.7, 6, staircase=True, end_value=0.05),
+                   lambda t: max(0.05, 0.9 * 0.7 ** math.floor(t / 6)))
 
 
 def test_cosine_points_power_and_floor():
@@ -59,6 +188,7 @@ def test_cosine_points_power_and_floor():
     hand = 2.0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.3)))
     assert s(30) == pytest.approx(hand, abs=1e-15)
     assert_nonincreasing(values(s, 150))
+    assert_matches(S.cosine(0.7, 37, alpha=0.15, power=1.5), ref_cosine(0.7, 37, 0.15, 1.5))
 
 
 def test_warmup_cosine():
@@ -69,6 +199,11 @@ def test_warmup_cosine():
     assert_continuous_at(s, 10)
     assert_nondecreasing(values(s, 10))
     assert_nonincreasing(values(s, 200, start=10))
+    assert_matches(S.warmup_cosine(0.9, 7, 50, init_value=0.1, alpha=0.2, power=2.0),
+                   ref_warmup_cosine(0.9, 7, 50, 0.1, 0.2, 2.0))
+    assert_matches(S.warmup_cosine(0.9, 0, 50, alpha=0.3), ref_warmup_cosine(0.9, 0, 50, 0.0, 0.3))
+    assert_matches(S.warmup_cosine(0.9, 12, 12, init_value=0.2, alpha=0.1),
+                   ref_warmup_cosine(0.9, 12, 12, 0.2, 0.1))  # all warmup, then the floor
 
 
 def test_sgdr_restarts_multiplier_and_decay():
@@ -83,6 +218,11 @@ def test_sgdr_restarts_multiplier_and_decay():
     endless = S.sgdr(1.0, 10, cycle_mult=2.0, peak_decay=0.5)
     assert endless(30) == 0.25 and endless(70) == 0.125
     assert_nonincreasing(values(endless, 29, start=10))
+    # cycle lengths round(7 * 1.5^i) = 7, 10, 16, 24; peaks 0.8^i; after the 4th cycle the floor
+    assert_matches(S.sgdr(1.0, 7, alpha=0.1, cycle_mult=1.5, peak_decay=0.8, num_cycles=4),
+                   ref_sgdr(1.0, 7, 0.1, 1.5, 0.8, 4))
+    assert_matches(S.sgdr(0.6, 9, alpha=0.25, peak_decay=0.9), ref_sgdr(0.6, 9, 0.25, 1.0, 0.9),
+                   grid=GRID[:-1])  # 0.9^1111 underflows the relative comparison far out
 
 
 @pytest.mark.parametrize("kind, shape_at_half", [
@@ -97,11 +237,17 @@ def test_wsd_phases(kind, shape_at_half):
         assert_continuous_at(s, boundary, tol=1e-4)
     assert_nondecreasing(values(s, 10))
     assert_nonincreasing(values(s, 120, start=10))
+    assert_matches(S.wsd(0.8, 60, warmup_steps=6, cooldown_steps=15, cooldown=kind, floor_ratio=0.05,
+                         init_value=0.08), ref_wsd(0.8, 60, 6, 15, kind, 0.05, 0.08))
+    assert_matches(S.wsd(0.8, 60, warmup_steps=6, cooldown_steps=0, cooldown=kind, floor_ratio=0.05),
+                   ref_wsd(0.8, 60, 6, 0, kind, 0.05))
 
 
 def test_wsd_default_cooldown_is_a_fifth():
     s = S.wsd(1.0, 100)
     assert s(0) == 1.0 and s(80) == 1.0 and s(90) == pytest.approx(0.5, abs=1e-15)
+    assert_matches(s, ref_wsd(1.0, 100, 0, 20, "linear", 0.0))
+    assert_matches(S.wsd(1.0, 37, warmup_steps=3), ref_wsd(1.0, 37, 3, 7, "linear", 0.0))  # 37 // 5 = 7
 
 
 def test_infinite_phases_and_anneal_formula():
@@ -115,6 +261,9 @@ def test_infinite_phases_and_anneal_formula():
     for boundary in (10, 30, 60, 100):
         assert_continuous_at(s, boundary, tol=1e-4)
     assert_nonincreasing(values(s, 150, start=10))
+    assert_matches(S.infinite(1.0, 0.4, 0.02, 5, 11, 9, 13, init_value=0.1),
+                   ref_infinite(1.0, 0.4, 0.02, 5, 11, 9, 13, 0.1))
+    assert_matches(S.infinite(0.9, 0.3, 0.03, 4, 6, 0, 0), ref_infinite(0.9, 0.3, 0.03, 4, 6, 0, 0))
 
 
 def test_infinite_second_task_starts_at_constant_without_rewarming():
@@ -130,6 +279,8 @@ def test_infinite_second_task_starts_at_constant_without_rewarming():
     # a stream: task 1 stays in its constant phase, task 2 continues seamlessly
     stream = S.join([first, second], [45])
     assert_continuous_at(stream, 45)
+    assert_matches(second, ref_infinite(1.0, 0.5, 0.05, 0, 0, 30, 40))
+    assert_matches(stream, lambda t: first(t) if t < 45 else ref_infinite(1.0, 0.5, 0.05, 0, 0, 30, 40)(t - 45))
 
 
 def test_rex():
@@ -137,6 +288,10 @@ def test_rex():
     assert s(0) == 1.0 and s(50) == pytest.approx(2 / 3, abs=1e-15) and s(100) == 0.0 and s(200) == 0.0
     assert S.rex(1.0, 100, min_value=0.1)(50) == pytest.approx(0.1 + 0.9 * 2 / 3, abs=1e-15)
     assert_nonincreasing(values(s, 120))
+    def ref_rex(t, peak=0.7, lo=0.05, total=37):
+        p = min(t, total) / total
+        return lo + (peak - lo) * (1 - p) / (1 - p / 2)
+    assert_matches(S.rex(0.7, 37, min_value=0.05), ref_rex)
 
 
 def test_triangular_modes():
@@ -149,6 +304,9 @@ def test_triangular_modes():
     assert shrink(10) == pytest.approx(0.1 + 0.9 * 0.99 ** 10, abs=1e-15)
     assert_nondecreasing(values(s, 10))
     assert_nonincreasing(values(s, 20, start=10))
+    for mode in ("triangular", "triangular2", "exp_range"):
+        assert_matches(S.triangular(0.05, 0.8, 6, mode=mode, gamma=0.97),
+                       ref_triangular(0.05, 0.8, 6, mode, 0.97), grid=GRID[:-1])
 
 
 def test_join_uses_relative_steps():
@@ -158,6 +316,9 @@ def test_join_uses_relative_steps():
     warm = S.join([S.triangular(0.0, 1.0, 4), S.cosine(1.0, 10)], [4])  # ramp up, then decay
     assert warm(2) == 0.5 and warm(4) == 1.0 and warm(9) == pytest.approx(0.5, abs=1e-15)
     assert_continuous_at(warm, 4)
+    three = S.join([S.cosine(1.0, 10), S.linear_decay(0.5, 20), S.constant(0.1)], [10, 30])
+    assert_matches(three, lambda t: ref_cosine(1.0, 10)(t) if t < 10 else
+                   (0.5 * (1 - min(t - 10, 20) / 20) if t < 30 else 0.1))
 
 
 def test_refined_constant_norms_is_linear_decay():
@@ -178,6 +339,12 @@ def test_refined_hand_computed_and_shapes():
     assert v[0] < 0.05 and v.argmax() > 10 and v.max() == 1.0 and v[-1] == 0.0
     # resampling keeps the shape in relative time
     assert S.refined(np.ones(11), 1.0, total_steps=21)(10) == pytest.approx(0.5, abs=1e-15)
+    # the rule written out with loops, on irregular norms, for both powers and a resampling
+    norms = np.random.default_rng(4).uniform(0.2, 5.0, 23)
+    for power in (1.0, 2.0, 0.5):
+        for total in (None, 37, 11):
+            assert_matches(S.refined(norms, 0.3, total_steps=total, power=power),
+                           ref_refined(norms, 0.3, total=total, power=power), grid=GRID[GRID < 60])
 
 
 def test_refined_median_filter_removes_spikes():
@@ -188,6 +355,11 @@ def test_refined_median_filter_removes_spikes():
     raw = S.refined(norms, 1.0)
     assert all(smoothed(t) == pytest.approx(line(t), abs=1e-15) for t in range(100))
     assert abs(raw(30) - line(30)) > 0.1
+    # the running median written out: edge-padded start, reflected end (window 2*(f*n//2)+1)
+    bumpy = np.random.default_rng(5).uniform(0.5, 3.0, 30)
+    for fraction, width in ((0.2, 7), (0.1, 3), (0.35, 11), (1.0, 31)):
+        assert_matches(S.refined(bumpy, 1.0, median_window_fraction=fraction),
+                       ref_refined(bumpy, 1.0, width=width), grid=GRID[GRID < 40])
 
 
 BAD = [

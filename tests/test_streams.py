@@ -48,11 +48,26 @@ def test_permuted_stream_is_deterministic_and_first_identity_optional():
     c = permuted_stream(xtr, ytr, xte, yte, 3, seed=12, first_identity=False)
     for i in range(3):
         np.testing.assert_array_equal(a[i].info["permutation"], b[i].info["permutation"])
-        np.testing.assert_array_equal(a[i].train[0], a[i].train[0])  # same on every access
+        np.testing.assert_array_equal(a[i].train[0], b[i].train[0])  # same stream for the same seed
+        np.testing.assert_array_equal(a[i].train[0], a[i].train[0].copy())
+        np.testing.assert_array_equal(a[i].eval[0], b[i].eval[0])
+        # the (T, D) samples are flattened, permuted and reshaped back
+        perm = a[i].info["permutation"]
+        np.testing.assert_array_equal(np.sort(perm), np.arange(35))
+        np.testing.assert_array_equal(a[i].train[0], xtr.reshape(60, 35)[:, perm].reshape(60, 5, 7))
+        np.testing.assert_array_equal(a[i].eval[0], xte.reshape(30, 35)[:, perm].reshape(30, 5, 7))
+        np.testing.assert_array_equal(a[i].train[1], ytr)
+        # without first_identity no experience is the identity
+        assert not np.array_equal(perm, np.arange(35))
     assert not np.array_equal(a[0].info["permutation"], np.arange(35))
     assert not np.array_equal(a[1].info["permutation"], c[1].info["permutation"])
     multi = permuted_stream(xtr, ytr, xte, yte, 3, seed=11, multi_head=True)
     assert [e.head for e in multi] == [0, 1, 2] and multi.scenario == "task" and multi.n_heads == 3
+    assert multi.n_outputs == 6  # one head holds every class: labels are unchanged
+    for e in multi:
+        np.testing.assert_array_equal(e.train[1], ytr)
+        np.testing.assert_array_equal(e.eval[1], yte)
+    np.testing.assert_array_equal(multi[0].train[0], xtr)  # first_identity by default
 
 
 def test_permuted_stream_validation():
@@ -137,6 +152,8 @@ def test_blurry_overlap_fractions_and_sources():
         assert dict(zip(*np.unique(source, return_counts=True))) == expected_sources[i]
         ids = sample_ids(exp.train[0])
         assert len(set(ids)) == 200  # no sample twice
+        for j in expected_sources[i]:  # a sample credited to j is one of j's own training samples
+            assert set(ids[source == j]) <= set(sample_ids(base[j].train[0]))
         for j in expected_sources[i]:
             # every sample credited to experience j is one of j's own (class, label) pairs
             assert set(ytr[ids[source == j]]) <= set(base[j].classes)
@@ -225,6 +242,15 @@ def test_power_law_stream_and_validation():
         np.testing.assert_array_equal(exp.info["permutation"], base[task].info["permutation"])
     flags = [e.info["rehearsal"] for e in stream]
     assert flags.count(False) == 5 and sum(flags) == len(schedule) - 5
+    # step and rehearsal flag of each position, from the steps themselves: the first entry of a
+    # step is the new task, the others are rehearsals
+    steps = power_law_steps(5, 1.0, 2, seed=3)
+    want = [(t, k > 0) for t, step in enumerate(steps) for k in range(len(step))]
+    assert [(e.info["step"], e.info["rehearsal"]) for e in stream] == want
+    for exp in stream:  # a rehearsed experience is its task's base experience
+        base_exp = base[exp.task_id]
+        np.testing.assert_array_equal(exp.train[0], base_exp.train[0])
+        np.testing.assert_array_equal(exp.eval[0], base_exp.eval[0])
     with pytest.raises(ValueError, match="exponent"):
         power_law_schedule(5, -1.0, 2, seed=0)
     with pytest.raises(ValueError, match="budget: got -1"):
@@ -259,6 +285,9 @@ def test_scole_class_distribution_and_reoccurrence(distribution):
         assert len(exp.classes) == 2 and exp.task_id == i
         assert set(exp.train[1]) == set(exp.classes) and set(exp.eval[1]) == set(exp.classes)
         assert len(exp.train[1]) == 40  # all 20 samples of each of its two classes
+        ids = sample_ids(exp.train[0])
+        assert sorted(ids) == sorted(np.flatnonzero(np.isin(ytr, exp.classes)))
+        np.testing.assert_array_equal(exp.train[1], ytr[ids])
         counts[list(exp.classes)] += 1
     assert counts.min() >= 2  # classes re-occur
     expected = n_exp * inclusion_probabilities(probs, 2)
@@ -273,6 +302,15 @@ def test_scole_subsampling_determinism_and_validation():
     assert [e.classes for e in a] == [e.classes for e in b]
     np.testing.assert_array_equal(a[4].train[0], b[4].train[0])
     assert np.all(np.bincount(a[4].train[1], minlength=10)[list(a[4].classes)] == 5)
+    for exp in a:
+        ids = sample_ids(exp.train[0])
+        assert len(set(ids)) == len(ids) == 15  # 5 distinct samples of each of its 3 classes
+        np.testing.assert_array_equal(exp.train[1], ytr[ids])  # every row keeps its own label
+        assert set(exp.train[1]) == set(exp.classes)
+        # evaluation: every test sample of its classes, none other
+        test_ids = sample_ids(exp.eval[0]) - 10**6
+        assert sorted(test_ids) == sorted(np.flatnonzero(np.isin(yte, exp.classes)))
+        np.testing.assert_array_equal(exp.eval[1], yte[test_ids])
     with pytest.raises(ValueError, match="classes_per_experience: got 11"):
         scole_stream(xtr, ytr, xte, yte, 20, 11, seed=0)
     with pytest.raises(ValueError, match="class_distribution"):
@@ -305,6 +343,11 @@ def test_curriculum_stream():
         assert exp.classes == (0, 1)
         xb, yb = exp.sample(np.random.default_rng(1), 5)
         np.testing.assert_array_equal(yb, xb[:, -n:, 0].sum(axis=1) % 2)
+        # the experience samples from task_factory(n) itself
+        xr, yr = ParityTask(n).sample(np.random.default_rng(1), 5)
+        np.testing.assert_array_equal(xb, xr)
+        np.testing.assert_array_equal(yb, yr)
+    assert not np.array_equal(stream[0].eval[0], stream[1].eval[0])  # one evaluation set per experience
     again = curriculum_stream(ParityTask, [2, 3, 4], seed=0, eval_size=64)
     np.testing.assert_array_equal(again[2].eval[0], stream[2].eval[0])
     assert [e.head for e in curriculum_stream(ParityTask, [2, 3], seed=0, multi_head=True)] == [0, 1]
@@ -338,6 +381,15 @@ def test_curriculum_stream_pads_to_a_fixed_length():
         for x, y in (exp.eval, exp.sample(np.random.default_rng(2), 16)):
             assert x.shape[1:] == (20, 1)
             np.testing.assert_array_equal(y, x[:, -n:, 0].sum(axis=1) % 2)
+    # end alignment recomputed by hand from the task's own batch, drawn with the same generator
+    raw = tasks.make("nparity", n=4, n_max=4).sample(np.random.default_rng(2), 16)
+    x, y = stream[1].sample(np.random.default_rng(2), 16)
+    last = tasks.last_step_index(raw.mask)
+    for b in range(16):
+        L = last[b] + 1
+        np.testing.assert_array_equal(x[b, 20 - L:], raw.x[b, :L])
+        assert np.all(x[b, :20 - L] == 0)
+    np.testing.assert_array_equal(y, raw.y)
     with pytest.raises(ValueError, match="length: got 5, expected at least the longest sequence"):
         curriculum_stream(lambda n: tasks.make("nparity", n=n, n_max=4), [2], seed=0, length=5)
     with pytest.raises(ValueError, match="length: got 8, expected None"):
@@ -349,6 +401,8 @@ def test_experience_sampling_and_stream_indexing():
     stream = split_stream(xtr, ytr, xte, yte, n_experiences=3)
     exp = stream[-1]
     assert exp.task_id == 2 and len(stream[0:2]) == 2
+    assert [e.task_id for e in stream[0:2]] == [0, 1] and [e.classes for e in stream[1:]] == [(2, 3), (4, 5)]
+    assert [e.task_id for e in stream[::-1]] == [2, 1, 0]
     x, y = exp.sample(np.random.default_rng(0), 20)
     ids = sample_ids(x)
     assert len(set(ids)) == 20 and set(ids) == set(sample_ids(exp.train[0]))
@@ -418,6 +472,12 @@ def test_real_parameters_refuse_bools_and_accept_numpy_ints():
     xtr, ytr, xte, yte = make_data()
     s = split_stream(xtr, ytr, xte, yte, n_experiences=3)
     assert blurry(s, np.int64(0), seed=0)[0].n_train == s[0].n_train  # was refused as not a float
+    # overlap 0: every experience keeps exactly its own samples (shuffled), all credited to itself
+    for i, exp in enumerate(blurry(s, np.int64(0), seed=0)):
+        ids = sample_ids(exp.train[0])
+        assert sorted(ids) == sorted(sample_ids(s[i].train[0]))
+        np.testing.assert_array_equal(exp.train[1], ytr[ids])
+        assert np.all(exp.info["source_experience"] == i) and exp.classes == s[i].classes
     with pytest.raises(TypeError, match="overlap: got bool"):
         blurry(s, True, seed=0)
     with pytest.raises(TypeError, match="exponent: got bool"):

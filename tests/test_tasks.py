@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from seqcore import tasks
-from seqcore.tasks import DatasetError, head_targets, last_step_index, take
+from seqcore.tasks import Batch, DatasetError, head_targets, last_step_index, take
 from seqcore.tasks.idx import find_idx_file, read_idx, write_idx
 
 GENERATED = ["nparity", "ndms", "copy", "selective-copy", "adding", "mqar", "set-disjointness",
@@ -35,8 +35,11 @@ def test_names_are_the_command_line_names():
     assert tasks.names() == ("nparity", "ndms", "copy", "selective-copy", "adding", "mqar",
                              "set-disjointness", "passkey", "flip-flop", "s3", "s5", "zn",
                              "lorenz96", "image", "mnist1d")
-    for name in tasks.names():
-        assert tasks.describe(name)
+    lines = [tasks.describe(name) for name in tasks.names()]
+    assert all(line and "\n" not in line for line in lines) and len(set(lines)) >= len(lines) - 1  # s3/s5 share one
+    for name in GENERATED:  # each name builds its own task
+        assert tasks.make(name, **SMALL.get(name, {})).name == name
+    assert tasks.make("image").name == "image"
 
 
 def test_unknown_name_lists_the_names():
@@ -125,6 +128,17 @@ def test_shapes_follow_the_heads(name):
             assert 0 <= y.min() and y.max() < h.output_size
     if task.input_kind == "one_hot":
         assert np.array_equal(b.x.sum(-1), np.ones((B, T)))
+        assert set(np.unique(b.x)) <= {0.0, 1.0}
+    if loss == "last":
+        # right padding: the mask is one-hot at each sequence's last valid step, zeros after it
+        last = last_step_index(b.mask)
+        np.testing.assert_array_equal(b.mask, (np.arange(T)[None, :] == last[:, None]).astype(np.float32))
+        assert np.all(b.x[np.arange(T)[None, :] > last[:, None]] == 0)
+        assert last.max() == T - 1  # no step after the longest sequence
+    else:
+        # labels at unmarked steps are 0
+        unmarked = np.broadcast_to((b.mask == 0).reshape(b.mask.shape + (1,) * (b.y.ndim - 2)), b.y.shape)
+        assert np.all(b.y[unmarked] == 0)
 
 
 @pytest.mark.parametrize("name", GENERATED)
@@ -141,6 +155,13 @@ def test_same_seed_same_batches(name):
     assert len(e1) == 2 and all(np.array_equal(u.x, v.x) for u, v in zip(e1, e2))
     train = task.sample(task.make_rng(), 4)
     assert not np.array_equal(train.x, e1[0].x)  # evaluation is not the training stream
+    assert np.array_equal(task.sample(task.make_rng(), 4).x, train.x)  # make_rng is seeded from seed
+    other_seed = tasks.make(name, **{**SMALL.get(name, {}), "seed": 1})
+    assert not np.array_equal(next(other_seed.eval_batches(4)).x, e1[0].x)
+    default = list(task.eval_batches(4))  # 4 batches by default for generated tasks
+    assert len(default) == 4 and all(e.x.shape[0] == 4 for e in default)
+    assert np.array_equal(default[0].x, e1[0].x) and np.array_equal(default[1].x, e1[1].x)
+    assert not np.array_equal(default[0].x, default[1].x)
 
 
 # ---------------------------------------------------------------- oracles, one per task
@@ -160,6 +181,9 @@ def test_nparity_labels(n):
         for k, N in enumerate(ns):
             assert labels[i, k] == sum(bits[L - N:L]) % 2
     assert [h.name for h in task.heads] == [f"n{N}" for N in ns]
+    assert all(h.output_size == 2 and h.loss == "last" for h in task.heads)
+    lengths = last + 1  # lengths cover the documented range, not a narrower one
+    assert lengths.min() <= low + 2 and lengths.max() >= high - 3
 
 
 def test_nparity_bit_probability_varies_per_sequence():
@@ -205,6 +229,7 @@ def test_selective_copy_labels():
         assert len(data) == 5 and all(t == 6 for t in tok[i, :12] if t >= 6)
         assert list(tok[i, 12:]) == [7] * 5
         assert [int(b.y[i, t]) for t in range(17) if b.mask[i, t]] == data
+        assert list(b.mask[i]) == [0] * 12 + [1] * 5  # the answers are asked at the markers
 
 
 def test_adding_labels():
@@ -280,6 +305,9 @@ def test_passkey_labels():
         assert len(key) == 3
         assert list(tok[i, 20:]) == [12] * 3
         assert [int(b.y[i, t]) for t in range(23) if b.mask[i, t]] == key
+        assert list(b.mask[i]) == [0] * 20 + [1] * 3
+        assert all(10 <= int(t) < 12 for t in tok[i, :20] if t >= 10)  # fillers
+    assert task.input_size == 13 and task.heads[0].output_size == 10
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -345,6 +373,10 @@ def test_lorenz96_teacher_forcing_mix():
     data, pred = np.full((2, 4), 3.0), np.full((2, 4), -1.0)
     assert np.allclose(tasks.make("lorenz96", alpha=0.25).mix(data, pred), 0.25 * 3 - 0.75)
     assert np.array_equal(tasks.make("lorenz96").mix(data, pred), data)  # alpha = 1: teacher forcing
+    assert np.array_equal(tasks.make("lorenz96", alpha=0.0).mix(data, pred), pred)  # free running
+    rng = np.random.default_rng(0)
+    d, p = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
+    np.testing.assert_allclose(tasks.make("lorenz96", alpha=0.6).mix(d, p), 0.6 * d + 0.4 * p, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="prediction"):
         tasks.make("lorenz96").mix(data, pred[:, :2])
 
@@ -361,6 +393,21 @@ def test_last_step_index_and_take():
     assert sub.x.shape[1] == lengths.max()
     assert np.array_equal(sub.y, pool.y[rows])
     assert np.array_equal(last_step_index(sub.mask), lengths - 1)
+    # the kept steps are the rows' first steps; the cut-off ones carried no loss in those rows
+    T = lengths.max()
+    assert np.array_equal(sub.x, pool.x[rows, :T]) and np.array_equal(sub.mask, pool.mask[rows, :T])
+    assert pool.mask[rows, T:].sum() == 0
+    # last_step_index against a loop: the last marked step of every row
+    loop = [max(t for t in range(pool.mask.shape[1]) if pool.mask[i, t]) for i in range(50)]
+    assert list(last_step_index(pool.mask)) == loop
+    # per-step labels are cut with the steps
+    copy_task = tasks.make("selective-copy", vocab_size=4, length=3, seq_len=6)
+    cb = copy_task.sample(np.random.default_rng(0), 5)
+    csub = take(cb, np.array([3, 0]), per_step=True)
+    assert np.array_equal(csub.y, cb.y[[3, 0]]) and np.array_equal(csub.x, cb.x[[3, 0]])  # last step marked
+    masked = Batch(cb.x, cb.y, np.where(np.arange(9)[None, :] < 7, cb.mask, 0).astype(np.float32))
+    msub = take(masked, np.array([1, 2]), per_step=True)
+    assert msub.x.shape[1] == 7 and np.array_equal(msub.y, cb.y[[1, 2], :7])
     with pytest.raises(ValueError, match="mask"):
         last_step_index(np.zeros((2, 3)))
 
@@ -373,6 +420,13 @@ def test_fixed_set_pads_across_chunks():
     for i in range(0, 5000, 97):
         L = last[i] + 1
         assert pool.y[i] == int(pool.x[i, L - 4, 0] == pool.x[i, L - 1, 0])
+    # padding: one marked step per row, nothing after it (in both chunks)
+    T = pool.x.shape[1]
+    after = np.arange(T)[None, :] > last[:, None]
+    assert np.all(pool.x[after] == 0) and np.all(pool.mask.sum(1) == 1)
+    assert np.all(pool.mask[after] == 0)
+    # the second chunk (rows 4096...) holds its own sequences, not a copy of the first
+    assert not np.array_equal(pool.x[4096:4100], pool.x[:4])
 
 
 # ---------------------------------------------------------------- IDX files
@@ -438,6 +492,20 @@ def test_image_rows_pixels_and_permutation(tiny_images):
     assert list(np.concatenate([e.y for e in batches])) == list(yte)
     s = rows.sample(np.random.default_rng(0), 5)
     assert s.x.shape == (5, 4, 5) and set(s.y) <= set(ytr)
+    for k in range(5):  # every sampled row is a training image, scaled, with its own label
+        matches = [i for i in range(7) if np.allclose(s.x[k], xtr[i] / 255.0, atol=1e-7)]
+        assert len(matches) == 1 and s.y[k] == ytr[matches[0]]
+    assert s.mask.shape == (5, 4) and np.all(s.mask[:, -1] == 1) and s.mask.sum() == 5
+    # the training split read pixel by pixel uses the same permutation
+    xp, yp = pixels.arrays("train")
+    np.testing.assert_allclose(xp[:, :, 0], xtr.reshape(7, 20)[:, perm] / 255.0, atol=1e-7)
+    assert list(yp) == list(ytr)
+    # the fixed training set of a data set is its first rows, in order
+    fixed = rows.fixed_set()
+    np.testing.assert_allclose(fixed.x, xtr / 255.0, atol=1e-7)
+    assert list(fixed.y) == list(ytr) and list(rows.fixed_set(3).y) == list(ytr[:3])
+    # num_batches limits the walk over the test split
+    assert [list(e.y) for e in rows.eval_batches(2, num_batches=1)] == [list(yte[:2])]
 
 
 def test_missing_data_dir_says_how_to_get_it(tmp_path):

@@ -1,5 +1,6 @@
 """The training loop: exact resume, NaN guard, curricula in a run, hooks."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -23,6 +24,30 @@ class InterruptAt(Hooks):
 def _params(path):
     arrays, meta = load_checkpoint(path)
     return {k: v for k, v in arrays.items() if k.startswith("params/")}, meta
+
+
+class Snapshots(Hooks):
+    """Records, for every step s (1-based), the batch it trained on and the parameters before it."""
+
+    def __init__(self):
+        self.before, self.batches = {}, {}
+
+    def prepare_batch(self, trainer, batch):
+        from seqcore.tree import tree_map
+        step = trainer.step_count + 1
+        self.before[step] = tree_map(lambda v: np.array(v, copy=True), trainer.params)
+        self.batches[step] = batch
+        return batch
+
+
+def numpy_last_step_head(model, params, batch, name):
+    """Mean cross-entropy and accuracy of a last-step head, written out in NumPy (float64)."""
+    x, y, mask = batch
+    logits = np.asarray(model.outputs(params, x, mask, heads=[name])[name], dtype=np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    y = np.asarray(y).reshape(-1)
+    return float(-logp[np.arange(len(y)), y].mean()), float(np.mean(logits.argmax(axis=1) == y))
 
 
 @pytest.mark.parametrize("curriculum", ["fixed", "multi-head", "cyclical"])
@@ -100,20 +125,40 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert meta["step"] == 10
     assert all(np.isfinite(v).all() for k, v in arrays.items() if k.startswith("params/"))
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+    assert summary["steps"] == 15  # the poisoned update was not applied
+    # oracle: the same run stopped cleanly at step 15 keeps the same step-10 checkpoint, bit for bit
+    train(cfg, tmp_path / "clean", quiet=True, hooks=InterruptAt(15))
+    clean, clean_meta = _params(tmp_path / "clean" / "checkpoint.npz")
+    assert clean_meta["step"] == 10 and clean.keys() == {k for k in arrays if k.startswith("params/")}
+    for k in clean:
+        np.testing.assert_array_equal(arrays[k], clean[k], err_msg=k)
 
 
 def test_multi_head_curriculum_advances_and_keeps_heads(tmp_path):
     cfg = TrainConfig(**{**SMALL, "cell": "lstm", "hidden": 32, "steps": 300, "batch_size": 64,
                          "eval_every": 25, "eval_batch_size": 256, "lr": 0.01, "schedule": "constant",
                          "curriculum": "multi-head"})
-    summary, _ = train(cfg, None, quiet=True)
+    summary, _ = train(cfg, tmp_path / "run", quiet=True)
     assert summary["max_level"] >= 3
     # every head of the multi-head curriculum is still evaluated (none dropped)
     assert set(summary["heads"]) == {f"n{n}" for n in range(2, summary["level"] + 1)}
+    # oracle: the README's rule replayed on the log: heads n2..nN are evaluated at level N, the
+    # curriculum advances exactly when every head reaches the default threshold 0.98, one N at a time
+    recs = RunDir(tmp_path / "run").read_metrics()
+    assert [r["step"] for r in recs] == list(range(25, 301, 25))
+    level = 2
+    for r in recs:
+        assert r["level"] == level and set(r["eval"]) == {f"n{n}" for n in range(2, level + 1)}, r["step"]
+        ready = all(h["accuracy"] >= 0.98 for h in r["eval"].values())
+        assert r["advanced"] == ready, r["step"]
+        level += ready
+    assert summary["level"] == level and summary["max_level"] == level
+    assert any(r["advanced"] for r in recs)
 
 
 def test_metrics_log_and_summary_layout(tmp_path):
-    summary, _ = train(TrainConfig(**SMALL), tmp_path / "run", quiet=True)
+    snaps = Snapshots()
+    summary, final_params = train(TrainConfig(**SMALL), tmp_path / "run", quiet=True, hooks=snaps)
     rd = RunDir(tmp_path / "run")
     for f in (rd.config, rd.metrics, rd.summary, rd.checkpoint):
         assert f.exists(), f
@@ -123,6 +168,26 @@ def test_metrics_log_and_summary_layout(tmp_path):
     s = json.loads(rd.summary.read_text())
     assert {"final_loss", "final_accuracy", "heads", "steps", "wall_time_s"} <= set(s)
     assert s["heads"]["n2"]["accuracy"] == recs[-1]["eval"]["n2"]["accuracy"]
+    # oracles: the values in the log, recomputed
+    from seqcore.train import Run
+    run = Run(TrainConfig(**SMALL))
+    eval_batch, = run.task.eval_batches(32, 1)
+    for r in recs:
+        step = r["step"]
+        # lr: the cosine schedule (peak 0.02 over 40 steps) at the update that made this step
+        assert r["lr"] == pytest.approx(0.02 * 0.5 * (1 + math.cos(math.pi * (step - 1) / 40)), rel=1e-12)
+        assert r["level"] is None and r["advanced"] is False
+        # loss: the training batch of this step at the parameters before its update
+        want_loss, _ = numpy_last_step_head(run.model, snaps.before[step], snaps.batches[step], "n2")
+        assert r["loss"] == pytest.approx(want_loss, rel=1e-5), step
+        # eval: the fixed evaluation batch at the parameters after this step
+        after = final_params if step == 40 else snaps.before[step + 1]
+        loss, acc = numpy_last_step_head(run.model, after, eval_batch, "n2")
+        assert r["eval"]["n2"]["loss"] == pytest.approx(loss, rel=1e-5), step
+        assert r["eval"]["n2"]["accuracy"] == pytest.approx(acc, abs=1e-12), step
+    assert s["steps"] == 40 and s["status"] == "completed" and s["final_loss"] == recs[-1]["loss"]
+    assert s["final_accuracy"] == recs[-1]["eval"]["n2"]["accuracy"] and s["level"] is None
+    assert [r["time"] for r in recs] == sorted(r["time"] for r in recs) and recs[-1]["time"] <= s["wall_time_s"]
 
 
 @pytest.mark.parametrize("cell", ["elman", "lstm", "gru", "leaky", "mingru", "minlstm", "diaggru", "cifg-lstm"])
@@ -132,6 +197,9 @@ def test_training_keeps_the_parameter_dtype(cell):
     cfg = TrainConfig(**{**SMALL, "cell": cell, "steps": 3, "eval_every": 3}, dtype="float32")
     _, params = train(cfg, None, quiet=True)
     assert {str(v.dtype) for v in tree_leaves(params)} == {"float32"}
+    from seqcore.train import Run
+    init = tree_leaves(Run(cfg).trainer.params)
+    assert any(not np.array_equal(a, b) for a, b in zip(init, tree_leaves(params)))  # it did train
 
 
 def test_load_run_restores_the_trained_parameters_and_reproduces_the_last_evaluation(tmp_path):
@@ -150,8 +218,10 @@ def test_load_run_restores_the_trained_parameters_and_reproduces_the_last_evalua
 
 def test_existing_run_directory_is_not_overwritten(tmp_path):
     train(TrainConfig(**{**SMALL, "steps": 10}), tmp_path / "run", quiet=True)
+    files = {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()}
     with pytest.raises(ValueError, match="already holds a run"):
-        train(TrainConfig(**{**SMALL, "steps": 10}), tmp_path / "run", quiet=True)
+        train(TrainConfig(**{**SMALL, "steps": 20, "seed": 1}), tmp_path / "run", quiet=True)
+    assert {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()} == files
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -169,12 +239,33 @@ def test_bad_config_values(field, value, match):
 
 
 def test_leaky_timescales_stay_feasible_and_can_grow():
+    from seqcore.tree import tree_leaves
     cfg = TrainConfig(**{**SMALL, "cell": "leaky", "optimizer": "sgd", "lr": 0.5, "steps": 30,
                          "schedule": "constant", "clip": None})
     _, params = train(cfg, None, quiet=True)
     tau = params["rnn"][0]["tau"]
     assert (tau >= 1).all()           # projected after every update
     assert (tau > 1).any()            # and not stuck at the clamp
+    # oracle in float64: torch's SGD (buf = g, then buf = 0.9 buf + g; p -= lr buf) followed by the
+    # projection tau <- max(tau, 1), on the batches the loop drew
+    from seqcore.train import Run
+    from seqcore.tree import tree_map
+    cfg64 = TrainConfig(**{**SMALL, "cell": "leaky", "optimizer": "sgd", "lr": 0.5, "steps": 3,
+                           "eval_every": 3, "schedule": "constant", "clip": None, "dtype": "float64"})
+    snaps = Snapshots()
+    _, got = train(cfg64, None, quiet=True, hooks=snaps)
+    run = Run(cfg64)
+    p, buf = tree_map(np.array, run.trainer.params), None
+    clamped = False
+    for step in (1, 2, 3):
+        _, g = run.model.loss_and_grad(p, snaps.batches[step], heads=["n2"])
+        buf = g if buf is None else tree_map(lambda b, gi: 0.9 * b + gi, buf, g)
+        p = tree_map(lambda v, b: v - 0.5 * b, p, buf)
+        clamped |= bool((p["rnn"][0]["tau"] < 1).any())
+        p["rnn"][0]["tau"] = np.maximum(p["rnn"][0]["tau"], 1.0)
+    for a, b in zip(tree_leaves(got), tree_leaves(p)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert clamped and (p["rnn"][0]["tau"] > 1).any()  # both sides of the projection were exercised
 
 
 def test_n_curriculum_needs_an_n_task():
@@ -190,6 +281,11 @@ def test_resume_of_finished_run_is_refused_and_summary_kept(tmp_path):
     assert (tmp_path / "run" / "summary.json").read_text() == before
     s, _ = resume(tmp_path / "run", quiet=True, steps=20)
     assert s["steps"] == 20
+    recs = RunDir(tmp_path / "run").read_metrics()
+    assert [r["step"] for r in recs] == [10, 20]
+    # the cosine schedule now spans 20 steps: the update that made step 20 used 0.02 * ½(1 + cos(π 19/20))
+    assert recs[-1]["lr"] == pytest.approx(0.02 * 0.5 * (1 + math.cos(math.pi * 19 / 20)), rel=1e-12)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 20
 
 
 class RecordBackend(Hooks):
@@ -208,9 +304,14 @@ def test_numpy_array_backends_are_active_during_training():
         pytest.skip(f"numba backend cannot load: {backends.info()}")
     hook = RecordBackend()
     before = backends.current()
-    train(TrainConfig(**{**SMALL, "backend": "numba", "steps": 3}), None, quiet=True, hooks=hook)
+    _, got = train(TrainConfig(**{**SMALL, "backend": "numba", "steps": 3}), None, quiet=True, hooks=hook)
     assert hook.seen == {"numba"}          # the run's primitives dispatch to numba
     assert backends.current() == before    # and the default is restored afterwards
+    # oracle: the NumPy reference trains the same parameters (float32 rounding apart)
+    from seqcore.tree import tree_leaves
+    _, ref = train(TrainConfig(**{**SMALL, "backend": "numpy", "steps": 3}), None, quiet=True)
+    for a, b in zip(tree_leaves(got), tree_leaves(ref)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
 # -- QA fixes: resuming past an early stop, max_level, task seed, warmup, run directory errors -----
@@ -274,6 +375,15 @@ def test_every_schedule_warms_up_linearly_from_zero(schedule):
     from seqcore.train import build_schedule
     lr = build_schedule(TrainConfig(**{**SMALL, "lr": 0.1, "steps": 20, "warmup": 4, "schedule": schedule}))
     assert [lr(t) for t in (0, 1, 2, 4)] == pytest.approx([0.0, 0.025, 0.05, 0.1])
+    assert [lr(t) for t in (0.5, 3.5)] == pytest.approx([0.0125, 0.0875])  # linear between steps too
+    # after the warmup, hand-computed: cosine decays over the remaining 16 steps, wsd holds the peak
+    # until its cooldown, constant stays; every decaying schedule ends at 0 at the budget
+    after = {"constant": {10: 0.1, 20: 0.1},
+             "cosine": {8: 0.05 * (1 + math.cos(math.pi / 4)), 12: 0.05, 20: 0.0},
+             "warmup-cosine": {8: 0.05 * (1 + math.cos(math.pi / 4)), 12: 0.05, 20: 0.0},
+             "wsd": {10: 0.1, 20: 0.0},
+             "linear": {12: 0.05, 20: 0.0}, "rex": {12: 0.1 * 0.5 / 0.75, 20: 0.0}}[schedule]
+    assert {t: lr(t) for t in after} == pytest.approx(after, abs=1e-15)
 
 
 @pytest.mark.parametrize("schedule, expected", [
@@ -307,6 +417,17 @@ def test_a_diverging_run_ends_diverged_without_numpy_warnings(tmp_path):
         warnings.simplefilter("error")  # an overflow warning would escape as an exception
         summary, _ = train(cfg, tmp_path / "run", quiet=True)
     assert summary["status"] == "diverged"
+    # the message names the step where it stopped: the updates applied so far
+    import re
+    step = int(re.search(r"training diverged at step (\d+): ", summary["message"]).group(1))
+    assert summary["steps"] == step < 10
+    # no evaluation came before it: the kept checkpoint is step 0's, the initial parameters
+    from seqcore.runs import params_to_arrays
+    from seqcore.train import Run
+    kept, meta = _params(tmp_path / "run" / "checkpoint.npz")
+    assert meta["step"] == 0
+    for k, v in params_to_arrays(Run(cfg).trainer.params).items():
+        np.testing.assert_array_equal(kept[k], v, err_msg=k)
 
 
 def test_all_finite_sees_a_nan_or_inf_in_any_leaf():

@@ -264,6 +264,9 @@ class Learner(Hooks):
     hyperparameters: ClassVar[dict[str, HP]] = {}
     state_fields: ClassVar[tuple[str, ...]] = ()
     needs: ClassVar[tuple[str, ...]] = ()  # model methods beyond forward/init this learner uses
+    # True: the continual loop keeps every experience built once asked for (learners that sample
+    # from many experiences at every step); False: only the latest, to bound memory
+    uses_all_experiences: ClassVar[bool] = False
 
     def __init__(self, **hparams: Any):
         unknown = sorted(set(hparams) - set(self.hyperparameters))

@@ -44,6 +44,10 @@ def union_batch(rng: np.random.Generator, sources: list, batch_size: int) -> tup
 
 
 class _UnionTraining(Learner):
+    # the loop keeps every experience this learner samples from built (one rebuild per step and
+    # experience otherwise: a permuted stream re-permutes its whole training set each time)
+    uses_all_experiences = True
+
     def _sources(self) -> list:
         raise NotImplementedError
 
