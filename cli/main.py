@@ -79,6 +79,11 @@ def list_backends() -> None:
     from seqcore.backends import blas
     # matrix-product speed of the numpy and numba backends: an OPENBLAS_CORETYPE pin can cost 2-4x
     click.echo(f"\nOpenBLAS kernels: {blas.describe()}")
+    if "numba" in sys.modules:  # loaded by backends.info(): say which BLAS its kernels call
+        from seqcore.backends.numba import gemm
+        click.echo("numba kernels' matrix products: " + ("NumPy's OpenBLAS, one thread pool with NumPy's products"
+                                                         if gemm.SOURCE == "numpy-openblas"
+                                                         else "np.dot (SciPy's BLAS)"))
     click.echo("heap: freed memory kept for the next step" if heap.retained()
                else "heap: glibc defaults (freed memory may go back to the OS between steps)")
     pin = blas.pin_note()

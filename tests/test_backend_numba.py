@@ -583,7 +583,39 @@ def test_kernels_cache_into_a_directory_keyed_by_every_backend_source(nb, tmp_pa
         (copy / name).write_text((copy / name).read_text() + "\n# edited\n")
         assert cache.source_digest(copy) != cache.source_digest(here)
     target = cache.cache_dir()
-    assert target.name == cache.PREFIX + cache.source_digest()
+    assert target.name == cache.PREFIX + cache.source_digest() + cache._blas_digest()
     for dispatcher in (dense_cells._lstm_forward.dispatcher, ops.expm1_parts, scan._diag_forward.dispatcher):
         assert Path(dispatcher._cache._cache_path).is_relative_to(target), dispatcher
     assert numba.config.CACHE_DIR == os.environ.get("NUMBA_CACHE_DIR", "")  # the user's setting is restored
+
+
+@pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")  # the strided case, on purpose
+def test_gemm_of_every_operand_layout_equals_matmul(nb):
+    """The kernels' product (NumPy's OpenBLAS where NumPy exports it): rows or columns, both dtypes."""
+    import numba
+
+    from seqcore.backends.numba import gemm as g
+    assert g.SOURCE in ("numpy-openblas", "scipy-np.dot")
+    if g.SOURCE == "numpy-openblas":
+        assert g.LIBRARY and "openblas" in Path(g.LIBRARY).name
+
+    @numba.njit
+    def run(a, b, out):
+        g.gemm(a, b, out)
+
+    rng = np.random.default_rng(0)
+    for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-13)):
+        for M, K, N in ((16, 64, 256), (1, 5, 1), (7, 1, 3), (33, 17, 9)):
+            A, Bm = rng.normal(size=(M, K)).astype(dtype), rng.normal(size=(K, N)).astype(dtype)
+            for a in (A, np.asfortranarray(A), np.ascontiguousarray(A.T).T):
+                for b in (Bm, np.asfortranarray(Bm), Bm[:, ::-1][:, ::-1]):
+                    out = np.full((M, N), np.nan, dtype)
+                    run(a, b, out)
+                    np.testing.assert_allclose(out, A.astype(np.float64) @ Bm, rtol=tol, atol=tol * K)
+            wide = rng.normal(size=(M, 2 * K)).astype(dtype)[:, ::2]  # neither rows nor columns contiguous
+            out = np.empty((M, N), dtype)
+            run(wide, Bm, out)
+            np.testing.assert_allclose(out, wide.astype(np.float64) @ Bm, rtol=tol, atol=tol * K)
+        out = np.full((3, 4), np.nan, dtype)
+        run(np.zeros((3, 0), dtype), np.zeros((0, 4), dtype), out)  # K = 0: zeros, as np.dot gives
+        assert (out == 0).all()

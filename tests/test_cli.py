@@ -95,6 +95,13 @@ def test_backends_lists_every_backend_with_its_availability():
         else:
             assert info["reason"].split()[0] in " ".join(row[3:])
     assert len(rows) == len(backends.names())
+    kernels = [ln for ln in out if ln.startswith("numba kernels' matrix products: ")]
+    if "numba" in backends.available():  # which BLAS the kernels call (gemm.py)
+        from seqcore.backends.numba import gemm
+        assert kernels == ["numba kernels' matrix products: " + (
+            "NumPy's OpenBLAS, one thread pool with NumPy's products" if gemm.SOURCE == "numpy-openblas"
+            else "np.dot (SciPy's BLAS)")]
+        out.remove(kernels[0])
     assert out[-2].startswith("OpenBLAS kernels: ")  # a pin (OPENBLAS_CORETYPE) can halve GEMM speed
     from seqcore.backends import heap
     assert out[-1] == ("heap: freed memory kept for the next step" if heap._mallopt() is not None

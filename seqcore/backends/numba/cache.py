@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -33,10 +34,17 @@ def source_digest(directory: Path = _HERE) -> str:
     return h.hexdigest()[:16]
 
 
+def _blas_digest() -> str:
+    """4 hex digits naming the BLAS the kernels' products were compiled against (``gemm.py``):
+    kernels linked to NumPy's OpenBLAS by name must not be loaded where it is missing."""
+    from .gemm import LIBRARY, SOURCE
+    return hashlib.sha1(f"{SOURCE}:{os.path.basename(LIBRARY or '')}".encode()).hexdigest()[:4]
+
+
 def cache_dir(digest: str | None = None) -> Path:
-    """The kernel cache directory for the current sources (not created here)."""
+    """The kernel cache directory for the current sources and BLAS (not created here)."""
     base = Path(numba.config.CACHE_DIR) if numba.config.CACHE_DIR else _HERE / "__pycache__"
-    return base / (PREFIX + (digest or source_digest()))
+    return base / (PREFIX + (digest or source_digest() + _blas_digest()))
 
 
 def _prune_stale(current: Path) -> None:

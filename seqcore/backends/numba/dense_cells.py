@@ -1,7 +1,7 @@
 """Fused sequences of the dense cells (Elman, LSTM, GRU, LeakyRNN): forward and exact BPTT.
 
-One compiled loop over time per direction.  Per step the recurrent product is one ``np.dot``
-on contiguous 2-D buffers (``(B, H) × (H, kH)``, BLAS through SciPy) and the gate arithmetic
+One compiled loop over time per direction.  Per step the recurrent product is one ``gemm``
+on contiguous 2-D buffers (``(B, H) × (H, kH)``, NumPy's OpenBLAS: ``gemm.py``) and the gate arithmetic
 runs row by row in simple loops that LLVM vectorizes, with ``ops.expm1_parts`` as the
 vectorized exponential (libm's scalar ``tanhf`` would dominate).  The weight gradient is not
 accumulated per step: the loop keeps every step's pre-activation gradient and one
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .gemm import gemm
 from .ops import (contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, prefetch_row, put_row, scratch,
                   sigmoid_from_exp, tanh_from_expm1)
 
@@ -28,7 +29,7 @@ def _elman_forward(xi, h0, WT, bias, relu, states, hbuf, zbuf, u, q, kbits):
     scale = kbits.view(xi.dtype)
     hbuf[:, :] = h0
     for t in range(T):
-        np.dot(hbuf, WT, zbuf)
+        gemm(hbuf, WT, zbuf)
         if relu:  # one pass per step (tanh needs the vectorized exp in between: two)
             for i in range(B):
                 for j in range(H):
@@ -65,14 +66,14 @@ def _elman_backward(states, W, dstates, relu, dxi, ds, dbuf):
                 dp = d * (one if out[j] > zero else zero) if relu else d * (one - out[j] * out[j])
                 dx[j] = dp
                 dbuf[i, j] = dp
-        np.dot(dbuf, W, ds)
+        gemm(dbuf, W, ds)
 
 
 @kernel()
 def _weight_grad_kernel(d2, h2, dW, db):
     """dW = d2^T h2 (one GEMM through the same BLAS as the step products), db = column sums of d2
     (skipped when ``db`` is empty: a cell without a recurrent bias)."""
-    np.dot(d2.T, h2, dW)
+    gemm(d2.T, h2, dW)
     if db.shape[0] == 0:
         return
     acc = np.zeros(d2.shape[1], np.float64)  # B·T terms: float64 partial sums keep float32 exact enough
@@ -87,8 +88,8 @@ def _weight_grad(dpre, hprev, bias=True):
     """Σ over (b, t) of dpre^T h_{t-1}: ``(B, T, kH), (B, T, H) -> (kH, H)``; and the bias gradient
     (None without ``bias``).
 
-    Computed in a kernel so that every matrix product of this backend goes to one BLAS (and
-    one thread pool): NumPy's and SciPy's BLAS are separate libraries whose idle threads spin.
+    Computed in a kernel through ``gemm`` like every matrix product of this backend, so that
+    all of them go to one BLAS and one thread pool (``gemm.py``).
     """
     n = dpre.shape[0] * dpre.shape[1]
     d2, h2 = dpre.reshape(n, dpre.shape[2]), hprev.reshape(n, hprev.shape[2])
@@ -175,9 +176,9 @@ def _lstm_forward(xi, c0, h0, Wmat, bias, rowwise, states, acts, hprev, hbuf, cb
     cbuf[:, :] = c0
     for t in range(T):
         if rowwise:
-            np.dot(hbuf, Wmat, zbuf)
+            gemm(hbuf, Wmat, zbuf)
         else:
-            np.dot(Wmat, hbuf.T, zbuf)  # hbuf.T is an F-ordered view: no copy, same BLAS speed
+            gemm(Wmat, hbuf.T, zbuf)  # hbuf.T is an F-ordered view: no copy, same BLAS speed
         for i in range(B):
             ui = np.uint64(i)
             n = ui * uT + np.uint64(t)  # the (i, t) row
@@ -267,9 +268,9 @@ def _lstm_backward(states, acts, state0, Wmat, dstates, rowwise, dxi, dc, dh, dz
                 dci[j] = dc2 * fg
             put_row(dzbuf, i, dx, rowwise)
         if rowwise:
-            np.dot(dzbuf, Wmat, dh)
+            gemm(dzbuf, Wmat, dh)
         else:
-            np.dot(Wmat, dzbuf, dh)
+            gemm(Wmat, dzbuf, dh)
 
 
 def lstm_fwd(xi, state0, W, b, cell):
@@ -320,14 +321,14 @@ def _gru_forward(xi, h0, Wmat, bias, rowwise, states, acts, hbuf, hT, zbuf, z, u
     hbuf[:, :] = h0
     for t in range(T):
         if rowwise:
-            np.dot(hbuf, Wmat, zbuf)
+            gemm(hbuf, Wmat, zbuf)
         else:
             # hᵀ copied, not read through an F-ordered view: with that view OpenBLAS's float64
             # product ran 1.5× slower at (16, ·, 128) (the LSTM's (4H, H) shape is unaffected)
             for i in range(B):
                 for j in range(H):
                     hT[j, i] = hbuf[i, j]
-            np.dot(Wmat, hT, zbuf)
+            gemm(Wmat, hT, zbuf)
         for i in range(B):
             x, a, st, h = xi[i, t], acts[i, t], states[i, t], hbuf[i]
             if rowwise:
@@ -395,13 +396,13 @@ def _gru_backward(states, acts, h0, Wmat, dstates, rowwise, dxi, dgh, dh, dbuf, 
                 dh[i, j] = d * z  # the direct path; the matrix path is added below
             put_row(dbuf, i, dg, rowwise)
         if rowwise:
-            np.dot(dbuf, Wmat, mbuf)
+            gemm(dbuf, Wmat, mbuf)
             for i in range(B):
                 dhi, mi = dh[i], mbuf[i]
                 for j in range(H):
                     dhi[j] = dhi[j] + mi[j]
         else:
-            np.dot(Wmat, dbuf, mbuf)
+            gemm(Wmat, dbuf, mbuf)
             for i in range(B):
                 for j in range(H):
                     dh[i, j] = dh[i, j] + mbuf[j, i]
@@ -446,7 +447,7 @@ def _leaky_forward(xi, h0, W0T, inv, tanh, slope, states, us, hbuf, zbuf, u, q, 
     scale = kbits.view(xi.dtype)
     hbuf[:, :] = h0
     for t in range(T):
-        np.dot(hbuf, W0T, zbuf)
+        gemm(hbuf, W0T, zbuf)
         if not tanh:  # one pass per step: the activation needs no vectorized exp in between
             for i in range(B):
                 for j in range(H):
@@ -494,7 +495,7 @@ def _leaky_backward(states, us, h0, W0, inv, tanh, slope, dstates, dus, dtau_sum
                 dus[i, t, j] = dbuf[i, j]
                 dh[i, j] = dpre * (one - inv[j])
                 dtau_sum[j] += dpre * (uu - hp)
-        np.dot(dbuf, W0, mbuf)
+        gemm(dbuf, W0, mbuf)
         for i in range(B):
             for j in range(H):
                 dh[i, j] = dh[i, j] + mbuf[i, j]

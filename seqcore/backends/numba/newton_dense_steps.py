@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .gemm import gemm
 from .newton_steps import exp_scratch, row_scratch, row_tasks
 from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, scratch,
                   sigmoid_from_exp, tanh_from_expm1)
@@ -22,7 +23,7 @@ def _gru_steps(h, xi, WT, bias, rows, gh, out, r, z, n, ghn, u, q, kbits):
     ghn = (gh + b)_n (its Jacobian comes from that cache: :func:`_gru_jacobian`)."""
     N, H = h.shape
     one, two = h.dtype.type(1.0), h.dtype.type(2.0)
-    np.dot(h, WT, gh)
+    gemm(h, WT, gh)
     br, bz, bn = bias[:H], bias[H:2 * H], bias[2 * H:]
     for task in prange((N + rows - 1) // rows):
         uu, qq, kk, sc, u1, q1, k1, u2, q2, s2 = exp_scratch(u, q, kbits, task, H)
@@ -80,7 +81,7 @@ def _lstm_steps(state, xi, WT, bias, rows, zb, out, c, h, ig, fg, gg, og, tc, u,
             st, cm, hm = state[m], c[m], h[m]
             for j in range(H):
                 cm[j], hm[j] = st[2 * j], st[2 * j + 1]
-    np.dot(h, WT, zb)
+    gemm(h, WT, zb)
     for task in prange(ntasks):
         uu, qq, kk = u[task], q[task], kbits[task]
         sc = kk.view(xi.dtype)
