@@ -3,7 +3,9 @@
 OpenBLAS reads the variable once, when it loads, so each setting runs in its own child
 process (1 BLAS thread), alternating ``--rounds`` times so that both see the same machine.
 Each child times ``np.dot`` on the shapes of a recurrent step (``(B, H) × (H, kH)``) through
-NumPy's OpenBLAS and through the one the numba kernels call (SciPy's), best of 7 × 200 calls.
+NumPy's OpenBLAS and through the numba kernels' own product (``seqcore.backends.numba.gemm``:
+NumPy's OpenBLAS called from compiled code where NumPy exports CBLAS, else SciPy's through
+``np.dot``), best of 7 × 200 calls.
 The ratio is pinned time / unpinned time: above 1, the pin is slower.
 
     python benchmarks/blas_pin.py                    # pin: Haswell
@@ -33,9 +35,10 @@ def best(f, a, b, c):
     return out
 try:
     import numba
+    from seqcore.backends.numba.gemm import gemm
     @numba.njit(cache=False)
     def kernel_dot(a, b, c):
-        np.dot(a, b, c)
+        gemm(a, b, c)
 except ImportError:
     kernel_dot = None
 res = {"cores": blas.describe()}
