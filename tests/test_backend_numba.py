@@ -619,3 +619,28 @@ def test_gemm_of_every_operand_layout_equals_matmul(nb):
         out = np.full((3, 4), np.nan, dtype)
         run(np.zeros((3, 0), dtype), np.zeros((0, 4), dtype), out)  # K = 0: zeros, as np.dot gives
         assert (out == 0).all()
+
+
+def test_kernels_fall_back_on_np_dot_when_numpy_blas_is_not_used(nb, tmp_path):
+    """SEQCORE_KERNEL_BLAS=scipy (as a NumPy without CBLAS exports would): np.dot, its own cache, same results."""
+    script = (
+        "import numpy as np, seqcore\n"
+        "from seqcore import cells\n"
+        "from seqcore.backends.numba import gemm, cache\n"
+        "assert gemm.SOURCE == 'scipy-np.dot' and gemm.LIBRARY is None, gemm.SOURCE\n"
+        "c = cells.GRU(3, 5); p = c.init(np.random.default_rng(0), np.float64)\n"
+        "x = np.random.default_rng(1).normal(size=(2, 7, 3))\n"
+        "outs = []\n"
+        "for name in ('numba', 'numpy'):\n"
+        "    with seqcore.use(name):\n"
+        "        out, pb = seqcore.vjp(lambda p, x: c.apply(p, x)[0], p, x)\n"
+        "        outs.append((out, pb(np.ones_like(out))))\n"
+        "np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-12, atol=1e-13)\n"
+        "for a, b in zip(outs[0][1][0].values(), outs[1][1][0].values()):\n"
+        "    np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)\n"
+        "print(cache.cache_dir().name)\n")
+    env = {**os.environ, "SEQCORE_KERNEL_BLAS": "scipy", "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    from seqcore.backends.numba import cache
+    assert done.stdout.strip() != cache.cache_dir().name  # kernels linked to another BLAS cache apart

@@ -9,7 +9,8 @@ faster than SciPy's (0.3.30) at B = 16-64, H = 64-128 (BENCHMARKS.md).
 NumPy's wheels (2.x) export ILP64 CBLAS as ``scipy_cblas_sgemm64_`` / ``scipy_cblas_dgemm64_``.
 When they are there, :func:`gemm` calls them: their addresses are registered with LLVM under
 fixed names, so compiled kernels refer to them by name and stay cacheable on disk.
-Elsewhere (a NumPy built against another BLAS) :func:`gemm` is ``np.dot``.  :data:`SOURCE`
+Elsewhere (a NumPy built against another BLAS), or with ``SEQCORE_KERNEL_BLAS=scipy`` in the
+environment, :func:`gemm` is ``np.dot``.  :data:`SOURCE`
 says which, and is part of the kernel cache's key (``cache.py``).
 """
 from __future__ import annotations
@@ -45,7 +46,8 @@ def _numpy_openblas() -> tuple[str | None, dict[str, int]]:
     return None, {}
 
 
-LIBRARY, _ADDRESSES = _numpy_openblas()
+# SEQCORE_KERNEL_BLAS=scipy keeps numba's np.dot (SciPy's BLAS), e.g. to compare the two
+LIBRARY, _ADDRESSES = (None, {}) if os.environ.get("SEQCORE_KERNEL_BLAS") == "scipy" else _numpy_openblas()
 SOURCE = "numpy-openblas" if _ADDRESSES else "scipy-np.dot"
 
 _INT, _I64, _VOID = types.int32, types.int64, types.voidptr
