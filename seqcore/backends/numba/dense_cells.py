@@ -129,15 +129,16 @@ def elman_bwd(res, dstates, cell):
 def rowwise_product(B: int, H: int) -> bool:
     """Whether the LSTM and GRU run their per-step products row-major, ``z = h · W_hhᵀ`` (B, kH).
 
-    OpenBLAS runs the transposed form ``zᵀ = W_hh · hᵀ`` (kH, B) up to 1.8× faster at small B
+    OpenBLAS runs the transposed form ``zᵀ = W_hh · hᵀ`` (kH, B) faster at small B
     (``benchmarks/lstm_step_gemm.py``), but its output must then be read column by column
     (a gather per gate) and the backward's ``dzᵀ`` written the same way.  That costs more
-    than the slower product at H ≤ 64 or B ≥ 48 (measured on the LSTM with OpenBLAS's
-    AVX-512 kernels, 1 thread, and confirmed on the GRU; BENCHMARKS.md).  With OpenBLAS both
-    forms gave bit-identical results, float32 and float64; another BLAS may round them
-    differently.
+    than the slower product at H ≤ 128 or B ≥ 48 (measured on the LSTM and the GRU with NumPy's
+    OpenBLAS 0.3.31, AVX-512 kernels, 1 thread; with SciPy's 0.3.30, which ran the row-major
+    products at H = 128 up to 1.4× slower, the line was at H ≤ 64; BENCHMARKS.md).  With
+    OpenBLAS both forms gave bit-identical results, float32 and float64; another BLAS may round
+    them differently.
     """
-    return H <= 64 or B >= 48
+    return H <= 128 or B >= 48
 
 
 def _oriented(rowwise: bool, B: int, n: int, dtype):
