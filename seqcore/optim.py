@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import sys
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from . import backends
 from .tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 from .validate import check_bool
 
@@ -348,10 +348,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
 def _concatenate(leaves: list):
     """One 1-D array holding ``leaves`` raveled in order, on their backend (NumPy, PyTorch, CuPy)."""
-    first = leaves[0]
-    if isinstance(first, np.ndarray):
-        return np.concatenate([x.reshape(-1) for x in leaves])
-    xp = sys.modules[type(first).__module__.split(".")[0]]  # torch or cupy, already imported by its array
+    xp = np if isinstance(leaves[0], np.ndarray) else backends.get(backends.backend_of(leaves[0])).xp
     return xp.concatenate([x.reshape(-1) for x in leaves])
 
 
