@@ -51,6 +51,8 @@ def _elman_forward(xi, h0, WT, bias, relu, states, hbuf, zbuf, u, q, kbits):
         for i in range(B):  # a separate copy: folded into the loop above it ran 0.89-0.97x at B·H = 8192
             for j in range(H):
                 states[i, t, j] = hbuf[i, j]
+        # LeakyRNN's tanh step repeats these loops: an inlined helper serving both ran 0.55-0.73x at
+        # (4, 512, 16) and 0.83-0.97x at (16, 256, 64)
 
 
 @kernel()
