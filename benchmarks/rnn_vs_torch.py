@@ -9,9 +9,9 @@ given before NumPy is imported — this script does that).  Timings are the best
 ``--repeats`` round-robin runs in one process; the ratio is torch time / seqcore time
 (> 1: seqcore is faster).
 
-``--gemm-floor`` adds the time of the layer's matrix products alone, run through the same
-BLAS as seqcore (input projection, its two gradients, the T per-step products forward and
-backward in the orientation the kernels use, and ``dW_hh``), and ``ceiling`` = torch time /
+``--gemm-floor`` adds the time of the layer's matrix products alone, run as seqcore runs them
+(input projection, its two gradients and ``dW_hh`` through the kernels' BLAS, the T per-step
+products forward and backward through the packed-panel product), and ``ceiling`` = torch time /
 that floor: the best ratio seqcore could reach if everything else (gate arithmetic, memory
 traffic, the autodiff tape) took no time.
 
@@ -42,33 +42,33 @@ def parse(argv=None):
 
 def gemm_floor(kind, B, T, H, np, numba):
     """A callable running the matrix products of one forward + backward of the layer (float32)."""
-    from seqcore.backends.numba import dense_cells
+    from seqcore.backends.numba.gemm import gemm
+    from seqcore.backends.numba.panels import pack, panel_gemm
 
     @numba.njit
-    def products(a, b, out, T):
+    def products(a, b, out):
+        gemm(a, b, out)
+
+    @numba.njit
+    def steps(a, panels, out, T):
         for _ in range(T):
-            np.dot(a, b, out)
+            panel_gemm(a, panels, out)
 
     G = (4 if kind == "lstm" else 3) * H
     rng = np.random.default_rng(0)
     f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
     x2, W_ih, d2, h2 = f32(B * T, H), f32(G, H), f32(B * T, G), f32(B * T, H)
     W_hh, xi, dx, dW = f32(G, H), np.empty((B * T, G), np.float32), np.empty((B * T, H), np.float32), f32(G, H)
-    rowwise = dense_cells.rowwise_product(B, H)  # the LSTM's and the GRU's rule
-    if rowwise:
-        step_fwd = (f32(B, H), np.ascontiguousarray(W_hh.T), np.empty((B, G), np.float32))
-        step_bwd = (f32(B, G), W_hh, np.empty((B, H), np.float32))
-    else:
-        step_fwd = (W_hh, f32(H, B), np.empty((G, B), np.float32))
-        step_bwd = (np.ascontiguousarray(W_hh.T), f32(G, B), np.empty((H, B), np.float32))
+    step_fwd = (f32(B, H), pack(W_hh.T), np.empty((B, G), np.float32))  # as the kernels run them
+    step_bwd = (f32(B, G), pack(W_hh), np.empty((B, H), np.float32))
 
     def run():
-        np.dot(x2, W_ih.T, xi)        # input projection
-        products(*step_fwd, T)
-        products(*step_bwd, T)
-        np.dot(d2, W_ih, dx)          # its input gradient
-        np.dot(d2.T, x2, dW)          # dW_ih
-        products(d2.T, h2, dW, 1)     # dW_hh (a kernel, as in the backend)
+        products(x2, W_ih.T, xi)      # input projection
+        steps(*step_fwd, T)
+        steps(*step_bwd, T)
+        products(d2, W_ih, dx)        # its input gradient
+        products(d2.T, x2, dW)        # dW_ih
+        products(d2.T, h2, dW)        # dW_hh
     return run
 
 

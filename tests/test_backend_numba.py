@@ -184,22 +184,51 @@ def test_non_contiguous_inputs_are_copied(nb):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rowwise", [True, False])
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_lstm_and_gru_both_product_orientations(nb, monkeypatch, kind, rowwise, dtype):
-    """The LSTM and GRU pick their per-step product's orientation by shape; both must equal
-    the reference."""
-    from seqcore.backends.numba import dense_cells
-    monkeypatch.setattr(dense_cells, "rowwise_product", lambda B, H: rowwise)
-    rng = np.random.default_rng(1)
-    make, gates = (cells.LSTM, 4) if kind == "lstm" else (cells.GRU, 3)
-    for B, T, H in [(1, 1, 1), (3, 9, 5), (2, 4, 70)]:
-        cell = make(2, H)
-        p = cell.init(rng, dtype)
-        args = (rng.normal(size=(B, T, gates * H)).astype(dtype), rng.normal(size=(B, cell.state_size)).astype(dtype),
-                p["weight_hh"], p["bias_hh"])
-        compare_primitive(nb, f"{kind}_recurrence", args, dict(cell=cell), dtype, rng)
+def test_panel_gemm_equals_matmul(nb, dtype):
+    """The packed-panel product of the dense cells' steps against a float64 matmul: row counts
+    around the tile height (1..9), column counts below, at and across panel widths, K = 1, and
+    rows read at a stride from a larger array (panel_gemm_rows)."""
+    import numba
+    from seqcore.backends.numba import panels
 
+    @numba.njit
+    def product(a, W_packed, out):
+        panels.panel_gemm(a, W_packed, out)
+
+    @numba.njit
+    def strided(flat, off, lda, M, K, W_packed, out):
+        panels.panel_gemm_rows(flat, off, lda, M, K, W_packed, out)
+
+    rng = np.random.default_rng(5)
+    NR = panels.panel_width(dtype)
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    for M in range(1, 10):
+        for K, N in [(1, 1), (7, NR - 1), (33, NR), (5, 2 * NR + 3), (64, 3 * NR)]:
+            a, W = rng.normal(size=(M, K)).astype(dtype), rng.normal(size=(K, N)).astype(dtype)
+            expect = a.astype(np.float64) @ W.astype(np.float64)
+            scale = np.abs(a).astype(np.float64) @ np.abs(W).astype(np.float64)
+            out = np.full((M, N), np.nan, dtype)
+            product(a, panels.pack(W), out)
+            assert np.all(np.abs(out - expect) <= tol * scale), (M, K, N)
+            big = rng.normal(size=(M, 3, K)).astype(dtype)  # rows of step t = 1 of a (M, T, K) array
+            out[:] = np.nan
+            strided(big.reshape(-1), K, 3 * K, M, K, panels.pack(W), out)
+            expect = big[:, 1].astype(np.float64) @ W.astype(np.float64)
+            assert np.all(np.abs(out - expect) <= tol * (np.abs(big[:, 1]).astype(np.float64) @ np.abs(W))), (M, K, N)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["lstm", "gru", "elman", "leaky"])
+def test_dense_cells_across_panel_and_tile_edges(nb, kind, dtype):
+    """The dense cells' fused kernels against the reference at batch sizes around the product's
+    tile height and widths crossing its panels (H = 70: 280 LSTM columns)."""
+    rng = np.random.default_rng(1)
+    for B, T, H in [(1, 1, 1), (3, 9, 5), (5, 4, 70), (9, 3, 17)]:
+        cell = cells.make(kind, 2, H)
+        p = cell.init(rng, dtype)
+        xi = cell.project(p, rng.normal(size=(B, T, 2)).astype(dtype))
+        args = (xi, rng.normal(size=(B, cell.state_size)).astype(dtype), *(p[k] for k in cell.recurrent_keys))
+        compare_primitive(nb, f"{cell.name}_recurrence", args, dict(cell=cell), dtype, rng)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,19 +1,21 @@
 """Fused sequences of the dense cells (Elman, LSTM, GRU, LeakyRNN): forward and exact BPTT.
 
-One compiled loop over time per direction.  Per step the recurrent product is one ``gemm``
-on contiguous 2-D buffers (``(B, H) × (H, kH)``, NumPy's OpenBLAS: ``gemm.py``) and the gate arithmetic
+One compiled loop over time per direction.  Per step the recurrent product is one
+``(B, H) × (H, kH)`` product against the weight packed once per call (``panels.py``: 1.3-2×
+OpenBLAS's speed at these shapes) and the gate arithmetic
 runs row by row in simple loops that LLVM vectorizes, with ``ops.expm1_parts`` as the
 vectorized exponential (libm's scalar ``tanhf`` would dominate).  The weight gradient is not
 accumulated per step: the loop keeps every step's pre-activation gradient and one
-``(kH, B·T) × (B·T, H)`` product after it gives ``dW_hh``.
+``(kH, B·T) × (B·T, H)`` product after it (``gemm``, NumPy's OpenBLAS: ``gemm.py``) gives ``dW_hh``.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .gemm import gemm
-from .ops import (contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, prefetch_row, put_row, scratch,
+from .ops import (contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, prefetch_row, scratch,
                   sigmoid_from_exp, tanh_from_expm1)
+from .panels import pack, panel_gemm, panel_gemm_rows
 
 __all__ = ["elman_fwd", "elman_bwd", "lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd", "leaky_fwd", "leaky_bwd"]
 
@@ -21,15 +23,15 @@ __all__ = ["elman_fwd", "elman_bwd", "lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd
 # -- Elman ------------------------------------------------------------------------------------
 
 @kernel()
-def _elman_forward(xi, h0, WT, bias, relu, states, hbuf, zbuf, u, q, kbits):
-    """states[:, t] = φ(xi_t + h_{t-1} W^T + b);  WT = W_hh^T (H, H); hbuf, zbuf, u, q, kbits: (B, H)."""
+def _elman_forward(xi, h0, WTp, bias, relu, states, hbuf, zbuf, u, q, kbits):
+    """states[:, t] = φ(xi_t + h_{t-1} W^T + b);  WTp = pack(W_hh^T); hbuf, zbuf, u, q, kbits: (B, H)."""
     B, T, H = xi.shape
     zero, one, two = xi.dtype.type(0.0), xi.dtype.type(1.0), xi.dtype.type(2.0)
     uf, qf, kf = u.reshape(B * H), q.reshape(B * H), kbits.reshape(B * H)
     scale = kbits.view(xi.dtype)
     hbuf[:, :] = h0
     for t in range(T):
-        gemm(hbuf, WT, zbuf)
+        panel_gemm(hbuf, WTp, zbuf)
         if relu:  # one pass per step (tanh needs the vectorized exp in between: two)
             for i in range(B):
                 for j in range(H):
@@ -56,10 +58,11 @@ def _elman_forward(xi, h0, WT, bias, relu, states, hbuf, zbuf, u, q, kbits):
 
 
 @kernel()
-def _elman_backward(states, W, dstates, relu, dxi, ds, dbuf):
-    """dxi_t = (ds + dstates_t) φ'(out_t); ds ← dxi_t W.  ds (B, H) enters as 0, leaves as dh0."""
+def _elman_backward(states, Wp, dstates, relu, dxi, ds):
+    """dxi_t = (ds + dstates_t) φ'(out_t); ds ← dxi_t W (Wp = pack(W_hh)).  ds (B, H) enters as 0, leaves as dh0."""
     B, T, H = states.shape
     zero, one = states.dtype.type(0.0), states.dtype.type(1.0)
+    dxf = dxi.reshape(-1)
     for t in range(T - 1, -1, -1):
         for i in range(B):
             out, d_out, dx = states[i, t], dstates[i, t], dxi[i, t]
@@ -67,8 +70,7 @@ def _elman_backward(states, W, dstates, relu, dxi, ds, dbuf):
                 d = ds[i, j] + d_out[j]
                 dp = d * (one if out[j] > zero else zero) if relu else d * (one - out[j] * out[j])
                 dx[j] = dp
-                dbuf[i, j] = dp
-        gemm(dbuf, W, ds)
+        panel_gemm_rows(dxf, t * H, T * H, B, H, Wp, ds)
 
 
 @kernel()
@@ -110,7 +112,7 @@ def elman_fwd(xi, h0, W, b, cell):
     xi, h0 = contiguous(xi), contiguous(h0)
     B, T, H = xi.shape
     states = np.empty_like(xi)
-    _elman_forward(xi, h0, contiguous(W.T), contiguous(b), cell.nonlinearity == "relu", states,
+    _elman_forward(xi, h0, pack(W.T), contiguous(b), cell.nonlinearity == "relu", states,
                    np.empty((B, H), xi.dtype), np.empty((B, H), xi.dtype), *scratch((B, H), xi.dtype))
     return states, (states, h0, W)
 
@@ -120,43 +122,20 @@ def elman_bwd(res, dstates, cell):
     states, h0, W = res
     B, T, H = states.shape
     dxi, ds = np.empty_like(states), np.zeros((B, H), states.dtype)
-    _elman_backward(states, contiguous(W), dstates, cell.nonlinearity == "relu", dxi, ds,
-                    np.empty((B, H), states.dtype))
+    _elman_backward(states, pack(W), dstates, cell.nonlinearity == "relu", dxi, ds)
     dW, db = _weight_grad(dxi, _previous(states, h0))
     return dxi, ds, dW, db
 
 
 # -- LSTM (state [c, h] interleaved per neuron; gates i, f, g, o) --------------------------------
 
-def rowwise_product(B: int, H: int) -> bool:
-    """Whether the LSTM and GRU run their per-step products row-major, ``z = h · W_hhᵀ`` (B, kH).
-
-    OpenBLAS runs the transposed form ``zᵀ = W_hh · hᵀ`` (kH, B) faster at small B
-    (``benchmarks/lstm_step_gemm.py``), but its output must then be read column by column
-    (a gather per gate) and the backward's ``dzᵀ`` written the same way.  That costs more
-    than the slower product at H ≤ 128 or B ≥ 48 (measured on the LSTM and the GRU with NumPy's
-    OpenBLAS 0.3.31, AVX-512 kernels, 1 thread; with SciPy's 0.3.30, which ran the row-major
-    products at H = 128 up to 1.4× slower, the line was at H ≤ 64; BENCHMARKS.md).  With
-    OpenBLAS both forms gave bit-identical results, float32 and float64; another BLAS may round
-    them differently.
-    """
-    return H <= 128 or B >= 48
-
-
-def _oriented(rowwise: bool, B: int, n: int, dtype):
-    """An empty per-step buffer for a (B, n) matrix: (B, n) when ``rowwise``, else (n, B)."""
-    return np.empty((B, n) if rowwise else (n, B), dtype)
-
-
 @kernel()
-def _lstm_forward(xi, c0, h0, Wmat, bias, rowwise, states, acts, hprev, hbuf, cbuf, zbuf, z, u, q, kbits):
+def _lstm_forward(xi, c0, h0, WTp, bias, states, acts, hprev, hbuf, cbuf, zbuf, z, u, q, kbits):
     """states (B, T, 2H); acts (B, T, 5H) = i, f, g, o, tanh(c) per step; hprev (B, T, H) = h_{t-1}.
 
-    Per step one GEMM, then row by row (so the scratch stays in L1) simple loops that LLVM
-    vectorizes, with one vectorized exp pass per layer of nonlinearities.  ``rowwise``
-    (:func:`rowwise_product`): ``Wmat = W_hhᵀ`` (H, 4H), ``zbuf`` (B, 4H); otherwise
-    ``Wmat = W_hh`` (4H, H), ``zbuf`` (4H, B), read column by column.
-    Buffers: hbuf, cbuf (B, H); z, u, q, kbits (4H,).
+    Per step one product ``zbuf = h · W_hhᵀ`` (B, 4H) (``WTp = pack(W_hhᵀ)``), then row by row
+    (so the scratch stays in L1) simple loops that LLVM vectorizes, with one vectorized exp pass
+    per layer of nonlinearities.  Buffers: hbuf, cbuf (B, H); zbuf (B, 4H); z, u, q, kbits (4H,).
 
     Rows are addressed at unsigned offsets in the flattened arrays, not sliced: a slice
     costs about 10 ns (it updates a reference count), and a dozen per row and step was a
@@ -178,21 +157,13 @@ def _lstm_forward(xi, c0, h0, Wmat, bias, rowwise, states, acts, hprev, hbuf, cb
     hbuf[:, :] = h0
     cbuf[:, :] = c0
     for t in range(T):
-        if rowwise:
-            gemm(hbuf, Wmat, zbuf)
-        else:
-            gemm(Wmat, hbuf.T, zbuf)  # hbuf.T is an F-ordered view: no copy, same BLAS speed
+        panel_gemm(hbuf, WTp, zbuf)
         for i in range(B):
             ui = np.uint64(i)
             n = ui * uT + np.uint64(t)  # the (i, t) row
-            ox, oa, ob = n * uH4, n * uH5, ui * uH
-            if rowwise:
-                oz = ui * uH4
-                for j in range(uH4):
-                    z[j] = (xf[ox + j] + zf[oz + j]) + bias[j]
-            else:
-                for j in range(H4):
-                    z[j] = (xi[i, t, j] + zbuf[j, i]) + bias[j]
+            ox, oa, ob, oz = n * uH4, n * uH5, ui * uH, ui * uH4
+            for j in range(uH4):
+                z[j] = (xf[ox + j] + zf[oz + j]) + bias[j]
             for j in range(H4):
                 u[j] = -abs(z[j])  # exp(-|z|) for the sigmoids
             for j in range(H):
@@ -224,20 +195,16 @@ def _lstm_forward(xi, c0, h0, Wmat, bias, rowwise, states, acts, hprev, hbuf, cb
 
 
 @kernel()
-def _lstm_backward(states, acts, state0, Wmat, dstates, rowwise, dxi, dc, dh, dzbuf, dhrow):
+def _lstm_backward(states, acts, state0, Wp, dstates, dxi, dc, dh):
     """BPTT; dc, dh (B, H) enter as 0 and leave as the gradients of c0 and h0.
 
-    ``rowwise`` as in the forward: ``dh = dz · W_hh`` with ``Wmat = W_hh`` (4H, H) and
-    ``dzbuf`` (B, 4H); otherwise ``dhᵀ = W_hhᵀ · dzᵀ`` with ``Wmat = W_hhᵀ`` (H, 4H),
-    ``dzbuf`` (4H, B) and ``dh`` holding dhᵀ (H, B).  Either way the row of dh a step needs
-    is copied into ``dhrow`` (H,) first: the per-neuron loop then reads one buffer, which ran
-    1.05–1.2× faster than reading a view of dh in one orientation and the buffer in the other.
-    ``state0`` is (B, 2H), [c, h] interleaved.
+    Per step ``dh = dz · W_hh`` (``Wp = pack(W_hh)``), reading the step's rows of ``dxi`` in
+    place.  ``state0`` is (B, 2H), [c, h] interleaved.
     """
     B, T, H2 = states.shape
     H = H2 // 2
     one = states.dtype.type(1.0)
-    actf, sf, dsf = acts.reshape(-1), states.reshape(-1), dstates.reshape(-1)
+    actf, sf, dsf, dxf = acts.reshape(-1), states.reshape(-1), dstates.reshape(-1), dxi.reshape(-1)
     uT = np.uint64(T)
     for t in range(T - 1, -1, -1):
         for i in range(B):
@@ -252,28 +219,17 @@ def _lstm_backward(states, acts, state0, Wmat, dstates, rowwise, dxi, dc, dh, dz
             # gate slices indexed from 0 (see _lstm_forward: H + j would block vectorization)
             ai, af, ag, ao, at = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:4 * H], a[4 * H:]
             di, df, dg, do = dx[:H], dx[H:2 * H], dx[2 * H:3 * H], dx[3 * H:]
-            dci = dc[i]
-            if rowwise:
-                dr = dh[i]
-                for j in range(H):
-                    dhrow[j] = dr[j]
-            else:
-                for j in range(H):
-                    dhrow[j] = dh[j, i]
+            dci, dhi = dc[i], dh[i]
             for j in range(H):
                 ig, fg, gg, og, tc = ai[j], af[j], ag[j], ao[j], at[j]
-                dnh = dhrow[j] + d_s[2 * j + 1]
+                dnh = dhi[j] + d_s[2 * j + 1]
                 dc2 = (dci[j] + d_s[2 * j]) + dnh * og * (one - tc * tc)
                 di[j] = dc2 * gg * ig * (one - ig)
                 df[j] = dc2 * cp[2 * j] * fg * (one - fg)
                 dg[j] = dc2 * ig * (one - gg * gg)
                 do[j] = dnh * tc * og * (one - og)
                 dci[j] = dc2 * fg
-            put_row(dzbuf, i, dx, rowwise)
-        if rowwise:
-            gemm(dzbuf, Wmat, dh)
-        else:
-            gemm(Wmat, dzbuf, dh)
+        panel_gemm_rows(dxf, t * 4 * H, T * 4 * H, B, 4 * H, Wp, dh)
 
 
 def lstm_fwd(xi, state0, W, b, cell):
@@ -281,13 +237,12 @@ def lstm_fwd(xi, state0, W, b, cell):
     xi, state0 = contiguous(xi), contiguous(state0)
     B, T, H4 = xi.shape
     H = H4 // 4
-    rowwise = rowwise_product(B, H)
     states = np.empty((B, T, 2 * H), xi.dtype)
     acts, hprev = np.empty((B, T, 5 * H), xi.dtype), np.empty((B, T, H), xi.dtype)
     _lstm_forward(xi, contiguous(state0[:, 0::2]), contiguous(state0[:, 1::2]),
-                  contiguous(W.T) if rowwise else contiguous(W), contiguous(b), rowwise, states, acts, hprev,
+                  pack(W.T), contiguous(b), states, acts, hprev,
                   np.empty((B, H), xi.dtype), np.empty((B, H), xi.dtype),
-                  _oriented(rowwise, B, H4, xi.dtype), np.empty(H4, xi.dtype), *scratch(H4, xi.dtype))
+                  np.empty((B, H4), xi.dtype), np.empty(H4, xi.dtype), *scratch(H4, xi.dtype))
     return states, (states, acts, hprev, state0, W)
 
 
@@ -296,12 +251,10 @@ def lstm_bwd(res, dstates, cell):
     states, acts, hprev, state0, W = res
     B, T, H2 = states.shape
     H = H2 // 2
-    rowwise = rowwise_product(B, H)
     dxi = np.empty((B, T, 4 * H), states.dtype)
-    dc, dh = np.zeros((B, H), states.dtype), np.zeros((B, H) if rowwise else (H, B), states.dtype)
-    _lstm_backward(states, acts, state0, contiguous(W) if rowwise else contiguous(W.T), dstates, rowwise, dxi, dc, dh,
-                   _oriented(rowwise, B, 4 * H, states.dtype), np.empty(H, states.dtype))
-    dstate0 = np.stack([dc, dh if rowwise else dh.T], axis=-1).reshape(B, H2)
+    dc, dh = np.zeros((B, H), states.dtype), np.zeros((B, H), states.dtype)
+    _lstm_backward(states, acts, state0, pack(W), dstates, dxi, dc, dh)
+    dstate0 = np.stack([dc, dh], axis=-1).reshape(B, H2)
     dW, db = _weight_grad(dxi, hprev)
     return dxi, dstate0, dW, db
 
@@ -309,12 +262,11 @@ def lstm_bwd(res, dstates, cell):
 # -- GRU (gates r, z, n; torch.nn.GRU) ------------------------------------------------------------
 
 @kernel()
-def _gru_forward(xi, h0, Wmat, bias, rowwise, states, acts, hbuf, hT, zbuf, z, u, q, kbits):
-    """acts (B, T, 4H) = r, z, n, (W_hn h + b_hn) per step; hbuf (B, H); hT (H, B); z (3H,); u, q, kbits (2H,).
+def _gru_forward(xi, h0, WTp, bias, states, acts, hbuf, zbuf, z, u, q, kbits):
+    """acts (B, T, 4H) = r, z, n, (W_hn h + b_hn) per step; hbuf (B, H); zbuf (B, 3H); z (3H,); u, q, kbits (2H,).
 
-    Per step: one GEMM, oriented as in the LSTM (:func:`rowwise_product`: ``Wmat = W_hhᵀ``
-    and ``zbuf`` (B, 3H), or ``Wmat = W_hh`` and ``zbuf`` (3H, B) read column by column), then
-    row by row simple vectorized loops.
+    Per step: one product ``zbuf = h · W_hhᵀ`` (``WTp = pack(W_hhᵀ)``), then row by row simple
+    vectorized loops.
     """
     B, T, H3 = xi.shape
     H = H3 // 3
@@ -323,24 +275,11 @@ def _gru_forward(xi, h0, Wmat, bias, rowwise, states, acts, hbuf, hT, zbuf, z, u
     un, qn, kn, sn = u[:H], q[:H], kbits[:H], scale[:H]
     hbuf[:, :] = h0
     for t in range(T):
-        if rowwise:
-            gemm(hbuf, Wmat, zbuf)
-        else:
-            # hᵀ copied, not read through an F-ordered view: with that view OpenBLAS's float64
-            # product ran 1.5× slower at (16, ·, 128) (the LSTM's (4H, H) shape is unaffected)
-            for i in range(B):
-                for j in range(H):
-                    hT[j, i] = hbuf[i, j]
-            gemm(Wmat, hT, zbuf)
+        panel_gemm(hbuf, WTp, zbuf)
         for i in range(B):
-            x, a, st, h = xi[i, t], acts[i, t], states[i, t], hbuf[i]
-            if rowwise:
-                zr = zbuf[i]
-                for j in range(H3):
-                    z[j] = zr[j] + bias[j]  # h W^T + b_hh, as the reference groups it
-            else:
-                for j in range(H3):
-                    z[j] = zbuf[j, i] + bias[j]
+            x, a, st, h, zr = xi[i, t], acts[i, t], states[i, t], hbuf[i], zbuf[i]
+            for j in range(H3):
+                z[j] = zr[j] + bias[j]  # h W^T + b_hh, as the reference groups it
             for j in range(2 * H):
                 z[j] = x[j] + z[j]
             for j in range(2 * H):
@@ -364,16 +303,15 @@ def _gru_forward(xi, h0, Wmat, bias, rowwise, states, acts, hbuf, hT, zbuf, z, u
 
 
 @kernel()
-def _gru_backward(states, acts, h0, Wmat, dstates, rowwise, dxi, dgh, dh, dbuf, mbuf):
+def _gru_backward(states, acts, h0, Wp, dstates, dxi, dgh, dh, mbuf):
     """BPTT; dgh (B, T, 3H) = gradient of h W^T + b_hh per step; dh (B, H) enters as 0, leaves as dh0.
 
-    The per-step product is oriented as in the forward: ``dbuf · W_hh`` with ``Wmat = W_hh``,
-    ``dbuf`` (B, 3H), ``mbuf`` (B, H) when ``rowwise``, else ``W_hhᵀ · dbufᵀ`` with
-    ``Wmat = W_hhᵀ``, ``dbuf`` (3H, B), ``mbuf`` (H, B).
+    Per step ``mbuf = dgh_t · W_hh`` (``Wp = pack(W_hh)``; mbuf (B, H)), reading the step's rows
+    of ``dgh`` in place.
     """
     B, T, H = states.shape
     one = states.dtype.type(1.0)
-    actf, sf, dsf = acts.reshape(-1), states.reshape(-1), dstates.reshape(-1)
+    actf, sf, dsf, dgf = acts.reshape(-1), states.reshape(-1), dstates.reshape(-1), dgh.reshape(-1)
     uT = np.uint64(T)
     for t in range(T - 1, -1, -1):
         for i in range(B):
@@ -397,18 +335,11 @@ def _gru_backward(states, acts, h0, Wmat, dstates, rowwise, dxi, dgh, dh, dbuf, 
                 dxr[j], dxz[j], dxn[j] = dkr, dkz, dkn
                 dgr[j], dgz[j], dgn[j] = dkr, dkz, dkn * r
                 dh[i, j] = d * z  # the direct path; the matrix path is added below
-            put_row(dbuf, i, dg, rowwise)
-        if rowwise:
-            gemm(dbuf, Wmat, mbuf)
-            for i in range(B):
-                dhi, mi = dh[i], mbuf[i]
-                for j in range(H):
-                    dhi[j] = dhi[j] + mi[j]
-        else:
-            gemm(Wmat, dbuf, mbuf)
-            for i in range(B):
-                for j in range(H):
-                    dh[i, j] = dh[i, j] + mbuf[j, i]
+        panel_gemm_rows(dgf, t * 3 * H, T * 3 * H, B, 3 * H, Wp, mbuf)
+        for i in range(B):
+            dhi, mi = dh[i], mbuf[i]
+            for j in range(H):
+                dhi[j] = dhi[j] + mi[j]
 
 
 def gru_fwd(xi, h0, W, b, cell):
@@ -416,12 +347,9 @@ def gru_fwd(xi, h0, W, b, cell):
     xi, h0 = contiguous(xi), contiguous(h0)
     B, T, H3 = xi.shape
     H = H3 // 3
-    rowwise = rowwise_product(B, H)
     states, acts = np.empty((B, T, H), xi.dtype), np.empty((B, T, 4 * H), xi.dtype)
-    _gru_forward(xi, h0, contiguous(W.T) if rowwise else contiguous(W), contiguous(b), rowwise, states, acts,
-                 np.empty((B, H), xi.dtype), np.empty((H, B), xi.dtype),
-                 _oriented(rowwise, B, H3, xi.dtype),
-                 np.empty(H3, xi.dtype), *scratch(2 * H, xi.dtype))
+    _gru_forward(xi, h0, pack(W.T), contiguous(b), states, acts, np.empty((B, H), xi.dtype),
+                 np.empty((B, H3), xi.dtype), np.empty(H3, xi.dtype), *scratch(2 * H, xi.dtype))
     return states, (states, acts, h0, W)
 
 
@@ -431,10 +359,7 @@ def gru_bwd(res, dstates, cell):
     B, T, H = states.shape
     dxi, dgh = np.empty((B, T, 3 * H), states.dtype), np.empty((B, T, 3 * H), states.dtype)
     dh = np.zeros((B, H), states.dtype)
-    rowwise = rowwise_product(B, H)
-    _gru_backward(states, acts, h0, contiguous(W) if rowwise else contiguous(W.T), dstates, rowwise, dxi, dgh, dh,
-                  _oriented(rowwise, B, 3 * H, states.dtype),
-                  _oriented(rowwise, B, H, states.dtype))
+    _gru_backward(states, acts, h0, pack(W), dstates, dxi, dgh, dh, np.empty((B, H), states.dtype))
     dW, db = _weight_grad(dgh, _previous(states, h0))
     return dxi, dh, dW, db
 
@@ -442,15 +367,15 @@ def gru_bwd(res, dstates, cell):
 # -- LeakyRNN: h' = φ((1 − 1/τ) h + (h W0^T + xi) / τ), W0 = W_hh with a zero diagonal --------------
 
 @kernel()
-def _leaky_forward(xi, h0, W0T, inv, tanh, slope, states, us, hbuf, zbuf, u, q, kbits):
-    """us (B, T, H) keeps u = h W0^T + xi per step (the backward needs it); zbuf, u, q, kbits: (B, H)."""
+def _leaky_forward(xi, h0, W0Tp, inv, tanh, slope, states, us, hbuf, zbuf, u, q, kbits):
+    """us (B, T, H) keeps u = h W0^T + xi per step (the backward needs it; W0Tp = pack(W0^T)); zbuf, u, q, kbits: (B, H)."""
     B, T, H = xi.shape
     zero, one, two = xi.dtype.type(0.0), xi.dtype.type(1.0), xi.dtype.type(2.0)
     uf, qf, kf = u.reshape(B * H), q.reshape(B * H), kbits.reshape(B * H)
     scale = kbits.view(xi.dtype)
     hbuf[:, :] = h0
     for t in range(T):
-        gemm(hbuf, W0T, zbuf)
+        panel_gemm(hbuf, W0Tp, zbuf)
         if not tanh:  # one pass per step: the activation needs no vectorized exp in between
             for i in range(B):
                 for j in range(H):
@@ -479,10 +404,12 @@ def _leaky_forward(xi, h0, W0T, inv, tanh, slope, states, us, hbuf, zbuf, u, q, 
 
 
 @kernel()
-def _leaky_backward(states, us, h0, W0, inv, tanh, slope, dstates, dus, dtau_sum, dh, dbuf, mbuf):
-    """dus (B, T, H) = gradient of u per step; dtau_sum (H,) += Σ dpre (u − h); dh enters 0, leaves dh0."""
+def _leaky_backward(states, us, h0, W0p, inv, tanh, slope, dstates, dus, dtau_sum, dh, mbuf):
+    """dus (B, T, H) = gradient of u per step; dtau_sum (H,) += Σ dpre (u − h); dh enters 0, leaves dh0.
+    Per step ``mbuf = dus_t · W0`` (``W0p = pack(W0)``), reading the step's rows of ``dus`` in place."""
     B, T, H = states.shape
     zero, one = states.dtype.type(0.0), states.dtype.type(1.0)
+    duf = dus.reshape(-1)
     for t in range(T - 1, -1, -1):
         for i in range(B):
             for j in range(H):
@@ -494,11 +421,10 @@ def _leaky_backward(states, us, h0, W0, inv, tanh, slope, dstates, dus, dtau_sum
                 else:
                     pre = (one - inv[j]) * hp + uu * inv[j]
                     dpre = d * (one if pre > zero else slope)
-                dbuf[i, j] = dpre * inv[j]
-                dus[i, t, j] = dbuf[i, j]
+                dus[i, t, j] = dpre * inv[j]
                 dh[i, j] = dpre * (one - inv[j])
                 dtau_sum[j] += dpre * (uu - hp)
-        gemm(dbuf, W0, mbuf)
+        panel_gemm_rows(duf, t * H, T * H, B, H, W0p, mbuf)
         for i in range(B):
             for j in range(H):
                 dh[i, j] = dh[i, j] + mbuf[i, j]
@@ -512,7 +438,7 @@ def leaky_fwd(xi, h0, W, tau, cell):
     W0 = W * (1 - np.eye(H, dtype=W.dtype))
     slope = xi.dtype.type(cell.slope)
     states, us = np.empty_like(xi), np.empty_like(xi)
-    _leaky_forward(xi, h0, contiguous(W0.T), inv, cell.nonlinearity == "tanh", slope, states, us,
+    _leaky_forward(xi, h0, pack(W0.T), inv, cell.nonlinearity == "tanh", slope, states, us,
                    np.empty((B, H), xi.dtype), np.empty((B, H), xi.dtype), *scratch((B, H), xi.dtype))
     return states, (states, us, h0, W0, tau, inv, slope)
 
@@ -523,8 +449,8 @@ def leaky_bwd(res, dstates, cell):
     B, T, H = states.shape
     dus, dtau_sum = np.empty_like(states), np.zeros(H, np.float64)  # a sum of B·T terms
     dh = np.zeros((B, H), states.dtype)
-    _leaky_backward(states, us, h0, W0, inv, cell.nonlinearity == "tanh", slope, dstates, dus, dtau_sum, dh,
-                    np.empty((B, H), states.dtype), np.empty((B, H), states.dtype))
+    _leaky_backward(states, us, h0, pack(W0), inv, cell.nonlinearity == "tanh", slope, dstates, dus, dtau_sum, dh,
+                    np.empty((B, H), states.dtype))
     dW = _weight_grad(dus, _previous(states, h0), bias=False)[0] * (1 - np.eye(H, dtype=states.dtype))
     dtau = -dtau_sum.astype(states.dtype) * inv * inv * (tau >= 1)
     return dus, dh, dW, dtau

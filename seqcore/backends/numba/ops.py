@@ -18,7 +18,7 @@ from numba.extending import intrinsic
 
 __all__ = ["kernel", "Kernel", "inline", "compile_report", "clear_compile_report", "contiguous", "as_dtype",
            "supported_dtype", "split_columns", "int_like", "num_threads", "scratch", "task_scratch", "task_block",
-           "put_row", "prefetch_row", "PARALLEL_CELLS", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts", "exp_nonpos",
+           "prefetch_row", "PARALLEL_CELLS", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts", "exp_nonpos",
            "expm1_nonpos", "exp_from_parts", "expm1_from_parts", "log1p_unit", "log1p_coefficients"]
 
 # fastmath off (IEEE results, no reassociation); error_model "numpy": float division does not
@@ -187,19 +187,6 @@ def prefetch_row(flat, offset, n):
     step = 64 // flat.itemsize
     for k in range(0, n, step):
         _prefetch(flat, offset + np.uint64(k))
-
-
-@inline
-def put_row(buf, i, row, rowwise):
-    """Row ``i`` of a step's (B, n) matrix into ``buf``: (B, n) when ``rowwise``, else its
-    transpose (n, B), for the per-step products of the dense cells."""
-    if rowwise:
-        b = buf[i]
-        for j in range(row.shape[0]):
-            b[j] = row[j]
-    else:
-        for j in range(row.shape[0]):
-            buf[j, i] = row[j]
 
 
 @inline

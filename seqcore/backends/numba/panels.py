@@ -1,0 +1,166 @@
+"""Products against a fixed right operand, packed once into column panels: a recurrent step's GEMM.
+
+A recurrent layer multiplies a small ``(B, K)`` matrix by the same weight matrix at each of
+its T steps.  A BLAS ``gemm`` re-packs the weight on every call, and at B = 16-64 that copy
+costs as much as the arithmetic: OpenBLAS ran ``(16, 128) × (128, 512)`` at about half the
+speed it reaches on large products (BENCHMARKS.md).  Here the weight is packed once per
+sequence (:func:`pack`) into panels of ``NR`` columns, zero-padded, each panel's rows
+contiguous; :func:`panel_gemm` then writes the output tile by tile with a register-tiled
+micro-kernel: ``MR`` rows × ``NR`` columns of accumulators held in vector registers, one
+fused multiply-add per (row, vector) per k.  The micro-kernel is emitted as LLVM IR with
+explicit vector types (:func:`_tile`), since Numba gives no way to keep a block of
+accumulators in registers across a loop.
+
+The vector width follows the host CPU (64 bytes with AVX-512, 32 with AVX, otherwise 16;
+LLVM splits a wider vector where the CPU has narrower registers), so the cached kernels are
+specific to the CPU they were compiled on, as all of Numba's are.  Results are not
+bit-identical to a BLAS: each output is one fused multiply-add chain over k, in order.
+"""
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, register_jitable
+
+__all__ = ["pack", "panel_gemm", "panel_gemm_rows", "MR", "NV", "VECTOR_BYTES"]
+
+_FEATURES = llvm.get_host_cpu_features()
+VECTOR_BYTES = 64 if _FEATURES.get("avx512f") else 32 if _FEATURES.get("avx") else 16
+#: accumulator rows per tile, and vectors per row (MR · NV registers of accumulators, plus NV
+#: for the panel's row and one for the broadcast: 21 of the 32 registers AVX-512 has, 11 of 16)
+MR = 4
+NV = 4 if VECTOR_BYTES == 64 else 2
+
+
+def lanes(dtype) -> int:
+    """Vector lanes for ``dtype`` on this CPU."""
+    return VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+def panel_width(dtype) -> int:
+    """Columns per panel (``NR``) for ``dtype``."""
+    return NV * lanes(dtype)
+
+
+def pack(W):
+    """``W (K, N)`` → panels ``(P, K, NR)``, ``P = ceil(N / NR)``, the last zero-padded."""
+    K, N = W.shape
+    NR = panel_width(W.dtype)
+    P = -(-N // NR)
+    padded = np.zeros((K, P * NR), W.dtype)
+    padded[:, :N] = W
+    return np.ascontiguousarray(padded.reshape(K, P, NR).transpose(1, 0, 2))
+
+
+def _make_tile(rows: int):
+    """The micro-kernel for ``rows`` accumulator rows (1..MR)."""
+
+    @intrinsic
+    def tile(typingctx, a, a_off, lda, w, w_off, out, o_off, ldo, K, cols):
+        """out[r, c] = Σ_k a[a_off + r·lda + k] · w[w_off + k·NR + c] for r < rows, c < cols (flat arrays)."""
+        sig = types.void(a, a_off, lda, w, w_off, out, o_off, ldo, K, cols)
+
+        def codegen(context, builder, sig, args):
+            args = [v if isinstance(t, types.Array) else context.cast(builder, v, t, types.int64)
+                    for v, t in zip(args, sig.args)]
+            a_, a_off, lda, w_, w_off, out_, o_off, ldo, K, cols = args
+            fty = context.get_value_type(sig.args[0].dtype)
+            VL = VECTOR_BYTES // (4 if fty == ir.FloatType() else 8)
+            vty, i64, i32 = ir.VectorType(fty, VL), ir.IntType(64), ir.IntType(32)
+            vptr = vty.as_pointer()
+            name = f"llvm.fma.v{VL}{'f32' if fty == ir.FloatType() else 'f64'}"
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
+            ap = context.make_array(sig.args[0])(context, builder, a_).data
+            wp = context.make_array(sig.args[3])(context, builder, w_).data
+            op = context.make_array(sig.args[5])(context, builder, out_).data
+            const = lambda v: ir.Constant(i64, v)  # noqa: E731
+            zero = ir.Constant(vty, [0.0] * VL)
+            splat = ir.Constant(ir.VectorType(i32, VL), [0] * VL)
+
+            entry = builder.block
+            loop = builder.append_basic_block("tile.k")
+            done = builder.append_basic_block("tile.store")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            k.add_incoming(const(0), entry)
+            accs = []
+            for _ in range(rows * NV):
+                acc = builder.phi(vty)
+                acc.add_incoming(zero, entry)
+                accs.append(acc)
+            wrow = builder.add(w_off, builder.mul(k, const(NV * VL)))
+            ws = [builder.load(builder.bitcast(builder.gep(wp, [builder.add(wrow, const(v * VL))]), vptr), align=4)
+                  for v in range(NV)]
+            new = []
+            for r in range(rows):
+                s = builder.load(builder.gep(ap, [builder.add(builder.add(a_off, builder.mul(const(r), lda)), k)]))
+                b = builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), s, ir.Constant(i32, 0)),
+                                           ir.Constant(vty, ir.Undefined), splat)
+                new.extend(builder.call(fma, [b, ws[v], accs[r * NV + v]]) for v in range(NV))
+            k1 = builder.add(k, const(1))
+            k.add_incoming(k1, builder.block)
+            for acc, value in zip(accs, new):
+                acc.add_incoming(value, builder.block)
+            builder.cbranch(builder.icmp_signed("<", k1, K), loop, done)
+
+            builder.position_at_end(done)
+            for r in range(rows):
+                orow = builder.add(o_off, builder.mul(const(r), ldo))
+                for v in range(NV):
+                    value, first = new[r * NV + v], v * VL
+                    base = builder.gep(op, [builder.add(orow, const(first))])
+                    whole = builder.icmp_signed(">=", cols, const(first + VL))
+                    with builder.if_else(whole, likely=True) as (full, part):
+                        with full:
+                            builder.store(value, builder.bitcast(base, vptr), align=4)
+                        with part:  # the last panel's partial vector: lane by lane
+                            for lane in range(VL):
+                                with builder.if_then(builder.icmp_signed(">", cols, const(first + lane))):
+                                    builder.store(builder.extract_element(value, ir.Constant(i32, lane)),
+                                                  builder.gep(base, [const(lane)]))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+assert MR == 4  # panel_gemm's dispatch below names the four tiles
+_tile4, _tile3, _tile2, _tile1 = (_make_tile(r) for r in (4, 3, 2, 1))
+
+
+@register_jitable
+def panel_gemm(a, panels, out):
+    """``out = a @ W`` for ``a (M, K)``, ``out (M, N)`` C-contiguous and ``panels = pack(W)``."""
+    M, K = a.shape
+    panel_gemm_rows(a.reshape(-1), 0, K, M, K, panels, out)
+
+
+@register_jitable
+def panel_gemm_rows(af, a_off, lda, M, K, panels, out):
+    """:func:`panel_gemm` with ``a``'s rows read from the flat array ``af`` at ``a_off + r·lda``:
+    e.g. one step's rows of a ``(B, T, K)`` array (``a_off = t·K``, ``lda = T·K``), without a copy."""
+    N = out.shape[1]
+    P, NR = panels.shape[0], panels.shape[2]
+    if K == 0:
+        out[:, :] = 0
+        return
+    wf, of = panels.reshape(-1), out.reshape(-1)
+    full = M - M % 4
+    rest = M - full
+    tail = a_off + full * lda
+    for p in range(P):
+        cols = min(NR, N - p * NR)
+        w_off, o_col = p * K * NR, p * NR
+        for i in range(0, full, 4):
+            _tile4(af, a_off + i * lda, lda, wf, w_off, of, i * N + o_col, N, K, cols)
+        if rest == 3:
+            _tile3(af, tail, lda, wf, w_off, of, full * N + o_col, N, K, cols)
+        elif rest == 2:
+            _tile2(af, tail, lda, wf, w_off, of, full * N + o_col, N, K, cols)
+        elif rest == 1:
+            _tile1(af, tail, lda, wf, w_off, of, full * N + o_col, N, K, cols)
