@@ -1,11 +1,14 @@
-"""Where the numba LSTM spends its time: the per-step recurrent product, in both orientations.
+"""Where the numba LSTM spends its time: the per-step recurrent product, three ways.
 
 For each (B, T, H) it times, in one process, best of ``--repeats``:
-* the whole forward (``dense_cells.lstm_fwd``) and a loop of its T products in both forms,
-  ``z = h · W_hhᵀ`` ``(B, H) × (H, 4H)`` and ``zᵀ = W_hh · hᵀ`` ``(4H, H) × (H, B)``;
+* the whole forward (``dense_cells.lstm_fwd``) and a loop of its T products
+  ``z = h · W_hhᵀ`` ``(B, H) × (H, 4H)`` as the kernel runs them (``panels.panel_gemm`` on the
+  weight packed once), and through OpenBLAS (``gemm``) row-major and transposed
+  (``zᵀ = W_hh · hᵀ``, the form the kernels used for H > 128 before the packed product);
 * the whole backward (``dense_cells.lstm_bwd``: fused kernel and ``dW_hh`` GEMM) and its T
-  products in both forms, ``dh = dz · W_hh`` and ``dhᵀ = W_hhᵀ · dzᵀ``;
-and prints each product's share and the speed-up of the transposed form (what the kernels run).
+  products ``dh = dz · W_hh`` the same three ways;
+and prints the packed product's share of each pass and OpenBLAS's time over it (above 1: the
+packed product is faster).
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/lstm_step_gemm.py
 
@@ -23,6 +26,8 @@ import numpy as np
 
 from seqcore import cells
 from seqcore.backends.numba import dense_cells
+from seqcore.backends.numba.gemm import gemm
+from seqcore.backends.numba.panels import pack, panel_gemm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from scan_bandwidth import machine_info  # noqa: E402
@@ -31,7 +36,13 @@ from scan_bandwidth import machine_info  # noqa: E402
 @numba.njit
 def _products(a, b, out, T):
     for _ in range(T):
-        np.dot(a, b, out)
+        gemm(a, b, out)
+
+
+@numba.njit
+def _panel_products(a, panels, out, T):
+    for _ in range(T):
+        panel_gemm(a, panels, out)
 
 
 def best(fn, repeats):
@@ -44,12 +55,14 @@ def best(fn, repeats):
     return min(times)
 
 
-def product_times(shape_a, shape_b, shape_out, T, repeats, rng):
-    """Best time of T products in the plain form and in the transposed form (both operands flipped)."""
+def product_times(shape_a, shape_b, T, repeats, rng):
+    """Best time of T products ``a · b``: packed, OpenBLAS row-major, OpenBLAS transposed."""
     a, b = rng.normal(size=shape_a).astype(np.float32), rng.normal(size=shape_b).astype(np.float32)
-    out = np.empty(shape_out, np.float32)
-    aT, bT, outT = np.ascontiguousarray(b.T), np.ascontiguousarray(a.T), np.empty(shape_out[::-1], np.float32)
-    return (best(lambda: _products(a, b, out, T), repeats), best(lambda: _products(aT, bT, outT, T), repeats))
+    out = np.empty((shape_a[0], shape_b[1]), np.float32)
+    aT, bT, outT = np.ascontiguousarray(b.T), np.ascontiguousarray(a.T), np.empty(out.shape[::-1], np.float32)
+    packed = pack(b)
+    return (best(lambda: _panel_products(a, packed, out, T), repeats), best(lambda: _products(a, b, out, T), repeats),
+            best(lambda: _products(aT, bT, outT, T), repeats))
 
 
 def main(argv=None):
@@ -59,8 +72,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args(argv)
     print(f"machine: {machine_info()}\n")
-    print(f"{'(B, T, H)':>16} | {'forward ms':>10} {'W·hᵀ ms':>8} {'share':>5} {'h·Wᵀ ms':>8} {'gain':>5} | "
-          f"{'backward ms':>11} {'Wᵀ·dzᵀ ms':>9} {'share':>5} {'dz·W ms':>8} {'gain':>5}")
+    print(f"{'(B, T, H)':>16} | {'forward ms':>10} {'h·Wᵀ ms':>8} {'share':>5} {'BLAS':>5} {'BLAS ᵀ':>6} | "
+          f"{'backward ms':>11} {'dz·W ms':>8} {'share':>5} {'BLAS':>5} {'BLAS ᵀ':>6}")
     for text in args.shapes:
         B, T, H = (int(v) for v in text.split(","))
         rng = np.random.default_rng(0)
@@ -72,11 +85,11 @@ def main(argv=None):
         states, res = dense_cells.lstm_fwd(xi, s0, W, b, cell)
         d = rng.normal(size=states.shape).astype(np.float32)
         t_bwd = best(lambda: dense_cells.lstm_bwd(res, d, cell), args.repeats)
-        f_plain, f_trans = product_times((B, H), (H, 4 * H), (B, 4 * H), T, args.repeats, rng)
-        b_plain, b_trans = product_times((B, 4 * H), (4 * H, H), (B, H), T, args.repeats, rng)
-        print(f"{str((B, T, H)):>16} | {t_fwd * 1e3:10.2f} {f_trans * 1e3:8.2f} {f_trans / t_fwd:5.0%} "
-              f"{f_plain * 1e3:8.2f} {f_plain / f_trans:4.2f}x | {t_bwd * 1e3:11.2f} {b_trans * 1e3:9.2f} "
-              f"{b_trans / t_bwd:5.0%} {b_plain * 1e3:8.2f} {b_plain / b_trans:4.2f}x", flush=True)
+        fp, fb, ft = product_times((B, H), (H, 4 * H), T, args.repeats, rng)
+        bp, bb, bt = product_times((B, 4 * H), (4 * H, H), T, args.repeats, rng)
+        print(f"{str((B, T, H)):>16} | {t_fwd * 1e3:10.2f} {fp * 1e3:8.2f} {fp / t_fwd:5.0%} {fb / fp:4.2f}x "
+              f"{ft / fp:5.2f}x | {t_bwd * 1e3:11.2f} {bp * 1e3:8.2f} {bp / t_bwd:5.0%} {bb / bp:4.2f}x "
+              f"{bt / bp:5.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def _make_tile(rows: int):
             VL = VECTOR_BYTES // (4 if fty == ir.FloatType() else 8)
             vty, i64, i32 = ir.VectorType(fty, VL), ir.IntType(64), ir.IntType(32)
             vptr = vty.as_pointer()
-            name = f"llvm.fma.v{VL}{'f32' if fty == ir.FloatType() else 'f64'}"
+            name = f"llvm.fmuladd.v{VL}{'f32' if fty == ir.FloatType() else 'f64'}"
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
             ap = context.make_array(sig.args[0])(context, builder, a_).data
             wp = context.make_array(sig.args[3])(context, builder, w_).data
