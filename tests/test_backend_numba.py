@@ -217,6 +217,44 @@ def test_panel_gemm_equals_matmul(nb, dtype):
             assert np.all(np.abs(out - expect) <= tol * (np.abs(big[:, 1]).astype(np.float64) @ np.abs(W))), (M, K, N)
 
 
+_NARROW_PANELS = """
+import numba, numpy as np
+from seqcore.backends.numba import panels
+assert panels.VECTOR_BYTES == {width}
+@numba.njit
+def product(a, W_packed, out):
+    panels.panel_gemm(a, W_packed, out)
+rng = np.random.default_rng(0)
+for dtype in (np.float32, np.float64):
+    NR = panels.panel_width(dtype)
+    assert NR == panels.NV * {width} // np.dtype(dtype).itemsize
+    for M, K, N in [(1, 1, 1), (5, 9, NR + 3), (8, 40, 3 * NR)]:
+        a, W = rng.normal(size=(M, K)).astype(dtype), rng.normal(size=(K, N)).astype(dtype)
+        out = np.empty((M, N), dtype)
+        product(a, panels.pack(W), out)
+        scale = np.abs(a).astype(np.float64) @ np.abs(W)
+        assert np.all(np.abs(out - a.astype(np.float64) @ W) <= 2e-6 * scale), (dtype, M, K, N)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("width", [16, 32])
+def test_panel_gemm_narrower_vectors(nb, tmp_path, width):
+    """The packed product compiled for 16- and 32-byte vectors (SSE/NEON-wide, AVX-wide; LLVM
+    splits them on this CPU) against matmul, in a subprocess with its own kernel cache."""
+    env = dict(os.environ, SEQCORE_PANEL_VECTOR_BYTES=str(width), NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _NARROW_PANELS.format(width=width)], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_panel_vector_width_override_is_validated(nb):
+    env = dict(os.environ, SEQCORE_PANEL_VECTOR_BYTES="48")
+    out = subprocess.run([sys.executable, "-c", "import seqcore.backends.numba.panels"], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "SEQCORE_PANEL_VECTOR_BYTES: got '48', expected 16, 32 or 64" in out.stderr
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["lstm", "gru", "elman", "leaky"])
 def test_dense_cells_across_panel_and_tile_edges(nb, kind, dtype):

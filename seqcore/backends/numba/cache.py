@@ -35,10 +35,14 @@ def source_digest(directory: Path = _HERE) -> str:
 
 
 def _blas_digest() -> str:
-    """4 hex digits naming the BLAS the kernels' products were compiled against (``gemm.py``):
-    kernels linked to NumPy's OpenBLAS by name must not be loaded where it is missing."""
+    """4 hex digits naming the BLAS the kernels' products were compiled against (``gemm.py``),
+    and the packed product's vector width (``panels.py``): kernels linked to NumPy's OpenBLAS
+    by name must not be loaded where it is missing, nor kernels built for one panel width
+    where :func:`panels.pack` makes another."""
     from .gemm import LIBRARY, SOURCE
-    return hashlib.sha1(f"{SOURCE}:{os.path.basename(LIBRARY or '')}".encode()).hexdigest()[:4]
+    from .panels import VECTOR_BYTES
+    key = f"{SOURCE}:{os.path.basename(LIBRARY or '')}:{VECTOR_BYTES}"
+    return hashlib.sha1(key.encode()).hexdigest()[:4]
 
 
 def cache_dir(digest: str | None = None) -> Path:

@@ -7,16 +7,18 @@ speed it reaches on large products (BENCHMARKS.md).  Here the weight is packed o
 sequence (:func:`pack`) into panels of ``NR`` columns, zero-padded, each panel's rows
 contiguous; :func:`panel_gemm` then writes the output tile by tile with a register-tiled
 micro-kernel: ``MR`` rows × ``NR`` columns of accumulators held in vector registers, one
-fused multiply-add per (row, vector) per k.  The micro-kernel is emitted as LLVM IR with
-explicit vector types (:func:`_tile`), since Numba gives no way to keep a block of
-accumulators in registers across a loop.
+multiply-add per (row, vector) per k (``llvm.fmuladd``: fused where the CPU has FMA).  The
+micro-kernel is emitted as LLVM IR with explicit vector types (``_make_tile``), since Numba
+gives no way to keep a block of accumulators in registers across a loop.
 
 The vector width follows the host CPU (64 bytes with AVX-512, 32 with AVX, otherwise 16;
 LLVM splits a wider vector where the CPU has narrower registers), so the cached kernels are
 specific to the CPU they were compiled on, as all of Numba's are.  Results are not
-bit-identical to a BLAS: each output is one fused multiply-add chain over k, in order.
+bit-identical to a BLAS: each output is one multiply-add chain over k, in order.
 """
 from __future__ import annotations
+
+import os
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -27,8 +29,18 @@ from numba.extending import intrinsic, register_jitable
 
 __all__ = ["pack", "panel_gemm", "panel_gemm_rows", "MR", "NV", "VECTOR_BYTES"]
 
-_FEATURES = llvm.get_host_cpu_features()
+try:
+    _FEATURES = llvm.get_host_cpu_features()
+except RuntimeError:  # LLVM cannot list this host's features: the narrowest width serves everywhere
+    _FEATURES = {}
 VECTOR_BYTES = 64 if _FEATURES.get("avx512f") else 32 if _FEATURES.get("avx") else 16
+# SEQCORE_PANEL_VECTOR_BYTES=16|32|64 overrides the choice (to test the narrower kernels on a wide
+# CPU); the kernel cache is keyed by the width in force (cache.py)
+_forced = os.environ.get("SEQCORE_PANEL_VECTOR_BYTES", "").strip()
+if _forced:
+    if _forced not in ("16", "32", "64"):
+        raise ValueError(f"SEQCORE_PANEL_VECTOR_BYTES: got {_forced!r}, expected 16, 32 or 64")
+    VECTOR_BYTES = int(_forced)
 #: accumulator rows per tile, and vectors per row (MR · NV registers of accumulators, plus NV
 #: for the panel's row and one for the broadcast: 21 of the 32 registers AVX-512 has, 11 of 16)
 MR = 4
@@ -61,6 +73,9 @@ def _make_tile(rows: int):
     @intrinsic
     def tile(typingctx, a, a_off, lda, w, w_off, out, o_off, ldo, K, cols):
         """out[r, c] = Σ_k a[a_off + r·lda + k] · w[w_off + k·NR + c] for r < rows, c < cols (flat arrays)."""
+        if not (isinstance(a, types.Array) and a.dtype in (types.float32, types.float64)
+                and getattr(w, "dtype", None) == a.dtype and getattr(out, "dtype", None) == a.dtype):
+            return None  # one float dtype for all three arrays (a typing error otherwise)
         sig = types.void(a, a_off, lda, w, w_off, out, o_off, ldo, K, cols)
 
         def codegen(context, builder, sig, args):
