@@ -142,7 +142,7 @@ def parallel_states(cell, params: dict, xi, state0, **newton_kwargs):
 
     Args:
         cell: a :class:`seqcore.cells.Cell`.
-        params: the cell's parameters (only ``cell.recurrent_keys`` are read here).
+        params: the cell's parameters (only ``cell.recurrent_params(params)`` is read here).
         xi: ``(B, T, P)`` projected inputs (``cell.project(params, x)``).
         state0: ``(B, S)`` packed initial state.
         **newton_kwargs: ``tol``, ``max_iters``, ``jacobian``, ``damping`` as in :func:`newton_scan`.
@@ -163,7 +163,7 @@ def check_options(cell, dtype, T: int, newton_kwargs: dict) -> dict:
 def _run(cell, params, xi, state0, newton_kwargs):
     _check_cell(cell)
     opts = check_options(cell, xi.dtype, xi.shape[1], newton_kwargs)
-    states, history = newton_recurrence(xi, state0, *(params[k] for k in cell.recurrent_keys), cell=cell, **opts)
+    states, history = newton_recurrence(xi, state0, *cell.recurrent_args(params), cell=cell, **opts)
     return states, _info(stop_gradient(history), opts)
 
 

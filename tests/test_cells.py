@@ -250,9 +250,9 @@ def test_linear_cells_parallel_equals_sequential_equals_steps(cid, name, fields,
     np.testing.assert_allclose(g_par[1], g_seq[1], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(g_par[2], g_seq[2], rtol=1e-10, atol=1e-12)
     # the protocol's step function runs the same recurrence
-    xi, h, steps = cell.project(p, x), h0, []
+    xi, h, steps, rp = cell.project(p, x), h0, [], cell.recurrent_params(p)
     for t in range(T):
-        h = cell.step_fwd(np, p, h, xi[:, t])[0]
+        h = cell.step_fwd(np, rp, h, xi[:, t])[0]
         steps.append(h)
     np.testing.assert_allclose(np.stack(steps, axis=1), hs_seq, rtol=1e-12, atol=1e-12)
 

@@ -168,7 +168,7 @@ def chaotic_elman(T, B=3, H=8, gain=3.0, seed=1):
 def jacobi_sweeps(cell, params, x, sweeps):
     """``s ← f(s_{t−1}, xi_t)`` for every t at once, from Newton's initial guess; after T − 1
     sweeps this is the sequential trajectory computed with the same batched arithmetic."""
-    p = {k: params[k] for k in cell.recurrent_keys}
+    p = cell.recurrent_params(params)
     xi = cell.project(params, x)
     B, T, _ = xi.shape
     state0 = np.zeros((B, cell.state_size))

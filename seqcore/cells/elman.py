@@ -7,11 +7,11 @@ from typing import ClassVar
 import numpy as np
 
 from ..validate import check_choice
-from .base import Cell, input_projection, uniform_init
+from .base import Cell, FoldedInputBias, uniform_init
 
 
 @dataclass(frozen=True)
-class Elman(Cell):
+class Elman(FoldedInputBias, Cell):
     """Elman cell with PyTorch's parameter names; ``nonlinearity`` is ``"tanh"`` or ``"relu"``."""
 
     nonlinearity: str = "tanh"
@@ -28,9 +28,6 @@ class Elman(Cell):
         k = 1.0 / np.sqrt(H)
         return {"weight_ih": uniform_init(rng, (H, I), k, dtype), "weight_hh": uniform_init(rng, (H, H), k, dtype),
                 "bias_ih": uniform_init(rng, (H,), k, dtype), "bias_hh": uniform_init(rng, (H,), k, dtype)}
-
-    def project(self, params, x):
-        return input_projection(params, x)
 
     def _act(self, xp, pre):
         return xp.tanh(pre) if self.nonlinearity == "tanh" else xp.maximum(pre, 0)

@@ -13,7 +13,7 @@ import numpy as np
 from .. import ops
 from ..backends.numpy.ops import sigmoid_np
 from ..validate import check_array, check_shape
-from .base import Cell, input_projection, uniform_init
+from .base import Cell, FoldedInputBias, uniform_init
 
 
 def pack_hc(h0, c0):
@@ -48,7 +48,7 @@ class InterleavedCH:
 
 
 @dataclass(frozen=True)
-class LSTM(InterleavedCH, Cell):
+class LSTM(InterleavedCH, FoldedInputBias, Cell):
     name: ClassVar[str] = "lstm"
     state_factor: ClassVar[int] = 2
     recurrent_keys: ClassVar[tuple] = ("weight_hh", "bias_hh")
@@ -59,9 +59,6 @@ class LSTM(InterleavedCH, Cell):
         return {"weight_ih": uniform_init(rng, (4 * H, I), k, dtype),
                 "weight_hh": uniform_init(rng, (4 * H, H), k, dtype),
                 "bias_ih": uniform_init(rng, (4 * H,), k, dtype), "bias_hh": uniform_init(rng, (4 * H,), k, dtype)}
-
-    def project(self, params, x):
-        return input_projection(params, x)
 
     def _gates(self, xp, p, state, xi_t):
         # contiguous copies: NumPy multiplies strided operands without BLAS (10-50x slower)
