@@ -77,7 +77,7 @@ def list_backends() -> None:
         note = r["reason"] or ("default for `seqcore train`" if r["name"] == default else "")
         click.echo(f"{r['name']:<8} {'yes' if r['available'] else 'no':<10} {r['version'] or '-':<14} {note}")
     from seqcore.backends import blas
-    # matrix-product speed of the numpy and numba backends: an OPENBLAS_CORETYPE pin can cost 2-4x
+    # matrix-product speed of the numpy backend and of the numba kernels' larger products: an OPENBLAS_CORETYPE pin can cost 1.6-4x
     click.echo(f"\nOpenBLAS kernels: {blas.describe()}")
     if "numba" in sys.modules:  # loaded by backends.info(): say which BLAS its kernels call
         from seqcore.backends.numba import gemm

@@ -75,7 +75,9 @@ def pin_note(flags: set[str] | None = None) -> str | None:
 
     Measured here (``benchmarks/blas_pin.py``): pinned to ``Haswell`` on an AVX-512 CPU, the
     small products of a recurrent step ran 2-4.4x slower ((16|64, 64) x (64, 64)), larger
-    ones 1.6-1.8x, and the README's main job 1.2-1.3x slower.
+    ones 1.6-1.8x.  The numba backend's dense cells no longer send their per-step products
+    to OpenBLAS (``numba/panels.py``), so there the pin costs only the input projections and
+    weight gradients (the README's main job: no measurable difference).
     """
     pin = os.environ.get("OPENBLAS_CORETYPE", "").strip()
     if not pin:
@@ -89,4 +91,4 @@ def pin_note(flags: set[str] | None = None) -> str | None:
     else:
         return None
     return (f"note: OPENBLAS_CORETYPE={pin} holds OpenBLAS to older kernels than this CPU's {unit}; "
-            "the per-step matrix products run 2-4x slower (unset it unless you need the pin)")
+            "NumPy's matrix products run 1.6-4x slower (unset it unless you need the pin)")
