@@ -269,6 +269,26 @@ def test_dense_cells_across_panel_and_tile_edges(nb, kind, dtype):
         compare_primitive(nb, f"{cell.name}_recurrence", args, dict(cell=cell), dtype, rng)
 
 
+@pytest.mark.parametrize("kind", ["diaggru", "cifg-lstm", "mingru", "minlstm"])
+def test_backward_kernels_with_prefetching(nb, monkeypatch, kind):
+    """The per-neuron cells' backward kernels come in two builds, with and without asking for
+    lines ahead (chosen by task width); the prefetching build, forced here at small widths
+    (B = 1 and 3: whole rows, and rows split into blocks), must equal the reference too."""
+    from seqcore.backends.numba import diagonal_cells, minimal_cells
+    monkeypatch.setattr(diagonal_cells, "AHEAD_MIN_WIDTH", 1)
+    monkeypatch.setattr(minimal_cells, "AHEAD_MIN_WIDTH", 1)
+    rng = np.random.default_rng(12)
+    for B, T, H in [(1, 9, 20), (3, 7, 40)]:
+        cell = cells.make(kind, 2, H)
+        p = cell.init(rng, np.float64)
+        xi = np.asarray(cell.project(p, rng.normal(size=(B, T, 2))))
+        args = (xi, rng.normal(size=(B, cell.state_size)), *cell.recurrent_args(p))
+        compare_primitive(nb, f"{cell.name}_recurrence", args, dict(cell=cell), np.float64, rng)
+    build = {"diaggru": diagonal_cells._diaggru_backward, "cifg-lstm": diagonal_cells._cifg_backward}.get(
+        kind, minimal_cells._minimal_backward)[True]
+    assert build.dispatcher.signatures, "the prefetching build did not run"
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("log_space", [False, True])
 @pytest.mark.parametrize("kind", ["mingru", "minlstm"])

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts, inline, kernel,
-                  sigmoid_from_exp, split_columns, tanh_from_expm1, task_block, task_scratch)
+from .ops import (AHEAD, AHEAD_MIN_WIDTH, PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts,
+                  inline, kernel, prefetch_segments, sigmoid_from_exp, split_columns, tanh_from_expm1, task_block,
+                  task_scratch)
 
 __all__ = ["diaggru_fwd", "diaggru_bwd", "cifg_fwd", "cifg_bwd"]
 
@@ -84,35 +85,52 @@ def _diaggru_forward(xi, h0, a, blk, states, acts, hbuf, u, q, kbits):
                 st[jj] = hb[jj]
 
 
-@kernel(parallel=PARALLEL_CELLS)
-def _diaggru_backward(states, acts, h0, a, dstates, blk, dxi, da_part, dh0):
-    """da_part (B, 3H): this row's share of the gradient of a (summed over B by the caller).
+def _make_diaggru_backward(ahead: bool):
+    """The backward kernel, with ``ahead`` compiled in as a constant: each task asks for its lines
+    ``AHEAD`` steps before use (ops.AHEAD; wide tasks only: the code alone, never run, slowed the
+    narrow ones)."""
 
-    Time outside, neurons inside (independent chains side by side, so the loop vectorizes).
-    """
-    B, T, H = states.shape
-    one = states.dtype.type(1.0)
-    nblk = (H + blk - 1) // blk
-    for task in prange(B * nblk):
-        i, j0, j1 = task_block(task, nblk, blk, H)
-        w = j1 - j0
-        ar, az, an = a[j0:j1], a[H + j0:H + j1], a[2 * H + j0:2 * H + j1]
-        dh, sr, sz, sn = np.zeros(w, a.dtype), np.zeros(w, a.dtype), np.zeros(w, a.dtype), np.zeros(w, a.dtype)
-        for t in range(T - 1, -1, -1):
-            r, z, n = acts[i, t, j0:j1], acts[i, t, H + j0:H + j1], acts[i, t, 2 * H + j0:2 * H + j1]
-            hp = states[i, t - 1, j0:j1] if t > 0 else h0[i, j0:j1]
-            ds = dstates[i, t, j0:j1]
-            dr, dz, dn = dxi[i, t, j0:j1], dxi[i, t, H + j0:H + j1], dxi[i, t, 2 * H + j0:2 * H + j1]
+    @kernel(parallel=PARALLEL_CELLS)
+    def _diaggru_backward(states, acts, h0, a, dstates, blk, dxi, da_part, dh0):
+        """da_part (B, 3H): this row's share of the gradient of a (summed over B by the caller).
+
+        Time outside, neurons inside (independent chains side by side, so the loop vectorizes).
+        """
+        B, T, H = states.shape
+        one = states.dtype.type(1.0)
+        nblk = (H + blk - 1) // blk
+        acf, sf, dsf, dxf = acts.reshape(-1), states.reshape(-1), dstates.reshape(-1), dxi.reshape(-1)
+        for task in prange(B * nblk):
+            i, j0, j1 = task_block(task, nblk, blk, H)
+            w = j1 - j0
+            ar, az, an = a[j0:j1], a[H + j0:H + j1], a[2 * H + j0:2 * H + j1]
+            dh, sr, sz, sn = np.zeros(w, a.dtype), np.zeros(w, a.dtype), np.zeros(w, a.dtype), np.zeros(w, a.dtype)
+            for t in range(T - 1, -1, -1):
+                if ahead:
+                    if t > AHEAD:  # this task's lines AHEAD steps back
+                        row = i * T + t - AHEAD
+                        prefetch_segments(acf, row, 3 * H, 3, H, j0, w)
+                        prefetch_segments(dxf, row, 3 * H, 3, H, j0, w)
+                        prefetch_segments(dsf, row, H, 1, 0, j0, w)
+                        prefetch_segments(sf, row - 1, H, 1, 0, j0, w)
+                r, z, n = acts[i, t, j0:j1], acts[i, t, H + j0:H + j1], acts[i, t, 2 * H + j0:2 * H + j1]
+                hp = states[i, t - 1, j0:j1] if t > 0 else h0[i, j0:j1]
+                ds = dstates[i, t, j0:j1]
+                dr, dz, dn = dxi[i, t, j0:j1], dxi[i, t, H + j0:H + j1], dxi[i, t, 2 * H + j0:2 * H + j1]
+                for jj in range(w):
+                    dh[jj], dkr, dkz, dkn = diaggru_step_adjoint(dh[jj] + ds[jj], hp[jj], r[jj], z[jj], n[jj], ar[jj],
+                                                                 az[jj], an[jj], one)
+                    dr[jj], dz[jj], dn[jj] = dkr, dkz, dkn
+                    sr[jj] += dkr * hp[jj]
+                    sz[jj] += dkz * hp[jj]
+                    sn[jj] += dkn * r[jj] * hp[jj]
             for jj in range(w):
-                dh[jj], dkr, dkz, dkn = diaggru_step_adjoint(dh[jj] + ds[jj], hp[jj], r[jj], z[jj], n[jj], ar[jj],
-                                                             az[jj], an[jj], one)
-                dr[jj], dz[jj], dn[jj] = dkr, dkz, dkn
-                sr[jj] += dkr * hp[jj]
-                sz[jj] += dkz * hp[jj]
-                sn[jj] += dkn * r[jj] * hp[jj]
-        for jj in range(w):
-            da_part[i, j0 + jj], da_part[i, H + j0 + jj], da_part[i, 2 * H + j0 + jj] = sr[jj], sz[jj], sn[jj]
-            dh0[i, j0 + jj] = dh[jj]
+                da_part[i, j0 + jj], da_part[i, H + j0 + jj], da_part[i, 2 * H + j0 + jj] = sr[jj], sz[jj], sn[jj]
+                dh0[i, j0 + jj] = dh[jj]
+    return _diaggru_backward
+
+
+_diaggru_backward = {ahead: _make_diaggru_backward(ahead) for ahead in (False, True)}  # by ``blk >= AHEAD_MIN_WIDTH``
 
 
 def diaggru_fwd(xi, h0, a, cell):
@@ -131,7 +149,8 @@ def diaggru_bwd(res, dstates, cell):
     states, acts, h0, a = res
     B, T, H = states.shape
     dxi, da_part, dh0 = np.empty((B, T, 3 * H), states.dtype), np.empty((B, 3 * H), states.dtype), np.empty_like(h0)
-    _diaggru_backward(states, acts, h0, a, dstates, split_columns(B, H, 16), dxi, da_part, dh0)
+    blk = split_columns(B, H, 16)
+    _diaggru_backward[blk >= AHEAD_MIN_WIDTH](states, acts, h0, a, dstates, blk, dxi, da_part, dh0)
     return dxi, dh0, da_part.sum(axis=0)
 
 
@@ -178,54 +197,71 @@ def _cifg_forward(xi, c0, h0, a, peep, blk, states, acts, cbuf, hbuf, u, q, kbit
                 st[2 * jj + 1] = hb[jj]
 
 
-@kernel(parallel=PARALLEL_CELLS)
-def _cifg_backward(states, acts, c0, h0, a, peep, dstates, blk, dxi, dpart, dstate0):
-    """dpart (B, 5H): this row's share of [d a_f, d a_g, d a_o, d p_f, d p_o]; time outside, neurons inside."""
-    B, T, H2 = states.shape
-    H = H2 // 2
-    one = states.dtype.type(1.0)
-    nblk = (H + blk - 1) // blk
-    for task in prange(B * nblk):
-        i, j0, j1 = task_block(task, nblk, blk, H)
-        w = j1 - j0
-        af, ag, ao = a[j0:j1], a[H + j0:H + j1], a[2 * H + j0:2 * H + j1]
-        pf, po = peep[j0:j1], peep[H + j0:H + j1]
-        dcn, dhn = np.zeros(w, a.dtype), np.zeros(w, a.dtype)
-        s_af, s_ag, s_ao = np.zeros(w, a.dtype), np.zeros(w, a.dtype), np.zeros(w, a.dtype)
-        s_pf, s_po = np.zeros(w, a.dtype), np.zeros(w, a.dtype)
-        cp, hp, c2, dsc, dsh = (np.empty(w, a.dtype), np.empty(w, a.dtype), np.empty(w, a.dtype),
-                                np.empty(w, a.dtype), np.empty(w, a.dtype))
-        for t in range(T - 1, -1, -1):
-            f, g = acts[i, t, j0:j1], acts[i, t, H + j0:H + j1]
-            o, tc = acts[i, t, 2 * H + j0:2 * H + j1], acts[i, t, 3 * H + j0:3 * H + j1]
-            dxf, dxg, dxo = dxi[i, t, j0:j1], dxi[i, t, H + j0:H + j1], dxi[i, t, 2 * H + j0:2 * H + j1]
-            # de-interleave [c, h] rows into contiguous local rows (few arrays per loop: vectorizes)
-            st, ds = states[i, t], dstates[i, t]
-            for jj in range(w):
-                c2[jj], dsc[jj], dsh[jj] = st[2 * (j0 + jj)], ds[2 * (j0 + jj)], ds[2 * (j0 + jj) + 1]
-            if t > 0:
-                prev = states[i, t - 1]
+def _make_cifg_backward(ahead: bool):
+    """The backward kernel, with ``ahead`` compiled in as a constant: each task asks for its lines
+    ``AHEAD`` steps before use (ops.AHEAD; wide tasks only: the code alone, never run, slowed the
+    narrow ones)."""
+
+    @kernel(parallel=PARALLEL_CELLS)
+    def _cifg_backward(states, acts, c0, h0, a, peep, dstates, blk, dxi, dpart, dstate0):
+        """dpart (B, 5H): this row's share of [d a_f, d a_g, d a_o, d p_f, d p_o]; time outside, neurons inside."""
+        B, T, H2 = states.shape
+        H = H2 // 2
+        one = states.dtype.type(1.0)
+        nblk = (H + blk - 1) // blk
+        acf, sf, dsf, dxflat = acts.reshape(-1), states.reshape(-1), dstates.reshape(-1), dxi.reshape(-1)
+        for task in prange(B * nblk):
+            i, j0, j1 = task_block(task, nblk, blk, H)
+            w = j1 - j0
+            af, ag, ao = a[j0:j1], a[H + j0:H + j1], a[2 * H + j0:2 * H + j1]
+            pf, po = peep[j0:j1], peep[H + j0:H + j1]
+            dcn, dhn = np.zeros(w, a.dtype), np.zeros(w, a.dtype)
+            s_af, s_ag, s_ao = np.zeros(w, a.dtype), np.zeros(w, a.dtype), np.zeros(w, a.dtype)
+            s_pf, s_po = np.zeros(w, a.dtype), np.zeros(w, a.dtype)
+            cp, hp, c2, dsc, dsh = (np.empty(w, a.dtype), np.empty(w, a.dtype), np.empty(w, a.dtype),
+                                    np.empty(w, a.dtype), np.empty(w, a.dtype))
+            for t in range(T - 1, -1, -1):
+                if ahead:
+                    if t > AHEAD:  # this task's lines AHEAD steps back; [c, h] rows interleaved
+                        row = i * T + t - AHEAD
+                        prefetch_segments(acf, row, 4 * H, 4, H, j0, w)
+                        prefetch_segments(dxflat, row, 3 * H, 3, H, j0, w)
+                        prefetch_segments(dsf, row, 2 * H, 1, 0, 2 * j0, 2 * w)
+                        prefetch_segments(sf, row - 1, 2 * H, 1, 0, 2 * j0, 2 * w)
+                f, g = acts[i, t, j0:j1], acts[i, t, H + j0:H + j1]
+                o, tc = acts[i, t, 2 * H + j0:2 * H + j1], acts[i, t, 3 * H + j0:3 * H + j1]
+                dxf, dxg, dxo = dxi[i, t, j0:j1], dxi[i, t, H + j0:H + j1], dxi[i, t, 2 * H + j0:2 * H + j1]
+                # de-interleave [c, h] rows into contiguous local rows (few arrays per loop: vectorizes)
+                st, ds = states[i, t], dstates[i, t]
                 for jj in range(w):
-                    cp[jj], hp[jj] = prev[2 * (j0 + jj)], prev[2 * (j0 + jj) + 1]
-            else:
+                    c2[jj], dsc[jj], dsh[jj] = st[2 * (j0 + jj)], ds[2 * (j0 + jj)], ds[2 * (j0 + jj) + 1]
+                if t > 0:
+                    prev = states[i, t - 1]
+                    for jj in range(w):
+                        cp[jj], hp[jj] = prev[2 * (j0 + jj)], prev[2 * (j0 + jj) + 1]
+                else:
+                    for jj in range(w):
+                        cp[jj], hp[jj] = c0[i, j0 + jj], h0[i, j0 + jj]
                 for jj in range(w):
-                    cp[jj], hp[jj] = c0[i, j0 + jj], h0[i, j0 + jj]
+                    dcn[jj], dhn[jj], dkf, dkg, dko = cifg_step_adjoint(
+                        dcn[jj] + dsc[jj], dhn[jj] + dsh[jj], cp[jj], f[jj], g[jj], o[jj], tc[jj], af[jj], ag[jj], ao[jj],
+                        pf[jj], po[jj], one)
+                    dxf[jj], dxg[jj], dxo[jj] = dkf, dkg, dko
+                for jj in range(w):
+                    s_af[jj] += dxf[jj] * hp[jj]
+                    s_ag[jj] += dxg[jj] * hp[jj]
+                    s_ao[jj] += dxo[jj] * hp[jj]
+                    s_pf[jj] += dxf[jj] * cp[jj]
+                    s_po[jj] += dxo[jj] * c2[jj]
             for jj in range(w):
-                dcn[jj], dhn[jj], dkf, dkg, dko = cifg_step_adjoint(
-                    dcn[jj] + dsc[jj], dhn[jj] + dsh[jj], cp[jj], f[jj], g[jj], o[jj], tc[jj], af[jj], ag[jj], ao[jj],
-                    pf[jj], po[jj], one)
-                dxf[jj], dxg[jj], dxo[jj] = dkf, dkg, dko
-            for jj in range(w):
-                s_af[jj] += dxf[jj] * hp[jj]
-                s_ag[jj] += dxg[jj] * hp[jj]
-                s_ao[jj] += dxo[jj] * hp[jj]
-                s_pf[jj] += dxf[jj] * cp[jj]
-                s_po[jj] += dxo[jj] * c2[jj]
-        for jj in range(w):
-            j = j0 + jj
-            dpart[i, j], dpart[i, H + j], dpart[i, 2 * H + j] = s_af[jj], s_ag[jj], s_ao[jj]
-            dpart[i, 3 * H + j], dpart[i, 4 * H + j] = s_pf[jj], s_po[jj]
-            dstate0[i, 2 * j], dstate0[i, 2 * j + 1] = dcn[jj], dhn[jj]
+                j = j0 + jj
+                dpart[i, j], dpart[i, H + j], dpart[i, 2 * H + j] = s_af[jj], s_ag[jj], s_ao[jj]
+                dpart[i, 3 * H + j], dpart[i, 4 * H + j] = s_pf[jj], s_po[jj]
+                dstate0[i, 2 * j], dstate0[i, 2 * j + 1] = dcn[jj], dhn[jj]
+    return _cifg_backward
+
+
+_cifg_backward = {ahead: _make_cifg_backward(ahead) for ahead in (False, True)}  # by ``blk >= AHEAD_MIN_WIDTH``
 
 
 def cifg_fwd(xi, state0, a, peep, cell):
@@ -248,7 +284,8 @@ def cifg_bwd(res, dstates, cell):
     H = H2 // 2
     dxi, dpart = np.empty((B, T, 3 * H), states.dtype), np.empty((B, 5 * H), states.dtype)
     dstate0 = np.empty((B, H2), states.dtype)
-    _cifg_backward(states, acts, c0, h0, a, peep, dstates, split_columns(B, H, 16), dxi, dpart, dstate0)
+    blk = split_columns(B, H, 16)
+    _cifg_backward[blk >= AHEAD_MIN_WIDTH](states, acts, c0, h0, a, peep, dstates, blk, dxi, dpart, dstate0)
     d = dpart.sum(axis=0)
     return dxi, dstate0, d[:3 * H], d[3 * H:]
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_parts, inline, kernel, log1p_coefficients,
-                  log1p_unit, sigmoid_from_exp, split_columns, task_block, task_scratch)
+from .ops import (AHEAD, AHEAD_MIN_WIDTH, PARALLEL_CELLS, contiguous, exp_from_parts, expm1_parts, inline, kernel,
+                  log1p_coefficients, log1p_unit, prefetch_segments, sigmoid_from_exp, split_columns, task_block,
+                  task_scratch)
 
 __all__ = ["minimal_fwd", "minimal_bwd"]
+
 
 
 # -- gates of one row segment (inlined into the kernels) ------------------------------------------
@@ -147,46 +149,64 @@ def _minimal_forward(xi, h0, lstm, log_space, coef, blk, states, hbuf, u, q, kbi
                 st[jj] = hb[jj]
 
 
-@kernel(parallel=PARALLEL_CELLS)
-def _minimal_backward(xi, states, h0, dstates, lstm, log_space, coef, blk, dxi, dh0, hbuf, u, q, kbits, gates):
-    """g_t = dstates_t + a_{t+1} g_{t+1}; dh0 = a_1 g_1; hbuf holds the carry a_{t+1} g_{t+1}.
-    minGRU: dk_z = z(1 − z)(g h̃ − g h_{t-1}), dv = g z h̃'.  minLSTM: dd = a s (g h̃ − g h_{t-1}),
-    dk_i = dd σ(−k_i), dk_f = −dd σ(−k_f), dv = g s h̃'."""
-    B, T, H = states.shape
-    one = states.dtype.type(1.0)
-    nblk = (H + blk - 1) // blk
-    for task in prange(B * nblk):
-        i, j0, j1 = task_block(task, nblk, blk, H)
-        w = j1 - j0
-        x, uu, qq, kk, sc, un, qn, kn = _task_rows(task, w, 3 if lstm else 2, log_space, hbuf, u, q, kbits)
-        g = gates[task]
-        a, b, c = g[:w], g[w:2 * w], g[2 * w:3 * w]
-        dc, si, sf = g[3 * w:4 * w], g[4 * w:5 * w], g[5 * w:6 * w]
-        for jj in range(w):
-            x[jj] = 0
-        for t in range(T - 1, -1, -1):
-            _step_gates(xi, i, t, j0, j1, lstm, log_space, coef, True, uu, qq, kk, sc, un, qn, kn,
-                        a, b, c, dc, si, sf)
-            hp = states[i, t - 1, j0:j1] if t > 0 else h0[i, j0:j1]
-            ds, dk = dstates[i, t, j0:j1], dxi[i, t, j0:j1]
-            if lstm:
-                dkf, dv = dxi[i, t, H + j0:H + j1], dxi[i, t, 2 * H + j0:2 * H + j1]
-                for jj in range(w):
-                    gg = x[jj] + ds[jj]
-                    dd = a[jj] * b[jj] * (gg * c[jj] - gg * hp[jj])
-                    dk[jj] = dd * si[jj]
-                    dkf[jj] = -dd * sf[jj]
-                    dv[jj] = gg * b[jj] * dc[jj]
-                    x[jj] = a[jj] * gg
-            else:
-                dv = dxi[i, t, H + j0:H + j1]
-                for jj in range(w):
-                    gg = x[jj] + ds[jj]
-                    dk[jj] = b[jj] * (one - b[jj]) * (gg * c[jj] - gg * hp[jj])
-                    dv[jj] = gg * b[jj] * dc[jj]
-                    x[jj] = a[jj] * gg
-        for jj in range(w):
-            dh0[i, j0 + jj] = x[jj]
+def _make_minimal_backward(ahead: bool):
+    """The backward kernel, with ``ahead`` compiled in as a constant: each task asks for its lines
+    ``AHEAD`` steps before use (ops.AHEAD; wide tasks only: the code alone, never run, slowed the
+    narrow ones)."""
+
+    @kernel(parallel=PARALLEL_CELLS)
+    def _minimal_backward(xi, states, h0, dstates, lstm, log_space, coef, blk, dxi, dh0, hbuf, u, q, kbits, gates):
+        """g_t = dstates_t + a_{t+1} g_{t+1}; dh0 = a_1 g_1; hbuf holds the carry a_{t+1} g_{t+1}.
+        minGRU: dk_z = z(1 − z)(g h̃ − g h_{t-1}), dv = g z h̃'.  minLSTM: dd = a s (g h̃ − g h_{t-1}),
+        dk_i = dd σ(−k_i), dk_f = −dd σ(−k_f), dv = g s h̃'."""
+        B, T, H = states.shape
+        P = xi.shape[2]
+        one = states.dtype.type(1.0)
+        nblk = (H + blk - 1) // blk
+        xf, dxf, dsf, sf = xi.reshape(-1), dxi.reshape(-1), dstates.reshape(-1), states.reshape(-1)
+        for task in prange(B * nblk):
+            i, j0, j1 = task_block(task, nblk, blk, H)
+            w = j1 - j0
+            x, uu, qq, kk, sc, un, qn, kn = _task_rows(task, w, 3 if lstm else 2, log_space, hbuf, u, q, kbits)
+            g = gates[task]
+            a, b, c = g[:w], g[w:2 * w], g[2 * w:3 * w]
+            dc, si, sf = g[3 * w:4 * w], g[4 * w:5 * w], g[5 * w:6 * w]
+            for jj in range(w):
+                x[jj] = 0
+            for t in range(T - 1, -1, -1):
+                if ahead:
+                    if t > AHEAD:  # this task's lines AHEAD steps back
+                        row = i * T + t - AHEAD
+                        prefetch_segments(xf, row, P, P // H, H, j0, w)
+                        prefetch_segments(dxf, row, P, P // H, H, j0, w)
+                        prefetch_segments(dsf, row, H, 1, 0, j0, w)
+                        prefetch_segments(sf, row - 1, H, 1, 0, j0, w)
+                _step_gates(xi, i, t, j0, j1, lstm, log_space, coef, True, uu, qq, kk, sc, un, qn, kn,
+                            a, b, c, dc, si, sf)
+                hp = states[i, t - 1, j0:j1] if t > 0 else h0[i, j0:j1]
+                ds, dk = dstates[i, t, j0:j1], dxi[i, t, j0:j1]
+                if lstm:
+                    dkf, dv = dxi[i, t, H + j0:H + j1], dxi[i, t, 2 * H + j0:2 * H + j1]
+                    for jj in range(w):
+                        gg = x[jj] + ds[jj]
+                        dd = a[jj] * b[jj] * (gg * c[jj] - gg * hp[jj])
+                        dk[jj] = dd * si[jj]
+                        dkf[jj] = -dd * sf[jj]
+                        dv[jj] = gg * b[jj] * dc[jj]
+                        x[jj] = a[jj] * gg
+                else:
+                    dv = dxi[i, t, H + j0:H + j1]
+                    for jj in range(w):
+                        gg = x[jj] + ds[jj]
+                        dk[jj] = b[jj] * (one - b[jj]) * (gg * c[jj] - gg * hp[jj])
+                        dv[jj] = gg * b[jj] * dc[jj]
+                        x[jj] = a[jj] * gg
+            for jj in range(w):
+                dh0[i, j0 + jj] = x[jj]
+    return _minimal_backward
+
+
+_minimal_backward = {ahead: _make_minimal_backward(ahead) for ahead in (False, True)}  # by ``blk >= AHEAD_MIN_WIDTH``
 
 
 # -- the replacements ------------------------------------------------------------------------------------
@@ -215,6 +235,7 @@ def minimal_bwd(res, dstates, cell):
     lstm = cell.n_projections == 3
     blk = split_columns(B, H, 16)
     dxi, dh0 = np.empty_like(xi), np.empty_like(h0)
-    _minimal_backward(xi, states, h0, dstates, lstm, cell.log_space, log1p_coefficients(xi.dtype), blk, dxi, dh0,
-                      *_buffers(B, H, blk, lstm, xi.dtype))
+    _minimal_backward[blk >= AHEAD_MIN_WIDTH](xi, states, h0, dstates, lstm, cell.log_space,
+                                              log1p_coefficients(xi.dtype), blk, dxi, dh0,
+                                              *_buffers(B, H, blk, lstm, xi.dtype))
     return dxi, dh0

@@ -18,7 +18,7 @@ from numba.extending import intrinsic
 
 __all__ = ["kernel", "Kernel", "inline", "compile_report", "clear_compile_report", "contiguous", "as_dtype",
            "supported_dtype", "split_columns", "int_like", "num_threads", "scratch", "task_scratch", "task_block",
-           "prefetch_row", "PARALLEL_CELLS", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts", "exp_nonpos",
+           "prefetch_row", "prefetch_segments", "AHEAD", "AHEAD_MIN_WIDTH", "PARALLEL_CELLS", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts", "exp_nonpos",
            "expm1_nonpos", "exp_from_parts", "expm1_from_parts", "log1p_unit", "log1p_coefficients"]
 
 # fastmath off (IEEE results, no reassociation); error_model "numpy": float division does not
@@ -187,6 +187,23 @@ def prefetch_row(flat, offset, n):
     step = 64 // flat.itemsize
     for k in range(0, n, step):
         _prefetch(flat, offset + np.uint64(k))
+
+
+# Backward kernels of the per-neuron cells walk time downwards, which the hardware prefetchers
+# follow poorly: each task asks for its lines AHEAD steps before use, where its rows are wide
+# enough for that to pay (1.3-2.5x at 128 neurons per task; 0.75-1.0x at 16-64, where the
+# requests cost more than they save; BENCHMARKS.md)
+AHEAD = 2
+AHEAD_MIN_WIDTH = 128
+
+
+@inline
+def prefetch_segments(flat, row, row_len, count, stride, first, n):
+    """Ask for ``count`` segments of ``n`` elements, ``stride`` apart from column ``first``, of
+    row ``row`` of a flattened ``(rows, row_len)`` array (see :func:`prefetch_row`)."""
+    base = np.uint64(row) * np.uint64(row_len) + np.uint64(first)
+    for s in range(count):
+        prefetch_row(flat, base + np.uint64(s * stride), n)
 
 
 @inline
