@@ -289,6 +289,25 @@ def test_backward_kernels_with_prefetching(nb, monkeypatch, kind):
     assert build.dispatcher.signatures, "the prefetching build did not run"
 
 
+@pytest.mark.parametrize("method", ["sequential", "chunked"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_linear_scan_with_prefetching(nb, monkeypatch, method, reverse):
+    """The diagonal scan's prefetching builds (forced at small widths) against the reference,
+    both time directions, one chunk and several (float64)."""
+    from seqcore.backends.numba import scan
+    monkeypatch.setattr(scan, "AHEAD_MIN_WIDTH", 1)
+    monkeypatch.setattr(scan, "CHUNK_MIN_WORK", 0)  # let `chunked` cut time at this size, on any machine
+    monkeypatch.setattr(scan, "num_threads", lambda: 64)
+    rng = np.random.default_rng(13)
+    for B, T, D in [(1, 9, 20), (2, 40, 33)]:
+        assert (scan.chunk_length(B, T, D, method, 4) < T) == (method == "chunked")
+        a, b = rng.uniform(-1.1, 1.1, size=(B, T, D)), rng.normal(size=(B, T, D))
+        args = (a, b, rng.normal(size=(B, D)))
+        compare_primitive(nb, "linear_scan", args, dict(reverse=reverse, method=method, chunk_size=4),
+                          np.float64, rng)
+    assert scan._diag_forward[True].dispatcher.signatures and scan._diag_backward[True].dispatcher.signatures
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("log_space", [False, True])
 @pytest.mark.parametrize("kind", ["mingru", "minlstm"])
@@ -671,7 +690,7 @@ def test_kernels_cache_into_a_directory_keyed_by_every_backend_source(nb, tmp_pa
         assert cache.source_digest(copy) != cache.source_digest(here)
     target = cache.cache_dir()
     assert target.name == cache.PREFIX + cache.source_digest() + cache._blas_digest()
-    for dispatcher in (dense_cells._lstm_forward.dispatcher, ops.expm1_parts, scan._diag_forward.dispatcher):
+    for dispatcher in (dense_cells._lstm_forward.dispatcher, ops.expm1_parts, scan._diag_forward[False].dispatcher):
         assert Path(dispatcher._cache._cache_path).is_relative_to(target), dispatcher
     assert numba.config.CACHE_DIR == os.environ.get("NUMBA_CACHE_DIR", "")  # the user's setting is restored
 

@@ -189,10 +189,11 @@ def prefetch_row(flat, offset, n):
         _prefetch(flat, offset + np.uint64(k))
 
 
-# Backward kernels of the per-neuron cells walk time downwards, which the hardware prefetchers
-# follow poorly: each task asks for its lines AHEAD steps before use, where its rows are wide
-# enough for that to pay (1.3-2.5x at 128 neurons per task; 0.75-1.0x at 16-64, where the
-# requests cost more than they save; BENCHMARKS.md)
+# Kernels that walk time downwards (the per-neuron cells' backward passes, the diagonal scan's
+# backward and its reverse forward) lose the hardware prefetchers, which follow such streams
+# poorly: each task asks for its lines AHEAD steps before use, in a separate build used where
+# its rows are wide enough for that to pay (1.3-2.5x at 128 neurons or columns per task;
+# 0.4-1.0x at 16-64, where the requests cost more than they save; BENCHMARKS.md)
 AHEAD = 2
 AHEAD_MIN_WIDTH = 128
 

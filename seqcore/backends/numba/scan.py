@@ -23,8 +23,9 @@ import numpy as np
 from numba import prange
 
 from ..numpy import scan as _ref
-from .ops import (as_dtype, contiguous, exp_from_parts, expm1_parts, inline, kernel, log1p_coefficients, log1p_unit,
-                  num_threads, split_columns, supported_dtype, task_block, task_scratch)
+from .ops import (AHEAD, AHEAD_MIN_WIDTH, as_dtype, contiguous, exp_from_parts, expm1_parts, inline, kernel,
+                  log1p_coefficients, log1p_unit, num_threads, prefetch_row, split_columns, supported_dtype, task_block,
+                  task_scratch)
 
 __all__ = ["PRIMITIVES", "chunk_length"]
 
@@ -38,47 +39,63 @@ __all__ = ["PRIMITIVES", "chunk_length"]
 # 10 ns (a reference-count update), and a signed index gets Numba's negative-index branch,
 # which stops LLVM from vectorizing the loop (an unsigned one does not).
 
-@kernel(parallel=True)
-def _diag_forward(a, b, carry, prod, reverse, C, blk, reduce_only, h):
-    """h_t = a_t h_{t-1} + b_t over chunks of C steps; tasks: (batch row, chunk, column block).
+def _make_diag_forward(ahead: bool):
+    """The kernel, with ``ahead`` compiled in as a constant: where time runs downwards each task
+    asks for its lines ``AHEAD`` steps before use (ops.AHEAD; wide tasks only)."""
 
-    ``reduce_only`` (pass 1): chunk c becomes the affine map x -> prod[:, c] x + carry[:, c]
-    (product of its gates, its end state from 0).  Otherwise (pass 3): scan chunk c from the
-    state ``carry[:, c]`` entering it, writing h.  carry, prod: (B, n, D).
-    """
-    B, T, D = a.shape
-    n = carry.shape[1]
-    nblk = (D + blk - 1) // blk
-    one, zero = a.dtype.type(1.0), a.dtype.type(0.0)
-    af, bf, hf = a.reshape(-1), b.reshape(-1), h.reshape(-1)
-    for task in prange(B * n * nblk):
-        i, rest = task // (n * nblk), task % (n * nblk)
-        c, d0 = rest // nblk, (rest % nblk) * blk
-        d1 = min(D, d0 + blk)
-        w = d1 - d0
-        uw = np.uint64(w)
-        x = np.empty(w, a.dtype)
-        if reduce_only:
-            pr = np.empty(w, a.dtype)
-            for d in range(w):
-                x[d], pr[d] = zero, one
-        else:
-            for d in range(w):
-                x[d] = carry[i, c, d0 + d]
-        for j in range(c * C, min(T, c * C + C)):
-            t = T - 1 - j if reverse else j
-            r = np.uint64((i * T + t) * D + d0)
-            for d in range(uw):
-                x[d] = af[r + d] * x[d] + bf[r + d]
+    @kernel(parallel=True)
+    def _diag_forward(a, b, carry, prod, reverse, C, blk, reduce_only, h):
+        """h_t = a_t h_{t-1} + b_t over chunks of C steps; tasks: (batch row, chunk, column block).
+
+        ``reduce_only`` (pass 1): chunk c becomes the affine map x -> prod[:, c] x + carry[:, c]
+        (product of its gates, its end state from 0).  Otherwise (pass 3): scan chunk c from the
+        state ``carry[:, c]`` entering it, writing h.  carry, prod: (B, n, D).
+        """
+        B, T, D = a.shape
+        n = carry.shape[1]
+        nblk = (D + blk - 1) // blk
+        one, zero = a.dtype.type(1.0), a.dtype.type(0.0)
+        af, bf, hf = a.reshape(-1), b.reshape(-1), h.reshape(-1)
+        for task in prange(B * n * nblk):
+            i, rest = task // (n * nblk), task % (n * nblk)
+            c, d0 = rest // nblk, (rest % nblk) * blk
+            d1 = min(D, d0 + blk)
+            w = d1 - d0
+            uw = np.uint64(w)
+            x = np.empty(w, a.dtype)
             if reduce_only:
-                for d in range(uw):
-                    pr[d] = af[r + d] * pr[d]
+                pr = np.empty(w, a.dtype)
+                for d in range(w):
+                    x[d], pr[d] = zero, one
             else:
+                for d in range(w):
+                    x[d] = carry[i, c, d0 + d]
+            end = min(T, c * C + C)
+            for j in range(c * C, end):
+                t = T - 1 - j if reverse else j
+                r = np.uint64((i * T + t) * D + d0)
+                if ahead:
+                    if reverse and j + AHEAD < end:  # descending rows AHEAD steps on
+                        rn = r - np.uint64(AHEAD * D)
+                        prefetch_row(af, rn, w)
+                        prefetch_row(bf, rn, w)
+                        if not reduce_only:
+                            prefetch_row(hf, rn, w)
                 for d in range(uw):
-                    hf[r + d] = x[d]
-        if reduce_only:
-            for d in range(w):
-                carry[i, c, d0 + d], prod[i, c, d0 + d] = x[d], pr[d]
+                    x[d] = af[r + d] * x[d] + bf[r + d]
+                if reduce_only:
+                    for d in range(uw):
+                        pr[d] = af[r + d] * pr[d]
+                else:
+                    for d in range(uw):
+                        hf[r + d] = x[d]
+            if reduce_only:
+                for d in range(w):
+                    carry[i, c, d0 + d], prod[i, c, d0 + d] = x[d], pr[d]
+    return _diag_forward
+
+
+_diag_forward = {ahead: _make_diag_forward(ahead) for ahead in (False, True)}  # by ``blk >= AHEAD_MIN_WIDTH``
 
 
 @kernel()
@@ -97,61 +114,82 @@ def _chain_chunks(prod, carry, x, backward):
                 x[i, d] = nxt
 
 
-@kernel(parallel=True)
-def _diag_backward(a, h, h0, dh, carry, prod, reverse, C, blk, reduce_only, da, db, dh0):
-    """g_t = a_{t+1} g_{t+1} + dh_t; db = g, da_t = g_t h_{t-1}, dh0 = a_1 g_1 (in scan order).
+def _make_diag_backward(ahead: bool):
+    """The kernel, with ``ahead`` compiled in as a constant: where time runs downwards each task
+    asks for its lines ``AHEAD`` steps before use (ops.AHEAD; wide tasks only)."""
 
-    ``reduce_only`` (pass 1): chunk c maps the carry x = a_next g_next arriving from the later
-    chunk to prod x + carry (its a_first g_first computed with x = 0).  Otherwise (pass 3):
-    every chunk backwards from its carry in one sweep — reads a, h, dh; writes da, db.
-    """
-    B, T, D = a.shape
-    n = carry.shape[1]
-    nblk = (D + blk - 1) // blk
-    one, zero = a.dtype.type(1.0), a.dtype.type(0.0)
-    af, hf, dhf, daf, dbf = a.reshape(-1), h.reshape(-1), dh.reshape(-1), da.reshape(-1), db.reshape(-1)
-    for task in prange(B * n * nblk):
-        i, rest = task // (n * nblk), task % (n * nblk)
-        c, d0 = rest // nblk, (rest % nblk) * blk
-        d1 = min(D, d0 + blk)
-        w = d1 - d0
-        uw = np.uint64(w)
-        j0, j1 = c * C, min(T, c * C + C)
-        x = np.empty(w, a.dtype)  # the carry a_{t+1} g_{t+1}
-        if reduce_only:
-            pr = np.empty(w, a.dtype)
+    @kernel(parallel=True)
+    def _diag_backward(a, h, h0, dh, carry, prod, reverse, C, blk, reduce_only, da, db, dh0):
+        """g_t = a_{t+1} g_{t+1} + dh_t; db = g, da_t = g_t h_{t-1}, dh0 = a_1 g_1 (in scan order).
+
+        ``reduce_only`` (pass 1): chunk c maps the carry x = a_next g_next arriving from the later
+        chunk to prod x + carry (its a_first g_first computed with x = 0).  Otherwise (pass 3):
+        every chunk backwards from its carry in one sweep — reads a, h, dh; writes da, db.
+        """
+        B, T, D = a.shape
+        n = carry.shape[1]
+        nblk = (D + blk - 1) // blk
+        one, zero = a.dtype.type(1.0), a.dtype.type(0.0)
+        af, hf, dhf, daf, dbf = a.reshape(-1), h.reshape(-1), dh.reshape(-1), da.reshape(-1), db.reshape(-1)
+        for task in prange(B * n * nblk):
+            i, rest = task // (n * nblk), task % (n * nblk)
+            c, d0 = rest // nblk, (rest % nblk) * blk
+            d1 = min(D, d0 + blk)
+            w = d1 - d0
+            uw = np.uint64(w)
+            j0, j1 = c * C, min(T, c * C + C)
+            x = np.empty(w, a.dtype)  # the carry a_{t+1} g_{t+1}
+            if reduce_only:
+                pr = np.empty(w, a.dtype)
+                for d in range(w):
+                    x[d], pr[d] = zero, one
+                for j in range(j1 - 1, j0 - 1, -1):
+                    t = T - 1 - j if reverse else j
+                    r = np.uint64((i * T + t) * D + d0)
+                    if ahead:
+                        if not reverse and j - AHEAD >= j0:  # descending rows AHEAD steps on
+                            rn = r - np.uint64(AHEAD * D)
+                            prefetch_row(af, rn, w)
+                            prefetch_row(dhf, rn, w)
+                    for d in range(uw):
+                        x[d] = af[r + d] * (x[d] + dhf[r + d])
+                    for d in range(uw):
+                        pr[d] = af[r + d] * pr[d]
+                for d in range(w):
+                    carry[i, c, d0 + d], prod[i, c, d0 + d] = x[d], pr[d]
+                continue
             for d in range(w):
-                x[d], pr[d] = zero, one
+                x[d] = carry[i, c, d0 + d]
             for j in range(j1 - 1, j0 - 1, -1):
                 t = T - 1 - j if reverse else j
                 r = np.uint64((i * T + t) * D + d0)
+                if ahead:
+                    if not reverse and j - AHEAD > j0:  # descending rows AHEAD steps on (and h's row before)
+                        rn = r - np.uint64(AHEAD * D)
+                        prefetch_row(af, rn, w)
+                        prefetch_row(dhf, rn, w)
+                        prefetch_row(dbf, rn, w)
+                        prefetch_row(daf, rn, w)
+                        prefetch_row(hf, rn - np.uint64(D), w)
                 for d in range(uw):
-                    x[d] = af[r + d] * (x[d] + dhf[r + d])
+                    dbf[r + d] = x[d] + dhf[r + d]
+                if j > 0:  # h_{t-1} in scan order
+                    rp = np.uint64((i * T + (T - j if reverse else j - 1)) * D + d0)
+                    for d in range(uw):
+                        daf[r + d] = dbf[r + d] * hf[rp + d]
+                else:
+                    hp = h0[i, d0:d1]
+                    for d in range(w):
+                        daf[r + np.uint64(d)] = dbf[r + np.uint64(d)] * hp[d]
                 for d in range(uw):
-                    pr[d] = af[r + d] * pr[d]
-            for d in range(w):
-                carry[i, c, d0 + d], prod[i, c, d0 + d] = x[d], pr[d]
-            continue
-        for d in range(w):
-            x[d] = carry[i, c, d0 + d]
-        for j in range(j1 - 1, j0 - 1, -1):
-            t = T - 1 - j if reverse else j
-            r = np.uint64((i * T + t) * D + d0)
-            for d in range(uw):
-                dbf[r + d] = x[d] + dhf[r + d]
-            if j > 0:  # h_{t-1} in scan order
-                rp = np.uint64((i * T + (T - j if reverse else j - 1)) * D + d0)
-                for d in range(uw):
-                    daf[r + d] = dbf[r + d] * hf[rp + d]
-            else:
-                hp = h0[i, d0:d1]
+                    x[d] = af[r + d] * dbf[r + d]
+            if j0 == 0:
                 for d in range(w):
-                    daf[r + np.uint64(d)] = dbf[r + np.uint64(d)] * hp[d]
-            for d in range(uw):
-                x[d] = af[r + d] * dbf[r + d]
-        if j0 == 0:
-            for d in range(w):
-                dh0[i, d0 + d] = x[d]
+                    dh0[i, d0 + d] = x[d]
+    return _diag_backward
+
+
+_diag_backward = {ahead: _make_diag_backward(ahead) for ahead in (False, True)}  # by ``blk >= AHEAD_MIN_WIDTH``
 
 
 # Elements per thread below which time is never cut: the chunked schedule reads the inputs
@@ -187,13 +225,14 @@ def _diag_scan(a, b, h0, reverse, C):
     n = -(-T // C)
     blk = split_columns(B * n, D)
     h = np.empty_like(a)
+    forward = _diag_forward[blk >= AHEAD_MIN_WIDTH]
     if n == 1:
-        _diag_forward(a, b, h0[:, None, :], h0[:, None, :], reverse, C, blk, False, h)
+        forward(a, b, h0[:, None, :], h0[:, None, :], reverse, C, blk, False, h)
         return h
     carry, prod = np.empty((B, n, D), a.dtype), np.empty((B, n, D), a.dtype)
-    _diag_forward(a, b, carry, prod, reverse, C, blk, True, h)
+    forward(a, b, carry, prod, reverse, C, blk, True, h)
     _chain_chunks(prod, carry, h0.copy(), False)
-    _diag_forward(a, b, carry, prod, reverse, C, blk, False, h)
+    forward(a, b, carry, prod, reverse, C, blk, False, h)
     return h
 
 
@@ -203,10 +242,11 @@ def _diag_scan_vjp(a, h, h0, dh, reverse, C):
     blk = split_columns(B * n, D)
     carry, prod = np.zeros((B, n, D), a.dtype), np.empty((B, n, D), a.dtype)
     da, db, dh0 = np.empty_like(a), np.empty_like(a), np.empty_like(h0)
+    backward = _diag_backward[blk >= AHEAD_MIN_WIDTH]
     if n > 1:
-        _diag_backward(a, h, h0, dh, carry, prod, reverse, C, blk, True, da, db, dh0)
+        backward(a, h, h0, dh, carry, prod, reverse, C, blk, True, da, db, dh0)
         _chain_chunks(prod, carry, np.zeros_like(h0), True)
-    _diag_backward(a, h, h0, dh, carry, prod, reverse, C, blk, False, da, db, dh0)
+    backward(a, h, h0, dh, carry, prod, reverse, C, blk, False, da, db, dh0)
     return da, db, dh0
 
 
