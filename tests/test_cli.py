@@ -233,7 +233,8 @@ def test_sigterm_stops_a_run_like_ctrl_c(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
+        while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count("\n") >= 2
+                   and (out / "checkpoint.npz").exists()):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
@@ -244,7 +245,8 @@ def test_sigterm_stops_a_run_like_ctrl_c(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "seqcore resume" in stderr
     step = load_checkpoint(out / "checkpoint.npz")[1]["step"]
-    assert step >= 10 and step % 5 == 0
+    # a checkpoint at every evaluation (the metrics line of one is written just before it)
+    assert step >= 5 and step % 5 == 0
     ok("resume", out, "--steps", step + 5, "--quiet")
     assert load_checkpoint(out / "checkpoint.npz")[1]["step"] == step + 5
 
