@@ -27,7 +27,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, register_jitable
 
-__all__ = ["pack", "panel_gemm", "panel_gemm_rows", "MR", "NV", "VECTOR_BYTES"]
+__all__ = ["pack", "panel_gemm", "panel_gemm_rows", "lanes", "panel_width", "MR", "NV", "VECTOR_BYTES"]
 
 try:
     _FEATURES = llvm.get_host_cpu_features()
