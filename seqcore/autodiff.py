@@ -13,6 +13,8 @@ import itertools
 import weakref
 from typing import Any, Callable
 
+import numpy as np
+
 from .tree import tree_flatten, tree_unflatten
 
 __all__ = ["Traced", "vjp", "value_and_grad", "stop_gradient"]
@@ -193,6 +195,8 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
 
 
 def _zeros_like(x):
+    if type(x) is np.ndarray:  # the usual case, without the registry's lookup (0.8 against 2.7 µs; a
+        return np.zeros_like(x)  # multi-head model's unused heads take dozens per step)
     from . import backends
     return backends.get(backends.backend_of(x)).xp.zeros_like(x)
 
