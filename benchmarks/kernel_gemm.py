@@ -4,7 +4,9 @@
 calls NumPy's own (when NumPy exports its CBLAS).  For the products of recurrent steps and
 weight gradients it times T calls of each inside a compiled loop, alternating the two, best of
 ``--repeats``, and prints the ratio (above 1: NumPy's library is faster) and whether the
-results are bit-identical.
+results are bit-identical.  (The dense cells' per-step products have since moved to the
+packed-panel kernel, ``panels.py``; ``lstm_step_gemm.py`` compares it with both BLAS forms.
+The weight gradients, the Newton steps and the projections still go through ``gemm``.)
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/kernel_gemm.py
 """
