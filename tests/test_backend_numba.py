@@ -274,9 +274,8 @@ def test_backward_kernels_with_prefetching(nb, monkeypatch, kind):
     """The per-neuron cells' backward kernels come in two builds, with and without asking for
     lines ahead (chosen by task width); the prefetching build, forced here at small widths
     (B = 1 and 3: whole rows, and rows split into blocks), must equal the reference too."""
-    from seqcore.backends.numba import diagonal_cells, minimal_cells
-    monkeypatch.setattr(diagonal_cells, "AHEAD_MIN_WIDTH", 1)
-    monkeypatch.setattr(minimal_cells, "AHEAD_MIN_WIDTH", 1)
+    from seqcore.backends.numba import diagonal_cells, minimal_cells, ops
+    monkeypatch.setattr(ops, "AHEAD_MIN_WIDTH", 1)
     rng = np.random.default_rng(12)
     for B, T, H in [(1, 9, 20), (3, 7, 40)]:
         cell = cells.make(kind, 2, H)
@@ -294,8 +293,8 @@ def test_backward_kernels_with_prefetching(nb, monkeypatch, kind):
 def test_linear_scan_with_prefetching(nb, monkeypatch, method, reverse):
     """The diagonal scan's prefetching builds (forced at small widths) against the reference,
     both time directions, one chunk and several (float64)."""
-    from seqcore.backends.numba import scan
-    monkeypatch.setattr(scan, "AHEAD_MIN_WIDTH", 1)
+    from seqcore.backends.numba import ops, scan
+    monkeypatch.setattr(ops, "AHEAD_MIN_WIDTH", 1)
     monkeypatch.setattr(scan, "CHUNK_MIN_WORK", 0)  # let `chunked` cut time at this size, on any machine
     monkeypatch.setattr(scan, "num_threads", lambda: 64)
     rng = np.random.default_rng(13)
@@ -689,7 +688,7 @@ def test_kernels_cache_into_a_directory_keyed_by_every_backend_source(nb, tmp_pa
         (copy / name).write_text((copy / name).read_text() + "\n# edited\n")
         assert cache.source_digest(copy) != cache.source_digest(here)
     target = cache.cache_dir()
-    assert target.name == cache.PREFIX + cache.source_digest() + cache._blas_digest()
+    assert target.name == cache.PREFIX + cache.source_digest() + cache._build_digest()
     for dispatcher in (dense_cells._lstm_forward.dispatcher, ops.expm1_parts, scan._diag_forward[False].dispatcher):
         assert Path(dispatcher._cache._cache_path).is_relative_to(target), dispatcher
     assert numba.config.CACHE_DIR == os.environ.get("NUMBA_CACHE_DIR", "")  # the user's setting is restored

@@ -34,7 +34,7 @@ def source_digest(directory: Path = _HERE) -> str:
     return h.hexdigest()[:16]
 
 
-def _blas_digest() -> str:
+def _build_digest() -> str:
     """4 hex digits naming the BLAS the kernels' products were compiled against (``gemm.py``),
     and the packed product's vector width (``panels.py``): kernels linked to NumPy's OpenBLAS
     by name must not be loaded where it is missing, nor kernels built for one panel width
@@ -48,7 +48,7 @@ def _blas_digest() -> str:
 def cache_dir(digest: str | None = None) -> Path:
     """The kernel cache directory for the current sources and BLAS (not created here)."""
     base = Path(numba.config.CACHE_DIR) if numba.config.CACHE_DIR else _HERE / "__pycache__"
-    return base / (PREFIX + (digest or source_digest() + _blas_digest()))
+    return base / (PREFIX + (digest or source_digest() + _build_digest()))
 
 
 def _prune_stale(current: Path) -> None:

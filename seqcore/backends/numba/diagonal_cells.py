@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .ops import (AHEAD, AHEAD_MIN_WIDTH, PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts,
+from .ops import (AHEAD, AheadBuilds, PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts,
                   inline, kernel, prefetch_segments, sigmoid_from_exp, split_columns, tanh_from_expm1, task_block,
                   task_scratch)
 
@@ -86,9 +86,7 @@ def _diaggru_forward(xi, h0, a, blk, states, acts, hbuf, u, q, kbits):
 
 
 def _make_diaggru_backward(ahead: bool):
-    """The backward kernel, with ``ahead`` compiled in as a constant: each task asks for its lines
-    ``AHEAD`` steps before use (ops.AHEAD; wide tasks only: the code alone, never run, slowed the
-    narrow ones)."""
+    """The kernel; with ``ahead``, each task asks for its lines ``AHEAD`` steps before use (ops.AheadBuilds)."""
 
     @kernel(parallel=PARALLEL_CELLS)
     def _diaggru_backward(states, acts, h0, a, dstates, blk, dxi, da_part, dh0):
@@ -130,7 +128,7 @@ def _make_diaggru_backward(ahead: bool):
     return _diaggru_backward
 
 
-_diaggru_backward = {ahead: _make_diaggru_backward(ahead) for ahead in (False, True)}  # by ``blk >= AHEAD_MIN_WIDTH``
+_diaggru_backward = AheadBuilds(_make_diaggru_backward)
 
 
 def diaggru_fwd(xi, h0, a, cell):
@@ -150,7 +148,7 @@ def diaggru_bwd(res, dstates, cell):
     B, T, H = states.shape
     dxi, da_part, dh0 = np.empty((B, T, 3 * H), states.dtype), np.empty((B, 3 * H), states.dtype), np.empty_like(h0)
     blk = split_columns(B, H, 16)
-    _diaggru_backward[blk >= AHEAD_MIN_WIDTH](states, acts, h0, a, dstates, blk, dxi, da_part, dh0)
+    _diaggru_backward.for_width(blk)(states, acts, h0, a, dstates, blk, dxi, da_part, dh0)
     return dxi, dh0, da_part.sum(axis=0)
 
 
@@ -198,9 +196,7 @@ def _cifg_forward(xi, c0, h0, a, peep, blk, states, acts, cbuf, hbuf, u, q, kbit
 
 
 def _make_cifg_backward(ahead: bool):
-    """The backward kernel, with ``ahead`` compiled in as a constant: each task asks for its lines
-    ``AHEAD`` steps before use (ops.AHEAD; wide tasks only: the code alone, never run, slowed the
-    narrow ones)."""
+    """The kernel; with ``ahead``, each task asks for its lines ``AHEAD`` steps before use (ops.AheadBuilds)."""
 
     @kernel(parallel=PARALLEL_CELLS)
     def _cifg_backward(states, acts, c0, h0, a, peep, dstates, blk, dxi, dpart, dstate0):
@@ -261,7 +257,7 @@ def _make_cifg_backward(ahead: bool):
     return _cifg_backward
 
 
-_cifg_backward = {ahead: _make_cifg_backward(ahead) for ahead in (False, True)}  # by ``blk >= AHEAD_MIN_WIDTH``
+_cifg_backward = AheadBuilds(_make_cifg_backward)
 
 
 def cifg_fwd(xi, state0, a, peep, cell):
@@ -285,7 +281,7 @@ def cifg_bwd(res, dstates, cell):
     dxi, dpart = np.empty((B, T, 3 * H), states.dtype), np.empty((B, 5 * H), states.dtype)
     dstate0 = np.empty((B, H2), states.dtype)
     blk = split_columns(B, H, 16)
-    _cifg_backward[blk >= AHEAD_MIN_WIDTH](states, acts, c0, h0, a, peep, dstates, blk, dxi, dpart, dstate0)
+    _cifg_backward.for_width(blk)(states, acts, c0, h0, a, peep, dstates, blk, dxi, dpart, dstate0)
     d = dpart.sum(axis=0)
     return dxi, dstate0, d[:3 * H], d[3 * H:]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .ops import (AHEAD, AHEAD_MIN_WIDTH, PARALLEL_CELLS, contiguous, exp_from_parts, expm1_parts, inline, kernel,
+from .ops import (AHEAD, AheadBuilds, PARALLEL_CELLS, contiguous, exp_from_parts, expm1_parts, inline, kernel,
                   log1p_coefficients, log1p_unit, prefetch_segments, sigmoid_from_exp, split_columns, task_block,
                   task_scratch)
 
@@ -150,9 +150,7 @@ def _minimal_forward(xi, h0, lstm, log_space, coef, blk, states, hbuf, u, q, kbi
 
 
 def _make_minimal_backward(ahead: bool):
-    """The backward kernel, with ``ahead`` compiled in as a constant: each task asks for its lines
-    ``AHEAD`` steps before use (ops.AHEAD; wide tasks only: the code alone, never run, slowed the
-    narrow ones)."""
+    """The kernel; with ``ahead``, each task asks for its lines ``AHEAD`` steps before use (ops.AheadBuilds)."""
 
     @kernel(parallel=PARALLEL_CELLS)
     def _minimal_backward(xi, states, h0, dstates, lstm, log_space, coef, blk, dxi, dh0, hbuf, u, q, kbits, gates):
@@ -206,7 +204,7 @@ def _make_minimal_backward(ahead: bool):
     return _minimal_backward
 
 
-_minimal_backward = {ahead: _make_minimal_backward(ahead) for ahead in (False, True)}  # by ``blk >= AHEAD_MIN_WIDTH``
+_minimal_backward = AheadBuilds(_make_minimal_backward)
 
 
 # -- the replacements ------------------------------------------------------------------------------------
@@ -235,7 +233,7 @@ def minimal_bwd(res, dstates, cell):
     lstm = cell.n_projections == 3
     blk = split_columns(B, H, 16)
     dxi, dh0 = np.empty_like(xi), np.empty_like(h0)
-    _minimal_backward[blk >= AHEAD_MIN_WIDTH](xi, states, h0, dstates, lstm, cell.log_space,
+    _minimal_backward.for_width(blk)(xi, states, h0, dstates, lstm, cell.log_space,
                                               log1p_coefficients(xi.dtype), blk, dxi, dh0,
                                               *_buffers(B, H, blk, lstm, xi.dtype))
     return dxi, dh0

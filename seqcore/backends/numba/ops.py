@@ -18,7 +18,7 @@ from numba.extending import intrinsic
 
 __all__ = ["kernel", "Kernel", "inline", "compile_report", "clear_compile_report", "contiguous", "as_dtype",
            "supported_dtype", "split_columns", "int_like", "num_threads", "scratch", "task_scratch", "task_block",
-           "prefetch_row", "prefetch_segments", "AHEAD", "AHEAD_MIN_WIDTH", "PARALLEL_CELLS", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts", "exp_nonpos",
+           "prefetch_row", "prefetch_segments", "AHEAD", "AHEAD_MIN_WIDTH", "AheadBuilds", "PARALLEL_CELLS", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts", "exp_nonpos",
            "expm1_nonpos", "exp_from_parts", "expm1_from_parts", "log1p_unit", "log1p_coefficients"]
 
 # fastmath off (IEEE results, no reassociation); error_model "numpy": float division does not
@@ -196,6 +196,22 @@ def prefetch_row(flat, offset, n):
 # 0.4-1.0x at 16-64, where the requests cost more than they save; BENCHMARKS.md)
 AHEAD = 2
 AHEAD_MIN_WIDTH = 128
+
+
+class AheadBuilds:
+    """The two builds of a kernel that ``make(ahead)`` defines: with its requests for lines ahead
+    (``ahead`` a closure constant, so the other build carries no trace of them: compiled in but
+    never run, they slowed narrow tasks) and without; :meth:`for_width` picks one."""
+
+    def __init__(self, make):
+        self.builds = {ahead: make(ahead) for ahead in (False, True)}
+
+    def __getitem__(self, ahead: bool):
+        return self.builds[ahead]
+
+    def for_width(self, width: int):
+        """The build for tasks ``width`` neurons or columns wide."""
+        return self.builds[width >= AHEAD_MIN_WIDTH]
 
 
 @inline

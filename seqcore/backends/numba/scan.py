@@ -23,7 +23,7 @@ import numpy as np
 from numba import prange
 
 from ..numpy import scan as _ref
-from .ops import (AHEAD, AHEAD_MIN_WIDTH, as_dtype, contiguous, exp_from_parts, expm1_parts, inline, kernel,
+from .ops import (AHEAD, AheadBuilds, as_dtype, contiguous, exp_from_parts, expm1_parts, inline, kernel,
                   log1p_coefficients, log1p_unit, num_threads, prefetch_row, split_columns, supported_dtype, task_block,
                   task_scratch)
 
@@ -40,8 +40,8 @@ __all__ = ["PRIMITIVES", "chunk_length"]
 # which stops LLVM from vectorizing the loop (an unsigned one does not).
 
 def _make_diag_forward(ahead: bool):
-    """The kernel, with ``ahead`` compiled in as a constant: where time runs downwards each task
-    asks for its lines ``AHEAD`` steps before use (ops.AHEAD; wide tasks only)."""
+    """The kernel; with ``ahead``, where time runs downwards each task asks for its lines ``AHEAD``
+    steps before use (ops.AheadBuilds)."""
 
     @kernel(parallel=True)
     def _diag_forward(a, b, carry, prod, reverse, C, blk, reduce_only, h):
@@ -57,9 +57,8 @@ def _make_diag_forward(ahead: bool):
         one, zero = a.dtype.type(1.0), a.dtype.type(0.0)
         af, bf, hf = a.reshape(-1), b.reshape(-1), h.reshape(-1)
         for task in prange(B * n * nblk):
-            i, rest = task // (n * nblk), task % (n * nblk)
-            c, d0 = rest // nblk, (rest % nblk) * blk
-            d1 = min(D, d0 + blk)
+            row, d0, d1 = task_block(task, nblk, blk, D)  # rows: (batch row, chunk)
+            i, c = row // n, row % n
             w = d1 - d0
             uw = np.uint64(w)
             x = np.empty(w, a.dtype)
@@ -95,7 +94,7 @@ def _make_diag_forward(ahead: bool):
     return _diag_forward
 
 
-_diag_forward = {ahead: _make_diag_forward(ahead) for ahead in (False, True)}  # by ``blk >= AHEAD_MIN_WIDTH``
+_diag_forward = AheadBuilds(_make_diag_forward)
 
 
 @kernel()
@@ -115,8 +114,8 @@ def _chain_chunks(prod, carry, x, backward):
 
 
 def _make_diag_backward(ahead: bool):
-    """The kernel, with ``ahead`` compiled in as a constant: where time runs downwards each task
-    asks for its lines ``AHEAD`` steps before use (ops.AHEAD; wide tasks only)."""
+    """The kernel; with ``ahead``, where time runs downwards each task asks for its lines ``AHEAD``
+    steps before use (ops.AheadBuilds)."""
 
     @kernel(parallel=True)
     def _diag_backward(a, h, h0, dh, carry, prod, reverse, C, blk, reduce_only, da, db, dh0):
@@ -132,9 +131,8 @@ def _make_diag_backward(ahead: bool):
         one, zero = a.dtype.type(1.0), a.dtype.type(0.0)
         af, hf, dhf, daf, dbf = a.reshape(-1), h.reshape(-1), dh.reshape(-1), da.reshape(-1), db.reshape(-1)
         for task in prange(B * n * nblk):
-            i, rest = task // (n * nblk), task % (n * nblk)
-            c, d0 = rest // nblk, (rest % nblk) * blk
-            d1 = min(D, d0 + blk)
+            row, d0, d1 = task_block(task, nblk, blk, D)  # rows: (batch row, chunk)
+            i, c = row // n, row % n
             w = d1 - d0
             uw = np.uint64(w)
             j0, j1 = c * C, min(T, c * C + C)
@@ -189,7 +187,7 @@ def _make_diag_backward(ahead: bool):
     return _diag_backward
 
 
-_diag_backward = {ahead: _make_diag_backward(ahead) for ahead in (False, True)}  # by ``blk >= AHEAD_MIN_WIDTH``
+_diag_backward = AheadBuilds(_make_diag_backward)
 
 
 # Elements per thread below which time is never cut: the chunked schedule reads the inputs
@@ -225,7 +223,7 @@ def _diag_scan(a, b, h0, reverse, C):
     n = -(-T // C)
     blk = split_columns(B * n, D)
     h = np.empty_like(a)
-    forward = _diag_forward[blk >= AHEAD_MIN_WIDTH]
+    forward = _diag_forward.for_width(blk)
     if n == 1:
         forward(a, b, h0[:, None, :], h0[:, None, :], reverse, C, blk, False, h)
         return h
@@ -242,7 +240,7 @@ def _diag_scan_vjp(a, h, h0, dh, reverse, C):
     blk = split_columns(B * n, D)
     carry, prod = np.zeros((B, n, D), a.dtype), np.empty((B, n, D), a.dtype)
     da, db, dh0 = np.empty_like(a), np.empty_like(a), np.empty_like(h0)
-    backward = _diag_backward[blk >= AHEAD_MIN_WIDTH]
+    backward = _diag_backward.for_width(blk)
     if n > 1:
         backward(a, h, h0, dh, carry, prod, reverse, C, blk, True, da, db, dh0)
         _chain_chunks(prod, carry, np.zeros_like(h0), True)
