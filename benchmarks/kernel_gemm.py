@@ -6,7 +6,8 @@ weight gradients it times T calls of each inside a compiled loop, alternating th
 ``--repeats``, and prints the ratio (above 1: NumPy's library is faster) and whether the
 results are bit-identical.  (The dense cells' per-step products have since moved to the
 packed-panel kernel, ``panels.py``; ``lstm_step_gemm.py`` compares it with both BLAS forms.
-The weight gradients, the Newton steps and the projections still go through ``gemm``.)
+The input projections and weight gradients moved to ``products.py`` where their shapes suit
+the panels (``sequence_products.py``); the Newton steps' products still go through ``gemm``.)
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/kernel_gemm.py
 """

@@ -10,7 +10,7 @@ given before NumPy is imported — this script does that).  Timings are the best
 (> 1: seqcore is faster).
 
 ``--gemm-floor`` adds the time of the layer's matrix products alone, run as seqcore runs them
-(input projection, its two gradients and ``dW_hh`` through the kernels' BLAS, the T per-step
+(input projection, its two gradients and ``dW_hh`` through ``products.py``, the T per-step
 products forward and backward through the packed-panel product), and ``ceiling`` = torch time /
 that floor: the best ratio seqcore could reach if everything else (gate arithmetic, memory
 traffic, the autodiff tape) took no time.
@@ -41,13 +41,10 @@ def parse(argv=None):
 
 
 def gemm_floor(kind, B, T, H, np, numba):
-    """A callable running the matrix products of one forward + backward of the layer (float32)."""
-    from seqcore.backends.numba.gemm import gemm
+    """A callable running the matrix products of one forward + backward of the layer (float32),
+    each as the numba backend runs it."""
     from seqcore.backends.numba.panels import pack, panel_gemm
-
-    @numba.njit
-    def products(a, b, out):
-        gemm(a, b, out)
+    from seqcore.backends.numba.products import matmul, matmul_tn
 
     @numba.njit
     def steps(a, panels, out, T):
@@ -57,18 +54,17 @@ def gemm_floor(kind, B, T, H, np, numba):
     G = (4 if kind == "lstm" else 3) * H
     rng = np.random.default_rng(0)
     f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
-    x2, W_ih, d2, h2 = f32(B * T, H), f32(G, H), f32(B * T, G), f32(B * T, H)
-    W_hh, xi, dx, dW = f32(G, H), np.empty((B * T, G), np.float32), np.empty((B * T, H), np.float32), f32(G, H)
+    x2, W_ih, d2, h2, W_hh = f32(B * T, H), f32(G, H), f32(B * T, G), f32(B * T, H), f32(G, H)
     step_fwd = (f32(B, H), pack(W_hh.T), np.empty((B, G), np.float32))  # as the kernels run them
     step_bwd = (f32(B, G), pack(W_hh), np.empty((B, H), np.float32))
 
     def run():
-        products(x2, W_ih.T, xi)      # input projection
+        matmul(x2, W_ih.T)            # input projection
         steps(*step_fwd, T)
         steps(*step_bwd, T)
-        products(d2, W_ih, dx)        # its input gradient
-        products(d2.T, x2, dW)        # dW_ih
-        products(d2.T, h2, dW)        # dW_hh
+        matmul(d2, W_ih)              # its input gradient
+        matmul_tn(d2, x2)             # dW_ih
+        matmul_tn(d2, h2)             # dW_hh
     return run
 
 

@@ -25,6 +25,7 @@ SUITES = {
     "memory": ("step_memory.py", ["--shape", "16", "64", "32", "--steps", "5", "--rounds", "1"]),
     "minimal": ("minimal_cells.py", ["--shape", "4", "64", "16", "--repeats", "1"]),
     "blas-pin": ("blas_pin.py", ["--rounds", "1"]),
+    "products": ("sequence_products.py", ["--shapes", "16,32,64", "--repeats", "1"]),
 }
 
 
@@ -38,7 +39,7 @@ def register(group: click.Group) -> None:
     @click.argument("suites", nargs=-1, type=click.Choice(["all", *SUITES]))
     @click.option("--quick", is_flag=True, help="Small sizes and one repeat (a smoke run; figures are not for reporting).")
     def bench(suites, quick):
-        """Run benchmarks (scan, primitives, rnn, newton, training, memory, minimal, blas-pin; default: all)."""
+        """Run benchmarks (scan, primitives, rnn, newton, training, memory, minimal, blas-pin, products; default: all)."""
         root = benchmarks_dir()
         if not root.is_dir():
             raise click.ClickException(f"the benchmark scripts are not here ({root}); run `seqcore bench` from a "

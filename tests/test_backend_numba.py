@@ -217,6 +217,64 @@ def test_panel_gemm_equals_matmul(nb, dtype):
             assert np.all(np.abs(out - expect) <= tol * (np.abs(big[:, 1]).astype(np.float64) @ np.abs(W))), (M, K, N)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_panel_products_equal_matmul(nb, monkeypatch, dtype):
+    """``products.matmul`` and ``matmul_tn`` (``a.T @ b``, k in blocks of ``KC``) against a float64
+    matmul: rows around the tile height, K across the k-blocks, N below one panel (BLAS), at and
+    across panel widths (right operand read in place or packed), serial and split over threads,
+    and non-contiguous operands."""
+    from seqcore.backends.numba import panels, products
+
+    rng = np.random.default_rng(7)
+    NR, KC = panels.panel_width(dtype), panels.KC
+    tol = 1e-12 if dtype == np.float64 else 3e-6
+
+    def check(got, a64, b64, what):
+        scale = np.abs(a64) @ np.abs(b64)
+        assert got.dtype == dtype and got.shape == scale.shape, what
+        assert np.all(np.abs(got - a64 @ b64) <= tol * scale), what
+
+    for split in (False, True):
+        monkeypatch.setattr(products, "PARALLEL_MIN_FLOPS", 0 if split else 1 << 62)
+        for M in (8, 9, 13, 70):
+            for K in (1, KC - 1, KC + 1, 3 * KC + 5):
+                for N in (NR - 1, NR, NR + 3, 2 * NR):
+                    a, b = rng.normal(size=(M, K)).astype(dtype), rng.normal(size=(K, N)).astype(dtype)
+                    check(products.matmul(a, b), a.astype(np.float64), b.astype(np.float64), ("nn", M, K, N, split))
+                    at = rng.normal(size=(K, M)).astype(dtype)
+                    check(products.matmul_tn(at, b), at.T.astype(np.float64), b.astype(np.float64),
+                          ("tn", M, K, N, split))
+    a, b = rng.normal(size=(40, 30)).astype(dtype)[::2], rng.normal(size=(NR + 5, 30)).astype(dtype).T
+    check(products.matmul(a, b), a.astype(np.float64), b.astype(np.float64), "strided operands")
+    check(products.matmul_tn(a.T, b[:, :NR]), a.astype(np.float64), b[:, :NR].astype(np.float64), "strided tn")
+    assert products.panels_pay(64, NR, dtype) and not products.panels_pay(64, NR - 1, dtype)
+    assert not products.panels_pay(products.MIN_ROWS - 1, 4 * NR, dtype)
+    wide = products.TN_MAX_ROW_BYTES // np.dtype(dtype).itemsize + 1  # weight gradients this wide: BLAS
+    a, b = rng.normal(size=(50, 16)).astype(dtype), rng.normal(size=(50, wide)).astype(dtype)
+    np.testing.assert_array_equal(products.matmul_tn(a, b), a.T @ b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_replacement_equals_reference(nb, dtype):
+    """The input projection through the panel products, forward and VJP (leading axes, bias or
+    none, outputs across panels); outputs narrower than a panel run the reference."""
+    from seqcore.backends.numba import panels
+
+    rng = np.random.default_rng(8)
+    NR = panels.panel_width(dtype)
+    n = lambda *shape: rng.normal(size=shape).astype(dtype)  # noqa: E731
+    for args in [(n(3, 11, 7), n(NR + 3, 7), n(NR + 3)), (n(40, NR), n(2 * NR, NR), None),
+                 (n(2, 3, 9, 2 * NR + 1), n(NR, 2 * NR + 1), n(NR))]:
+        compare_primitive(nb, "linear", args, {}, dtype, rng)
+    fwd, bwd = nb.primitives["linear"]
+    x, W = n(5, 9, 6), n(NR - 1, 6)
+    y, res = fwd(np, x, W)
+    assert res[0] == "reference"
+    assert_close(y, primitives.get("linear").fwd(np, x, W)[0], dtype, "narrow linear")
+    assert_close(bwd(np, res, np.ones_like(y))[1], np.ones((45, NR - 1), dtype).T @ x.reshape(45, 6), dtype,
+                 "narrow linear dW")
+
+
 _NARROW_PANELS = """
 import numba, numpy as np
 from seqcore.backends.numba import panels
@@ -234,6 +292,12 @@ for dtype in (np.float32, np.float64):
         product(a, panels.pack(W), out)
         scale = np.abs(a).astype(np.float64) @ np.abs(W)
         assert np.all(np.abs(out - a.astype(np.float64) @ W) <= 2e-6 * scale), (dtype, M, K, N)
+    from seqcore.backends.numba import products
+    for M, K, N in [(9, 1, NR), (10, 3 * panels.KC + 1, NR + 3), (8, 70, 2 * NR)]:
+        a, b = rng.normal(size=(K, M)).astype(dtype), rng.normal(size=(K, N)).astype(dtype)
+        scale = np.abs(a.T).astype(np.float64) @ np.abs(b)
+        got = products.matmul_tn(a, b)
+        assert np.all(np.abs(got - a.T.astype(np.float64) @ b) <= 2e-6 * scale), ("tn", dtype, M, K, N)
 print("ok")
 """
 

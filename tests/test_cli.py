@@ -485,6 +485,27 @@ def test_blas_pin_benchmark_compares_a_pinned_and_a_free_child():
         assert p > 0 and u > 0 and abs(r - p / u) < 0.01 + 0.01 * r
 
 
+def test_sequence_products_benchmark_reports_the_kernel_each_product_takes():
+    """The benchmark's path column follows the dispatch rule of ``products`` (panels from one whole
+    panel of output columns, weight gradients only up to TN_MAX_ROW_BYTES wide), and its ratio
+    column is its two times' quotient."""
+    import subprocess
+    import sys
+    pytest.importorskip("numba", reason="the products benchmark needs the numba backend")
+    from seqcore.backends.numba import panels
+    from seqcore_cli.bench import benchmarks_dir
+    NR = panels.panel_width(np.float32)
+    H = NR // 4  # projection 4H = one panel; the gradients (H columns) stay OpenBLAS
+    out = subprocess.run([sys.executable, str(benchmarks_dir() / "sequence_products.py"), "--repeats", "1",
+                          "--shapes", f"4,8,{H}", f"2,8,{NR}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = [ln.rsplit(")", 1)[1].split() for ln in out.stdout.splitlines() if ln.rstrip().endswith(("panels", "OpenBLAS"))]
+    assert [r[-1] for r in rows] == ["panels", "OpenBLAS", "OpenBLAS", "panels", "panels", "panels"]
+    for blas_ms, ours_ms, ratio, *_ in rows:  # times shown to ±0.0005 ms, the ratio to ±0.005
+        b, o, r = float(blas_ms), float(ours_ms), float(ratio)
+        assert (b - 5e-4) / (o + 5e-4) - 0.005 <= r <= (b + 5e-4) / max(o - 5e-4, 1e-9) + 0.005, (b, o, r)
+
+
 def test_bench_runs_the_training_benchmark_and_prints_ratios():
     from click.testing import CliRunner
     from seqcore_cli.bench import SUITES
@@ -513,7 +534,7 @@ def test_bench_runs_the_training_benchmark_and_prints_ratios():
             assert abs(float(r) - rates[b] / n) <= 0.005 + 0.05 / n + 0.05 * rates[b] / n ** 2 + 1e-9, row
     bad = CliRunner().invoke(main, ["bench", "nope"])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
-    assert set(SUITES) == {"scan", "primitives", "rnn", "newton", "training", "memory", "minimal", "blas-pin"}
+    assert set(SUITES) == {"scan", "primitives", "rnn", "newton", "training", "memory", "minimal", "blas-pin", "products"}
     from seqcore_cli.bench import benchmarks_dir
     assert all((benchmarks_dir() / script).is_file() for script, _ in SUITES.values())
 

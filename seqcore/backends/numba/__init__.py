@@ -22,6 +22,7 @@ from .cache import keyed_cache_dir as _keyed_cache_dir
 with _keyed_cache_dir():  # kernels are decorated on import: they cache where the sources' digest says
     from .cells import PRIMITIVES as _CELL_PRIMITIVES
     from .ops import clear_compile_report, compile_report, num_threads
+    from .products import PRIMITIVES as _PRODUCT_PRIMITIVES
     from .scan import PRIMITIVES as _SCAN_PRIMITIVES
 
 __all__ = ["name", "xp", "version", "asarray", "to_numpy", "primitives", "compile_report",
@@ -30,7 +31,7 @@ __all__ = ["name", "xp", "version", "asarray", "to_numpy", "primitives", "compil
 name = "numba"
 xp = np
 version = _numba.__version__
-primitives: dict = {**_SCAN_PRIMITIVES, **_CELL_PRIMITIVES}
+primitives: dict = {**_SCAN_PRIMITIVES, **_CELL_PRIMITIVES, **_PRODUCT_PRIMITIVES}
 
 
 def asarray(x, dtype=None):

@@ -6,16 +6,16 @@ OpenBLAS's speed at these shapes) and the gate arithmetic
 runs row by row in simple loops that LLVM vectorizes, with ``ops.expm1_parts`` as the
 vectorized exponential (libm's scalar ``tanhf`` would dominate).  The weight gradient is not
 accumulated per step: the loop keeps every step's pre-activation gradient and one
-``(kH, B·T) × (B·T, H)`` product after it (``gemm``, NumPy's OpenBLAS: ``gemm.py``) gives ``dW_hh``.
+``(kH, B·T) × (B·T, H)`` product after it (``products.matmul_tn``) gives ``dW_hh``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .gemm import gemm
 from .ops import (contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, prefetch_row, scratch,
                   sigmoid_from_exp, tanh_from_expm1)
 from .panels import pack, panel_gemm, panel_gemm_rows
+from .products import matmul_tn
 
 __all__ = ["elman_fwd", "elman_bwd", "lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd", "leaky_fwd", "leaky_bwd"]
 
@@ -74,13 +74,9 @@ def _elman_backward(states, Wp, dstates, relu, dxi, ds):
 
 
 @kernel()
-def _weight_grad_kernel(d2, h2, dW, db):
-    """dW = d2^T h2 (one GEMM through the same BLAS as the step products), db = column sums of d2
-    (skipped when ``db`` is empty: a cell without a recurrent bias)."""
-    gemm(d2.T, h2, dW)
-    if db.shape[0] == 0:
-        return
-    acc = np.zeros(d2.shape[1], np.float64)  # B·T terms: float64 partial sums keep float32 exact enough
+def _bias_grad_kernel(d2, db):
+    """db = column sums of d2, in float64 partial sums (B·T terms: float32 sums would drift)."""
+    acc = np.zeros(d2.shape[1], np.float64)
     for m in range(d2.shape[0]):
         for j in range(d2.shape[1]):
             acc[j] += d2[m, j]
@@ -90,16 +86,16 @@ def _weight_grad_kernel(d2, h2, dW, db):
 
 def _weight_grad(dpre, hprev, bias=True):
     """Σ over (b, t) of dpre^T h_{t-1}: ``(B, T, kH), (B, T, H) -> (kH, H)``; and the bias gradient
-    (None without ``bias``).
-
-    Computed in a kernel through ``gemm`` like every matrix product of this backend, so that
-    all of them go to one BLAS and one thread pool (``gemm.py``).
-    """
+    (None without ``bias``).  The product is one ``(kH, B·T) × (B·T, H)`` through the panel
+    kernels (``products.matmul_tn``)."""
     n = dpre.shape[0] * dpre.shape[1]
     d2, h2 = dpre.reshape(n, dpre.shape[2]), hprev.reshape(n, hprev.shape[2])
-    dW, db = np.empty((d2.shape[1], h2.shape[1]), dpre.dtype), np.empty(d2.shape[1] if bias else 0, dpre.dtype)
-    _weight_grad_kernel(d2, h2, dW, db)
-    return dW, (db if bias else None)
+    dW = matmul_tn(d2, h2)
+    if not bias:
+        return dW, None
+    db = np.empty(d2.shape[1], dpre.dtype)
+    _bias_grad_kernel(d2, db)
+    return dW, db
 
 
 def _previous(states, first):

@@ -27,7 +27,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, register_jitable
 
-__all__ = ["pack", "panel_gemm", "panel_gemm_rows", "lanes", "panel_width", "MR", "NV", "VECTOR_BYTES"]
+__all__ = ["pack", "panel_gemm", "panel_gemm_rows", "panel_gemm_into", "panel_gemm_tn_rows", "KC", "lanes", "panel_width", "MR", "NV", "VECTOR_BYTES"]
 
 try:
     _FEATURES = llvm.get_host_cpu_features()
@@ -67,21 +67,30 @@ def pack(W):
     return np.ascontiguousarray(padded.reshape(K, P, NR).transpose(1, 0, 2))
 
 
-def _make_tile(rows: int):
-    """The micro-kernel for ``rows`` accumulator rows (1..MR)."""
+def _make_tile(rows: int, tn: bool = False):
+    """The micro-kernel for ``rows`` accumulator rows (1..MR).
+
+    Plain (``tn=False``): ``out[r, c] = Σ_k a[a_off + r·lda + k] · w[w_off + k·ldw + c]``, with
+    ``w`` packed panels (``ldw = NR``).
+    ``tn=True`` reads ``a`` down its columns, ``a[a_off + r + k·lda]`` (a product with ``aᵀ``),
+    and starts the accumulators from ``out`` instead of 0, so that a product cut into blocks of
+    k adds each block to the last: every output stays one multiply-add chain over k, in order,
+    whatever the blocks.  Its output rows are whole panels (``cols`` is ignored): without the
+    lane-by-lane code for a partial vector the kernels using it compile 2-3x faster.
+    """
 
     @intrinsic
-    def tile(typingctx, a, a_off, lda, w, w_off, out, o_off, ldo, K, cols):
-        """out[r, c] = Σ_k a[a_off + r·lda + k] · w[w_off + k·NR + c] for r < rows, c < cols (flat arrays)."""
+    def tile(typingctx, a, a_off, lda, w, w_off, ldw, out, o_off, ldo, K, cols):
+        """Flat arrays; rows ``r < rows``, columns ``c < cols`` of the output tile (see above)."""
         if not (isinstance(a, types.Array) and a.dtype in (types.float32, types.float64)
                 and getattr(w, "dtype", None) == a.dtype and getattr(out, "dtype", None) == a.dtype):
             return None  # one float dtype for all three arrays (a typing error otherwise)
-        sig = types.void(a, a_off, lda, w, w_off, out, o_off, ldo, K, cols)
+        sig = types.void(a, a_off, lda, w, w_off, ldw, out, o_off, ldo, K, cols)
 
         def codegen(context, builder, sig, args):
             args = [v if isinstance(t, types.Array) else context.cast(builder, v, t, types.int64)
                     for v, t in zip(args, sig.args)]
-            a_, a_off, lda, w_, w_off, out_, o_off, ldo, K, cols = args
+            a_, a_off, lda, w_, w_off, ldw, out_, o_off, ldo, K, cols = args
             fty = context.get_value_type(sig.args[0].dtype)
             VL = VECTOR_BYTES // (4 if fty == ir.FloatType() else 8)
             vty, i64, i32 = ir.VectorType(fty, VL), ir.IntType(64), ir.IntType(32)
@@ -90,10 +99,22 @@ def _make_tile(rows: int):
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
             ap = context.make_array(sig.args[0])(context, builder, a_).data
             wp = context.make_array(sig.args[3])(context, builder, w_).data
-            op = context.make_array(sig.args[5])(context, builder, out_).data
+            op = context.make_array(sig.args[6])(context, builder, out_).data
             const = lambda v: ir.Constant(i64, v)  # noqa: E731
             zero = ir.Constant(vty, [0.0] * VL)
             splat = ir.Constant(ir.VectorType(i32, VL), [0] * VL)
+
+            def out_vector(r, v):
+                """Pointer to vector v of row r of the output tile, and whether it is whole."""
+                first = v * VL
+                base = builder.gep(op, [builder.add(builder.add(o_off, builder.mul(const(r), ldo)), const(first))])
+                return base, builder.icmp_signed(">=", cols, const(first + VL)), first
+
+            starts = [zero] * (rows * NV)
+            if tn:  # the accumulators start from out (whose rows are whole panels: see panel_gemm_tn_rows)
+                for r in range(rows):
+                    for v in range(NV):
+                        starts[r * NV + v] = builder.load(builder.bitcast(out_vector(r, v)[0], vptr), align=4)
 
             entry = builder.block
             loop = builder.append_basic_block("tile.k")
@@ -103,16 +124,20 @@ def _make_tile(rows: int):
             k = builder.phi(i64)
             k.add_incoming(const(0), entry)
             accs = []
-            for _ in range(rows * NV):
+            for start in starts:
                 acc = builder.phi(vty)
-                acc.add_incoming(zero, entry)
+                acc.add_incoming(start, entry)
                 accs.append(acc)
-            wrow = builder.add(w_off, builder.mul(k, const(NV * VL)))
+            # the plain tile reads packed panels, whose row stride is the constant NR (as a constant
+            # it kept the per-step products 1-5 % faster than a run-time stride did)
+            wrow = builder.add(w_off, builder.mul(k, ldw if tn else const(NV * VL)))
             ws = [builder.load(builder.bitcast(builder.gep(wp, [builder.add(wrow, const(v * VL))]), vptr), align=4)
                   for v in range(NV)]
             new = []
             for r in range(rows):
-                s = builder.load(builder.gep(ap, [builder.add(builder.add(a_off, builder.mul(const(r), lda)), k)]))
+                at = (builder.add(builder.add(a_off, const(r)), builder.mul(k, lda)) if tn
+                      else builder.add(builder.add(a_off, builder.mul(const(r), lda)), k))
+                s = builder.load(builder.gep(ap, [at]))
                 b = builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), s, ir.Constant(i32, 0)),
                                            ir.Constant(vty, ir.Undefined), splat)
                 new.extend(builder.call(fma, [b, ws[v], accs[r * NV + v]]) for v in range(NV))
@@ -124,11 +149,12 @@ def _make_tile(rows: int):
 
             builder.position_at_end(done)
             for r in range(rows):
-                orow = builder.add(o_off, builder.mul(const(r), ldo))
                 for v in range(NV):
-                    value, first = new[r * NV + v], v * VL
-                    base = builder.gep(op, [builder.add(orow, const(first))])
-                    whole = builder.icmp_signed(">=", cols, const(first + VL))
+                    value = new[r * NV + v]
+                    base, whole, first = out_vector(r, v)
+                    if tn:
+                        builder.store(value, builder.bitcast(base, vptr), align=4)
+                        continue
                     with builder.if_else(whole, likely=True) as (full, part):
                         with full:
                             builder.store(value, builder.bitcast(base, vptr), align=4)
@@ -144,8 +170,17 @@ def _make_tile(rows: int):
     return tile
 
 
-assert MR == 4  # panel_gemm's dispatch below names the four tiles
+assert MR == 4  # the dispatch below names the four tiles of each kind
 _tile4, _tile3, _tile2, _tile1 = (_make_tile(r) for r in (4, 3, 2, 1))
+_tn4, _tn3, _tn2, _tn1 = (_make_tile(r, tn=True) for r in (4, 3, 2, 1))
+#: k per block of the transposed product.  Its left operand is read down the columns, one cache
+#: line per k, at a stride of a whole row: at power-of-two row lengths those lines fall into a few
+#: of L1's sets, and more than a few dozen of them evict each other before the next four output
+#: rows reuse them.  64 k per block (with the right operand's block, 16 KB, in L1) ran these
+#: products 1.1-1.35x faster than OpenBLAS at (4H, B·T) × (B·T, H), H = 64-128; 256 ran
+#: 0.75x at H = 128, and copying the left operand into micro-panels first (as BLAS does) cost
+#: more than it saved (BENCHMARKS.md).
+KC = 64
 
 
 @register_jitable
@@ -159,23 +194,61 @@ def panel_gemm(a, panels, out):
 def panel_gemm_rows(af, a_off, lda, M, K, panels, out):
     """:func:`panel_gemm` with ``a``'s rows read from the flat array ``af`` at ``a_off + r·lda``:
     e.g. one step's rows of a ``(B, T, K)`` array (``a_off = t·K``, ``lda = T·K``), without a copy."""
-    N = out.shape[1]
+    panel_gemm_into(af, a_off, lda, M, K, panels, out.reshape(-1), 0, out.shape[1])
+
+
+@register_jitable
+def panel_gemm_into(af, a_off, lda, M, K, panels, of, o_off, N):
+    """:func:`panel_gemm_rows` writing ``M`` rows of ``N`` columns into the flat array ``of`` from
+    ``o_off`` (so that parallel tasks can each take a block of rows)."""
     P, NR = panels.shape[0], panels.shape[2]
     if K == 0:
-        out[:, :] = 0
+        of[o_off:o_off + M * N] = 0
         return
-    wf, of = panels.reshape(-1), out.reshape(-1)
+    wf = panels.reshape(-1)
     full = M - M % 4
     rest = M - full
     tail = a_off + full * lda
     for p in range(P):
         cols = min(NR, N - p * NR)
-        w_off, o_col = p * K * NR, p * NR
+        w_off, o_col = p * K * NR, o_off + p * NR
         for i in range(0, full, 4):
-            _tile4(af, a_off + i * lda, lda, wf, w_off, of, i * N + o_col, N, K, cols)
+            _tile4(af, a_off + i * lda, lda, wf, w_off, NR, of, i * N + o_col, N, K, cols)
         if rest == 3:
-            _tile3(af, tail, lda, wf, w_off, of, full * N + o_col, N, K, cols)
+            _tile3(af, tail, lda, wf, w_off, NR, of, full * N + o_col, N, K, cols)
         elif rest == 2:
-            _tile2(af, tail, lda, wf, w_off, of, full * N + o_col, N, K, cols)
+            _tile2(af, tail, lda, wf, w_off, NR, of, full * N + o_col, N, K, cols)
         elif rest == 1:
-            _tile1(af, tail, lda, wf, w_off, of, full * N + o_col, N, K, cols)
+            _tile1(af, tail, lda, wf, w_off, NR, of, full * N + o_col, N, K, cols)
+
+
+@register_jitable
+def panel_gemm_tn_rows(af, M, K, wf, ldw, pstride, NR, out, i0, i1):
+    """Rows ``i0:i1`` of ``out += aᵀ @ W``: ``a (K, M)`` C-contiguous, flat in ``af``;
+    ``out (M, P·NR)`` C-contiguous, whole panels wide, holding what the products add to (zeros
+    for a plain product); columns past ``W``'s come out 0 when ``W`` is packed.
+
+    ``W (K, N)`` is read in panels of ``NR`` columns: panel p's row k at ``wf[p·pstride + k·ldw]``,
+    so either packed (``pack(W)``: ``ldw = NR``, ``pstride = K·NR``) or, when ``N`` is a multiple
+    of ``NR``, in place (``ldw = N``, ``pstride = NR``): a weight gradient's right operand is as
+    big as the product's input and not worth copying.  k runs in blocks of :data:`KC`; each
+    output is still one multiply-add chain over k, in order (the ``tn`` micro-kernel).
+    """
+    N = out.shape[1]
+    P = N // NR
+    of = out.reshape(-1)
+    full = i0 + (i1 - i0) // 4 * 4
+    rest = i1 - full
+    for k0 in range(0, K, KC):
+        kc = min(KC, K - k0)
+        a_off = k0 * M
+        for p in range(P):
+            w_off, o_col = p * pstride + k0 * ldw, p * NR
+            for i in range(i0, full, 4):
+                _tn4(af, a_off + i, M, wf, w_off, ldw, of, i * N + o_col, N, kc, NR)
+            if rest == 3:
+                _tn3(af, a_off + full, M, wf, w_off, ldw, of, full * N + o_col, N, kc, NR)
+            elif rest == 2:
+                _tn2(af, a_off + full, M, wf, w_off, ldw, of, full * N + o_col, N, kc, NR)
+            elif rest == 1:
+                _tn1(af, a_off + full, M, wf, w_off, ldw, of, full * N + o_col, N, kc, NR)
