@@ -88,7 +88,7 @@ def test_import_seqcore_does_not_load_numba():
 def test_every_hot_primitive_is_replaced(nb):
     import seqcore.cells  # noqa: F401  (registers every <cell>_recurrence)
     import seqcore.newton  # noqa: F401  (registers newton_recurrence)
-    hot = {"linear_scan", "block_scan", "log_linear_scan"}
+    hot = {"linear_scan", "block_scan", "log_linear_scan", "linear"}
     hot |= {n for n in primitives.registry() if n.endswith("_recurrence") and is_library_primitive(n)}
     assert hot - set(nb.primitives) == set()
 
