@@ -468,10 +468,12 @@ def test_chunking_over_time_only_when_rows_cannot_fill_the_threads(monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("make", [lambda: cells.DiagGRU(4, 6, heads=2), lambda: cells.DiagGRU(4, 20, heads=2),
                                   lambda: cells.DiagGRU(3, 40), lambda: cells.CIFGLSTM(3, 5),
-                                  lambda: cells.GRU(3, 5), lambda: cells.LSTM(3, 5)])
+                                  lambda: cells.GRU(3, 5), lambda: cells.LSTM(3, 5), lambda: cells.GRU(3, 23),
+                                  lambda: cells.LSTM(2, 17)])
 def test_fused_newton_steps_equal_the_cell_steps(make, dtype):
     # DiagGRU rows of 6 and 20 (float32) take the blocked step kernel, 40 the row kernel; N = 700
-    # gives the blocked kernel several blocks per task, the last one partly filled
+    # gives the blocked kernel several blocks per task, the last one partly filled; GRU(3, 23) and
+    # LSTM(2, 17) have 69 and 68 gate columns, past one panel of the dense steps' product
     from seqcore.backends.numba.newton_loop import FusedSteps, newton_view
     from seqcore.backends.numba.newton_steps import StepCache
     cell = make()

@@ -1,5 +1,6 @@
 """The Newton scan's per-step work on the dense GRU and LSTM: the steps ``f(s_{t−1}, xi_t)`` of
-all B·T rows in one kernel (one GEMM for ``h W_hhᵀ``, then the gates row by row), and their
+all B·T rows in one kernel (each task's rows of ``h W_hhᵀ`` through the packed-panel product,
+then the gates of those rows), and their
 dense Jacobians in another, from the steps' caches (the Newton loop builds them only when an
 iteration solves with them).  Caches and step adjoints are the reference's.
 """
@@ -8,24 +9,27 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .gemm import gemm
 from .newton_steps import exp_scratch, row_scratch, row_tasks
 from .ops import (PARALLEL_CELLS, contiguous, exp_from_parts, expm1_from_parts, expm1_parts, kernel, scratch,
                   sigmoid_from_exp, tanh_from_expm1)
+from .panels import pack, panel_gemm_into
 
 __all__ = ["DENSE_STEPS"]
 
 
 @kernel(parallel=PARALLEL_CELLS)
-def _gru_steps(h, xi, WT, bias, rows, gh, out, r, z, n, ghn, u, q, kbits):
-    """The dense GRU's rows: gh = h W_hhᵀ (one GEMM), then per row the gates as the reference
-    groups them (``xi + (gh + b_hh)``), out = f, and the reference's cache r, z, n,
-    ghn = (gh + b)_n (its Jacobian comes from that cache: :func:`_gru_jacobian`)."""
+def _gru_steps(h, xi, WTp, bias, rows, gh, out, r, z, n, ghn, u, q, kbits):
+    """The dense GRU's rows: each task's rows of gh = h W_hhᵀ (``WTp = pack(W_hhᵀ)``), then per
+    row the gates as the reference groups them (``xi + (gh + b_hh)``), out = f, and the
+    reference's cache r, z, n, ghn = (gh + b)_n (its Jacobian comes from that cache:
+    :func:`_gru_jacobian`)."""
     N, H = h.shape
     one, two = h.dtype.type(1.0), h.dtype.type(2.0)
-    gemm(h, WT, gh)
+    hf, ghf = h.reshape(-1), gh.reshape(-1)
     br, bz, bn = bias[:H], bias[H:2 * H], bias[2 * H:]
     for task in prange((N + rows - 1) // rows):
+        m0 = task * rows
+        panel_gemm_into(hf, m0 * H, H, min(rows, N - m0), H, WTp, ghf, m0 * 3 * H, 3 * H)
         uu, qq, kk, sc, u1, q1, k1, u2, q2, s2 = exp_scratch(u, q, kbits, task, H)
         for m in range(task * rows, min(N, task * rows + rows)):
             hm, x, g, rm, zm, nm, gm = h[m], xi[m], gh[m], r[m], z[m], n[m], ghn[m]
@@ -68,21 +72,21 @@ def _gru_jacobian(h, r, z, n, ghn, W, rows, jac):
 
 
 @kernel(parallel=PARALLEL_CELLS)
-def _lstm_steps(state, xi, WT, bias, rows, zb, out, c, h, ig, fg, gg, og, tc, u, q, kbits):
-    """The LSTM's rows (state [c, h] interleaved): c, h de-interleaved, zb = h W_hhᵀ (one GEMM),
-    then per row the gates ``(xi + zb) + b_hh``, out = [c', h'] interleaved and the reference's
-    cache (c, h, i, f, g, o, tanh c') (its Jacobian: :func:`_lstm_jacobian`).  u, q, kbits:
-    (tasks, 4H)."""
+def _lstm_steps(state, xi, WTp, bias, rows, zb, out, c, h, ig, fg, gg, og, tc, u, q, kbits):
+    """The LSTM's rows (state [c, h] interleaved): per task, its rows of c, h de-interleaved and
+    of zb = h W_hhᵀ (``WTp = pack(W_hhᵀ)``), then per row the gates ``(xi + zb) + b_hh``,
+    out = [c', h'] interleaved and the reference's cache (c, h, i, f, g, o, tanh c') (its
+    Jacobian: :func:`_lstm_jacobian`).  u, q, kbits: (tasks, 4H)."""
     N, H = c.shape
     one, two = xi.dtype.type(1.0), xi.dtype.type(2.0)
-    ntasks = (N + rows - 1) // rows
-    for task in prange(ntasks):
-        for m in range(task * rows, min(N, task * rows + rows)):
+    hflat, zflat = h.reshape(-1), zb.reshape(-1)  # (zf names a gate below)
+    for task in prange((N + rows - 1) // rows):
+        m0 = task * rows
+        for m in range(m0, min(N, m0 + rows)):
             st, cm, hm = state[m], c[m], h[m]
             for j in range(H):
                 cm[j], hm[j] = st[2 * j], st[2 * j + 1]
-    gemm(h, WT, zb)
-    for task in prange(ntasks):
+        panel_gemm_into(hflat, m0 * H, H, min(rows, N - m0), H, WTp, zflat, m0 * 4 * H, 4 * H)
         uu, qq, kk = u[task], q[task], kbits[task]
         sc = kk.view(xi.dtype)
         ug, qg, sg = uu[2 * H:3 * H], qq[2 * H:3 * H], sc[2 * H:3 * H]
@@ -143,7 +147,7 @@ def _gru_step_rows(cell, p, h, xi, jacobian):
     h, xi = contiguous(h), contiguous(xi)
     out, r, z, n, ghn = (np.empty_like(h) for _ in range(5))
     rows, u, q, kbits = row_scratch(N, H, h.dtype)
-    _gru_steps(h, xi, contiguous(p["weight_hh"].T), contiguous(p["bias_hh"]), rows, np.empty((N, 3 * H), h.dtype),
+    _gru_steps(h, xi, pack(p["weight_hh"].T), contiguous(p["bias_hh"]), rows, np.empty((N, 3 * H), h.dtype),
                out, r, z, n, ghn, u, q, kbits)
     cache = (h, r, z, n, ghn)
     return out, cache, _gru_cached_jacobian(cell, p, cache) if jacobian else None
@@ -166,7 +170,7 @@ def _lstm_step_rows(cell, p, state, xi, jacobian):
     out = np.empty_like(state)
     rows, tasks = row_tasks(N)
     u, q, kbits = scratch((tasks, 4 * H), state.dtype)
-    _lstm_steps(state, xi, contiguous(p["weight_hh"].T), contiguous(p["bias_hh"]), rows,
+    _lstm_steps(state, xi, pack(p["weight_hh"].T), contiguous(p["bias_hh"]), rows,
                 np.empty((N, 4 * H), state.dtype), out, c, h, i, f, g, o, tc, u, q, kbits)
     cache = (c, h, i, f, g, o, tc)
     return out, cache, _lstm_cached_jacobian(cell, p, cache) if jacobian else None
