@@ -2,10 +2,10 @@
 
 OpenBLAS reads the variable once, when it loads, so each setting runs in its own child
 process (1 BLAS thread), alternating ``--rounds`` times so that both see the same machine.
-Each child times ``np.dot`` on the shapes of a recurrent step (``(B, H) × (H, kH)``) through
-NumPy's OpenBLAS and through the numba kernels' own product (``seqcore.backends.numba.gemm``:
-NumPy's OpenBLAS called from compiled code where NumPy exports CBLAS, else SciPy's through
-``np.dot``), best of 7 × 200 calls.
+Each child times the shapes of a recurrent step (``(B, H) × (H, kH)``) through NumPy's
+OpenBLAS (``np.dot``) and through the numba kernels' packed-panel product (``panels.py``, the
+weight packed once, as the dense cells run it; it calls no BLAS, so the pin should leave it
+alone), best of 7 × 200 calls.
 The ratio is pinned time / unpinned time: above 1, the pin is slower.
 
     python benchmarks/blas_pin.py                    # pin: Haswell
@@ -35,10 +35,10 @@ def best(f, a, b, c):
     return out
 try:
     import numba
-    from seqcore.backends.numba.gemm import gemm
+    from seqcore.backends.numba.panels import pack, panel_gemm
     @numba.njit(cache=False)
-    def kernel_dot(a, b, c):
-        gemm(a, b, c)
+    def kernel_dot(a, panels, c):
+        panel_gemm(a, panels, c)
 except ImportError:
     kernel_dot = None
 res = {"cores": blas.describe()}
@@ -46,7 +46,7 @@ rng = np.random.default_rng(0)
 for M, K, N in shapes:
     a, b = rng.random((M, K), np.float32), rng.random((K, N), np.float32)
     c = np.empty((M, N), np.float32)
-    res[f"{M}x{K}x{N}"] = [best(np.dot, a, b, c), best(kernel_dot, a, b, c) if kernel_dot else None]
+    res[f"{M}x{K}x{N}"] = [best(np.dot, a, b, c), best(kernel_dot, a, pack(b), c) if kernel_dot else None]
 print(json.dumps(res))
 """
 

@@ -26,10 +26,10 @@ import numpy as np
 
 from seqcore import cells
 from seqcore.backends.numba import dense_cells
-from seqcore.backends.numba.gemm import gemm
 from seqcore.backends.numba.panels import pack, panel_gemm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compiled_blas import gemm  # noqa: E402
 from scan_bandwidth import machine_info  # noqa: E402
 
 

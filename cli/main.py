@@ -77,13 +77,12 @@ def list_backends() -> None:
         note = r["reason"] or ("default for `seqcore train`" if r["name"] == default else "")
         click.echo(f"{r['name']:<8} {'yes' if r['available'] else 'no':<10} {r['version'] or '-':<14} {note}")
     from seqcore.backends import blas
-    # matrix-product speed of the numpy backend and of the numba kernels' larger products: an OPENBLAS_CORETYPE pin can cost 1.6-4x
+    # matrix-product speed of the numpy backend (and of the numba backend's narrow products): an OPENBLAS_CORETYPE pin can cost 1.6-4x
     click.echo(f"\nOpenBLAS kernels: {blas.describe()}")
-    if "numba" in sys.modules:  # loaded by backends.info(): say which BLAS its kernels call
-        from seqcore.backends.numba import gemm
-        click.echo("numba kernels' matrix products: " + ("NumPy's OpenBLAS, one thread pool with NumPy's products"
-                                                         if gemm.SOURCE == "numpy-openblas"
-                                                         else "np.dot (SciPy's BLAS)"))
+    if "numba" in sys.modules:  # loaded by backends.info(): say how its kernels multiply matrices
+        from seqcore.backends.numba import panels
+        click.echo(f"numba kernels' matrix products: packed-panel micro-kernels, {panels.VECTOR_BYTES}-byte vectors "
+                   "(no BLAS; products narrower than one panel: NumPy's)")
     click.echo("heap: freed memory kept for the next step" if heap.retained()
                else "heap: glibc defaults (freed memory may go back to the OS between steps)")
     pin = blas.pin_note()

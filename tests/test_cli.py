@@ -96,11 +96,10 @@ def test_backends_lists_every_backend_with_its_availability():
             assert info["reason"].split()[0] in " ".join(row[3:])
     assert len(rows) == len(backends.names())
     kernels = [ln for ln in out if ln.startswith("numba kernels' matrix products: ")]
-    if "numba" in backends.available():  # which BLAS the kernels call (gemm.py)
-        from seqcore.backends.numba import gemm
-        assert kernels == ["numba kernels' matrix products: " + (
-            "NumPy's OpenBLAS, one thread pool with NumPy's products" if gemm.SOURCE == "numpy-openblas"
-            else "np.dot (SciPy's BLAS)")]
+    if "numba" in backends.available():  # how the kernels multiply matrices (panels.py)
+        from seqcore.backends.numba import panels
+        assert kernels == [f"numba kernels' matrix products: packed-panel micro-kernels, {panels.VECTOR_BYTES}-byte "
+                           "vectors (no BLAS; products narrower than one panel: NumPy's)"]
         out.remove(kernels[0])
     assert out[-2].startswith("OpenBLAS kernels: ")  # a pin (OPENBLAS_CORETYPE) can halve GEMM speed
     from seqcore.backends import heap

@@ -20,8 +20,8 @@ _CORENAME_SYMBOLS = ("scipy_openblas_get_corename64_", "scipy_openblas_get_coren
 def openblas_cores() -> dict[str, str]:
     """``{library file name: core name}`` for every OpenBLAS loaded in this process (e.g. ``Haswell``).
 
-    Only libraries already loaded are seen: NumPy's on ``import numpy``, SciPy's once the numba
-    backend (or SciPy's linear algebra) has loaded.
+    Only libraries already loaded are seen: NumPy's on ``import numpy``, SciPy's once SciPy's
+    linear algebra has loaded.
     """
     try:
         with open("/proc/self/maps") as f:
@@ -75,9 +75,9 @@ def pin_note(flags: set[str] | None = None) -> str | None:
 
     Measured here (``benchmarks/blas_pin.py``): pinned to ``Haswell`` on an AVX-512 CPU, the
     small products of a recurrent step ran 2-4.4x slower ((16|64, 64) x (64, 64)), larger
-    ones 1.6-1.8x.  The numba backend's dense cells no longer send their per-step products
-    to OpenBLAS (``numba/panels.py``), so there the pin costs only the input projections and
-    weight gradients (the README's main job: no measurable difference).
+    ones 1.6-1.8x.  The numba backend's kernels call no BLAS (``numba/panels.py``), so there the
+    pin costs only the products narrower than one panel and the wide weight gradients (the
+    README's main job: no measurable difference).
     """
     pin = os.environ.get("OPENBLAS_CORETYPE", "").strip()
     if not pin:

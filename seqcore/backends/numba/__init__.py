@@ -12,11 +12,6 @@ float32/float64 (or mixed) fall back to the NumPy reference.
 import numba as _numba
 import numpy as np
 
-try:  # numba's np.dot (the cells' recurrent products) calls BLAS through SciPy
-    import scipy.linalg.cython_blas  # noqa: F401
-except ImportError as exc:  # the registry turns this into BackendUnavailable with the install hint
-    raise ImportError(f"numba's np.dot needs SciPy's BLAS bindings ({exc})") from exc
-
 from .cache import keyed_cache_dir as _keyed_cache_dir
 
 with _keyed_cache_dir():  # kernels are decorated on import: they cache where the sources' digest says

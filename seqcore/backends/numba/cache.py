@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
@@ -35,14 +34,10 @@ def source_digest(directory: Path = _HERE) -> str:
 
 
 def _build_digest() -> str:
-    """4 hex digits naming the BLAS the kernels' products were compiled against (``gemm.py``),
-    and the packed product's vector width (``panels.py``): kernels linked to NumPy's OpenBLAS
-    by name must not be loaded where it is missing, nor kernels built for one panel width
-    where :func:`panels.pack` makes another."""
-    from .gemm import LIBRARY, SOURCE
+    """4 hex digits naming the packed product's vector width (``panels.py``): kernels built for
+    one panel width must not be loaded where :func:`panels.pack` makes another."""
     from .panels import VECTOR_BYTES
-    key = f"{SOURCE}:{os.path.basename(LIBRARY or '')}:{VECTOR_BYTES}"
-    return hashlib.sha1(key.encode()).hexdigest()[:4]
+    return hashlib.sha1(f"panels:{VECTOR_BYTES}".encode()).hexdigest()[:4]
 
 
 def cache_dir(digest: str | None = None) -> Path:

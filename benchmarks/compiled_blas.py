@@ -1,17 +1,14 @@
-"""The kernels' matrix products, through NumPy's own OpenBLAS when it can be called directly.
-
-Numba's ``np.dot`` reaches BLAS through SciPy, whose wheels ship a second OpenBLAS.  Two
-libraries mean two thread pools, whose idle threads spin against each other and against
-Numba's workers (without ``OPENBLAS_NUM_THREADS=1`` an LSTM ran 3x slower on 2 cores), and
-two versions: NumPy's (0.3.31 here) runs the small products of a recurrent step 1.1-1.6x
-faster than SciPy's (0.3.30) at B = 16-64, H = 64-128 (BENCHMARKS.md).
+"""OpenBLAS called from compiled (Numba) loops, for the benchmarks that time it against the
+packed-panel kernels (``lstm_step_gemm.py``).  No seqcore kernel calls a BLAS any more (the
+dense cells' products, the input projections and the weight gradients run ``panels.py``);
+this module kept the kernels' BLAS calls until then.
 
 NumPy's wheels (2.x) export ILP64 CBLAS as ``scipy_cblas_sgemm64_`` / ``scipy_cblas_dgemm64_``.
-When they are there, :func:`gemm` calls them: their addresses are registered with LLVM under
-fixed names, so compiled kernels refer to them by name and stay cacheable on disk.
-Elsewhere (a NumPy built against another BLAS), or with ``SEQCORE_KERNEL_BLAS=scipy`` in the
-environment, :func:`gemm` is ``np.dot``.  :data:`SOURCE`
-says which, and is part of the kernel cache's key (``cache.py``).
+When they are there, :func:`gemm` calls them (their addresses registered with LLVM under fixed
+names): NumPy's own OpenBLAS, the library of every NumPy product.  Elsewhere (a NumPy built
+against another BLAS), or with ``SEQCORE_KERNEL_BLAS=scipy`` in the environment, :func:`gemm`
+is Numba's ``np.dot``, which needs SciPy (its BLAS, a second OpenBLAS with its own threads).
+:data:`SOURCE` says which.
 """
 from __future__ import annotations
 
