@@ -275,6 +275,25 @@ def test_linear_replacement_equals_reference(nb, dtype):
                  "narrow linear dW")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pack_of_every_layout(nb, dtype):
+    """``pack`` (one compiled pass; transposed views read column-block-wise) against the panels
+    built by NumPy: zero padding past N, row-major, transposed, reversed and Fortran operands."""
+    from seqcore.backends.numba import panels
+    rng = np.random.default_rng(11)
+    NR = panels.panel_width(dtype)
+    for K, N in [(1, 1), (5, 3), (17, NR), (33, NR + 1), (40, 3 * NR - 5), (0, 5), (4, 0)]:
+        A = rng.normal(size=(K, N)).astype(dtype)
+        P = -(-N // NR)
+        padded = np.zeros((K, P * NR), dtype)
+        padded[:, :N] = A
+        want = padded.reshape(K, P, NR).transpose(1, 0, 2)
+        for W in (A, np.ascontiguousarray(A.T).T, A[:, ::-1][:, ::-1], np.asfortranarray(A)):
+            got = panels.pack(W)
+            assert got.shape == want.shape and got.dtype == dtype and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, want)
+
+
 _NARROW_PANELS = """
 import numba, numpy as np
 from seqcore.backends.numba import panels

@@ -36,7 +36,7 @@ def source_digest(directory: Path = _HERE) -> str:
 def _build_digest() -> str:
     """4 hex digits naming the packed product's vector width (``panels.py``): kernels built for
     one panel width must not be loaded where :func:`panels.pack` makes another."""
-    from .panels import VECTOR_BYTES
+    from .vector_width import VECTOR_BYTES
     return hashlib.sha1(f"panels:{VECTOR_BYTES}".encode()).hexdigest()[:4]
 
 
