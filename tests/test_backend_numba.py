@@ -273,6 +273,10 @@ def test_linear_replacement_equals_reference(nb, dtype):
     assert_close(y, primitives.get("linear").fwd(np, x, W)[0], dtype, "narrow linear")
     assert_close(bwd(np, res, np.ones_like(y))[1], np.ones((45, NR - 1), dtype).T @ x.reshape(45, 6), dtype,
                  "narrow linear dW")
+    x1, W1 = n(5, 9, 1), n(2 * NR, 1)  # one input feature: the reference's broadcast product, bit for bit
+    y, res = fwd(np, x1, W1)
+    assert res[0] == "reference"
+    np.testing.assert_array_equal(y, primitives.get("linear").fwd(np, x1, W1)[0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -129,8 +129,9 @@ def matmul_tn(a, b):
 def linear_fwd(xp, x, weight, bias=None):
     """``y = x @ weight.T + bias``, the reference's contract (``backends/numpy/ops.py``)."""
     from ..numpy.ops import _linear_fwd  # the reference, for what the kernels do not take
-    if (not supported_dtype(x, weight, bias) or weight.ndim != 2 or x.ndim < 2
+    if (not supported_dtype(x, weight, bias) or weight.ndim != 2 or x.ndim < 2 or weight.shape[1] == 1
             or not panels_pay(x.size // max(x.shape[-1], 1), weight.shape[0], x.dtype)):
+        # (one input feature: the reference's broadcast product, which has the GEMM's bits)
         y, res = _linear_fwd(xp, x, weight, bias)
         return y, ("reference", res)
     x2 = x.reshape(-1, x.shape[-1])
