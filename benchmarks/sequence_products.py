@@ -57,7 +57,7 @@ def main(argv=None):
                  ("input grad", (B * T, 4 * H, H), lambda: g @ W, lambda: products.matmul(g, W),
                   products.panels_pay(B * T, H, dtype)),
                  ("weight grad", (4 * H, B * T, H), lambda: g.T @ x, lambda: products.matmul_tn(g, x),
-                  products.panels_pay(4 * H, H, dtype) and H * dtype.itemsize <= products.TN_MAX_ROW_BYTES)]
+                  products.panels_pay_tn(4 * H, H, dtype))]
         for name, (M, K, N), blas, ours, panels in cases:
             blas(), ours()  # compile / load, page in
             tb, to = [], []

@@ -17,10 +17,11 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from ..numpy.ops import _linear_bwd, _linear_fwd  # the reference, for what the kernels do not take
 from .ops import as_dtype, contiguous, kernel, num_threads, supported_dtype
 from .panels import MR, pack, panel_gemm_into, panel_gemm_tn_rows, panel_width
 
-__all__ = ["matmul", "matmul_tn", "panels_pay", "TN_MAX_ROW_BYTES", "linear_fwd", "linear_bwd", "PRIMITIVES", "PARALLEL_MIN_FLOPS"]
+__all__ = ["matmul", "matmul_tn", "panels_pay", "panels_pay_tn", "TN_MAX_ROW_BYTES", "linear_fwd", "linear_bwd", "PRIMITIVES", "PARALLEL_MIN_FLOPS"]
 
 #: products of at least this many multiply-adds split their rows over the threads: below it
 #: waking Numba's workers (about 0.1 ms on a 2-vCPU guest) costs more than the split saves
@@ -36,6 +37,11 @@ TN_MAX_ROW_BYTES = 768
 def panels_pay(M: int, N: int, dtype) -> bool:
     """Whether an ``(M, ·) × (·, N)`` product of ``dtype`` goes through the panel kernels."""
     return np.dtype(dtype) in (np.float32, np.float64) and M >= MIN_ROWS and N >= panel_width(dtype)
+
+
+def panels_pay_tn(M: int, N: int, dtype) -> bool:
+    """Whether an ``(M, ·) × (·, N)`` weight gradient (:func:`matmul_tn`) goes through the panels."""
+    return panels_pay(M, N, dtype) and N * np.dtype(dtype).itemsize <= TN_MAX_ROW_BYTES
 
 
 def _tasks(rows: int, flops: int) -> int:
@@ -102,12 +108,11 @@ def matmul(a, b):
 
 def matmul_tn(a, b):
     """``a.T @ b`` for 2-D ``a (K, M)``, ``b (K, N)`` of one float dtype (a weight gradient:
-    K is the long B·T axis); the panel kernels where :func:`panels_pay`, NumPy's BLAS otherwise.
+    K is the long B·T axis); the panel kernels where :func:`panels_pay_tn`, NumPy's BLAS otherwise.
     ``b`` is read in place when N is a whole number of panels, packed otherwise."""
     K, M = a.shape
     N = b.shape[1]
-    if (not panels_pay(M, N, a.dtype) or N * a.dtype.itemsize > TN_MAX_ROW_BYTES or b.dtype != a.dtype
-            or K == 0):
+    if not panels_pay_tn(M, N, a.dtype) or b.dtype != a.dtype or K == 0:
         return a.T @ b
     a, b = contiguous(a), contiguous(b)
     NR = panel_width(a.dtype)
@@ -128,7 +133,6 @@ def matmul_tn(a, b):
 
 def linear_fwd(xp, x, weight, bias=None):
     """``y = x @ weight.T + bias``, the reference's contract (``backends/numpy/ops.py``)."""
-    from ..numpy.ops import _linear_fwd  # the reference, for what the kernels do not take
     if (not supported_dtype(x, weight, bias) or weight.ndim != 2 or x.ndim < 2 or weight.shape[1] == 1
             or not panels_pay(x.size // max(x.shape[-1], 1), weight.shape[0], x.dtype)):
         # (one input feature: the reference's broadcast product, which has the GEMM's bits)
@@ -143,7 +147,6 @@ def linear_fwd(xp, x, weight, bias=None):
 
 def linear_bwd(xp, res, g):
     """``(dx, dweight, dbias)`` of :func:`linear_fwd`."""
-    from ..numpy.ops import _linear_bwd
     tag, res = res
     if tag == "reference":
         return _linear_bwd(xp, res, g)
