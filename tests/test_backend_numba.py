@@ -787,17 +787,23 @@ def test_kernels_cache_into_a_directory_keyed_by_every_backend_source(nb, tmp_pa
 
 def test_backend_runs_without_scipy(nb):
     """The numba extra installs no SciPy: the backend loads and the dense cells (whose products
-    once went through numba's np.dot, i.e. SciPy's BLAS) run with SciPy made unimportable."""
+    once went through numba's np.dot, i.e. SciPy's BLAS) run with SciPy made unimportable, and
+    give the NumPy reference's values and gradients."""
     script = (
         "import sys; sys.modules['scipy'] = None\n"
         "import numpy as np, seqcore\n"
         "from seqcore import cells\n"
         "c = cells.LSTM(3, 70); p = c.init(np.random.default_rng(0), np.float32)\n"
         "x = np.random.default_rng(1).normal(size=(9, 5, 3)).astype(np.float32)\n"
-        "with seqcore.use('numba'):\n"
-        "    out, pb = seqcore.vjp(lambda p, x: c.apply(p, x)[0], p, x)\n"
-        "    grads = pb(np.ones_like(out))\n"
+        "res = {}\n"
+        "for name in ('numba', 'numpy'):\n"
+        "    with seqcore.use(name):\n"
+        "        out, pb = seqcore.vjp(lambda p, x: c.apply(p, x)[0], p, x)\n"
+        "        res[name] = (out, pb(np.ones_like(out))[0])\n"
         "assert not any(m == 'scipy' or m.startswith('scipy.') for m in sys.modules if sys.modules[m] is not None)\n"
-        "print(float(np.abs(grads[0]['weight_hh']).sum()) > 0)\n")
+        "np.testing.assert_allclose(res['numba'][0], res['numpy'][0], rtol=1e-5, atol=1e-5)\n"
+        "for k in res['numpy'][1]:\n"
+        "    np.testing.assert_allclose(res['numba'][1][k], res['numpy'][1][k], rtol=1e-4, atol=1e-4)\n"
+        "print(True)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]
