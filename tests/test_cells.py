@@ -138,6 +138,19 @@ def test_step_jacobian_and_vjp_match_finite_differences(cid, name, fields, shape
         np.testing.assert_allclose(dp[k], _numeric_grad(scalar, p[k]), rtol=1e-6, atol=1e-8, err_msg=k)
 
 
+@pytest.mark.parametrize("cid,name,fields", CONFIGS, ids=IDS)
+def test_step_jacobian_does_not_depend_on_the_parameters_memory_order(cid, name, fields):
+    """Fortran-ordered (e.g. transposed-back) weights give the same Jacobians as C-ordered
+    ones: a GRU once lost its diagonal term when its weight was not C-contiguous."""
+    rng = np.random.default_rng(11)
+    cell = _make(name, fields, 4, 4)
+    p = _params(cell, rng)
+    fortran = {k: np.asfortranarray(v) for k, v in p.items()}
+    xi = cell.project(p, rng.normal(size=(3, 1, 4)))[:, 0]
+    state = 0.5 * rng.normal(size=(3, cell.state_size))
+    np.testing.assert_array_equal(cell.step_jacobian(np, fortran, state, xi), cell.step_jacobian(np, p, state, xi))
+
+
 # -- forward against direct formulas ------------------------------------------------------------
 
 def _sig(v):

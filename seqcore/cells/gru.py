@@ -74,6 +74,8 @@ class GRU(Cell):
         J = ((h - n) * z * (1 - z))[:, :, None] * W[None, H:2 * H]
         J += (b * r)[:, :, None] * W[None, 2 * H:]
         J += (b * ghn * r * (1 - r))[:, :, None] * W[None, :H]
-        diagonal = J.reshape(J.shape[0], H * H)[:, ::H + 1]  # a view: the in-place sum writes J
-        diagonal += z
+        # J takes W's memory order (a Fortran-ordered W gives a non-C J, whose reshape would be a
+        # copy), so the diagonal is written by index, not through a reshaped view
+        i = xp.arange(H)
+        J[:, i, i] += z
         return J
