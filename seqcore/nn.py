@@ -95,6 +95,12 @@ def _check_mask(mask, shape):
     if not is_array(mask):
         raise TypeError(f"mask: got {type(mask).__name__}, expected an array of shape {shape}")
     check_shape("mask", mask, shape)
+    if dtype_kind(mask) not in "biuf":
+        raise TypeError(f"mask: got dtype {mask.dtype}, expected bool or real numbers (weights ≥ 0)")
+    if mask.size:
+        lo = float(mask.min())
+        if not lo >= 0 or not np.isfinite(float(mask.max())):
+            raise ValueError(f"mask: got values in [{lo}, {float(mask.max())}], expected finite weights ≥ 0")
     return mask
 
 
@@ -114,19 +120,21 @@ def _check_logits_and_labels(logits, labels):
 
 
 def cross_entropy(logits, labels, mask=None):
-    """Mean softmax cross-entropy over the positions where ``mask`` is non-zero.
+    """Mean softmax cross-entropy over the positions, weighted by ``mask``: ``Σ w·ℓ / Σ w``.
 
     Args:
         logits: ``(..., C)`` — e.g. ``(B, C)`` for a last-step head, ``(B, T, C)`` per step.
         labels: integer ``(...)`` in ``[0, C)``.
-        mask: ``(...)`` weights (0/1), or ``None`` for all positions.
+        mask: ``(...)`` finite weights ≥ 0 (typically 0/1), or ``None`` for all positions; an
+            all-zero mask gives 0.
     """
     labels = _check_logits_and_labels(logits, labels)
     return _losses.softmax_cross_entropy(logits, labels, _check_mask(mask, tuple(labels.shape)))
 
 
 def mse(pred, target, mask=None):
-    """Mean squared error over masked positions and features; ``pred, target: (..., F)``, ``mask: (...)``."""
+    """Mean squared error over positions and features, positions weighted by ``mask`` (as in
+    :func:`cross_entropy`); ``pred, target: (..., F)``, ``mask: (...)``."""
     check_array("pred", pred)
     if pred.ndim < 1 or pred.shape[-1] < 1:
         raise ValueError(f"pred: got shape {tuple(pred.shape)}, expected (..., F) with F >= 1 features")

@@ -143,6 +143,25 @@ def test_losses_need_a_class_axis():
         nn.mse(np.float64(1.0), np.float64(1.0))
 
 
+def test_masked_losses_are_weighted_means_and_refuse_bad_weights():
+    logits, labels = RNG.normal(size=(5, 3)), np.array([0, 2, 1, 1, 0])
+    pred, target = RNG.normal(size=(5, 2)), RNG.normal(size=(5, 2))
+    w = np.array([0.5, 0.0, 2.0, 1.0, 0.25])
+    rows = -(logits - np.log(np.exp(logits).sum(-1, keepdims=True)))[np.arange(5), labels]
+    for loss, per_row, args in ((nn.cross_entropy, rows, (logits, labels)),
+                                (nn.mse, ((pred - target) ** 2).mean(-1), (pred, target))):
+        # a uniform weighting leaves the mean unchanged (it once divided by max(Σw, 1))
+        np.testing.assert_allclose(float(loss(*args, np.full(5, 0.1))), per_row.mean(), rtol=1e-12)
+        np.testing.assert_allclose(float(loss(*args, w)), (w * per_row).sum() / w.sum(), rtol=1e-12)
+        assert float(loss(*args, np.zeros(5))) == 0.0
+        with pytest.raises(ValueError, match=r"^mask: got values in \[-1.0, 2.0\], expected finite weights"):
+            loss(*args, np.array([1.0, -1.0, 2.0, 0.0, 1.0]))
+        with pytest.raises(ValueError, match="^mask: got values in"):
+            loss(*args, np.array([1.0, np.nan, 2.0, 0.0, 1.0]))
+        with pytest.raises(TypeError, match="^mask: got dtype <U1"):
+            loss(*args, np.array(["a"] * 5))
+
+
 def test_accuracy_checks_labels_and_mask():
     logits = RNG.normal(size=(4, 3))
     with pytest.raises(ValueError, match=r"^labels: got values in \[0, 7\]"):   # was a silent 0.75

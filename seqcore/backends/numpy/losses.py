@@ -5,9 +5,11 @@ from ...primitives import define
 
 
 def _weights(xp, mask, shape, dtype):
+    """The per-position weights and their sum, the mean's denominator: a weighted mean, so that
+    a uniform weighting leaves the loss unchanged; an all-zero mask gives a loss of 0."""
     w = xp.ones(shape, dtype=dtype) if mask is None else mask.astype(dtype)
     total = w.sum()
-    return w, xp.maximum(total, 1)
+    return w, xp.where(total > 0, total, xp.ones_like(total))
 
 
 def _xent_fwd(xp, logits, labels, mask=None):
