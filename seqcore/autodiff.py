@@ -156,7 +156,7 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
 
     ``pullback(cotangent)`` — ``cotangent`` shaped like ``out`` (same tree of arrays) —
     returns a tuple with one gradient per argument of ``f``, each shaped like that
-    argument: arrays for arrays, dicts for parameter dicts, ``None`` for non-float
+    argument and of its dtype: arrays for arrays, dicts for parameter dicts, ``None`` for non-float
     leaves (integer labels, masks given as ints) and non-array arguments.
 
     >>> out, pullback = seqcore.vjp(lambda a, b: seqcore.linear_scan(a, b), a, b)
@@ -184,14 +184,22 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
         for x, t in zip(leaves, traced):
             if isinstance(t, Traced):
                 g = grads.get(id(t))
-                if g is None:
-                    g = _zeros_like(x)
-                result.append(g)
+                result.append(_zeros_like(x) if g is None else _cast_like(g, x))
             else:
                 result.append(None)
         return tree_unflatten(treedef, result)
 
     return values, pullback
+
+
+def _cast_like(g, x):
+    """``g`` in ``x``'s dtype: a gradient has its argument's dtype, so that float32 parameters
+    stay float32 under an update even when float64 data promoted the arithmetic."""
+    if g.dtype == x.dtype:
+        return g
+    if hasattr(g, "astype"):  # NumPy, CuPy
+        return g.astype(x.dtype)
+    return g.to(x.dtype)  # torch
 
 
 def _zeros_like(x):

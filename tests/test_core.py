@@ -108,6 +108,23 @@ def test_vjp_returns_dicts_for_dicts_and_none_for_labels():
     np.testing.assert_allclose(gx, s @ p["weight"] / 5, rtol=1e-12)
 
 
+def test_gradients_take_their_arguments_dtype():
+    """float32 parameters with float64 data: the arithmetic is float64, the parameter gradients
+    float32 (they once came back float64 and an update turned the parameters float64)."""
+    rng = np.random.default_rng(0)
+    for cell in (cells.Elman(3, 4), cells.DiagGRU(4, 4)):
+        p = cell.init(rng, np.float32)
+        x = rng.normal(size=(2, 5, cell.input_size))
+        out, pullback = seqcore.vjp(lambda p, x: cell.apply(p, x)[0].sum(), p, x)
+        g, gx = pullback(np.ones((), out.dtype))
+        assert out.dtype == np.float64 and gx.dtype == np.float64
+        assert {k: v.dtype for k, v in g.items()} == {k: np.dtype(np.float32) for k in p}
+        p64 = {k: v.astype(np.float64) for k, v in p.items()}
+        g64, _ = seqcore.vjp(lambda p, x: cell.apply(p, x)[0].sum(), p64, x)[1](np.ones(()))
+        for k in p:  # the float64 computation's gradient, in float32
+            np.testing.assert_allclose(g[k], g64[k], rtol=1e-6, atol=1e-6, err_msg=k)
+
+
 def test_untracked_numpy_op_on_traced_value_raises():
     with pytest.raises(TypeError, match="Traced"):   # NumPy refuses: no silent dropped gradient
         seqcore.vjp(lambda a: np.tanh(a), np.ones(3))
