@@ -127,6 +127,9 @@ def cases(name, rng, dtype=np.float64):
     elif name == "matmul":
         yield (n(2, 3, 4), n(4, 5)), {}
         yield (n(3, 4), n(2, 4, 2)), {}
+        yield (n(2, 3, 4), n(4)), {}  # 1-D operands: a column on the right, a row on the left
+        yield (n(4), n(2, 4, 5)), {}
+        yield (n(4), n(4)), {}
     elif name == "linear":
         yield (n(2, 5, 3), n(4, 3), n(4)), {}
         yield (n(6, 3), n(2, 3), None), {}

@@ -184,9 +184,16 @@ where = define("where",
 
 def _matmul_bwd(xp, r, g):
     a, b = r
-    ga = g @ xp.swapaxes(b, -1, -2)
-    gb = xp.swapaxes(a, -1, -2) @ g
-    return unbroadcast(xp, ga, a.shape), unbroadcast(xp, gb, b.shape)
+    # a 1-D operand is a row (left) or a column (right) whose axis the product dropped
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    if a.ndim == 1:
+        g = g[..., None, :] if b.ndim > 1 else g[..., None]
+    if b.ndim == 1:
+        g = g[..., None]
+    ga = g @ xp.swapaxes(b2, -1, -2)
+    gb = xp.swapaxes(a2, -1, -2) @ g
+    return (unbroadcast(xp, ga, a2.shape).reshape(a.shape), unbroadcast(xp, gb, b2.shape).reshape(b.shape))
 
 
 matmul = define("matmul", lambda xp, a, b: (a @ b, (a, b)), _matmul_bwd)
