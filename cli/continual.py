@@ -75,7 +75,7 @@ def _default_backend() -> str:
               help="scole: classes in each small task.")
 @click.option("--class-distribution", type=click.Choice(("uniform", "zipf")), default="uniform",
               show_default=True, help="scole: how the classes of each task are drawn.")
-@click.option("--stream-exponent", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--stream-exponent", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="power-law stream: decay exponent of rehearsal probability; scole: Zipf exponent.")
 @click.option("--stream-budget", type=click.IntRange(min=1), default=1, show_default=True,
               help="power-law stream: rehearsals drawn after each new task.")

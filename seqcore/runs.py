@@ -80,8 +80,28 @@ def _json_default(o):
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
+def _strict(obj):
+    """``obj`` with every NaN or infinite float as ``None``: strict JSON (``jq``, ``JSON.parse``)
+    has no NaN, and Python's writer would emit it."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, np.ndarray) and obj.dtype.kind == "f":
+        return _strict(obj.tolist())
+    return obj
+
+
+def to_json(obj, **kwargs) -> str:
+    """Strict JSON text of a run file's value: NumPy scalars and arrays as numbers and lists,
+    a non-finite float (a loss not measured yet, a diverged one) as ``null``."""
+    return json.dumps(_strict(obj), default=_json_default, allow_nan=False, **kwargs)
+
+
 def write_json(path, obj) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+    atomic_write(path, (to_json(obj, indent=2) + "\n").encode())
 
 
 def read_json(path) -> Any:
@@ -258,7 +278,7 @@ class RunDir:
     def log(self, record: dict) -> None:
         """Append one JSON line to ``metrics.jsonl`` and flush it to disk."""
         with open(self.metrics, "a") as f:
-            f.write(json.dumps(record, default=_json_default) + "\n")
+            f.write(to_json(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
 

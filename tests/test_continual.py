@@ -425,6 +425,7 @@ def test_learners_give_the_reference_results_on_other_backends(backend):
 @pytest.mark.parametrize("stream,extra", [
     ("blurry", {"overlap": 0.3}),
     ("power-law", {"stream_exponent": 1.5, "stream_budget": 1}),
+    ("power-law", {"stream_exponent": 0.0, "stream_budget": 1}),  # uniform rehearsal
     ("scole", {"classes_per_experience": 2, "class_distribution": "zipf"}),
 ])
 def test_every_stream_kind_runs_through_the_continual_loop(stream, extra):

@@ -134,6 +134,10 @@ def test_bad_names_and_hyperparameters_are_rejected_with_the_value():
         learners.make("ewc", fisher="true")
     with pytest.raises(TypeError, match="memory_size: got 'big'"):
         learners.make("replay", memory_size="big")
+    with pytest.raises(ValueError, match="strength: got nan, expected a finite number"):
+        learners.make("ewc", strength=float("nan"))
+    with pytest.raises(ValueError, match=r"damping: got 0.0, expected > 0.0"):  # Ω would be 0/0
+        learners.make("si", damping=0.0)
 
 
 # ------------------------------------------------------------------ quadratic regularisers

@@ -33,6 +33,20 @@ def test_create_writes_the_config(tmp_path):
     assert json.loads(rd.config.read_text()) == {"x": 3} and rd.read_metrics() == []
 
 
+def test_run_files_are_strict_json(tmp_path):
+    """A loss not measured yet (NaN) or diverged (inf) is written as null: strict parsers have no NaN."""
+    import numpy as np
+    from seqcore.runs import write_json
+    rd = RunDir(tmp_path / "r")
+    rd.create({"x": 1})
+    rd.log({"step": 0, "loss": float("nan"), "accuracy": [np.float32(0.5), np.inf], "v": np.array([1.0, -np.inf])})
+    line = rd.metrics.read_text().strip()
+    assert "NaN" not in line and "Infinity" not in line
+    assert json.loads(line) == {"step": 0, "loss": None, "accuracy": [0.5, None], "v": [1.0, None]}
+    write_json(tmp_path / "s.json", {"final_loss": np.float64("nan"), "n": np.int64(3)})
+    assert json.loads((tmp_path / "s.json").read_text()) == {"final_loss": None, "n": 3}
+
+
 def test_create_under_a_file_names_out(tmp_path):
     (tmp_path / "afile").write_text("")
     with pytest.raises(ValueError, match=r"^out: got '.*afile/sub', where no run directory can be written "

@@ -47,6 +47,7 @@ class HP(NamedTuple):
     low: float | None = None
     high: float | None = None
     choices: tuple | None = None
+    low_open: bool = False  # the value must exceed ``low`` (a divisor, say), not only reach it
 
 
 @dataclass
@@ -443,13 +444,15 @@ def _check_hp(key: str, value: Any, spec: HP) -> Any:
             raise TypeError(f"{key}: got {value!r}, expected an integer")
         value = int(value)
     elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{key}: got {value!r}, expected a finite number")
+        if not np.isfinite(value):
+            raise ValueError(f"{key}: got {value!r}, expected a finite number")
         value = float(value)
     elif isinstance(default, str) and not isinstance(value, str):
         raise TypeError(f"{key}: got {value!r}, expected a string")
-    if spec.low is not None and value < spec.low:
-        raise ValueError(f"{key}: got {value!r}, expected >= {spec.low}")
+    if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):
+        raise ValueError(f"{key}: got {value!r}, expected {'>' if spec.low_open else '>='} {spec.low}")
     if spec.high is not None and value > spec.high:
         raise ValueError(f"{key}: got {value!r}, expected <= {spec.high}")
     return value

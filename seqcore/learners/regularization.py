@@ -210,7 +210,9 @@ class SI(_Quadratic):
     name = "si"
     hyperparameters = {
         "strength": HP(10.0, "c of c Σ Ω (θ − θ*)²", low=0.0),
-        "damping": HP(0.1, "ξ of Ω += ω / (Δθ² + ξ)", low=0.0),
+        # ξ > 0: a parameter that did not move in an experience (a weight from a constant-zero
+        # input) has ω = Δθ = 0, and ξ = 0 would make its Ω 0/0
+        "damping": HP(0.1, "ξ of Ω += ω / (Δθ² + ξ)", low=0.0, low_open=True),
     }
     state_fields = _Quadratic.state_fields + ("path_integral", "start")
     param_fields = _Quadratic.param_fields + ("path_integral", "start")
