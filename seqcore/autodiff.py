@@ -83,7 +83,19 @@ class Traced:
     def __getitem__(self, idx): return _ops().getitem(self, idx)
 
     @property
-    def T(self): return _ops().swapaxes(self, -1, -2)
+    def T(self):
+        """All axes reversed, as NumPy's ``.T`` (the array itself below two dimensions)."""
+        out, n = self, self.ndim
+        for i in range(n // 2):
+            out = _ops().swapaxes(out, i, n - 1 - i)
+        return out
+
+    @property
+    def mT(self):
+        """The last two axes swapped (a stack of matrices transposed), as NumPy's ``.mT``."""
+        if self.ndim < 2:
+            raise ValueError(f"mT: got an array of shape {self.shape}, expected at least 2 dimensions")
+        return _ops().swapaxes(self, -1, -2)
 
     def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis=axis, keepdims=keepdims)
     def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis=axis, keepdims=keepdims)

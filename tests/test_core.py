@@ -125,6 +125,22 @@ def test_gradients_take_their_arguments_dtype():
             np.testing.assert_allclose(g[k], g64[k], rtol=1e-6, atol=1e-6, err_msg=k)
 
 
+def test_traced_transposes_follow_numpy():
+    rng = np.random.default_rng(1)
+    for shape in ((4,), (3, 4), (2, 3, 4), (2, 1, 3, 4)):
+        x = rng.normal(size=shape)
+        W = rng.normal(size=x.T.shape)
+        out, pullback = seqcore.vjp(lambda x: (x.T * W).sum(), x)
+        np.testing.assert_allclose(out, (x.T * W).sum(), rtol=1e-12)
+        np.testing.assert_array_equal(pullback(np.ones(()))[0], W.T)  # d/dx Σ xᵀ·W = Wᵀ
+        if x.ndim >= 2:
+            Wm = rng.normal(size=x.mT.shape)
+            _, pullback = seqcore.vjp(lambda x: (x.mT * Wm).sum(), x)
+            np.testing.assert_array_equal(pullback(np.ones(()))[0], Wm.mT)
+    with pytest.raises(ValueError, match=r"^mT: got an array of shape \(4,\)"):
+        seqcore.vjp(lambda x: x.mT, np.ones(4))
+
+
 def test_untracked_numpy_op_on_traced_value_raises():
     with pytest.raises(TypeError, match="Traced"):   # NumPy refuses: no silent dropped gradient
         seqcore.vjp(lambda a: np.tanh(a), np.ones(3))
