@@ -39,6 +39,20 @@ class GradientTransformation(NamedTuple):
     update: Callable[..., tuple[Any, Any]]
 
 
+def _transformation(init, update) -> GradientTransformation:
+    """A transformation whose dict state is checked against what its ``init`` makes: a state from
+    another optimizer (or one saved by another) is a ValueError naming the keys, not a KeyError."""
+    def checked(grads, state, params=None):
+        if isinstance(state, dict):
+            try:
+                return update(grads, state, params)
+            except KeyError as exc:
+                raise ValueError(f"state: got a state with keys {sorted(map(str, state))}, missing {exc}; "
+                                 "expected the state this optimizer's init returns") from None
+        raise TypeError(f"state: got {type(state).__name__}, expected the dict this optimizer's init returns")
+    return GradientTransformation(init, checked)
+
+
 # ----------------------------------------------------------------------------- validation
 
 def _number(name: str, value, low: float | None = None, high: float | None = None,
@@ -149,8 +163,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
     def update(grads, state, params=None):
         if not isinstance(state, tuple) or len(state) != len(transforms):
-            raise ValueError(f"state: got {type(state).__name__} of length {len(state) if isinstance(state, tuple) else '?'},"
-                             f" expected a tuple of {len(transforms)} states from chain(...).init")
+            got = f"a tuple of {len(state)} states" if isinstance(state, tuple) else type(state).__name__
+            raise ValueError(f"state: got {got}, expected a tuple of {len(transforms)} states from chain(...).init")
         _check_grads(grads, params)
         new_state = []
         for t, s in zip(transforms, state):
@@ -180,7 +194,7 @@ def scale_by_schedule(schedule: Callable[[int], float]) -> GradientTransformatio
         factor = _schedule_value("schedule", schedule(state["count"]), state["count"])
         return tree_map(lambda g: g * factor, grads), {"count": state["count"] + 1}
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 def scale_by_learning_rate(learning_rate, flip_sign: bool = True) -> GradientTransformation:
@@ -229,7 +243,7 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
         out = tree_map(lambda g, b: g + momentum * b, grads, buf) if nesterov else buf
         return out, {"count": state["count"] + 1, "momentum_buffer": buf}
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 def _maximum(a, b):
@@ -265,7 +279,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         out = tree_map(lambda m, v: (m / correction1) / (v ** 0.5 / correction2_sqrt + eps), mu, nu)
         return out, new_state
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False) -> GradientTransformation:
@@ -291,7 +305,7 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False)
             out = tree_map(lambda g, s: g / (s ** 0.5 + eps), grads, sq)
         return out, new_state
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> GradientTransformation:
@@ -308,7 +322,7 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10)
         out = tree_map(lambda g, s: g / (s ** 0.5 + eps), grads, acc)
         return out, {"count": state["count"] + 1, "sum": acc}
 
-    return GradientTransformation(init, update)
+    return _transformation(init, update)
 
 
 def clip(max_delta: float) -> GradientTransformation:

@@ -350,6 +350,13 @@ def test_bad_types_and_missing_params():
     bad = optim.sgd(lambda step: -0.5)
     with pytest.raises(ValueError, match="learning_rate"):
         bad.update(p, bad.init(p), p)
+    # another optimizer's state (it was a bare KeyError), or no state at all
+    with pytest.raises(ValueError, match=r"^state: got a state with keys \['count', 'momentum_buffer'\], missing 'mu'"):
+        optim.adam(0.1).update(p, optim.sgd(0.1, momentum=0.9).init(p), p)
+    with pytest.raises(ValueError, match=r"^state: got int, expected a tuple of 2 states from chain"):
+        optim.chain(optim.clip(1.0), optim.adam(0.1)).update(p, 5, p)
+    with pytest.raises(ValueError, match=r"^state: got a tuple of 1 states, expected a tuple of 2"):
+        optim.chain(optim.clip(1.0), optim.adam(0.1)).update(p, ({},), p)
 
 
 @pytest.mark.parametrize("make", [lambda: optim.sgd(0.1, momentum=0.9), lambda: optim.adam(1e-3),
