@@ -32,6 +32,8 @@ def power(x, p):
 
 
 def leaky_relu(x, negative_slope: float = 0.01):
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
+        raise TypeError(f"negative_slope: got {type(negative_slope).__name__} {negative_slope!r}, expected a number")
     return _ref.leaky_relu(x, slope=float(negative_slope))
 
 

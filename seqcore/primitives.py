@@ -36,12 +36,18 @@ class Primitive:
     fwd: Callable
     bwd: Callable
     doc: str = ""
+    array_op: bool = False  # a thin wrapper of an array operation: the array library's errors are the input's
 
     def __call__(self, *args: Any, **static: Any):
         raw = tuple(a.value if isinstance(a, Traced) else a for a in args)
         backend = _backends.get(_backends.backend_of(*raw))
         fwd, bwd = implementation(self, backend)
-        outputs, residuals = fwd(backend.xp, *raw, **static)
+        try:
+            outputs, residuals = fwd(backend.xp, *raw, **static)
+        except (ValueError, IndexError, TypeError) as exc:
+            if not self.array_op:
+                raise
+            raise _input_error(self.name, raw, static, exc) from exc
         if not any(isinstance(a, Traced) for a in args):
             return outputs
 
@@ -49,6 +55,31 @@ class Primitive:
             return bwd(backend.xp, residuals, cotangents, **static)
 
         return record(self.name, args, outputs, pullback, backend.xp)
+
+
+def _describe(x) -> str:
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"shape {tuple(x.shape)} ({x.dtype})"
+    return f"{type(x).__name__} {x!r:.40}"
+
+
+def _input_error(name: str, raw: tuple, static: dict, exc: Exception) -> Exception:
+    """An array operation's failure (NumPy's broadcasting, reshape, axis or index error) as a
+    ValueError (TypeError for types) that names the operation and what it got."""
+    names = ("a", "b") if len(raw) == 2 and name not in ("concatenate", "stack") else (
+        ("x",) if len(raw) == 1 else tuple(f"xs[{i}]" for i in range(len(raw))))
+    got = ", ".join(f"{n} {_describe(x)}" for n, x in zip(names, raw))
+    got += "".join(f", {k}={v!r:.60}" for k, v in static.items())
+    if isinstance(exc, IndexError):  # still an IndexError, which ends Python's iteration over a traced array
+        kind = InputIndexError
+    else:
+        kind = ValueError if isinstance(exc, ValueError) else TypeError
+    return kind(f"{name}: got {got}; {exc}")
+
+
+class InputIndexError(ValueError, IndexError):
+    """An index or axis out of range in an array operation (a ValueError and an IndexError, as
+    NumPy's ``AxisError`` is)."""
 
 
 def implementation(prim: Primitive, backend) -> tuple[Callable, Callable]:
@@ -60,11 +91,13 @@ def implementation(prim: Primitive, backend) -> tuple[Callable, Callable]:
     return adapt(prim) if adapt is not None else (prim.fwd, prim.bwd)
 
 
-def define(name: str, fwd: Callable, bwd: Callable, doc: str = "") -> Primitive:
-    """Register the reference implementation of primitive ``name`` and return it."""
+def define(name: str, fwd: Callable, bwd: Callable, doc: str = "", array_op: bool = False) -> Primitive:
+    """Register the reference implementation of primitive ``name`` and return it.  ``array_op``:
+    ``fwd`` validates nothing itself, so a ValueError, IndexError or TypeError from it is the
+    input's fault and is reported naming the operation and the shapes it got."""
     if name in _REGISTRY:
         raise ValueError(f"primitive {name!r} is already defined")
-    prim = Primitive(name, fwd, bwd, doc)
+    prim = Primitive(name, fwd, bwd, doc, array_op)
     _REGISTRY[name] = prim
     return prim
 

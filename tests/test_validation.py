@@ -143,6 +143,31 @@ def test_losses_need_a_class_axis():
         nn.mse(np.float64(1.0), np.float64(1.0))
 
 
+@pytest.mark.parametrize("call,error,match", [
+    (lambda x: ops.add(np.ones((4, 3)), np.ones((2, 4))), ValueError,
+     r"^add: got a shape \(4, 3\) \(float64\), b shape \(2, 4\) \(float64\); operands could not be broadcast"),
+    (lambda x: ops.reshape(x, (5,)), ValueError, r"^reshape: got x shape \(3, 4\) \(float64\), shape=\(5,\); cannot"),
+    (lambda x: ops.concatenate([x, np.ones((2, 5))]), ValueError, r"^concatenate: got xs\[0\] shape \(3, 4\)"),
+    (lambda x: ops.stack([x, np.ones(2)]), ValueError, r"^stack: got xs\[0\] shape \(3, 4\) \(float64\), xs\[1\]"),
+    (lambda x: ops.sum(x, 5), ValueError, r"^sum: got x shape \(3, 4\) \(float64\), axis=5"),
+    (lambda x: ops.mean(x, 5), ValueError, r"^mean: got x shape \(3, 4\) \(float64\), axis=5"),
+    (lambda x: ops.getitem(x, 10), IndexError, r"^getitem: got x shape \(3, 4\) \(float64\), index=10"),
+    (lambda x: ops.swapaxes(x, 0, 5), ValueError, r"^swapaxes: got x shape \(3, 4\) \(float64\), a1=0, a2=5"),
+    (lambda x: ops.matmul(x, x), ValueError, r"^matmul: got a shape \(3, 4\) \(float64\), b shape \(3, 4\)"),
+    (lambda x: ops.leaky_relu(x, "a"), TypeError, r"^negative_slope: got str 'a', expected a number"),
+])
+def test_array_operations_name_what_they_got(call, error, match):
+    """NumPy's own errors (broadcasting, reshape, axes, indices) come back naming the operation
+    and its operands, traced or not; index errors stay IndexErrors (they end iteration)."""
+    for traced in (False, True):
+        with pytest.raises(error, match=match) as info:
+            if traced:
+                seqcore.vjp(call, np.ones((3, 4)))
+            else:
+                call(np.ones((3, 4)))
+        assert isinstance(info.value, (ValueError, TypeError))
+
+
 def test_masked_losses_are_weighted_means_and_refuse_bad_weights():
     logits, labels = RNG.normal(size=(5, 3)), np.array([0, 2, 1, 1, 0])
     pred, target = RNG.normal(size=(5, 2)), RNG.normal(size=(5, 2))

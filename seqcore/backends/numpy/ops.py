@@ -1,7 +1,12 @@
 """Reference elementwise, reduction, shape and matmul primitives (forward + VJP)."""
 from __future__ import annotations
 
+import functools
+
 from ...primitives import define
+
+_define_checked = define  # linear checks its own input
+define = functools.partial(define, array_op=True)
 
 
 def _shape(x):
@@ -222,5 +227,5 @@ def _linear_bwd(xp, r, g):
     return gx, gw, gb
 
 
-linear = define("linear", _linear_fwd, _linear_bwd,
+linear = _define_checked("linear", _linear_fwd, _linear_bwd,
                 doc="y = x @ weight.T + bias; x: (..., in), weight: (out, in), bias: (out,)")
