@@ -63,11 +63,14 @@ def _steps(name: str, value, minimum: int = 0) -> int:
     return value
 
 
-def _ratio(name: str, value) -> float:
+def _ratio(name: str, value, why: str = "") -> float:
     value = _number(name, value)
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}: got {value}, expected a ratio in [0, 1] (a floor above the peak is not allowed)")
+        raise ValueError(f"{name}: got {value}, expected a ratio in [0, 1]{why}")
     return value
+
+
+_FLOOR = " (a floor above the peak is not allowed)"
 
 
 def _floor_below(name: str, value, peak_name: str, peak: float) -> float:
@@ -121,10 +124,16 @@ def linear_decay(peak: float, total_steps: int, end_value: float = 0.0) -> Sched
     return schedule
 
 
+def _sequence(name: str, value) -> list:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name}: got {type(value).__name__} {value!r:.40}, expected a sequence of numbers")
+    return list(value)
+
+
 def piecewise_constant(values: Sequence[float], boundaries: Sequence[int]) -> Schedule:
     """``values[i]`` for ``boundaries[i-1] <= t < boundaries[i]``; ``len(values) == len(boundaries) + 1``."""
-    values = [_nonnegative(f"values[{i}]", v) for i, v in enumerate(values)]
-    boundaries = [_steps(f"boundaries[{i}]", b, 1) for i, b in enumerate(boundaries)]
+    values = [_nonnegative(f"values[{i}]", v) for i, v in enumerate(_sequence("values", values))]
+    boundaries = [_steps(f"boundaries[{i}]", b, 1) for i, b in enumerate(_sequence("boundaries", boundaries))]
     if len(values) != len(boundaries) + 1:
         raise ValueError(f"values: got {len(values)} values, expected len(boundaries) + 1 = {len(boundaries) + 1}")
     for i in range(1, len(boundaries)):
@@ -163,7 +172,7 @@ def cosine(peak: float, total_steps: int, alpha: float = 0.0, power: float = 1.0
     """``η_t = peak·(α + (1 − α)·[½(1 + cos(π t/T))]^power)``; ``α`` is the floor as a ratio of the peak."""
     peak = _nonnegative("peak", peak)
     total_steps = _steps("total_steps", total_steps, 1)
-    alpha = _ratio("alpha", alpha)
+    alpha = _ratio("alpha", alpha, _FLOOR)
     power = _positive("power", power)
 
     def schedule(step) -> float:
@@ -183,7 +192,7 @@ def warmup_cosine(peak: float, warmup_steps: int, total_steps: int, init_value: 
     if warmup_steps > total_steps:
         raise ValueError(f"warmup_steps: got {warmup_steps}, expected <= total_steps={total_steps}")
     init_value = _floor_below("init_value", init_value, "peak", peak)
-    alpha = _ratio("alpha", alpha)
+    alpha = _ratio("alpha", alpha, _FLOOR)
     power = _positive("power", power)
     decay_steps = total_steps - warmup_steps
 
@@ -207,7 +216,7 @@ def sgdr(peak: float, cycle_steps: int, alpha: float = 0.0, cycle_mult: float = 
     ``α·p_last``; otherwise cycles repeat forever."""
     peak = _nonnegative("peak", peak)
     cycle_steps = _steps("cycle_steps", cycle_steps, 1)
-    alpha = _ratio("alpha", alpha)
+    alpha = _ratio("alpha", alpha, _FLOOR)
     cycle_mult = _number("cycle_mult", cycle_mult)
     if cycle_mult < 1.0:
         raise ValueError(f"cycle_mult: got {cycle_mult}, expected >= 1")
@@ -263,9 +272,9 @@ def wsd(peak: float, total_steps: int, warmup_steps: int = 0, cooldown_steps: in
     if warmup_steps + cooldown_steps > total_steps:
         raise ValueError(f"cooldown_steps: got {cooldown_steps}, expected <= total_steps - warmup_steps"
                          f"={total_steps - warmup_steps}")
-    if cooldown not in COOLDOWN_KINDS:
+    if not isinstance(cooldown, str) or cooldown not in COOLDOWN_KINDS:
         raise ValueError(f"cooldown: got {cooldown!r}, expected one of {COOLDOWN_KINDS}")
-    floor_ratio = _ratio("floor_ratio", floor_ratio)
+    floor_ratio = _ratio("floor_ratio", floor_ratio, _FLOOR)
     init_value = _floor_below("init_value", init_value, "peak", peak)
     cooldown_start = total_steps - cooldown_steps
 
@@ -423,11 +432,14 @@ def refined(grad_norms: Sequence[float], peak: float, median_window_fraction: fl
     exactly :func:`linear_decay` over ``n − 1`` steps; norms that are large early give a warmup,
     norms that grow towards the end a fast final anneal. ``total_steps`` (default n) resamples the shape linearly in relative time.
     """
-    norms = np.asarray(grad_norms, dtype=np.float64)
+    try:
+        norms = np.asarray(grad_norms, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"grad_norms: got {grad_norms!r:.60}, expected a sequence of numbers ({exc})") from None
     if norms.ndim != 1 or norms.size < 2:
         raise ValueError(f"grad_norms: got shape {norms.shape}, expected (n,) with n >= 2")
     if not np.all(np.isfinite(norms)) or np.any(norms <= 0):
-        raise ValueError(f"grad_norms: got min {norms.min()!r}, expected finite values > 0")
+        raise ValueError(f"grad_norms: got min {float(norms.min())!r}, expected finite values > 0")
     peak = _nonnegative("peak", peak)
     median_window_fraction = _ratio("median_window_fraction", median_window_fraction)
     power = _positive("power", power)

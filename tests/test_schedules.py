@@ -1,5 +1,6 @@
 """Schedules: hand-computed values at phase boundaries, continuity, monotonicity, bad arguments."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -394,10 +395,24 @@ BAD = [
     (lambda: S.refined([1.0, 0.0, 2.0], 1.0), ValueError, "grad_norms"),
     (lambda: S.refined([1.0], 1.0), ValueError, "grad_norms"),
     (lambda: S.linear_decay(1.0, 10)(-1), ValueError, "step: got -1.0, expected >= 0"),
+    (lambda: S.piecewise_constant(0.1, [5]), TypeError, "values: got float 0.1, expected a sequence of numbers"),
+    (lambda: S.refined(["a", "b"], 0.1), TypeError, "grad_norms: got ['a', 'b'], expected a sequence of numbers"),
+    (lambda: S.refined([1.0, -1.0], 0.1), ValueError, "grad_norms: got min -1.0, expected finite values > 0"),
+    (lambda: S.wsd(0.1, 100, cooldown=np.array(["sqrt", "x"])), ValueError, "cooldown: got array("),
+    (lambda: S.refined([1.0, 2.0], 0.1, median_window_fraction=2), ValueError,
+     "median_window_fraction: got 2.0, expected a ratio in [0, 1]"),
 ]
 
 
 @pytest.mark.parametrize("build, error, message", BAD)
 def test_bad_arguments_name_the_field(build, error, message):
-    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(error, match=re.escape(message)):
         build()
+
+
+def test_only_floors_are_told_about_the_peak():
+    with pytest.raises(ValueError) as info:
+        S.refined([1.0, 2.0], 0.1, median_window_fraction=2)
+    assert str(info.value) == "median_window_fraction: got 2.0, expected a ratio in [0, 1]"
+    with pytest.raises(ValueError, match=re.escape("(a floor above the peak is not allowed)")):
+        S.wsd(1.0, 100, floor_ratio=2.0)
