@@ -49,6 +49,10 @@ def _transformation(init, update) -> GradientTransformation:
             except KeyError as exc:
                 raise ValueError(f"state: got a state with keys {sorted(map(str, state))}, missing {exc}; "
                                  "expected the state this optimizer's init returns") from None
+            except ValueError as exc:
+                if str(exc).startswith("tree structure mismatch"):
+                    raise ValueError(f"grads: {exc} (the structure of the params the state was made for)") from None
+                raise
         raise TypeError(f"state: got {type(state).__name__}, expected the dict this optimizer's init returns")
     return GradientTransformation(init, checked)
 
@@ -104,7 +108,12 @@ def apply_updates(params, updates):
             raise ValueError(f"updates: got a leaf of shape {tuple(np.shape(u))}, expected {tuple(np.shape(p))} "
                              "(the shape of its parameter)")
         return p + u
-    return tree_map(add, params, updates)
+    try:
+        return tree_map(add, params, updates)
+    except ValueError as exc:
+        if str(exc).startswith("tree structure mismatch"):  # say which argument does not fit
+            raise ValueError(f"updates: {exc} (the structure of params)") from None
+        raise
 
 
 def identity() -> GradientTransformation:
@@ -150,6 +159,11 @@ def _check_grads(grads, params=None) -> None:
         if np.shape(g) != want[path]:
             raise ValueError(f"grads[{path!r}]: got shape {tuple(np.shape(g))}, expected {tuple(want[path])} "
                              "like the parameter")
+    if want is not None:
+        missing = sorted(set(want) - {path for path, _ in tree_paths(grads, keep_none=True)})
+        if missing:
+            raise ValueError(f"grads: got no leaf at {missing[0]!r}, expected one gradient per parameter "
+                             f"(the paths of params: {sorted(want)[:6]}...)")
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:

@@ -48,7 +48,7 @@ def check_shape(name: str, x, expected: tuple, what: str = ""):
     """``expected`` may hold ``None`` for 'any size'."""
     shape = tuple(x.shape)
     if len(shape) != len(expected) or any(e is not None and s != e for s, e in zip(shape, expected)):
-        exp = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
+        exp = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ("," if len(expected) == 1 else "") + ")"
         raise ValueError(f"{name}: got shape {shape}, expected {exp}{' ' + what if what else ''}")
     return x
 

@@ -357,6 +357,15 @@ def test_bad_types_and_missing_params():
         optim.chain(optim.clip(1.0), optim.adam(0.1)).update(p, 5, p)
     with pytest.raises(ValueError, match=r"^state: got a tuple of 1 states, expected a tuple of 2"):
         optim.chain(optim.clip(1.0), optim.adam(0.1)).update(p, ({},), p)
+    # a tree that does not fit names its argument
+    adam = optim.adam(0.1)
+    two = {"x": np.ones(2), "y": np.ones(3)}
+    with pytest.raises(ValueError, match=r"^grads: got no leaf at 'y', expected one gradient per parameter"):
+        adam.update({"x": np.ones(2)}, adam.init(two), two)
+    with pytest.raises(ValueError, match=r"^grads: tree structure mismatch: .* \(the structure of the params the state"):
+        adam.update({"x": np.ones(2)}, adam.init(two))
+    with pytest.raises(ValueError, match=r"^updates: tree structure mismatch: expected dict with keys \['x', 'y'\]"):
+        optim.apply_updates(two, {"x": np.ones(2)})
 
 
 @pytest.mark.parametrize("make", [lambda: optim.sgd(0.1, momentum=0.9), lambda: optim.adam(1e-3),
