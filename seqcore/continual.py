@@ -131,9 +131,9 @@ class ContinualConfig(JsonConfig):
         check_choice("task", self.task, CURRICULUM_TASKS)
         check_positive_int("n_start", self.n_start, 2 if self.task == "ndms" else 1)
         check_choice("class_distribution", self.class_distribution, ("uniform", "zipf"))
-        if not 0 <= self.overlap < 1:
+        if not (_is_number(self.overlap) and 0 <= self.overlap < 1):
             raise ValueError(f"overlap: got {self.overlap!r}, expected a number in [0, 1)")
-        if not self.stream_exponent >= 0:  # 0: uniform rehearsal (power-law) or class draws (scole)
+        if not (_is_number(self.stream_exponent) and self.stream_exponent >= 0):  # 0: uniform rehearsal (power-law) or class draws (scole)
             raise ValueError(f"stream_exponent: got {self.stream_exponent!r}, expected a number >= 0")
         check_positive_int("classes_per_experience", self.classes_per_experience)
         check_positive_int("stream_budget", self.stream_budget)

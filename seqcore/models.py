@@ -8,6 +8,8 @@ is taken, and with several heads the labels of head k are ``y[..., k]``.
 """
 from __future__ import annotations
 
+import numbers
+
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -44,7 +46,9 @@ def _as_head(h) -> HeadSpec:
     check_positive_int("heads[].output_size", h.output_size)
     spec = HeadSpec(h.name, int(h.output_size), h.loss, getattr(h, "tolerance", None))
     check_choice("heads[].loss", spec.loss, LOSS_KINDS)
-    if spec.tolerance is not None and (spec.loss != "regression" or not spec.tolerance > 0):
+    tol = spec.tolerance
+    if tol is not None and (spec.loss != "regression" or isinstance(tol, bool) or not isinstance(tol, numbers.Real)
+                            or not tol > 0):
         raise ValueError(f"heads[].tolerance: got {spec.tolerance!r} for a {spec.loss!r} head, "
                          "expected None, or a positive number for a regression head")
     return spec

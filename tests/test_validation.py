@@ -168,6 +168,21 @@ def test_array_operations_name_what_they_got(call, error, match):
         assert isinstance(info.value, (ValueError, TypeError))
 
 
+def test_strings_where_numbers_belong_are_named():
+    """Each was a bare comparison error ('>' not supported between 'str' and 'int') or a
+    constructor's unexpected-keyword error."""
+    from seqcore.continual import ContinualConfig
+    with pytest.raises(ValueError, match=r"^heads\[\].tolerance: got '0.1' for a 'regression' head"):
+        models.SequenceModel("lstm", 1, 8, (("a", 2, "regression", "0.1"),))
+    with pytest.raises(ValueError, match=r"^overlap: got '0.2', expected a number in \[0, 1\)"):
+        ContinualConfig(overlap="0.2")
+    with pytest.raises(ValueError, match=r"^stream_exponent: got '1', expected a number >= 0"):
+        ContinualConfig(stream_exponent="1")
+    with pytest.raises(TypeError, match=r"^cell_kwargs: got \['foo'\], unknown keys for the 'lstm' cell"):
+        stack(cells.LSTM, 3, 4, foo=1)
+    assert stack(cells.DiagGRU, 4, 4, num_layers=2, heads=2).layers[1].heads == 2
+
+
 def test_masked_losses_are_weighted_means_and_refuse_bad_weights():
     logits, labels = RNG.normal(size=(5, 3)), np.array([0, 2, 1, 1, 0])
     pred, target = RNG.normal(size=(5, 2)), RNG.normal(size=(5, 2))

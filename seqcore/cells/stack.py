@@ -126,12 +126,17 @@ def stack(cell_class, input_size: int, hidden_size: int, num_layers: int = 1, bi
     check_bool("bidirectional", bidirectional)
     if not (isinstance(cell_class, type) and issubclass(cell_class, Cell)):
         raise TypeError(f"cell_class: got {cell_class!r}, expected a cell class such as seqcore.cells.LSTM")
+    from . import _CELLS, make
+    name = getattr(cell_class, "name", None)
+    if _CELLS.get(name) is cell_class:  # the registry's constructor names unknown fields
+        def build(n):
+            return make(name, n, hidden_size, **cell_kwargs)
+    else:  # a cell class of the user's: its own constructor
+        def build(n):
+            return cell_class(n, hidden_size, **cell_kwargs)
     layers, size = [], input_size
     for _ in range(num_layers):
-        if bidirectional:
-            layer = Bidirectional(cell_class(size, hidden_size, **cell_kwargs), cell_class(size, hidden_size, **cell_kwargs))
-        else:
-            layer = cell_class(size, hidden_size, **cell_kwargs)
+        layer = Bidirectional(build(size), build(size)) if bidirectional else build(size)
         layers.append(layer)
         size = _out_size(layer)
     return Stack(tuple(layers))
