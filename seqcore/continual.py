@@ -253,7 +253,12 @@ def build_stream(cfg: ContinualConfig, data: tuple[np.ndarray, ...] | None):
     if cfg.stream == "scole":
         return scole_stream(*data, n_experiences=cfg.experiences, classes_per_experience=cfg.classes_per_experience,
                             class_distribution=cfg.class_distribution, exponent=cfg.stream_exponent, seed=cfg.seed)
-    split = split_stream(*data, n_experiences=cfg.experiences, scenario=scenario, seed=cfg.seed)
+    try:
+        split = split_stream(*data, n_experiences=cfg.experiences, scenario=scenario, seed=cfg.seed)
+    except ValueError as exc:  # the stream's argument is the config's `experiences` (--experiences)
+        if str(exc).startswith("n_experiences:"):
+            raise ValueError("experiences" + str(exc)[len("n_experiences"):]) from None
+        raise
     return blurry(split, cfg.overlap, seed=cfg.seed) if cfg.stream == "blurry" else split
 
 

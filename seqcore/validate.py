@@ -35,7 +35,7 @@ def check_array(name: str, x, ndim: int | tuple[int, ...] | None = None, floatin
     if not is_array(x):
         raise TypeError(f"{name}: got {type(x).__name__}, expected an array")
     if floating and dtype_kind(x) != "f":
-        raise TypeError(f"{name}: got dtype {_raw(x).dtype}, expected a floating-point array (float32 or float64)")
+        raise TypeError(f"{name}: got dtype {_raw(x).dtype}, expected a floating-point array (float32 or float64; other float types run the reference)")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if x.ndim not in allowed:

@@ -496,3 +496,9 @@ def test_joint_and_cumulative_build_each_experience_once(monkeypatch, learner, k
     # building the loop's views (evaluation sets, shapes) takes a few, training on them none more
     assert counts.max() <= 4, counts  # was one build per step and experience: about 60 each
     assert learners.make(learner).uses_all_experiences is kept
+
+
+def test_a_split_that_does_not_divide_the_classes_names_the_config_field():
+    from seqcore.continual import ContinualConfig, run_continual
+    with pytest.raises(ValueError, match=r"^experiences: got 3, expected a divisor of the 8 classes"):
+        run_continual(ContinualConfig(stream="split", steps=5), None, quiet=True)
