@@ -183,6 +183,16 @@ def test_strings_where_numbers_belong_are_named():
     assert stack(cells.DiagGRU, 4, 4, num_layers=2, heads=2).layers[1].heads == 2
 
 
+def test_errors_inside_a_stack_say_which_layer_and_direction():
+    st = stack(cells.LSTM, 3, 4, num_layers=2, bidirectional=True)
+    p = st.init(RNG)
+    x, h = np.ones((2, 5, 3), np.float32), np.zeros((2, 4), np.float32)
+    with pytest.raises(TypeError, match=r"^layer 1: forward direction: h0: got ndarray, expected a tuple \(h0, c0\)"):
+        st.apply(p, x, [((h, h), (h, h)), (h, None)])
+    with pytest.raises(TypeError, match=r"^backward direction: h0: got ndarray"):  # one layer: no layer number
+        stack(cells.LSTM, 3, 4, bidirectional=True).apply(st.init(RNG)[:1], x, [((h, h), h)])
+
+
 def test_masked_losses_are_weighted_means_and_refuse_bad_weights():
     logits, labels = RNG.normal(size=(5, 3)), np.array([0, 2, 1, 1, 0])
     pred, target = RNG.normal(size=(5, 2)), RNG.normal(size=(5, 2))

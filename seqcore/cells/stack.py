@@ -1,6 +1,8 @@
 """Multi-layer stacks and the bidirectional wrapper (``torch.nn.RNN/LSTM/GRU`` layouts)."""
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,8 +53,10 @@ class Bidirectional:
             raise TypeError(f"h0: got {type(h0).__name__}{_length(h0)}, expected None or a pair "
                             "(forward_state, backward_state)")
         h0f, h0b = (None, None) if h0 is None else h0
-        hf, lf = self.forward.apply(params["forward"], x, h0f, mode=mode, **kw)
-        hb, lb = self.backward.apply(params["backward"], _flip_time(x), h0b, mode=mode, **kw)
+        with _where("forward direction"):
+            hf, lf = self.forward.apply(params["forward"], x, h0f, mode=mode, **kw)
+        with _where("backward direction"):
+            hb, lb = self.backward.apply(params["backward"], _flip_time(x), h0b, mode=mode, **kw)
         return ops.concatenate([hf, _flip_time(hb)], axis=-1), (lf, lb)
 
 
@@ -98,10 +102,23 @@ class Stack:
         if len(h0) != len(self.layers):
             raise ValueError(f"h0: got {len(h0)} states, expected one per layer ({len(self.layers)})")
         last = []
-        for layer, p, s in zip(self.layers, params, h0):
-            x, h = layer.apply(p, x, s, mode=mode, **kw)
+        for i, (layer, p, s) in enumerate(zip(self.layers, params, h0)):
+            with _where(f"layer {i}" if len(self.layers) > 1 else ""):
+                x, h = layer.apply(p, x, s, mode=mode, **kw)
             last.append(h)
         return x, last
+
+
+@contextlib.contextmanager
+def _where(place: str):
+    """Prefix a plain ValueError / TypeError raised inside with ``place`` (which layer, which
+    direction): a stack's layers check the same argument names."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        if not place or type(exc) not in (ValueError, TypeError):
+            raise
+        raise type(exc)(f"{place}: {exc}") from exc
 
 
 def _length(x) -> str:
