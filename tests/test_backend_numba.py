@@ -128,7 +128,7 @@ def test_linear_scan_every_method_and_direction(nb, monkeypatch, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 8, 19])  # 4 and 8 have their own builds
 @pytest.mark.parametrize("B,T,G", [(1, 1, 1), (2, 9, 3), (1, 1025, 2)])
 def test_block_scan_every_block_size(nb, k, B, T, G, dtype):
     rng = np.random.default_rng(2)
@@ -165,7 +165,7 @@ def test_non_contiguous_inputs_are_copied(nb):
     A = np.swapaxes(rng.uniform(-0.5, 0.5, (2, 8, 3, 2, 2)), -1, -2)
     compare_primitive(nb, "block_scan", (A, rng.normal(size=(2, 8, 3, 2))[:, :, ::-1], None), {}, np.float64, rng)
     # transposed blocks are read in place (no copy) by the forward: every k, both directions
-    for k in (2, 3, 5):
+    for k in (2, 3, 4, 5, 8):
         A = np.swapaxes(rng.uniform(-0.5, 0.5, (2, 9, 2, k, k)), -1, -2)
         h0 = rng.normal(size=(2, 2, k))
         for reverse in (False, True):

@@ -13,8 +13,8 @@ and indexes time through ``reverse`` instead of flipping arrays.
   read the inputs twice: pass 1 reduces every chunk to an affine map (product
   of gates, end state from zero), pass 2 chains the chunk carries (serial, n = T / C
   values), pass 3 rescans every chunk from its carry.  All schedules agree up to rounding.
-* ``block_scan`` (k = 1 reuses the diagonal kernels; k = 2, 3 written out; any k: dense
-  loops) and ``log_linear_scan`` run sequentially in time with tasks over B × G (B × D)
+* ``block_scan`` (k = 1 reuses the diagonal kernels; k = 2, 3 written out; k ≥ 4 in
+  ``dense_blocks.py``) and ``log_linear_scan`` run sequentially in time with tasks over B × G (B × D)
   for every ``method`` — the reference's methods differ from each other only in rounding.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 from numba import prange
 
 from ..numpy import scan as _ref
+from .dense_blocks import dense_kernels
 from .ops import (AHEAD, AheadBuilds, as_dtype, contiguous, exp_from_parts, expm1_parts, inline, kernel,
                   log1p_coefficients, log1p_unit, num_threads, prefetch_row, split_columns, supported_dtype, task_block,
                   task_scratch)
@@ -285,7 +286,7 @@ def _entry(A, i, t, g, r, q, transposed):
 
 @kernel(parallel=True)
 def _block_forward(A, b, h0, reverse, transposed, blk, h):
-    """Tasks: (batch row, block of groups).  k = 2 and 3 written out; any other k: dense loops.
+    """Tasks: (batch row, block of groups).  k = 2 and 3 written out (k ≥ 4: ``dense_blocks.py``).
     ``transposed``: ``A`` holds each block transposed (the caller's operand was a swapped view)."""
     B, T, G, k = b.shape
     zero = b.dtype.type(0.0)
@@ -308,25 +309,19 @@ def _block_forward(A, b, h0, reverse, transposed, blk, h):
                     a01, a10 = _entry(A, i, t, g, 0, 1, transposed), _entry(A, i, t, g, 1, 0, transposed)
                     h[i, t, g, 0] = (A[i, t, g, 0, 0] * p0 + a01 * p1) + b[i, t, g, 0]
                     h[i, t, g, 1] = (a10 * p0 + A[i, t, g, 1, 1] * p1) + b[i, t, g, 1]
-            elif k == 3:
+            else:
                 for g in range(g0, g1):
                     p0, p1, p2 = h[i, tp, g, 0], h[i, tp, g, 1], h[i, tp, g, 2]
                     for r in range(3):
                         h[i, t, g, r] = (_entry(A, i, t, g, r, 0, transposed) * p0
                                          + _entry(A, i, t, g, r, 1, transposed) * p1
                                          + _entry(A, i, t, g, r, 2, transposed) * p2) + b[i, t, g, r]
-            else:
-                for g in range(g0, g1):
-                    for r in range(k):
-                        acc = zero
-                        for q in range(k):
-                            acc += _entry(A, i, t, g, r, q, transposed) * h[i, tp, g, q]
-                        h[i, t, g, r] = acc + b[i, t, g, r]
 
 
 @kernel(parallel=True)
 def _block_backward(A, h, h0, dh, reverse, blk, dA, db, dh0):
-    """g_t = A_{t+1}^T g_{t+1} + dh_t; dA_t = g_t h_{t-1}^T; db = g; dh0 = A_1^T g_1 (scan order)."""
+    """g_t = A_{t+1}^T g_{t+1} + dh_t; dA_t = g_t h_{t-1}^T; db = g; dh0 = A_1^T g_1 (scan order);
+    k = 2 and 3 (k ≥ 4: ``dense_blocks.py``)."""
     B, T, G, k = dh.shape
     zero = dh.dtype.type(0.0)
     nblk = (G + blk - 1) // blk
@@ -345,19 +340,12 @@ def _block_backward(A, h, h0, dh, reverse, blk, dA, db, dh0):
                     n0, n1 = db[i, tn, g, 0], db[i, tn, g, 1]
                     db[i, t, g, 0] = (A[i, tn, g, 0, 0] * n0 + A[i, tn, g, 1, 0] * n1) + dh[i, t, g, 0]
                     db[i, t, g, 1] = (A[i, tn, g, 0, 1] * n0 + A[i, tn, g, 1, 1] * n1) + dh[i, t, g, 1]
-            elif k == 3:
+            else:
                 for g in range(g0, g1):
                     n0, n1, n2 = db[i, tn, g, 0], db[i, tn, g, 1], db[i, tn, g, 2]
                     for r in range(3):
                         db[i, t, g, r] = (A[i, tn, g, 0, r] * n0 + A[i, tn, g, 1, r] * n1
                                           + A[i, tn, g, 2, r] * n2) + dh[i, t, g, r]
-            else:
-                for g in range(g0, g1):
-                    for r in range(k):
-                        acc = zero
-                        for q in range(k):
-                            acc += A[i, tn, g, q, r] * db[i, tn, g, q]
-                        db[i, t, g, r] = acc + dh[i, t, g, r]
             if j > 0:
                 tp = T - j if reverse else j - 1
                 for g in range(g0, g1):
@@ -397,7 +385,8 @@ def block_scan_fwd(xp, A, b, h0=None, reverse=False, method="sequential", chunk_
     if not transposed:
         A = contiguous(A)
     h = np.empty_like(b)
-    _block_forward(At if transposed else A, b, h0, bool(reverse), transposed, split_columns(Bn, G, 16), h)
+    forward = _block_forward if k <= 3 else dense_kernels(k)[0]
+    forward(At if transposed else A, b, h0, bool(reverse), transposed, split_columns(Bn, G, 16), h)
     return h, ("numba", A, h, h0, has_h0)
 
 
@@ -415,7 +404,8 @@ def block_scan_bwd(xp, res, dh, reverse=False, method="sequential", chunk_size=6
         dA, db, dh0 = da.reshape(A.shape), db.reshape(h.shape), dh0.reshape(h0.shape)
     else:
         dA, db, dh0 = np.empty_like(A), np.empty_like(h), np.empty_like(h0)
-        _block_backward(A, h, h0, dh, bool(reverse), split_columns(Bn, G, 16), dA, db, dh0)
+        backward = _block_backward if k <= 3 else dense_kernels(k)[1]
+        backward(A, h, h0, dh, bool(reverse), split_columns(Bn, G, 16), dA, db, dh0)
     return dA, db, (dh0 if has_h0 else None)
 
 
