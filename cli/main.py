@@ -16,10 +16,11 @@ import numpy as np
 
 from seqcore import backends, cells, tasks
 from seqcore.backends import BackendUnavailable, heap
-from seqcore.runs import RunDir, load_checkpoint, read_json_object
+from seqcore.runs import RunDir, load_checkpoint
 from seqcore.tasks.idx import DEFAULT_DATA_DIRS
 from seqcore import train as train_module
 from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, Run, TrainConfig
+from seqcore.train import current_status
 from seqcore.train import resume as resume_run
 from seqcore.train import train as train_run
 
@@ -348,23 +349,23 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
     of an uninterrupted run.
     """
     cfg = _run_config(run_dir)
-    done = _checkpoint_step(run_dir)
+    with user_errors():
+        done, previous = current_status(run_dir)  # previous: None where no summary describes the checkpoint
     total = cfg.steps if steps is None else steps
     if steps is not None and steps <= done:
         raise click.ClickException(f"--steps: got {steps}, expected more than the {done} steps already done")
-    if done >= total:
+    if done >= total and previous is not None:
         raise click.ClickException(f"{run_dir}: already trained for {done} of {total} steps; "
                                    f"pass --steps N (N > {done}) to train longer")
-    rd = RunDir(run_dir)
-    with user_errors():
-        previous = read_json_object(rd.summary).get("status") if rd.summary.exists() else None
     if steps is None and previous in ("curriculum-finished", "target-reached"):
         raise click.ClickException(f"{run_dir}: the run already stopped ({previous}); "
                                    "pass --steps N to train it further anyway")
     if not quiet:
         past = f"; continuing past its earlier stop ({previous})" if steps is not None and \
             previous in ("curriculum-finished", "target-reached") else ""
-        click.echo(f"seqcore resume: {run_dir} from step {done} to {total} ({cfg.backend} backend{past})")
+        what = (f"from step {done} to {total}" if done < total else
+                f"at step {done}: its summary was not written, rebuilding it from metrics.jsonl")
+        click.echo(f"seqcore resume: {run_dir} {what} ({cfg.backend} backend{past})")
         note_blas_pin(cfg.backend)
     with user_errors():
         summary, _ = resume_run(run_dir, steps=steps, quiet=quiet, log=None if quiet else click.echo)

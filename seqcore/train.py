@@ -484,19 +484,54 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
             bar.close()
     if rd is not None and status in ("completed", "curriculum-finished", "target-reached"):
         checkpoint()
-    summary = {
-        "status": status, "message": message, "steps": tr.step_count, "final_loss": loss,
-        "wall_time_s": time.perf_counter() - t0, "level": run.curriculum.level,
-        "heads": last_eval or {}, "final_accuracy": (float(np.mean([v["accuracy"] for v in last_eval.values()
-                                                                    if "accuracy" in v]))
-                                                      if last_eval and any("accuracy" in v for v in last_eval.values())
-                                                      else None),
+    summary = _summary(run, status, message, loss, last_eval, time.perf_counter() - t0)
+    if rd is not None:
+        write_json(rd.summary, summary)
+    return summary
+
+
+def _summary(run: Run, status: str, message: str, loss: float, last_eval: dict | None, wall: float) -> dict:
+    """``summary.json`` of ``run`` at its current step."""
+    cfg = run.cfg
+    accs = [v["accuracy"] for v in (last_eval or {}).values() if "accuracy" in v]
+    return {
+        "status": status, "message": message, "steps": run.trainer.step_count, "final_loss": loss,
+        "wall_time_s": wall, "level": run.curriculum.level, "heads": last_eval or {},
+        "final_accuracy": float(np.mean(accs)) if accs else None,
         "max_level": max((lv for lv in [*(h["level"] for h in run.history), run.curriculum.level]
                           if lv is not None), default=None),
         "backend": cfg.backend, "cell": cfg.cell, "task": cfg.task, "curriculum": cfg.curriculum,
     }
-    if rd is not None:
-        write_json(rd.summary, summary)
+
+
+def current_status(out) -> tuple[int, str | None]:
+    """``(step of the checkpoint, status of the summary that describes it)`` of the run in ``out``.
+
+    The status is None when no ``summary.json`` describes that step: a segment killed before it
+    wrote its summary leaves the summary of an earlier segment (or none), and that one's status
+    (an early stop, say) no longer applies.
+    """
+    rd = RunDir(out)
+    _, meta = load_checkpoint(rd.checkpoint)
+    step = int(meta["step"])
+    if not rd.summary.exists():
+        return step, None
+    summary = read_json_object(rd.summary)
+    return step, (summary.get("status") if summary.get("steps") == step else None)
+
+
+def _summary_from_log(run: Run, rd: RunDir) -> dict:
+    """The summary of a run that was killed after its last checkpoint and before its summary:
+    rebuilt from the ``metrics.jsonl`` record of that step (every run logs its last step)."""
+    step = run.trainer.step_count
+    last = next((r for r in reversed(rd.read_metrics()) if r.get("step") == step), None)
+    if last is None:
+        raise ValueError(f"{rd.metrics}: no record of step {step}, the checkpoint's; expected the last step's "
+                         "evaluation (the file is damaged)")
+    loss = last.get("loss")
+    summary = _summary(run, "completed", "", float("nan") if loss is None else float(loss), last.get("eval"),
+                       run.elapsed)
+    write_json(rd.summary, summary)
     return summary
 
 
@@ -559,7 +594,7 @@ def resume(out: str, *, hooks: Hooks | None = None, quiet: bool = False,
 
 def _resume(rd: RunDir, out, hooks, quiet, log, steps) -> tuple[dict, Any]:
     cfg_dict = read_json_object(rd.config)
-    previous = read_json_object(rd.summary).get("status") if rd.summary.exists() else None
+    _, previous = current_status(out)
     stopped = previous in ("curriculum-finished", "target-reached")
     if steps is not None:
         cfg_dict["steps"] = steps
@@ -571,6 +606,8 @@ def _resume(rd: RunDir, out, hooks, quiet, log, steps) -> tuple[dict, Any]:
         raise ValueError(f"{rd.config}: {exc}") from exc
     run = Run(cfg, hooks)
     run.load(rd.checkpoint)
+    if run.trainer.step_count >= cfg.steps and previous is None:
+        return _summary_from_log(run, rd), run.trainer.params
     if run.trainer.step_count >= cfg.steps or (stopped and steps is None):
         raise ValueError(f"out: the run in {out} already finished ({previous or 'completed'} at step "
                          f"{run.trainer.step_count}); pass a larger `steps` to continue it")

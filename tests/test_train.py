@@ -340,6 +340,42 @@ def test_resume_with_more_steps_trains_past_a_reached_target(tmp_path):
         np.testing.assert_array_equal(resumed[k], whole[k], err_msg=k)
 
 
+class CrashAt(Hooks):
+    """A hard kill at step ``at`` (before that step's checkpoint and without a summary)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def after_step(self, trainer, batch, loss):
+        if trainer.step_count == self.at:
+            raise RuntimeError("killed")
+
+
+def test_a_killed_resume_past_an_early_stop_resumes_from_its_checkpoint(tmp_path):
+    """The early stop's summary no longer describes the checkpoint: plain resume goes on."""
+    cfg = TrainConfig(**{**SMALL, "schedule": "constant", "target_accuracy": 0.01})
+    train(cfg, tmp_path / "run", quiet=True)                 # target-reached at step 10
+    with pytest.raises(RuntimeError, match="killed"):
+        resume(tmp_path / "run", quiet=True, steps=40, hooks=CrashAt(25))  # checkpoint at 20, no summary
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 10
+    s, _ = resume(tmp_path / "run", quiet=True)              # the config now says 40 steps, no target
+    assert (s["status"], s["steps"]) == ("completed", 40)
+    train(TrainConfig(**{**SMALL, "schedule": "constant", "steps": 40}), tmp_path / "whole", quiet=True)
+    whole, _ = _params(tmp_path / "whole" / "checkpoint.npz")
+    resumed, _ = _params(tmp_path / "run" / "checkpoint.npz")
+    for k in whole:
+        np.testing.assert_array_equal(resumed[k], whole[k], err_msg=k)
+
+
+def test_a_run_killed_before_its_summary_gets_it_from_resume(tmp_path):
+    s_full, _ = train(TrainConfig(**SMALL), tmp_path / "run", quiet=True)
+    (tmp_path / "run" / "summary.json").unlink()           # killed between the last checkpoint and the summary
+    s, _ = resume(tmp_path / "run", quiet=True)
+    s_full.pop("wall_time_s"), s.pop("wall_time_s")
+    assert s == s_full
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
+
+
 def test_resume_with_more_steps_trains_past_a_finished_curriculum(tmp_path):
     # threshold 0.01: N 2 -> 3 at step 10, finished (max_n = 3) at step 20
     cfg = TrainConfig(**{**SMALL, "curriculum": "multi-head", "curriculum_kwargs": {"threshold": 0.01, "max_n": 3}})
