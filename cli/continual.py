@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 from pathlib import Path
 
 import click
@@ -141,6 +142,10 @@ def continual(ctx, out, overwrite, resume_run, quiet, synthetic_args, **options)
             if not quiet:
                 note_blas_pin(config.backend)
             summary, _ = run_continual(config, out, quiet=quiet, log=log, overwrite=overwrite)
+    if summary["status"] == "interrupted":  # as `seqcore train`: the checkpoint is kept, exit status 130
+        click.echo(f"Interrupted at step {summary['steps']}; the last checkpoint is kept: {summary['message']}",
+                   err=True)
+        sys.exit(130)
     if summary["status"] not in ("completed",):
         raise click.ClickException(f"run {summary['status']}: {summary['message']}")
     click.echo(format_report(read_json(Path(out) / "summary.json")))  # also with -q, as `train -q` prints its summary

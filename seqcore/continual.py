@@ -52,7 +52,8 @@ import numpy as np
 from . import backends, learners, metrics, optim
 from .learners.base import ExperienceData
 from .learners.classifiers import MLPClassifier, RNNClassifier
-from .runs import JsonConfig, RunDir, atomic_write, load_checkpoint, read_json, restoring, save_checkpoint, write_json
+from .runs import (JsonConfig, RunDir, atomic_write, check_finite_params, load_checkpoint, read_json, restoring,
+                   save_checkpoint, write_json)
 from .train import DTYPES, MODEL_COPIES, Trainer, TrainingDiverged, progress_bar
 from .tree import tree_map
 from .validate import check_choice, check_model_fits, check_positive_int
@@ -410,6 +411,7 @@ class _Run:
             if self.R.shape != (self.n, self.n) or not 0 <= self.experience <= self.n:
                 raise ValueError(f"R: got shape {self.R.shape} at experience {self.experience}, expected "
                                  f"({self.n}, {self.n}) and an experience in [0, {self.n}]")
+        check_finite_params(path, arrays)
 
     # -- summary -------------------------------------------------------------------------------
     def summary(self, rd: RunDir | None, status: str, message: str) -> dict:
@@ -492,7 +494,8 @@ def _loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[s
     except TrainingDiverged as exc:
         status, message = "diverged", str(exc)
     except KeyboardInterrupt:
-        status, message = "interrupted", "interrupted; resume with `seqcore continual --resume --out DIR`"
+        where = f" --out {rd.path}" if rd is not None else ""
+        status, message = "interrupted", f"resume with `seqcore continual --resume{where}`"
     finally:
         if bar is not None:
             bar.close()

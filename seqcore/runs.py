@@ -158,6 +158,16 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def check_finite_params(path, arrays: dict) -> None:
+    """Checkpoints only ever hold finite parameters: anything else is a damaged file, and training
+    on from it would only report "diverged" at once."""
+    bad = [k for k, v in arrays.items() if k.startswith("params/") and v.dtype.kind == "f"
+           and not np.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path}: {bad[0]!r} holds NaN or Inf, expected the finite parameters a "
+                         "checkpoint is written with (the file is damaged)")
+
+
 def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     path = Path(path)
     if not path.exists():

@@ -24,7 +24,7 @@ import numpy as np
 from . import backends, optim, schedules
 from .autodiff import vjp
 from .models import HeadSpec, SequenceModel
-from .runs import (JsonConfig, RunDir, load_checkpoint, params_from_arrays, params_to_arrays, read_json_object,
+from .runs import (JsonConfig, RunDir, check_finite_params, load_checkpoint, params_from_arrays, params_to_arrays, read_json_object,
                    restoring, save_checkpoint, write_json)
 from .tree import tree_leaves, tree_map, tree_paths
 from .validate import check_choice, check_model_fits, check_positive_int
@@ -397,13 +397,7 @@ class Run:
             self.curriculum.load_state_dict(cur)
             self.history = list(meta.get("history", []))
             self.elapsed = float(meta.get("elapsed", 0.0))  # absent from checkpoints written before it was kept
-        # checkpoints only ever hold finite parameters: anything else is a damaged file, and training
-        # on from it would only report "diverged" at once
-        bad = [k for k, v in arrays.items() if k.startswith("params/") and v.dtype.kind == "f"
-               and not np.isfinite(v).all()]
-        if bad:
-            raise ValueError(f"{path}: {bad[0]!r} holds NaN or Inf, expected the finite parameters a "
-                             "checkpoint is written with (the file is damaged)")
+        check_finite_params(path, arrays)
 
 
 def progress_bar(total: int, initial: int, quiet: bool):

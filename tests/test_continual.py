@@ -502,3 +502,30 @@ def test_a_split_that_does_not_divide_the_classes_names_the_config_field():
     from seqcore.continual import ContinualConfig, run_continual
     with pytest.raises(ValueError, match=r"^experiences: got 3, expected a divisor of the 8 classes"):
         run_continual(ContinualConfig(stream="split", steps=5), None, quiet=True)
+
+
+def test_cli_continual_interrupt_exits_130_and_resume_refuses_a_nan_checkpoint(cli, tmp_path, monkeypatch):
+    """As `seqcore train`: Ctrl-C keeps the checkpoint, names the directory to resume and exits
+    130; a checkpoint whose parameters hold NaN is named as damaged, not trained on."""
+    from seqcore.train import Trainer
+    out = tmp_path / "run"
+    step = Trainer.step
+
+    def interrupted_at_25(self, batch):
+        if self.step_count == 25:
+            raise KeyboardInterrupt
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "step", interrupted_at_25)
+    result = cli("continual", *TINY, "--learner", "naive", "--checkpoint-every", "10", "--out", out)
+    monkeypatch.setattr(Trainer, "step", step)
+    assert result.exit_code == 130, result.output
+    assert f"resume with `seqcore continual --resume --out {out}`" in result.output
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    arrays, meta = load_checkpoint(out / "checkpoint.npz")
+    key = next(k for k in arrays if k.startswith("params/"))
+    arrays[key] = np.full_like(arrays[key], np.nan)
+    from seqcore.runs import save_checkpoint
+    save_checkpoint(out / "checkpoint.npz", arrays, meta)
+    result = cli("continual", "--resume", "--out", out, "-q")
+    assert result.exit_code == 1 and f"'{key}' holds NaN or Inf" in result.output, result.output
