@@ -12,3 +12,15 @@ import os
 
 for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+
+
+def run():
+    """The ``seqcore`` console script: :func:`seqcore_cli.main.main`, loaded here so that a Ctrl-C
+    while NumPy and seqcore load (the first fraction of a second) exits 130 without a traceback."""
+    import sys
+    try:
+        from .main import main
+    except KeyboardInterrupt:
+        print("Interrupted while starting", file=sys.stderr)
+        sys.exit(130)
+    main()
