@@ -302,6 +302,8 @@ def train(task_args, curriculum_args, cell_args, data_dir, dataset, config_file,
     cfg, file_out = build_config(config_file, options, task_args, curriculum_args, cell_args, data_dir, dataset)
     if out is not None and not out.strip():  # "" would silently fall back to the default directory
         raise click.ClickException(f"--out: got {out!r}, expected a directory path")
+    if file_out is not None and (not isinstance(file_out, str) or not file_out.strip()):
+        raise click.ClickException(f"out: got {file_out!r} in {config_file}, expected a directory path")
     out = out or file_out or os.path.join("runs", f"{cfg.task}-{cfg.curriculum}-{cfg.cell}")
     with user_errors():  # before the header line: an unusable --out prints nothing else
         rd = RunDir(out)

@@ -760,6 +760,10 @@ def test_out_of_memory_and_empty_out_are_one_line(tmp_path, monkeypatch):
     result = invoke("train", *TINY, "-q", "--out", "")
     assert_one_line_error(result)
     assert "Error: --out: got '', expected a directory path" in result.stderr
+    (tmp_path / "e.json").write_text('{"out": ""}')
+    result = invoke("train", *TINY, "-q", "--config", tmp_path / "e.json")
+    assert_one_line_error(result)
+    assert f"Error: out: got '' in {tmp_path / 'e.json'}, expected a directory path" in result.stderr
     assert not (tmp_path / "runs").exists()  # not the default directory instead
 
 
