@@ -42,7 +42,7 @@ class TrainingDiverged(RuntimeError):
     """The loss or a gradient became NaN/Inf; the last good checkpoint is kept."""
 
     def __init__(self, step: int, what: str):
-        super().__init__(f"training diverged at step {step}: {what} is not finite; "
+        super().__init__(f"training diverged after step {step}: {what} of the next update is not finite; "
                          "the last good checkpoint was kept (try a lower --lr or gradient clipping)")
         self.step = step
 

@@ -405,7 +405,7 @@ def test_nan_gradient_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path,
         m.setattr(Hooks, "transform_grads", nan_at_25)
         result = invoke("train", *TINY, "--out", tmp_path / "nan", "--quiet")
     assert_one_line_error(result)
-    assert "diverged at step 25" in result.stderr and "gradient" in result.stderr
+    assert "diverged after step 25: a gradient" in result.stderr and "gradient" in result.stderr
     assert "status          diverged" in result.stdout
     assert json.loads((tmp_path / "nan" / "summary.json").read_text())["status"] == "diverged"
     arrays, meta = load_checkpoint(tmp_path / "nan" / "checkpoint.npz")
@@ -421,7 +421,7 @@ def test_nan_gradient_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path,
 def test_absurd_learning_rate_diverges(tmp_path):
     result = invoke("train", *TINY, "--lr", "1e38", "--out", tmp_path / "big")
     assert_one_line_error(result)
-    assert "diverged at step" in result.stderr
+    assert "diverged after step" in result.stderr
     assert json.loads((tmp_path / "big" / "summary.json").read_text())["status"] == "diverged"
     kept = params_of(tmp_path / "big")
     init = params_to_arrays(Run(TrainConfig(**TINY_CONFIG)).trainer.params)  # checkpoint of step 0

@@ -334,7 +334,7 @@ def test_default_ewc_run_does_not_diverge_and_a_diverging_one_ends_in_one_line(c
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # an overflow warning would now end the run with it
         result = cli(*run, "--optimizer", "sgd", "--lr", "0.05", "--out", tmp_path / "sgd")
-    assert result.exit_code == 1 and result.output.startswith("Error: run diverged: training diverged at step 55")
+    assert result.exit_code == 1 and result.output.startswith("Error: run diverged: training diverged after step 55")
     assert result.output.count("\n") == 1, result.output
 
 

@@ -455,7 +455,7 @@ def test_a_diverging_run_ends_diverged_without_numpy_warnings(tmp_path):
     assert summary["status"] == "diverged"
     # the message names the step where it stopped: the updates applied so far
     import re
-    step = int(re.search(r"training diverged at step (\d+): ", summary["message"]).group(1))
+    step = int(re.search(r"training diverged after step (\d+): ", summary["message"]).group(1))
     assert summary["steps"] == step < 10
     # no evaluation came before it: the kept checkpoint is step 0's, the initial parameters
     from seqcore.runs import params_to_arrays
