@@ -747,6 +747,14 @@ def test_config_file_setting_a_field_twice_is_refused(tmp_path, text, message):
     assert message in result.stderr and str(path) in result.stderr
 
 
+def test_an_unstable_lorenz_task_is_refused_before_the_run_starts(tmp_path):
+    result = invoke("train", "--task", "lorenz96", "--task-arg", "forcing=1e30", "--task-arg", "dim=8",
+                    "--steps", 2, "--backend", "numpy", "--out", tmp_path / "lz")
+    assert_one_line_error(result)
+    assert "Error: --task-arg forcing: got forcing=1e+30" in result.stderr, result.stderr
+    assert result.stdout == "" and not (tmp_path / "lz").exists()
+
+
 def test_out_of_memory_and_empty_out_are_one_line(tmp_path, monkeypatch):
     def too_big(self, cfg, hooks=None):  # what --hidden 100000000 does, without allocating gigabytes first
         raise MemoryError("Unable to allocate 284. PiB for an array with shape (400000000, 100000000)")

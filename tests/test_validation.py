@@ -370,9 +370,11 @@ def test_metrics_reject_complex_and_non_bool_flags():
 # -- tasks and streams ------------------------------------------------------------------------
 
 def test_lorenz_overflow_is_an_error_not_nan_data():
-    task = tasks.make("lorenz96", forcing=1e6, length=5, burn_in=5)
-    with pytest.raises(ValueError, match="^forcing: got forcing=1000000.0"):
-        task.sample(RNG, 2)
+    # refused when the task is built (a trial trajectory), not at the run's first step; states
+    # that fit float32 but whose squared errors would not (forcing 1e30) too
+    for forcing in (1e6, 1e30, -1e30):
+        with pytest.raises(ValueError, match=r"^forcing: got forcing=.*the RK4 integration overflowed"):
+            tasks.make("lorenz96", forcing=forcing, length=20, dim=8)
 
 
 def test_permuted_stream_with_an_empty_test_split():

@@ -29,6 +29,9 @@ def lorenz96_rk4_step(x: np.ndarray, forcing: float, dt: float) -> np.ndarray:
     return x + (dt / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
+STATE_LIMIT = 1e15  # |state| above this is an overflowed integration (see Lorenz96Task._sample)
+
+
 @functools.lru_cache(maxsize=32)
 def _attractor_stats(dim: int, forcing: float, dt: float, substeps: int) -> tuple[float, float]:
     # 16 trajectories, 200 observations of burn-in, then 2000 observations pooled; fixed seed
@@ -84,6 +87,11 @@ class Lorenz96Task(Task):
         check_float("alpha", self.alpha, minimum=0.0, maximum=1.0)
         if not isinstance(self.normalize, (bool, np.bool_)):
             raise TypeError(f"normalize: got {self.normalize!r}, expected True or False")
+        self._sample(np.random.default_rng(0), 1)  # an unstable integration is refused here, not at step 0
+
+    def _overflow(self) -> ValueError:
+        return ValueError(f"forcing: got forcing={self.forcing} with dt={self.dt}, substeps={self.substeps}: "
+                          f"the RK4 integration overflowed (|state| > {STATE_LIMIT:g}); expected a smaller |forcing| or dt")
 
     def attractor_stats(self) -> tuple[float, float]:
         """``(mean, std)`` of the state on the attractor (all coordinates pooled)."""
@@ -119,12 +127,14 @@ class Lorenz96Task(Task):
             for t in range(1, self.length + 1):
                 state = self._observe(state)
                 states[:, t] = state
-        if not np.isfinite(states).all():  # one pass over the batch; RK4 is unstable when dt·|forcing| is large
-            raise ValueError(f"forcing: got forcing={self.forcing} with dt={self.dt}, substeps={self.substeps}: "
-                             "the RK4 integration overflowed; expected a smaller |forcing| or dt")
         if self.normalize:
             mean, std = self.attractor_stats()
             states = (states - mean) / std
-        states = states.astype(np.float32)
+        with np.errstate(over="ignore"):
+            states = states.astype(np.float32)
+        # RK4 is unstable when dt·|forcing| is large; and states beyond float32's range would reach
+        # the model as inf, beyond ~1e19 their squared errors would (STATE_LIMIT leaves room)
+        if not np.abs(states).max(initial=0.0) <= STATE_LIMIT:  # NaN fails too
+            raise self._overflow()
         mask = np.ones((batch_size, self.length), dtype=np.float32)
         return Batch(states[:, :-1], states[:, 1:], mask)
