@@ -170,7 +170,7 @@ def _option_names(ctx: click.Context, synthetic_args=()) -> dict:
     # not "out": RunDir's messages already say "out: ... (--out)", as `seqcore train`'s do
     names = {p.name: max(p.opts, key=len) for p in ctx.command.params if p.opts and p.name != "out"}
     names.update({key: f"--synthetic {key}" for key, _ in synthetic_args})
-    names.update(n_experiences="--experiences", max_norm="--clip")
+    names.update(n_experiences="--experiences", max_norm="--clip", synthetic="--synthetic")
     return names
 
 

@@ -517,14 +517,13 @@ def run_continual(config: ContinualConfig, out: str | None = None, *, quiet: boo
     """
     if not isinstance(config, ContinualConfig):
         raise TypeError(f"config: got {type(config).__name__}, expected a ContinualConfig")
-    resume = f"seqcore continual --resume --out {out}"
     rd = None if out is None else RunDir(out)
     if rd is not None:  # before _Run, so the refusal does not wait for the data to load
-        rd.refuse_existing(overwrite, resume)
+        rd.refuse_existing(overwrite)
     run = _Run(config)
     with contextlib.nullcontext() if rd is None else rd.lock():
         if rd is not None:
-            rd.create(config.to_dict(), overwrite=overwrite, resume=resume)
+            rd.create(config.to_dict(), overwrite=overwrite)
             run.save(rd.checkpoint, time.perf_counter())
         summary = _loop(run, rd, quiet, log, stop_at_step)
     return summary, run.trainer.params

@@ -218,11 +218,22 @@ class RunDir:
 
     def refuse_existing(self, overwrite: bool = False, resume: str | None = None) -> None:
         """Raise ValueError if a run (a checkpoint) is here and ``overwrite`` is false; the
-        message names ``resume``, the command that continues it (default ``seqcore resume DIR``)."""
+        message names ``resume``, the command that continues it (default: the one for the kind of
+        run its config describes, ``seqcore continual --resume --out DIR`` or ``seqcore resume DIR``)."""
         if self.checkpoint.exists() and not overwrite:
-            resume = resume or f"seqcore resume {self.path}"
+            resume = resume or self.resume_command()
             raise ValueError(f"out: {self.path} already holds a run; continue it with `{resume}`, "
                              "replace it with --overwrite, or choose another --out")
+
+    def resume_command(self) -> str:
+        """The command that continues the run here: by its config, a continual run or a training run."""
+        try:
+            config = read_json(self.config)
+        except (OSError, ValueError):
+            config = None
+        if isinstance(config, dict) and {"stream", "learner"} <= set(config):
+            return f"seqcore continual --resume --out {self.path}"
+        return f"seqcore resume {self.path}"
 
     def create(self, config: dict, overwrite: bool = False, resume: str | None = None) -> None:
         self.refuse_existing(overwrite, resume)
@@ -260,8 +271,8 @@ class RunDir:
                 handle.seek(0)
                 holder = handle.read().strip()
                 raise ValueError(f"out: {self.path} is in use by another seqcore process"
-                                 f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it to finish, "
-                                 "or choose another --out") from None
+                                 f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it to finish"
+                                 f"{', or choose another --out' if create else ''}") from None
             handle.truncate(0)
             handle.write(str(os.getpid()))
             handle.flush()

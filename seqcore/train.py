@@ -116,6 +116,11 @@ class TrainConfig(JsonConfig):
         if "seed" in self.task_kwargs:  # the run passes its own seed to the task (one seed per run)
             raise ValueError(f"task_kwargs: got seed={self.task_kwargs['seed']!r}, expected no seed: the task's "
                              "seed is the run's `seed` field (--seed on the command line)")
+        settable = [k for k in tasks.fields(self.task) if k != "seed"]
+        unknown = sorted(set(self.task_kwargs) - set(settable))
+        if unknown:  # tasks.make would say so too, but offer the seed it refuses here
+            raise ValueError(f"task_kwargs: got unknown field(s) {', '.join(unknown)} for the {self.task!r} task, "
+                             f"expected some of {', '.join(settable)}")
 
 
 
@@ -337,7 +342,7 @@ class Run:
             return SequenceModel(cfg.cell, self.task.input_size, hidden, heads, num_layers=cfg.layers,
                                  cell_kwargs=tuple(sorted(cfg.cell_kwargs.items())))
 
-        check_model_fits("hidden", cfg.hidden, build, np.dtype(DTYPES[cfg.dtype]).itemsize, MODEL_COPIES)
+        check_model_fits("hidden", cfg.hidden, build, np.dtype(DTYPES[cfg.dtype]).itemsize, MODEL_COPIES, cfg.layers)
         self.model = build(cfg.hidden)
         self.be = backends.get(cfg.backend)
         init = self.model.init(np.random.default_rng([cfg.seed, 0]), DTYPES[cfg.dtype])

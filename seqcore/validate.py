@@ -169,9 +169,12 @@ def parameter_count(build: Callable[[int], object], hidden: int, probes: int = 6
     return 0  # no small model to measure: the build itself reports the problem
 
 
-def check_model_fits(name: str, hidden: int, build: Callable[[int], object], itemsize: int, copies: int) -> None:
+def check_model_fits(name: str, hidden: int, build: Callable[[int], object], itemsize: int, copies: int,
+                     layers: int = 1) -> None:
     """Refuse a hidden size whose parameters, in ``copies`` copies (parameters, gradients,
-    optimizer state) of ``itemsize`` bytes, could not fit in this machine's memory."""
+    optimizer state) of ``itemsize`` bytes, could not fit in this machine's memory (``layers``:
+    named in the message when the stack's depth is part of the cause)."""
     count = parameter_count(build, hidden)
+    depth = f" in {layers} layers" if layers > 1 else ""
     check_fits_in_memory(name, hidden, count * itemsize * copies,
-                         f"{count:.3g} parameters (with their gradients and optimizer state)")
+                         f"{count:.3g} parameters{depth} (with their gradients and optimizer state)")

@@ -348,6 +348,13 @@ def test_existing_run_hints_the_continual_resume_and_is_detected(cli, tmp_path):
     assert cli("continual", *TINY, "--out", out, "--overwrite").exit_code == 0
     with pytest.raises(ValueError, match="seqcore continual --resume"):
         run_continual(ContinualConfig(), str(out))
+    # each kind of run names its own resume command, whichever command finds it
+    from seqcore.train import TrainConfig, train
+    train(TrainConfig(steps=2, eval_every=1, hidden=4), str(tmp_path / "tr"), quiet=True)
+    with pytest.raises(ValueError, match=rf"continue it with `seqcore resume {tmp_path / 'tr'}`"):
+        run_continual(ContinualConfig(), str(tmp_path / "tr"))
+    with pytest.raises(ValueError, match=rf"continue it with `seqcore continual --resume --out {out}`"):
+        train(TrainConfig(steps=2), str(out), quiet=True)
     # a training run's config.json (seqcore.train.TrainConfig) is not a continual run's
     from seqcore.train import TrainConfig
     train_dir = tmp_path / "train"

@@ -167,7 +167,8 @@ class _NCurriculum(Curriculum):
                  max_n: int | None = None, min_n: int | None = None):
         super().__init__(task)
         if not hasattr(task, "ns") or "n" not in {f.name for f in dataclasses.fields(task)}:
-            raise ValueError(f"task: got {task.name!r}, expected a task with an `n` field (nparity, ndms)")
+            raise ValueError(f"task: got {task.name!r} for the {self.name!r} curriculum, which moves over N; "
+                             "expected a task with an `n` field (nparity, ndms), or the 'fixed' curriculum")
         floor = getattr(task, "min_n", 1)
         self.threshold = check_float("threshold", threshold, minimum=0.0, maximum=1.0, open_min=True)
         # N counts from 2 by default (RESEARCH §6); N = 1 parity is allowed when asked for
