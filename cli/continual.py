@@ -138,6 +138,7 @@ def continual(ctx, out, overwrite, resume_run, quiet, synthetic_args, **options)
                                            f"continue it with `seqcore resume {out}`")
             summary, _ = resume_continual(out, quiet=quiet, log=log)
         else:
+            _refuse_unused_options(ctx, options, synthetic_args)
             config = build_config(options, synthetic_args)
             if not quiet:
                 note_blas_pin(config.backend)
@@ -186,6 +187,33 @@ def _refuse_options_on_resume(ctx: click.Context) -> None:
     if given:
         raise click.ClickException(f"{', '.join(given)}: not allowed with --resume; the run continues with "
                                    f"its saved config.json (start a new run with another --out to change it)")
+
+
+# options that only some configurations read: (option name, test on the options, what reads it)
+_CONDITIONAL = (
+    ("task", lambda o: o["stream"] == "curriculum", "--stream curriculum"),
+    ("n_start", lambda o: o["stream"] == "curriculum", "--stream curriculum"),
+    ("overlap", lambda o: o["stream"] == "blurry", "--stream blurry"),
+    ("classes_per_experience", lambda o: o["stream"] == "scole", "--stream scole"),
+    ("class_distribution", lambda o: o["stream"] == "scole", "--stream scole"),
+    ("stream_exponent", lambda o: o["stream"] in ("power-law", "scole"), "--stream power-law or scole"),
+    ("stream_budget", lambda o: o["stream"] == "power-law", "--stream power-law"),
+    ("data_dir", lambda o: o["stream"] != "curriculum" and o["dataset"] in ("fashion-mnist", "mnist"),
+     "--dataset fashion-mnist or mnist"),
+    ("step_features", lambda o: o["model"] != "mlp", "a recurrent --model"),
+)
+
+
+def _refuse_unused_options(ctx: click.Context, options: dict, synthetic_args) -> None:
+    """An option given on the command line that this configuration never reads is an error,
+    not a silent no-op (`--overlap` on a permuted stream, `--data-dir` with synthetic data)."""
+    explicit = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    for name, used, reader in _CONDITIONAL:
+        if ctx.get_parameter_source(name) in explicit and not used(options):
+            flag = "--" + name.replace("_", "-")
+            raise click.ClickException(f"{flag}: not used by this run; it is read only with {reader}")
+    if synthetic_args and (options["dataset"] != "synthetic" or options["stream"] == "curriculum"):
+        raise click.ClickException("--synthetic: not used by this run; it is read only with --dataset synthetic")
 
 
 def build_config(options: dict, synthetic_args=()) -> ContinualConfig:

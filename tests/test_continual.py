@@ -536,3 +536,14 @@ def test_cli_continual_interrupt_exits_130_and_resume_refuses_a_nan_checkpoint(c
     save_checkpoint(out / "checkpoint.npz", arrays, meta)
     result = cli("continual", "--resume", "--out", out, "-q")
     assert result.exit_code == 1 and f"'{key}' holds NaN or Inf" in result.output, result.output
+
+
+@pytest.mark.parametrize("extra,flag", [
+    (["--overlap", "0.5"], "--overlap"), (["--task", "ndms"], "--task"), (["--n-start", "5"], "--n-start"),
+    (["--data-dir", "/tmp"], "--data-dir"), (["--step-features", "4"], "--step-features"),
+    (["--stream-budget", "2"], "--stream-budget"),
+])
+def test_cli_continual_refuses_options_the_run_would_not_read(cli, tmp_path, extra, flag):
+    result = cli("continual", *TINY, *extra, "--out", tmp_path / "x")
+    assert result.exit_code != 0 and result.output.startswith(f"Error: {flag}: not used by this run"), result.output
+    assert not (tmp_path / "x").exists()
