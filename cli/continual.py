@@ -348,6 +348,8 @@ def plot_curves(run_dir: str | Path, path: str | Path) -> Path | None:
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json as it is.")
 def report(run_dir: str, plot_path: str | None, no_plot: bool, as_json: bool) -> None:
     """Print a continual run's accuracy matrix and metrics (and plot its curves when matplotlib is present)."""
+    if plot_path is not None and not plot_path.strip():  # '' would fall back to the default file
+        raise click.ClickException(f"--plot: got {plot_path!r}, expected a file name")
     with user_errors({"plot": "--plot"}):
         summary_path = Path(run_dir) / "summary.json"
         if not summary_path.exists():

@@ -222,6 +222,10 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
         if task not in _data_tasks():
             raise click.ClickException(f"{flag}: task {task!r} reads no files, expected a task that "
                                        f"does ({', '.join(_data_tasks())})")
+        other = dict(task_args).get(field)
+        if other is not None and other != value:
+            raise click.ClickException(f"{flag}: got {value!r} and --task-arg {field}={other!r}, expected one "
+                                       "of them (they set the same task field)")
         task_args = (*task_args, (field, value))
     for kind, pairs in (("task", task_args), ("curriculum", curriculum_args), ("cell", cell_args)):
         key = f"{kind}_kwargs"
