@@ -93,7 +93,7 @@ def _default_backend() -> str:
 @click.option("--experiences", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--train-size", type=click.IntRange(min=1), help="Training samples kept (default: all).")
 @click.option("--eval-size", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Evaluation samples per experience.")
+              help="Evaluation samples per experience (at most its whole test split).")
 @click.option("--model", type=click.Choice(("mlp", *cells.names())), default="mlp", show_default=True,
               help="An MLP or a recurrent classifier with this cell (images read row by row).")
 @click.option("--hidden", type=click.IntRange(min=1), default=100, show_default=True)

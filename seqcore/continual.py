@@ -76,7 +76,7 @@ class ContinualConfig(JsonConfig):
     """Everything that defines a continual run (saved as ``config.json``).
 
     ``steps`` counts updates per experience; ``eval_size`` evaluation samples are used per
-    experience; ``train_size`` keeps that many training samples (None: all). ``model`` is
+    experience (at most the experience's test split: a larger value takes all of it); ``train_size`` keeps that many training samples (None: all). ``model`` is
     ``"mlp"`` or a cell name (recurrent classifier; flat samples are cut into steps of
     ``step_features`` features, images are read row by row). ``reset_optimizer``
     re-initialises the optimizer state (Adam's moments) at the start of every experience.
