@@ -238,7 +238,12 @@ def add_decayed_weights(weight_decay: float, mask=None) -> GradientTransformatio
         if mask is None:
             return tree_map(lambda g, p: g + weight_decay * p, grads, params), state
         where = mask(params) if callable(mask) else mask
-        return tree_map(lambda g, p, m: g + weight_decay * p if m else g, grads, params, where), state
+
+        def decay(g, p, m):
+            if not isinstance(m, (bool, np.bool_)):  # "no" or 0 would decide by Python truthiness
+                raise TypeError(f"mask: got a leaf {m!r} ({type(m).__name__}), expected True or False per parameter")
+            return g + weight_decay * p if m else g
+        return tree_map(decay, grads, params, where), state
 
     return GradientTransformation(lambda params: {}, update)
 

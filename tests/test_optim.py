@@ -357,6 +357,10 @@ def test_bad_types_and_missing_params():
         optim.chain(optim.clip(1.0), optim.adam(0.1)).update(p, 5, p)
     with pytest.raises(ValueError, match=r"^state: got a tuple of 1 states, expected a tuple of 2"):
         optim.chain(optim.clip(1.0), optim.adam(0.1)).update(p, ({},), p)
+    # a decay mask of non-bools ("no" is truthy) is refused
+    masked = optim.adamw(0.1, mask={"x": "no"})
+    with pytest.raises(TypeError, match=r"^mask: got a leaf 'no' \(str\), expected True or False"):
+        masked.update(p, masked.init(p), p)
     # a tree that does not fit names its argument
     adam = optim.adam(0.1)
     two = {"x": np.ones(2), "y": np.ones(3)}
