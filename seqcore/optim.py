@@ -561,6 +561,12 @@ def _check_restored(key: str, array: np.ndarray, template) -> None:
         raise TypeError(f"arrays[{key!r}]: got dtype {array.dtype}, expected a floating-point array")
     if not np.isfinite(array).all():
         raise ValueError(f"arrays[{key!r}]: got non-finite values (NaN or inf), expected a finite optimizer state")
+    if _SQUARES & set(key.split("/")) and array.size and float(array.min()) < 0:  # a square root of it comes next
+        raise ValueError(f"arrays[{key!r}]: got a minimum of {float(array.min())!r}, expected a sum of squares >= 0")
+
+
+# state slots that accumulate squared gradients (Adam's nu, RMSprop's square_avg, Adagrad's sum)
+_SQUARES = {"nu", "nu_max", "square_avg", "sum"}
 
 
 def state_from_arrays(template_state, arrays, prefix: str = "opt_state/"):

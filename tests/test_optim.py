@@ -409,6 +409,7 @@ def _adam_arrays():
     ("opt_state/0/mu/x", np.array([1 + 1j, 2, 3]), TypeError, r"arrays\['opt_state/0/mu/x'\]: got dtype complex"),
     ("opt_state/0/mu/x", np.array([1, 2, 3]), TypeError, r"arrays\['opt_state/0/mu/x'\]: got dtype int"),
     ("opt_state/0/nu/y", np.full((2, 2), np.nan), ValueError, r"arrays\['opt_state/0/nu/y'\]: got non-finite"),
+    ("opt_state/0/nu/y", np.full((2, 2), -1.0), ValueError, r"arrays\['opt_state/0/nu/y'\]: got a minimum of -1.0"),
     ("opt_state/0/mu/z", np.zeros(3), ValueError, r"arrays: got paths the template state does not have"),
     ("opt_state/1/count", np.array(5), ValueError, r"arrays: got step counts"),
 ])
