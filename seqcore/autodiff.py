@@ -237,6 +237,11 @@ def value_and_grad(f: Callable, argnums: int = 0) -> Callable:
                              "expected a scalar array (use seqcore.vjp for non-scalar outputs)")
         xp = _namespace(out)
         grads = pullback(xp.ones_like(out))
+        if grads[argnums] is None:  # not silently: a gradient was asked of this very argument
+            arg = args[argnums]
+            raise TypeError(f"argnums: got {argnums}, an argument of type {type(arg).__name__}"
+                            f"{' and dtype ' + str(arg.dtype) if hasattr(arg, 'dtype') else ''}; expected the "
+                            "position of a floating-point array or a tree of them")
         return out, grads[argnums]
     return wrapped
 

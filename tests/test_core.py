@@ -226,6 +226,9 @@ def test_value_and_grad():
     v, g = seqcore.value_and_grad(f)(np.array([1.0, -2.0]))
     assert float(v) == 5.0
     np.testing.assert_array_equal(g, [2.0, -4.0])
+    # a gradient asked of an integer argument is an error, not a silent None
+    with pytest.raises(TypeError, match=r"^argnums: got 1, an argument of type ndarray and dtype int64"):
+        seqcore.value_and_grad(lambda a, b: (a * b).sum(), argnums=1)(np.ones(3), np.arange(3))
 
 
 def test_cotangent_of_wrong_shape_is_rejected():
