@@ -193,6 +193,17 @@ def test_errors_inside_a_stack_say_which_layer_and_direction():
         stack(cells.LSTM, 3, 4, bidirectional=True).apply(st.init(RNG)[:1], x, [((h, h), h)])
 
 
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+def test_an_initial_state_of_another_dtype_is_named_in_both_modes(mode):
+    """It was promoted sequentially and refused in parallel as 'the dtype of a' (an internal name)."""
+    for cell in (cells.MinGRU(3, 4), cells.GRU(3, 4)):
+        p = cell.init(RNG, np.float32)
+        x = RNG.normal(size=(2, 5, 3)).astype(np.float32)
+        with pytest.raises(TypeError, match=r"^h0: got dtype float64, expected float32 \(the dtype of x and the"):
+            cell.apply(p, x, np.zeros((2, 4)), mode=mode)
+        assert cell.apply(p, x, np.zeros((2, 4), np.float32), mode=mode)[0].dtype == np.float32
+
+
 def test_masked_losses_are_weighted_means_and_refuse_bad_weights():
     logits, labels = RNG.normal(size=(5, 3)), np.array([0, 2, 1, 1, 0])
     pred, target = RNG.normal(size=(5, 2)), RNG.normal(size=(5, 2))

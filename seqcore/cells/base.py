@@ -200,6 +200,8 @@ class Cell:
         self.check_input(x)
         self.check_params(params)
         state0 = self.pack_state(h0, x.shape[0], _xp_of(x), x.dtype)
+        if h0 is not None:
+            _check_state_dtype(state0, x, params)
         states = self.states(params, x, state0, mode, **newton_kwargs)
         return self.output(states), self.unpack_state(states[:, -1])
 
@@ -213,6 +215,19 @@ def _param_shapes(cell) -> tuple:
     # a tuple of pairs, so callers cannot mutate the memo; init draws every weight, which at
     # H = 256 costs more than a short forward pass
     return tuple(_shapes_from_init(cell).items())
+
+
+def _check_state_dtype(state0, x, params) -> None:
+    """A given initial state has the dtype the cell computes in (that of x and the parameters):
+    a mixed one would be promoted on some paths and refused by the scans on others."""
+    from ..autodiff import stop_gradient
+    values = [stop_gradient(v) for v in (x, *params.values())]
+    if not all(type(v) is np.ndarray for v in values) or type(stop_gradient(state0)) is not np.ndarray:
+        return  # other backends: their own promotion rules
+    want = np.result_type(*(v.dtype for v in values))
+    got = stop_gradient(state0).dtype
+    if got != want:
+        raise TypeError(f"h0: got dtype {got}, expected {want} (the dtype of x and the parameters)")
 
 
 def _xp_of(x):
