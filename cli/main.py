@@ -255,6 +255,9 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     # the first layer's real sizes: fields such as DiagGRU's heads must divide them
     with user_errors(_field_options(options, "cell", cfg.cell, cfg.cell_kwargs, in_file)):
         cells.make(cfg.cell, input_size, cfg.hidden, **cfg.cell_kwargs)
+    with user_errors(_source_names(given, base, config_file)):  # sizes no machine here could hold
+        for name in ("batch_size", "eval_batch_size"):
+            train_module.check_batch_fits(name, getattr(cfg, name), cfg, task)
     return cfg, out
 
 
@@ -318,7 +321,7 @@ def train(task_args, curriculum_args, cell_args, data_dir, dataset, config_file,
                    f"hidden {cfg.hidden}, {cfg.optimizer} lr {cfg.lr:g}, {cfg.steps} steps, "
                    f"{cfg.backend} backend -> {out}")
         note_blas_pin(cfg.backend)
-    with user_errors():
+    with user_errors(_FLAGS):  # sizes refused when the run is built: `--batch-size: got ...`
         summary, _ = train_run(cfg, out, quiet=quiet, log=None if quiet else click.echo, overwrite=overwrite)
     _finish(summary, out)
 
@@ -462,7 +465,8 @@ def eval_(run_dir, num_batches, batch_size, seed, run_eval_set, backend, as_json
     num_batches = num_batches or cfg.eval_batches
     batch_size = batch_size or cfg.eval_batch_size
     task = run.curriculum.current_task()
-    with user_errors():
+    with user_errors({"batch_size": "--batch-size"}):
+        train_module.check_batch_fits("batch_size", batch_size, cfg, task)
         if run_eval_set or isinstance(task, tasks.DatasetTask):
             source = "the run's evaluation set" if run_eval_set else "the test split"
             batches = task.eval_batches(batch_size, num_batches)

@@ -27,7 +27,7 @@ from .models import HeadSpec, SequenceModel
 from .runs import (JsonConfig, RunDir, check_finite_params, load_checkpoint, params_from_arrays, params_to_arrays, read_json_object,
                    restoring, save_checkpoint, write_json)
 from .tree import tree_leaves, tree_map, tree_paths
-from .validate import check_choice, check_model_fits, check_positive_int
+from .validate import check_choice, check_fits_in_memory, check_model_fits, check_positive_int, physical_memory
 
 __all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "Run", "load_run", "train", "resume", "build_optimizer",
            "OPTIMIZERS", "SCHEDULES"]
@@ -36,6 +36,7 @@ OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "warmup-cosine", "wsd", "linear", "rex")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 MODEL_COPIES = 3  # parameters, gradients and at least one optimizer slot: the least a run holds
+BATCH_FLOATS = 4  # floats per hidden unit and step that any cell's forward + backward holds at least
 
 
 class TrainingDiverged(RuntimeError):
@@ -343,6 +344,8 @@ class Run:
                                  cell_kwargs=tuple(sorted(cfg.cell_kwargs.items())))
 
         check_model_fits("hidden", cfg.hidden, build, np.dtype(DTYPES[cfg.dtype]).itemsize, MODEL_COPIES, cfg.layers)
+        for name in ("batch_size", "eval_batch_size"):
+            check_batch_fits(name, getattr(cfg, name), cfg, self.task)
         self.model = build(cfg.hidden)
         self.be = backends.get(cfg.backend)
         init = self.model.init(np.random.default_rng([cfg.seed, 0]), DTYPES[cfg.dtype])
@@ -517,6 +520,22 @@ def current_status(out) -> tuple[int, str | None]:
         return step, None
     summary = read_json_object(rd.summary)
     return step, (summary.get("status") if summary.get("steps") == step else None)
+
+
+def check_batch_fits(name: str, batch_size: int, cfg: TrainConfig, task) -> None:
+    """Refuse a batch whose activations alone could not fit in memory (``--batch-size 10**8``
+    would otherwise end in the kernel's out-of-memory kill, with no message): a lower bound of
+    ``BATCH_FLOATS`` floats per hidden unit, layer and step, at the task's first length."""
+    per_step = (task.input_size + BATCH_FLOATS * cfg.hidden * cfg.layers) * np.dtype(DTYPES[cfg.dtype]).itemsize
+    total = physical_memory()
+    if total is None or batch_size * per_step * 10**5 <= total:
+        return  # no task here is 10^5 steps long: nothing to sample (the usual case)
+    steps = np.shape(task.sample(np.random.default_rng(0), 1).x)[1]
+    if steps * per_step > total:
+        return  # one sequence does not fit: the hidden size is the cause, whose own check names it
+    check_fits_in_memory(name, batch_size, batch_size * steps * per_step,
+                         f"activations at hidden {cfg.hidden} × {cfg.layers} layer(s) (at least "
+                         f"{per_step * steps:.3g} bytes per sequence of {steps} steps)")
 
 
 def _summary_from_log(run: Run, rd: RunDir) -> dict:

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from seqcore import backends, cells, tasks
+from seqcore import train as train_module
 from seqcore.runs import load_checkpoint, params_to_arrays
 from seqcore.train import Hooks, TrainConfig, Run, train as library_train
 from seqcore_cli import common
@@ -350,6 +351,7 @@ def test_key_value_parsing():
     (["train", "--task", "image", "--data-dir", "a", "--task-arg", "data_dir=b"],
      "--data-dir: got 'a' and --task-arg data_dir='b', expected one of them"),
     (["report", ".", "--plot", ""], "--plot: got '', expected a file name"),
+    (["train", "--batch-size", "1000000000"], "--batch-size: got 1000000000, whose activations"),
     (["resume", "no/such/dir"], "does not exist"),
     (["eval", "no/such/dir"], "does not exist"),
     (["frobnicate"], "No such command"),
@@ -360,6 +362,13 @@ def test_bad_options_give_one_error_line(tmp_path, monkeypatch, args, message):
     assert_one_line_error(result)
     assert message in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_eval_refuses_a_batch_that_cannot_fit_in_memory(tmp_path):
+    ok("train", *TINY, "--steps", 4, "--out", tmp_path / "r", "--quiet")
+    result = invoke("eval", tmp_path / "r", "--batch-size", 10**9)  # was an out-of-memory kill, exit 137
+    assert_one_line_error(result)
+    assert "Error: --batch-size: got 1000000000, whose activations" in result.stderr
 
 
 def test_run_directory_errors(tmp_path, monkeypatch):
@@ -764,6 +773,7 @@ def test_out_of_memory_and_empty_out_are_one_line(tmp_path, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr(Run, "__init__", too_big)
+        m.setattr(train_module, "check_batch_fits", lambda *a: None)  # its own refusal is tested elsewhere
         result = invoke("train", *TINY, "--hidden", 10**8, "-q", "--out", tmp_path / "big")
     assert_one_line_error(result)
     assert "out of memory (Unable to allocate 284. PiB" in result.stderr and "--hidden" in result.stderr
