@@ -115,12 +115,16 @@ def check_param_dtype(dtype):
 def check_params(name: str, params, shapes: dict, owner: str = ""):
     """``params`` is a dict holding every key of ``shapes`` as a float array of that shape.
 
-    ``shapes`` maps a key to its expected shape (``None`` entries match any size); keys
-    beyond ``shapes`` are allowed.  ``owner`` names what made the dict (``"LSTM.init"``).
+    ``shapes`` maps a key to its expected shape (``None`` entries match any size); a key
+    beyond ``shapes`` is refused (a misspelt or leftover parameter would be silently unused).
+    ``owner`` names what made the dict (``"LSTM.init"``).
     """
     src = f" from {owner}" if owner else ""
     if not isinstance(params, dict):
         raise TypeError(f"{name}: got {type(params).__name__}, expected a dict{src}")
+    extra = params.keys() - shapes.keys()
+    if extra:
+        raise ValueError(f"{name}: got unused key(s) {sorted(map(str, extra))}; expected keys {sorted(shapes)}{src}")
     for k, shape in shapes.items():
         if k not in params:
             raise ValueError(f"{name}: missing {k!r}; expected keys {sorted(shapes)}{src}")

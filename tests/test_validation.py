@@ -204,6 +204,18 @@ def test_an_initial_state_of_another_dtype_is_named_in_both_modes(mode):
         assert cell.apply(p, x, np.zeros((2, 4), np.float32), mode=mode)[0].dtype == np.float32
 
 
+def test_parameter_dicts_with_unused_keys_are_refused():
+    """A leftover or misspelt key was silently ignored (a bias given to a bias-free layer)."""
+    lin = nn.Linear(3, 2, bias=False)
+    with_bias = nn.Linear(3, 2).init(RNG)
+    with pytest.raises(ValueError, match=r"^params: got unused key\(s\) \['bias'\]; expected keys \['weight'\]"):
+        lin.apply(with_bias, np.ones((4, 3), np.float32))
+    cell = cells.GRU(3, 4)
+    p = {**cell.init(RNG), "weight_hh_l0": np.zeros((12, 4), np.float32)}
+    with pytest.raises(ValueError, match=r"got unused key\(s\) \['weight_hh_l0'\]"):
+        cell.apply(p, np.ones((2, 5, 3), np.float32))
+
+
 def test_masked_losses_are_weighted_means_and_refuse_bad_weights():
     logits, labels = RNG.normal(size=(5, 3)), np.array([0, 2, 1, 1, 0])
     pred, target = RNG.normal(size=(5, 2)), RNG.normal(size=(5, 2))
