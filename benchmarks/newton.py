@@ -93,7 +93,8 @@ def run_case(mod, cell, B, T, dtype, repeats):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NewtonConvergenceWarning)
         _, info = newton_scan(cell, params, x)
-        forward("sequential"), forward_backward("parallel")  # warm-up (JIT compilation, caches)
+        for mode in ("sequential", "parallel"):  # warm-up (JIT compilation, caches) of every timed call
+            forward(mode), forward_backward(mode)
         r = {"iters": info.iterations, "converged": info.converged,
              "seq_f": best_time(lambda: forward("sequential"), repeats),
              "par_f": best_time(lambda: forward("parallel"), repeats),

@@ -985,3 +985,18 @@ def test_train_notes_a_blas_pin_narrower_than_the_cpu_on_stderr(tmp_path, monkey
     monkeypatch.setattr(blas, "_cpu_flags", lambda: {"avx2"})
     assert ok("train", *TINY, "--steps", 2, "--out", tmp_path / "c").stderr == ""
     assert "note:" not in ok("backends").stdout
+
+
+def test_bench_scan_times_the_kernels_it_names():
+    """`seqcore bench scan` runs its kernel rows through the builds scan.py dispatches to (it once
+    called a pair of builds as if it were a kernel); ratios are the bandwidths' quotients."""
+    pytest.importorskip("numba", reason="the scan benchmark times the numba kernels")
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", "from seqcore_cli.main import main; main()", "bench", "--quick",
+                          "scan"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {ln[:44].strip(): ln[44:].split() for ln in out.stdout.splitlines() if len(ln) > 44 and ln[44:].split()}
+    base = float(rows["baseline out = a + b"][1])
+    for name in ("scan fwd", "kernel fwd (outputs preallocated)", "kernel bwd (outputs preallocated)"):
+        ms, gbs, vs = map(float, rows[name][:3])
+        assert ms > 0 and abs(vs - gbs / base) <= 0.01 + 0.005 * gbs / base, (name, rows[name])
