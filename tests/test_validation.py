@@ -216,6 +216,24 @@ def test_parameter_dicts_with_unused_keys_are_refused():
         cell.apply(p, np.ones((2, 5, 3), np.float32))
 
 
+@pytest.mark.parametrize("make", [cells.GRU, cells.LSTM, cells.Elman, cells.DiagGRU, cells.CIFGLSTM, cells.LeakyRNN])
+def test_a_parameter_or_state_of_another_backend_is_named(make):
+    """A torch leaf beside NumPy data used to switch the whole call to torch (or fail inside NumPy)."""
+    torch = pytest.importorskip("torch", reason="the mixed-backend check needs a second backend")
+    cell = make(4, 6)
+    x = RNG.normal(size=(2, 5, 4)).astype(np.float32)
+    for key in cell.init(RNG):
+        p = cell.init(RNG)
+        p[key] = torch.tensor(p[key])
+        with pytest.raises(TypeError, match=rf"^params\['{key}'\]: got a torch.Tensor, expected a numpy.ndarray like x"):
+            cell.apply(p, x)
+    h0 = torch.zeros(2, 6)
+    if make in (cells.LSTM, cells.CIFGLSTM):
+        h0 = (h0, torch.zeros(2, 6))
+    with pytest.raises(TypeError, match=r"h0: got a torch.Tensor, expected a numpy.ndarray like x"):
+        cell.apply(cell.init(RNG), x, h0)
+
+
 def test_masked_losses_are_weighted_means_and_refuse_bad_weights():
     logits, labels = RNG.normal(size=(5, 3)), np.array([0, 2, 1, 1, 0])
     pred, target = RNG.normal(size=(5, 2)), RNG.normal(size=(5, 2))

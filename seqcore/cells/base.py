@@ -26,7 +26,7 @@ import numpy as np
 from .. import ops
 from ..primitives import Primitive, define
 from ..validate import check_array, check_choice, check_param_dtype, check_params, check_positive_int, check_rng
-from ..validate import check_shape
+from ..validate import check_same_backend, check_shape
 
 __all__ = ["Cell", "MODES"]
 
@@ -199,8 +199,11 @@ class Cell:
         """
         self.check_input(x)
         self.check_params(params)
+        for k, v in params.items():  # one backend: a torch weight beside NumPy data is named, not adopted
+            check_same_backend(f"params[{k!r}]", v, "x", x)
         state0 = self.pack_state(h0, x.shape[0], _xp_of(x), x.dtype)
         if h0 is not None:
+            check_same_backend("h0", state0, "x", x)
             _check_state_dtype(state0, x, params)
         states = self.states(params, x, state0, mode, **newton_kwargs)
         return self.output(states), self.unpack_state(states[:, -1])
