@@ -171,6 +171,9 @@ def newton_solve(xp, cell, p, xi, state0, *, tol: float, max_iters: int, jacobia
         ``(states (B, T, S), history)``: history is a list of ``(residual, threshold)``
         floats, one for the initial guess and one after each update.
     """
+    if xi.shape[0] == 0:  # no sequences: nothing to solve (and no residual to take a maximum of)
+        B, T, S = xi.shape[0], xi.shape[1], state0.shape[1]
+        return xp.zeros((B, T, S), dtype=state0.dtype), [(0.0, tol)]
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing iterate is detected and reported
         return _newton_loop(xp, cell, p, xi, state0, tol, max_iters, jacobian, damping)
 

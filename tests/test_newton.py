@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import seqcore
+from seqcore import cells
 from seqcore.cells import LSTM, Cell, Elman
 from seqcore.newton import (DEFAULT_MAX_ITERS, NewtonConvergenceWarning, NewtonInfo, newton_scan,
                             parallel_states)
@@ -445,3 +446,22 @@ def test_default_tolerance_of_torch_dtypes():
     cell = GRU(2, 3)
     assert _resolve_options(cell, torch.float64, 10)["tol"] == DEFAULT_TOL["float64"]
     assert _resolve_options(cell, torch.bfloat16, 10)["tol"] == DEFAULT_TOL["bfloat16"]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_an_empty_batch_runs_in_parallel_mode_as_in_sequential(backend):
+    """B = 0 ended in NumPy's 'zero-size array to reduction operation maximum'."""
+    if backend not in seqcore.backends.available():
+        pytest.skip(f"{backend} backend cannot load")
+    rng = np.random.default_rng(0)
+    x = np.zeros((0, 5, 4), np.float32)
+    with seqcore.use(backend):
+        for make in (cells.GRU, cells.LSTM, cells.DiagGRU, cells.CIFGLSTM):
+            cell = make(4, 8)
+            p = cell.init(rng)
+            hs, _ = cell.apply(p, x, mode="parallel")
+            assert hs.shape == cell.apply(p, x)[0].shape == (0, 5, 8)
+            _, info = seqcore.newton_scan(cell, p, x)
+            assert info.converged
+            g, gx = seqcore.vjp(lambda p, x: cell.apply(p, x, mode="parallel")[0].sum(), p, x)[1](np.ones((), np.float32))
+            assert gx.shape == x.shape and all(not np.any(v) for v in g.values())
