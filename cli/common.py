@@ -79,6 +79,18 @@ def user_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
                                    ) from exc
 
 
+def check_backend_loads(name: str, from_option: bool, config_file=None) -> None:
+    """A backend that cannot load here is refused before anything is written, naming where the
+    choice came from (``--backend``, the config file, or ``$SEQCORE_BACKEND``)."""
+    from seqcore import backends
+    try:
+        backends.get(name)
+    except backends.BackendUnavailable as exc:
+        source = ("--backend" if from_option else f"backend (in {config_file})" if config_file
+                  else "$SEQCORE_BACKEND" if os.environ.get("SEQCORE_BACKEND", "").strip() else "backend")
+        raise click.ClickException(f"{source}: {one_line(exc)}") from exc
+
+
 # the exit status of a program killed by SIGPIPE (128 + 13), as `yes | head -1` leaves it
 BROKEN_PIPE_STATUS = 141
 

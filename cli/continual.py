@@ -22,7 +22,7 @@ from seqcore.metrics import EvalCurve
 from seqcore.plotting import pyplot
 from seqcore.runs import RunDir, atomic_write, read_json, read_json_object
 
-from .common import KeyValue, OptionalFloat, NONE, note_blas_pin, user_errors
+from .common import KeyValue, OptionalFloat, NONE, check_backend_loads, note_blas_pin, user_errors
 
 __all__ = ["register", "continual", "report", "format_report", "plot_curves"]
 
@@ -140,6 +140,8 @@ def continual(ctx, out, overwrite, resume_run, quiet, synthetic_args, **options)
         else:
             _refuse_unused_options(ctx, options, synthetic_args)
             config = build_config(options, synthetic_args)
+            check_backend_loads(config.backend, ctx.get_parameter_source("backend") in (
+                click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT))
             if not quiet:
                 note_blas_pin(config.backend)
             summary, _ = run_continual(config, out, quiet=quiet, log=log, overwrite=overwrite)

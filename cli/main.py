@@ -25,7 +25,7 @@ from seqcore.train import resume as resume_run
 from seqcore.train import train as train_run
 
 from .common import (NONE, KeyValue, OptionalFloat, SeqcoreGroup, load_config_file, note_blas_pin,
-                     register_optional, user_errors)
+                     check_backend_loads, register_optional, user_errors)
 
 __all__ = ["main", "default_backend", "build_config", "load_run", "evaluate_run"]
 
@@ -258,7 +258,9 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     with user_errors(_source_names(given, base, config_file)):  # sizes no machine here could hold
         for name in ("batch_size", "eval_batch_size"):
             train_module.check_batch_fits(name, getattr(cfg, name), cfg, task)
+    check_backend_loads(cfg.backend, "backend" in given, "backend" in base and config_file)
     return cfg, out
+
 
 
 _FLAGS = {name: flag for flag, name, _, _ in _TRAIN_OPTIONS}

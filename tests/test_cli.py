@@ -1000,3 +1000,19 @@ def test_bench_scan_times_the_kernels_it_names():
     for name in ("scan fwd", "kernel fwd (outputs preallocated)", "kernel bwd (outputs preallocated)"):
         ms, gbs, vs = map(float, rows[name][:3])
         assert ms > 0 and abs(vs - gbs / base) <= 0.01 + 0.005 * gbs / base, (name, rows[name])
+
+
+def test_a_backend_that_cannot_load_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    from seqcore.backends import BackendUnavailable
+    try:
+        backends.get("cupy")
+        pytest.skip("cupy loads here: no backend that cannot load to try")
+    except BackendUnavailable:
+        pass
+    result = invoke("train", *TINY, "--backend", "cupy", "--out", tmp_path / "a")
+    assert_one_line_error(result)
+    assert "Error: --backend: backend 'cupy' cannot load" in result.stderr and not (tmp_path / "a").exists()
+    monkeypatch.setenv("SEQCORE_BACKEND", "cupy")
+    result = invoke("train", *[a for a in TINY if a not in ("--backend", "numpy")], "--out", tmp_path / "b")
+    assert_one_line_error(result)
+    assert "Error: $SEQCORE_BACKEND: backend 'cupy' cannot load" in result.stderr and not (tmp_path / "b").exists()
