@@ -106,3 +106,20 @@ def test_torch_asarray_and_mixed_backend_scans_are_named():
     a = torch.rand(2, 5, 3, dtype=torch.float64)
     with pytest.raises(TypeError, match=r"^b: got a torch.Tensor, expected a numpy.ndarray like a"):
         seqcore.linear_scan(a.numpy(), a)  # said "got dtype torch.float64, expected float64"
+
+
+def test_a_tensor_that_requires_grad_is_refused_not_silently_detached():
+    """The reference runs on the tensors' data, so torch autograd would lose the graph: refused,
+    pointing to autograd_function, which keeps it (checked against the same scan's gradient)."""
+    import torch
+    a = torch.rand(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.rand(2, 6, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"^linear_scan: got a torch.Tensor that requires grad.*autograd_function"):
+        seqcore.linear_scan(a, b)
+    with torch.no_grad():
+        plain = seqcore.linear_scan(a, b)
+    out = seqcore.backends.get("torch").autograd_function("linear_scan")(a, b, None)
+    torch.testing.assert_close(out.detach(), plain)
+    out.sum().backward()
+    _, pullback = seqcore.vjp(lambda a: seqcore.linear_scan(a, b).sum(), a.detach())
+    torch.testing.assert_close(a.grad, pullback(torch.ones((), dtype=torch.float64))[0])

@@ -94,6 +94,12 @@ def _device_of(args):
 def adapt_reference(prim):
     """``(fwd, bwd)`` running ``prim``'s NumPy reference on the data of torch tensors."""
     def fwd(_xp, *args, **static):
+        if torch.is_grad_enabled() and any(getattr(a, "requires_grad", False) for a in args):
+            # the reference runs on the tensors' data: torch's autograd would silently lose the graph
+            raise TypeError(f"{prim.name}: got a torch.Tensor that requires grad, whose gradient torch autograd "
+                            "would not get through seqcore; expected tensors without requires_grad (detach "
+                            "them, or differentiate with seqcore.vjp), or use seqcore.backends.get('torch')"
+                            f".autograd_function({prim.name!r}) inside torch autograd")
         device = _device_of(args)
         out, res = prim.fwd(np, *_to_np(list(args)), **_to_np(static))
         return _to_torch(out, device), (res, device)
