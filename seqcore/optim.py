@@ -135,7 +135,14 @@ def _grads_fit(g, p=_ANY) -> bool:
             all(_grads_fit(v, _ANY if p is _ANY else p[i]) for i, v in enumerate(g))
     if g is None:
         return False
-    return p is _ANY or (p is not None and not isinstance(p, (dict, list, tuple)) and np.shape(g) == np.shape(p))
+    return p is _ANY or (p is not None and not isinstance(p, (dict, list, tuple)) and np.shape(g) == np.shape(p)
+                         and _library(g) == _library(p))
+
+
+def _library(x) -> str:
+    """The array library of a leaf (``numpy``, ``torch``, ``cupy``; Python numbers count as NumPy)."""
+    module = type(x).__module__.split(".")[0]
+    return "numpy" if module == "builtins" else module
 
 
 def _check_grads(grads, params=None) -> None:
@@ -147,6 +154,7 @@ def _check_grads(grads, params=None) -> None:
     if _grads_fit(grads, _ANY if params is None else params):  # the usual case, without every leaf's path
         return
     want = None if params is None else {path: np.shape(v) for path, v in tree_paths(params)}
+    libraries = None if params is None else {path: _library(v) for path, v in tree_paths(params)}
     for path, g in tree_paths(grads, keep_none=True):
         if g is None:
             raise ValueError(f"grads[{path!r}]: got None, expected an array shaped like the parameter "
@@ -159,6 +167,9 @@ def _check_grads(grads, params=None) -> None:
         if np.shape(g) != want[path]:
             raise ValueError(f"grads[{path!r}]: got shape {tuple(np.shape(g))}, expected {tuple(want[path])} "
                              "like the parameter")
+        if _library(g) != libraries[path]:
+            raise TypeError(f"grads[{path!r}]: got a {_library(g)} {type(g).__name__}, expected a {libraries[path]} "
+                            "array like the parameter (one backend)")
     if want is not None:
         missing = sorted(set(want) - {path for path, _ in tree_paths(grads, keep_none=True)})
         if missing:
