@@ -357,12 +357,6 @@ def test_bad_types_and_missing_params():
         optim.chain(optim.clip(1.0), optim.adam(0.1)).update(p, 5, p)
     with pytest.raises(ValueError, match=r"^state: got a tuple of 1 states, expected a tuple of 2"):
         optim.chain(optim.clip(1.0), optim.adam(0.1)).update(p, ({},), p)
-    # gradients of another backend than their parameters (NumPy for torch) are named
-    torch = pytest.importorskip("torch", reason="a second backend is needed for the mixed-backend check")
-    adam_t = optim.adam(1e-3)
-    tp = {"w": torch.zeros(3)}
-    with pytest.raises(TypeError, match=r"^grads\['w'\]: got a numpy ndarray, expected a torch array"):
-        adam_t.update({"w": np.ones(3)}, adam_t.init(tp), tp)
     # a decay mask of non-bools ("no" is truthy) is refused
     masked = optim.adamw(0.1, mask={"x": "no"})
     with pytest.raises(TypeError, match=r"^mask: got a leaf 'no' \(str\), expected True or False"):
@@ -376,6 +370,12 @@ def test_bad_types_and_missing_params():
         adam.update({"x": np.ones(2)}, adam.init(two))
     with pytest.raises(ValueError, match=r"^updates: tree structure mismatch: expected dict with keys \['x', 'y'\]"):
         optim.apply_updates(two, {"x": np.ones(2)})
+    # (last: it needs torch) gradients of another backend than their parameters (NumPy for torch) are named
+    torch = pytest.importorskip("torch", reason="a second backend is needed for the mixed-backend check")
+    adam_t = optim.adam(1e-3)
+    tp = {"w": torch.zeros(3)}
+    with pytest.raises(TypeError, match=r"^grads\['w'\]: got a numpy ndarray, expected a torch array"):
+        adam_t.update({"w": np.ones(3)}, adam_t.init(tp), tp)
 
 
 @pytest.mark.parametrize("make", [lambda: optim.sgd(0.1, momentum=0.9), lambda: optim.adam(1e-3),
