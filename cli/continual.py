@@ -370,6 +370,9 @@ def report(run_dir: str, plot_path: str | None, no_plot: bool, as_json: bool) ->
             saved = plot_curves(run_dir, plot_path or Path(run_dir) / "accuracy.png")
             if saved is not None:
                 click.echo(f"\nplot: {saved}")
+            elif plot_path is not None and pyplot() is None:  # asked for by name: say why there is none
+                click.echo(f"note: --plot {plot_path}: nothing plotted, matplotlib is not installed "
+                           "(pip install 'seqcore[plot]')", err=True)
 
 
 def register(group: click.Group) -> None:

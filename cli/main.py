@@ -136,10 +136,10 @@ def list_cells(name: str | None) -> None:
         for n in cells.names():
             click.echo(f"{n:<{width}}  {describe_cell(n)}")
         return
-    click.echo(f"{name}: {describe_cell(name)}\nfields (--cell-arg KEY=VALUE):")
-    for f in dataclasses.fields(_cell_class(name)):
-        if f.name not in ("input_size", "hidden_size") and f.init:
-            click.echo(f"  {f.name} = {json.dumps(f.default, default=str)}")
+    settable = [f for f in dataclasses.fields(_cell_class(name)) if f.name not in ("input_size", "hidden_size") and f.init]
+    click.echo(f"{name}: {describe_cell(name)}\nfields (--cell-arg KEY=VALUE):{'' if settable else ' none'}")
+    for f in settable:
+        click.echo(f"  {f.name} = {json.dumps(f.default, default=str)}")
 
 
 # -- train ----------------------------------------------------------------------------------------

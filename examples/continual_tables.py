@@ -94,7 +94,7 @@ def completed(path: Path) -> dict | None:
     return summary if summary.get("status") == "completed" else None
 
 
-def run_missing(out: Path, tables, seeds) -> None:
+def run_missing(out: Path, tables, seeds, data_dir=None) -> None:
     from seqcore.continual import ContinualConfig, run_continual
     for table in tables:
         changes, rows = TABLES[table]
@@ -104,7 +104,7 @@ def run_missing(out: Path, tables, seeds) -> None:
                 if completed(path):
                     continue
                 cfg = ContinualConfig(**{**PROTOCOL, **changes, **extra}, learner=learner,
-                                      learner_kwargs=kwargs, seed=seed)
+                                      learner_kwargs=kwargs, seed=seed, data_dir=data_dir)
                 print(f"[{table}] {label}, seed {seed} -> {path}", flush=True)
                 summary, _ = run_continual(cfg, str(path), quiet=True, overwrite=True)
                 print(f"[{table}] {label}, seed {seed}: {summary['status']}, average accuracy "
@@ -187,15 +187,21 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
                         help="seeds of the Adam table (the others use the first)")
     parser.add_argument("--no-run", action="store_true", help="only write the tables from the runs found")
+    parser.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files (default: the Debian "
+                                           "package's, /usr/share/datasets/fashion-mnist)")
     args = parser.parse_args()
     if not args.no_run:
-        run_missing(args.out, args.tables, args.seeds)
+        from seqcore.tasks import DatasetError
+        try:
+            run_missing(args.out, args.tables, args.seeds, args.data_dir)
+        except DatasetError as exc:  # no data here: say how to get it, in one line
+            parser.error(str(exc))
     parts = []
     for table in args.tables:
         if table == "gap":
             text, curves = gap_table(args.out, args.seeds[0])
             if curves and plot_gap(curves, args.out / "stability_gap.png"):
-                text += f"\n\n![stability gap]({args.out / 'stability_gap.png'})"
+                text += "\n\n![stability gap](stability_gap.png)"  # beside tables.md, in <out>
         else:
             text = metric_table(args.out, table, table_seeds(table, args.seeds))
         parts.append(f"## {table}\n\n{text}")

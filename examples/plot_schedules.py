@@ -8,6 +8,7 @@ otherwise prints a table of values at a few steps and says that matplotlib is mi
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 
@@ -83,6 +84,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.steps < 40:
         parser.error(f"--steps: got {args.steps}, expected >= 40")
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        parser.error(f"output: got {args.output!r}, whose directory {folder!r} does not exist")
     panels = build_schedules(args.steps)
     plt = pyplot()
     if plt is None:

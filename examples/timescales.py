@@ -107,6 +107,19 @@ def main(argv=None):
     p.add_argument("--backend", default=None)
     p.add_argument("--out", default="docs/timescales")
     args = p.parse_args(argv)
+    # mistakes refused here in one line, not as a traceback from inside the first run
+    for name, given, allowed in (("--tasks", args.tasks, ("nparity", "ndms")),
+                                 ("--curricula", args.curricula, ("single-head", "multi-head", "sliding", "anti"))):
+        unknown = [v for v in given.split(",") if v not in allowed]
+        if unknown:
+            p.error(f"{name}: got {unknown}, expected names among {list(allowed)}, comma-separated")
+    if args.backend is not None:
+        if args.backend not in backends.names():
+            p.error(f"--backend: got {args.backend!r}, expected one of {backends.names()}")
+        try:
+            backends.get(args.backend)
+        except backends.BackendUnavailable as exc:
+            p.error(f"--backend: {exc}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = [run_one(t, c, args) for t in args.tasks.split(",") for c in args.curricula.split(",")]
