@@ -32,6 +32,8 @@ __all__ = [
 
 def _real_array(name: str, value: Any, expected: str) -> np.ndarray:
     """``value`` as a float64 array; complex, string and object inputs raise TypeError naming ``name``."""
+    if value is None:
+        raise TypeError(f"{name}: got None, expected {expected}")
     raw = np.asarray(value) if not isinstance(value, np.ndarray) else value
     if raw.dtype.kind not in "biuf":
         raise TypeError(f"{name}: got {type(value).__name__} of dtype {raw.dtype}, expected {expected}")

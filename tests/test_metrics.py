@@ -35,6 +35,8 @@ def test_forgetting_both_conventions_and_bwt():
 def test_fwt_against_baseline():
     # ((R[0,1] - b1) + (R[1,2] - b2)) / 2 = ((0.99 - 0.5) + (0.15 - 0.1)) / 2
     assert fwt(R3, [0.1, 0.5, 0.1]) == pytest.approx(0.27)
+    with pytest.raises(TypeError, match=r"^baseline: got None, expected a real \(3,\) array"):
+        fwt(R3, None)  # it said "got NoneType of dtype object"
 
 
 def test_upper_triangle_may_be_nan_but_fwt_needs_superdiagonal():
