@@ -91,6 +91,10 @@ def list_backends() -> None:
         click.echo(pin)
     if bad_env is not None:
         raise bad_env
+    if default is not None and not any(r["name"] == default and r["available"] for r in rows):
+        # $SEQCORE_BACKEND names a backend that cannot load here: `seqcore train` would refuse it
+        raise click.ClickException(f"$SEQCORE_BACKEND: got {default!r}, which cannot load here (see above); "
+                                   "unset it, or set it to an available backend")
 
 
 def _first_paragraph(doc: str | None) -> str:

@@ -1016,3 +1016,7 @@ def test_a_backend_that_cannot_load_is_refused_before_anything_is_written(tmp_pa
     result = invoke("train", *[a for a in TINY if a not in ("--backend", "numpy")], "--out", tmp_path / "b")
     assert_one_line_error(result)
     assert "Error: $SEQCORE_BACKEND: backend 'cupy' cannot load" in result.stderr and not (tmp_path / "b").exists()
+    result = invoke("backends")  # lists the backends, then says the variable's choice cannot load
+    assert_one_line_error(result)
+    assert "Error: $SEQCORE_BACKEND: got 'cupy', which cannot load here" in result.stderr
+    assert result.stdout.startswith("name ")
