@@ -140,8 +140,7 @@ def continual(ctx, out, overwrite, resume_run, quiet, synthetic_args, **options)
         else:
             _refuse_unused_options(ctx, options, synthetic_args)
             config = build_config(options, synthetic_args)
-            check_backend_loads(config.backend, ctx.get_parameter_source("backend") in (
-                click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT))
+            check_backend_loads(config.backend, _given(ctx, "backend"))
             if not quiet:
                 note_blas_pin(config.backend)
             summary, _ = run_continual(config, out, quiet=quiet, log=log, overwrite=overwrite)
@@ -181,11 +180,16 @@ def _option_names(ctx: click.Context, synthetic_args=()) -> dict:
 RESUME_OPTIONS = ("out", "resume_run", "quiet")
 
 
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was given (on the command line or through its environment
+    variable), not left at its default."""
+    return ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
+                                              click.core.ParameterSource.ENVIRONMENT)
+
+
 def _refuse_options_on_resume(ctx: click.Context) -> None:
     """A resumed run keeps its config.json: an option given explicitly with --resume is an error."""
-    explicit = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
-    given = [max(p.opts, key=len) for p in ctx.command.params
-             if p.name not in RESUME_OPTIONS and ctx.get_parameter_source(p.name) in explicit]
+    given = [max(p.opts, key=len) for p in ctx.command.params if p.name not in RESUME_OPTIONS and _given(ctx, p.name)]
     if given:
         raise click.ClickException(f"{', '.join(given)}: not allowed with --resume; the run continues with "
                                    f"its saved config.json (start a new run with another --out to change it)")
@@ -209,9 +213,8 @@ _CONDITIONAL = (
 def _refuse_unused_options(ctx: click.Context, options: dict, synthetic_args) -> None:
     """An option given on the command line that this configuration never reads is an error,
     not a silent no-op (`--overlap` on a permuted stream, `--data-dir` with synthetic data)."""
-    explicit = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
     for name, used, reader in _CONDITIONAL:
-        if ctx.get_parameter_source(name) in explicit and not used(options):
+        if _given(ctx, name) and not used(options):
             flag = "--" + name.replace("_", "-")
             raise click.ClickException(f"{flag}: not used by this run; it is read only with {reader}")
     if synthetic_args and (options["dataset"] != "synthetic" or options["stream"] == "curriculum"):

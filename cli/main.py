@@ -16,7 +16,7 @@ import numpy as np
 
 from seqcore import backends, cells, tasks
 from seqcore.backends import BackendUnavailable, heap
-from seqcore.runs import RunDir, load_checkpoint
+from seqcore.runs import RunDir, checkpoint_meta
 from seqcore.tasks.idx import DEFAULT_DATA_DIRS
 from seqcore import train as train_module
 from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, Run, TrainConfig
@@ -140,7 +140,8 @@ def list_cells(name: str | None) -> None:
         for n in cells.names():
             click.echo(f"{n:<{width}}  {describe_cell(n)}")
         return
-    settable = [f for f in dataclasses.fields(_cell_class(name)) if f.name not in ("input_size", "hidden_size") and f.init]
+    settable = [f for f in dataclasses.fields(_cell_class(name))
+                if f.name not in ("input_size", "hidden_size") and f.init]
     click.echo(f"{name}: {describe_cell(name)}\nfields (--cell-arg KEY=VALUE):{'' if settable else ' none'}")
     for f in settable:
         click.echo(f"  {f.name} = {json.dumps(f.default, default=str)}")
@@ -266,7 +267,6 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     return cfg, out
 
 
-
 _FLAGS = {name: flag for flag, name, _, _ in _TRAIN_OPTIONS}
 
 
@@ -349,8 +349,7 @@ def _run_config(run_dir: str) -> TrainConfig:
 
 def _checkpoint_step(run_dir: str) -> int:
     with user_errors():
-        _, meta = load_checkpoint(RunDir(run_dir).checkpoint)
-    return int(meta["step"])
+        return checkpoint_meta(RunDir(run_dir).checkpoint)["step"]
 
 
 @main.command()

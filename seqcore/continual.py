@@ -52,8 +52,8 @@ import numpy as np
 from . import backends, learners, metrics, optim
 from .learners.base import ExperienceData
 from .learners.classifiers import MLPClassifier, RNNClassifier
-from .runs import (JsonConfig, RunDir, atomic_write, check_finite_params, load_checkpoint, read_json, restoring,
-                   save_checkpoint, write_json)
+from .runs import (JsonConfig, RunDir, atomic_write, check_finite_params, load_checkpoint, restoring, save_checkpoint,
+                   write_json)
 from .train import DTYPES, MODEL_COPIES, Trainer, TrainingDiverged, progress_bar
 from .tree import tree_map
 from .validate import check_choice, check_model_fits, check_positive_int
@@ -76,7 +76,8 @@ class ContinualConfig(JsonConfig):
     """Everything that defines a continual run (saved as ``config.json``).
 
     ``steps`` counts updates per experience; ``eval_size`` evaluation samples are used per
-    experience (at most the experience's test split: a larger value takes all of it); ``train_size`` keeps that many training samples (None: all). ``model`` is
+    experience (at most the experience's test split: a larger value takes all of it);
+    ``train_size`` keeps that many training samples (None: all). ``model`` is
     ``"mlp"`` or a cell name (recurrent classifier; flat samples are cut into steps of
     ``step_features`` features, images are read row by row). ``reset_optimizer``
     re-initialises the optimizer state (Adam's moments) at the start of every experience.
@@ -134,7 +135,8 @@ class ContinualConfig(JsonConfig):
         check_choice("class_distribution", self.class_distribution, ("uniform", "zipf"))
         if not (_is_number(self.overlap) and 0 <= self.overlap < 1):
             raise ValueError(f"overlap: got {self.overlap!r}, expected a number in [0, 1)")
-        if not (_is_number(self.stream_exponent) and self.stream_exponent >= 0):  # 0: uniform rehearsal (power-law) or class draws (scole)
+        # 0: uniform rehearsal (power-law) or uniform class draws (scole)
+        if not (_is_number(self.stream_exponent) and self.stream_exponent >= 0):
             raise ValueError(f"stream_exponent: got {self.stream_exponent!r}, expected a number >= 0")
         check_positive_int("classes_per_experience", self.classes_per_experience)
         check_positive_int("stream_budget", self.stream_budget)
@@ -529,10 +531,6 @@ def run_continual(config: ContinualConfig, out: str | None = None, *, quiet: boo
     return summary, run.trainer.params
 
 
-# keys every continual config.json has held since the first version, and a training run's never has
-_CONTINUAL_KEYS = ("stream", "experiences", "learner", "learner_kwargs")
-
-
 def is_continual_run(path: str | os.PathLike) -> bool:
     """Whether directory ``path`` holds a continual run (one of :func:`run_continual`).
 
@@ -542,11 +540,7 @@ def is_continual_run(path: str | os.PathLike) -> bool:
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: got {type(path).__name__}, expected a str or os.PathLike run directory")
-    try:
-        config = read_json(RunDir(path).config)
-    except (OSError, ValueError):  # missing, unreadable or not JSON: not a run this can resume
-        return False
-    return isinstance(config, dict) and all(key in config for key in _CONTINUAL_KEYS)
+    return RunDir(path).holds_continual_run()
 
 
 def resume_continual(out: str, *, quiet: bool = False, log: Callable[[str], None] | None = None,

@@ -153,8 +153,8 @@ def _check_grads(grads, params=None) -> None:
     would broadcast silently into the optimizer's moments: both are named here."""
     if _grads_fit(grads, _ANY if params is None else params):  # the usual case, without every leaf's path
         return
-    want = None if params is None else {path: np.shape(v) for path, v in tree_paths(params)}
-    libraries = None if params is None else {path: _library(v) for path, v in tree_paths(params)}
+    # each parameter's (shape, array library)
+    want = None if params is None else {path: (np.shape(v), _library(v)) for path, v in tree_paths(params)}
     for path, g in tree_paths(grads, keep_none=True):
         if g is None:
             raise ValueError(f"grads[{path!r}]: got None, expected an array shaped like the parameter "
@@ -164,11 +164,12 @@ def _check_grads(grads, params=None) -> None:
             continue
         if path not in want:
             raise ValueError(f"grads: got a leaf at {path!r}, expected the paths of params ({sorted(want)[:6]}...)")
-        if np.shape(g) != want[path]:
-            raise ValueError(f"grads[{path!r}]: got shape {tuple(np.shape(g))}, expected {tuple(want[path])} "
+        shape, library = want[path]
+        if np.shape(g) != shape:
+            raise ValueError(f"grads[{path!r}]: got shape {tuple(np.shape(g))}, expected {tuple(shape)} "
                              "like the parameter")
-        if _library(g) != libraries[path]:
-            raise TypeError(f"grads[{path!r}]: got a {_library(g)} {type(g).__name__}, expected a {libraries[path]} "
+        if _library(g) != library:
+            raise TypeError(f"grads[{path!r}]: got a {_library(g)} {type(g).__name__}, expected a {library} "
                             "array like the parameter (one backend)")
     if want is not None:
         missing = sorted(set(want) - {path for path, _ in tree_paths(grads, keep_none=True)})

@@ -169,12 +169,22 @@ def check_finite_params(path, arrays: dict) -> None:
 
 
 def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
+    return _read_checkpoint(path, meta_only=False)
+
+
+def checkpoint_meta(path) -> dict:
+    """The ``__meta__`` record of a checkpoint (its step, ...), checked as :func:`load_checkpoint`
+    checks it, without reading the arrays."""
+    return _read_checkpoint(path, meta_only=True)[1]
+
+
+def _read_checkpoint(path, meta_only: bool) -> tuple[dict[str, np.ndarray], dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint (was the run started with this directory as --out?)")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        with np.load(path, allow_pickle=False) as z:  # an npz file reads each array when asked for it
+            arrays = {k: z[k] for k in z.files if not meta_only or k == "__meta__"}
     except Exception as exc:  # zip errors, truncated files
         raise ValueError(f"{path}: unreadable checkpoint ({exc})") from exc
     if "__meta__" not in arrays:
@@ -206,6 +216,10 @@ def restoring(path) -> Iterator[None]:
                          "this config.json") from exc
 
 
+# keys every continual config.json has held since the first version, and a training run's never has
+CONTINUAL_KEYS = ("stream", "experiences", "learner", "learner_kwargs")
+
+
 class RunDir:
     """The files of one run."""
 
@@ -216,27 +230,27 @@ class RunDir:
         self.summary = self.path / "summary.json"
         self.checkpoint = self.path / "checkpoint.npz"
 
-    def refuse_existing(self, overwrite: bool = False, resume: str | None = None) -> None:
+    def refuse_existing(self, overwrite: bool = False) -> None:
         """Raise ValueError if a run (a checkpoint) is here and ``overwrite`` is false; the
-        message names ``resume``, the command that continues it (default: the one for the kind of
-        run its config describes, ``seqcore continual --resume --out DIR`` or ``seqcore resume DIR``)."""
+        message names the command that continues it (``seqcore continual --resume --out DIR`` for
+        a continual run, else ``seqcore resume DIR``)."""
         if self.checkpoint.exists() and not overwrite:
-            resume = resume or self.resume_command()
+            resume = (f"seqcore continual --resume --out {self.path}" if self.holds_continual_run()
+                      else f"seqcore resume {self.path}")
             raise ValueError(f"out: {self.path} already holds a run; continue it with `{resume}`, "
                              "replace it with --overwrite, or choose another --out")
 
-    def resume_command(self) -> str:
-        """The command that continues the run here: by its config, a continual run or a training run."""
+    def holds_continual_run(self) -> bool:
+        """Whether the ``config.json`` here is a continual run's: it holds the continual-only keys
+        ``CONTINUAL_KEYS`` (False when there is no readable ``config.json`` object)."""
         try:
             config = read_json(self.config)
-        except (OSError, ValueError):
-            config = None
-        if isinstance(config, dict) and {"stream", "learner"} <= set(config):
-            return f"seqcore continual --resume --out {self.path}"
-        return f"seqcore resume {self.path}"
+        except (OSError, ValueError):  # missing, unreadable or not JSON
+            return False
+        return isinstance(config, dict) and all(key in config for key in CONTINUAL_KEYS)
 
-    def create(self, config: dict, overwrite: bool = False, resume: str | None = None) -> None:
-        self.refuse_existing(overwrite, resume)
+    def create(self, config: dict, overwrite: bool = False) -> None:
+        self.refuse_existing(overwrite)
         with self._writable():
             self.path.mkdir(parents=True, exist_ok=True)
             write_json(self.config, config)

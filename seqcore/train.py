@@ -24,8 +24,8 @@ import numpy as np
 from . import backends, optim, schedules
 from .autodiff import vjp
 from .models import HeadSpec, SequenceModel
-from .runs import (JsonConfig, RunDir, check_finite_params, load_checkpoint, params_from_arrays, params_to_arrays, read_json_object,
-                   restoring, save_checkpoint, write_json)
+from .runs import (JsonConfig, RunDir, check_finite_params, checkpoint_meta, load_checkpoint, params_from_arrays,
+                   params_to_arrays, read_json_object, restoring, save_checkpoint, write_json)
 from .tree import tree_leaves, tree_map, tree_paths
 from .validate import check_choice, check_fits_in_memory, check_model_fits, check_positive_int, physical_memory
 
@@ -514,8 +514,7 @@ def current_status(out) -> tuple[int, str | None]:
     (an early stop, say) no longer applies.
     """
     rd = RunDir(out)
-    _, meta = load_checkpoint(rd.checkpoint)
-    step = int(meta["step"])
+    step = checkpoint_meta(rd.checkpoint)["step"]
     if not rd.summary.exists():
         return step, None
     summary = read_json_object(rd.summary)

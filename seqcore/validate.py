@@ -35,7 +35,8 @@ def check_array(name: str, x, ndim: int | tuple[int, ...] | None = None, floatin
     if not is_array(x):
         raise TypeError(f"{name}: got {type(x).__name__}, expected an array")
     if floating and dtype_kind(x) != "f":
-        raise TypeError(f"{name}: got dtype {_raw(x).dtype}, expected a floating-point array (float32 or float64; other float types run the reference)")
+        raise TypeError(f"{name}: got dtype {_raw(x).dtype}, expected a floating-point array "
+                        "(float32 or float64; other float types run the reference)")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if x.ndim not in allowed:
@@ -48,7 +49,8 @@ def check_shape(name: str, x, expected: tuple, what: str = ""):
     """``expected`` may hold ``None`` for 'any size'."""
     shape = tuple(x.shape)
     if len(shape) != len(expected) or any(e is not None and s != e for s, e in zip(shape, expected)):
-        exp = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ("," if len(expected) == 1 else "") + ")"
+        sizes = ["?" if e is None else str(e) for e in expected]
+        exp = f"({sizes[0]},)" if len(sizes) == 1 else "(" + ", ".join(sizes) + ")"
         raise ValueError(f"{name}: got shape {shape}, expected {exp}{' ' + what if what else ''}")
     return x
 
