@@ -394,6 +394,35 @@ def test_linear_scan_with_prefetching(nb, monkeypatch, method, reverse):
     assert scan._diag_forward[True].dispatcher.signatures and scan._diag_backward[True].dispatcher.signatures
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("method", ["chunked", "parallel"])
+def test_chunked_scans_where_chunk_products_overflow(nb, monkeypatch, method, reverse):
+    """A chunk's product of gates overflows (|a| > 1 over the chunk) where the states stay
+    finite: states from zero pass it as zero, a non-finite carry rescans without chunks — the
+    sequential scan's values and gradients, never NaN."""
+    from seqcore.backends.numba import scan
+    monkeypatch.setattr(scan, "CHUNK_MIN_WORK", 0)
+    monkeypatch.setattr(scan, "num_threads", lambda: 64)
+    T = 4000
+    rising = np.full((1, T, 3), 1.5, np.float32)  # zero states until the inputs start, at the end
+    b = np.zeros((1, T, 3), np.float32)
+    b[0, (slice(T - 50, None) if not reverse else slice(None, 50))] = 1
+    pattern = np.array(([1.5] * 250 + [0.5] * 250) * (T // 500), np.float32)  # peaks near 1e34
+    swinging = np.tile(pattern[None, :, None], (1, 1, 3))
+    for a, h0 in ((rising, None), (swinging, np.full((1, 3), 1e-10, np.float32))):
+        assert scan.chunk_length(1, T, 3, method, 500) < T
+        static = dict(reverse=reverse, method=method, chunk_size=500)
+        ref, res = nb.primitives["linear_scan"][0](np, a, b, h0, reverse=reverse)
+        got, res_got = nb.primitives["linear_scan"][0](np, a, b, h0, **static)
+        assert np.all(np.isfinite(ref))
+        assert_close(got, ref, np.float32, f"{method} forward")
+        cot = np.zeros_like(b)
+        cot[0, (slice(None, 3) if not reverse else slice(T - 3, None))] = 1  # zero over the long tail
+        want = nb.primitives["linear_scan"][1](np, res, cot, reverse=reverse)
+        for g, w, what in zip(nb.primitives["linear_scan"][1](np, res_got, cot, **static), want, ("da", "db", "dh0")):
+            assert_close(g, w, np.float32, f"{method} {what}")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("log_space", [False, True])
 @pytest.mark.parametrize("kind", ["mingru", "minlstm"])

@@ -377,6 +377,26 @@ def test_overflowing_iterate_falls_back():
     assert np.array_equal(hs, cell.apply(params, x)[0])
 
 
+def test_adjoint_with_overflowing_jacobian_products_is_bptt():
+    # chaotic tanh weights, float32, T = 600: products of the transposed Jacobians overflow over
+    # the tail, where the cotangent is exactly zero (a loss on the first steps only); the
+    # adjoint's parallel solve must give BPTT's finite gradient, not inf · 0 = NaN
+    rng = np.random.default_rng(0)
+    H, T = 32, 600
+    cell = Elman(2, H)
+    params = cell.init(rng, np.float32)
+    params["weight_hh"] = (4.0 * rng.standard_normal((H, H)) / np.sqrt(H)).astype(np.float32)
+    x = rng.standard_normal((1, T, 2)).astype(np.float32)
+    grads = {}
+    for mode in ("sequential", "parallel"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NewtonConvergenceWarning)  # 2 iterations: the forward falls back
+            _, pull = seqcore.vjp(lambda p, x: cell.apply(p, x, mode=mode, max_iters=2)[0][:, :3].sum(), params, x)
+            grads[mode] = pull(np.ones((), np.float32))
+    assert all(np.isfinite(g).all() for g in tree_leaves(grads["sequential"]))
+    assert_trees_close(grads["parallel"], grads["sequential"], 1e-5, "gradients")
+
+
 # -- the info record and validation -------------------------------------------------------------------
 
 def test_info_records_the_residual_history():

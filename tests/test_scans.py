@@ -131,3 +131,38 @@ def test_float32_scans_stay_float32():
     for method in ("sequential",) + METHODS:
         assert seqcore.linear_scan(a, b, method=method).dtype == np.float32
         assert seqcore.log_linear_scan(np.log(a + 0.1), b, method=method).dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype,T", [(np.float32, 300), (np.float64, 2000)])
+@pytest.mark.parametrize("method", METHODS)
+def test_products_that_overflow_where_the_states_do_not(method, dtype, T):
+    # a = 1.5 throughout: the prefix products of the gates overflow long before the states do
+    # (zero until the last 50 steps); inf · 0 must not turn them into NaN, forward or backward
+    a = np.full((1, T, 2), 1.5, dtype)
+    b = np.zeros((1, T, 2), dtype)
+    b[0, T - 50:] = 1
+    ref, pull_ref = seqcore.vjp(lambda a, b: seqcore.linear_scan(a, b), a, b)
+    got, pull = seqcore.vjp(lambda a, b: seqcore.linear_scan(a, b, method=method, chunk_size=64), a, b)
+    assert np.all(np.isfinite(ref))
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    cot = np.zeros_like(b)
+    cot[0, :3] = 1  # a loss on the first steps only: the cotangent is zero over the long tail
+    for g, want in zip(pull(cot), pull_ref(cot)):
+        np.testing.assert_allclose(g, want, rtol=1e-5)
+    # the same through 2×2 blocks (the Newton solves' form)
+    A = np.einsum("btd,de->btde", a, np.eye(2, dtype=dtype))[:, :, None]
+    hb = seqcore.block_scan(A, b[:, :, None], method=method, chunk_size=64)[:, :, 0]
+    np.testing.assert_allclose(hb, ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_chunk_whose_product_overflows_midway(method):
+    # gates 1.5 then 0.5 for 250 steps each: a span's product passes 1.5^250 (beyond float32)
+    # on its way to 0.75^250, while states from h0 = 1e-10 peak near 1e34 and stay finite
+    pattern = np.array(([1.5] * 250 + [0.5] * 250) * 4, np.float32)
+    a = np.tile(pattern[None, :, None], (1, 1, 3))
+    h0 = np.full((1, 3), 1e-10, np.float32)
+    ref = seqcore.linear_scan(a, np.zeros_like(a), h0)
+    got = seqcore.linear_scan(a, np.zeros_like(a), h0, method=method, chunk_size=500)
+    assert np.all(np.isfinite(ref)) and ref.max() > 1e33
+    np.testing.assert_allclose(got, ref, rtol=1e-5)

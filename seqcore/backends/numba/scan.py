@@ -101,17 +101,25 @@ _diag_forward = AheadBuilds(_make_diag_forward)
 @kernel()
 def _chain_chunks(prod, carry, x, backward):
     """Pass 2 (serial, n ≪ T): carry[:, c] ← the state entering chunk c; x (B, D) enters first.
+    Returns False when a carry is not finite (the caller then scans without chunks).
 
-    Chunks are visited from the last one when ``backward``; x leaves as the final state.
+    Chunks are visited from the last one when ``backward``; x leaves as the final state.  A
+    chunk's product of gates overflows where |a| > 1 over the chunk even if the states stay
+    finite; an exact zero state passes it as zero (the sequential scan's 0 · a · a …), not as
+    inf · 0 = NaN.
     """
     B, n, D = carry.shape
+    finite = True
     for i in range(B):
         for k in range(n):
             c = n - 1 - k if backward else k
             for d in range(D):
-                nxt = prod[i, c, d] * x[i, d] + carry[i, c, d]
-                carry[i, c, d] = x[i, d]
+                xv = x[i, d]
+                nxt = carry[i, c, d] if xv == 0 else prod[i, c, d] * xv + carry[i, c, d]
+                carry[i, c, d] = xv
                 x[i, d] = nxt
+                finite = finite and abs(xv) < np.inf
+    return finite
 
 
 def _make_diag_backward(ahead: bool):
@@ -230,7 +238,8 @@ def _diag_scan(a, b, h0, reverse, C):
         return h
     carry, prod = np.empty((B, n, D), a.dtype), np.empty((B, n, D), a.dtype)
     forward(a, b, carry, prod, reverse, C, blk, True, h)
-    _chain_chunks(prod, carry, h0.copy(), False)
+    if not _chain_chunks(prod, carry, h0.copy(), False):  # an overflowed product met a state
+        return _diag_scan(a, b, h0, reverse, T)
     forward(a, b, carry, prod, reverse, C, blk, False, h)
     return h
 
@@ -244,7 +253,8 @@ def _diag_scan_vjp(a, h, h0, dh, reverse, C):
     backward = _diag_backward.for_width(blk)
     if n > 1:
         backward(a, h, h0, dh, carry, prod, reverse, C, blk, True, da, db, dh0)
-        _chain_chunks(prod, carry, np.zeros_like(h0), True)
+        if not _chain_chunks(prod, carry, np.zeros_like(h0), True):
+            return _diag_scan_vjp(a, h, h0, dh, reverse, T)
     backward(a, h, h0, dh, carry, prod, reverse, C, blk, False, da, db, dh0)
     return da, db, dh0
 

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import numpy as np
+
 
 class Recurrence(NamedTuple):
     combine: Callable    # (earlier, later) -> element
     apply: Callable      # (element, state) -> state
     identity: Callable   # (xp, like_element, n_steps) -> element of n_steps identity steps
+    # True where combined elements carry products of transitions, which overflow over long
+    # spans of |a| > 1 where the states themselves stay finite (an exact zero then meets inf)
+    forms_products: bool = False
 
 
 def _take(elems, sl, axis=1):
@@ -82,13 +87,20 @@ def chunked(xp, rec: Recurrence, elems, h0, chunk_size: int = 64):
     return h[:, :T]
 
 
-SCHEDULES = {"sequential": sequential, "parallel": parallel, "chunked": chunked}
-
 
 def run(xp, rec: Recurrence, elems, h0, method: str, chunk_size: int = 64):
-    if method == "chunked":
-        return chunked(xp, rec, elems, h0, chunk_size)
-    return SCHEDULES[method](xp, rec, elems, h0)
+    """States of the recurrence under ``method``.  A parallel or chunked result that is not
+    finite is recomputed sequentially: their combined elements hold products of many
+    transitions, which can overflow (|a| > 1 over a long span) where the sequential states stay
+    finite, and an overflowed product times an exact zero (a zero input, a zero initial state)
+    gives NaN.  So every method returns finite states wherever the sequential scan does."""
+    if method == "sequential":
+        return sequential(xp, rec, elems, h0)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowed product is caught below
+        h = chunked(xp, rec, elems, h0, chunk_size) if method == "chunked" else parallel(xp, rec, elems, h0)
+    if rec.forms_products and not bool(xp.isfinite(h).all()):
+        return sequential(xp, rec, elems, h0)  # its own warnings, if any, are the input's
+    return h
 
 
 # -- the three recurrences of seqcore --------------------------------------------------------
@@ -103,6 +115,7 @@ DIAGONAL = Recurrence(
     combine=lambda e, l: (l[0] * e[0], l[0] * e[1] + l[1]),
     apply=lambda el, h: el[0] * h + el[1],
     identity=_diag_identity,
+    forms_products=True,
 )
 
 
@@ -141,6 +154,7 @@ BLOCK = Recurrence(
     combine=lambda e, l: (_matmul(l[0], e[0]), matvec(l[0], e[1]) + l[1]),
     apply=lambda el, h: matvec(el[0], h) + el[1],
     identity=_block_identity,
+    forms_products=True,
 )
 
 
