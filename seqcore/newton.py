@@ -7,8 +7,8 @@ solves the linearised system with one parallel scan (RESEARCH §3).  The backwar
 needs no Newton loop: one reverse scan with the transposed Jacobians at the solution,
 then the per-step parameter VJPs — the gradients of sequential BPTT.
 
-Stopping rule: ``max_{b,t} ‖F_t‖_∞ ≤ tol · (1 + max_{b,t,i} |s_t,i|)`` with
-``F_t = s_t − f(s_{t−1}, xi_t)``.  Iteration k leaves steps ≤ k + 1 exact, so
+Stopping rule: ``max_{b,t} ‖F_{b,t}‖_∞ / (1 + max(‖s_{b,t}‖_∞, ‖s_{b,t−1}‖_∞)) ≤ tol`` with
+``F_t = s_t − f(s_{t−1}, xi_t)``: every step's residual against its own scale.  Iteration k leaves steps ≤ k + 1 exact, so
 ``max_iters ≥ T − 1`` always converges (to rounding).  When the rule is not met within
 ``max_iters`` (or the iterate overflows), the trajectory is recomputed by the cell's
 sequential recurrence, a :class:`NewtonConvergenceWarning` is issued and
@@ -47,8 +47,9 @@ class NewtonInfo:
 
     Attributes:
         iterations: Newton updates performed (0: the initial guess already met the tolerance).
-        residuals: ``max |F|`` of the initial guess and after each update (``iterations + 1`` values).
-        threshold: ``tol · (1 + max |s|)`` at the last iterate — the bound the residual had to meet.
+        residuals: the relative residual ``max_{b,t} ‖F_{b,t}‖_∞ / (1 + max(‖s_{b,t}‖_∞, ‖s_{b,t−1}‖_∞))``
+            of the initial guess and after each update (``iterations + 1`` values).
+        threshold: ``tol`` — the bound the residual had to meet.
         converged: ``False`` when the result came from the sequential fallback.
         jacobian: the structure the solve used (``"diag"``, ``"block"``, ``"dense"`` or ``"quasi"``).
         max_iters: the iteration budget actually applied (``min(max_iters, T − 1)``).
@@ -185,7 +186,8 @@ def newton_scan(cell, params: dict, x, h0=None, *, tol: float | None = None, max
         params: from ``cell.init``.
         x: ``(B, T, input_size)``.
         h0: initial state as for ``cell.apply`` (``(B, H)``; LSTM-like cells ``(h0, c0)``), zeros if ``None``.
-        tol: relative residual tolerance; stop when ``max |F| ≤ tol · (1 + max |s|)``.
+        tol: relative residual tolerance; stop when every step's residual is within ``tol`` of its
+            own scale: ``‖F_{b,t}‖_∞ ≤ tol · (1 + max(‖s_{b,t}‖_∞, ‖s_{b,t−1}‖_∞))`` for all b, t.
             Default per dtype: 1e-12 (float64), 1e-6 (float32).
         max_iters: Newton updates allowed before falling back (default 32; capped at ``T − 1``,
             which is always exact).

@@ -138,11 +138,26 @@ def _steps(xp, cell, p, prev, xi):
     return f, cache, lambda: _jacobians(xp, cell, p, prev, xi)
 
 
-def residual(xp, states, f):
-    """``(−F, max |F|, max |s|)`` with ``F = s − f``: the right-hand side of the next solve and
-    the two maxima of the stopping rule (NaN or inf in ``F`` must come out non-finite)."""
+def relative_residual(xp, row_F, row_s, state0) -> float:
+    """The stopping rule's measure: ``max_{b,t} ‖F_{b,t}‖_∞ / (1 + max(‖s_{b,t}‖_∞, ‖s_{b,t−1}‖_∞))``
+    from the row maxima ``row_F, row_s: (B, T)`` of ``|F|`` and ``|s|`` (``s_{b,0}`` = state0).
+
+    Each step is measured against its own scale (its state and the one it is computed from,
+    whose rounding ``f`` inherits), not the largest state anywhere in the batch: a residual at
+    a step whose states are small is not hidden by states that grew large elsewhere.  NaN or
+    inf anywhere comes out as NaN or inf."""
+    first = xp.amax(xp.abs(state0), axis=-1)[:, None]
+    prev = xp.concatenate([first, row_s[:, :-1]], axis=1)
+    with np.errstate(invalid="ignore"):  # inf / inf: NaN, as it should come out
+        return float(xp.max(row_F / (1.0 + xp.maximum(row_s, prev))))
+
+
+def residual(xp, states, f, state0):
+    """``(−F, ρ)`` with ``F = s − f``: the right-hand side of the next solve and its
+    :func:`relative_residual` ρ (NaN or inf in ``F`` must come out non-finite)."""
     neg_F = f - states  # exactly −(s − f): IEEE subtraction is antisymmetric
-    return neg_F, float(xp.max(xp.abs(neg_F))), float(xp.max(xp.abs(states)))
+    rho = relative_residual(xp, xp.amax(xp.abs(neg_F), axis=-1), xp.amax(xp.abs(states), axis=-1), state0)
+    return neg_F, rho
 
 
 def update(xp, f, A, delta, target):
@@ -163,13 +178,13 @@ def newton_solve(xp, cell, p, xi, state0, *, tol: float, max_iters: int, jacobia
 
     Args:
         p: recurrent parameters by name; xi: ``(B, T, P)``; state0: ``(B, S)``.
-        tol: stop when ``max |F| ≤ tol · (1 + max |s|)``.
+        tol: stop when the :func:`relative_residual` ρ ≤ tol.
         max_iters: at most this many Newton updates (0: the initial guess only).
         jacobian: ``"diag"``, ``"block"``, ``"dense"`` or ``"quasi"`` (already resolved).
         damping: λ ≥ 0; the solve uses ``J_t / (1 + λ)`` in place of ``J_t``.
     Returns:
-        ``(states (B, T, S), history)``: history is a list of ``(residual, threshold)``
-        floats, one for the initial guess and one after each update.
+        ``(states (B, T, S), history)``: history is a list of ``(ρ, tol)`` floats, one for
+        the initial guess and one after each update.
     """
     if xi.shape[0] == 0:  # no sequences: nothing to solve (and no residual to take a maximum of)
         B, T, S = xi.shape[0], xi.shape[1], state0.shape[1]
@@ -181,7 +196,7 @@ def newton_solve(xp, cell, p, xi, state0, *, tol: float, max_iters: int, jacobia
 def _newton_loop(xp, cell, p, xi, state0, tol, max_iters, jacobian, damping):
     B, T, S = xi.shape[0], xi.shape[1], state0.shape[1]
     native, k = cell.jacobian_structure, cell.state_factor
-    residual_fn = getattr(cell, "newton_residual", None) or (lambda states, f: residual(xp, states, f))
+    residual_fn = getattr(cell, "newton_residual", None) or (lambda states, f, s0: residual(xp, states, f, s0))
     update_fn = getattr(cell, "newton_update", None) or (lambda f, A, delta, target: update(xp, f, A, delta, target))
     scale = 1.0 / (1.0 + damping)
     # initial guess f(0, xi_t), with the true state0 at t = 1 (so step 1 is exact from the start)
@@ -191,10 +206,9 @@ def _newton_loop(xp, cell, p, xi, state0, tol, max_iters, jacobian, damping):
     for it in range(max_iters + 1):
         prev = previous_states(xp, states, state0)
         f, _, jacobians = _steps(xp, cell, p, prev, xi)
-        neg_F, res, s_max = residual_fn(states, f)
-        threshold = tol * (1.0 + s_max)
-        history.append((res, threshold))
-        if res <= threshold or not res < float("inf") or it == max_iters:
+        neg_F, res = residual_fn(states, f, state0)
+        history.append((res, tol))
+        if res <= tol or not res < float("inf") or it == max_iters:
             break  # converged, diverged (inf/nan: the caller falls back), or out of iterations
         A = scan_operator(xp, jacobians(), native, jacobian, k)
         if scale != 1.0:

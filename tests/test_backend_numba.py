@@ -601,13 +601,16 @@ def test_compiled_newton_update_and_residual_equal_the_reference(dtype, target, 
         assert_close(got, want, dtype, "update")
         np.testing.assert_array_equal(got[:, 0], f[:, 0])
         np.testing.assert_array_equal(got[:, 4:6], f[:, 4:6])
-        for bad in (None, np.nan, np.inf):
+        state0 = rng.normal(size=(B, S)).astype(dtype)
+        for bad, where in ((None, None), (np.nan, (-1, -1, -1)), (np.inf, (-1, -1, -1)), (np.inf, (0, 0, 1)),
+                           (1e30, (0, T - 1, 0))):
             s = states.copy()
             if bad is not None:
-                s[-1, -1, -1] = bad
-            want_r, got_r = newton_solve.residual(np, s, f), newton_residual(s, f)
+                s[where] = bad
+            want_r, got_r = newton_solve.residual(np, s, f, state0), newton_residual(s, f, state0)
             np.testing.assert_array_equal(got_r[0], want_r[0])
-            np.testing.assert_equal(got_r[1:], want_r[1:])  # NaN where NumPy gives NaN
+            np.testing.assert_equal(got_r[1], want_r[1])  # NaN where NumPy gives NaN
+            assert isinstance(got_r[1], float)
 
 
 def test_newton_loop_computes_steps_and_jacobians_in_one_pass(nb, monkeypatch):
@@ -642,9 +645,10 @@ def test_newton_view_sends_other_dtypes_to_the_reference():
     f, delta, states = (rng.normal(size=(2, 5, 4)).astype(np.float16) for _ in range(3))
     A = rng.normal(size=(10, 4)).astype(np.float32)  # mixed with float16: not compiled
     np.testing.assert_array_equal(view.newton_update(f, A, delta, "diag"), newton_solve.update(np, f, A, delta, "diag"))
-    got, want = view.newton_residual(states, f), newton_solve.residual(np, states, f)
+    state0 = rng.normal(size=(2, 4)).astype(np.float16)
+    got, want = view.newton_residual(states, f, state0), newton_solve.residual(np, states, f, state0)
     np.testing.assert_array_equal(got[0], want[0])
-    assert got[1:] == want[1:]
+    assert got[1] == want[1]
     # compiled steps and cached Jacobians fall back the same way
     gru = cells.GRU(3, 4)
     gview = newton_view(gru)

@@ -1,7 +1,7 @@
 """The Newton engine on Numba: the reference loop (``seqcore.newton_solve``) run on a view of
 the cell that carries compiled pieces.
 
-Every cell gets :class:`NewtonKernels`: the residual ``−F = f − s`` with its two maxima, and
+Every cell gets :class:`NewtonKernels`: the residual ``−F = f − s`` with its row maxima, and
 the update ``f_t + A_t δ_{t−1}``, each one parallel pass over the trajectory where NumPy made
 three to five (a shifted copy, a batched 2×2 product, sums, absolute values, maxima).  The
 cells with compiled steps (``newton_steps.py``) get :class:`FusedSteps` (DiagGRU, CIFG-LSTM:
@@ -24,28 +24,33 @@ __all__ = ["STEP_KERNELS", "StepKernels", "NewtonKernels", "FusedSteps", "Cached
 
 
 @kernel(parallel=PARALLEL_CELLS)
-def _residual(states, f, chunk, mask, neg_F, fbits, sbits, parts):
-    """neg_F = f − states over flat arrays, in chunks of ``chunk`` elements; parts[task] = the
-    largest |F| and |s| of the task's chunk as the bit patterns of the floats (``fbits``,
-    ``sbits``: integer views of neg_F and states).
+def _residual(states, f, S, rows, mask, neg_F, fbits, sbits, row_F, row_s):
+    """neg_F = f − states over flat arrays of rows of S (one row per step); row_F[m], row_s[m] =
+    the largest |F| and |s| of row m as the bit patterns of the floats (``fbits``, ``sbits``:
+    integer views of neg_F and states).  Tasks: chunks of ``rows`` rows.
 
     Non-negative floats order like their bit patterns, NaN above inf, so an integer max
     finds the largest |x| and lets a NaN through; it also vectorizes, where a float max that
     must respect NaN does not.  Each chunk is sliced once and looped from 0 (a loop from a
-    run-time offset gets a negative-index branch per access and does not vectorize).
+    run-time offset gets a negative-index branch per access and does not vectorize); rows
+    are addressed at unsigned offsets, for the same reason.
     """
-    n = states.shape[0]
-    for task in prange((n + chunk - 1) // chunk):
-        lo = task * chunk
-        hi = min(n, lo + chunk)
+    N = states.shape[0] // S
+    uS = np.uint64(S)
+    for task in prange((N + rows - 1) // rows):
+        m0 = task * rows
+        m1 = min(N, m0 + rows)
+        lo, hi = m0 * S, m1 * S
         s, fm, d, db, sb = states[lo:hi], f[lo:hi], neg_F[lo:hi], fbits[lo:hi], sbits[lo:hi]
-        mf, ms = mask & 0, mask & 0
         for j in range(hi - lo):
             d[j] = fm[j] - s[j]
-        for j in range(hi - lo):
-            mf = max(mf, db[j] & mask)
-            ms = max(ms, sb[j] & mask)
-        parts[task, 0], parts[task, 1] = mf, ms
+        for m in range(m1 - m0):
+            o = np.uint64(m) * uS
+            mf, ms = mask & 0, mask & 0
+            for j in range(uS):
+                mf = max(mf, db[o + j] & mask)
+                ms = max(ms, sb[o + j] & mask)
+            row_F[m0 + m], row_s[m0 + m] = mf, ms
 
 
 @kernel(parallel=PARALLEL_CELLS)
@@ -82,20 +87,21 @@ def _update(f, A, delta, S, k, T, rows, out):
                 om[j] = fm[j]
 
 
-def newton_residual(states, f):
-    """``newton_solve.residual`` in one pass: ``(−F, max |F|, max |s|)`` (the reference where
-    the dtypes are not float32/float64 alike)."""
+def newton_residual(states, f, state0):
+    """``newton_solve.residual`` with ``−F`` and the row maxima in one pass: ``(−F, ρ)`` (the
+    reference where the dtypes are not float32/float64 alike)."""
+    from ...newton_solve import relative_residual, residual
     if not supported_dtype(states, f):
-        from ...newton_solve import residual
-        return residual(np, states, f)
+        return residual(np, states, f, state0)
+    B, T, S = states.shape
     s1, f1 = contiguous(states).reshape(-1), contiguous(f).reshape(-1)
     ints = int_like(s1.dtype)
     neg_F = np.empty_like(s1)
-    rows, tasks = row_tasks(states.shape[0] * states.shape[1])  # chunks of whole steps
-    parts = np.empty((tasks, 2), ints)
-    _residual(s1, f1, rows * states.shape[2], ints(np.iinfo(ints).max), neg_F, neg_F.view(ints), s1.view(ints), parts)
-    largest = parts.max(axis=0).view(s1.dtype)
-    return neg_F.reshape(states.shape), float(largest[0]), float(largest[1])
+    row_F, row_s = np.empty(B * T, ints), np.empty(B * T, ints)
+    _residual(s1, f1, S, row_tasks(B * T)[0], ints(np.iinfo(ints).max), neg_F, neg_F.view(ints), s1.view(ints),
+              row_F, row_s)
+    rho = relative_residual(np, row_F.view(s1.dtype).reshape(B, T), row_s.view(s1.dtype).reshape(B, T), state0)
+    return neg_F.reshape(states.shape), rho
 
 
 def newton_update(f, A, delta, target):
