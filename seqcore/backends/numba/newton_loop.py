@@ -53,6 +53,30 @@ def _residual(states, f, S, rows, mask, neg_F, fbits, sbits, row_F, row_s):
             row_F[m0 + m], row_s[m0 + m] = mf, ms
 
 
+@kernel()
+def _relative_residual(row_F, row_s, state0, T):
+    """``newton_solve.relative_residual`` over the row maxima (float arrays of B·T rows, rows of
+    sequence b at b·T …), rounded as the reference; a NaN anywhere stays NaN."""
+    cast = row_F.dtype.type  # every result rounded to the dtype (Numba would widen float32)
+    one = cast(1.0)
+    worst = cast(0.0)
+    prev = worst
+    for m in range(row_F.shape[0]):
+        if m % T == 0:  # a sequence starts: its predecessor is state0's row
+            prev = worst * 0
+            for v in state0[m // T]:
+                a = abs(v)
+                if not a <= prev:
+                    prev = a
+        else:
+            prev = row_s[m - 1]
+        cur = row_s[m]
+        r = cast(row_F[m] / cast(one + (cur if not cur < prev else prev)))
+        if worst == worst and not r <= worst:
+            worst = r
+    return worst
+
+
 @kernel(parallel=PARALLEL_CELLS)
 def _update(f, A, delta, S, k, T, rows, out):
     """out = f + A δ with δ shifted by one step, over flat arrays (``f, delta, out``: N·S floats,
@@ -90,8 +114,8 @@ def _update(f, A, delta, S, k, T, rows, out):
 def newton_residual(states, f, state0):
     """``newton_solve.residual`` with ``−F`` and the row maxima in one pass: ``(−F, ρ)`` (the
     reference where the dtypes are not float32/float64 alike)."""
-    from ...newton_solve import relative_residual, residual
-    if not supported_dtype(states, f):
+    if not supported_dtype(states, f, state0):
+        from ...newton_solve import residual
         return residual(np, states, f, state0)
     B, T, S = states.shape
     s1, f1 = contiguous(states).reshape(-1), contiguous(f).reshape(-1)
@@ -100,8 +124,8 @@ def newton_residual(states, f, state0):
     row_F, row_s = np.empty(B * T, ints), np.empty(B * T, ints)
     _residual(s1, f1, S, row_tasks(B * T)[0], ints(np.iinfo(ints).max), neg_F, neg_F.view(ints), s1.view(ints),
               row_F, row_s)
-    rho = relative_residual(np, row_F.view(s1.dtype).reshape(B, T), row_s.view(s1.dtype).reshape(B, T), state0)
-    return neg_F.reshape(states.shape), rho
+    rho = _relative_residual(row_F.view(s1.dtype), row_s.view(s1.dtype), contiguous(state0), T)
+    return neg_F.reshape(states.shape), float(rho)
 
 
 def newton_update(f, A, delta, target):
