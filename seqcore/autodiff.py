@@ -193,15 +193,43 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
                                  f"expected {tuple(getattr(o, 'shape', ()))} (the shape of f's output)")
         grads = _backprop(out_leaves, cot_leaves)
         result = []
+        owned = {_memory_key(c) for c in cot_leaves if hasattr(c, "shape")}
         for x, t in zip(leaves, traced):
             if isinstance(t, Traced):
                 g = grads.get(id(t))
-                result.append(_zeros_like(x) if g is None else _cast_like(g, x))
+                g = _zeros_like(x) if g is None else _cast_like(g, x)
+                result.append(_own(g, owned))
             else:
                 result.append(None)
         return tree_unflatten(treedef, result)
 
     return values, pullback
+
+
+def _memory_key(a):
+    """Which allocation an array's data lies in (NumPy: the base array it views; torch: its
+    storage; CuPy: its memory block)."""
+    if isinstance(a, np.ndarray):
+        while isinstance(a.base, np.ndarray):
+            a = a.base
+        return id(a) if a.base is None else id(a.base)
+    storage = getattr(a, "untyped_storage", None)
+    if storage is not None:  # torch
+        return ("torch", storage().data_ptr())
+    data = getattr(a, "data", None)
+    return ("cupy", id(data.mem)) if hasattr(data, "mem") else id(a)
+
+
+def _own(g, owned: set):
+    """``g``, copied if its memory is another returned gradient's or a cotangent's: VJPs pass
+    cotangents through (``a + b`` gives both operands the same array, a reshape a view of it),
+    and a caller that clips or masks one gradient in place must not change another."""
+    key = _memory_key(g)
+    if key in owned:
+        g = g.copy() if hasattr(g, "copy") else g.clone()
+        key = _memory_key(g)
+    owned.add(key)
+    return g
 
 
 def _cast_like(g, x):

@@ -291,19 +291,23 @@ class SequenceModel:
         return res
 
     def example_losses(self, params: dict, batch, mode: str = "sequential", heads=None):
-        """Per-example losses ``(B,)`` summed over the active heads (NumPy, no gradient)."""
+        """Per-example losses ``(B,)`` summed over the active heads (NumPy, no gradient): each
+        example's :meth:`loss` on its own — per-step and regression heads the mask-weighted mean
+        over its steps (0 where its weights are all zero)."""
         active = self._active(heads)
         x, y, mask = self._unpack(batch)
         outs = self.outputs(params, x, mask, mode, heads=[h.name for h in active])
         total = np.zeros(x.shape[0])
         w = np.ones(x.shape[:2]) if mask is None else np.asarray(mask, dtype=np.float64)
+        w_total = w.sum(-1)
+        w_total = np.where(w_total > 0, w_total, 1.0)  # fractional weights are a weighted mean, not shrunk
         for k, h in enumerate(active):
             o = backends.get(backends.backend_of(outs[h.name])).to_numpy(outs[h.name]).astype(np.float64)
             t = np.asarray(self.head_targets(y, k, len(active)))
             if h.loss == "regression":
                 if t.shape != o.shape:
                     raise ValueError(f"target: got shape {t.shape}, expected {o.shape} (the shape of pred)")
-                total += (((o - t) ** 2).mean(-1) * w).sum(-1) / np.maximum(w.sum(-1), 1)
+                total += (((o - t) ** 2).mean(-1) * w).sum(-1) / w_total
                 continue
             if t.shape != o.shape[:-1] or not np.issubdtype(t.dtype, np.integer):
                 raise ValueError(f"labels: got {t.dtype} array of shape {t.shape}, expected integers of shape "
@@ -314,7 +318,7 @@ class SequenceModel:
             logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
             nll = -np.take_along_axis(logp, t[..., None].astype(np.int64), -1)[..., 0]
             if h.loss == "per_step":
-                nll = (nll * w).sum(-1) / np.maximum(w.sum(-1), 1)
+                nll = (nll * w).sum(-1) / w_total
             total += nll
         return total
 

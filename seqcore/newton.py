@@ -201,10 +201,7 @@ def newton_scan(cell, params: dict, x, h0=None, *, tol: float | None = None, max
         recurrence, a :class:`NewtonConvergenceWarning` is issued and ``info.converged`` is False.
     """
     _check_cell(cell)
-    cell.check_input(x)
-    cell.check_params(params)
-    xp = backends.get(backends.backend_of(stop_gradient(x))).xp
-    state0 = cell.pack_state(h0, x.shape[0], xp, x.dtype)
+    state0 = cell.checked_state0(params, x, h0)  # the checks of cell.apply
     xi = cell.project(params, x)
     states, info = _run(cell, params, xi, state0, {"tol": tol, "max_iters": max_iters, "jacobian": jacobian,
                                                    "damping": damping})

@@ -125,6 +125,29 @@ def test_gradients_take_their_arguments_dtype():
             np.testing.assert_allclose(g[k], g64[k], rtol=1e-6, atol=1e-6, err_msg=k)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_returned_gradients_own_their_memory(backend):
+    """No returned gradient is another's memory or the caller's cotangent: ``a + b`` hands both
+    operands the same array, a reshape a view of it, and the folded LSTM bias routes one
+    gradient to bias_ih and bias_hh; changing one in place must not change another."""
+    if backend == "torch":
+        pytest.importorskip("torch", reason="the torch backend needs torch")
+    mod = seqcore.backends.get(backend)
+    to_np = mod.to_numpy
+    a, c = mod.asarray(np.zeros((2, 3))), mod.asarray(np.ones((2, 3)))
+    with seqcore.use(backend):
+        da, db, dr = seqcore.vjp(lambda a, b, r: (a + b) + r.reshape(2, 3), a, a + 0, a.reshape(6) + 0)[1](c)
+        da *= 0
+        assert to_np(db).tolist() == to_np(c).tolist() == to_np(dr).reshape(2, 3).tolist() == [[1.0] * 3] * 2
+        cell = seqcore.cells.LSTM(2, 3)
+        params = {k: mod.asarray(v) for k, v in cell.init(np.random.default_rng(0), np.float64).items()}
+        x = mod.asarray(np.ones((1, 4, 2)))
+        dp, _ = seqcore.vjp(lambda p, x: cell.apply(p, x)[0].sum(), params, x)[1](mod.asarray(np.ones(())))
+        assert to_np(dp["bias_ih"]).tolist() == to_np(dp["bias_hh"]).tolist()
+        dp["bias_ih"] *= 0
+        assert np.abs(to_np(dp["bias_hh"])).max() > 0
+
+
 def test_traced_transposes_follow_numpy():
     rng = np.random.default_rng(1)
     for shape in ((4,), (3, 4), (2, 3, 4), (2, 1, 3, 4)):

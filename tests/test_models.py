@@ -111,3 +111,20 @@ def test_several_last_step_heads_of_one_size_are_summed_jointly(backend, monkeyp
         np.testing.assert_allclose(dj["heads"][name]["bias"], w["bias"], rtol=1e-9, atol=1e-13, err_msg=name)
     with pytest.raises(ValueError, match=r"y: got shape \(5, 2\), expected a last axis of 3"):
         model.loss(params, (x, y[:, :2], mask), heads=names)
+
+
+@pytest.mark.parametrize("loss", ["per_step", "regression"])
+def test_example_losses_are_each_examples_own_loss_with_fractional_weights(loss):
+    """Each example's loss equals ``loss()`` on that example alone: a weighted mean over its steps,
+    also where its weights sum to less than 1 (was divided by max(Σw, 1)); 0 where all are 0."""
+    rng = np.random.default_rng(23)
+    model = SequenceModel("gru", 3, 4, (HeadSpec("s", 2, loss),))
+    params = model.init(rng, np.float64)
+    x = rng.normal(size=(3, 5, 3))
+    y = rng.integers(0, 2, size=(3, 5)) if loss == "per_step" else rng.normal(size=(3, 5, 2))
+    mask = np.array([[0.2, 0.2, 0, 0, 0], [0.5, 1, 2, 0, 0.1], [0, 0, 0, 0, 0]])
+    got = model.example_losses(params, (x, y, mask))
+    for b in range(2):
+        alone = model.loss(params, (x[b:b + 1], y[b:b + 1], mask[b:b + 1]))
+        assert got[b] == pytest.approx(float(alone), rel=1e-12)
+    assert got[2] == 0

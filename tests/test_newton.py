@@ -487,6 +487,11 @@ def test_invalid_arguments_are_rejected():
         newton_scan(cell, {k: v for k, v in params.items() if k != "weight_hh"}, x)
     with pytest.raises(TypeError, match="unknown \\['tolerance'\\]"):
         cell.apply(params, x, mode="parallel", tolerance=1e-3)
+    # h0 as cell.apply takes it: its dtype (float32 beside float64 data) and shape are checked
+    with pytest.raises(TypeError, match="h0: got dtype float32, expected float64"):
+        newton_scan(cell, params, x, h0.astype(np.float32))
+    with pytest.raises(ValueError, match="h0"):
+        newton_scan(cell, params, x, h0[:1])
 
 
 def test_default_tolerance_follows_the_dtype_however_it_is_named():

@@ -197,6 +197,14 @@ class Cell:
         Returns:
             ``(hs, h_last)``: ``hs: (B, T, hidden_size)`` and the final state (same form as ``h0``).
         """
+        state0 = self.checked_state0(params, x, h0)
+        states = self.states(params, x, state0, mode, **newton_kwargs)
+        return self.output(states), self.unpack_state(states[:, -1])
+
+    def checked_state0(self, params: dict, x, h0):
+        """The packed initial state ``(B, S)`` for a run over ``x`` (zeros if ``h0`` is None), after
+        checking ``x``, ``params`` and ``h0``: shapes, one backend, and a given ``h0`` in the dtype
+        the cell computes in."""
         self.check_input(x)
         self.check_params(params)
         for k, v in params.items():  # one backend: a torch weight beside NumPy data is named, not adopted
@@ -205,8 +213,7 @@ class Cell:
         if h0 is not None:
             check_same_backend("h0", state0, "x", x)
             _check_state_dtype(state0, x, params)
-        states = self.states(params, x, state0, mode, **newton_kwargs)
-        return self.output(states), self.unpack_state(states[:, -1])
+        return state0
 
 
 def _shapes_from_init(cell) -> dict:
