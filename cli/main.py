@@ -256,13 +256,12 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     # the curriculum's own check names the problem (e.g. a task without N) before
     # seqcore.train would fail on it with an AttributeError
     with user_errors(_field_options(options, "curriculum", cfg.curriculum, cfg.curriculum_kwargs, in_file)):
-        tasks.make_curriculum(cfg.curriculum, task, **cfg.curriculum_kwargs)
+        _, build = train_module.model_builder(cfg, task)
     # the first layer's real sizes: fields such as DiagGRU's heads must divide them
     with user_errors(_field_options(options, "cell", cfg.cell, cfg.cell_kwargs, in_file)):
         cells.make(cfg.cell, input_size, cfg.hidden, **cfg.cell_kwargs)
     with user_errors(_source_names(given, base, config_file)):  # sizes no machine here could hold
-        for name in ("batch_size", "eval_batch_size"):
-            train_module.check_batch_fits(name, getattr(cfg, name), cfg, task)
+        train_module.check_sizes(cfg, task, build)
     check_backend_loads(cfg.backend, "backend" in given, "backend" in base and config_file)
     return cfg, out
 

@@ -317,6 +317,33 @@ def _potential_heads(task, curriculum) -> tuple:
     return tuple(heads)
 
 
+def model_builder(cfg: TrainConfig, task):
+    """``(curriculum, build)`` of a run: its curriculum, and ``build(hidden)`` giving its
+    :class:`SequenceModel` with every head the curriculum may use, at that hidden size."""
+    from . import tasks
+    ckw = dict(cfg.curriculum_kwargs)
+    if cfg.curriculum in ("single-head", "multi-head", "sliding", "anti") and not hasattr(task, "ns"):
+        raise ValueError(f"curriculum: got {cfg.curriculum!r} with task {cfg.task!r}, expected a task with "
+                         "an N (nparity, ndms) for the N-curricula; use 'fixed' or 'cyclical' here")
+    if cfg.curriculum in ("single-head", "multi-head", "sliding") and "max_n" not in ckw:
+        ckw["max_n"] = max(task.ns) + 30  # heads are created up front for N up to max_n
+    curriculum = tasks.make_curriculum(cfg.curriculum, task, **ckw)
+    heads = _potential_heads(task, curriculum)
+
+    def build(hidden):
+        return SequenceModel(cfg.cell, task.input_size, hidden, heads, num_layers=cfg.layers,
+                             cell_kwargs=tuple(sorted(cfg.cell_kwargs.items())))
+    return curriculum, build
+
+
+def check_sizes(cfg: TrainConfig, task, build) -> None:
+    """Refuse a hidden size whose parameters, or batch sizes whose activations, could never fit
+    in this machine's memory (the hidden size first: when it is the cause, it is named)."""
+    check_model_fits("hidden", cfg.hidden, build, np.dtype(DTYPES[cfg.dtype]).itemsize, MODEL_COPIES, cfg.layers)
+    for name in ("batch_size", "eval_batch_size"):
+        check_batch_fits(name, getattr(cfg, name), cfg, task)
+
+
 class Run:
     """A training run assembled from a config: task, curriculum, model, trainer and RNG.
 
@@ -330,22 +357,8 @@ class Run:
         from . import tasks
         self.cfg = cfg
         self.task = tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs)
-        ckw = dict(cfg.curriculum_kwargs)
-        if cfg.curriculum in ("single-head", "multi-head", "sliding", "anti") and not hasattr(self.task, "ns"):
-            raise ValueError(f"curriculum: got {cfg.curriculum!r} with task {cfg.task!r}, expected a task with "
-                             "an N (nparity, ndms) for the N-curricula; use 'fixed' or 'cyclical' here")
-        if cfg.curriculum in ("single-head", "multi-head", "sliding") and "max_n" not in ckw:
-            ckw["max_n"] = max(self.task.ns) + 30  # heads are created up front for N up to max_n
-        self.curriculum = tasks.make_curriculum(cfg.curriculum, self.task, **ckw)
-        heads = _potential_heads(self.task, self.curriculum)
-
-        def build(hidden):
-            return SequenceModel(cfg.cell, self.task.input_size, hidden, heads, num_layers=cfg.layers,
-                                 cell_kwargs=tuple(sorted(cfg.cell_kwargs.items())))
-
-        check_model_fits("hidden", cfg.hidden, build, np.dtype(DTYPES[cfg.dtype]).itemsize, MODEL_COPIES, cfg.layers)
-        for name in ("batch_size", "eval_batch_size"):
-            check_batch_fits(name, getattr(cfg, name), cfg, self.task)
+        self.curriculum, build = model_builder(cfg, self.task)
+        check_sizes(cfg, self.task, build)
         self.model = build(cfg.hidden)
         self.be = backends.get(cfg.backend)
         init = self.model.init(np.random.default_rng([cfg.seed, 0]), DTYPES[cfg.dtype])

@@ -346,12 +346,14 @@ def test_key_value_parsing():
     (["train", "--task-arg", "n"], "expected KEY=VALUE"),
     (["train", "--task-arg", "colour=red"], "unknown field(s) colour"),
     (["train", "--cell", "leaky", "--cell-arg", "tau_init=0.5"], "tau_init"),
-    (["train", "--curriculum", "multi-head", "--task", "copy"], "expected a task with an `n` field"),
+    (["train", "--curriculum", "multi-head", "--task", "copy"], "expected a task with an N (nparity, ndms)"),
     (["train", "--clip", "lots"], "expected a number or 'none'"),
     (["train", "--task", "image", "--data-dir", "a", "--task-arg", "data_dir=b"],
      "--data-dir: got 'a' and --task-arg data_dir='b', expected one of them"),
     (["report", ".", "--plot", ""], "--plot: got '', expected a file name"),
     (["train", "--batch-size", "1000000000"], "--batch-size: got 1000000000, whose activations"),
+    (["train", "--hidden", "100000"], "--hidden: got 100000, whose 4e+10 parameters"),  # before any output
+    (["train", "--hidden", "10000000"], "--hidden: got 10000000, whose"),  # the cause, not the batch
     (["resume", "no/such/dir"], "does not exist"),
     (["eval", "no/such/dir"], "does not exist"),
     (["frobnicate"], "No such command"),
@@ -361,7 +363,7 @@ def test_bad_options_give_one_error_line(tmp_path, monkeypatch, args, message):
     result = invoke(*args)
     assert_one_line_error(result)
     assert message in result.stderr
-    assert not (tmp_path / "runs").exists()
+    assert result.stdout == "" and not (tmp_path / "runs").exists()  # refused before the header line
 
 
 def test_eval_refuses_a_batch_that_cannot_fit_in_memory(tmp_path):
@@ -773,7 +775,7 @@ def test_out_of_memory_and_empty_out_are_one_line(tmp_path, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr(Run, "__init__", too_big)
-        m.setattr(train_module, "check_batch_fits", lambda *a: None)  # its own refusal is tested elsewhere
+        m.setattr(train_module, "check_sizes", lambda *a: None)  # its own refusal is tested elsewhere
         result = invoke("train", *TINY, "--hidden", 10**8, "-q", "--out", tmp_path / "big")
     assert_one_line_error(result)
     assert "out of memory (Unable to allocate 284. PiB" in result.stderr and "--hidden" in result.stderr
