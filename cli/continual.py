@@ -32,22 +32,21 @@ METRICS = ("average_accuracy", "forgetting", "forgetting_max", "bwt", "fwt", "mi
 
 
 def _hyperparameter_specs() -> dict[str, tuple]:
-    """Every learner hyperparameter: name → (python type, help, learners that take it)."""
+    """Every learner hyperparameter: name → (python type, {help: learners that take it with
+    that meaning}); one option may mean different things to different learners (``strength``)."""
     specs: dict[str, tuple] = {}
     for name in learners.names():
         for key, hp in learners.hyperparameters(name).items():
-            kind = type(hp.default)
-            prev = specs.get(key)
-            takers = (prev[2] if prev else ()) + (name,)
-            specs[key] = (prev[0] if prev else kind, prev[1] if prev else hp.help, takers)
+            kind, meanings = specs.setdefault(key, (type(hp.default), {}))
+            meanings.setdefault(hp.help, []).append(name)
     return specs
 
 
 def _learner_options(fn):
-    for key, (kind, text, takers) in sorted(_hyperparameter_specs().items(), reverse=True):
+    for key, (kind, meanings) in sorted(_hyperparameter_specs().items(), reverse=True):
         ptype = {int: int, float: float, bool: bool}.get(kind, str)
-        fn = click.option(f"--{key.replace('_', '-')}", key, type=ptype, default=None,
-                          help=f"{text} [{', '.join(takers)}]")(fn)
+        text = "; ".join(f"{meaning} [{', '.join(takers)}]" for meaning, takers in meanings.items())
+        fn = click.option(f"--{key.replace('_', '-')}", key, type=ptype, default=None, help=text)(fn)
     return fn
 
 
@@ -245,7 +244,9 @@ def build_config(options: dict, synthetic_args=()) -> ContinualConfig:
 # -- report ---------------------------------------------------------------------------------------
 
 def _fmt(v) -> str:
-    return "   -  " if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:6.3f}"
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "   -  "
+    return f"{round(v, 3) + 0.0:6.3f}"  # + 0.0: a value that rounds to zero prints 0.000, not -0.000
 
 
 def _seconds(v) -> str:

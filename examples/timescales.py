@@ -6,7 +6,7 @@ earlier N (its own readout head, to see forgetting under single-head), and the m
 Writes ``<out>/timescales.json``, a Markdown table ``<out>/timescales.md`` and, when
 matplotlib is present, ``<out>/timescales.png``.
 
-    python examples/timescales.py --steps 3000 --hidden 64 --out docs/timescales
+    python examples/timescales.py --backend numpy --steps 3000 --hidden 64 --eval-every 100 --out docs/timescales
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ Two kinds of input, both plain NumPy:
   lifelong learning: identifying the stability gap").
 
 Accuracies may be fractions or percentages; every metric is in the same unit.
-Conventions are stated in each docstring and in ``docs/continual.md``.
+Conventions are stated in each docstring and in the README (section "Metrics").
 """
 from __future__ import annotations
 

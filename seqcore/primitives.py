@@ -30,8 +30,23 @@ __all__ = ["Primitive", "define", "get", "registry", "implementation"]
 _REGISTRY: dict[str, "Primitive"] = {}
 
 
+_PRIMITIVE_DOC = """A differentiable routine: a forward ``fwd(xp, *arrays, **static)`` and its
+hand-written VJP ``bwd``; calling it dispatches on the backend of its array arguments."""
+
+
+class _Doc:
+    """``__doc__`` of a primitive: its own ``doc`` (what ``help`` and ``inspect.getdoc`` show),
+    the class's on the class."""
+
+    def __get__(self, obj, cls):
+        if obj is None or not obj.doc:
+            return _PRIMITIVE_DOC
+        return f"{obj.name}: {obj.doc}"
+
+
 @dataclass(frozen=True)
 class Primitive:
+    __doc__ = _Doc()
     name: str
     fwd: Callable
     bwd: Callable

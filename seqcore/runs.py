@@ -238,7 +238,7 @@ class RunDir:
             resume = (f"seqcore continual --resume --out {self.path}" if self.holds_continual_run()
                       else f"seqcore resume {self.path}")
             raise ValueError(f"out: {self.path} already holds a run; continue it with `{resume}`, "
-                             "replace it with --overwrite, or choose another --out")
+                             "replace it with --overwrite (overwrite=True in Python), or choose another --out")
 
     def holds_continual_run(self) -> bool:
         """Whether the ``config.json`` here is a continual run's: it holds the continual-only keys

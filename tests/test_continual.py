@@ -344,7 +344,7 @@ def test_existing_run_hints_the_continual_resume_and_is_detected(cli, tmp_path):
     again = cli("continual", *TINY, "--out", out)
     assert again.exit_code != 0 and again.output == (
         f"Error: out: {out} already holds a run; continue it with `seqcore continual --resume --out {out}`, "
-        "replace it with --overwrite, or choose another --out\n")
+        "replace it with --overwrite (overwrite=True in Python), or choose another --out\n")
     assert cli("continual", *TINY, "--out", out, "--overwrite").exit_code == 0
     with pytest.raises(ValueError, match="seqcore continual --resume"):
         run_continual(ContinualConfig(), str(out))
@@ -547,3 +547,9 @@ def test_cli_continual_refuses_options_the_run_would_not_read(cli, tmp_path, ext
     result = cli("continual", *TINY, *extra, "--out", tmp_path / "x")
     assert result.exit_code != 0 and result.output.startswith(f"Error: {flag}: not used by this run"), result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_report_never_prints_negative_zero():
+    from cli.continual import _fmt
+    assert [_fmt(v) for v in (-0.0, -0.0004, 0.0004, -0.0006, None, float("nan"))] == [
+        " 0.000", " 0.000", " 0.000", "-0.001", "   -  ", "   -  "]

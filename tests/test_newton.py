@@ -323,7 +323,7 @@ def brief_training(cell, rng, steps=40, lr=0.5, B=8, T=48):
 
 
 # Newton updates measured at T = 4096, B = 2, H = 16, float32, default tolerance, random init and
-# after brief_training (docs/newton.md); the target for DiagGRU / CIFG-LSTM is <= 4
+# after brief_training (the README's iteration table); the target for DiagGRU / CIFG-LSTM is <= 4
 ITERATION_BOUND = {"diag_gru": 4, "cifg_lstm": 4, "elman_tanh": 4, "lstm": 3, "gru": 3, "leaky": 4}
 # jacobian="quasi" (the README's table; Elman's briefly trained weights need more than 32)
 QUASI_BOUND = {"diag_gru": 4, "cifg_lstm": 25, "lstm": 14, "gru": 11, "leaky": 12}

@@ -89,3 +89,21 @@ def test_linear_with_one_input_feature_has_the_gemm_bits(dtype):
     np.testing.assert_array_equal(y, ref + b)
     assert y.dtype == dtype and y.flags.c_contiguous
     np.testing.assert_array_equal(seqcore.ops.linear(x, w), ref)
+
+
+def test_a_loss_of_exactly_zero_is_positive_zero():
+    """An all-zero mask, or logits that pick every label with certainty, give +0.0 (printed
+    as 0.0000, not -0.0000)."""
+    from seqcore import nn
+    for loss in (nn.cross_entropy(np.zeros((4, 3)), np.zeros(4, np.int64), np.zeros(4)),
+                 nn.cross_entropy(np.array([[0.0, -1e4], [-1e4, 0.0]]), np.array([0, 1]))):
+        assert float(loss) == 0.0 and not np.signbit(float(loss))
+
+
+def test_every_primitive_documents_itself():
+    import inspect
+    from seqcore import primitives
+    for name, prim in primitives._REGISTRY.items():
+        assert prim.doc, name
+        assert inspect.getdoc(prim) == f"{name}: {prim.doc}"
+    assert "differentiable routine" in inspect.getdoc(primitives.Primitive)

@@ -3,7 +3,8 @@
 Every learner implements the protocol of :mod:`seqcore.learners.base` (the training
 loop's hooks plus experience boundaries and checkpointable state) against a generic
 classifier interface (:mod:`seqcore.learners.classifiers`), so each one runs with an
-MLP or any recurrent cell, on every backend. See ``docs/learners.md``.
+MLP or any recurrent cell, on every backend. The README (section "Learners") lists them with
+what each hyperparameter means.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ def _xent_fwd(xp, logits, labels, mask=None):
     flat = logp.reshape(-1, logp.shape[-1])  # fancy indexing: take_along_axis costs ~10 µs of Python per call
     picked = flat[xp.arange(flat.shape[0]), labels.reshape(-1).astype(xp.int64)].reshape(labels.shape)
     w, total = _weights(xp, mask, labels.shape, logits.dtype)
-    loss = -(picked * w).sum() / total
+    loss = 0.0 - (picked * w).sum() / total  # 0 − x, not −x: a loss of exactly zero is +0.0, not −0.0
     return loss, (logp, labels, w, total)
 
 

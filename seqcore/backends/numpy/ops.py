@@ -1,12 +1,40 @@
 """Reference elementwise, reduction, shape and matmul primitives (forward + VJP)."""
 from __future__ import annotations
 
-import functools
+from ...primitives import define as _define_checked  # linear checks its own input
 
-from ...primitives import define
+# what each array operation computes (its help text; every one defined below needs an entry)
+DOCS = {
+    "add": "a + b, with NumPy broadcasting (a broadcast operand's gradient is summed back to its shape)",
+    "sub": "a − b, with NumPy broadcasting",
+    "mul": "a · b elementwise, with NumPy broadcasting",
+    "div": "a / b elementwise, with NumPy broadcasting",
+    "neg": "−a",
+    "power": "a ** p for a Python number p",
+    "tanh": "tanh(x) elementwise",
+    "sigmoid": "1 / (1 + exp(−x)) elementwise, without overflow at large |x|",
+    "relu": "max(x, 0) elementwise (gradient 0 at x = 0)",
+    "leaky_relu": "x where x > 0, else slope · x",
+    "exp": "exp(x) elementwise",
+    "log": "log(x) elementwise",
+    "softplus": "log(1 + exp(x)) elementwise, without overflow at large x",
+    "clip": "x clipped to [lo, hi] (gradient 0 outside)",
+    "square": "x · x elementwise",
+    "sum": "sum over axis (None: every axis), keepdims as in NumPy",
+    "mean": "mean over axis (None: every axis), keepdims as in NumPy",
+    "reshape": "x in a new shape",
+    "swapaxes": "x with axes a1 and a2 swapped",
+    "getitem": "x[index], basic and integer-array indexing (the gradient scatters back; repeats add up)",
+    "concatenate": "arrays joined along an existing axis",
+    "stack": "arrays stacked along a new axis",
+    "where": "a where cond, else b, elementwise (cond carries no gradient)",
+    "matmul": "a @ b as NumPy's matmul (1-D operands included)",
+}
 
-_define_checked = define  # linear checks its own input
-define = functools.partial(define, array_op=True)
+
+def define(name, fwd, bwd):
+    """An array operation: NumPy's own errors are the input's (``array_op``), documented in DOCS."""
+    return _define_checked(name, fwd, bwd, doc=DOCS[name], array_op=True)
 
 
 def _shape(x):
