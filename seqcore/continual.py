@@ -472,6 +472,8 @@ def _loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[s
                     raise _Stop
                 x, y = data.sample(run.rng, cfg.batch_size)
                 run.last_loss = tr.step((x, y, None))
+                if tr.step_count % cfg.eval_every == 0:
+                    tr.checked_state()  # the optimizer state too, at the evaluations' rate
                 run.step_in_experience += 1
                 if bar is not None:
                     bar.update(1)
@@ -492,7 +494,10 @@ def _loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[s
                 run.save(rd.checkpoint, t0)
     except _Stop:
         if rd is not None:
-            run.save(rd.checkpoint, t0)
+            try:
+                run.save(rd.checkpoint, t0)
+            except TrainingDiverged as exc:  # the optimizer state, checked at each checkpoint
+                status, message = "diverged", str(exc)
     except TrainingDiverged as exc:
         status, message = "diverged", str(exc)
     except KeyboardInterrupt:

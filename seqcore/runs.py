@@ -158,14 +158,19 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def first_nonfinite(arrays: dict, prefixes: tuple = ("",)) -> str | None:
+    """The first key under ``prefixes`` whose float array holds NaN or Inf, else None."""
+    return next((k for k, v in arrays.items() if k.startswith(prefixes) and v.dtype.kind == "f"
+                 and not np.isfinite(v).all()), None)
+
+
 def check_finite_params(path, arrays: dict) -> None:
-    """Checkpoints only ever hold finite parameters: anything else is a damaged file, and training
-    on from it would only report "diverged" at once."""
-    bad = [k for k, v in arrays.items() if k.startswith("params/") and v.dtype.kind == "f"
-           and not np.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"{path}: {bad[0]!r} holds NaN or Inf, expected the finite parameters a "
-                         "checkpoint is written with (the file is damaged)")
+    """Checkpoints only ever hold finite parameters and optimizer state: anything else is a
+    damaged file, and training on from it would only report "diverged" at once."""
+    bad = first_nonfinite(arrays, ("params/", "opt_state/"))
+    if bad is not None:
+        raise ValueError(f"{path}: {bad!r} holds NaN or Inf, expected the finite parameters and optimizer "
+                         "state a checkpoint is written with (the file is damaged)")
 
 
 def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
@@ -250,12 +255,16 @@ class RunDir:
         return isinstance(config, dict) and all(key in config for key in CONTINUAL_KEYS)
 
     def create(self, config: dict, overwrite: bool = False) -> None:
+        """Start a run here with ``config``.  An overwritten run's files go first, its checkpoint
+        before anything else: a new ``config.json`` beside the old checkpoint would be a
+        resumable mix of two runs, if the process died before the new run's first checkpoint."""
         self.refuse_existing(overwrite)
         with self._writable():
             self.path.mkdir(parents=True, exist_ok=True)
+            for old in (self.checkpoint, self.summary, self.metrics):
+                if old.exists():
+                    old.unlink()
             write_json(self.config, config)
-            if self.metrics.exists():
-                self.metrics.unlink()
 
     @contextlib.contextmanager
     def lock(self, create: bool = True) -> Iterator[None]:
@@ -290,9 +299,20 @@ class RunDir:
             handle.truncate(0)
             handle.write(str(os.getpid()))
             handle.flush()
+            self._remove_stale_temporaries()
             yield
         finally:
             handle.close()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove what :func:`atomic_write` left of writes killed mid-way (``.NAME.XXXX.tmp``, as
+        large as a checkpoint); only the lock's holder writes here, so none is in progress."""
+        for name in (self.config, self.metrics, self.summary, self.checkpoint):
+            for tmp in self.path.glob(f".{name.name}.*.tmp"):
+                try:
+                    tmp.unlink()
+                except OSError:  # gone already, or not ours to remove: harmless either way
+                    pass
 
     def ensure_writable(self) -> None:
         """Create the directory now (a command checks ``--out`` before it prints or trains anything)."""

@@ -24,7 +24,7 @@ import numpy as np
 from . import backends, optim, schedules
 from .autodiff import vjp
 from .models import HeadSpec, SequenceModel
-from .runs import (JsonConfig, RunDir, check_finite_params, checkpoint_meta, load_checkpoint, params_from_arrays,
+from .runs import (JsonConfig, RunDir, check_finite_params, checkpoint_meta, first_nonfinite, load_checkpoint, params_from_arrays,
                    params_to_arrays, read_json_object, restoring, save_checkpoint, write_json)
 from .tree import tree_leaves, tree_map, tree_paths
 from .validate import check_choice, check_fits_in_memory, check_model_fits, check_positive_int, physical_memory
@@ -42,8 +42,9 @@ BATCH_FLOATS = 4  # floats per hidden unit and step that any cell's forward + ba
 class TrainingDiverged(RuntimeError):
     """The loss or a gradient became NaN/Inf; the last good checkpoint is kept."""
 
-    def __init__(self, step: int, what: str):
-        super().__init__(f"training diverged after step {step}: {what} of the next update is not finite; "
+    def __init__(self, step: int, what: str, after: bool = False):
+        what = what if after else f"{what} of the next update"
+        super().__init__(f"training diverged after step {step}: {what} is not finite; "
                          "the last good checkpoint was kept (try a lower --lr or gradient clipping)")
         self.step = step
 
@@ -246,10 +247,23 @@ class Trainer:
         self.step_count = 0
 
     def state_arrays(self) -> dict:
-        """Parameters and optimizer state as NumPy arrays for a checkpoint (the step goes in its meta)."""
+        """Parameters and optimizer state as NumPy arrays for a checkpoint (the step goes in its meta).
+
+        Raises :class:`TrainingDiverged` when the optimizer state is not finite (see
+        :meth:`checked_state`): the last good checkpoint is kept."""
         arrays = params_to_arrays(self.params, to_numpy=self.backend.to_numpy)
-        arrays.update(optim.state_to_arrays(self.opt_state))
+        arrays.update(self.checked_state())
         return arrays
+
+    def checked_state(self) -> dict:
+        """The optimizer state as NumPy arrays; :class:`TrainingDiverged` when it is not finite.
+        The loops check it at every evaluation and checkpoint (an overflowed second moment makes
+        every later Adam update zero: the parameters freeze while loss and gradients stay finite)."""
+        state = optim.state_to_arrays(self.opt_state)
+        bad = first_nonfinite(state)
+        if bad is not None:
+            raise TrainingDiverged(self.step_count, f"the optimizer state ({bad})", after=True)
+        return state
 
     def load_state_arrays(self, arrays: dict, step: int) -> None:
         """Inverse of :meth:`state_arrays`, with the step count saved beside them."""
@@ -454,6 +468,8 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
             batch = run.curriculum.sample(run.rng, cfg.batch_size)
             try:
                 loss = tr.step(batch)
+                if tr.step_count % cfg.eval_every == 0 or tr.step_count == cfg.steps:
+                    tr.checked_state()  # the optimizer state too, at the evaluations' rate
             except TrainingDiverged as exc:
                 status, message = "diverged", str(exc)
                 break
@@ -492,13 +508,18 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
                     break
             elif rd is not None and step % every_ckpt == 0:
                 checkpoint()
+    except TrainingDiverged as exc:  # found at a checkpoint (the optimizer state)
+        status, message = "diverged", str(exc)
     except KeyboardInterrupt:
         status, message = "interrupted", "interrupted; resume with `seqcore resume`"
     finally:
         if bar is not None:
             bar.close()
     if rd is not None and status in ("completed", "curriculum-finished", "target-reached"):
-        checkpoint()
+        try:
+            checkpoint()
+        except TrainingDiverged as exc:
+            status, message = "diverged", str(exc)
     summary = _summary(run, status, message, loss, last_eval, time.perf_counter() - t0)
     if rd is not None:
         write_json(rd.summary, summary)

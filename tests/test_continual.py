@@ -336,6 +336,12 @@ def test_default_ewc_run_does_not_diverge_and_a_diverging_one_ends_in_one_line(c
         result = cli(*run, "--optimizer", "sgd", "--lr", "0.05", "--out", tmp_path / "sgd")
     assert result.exit_code == 1 and result.output.startswith("Error: run diverged: training diverged after step 55")
     assert result.output.count("\n") == 1, result.output
+    # an L2 penalty of 1e38 overflows Adam's second moment: updates freeze at zero while loss and
+    # gradients stay finite; seen at the next evaluation, and no such state is checkpointed
+    result = cli(*run[:-4], "l2", "--strength", "1e38", "--backend", "numpy", "-q", "--out", tmp_path / "l2")
+    assert result.exit_code == 1 and "the optimizer state (opt_state/0/nu) is not finite" in result.output
+    arrays, _ = load_checkpoint(tmp_path / "l2" / "checkpoint.npz")
+    assert all(np.isfinite(v).all() for k, v in arrays.items() if k.startswith(("params/", "opt_state/")))
 
 
 def test_existing_run_hints_the_continual_resume_and_is_detected(cli, tmp_path):

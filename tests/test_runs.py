@@ -31,6 +31,21 @@ def test_create_writes_the_config(tmp_path):
     assert json.loads(rd.config.read_text()) == {"x": 2} and len(rd.read_metrics()) == 2
     rd.create({"x": 3}, overwrite=True)
     assert json.loads(rd.config.read_text()) == {"x": 3} and rd.read_metrics() == []
+    # the overwritten run's checkpoint and summary go with it: a process killed before the new
+    # run's first checkpoint leaves nothing to resume, not the new config beside the old weights
+    assert not rd.checkpoint.exists() and not rd.summary.exists()
+
+
+def test_the_lock_holder_removes_temporaries_of_killed_writes(tmp_path):
+    rd = RunDir(tmp_path)
+    rd.create({"x": 1})
+    stale = [tmp_path / ".checkpoint.npz.abc123.tmp", tmp_path / ".summary.json.x9.tmp"]
+    for f in stale:
+        f.write_bytes(b"partial")
+    other = tmp_path / ".notes.tmp"
+    other.write_text("not a run file")
+    with rd.lock():
+        assert not any(f.exists() for f in stale) and other.exists()
 
 
 def test_run_files_are_strict_json(tmp_path):

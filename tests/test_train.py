@@ -479,3 +479,24 @@ def test_all_finite_sees_a_nan_or_inf_in_any_leaf():
         else:
             tree["b"][0][3] = bad
         assert not _all_finite(tree, np.asarray), path
+
+
+def test_an_overflowed_optimizer_state_ends_diverged_and_is_never_checkpointed(tmp_path):
+    # Adam in float32 with a huge learning rate and no clipping: the squared gradients overflow the
+    # second moment to inf, after which every update is zero while loss and gradients stay finite;
+    # the run must stop as diverged at the next checkpoint, keeping the last finite one
+    cfg = TrainConfig(**{**SMALL, "cell": "leaky", "hidden": 16, "optimizer": "adam", "lr": 30.0, "clip": None,
+                         "schedule": "constant", "steps": 200, "eval_every": 10})
+    summary, _ = train(cfg, tmp_path / "run", quiet=True)
+    assert summary["status"] == "diverged", summary["message"]
+    assert "the optimizer state (opt_state/" in summary["message"]
+    arrays, meta = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    assert meta["step"] < summary["steps"]
+    assert all(np.isfinite(v).all() for k, v in arrays.items() if v.dtype.kind == "f")
+    # a checkpoint holding such a state is refused as damaged on resume
+    from seqcore.runs import check_finite_params
+    bad = dict(arrays)
+    key = next(k for k in bad if k.startswith("opt_state/") and bad[k].dtype.kind == "f")
+    bad[key] = np.full_like(bad[key], np.inf)
+    with pytest.raises(ValueError, match="holds NaN or Inf"):
+        check_finite_params("ckpt", bad)
