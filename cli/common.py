@@ -139,8 +139,30 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class Interrupted(click.ClickException):
+    """Ctrl-C or SIGTERM outside a training loop (which records its own "interrupted" status)."""
+
+    exit_code = 130
+
+    def __init__(self):
+        super().__init__("interrupted")
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is a KeyboardInterrupt or was raised by one (an import interrupted half-way
+    comes out as a RuntimeError whose context is the interrupt)."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 class SeqcoreGroup(click.Group):
-    """A click group whose usage errors are printed as one ``Error:`` line."""
+    """A click group whose usage errors are printed as one ``Error:`` line, and whose commands,
+    interrupted outside a training loop (building a run, loading data, writing its files), end
+    with ``Error: interrupted`` and exit status 130 (click's own would be "Aborted!" and 1)."""
 
     def make_context(self, *args, **kwargs):
         with _quiet_broken_pipe(), _one_line_usage():  # `seqcore --help | head -1`
@@ -148,7 +170,14 @@ class SeqcoreGroup(click.Group):
 
     def invoke(self, ctx):
         with _quiet_broken_pipe(), _one_line_usage(), _sigterm_as_interrupt():
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except (SystemExit, click.exceptions.Exit, click.ClickException):
+                raise  # a command's own exit, even one it chose while handling an interrupt
+            except BaseException as exc:
+                if _caused_by_interrupt(exc):
+                    raise Interrupted() from None
+                raise
 
 
 class KeyValue(click.ParamType):

@@ -1022,3 +1022,21 @@ def test_a_backend_that_cannot_load_is_refused_before_anything_is_written(tmp_pa
     assert_one_line_error(result)
     assert "Error: $SEQCORE_BACKEND: got 'cupy', which cannot load here" in result.stderr
     assert result.stdout.startswith("name ")
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, "chained"])
+def test_an_interrupt_outside_the_training_loop_exits_130_in_one_line(tmp_path, monkeypatch, raised):
+    """Ctrl-C while a run is built (or an import it triggers is half done, which Python reports as
+    a RuntimeError raised by the interrupt): one line and status 130, as inside the loop."""
+    def interrupted(self, cfg, hooks=None):
+        if raised is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance 'info' in 'Experience'")
+
+    monkeypatch.setattr(Run, "__init__", interrupted)
+    result = invoke("train", *TINY, "-q", "--out", tmp_path / "r")
+    assert result.exit_code == 130 and result.stderr == "Error: interrupted\n", result.output
+    assert "Traceback" not in result.output and "Aborted" not in result.output
