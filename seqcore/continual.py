@@ -437,6 +437,21 @@ class _Run:
         return out
 
 
+def _check_curve_record(rd: RunDir, line: int, r: dict, n: int) -> None:
+    """An evaluation record as the continual loop writes it (``EvalCurve.to_records``), else a
+    ValueError naming the file and line."""
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+    ok = is_int(r.get("iteration")) and is_int(r.get("experience")) and 0 <= r["experience"] < n
+    acc = r.get("accuracy")
+    ok = ok and isinstance(acc, list) and len(acc) == r["experience"] + 1 and all(
+        a is None or (isinstance(a, (int, float)) and not isinstance(a, bool)) for a in acc)
+    if not ok:
+        raise ValueError(f"{rd.metrics}: line {line}: got {r!r:.100}, expected an evaluation record "
+                         '{"iteration": int, "experience": int in [0, ' + str(n) + '), "accuracy": [one number '
+                         "per seen experience]} (the file is damaged)")
+
+
 def _nan_to_none(rows):
     return [[None if (isinstance(v, float) and math.isnan(v)) else v for v in row] for row in rows]
 
@@ -561,8 +576,14 @@ def _resume_continual(rd: RunDir, quiet, log, stop_at_step) -> tuple[dict, Any]:
     run = _Run(cfg)
     run.load(rd.checkpoint)
     lines = rd.metrics.read_text().splitlines(keepends=True) if rd.metrics.exists() else []
+    if len(lines) < run.records_at_checkpoint:  # the continual metrics are computed from all of them
+        raise ValueError(f"{rd.metrics}: holds {len(lines)} evaluation records, expected the "
+                         f"{run.records_at_checkpoint} logged before the checkpoint (the file was truncated, "
+                         "emptied or removed)")
     lines = lines[: run.records_at_checkpoint]  # drop evaluations logged after the checkpoint
     atomic_write(rd.metrics, "".join(lines).encode())
     run.curve_records = rd.read_metrics()  # a damaged line is an error naming the file and line
+    for i, record in enumerate(run.curve_records, 1):
+        _check_curve_record(rd, i, record, run.n)
     summary = _loop(run, rd, quiet, log, stop_at_step)
     return summary, run.trainer.params

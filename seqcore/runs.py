@@ -342,7 +342,13 @@ class RunDir:
         if not self.metrics.exists():
             return
         # a run killed while appending leaves a partial last line: work after the checkpoint, dropped
-        keep = [ln for ln, r in self._records(drop_partial_tail=True) if r.get("step", 0) <= last_step]
+        records = self._records(drop_partial_tail=True)
+        for i, (_, r) in enumerate(records, 1):
+            step = r.get("step", 0)
+            if isinstance(step, bool) or not isinstance(step, int):
+                raise ValueError(f"{self.metrics}: record {i}: \"step\": got {step!r:.40}, expected an int "
+                                 "(the file is damaged)")
+        keep = [ln for ln, r in records if r.get("step", 0) <= last_step]
         atomic_write(self.metrics, ("\n".join(keep) + "\n").encode() if keep else b"")
 
     def read_metrics(self) -> list[dict]:

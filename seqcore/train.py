@@ -579,11 +579,29 @@ def _summary_from_log(run: Run, rd: RunDir) -> dict:
     if last is None:
         raise ValueError(f"{rd.metrics}: no record of step {step}, the checkpoint's; expected the last step's "
                          "evaluation (the file is damaged)")
+    _check_evaluation_record(rd, last)
     loss = last.get("loss")
     summary = _summary(run, "completed", "", float("nan") if loss is None else float(loss), last.get("eval"),
                        run.elapsed)
     write_json(rd.summary, summary)
     return summary
+
+
+def _is_number_or_null(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _check_evaluation_record(rd: RunDir, record: dict) -> None:
+    """A ``metrics.jsonl`` evaluation record as the loop writes it: ``loss`` a number (or null),
+    ``eval`` per head ``{"loss": …, "accuracy": …}`` of numbers — else a ValueError naming the file."""
+    heads = record.get("eval")
+    ok = _is_number_or_null(record.get("loss")) and isinstance(heads, dict) and all(
+        isinstance(h, dict) and all(_is_number_or_null(h.get(k)) for k in ("loss", "accuracy"))
+        for h in heads.values())
+    if not ok:
+        raise ValueError(f"{rd.metrics}: the record of step {record.get('step')} holds {record!r:.120}; expected "
+                         '"loss" a number and "eval" {head: {"loss": number, "accuracy": number}} '
+                         "(the file is damaged)")
 
 
 def _format_record(r: dict) -> str:
@@ -663,6 +681,11 @@ def _resume(rd: RunDir, out, hooks, quiet, log, steps) -> tuple[dict, Any]:
         raise ValueError(f"out: the run in {out} already finished ({previous or 'completed'} at step "
                          f"{run.trainer.step_count}); pass a larger `steps` to continue it")
     rd.truncate_metrics(run.trainer.step_count)
+    logged = len(rd.read_metrics())
+    if logged != len(run.history):  # one record per evaluation, as the checkpoint's history
+        raise ValueError(f"{rd.metrics}: holds {logged} evaluation records up to step {run.trainer.step_count}, "
+                         f"expected the {len(run.history)} logged before the checkpoint (the file was truncated, "
+                         "emptied or removed)")
     if steps is not None:
         write_json(rd.config, cfg.to_dict())
     summary = _run_loop(run, rd, quiet, log)

@@ -559,3 +559,25 @@ def test_report_never_prints_negative_zero():
     from cli.continual import _fmt
     assert [_fmt(v) for v in (-0.0, -0.0004, 0.0004, -0.0006, None, float("nan"))] == [
         " 0.000", " 0.000", " 0.000", "-0.001", "   -  ", "   -  "]
+
+
+def test_resume_refuses_a_log_that_lost_or_damaged_its_records(tmp_path):
+    """The continual metrics (min-ACC, windowed forgetting, LCA …) are computed from every
+    evaluation record: a missing, emptied or damaged metrics.jsonl is one error naming the file
+    (and line), not a traceback or silently different metrics."""
+    cfg = config("naive", steps=40, eval_every=20)
+    out = tmp_path / "cut"
+    run_continual(cfg, str(out), quiet=True, stop_at_step=60)
+    good = (out / "metrics.jsonl").read_text()
+    lines = good.splitlines(keepends=True)
+    for damage, match in [(lambda p: p.unlink(), "holds 0 evaluation records, expected the"),
+                          (lambda p: p.write_text(""), "holds 0 evaluation records"),
+                          (lambda p: p.write_text('{"iteration": "x"}\n' + "".join(lines[1:])), "line 1: got"),
+                          (lambda p: p.write_text("".join(lines[:-1]) + '{"iteration": 60, "experience": 1}\n'),
+                           f"line {len(lines)}: got")]:
+        damage(out / "metrics.jsonl")
+        with pytest.raises(ValueError, match="metrics.jsonl: " + match):
+            resume_continual(str(out), quiet=True)
+        (out / "metrics.jsonl").write_text(good)
+    resumed, _ = resume_continual(str(out), quiet=True)
+    assert resumed["status"] == "completed"

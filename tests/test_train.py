@@ -500,3 +500,30 @@ def test_an_overflowed_optimizer_state_ends_diverged_and_is_never_checkpointed(t
     bad[key] = np.full_like(bad[key], np.inf)
     with pytest.raises(ValueError, match="holds NaN or Inf"):
         check_finite_params("ckpt", bad)
+
+
+def test_resume_refuses_a_log_that_lost_or_damaged_its_records(tmp_path):
+    """metrics.jsonl holds one record per evaluation before the checkpoint; a missing, emptied or
+    hand-damaged one is one error naming the file, not a traceback or a silently shorter log."""
+    cfg = TrainConfig(**SMALL)
+    out = tmp_path / "run"
+    train(cfg, out, quiet=True, hooks=InterruptAt(25))  # checkpoint at 20, two records
+    good = (out / "metrics.jsonl").read_text()
+    for damage, match in [(lambda p: p.unlink(), "holds 0 evaluation records up to step 20, expected the 2"),
+                          (lambda p: p.write_text(""), "holds 0 evaluation records"),
+                          (lambda p: p.write_text(good.splitlines()[0] + "\n"), "holds 1 evaluation records"),
+                          (lambda p: p.write_text('{"step": "x"}\n' + good), 'record 1: "step": got \'x\'')]:
+        damage(out / "metrics.jsonl")
+        with pytest.raises(ValueError, match="metrics.jsonl: " + match):
+            resume(out, quiet=True)
+        (out / "metrics.jsonl").write_text(good)
+    # a finished run whose summary is rebuilt from its last record: that record is checked
+    train(cfg, tmp_path / "done", quiet=True)
+    (tmp_path / "done" / "summary.json").unlink()
+    log = tmp_path / "done" / "metrics.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    for bad in ({"eval": 5}, {"loss": "abc"}, {"eval": {"n2": {"loss": 0.5, "accuracy": "high"}}}):
+        log.write_text("".join(json.dumps({**r, **bad} if i == len(records) - 1 else r) + "\n"
+                               for i, r in enumerate(records)))
+        with pytest.raises(ValueError, match="metrics.jsonl: the record of step 40 holds"):
+            resume(tmp_path / "done", quiet=True)
