@@ -197,6 +197,7 @@ def _refuse_options_on_resume(ctx: click.Context) -> None:
 # options that only some configurations read: (option name, test on the options, what reads it)
 _CONDITIONAL = (
     ("task", lambda o: o["stream"] == "curriculum", "--stream curriculum"),
+    ("dataset", lambda o: o["stream"] != "curriculum", "streams of images or synthetic data (not --stream curriculum)"),
     ("n_start", lambda o: o["stream"] == "curriculum", "--stream curriculum"),
     ("overlap", lambda o: o["stream"] == "blurry", "--stream blurry"),
     ("classes_per_experience", lambda o: o["stream"] == "scole", "--stream scole"),
@@ -371,7 +372,15 @@ def report(run_dir: str, plot_path: str | None, no_plot: bool, as_json: bool) ->
             _check_plot_path(plot_path)
         click.echo(format_report(summary))
         if not no_plot:
-            saved = plot_curves(run_dir, plot_path or Path(run_dir) / "accuracy.png")
+            try:
+                saved = plot_curves(run_dir, plot_path or Path(run_dir) / "accuracy.png")
+            except ValueError as exc:
+                if plot_path is not None or "cannot be written" not in str(exc):
+                    raise
+                # the default file, in a directory this user cannot write: the report is what was asked for
+                click.echo(f"note: no plot: {Path(run_dir) / 'accuracy.png'} cannot be written; "
+                           "give --plot FILE elsewhere, or --no-plot", err=True)
+                return
             if saved is not None:
                 click.echo(f"\nplot: {saved}")
             elif plot_path is not None and pyplot() is None:  # asked for by name: say why there is none

@@ -643,9 +643,21 @@ def load_run(out: str, backend: str | None = None) -> Run:
     cfg = TrainConfig.read(rd.config)
     if backend is not None:
         cfg = dataclasses.replace(cfg, backend=backend)
-    run = Run(cfg)
+    run = _run_from_config(rd, cfg)
     run.load(rd.checkpoint)
     return run
+
+
+def _run_from_config(rd: RunDir, cfg: TrainConfig, hooks: Hooks | None = None) -> Run:
+    """``Run(cfg)`` for a config read from ``rd.config``: a value the task, curriculum or cell
+    refuses (``task_kwargs`` edited by hand) is an error naming that file."""
+    from .tasks.idx import DatasetError
+    try:
+        return Run(cfg, hooks)
+    except DatasetError:
+        raise  # names its own file
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{rd.config}: {exc}") from exc
 
 
 def resume(out: str, *, hooks: Hooks | None = None, quiet: bool = False,
@@ -673,7 +685,7 @@ def _resume(rd: RunDir, out, hooks, quiet, log, steps) -> tuple[dict, Any]:
         cfg = TrainConfig.from_dict(cfg_dict)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{rd.config}: {exc}") from exc
-    run = Run(cfg, hooks)
+    run = _run_from_config(rd, cfg, hooks)
     run.load(rd.checkpoint)
     if run.trainer.step_count >= cfg.steps and previous is None:
         return _summary_from_log(run, rd), run.trainer.params

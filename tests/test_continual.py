@@ -581,3 +581,30 @@ def test_resume_refuses_a_log_that_lost_or_damaged_its_records(tmp_path):
         (out / "metrics.jsonl").write_text(good)
     resumed, _ = resume_continual(str(out), quiet=True)
     assert resumed["status"] == "completed"
+
+
+def test_cli_continual_refuses_a_dataset_for_the_curriculum_stream(cli, tmp_path):
+    result = cli("continual", "--stream", "curriculum", "--model", "leaky", "--dataset", "mnist", "--experiences", "2",
+                 "--steps", "5", "--backend", "numpy", "-q", "--out", tmp_path / "x")
+    assert result.exit_code != 0 and result.output.startswith("Error: --dataset: not used by this run"), result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_report_of_a_run_directory_that_cannot_be_written_still_prints(cli, tmp_path, monkeypatch):
+    """The default plot goes into the run directory; where that cannot be written (read-only,
+    immutable) the report is still printed, with a note; a --plot FILE named explicitly that
+    cannot be written stays an error."""
+    import seqcore_cli.continual as cli_continual
+    out = tmp_path / "r"
+    assert cli("continual", *TINY, "--out", out).exit_code == 0
+
+    def unwritable(run_dir, path):
+        raise ValueError(f"plot: got {str(path)!r}, which cannot be written (Read-only file system)")
+
+    monkeypatch.setattr(cli_continual, "plot_curves", unwritable)
+    result = cli("report", out)
+    assert result.exit_code == 0, result.output
+    assert "average_accuracy" in result.stdout
+    assert "note: no plot:" in result.stderr and "cannot be written" in result.stderr
+    result = cli("report", out, "--plot", tmp_path / "elsewhere.png")
+    assert result.exit_code != 0 and "cannot be written" in result.output

@@ -527,3 +527,13 @@ def test_resume_refuses_a_log_that_lost_or_damaged_its_records(tmp_path):
                                for i, r in enumerate(records)))
         with pytest.raises(ValueError, match="metrics.jsonl: the record of step 40 holds"):
             resume(tmp_path / "done", quiet=True)
+
+
+def test_a_task_field_edited_in_config_json_is_an_error_naming_the_file(tmp_path):
+    train(TrainConfig(**{**SMALL, "steps": 10}), tmp_path / "run", quiet=True)
+    path = tmp_path / "run" / "config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "task_kwargs": {"n": "x"}}))
+    for call in (lambda: resume(tmp_path / "run", quiet=True, steps=20), lambda: load_run(tmp_path / "run")):
+        with pytest.raises(ValueError, match=r"config.json: n: got 'x'"):
+            call()
