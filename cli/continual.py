@@ -375,7 +375,7 @@ def report(run_dir: str, plot_path: str | None, no_plot: bool, as_json: bool) ->
             try:
                 saved = plot_curves(run_dir, plot_path or Path(run_dir) / "accuracy.png")
             except ValueError as exc:
-                if plot_path is not None or "cannot be written" not in str(exc):
+                if plot_path is not None or not isinstance(exc.__cause__, OSError):  # a write failure
                     raise
                 # the default file, in a directory this user cannot write: the report is what was asked for
                 click.echo(f"note: no plot: {Path(run_dir) / 'accuracy.png'} cannot be written; "

@@ -379,7 +379,9 @@ class _Run:
         return correct / len(y)
 
     def evaluate(self, rd: RunDir | None, upto: int, t0: float, accs: list | None = None) -> None:
-        """Log one continual-evaluation record: accuracy on experiences 0..upto."""
+        """Log one continual-evaluation record: accuracy on experiences 0..upto.  The optimizer
+        state is checked first (:class:`TrainingDiverged` when it is no longer finite)."""
+        self.trainer.checked_state()
         accs = [self.accuracy(j) for j in range(upto + 1)] if accs is None else list(accs[: upto + 1])
         record = {"step": self.trainer.step_count, "iteration": self.trainer.step_count, "experience": upto,
                   "accuracy": accs, "loss": self.last_loss, "time": self.elapsed + time.perf_counter() - t0}
@@ -445,7 +447,7 @@ def _check_curve_record(rd: RunDir, line: int, r: dict, n: int) -> None:
     ok = is_int(r.get("iteration")) and is_int(r.get("experience")) and 0 <= r["experience"] < n
     acc = r.get("accuracy")
     ok = ok and isinstance(acc, list) and len(acc) == r["experience"] + 1 and all(
-        a is None or (isinstance(a, (int, float)) and not isinstance(a, bool)) for a in acc)
+        a is None or _is_number(a) for a in acc)  # null: an accuracy written while not finite
     if not ok:
         raise ValueError(f"{rd.metrics}: line {line}: got {r!r:.100}, expected an evaluation record "
                          '{"iteration": int, "experience": int in [0, ' + str(n) + '), "accuracy": [one number '
@@ -487,8 +489,6 @@ def _loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[s
                     raise _Stop
                 x, y = data.sample(run.rng, cfg.batch_size)
                 run.last_loss = tr.step((x, y, None))
-                if tr.step_count % cfg.eval_every == 0:
-                    tr.checked_state()  # the optimizer state too, at the evaluations' rate
                 run.step_in_experience += 1
                 if bar is not None:
                     bar.update(1)

@@ -468,8 +468,6 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
             batch = run.curriculum.sample(run.rng, cfg.batch_size)
             try:
                 loss = tr.step(batch)
-                if tr.step_count % cfg.eval_every == 0 or tr.step_count == cfg.steps:
-                    tr.checked_state()  # the optimizer state too, at the evaluations' rate
             except TrainingDiverged as exc:
                 status, message = "diverged", str(exc)
                 break
@@ -480,6 +478,7 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
             if bar is not None:
                 bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.steps:
+                tr.checked_state()  # the optimizer state too, at every evaluation (TrainingDiverged below)
                 last_eval = run.evaluate()
                 accs = {k: v["accuracy"] for k, v in last_eval.items() if "accuracy" in v}
                 record = {"step": step, "loss": loss, "lr": run.schedule(step - 1),
@@ -508,7 +507,7 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
                     break
             elif rd is not None and step % every_ckpt == 0:
                 checkpoint()
-    except TrainingDiverged as exc:  # found at a checkpoint (the optimizer state)
+    except TrainingDiverged as exc:  # the optimizer state, found at an evaluation or a checkpoint
         status, message = "diverged", str(exc)
     except KeyboardInterrupt:
         status, message = "interrupted", "interrupted; resume with `seqcore resume`"
@@ -587,17 +586,14 @@ def _summary_from_log(run: Run, rd: RunDir) -> dict:
     return summary
 
 
-def _is_number_or_null(v) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-
 def _check_evaluation_record(rd: RunDir, record: dict) -> None:
     """A ``metrics.jsonl`` evaluation record as the loop writes it: ``loss`` a number (or null),
     ``eval`` per head ``{"loss": …, "accuracy": …}`` of numbers — else a ValueError naming the file."""
     heads = record.get("eval")
-    ok = _is_number_or_null(record.get("loss")) and isinstance(heads, dict) and all(
-        isinstance(h, dict) and all(_is_number_or_null(h.get(k)) for k in ("loss", "accuracy"))
-        for h in heads.values())
+    def number_or_null(v):  # null: a value written while not finite
+        return v is None or _is_number(v)
+    ok = number_or_null(record.get("loss")) and isinstance(heads, dict) and all(
+        isinstance(h, dict) and all(number_or_null(h.get(k)) for k in ("loss", "accuracy")) for h in heads.values())
     if not ok:
         raise ValueError(f"{rd.metrics}: the record of step {record.get('step')} holds {record!r:.120}; expected "
                          '"loss" a number and "eval" {head: {"loss": number, "accuracy": number}} '

@@ -598,8 +598,9 @@ def test_report_of_a_run_directory_that_cannot_be_written_still_prints(cli, tmp_
     out = tmp_path / "r"
     assert cli("continual", *TINY, "--out", out).exit_code == 0
 
-    def unwritable(run_dir, path):
-        raise ValueError(f"plot: got {str(path)!r}, which cannot be written (Read-only file system)")
+    def unwritable(run_dir, path):  # what plot_curves raises when atomic_write fails
+        raise ValueError(f"plot: got {str(path)!r}, which cannot be written (Read-only file system)") \
+            from OSError(30, "Read-only file system")
 
     monkeypatch.setattr(cli_continual, "plot_curves", unwritable)
     result = cli("report", out)
