@@ -154,7 +154,8 @@ class ContinualConfig(JsonConfig):
             raise TypeError(f"reset_optimizer: got {self.reset_optimizer!r}, expected True or False")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: got {self.seed!r}, expected an integer >= 0")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr)
+                                             and self.lr > 0):
             raise ValueError(f"lr: got {self.lr!r}, expected a positive number")
         if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum: got {self.momentum!r}, expected a number in [0, 1)")

@@ -86,7 +86,7 @@ def forgetting(R: Any, convention: str = "last") -> float:
     R: (n, n) accuracy matrix.
     """
     R = _accuracy_matrix(R)
-    if convention not in ("last", "max"):
+    if not isinstance(convention, str) or convention not in ("last", "max"):
         raise ValueError(f"convention: got {convention!r}, expected 'last' or 'max'")
     n = R.shape[0]
     if n == 1:
@@ -126,8 +126,11 @@ def fwt(R: Any, baseline: Any) -> float:
     if n == 1:
         return float("nan")
     before = np.array([R[j - 1, j] for j in range(1, n)])
-    if not np.all(np.isfinite(before)) or not np.all(np.isfinite(b[1:])):
-        raise ValueError("R: fwt needs finite R[j-1, j] and baseline[j] for every j >= 1; got NaN")
+    for name, values, entry in (("R", before, "R[j-1, j]"), ("baseline", b[1:], "baseline[j]")):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            j = int(bad[0]) + 1
+            raise ValueError(f"{name}: fwt needs a finite {entry} for every j >= 1; got {values[bad[0]]} at j={j}")
     return float(np.mean(before - b[1:]))
 
 

@@ -203,8 +203,14 @@ class Hooks:
         return None
 
     def transform_grads(self, trainer: "Trainer", grads, batch):
-        """Return the gradients to apply (projection learners edit them)."""
+        """Return the gradients the optimizer sees (projection learners edit them)."""
         return grads
+
+    def transform_updates(self, trainer: "Trainer", updates):
+        """Return the parameter updates to apply, after the optimizer: a learner that holds
+        parameters fixed or projects steps edits them here, where momentum, Adam's scaling or
+        weight decay can no longer move what it holds."""
+        return updates
 
     def after_step(self, trainer: "Trainer", batch, loss: float) -> None:
         """Called after each update (``trainer.params`` holds the new parameters)."""
@@ -305,6 +311,7 @@ class Trainer:
         if not _all_finite(grads, self.backend.to_numpy):
             raise TrainingDiverged(self.step_count, "a gradient")
         updates, self.opt_state = self.optimizer.update(grads, self.opt_state, self.params)
+        updates = self.hooks.transform_updates(self, updates)
         new_params = optim.apply_updates(self.params, updates)
         if self.constrain is not None:
             new_params = self.constrain(new_params)

@@ -249,6 +249,8 @@ def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="budget: got 0, expected >= 1"):
         ContinualConfig(learner="power-law", learner_kwargs={"budget": 0})
     assert ContinualConfig(learner="power-law", learner_kwargs={"budget": 1}).learner_kwargs == {"budget": 1}
+    with pytest.raises(ValueError, match="lr: got True"):
+        ContinualConfig(lr=True)
 
 
 # ------------------------------------------------------------------ command line

@@ -11,7 +11,7 @@ import pytest
 
 from seqcore import learners, optim
 from seqcore.autodiff import vjp
-from seqcore.learners.base import ExperienceData, pack_state, unpack_state
+from seqcore.learners.base import ExperienceData, get_path, pack_state, unpack_state
 from seqcore.learners.classifiers import MLPClassifier, RNNClassifier
 from seqcore.learners.distillation import soft_cross_entropy
 from seqcore.learners.orthogonal import extend_basis, project_out
@@ -138,6 +138,11 @@ def test_bad_names_and_hyperparameters_are_rejected_with_the_value():
         learners.make("ewc", strength=float("nan"))
     with pytest.raises(ValueError, match=r"damping: got 0.0, expected > 0.0"):  # Ω would be 0/0
         learners.make("si", damping=0.0)
+    with pytest.raises(ValueError, match=r"buffer: got array\(\['class-balanced'\]"):
+        learners.make("replay", buffer=np.array(["class-balanced"]))  # compared element-wise, it passed
+    with pytest.raises(ValueError, match="n_experiences: got True"):
+        bound("naive", n_experiences=True)
+    assert bound("naive", n_experiences=np.int64(2)).n_experiences == 2
 
 
 # ------------------------------------------------------------------ quadratic regularisers
@@ -497,6 +502,38 @@ def test_sharp_keeps_density_freezes_stable_units_and_replays_recent_classes():
     assert set(np.unique(ln.memory.data["y"][: len(ln.memory)])) <= {0, 1}
 
 
+PARARNN = [RNNClassifier("diaggru", N_IN, 6, N_OUT), RNNClassifier("diaggru", N_IN, 6, N_OUT, cell_kwargs=(("heads", 2),)),
+           RNNClassifier("cifg-lstm", N_IN, 6, N_OUT)]
+PARARNN_IDS = ["diaggru", "diaggru-2-heads", "cifg-lstm"]
+
+
+@pytest.mark.parametrize("model", [MLPClassifier(N_IN, (10,), N_OUT)] + PARARNN, ids=["mlp"] + PARARNN_IDS)
+def test_sharp_holds_stable_units_and_masks_under_adam(model):
+    """Momentum keeps moving parameters whose gradient is zeroed: SHARP holds them in the update."""
+    ln = bound("sharp", model=model, density=0.6, rewire_every=1000, freeze_fraction=0.5, replay_batch=8)
+    theta = params_of(ln)
+    paths = model.sparse_paths(theta)
+    assert len(ln.masks) == len(paths) >= 1  # grouped ParaRNN input weights are sparse too
+    for path, mask in zip(paths, ln.masks):
+        assert mask.sum() == max(1, round(0.6 * mask.size))
+    trainer = Trainer(ln.loss, theta, optim.adamw(0.01, weight_decay=0.1), hooks=ln)
+    x, y = data(60)
+    for s in range(7):
+        trainer.step((x[8 * s:8 * s + 8], y[8 * s:8 * s + 8], None))
+    ln.after_experience(trainer, experience(x, y))
+    assert 0 < ln.stable.sum() < ln.stable.size
+    held = {p: ln._frozen(p, np.shape(get_path(trainer.params, p))) for p in model.unit_paths(trainer.params)}
+    before = tree_map(np.copy, trainer.params)
+    for s in range(5):
+        trainer.step((x[8 * s:8 * s + 8] + 1.0, y[8 * s:8 * s + 8], None))
+    for path, frozen in held.items():
+        now, then = get_path(trainer.params, path), get_path(before, path)
+        np.testing.assert_array_equal(now[frozen], then[frozen])
+        assert np.abs(now[~frozen] - then[~frozen]).max() > 1e-4  # plastic units still learn
+    for path, mask in zip(paths, ln.masks):
+        assert np.all(get_path(trainer.params, path)[~mask] == 0)
+
+
 def test_extend_basis_captures_the_energy_threshold():
     rng = np.random.default_rng(0)
     inputs = rng.normal(size=(100, 3)) @ rng.normal(size=(3, 8)) + 0.01 * rng.normal(size=(100, 8))
@@ -537,6 +574,48 @@ def test_orthogonal_updates_leave_past_layer_outputs_unchanged(model):
         hs = np.asarray(model.net.features(theta, x.reshape(20, 2, 2)))
         np.testing.assert_allclose(before[0][2], x.reshape(40, 2))
         np.testing.assert_allclose(before[1][2], np.concatenate([np.zeros((20, 1, 5)), hs[:, :1]], 1).reshape(40, 5))
+
+
+@pytest.mark.parametrize("model", [MLPClassifier(N_IN, (6,), N_OUT), RNNClassifier("lstm", N_IN, 5, N_OUT),
+                                   RNNClassifier("leaky", N_IN, 5, N_OUT)] + PARARNN,
+                         ids=["mlp", "lstm", "leaky"] + PARARNN_IDS)
+def test_orthogonal_projection_keeps_past_outputs_under_adamw(model):
+    """The update is projected after the optimizer, and unlisted parameters (diagonal
+    recurrences, peepholes, time constants) are held: outputs on past inputs stay put."""
+    ln = bound("orthogonal", model=model, threshold=1.0, samples=20)
+    theta = params_of(ln)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(20, 1)) * np.array([0.6, -0.8, 0.3, 0.5])  # rank-one past inputs (one step)
+    y = rng.integers(0, N_OUT, 20)
+    trainer = Trainer(ln.loss, theta, optim.adamw(0.05, weight_decay=0.1), hooks=ln)
+    ln.after_experience(trainer, experience(x, y))
+    past = np.asarray(model.forward(theta, x))
+    x2, y2 = data(8, seed=9)
+    for _ in range(3):
+        trainer.step((x2 * 3, y2, None))
+    # directions below 1e-12 of the inputs' energy stay out of the basis: changes of ~1e-6 relative
+    np.testing.assert_allclose(np.asarray(model.forward(trainer.params, x)), past, atol=1e-6)
+    moved = max(np.abs(a - b).max() for a, b in zip(tree_leaves(trainer.params), tree_leaves(theta)))
+    assert moved > 1e-3
+
+
+def test_hypernetwork_keeps_earlier_embeddings_under_adam():
+    ln = bound("hypernet", model=MLPClassifier(N_IN, (5,), N_OUT), hnet_hidden=6, task_embedding=3,
+               chunk_embedding=2, chunk_size=7)
+    trainer = Trainer(ln.loss, params_of(ln), optim.adam(0.01), hooks=ln)
+    x, y = data(40)
+    ln.index = 0  # set by the continual loop
+    ln.before_experience(trainer, experience(x, y, 0))
+    for s in range(5):
+        trainer.step((x[8 * s:8 * s + 8], y[8 * s:8 * s + 8], None))
+    first = np.array(trainer.params["task_embeddings"][0])
+    ln.after_experience(trainer, experience(x, y, 0))
+    ln.index = 1
+    ln.before_experience(trainer, experience(x, y, 1))
+    for s in range(5):
+        trainer.step((x[8 * s:8 * s + 8] + 1, y[8 * s:8 * s + 8], None))
+    np.testing.assert_array_equal(trainer.params["task_embeddings"][0], first)
+    assert np.abs(trainer.params["task_embeddings"][1] - params_of(ln)["task_embeddings"][1]).max() > 1e-4
 
 
 def test_hypernetwork_generates_target_weights_and_regularises_old_tasks():

@@ -44,9 +44,16 @@ def test_upper_triangle_may_be_nan_but_fwt_needs_superdiagonal():
     R[0, 2] = NAN
     assert average_accuracy(R) == pytest.approx((0.60 + 0.50 + 0.95) / 3)
     assert fwt(R, [0.1, 0.5, 0.1]) == pytest.approx(0.27)  # R[0, 2] is not used
-    R[1, 2] = NAN
-    with pytest.raises(ValueError, match="fwt"):
+    with pytest.raises(ValueError, match=r"baseline: fwt needs a finite baseline\[j\].*got nan at j=1"):
+        fwt(R, [0.1, NAN, 0.1])  # the baseline is at fault, not R
+    R[1, 2] = np.inf
+    with pytest.raises(ValueError, match=r"R: fwt needs a finite R\[j-1, j\].*got inf at j=2"):
         fwt(R, [0.1, 0.5, 0.1])
+
+
+def test_forgetting_convention_must_be_a_name():
+    with pytest.raises(ValueError, match="convention"):
+        forgetting(R3, np.array(["last", "max"]))  # not NumPy's "truth value ... is ambiguous"
 
 
 def test_single_task():

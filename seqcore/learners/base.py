@@ -9,7 +9,9 @@ A learner is attached to one continual run. The loop (:mod:`seqcore.continual`) 
   each experience, ``data`` being an :class:`ExperienceData`;
 * the :class:`~seqcore.train.Hooks` of every step: ``prepare_batch`` (replay),
   ``extra_loss`` (differentiable regularisers built from :mod:`seqcore.ops` on the
-  traced parameters), ``transform_grads`` (projections), ``after_step``;
+  traced parameters), ``transform_grads`` (what the optimizer sees), ``transform_updates``
+  (what is applied: parameters held fixed or steps projected, whatever the optimizer),
+  ``after_step``;
 * ``loss(params, batch)`` is the task loss handed to the :class:`~seqcore.train.Trainer`,
   ``predict(params, x, index)`` the logits used to evaluate experience ``index``.
 
@@ -33,6 +35,7 @@ import numpy as np
 from .. import nn, ops
 from ..autodiff import stop_gradient, vjp
 from ..train import Hooks
+from ..validate import check_positive_int
 from ..tree import tree_leaves, tree_map
 
 __all__ = ["HP", "Learner", "ExperienceData", "pack_state", "unpack_state", "tree_dot", "tree_to_numpy",
@@ -83,15 +86,23 @@ def tree_dot(a, b) -> float:
     return float(sum(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64)) for x, y in zip(la, lb)))
 
 
+def _index(key):
+    """A path element as an array index: a list or tuple of ints selects those rows."""
+    return np.asarray(key, np.int64) if isinstance(key, (list, tuple)) else key
+
+
 def get_path(tree, path: tuple):
-    """The subtree of ``tree`` at ``path`` (a tuple of dict keys / list indices)."""
+    """The subtree of ``tree`` at ``path`` (a tuple of dict keys / list indices). Elements past
+    a leaf index into the array: ``(…, "weight_ih", 0)`` is its first slab, and a tuple of
+    ints selects those rows (a head's share of a grouped weight or bias)."""
     for key in path:
-        tree = tree[key]
+        tree = tree[_index(key)]
     return tree
 
 
 def set_path(tree, path: tuple, value):
-    """A copy of ``tree`` (containers only) with the leaf at ``path`` replaced by ``value``."""
+    """A copy of ``tree`` with the part at ``path`` replaced by ``value`` (containers are
+    copied; an array indexed past its leaf is copied and the indexed part assigned)."""
     if not path:
         return value
     head, rest = path[0], path[1:]
@@ -99,6 +110,10 @@ def set_path(tree, path: tuple, value):
         out = dict(tree)
     elif isinstance(tree, (list, tuple)):
         out = list(tree)
+    elif hasattr(tree, "shape") and not isinstance(head, str):
+        out = tree.clone() if hasattr(tree, "clone") else tree.copy()  # torch tensors clone
+        out[_index(head)] = set_path(tree[_index(head)], rest, value)
+        return out
     else:
         raise TypeError(f"path: got {path!r}, which goes through a {type(tree).__name__}")
     out[head] = set_path(tree[head], rest, value)
@@ -309,8 +324,7 @@ class Learner(Hooks):
         if missing:
             raise TypeError(f"model: got {type(model).__name__} without {', '.join(missing)}, "
                             f"which learner {self.name!r} needs")
-        if not isinstance(n_experiences, int) or n_experiences < 1:
-            raise ValueError(f"n_experiences: got {n_experiences!r}, expected an int >= 1")
+        n_experiences = int(check_positive_int("n_experiences", n_experiences))
         self.model = model
         self.n_experiences = n_experiences
         self.be = backends.get(backend)
@@ -431,7 +445,7 @@ class Learner(Hooks):
 def _check_hp(key: str, value: Any, spec: HP) -> Any:
     default = spec.default
     if spec.choices is not None:
-        if value not in spec.choices:
+        if not isinstance(value, type(spec.default)) or value not in spec.choices:
             raise ValueError(f"{key}: got {value!r}, expected one of {list(spec.choices)}")
         return value
     if isinstance(default, bool):

@@ -5,11 +5,13 @@ learners look inside:
 
 * SHARP needs ``hidden(params, x) -> (B, F)`` (the input of the readout layer),
   ``readout(params, h) -> (B, C)``, ``sparse_paths(params)`` (the weight matrices it
-  keeps sparse) and ``unit_paths(params)`` (the parameters whose rows produce the F
-  hidden units: row g·F + i feeds unit i);
+  keeps sparse), ``unit_paths(params)`` (the parameters whose rows produce the F
+  hidden units) and ``unit_rows(path, shape)`` (the unit each row of such a parameter
+  feeds);
 * orthogonal projection needs ``projection_layers(params, x)``: a list of
   ``(weight_path, bias_path or None, inputs (N, in))`` — for each weight matrix, the
-  inputs it multiplies, so its gradient can be projected away from their span.
+  inputs it multiplies, so its updates can be projected away from their span. A path
+  may index past its leaf (a head's slab of a grouped weight, a tuple of bias rows).
 
 :class:`MLPClassifier` (the permuted-image model) and :class:`RNNClassifier` (a
 :class:`seqcore.models.SequenceModel` with one last-step head, any cell) provide all of it.
@@ -83,9 +85,13 @@ class MLPClassifier:
         return [(i, "weight") for i in range(len(params) - 1)]
 
     def unit_paths(self, params) -> list[tuple]:
-        """Parameters whose rows produce the ``hidden`` units: row g·H + i feeds unit i (here g = 0)."""
+        """Parameters whose rows produce the ``hidden`` units (row i feeds unit i)."""
         last = len(params) - 2
         return [(last, "weight"), (last, "bias")] if last >= 0 else []
+
+    def unit_rows(self, path, shape) -> np.ndarray:
+        """The hidden unit fed by each row of the ``unit_paths`` parameter of ``shape``."""
+        return np.arange(shape[0]) % self.hidden_sizes[-1]
 
     def projection_layers(self, params, x) -> list[tuple]:
         """``[((i, "weight"), (i, "bias"), inputs (B, in_i))]`` for every layer i (NumPy inputs)."""
@@ -148,23 +154,36 @@ class RNNClassifier:
         return self.readout(params, self.hidden(params, x))
 
     def sparse_paths(self, params) -> list[tuple]:
-        """Input and recurrent weight matrices of every layer (2-D ``weight_*`` leaves)."""
+        """Input and recurrent weight matrices of every layer (``weight_*`` leaves of 2 or more
+        dimensions: dense matrices and the grouped input weights of ParaRNN's cells)."""
         out = []
         for i, layer in enumerate(params["rnn"]):
-            out += [("rnn", i, k) for k, v in layer.items() if k.startswith("weight") and v.ndim == 2]
+            out += [("rnn", i, k) for k, v in layer.items() if k.startswith("weight") and v.ndim >= 2]
         return out
 
     def unit_paths(self, params) -> list[tuple]:
-        """The last layer's input/recurrent weights and biases: row g·H + i belongs to unit i, gate g."""
+        """The last layer's weights and biases (diagonal recurrences and peepholes included),
+        whose rows feed its hidden units (:meth:`unit_rows`)."""
         last = params["rnn"][-1]
         return [("rnn", len(params["rnn"]) - 1, k) for k, v in last.items()
-                if k.split("_")[0] in ("weight", "bias") and v.ndim in (1, 2) and v.shape[0] % self.hidden_size == 0]
+                if k.split("_")[0] in ("weight", "bias")
+                and (v.ndim == 3 or (v.ndim in (1, 2) and v.shape[0] % self.hidden_size == 0))]
+
+    def unit_rows(self, path, shape) -> np.ndarray:
+        """The unit fed by each row: row g·H + i feeds unit i (gate g); in a grouped weight
+        ``(heads, gates·H/heads, I/heads)`` row g·H/heads + j of head m feeds unit m·H/heads + j."""
+        H = self.hidden_size
+        if len(shape) == 3:
+            heads, rows = shape[:2]
+            return np.arange(heads)[:, None] * (H // heads) + np.arange(rows)[None, :] % (H // heads)
+        return np.arange(shape[0]) % H
 
     def projection_layers(self, params, x) -> list[tuple]:
-        """``weight_ih`` with the layer's inputs x_t, ``weight_hh`` with h_{t−1} (h_0 = 0), and the head.
+        """``weight_ih`` with the layer's inputs x_t (per head for a grouped weight, with its
+        bias rows), ``weight_hh`` with h_{t−1} (h_0 = 0), and the head.
 
-        Other recurrent parameters (diagonal recurrences, time constants, bidirectional
-        layers) are not listed, so they are not projected.
+        Other recurrent parameters (diagonal recurrences, peepholes, time constants) are
+        not listed: the orthogonal learner holds them fixed once it has a basis.
         """
         plain = {"rnn": [{k: stop_gradient(v) for k, v in layer.items()} for layer in params["rnn"]]}
         h = np.asarray(stop_gradient(self._sequence(x)))
@@ -178,6 +197,8 @@ class RNNClassifier:
             if p.get("weight_ih") is not None and p["weight_ih"].ndim == 2:
                 layers.append((("rnn", i, "weight_ih"), ("rnn", i, "bias_ih") if "bias_ih" in p else None,
                                h.reshape(B * T, -1)))
+            elif p.get("weight_ih") is not None and p["weight_ih"].ndim == 3:
+                layers += self._grouped_layers(i, p["weight_ih"].shape, h.reshape(B * T, -1))
             if p.get("weight_hh") is not None and p["weight_hh"].ndim == 2:
                 prev = np.concatenate([np.zeros_like(out[:, :1]), out[:, :-1]], axis=1)
                 layers.append((("rnn", i, "weight_hh"), ("rnn", i, "bias_hh") if "bias_hh" in p else None,
@@ -186,3 +207,17 @@ class RNNClassifier:
         else:
             layers.append((("heads", "class", "weight"), ("heads", "class", "bias"), h[:, -1]))
         return layers
+
+    def _grouped_layers(self, i: int, shape, inputs) -> list[tuple]:
+        """One entry per head of a grouped ``weight_ih (heads, gates·Hh, Ih)``: head m's slab, its
+        bias rows (gate g, neuron j of the head ↔ bias row g·H + m·Hh + j) and its input slice."""
+        heads, rows, Ih = shape
+        if heads == 1:
+            return [(("rnn", i, "weight_ih", 0), ("rnn", i, "bias_ih"), inputs)]
+        H, Hh = self.hidden_size, self.hidden_size // heads
+        out = []
+        for m in range(heads):
+            bias_rows = tuple(int(r // Hh * H + m * Hh + r % Hh) for r in range(rows))
+            out.append((("rnn", i, "weight_ih", m), ("rnn", i, "bias_ih", bias_rows),
+                        inputs[:, m * Ih:(m + 1) * Ih]))
+        return out

@@ -18,8 +18,8 @@ Trainable parameters are the hypernetwork's only:
 Forgetting is fought by the output regulariser: before experience t the weights the
 hypernetwork generates for every earlier task are stored, ``W*_j = h(e_j)`` for
 j < t, and training adds ``β · Σ_{j<t} ‖h(e_j) − W*_j‖²`` (squared Euclidean norm
-over all generated weights). Earlier task embeddings are frozen (their gradients are
-zeroed), as in the paper. The network is *task-aware*: experience j is evaluated with
+over all generated weights). Earlier task embeddings are frozen (their gradients and
+updates are zeroed, so momentum cannot move them), as in the paper. The network is *task-aware*: experience j is evaluated with
 the weights generated from e_j, so the task identity must be known at test time —
 the usual protocol for hypernetworks, and an advantage over the domain-incremental
 learners it is compared with. Train it with Adam (e.g. ``--optimizer adam --lr 1e-3``).
@@ -148,10 +148,17 @@ class HyperNetwork(Learner):
             plain = tree_map(stop_gradient, trainer.params)
             self.targets = np.asarray(self.be.to_numpy(self.generate(plain, range(data.index))), np.float64)
 
-    def transform_grads(self, trainer, grads, batch):
-        self._cache = None
+    def _current_embedding_only(self, tree):
+        """``tree`` with every task embedding's entry zeroed except the current task's."""
         keep = np.zeros((self.n_experiences, 1))
         keep[self.index] = 1.0
-        g = grads["task_embeddings"]
+        g = tree["task_embeddings"]
         dtype = np.asarray(self.be.to_numpy(g)).dtype
-        return dict(grads, task_embeddings=g * self.be.asarray(keep.astype(dtype)))
+        return dict(tree, task_embeddings=g * self.be.asarray(keep.astype(dtype)))
+
+    def transform_grads(self, trainer, grads, batch):
+        self._cache = None
+        return self._current_embedding_only(grads)
+
+    def transform_updates(self, trainer, updates):
+        return self._current_embedding_only(updates)  # Adam's momentum would move earlier embeddings

@@ -10,13 +10,16 @@ past input unchanged when ``[ΔW, Δb] [x; 1] = 0``. So, per layer:
   ``R̂ = R − M Mᵀ R``, is decomposed by SVD; its leading left singular vectors are
   added to M until the basis holds the fraction ``threshold`` of R's energy:
   ``‖M Mᵀ R‖² + Σ_{i≤k} σ̂_i² ≥ threshold · ‖R‖²`` (Frobenius norms);
-* every gradient is projected onto the orthogonal complement:
-  ``[G_W, g_b] ← [G_W, g_b] (I − M Mᵀ)``.
+* every update, after the optimizer, is projected onto the orthogonal complement:
+  ``[ΔW, Δb] ← [ΔW, Δb] (I − M Mᵀ)``. Projecting the update rather than the gradient
+  keeps the guarantee under any optimizer (Adam's per-coordinate scaling, momentum and
+  weight decay would mix the projected directions back in).
 
-Layers not listed by the model (e.g. diagonal recurrences) are updated freely. For an
-RNN, ``weight_hh``'s inputs are the hidden states h_{t−1}, so the guarantee holds at the
-hidden states recorded when the basis was built. Use plain SGD: Adam's per-coordinate
-scaling and momentum mix the projected directions back in.
+Parameters the model does not list (diagonal recurrences, peepholes, time constants)
+are held fixed once the first basis exists: a diagonal weight's input is one number per
+unit, whose span the projection would remove anyway. For an RNN, ``weight_hh``'s inputs
+are the hidden states h_{t−1}, so the guarantee holds at the hidden states recorded when
+the basis was built.
 """
 from __future__ import annotations
 
@@ -75,7 +78,7 @@ def project_out(grad: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 
 class OrthogonalProjection(Learner):
-    """Project every listed layer's gradient away from the inputs of past experiences."""
+    """Project every listed layer's update away from the inputs of past experiences."""
 
     name = "orthogonal"
     needs = ("projection_layers",)
@@ -129,19 +132,35 @@ class OrthogonalProjection(Learner):
                 inputs = np.concatenate([inputs, np.ones((inputs.shape[0], 1))], axis=1)
             self.bases[i] = extend_basis(self.bases[i], inputs, self.threshold)
 
-    def transform_grads(self, trainer, grads, batch):
+    def _fixed_paths(self, tree) -> list[tuple]:
+        """Leaves no listed layer covers (held fixed once a basis exists)."""
+        listed = [tuple(p) for entry in self.paths for p in entry if p is not None]
+        return [path for path in _leaf_paths(tree) if not any(q[:len(path)] == path for q in listed)]
+
+    def transform_updates(self, trainer, updates):
         if self.bases is None:
-            return grads
+            return updates
         for (w_path, b_path), basis in zip(self.paths, self.bases):
             if basis is None or basis.shape[1] == 0:
                 continue
-            gw = np.asarray(self.be.to_numpy(get_path(grads, w_path)))
-            full = gw.astype(np.float64)
+            uw = np.asarray(self.be.to_numpy(get_path(updates, w_path)))
+            full = uw.astype(np.float64)
             if b_path is not None:
-                gb = np.asarray(self.be.to_numpy(get_path(grads, b_path)))
-                full = np.concatenate([full, gb.astype(np.float64)[:, None]], axis=1)
+                ub = np.asarray(self.be.to_numpy(get_path(updates, b_path)))
+                full = np.concatenate([full, ub.astype(np.float64)[:, None]], axis=1)
             full = project_out(full, basis)
-            grads = set_path(grads, tuple(w_path), self.be.asarray(full[:, : gw.shape[1]].astype(gw.dtype)))
+            updates = set_path(updates, tuple(w_path), self.be.asarray(full[:, : uw.shape[1]].astype(uw.dtype)))
             if b_path is not None:
-                grads = set_path(grads, tuple(b_path), self.be.asarray(full[:, -1].astype(gb.dtype)))
-        return grads
+                updates = set_path(updates, tuple(b_path), self.be.asarray(full[:, -1].astype(ub.dtype)))
+        for path in self._fixed_paths(updates):
+            updates = set_path(updates, path, get_path(updates, path) * 0)
+        return updates
+
+
+def _leaf_paths(tree, prefix: tuple = ()) -> list[tuple]:
+    """Tuple paths of every array leaf of a parameter tree (dicts and lists)."""
+    if isinstance(tree, dict):
+        return [p for k, v in tree.items() for p in _leaf_paths(v, prefix + (k,))]
+    if isinstance(tree, (list, tuple)):
+        return [p for i, v in enumerate(tree) for p in _leaf_paths(v, prefix + (i,))]
+    return [] if tree is None else [prefix]

@@ -14,10 +14,12 @@ replay for neuro-inspired continual learning"), kept simple:
 * **Stable units.** After each experience the fraction ``freeze_fraction`` of the
   still-plastic hidden units (the readout's inputs) with the largest mean activation
   |h| on that experience become stable: the rows of the parameters that feed them
-  (``model.unit_paths``) get no more gradient and are never rewired. Their activations
-  for past inputs therefore stay what they were when stored, which keeps replayed
-  activations meaningful while the plastic units go on learning (the role of the
-  paper's consolidated units; its KNN read-out and contrastive loss are not used).
+  (``model.unit_paths``, ``model.unit_rows``) get no more gradient, no update whatever
+  the optimizer's momentum, and are never rewired (the role of the paper's
+  consolidated units; its KNN read-out and contrastive loss are not used). With one
+  hidden layer a stable unit's activations for past inputs stay exactly what they were
+  when stored; in deeper MLPs and in RNNs its inputs (earlier layers, the recurrent
+  state) come partly from plastic units, so replayed activations drift slowly.
 * **Hidden activation replay.** The readout's inputs h (``model.hidden``) are stored
   with their labels in a class-balanced buffer, computed when the samples are trained
   on. Only the ``recent_classes`` most recently seen classes are kept (older classes
@@ -93,6 +95,7 @@ class SHARP(Learner):
         self.stable = None  # (F,) bool: hidden units whose incoming parameters are frozen
         self._replay = None
         self._last_grads = None
+        self._units = None  # the model's unit paths, listed once
 
     def init_params(self, rng, dtype=np.float32):
         params = self.model.init(rng, dtype)
@@ -116,11 +119,23 @@ class SHARP(Learner):
             tree = set_path(tree, path, w * to_backend(mask.astype(np.asarray(self.be.to_numpy(w)).dtype)))
         return tree
 
-    def _frozen_rows(self, leaf_rows: int) -> np.ndarray:
-        """(rows,) bool: the rows of a unit-path parameter that feed stable units."""
-        if self.stable is None or leaf_rows % self.stable.size:
-            return np.zeros(leaf_rows, bool)
-        return np.tile(self.stable, leaf_rows // self.stable.size)
+    def _frozen(self, path, shape) -> np.ndarray:
+        """Bool array of ``shape``: the entries of a parameter that feed stable units."""
+        if self.stable is None or tuple(path) not in self._unit_set:
+            return np.zeros(shape, bool)
+        rows = self.stable[self.model.unit_rows(tuple(path), shape)]
+        return np.broadcast_to(rows.reshape(rows.shape + (1,) * (len(shape) - rows.ndim)), shape)
+
+    def _held(self, tree, to_backend):
+        """``tree`` with the masked weights and the stable units' entries set to zero."""
+        tree = self._apply_masks(tree, to_backend)
+        if self.stable is None or not self.stable.any():
+            return tree
+        for path in self._unit_set:
+            g = get_path(tree, path)
+            keep = ~self._frozen(path, tuple(g.shape))
+            tree = set_path(tree, path, g * to_backend(keep.astype(np.asarray(self.be.to_numpy(g)).dtype)))
+        return tree
 
     def after_experience(self, trainer, data):
         n = min(self.unit_samples, data.n_train) if data.n_train else self.unit_samples
@@ -140,9 +155,7 @@ class SHARP(Learner):
         params = self.numpy(trainer.params)
         for k, (path, mask) in enumerate(zip(self._paths(params), self.masks)):
             w = get_path(params, path)
-            movable = ~self._frozen_rows(w.shape[0]) if tuple(path) in self._unit_paths(params) else \
-                np.ones(w.shape[0], bool)
-            movable = np.repeat(movable, int(np.prod(w.shape[1:]))) if w.ndim > 1 else movable
+            movable = ~self._frozen(path, w.shape).ravel()
             active = np.flatnonzero(mask.ravel() & movable)
             n_drop = int(self.drop_fraction * active.size)
             if n_drop == 0:
@@ -203,19 +216,20 @@ class SHARP(Learner):
             return None
         return self.replay_loss(params, self._replay["h"], self._replay["y"])
 
-    def _unit_paths(self, params) -> list[tuple]:
-        return [tuple(p) for p in self.model.unit_paths(params)]
+    @property
+    def _unit_set(self) -> list[tuple]:
+        if self._units is None:
+            template = self.model.init(np.random.default_rng(0), np.float64)
+            self._units = [tuple(p) for p in self.model.unit_paths(template)]
+        return self._units
 
     def transform_grads(self, trainer, grads, batch):
         if self.regrow == "gradient":
             self._last_grads = self.numpy(grads)
-        grads = self._apply_masks(grads, self.be.asarray)
-        if self.stable is not None and self.stable.any():
-            for path in self._unit_paths(grads):
-                g = get_path(grads, path)
-                keep = (~self._frozen_rows(g.shape[0])).astype(np.asarray(self.be.to_numpy(g)).dtype)
-                grads = set_path(grads, path, g * self.be.asarray(keep.reshape((-1,) + (1,) * (g.ndim - 1))))
-        return grads
+        return self._held(grads, self.be.asarray)
+
+    def transform_updates(self, trainer, updates):
+        return self._held(updates, self.be.asarray)  # momentum would move what the gradients spare
 
     def after_step(self, trainer, batch, loss):
         trainer.params = self._apply_masks(trainer.params, self.be.asarray)
