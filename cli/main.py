@@ -18,6 +18,7 @@ from seqcore import backends, cells, tasks
 from seqcore.backends import BackendUnavailable, heap
 from seqcore.runs import RunDir, checkpoint_meta
 from seqcore.tasks.idx import DEFAULT_DATA_DIRS
+from seqcore.validate import INT64_MAX
 from seqcore import train as train_module
 from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, Run, TrainConfig
 from seqcore.train import current_status
@@ -365,6 +366,8 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
     with user_errors():
         done, previous = current_status(run_dir)  # previous: None where no summary describes the checkpoint
     total = cfg.steps if steps is None else steps
+    if steps is not None and steps > INT64_MAX:
+        raise click.ClickException(f"--steps: got {steps}, expected an integer <= {INT64_MAX}")
     if steps is not None and steps <= done:
         raise click.ClickException(f"--steps: got {steps}, expected more than the {done} steps already done")
     if done >= total and previous is not None:

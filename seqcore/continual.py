@@ -56,7 +56,7 @@ from .runs import (JsonConfig, RunDir, atomic_write, check_finite_params, load_c
                    write_json)
 from .train import DTYPES, MODEL_COPIES, Trainer, TrainingDiverged, progress_bar
 from .tree import tree_map
-from .validate import check_choice, check_model_fits, check_positive_int
+from .validate import INT64_MAX, check_choice, check_model_fits, check_positive_int
 
 __all__ = ["ContinualConfig", "run_continual", "resume_continual", "is_continual_run", "synthetic_clusters",
            "load_dataset", "build_stream", "build_model", "scenario_of", "DATASETS", "STREAMS", "STREAM_SCENARIOS",
@@ -147,6 +147,7 @@ class ContinualConfig(JsonConfig):
         check_choice("dtype", self.dtype, tuple(DTYPES))
         for name in ("experiences", "eval_size", "hidden", "layers", "batch_size", "steps", "eval_every"):
             check_positive_int(name, getattr(self, name))
+        check_positive_int("steps", self.steps, maximum=INT64_MAX // self.experiences)  # the run's step count
         for name in ("train_size", "checkpoint_every", "step_features"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))

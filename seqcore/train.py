@@ -27,7 +27,8 @@ from .models import HeadSpec, SequenceModel
 from .runs import (JsonConfig, RunDir, check_finite_params, checkpoint_meta, first_nonfinite, load_checkpoint, params_from_arrays,
                    params_to_arrays, read_json_object, restoring, save_checkpoint, write_json)
 from .tree import tree_leaves, tree_map, tree_paths
-from .validate import check_choice, check_fits_in_memory, check_model_fits, check_positive_int, physical_memory
+from .validate import (INT64_MAX, check_choice, check_fits_in_memory, check_model_fits, check_positive_int,
+                       physical_memory)
 
 __all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "Run", "load_run", "train", "resume", "build_optimizer",
            "OPTIMIZERS", "SCHEDULES"]
@@ -90,8 +91,9 @@ class TrainConfig(JsonConfig):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("dtype", self.dtype, tuple(DTYPES))
-        for name in ("hidden", "layers", "steps", "batch_size", "eval_every", "eval_batches", "eval_batch_size"):
+        for name in ("hidden", "layers", "batch_size", "eval_every", "eval_batches", "eval_batch_size"):
             check_positive_int(name, getattr(self, name))
+        check_positive_int("steps", self.steps, maximum=INT64_MAX)
         check_positive_int("seed", self.seed, minimum=0)
         if not (_is_number(self.lr) and self.lr > 0):
             raise ValueError(f"lr: got {self.lr!r}, expected a positive number")

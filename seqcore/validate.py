@@ -81,10 +81,15 @@ def check_choice(name: str, value, choices):
     return value
 
 
-def check_positive_int(name: str, value, minimum: int = 1):
-    """An integer (Python or NumPy, not bool) ``>= minimum``."""
+INT64_MAX = 2 ** 63 - 1  # step counters are stored as int64 in checkpoints
+
+
+def check_positive_int(name: str, value, minimum: int = 1, maximum: int | None = None):
+    """An integer (Python or NumPy, not bool) ``>= minimum`` (and ``<= maximum`` when given)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name}: got {value!r}, expected an integer >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}: got {value!r}, expected an integer <= {maximum}")
     return value
 
 

@@ -1040,3 +1040,13 @@ def test_an_interrupt_outside_the_training_loop_exits_130_in_one_line(tmp_path, 
     result = invoke("train", *TINY, "-q", "--out", tmp_path / "r")
     assert result.exit_code == 130 and result.stderr == "Error: interrupted\n", result.output
     assert "Traceback" not in result.output and "Aborted" not in result.output
+
+
+def test_step_budgets_beyond_the_int64_step_counter_are_refused(tmp_path, finished_run):
+    huge = str(2 ** 63)  # a checkpoint stores the step count as int64
+    result = invoke("resume", finished_run, "--steps", huge, "-q")
+    assert_one_line_error(result)
+    assert f"--steps: got {huge}, expected an integer <= {2 ** 63 - 1}" in result.stderr
+    result = invoke("train", "--task", "nparity", "--steps", huge, "--out", tmp_path / "r", "-q")
+    assert_one_line_error(result)
+    assert "--steps: got" in result.stderr and not (tmp_path / "r").exists()

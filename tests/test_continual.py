@@ -251,6 +251,8 @@ def test_config_validation_names_the_field():
     assert ContinualConfig(learner="power-law", learner_kwargs={"budget": 1}).learner_kwargs == {"budget": 1}
     with pytest.raises(ValueError, match="lr: got True"):
         ContinualConfig(lr=True)
+    with pytest.raises(ValueError, match=f"steps: got {2 ** 62}, expected an integer <= {(2 ** 63 - 1) // 3}"):
+        ContinualConfig(experiences=3, steps=2 ** 62)  # the run's step count must fit an int64
 
 
 # ------------------------------------------------------------------ command line
