@@ -71,6 +71,12 @@ class SequenceModel:
         heads: readout heads (``HeadSpec(name, output_size, loss)`` or any object with those fields).
         vocab_size: when set, inputs are integer tokens ``(B, T)`` embedded to ``input_size``.
         cell_kwargs: extra cell arguments as a tuple of ``(key, value)`` pairs.
+        feedback: generalised teacher forcing α in [0, 1] (``None``: inputs as given). The
+            model then runs closed-loop, step by step: at steps t >= 1 it reads
+            ``α·x_t + (1 − α)·ŷ_{t−1}``, where ŷ_{t−1} is its one per-step head's output at
+            t − 1 (its forecast of x_t), and gradients flow through ŷ. α = 1 is teacher
+            forcing, α = 0 free running. Needs one per-step head of ``input_size`` outputs,
+            real inputs, a one-directional stack and the sequential mode.
     """
 
     cell: str
@@ -81,6 +87,7 @@ class SequenceModel:
     bidirectional: bool = False
     vocab_size: int | None = None
     cell_kwargs: tuple = field(default=())
+    feedback: float | None = None
 
     def __post_init__(self):
         from . import cells
@@ -106,6 +113,21 @@ class SequenceModel:
         except (TypeError, ValueError):
             raise TypeError(f"cell_kwargs: got {self.cell_kwargs!r}, expected (key, value) pairs or a dict") from None
         cells.make(self.cell, self.input_size, self.hidden_size, **kwargs)  # the cell's own field checks
+        if self.feedback is not None:
+            self._check_feedback()
+
+    def _check_feedback(self) -> None:
+        a = self.feedback
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Real) or not 0.0 <= a <= 1.0:
+            raise ValueError(f"feedback: got {a!r}, expected None or a number in [0, 1]")
+        head = self.heads[0]
+        if len(self.heads) != 1 or head.loss == "last" or head.output_size != self.input_size:
+            raise ValueError(f"feedback: got {a!r} with heads {[(h.name, h.output_size, h.loss) for h in self.heads]}, "
+                             f"expected one per-step head of input_size={self.input_size} outputs (its forecast "
+                             "of the next input)")
+        if self.vocab_size is not None or self.bidirectional:
+            raise ValueError(f"feedback: got {a!r}, expected real inputs (no vocab_size) and a one-directional "
+                             "stack: a closed loop runs forward in time")
 
     @property
     def rnn(self):
@@ -143,8 +165,28 @@ class SequenceModel:
         self._check_params(params)
         if self.vocab_size is not None:
             x = nn.Embedding(self.vocab_size, self.input_size).apply(params["embedding"], x)
+        if self.feedback is not None and self.feedback != 1:
+            return self._closed_loop_features(params, x, mode)
         hs, _ = self.rnn.apply(params["rnn"], x, mode=mode)
         return hs
+
+    def _closed_loop_features(self, params, x, mode):
+        """Generalised teacher forcing: one step at a time, each input mixing the data with the
+        previous step's forecast (see ``feedback``)."""
+        if mode != "sequential":
+            raise ValueError(f"mode: got {mode!r} with feedback={self.feedback}, expected 'sequential' "
+                             "(a closed loop needs each forecast before the next step)")
+        rnn, a = self.rnn, float(self.feedback)
+        p = self._head_params(params, self.heads[0], rnn.output_size)
+        state, outs, forecast = None, [], None
+        for t in range(x.shape[1]):
+            u = x[:, t:t + 1]
+            if forecast is not None:
+                u = u * a + forecast * (1.0 - a)
+            h, state = rnn.apply(params["rnn"], u, state)
+            forecast = ops.linear(h, p["weight"], p["bias"])
+            outs.append(h)
+        return outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=1)
 
     def _active(self, heads) -> tuple:
         if heads is None:

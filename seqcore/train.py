@@ -352,10 +352,15 @@ def model_builder(cfg: TrainConfig, task):
         ckw["max_n"] = max(task.ns) + 30  # heads are created up front for N up to max_n
     curriculum = tasks.make_curriculum(cfg.curriculum, task, **ckw)
     heads = _potential_heads(task, curriculum)
+    # generalised teacher forcing (lorenz96's alpha): the model runs closed-loop, step by step
+    feedback = task.alpha if callable(getattr(task, "mix", None)) and task.alpha != 1 else None
+    if feedback is not None and cfg.mode != "sequential":
+        raise ValueError(f"mode: got {cfg.mode!r} with task {cfg.task!r} alpha={feedback}, expected 'sequential' "
+                         "(generalised teacher forcing feeds each forecast back into the next step)")
 
     def build(hidden):
         return SequenceModel(cfg.cell, task.input_size, hidden, heads, num_layers=cfg.layers,
-                             cell_kwargs=tuple(sorted(cfg.cell_kwargs.items())))
+                             cell_kwargs=tuple(sorted(cfg.cell_kwargs.items())), feedback=feedback)
     return curriculum, build
 
 

@@ -128,3 +128,63 @@ def test_example_losses_are_each_examples_own_loss_with_fractional_weights(loss)
         alone = model.loss(params, (x[b:b + 1], y[b:b + 1], mask[b:b + 1]))
         assert got[b] == pytest.approx(float(alone), rel=1e-12)
     assert got[2] == 0
+
+
+def closed_loop_oracle(model, params, x, alpha):
+    """Generalised teacher forcing written out: one cell step at a time from the stack's layers,
+    the input at t >= 1 mixing the data with the head's forecast from step t - 1."""
+    W, b = (np.asarray(params["heads"]["next"][k]) for k in ("weight", "bias"))
+    layers = model.rnn.layers
+    states = [None] * len(layers)
+    preds, forecast = [], None
+    for t in range(x.shape[1]):
+        u = x[:, t:t + 1] if forecast is None else alpha * x[:, t:t + 1] + (1 - alpha) * forecast
+        for i, (cell, p) in enumerate(zip(layers, params["rnn"])):
+            u, states[i] = cell.apply(p, u, states[i])
+        forecast = np.asarray(u) @ W.T + b
+        preds.append(forecast)
+    return np.concatenate(preds, axis=1)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "leaky"])
+def test_generalised_teacher_forcing_matches_the_closed_loop_and_finite_differences(cell):
+    head = (HeadSpec("next", 3, "regression"),)
+    kw = {"tau_init": 2.0} if cell == "leaky" else {}  # away from the clamp at tau = 1, where differences halve
+    model = SequenceModel(cell, 3, 5, head, num_layers=2, feedback=0.4, cell_kwargs=kw)
+    rng = np.random.default_rng(3)
+    params = model.init(rng, np.float64)
+    x, y = rng.normal(size=(2, 6, 3)), rng.normal(size=(2, 6, 3))
+    batch = (x, y, np.ones((2, 6)))
+    np.testing.assert_allclose(model.outputs(params, x)["next"], closed_loop_oracle(model, params, x, 0.4),
+                               rtol=1e-12, atol=1e-14)
+    teacher = SequenceModel(cell, 3, 5, head, num_layers=2, feedback=1.0, cell_kwargs=kw)
+    open_loop = SequenceModel(cell, 3, 5, head, num_layers=2, cell_kwargs=kw)
+    np.testing.assert_allclose(teacher.outputs(params, x)["next"], open_loop.outputs(params, x)["next"], rtol=1e-12)
+    free = SequenceModel(cell, 3, 5, head, num_layers=2, feedback=0.0, cell_kwargs=kw).outputs(params, x)["next"]
+    np.testing.assert_allclose(free, closed_loop_oracle(model, params, x, 0.0), rtol=1e-12, atol=1e-14)
+    assert np.abs(free - open_loop.outputs(params, x)["next"]).max() > 1e-3  # the data is really replaced
+    loss, grads = model.loss_and_grad(params, batch)
+    leaves, glist = tree_leaves(params), tree_leaves(grads)
+    eps = 1e-6
+    for k in range(len(leaves)):  # gradients flow through the fed-back forecasts, head included
+        idx = tuple(int(rng.integers(0, s)) for s in leaves[k].shape)
+        values = []
+        for sign in (1, -1):
+            leaves[k][idx] += sign * eps
+            values.append(float(model.loss(params, batch)))
+            leaves[k][idx] -= sign * eps
+        assert glist[k][idx] == pytest.approx((values[0] - values[1]) / (2 * eps), rel=1e-5, abs=1e-8), k
+
+
+def test_feedback_needs_one_forecasting_head_and_the_sequential_mode():
+    with pytest.raises(ValueError, match=r"feedback: got 1.5, expected None or a number in \[0, 1\]"):
+        SequenceModel("gru", 3, 4, (HeadSpec("next", 3, "regression"),), feedback=1.5)
+    with pytest.raises(ValueError, match="expected one per-step head of input_size=3"):
+        SequenceModel("gru", 3, 4, (HeadSpec("y", 3, "last"),), feedback=0.5)
+    with pytest.raises(ValueError, match="expected one per-step head of input_size=3"):
+        SequenceModel("gru", 3, 4, (HeadSpec("next", 2, "regression"),), feedback=0.5)
+    with pytest.raises(ValueError, match="one-directional"):
+        SequenceModel("gru", 3, 4, (HeadSpec("next", 3, "regression"),), bidirectional=True, feedback=0.5)
+    model = SequenceModel("gru", 3, 4, (HeadSpec("next", 3, "regression"),), feedback=0.5)
+    with pytest.raises(ValueError, match="mode: got 'parallel' with feedback=0.5, expected 'sequential'"):
+        model.outputs(model.init(np.random.default_rng(0)), np.zeros((1, 4, 3), np.float32), mode="parallel")

@@ -537,3 +537,18 @@ def test_a_task_field_edited_in_config_json_is_an_error_naming_the_file(tmp_path
     for call in (lambda: resume(tmp_path / "run", quiet=True, steps=20), lambda: load_run(tmp_path / "run")):
         with pytest.raises(ValueError, match=r"config.json: n: got 'x'"):
             call()
+
+
+def test_lorenz96_alpha_trains_a_closed_loop_model(tmp_path):
+    """alpha < 1 is generalised teacher forcing: the run's model feeds its forecasts back."""
+    from seqcore.train import Run
+
+    def cfg(alpha, mode="sequential"):
+        return TrainConfig(task="lorenz96", task_kwargs=dict(dim=6, length=8, burn_in=5, alpha=alpha), hidden=8,
+                           steps=4, batch_size=4, eval_every=2, eval_batches=1, eval_batch_size=4, mode=mode)
+    run = Run(cfg(0.25))
+    assert run.model.feedback == 0.25 and Run(cfg(1.0)).model.feedback is None
+    losses = {a: train(cfg(a), quiet=True)[0]["final_loss"] for a in (1.0, 0.0)}
+    assert losses[1.0] != losses[0.0]
+    with pytest.raises(ValueError, match="mode: got 'parallel' with task 'lorenz96' alpha=0.25, expected 'sequential'"):
+        Run(cfg(0.25, "parallel"))
