@@ -285,9 +285,17 @@ def _check_summary(summary: dict, source) -> None:
     if not (isinstance(R, list) and all(isinstance(row, list) and all(map(_is_number_or_none, row)) for row in R)):
         raise click.ClickException(f"{source}: accuracy_matrix: got {R!r:.60}, expected a list of rows of "
                                    "numbers (null for not evaluated)")
+    n = len(R)
+    if any(len(row) != n for row in R):
+        raise click.ClickException(f"{source}: accuracy_matrix: got rows of lengths {[len(row) for row in R]}, "
+                                   f"expected {n} rows of {n} (one column per experience)")
+    if any(v is not None and not 0.0 <= v <= 1.0 for row in R for v in row):
+        raise click.ClickException(f"{source}: accuracy_matrix: got {R!r:.60}, expected accuracies in [0, 1]")
     baseline = summary.get("baseline")
-    if baseline is not None and not (isinstance(baseline, list) and all(map(_is_number_or_none, baseline))):
-        raise click.ClickException(f"{source}: baseline: got {baseline!r:.60}, expected a list of numbers")
+    if baseline is not None and not (isinstance(baseline, list) and len(baseline) == n
+                                     and all(map(_is_number_or_none, baseline))):
+        raise click.ClickException(f"{source}: baseline: got {baseline!r:.60}, expected a list of {n} numbers "
+                                   "(one per experience)")
     for key in (*METRICS, "wall_time_s"):
         if not _is_number_or_none(summary.get(key)):
             raise click.ClickException(f"{source}: {key}: got {summary[key]!r:.60}, expected a number or null")
