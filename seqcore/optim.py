@@ -41,9 +41,15 @@ class GradientTransformation(NamedTuple):
 
 def _transformation(init, update) -> GradientTransformation:
     """A transformation whose dict state is checked against what its ``init`` makes: a state from
-    another optimizer (or one saved by another) is a ValueError naming the keys, not a KeyError."""
+    another optimizer (or one saved by another) is a ValueError naming the keys, not a KeyError.
+    Every entry of the state but ``"count"`` is a tree shaped like the params: without ``params``,
+    the gradients are checked against it (a gradient of another shape would broadcast into it)."""
     def checked(grads, state, params=None):
         if isinstance(state, dict):
+            if params is None:
+                moments = next((v for k, v in state.items() if k != "count"), None)
+                if moments is not None:
+                    _check_grads(grads, moments)
             try:
                 return update(grads, state, params)
             except KeyError as exc:
@@ -226,7 +232,7 @@ def scale_by_schedule(schedule: Callable[[int], float]) -> GradientTransformatio
 def scale_by_learning_rate(learning_rate, flip_sign: bool = True) -> GradientTransformation:
     """``u = −η_t·g`` (descent), with η a float or a schedule of the step; always counts steps."""
     schedule = _learning_rate(learning_rate)
-    sign = -1.0 if flip_sign else 1.0
+    sign = -1.0 if check_bool("flip_sign", flip_sign) else 1.0
 
     def signed(count):
         value = _schedule_value("learning_rate", schedule(count), count)
@@ -496,7 +502,9 @@ def adagrad(learning_rate=1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0
     lr_decay = _number("lr_decay", lr_decay, low=0.0)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts.append(scale_by_adagrad(initial_accumulator_value, eps))
-    return chain(*parts, scale_by_learning_rate(lambda count: schedule(count) / (1.0 + count * lr_decay)))
+    # the schedule's value is checked before the division, which would fail on a non-number first
+    return chain(*parts, scale_by_learning_rate(
+        lambda count: _schedule_value("learning_rate", schedule(count), count) / (1.0 + count * lr_decay)))
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -535,17 +543,25 @@ def _leaf_to_numpy(path: str, leaf) -> np.ndarray:
     return out
 
 
+def _leaf_dtype(template) -> np.dtype:
+    """The NumPy dtype of a float template leaf (a Python float: float64), read without copying its data."""
+    if isinstance(template, (np.ndarray, np.generic)):
+        return template.dtype
+    if isinstance(template, numbers.Real):
+        return np.dtype(np.float64)
+    module = backends.get(backends.backend_of(template))
+    return np.asarray(module.to_numpy(template.reshape(-1)[:0])).dtype
+
+
 def _numpy_to_leaf(array: np.ndarray, template):
+    """``array`` (already in the template's dtype, see :func:`_check_restored`) as a leaf like ``template``."""
     if isinstance(template, bool) or isinstance(template, numbers.Integral):
         return int(array)
     if isinstance(template, numbers.Real):
         return float(array)
     if isinstance(template, (np.ndarray, np.generic)):
-        return np.array(array, dtype=template.dtype)
-    from . import backends
-    module = backends.get(backends.backend_of(template))
-    dtype = np.asarray(module.to_numpy(template.reshape(-1)[:0])).dtype  # the template's dtype, no copy of its data
-    return module.asarray(np.asarray(array, dtype=dtype))
+        return np.array(array)
+    return backends.get(backends.backend_of(template)).asarray(array)
 
 
 def state_to_arrays(state, prefix: str = "opt_state/") -> dict[str, np.ndarray]:
@@ -559,8 +575,9 @@ def state_to_arrays(state, prefix: str = "opt_state/") -> dict[str, np.ndarray]:
     return {prefix + path: _leaf_to_numpy(path, leaf) for path, leaf in tree_paths(state)}
 
 
-def _check_restored(key: str, array: np.ndarray, template) -> None:
-    """``array`` (read from a checkpoint) fits the template leaf: shape, dtype kind, finite values."""
+def _check_restored(key: str, array: np.ndarray, template) -> np.ndarray:
+    """``array`` (read from a checkpoint) fits the template leaf: shape, dtype kind, values finite in
+    the template's dtype. Returns it in that dtype (a float leaf) or as read (a count)."""
     count = isinstance(template, numbers.Integral)
     expected = () if count else tuple(getattr(template, "shape", ()))
     if tuple(array.shape) != expected:
@@ -568,13 +585,20 @@ def _check_restored(key: str, array: np.ndarray, template) -> None:
     if count:
         if array.dtype.kind not in "iu" or int(array) < 0:
             raise ValueError(f"arrays[{key!r}]: got {array!r}, expected a step count (an integer >= 0)")
-        return
+        return array
     if array.dtype.kind != "f":
         raise TypeError(f"arrays[{key!r}]: got dtype {array.dtype}, expected a floating-point array")
     if not np.isfinite(array).all():
         raise ValueError(f"arrays[{key!r}]: got non-finite values (NaN or inf), expected a finite optimizer state")
-    if _SQUARES & set(key.split("/")) and array.size and float(array.min()) < 0:  # a square root of it comes next
-        raise ValueError(f"arrays[{key!r}]: got a minimum of {float(array.min())!r}, expected a sum of squares >= 0")
+    dtype = _leaf_dtype(template)
+    with np.errstate(over="ignore"):  # an overflow is refused just below, by name
+        cast = np.asarray(array, dtype=dtype)
+    if not np.isfinite(cast).all():  # finite as saved, inf in a narrower template dtype (1e39 as float32)
+        raise ValueError(f"arrays[{key!r}]: got values up to {float(np.abs(array).max())!r} in magnitude, beyond "
+                         f"the range of {dtype}, expected a finite optimizer state in the template's dtype")
+    if _SQUARES & set(key.split("/")) and cast.size and float(cast.min()) < 0:  # a square root of it comes next
+        raise ValueError(f"arrays[{key!r}]: got a minimum of {float(cast.min())!r}, expected a sum of squares >= 0")
+    return cast
 
 
 # state slots that accumulate squared gradients (Adam's nu, RMSprop's square_avg, Adagrad's sum)
@@ -610,20 +634,20 @@ def state_from_arrays(template_state, arrays, prefix: str = "opt_state/"):
                          f"{' ...' if len(extra) > 5 else ''}, expected only the template's paths under prefix "
                          f"{prefix!r} (a checkpoint of another optimizer or another configuration?)")
     counts: dict[str, int] = {}
+    checked = []
     for path, template in paths:
         key = prefix + path
-        array = np.asarray(arrays[key])
-        _check_restored(key, array, template)
+        array = _check_restored(key, np.asarray(arrays[key]), template)
+        checked.append(array)
         if isinstance(template, numbers.Integral):
             counts[key] = int(array)
     if len(set(counts.values())) > 1:
         raise ValueError(f"arrays: got step counts {counts}, expected one count in every part of the state "
                          "(a checkpoint assembled from different runs?)")
-    leaves = iter(paths)
+    leaves = iter(checked)
 
     def restore(template):
-        path, _ = next(leaves)  # same visiting order as tree_paths
-        return _numpy_to_leaf(np.asarray(arrays[prefix + path]), template)
+        return _numpy_to_leaf(next(leaves), template)  # same visiting order as tree_paths
 
     return _map_leaves(restore, template_state)
 

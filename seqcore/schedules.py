@@ -124,9 +124,9 @@ def linear_decay(peak: float, total_steps: int, end_value: float = 0.0) -> Sched
     return schedule
 
 
-def _sequence(name: str, value) -> list:
+def _sequence(name: str, value, items: str = "numbers") -> list:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise TypeError(f"{name}: got {type(value).__name__} {value!r:.40}, expected a sequence of numbers")
+        raise TypeError(f"{name}: got {type(value).__name__} {value!r:.40}, expected a sequence of {items}")
     return list(value)
 
 
@@ -388,11 +388,11 @@ def triangular(base_value: float, peak: float, half_cycle_steps: int, mode: str 
 def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     """Concatenate schedules: for ``boundaries[i-1] <= t < boundaries[i]`` the value is
     ``schedules[i](t − boundaries[i-1])`` (each later schedule sees the step relative to its start)."""
-    schedules = list(schedules)
+    schedules = _sequence("schedules", schedules, "schedules")
     for i, s in enumerate(schedules):
         if not callable(s):
             raise TypeError(f"schedules[{i}]: got {s!r}, expected a callable step -> float")
-    boundaries = [_steps(f"boundaries[{i}]", b, 1) for i, b in enumerate(boundaries)]
+    boundaries = [_steps(f"boundaries[{i}]", b, 1) for i, b in enumerate(_sequence("boundaries", boundaries))]
     if len(schedules) != len(boundaries) + 1:
         raise ValueError(f"schedules: got {len(schedules)} schedules, expected len(boundaries) + 1 = "
                          f"{len(boundaries) + 1}")
@@ -449,10 +449,17 @@ def refined(grad_norms: Sequence[float], peak: float, median_window_fraction: fl
     width = 2 * (int(median_window_fraction * n) // 2) + 1
     if width > 1:
         norms = _median_filter(norms, width)
-    weights = norms ** -power
+    # The shape is scale-invariant in the norms: weights relative to the largest, (min g / g_t)^power
+    # in (0, 1], so huge norms cannot underflow it to 0/0 nor tiny ones overflow it to inf/inf.
+    weights = (norms.min() / norms) ** power
     tail = np.concatenate([np.cumsum(weights[::-1])[::-1][1:], [0.0]])  # Σ_{s>t} w_s
     shape = weights * tail
-    shape = shape / shape.max()
+    if shape.max() >= np.sqrt(np.finfo(np.float64).tiny):
+        shape = shape / shape.max()
+    else:  # weights spanning ~150 decades or more: their products underflow, so take them in log space
+        log_weights = power * (np.log(norms.min()) - np.log(norms))
+        log_shape = log_weights[:-1] + np.logaddexp.accumulate(log_weights[::-1])[::-1][1:]
+        shape = np.append(np.exp(log_shape - log_shape.max()), 0.0)
     if total_steps != n:
         shape = np.interp(np.linspace(0.0, 1.0, total_steps), np.linspace(0.0, 1.0, n), shape)
     values = peak * shape

@@ -183,6 +183,87 @@ def test_non_contiguous_inputs_are_copied(nb):
 
 
 
+
+def _read_only(x):
+    x = np.array(x)
+    x.flags.writeable = False
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scans_take_read_only_inputs_and_leave_them_unchanged(nb, monkeypatch, dtype):
+    """Read-only inputs (np.asarray of another library's buffer, a memory map opened "r"), forward and
+    VJP, every scan, both directions, one chunk and several, with and without prefetching.  h0 used
+    to be passed as the one-chunk forward's carry buffers: a Numba TypingError (setitem on a
+    read-only array), though that pass never writes them."""
+    from seqcore.backends.numba import ops, scan
+    monkeypatch.setattr(scan, "CHUNK_MIN_WORK", 0)  # let "chunked" cut time at this size, on any machine
+    monkeypatch.setattr(scan, "num_threads", lambda: 64)
+    rng = np.random.default_rng(14)
+    B, T, D = 2, 9, 3
+
+    def check(name, args, static):
+        inputs = tuple(_read_only(x.astype(dtype)) for x in args)
+        saved = tuple(x.copy() for x in inputs)
+        prim, (fwd, bwd) = primitives.get(name), nb.primitives[name]
+        want, want_res = prim.fwd(np, *saved, **static)
+        got, res = fwd(np, *inputs, **static)
+        assert res[0] == "numba", f"{name}: the replacement fell back to the reference"
+        assert_close(got, want, dtype, f"{name} forward {static}")
+        cot = _read_only(rng.normal(size=want.shape).astype(dtype))
+        for i, (g, w) in enumerate(zip(bwd(np, res, cot, **static), prim.bwd(np, want_res, cot.copy(), **static))):
+            assert_close(g, w, dtype, f"{name} gradient {i} {static}")
+        for x, x0 in zip(inputs, saved):
+            np.testing.assert_array_equal(x, x0, err_msg=f"{name}: an input was written")
+
+    linear = (rng.uniform(0.5, 1.0, (B, T, D)), rng.normal(size=(B, T, D)), rng.normal(size=(B, D)))
+    log = (np.log(rng.uniform(0.3, 1.0, (B, T, D))), rng.normal(size=(B, T, D)), rng.normal(size=(B, D)))
+    for reverse in (False, True):
+        for ahead_width in (ops.AHEAD_MIN_WIDTH, 1):  # 1: the prefetching builds at this width
+            monkeypatch.setattr(ops, "AHEAD_MIN_WIDTH", ahead_width)
+            for method in ("sequential", "chunked"):
+                static = dict(reverse=reverse, method=method, chunk_size=4)
+                assert (scan.chunk_length(B, T, D, method, 4) < T) == (method == "chunked")
+                check("linear_scan", linear, static)
+        monkeypatch.setattr(ops, "AHEAD_MIN_WIDTH", 128)
+        check("log_linear_scan", log, dict(reverse=reverse))
+        for k in (1, 2, 4):  # k = 1: the diagonal kernels; 4: dense_blocks.py
+            block = ((rng.uniform(-1, 1, (B, T, 2, k, k)) / k), rng.normal(size=(B, T, 2, k)),
+                     rng.normal(size=(B, 2, k)))
+            check("block_scan", block, dict(reverse=reverse))
+    # transposed blocks read in place: a swapped view of a read-only array
+    A = _read_only(rng.uniform(-0.5, 0.5, (B, T, 2, 2, 2)).astype(dtype))
+    b = _read_only(rng.normal(size=(B, T, 2, 2)).astype(dtype))
+    h0 = _read_only(rng.normal(size=(B, 2, 2)).astype(dtype))
+    got, res = nb.primitives["block_scan"][0](np, np.swapaxes(A, -1, -2), b, h0)
+    assert_close(got, ref_scan.block_scan_fwd(np, np.swapaxes(A, -1, -2), b, h0)[0], dtype, "transposed blocks")
+
+
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+def test_minimal_cells_in_parallel_mode_take_a_read_only_h0(kind):
+    """The parallel mode's scan starts from h0 as given: read-only was a TypingError (float64 and float32)."""
+    rng = np.random.default_rng(15)
+    for dtype in DTYPES:
+        cell = cells.make(kind, 3, 5)
+        p = cell.init(rng, dtype)
+        x = rng.normal(size=(2, 6, 3)).astype(dtype)
+        h0 = _read_only(rng.normal(size=(2, 5)).astype(dtype))
+        with seqcore.use("numpy"):
+            want, want_last = cell.apply(p, x, h0, mode="parallel")
+        with seqcore.use("numba"):
+            got, got_last = cell.apply(p, x, h0, mode="parallel")
+        assert_close(got, want, dtype, f"{kind} states")
+        assert_close(got_last, want_last, dtype, f"{kind} last state")
+
+
+def test_linear_scan_from_a_read_only_h0_through_the_public_api(nb):
+    h0 = np.zeros((2, 3))
+    h0.flags.writeable = False
+    with seqcore.use("numba"):
+        h = seqcore.linear_scan(np.full((2, 4, 3), 0.5), np.ones((2, 4, 3)), h0)
+    np.testing.assert_allclose(h[:, -1], 1.875)  # 1 + ½ + ¼ + ⅛ from zero
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_panel_gemm_equals_matmul(nb, dtype):
     """The packed-panel product of the dense cells' steps against a float64 matmul: row counts

@@ -1,5 +1,6 @@
 """Optimizers against torch.optim, building blocks against direct formulas, checkpoints."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -338,6 +339,27 @@ def test_bad_arguments_name_the_field(build, field):
         build()
 
 
+@pytest.mark.parametrize("make", [optim.sgd, optim.adam, optim.adamw, optim.rmsprop, optim.adagrad,
+                                  lambda lr: optim.adagrad(lr, lr_decay=0.5)])
+def test_a_schedule_giving_a_non_number_is_named_by_every_optimizer(make):
+    # adagrad divided the value by its decay first: "unsupported operand type(s) for /"
+    p = {"x": np.ones(2)}
+    for value, error, message in ((None, TypeError, "schedule gave None (NoneType) at step 0, expected a real number"),
+                                  (math.nan, ValueError, "schedule gave nan at step 0, expected a finite number")):
+        opt = make(lambda count, value=value: value)
+        with pytest.raises(error, match="^" + re.escape("learning_rate: " + message) + "$"):
+            opt.update(p, opt.init(p), p)
+
+
+def test_flip_sign_is_a_bool():
+    with pytest.raises(TypeError, match=r"^flip_sign: got 'no', expected True or False$"):  # was read as True
+        optim.scale_by_learning_rate(0.1, flip_sign="no")
+    g = {"x": np.ones(2)}
+    for flip, sign in ((True, -1.0), (False, 1.0), (np.bool_(False), 1.0)):
+        opt = optim.scale_by_learning_rate(0.5, flip_sign=flip)
+        np.testing.assert_array_equal(opt.update(g, opt.init(g))[0]["x"], [0.5 * sign] * 2)
+
+
 def test_bad_types_and_missing_params():
     with pytest.raises(TypeError, match="learning_rate"):
         optim.sgd("fast")
@@ -366,7 +388,8 @@ def test_bad_types_and_missing_params():
     two = {"x": np.ones(2), "y": np.ones(3)}
     with pytest.raises(ValueError, match=r"^grads: got no leaf at 'y', expected one gradient per parameter"):
         adam.update({"x": np.ones(2)}, adam.init(two), two)
-    with pytest.raises(ValueError, match=r"^grads: tree structure mismatch: .* \(the structure of the params the state"):
+    # without params, against the state (which holds every parameter's path and shape)
+    with pytest.raises(ValueError, match=r"^grads: got no leaf at 'y', expected one gradient per parameter"):
         adam.update({"x": np.ones(2)}, adam.init(two))
     with pytest.raises(ValueError, match=r"^updates: tree structure mismatch: expected dict with keys \['x', 'y'\]"):
         optim.apply_updates(two, {"x": np.ones(2)})
@@ -394,6 +417,11 @@ def test_gradients_of_the_wrong_shape_or_path_are_named(make):
         opt.update({"w": np.ones((3, 2)), "b": None}, state, params)
     with pytest.raises(ValueError, match=r"grads\['b'\]: got None"):
         opt.update({"w": np.ones((3, 2)), "b": None}, state)  # without params too
+    # without params, against the shapes the state holds: (4, 2) used to broadcast the moments to (4, 2)
+    with pytest.raises(ValueError, match=r"^grads\['b'\]: got shape \(4, 2\), expected \(2,\)"):
+        opt.update({"w": np.ones((3, 2)), "b": np.ones((4, 2))}, state)
+    updates, _ = opt.update({"w": np.ones((3, 2)), "b": np.ones(2)}, state)  # the right shapes still pass
+    assert updates["b"].shape == (2,)
 
 
 # ----------------------------------------------------------------------------- damaged checkpoints
@@ -416,6 +444,11 @@ def _adam_arrays():
     ("opt_state/0/mu/x", np.array([1, 2, 3]), TypeError, r"arrays\['opt_state/0/mu/x'\]: got dtype int"),
     ("opt_state/0/nu/y", np.full((2, 2), np.nan), ValueError, r"arrays\['opt_state/0/nu/y'\]: got non-finite"),
     ("opt_state/0/nu/y", np.full((2, 2), -1.0), ValueError, r"arrays\['opt_state/0/nu/y'\]: got a minimum of -1.0"),
+    # finite as saved (float64), inf in the float32 template: the check holds after the cast
+    ("opt_state/0/nu/y", np.array([[1e39, 0.0], [0.0, 0.0]]), ValueError,
+     r"^arrays\['opt_state/0/nu/y'\]: got values up to 1e\+39 in magnitude, beyond the range of float32"),
+    ("opt_state/0/mu/y", np.full((2, 2), -1e300), ValueError,
+     r"^arrays\['opt_state/0/mu/y'\]: got values up to 1e\+300"),
     ("opt_state/0/mu/z", np.zeros(3), ValueError, r"arrays: got paths the template state does not have"),
     ("opt_state/1/count", np.array(5), ValueError, r"arrays: got step counts"),
 ])
@@ -465,3 +498,7 @@ def test_state_from_arrays_keeps_torch_template_dtype():
     arrays = optim.state_to_arrays(opt.init({"w": np.zeros((2, 3))}))  # float64 moments
     restored = optim.state_from_arrays(opt.init(params), arrays)
     assert restored[0]["mu"]["w"].dtype == torch.float32  # was float64: the update then promoted the params
+    arrays["opt_state/0/nu/w"] = np.full((2, 3), 1e39)  # finite in the file, inf as float32
+    with pytest.raises(ValueError, match=r"^arrays\['opt_state/0/nu/w'\]: got values up to 1e\+39 in magnitude, "
+                                         r"beyond the range of float32"):
+        optim.state_from_arrays(opt.init(params), arrays)

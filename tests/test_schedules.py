@@ -348,6 +348,26 @@ def test_refined_hand_computed_and_shapes():
                            ref_refined(norms, 0.3, total=total, power=power), grid=GRID[GRID < 60])
 
 
+def test_refined_is_scale_invariant_in_the_norms():
+    # w_t·Σ_{s>t} w_s rescales as a whole: huge norms gave 0/0 = NaN (1e100², 1e40⁸ underflow)
+    for scale, power in ((1e100, 2.0), (1e40, 8.0), (1e-300, 2.0), (1e-300, 8.0), (1e300, 0.5)):
+        got = values(S.refined([scale] * 10, 0.1, power=power), 12)
+        np.testing.assert_array_equal(got, values(S.refined([1.0] * 10, 0.1, power=power), 12), err_msg=f"{scale}")
+        np.testing.assert_allclose(got, values(S.linear_decay(0.1, 9), 12), rtol=0, atol=1e-16)
+    norms = np.random.default_rng(6).uniform(0.2, 5.0, 23)
+    for power in (0.5, 2.0, 8.0):
+        want = values(S.refined(norms, 0.3, power=power), 25, num=97)
+        np.testing.assert_array_equal(values(S.refined(norms * 2.0 ** -900, 0.3, power=power), 25, num=97), want)
+        for scale in (1e-300, 1e-100, 1e100, 1e300):
+            got = values(S.refined(norms * scale, 0.3, power=power), 25, num=97)
+            np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-16, err_msg=f"{scale}, {power}")
+    # weights spanning hundreds of decades: still finite, the largest product is the peak
+    for norms, want in (([1e100, 1e-100], [1.0, 0.0]), ([1e-300, 1.0, 1.0], [1.0, 0.0, 0.0]),
+                        ([1e300, 1e-300, 1.0, 1e300], [0.0, 1.0, 0.0, 0.0]),
+                        ([1e80, 1.0, 1e-80, 1.0], [1e-160, 1.0, 1.0, 0.0])):
+        np.testing.assert_allclose(values(S.refined(norms, 1.0), len(norms) - 1), want, rtol=1e-12, atol=0)
+
+
 def test_refined_median_filter_removes_spikes():
     norms = np.ones(100)
     norms[[30, 60]] = 100.0  # isolated spikes
@@ -392,6 +412,12 @@ BAD = [
     (lambda: S.piecewise_constant([1.0, 0.5], [10, 20]), ValueError, "values"),
     (lambda: S.piecewise_constant([1.0, 0.5, 0.1], [20, 10]), ValueError, "boundaries"),
     (lambda: S.join([S.constant(1.0)], [10]), ValueError, "schedules"),
+    (lambda: S.join([S.constant(1.0), S.constant(2.0)], 5), TypeError,  # was "'int' object is not iterable"
+     "boundaries: got int 5, expected a sequence of numbers"),
+    (lambda: S.join(S.constant(1.0), []), TypeError, "schedules: got function"),
+    (lambda: S.join(None, [5]), TypeError, "schedules: got NoneType None, expected a sequence of schedules"),
+    (lambda: S.join([S.constant(1.0), S.constant(2.0)], "5"), TypeError,
+     "boundaries: got str '5', expected a sequence"),
     (lambda: S.refined([1.0, 0.0, 2.0], 1.0), ValueError, "grad_norms"),
     (lambda: S.refined([1.0], 1.0), ValueError, "grad_norms"),
     (lambda: S.linear_decay(1.0, 10)(-1), ValueError, "step: got -1.0, expected >= 0"),

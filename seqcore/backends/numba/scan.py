@@ -2,7 +2,8 @@
 
 Same signatures as ``seqcore/backends/numpy/scan.py``; the residuals are this file's own.
 Every kernel reads C-contiguous ``(B, T, ...)`` arrays (strided inputs are copied first)
-and indexes time through ``reverse`` instead of flipping arrays.
+and indexes time through ``reverse`` instead of flipping arrays.  Kernels write only arrays
+allocated here, never the caller's, which may be read-only.
 
 * ``linear_scan``: a forward and a backward kernel over *chunks* of ``C`` steps, tasks
   over (batch row, chunk, block of D).  ``method="sequential"`` is one chunk (``C = T``):
@@ -233,8 +234,11 @@ def _diag_scan(a, b, h0, reverse, C):
     blk = split_columns(B * n, D)
     h = np.empty_like(a)
     forward = _diag_forward.for_width(blk)
-    if n == 1:
-        forward(a, b, h0[:, None, :], h0[:, None, :], reverse, C, blk, False, h)
+    if n == 1:  # one chunk entered from h0
+        # a copy, not a view of h0: the kernel writes carry and prod in pass 1, so a read-only h0
+        # as those arguments fails to compile even though this pass only reads them
+        carry = h0.reshape(B, 1, D).copy()
+        forward(a, b, carry, carry, reverse, C, blk, False, h)
         return h
     carry, prod = np.empty((B, n, D), a.dtype), np.empty((B, n, D), a.dtype)
     forward(a, b, carry, prod, reverse, C, blk, True, h)
