@@ -9,6 +9,7 @@ seeds found, and the stability-gap table. With matplotlib it also writes
     python examples/continual_tables.py --out runs/permuted-fashion-mnist            # everything
     python examples/continual_tables.py --out runs/permuted-fashion-mnist --tables gap
     python examples/continual_tables.py --out runs/permuted-fashion-mnist --no-run   # tables only
+    python examples/continual_tables.py --tables adam --rows sharp hypernet          # two rows
 
 Each run equals one ``seqcore continual`` command: ``--dataset fashion-mnist --stream
 permuted --experiences 10 --steps 1000 --hidden 256 --batch-size 64 --eval-every 50
@@ -94,14 +95,14 @@ def completed(path: Path) -> dict | None:
     return summary if summary.get("status") == "completed" else None
 
 
-def run_missing(out: Path, tables, seeds, data_dir=None) -> None:
+def run_missing(out: Path, tables, seeds, data_dir=None, only=None) -> None:
     from seqcore.continual import ContinualConfig, run_continual
     for table in tables:
         changes, rows = TABLES[table]
         for seed in table_seeds(table, seeds):
             for label, name, learner, kwargs, extra, _ in rows:
                 path = run_dir(out, table, name, seed)
-                if completed(path):
+                if completed(path) or (only is not None and name not in only):
                     continue
                 cfg = ContinualConfig(**{**PROTOCOL, **changes, **extra}, learner=learner,
                                       learner_kwargs=kwargs, seed=seed, data_dir=data_dir)
@@ -187,13 +188,15 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
                         help="seeds of the Adam table (the others use the first)")
     parser.add_argument("--no-run", action="store_true", help="only write the tables from the runs found")
+    parser.add_argument("--rows", nargs="+", metavar="NAME",
+                        help="run only these rows (run names such as sharp, hypernet); the tables show every row found")
     parser.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files (default: the Debian "
                                            "package's, /usr/share/datasets/fashion-mnist)")
     args = parser.parse_args()
     if not args.no_run:
         from seqcore.tasks import DatasetError
         try:
-            run_missing(args.out, args.tables, args.seeds, args.data_dir)
+            run_missing(args.out, args.tables, args.seeds, args.data_dir, args.rows)
         except DatasetError as exc:  # no data here: say how to get it, in one line
             parser.error(str(exc))
     parts = []

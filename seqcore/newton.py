@@ -65,11 +65,13 @@ class NewtonInfo:
 
 # -- the primitive ---------------------------------------------------------------------------
 
-def _history_array(xp, history, max_iters, dtype):
-    """``(max_iters + 1, 3)`` rows of (iteration, residual, threshold); iteration −1 after the last iterate."""
+def _history_array(xp, history, max_iters):
+    """``(max_iters + 1, 3)`` float64 rows of (iteration, residual, threshold); iteration −1 after the
+    last iterate. float64 whatever the states' dtype: rounded to float32, a residual just above the
+    threshold could read as equal to it, and ``info.converged`` would disagree with the fallback taken."""
     rows = [[k, r, t] for k, (r, t) in enumerate(history)]
     rows += [[-1.0, math.nan, math.nan]] * (max_iters + 1 - len(history))
-    return xp.asarray(rows, dtype=dtype)
+    return xp.asarray(rows, dtype=xp.float64)
 
 
 def _newton_fwd(xp, xi, state0, *rec, cell, tol, max_iters, jacobian, damping):
@@ -86,7 +88,7 @@ def _newton_fwd(xp, xi, state0, *rec, cell, tol, max_iters, jacobian, damping):
             f"({why}); the sequential recurrence was used instead. "
             f"Raise max_iters, add damping, or use mode='sequential'.",
             NewtonConvergenceWarning, stacklevel=2)
-    return (states, _history_array(xp, history, max_iters, states.dtype)), (p, xi, state0, states)
+    return (states, _history_array(xp, history, max_iters)), (p, xi, state0, states)
 
 
 def _newton_bwd(xp, res, cotangents, cell, tol, max_iters, jacobian, damping):

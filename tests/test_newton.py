@@ -531,3 +531,23 @@ def test_an_empty_batch_runs_in_parallel_mode_as_in_sequential(backend):
             assert info.converged
             g, gx = seqcore.vjp(lambda p, x: cell.apply(p, x, mode="parallel")[0].sum(), p, x)[1](np.ones((), np.float32))
             assert gx.shape == x.shape and all(not np.any(v) for v in g.values())
+
+
+def test_a_float32_residual_just_above_the_threshold_is_not_converged(monkeypatch):
+    """The history is float64: rounded to float32, r = tol·(1 + 1e-9) would equal tol and
+    info.converged would say True for a trajectory the fallback produced."""
+    import seqcore.newton as newton_module
+    real = newton_module.newton_solve
+
+    def barely_over(*args, **kwargs):
+        states, history = real(*args, **kwargs)
+        tol = history[-1][1]
+        return states, history[:-1] + [(tol * (1 + 1e-9), tol)]
+    monkeypatch.setattr(newton_module, "newton_solve", barely_over)
+    cell = cells.make("diaggru", 3, 4)
+    params = cell.init(np.random.default_rng(0), np.float32)
+    x = np.random.default_rng(1).normal(size=(2, 16, 3)).astype(np.float32)
+    with pytest.warns(NewtonConvergenceWarning):
+        hs, info = newton_scan(cell, params, x)
+    assert not info.converged and info.residuals[-1] > info.threshold
+    assert np.array_equal(hs, cell.apply(params, x)[0])
