@@ -529,3 +529,54 @@ def test_permuted_stream_refuses_more_permutations_than_memory_holds():
     y = np.array([0, 1, 0, 1])
     with pytest.raises(ValueError, match=r"n_experiences: got 1000000000000, whose permutations would take .* GiB"):
         permuted_stream(x, y, x, y, n_experiences=10**12, seed=0)
+
+
+def test_blurry_classes_are_those_the_training_data_has():
+    x, xt = np.zeros((600, 4)), np.zeros((100, 4))
+    y, yt = np.arange(600) % 10, np.arange(100) % 10
+    # before: (2, 3, 4, 5): experience 2 gave 1 sample (class 5 here) and added both its classes
+    for scenario in ("class", "domain"):
+        base = split_stream(x, y, xt, yt, n_experiences=5, scenario=scenario)
+        stream = blurry(base, 0.01, seed=0)
+        assert stream[1].classes == (2, 3, 5)
+        for i, exp in enumerate(stream):
+            source = exp.info["source_experience"]
+            present = set()
+            for j in np.unique(source):  # labels back to original ids through the source's label map
+                original = {label: c for c, label in base[j].info["label_map"].items()}
+                present |= {original[label] for label in exp.train[1][source == j].tolist()}
+            assert exp.classes == tuple(sorted(present))
+    permuted = blurry(permuted_stream(x[:40], y[:40], xt, yt, n_experiences=2, seed=0), 0.5, seed=0)
+    assert permuted[0].classes == tuple(np.unique(permuted[0].train[1]))  # labels kept: the labels drawn
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda d: scole_stream(*d, n_experiences=10**12, classes_per_experience=2),
+     r"^n_experiences: got 1000000000000, whose drawn classes .* would take .* GiB"),
+    (lambda d: power_law_steps(3, 1.0, 10**12, 0), r"^budget: got 1000000000000, whose draws of one step"),
+    (lambda d: power_law_steps(10**12, 1.0, 1, 0), r"^n_tasks: got 1000000000000, whose steps would take"),
+    (lambda d: curriculum_stream(ParityTask, [2, 3], seed=0, eval_size=10**12),
+     r"^eval_size: got 1000000000000, whose evaluation sets .* would take"),
+    (lambda d: split_stream(d[0], d[1] + 10**15, d[2], d[3] + 10**15, n_experiences=2),
+     r"^y_train: got a label 1000000000000005, whose per-class tables \(1000000000000006 class ids\)"),
+    (lambda d: scole_stream(d[0], d[1] + 10**15, d[2], d[3] + 10**15, 2, 2, samples_per_class=1),
+     r"^y_train: got a label 1000000000000005"),
+], ids=["scole-n_experiences", "power_law-budget", "power_law-n_tasks", "curriculum-eval_size", "split-labels",
+        "scole-labels"])
+def test_stream_sizes_no_machine_holds_are_refused_when_built(call, message):
+    # before: hours of building (scole), or a MemoryError that names no argument
+    with pytest.raises(ValueError, match=message):
+        call(make_data())
+
+
+def test_power_law_rehearsals_keep_the_order_first_drawn():
+    rng = np.random.default_rng(0)  # the draws of power_law_steps(5, 1.0, 50, 0), replayed
+    last_seen, expected = np.zeros(5, dtype=np.int64), []
+    for t in range(5):
+        rehearsed = []
+        if t:
+            weights = (t - last_seen[:t]).astype(np.float64) ** -1.0
+            rehearsed = list(dict.fromkeys(rng.choice(t, size=50, p=weights / weights.sum()).tolist()))
+        last_seen[[t] + rehearsed] = t
+        expected.append((t, *rehearsed))
+    assert power_law_steps(5, 1.0, 50, 0) == expected

@@ -33,10 +33,10 @@ def tokens_of(batch):
 
 def test_names_are_the_command_line_names():
     assert tasks.names() == ("nparity", "ndms", "copy", "selective-copy", "adding", "mqar",
-                             "set-disjointness", "passkey", "flip-flop", "s3", "s5", "zn",
-                             "lorenz96", "image", "mnist1d")
+                             "set-disjointness", "passkey", "flip-flop", "s2", "s3", "s4", "s5", "s6",
+                             "s7", "zn", "lorenz96", "image", "mnist1d")
     lines = [tasks.describe(name) for name in tasks.names()]
-    assert all(line and "\n" not in line for line in lines) and len(set(lines)) >= len(lines) - 1  # s3/s5 share one
+    assert all(line and "\n" not in line for line in lines) and len(set(lines)) == len(lines) - 5  # s2..s7 share one
     for name in GENERATED:  # each name builds its own task
         assert tasks.make(name, **SMALL.get(name, {})).name == name
     assert tasks.make("image").name == "image"
@@ -45,6 +45,13 @@ def test_names_are_the_command_line_names():
 def test_unknown_name_lists_the_names():
     with pytest.raises(ValueError, match="nparity.*mnist1d"):
         tasks.make("parity")
+
+
+@pytest.mark.parametrize("name", [["nparity"], {"copy": 1}, None])
+def test_unhashable_or_odd_names_are_refused_like_unknown_ones(name):
+    for lookup in (tasks.make, tasks.fields, tasks.describe):
+        with pytest.raises(ValueError, match=r"^task: got .*, expected one of 'nparity'.*'mnist1d'"):
+            lookup(name)
 
 
 def test_unknown_field_is_named():
@@ -59,6 +66,19 @@ def test_config_round_trips_through_json(name):
     task = tasks.make(name, **({"n": [2, 4]} if name == "nparity" else {}))
     cfg = json.loads(json.dumps(tasks.config(task)))
     assert cfg["name"] == name and tasks.make(**cfg) == task
+
+
+def test_every_task_config_round_trips_through_make():
+    from seqcore.tasks.state_tracking import DEGREES
+
+    built = [tasks.make(name, **SMALL.get(name, {})) for name in tasks.names() if name != "mnist1d"]
+    built += [tasks.PermutationTask(degree=k, length=5) for k in DEGREES]  # S4 has a name as well
+    for task in built:
+        cfg = json.loads(json.dumps(tasks.config(task)))
+        assert cfg["name"] in tasks.names() and tasks.make(**cfg) == task
+    assert tasks.make("s4", length=5) == tasks.PermutationTask(degree=4, length=5)
+    with pytest.raises(ValueError, match="degree=3"):  # a name still fixes its degree
+        tasks.make("s3", degree=4)
 
 
 @pytest.mark.parametrize("name,kwargs,error", [
@@ -93,6 +113,46 @@ def test_bad_fields_raise_naming_the_field(name, kwargs, error):
     field = next(iter(kwargs))
     with pytest.raises(error, match=field):
         tasks.make(name, **kwargs)
+
+
+SIZE_FIELDS = [("nparity", "n"), ("nparity", "n_max"), ("ndms", "n"), ("copy", "vocab_size"), ("copy", "length"),
+               ("copy", "delay"), ("selective-copy", "vocab_size"), ("selective-copy", "seq_len"),
+               ("adding", "length"), ("mqar", "num_keys"), ("mqar", "num_values"), ("mqar", "gap"),
+               ("set-disjointness", "vocab_size"), ("passkey", "length"), ("passkey", "num_digits"),
+               ("passkey", "filler_vocab"), ("flip-flop", "channels"), ("flip-flop", "length"),
+               ("s3", "length"), ("zn", "n"), ("zn", "length"), ("lorenz96", "dim"), ("lorenz96", "length"),
+               ("mnist1d", "num_samples")]
+
+
+@pytest.mark.parametrize("name,field", SIZE_FIELDS)
+def test_sizes_no_machine_holds_are_refused_when_built(name, field):
+    # before: NumPy's "high is out of bounds for int64", an OverflowError or a MemoryError at sample time
+    with pytest.raises(ValueError, match=rf"(^|/){field}(/\S*)?: got (\S*/)?{10**20}\b.*would take .* GiB"):
+        tasks.make(name, **{**SMALL.get(name, {}), field: 10**20})
+
+
+def test_lorenz96_integrations_too_long_to_wait_for_are_refused():
+    from seqcore.tasks.lorenz import MAX_RK4_STEPS
+
+    # before: a trial trajectory of 10**12 observations (or 10**20 substeps each) ran at construction
+    with pytest.raises(ValueError, match=r"^burn_in/length/substeps: got 1000000000000/100/5, expected "
+                                         r"\(burn_in \+ length\)·substeps <= 1e\+06 RK4 steps"):
+        tasks.make("lorenz96", burn_in=10**12)
+    with pytest.raises(ValueError, match=r"^burn_in/length/substeps: got 100/100/100000000000000000000"):
+        tasks.make("lorenz96", substeps=10**20)
+    with pytest.raises(ValueError, match=r"^substeps: got 500, expected 2200·substeps"):  # the reference trajectory
+        tasks.make("lorenz96", substeps=500, normalize=True)
+    task = tasks.make("lorenz96", substeps=500, length=2, burn_in=0)
+    with pytest.raises(ValueError, match=r"^substeps: got 500, .*attractor_stats"):
+        task.attractor_stats()
+    assert (100 + 100) * 5 * 1000 <= MAX_RK4_STEPS  # the defaults take a thousandth of the bound
+
+
+def test_a_large_vocabulary_is_one_hot_encoded_without_a_square_table():
+    # before: np.eye(200000) wanted 149 GiB for a batch of 2 x 2 x 200000
+    b = tasks.make("zn", n=200_000, length=2).sample(np.random.default_rng(0), 1)
+    assert b.x.shape == (1, 2, 200_000) and b.x.sum() == 2
+    np.testing.assert_array_equal(b.y, np.cumsum(tokens_of(b), axis=1) % 200_000)
 
 
 def test_bad_sample_arguments():
@@ -324,7 +384,7 @@ def test_flip_flop_labels(channels):
     assert b.mask.all()
 
 
-@pytest.mark.parametrize("name,degree", [("s3", 3), ("s5", 5)])
+@pytest.mark.parametrize("name,degree", [("s3", 3), ("s4", 4), ("s5", 5)])
 def test_permutation_labels(name, degree):
     task, b = sample(name, batch_size=16, length=12)
     elements = list(itertools.permutations(range(degree)))  # index i <-> lexicographic i-th
@@ -336,6 +396,14 @@ def test_permutation_labels(name, degree):
             state = tuple(g[state[j]] for j in range(degree))  # apply the earlier ones first
             assert elements[b.y[i, t]] == state
     assert task.name == name and task.input_size == len(elements)
+
+
+def test_composition_table_of_s7_matches_composing_the_permutations():
+    from seqcore.tasks.state_tracking import composition_table, permutation_elements
+
+    table, perms = composition_table(7), permutation_elements(7)  # built in blocks, not a 1.4 GB array
+    a, b = np.random.default_rng(0).integers(0, 5040, size=(2, 2000))
+    np.testing.assert_array_equal(perms[table[a, b]], np.take_along_axis(perms[a], perms[b], axis=1))
 
 
 def test_zn_labels():
@@ -532,6 +600,39 @@ def test_corrupt_idx_files_raise_one_clear_error(tmp_path, damage, message):
     with pytest.raises(DatasetError, match=message) as info:
         read_idx(path)
     assert str(path) in str(info.value) and "dataset-fashion-mnist" in str(info.value)
+
+
+def test_idx_header_of_too_many_values_is_a_dataset_error(tmp_path):
+    # before: np.prod wrapped to 0 (65536**4 = 2**64) and reshape failed with NumPy's message
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x04" + struct.pack(">IIII", 65536, 65536, 65536, 65536))
+    with pytest.raises(DatasetError, match=rf"^{path}: truncated: 20 bytes, expected {20 + 2**64} for shape "
+                                           r"\(65536, 65536, 65536, 65536\) of uint8"):
+        read_idx(path)
+    path.write_bytes(b"\x00\x00\x0e\x03" + struct.pack(">III", *(2**32 - 1,) * 3))
+    with pytest.raises(DatasetError, match=rf"truncated: 16 bytes, expected {16 + 8 * (2**32 - 1) ** 3} for"):
+        read_idx(path)
+
+
+def test_test_images_of_another_shape_or_without_pixels_are_refused(tmp_path):
+    write_split(tmp_path, "train", np.zeros((20, 28, 28), np.uint8), np.zeros(20, np.uint8))
+    write_split(tmp_path, "test", np.zeros((7, 20, 28), np.uint8), np.zeros(7, np.uint8))
+    task = tasks.make("image", data_dir=tmp_path)
+    # before: accepted, then an IndexError at the first evaluation
+    shapes = r"shape \(20, 28\), expected \(28, 28\) like the training images \(shapes \(7, 20, 28\) here, " \
+             r"\(20, 28, 28\) in .*train-images-idx3-ubyte\.gz\)"
+    with pytest.raises(DatasetError, match=r"t10k-images-idx3-ubyte\.gz: images of " + shapes):
+        task.input_size
+    with pytest.raises(DatasetError, match=shapes):
+        next(task.eval_batches(4))
+    write_split(tmp_path, "test", np.zeros((7, 28, 28), np.uint8), np.zeros(6, np.uint8))
+    with pytest.raises(DatasetError, match="6 labels for 7 images"):
+        tasks.make("image", data_dir=tmp_path).input_size
+    for split in ("train", "test"):  # before: an IndexError in sample
+        write_split(tmp_path, split, np.zeros((4, 0, 28), np.uint8), np.zeros(4, np.uint8))
+    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte\.gz: expected images of at least 1 x 1 "
+                                           r"pixels, got shape \(4, 0, 28\)"):
+        tasks.make("image", data_dir=tmp_path).sample(np.random.default_rng(0), 2)
 
 
 def test_inconsistent_image_files(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .base import (Batch, DatasetTask, Head, Task, concat, head_targets,
+from .base import (Batch, DatasetTask, Head, Task, check_choice, concat, head_targets,
                    last_step_index, take)
 from .idx import DatasetError, ImageTask, read_idx, write_idx
 from .lorenz import Lorenz96Task
@@ -18,7 +18,7 @@ from .memory import AddingTask, FlipFlopTask, SetDisjointnessTask
 from .mnist1d import MNIST1DTask
 from .parity import NDMSTask, NParityTask
 from .recall import CopyTask, MQARTask, PasskeyTask, SelectiveCopyTask
-from .state_tracking import PermutationTask, ZnTask
+from .state_tracking import DEGREES, PermutationTask, ZnTask
 from .curricula import Curriculum, curriculum_names, make_curriculum
 
 __all__ = [
@@ -41,8 +41,8 @@ _REGISTRY: dict[str, tuple[type, dict[str, Any]]] = {
     "set-disjointness": (SetDisjointnessTask, {}),
     "passkey": (PasskeyTask, {}),
     "flip-flop": (FlipFlopTask, {}),
-    "s3": (PermutationTask, {"degree": 3}),
-    "s5": (PermutationTask, {"degree": 5}),
+    # every degree has its name (the name PermutationTask.name gives), so config(task) round-trips
+    **{f"s{k}": (PermutationTask, {"degree": k}) for k in DEGREES},
     "zn": (ZnTask, {}),
     "lorenz96": (Lorenz96Task, {}),
     "image": (ImageTask, {}),
@@ -56,9 +56,7 @@ def names() -> tuple[str, ...]:
 
 
 def _lookup(name: str) -> tuple[type, dict[str, Any]]:
-    if name not in _REGISTRY:
-        raise ValueError(f"task: got {name!r}, expected one of {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return _REGISTRY[check_choice("task", name, _REGISTRY)]
 
 
 def fields(name: str) -> dict[str, Any]:

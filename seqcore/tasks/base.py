@@ -26,7 +26,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from ..masks import last_step_index
-from ..validate import check_choice, check_rng  # noqa: F401  (check_choice: re-exported for the tasks)
+from ..validate import check_choice, check_fits_in_memory, check_rng  # noqa: F401  (check_choice: re-exported)
 
 __all__ = [
     "Batch", "Head", "Task", "DatasetTask", "LOSSES",
@@ -102,6 +102,18 @@ def check_float(name: str, value: Any, *, minimum: float | None = None,
     if maximum is not None and value > maximum:
         raise ValueError(f"{name}: got {value}, expected <= {maximum}")
     return float(value)
+
+
+def check_sample_fits(task: Any, fields: Sequence[str], steps: int, width: int, labels: int = 1) -> None:
+    """Refuse sizes whose one sequence could never be held in memory: ``steps`` steps of
+    ``width`` float32 inputs, ``labels`` int64 labels and a float32 mask value each.
+
+    ``fields`` name the task's fields the sizes come from. Sampling such a sequence would end
+    in NumPy's overflow or memory error (which names no field), or an out-of-memory kill. A
+    vocabulary is a width here, so token ids also stay far inside int64."""
+    nbytes = steps * (4 * width + 8 * labels + 4)  # Python ints: no overflow
+    check_fits_in_memory("/".join(fields), "/".join(str(getattr(task, f)) for f in fields), nbytes,
+                         f"one sequence ({steps} steps × {width} inputs)")
 
 
 # ---------------------------------------------------------------- batch helpers
@@ -286,7 +298,9 @@ class DatasetTask(Task):
 
 def one_hot(tokens: np.ndarray, size: int) -> np.ndarray:
     """One-hot float32 encoding of int ``tokens`` (B, T) -> (B, T, size)."""
-    return np.eye(size, dtype=np.float32)[tokens]
+    out = np.zeros(tokens.shape + (size,), dtype=np.float32)  # not np.eye(size): size² floats
+    np.put_along_axis(out, tokens[..., None], 1.0, axis=-1)
+    return out
 
 
 def last_step_mask(lengths: np.ndarray, T: int) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -73,7 +74,7 @@ def read_idx(path: os.PathLike | str) -> np.ndarray:
     if len(raw) < header:
         raise _fail(path, f"truncated header: {len(raw)} bytes, expected {header} for {ndim} dimensions")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: np.prod wraps past int64
     if len(raw) != expected:
         kind = "truncated" if len(raw) < expected else "too long"
         raise _fail(path, f"{kind}: {len(raw)} bytes, expected {expected} for shape {shape} of {dtype.name}")
@@ -120,6 +121,8 @@ def _load_pair(images: str, labels: str, _stamp: tuple) -> tuple[np.ndarray, np.
     x, y = read_idx(images), read_idx(labels)
     if x.ndim != 3 or x.dtype != np.uint8:
         raise _fail(images, f"expected uint8 images of shape (N, H, W), got {x.dtype} of shape {x.shape}")
+    if 0 in x.shape[1:]:  # an image of no pixels: nothing to read as a sequence
+        raise _fail(images, f"expected images of at least 1 x 1 pixels, got shape {x.shape}")
     if y.ndim != 1 or y.dtype != np.uint8:
         raise _fail(labels, f"expected uint8 labels of shape (N,), got {y.dtype} of shape {y.shape}")
     if len(x) != len(y):
@@ -138,7 +141,14 @@ def load_idx_split(data_dir: os.PathLike | str, split: str) -> tuple[np.ndarray,
     (read-only arrays, cached while the files are unchanged)."""
     images, labels = find_idx_file(data_dir, split, "images"), find_idx_file(data_dir, split, "labels")
     stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in (images, labels))
-    return _load_pair(str(images.resolve()), str(labels.resolve()), stamp)
+    x, y = _load_pair(str(images.resolve()), str(labels.resolve()), stamp)
+    if split == "test":  # the model reads (H, W) from the training images and is scored on these
+        train = load_idx_split(data_dir, "train")[0]
+        if x.shape[1:] != train.shape[1:]:
+            train_file = find_idx_file(data_dir, "train", "images")
+            raise _fail(images, f"images of shape {x.shape[1:]}, expected {train.shape[1:]} like the "
+                                f"training images (shapes {x.shape} here, {train.shape} in {train_file})")
+    return x, y
 
 
 @functools.lru_cache(maxsize=32)
@@ -192,8 +202,11 @@ class ImageTask(DatasetTask):
 
     @property
     def image_shape(self) -> tuple[int, int]:
-        """(H, W) of the images (reads the training file)."""
-        return tuple(self.images("train").shape[1:])
+        """(H, W) of the images (reads both splits: a test split of another shape is refused
+        here, when the model is sized, not at the first evaluation)."""
+        shape = tuple(self.images("train").shape[1:])
+        self.images("test")
+        return shape
 
     @property
     def permutation(self) -> np.ndarray | None:

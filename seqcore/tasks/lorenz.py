@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-from .base import Batch, Head, Task, check_float, check_int
+from .base import Batch, Head, Task, check_float, check_int, check_sample_fits
 
 __all__ = ["Lorenz96Task", "lorenz96_derivative", "lorenz96_rk4_step"]
 
@@ -30,6 +30,10 @@ def lorenz96_rk4_step(x: np.ndarray, forcing: float, dt: float) -> np.ndarray:
 
 
 STATE_LIMIT = 1e15  # |state| above this is an overflowed integration (see Lorenz96Task._sample)
+# RK4 steps one trajectory may take (about a minute of NumPy at dim=40): a sequence is integrated
+# at construction and at every draw, so a longer one would look like a hang
+MAX_RK4_STEPS = 10**6
+REFERENCE_OBSERVATIONS = 2200  # of the trajectories behind attractor_stats: 200 of burn-in, 2000 pooled
 
 
 @functools.lru_cache(maxsize=32)
@@ -37,7 +41,7 @@ def _attractor_stats(dim: int, forcing: float, dt: float, substeps: int) -> tupl
     # 16 trajectories, 200 observations of burn-in, then 2000 observations pooled; fixed seed
     state = forcing + np.random.default_rng(96).standard_normal((16, dim))
     seen = []
-    for t in range(2200):
+    for t in range(REFERENCE_OBSERVATIONS):
         for _ in range(substeps):
             state = lorenz96_rk4_step(state, forcing, dt)
         if t >= 200:
@@ -59,10 +63,11 @@ class Lorenz96Task(Task):
     standard deviation (:meth:`attractor_stats`, from one long reference trajectory that
     depends only on ``dim``, ``forcing``, ``dt`` and ``substeps``).
 
-    Generalised teacher forcing (``alpha`` in [0, 1]): the task gives true states;
-    a loop running step by step feeds ``mix(x[:, t], prediction of x[:, t])``,
-    i.e. ``alpha·data + (1 - alpha)·prediction`` for t >= 1 (x[:, 0] as is).
-    alpha = 1 is classic teacher forcing (feed x as given), alpha = 0 free running.
+    Generalised teacher forcing (``alpha`` in [0, 1]): the task gives true states; the
+    model runs closed-loop and reads ``mix(x[:, t], prediction of x[:, t])``, i.e.
+    ``alpha·data + (1 - alpha)·prediction`` for t >= 1 (x[:, 0] as is) — the training
+    loop builds ``SequenceModel(..., feedback=alpha)``. alpha = 1 is classic teacher
+    forcing (feed x as given), alpha = 0 free running.
     """
 
     dim: int = 40
@@ -87,7 +92,24 @@ class Lorenz96Task(Task):
         check_float("alpha", self.alpha, minimum=0.0, maximum=1.0)
         if not isinstance(self.normalize, (bool, np.bool_)):
             raise TypeError(f"normalize: got {self.normalize!r}, expected True or False")
+        # x float32, and y with the float64 states: about 12 more bytes a coordinate and step
+        check_sample_fits(self, ("dim", "length"), self.length + 1, self.dim, labels=self.dim)
+        self._check_rk4_steps(("burn_in", "length", "substeps"), self.burn_in + self.length,
+                              "(burn_in + length)·substeps", "a sequence")
+        if self.normalize:
+            self._check_reference_steps()
         self._sample(np.random.default_rng(0), 1)  # an unstable integration is refused here, not at step 0
+
+    def _check_rk4_steps(self, fields: tuple[str, ...], observations: int, formula: str, what: str) -> None:
+        steps = observations * self.substeps
+        if steps > MAX_RK4_STEPS:
+            got = "/".join(str(getattr(self, f)) for f in fields)
+            raise ValueError(f"{'/'.join(fields)}: got {got}, expected {formula} <= {MAX_RK4_STEPS:.0e} RK4 steps "
+                             f"for {what} (MAX_RK4_STEPS), not {steps:.3g}")
+
+    def _check_reference_steps(self) -> None:
+        self._check_rk4_steps(("substeps",), REFERENCE_OBSERVATIONS, f"{REFERENCE_OBSERVATIONS}·substeps",
+                              "the reference trajectory of attractor_stats")
 
     def _overflow(self) -> ValueError:
         return ValueError(f"forcing: got forcing={self.forcing} with dt={self.dt}, substeps={self.substeps}: "
@@ -95,6 +117,7 @@ class Lorenz96Task(Task):
 
     def attractor_stats(self) -> tuple[float, float]:
         """``(mean, std)`` of the state on the attractor (all coordinates pooled)."""
+        self._check_reference_steps()
         return _attractor_stats(self.dim, float(self.forcing), float(self.dt), self.substeps)
 
     @property

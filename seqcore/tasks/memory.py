@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from .base import Batch, Head, Task, check_float, check_int, one_hot
+from .base import Batch, Head, Task, check_float, check_int, check_sample_fits, one_hot
 
 __all__ = ["AddingTask", "SetDisjointnessTask", "FlipFlopTask"]
 
@@ -33,6 +33,7 @@ class AddingTask(Task):
 
     def _check(self) -> None:
         check_int("length", self.length, minimum=2)
+        check_sample_fits(self, ("length",), self.length, 2)
 
     @property
     def input_size(self) -> int:
@@ -79,6 +80,7 @@ class SetDisjointnessTask(Task):
     def _check(self) -> None:
         check_int("set_size", self.set_size, minimum=1)
         check_int("vocab_size", self.vocab_size, minimum=2 * self.set_size, bound="2·set_size")
+        check_sample_fits(self, ("vocab_size", "set_size"), 2 * self.set_size + 1, self.input_size)
 
     @property
     def input_size(self) -> int:
@@ -127,6 +129,7 @@ class FlipFlopTask(Task):
         check_int("channels", self.channels, minimum=1)
         check_int("length", self.length, minimum=1)
         check_float("p_write", self.p_write, minimum=0.0, maximum=1.0, open_min=True)
+        check_sample_fits(self, ("channels", "length"), self.length, self.input_size, labels=self.channels)
 
     @property
     def input_size(self) -> int:

@@ -13,6 +13,7 @@ import random
 
 import numpy as np
 
+from ..validate import check_fits_in_memory
 from .base import DatasetTask, Head, check_choice, check_float, check_int
 
 __all__ = ["MNIST1DTask"]
@@ -62,6 +63,8 @@ class MNIST1DTask(DatasetTask):
 
     def _check(self) -> None:
         check_int("num_samples", self.num_samples, minimum=20)
+        # the generator's float64 sequences and our float32 copy, 40 values each
+        check_fits_in_memory("num_samples", self.num_samples, self.num_samples * 40 * 12, "data set")
         check_float("train_split", self.train_split, minimum=0.0, maximum=1.0, open_min=True)
         total = self.num_samples // 10 * 10  # the generator makes num_samples // 10 per class
         if not 0 < int(total * self.train_split) < total:

@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from .base import Batch, Head, Task, check_int, last_step_mask
+from .base import Batch, Head, Task, check_int, check_sample_fits, last_step_mask
 
 __all__ = ["NParityTask", "NDMSTask"]
 
@@ -36,6 +36,7 @@ class _BitStreamTask(Task):
             check_int("n", n, minimum=self.min_n)
         if self.n_max is not None:
             check_int("n_max", self.n_max, minimum=max(self.ns), bound="max(n)")
+        check_sample_fits(self, ("n",) if self.n_max is None else ("n_max",), self.length_range[1] - 1, 1)
 
     @property
     def ns(self) -> tuple[int, ...]:

@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from .base import Batch, Head, Task, check_int, one_hot
+from .base import Batch, Head, Task, check_int, check_sample_fits, one_hot
 
 __all__ = ["CopyTask", "SelectiveCopyTask", "MQARTask", "PasskeyTask"]
 
@@ -46,6 +46,7 @@ class CopyTask(Task):
         check_int("vocab_size", self.vocab_size, minimum=2)
         check_int("length", self.length, minimum=1)
         check_int("delay", self.delay, minimum=0)
+        check_sample_fits(self, ("vocab_size", "length", "delay"), 2 * self.length + self.delay, self.input_size)
 
     @property
     def input_size(self) -> int:
@@ -85,6 +86,7 @@ class SelectiveCopyTask(Task):
         check_int("vocab_size", self.vocab_size, minimum=2)
         check_int("length", self.length, minimum=1)
         check_int("seq_len", self.seq_len, minimum=self.length, bound="length")
+        check_sample_fits(self, ("vocab_size", "length", "seq_len"), self.seq_len + self.length, self.input_size)
 
     @property
     def input_size(self) -> int:
@@ -135,6 +137,8 @@ class MQARTask(Task):
         check_int("num_pairs", self.num_pairs, minimum=1, maximum=self.num_keys, bound="num_keys")
         check_int("num_queries", self.num_queries, minimum=1, maximum=self.num_pairs, bound="num_pairs")
         check_int("gap", self.gap, minimum=0)
+        check_sample_fits(self, ("num_keys", "num_values", "num_pairs", "num_queries", "gap"),
+                          2 * self.num_pairs + self.gap + self.num_queries, self.input_size)
 
     @property
     def input_size(self) -> int:
@@ -181,6 +185,8 @@ class PasskeyTask(Task):
         check_int("length", self.length, minimum=self.key_length, bound="key_length")
         check_int("num_digits", self.num_digits, minimum=2)
         check_int("filler_vocab", self.filler_vocab, minimum=1)
+        check_sample_fits(self, ("length", "key_length", "num_digits", "filler_vocab"),
+                          self.length + self.key_length, self.input_size)
 
     @property
     def input_size(self) -> int:

@@ -1,4 +1,4 @@
-"""State tracking: running products in the symmetric groups S_k (S3, S5) and
+"""State tracking: running products in the symmetric groups S_k (S2 … S7) and
 running sums in the cyclic group Z_n.
 
 Inputs are one-hot group elements (B, T, |G|); labels are per step, int (B, T):
@@ -12,9 +12,11 @@ import itertools
 
 import numpy as np
 
-from .base import Batch, Head, Task, check_int, one_hot
+from .base import Batch, Head, Task, check_int, check_sample_fits, one_hot
 
-__all__ = ["PermutationTask", "ZnTask", "permutation_elements", "composition_table"]
+__all__ = ["PermutationTask", "ZnTask", "permutation_elements", "composition_table", "DEGREES"]
+
+DEGREES = range(2, 8)  # S_7 has 5040 elements: its composition table is 194 MiB
 
 
 @functools.lru_cache(maxsize=None)
@@ -23,7 +25,7 @@ def permutation_elements(degree: int) -> np.ndarray:
 
     Element index i is row i; index 0 is the identity.
     """
-    check_int("degree", degree, minimum=2, maximum=7)
+    check_int("degree", degree, minimum=DEGREES.start, maximum=DEGREES.stop - 1)
     table = np.array(list(itertools.permutations(range(degree))), dtype=np.int64)
     table.setflags(write=False)
     return table
@@ -37,17 +39,21 @@ def composition_table(degree: int) -> np.ndarray:
     """
     perms = permutation_elements(degree)
     n = len(perms)
-    composed = perms[np.arange(n)[:, None, None], perms[None, :, :]]  # [a, b, i] = a[b[i]]
     place = degree ** np.arange(degree - 1, -1, -1)
-    # lexicographic order = increasing base-`degree` code, so a sorted search finds the index
-    table = np.searchsorted(perms @ place, composed @ place).astype(np.int64)
+    codes = perms @ place
+    table = np.empty((n, n), dtype=np.int64)
+    for start in range(0, n, 256):  # in row blocks: all of S_7's [a, b, i] at once would take 1.4 GB
+        a = np.arange(start, min(start + 256, n))
+        composed = perms[a[:, None, None], perms[None, :, :]]  # [a, b, i] = a[b[i]]
+        # lexicographic order = increasing base-`degree` code, so a sorted search finds the index
+        table[a] = np.searchsorted(codes, composed @ place)
     table.setflags(write=False)
     return table
 
 
 @dataclasses.dataclass(frozen=True)
 class PermutationTask(Task):
-    """Composition of permutations in S_degree (``s3``: degree 3, ``s5``: degree 5).
+    """Composition of permutations in S_degree (``s2`` … ``s7``: degree 2 … 7).
 
     Each step gives a uniformly random permutation g_t (one-hot of its index in
     ``permutation_elements(degree)``); the label at step t is the index of
@@ -59,11 +65,12 @@ class PermutationTask(Task):
     seed: int = 0
 
     def _check(self) -> None:
-        check_int("degree", self.degree, minimum=2, maximum=7)
+        check_int("degree", self.degree, minimum=DEGREES.start, maximum=DEGREES.stop - 1)
         check_int("length", self.length, minimum=1)
+        check_sample_fits(self, ("length",), self.length, self.group_order)
 
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # registered for every degree, so config(task) round-trips through make
         return f"s{self.degree}"
 
     @property
@@ -104,6 +111,7 @@ class ZnTask(Task):
     def _check(self) -> None:
         check_int("n", self.n, minimum=2)
         check_int("length", self.length, minimum=1)
+        check_sample_fits(self, ("n", "length"), self.length, self.n)
 
     @property
     def input_size(self) -> int:

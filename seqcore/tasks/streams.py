@@ -81,6 +81,10 @@ def _check_dataset(x_train, y_train, x_test, y_test) -> tuple[np.ndarray, ...]:
                          f"expected {x_train.shape[1:]} like x_train")
     if y_train.min() < 0 or (y_test.size and y_test.min() < 0):
         raise ValueError("y_train/y_test: got a negative label, expected class labels >= 0")
+    # class ids index tables and heads of max + 1 entries (split's label lookup, scole's class counts)
+    name, labels = max((("y_train", y_train), ("y_test", y_test)), key=lambda p: p[1].max(initial=0))
+    top = int(labels.max())
+    check_fits_in_memory(name, f"a label {top}", (top + 1) * 8, f"per-class tables ({top + 1} class ids)")
     for name, x in (("x_train", x_train), ("x_test", x_test)):
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise ValueError(f"{name}: got NaN or inf inputs, expected finite values")
@@ -94,6 +98,18 @@ def _check_test_classes(y_train: np.ndarray, y_test: np.ndarray) -> np.ndarray:
     if unknown.size:
         raise ValueError(f"y_test: got classes {unknown.tolist()} absent from y_train")
     return classes
+
+
+def _check_count(name: str, value: Any, low: int, bytes_each: int, what: str) -> int:
+    """An int >= ``low`` whose ``value`` items of ``bytes_each`` bytes (``what``) could fit in memory:
+    more would end in a MemoryError, or hours of building first, instead of an error naming ``name``."""
+    value = _check_int(name, value, low)
+    check_fits_in_memory(name, value, value * bytes_each, what)
+    return value
+
+
+# a stream's position: its task id and head (tuple entries, an int object), the experience's recipe
+_POSITION_BYTES = 100
 
 
 # ---------------------------------------------------------------- experience and stream
@@ -243,12 +259,11 @@ def permuted_stream(x_train, y_train, x_test, y_test, n_experiences: int, seed: 
     ``info["permutation"]`` holds each experience's (D,) permutation.
     """
     x_train, y_train, x_test, y_test = _check_dataset(x_train, y_train, x_test, y_test)
-    n_experiences = _check_int("n_experiences", n_experiences, 1)
+    n_features = int(np.prod(x_train.shape[1:]))
+    n_experiences = _check_count("n_experiences", n_experiences, 1, n_features * 8, "permutations")
     first_identity = check_bool("first_identity", first_identity)
     multi_head = check_bool("multi_head", multi_head)
     rng = np.random.default_rng(_check_int("seed", seed, 0))
-    n_features = int(np.prod(x_train.shape[1:]))
-    check_fits_in_memory("n_experiences", n_experiences, n_experiences * n_features * 8, "permutations")
     permutations = [np.arange(n_features) if (i == 0 and first_identity) else rng.permutation(n_features)
                     for i in range(n_experiences)]
     classes = tuple(np.union1d(y_train, y_test).tolist())
@@ -332,6 +347,19 @@ def split_stream(x_train, y_train, x_test, y_test, *, n_experiences: int | None 
 
 # ---------------------------------------------------------------- blurry boundaries
 
+def _classes_of(exp: Experience, labels: np.ndarray) -> set[int]:
+    """The original class ids of ``labels``, training labels drawn from ``exp``."""
+    if labels.size == 0:
+        return set()
+    present = set(np.unique(labels).tolist())
+    label_map = exp.info.get("label_map")
+    if isinstance(label_map, Mapping):  # labels renumbered within the experience (split, domain or task)
+        return {int(c) for c, label in label_map.items() if label in present}
+    if np.issubdtype(labels.dtype, np.integer) and present <= set(exp.classes):  # labels are the class ids
+        return present
+    return set(exp.classes)  # labels of an unknown numbering: all the experience says it holds
+
+
 def blurry(stream: Stream, overlap: float, seed: int) -> Stream:
     """Blurry task boundaries: part of each experience's training data comes from its neighbours.
 
@@ -341,8 +369,9 @@ def blurry(stream: Stream, overlap: float, seed: int) -> Stream:
     or all from the only neighbour at either end; the result is shuffled, so each
     experience keeps its size N_i. Evaluation data is unchanged;
     ``info["source_experience"]`` gives, per training sample, the experience it came
-    from. Needs array training data and a single label space (scenario "class" or
-    "domain"); overlap in [0, 1).
+    from, and ``classes`` the original ids of the classes the training samples have
+    (a neighbour adds those of the samples it gives, not all of its own). Needs array
+    training data and a single label space (scenario "class" or "domain"); overlap in [0, 1).
     """
     stream = _check_stream(stream)
     overlap = _check_real("overlap", overlap, 0.0, 1.0, high_open=True)
@@ -374,8 +403,7 @@ def blurry(stream: Stream, overlap: float, seed: int) -> Stream:
             xs.append(exp.train[0][index])
             ys.append(exp.train[1][index])
             origin.append(np.full(count, j))
-            if count:
-                classes.update(exp.classes)
+            classes.update(_classes_of(exp, ys[-1]))
         order = rng.permutation(own.n_train)
         info = dict(own.info, source_experience=np.concatenate(origin)[order])
         train = (np.concatenate(xs)[order], np.concatenate(ys)[order])
@@ -397,8 +425,8 @@ def power_law_steps(n_tasks: int, exponent: float, budget: int, seed: int) -> li
     distinct tasks are rehearsed per step, in the order first drawn. ``exponent = 0``
     gives uniform rehearsal.
     """
-    n_tasks = _check_int("n_tasks", n_tasks, 1)
-    budget = _check_int("budget", budget, 0)
+    n_tasks = _check_count("n_tasks", n_tasks, 1, _POSITION_BYTES, "steps")
+    budget = _check_count("budget", budget, 0, 16, "draws of one step")  # a uniform float64 and an index each
     exponent = _check_real("exponent", exponent, 0.0)
     rng = np.random.default_rng(_check_int("seed", seed, 0))
     last_seen = np.zeros(n_tasks, dtype=np.int64)
@@ -408,7 +436,8 @@ def power_law_steps(n_tasks: int, exponent: float, budget: int, seed: int) -> li
         if t > 0 and budget > 0:
             weights = (t - last_seen[:t]).astype(np.float64) ** (-float(exponent))
             draws = rng.choice(t, size=budget, p=weights / weights.sum())
-            rehearsed = list(dict.fromkeys(int(j) for j in draws))
+            drawn, first = np.unique(draws, return_index=True)  # not a Python loop over `budget` draws
+            rehearsed = drawn[np.argsort(first)].tolist()  # in the order first drawn
         last_seen[t] = t
         last_seen[rehearsed] = t
         steps.append((t, *rehearsed))
@@ -459,8 +488,10 @@ def scole_stream(x_train, y_train, x_test, y_test, n_experiences: int, classes_p
     """
     x_train, y_train, x_test, y_test = _check_dataset(x_train, y_train, x_test, y_test)
     classes = _check_test_classes(y_train, y_test)
-    n_experiences = _check_int("n_experiences", n_experiences, 1)
     per = _check_int("classes_per_experience", classes_per_experience, 1, classes.size)
+    # each experience's drawn classes: an array (about 100 bytes) of `per` int64
+    n_experiences = _check_count("n_experiences", n_experiences, 1, _POSITION_BYTES + 100 + 8 * per,
+                                 f"drawn classes ({per} per experience)")
     if class_distribution not in ("uniform", "zipf"):
         raise ValueError(f"class_distribution: got {class_distribution!r}, expected 'uniform' or 'zipf'")
     exponent = _check_real("exponent", exponent, 0.0)
@@ -565,7 +596,7 @@ def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, 
     eval_size = _check_int("eval_size", eval_size, 1)
     if length is not None:
         length = _check_int("length", length, 1)
-    experiences = []
+    experiences, held = [], 0
     for i, n in enumerate(ns):
         task = task_factory(n)
         if not callable(getattr(task, "sample", None)):
@@ -576,6 +607,11 @@ def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, 
         elif length is not None:
             raise ValueError(f"length: got {length}, expected None for task_factory({n}), which is not a "
                              "seqcore sequence task with a last-step mask")
+        # one sample, from a generator of its own, tells the size of the evaluation set to come
+        probe = task.sample(np.random.default_rng([seed, i, 1]), 1)
+        if isinstance(probe, (tuple, list)):  # else the check of the evaluation batch below says what is wrong
+            held += eval_size * sum(np.asarray(a).nbytes for a in probe)
+            check_fits_in_memory("eval_size", eval_size, held, f"evaluation sets (experiences 0..{i})")
         batch = task.sample(np.random.default_rng([seed, i]), eval_size)
         batch = tuple(batch) if isinstance(batch, list) else batch
         x, y = _check_pair(f"task_factory({n}).sample", batch, integer_labels=False)
