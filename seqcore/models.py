@@ -48,9 +48,9 @@ def _as_head(h) -> HeadSpec:
     check_choice("heads[].loss", spec.loss, LOSS_KINDS)
     tol = spec.tolerance
     if tol is not None and (spec.loss != "regression" or isinstance(tol, bool) or not isinstance(tol, numbers.Real)
-                            or not tol > 0):
+                            or not 0 < tol < float("inf")):
         raise ValueError(f"heads[].tolerance: got {spec.tolerance!r} for a {spec.loss!r} head, "
-                         "expected None, or a positive number for a regression head")
+                         "expected None, or a finite positive number for a regression head")
     return spec
 
 
@@ -58,6 +58,15 @@ def _to_backend(x, like):
     """Move a NumPy array to the backend of ``like`` (labels and masks come from tasks as NumPy)."""
     be = backends.get(backends.backend_of(stop_gradient(like)))
     return be.asarray(x)
+
+
+def _mask_like(mask, like):
+    """A batch's mask on the backend of ``like``; ``None`` (every step, weight 1) stays ``None``."""
+    return None if mask is None else _to_backend(mask, like)
+
+
+def _as_array(v):
+    return np.asarray(v) if isinstance(v, (list, tuple)) else v
 
 
 @dataclass(frozen=True)
@@ -164,6 +173,10 @@ class SequenceModel:
         """``x: (B, T, input_size)`` (or tokens ``(B, T)``) → hidden outputs ``(B, T, output_size)``."""
         self._check_params(params)
         if self.vocab_size is not None:
+            shape = tuple(np.shape(stop_gradient(x))) if hasattr(x, "shape") else None
+            if shape is None or len(shape) != 2:  # the tokens themselves, before embedding adds a feature axis
+                raise ValueError(f"x: got {'shape ' + str(shape) if shape is not None else type(x).__name__}, "
+                                 f"expected integer tokens (B, T) (vocab_size={self.vocab_size})")
             x = nn.Embedding(self.vocab_size, self.input_size).apply(params["embedding"], x)
         if self.feedback is not None and self.feedback != 1:
             return self._closed_loop_features(params, x, mode)
@@ -177,6 +190,7 @@ class SequenceModel:
             raise ValueError(f"mode: got {mode!r} with feedback={self.feedback}, expected 'sequential' "
                              "(a closed loop needs each forecast before the next step)")
         rnn, a = self.rnn, float(self.feedback)
+        rnn.layers[0].check_input(x)  # the whole sequence, not the one-step slices the loop feeds
         p = self._head_params(params, self.heads[0], rnn.output_size)
         state, outs, forecast = None, [], None
         for t in range(x.shape[1]):
@@ -194,9 +208,12 @@ class SequenceModel:
         if isinstance(heads, str) or not isinstance(heads, (tuple, list)):
             raise TypeError(f"heads: got {heads!r}, expected None or a list of head names")
         by_name = {h.name: h for h in self.heads}
-        missing = [n for n in heads if n not in by_name]
+        missing = [n for n in heads if not isinstance(n, str) or n not in by_name]
         if missing:
             raise ValueError(f"heads: got {missing}, expected names among {list(by_name)}")
+        if not heads or len(set(heads)) != len(heads):
+            raise ValueError(f"heads: got {list(heads)}, expected one or more distinct names (each head's labels "
+                             "are one column of y)")
         return tuple(by_name[n] for n in heads)
 
     def outputs(self, params: dict, x, mask=None, mode: str = "sequential", heads=None) -> dict:
@@ -251,7 +268,9 @@ class SequenceModel:
             raise TypeError(f"batch: got {type(batch).__name__}"
                             f"{' of length ' + str(len(batch)) if isinstance(batch, (tuple, list)) else ''}, "
                             "expected (x, y, mask)")
-        return batch
+        x, y, mask = batch
+        # nested lists of labels or weights as arrays, so that every method reads them alike
+        return x, _as_array(y), _as_array(mask)
 
     def _losses_from(self, outs, batch, active) -> dict:
         _, y, mask = self._unpack(batch)
@@ -262,9 +281,9 @@ class SequenceModel:
             if h.loss == "last":
                 res[h.name] = nn.cross_entropy(o, t)
             elif h.loss == "per_step":
-                res[h.name] = nn.cross_entropy(o, t, _to_backend(mask, o))
+                res[h.name] = nn.cross_entropy(o, t, _mask_like(mask, o))
             else:
-                res[h.name] = nn.mse(o, t, _to_backend(mask, o))
+                res[h.name] = nn.mse(o, t, _mask_like(mask, o))
         return res
 
     def losses(self, params: dict, batch, mode: str = "sequential", heads=None) -> dict:
@@ -340,6 +359,8 @@ class SequenceModel:
         x, y, mask = self._unpack(batch)
         outs = self.outputs(params, x, mask, mode, heads=[h.name for h in active])
         total = np.zeros(x.shape[0])
+        if mask is not None:  # the checks loss and evaluate make: (B, T), finite weights >= 0
+            mask = nn._check_mask(np.asarray(stop_gradient(mask)), tuple(x.shape[:2]))
         w = np.ones(x.shape[:2]) if mask is None else np.asarray(mask, dtype=np.float64)
         w_total = w.sum(-1)
         w_total = np.where(w_total > 0, w_total, 1.0)  # fractional weights are a weighted mean, not shrunk

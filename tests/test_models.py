@@ -188,3 +188,29 @@ def test_feedback_needs_one_forecasting_head_and_the_sequential_mode():
     model = SequenceModel("gru", 3, 4, (HeadSpec("next", 3, "regression"),), feedback=0.5)
     with pytest.raises(ValueError, match="mode: got 'parallel' with feedback=0.5, expected 'sequential'"):
         model.outputs(model.init(np.random.default_rng(0)), np.zeros((1, 4, 3), np.float32), mode="parallel")
+
+
+def test_heads_masks_and_inputs_are_checked_alike_by_every_method():
+    rng = np.random.default_rng(0)
+    two = SequenceModel("gru", 2, 4, (HeadSpec("a", 3, "per_step"), HeadSpec("b", 3, "per_step")))
+    params = two.init(rng, np.float64)
+    x, y, mask = rng.normal(size=(2, 3, 2)), rng.integers(0, 3, (2, 3, 2)), np.ones((2, 3))
+    for heads in ([], ["a", "a"]):  # nothing to sum, or one head counted twice against two columns
+        for method in (two.loss, two.evaluate, two.example_losses):
+            with pytest.raises(ValueError, match="heads: got .*expected one or more distinct names"):
+                method(params, (x, y, mask), heads=heads)
+    # no mask: every step weighs 1, for per-step heads as for last-step ones
+    assert two.loss(params, (x, y, None)) == pytest.approx(float(two.loss(params, (x, y, mask))), rel=1e-15)
+    assert two.evaluate(params, (x, y.tolist(), mask.tolist())) == two.evaluate(params, (x, y, mask))
+    bad = mask.copy()
+    bad[0, 0] = -1.0
+    with pytest.raises(ValueError, match="mask: got values in"):
+        two.example_losses(params, (x, y, bad))  # as loss and evaluate refuse it
+    with pytest.raises(ValueError, match="tolerance: got inf"):
+        SequenceModel("gru", 2, 4, (("r", 1, "regression", float("inf")),))
+    closed = SequenceModel("gru", 3, 4, (HeadSpec("n", 3, "regression"),), feedback=0.5)
+    with pytest.raises(ValueError, match=r"x: got shape \(2, 4, 2\), expected \(B, T, 3\)"):
+        closed.outputs(closed.init(rng), np.zeros((2, 4, 2), np.float32))  # the input, not a one-step slice
+    tokens = SequenceModel("gru", 3, 4, (HeadSpec("c", 2, "last"),), vocab_size=5)
+    with pytest.raises(ValueError, match=r"x: got shape \(1, 3, 1\), expected integer tokens \(B, T\)"):
+        tokens.outputs(tokens.init(rng), np.zeros((1, 3, 1), np.int64))
