@@ -14,7 +14,7 @@ from . import ops
 from .backends.numpy import losses as _losses
 from .autodiff import stop_gradient
 from .validate import (check_array, check_bool, check_param_dtype, check_params, check_positive_int, check_rng,
-                       check_shape, dtype_kind, is_array)
+                       check_shape, dtype_kind, is_array, is_real_number)
 
 __all__ = ["Linear", "Embedding", "cross_entropy", "mse", "accuracy", "tolerance_accuracy", "tanh", "sigmoid", "relu",
            "leaky_relu", "softplus"]
@@ -151,16 +151,21 @@ def _as_numpy(*values):
 
 
 def _masked_fraction(correct: np.ndarray, mask) -> float:
-    """Mean of ``correct`` over the positions weighted by ``mask`` (all positions when None)."""
-    w = np.ones(correct.shape) if mask is None else mask.astype(float)
-    return float((correct * w).sum() / max(w.sum(), 1e-12))
+    """Mean of ``correct`` weighted by ``mask`` (all positions when None): ``Σ w·c / Σ w``, 0.0
+    for an all-zero mask (or no positions)."""
+    w = np.ones(correct.shape) if mask is None else mask.astype(np.float64)
+    top = float(w.max()) if w.size else 0.0
+    if top == 0:
+        return 0.0
+    w = w / top  # scale-free: tiny weights (1e-13) or huge ones (1e308) neither vanish nor overflow in the sums
+    return float((correct * w).sum() / w.sum())
 
 
 def tolerance_accuracy(pred, target, tolerance: float, mask=None) -> float:
-    """Fraction of masked positions where every feature of ``pred`` is within ``tolerance`` of
-    ``target`` (``pred, target: (..., F)``, ``mask: (...)``); a plain number, not differentiable."""
-    if (isinstance(tolerance, (bool, np.bool_)) or not isinstance(tolerance, (int, float, np.integer, np.floating))
-            or not 0 < tolerance < np.inf):
+    """Fraction of positions where every feature of ``pred`` is within ``tolerance`` of
+    ``target`` (``pred, target: (..., F)``), positions weighted by ``mask: (...)`` as in
+    :func:`accuracy`; a plain number, not differentiable. A non-finite ``pred`` is wrong."""
+    if not is_real_number(tolerance) or not 0 < tolerance < np.inf:
         raise ValueError(f"tolerance: got {tolerance!r}, expected a finite positive number")
     check_array("pred", pred)
     check_array("target", target)
@@ -175,11 +180,15 @@ def tolerance_accuracy(pred, target, tolerance: float, mask=None) -> float:
 
 
 def accuracy(logits, labels, mask=None) -> float:
-    """Fraction of masked positions whose arg-max matches the label (a plain number, not differentiable).
+    """Fraction of positions whose arg-max matches the label (a plain number, not differentiable).
 
-    ``logits: (..., C)``, integer ``labels: (...)`` in ``[0, C)``, ``mask: (...)`` or ``None``.
+    ``logits: (..., C)``, integer ``labels: (...)`` in ``[0, C)``, ``mask: (...)`` finite
+    weights ≥ 0 or ``None``: the weighted mean ``Σ w·correct / Σ w``, 0.0 for an all-zero
+    mask. A position with a non-finite logit (nan, ±inf) counts as wrong.
     """
     labels = _check_logits_and_labels(logits, labels)
     _check_mask(mask, tuple(labels.shape))
     z, lab, m = _as_numpy(logits, labels, mask)
-    return _masked_fraction(z.argmax(axis=-1) == lab, m)
+    # argmax of an all-nan row is 0: without the finiteness test a diverged model scores on label 0
+    correct = (z.argmax(axis=-1) == lab) & np.isfinite(z).all(axis=-1)
+    return _masked_fraction(correct, m)

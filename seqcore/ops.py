@@ -1,69 +1,150 @@
 """Differentiable array operations (each a primitive with a reference VJP).
 
-They accept arrays of any backend, Python scalars, and values traced by
+They accept arrays of any backend, Python and NumPy scalars, and values traced by
 :func:`seqcore.vjp`; the operators of traced values (``+``, ``*``, ``@``, indexing…)
-call these.
+call these.  A Python list or tuple is refused (``TypeError`` naming the operand): the
+operation would act on the sequence (``[1., 2.] * 3`` repeats it) before any array saw it;
+convert it with the backend's ``asarray`` first.
 """
 from __future__ import annotations
 
+import numbers
+
+from . import backends as _backends
+from .autodiff import stop_gradient
 from .backends.numpy import ops as _ref
-from .validate import check_array, check_same_backend, check_shape
+from .validate import check_array, check_same_backend, check_shape, is_array, is_real_number
 
 __all__ = ["add", "sub", "mul", "div", "neg", "power", "tanh", "sigmoid", "relu", "leaky_relu", "exp",
            "log", "softplus", "clip", "square", "sum", "mean", "reshape", "swapaxes", "getitem",
            "concatenate", "stack", "where", "matmul", "linear"]
 
-add, sub, mul, div, neg = _ref.add, _ref.sub, _ref.mul, _ref.div, _ref.neg
-tanh, sigmoid, relu, exp, log, softplus, square = (
-    _ref.tanh, _ref.sigmoid, _ref.relu, _ref.exp, _ref.log, _ref.softplus, _ref.square)
-matmul, where = _ref.matmul, _ref.where
+
+def _operand(name: str, x, scalar: bool = True):
+    """``x`` is an array of any backend (traced or not), or a number when ``scalar``."""
+    if is_array(x) or (scalar and isinstance(x, numbers.Number)):
+        return
+    what = "an array or a number" if scalar else "an array"
+    raise TypeError(f"{name}: got {type(x).__name__} {x!r:.40}, expected {what} (convert a list or tuple "
+                    "with the backend's asarray)")
+
+
+def _binary(prim, doc: str):
+    def op(a, b):
+        _operand("a", a), _operand("b", b)
+        return prim(a, b)
+    op.__name__ = op.__qualname__ = prim.name
+    op.__doc__ = doc
+    return op
+
+
+add = _binary(_ref.add, "``a + b`` with NumPy broadcasting.")
+sub = _binary(_ref.sub, "``a - b`` with NumPy broadcasting.")
+mul = _binary(_ref.mul, "``a * b`` elementwise, with NumPy broadcasting.")
+div = _binary(_ref.div, "``a / b`` elementwise, with NumPy broadcasting.")
+
+
+def matmul(a, b):
+    """``a @ b`` as NumPy's matmul (1-D operands included)."""
+    _operand("a", a, scalar=False), _operand("b", b, scalar=False)
+    return _ref.matmul(a, b)
+
+
+def where(cond, a, b):
+    """``a`` where ``cond``, else ``b``, elementwise (``cond`` carries no gradient)."""
+    _operand("cond", cond), _operand("a", a), _operand("b", b)
+    return _ref.where(cond, a, b)
+
+
+def _unary(prim):
+    def op(x):
+        _operand("x", x)
+        return prim(x)
+    op.__name__ = op.__qualname__ = prim.name
+    op.__doc__ = f"{prim.doc}."
+    return op
+
+
+neg, tanh, sigmoid, relu, exp, log, softplus, square = (
+    _unary(p) for p in (_ref.neg, _ref.tanh, _ref.sigmoid, _ref.relu, _ref.exp, _ref.log, _ref.softplus,
+                        _ref.square))
 
 
 def swapaxes(x, axis1: int, axis2: int):
     """Swap two axes (the axes are static arguments of the primitive)."""
+    _operand("x", x, scalar=False)
     return _ref.swapaxes(x, a1=axis1, a2=axis2)
 
 
 def power(x, p):
-    """``x ** p`` for a Python number ``p``."""
-    if not isinstance(p, (int, float)):
-        raise TypeError(f"p: got {type(p).__name__}, expected a Python int or float")
+    """``x ** p`` for a real number ``p`` (Python or NumPy, not a bool)."""
+    _operand("x", x)
+    if not is_real_number(p):
+        raise TypeError(f"p: got {type(p).__name__} {p!r:.40}, expected a real number (int or float)")
+    p = int(p) if isinstance(p, numbers.Integral) else float(p)  # np.float64(2) would promote float32 x
+    if p == 0 and is_array(x):
+        # the constant 1, gradient 0: the reference VJP's 0 · x ** -1 is nan at x = 0
+        raw = stop_gradient(x)
+        ones = _backends.get(_backends.backend_of(raw)).xp.ones_like(raw)
+        return _ref.where(ones > 0, ones, x)
     return _ref.power(x, p)
 
 
 def leaky_relu(x, negative_slope: float = 0.01):
-    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
+    """``x`` where ``x > 0``, else ``negative_slope · x``."""
+    _operand("x", x)
+    if not is_real_number(negative_slope):
         raise TypeError(f"negative_slope: got {type(negative_slope).__name__} {negative_slope!r}, expected a number")
     return _ref.leaky_relu(x, slope=float(negative_slope))
 
 
 def clip(x, lo=None, hi=None):
     """Clamp to ``[lo, hi]``; the gradient is zero where the value was clamped."""
+    _operand("x", x)
     return _ref.clip(x, lo=lo, hi=hi)
 
 
 def sum(x, axis=None, keepdims: bool = False):  # noqa: A001 - mirrors the array API name
+    """Sum over ``axis`` (``None``: every axis)."""
+    _operand("x", x, scalar=False)
     return _ref.sum_(x, axis=axis, keepdims=keepdims)
 
 
 def mean(x, axis=None, keepdims: bool = False):
+    """Mean over ``axis`` (``None``: every axis)."""
+    _operand("x", x, scalar=False)
     return _ref.mean(x, axis=axis, keepdims=keepdims)
 
 
 def reshape(x, shape):
+    """``x`` in a new shape."""
+    _operand("x", x, scalar=False)
     return _ref.reshape(x, shape=tuple(shape))
 
 
 def getitem(x, index):
+    """``x[index]``: basic and integer-array indexing (the gradient scatters back)."""
+    _operand("x", x, scalar=False)
     return _ref.getitem(x, index=index)
 
 
+def _sequence(xs):
+    if is_array(xs) or isinstance(xs, (str, bytes, dict)) or not hasattr(xs, "__iter__"):
+        raise TypeError(f"xs: got {type(xs).__name__}, expected a list or tuple of arrays")
+    xs = tuple(xs)
+    for i, x in enumerate(xs):
+        _operand(f"xs[{i}]", x)
+    return xs
+
+
 def concatenate(xs, axis: int = 0):
-    return _ref.concatenate(*xs, axis=axis)
+    """The arrays of ``xs`` joined along an existing axis."""
+    return _ref.concatenate(*_sequence(xs), axis=axis)
 
 
 def stack(xs, axis: int = 0):
-    return _ref.stack(*xs, axis=axis)
+    """The arrays of ``xs`` stacked along a new axis."""
+    return _ref.stack(*_sequence(xs), axis=axis)
 
 
 def linear(x, weight, bias=None):

@@ -105,17 +105,60 @@ def _zeros_like(x):
 
 # ----------------------------------------------------------------------------- basics
 
+class _DtypeMismatch(Exception):
+    """An update leaf unlike its parameter; :func:`apply_updates` then finds and names its path."""
+
+
+def _fits_dtype(p, u) -> bool:
+    """``u`` is an array of ``p``'s library and dtype (``p`` an array), or ``p`` is no array.
+
+    ``p + u`` would promote: float32 params would silently become float64 for good."""
+    if not (hasattr(p, "shape") and hasattr(p, "dtype")):
+        return True
+    return hasattr(u, "shape") and hasattr(u, "dtype") and _library(u) == _library(p) and u.dtype == p.dtype
+
+
+def _dtype_error(params, updates, path: str = "") -> TypeError | None:
+    """The error naming the first update leaf unlike its parameter, walking both trees in
+    :func:`tree_map`'s order (an update that is a nested list is a leaf here, not a subtree)."""
+    if isinstance(params, dict) and isinstance(updates, dict):
+        pairs = [(f"{path}{k}/", v, updates.get(k)) for k, v in params.items()]
+    elif isinstance(params, (list, tuple)) and isinstance(updates, (list, tuple)):
+        pairs = [(f"{path}{i}/", v, u) for i, (v, u) in enumerate(zip(params, updates))]
+    else:
+        if params is None or updates is None or _fits_dtype(params, updates):
+            return None
+        p, u, where = params, updates, f"updates[{path[:-1]!r}]"
+        if not (hasattr(u, "shape") and hasattr(u, "dtype")):
+            return TypeError(f"{where}: got {type(u).__name__} {u!r:.40}, expected an array of dtype {p.dtype} "
+                             "like the parameter")
+        if _library(u) != _library(p):
+            return TypeError(f"{where}: got a {_library(u)} {type(u).__name__}, expected a {_library(p)} array "
+                             f"of dtype {p.dtype} like the parameter (one backend)")
+        return TypeError(f"{where}: got dtype {u.dtype}, expected {p.dtype} like the parameter")
+    for sub_path, v, u in pairs:
+        err = _dtype_error(v, u, sub_path)
+        if err is not None:
+            return err
+    return None
+
+
 def apply_updates(params, updates):
-    """``params + updates`` leaf by leaf (both trees of the same structure, leaves of the same shapes)."""
+    """``params + updates`` leaf by leaf: both trees of the same structure, each update an array of
+    its parameter's shape, array library and dtype (another dtype would promote the parameter)."""
     def add(p, u):
         if u is None:
             return p
         if tuple(np.shape(u)) != tuple(np.shape(p)):
             raise ValueError(f"updates: got a leaf of shape {tuple(np.shape(u))}, expected {tuple(np.shape(p))} "
                              "(the shape of its parameter)")
+        if not _fits_dtype(p, u):
+            raise _DtypeMismatch
         return p + u
     try:
         return tree_map(add, params, updates)
+    except _DtypeMismatch:
+        raise (_dtype_error(params, updates) or TypeError("updates: got a leaf unlike its parameter")) from None
     except ValueError as exc:
         if str(exc).startswith("tree structure mismatch"):  # say which argument does not fit
             raise ValueError(f"updates: {exc} (the structure of params)") from None

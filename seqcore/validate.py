@@ -189,3 +189,9 @@ def check_model_fits(name: str, hidden: int, build: Callable[[int], object], ite
     depth = f" in {layers} layers" if layers > 1 else ""
     check_fits_in_memory(name, hidden, count * itemsize * copies,
                          f"{count:.3g} parameters{depth} (with their gradients and optimizer state)")
+
+
+def is_real_number(value) -> bool:
+    """A real number, Python or NumPy (``np.float32(0.1)``, ``np.int64(2)``), but not a bool:
+    ``True`` where a number belongs is a mistake, not 1."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))

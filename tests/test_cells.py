@@ -437,3 +437,39 @@ def test_init_rejects_a_missing_rng_and_non_float_dtypes(name):
         cell.init(np.random.default_rng(0), "float16")
     params = cell.init(np.random.default_rng(0), "float64")
     assert {v.dtype for v in params.values()} == {np.dtype(np.float64)}
+
+
+def test_numpy_scalars_are_accepted_as_numbers_and_flags():
+    """``tau_init=np.int64(2)`` was 'expected a finite number >= 1'; ``log_space=np.True_`` a TypeError."""
+    for tau in (np.int64(2), np.float32(2.0)):
+        cell = cells.LeakyRNN(2, 3, tau_init=tau, slope=np.float32(0.25))
+        assert cell.tau_init == 2 and type(cell.tau_init) in (int, float)  # stored as a Python number
+        assert cell.slope == 0.25 and type(cell.slope) is float
+        assert cell.init(np.random.default_rng(0))["tau"].tolist() == [2.0] * 3
+    for cls in (cells.MinGRU, cells.MinLSTM):
+        assert cls(2, 3, log_space=np.True_).log_space is True
+        assert cls(2, 3, log_space=np.False_).log_space is False
+    with pytest.raises(ValueError, match="tau_init: got True"):  # bools are still not numbers
+        cells.LeakyRNN(2, 3, tau_init=True)
+    with pytest.raises(ValueError, match=r"slope: got np.False_"):
+        cells.LeakyRNN(2, 3, slope=np.False_)
+    with pytest.raises(ValueError, match=r"tau_init: got np.float32\(0.5\)"):
+        cells.LeakyRNN(2, 3, tau_init=np.float32(0.5))
+
+
+@pytest.mark.parametrize("cls", TWO_STATE)
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+def test_h0_and_c0_dtypes_are_checked_each_on_its_own(cls, mode):
+    """They were checked after packing, which promotes: a float64 cell took (h0 float32, c0 float64)
+    and a float32 cell blamed h0 for c0's float64."""
+    rng = np.random.default_rng(0)
+    cell = cls(3, 4)
+    f32, f64 = np.zeros((2, 4), np.float32), np.zeros((2, 4), np.float64)
+    for dtype, (h0, c0), bad, got in ((np.float64, (f32, f64), "h0", "float32"),
+                                      (np.float32, (f32, f64), "c0", "float64"),
+                                      (np.float32, (f64, f32), "h0", "float64")):
+        p, x = cell.init(rng, dtype), rng.normal(size=(2, 5, 3)).astype(dtype)
+        with pytest.raises(TypeError, match=rf"^{bad}: got dtype {got}, expected {np.dtype(dtype)} \(the dtype of x"):
+            cell.apply(p, x, (h0, c0), mode=mode)
+        same = np.zeros((2, 4), dtype)
+        assert cell.apply(p, x, (same, same), mode=mode)[0].dtype == dtype

@@ -502,3 +502,19 @@ def test_state_from_arrays_keeps_torch_template_dtype():
     with pytest.raises(ValueError, match=r"^arrays\['opt_state/0/nu/w'\]: got values up to 1e\+39 in magnitude, "
                                          r"beyond the range of float32"):
         optim.state_from_arrays(opt.init(params), arrays)
+
+
+def test_apply_updates_refuses_another_dtype_and_keeps_torch_leaves_working():
+    """An update of another dtype used to promote its parameter (float32 params became float64)."""
+    params = {"w": np.zeros(3, np.float32)}
+    for bad in (np.ones(3), np.ones(3, np.int64)):
+        with pytest.raises(TypeError, match=rf"^updates\['w'\]: got dtype {bad.dtype}, expected float32 like the"):
+            optim.apply_updates(params, {"w": bad})
+    torch = pytest.importorskip("torch", reason="torch leaves")
+    tp = {"w": torch.zeros(3)}
+    new = optim.apply_updates(tp, {"w": torch.ones(3)})
+    assert new["w"].dtype == torch.float32 and new["w"].tolist() == [1.0] * 3
+    with pytest.raises(TypeError, match=r"^updates\['w'\]: got dtype torch.float64, expected torch.float32 like"):
+        optim.apply_updates(tp, {"w": torch.ones(3, dtype=torch.float64)})
+    with pytest.raises(TypeError, match=r"^updates\['w'\]: got a numpy ndarray, expected a torch array"):
+        optim.apply_updates(tp, {"w": np.ones(3, np.float32)})

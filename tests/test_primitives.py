@@ -107,3 +107,18 @@ def test_every_primitive_documents_itself():
         assert prim.doc, name
         assert inspect.getdoc(prim) == f"{name}: {prim.doc}"
     assert "differentiable routine" in inspect.getdoc(primitives.Primitive)
+
+
+def test_power_zero_has_zero_gradient_everywhere():
+    """The reference VJP ``g · p · x ** (p − 1)`` is 0 · 0 ** −1 = nan at x = 0 when p = 0."""
+    x = np.array([0.0, 1.0, -2.0, np.inf])
+    for f in (lambda v: seqcore.ops.power(v, 0), lambda v: v ** 0):
+        out, pullback = seqcore.vjp(f, x)
+        np.testing.assert_array_equal(out, np.ones(4))
+        (g,) = pullback(np.ones(4))
+        np.testing.assert_array_equal(g, np.zeros(4))
+    out, pullback = seqcore.vjp(lambda v: seqcore.ops.power(v, 0), x.astype(np.float32))
+    assert out.dtype == np.float32 and pullback(np.ones(4, np.float32))[0].dtype == np.float32
+    # other exponents keep the reference's gradient (p = 2: 2x)
+    _, pullback = seqcore.vjp(lambda v: seqcore.ops.power(v, 2), x[:3])
+    np.testing.assert_array_equal(pullback(np.ones(3))[0], 2 * x[:3])

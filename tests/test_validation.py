@@ -501,3 +501,86 @@ def test_a_hidden_size_no_machine_holds_is_refused_before_allocating():
     with pytest.raises(ValueError, match=r"hidden: got 100000000, whose 4e\+16 parameters .* GiB, more than this "
                                          r"machine's"):  # was an out-of-memory kill or a MemoryError mid-build
         Run(TrainConfig(task="nparity", hidden=10**8, backend="numpy"))
+
+
+def test_accuracy_counts_non_finite_logits_as_wrong():
+    """argmax of an all-NaN row is 0, so a diverged model scored 0.75 on labels mostly 0."""
+    labels = np.array([0, 0, 1, 0])
+    assert nn.accuracy(np.full((4, 2), np.nan), labels) == 0.0
+    logits = np.array([[1.0, 0.0], [np.inf, 0.0], [0.0, 1.0], [1.0, -np.inf]])
+    assert nn.accuracy(logits, labels) == 0.5  # rows with ±inf are wrong too
+    assert nn.tolerance_accuracy(np.full((4, 1), np.nan), np.zeros((4, 1)), 0.5) == 0.0
+
+
+def test_accuracy_masks_are_weights_of_any_scale():
+    """The denominator was max(Σw, 1e-12): tiny weights gave 0.2 for an all-correct batch."""
+    logits, labels = np.array([[[2.0, 0.0], [0.0, 2.0]]]), np.array([[0, 1]])
+    for scale in (1e-13, 1e-300, 1.0, 1e300):
+        assert nn.accuracy(logits, labels, np.full((1, 2), scale)) == 1.0
+        assert nn.tolerance_accuracy(logits, logits, 0.1, np.full((1, 2), scale)) == 1.0
+    assert nn.accuracy(logits, np.array([[0, 0]]), np.array([[3e-13, 1e-13]])) == pytest.approx(0.75)  # weighted
+    assert nn.accuracy(logits, labels, np.zeros((1, 2))) == 0.0  # all-zero mask: 0.0, as documented
+    assert nn.accuracy(logits, labels, np.array([[True, False]])) == 1.0
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: ops.mul([1.0, 2.0], 3), "a"),           # was list repetition
+    (lambda: ops.add((1.0,), (2.0,)), "a"),          # was tuple concatenation
+    (lambda: ops.add(np.ones(2), [1.0, 2.0]), "b"),
+    (lambda: ops.sum([1.0, 2.0]), "x"),              # was an AttributeError
+    (lambda: ops.tanh([0.5]), "x"),
+    (lambda: ops.matmul(np.ones((2, 2)), [[1.0], [2.0]]), "b"),
+    (lambda: ops.stack([np.ones(2), [1.0, 2.0]]), r"xs\[1\]"),
+    (lambda: ops.where(np.ones(2) > 0, [1.0, 2.0], 0.0), "a"),
+])
+def test_ops_refuse_python_sequences_naming_the_operand(call, name):
+    with pytest.raises(TypeError, match=rf"^{name}: got (list|tuple) .*expected an array"):
+        call()
+
+
+def test_ops_still_take_numbers_arrays_and_traced_values():
+    x = np.array([1.0, 2.0])
+    np.testing.assert_array_equal(ops.mul(x, 3), [3.0, 6.0])
+    np.testing.assert_array_equal(ops.add(np.float32(1.0), x), [2.0, 3.0])
+    np.testing.assert_array_equal(ops.concatenate((x, x)), [1.0, 2.0, 1.0, 2.0])
+    out, pullback = seqcore.vjp(lambda v: ops.sum(2 * v + 1) * v[0], x)
+    np.testing.assert_allclose(pullback(np.float64(1.0))[0], [2 * 1 + 8, 2.0])
+    with pytest.raises(TypeError, match=r"^b: got list"):
+        seqcore.vjp(lambda v: v + [1.0, 2.0], x)
+
+
+def test_power_refuses_bools_and_takes_numpy_numbers():
+    x = np.array([1.0, 2.0], np.float32)
+    with pytest.raises(TypeError, match=r"^p: got bool True, expected a real number"):
+        ops.power(x, True)
+    with pytest.raises(TypeError, match=r"^p: got str '2', expected a real number"):
+        ops.power(x, "2")
+    y = ops.power(x, np.float64(2.0))  # a NumPy exponent is a number, not a float64 operand
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, [1.0, 4.0])
+
+
+def test_numpy_numbers_are_numbers_for_slopes_and_timescales():
+    """Each was refused as 'expected a number' (the checks listed int and float only)."""
+    x = np.array([-1.0, 2.0], np.float32)
+    np.testing.assert_allclose(ops.leaky_relu(x, np.float32(0.1)), [-0.1, 2.0])
+    assert ops.leaky_relu(x, np.float32(0.1)).dtype == np.float32
+    with pytest.raises(TypeError, match=r"^negative_slope: got bool True, expected a number"):
+        ops.leaky_relu(x, True)
+    with pytest.raises(TypeError, match=r"^negative_slope: got bool_? (np\.)?True_?, expected a number"):
+        ops.leaky_relu(x, np.True_)
+
+
+def test_apply_updates_refuses_updates_of_another_dtype():
+    """float64 or int64 updates (or lists) for float32 params silently promoted them to float64."""
+    params = {"w": np.zeros((2, 3), np.float32), "cells": [np.zeros(2, np.float32)]}
+    ok = {"w": np.ones((2, 3), np.float32), "cells": [np.ones(2, np.float32)]}
+    with pytest.raises(TypeError, match=r"^updates\['w'\]: got dtype float64, expected float32 like the parameter"):
+        optim.apply_updates(params, {**ok, "w": np.ones((2, 3))})
+    with pytest.raises(TypeError, match=r"^updates\['cells/0'\]: got dtype int64, expected float32 like the parameter"):
+        optim.apply_updates(params, {**ok, "cells": [np.ones(2, np.int64)]})
+    with pytest.raises(TypeError, match=r"^updates\['w'\]: got list \[\[1.0, 1.0, 1.0\], .*expected an array of "
+                                        r"dtype float32 like the parameter"):
+        optim.apply_updates(params, {**ok, "w": [[1.0] * 3] * 2})
+    new = optim.apply_updates(params, ok)
+    assert new["w"].dtype == np.float32 and new["cells"][0].dtype == np.float32

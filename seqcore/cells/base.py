@@ -136,6 +136,13 @@ class Cell:
         check_shape("h0", h0, (batch, self.hidden_size), "(B, hidden_size)")
         return h0
 
+    def state_parts(self, h0, batch: int) -> list:
+        """The arrays of a user-facing initial state with their names (``[("h0", h0)]``), after
+        checking their shapes: each is checked on its own, not as the packed (promoted) state."""
+        check_array("h0", h0, 2)
+        check_shape("h0", h0, (batch, self.hidden_size), "(B, hidden_size)")
+        return [("h0", h0)]
+
     def unpack_state(self, state):
         """``(B, S)`` → the user-facing final state (``h`` or ``(h, c)``)."""
         return state
@@ -209,11 +216,11 @@ class Cell:
         self.check_params(params)
         for k, v in params.items():  # one backend: a torch weight beside NumPy data is named, not adopted
             check_same_backend(f"params[{k!r}]", v, "x", x)
-        state0 = self.pack_state(h0, x.shape[0], _xp_of(x), x.dtype)
-        if h0 is not None:
-            check_same_backend("h0", state0, "x", x)
-            _check_state_dtype(state0, x, params)
-        return state0
+        if h0 is not None:  # before packing, which would promote (h0 float32, c0 float64) to float64
+            for name, part in self.state_parts(h0, x.shape[0]):
+                check_same_backend(name, part, "x", x)
+                _check_state_dtype(name, part, x, params)
+        return self.pack_state(h0, x.shape[0], _xp_of(x), x.dtype)
 
 
 def _shapes_from_init(cell) -> dict:
@@ -227,9 +234,9 @@ def _param_shapes(cell) -> tuple:
     return tuple(_shapes_from_init(cell).items())
 
 
-def _check_state_dtype(state0, x, params) -> None:
-    """A given initial state has the dtype the cell computes in (that of x and the parameters):
-    a mixed one would be promoted on some paths and refused by the scans on others."""
+def _check_state_dtype(name: str, state0, x, params) -> None:
+    """A given initial state ``name`` has the dtype the cell computes in (that of x and the
+    parameters): a mixed one would be promoted on some paths and refused by the scans on others."""
     from ..autodiff import stop_gradient
     values = [stop_gradient(v) for v in (x, *params.values())]
     if not all(type(v) is np.ndarray for v in values) or type(stop_gradient(state0)) is not np.ndarray:
@@ -237,7 +244,7 @@ def _check_state_dtype(state0, x, params) -> None:
     want = np.result_type(*(v.dtype for v in values))
     got = stop_gradient(state0).dtype
     if got != want:
-        raise TypeError(f"h0: got dtype {got}, expected {want} (the dtype of x and the parameters)")
+        raise TypeError(f"{name}: got dtype {got}, expected {want} (the dtype of x and the parameters)")
 
 
 def _xp_of(x):

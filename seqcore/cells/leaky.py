@@ -25,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..autodiff import stop_gradient
-from ..validate import check_choice
+from ..validate import check_choice, is_real_number
 from .base import Cell, input_projection, uniform_init
 
 
@@ -43,11 +43,14 @@ class LeakyRNN(Cell):
     def __post_init__(self):
         super().__post_init__()
         check_choice("nonlinearity", self.nonlinearity, ("leaky_relu", "tanh"))
-        if isinstance(self.slope, bool) or not isinstance(self.slope, (int, float)) or not (0 <= self.slope < 1):
+        if not is_real_number(self.slope) or not (0 <= self.slope < 1):
             raise ValueError(f"slope: got {self.slope!r}, expected a number in [0, 1)")
-        if (isinstance(self.tau_init, bool) or not isinstance(self.tau_init, (int, float))
-                or not math.isfinite(self.tau_init) or self.tau_init < 1):
+        if not is_real_number(self.tau_init) or not math.isfinite(self.tau_init) or self.tau_init < 1:
             raise ValueError(f"tau_init: got {self.tau_init!r}, expected a finite number >= 1 (timescales are >= 1)")
+        for name in ("slope", "tau_init"):  # NumPy scalars as Python numbers: a config stays JSON-able
+            value = getattr(self, name)
+            if isinstance(value, np.generic):
+                object.__setattr__(self, name, value.item())
 
     def init(self, rng, dtype=np.float32):
         """``W_ih: (H, I)``, ``W_hh: (H, H)`` (zero diagonal), ``bias_ih: (H,)`` ~ U(±1/√H); ``tau: (H,) = tau_init``."""

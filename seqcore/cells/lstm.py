@@ -40,6 +40,10 @@ class InterleavedCH:
         check_hc(h0, batch, self.hidden_size)
         return pack_hc(*h0)
 
+    def state_parts(self, h0, batch):
+        check_hc(h0, batch, self.hidden_size)
+        return [("h0", h0[0]), ("c0", h0[1])]
+
     def unpack_state(self, state):
         return state[:, 1::2], state[:, 0::2]
 

@@ -32,7 +32,7 @@ from ..autodiff import stop_gradient
 from ..backends.numpy import scan as _scan_ref
 from ..backends.numpy.ops import sigmoid_np
 from ..scan import linear_scan, log_linear_scan
-from ..validate import check_choice
+from ..validate import check_bool, check_choice
 from .base import MODES, Cell, _xp_of, check_newton_options, input_projection, uniform_init
 
 
@@ -83,8 +83,7 @@ class _MinimalCell(Cell):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.log_space, bool):
-            raise TypeError(f"log_space: got {self.log_space!r}, expected True or False")
+        object.__setattr__(self, "log_space", check_bool("log_space", self.log_space))  # np.True_ -> True
 
     def init(self, rng, dtype=np.float32):
         """``weight_ih: (G·H, I)``, ``bias_ih: (G·H,)`` ~ U(±1/√I) (``nn.Linear``'s init)."""

@@ -83,7 +83,7 @@ def _div_bwd(xp, r, g):
 div = define("div", lambda xp, a, b: (a / b, (a, b)), _div_bwd)
 neg = define("neg", lambda xp, a: (-a, None), lambda xp, r, g: (-g,))
 power = define("power", lambda xp, a, p: (a ** p, (a, p)),
-               lambda xp, r, g: (g * r[1] * r[0] ** (r[1] - 1), None))
+               lambda xp, r, g: (g * r[1] * r[0] ** (r[1] - 1) if r[1] != 0 else g * 0, None))  # x**0: 0·0**−1
 
 # -- unary activations ----------------------------------------------------------------------
 
