@@ -145,7 +145,7 @@ class ContinualConfig(JsonConfig):
         check_choice("optimizer", self.optimizer, ("sgd", "adam"))
         check_choice("backend", self.backend, backends.names())
         check_choice("dtype", self.dtype, tuple(DTYPES))
-        for name in ("experiences", "eval_size", "hidden", "layers", "batch_size", "steps", "eval_every"):
+        for name in ("experiences", "eval_size", "hidden", "layers", "batch_size", "eval_every"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("steps", self.steps, maximum=INT64_MAX // self.experiences)  # the run's step count
         for name in ("train_size", "checkpoint_every", "step_features"):
@@ -155,8 +155,7 @@ class ContinualConfig(JsonConfig):
             raise TypeError(f"reset_optimizer: got {self.reset_optimizer!r}, expected True or False")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: got {self.seed!r}, expected an integer >= 0")
-        if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr)
-                                             and self.lr > 0):
+        if not (_is_number(self.lr) and self.lr > 0):
             raise ValueError(f"lr: got {self.lr!r}, expected a positive number")
         if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum: got {self.momentum!r}, expected a number in [0, 1)")

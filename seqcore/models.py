@@ -8,7 +8,6 @@ is taken, and with several heads the labels of head k are ``y[..., k]``.
 """
 from __future__ import annotations
 
-import numbers
 
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -19,7 +18,7 @@ from . import backends, nn, ops
 from .autodiff import stop_gradient, vjp
 from .cells.stack import stack
 from .masks import last_step_index
-from .validate import check_array, check_bool, check_choice, check_params, check_positive_int
+from .validate import check_array, check_bool, check_choice, check_params, check_positive_int, is_real_number
 
 __all__ = ["HeadSpec", "SequenceModel", "MLP"]
 
@@ -47,8 +46,7 @@ def _as_head(h) -> HeadSpec:
     spec = HeadSpec(h.name, int(h.output_size), h.loss, getattr(h, "tolerance", None))
     check_choice("heads[].loss", spec.loss, LOSS_KINDS)
     tol = spec.tolerance
-    if tol is not None and (spec.loss != "regression" or isinstance(tol, bool) or not isinstance(tol, numbers.Real)
-                            or not 0 < tol < float("inf")):
+    if tol is not None and (spec.loss != "regression" or not is_real_number(tol) or not 0 < tol < float("inf")):
         raise ValueError(f"heads[].tolerance: got {spec.tolerance!r} for a {spec.loss!r} head, "
                          "expected None, or a finite positive number for a regression head")
     return spec
@@ -127,7 +125,7 @@ class SequenceModel:
 
     def _check_feedback(self) -> None:
         a = self.feedback
-        if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Real) or not 0.0 <= a <= 1.0:
+        if not is_real_number(a) or not 0.0 <= a <= 1.0:
             raise ValueError(f"feedback: got {a!r}, expected None or a number in [0, 1]")
         head = self.heads[0]
         if len(self.heads) != 1 or head.loss == "last" or head.output_size != self.input_size:

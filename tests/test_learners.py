@@ -522,7 +522,8 @@ def test_sharp_holds_stable_units_and_masks_under_adam(model):
         trainer.step((x[8 * s:8 * s + 8], y[8 * s:8 * s + 8], None))
     ln.after_experience(trainer, experience(x, y))
     assert 0 < ln.stable.sum() < ln.stable.size
-    held = {p: ln._frozen(p, np.shape(get_path(trainer.params, p))) for p in model.unit_paths(trainer.params)}
+    units = [tuple(p) for p in model.unit_paths(trainer.params)]
+    held = {p: ln._frozen(p, np.shape(get_path(trainer.params, p)), units) for p in units}
     before = tree_map(np.copy, trainer.params)
     for s in range(5):
         trainer.step((x[8 * s:8 * s + 8] + 1.0, y[8 * s:8 * s + 8], None))

@@ -25,6 +25,19 @@ def last_step_head_oracle(model, params, x, mask, y, name):
 
 
 
+def check_against_finite_differences(model, params, batch, grads, rng, eps=1e-6):
+    """One random coordinate of every parameter leaf: the gradient equals central differences of the loss."""
+    leaves, glist = tree_leaves(params), tree_leaves(grads)
+    for k in range(len(leaves)):
+        idx = tuple(int(rng.integers(0, s)) for s in leaves[k].shape)
+        values = []
+        for sign in (1, -1):
+            leaves[k][idx] += sign * eps
+            values.append(float(model.loss(params, batch)))
+            leaves[k][idx] -= sign * eps
+        assert glist[k][idx] == pytest.approx((values[0] - values[1]) / (2 * eps), rel=1e-5, abs=1e-8), k
+
+
 @pytest.mark.parametrize("cell", ["diaggru", "cifg-lstm"])
 def test_multi_head_input_projections_in_a_stack(cell):
     # heads=2 must be checked against the real sizes (8 inputs, 8 hidden), not placeholder ones
@@ -44,17 +57,7 @@ def test_multi_head_input_projections_in_a_stack(cell):
     np.testing.assert_allclose(grads["heads"]["y"]["weight"], want["weight"], rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(grads["heads"]["y"]["bias"], want["bias"], rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(model.outputs(params, x, mask)["y"], want["logits"], rtol=1e-12, atol=1e-14)
-    leaves, glist = tree_leaves(params), tree_leaves(grads)
-    eps = 1e-6
-    for k in range(len(leaves)):
-        idx = tuple(int(rng.integers(0, s)) for s in leaves[k].shape)
-        values = []
-        for sign in (1, -1):
-            leaves[k][idx] += sign * eps
-            values.append(float(model.loss(params, batch)))
-            leaves[k][idx] -= sign * eps
-        fd = (values[0] - values[1]) / (2 * eps)
-        assert glist[k][idx] == pytest.approx(fd, rel=1e-5, abs=1e-8), k
+    check_against_finite_differences(model, params, batch, grads, rng)
     with pytest.raises(ValueError, match="heads: got 3, expected a divisor"):
         SequenceModel(cell, 8, 6, (HeadSpec("y", 3, "last"),), cell_kwargs={"heads": 3}).init(np.random.default_rng(0))
 
@@ -164,16 +167,8 @@ def test_generalised_teacher_forcing_matches_the_closed_loop_and_finite_differen
     np.testing.assert_allclose(free, closed_loop_oracle(model, params, x, 0.0), rtol=1e-12, atol=1e-14)
     assert np.abs(free - open_loop.outputs(params, x)["next"]).max() > 1e-3  # the data is really replaced
     loss, grads = model.loss_and_grad(params, batch)
-    leaves, glist = tree_leaves(params), tree_leaves(grads)
-    eps = 1e-6
-    for k in range(len(leaves)):  # gradients flow through the fed-back forecasts, head included
-        idx = tuple(int(rng.integers(0, s)) for s in leaves[k].shape)
-        values = []
-        for sign in (1, -1):
-            leaves[k][idx] += sign * eps
-            values.append(float(model.loss(params, batch)))
-            leaves[k][idx] -= sign * eps
-        assert glist[k][idx] == pytest.approx((values[0] - values[1]) / (2 * eps), rel=1e-5, abs=1e-8), k
+    # gradients flow through the fed-back forecasts, head included
+    check_against_finite_differences(model, params, batch, grads, rng)
 
 
 def test_feedback_needs_one_forecasting_head_and_the_sequential_mode():

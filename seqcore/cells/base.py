@@ -132,9 +132,7 @@ class Cell:
         """User-facing initial state (``(B, H)``; LSTM-like cells: ``(h0, c0)``) → ``(B, S)``."""
         if h0 is None:
             return xp.zeros((batch, self.state_size), dtype=dtype)
-        check_array("h0", h0, 2)
-        check_shape("h0", h0, (batch, self.hidden_size), "(B, hidden_size)")
-        return h0
+        return self.state_parts(h0, batch)[0][1]
 
     def state_parts(self, h0, batch: int) -> list:
         """The arrays of a user-facing initial state with their names (``[("h0", h0)]``), after

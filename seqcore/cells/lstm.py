@@ -37,8 +37,7 @@ class InterleavedCH:
     def pack_state(self, h0, batch, xp, dtype):
         if h0 is None:
             return xp.zeros((batch, self.state_size), dtype=dtype)
-        check_hc(h0, batch, self.hidden_size)
-        return pack_hc(*h0)
+        return pack_hc(*(part for _, part in self.state_parts(h0, batch)))
 
     def state_parts(self, h0, batch):
         check_hc(h0, batch, self.hidden_size)

@@ -95,7 +95,6 @@ class SHARP(Learner):
         self.stable = None  # (F,) bool: hidden units whose incoming parameters are frozen
         self._replay = None
         self._last_grads = None
-        self._units = None  # the model's unit paths, listed once
 
     def init_params(self, rng, dtype=np.float32):
         params = self.model.init(rng, dtype)
@@ -119,9 +118,10 @@ class SHARP(Learner):
             tree = set_path(tree, path, w * to_backend(mask.astype(np.asarray(self.be.to_numpy(w)).dtype)))
         return tree
 
-    def _frozen(self, path, shape) -> np.ndarray:
-        """Bool array of ``shape``: the entries of a parameter that feed stable units."""
-        if self.stable is None or tuple(path) not in self._unit_set:
+    def _frozen(self, path, shape, units: list) -> np.ndarray:
+        """Bool array of ``shape``: the entries of the parameter at ``path`` that feed stable units
+        (none unless ``path`` is among ``units``, the model's unit paths)."""
+        if self.stable is None or tuple(path) not in units:
             return np.zeros(shape, bool)
         rows = self.stable[self.model.unit_rows(tuple(path), shape)]
         return np.broadcast_to(rows.reshape(rows.shape + (1,) * (len(shape) - rows.ndim)), shape)
@@ -131,9 +131,10 @@ class SHARP(Learner):
         tree = self._apply_masks(tree, to_backend)
         if self.stable is None or not self.stable.any():
             return tree
-        for path in self._unit_set:
+        units = self._unit_paths(tree)
+        for path in units:
             g = get_path(tree, path)
-            keep = ~self._frozen(path, tuple(g.shape))
+            keep = ~self._frozen(path, tuple(g.shape), units)
             tree = set_path(tree, path, g * to_backend(keep.astype(np.asarray(self.be.to_numpy(g)).dtype)))
         return tree
 
@@ -153,9 +154,10 @@ class SHARP(Learner):
     def rewire(self, trainer) -> None:
         """One drop/regrow round on every sparse matrix (counts of active weights are kept)."""
         params = self.numpy(trainer.params)
+        units = self._unit_paths(params)
         for k, (path, mask) in enumerate(zip(self._paths(params), self.masks)):
             w = get_path(params, path)
-            movable = ~self._frozen(path, w.shape).ravel()
+            movable = ~self._frozen(path, w.shape, units).ravel()
             active = np.flatnonzero(mask.ravel() & movable)
             n_drop = int(self.drop_fraction * active.size)
             if n_drop == 0:
@@ -216,12 +218,8 @@ class SHARP(Learner):
             return None
         return self.replay_loss(params, self._replay["h"], self._replay["y"])
 
-    @property
-    def _unit_set(self) -> list[tuple]:
-        if self._units is None:
-            template = self.model.init(np.random.default_rng(0), np.float64)
-            self._units = [tuple(p) for p in self.model.unit_paths(template)]
-        return self._units
+    def _unit_paths(self, tree) -> list[tuple]:
+        return [tuple(p) for p in self.model.unit_paths(tree)]
 
     def transform_grads(self, trainer, grads, batch):
         if self.regrow == "gradient":
