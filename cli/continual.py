@@ -21,6 +21,7 @@ from seqcore.continual import (CURRICULUM_TASKS, DATASETS, STREAMS, ContinualCon
 from seqcore.metrics import EvalCurve
 from seqcore.plotting import pyplot
 from seqcore.runs import RunDir, atomic_write, read_json, read_json_object
+from seqcore.validate import is_real_number
 
 from .common import KeyValue, OptionalFloat, NONE, check_backend_loads, note_blas_pin, user_errors
 
@@ -275,7 +276,7 @@ def format_report(summary: dict) -> str:
 
 
 def _is_number_or_none(v) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    return v is None or is_real_number(v)
 
 
 def _check_summary(summary: dict, source) -> None:

@@ -56,7 +56,7 @@ from .runs import (JsonConfig, RunDir, atomic_write, check_finite_params, load_c
                    write_json)
 from .train import DTYPES, MODEL_COPIES, Trainer, TrainingDiverged, progress_bar
 from .tree import tree_map
-from .validate import INT64_MAX, check_choice, check_model_fits, check_positive_int
+from .validate import INT64_MAX, check_choice, check_model_fits, check_positive_int, is_finite_number
 
 __all__ = ["ContinualConfig", "run_continual", "resume_continual", "is_continual_run", "synthetic_clusters",
            "load_dataset", "build_stream", "build_model", "scenario_of", "DATASETS", "STREAMS", "STREAM_SCENARIOS",
@@ -133,10 +133,10 @@ class ContinualConfig(JsonConfig):
         check_choice("task", self.task, CURRICULUM_TASKS)
         check_positive_int("n_start", self.n_start, 2 if self.task == "ndms" else 1)
         check_choice("class_distribution", self.class_distribution, ("uniform", "zipf"))
-        if not (_is_number(self.overlap) and 0 <= self.overlap < 1):
+        if not (is_finite_number(self.overlap) and 0 <= self.overlap < 1):
             raise ValueError(f"overlap: got {self.overlap!r}, expected a number in [0, 1)")
         # 0: uniform rehearsal (power-law) or uniform class draws (scole)
-        if not (_is_number(self.stream_exponent) and self.stream_exponent >= 0):
+        if not (is_finite_number(self.stream_exponent) and self.stream_exponent >= 0):
             raise ValueError(f"stream_exponent: got {self.stream_exponent!r}, expected a number >= 0")
         check_positive_int("classes_per_experience", self.classes_per_experience)
         check_positive_int("stream_budget", self.stream_budget)
@@ -155,11 +155,11 @@ class ContinualConfig(JsonConfig):
             raise TypeError(f"reset_optimizer: got {self.reset_optimizer!r}, expected True or False")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: got {self.seed!r}, expected an integer >= 0")
-        if not (_is_number(self.lr) and self.lr > 0):
+        if not (is_finite_number(self.lr) and self.lr > 0):
             raise ValueError(f"lr: got {self.lr!r}, expected a positive number")
-        if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
+        if not (is_finite_number(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum: got {self.momentum!r}, expected a number in [0, 1)")
-        if self.clip is not None and not (_is_number(self.clip) and self.clip > 0):
+        if self.clip is not None and not (is_finite_number(self.clip) and self.clip > 0):
             raise ValueError(f"clip: got {self.clip!r}, expected a positive finite number or None")
         for name in ("synthetic", "learner_kwargs"):
             if not isinstance(getattr(self, name), dict):
@@ -170,10 +170,6 @@ class ContinualConfig(JsonConfig):
         learners.make(self.learner, **self.learner_kwargs)  # validates the hyperparameters
 
 
-
-def _is_number(value) -> bool:
-    """A finite int or float (not a bool, a string or NaN)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------- data, stream, model
@@ -448,7 +444,7 @@ def _check_curve_record(rd: RunDir, line: int, r: dict, n: int) -> None:
     ok = is_int(r.get("iteration")) and is_int(r.get("experience")) and 0 <= r["experience"] < n
     acc = r.get("accuracy")
     ok = ok and isinstance(acc, list) and len(acc) == r["experience"] + 1 and all(
-        a is None or _is_number(a) for a in acc)  # null: an accuracy written while not finite
+        a is None or is_finite_number(a) for a in acc)  # null: an accuracy written while not finite
     if not ok:
         raise ValueError(f"{rd.metrics}: line {line}: got {r!r:.100}, expected an evaluation record "
                          '{"iteration": int, "experience": int in [0, ' + str(n) + '), "accuracy": [one number '

@@ -690,17 +690,7 @@ def state_from_arrays(template_state, arrays, prefix: str = "opt_state/"):
     leaves = iter(checked)
 
     def restore(template):
-        return _numpy_to_leaf(next(leaves), template)  # same visiting order as tree_paths
+        return _numpy_to_leaf(next(leaves), template)
 
-    return _map_leaves(restore, template_state)
+    return tree_map(restore, template_state)  # visits leaves in tree_paths order
 
-
-def _map_leaves(fn, tree):
-    # like tree_map, but visits leaves in tree_paths order and keeps ints (counts) as leaves
-    if isinstance(tree, dict):
-        return {k: _map_leaves(fn, v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_map_leaves(fn, v) for v in tree)
-    if tree is None:
-        return None
-    return fn(tree)

@@ -27,7 +27,7 @@ from .models import HeadSpec, SequenceModel
 from .runs import (JsonConfig, RunDir, check_finite_params, checkpoint_meta, first_nonfinite, load_checkpoint, params_from_arrays,
                    params_to_arrays, read_json_object, restoring, save_checkpoint, write_json)
 from .tree import tree_leaves, tree_map, tree_paths
-from .validate import (INT64_MAX, check_choice, check_fits_in_memory, check_model_fits, check_positive_int,
+from .validate import (INT64_MAX, is_finite_number, check_choice, check_fits_in_memory, check_model_fits, check_positive_int,
                        physical_memory)
 
 __all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "Run", "load_run", "train", "resume", "build_optimizer",
@@ -95,18 +95,18 @@ class TrainConfig(JsonConfig):
             check_positive_int(name, getattr(self, name))
         check_positive_int("steps", self.steps, maximum=INT64_MAX)
         check_positive_int("seed", self.seed, minimum=0)
-        if not (_is_number(self.lr) and self.lr > 0):
+        if not (is_finite_number(self.lr) and self.lr > 0):
             raise ValueError(f"lr: got {self.lr!r}, expected a positive number")
         # checked here, not only when the optimizer is built: a bad value must fail before the run starts
-        if self.clip is not None and not (_is_number(self.clip) and self.clip > 0):
+        if self.clip is not None and not (is_finite_number(self.clip) and self.clip > 0):
             raise ValueError(f"clip: got {self.clip!r}, expected a positive finite number or None")
-        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
+        if not (is_finite_number(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay: got {self.weight_decay!r}, expected a finite number >= 0")
-        if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
+        if not (is_finite_number(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum: got {self.momentum!r}, expected a number in [0, 1)")
         if self.optimizer == "nesterov" and self.momentum == 0:
             raise ValueError(f"momentum: got {self.momentum!r} with optimizer 'nesterov', expected a number in (0, 1)")
-        if self.target_accuracy is not None and not (_is_number(self.target_accuracy)
+        if self.target_accuracy is not None and not (is_finite_number(self.target_accuracy)
                                                      and 0 < self.target_accuracy <= 1):
             raise ValueError(f"target_accuracy: got {self.target_accuracy!r}, expected a number in (0, 1] or None")
         check_positive_int("warmup", self.warmup, minimum=0)
@@ -127,10 +127,6 @@ class TrainConfig(JsonConfig):
                              f"expected some of {', '.join(settable)}")
 
 
-
-def _is_number(value) -> bool:
-    """A finite int or float (not a bool, a string or NaN): what every numeric field needs."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _after_warmup(decay: Callable[[int], float], lr: float, warmup: int) -> Callable[[int], float]:
@@ -605,7 +601,7 @@ def _check_evaluation_record(rd: RunDir, record: dict) -> None:
     ``eval`` per head ``{"loss": …, "accuracy": …}`` of numbers — else a ValueError naming the file."""
     heads = record.get("eval")
     def number_or_null(v):  # null: a value written while not finite
-        return v is None or _is_number(v)
+        return v is None or is_finite_number(v)
     ok = number_or_null(record.get("loss")) and isinstance(heads, dict) and all(
         isinstance(h, dict) and all(number_or_null(h.get(k)) for k in ("loss", "accuracy")) for h in heads.values())
     if not ok:

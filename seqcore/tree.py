@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["tree_map", "tree_leaves", "tree_flatten", "tree_unflatten", "tree_paths"]
+__all__ = ["tree_map", "tree_leaves", "tree_flatten", "tree_unflatten", "tree_paths", "tree_key_paths"]
 
 
 _NODES = (dict, list, tuple)
@@ -122,17 +122,28 @@ def tree_leaves(tree: Any) -> list:
     return tree_flatten(tree)[0]
 
 
-def tree_paths(tree: Any, prefix: str = "", keep_none: bool = False) -> list[tuple[str, Any]]:
-    """``[(path, leaf)]`` with paths like ``"cells/0/weight_hh"`` (used for checkpoints).
+def tree_key_paths(tree: Any, keep_none: bool = False) -> list[tuple[tuple, Any]]:
+    """``[(keys, leaf)]`` with key tuples like ``("cells", 0, "weight_hh")``, in visiting order.
 
     ``None`` marks an empty subtree and is skipped, unless ``keep_none`` lists it as a leaf."""
-    out: list[tuple[str, Any]] = []
+    out: list[tuple[tuple, Any]] = []
+    _key_paths_into(tree, (), keep_none, out)
+    return out
+
+
+def _key_paths_into(tree: Any, keys: tuple, keep_none: bool, out: list) -> None:
     if isinstance(tree, dict):
         for k, v in tree.items():
-            out += tree_paths(v, f"{prefix}{k}/", keep_none)
+            _key_paths_into(v, keys + (k,), keep_none, out)
     elif isinstance(tree, (list, tuple)):
         for i, v in enumerate(tree):
-            out += tree_paths(v, f"{prefix}{i}/", keep_none)
+            _key_paths_into(v, keys + (i,), keep_none, out)
     elif tree is not None or keep_none:
-        out.append((prefix[:-1], tree))
-    return out
+        out.append((keys, tree))
+
+
+def tree_paths(tree: Any, keep_none: bool = False) -> list[tuple[str, Any]]:
+    """``[(path, leaf)]`` with paths like ``"cells/0/weight_hh"`` (used for checkpoints).
+
+    The string form of :func:`tree_key_paths`; ``keep_none`` as there."""
+    return [("/".join(map(str, keys)), leaf) for keys, leaf in tree_key_paths(tree, keep_none)]

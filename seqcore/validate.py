@@ -1,6 +1,7 @@
 """Argument checks shared by the public API: errors name the argument, the value and what was expected."""
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from typing import Callable
@@ -195,3 +196,9 @@ def is_real_number(value) -> bool:
     """A real number, Python or NumPy (``np.float32(0.1)``, ``np.int64(2)``), but not a bool:
     ``True`` where a number belongs is a mistake, not 1."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def is_finite_number(value) -> bool:
+    """A finite real number (:func:`is_real_number`, neither NaN nor infinite): what a
+    numeric config field or a recorded metric needs."""
+    return is_real_number(value) and math.isfinite(value)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..tree import tree_key_paths
 from .base import HP, Learner, get_path, set_path
 
 __all__ = ["OrthogonalProjection", "extend_basis", "project_out"]
@@ -135,7 +136,7 @@ class OrthogonalProjection(Learner):
     def _fixed_paths(self, tree) -> list[tuple]:
         """Leaves no listed layer covers (held fixed once a basis exists)."""
         listed = [tuple(p) for entry in self.paths for p in entry if p is not None]
-        return [path for path in _leaf_paths(tree) if not any(q[:len(path)] == path for q in listed)]
+        return [path for path, _ in tree_key_paths(tree) if not any(q[:len(path)] == path for q in listed)]
 
     def transform_updates(self, trainer, updates):
         if self.bases is None:
@@ -156,11 +157,3 @@ class OrthogonalProjection(Learner):
             updates = set_path(updates, path, get_path(updates, path) * 0)
         return updates
 
-
-def _leaf_paths(tree, prefix: tuple = ()) -> list[tuple]:
-    """Tuple paths of every array leaf of a parameter tree (dicts and lists)."""
-    if isinstance(tree, dict):
-        return [p for k, v in tree.items() for p in _leaf_paths(v, prefix + (k,))]
-    if isinstance(tree, (list, tuple)):
-        return [p for i, v in enumerate(tree) for p in _leaf_paths(v, prefix + (i,))]
-    return [] if tree is None else [prefix]
