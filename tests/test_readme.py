@@ -31,10 +31,10 @@ def _python_blocks():
     text = (ROOT / "README.md").read_text()
     blocks, prev = [], ""
     for m in re.finditer(r"```python\n(.*?)```", text, re.S):
-        code = textwrap.dedent(m.group(1))
-        code = prev + code if code.startswith("# continues the example above") else code
+        own = textwrap.dedent(m.group(1))
+        code = prev + own if own.startswith("# continues the example above") else own
         prev = code
-        blocks.append((text[:m.start()].count("\n") + 1, code))
+        blocks.append((text[:m.start()].count("\n") + 1, code, own))
     return blocks
 
 
@@ -42,13 +42,73 @@ def _python_blocks():
 # in tests/test_continual.py
 NOT_RUN = ('dataset="fashion-mnist"',)
 
+# What each example's comments promise, checked after the example has run (keyed by a line
+# that names the example): an example that runs but no longer does what the README says fails.
+CHECKS = {
+    'h = seqcore.linear_scan(a, b, method="parallel")': """
+ref = np.zeros_like(b); prev = np.zeros_like(b[:, 0])
+for t in range(b.shape[1]):
+    prev = a[:, t] * prev + b[:, t]; ref[:, t] = prev
+np.testing.assert_allclose(h, ref, rtol=1e-10, atol=1e-12)
+assert hs.shape == (4, 50, 16) and np.array_equal(hs[:, -1], h_last)
+assert set(grads) == set(params) == {"weight_ih", "weight_hh", "bias_ih", "bias_hh"}
+assert all(grads[k].shape == params[k].shape for k in params) and dx.shape == x.shape
+""",
+    'seqcore.use("numba")              # default from now on': """
+assert "numpy" in seqcore.backends.available()
+assert seqcore.backends.get().name == "numba"
+""",
+    'hs_newton, _ = cell.apply(params, x, mode="parallel")': """
+assert hs.shape == (2, 100, 16)
+np.testing.assert_allclose(hs_newton, hs, rtol=1e-9, atol=1e-9)
+assert set(dparams) == set(params) and dx.shape == x.shape
+assert cells.names() == ['elman', 'lstm', 'gru', 'leaky', 'mingru', 'minlstm', 'diaggru', 'cifg-lstm']
+""",
+    'hs, info = seqcore.newton_scan(cell, params, x, h0=None,': """
+seq, _ = cell.apply(params, x, mode="sequential")
+np.testing.assert_allclose(hs, seq, rtol=1e-4, atol=1e-4)
+assert info.converged and 1 <= info.iterations <= 6 and len(info.residuals) == info.iterations + 1  # initial guess first
+""",
+    'opt = optim.chain(optim.clip_by_global_norm(1.0), optim.adam(lr))': """
+for k, v in params.items():
+    np.testing.assert_allclose(v, 1.0, atol=1e-3)
+""",
+    'state = optim.state_from_arrays(opt.init(params), data)': """
+assert optim.step_count(state) == 10_000
+""",
+    'task = tasks.make("nparity", n=[2, 3, 4])': """
+assert task.input_size == 1 and [h.name for h in task.heads] == ["n2", "n3", "n4"]
+assert batch.x.shape[0] == 256 and batch.y.shape == (256, 3)
+assert "nparity" in tasks.names() and tasks.make(**tasks.config(task)) == task
+""",
+    'cur = make_curriculum("multi-head", make("nparity", n=2), threshold=0.98)': """
+assert advanced and cur.level == 3 and [h.name for h in cur.heads()] == ["n2", "n3"] and not cur.finished
+""",
+    'stream = permuted_stream(x_train, y_train, x_test, y_test, n_experiences=10, seed=0)': """
+assert len(stream) == 10 and xb.shape == (128, 28, 28) and yb.shape == (128,)
+first, second = stream[0].train[0], stream[1].train[0]
+assert not np.array_equal(first, second) and np.array_equal(np.sort(first.ravel()), np.sort(second.ravel()))
+""",
+    'out, pullback = seqcore.vjp(lambda p, x: cell.apply(p, x)[0], params, x)': """
+with seqcore.use("numpy"):
+    ref = cell.apply(params, x)[0]
+np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+""",
+    'heap.retain()': """
+import platform, sys
+assert heap.retain() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
+""",
+}
 
-def test_readme_python_examples_run(tmp_path):
+
+def test_readme_python_examples_run_and_keep_their_promises(tmp_path):
     import subprocess
     import sys
-    blocks = [(line, code) for line, code in _python_blocks() if not any(marker in code for marker in NOT_RUN)]
+    blocks = [b for b in _python_blocks() if not any(marker in b[1] for marker in NOT_RUN)]
     assert len(blocks) >= 10
-    for line, code in blocks:
-        result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                                timeout=300)
+    for line, code, own in blocks:
+        checks = [check for key, check in CHECKS.items() if key in own]
+        assert len(checks) == 1, f"README.md:{line}: expected one entry of CHECKS for this example, found {len(checks)}"
+        result = subprocess.run([sys.executable, "-c", code + "\n" + checks[0]], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, f"README.md:{line}: {result.stderr[-2000:]}"
