@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 
 import numpy as np
@@ -176,6 +177,33 @@ def test_cyclical_fraction_cycles_between_start_and_one():
         fractions.append(cur.fraction)
     assert sizes == [30, 50, 84, 90, 54, 33, 30, 50]
     assert fractions == pytest.approx([0.3, 0.5, 0.5 / 0.6, 0.9, 0.54, 0.324, 0.3, 0.5], abs=1e-12)
+
+
+@pytest.mark.parametrize("start,alpha", [(0.01, 0.1), (0.001, 0.1), (1 / 3, 1 / 3), (0.2, 0.2 ** 0.5)])
+def test_cyclical_ends_run_once_each_despite_rounding(start, alpha):
+    # start / alpha**k lands on 1 only up to rounding: the end fractions must still run one epoch each
+    k = round(math.log(start) / math.log(alpha))
+    cur = make_curriculum("cyclical", tasks.make("zn", length=4), num_examples=1000,
+                          start_fraction=start, alpha=alpha)
+    rng = np.random.default_rng(0)
+    fractions = []
+    for _ in range(4 * k + 1):
+        start_next_epoch(cur, rng)
+        fractions.append(cur.fraction)
+    up = [start / alpha ** i for i in range(k + 1)]
+    expected = up + up[-2::-1] + up[1:] + up[-2::-1]
+    assert fractions == pytest.approx(expected, rel=1e-9)
+    assert fractions.count(1.0) == 2 and fractions.count(start) == 3
+
+
+def test_cyclical_refuses_a_training_set_larger_than_memory():
+    with pytest.raises(ValueError, match="num_examples: got 10000000000000.*GiB"):
+        make_curriculum("cyclical", tasks.make("nparity", n=4), num_examples=10 ** 13)
+
+
+def test_single_head_refuses_min_n_which_only_anti_uses():
+    with pytest.raises(ValueError, match="min_n"):
+        make_curriculum("single-head", tasks.make("nparity", n=2), min_n=3)
 
 
 def test_cyclical_epochs_have_no_repeats_and_batches_follow_the_order():

@@ -81,6 +81,17 @@ def test_every_task_config_round_trips_through_make():
         tasks.make("s3", degree=4)
 
 
+def test_numpy_scalar_fields_are_stored_as_python_numbers():
+    task = tasks.make("nparity", n=[np.int64(2), np.int32(4)], seed=np.uint8(3))
+    cfg = json.loads(json.dumps(tasks.config(task)))  # NumPy integers are not JSON-serialisable
+    assert cfg["n"] == [2, 4] and cfg["seed"] == 3 and type(task.seed) is int
+    assert task == tasks.make("nparity", n=[2, 4], seed=3) and hash(task) == hash(tasks.make("nparity", n=[2, 4], seed=3))
+    copy = tasks.make("copy", length=np.int64(5))
+    assert type(copy.length) is int and json.dumps(tasks.config(copy))
+    with pytest.raises(TypeError, match="length"):
+        tasks.make("copy", length=np.True_)  # a NumPy bool is still not an int
+
+
 @pytest.mark.parametrize("name,kwargs,error", [
     ("nparity", dict(n=0), ValueError),
     ("nparity", dict(n=2.5), TypeError),

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..validate import check_bool
+from ..validate import check_bool, check_fits_in_memory
 from .base import (Batch, DatasetTask, Head, Task, check_choice, check_float, check_int,
                    check_rng, take)
 
@@ -246,6 +246,9 @@ class SingleHeadCurriculum(_NCurriculum):
 
     name = "single-head"
 
+    def __init__(self, task, start_n=None, *, threshold=0.98, max_n=None):
+        super().__init__(task, start_n, threshold=threshold, max_n=max_n)
+
 
 class MultiHeadCurriculum(_NCurriculum):
     """``multi-head``: heads for every N from ``start_n`` to the current N (their
@@ -323,6 +326,9 @@ class CyclicalCurriculum(Curriculum):
                 "num_examples", num_examples, minimum=1, maximum=available, bound="training examples")
         else:
             self.size = 10000 if num_examples is None else check_int("num_examples", num_examples, minimum=1)
+            one = task.sample(np.random.default_rng(0), 1)  # the pool holds size such examples (or longer ones)
+            check_fits_in_memory("num_examples", self.size, self.size * sum(a.nbytes for a in one),
+                                 "training set for the cyclical curriculum")
         self._pool: Batch | None = None
         self.losses = np.ones(self.size)
         self.epoch = 0
@@ -340,11 +346,17 @@ class CyclicalCurriculum(Curriculum):
         return take(self._pool, indices, per_step=self.task.per_step)
 
     def _next_fraction(self) -> None:
+        # repeated division and multiplication by alpha drift by an ulp or so (0.01 / 0.1 / 0.1
+        # = 0.9999999999999999): a fraction that close to an end is that end, or the end
+        # fractions would each run twice
         if self.increasing:
-            self.fraction = min(self.fraction / self.alpha, self.end_fraction)
+            f = self.fraction / self.alpha
+            self.fraction = self.end_fraction if f >= self.end_fraction or math.isclose(f, self.end_fraction) else f
             self.increasing = self.fraction < self.end_fraction
         else:
-            self.fraction = max(self.fraction * self.alpha, self.start_fraction)
+            f = self.fraction * self.alpha
+            self.fraction = (self.start_fraction if f <= self.start_fraction or math.isclose(f, self.start_fraction)
+                             else f)
             self.increasing = self.fraction <= self.start_fraction
 
     def _new_epoch(self, rng: np.random.Generator) -> None:
