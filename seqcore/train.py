@@ -345,9 +345,15 @@ def model_builder(cfg: TrainConfig, task):
         raise ValueError(f"curriculum: got {cfg.curriculum!r} with task {cfg.task!r}, expected a task with "
                          "an N (nparity, ndms) for the N-curricula; use 'fixed' or 'cyclical' here")
     if cfg.curriculum in ("single-head", "multi-head", "sliding") and "max_n" not in ckw:
-        ckw["max_n"] = max(task.ns) + 30  # heads are created up front for N up to max_n
+        # heads are created up front for N up to max_n: by default 30 past the first N
+        start = ckw.get("start_n")
+        first = start if isinstance(start, int) and not isinstance(start, bool) else min(task.ns)
+        ckw["max_n"] = max(max(task.ns), first) + 30
     curriculum = tasks.make_curriculum(cfg.curriculum, task, **ckw)
     heads = _potential_heads(task, curriculum)
+    if cfg.target_accuracy is not None and all(h.loss == "regression" and h.tolerance is None for h in heads):
+        raise ValueError(f"target_accuracy: got {cfg.target_accuracy} with task {cfg.task!r}, whose heads report "
+                         "no accuracy (regression without a tolerance); expected None")
     # generalised teacher forcing (lorenz96's alpha): the model runs closed-loop, step by step
     feedback = task.alpha if callable(getattr(task, "mix", None)) and task.alpha != 1 else None
     if feedback is not None and cfg.mode != "sequential":

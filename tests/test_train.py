@@ -552,3 +552,20 @@ def test_lorenz96_alpha_trains_a_closed_loop_model(tmp_path):
     assert losses[1.0] != losses[0.0]
     with pytest.raises(ValueError, match="mode: got 'parallel' with task 'lorenz96' alpha=0.25, expected 'sequential'"):
         Run(cfg(0.25, "parallel"))
+
+
+def test_n_curricula_default_max_n_counts_from_the_first_n():
+    from seqcore.tasks import make
+    from seqcore.train import model_builder
+    for kwargs, first in (({}, 2), ({"start_n": 40}, 40)):
+        cfg = TrainConfig(**{**SMALL, "curriculum": "single-head", "curriculum_kwargs": kwargs})
+        curriculum, build = model_builder(cfg, make("nparity", n=2))
+        assert curriculum.start_n == first and curriculum.max_n == first + 30
+        assert [h.name for h in build(4).heads][-1] == f"n{first + 30}"
+
+
+def test_target_accuracy_is_refused_where_no_head_reports_an_accuracy():
+    cfg = TrainConfig(task="lorenz96", task_kwargs={"dim": 5, "length": 8}, cell="gru", hidden=4, steps=2,
+                      batch_size=2, eval_every=1, eval_batches=1, eval_batch_size=2, target_accuracy=0.9)
+    with pytest.raises(ValueError, match="target_accuracy: got 0.9 with task 'lorenz96'"):
+        train(cfg)
