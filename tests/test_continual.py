@@ -430,9 +430,12 @@ def test_learners_give_the_reference_results_on_other_backends(backend):
         pytest.skip(str(exc))
     tiny = dict(hidden=16, experiences=2, steps=15, eval_every=5, eval_size=50, batch_size=16, dtype="float64",
                 synthetic={"n_features": 8, "n_train": 100, "n_test": 50})
-    for name in ("ewc", "derpp", "orthogonal"):
-        ref, p_ref = run_continual(config(name, **tiny), quiet=True)
-        got, p_got = run_continual(config(name, backend=backend, **tiny), quiet=True)
+    # a recurrent model too: orthogonal projection runs its forward pass for the bases, SHARP
+    # holds the stable units' parameters (a leaky cell's time constants among them)
+    for name, model in (("ewc", "mlp"), ("derpp", "mlp"), ("orthogonal", "mlp"), ("orthogonal", "lstm"),
+                        ("sharp", "leaky")):
+        ref, p_ref = run_continual(config(name, model=model, **tiny), quiet=True)
+        got, p_got = run_continual(config(name, model=model, backend=backend, **tiny), quiet=True)
         assert got["accuracy_matrix"] == ref["accuracy_matrix"]
         to_np = backends.get(backend).to_numpy
         for a, b in zip(tree_leaves(p_ref), tree_leaves(p_got)):

@@ -507,7 +507,8 @@ PARARNN = [RNNClassifier("diaggru", N_IN, 6, N_OUT), RNNClassifier("diaggru", N_
 PARARNN_IDS = ["diaggru", "diaggru-2-heads", "cifg-lstm"]
 
 
-@pytest.mark.parametrize("model", [MLPClassifier(N_IN, (10,), N_OUT)] + PARARNN, ids=["mlp"] + PARARNN_IDS)
+@pytest.mark.parametrize("model", [MLPClassifier(N_IN, (10,), N_OUT), RNNClassifier("leaky", N_IN, 6, N_OUT)] + PARARNN,
+                         ids=["mlp", "leaky"] + PARARNN_IDS)  # leaky: per-unit time constants are held too
 def test_sharp_holds_stable_units_and_masks_under_adam(model):
     """Momentum keeps moving parameters whose gradient is zeroed: SHARP holds them in the update."""
     ln = bound("sharp", model=model, density=0.6, rewire_every=1000, freeze_fraction=0.5, replay_batch=8)
@@ -523,6 +524,9 @@ def test_sharp_holds_stable_units_and_masks_under_adam(model):
     ln.after_experience(trainer, experience(x, y))
     assert 0 < ln.stable.sum() < ln.stable.size
     units = [tuple(p) for p in model.unit_paths(trainer.params)]
+    if isinstance(model, RNNClassifier):  # every parameter of these cells' last layer feeds units row by row
+        last = len(trainer.params["rnn"]) - 1
+        assert set(units) == {("rnn", last, k) for k in trainer.params["rnn"][last]}
     held = {p: ln._frozen(p, np.shape(get_path(trainer.params, p)), units) for p in units}
     before = tree_map(np.copy, trainer.params)
     for s in range(5):

@@ -8,7 +8,8 @@ learners look inside:
   keeps sparse), ``unit_paths(params)`` (the parameters whose rows produce the F
   hidden units) and ``unit_rows(path, shape)`` (the unit each row of such a parameter
   feeds);
-* orthogonal projection needs ``projection_layers(params, x)``: a list of
+* orthogonal projection needs ``projection_layers(params, x)`` (called with NumPy
+  parameters and inputs, whatever the backend): a list of
   ``(weight_path, bias_path or None, inputs (N, in))`` — for each weight matrix, the
   inputs it multiplies, so its updates can be projected away from their span. A path
   may index past its leaf (a head's slab of a grouped weight, a tuple of bias rows).
@@ -162,12 +163,11 @@ class RNNClassifier:
         return out
 
     def unit_paths(self, params) -> list[tuple]:
-        """The last layer's weights and biases (diagonal recurrences and peepholes included),
-        whose rows feed its hidden units (:meth:`unit_rows`)."""
+        """Every parameter of the last layer whose rows feed its hidden units (:meth:`unit_rows`):
+        weights and biases, diagonal recurrences, peepholes and time constants alike."""
         last = params["rnn"][-1]
         return [("rnn", len(params["rnn"]) - 1, k) for k, v in last.items()
-                if k.split("_")[0] in ("weight", "bias")
-                and (v.ndim == 3 or (v.ndim in (1, 2) and v.shape[0] % self.hidden_size == 0))]
+                if v.ndim == 3 or (v.ndim in (1, 2) and v.shape[0] % self.hidden_size == 0)]
 
     def unit_rows(self, path, shape) -> np.ndarray:
         """The unit fed by each row: row g·H + i feeds unit i (gate g); in a grouped weight

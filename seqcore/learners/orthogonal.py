@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tree import tree_key_paths
+from ..tree import tree_key_paths, tree_map
 from .base import HP, Learner, get_path, set_path
 
 __all__ = ["OrthogonalProjection", "extend_basis", "project_out"]
@@ -118,7 +118,9 @@ class OrthogonalProjection(Learner):
         self.paths: list = []           # [(weight_path, bias_path or None)] of those layers
 
     def _layers(self, params, x):
-        return self.model.projection_layers(params, self.be.asarray(x))
+        # on NumPy arrays whatever the backend: the inputs end in NumPy's SVD anyway, and a
+        # model's forward pass then needs no conversions of its own
+        return self.model.projection_layers(tree_map(self.be.to_numpy, params), np.asarray(x))
 
     def after_experience(self, trainer, data):
         n = min(self.samples, data.n_train) if data.n_train else self.samples
