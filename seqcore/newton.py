@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -29,7 +31,7 @@ from .newton_solve import JACOBIANS, adjoint, newton_solve, resolve_jacobian
 from .primitives import define
 from .validate import check_choice, check_positive_int
 
-__all__ = ["newton_scan", "parallel_states", "NewtonInfo", "NewtonConvergenceWarning", "JACOBIANS",
+__all__ = ["newton_scan", "NewtonInfo", "NewtonConvergenceWarning", "JACOBIANS",
            "DEFAULT_TOL", "DEFAULT_MAX_ITERS"]
 
 # relative residual tolerance per dtype: a few hundred ulps of a unit-scale state
@@ -81,14 +83,26 @@ def _newton_fwd(xp, xi, state0, *rec, cell, tol, max_iters, jacobian, damping):
     residual, threshold = history[-1]
     if not residual <= threshold:
         states = cell.recurrence()(xi, state0, *rec, cell=cell)
-        why = (f"residual {residual:.3g} > {threshold:.3g}" if math.isfinite(residual) and math.isfinite(threshold)
-               else "the iterate overflowed")
+        # no residual in the text, and the user's line as the location: Python's default filter
+        # then shows the warning once per session, not at every step of a training loop
+        why = ("the residual stayed above the tolerance; info.residuals has the history"
+               if math.isfinite(residual) and math.isfinite(threshold) else "the iterate overflowed")
         warnings.warn(
             f"newton_scan: {type(cell).__name__} did not converge in {len(history) - 1} Newton iterations "
             f"({why}); the sequential recurrence was used instead. "
             f"Raise max_iters, add damping, or use mode='sequential'.",
-            NewtonConvergenceWarning, stacklevel=2)
+            NewtonConvergenceWarning, stacklevel=_caller_outside_seqcore())
     return (states, _history_array(xp, history, max_iters)), (p, xi, state0, states)
+
+
+def _caller_outside_seqcore() -> int:
+    """The ``stacklevel`` of the first frame outside the seqcore package, counted from the
+    frame that calls this function."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _newton_bwd(xp, res, cotangents, cell, tol, max_iters, jacobian, damping):
@@ -140,7 +154,7 @@ def _check_cell(cell):
         raise TypeError(f"cell: got {type(cell).__name__}, expected a seqcore cell (seqcore.cells.Cell)")
 
 
-def parallel_states(cell, params: dict, xi, state0, **newton_kwargs):
+def _parallel_states(cell, params: dict, xi, state0, **newton_kwargs):
     """States ``(B, T, S)`` of ``cell`` by the Newton scan — the engine of ``Cell.states(mode="parallel")``.
 
     Args:

@@ -202,3 +202,17 @@ def is_finite_number(value) -> bool:
     """A finite real number (:func:`is_real_number`, neither NaN nor infinite): what a
     numeric config field or a recorded metric needs."""
     return is_real_number(value) and math.isfinite(value)
+
+
+def store_python_scalars(obj) -> None:
+    """Replace the NumPy scalars among a frozen dataclass's fields (also inside a list or
+    tuple field) by Python ones: ``np.int64(4)`` → ``4``, ``np.str_("tanh")`` → ``"tanh"``.
+    A config then stays JSON-friendly, and equal objects compare and hash alike. Checks
+    still see the types that matter (``np.True_`` becomes ``True``, still not an int)."""
+    import dataclasses
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, np.generic):
+            object.__setattr__(obj, f.name, value.item())
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, np.generic) for v in value):
+            object.__setattr__(obj, f.name, type(value)(v.item() if isinstance(v, np.generic) else v for v in value))

@@ -451,10 +451,50 @@ def test_numpy_scalars_are_accepted_as_numbers_and_flags():
         assert cls(2, 3, log_space=np.False_).log_space is False
     with pytest.raises(ValueError, match="tau_init: got True"):  # bools are still not numbers
         cells.LeakyRNN(2, 3, tau_init=True)
-    with pytest.raises(ValueError, match=r"slope: got np.False_"):
+    with pytest.raises(ValueError, match=r"slope: got False"):
         cells.LeakyRNN(2, 3, slope=np.False_)
-    with pytest.raises(ValueError, match=r"tau_init: got np.float32\(0.5\)"):
+    with pytest.raises(ValueError, match=r"tau_init: got 0.5"):
         cells.LeakyRNN(2, 3, tau_init=np.float32(0.5))
+    # sizes, head counts and names too: a cell's fields are plain Python values (JSON-friendly)
+    import dataclasses
+    import json
+    for cell in (cells.Elman(np.int64(2), np.int32(3), nonlinearity=np.str_("relu")),
+                 cells.DiagGRU(np.int64(4), np.int64(4), heads=np.int64(2))):
+        fields = dataclasses.asdict(cell)
+        assert all(type(v) in (int, str) for v in fields.values()) and json.loads(json.dumps(fields)) == fields
+
+
+def test_states_checks_the_packed_initial_state():
+    rng = np.random.default_rng(0)
+    for cell in (cells.GRU(3, 4), cells.MinGRU(3, 4), cells.LSTM(3, 4)):
+        p, x = cell.init(rng, np.float64), rng.normal(size=(2, 5, 3))
+        S = cell.state_size
+        for mode in ("sequential", "parallel"):
+            ok = cell.states(p, x, np.zeros((2, S)), mode)
+            assert np.allclose(cell.output(ok), cell.apply(p, x, mode=mode)[0])
+            with pytest.raises(ValueError, match=rf"state0: got shape \(2, {S + 1}\), expected \(2, {S}\)"):
+                cell.states(p, x, np.zeros((2, S + 1)), mode)
+            with pytest.raises(ValueError, match=rf"state0: got shape \(3, {S}\)"):
+                cell.states(p, x, np.zeros((3, S)), mode)
+            with pytest.raises(TypeError, match="state0: got dtype float32, expected float64"):
+                cell.states(p, x, np.zeros((2, S), np.float32), mode)
+            with pytest.raises(TypeError, match="state0: got list"):
+                cell.states(p, x, np.zeros((2, S)).tolist(), mode)
+
+
+def test_stack_h0_is_a_list_per_layer():
+    from seqcore.cells.stack import stack
+    rng = np.random.default_rng(0)
+    net = stack(cells.GRU, 3, 4, num_layers=2)
+    p, x = net.init(rng, np.float64), rng.normal(size=(2, 5, 3))
+    h0 = [rng.normal(size=(2, 4)), rng.normal(size=(2, 4))]
+    hs, last = net.apply(p, x, h0)
+    h1, l1 = cells.GRU(3, 4).apply(p[0], x, h0[0])
+    h2, l2 = cells.GRU(4, 4).apply(p[1], h1, h0[1])
+    assert np.allclose(hs, h2) and np.allclose(last[0], l1) and np.allclose(last[1], l2)
+    for bad in (np.stack(h0), "ab", {"0": h0[0], "1": h0[1]}):  # PyTorch's (L, B, H) tensor, other iterables
+        with pytest.raises(TypeError, match="h0: got .*, expected None or a list with one initial state per layer"):
+            net.apply(p, x, bad)
 
 
 @pytest.mark.parametrize("cls", TWO_STATE)

@@ -16,7 +16,7 @@ import seqcore
 from seqcore import cells
 from seqcore.cells import LSTM, Cell, Elman
 from seqcore.newton import (DEFAULT_MAX_ITERS, NewtonConvergenceWarning, NewtonInfo, newton_scan,
-                            parallel_states)
+                            _parallel_states)
 from seqcore.newton_solve import linear_solve, newton_solve, previous_states
 from seqcore.tree import tree_leaves, tree_map
 
@@ -364,6 +364,17 @@ def test_non_convergence_falls_back_to_the_sequential_trajectory():
     assert np.array_equal(hs, cell.apply(params, x)[0])
 
 
+def test_non_convergence_warning_points_at_the_caller_and_shows_once_by_default():
+    import warnings
+    cell, params, x = chaotic_elman(64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's filter: once per message and location
+        for gain in (1.0, 1.5, 2.0):      # other residuals each time, same call site
+            newton_scan(cell, {**params, "weight_hh": params["weight_hh"] * gain}, x, max_iters=3)
+    ours = [w for w in caught if issubclass(w.category, NewtonConvergenceWarning)]
+    assert len(ours) == 1 and ours[0].filename == __file__
+
+
 def test_non_convergence_gradients_are_those_of_bptt():
     cell, params, x = chaotic_elman(32, gain=2.0)
     h0 = np.zeros((3, 8))
@@ -440,7 +451,7 @@ def test_info_records_the_residual_history():
     # the rule, recomputed step by step: ‖F_bt‖ / (1 + max(‖s_bt‖, ‖s_b,t−1‖)), s including c
     state0 = cell.pack_state(h0, 3, np, np.float32)
     xi = cell.project(params, x)
-    s = parallel_states(cell, params, xi, state0, tol=1e-5)
+    s = _parallel_states(cell, params, xi, state0, tol=1e-5)
     prev = previous_states(np, s, state0)
     p = dict(zip(cell.recurrent_keys, cell.recurrent_args(params)))
     f, _ = cell.step_fwd(np, p, prev.reshape(-1, 8), xi.reshape(-1, xi.shape[2]))
@@ -456,7 +467,7 @@ def test_parallel_states_returns_packed_states():
     cell, params, x, h0 = make("lstm", np.float64, 2, 20)
     state0 = cell.pack_state(h0, 2, np, np.float64)
     xi = cell.project(params, x)
-    got = parallel_states(cell, params, xi, state0)
+    got = _parallel_states(cell, params, xi, state0)
     assert np.allclose(got, cell.states(params, x, state0), atol=1e-10) and got.shape == (2, 20, 8)
 
 

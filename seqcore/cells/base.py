@@ -26,7 +26,7 @@ import numpy as np
 from .. import ops
 from ..primitives import Primitive, define
 from ..validate import check_array, check_choice, check_param_dtype, check_params, check_positive_int, check_rng
-from ..validate import check_same_backend, check_shape
+from ..validate import check_same_backend, check_shape, store_python_scalars
 
 __all__ = ["Cell", "MODES"]
 
@@ -78,6 +78,7 @@ class Cell:
             cls.recurrence()  # register `<name>_recurrence` at import, so every primitive is known up front
 
     def __post_init__(self):
+        store_python_scalars(self)  # a cell's config stays JSON-friendly
         check_positive_int("input_size", self.input_size)
         check_positive_int("hidden_size", self.hidden_size)
 
@@ -180,14 +181,25 @@ class Cell:
             return _shapes_from_init(self)
 
     def states(self, params: dict, x, state0, mode: str = "sequential", **newton_kwargs):
-        """All states ``(B, T, S)`` from ``x: (B, T, I)`` and a packed ``state0: (B, S)``."""
+        """All states ``(B, T, S)`` from ``x: (B, T, I)`` and a packed ``state0: (B, S)``
+        (:meth:`pack_state`; ``S = state_size``)."""
+        self.check_input(x)
+        self.check_params(params)
+        check_array("state0", state0, ndim=2)
+        check_shape("state0", state0, (x.shape[0], self.state_size), "(B, state_size)")
+        for name, v in (*((f"params[{k!r}]", v) for k, v in params.items()), ("state0", state0)):
+            check_same_backend(name, v, "x", x)
+        _check_state_dtype("state0", state0, x, params)
+        return self._states(params, x, state0, mode, **newton_kwargs)
+
+    def _states(self, params: dict, x, state0, mode: str = "sequential", **newton_kwargs):
         check_choice("mode", mode, MODES)
         if newton_kwargs and mode == "sequential":
             check_newton_options(self, x, newton_kwargs)  # not used, but a typo or a bad value is refused
         xi = self.project(params, x)
         if mode == "parallel":
-            from ..newton import parallel_states  # imported here: the Newton engine sits above cells
-            return parallel_states(self, params, xi, state0, **newton_kwargs)
+            from ..newton import _parallel_states  # imported here: the Newton engine sits above cells
+            return _parallel_states(self, params, xi, state0, **newton_kwargs)
         return self.recurrence()(xi, state0, *self.recurrent_args(params), cell=self)
 
     def apply(self, params: dict, x, h0=None, mode: str = "sequential", **newton_kwargs):
@@ -203,7 +215,7 @@ class Cell:
             ``(hs, h_last)``: ``hs: (B, T, hidden_size)`` and the final state (same form as ``h0``).
         """
         state0 = self.checked_state0(params, x, h0)
-        states = self.states(params, x, state0, mode, **newton_kwargs)
+        states = self._states(params, x, state0, mode, **newton_kwargs)  # checked just above
         return self.output(states), self.unpack_state(states[:, -1])
 
     def checked_state0(self, params: dict, x, h0):

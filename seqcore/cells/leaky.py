@@ -47,10 +47,6 @@ class LeakyRNN(Cell):
             raise ValueError(f"slope: got {self.slope!r}, expected a number in [0, 1)")
         if not is_real_number(self.tau_init) or not math.isfinite(self.tau_init) or self.tau_init < 1:
             raise ValueError(f"tau_init: got {self.tau_init!r}, expected a finite number >= 1 (timescales are >= 1)")
-        for name in ("slope", "tau_init"):  # NumPy scalars as Python numbers: a config stays JSON-able
-            value = getattr(self, name)
-            if isinstance(value, np.generic):
-                object.__setattr__(self, name, value.item())
 
     def init(self, rng, dtype=np.float32):
         """``W_ih: (H, I)``, ``W_hh: (H, H)`` (zero diagonal), ``bias_ih: (H,)`` ~ U(±1/√H); ``tau: (H,) = tau_init``."""

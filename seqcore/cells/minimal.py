@@ -83,7 +83,7 @@ class _MinimalCell(Cell):
 
     def __post_init__(self):
         super().__post_init__()
-        object.__setattr__(self, "log_space", check_bool("log_space", self.log_space))  # np.True_ -> True
+        check_bool("log_space", self.log_space)
 
     def init(self, rng, dtype=np.float32):
         """``weight_ih: (G·H, I)``, ``bias_ih: (G·H,)`` ~ U(±1/√I) (``nn.Linear``'s init)."""
@@ -113,7 +113,7 @@ class _MinimalCell(Cell):
         raise NotImplementedError
 
     # -- the sequence: one linear scan ----------------------------------------------------------
-    def states(self, params, x, state0, mode="sequential", **newton_kwargs):
+    def _states(self, params, x, state0, mode="sequential", **newton_kwargs):
         """All states ``(B, T, H)`` by a linear scan.
 
         ``"sequential"``: the ``<name>_recurrence`` primitive (gates and scan in one; fused

@@ -62,7 +62,11 @@ class Bidirectional:
 
 @dataclass(frozen=True)
 class Stack:
-    """Layers applied in turn; layer l + 1 reads layer l's outputs.  ``h0``/``h_last`` are lists per layer."""
+    """Layers applied in turn; layer l + 1 reads layer l's outputs.
+
+    ``h0`` (None, or a list with one entry per layer) and ``h_last`` hold each layer's state as
+    that layer takes it: ``(B, H)``, ``(h, c)`` for LSTM-like cells, a pair ``(forward,
+    backward)`` for a :class:`Bidirectional` layer — not PyTorch's stacked ``(L·D, B, H)``."""
 
     layers: tuple
 
@@ -98,6 +102,9 @@ class Stack:
         if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
             raise ValueError(f"params: got {type(params).__name__} of length {len(params) if hasattr(params, '__len__') else '?'}, "
                              f"expected a list of {len(self.layers)} layer dicts from Stack.init")
+        if h0 is not None and not isinstance(h0, (list, tuple)):
+            raise TypeError(f"h0: got {type(h0).__name__}, expected None or a list with one initial state per layer "
+                            f"({len(self.layers)}), each as the layer's apply takes it")
         h0 = [None] * len(self.layers) if h0 is None else list(h0)
         if len(h0) != len(self.layers):
             raise ValueError(f"h0: got {len(h0)} states, expected one per layer ({len(self.layers)})")

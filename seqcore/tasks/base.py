@@ -26,7 +26,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from ..masks import last_step_index
-from ..validate import check_choice, check_fits_in_memory, check_rng  # noqa: F401  (check_choice: re-exported)
+from ..validate import check_choice, check_fits_in_memory, check_rng, store_python_scalars  # noqa: F401  (check_choice: re-exported)
 
 __all__ = [
     "Batch", "Head", "Task", "DatasetTask", "LOSSES",
@@ -180,15 +180,7 @@ class Task:
     input_kind: str = "one_hot"  # or "real"
 
     def __post_init__(self) -> None:
-        # NumPy scalars become Python ones (also inside a sequence), so that a task holds plain
-        # values: config() stays JSON-friendly and equal tasks compare and hash alike
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, np.generic):
-                object.__setattr__(self, f.name, value.item())
-            elif isinstance(value, (list, tuple)) and any(isinstance(v, np.generic) for v in value):
-                object.__setattr__(self, f.name, type(value)(v.item() if isinstance(v, np.generic) else v
-                                                             for v in value))
+        store_python_scalars(self)  # config() stays JSON-friendly
         check_int("seed", self.seed, minimum=0)
         self._check()
 
