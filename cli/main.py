@@ -21,7 +21,7 @@ from seqcore.tasks.idx import DEFAULT_DATA_DIRS
 from seqcore.validate import INT64_MAX
 from seqcore import train as train_module
 from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, Run, TrainConfig
-from seqcore.train import current_status
+from seqcore.train import EARLY_STOPS, current_status
 from seqcore.train import resume as resume_run
 from seqcore.train import train as train_run
 
@@ -364,23 +364,31 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
     """
     cfg = _run_config(run_dir)
     with user_errors():
-        done, previous = current_status(run_dir)  # previous: None where no summary describes the checkpoint
+        # previous: the status at the checkpoint; described: summary.json was written for it
+        done, previous, described = current_status(run_dir)
     total = cfg.steps if steps is None else steps
+    stopped = previous in EARLY_STOPS
     if steps is not None and steps > INT64_MAX:
         raise click.ClickException(f"--steps: got {steps}, expected an integer <= {INT64_MAX}")
     if steps is not None and steps <= done:
         raise click.ClickException(f"--steps: got {steps}, expected more than the {done} steps already done")
-    if done >= total and previous is not None:
+    if steps is not None:
+        with user_errors():  # a new budget the config cannot take (warmup >= steps) is this option's fault
+            try:
+                dataclasses.replace(cfg, steps=steps, target_accuracy=None if stopped else cfg.target_accuracy)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"--steps: got {steps}, which this run's config refuses ({exc})") from exc
+    if described and done >= total:
         raise click.ClickException(f"{run_dir}: already trained for {done} of {total} steps; "
                                    f"pass --steps N (N > {done}) to train longer")
-    if steps is None and previous in ("curriculum-finished", "target-reached"):
+    if described and steps is None and stopped:
         raise click.ClickException(f"{run_dir}: the run already stopped ({previous}); "
                                    "pass --steps N to train it further anyway")
     if not quiet:
-        past = f"; continuing past its earlier stop ({previous})" if steps is not None and \
-            previous in ("curriculum-finished", "target-reached") else ""
-        what = (f"from step {done} to {total}" if done < total else
-                f"at step {done}: its summary was not written, rebuilding it from metrics.jsonl")
+        past = f"; continuing past its earlier stop ({previous})" if steps is not None and stopped else ""
+        rebuild = steps is None and (done >= total or stopped)  # not described: killed before its summary
+        what = (f"at step {done}: its summary was not written, rebuilding it from metrics.jsonl" if rebuild
+                else f"from step {done} to {total}")
         click.echo(f"seqcore resume: {run_dir} {what} ({cfg.backend} backend{past})")
         note_blas_pin(cfg.backend)
     with user_errors():
@@ -392,9 +400,11 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
 
 def _head_table(heads: dict) -> list[str]:
     lines = [f"{'head':<10} {'accuracy':>9} {'loss':>10}"]
+    def number(v, width):  # null: a value logged while not finite
+        return f"{'nan' if v is None else format(v, '.4f'):>{width}}"
     for name, r in heads.items():
-        acc = f"{r['accuracy']:.4f}" if "accuracy" in r else "-"
-        lines.append(f"{name:<10} {acc:>9} {r['loss']:>10.4f}")
+        acc = number(r["accuracy"], 9) if "accuracy" in r else f"{'-':>9}"
+        lines.append(f"{name:<10} {acc} {number(r['loss'], 10)}")
     return lines
 
 

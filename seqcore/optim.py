@@ -588,12 +588,9 @@ def _leaf_to_numpy(path: str, leaf) -> np.ndarray:
 
 def _leaf_dtype(template) -> np.dtype:
     """The NumPy dtype of a float template leaf (a Python float: float64), read without copying its data."""
-    if isinstance(template, (np.ndarray, np.generic)):
-        return template.dtype
-    if isinstance(template, numbers.Real):
+    if isinstance(template, numbers.Real) and not isinstance(template, np.generic):
         return np.dtype(np.float64)
-    module = backends.get(backends.backend_of(template))
-    return np.asarray(module.to_numpy(template.reshape(-1)[:0])).dtype
+    return backends.numpy_dtype(template)
 
 
 def _numpy_to_leaf(array: np.ndarray, template):

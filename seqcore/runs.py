@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .backends import numpy_dtype
 from .tree import tree_paths
 
 __all__ = ["JsonConfig", "RunDir", "atomic_write", "write_json", "read_json", "read_json_object", "save_checkpoint",
@@ -144,6 +145,8 @@ def params_from_arrays(template, arrays, prefix: str = "params/", asarray=np.asa
         a = np.asarray(arrays[key])
         if a.shape != tuple(leaf.shape):
             raise ValueError(f"checkpoint: {key!r} has shape {a.shape}, expected {tuple(leaf.shape)}")
+        if a.dtype != numpy_dtype(leaf):  # the run's dtype (config.json) and the checkpoint's differ
+            raise ValueError(f"checkpoint: {key!r} has dtype {a.dtype}, expected {numpy_dtype(leaf)}")
         out.append(asarray(a))
     return tree_unflatten(treedef, out)
 

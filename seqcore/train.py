@@ -38,6 +38,7 @@ SCHEDULES = ("constant", "cosine", "warmup-cosine", "wsd", "linear", "rex")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 MODEL_COPIES = 3  # parameters, gradients and at least one optimizer slot: the least a run holds
 BATCH_FLOATS = 4  # floats per hidden unit and step that any cell's forward + backward holds at least
+EARLY_STOPS = ("curriculum-finished", "target-reached")  # statuses of runs that stopped before their budget
 
 
 class TrainingDiverged(RuntimeError):
@@ -399,6 +400,7 @@ class Run:
         self.rng = np.random.default_rng([cfg.seed, 1])
         self.history: list[dict] = []
         self.elapsed = 0.0  # seconds of training before this process (from the checkpoint)
+        self.stopped: str | None = None  # an early stop (EARLY_STOPS) reached at the checkpointed step
 
     def active(self) -> list[str]:
         return [h.name for h in self.curriculum.heads()]
@@ -435,7 +437,7 @@ class Run:
         arrays.update(cur_arrays)
         meta = {"step": self.trainer.step_count, "rng": self.rng.bit_generator.state,
                 "curriculum": {k: v for k, v in cur.items() if not isinstance(v, np.ndarray)},
-                "history": self.history, "elapsed": self.elapsed}
+                "history": self.history, "elapsed": self.elapsed, "stopped": self.stopped}
         save_checkpoint(path, arrays, meta)
 
     def load(self, path) -> None:
@@ -448,6 +450,9 @@ class Run:
             self.curriculum.load_state_dict(cur)
             self.history = list(meta.get("history", []))
             self.elapsed = float(meta.get("elapsed", 0.0))  # absent from checkpoints written before it was kept
+            self.stopped = meta.get("stopped")
+            if self.stopped not in (None, *EARLY_STOPS):
+                raise ValueError(f"__meta__ stopped: got {self.stopped!r}, expected null or one of {list(EARLY_STOPS)}")
         check_finite_params(path, arrays)
 
 
@@ -474,6 +479,7 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
     every_ckpt = cfg.checkpoint_every or cfg.eval_every
     bar = progress_bar(cfg.steps, tr.step_count, quiet)
     t0 = time.perf_counter() - run.elapsed  # training time so far: wall_time_s and "time" go on across resumes
+    run.stopped = None  # training on: an earlier stop no longer describes the checkpoints to come
 
     def checkpoint():
         run.elapsed = time.perf_counter() - t0
@@ -530,7 +536,9 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
     finally:
         if bar is not None:
             bar.close()
-    if rd is not None and status in ("completed", "curriculum-finished", "target-reached"):
+    if rd is not None and status in ("completed", *EARLY_STOPS):
+        # the stop goes into the checkpoint too: killed before summary.json, a resumed run still stops
+        run.stopped = status if status in EARLY_STOPS else None
         try:
             checkpoint()
         except TrainingDiverged as exc:
@@ -555,19 +563,23 @@ def _summary(run: Run, status: str, message: str, loss: float, last_eval: dict |
     }
 
 
-def current_status(out) -> tuple[int, str | None]:
-    """``(step of the checkpoint, status of the summary that describes it)`` of the run in ``out``.
+def current_status(out) -> tuple[int, str | None, bool]:
+    """``(step, status, described)`` of the run in ``out``: the step of its checkpoint, and whether a
+    ``summary.json`` describes that step.
 
-    The status is None when no ``summary.json`` describes that step: a segment killed before it
-    wrote its summary leaves the summary of an earlier segment (or none), and that one's status
-    (an early stop, say) no longer applies.
+    ``status`` is that summary's; without one (a segment killed before it wrote its summary
+    leaves an earlier segment's, or none) it is the early stop the checkpoint records, or None.
     """
     rd = RunDir(out)
-    step = checkpoint_meta(rd.checkpoint)["step"]
+    meta = checkpoint_meta(rd.checkpoint)
+    step, stopped = meta["step"], meta.get("stopped")
+    stopped = stopped if stopped in EARLY_STOPS else None
     if not rd.summary.exists():
-        return step, None
+        return step, stopped, False
     summary = read_json_object(rd.summary)
-    return step, (summary.get("status") if summary.get("steps") == step else None)
+    if summary.get("steps") != step:
+        return step, stopped, False
+    return step, summary.get("status"), True
 
 
 def check_batch_fits(name: str, batch_size: int, cfg: TrainConfig, task) -> None:
@@ -586,7 +598,7 @@ def check_batch_fits(name: str, batch_size: int, cfg: TrainConfig, task) -> None
                          f"{per_step * steps:.3g} bytes per sequence of {steps} steps)")
 
 
-def _summary_from_log(run: Run, rd: RunDir) -> dict:
+def _summary_from_log(run: Run, rd: RunDir, status: str) -> dict:
     """The summary of a run that was killed after its last checkpoint and before its summary:
     rebuilt from the ``metrics.jsonl`` record of that step (every run logs its last step)."""
     step = run.trainer.step_count
@@ -596,7 +608,7 @@ def _summary_from_log(run: Run, rd: RunDir) -> dict:
                          "evaluation (the file is damaged)")
     _check_evaluation_record(rd, last)
     loss = last.get("loss")
-    summary = _summary(run, "completed", "", float("nan") if loss is None else float(loss), last.get("eval"),
+    summary = _summary(run, status, "", float("nan") if loss is None else float(loss), last.get("eval"),
                        run.elapsed)
     write_json(rd.summary, summary)
     return summary
@@ -687,8 +699,8 @@ def resume(out: str, *, hooks: Hooks | None = None, quiet: bool = False,
 
 def _resume(rd: RunDir, out, hooks, quiet, log, steps) -> tuple[dict, Any]:
     cfg_dict = read_json_object(rd.config)
-    _, previous = current_status(out)
-    stopped = previous in ("curriculum-finished", "target-reached")
+    _, previous, described = current_status(out)
+    stopped = previous in EARLY_STOPS
     if steps is not None:
         cfg_dict["steps"] = steps
         if stopped:  # else the target check would stop it again at its next evaluation
@@ -699,8 +711,8 @@ def _resume(rd: RunDir, out, hooks, quiet, log, steps) -> tuple[dict, Any]:
         raise ValueError(f"{rd.config}: {exc}") from exc
     run = _run_from_config(rd, cfg, hooks)
     run.load(rd.checkpoint)
-    if run.trainer.step_count >= cfg.steps and previous is None:
-        return _summary_from_log(run, rd), run.trainer.params
+    if not described and steps is None and (run.trainer.step_count >= cfg.steps or stopped):
+        return _summary_from_log(run, rd, previous or "completed"), run.trainer.params
     if run.trainer.step_count >= cfg.steps or (stopped and steps is None):
         raise ValueError(f"out: the run in {out} already finished ({previous or 'completed'} at step "
                          f"{run.trainer.step_count}); pass a larger `steps` to continue it")

@@ -576,6 +576,62 @@ def test_resume_with_steps_continues_a_run_stopped_on_its_target(tmp_path):
     assert json.loads((out / "config.json").read_text())["target_accuracy"] is None
 
 
+@pytest.mark.parametrize("stop_args, status", [(["--target-accuracy", "0.01"], "target-reached"),
+                                               (["--curriculum", "single-head", "--curriculum-arg", "threshold=0.01",
+                                                 "--curriculum-arg", "max_n=3", "--task-arg", "n=2"],
+                                                "curriculum-finished")])
+def test_a_run_killed_after_its_early_stop_is_not_trained_on(tmp_path, stop_args, status):
+    # killed between the final checkpoint and summary.json: the checkpoint holds the stop
+    out = tmp_path / "stop"
+    ok("train", *TINY, *stop_args, "--out", out, "--quiet")
+    written = json.loads((out / "summary.json").read_text())
+    assert written["status"] == status and written["steps"] < 40
+    before = params_of(out)
+    (out / "summary.json").unlink()
+    result = ok("resume", out)
+    assert "its summary was not written, rebuilding it" in result.stdout
+    rebuilt = json.loads((out / "summary.json").read_text())
+    assert (rebuilt["status"], rebuilt["steps"], rebuilt["heads"]) == (status, written["steps"], written["heads"])
+    after = params_of(out)
+    assert all(np.array_equal(after[k], before[k]) for k in before)
+    assert_one_line_error(invoke("resume", out))  # now described by its summary: needs --steps
+
+
+def test_a_checkpoint_of_another_dtype_than_the_config_is_refused_naming_it(tmp_path):
+    out = tmp_path / "dt"
+    ok("train", *TINY, "--steps", 20, "--out", out, "--quiet")
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "dtype": "float64"}))
+    metrics = (out / "metrics.jsonl").read_text()
+    for args in (["resume", out, "--steps", 30], ["eval", out]):
+        result = invoke(*args)
+        assert_one_line_error(result)
+        assert "checkpoint.npz" in result.stderr and "has dtype float32, expected float64" in result.stderr
+    assert (out / "metrics.jsonl").read_text() == metrics  # refused before anything was rewritten
+
+
+def test_resume_steps_the_config_refuses_names_the_option(tmp_path, monkeypatch):
+    out = tmp_path / "warm"
+
+    def interrupt_at_15(self, trainer, batch, loss):
+        if trainer.step_count == 15:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:  # 40 steps with 25 of warmup, interrupted after the checkpoint of step 10
+        m.setattr(Hooks, "after_step", interrupt_at_15)
+        invoke("train", *TINY, "--schedule", "warmup-cosine", "--warmup", "25", "--out", out, "--quiet")
+    result = invoke("resume", out, "--steps", 24)
+    assert_one_line_error(result)
+    assert "--steps: got 24, which this run's config refuses (warmup: got 25" in result.stderr
+    assert "seqcore resume:" not in result.stdout  # refused before the header
+
+
+def test_summary_table_prints_values_logged_as_null():
+    from seqcore_cli.main import _head_table
+    lines = _head_table({"n2": {"loss": None, "accuracy": None}, "sum": {"loss": 0.5}})
+    assert lines[1].split() == ["n2", "nan", "nan"] and lines[2].split() == ["sum", "-", "0.5000"]
+
+
 @pytest.mark.parametrize("args, config, message", [
     (["--task-arg", "seed=5"], None, "--task-arg: got seed=5, expected no seed"),
     ([], {"task_kwargs": {"seed": 3}}, "--task-arg (or task_kwargs in {file}): got seed=3"),

@@ -14,7 +14,9 @@ import sys
 import threading
 from types import ModuleType
 
-__all__ = ["BackendUnavailable", "available", "get", "use", "current", "names", "backend_of", "info"]
+import numpy as np
+
+__all__ = ["BackendUnavailable", "available", "get", "use", "current", "names", "backend_of", "numpy_dtype", "info"]
 
 # name -> (module path, package it needs, pip extra that installs it)
 _REGISTRY: dict[str, tuple[str, str, str | None]] = {
@@ -139,3 +141,12 @@ def backend_of(*arrays) -> str:
             return "cupy"
     cur = current()
     return cur if cur in ("numpy", "numba") else "numpy"
+
+
+def numpy_dtype(array) -> np.dtype:
+    """The NumPy dtype of an array of any backend (``torch.float32`` → ``float32``), read
+    without copying its data."""
+    if isinstance(array, (np.ndarray, np.generic)):
+        return array.dtype
+    module = get(backend_of(array))
+    return np.asarray(module.to_numpy(array.reshape(-1)[:0])).dtype
