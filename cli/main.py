@@ -203,7 +203,8 @@ def _data_tasks() -> list[str]:
 
 
 def build_config(config_file: str | None, options: dict, task_args=(), curriculum_args=(),
-                 cell_args=(), data_dir: str | None = None, dataset: str | None = None) -> tuple[TrainConfig, str | None]:
+                 cell_args=(), data_dir: str | None = None, dataset: str | None = None,
+                 schedule_args=()) -> tuple[TrainConfig, str | None]:
     """The :class:`TrainConfig` of ``seqcore train`` and the ``out`` named in the config file.
 
     Precedence: command-line ``options`` (None = not given, :data:`NONE` = None) over the
@@ -233,7 +234,8 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
             raise click.ClickException(f"{flag}: got {value!r} and --task-arg {field}={other!r}, expected one "
                                        "of them (they set the same task field)")
         task_args = (*task_args, (field, value))
-    for kind, pairs in (("task", task_args), ("curriculum", curriculum_args), ("cell", cell_args)):
+    for kind, pairs in (("task", task_args), ("curriculum", curriculum_args), ("cell", cell_args),
+                        ("schedule", schedule_args)):
         key = f"{kind}_kwargs"
         kwargs = dict(base.get(key, {})) if merged.get(kind) == base.get(kind) else {}
         kwargs.update(dict(pairs))
@@ -244,8 +246,10 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     # the library names the field (cell_kwargs: ...); here the option that sets it
     in_file = f" (or {{}} in {config_file})" if config_file else ""
     options = {f"{kind}_kwargs": f"--{kind}-arg" + in_file.format(f"{kind}_kwargs")
-               for kind in ("task", "curriculum", "cell")}
-    with user_errors({**options, **_source_names(given, base, config_file)}):
+               for kind in ("task", "curriculum", "cell", "schedule")}
+    schedule_fields = _field_options({}, "schedule", merged.get("schedule", _field_default("schedule")),
+                                     merged.get("schedule_kwargs", {}), in_file)
+    with user_errors({**options, **_source_names(given, base, config_file), **schedule_fields}):
         cfg = TrainConfig.from_dict(merged)
         # the optimizer's own checks (and the schedule's), before the header line and the run directory
         train_module.build_optimizer(cfg)
@@ -299,6 +303,8 @@ def _field_options(options: dict, kind: str, name: str, kwargs: dict, in_file: s
               help="A curriculum field, e.g. threshold=0.95 or max_n=12 (repeatable).")
 @click.option("--cell-arg", "cell_args", type=KeyValue(), multiple=True,
               help="A cell field, e.g. tau_init=2.0 (repeatable; see `seqcore cells NAME`).")
+@click.option("--schedule-arg", "schedule_args", type=KeyValue(), multiple=True,
+              help="A schedule field, e.g. cycle_steps=500 for sgdr or from_run=runs/A for refined (repeatable).")
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Directory of the IDX files of the image task (its field data_dir).")
 @click.option("--dataset", type=click.Choice(list(DEFAULT_DATA_DIRS)),
@@ -309,10 +315,11 @@ def _field_options(options: dict, kind: str, name: str, kwargs: dict, in_file: s
               help="Run directory [default: the config file's `out`, else runs/TASK-CURRICULUM-CELL].")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-evaluation lines.")
-def train(task_args, curriculum_args, cell_args, data_dir, dataset, config_file, out, overwrite, quiet,
-          **options) -> None:
+def train(task_args, curriculum_args, cell_args, schedule_args, data_dir, dataset, config_file, out, overwrite,
+          quiet, **options) -> None:
     """Train a model and write a run directory (config, metrics, summary, checkpoint)."""
-    cfg, file_out = build_config(config_file, options, task_args, curriculum_args, cell_args, data_dir, dataset)
+    cfg, file_out = build_config(config_file, options, task_args, curriculum_args, cell_args, data_dir, dataset,
+                                 schedule_args)
     if out is not None and not out.strip():  # "" would silently fall back to the default directory
         raise click.ClickException(f"--out: got {out!r}, expected a directory path")
     if file_out is not None and (not isinstance(file_out, str) or not file_out.strip()):

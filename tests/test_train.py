@@ -1,4 +1,5 @@
 """The training loop: exact resume, NaN guard, curricula in a run, hooks."""
+import dataclasses
 import json
 import math
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from seqcore.runs import RunDir, load_checkpoint, save_checkpoint
+from seqcore.tree import tree_leaves
 from seqcore.train import Hooks, TrainConfig, load_run, resume, train
 
 SMALL = dict(task="nparity", task_kwargs={"n": 2}, cell="gru", hidden=8, steps=40, batch_size=16,
@@ -406,19 +408,28 @@ def test_task_seed_comes_from_the_run_seed(kwargs):
         TrainConfig(**{**SMALL, "task_kwargs": kwargs})
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine", "warmup-cosine", "wsd", "linear", "rex"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "warmup-cosine", "wsd", "linear", "rex", "exponential",
+                                      "piecewise-constant", "sgdr", "triangular", "infinite"])
 def test_every_schedule_warms_up_linearly_from_zero(schedule):
     from seqcore.train import build_schedule
     lr = build_schedule(TrainConfig(**{**SMALL, "lr": 0.1, "steps": 20, "warmup": 4, "schedule": schedule}))
-    assert [lr(t) for t in (0, 1, 2, 4)] == pytest.approx([0.0, 0.025, 0.05, 0.1])
-    assert [lr(t) for t in (0.5, 3.5)] == pytest.approx([0.0125, 0.0875])  # linear between steps too
+    top = 0.01 if schedule == "triangular" else 0.1  # triangular warms up to where its cycles start
+    assert [lr(t) for t in (0, 1, 2, 4)] == pytest.approx([0.0, top / 4, top / 2, top])
+    assert [lr(t) for t in (0.5, 3.5)] == pytest.approx([top / 8, top * 7 / 8])  # linear between steps too
     # after the warmup, hand-computed: cosine decays over the remaining 16 steps, wsd holds the peak
     # until its cooldown, constant stays; every decaying schedule ends at 0 at the budget
     after = {"constant": {10: 0.1, 20: 0.1},
              "cosine": {8: 0.05 * (1 + math.cos(math.pi / 4)), 12: 0.05, 20: 0.0},
              "warmup-cosine": {8: 0.05 * (1 + math.cos(math.pi / 4)), 12: 0.05, 20: 0.0},
              "wsd": {10: 0.1, 20: 0.0},
-             "linear": {12: 0.05, 20: 0.0}, "rex": {12: 0.1 * 0.5 / 0.75, 20: 0.0}}[schedule]
+             "linear": {12: 0.05, 20: 0.0}, "rex": {12: 0.1 * 0.5 / 0.75, 20: 0.0},
+             # defaults scaled to the 16 steps after warmup: to 1 % at the end; x0.1 at 8, x0.01 at 12;
+             # cycles of 4; half cycles of 2 from lr/10; cooldown 3 to lr/10, plateau 10, anneal 3 to lr/100
+             "exponential": {12: 0.1 * 0.1, 20: 0.1 * 0.01},
+             "piecewise-constant": {11: 0.1, 12: 0.01, 16: 0.001, 20: 0.001},
+             "sgdr": {6: 0.05, 8: 0.1, 10: 0.05},
+             "triangular": {5: 0.055, 6: 0.1, 7: 0.055, 8: 0.01},
+             "infinite": {7: 0.01, 16: 0.01, 17: 0.01, 20: 0.001}}[schedule]
     assert {t: lr(t) for t in after} == pytest.approx(after, abs=1e-15)
 
 
@@ -437,6 +448,69 @@ def test_linear_and_rex_decay_over_the_steps_after_the_warmup(schedule, expected
     plain = build_schedule(TrainConfig(**{**SMALL, "lr": 0.1, "steps": 20, "schedule": schedule}))
     reference = schedules.linear_decay(0.1, 20) if schedule == "linear" else schedules.rex(0.1, 20)
     assert [plain(t) for t in range(21)] == [reference(t) for t in range(21)]
+
+
+@pytest.mark.parametrize("schedule, fields, reference", [
+    ("cosine", {"alpha": 0.1, "power": 2.0}, lambda s: s.cosine(0.1, 20, alpha=0.1, power=2.0)),
+    ("wsd", {"cooldown_steps": 5, "cooldown": "sqrt", "floor_ratio": 0.1},
+     lambda s: s.wsd(0.1, 20, cooldown_steps=5, cooldown="sqrt", floor_ratio=0.1)),
+    ("exponential", {"decay_rate": 0.5, "decay_steps": 3, "staircase": True},
+     lambda s: s.exponential(0.1, 0.5, 3, staircase=True)),
+    ("piecewise-constant", {"factors": [1, 0.5], "boundaries": [7]}, lambda s: s.piecewise_constant([0.1, 0.05], [7])),
+    ("sgdr", {"cycle_steps": 6, "cycle_mult": 2.0, "alpha": 0.1}, lambda s: s.sgdr(0.1, 6, alpha=0.1, cycle_mult=2.0)),
+    ("triangular", {"base_value": 0.02, "half_cycle_steps": 3, "mode": "triangular2"},
+     lambda s: s.triangular(0.02, 0.1, 3, mode="triangular2")),
+    ("infinite", {"constant_value": 0.05, "min_value": 0.01, "cooldown_steps": 4, "constant_steps": 6,
+                  "anneal_steps": 5, "start_in_constant": True},
+     lambda s: s.infinite(0.1, 0.05, 0.01, 0, 4, 6, 5, start_in_constant=True)),
+])
+def test_schedule_fields_reach_the_schedule(schedule, fields, reference):
+    from seqcore import schedules
+    from seqcore.train import build_schedule
+    lr = build_schedule(TrainConfig(**{**SMALL, "lr": 0.1, "steps": 20, "schedule": schedule,
+                                       "schedule_kwargs": fields}))
+    want = reference(schedules)
+    assert [lr(t) for t in range(25)] == [want(t) for t in range(25)]
+
+
+@pytest.mark.parametrize("fields, error, match", [
+    ({"cycle_steps": 5}, ValueError, r"schedule_kwargs: got 'cycle_steps' for the 'cosine' schedule, expected some "
+                                     r"of: alpha, power"),
+    ([("alpha", 0.1)], TypeError, "schedule_kwargs: got list, expected a dict"),
+])
+def test_schedule_fields_are_checked(fields, error, match):
+    with pytest.raises(error, match=match):
+        TrainConfig(**{**SMALL, "schedule": "cosine", "schedule_kwargs": fields})
+
+
+def test_runs_record_gradient_norms_and_refined_reads_them(tmp_path):
+    from seqcore import schedules
+    from seqcore.train import Run, build_schedule
+    cfg = TrainConfig(**{**SMALL, "steps": 12, "eval_every": 4, "schedule": "constant"})  # budget-free
+    seen = []
+
+    class Norms(Hooks):  # oracle: the global norm of the gradients the optimizer is given
+        def transform_grads(self, trainer, grads, batch):
+            seen.append(math.sqrt(sum(float(np.sum(np.asarray(g, np.float64) ** 2)) for g in tree_leaves(grads))))
+            return grads
+
+    train(cfg, tmp_path / "a", hooks=Norms(), quiet=True)
+    norms = load_checkpoint(tmp_path / "a" / "checkpoint.npz")[0]["grad_norms"]
+    np.testing.assert_allclose(norms, seen, rtol=1e-5)
+    # an interrupted run resumed records the same history
+    train(dataclasses.replace(cfg, steps=8), tmp_path / "b", quiet=True)
+    resume(tmp_path / "b", steps=12, quiet=True)
+    np.testing.assert_array_equal(load_checkpoint(tmp_path / "b" / "checkpoint.npz")[0]["grad_norms"], norms)
+    refined = TrainConfig(**{**SMALL, "steps": 30, "warmup": 5, "schedule": "refined",
+                             "schedule_kwargs": {"from_run": str(tmp_path / "a"), "power": 1.0}})
+    lr, want = build_schedule(refined), schedules.refined(norms, SMALL["lr"], total_steps=25, power=1.0)
+    assert [lr(t) for t in range(5, 31)] == pytest.approx([want(t) for t in range(26)], abs=1e-15)
+    assert lr(0) == 0 and Run(refined).schedule(7) == lr(7)
+
+
+def test_refined_needs_a_run_with_gradient_norms(tmp_path):
+    with pytest.raises(ValueError, match="from_run: got '.*nowhere', which holds no run"):
+        train(TrainConfig(**{**SMALL, "schedule": "refined", "schedule_kwargs": {"from_run": str(tmp_path / "nowhere")}}))
 
 
 def test_unwritable_run_directory_names_out(tmp_path):

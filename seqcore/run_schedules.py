@@ -1,0 +1,127 @@
+"""The learning-rate schedules a training run can name, and their fields.
+
+A run fixes a schedule's peak (``lr``), its length (``steps``) and a linear warmup from 0
+(``warmup``); ``schedule_kwargs`` sets the rest of the fields of :mod:`seqcore.schedules`,
+with defaults scaled to the run (an SGDR cycle is a quarter of the steps after warmup, say).
+The warmup ends at ``lr``, where every schedule but ``triangular`` starts (its cycles start
+at ``base_value``, where its warmup ends).
+Learning rates given as fields (``end_value``, ``min_value``, ``base_value``,
+``constant_value``, ``init_value``) are absolute; ``factors`` of ``piecewise-constant`` are
+multiples of ``lr``.
+
+``refined`` reads the gradient norms a previous run recorded (``from_run``: its directory;
+every run keeps its per-step gradient norms in its checkpoint) and refines the linear decay
+from them. Resuming re-reads them, so keep that run as it was.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import schedules
+from .validate import check_choice, is_real_number
+
+__all__ = ["SCHEDULES", "SCHEDULE_FIELDS", "run_schedule", "check_schedule_kwargs", "recorded_grad_norms"]
+
+# the fields each schedule takes from schedule_kwargs (lr, steps and warmup come from the run)
+SCHEDULE_FIELDS: dict[str, tuple[str, ...]] = {
+    "constant": (),
+    "cosine": ("alpha", "power"),
+    "warmup-cosine": ("init_value", "alpha", "power"),
+    "wsd": ("cooldown_steps", "cooldown", "floor_ratio", "init_value"),
+    "linear": ("end_value",),
+    "rex": ("min_value",),
+    "exponential": ("decay_rate", "decay_steps", "staircase", "end_value"),
+    "piecewise-constant": ("factors", "boundaries"),
+    "sgdr": ("cycle_steps", "alpha", "cycle_mult", "peak_decay", "num_cycles"),
+    "triangular": ("base_value", "half_cycle_steps", "mode", "gamma"),
+    "infinite": ("constant_value", "min_value", "cooldown_steps", "constant_steps", "anneal_steps",
+                 "init_value", "start_in_constant"),
+    "refined": ("from_run", "median_window_fraction", "power"),
+}
+SCHEDULES = tuple(SCHEDULE_FIELDS)
+
+
+def check_schedule_kwargs(name: str, kwargs) -> None:
+    """Refuse a schedule ``kwargs`` cannot configure: an unknown name, a field it does not take."""
+    check_choice("schedule", name, SCHEDULES)
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"schedule_kwargs: got {type(kwargs).__name__}, expected a dict")
+    unknown = sorted(set(kwargs) - set(SCHEDULE_FIELDS[name]))
+    if unknown:
+        allowed = ", ".join(SCHEDULE_FIELDS[name]) or "none"
+        raise ValueError(f"schedule_kwargs: got {', '.join(map(repr, unknown))} for the {name!r} schedule, "
+                         f"expected some of: {allowed}")
+    if name == "refined" and "from_run" not in kwargs:
+        raise ValueError("schedule_kwargs: got no 'from_run' for the 'refined' schedule, expected the directory "
+                         "of the run whose gradient norms it refines")
+
+
+def _after_warmup(decay: Callable[[int], float], lr: float, warmup: int) -> Callable[[int], float]:
+    """Linear warmup 0 → ``lr`` over ``warmup`` steps, then ``decay`` (which starts at its step 0)."""
+    if warmup == 0:
+        return decay
+    ramp = schedules.wsd(lr, warmup, warmup_steps=warmup, cooldown_steps=0)  # only its warmup is used
+    return schedules.join([ramp, decay], [warmup])
+
+
+def recorded_grad_norms(run_dir) -> np.ndarray:
+    """The per-step gradient norms (float64, one per step) that the run in ``run_dir`` recorded."""
+    from .runs import RunDir, load_checkpoint
+    path = RunDir(run_dir).checkpoint
+    if not Path(path).exists():
+        raise ValueError(f"from_run: got {str(run_dir)!r}, which holds no run (no {path.name})")
+    arrays, _ = load_checkpoint(path)
+    norms = arrays.get("grad_norms")
+    if norms is None or norms.size < 2 or not np.isfinite(norms).all():
+        raise ValueError(f"from_run: {path} holds no complete gradient-norm history (got "
+                         f"{'none' if norms is None else f'{norms.size} values, {int((~np.isfinite(norms)).sum())} missing'}), "
+                         "expected a run of this version with at least 2 steps")
+    return norms.astype(np.float64)
+
+
+def run_schedule(name: str, lr: float, steps: int, warmup: int, kwargs: dict) -> Callable[[int], float]:
+    """The learning rate at each step of a run: ``name`` with peak ``lr`` over ``steps`` steps, after a
+    linear warmup from 0 over ``warmup`` (the decaying schedules decay over the ``steps − warmup``
+    steps after it), its other fields from ``kwargs``."""
+    check_schedule_kwargs(name, kwargs)
+    kw, rest = dict(kwargs), steps - warmup
+    if name == "constant":
+        return _after_warmup(schedules.constant(lr), lr, warmup)
+    if name == "cosine":
+        return schedules.warmup_cosine(lr, warmup, steps, **kw) if warmup else schedules.cosine(lr, steps, **kw)
+    if name == "warmup-cosine":
+        return schedules.warmup_cosine(lr, max(warmup, 1), steps, **kw)
+    if name == "wsd":
+        return schedules.wsd(lr, steps, warmup_steps=warmup, **kw)
+    if name == "infinite":
+        cooldown = kw.pop("cooldown_steps", rest // 5)
+        anneal = kw.pop("anneal_steps", rest // 5)
+        kw.setdefault("constant_steps", max(0, rest - cooldown - anneal))
+        kw.setdefault("constant_value", lr / 10)
+        kw.setdefault("min_value", min(lr / 100, kw["constant_value"]))
+        return schedules.infinite(lr, warmup_steps=warmup, cooldown_steps=cooldown, anneal_steps=anneal, **kw)
+    if name == "linear":
+        decay = schedules.linear_decay(lr, rest, **kw)
+    elif name == "rex":
+        decay = schedules.rex(lr, rest, **kw)
+    elif name == "exponential":
+        decay = schedules.exponential(lr, **{"decay_rate": 0.01, "decay_steps": rest, **kw})
+    elif name == "piecewise-constant":
+        factors = kw.get("factors", (1.0, 0.1, 0.01))
+        boundaries = kw.get("boundaries", (rest // 2, 3 * rest // 4))
+        if not isinstance(factors, (list, tuple)) or not all(is_real_number(f) for f in factors):
+            raise TypeError(f"factors: got {factors!r}, expected a list of numbers (multiples of lr)")
+        decay = schedules.piecewise_constant([lr * f for f in factors], boundaries)
+    elif name == "sgdr":
+        decay = schedules.sgdr(lr, **{"cycle_steps": max(1, rest // 4), **kw})
+    elif name == "triangular":  # its cycles start at base_value: the warmup ends there, not at lr
+        base = kw.pop("base_value", lr / 10)
+        decay = schedules.triangular(base, lr, **{"half_cycle_steps": max(1, rest // 8), **kw})
+        return _after_warmup(decay, base, warmup)
+    else:  # refined
+        norms = recorded_grad_norms(kw.pop("from_run"))
+        decay = schedules.refined(norms, lr, total_steps=rest, **kw)
+    return _after_warmup(decay, lr, warmup)
