@@ -300,14 +300,16 @@ class Trainer:
         if not np.isfinite(flat).all():
             raise TrainingDiverged(self.step_count, "a gradient")
         self.grad_norm = math.sqrt(float(np.dot(flat, flat)))
-        updates, self.opt_state = self.optimizer.update(grads, self.opt_state, self.params)
+        # the new state is kept only with the new parameters: a caller that catches the divergence
+        # still holds a consistent trainer (the state of the last good step)
+        updates, new_state = self.optimizer.update(grads, self.opt_state, self.params)
         updates = self.hooks.transform_updates(self, updates)
         new_params = optim.apply_updates(self.params, updates)
         if self.constrain is not None:
             new_params = self.constrain(new_params)
         if not _all_finite(new_params, self.backend.to_numpy):
             raise TrainingDiverged(self.step_count, "a parameter")
-        self.params = new_params
+        self.params, self.opt_state = new_params, new_state
         self.step_count += 1
         self.hooks.after_step(self, batch, loss)
         return loss

@@ -643,3 +643,22 @@ def test_target_accuracy_is_refused_where_no_head_reports_an_accuracy():
                       batch_size=2, eval_every=1, eval_batches=1, eval_batch_size=2, target_accuracy=0.9)
     with pytest.raises(ValueError, match="target_accuracy: got 0.9 with task 'lorenz96'"):
         train(cfg)
+
+
+def test_a_step_that_diverges_leaves_the_trainer_as_it_was():
+    from seqcore import optim
+    from seqcore.train import Trainer, TrainingDiverged
+
+    def loss(p, batch):
+        return (p["w"] * batch[0]).sum()
+
+    trainer = Trainer(loss, {"w": np.ones(3)}, optim.adam(1.0))
+    trainer.step((np.ones(3), None, None))
+    state, params = optim.state_to_arrays(trainer.opt_state), trainer.params["w"].copy()
+    # a finite loss and gradient whose update overflows the parameters
+    trainer.constrain = lambda p: {"w": p["w"] + np.inf}
+    with pytest.raises(TrainingDiverged, match="a parameter"):
+        trainer.step((np.ones(3), None, None))
+    after = optim.state_to_arrays(trainer.opt_state)
+    assert after.keys() == state.keys() and all(np.array_equal(after[k], state[k]) for k in state)
+    assert np.array_equal(trainer.params["w"], params) and trainer.step_count == 1
