@@ -24,7 +24,7 @@ import click
 from seqcore.backends import BackendUnavailable
 from seqcore.train import TrainConfig, TrainingDiverged
 
-__all__ = ["one_line", "user_errors", "SeqcoreGroup", "KeyValue", "OptionalFloat", "NONE",
+__all__ = ["one_line", "user_errors", "saved_config_errors", "SeqcoreGroup", "KeyValue", "OptionalFloat", "NONE",
            "load_config_file", "check_config_types", "register_optional", "BROKEN_PIPE_STATUS"]
 
 # the errors the library raises for bad input (DatasetError is a ValueError and a FileNotFoundError)
@@ -77,6 +77,28 @@ def user_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
         raise click.ClickException(f"out of memory ({one_line(exc)}); expected sizes that fit in this machine's "
                                    "memory: lower the sizes given (--hidden, --batch-size, a length or a memory size)"
                                    ) from exc
+
+
+@contextlib.contextmanager
+def saved_config_errors(config_path) -> Iterator[None]:
+    """Data files missing or damaged while a run is rebuilt from its saved ``config.json``
+    (``eval``, ``resume``, ``continual --resume``): the data directory comes from that file, and
+    these commands have no ``--data-dir``, so the message says so instead of advising the option."""
+    from seqcore.tasks.idx import DatasetError
+    try:
+        yield
+    except DatasetError as exc:
+        if _want_traceback():
+            raise
+        text = one_line(exc)
+        where = (f"the data_dir that this run's {config_path} names (the data set's default directory when it "
+                 "names none): put the files there, or edit data_dir in that file")
+        advice = " as data_dir (--data-dir)"  # the end of seqcore.tasks.idx.HOW_TO_GET
+        if text.endswith(advice):
+            text = f"{text[: -len(advice)]} as {where}"
+        else:
+            text = f"{text} (the data directory is {where})"
+        raise click.ClickException(text) from exc
 
 
 def check_backend_loads(name: str, from_option: bool, config_file=None) -> None:

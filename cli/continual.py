@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from seqcore.plotting import pyplot
 from seqcore.runs import RunDir, atomic_write, read_json, read_json_object
 from seqcore.validate import is_real_number
 
-from .common import KeyValue, OptionalFloat, NONE, check_backend_loads, note_blas_pin, user_errors
+from .common import (KeyValue, OptionalFloat, NONE, check_backend_loads, note_blas_pin, saved_config_errors,
+                     user_errors)
 
 __all__ = ["register", "continual", "report", "format_report", "plot_curves"]
 
@@ -128,21 +130,29 @@ def continual(ctx, out, overwrite, resume_run, quiet, synthetic_args, **options)
     log = None if quiet else click.echo
     if not out.strip():
         raise click.ClickException(f"--out: got {out!r}, expected a directory path")
-    with user_errors(_option_names(ctx, synthetic_args)):
-        if resume_run:
+    names = _option_names(ctx, synthetic_args)
+    if resume_run:
+        with user_errors(names):
             _refuse_options_on_resume(ctx)
             if not (Path(out) / "checkpoint.npz").exists():
                 raise click.ClickException(f"--out: {out} holds no run to resume (no checkpoint.npz)")
             if _is_training_run(out):
                 raise click.ClickException(f"--out: {out} holds a `seqcore train` run, not a continual one; "
                                            f"continue it with `seqcore resume {out}`")
+        saved = _saved_config(out)
+        with user_errors(_stream_names(names, saved and saved.learner)), saved_config_errors(RunDir(out).config):
+            if saved is not None:
+                _check_stream_arguments(saved)
             summary, _ = resume_continual(out, quiet=quiet, log=log)
-        else:
+    else:
+        with user_errors(names):
             _refuse_unused_options(ctx, options, synthetic_args)
             config = build_config(options, synthetic_args)
             check_backend_loads(config.backend, _given(ctx, "backend"))
-            if not quiet:
-                note_blas_pin(config.backend)
+            _check_stream_arguments(config)
+        if not quiet:
+            note_blas_pin(config.backend)
+        with user_errors(_stream_names(names, config.learner)):
             summary, _ = run_continual(config, out, quiet=quiet, log=log, overwrite=overwrite)
     if summary["status"] == "interrupted":  # as `seqcore train`: the checkpoint is kept, exit status 130
         click.echo(f"Interrupted at step {summary['steps']}; the last checkpoint is kept: {summary['message']}",
@@ -151,6 +161,14 @@ def continual(ctx, out, overwrite, resume_run, quiet, synthetic_args, **options)
     if summary["status"] not in ("completed",):
         raise click.ClickException(f"run {summary['status']}: {summary['message']}")
     click.echo(format_report(read_json(Path(out) / "summary.json")))  # also with -q, as `train -q` prints its summary
+
+
+def _saved_config(out: str) -> ContinualConfig | None:
+    """The configuration saved in ``out`` (None when it cannot be read: resuming reports why)."""
+    try:
+        return ContinualConfig.read(RunDir(out).config)
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _is_training_run(out: str) -> bool:
@@ -174,6 +192,31 @@ def _option_names(ctx: click.Context, synthetic_args=()) -> dict:
     names.update({key: f"--synthetic {key}" for key, _ in synthetic_args})
     names.update(n_experiences="--experiences", max_norm="--clip", synthetic="--synthetic")
     return names
+
+
+# the stream builders' names for the stream options; learners take options of the same names
+# (the power-law learner's --exponent and --budget), whose values build_config has checked
+STREAM_NAMES = {"budget": "--stream-budget", "exponent": "--stream-exponent"}
+
+
+def _stream_names(names: dict, learner: str | None) -> dict:
+    """``names`` for the run itself, where the stream is built: ``budget: got ...`` raised there is
+    --stream-budget's, except a budget the learner takes (its schedule is drawn when it is bound;
+    the stream's was drawn by :func:`_check_stream_arguments` before). A learner's exponent is
+    checked when the configuration is built, so one raised during the run is the stream's."""
+    takes = learners.hyperparameters(learner) if learner is not None else {}
+    return {**names, **{key: flag for key, flag in STREAM_NAMES.items() if key not in takes or key == "exponent"}}
+
+
+def _check_stream_arguments(config: ContinualConfig) -> None:
+    """The power-law stream's schedule drawn once before the run (it is small: at most
+    --stream-budget draws per experience), so that an error in it names the stream's options,
+    not the power-law learner's options of the same library names."""
+    if config.stream != "power-law":
+        return
+    from seqcore.tasks.streams import power_law_steps
+    with user_errors({**STREAM_NAMES, "n_tasks": "--experiences"}):
+        power_law_steps(config.experiences, config.stream_exponent, config.stream_budget, config.seed)
 
 
 # the options that make sense with --resume; any other would be silently ignored
@@ -208,6 +251,9 @@ _CONDITIONAL = (
     ("data_dir", lambda o: o["stream"] != "curriculum" and o["dataset"] in ("fashion-mnist", "mnist"),
      "--dataset fashion-mnist or mnist"),
     ("step_features", lambda o: o["model"] != "mlp", "a recurrent --model"),
+    ("train_size", lambda o: o["stream"] != "curriculum",
+     "streams of images or synthetic data (not --stream curriculum)"),
+    ("momentum", lambda o: o["optimizer"] == "sgd", "--optimizer sgd"),
 )
 
 
@@ -217,7 +263,14 @@ def _refuse_unused_options(ctx: click.Context, options: dict, synthetic_args) ->
     for name, used, reader in _CONDITIONAL:
         if _given(ctx, name) and not used(options):
             flag = "--" + name.replace("_", "-")
-            raise click.ClickException(f"{flag}: not used by this run; it is read only with {reader}")
+            what = f" (--optimizer {options['optimizer']} does not use it)" if name == "momentum" else ""
+            raise click.ClickException(f"{flag}: not used by this run{what}; it is read only with {reader}")
+    seen = {}
+    for key, value in synthetic_args:  # a key given twice: the later value would silently win
+        if key in seen:
+            raise click.ClickException(f"--synthetic: key {key!r} given twice ({key}={json.dumps(seen[key])} and "
+                                       f"{key}={json.dumps(value)}), expected each key once")
+        seen[key] = value
     if synthetic_args and (options["dataset"] != "synthetic" or options["stream"] == "curriculum"):
         raise click.ClickException("--synthetic: not used by this run; it is read only with --dataset synthetic")
 
@@ -239,6 +292,8 @@ def build_config(options: dict, synthetic_args=()) -> ContinualConfig:
         hparams[key] = value
     clip = options.pop("clip")
     backend = options.pop("backend") or _default_backend()
+    if options.get("data_dir"):  # stored absolute: `continual --resume` reads config.json from any directory
+        options["data_dir"] = os.path.abspath(options["data_dir"])
     return ContinualConfig(**options, backend=backend, clip=None if clip in (None, NONE) else clip,
                            learner_kwargs=hparams, synthetic=dict(synthetic_args))
 
@@ -366,6 +421,8 @@ def report(run_dir: str, plot_path: str | None, no_plot: bool, as_json: bool) ->
     """Print a continual run's accuracy matrix and metrics (and plot its curves when matplotlib is present)."""
     if plot_path is not None and not plot_path.strip():  # '' would fall back to the default file
         raise click.ClickException(f"--plot: got {plot_path!r}, expected a file name")
+    if plot_path is not None and no_plot:  # one of them would be silently ignored
+        raise click.ClickException(f"--plot: got {plot_path!r} with --no-plot, expected one of them")
     with user_errors({"plot": "--plot"}):
         summary_path = Path(run_dir) / "summary.json"
         if not summary_path.exists():

@@ -26,7 +26,7 @@ from seqcore.train import resume as resume_run
 from seqcore.train import train as train_run
 
 from .common import (NONE, KeyValue, OptionalFloat, SeqcoreGroup, load_config_file, note_blas_pin,
-                     check_backend_loads, register_optional, user_errors)
+                     check_backend_loads, register_optional, saved_config_errors, user_errors)
 
 __all__ = ["main", "default_backend", "build_config", "load_run", "evaluate_run"]
 
@@ -222,6 +222,9 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     for key, value in options.items():
         if value is not None:
             merged[key] = None if value is NONE else value
+    for flag, pairs in (("--task-arg", task_args), ("--curriculum-arg", curriculum_args), ("--cell-arg", cell_args),
+                        ("--schedule-arg", schedule_args)):
+        _refuse_repeated_keys(flag, pairs)
     for flag, field, value in (("--data-dir", "data_dir", data_dir), ("--dataset", "dataset", dataset)):
         if value is None:
             continue
@@ -230,17 +233,25 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
             raise click.ClickException(f"{flag}: task {task!r} reads no files, expected a task that "
                                        f"does ({', '.join(_data_tasks())})")
         other = dict(task_args).get(field)
-        if other is not None and other != value:
+        if other is not None and other != value and not (field == "data_dir" and isinstance(other, str)
+                                                          and os.path.abspath(other) == os.path.abspath(value)):
             raise click.ClickException(f"{flag}: got {value!r} and --task-arg {field}={other!r}, expected one "
                                        "of them (they set the same task field)")
-        task_args = (*task_args, (field, value))
+        task_args = (*task_args, (field, value))  # data_dir: stored absolute below
     for kind, pairs in (("task", task_args), ("curriculum", curriculum_args), ("cell", cell_args),
                         ("schedule", schedule_args)):
         key = f"{kind}_kwargs"
-        kwargs = dict(base.get(key, {})) if merged.get(kind) == base.get(kind) else {}
+        # the file's kwargs belong to the file's task (its default when it names none)
+        same = merged.get(kind, _field_default(kind)) == base.get(kind, _field_default(kind))
+        kwargs = dict(base.get(key, {})) if same else {}
         kwargs.update(dict(pairs))
         if kwargs or key in merged:
             merged[key] = kwargs
+    # paths are stored absolute: eval, resume and continual --resume read config.json from any directory
+    for key, field in (("task_kwargs", "data_dir"), ("schedule_kwargs", "from_run")):
+        value = merged.get(key, {}).get(field) if isinstance(merged.get(key), dict) else None
+        if isinstance(value, str) and value.strip():
+            merged[key] = {**merged[key], field: os.path.abspath(value)}
     if merged.get("backend") is None:
         merged["backend"] = default_backend()
     # the library names the field (cell_kwargs: ...); here the option that sets it
@@ -249,29 +260,59 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
                for kind in ("task", "curriculum", "cell", "schedule")}
     schedule_fields = _field_options({}, "schedule", merged.get("schedule", _field_default("schedule")),
                                      merged.get("schedule_kwargs", {}), in_file)
-    with user_errors({**options, **_source_names(given, base, config_file), **schedule_fields}):
+    sources = _source_names(given, base, config_file)
+    with user_errors({**options, **sources, **schedule_fields}):
         cfg = TrainConfig.from_dict(merged)
         # the optimizer's own checks (and the schedule's), before the header line and the run directory
         train_module.build_optimizer(cfg)
+    _refuse_unused_momentum(cfg, given, base, config_file, sources)
     # a field's own check says "n: got -3, ...": name the option that set it
     with user_errors(_field_options(options, "task", cfg.task, cfg.task_kwargs, in_file)):
         task = tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs)
         # reading input_size loads a data set's files (cached for the run): a missing one is reported now
         input_size = task.input_size
-    # the curriculum's own check names the problem (e.g. a task without N) before
-    # seqcore.train would fail on it with an AttributeError
-    with user_errors(_field_options(options, "curriculum", cfg.curriculum, cfg.curriculum_kwargs, in_file)):
+    # the curriculum's own check names the problem (e.g. a task without N) before seqcore.train would
+    # fail on it with an AttributeError; model_builder's checks name run fields (mode, target_accuracy) too
+    with user_errors({**sources, **_field_options(options, "curriculum", cfg.curriculum, cfg.curriculum_kwargs,
+                                                  in_file)}):
         _, build = train_module.model_builder(cfg, task)
     # the first layer's real sizes: fields such as DiagGRU's heads must divide them
     with user_errors(_field_options(options, "cell", cfg.cell, cfg.cell_kwargs, in_file)):
         cells.make(cfg.cell, input_size, cfg.hidden, **cfg.cell_kwargs)
-    with user_errors(_source_names(given, base, config_file)):  # sizes no machine here could hold
+    with user_errors(sources):  # sizes no machine here could hold
         train_module.check_sizes(cfg, task, build)
     check_backend_loads(cfg.backend, "backend" in given, "backend" in base and config_file)
     return cfg, out
 
 
 _FLAGS = {name: flag for flag, name, _, _ in _TRAIN_OPTIONS}
+
+# the optimizers of TrainConfig that read its momentum (seqcore.train.build_optimizer)
+MOMENTUM_OPTIMIZERS = ("sgd", "nesterov")
+
+
+def _refuse_repeated_keys(flag: str, pairs) -> None:
+    """A ``KEY=VALUE`` option that sets one key twice is refused, as a config file that does is:
+    the later value would silently replace the earlier."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise click.ClickException(f"{flag}: key {key!r} given twice ({key}={json.dumps(seen[key])} and "
+                                       f"{key}={json.dumps(value)}), expected each key once")
+        seen[key] = value
+
+
+def _refuse_unused_momentum(cfg: TrainConfig, given: set, base: dict, config_file: str | None,
+                            sources: dict) -> None:
+    """A momentum the user gave (command line or config file) to an optimizer that does not read it
+    is an error, not a silent no-op (TrainConfig's own default, 0.9, is not the user's)."""
+    if cfg.optimizer in MOMENTUM_OPTIMIZERS or not ("momentum" in given or "momentum" in base):
+        return
+    optimizer = (f"--optimizer {cfg.optimizer}" if "optimizer" in given
+                 else f"optimizer {cfg.optimizer!r} (in {config_file})" if "optimizer" in base
+                 else f"the default optimizer {cfg.optimizer!r}")
+    raise click.ClickException(f"{sources['momentum']}: got {cfg.momentum} with {optimizer}, which does not use "
+                               f"momentum; expected --optimizer {' or '.join(MOMENTUM_OPTIMIZERS)}, or no momentum")
 
 
 def _source_names(given: set, base: dict, config_file: str | None) -> dict:
@@ -398,7 +439,7 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
                 else f"from step {done} to {total}")
         click.echo(f"seqcore resume: {run_dir} {what} ({cfg.backend} backend{past})")
         note_blas_pin(cfg.backend)
-    with user_errors():
+    with user_errors(), saved_config_errors(RunDir(run_dir).config):
         summary, _ = resume_run(run_dir, steps=steps, quiet=quiet, log=None if quiet else click.echo)
     _finish(summary, run_dir)
 
@@ -452,7 +493,7 @@ def _finish(summary: dict, run_dir: str) -> None:
 def load_run(run_dir: str, backend: str | None = None) -> Run:
     """:func:`seqcore.train.load_run` with its errors as one-line CLI messages."""
     _run_config(run_dir)  # the friendlier message for a directory without config.json
-    with user_errors():
+    with user_errors(), saved_config_errors(RunDir(run_dir).config):
         return train_module.load_run(run_dir, backend)
 
 
@@ -484,6 +525,8 @@ def _counted(batches, sizes: list):
 @click.option("--json", "as_json", is_flag=True, help="Print the per-head results as JSON.")
 def eval_(run_dir, num_batches, batch_size, seed, run_eval_set, backend, as_json) -> None:
     """Evaluate the checkpoint in RUN_DIR on fresh batches of its current task and heads."""
+    if backend is not None:  # named as the option that chose it, before the run is loaded
+        check_backend_loads(backend, True)
     run = load_run(run_dir, backend)
     cfg = run.cfg
     num_batches = num_batches or cfg.eval_batches

@@ -166,7 +166,8 @@ def _backprop(outputs: list, cotangents: list) -> dict:
 def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
     """Evaluate ``f(*args)`` and return ``(out, pullback)``.
 
-    ``pullback(cotangent)`` — ``cotangent`` shaped like ``out`` (same tree of arrays) —
+    ``pullback(cotangent)`` — ``cotangent`` shaped like ``out`` (same tree of arrays; for each
+    floating output a floating array of its backend, of any float dtype, or a float for a scalar) —
     returns a tuple with one gradient per argument of ``f``, each shaped like that
     argument and of its dtype: arrays for arrays, dicts for parameter dicts, ``None`` for non-float
     leaves (integer labels, masks given as ints) and non-array arguments.
@@ -191,6 +192,7 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
             if tuple(getattr(c, "shape", ())) != tuple(getattr(o, "shape", ())):
                 raise ValueError(f"cotangent: got shape {tuple(getattr(c, 'shape', ()))}, "
                                  f"expected {tuple(getattr(o, 'shape', ()))} (the shape of f's output)")
+            _check_cotangent(c, o)
         grads = _backprop(out_leaves, cot_leaves)
         result = []
         owned = {_memory_key(c) for c in cot_leaves if hasattr(c, "shape")}
@@ -204,6 +206,23 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
         return tree_unflatten(treedef, result)
 
     return values, pullback
+
+
+def _check_cotangent(c, o) -> None:
+    """The cotangent ``c`` of a floating output ``o``: a float array of ``o``'s backend (any float
+    dtype: each gradient comes back in its argument's dtype) or, for a scalar, a float number.
+    Otherwise the VJPs would cast it silently (complex, bool) or fail inside the backend."""
+    from .validate import check_array, check_same_backend, is_array
+    if not (is_array(o) and _is_float_array(o.value if isinstance(o, Traced) else o)):
+        return  # an integer or constant output: no gradient flows through it
+    if isinstance(c, (np.generic, int, float, complex)):  # a number (a NumPy scalar included)
+        if isinstance(c, (bool, np.bool_, complex, np.complexfloating)) or not isinstance(
+                c, (int, float, np.integer, np.floating)):  # pullback(1) is fine; True or 1j is a mistake
+            raise TypeError(f"cotangent: got {type(c).__name__} {c!r}, expected a real number or a floating-point "
+                            f"array like f's output ({o.dtype})")
+        return
+    check_same_backend("cotangent", c, "f's output", o)
+    check_array("cotangent", c)
 
 
 def _memory_key(a):

@@ -297,8 +297,9 @@ class _Run:
         self.learner = learners.make(cfg.learner, **cfg.learner_kwargs)
         sample_shape = self._experience(0).eval[0].shape[1:]
         n_outputs = self.stream.n_outputs * self.stream.n_heads
-        check_model_fits("hidden", cfg.hidden, lambda h: build_model(dataclasses.replace(cfg, hidden=h), sample_shape,
-                                                                     n_outputs), np.dtype(self.dtype).itemsize, MODEL_COPIES)
+        def build(h, layers=cfg.layers):  # with layers: the depth is counted without building the stack
+            return build_model(dataclasses.replace(cfg, hidden=h, layers=layers), sample_shape, n_outputs)
+        check_model_fits("hidden", cfg.hidden, build, np.dtype(self.dtype).itemsize, MODEL_COPIES, layers=cfg.layers)
         self.model = build_model(cfg, sample_shape, n_outputs)
         self.be = backends.get(cfg.backend)
         self.learner.bind(self.model, n_experiences=self.n, backend=cfg.backend,

@@ -29,7 +29,7 @@ from .runs import (JsonConfig, RunDir, check_finite_params, checkpoint_meta, fir
                    params_to_arrays, read_json_object, restoring, save_checkpoint, write_json)
 from .tree import tree_leaves, tree_map, tree_paths
 from .validate import (INT64_MAX, is_finite_number, check_choice, check_fits_in_memory, check_model_fits, check_positive_int,
-                       physical_memory)
+                       parameter_count, physical_memory)
 
 __all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "Run", "load_run", "train", "resume", "build_optimizer",
            "OPTIMIZERS", "SCHEDULES"]
@@ -317,12 +317,51 @@ class Trainer:
 
 # -- runs --------------------------------------------------------------------------------------
 
+# the model holds a head for every N its curriculum may reach, each built up front (about 0.25 ms
+# and 640 bytes apiece besides its parameters, measured): a bound on their number keeps an absurd
+# max_n from building for hours, and HEAD_BYTES (a lower bound of that memory) from an out-of-memory kill
+MAX_HEADS = 100_000
+HEAD_BYTES = 512
+
+
+def _n_range(curriculum) -> tuple[int, int]:
+    """The smallest and largest N a curriculum over N may reach."""
+    lo = min(curriculum.min_n, curriculum.start_n)
+    return lo, curriculum.max_n if curriculum.max_n is not None else curriculum.start_n
+
+
+def _check_head_count(cfg: TrainConfig, task, curriculum) -> None:
+    """Refuse a curriculum over N whose heads (one per N it may reach) are too many to build, or
+    could not fit in memory, before any is built; the error names the field that set the top N."""
+    if not hasattr(curriculum, "n"):
+        return
+    lo, hi = _n_range(curriculum)
+    name = "max_n" if curriculum.max_n is not None else "start_n"
+    count = hi - lo + 1
+    if count > MAX_HEADS:
+        raise ValueError(f"{name}: got {hi}, which needs {count} heads (one per N from {lo} to {hi}, all built with "
+                         f"the model), expected at most {MAX_HEADS} heads ({name} <= {lo + MAX_HEADS - 1})")
+    h = dataclasses.replace(task, n=lo, n_max=None).heads[0]  # the tasks over N: one output size for every N
+    first = HeadSpec(h.name, h.output_size, h.loss, h.tolerance)
+    itemsize = np.dtype(DTYPES[cfg.dtype]).itemsize
+
+    def one_head(hidden, layers=cfg.layers):
+        return SequenceModel(cfg.cell, task.input_size, hidden, (first,), num_layers=layers,
+                             cell_kwargs=tuple(sorted(cfg.cell_kwargs.items())))
+    # a stack too large with one head is the hidden size's (or the depth's) fault, not the heads'
+    check_model_fits("hidden", cfg.hidden, one_head, itemsize, MODEL_COPIES, cfg.layers)
+    rest = parameter_count(one_head, cfg.hidden, layers=cfg.layers) * itemsize * MODEL_COPIES
+    per_head = HEAD_BYTES + (cfg.hidden + 1) * first.output_size * itemsize * MODEL_COPIES
+    check_fits_in_memory(name, hi, rest + (count - 1) * per_head,
+                         f"{count} heads (one per N from {lo}; {per_head} bytes each at hidden {cfg.hidden}, with "
+                         "their gradients and optimizer state) and the rest of the model")
+
+
 def _potential_heads(task, curriculum) -> tuple:
     """Every head the curriculum may ever use (so the parameter tree never changes shape)."""
     if not hasattr(curriculum, "n"):
         return tuple(HeadSpec(h.name, h.output_size, h.loss, h.tolerance) for h in curriculum.heads())
-    lo = min(curriculum.min_n, curriculum.start_n)
-    hi = curriculum.max_n if curriculum.max_n is not None else curriculum.start_n
+    lo, hi = _n_range(curriculum)
     heads = []
     for n in range(lo, hi + 1):
         h = dataclasses.replace(task, n=n, n_max=None).heads[0]
@@ -344,6 +383,7 @@ def model_builder(cfg: TrainConfig, task):
         first = start if isinstance(start, int) and not isinstance(start, bool) else min(task.ns)
         ckw["max_n"] = max(max(task.ns), first) + 30
     curriculum = tasks.make_curriculum(cfg.curriculum, task, **ckw)
+    _check_head_count(cfg, task, curriculum)  # before one task object per N is made
     heads = _potential_heads(task, curriculum)
     if cfg.target_accuracy is not None and all(h.loss == "regression" and h.tolerance is None for h in heads):
         raise ValueError(f"target_accuracy: got {cfg.target_accuracy} with task {cfg.task!r}, whose heads report "
@@ -354,8 +394,8 @@ def model_builder(cfg: TrainConfig, task):
         raise ValueError(f"mode: got {cfg.mode!r} with task {cfg.task!r} alpha={feedback}, expected 'sequential' "
                          "(generalised teacher forcing feeds each forecast back into the next step)")
 
-    def build(hidden):
-        return SequenceModel(cfg.cell, task.input_size, hidden, heads, num_layers=cfg.layers,
+    def build(hidden, layers=cfg.layers):  # layers: for validate.parameter_count's small stacks
+        return SequenceModel(cfg.cell, task.input_size, hidden, heads, num_layers=layers,
                              cell_kwargs=tuple(sorted(cfg.cell_kwargs.items())), feedback=feedback)
     return curriculum, build
 
@@ -630,7 +670,9 @@ def _check_evaluation_record(rd: RunDir, record: dict) -> None:
 
 
 def _format_record(r: dict) -> str:
-    accs = " ".join(f"{k}={v.get('accuracy', v['loss']):.3f}" for k, v in r["eval"].items())
+    # a head without an accuracy (regression without a tolerance) shows its loss, labelled as one
+    accs = " ".join(f"{k}={v['accuracy']:.3f}" if "accuracy" in v else f"{k} loss={v['loss']:.3f}"
+                    for k, v in r["eval"].items())
     lvl = f" N={r['level']}" if r["level"] is not None else ""
     return f"step {r['step']:>6}  loss {r['loss']:.4f}{lvl}  {accs}"
 

@@ -31,13 +31,29 @@ def dtype_kind(x) -> str:
     return dt.kind
 
 
+def _has_numpy_dtype(x) -> bool:
+    """Whether NumPy has ``x``'s dtype (torch.bfloat16 it has not): the reference computes in it."""
+    x = _raw(x)
+    if isinstance(x.dtype, np.dtype):  # NumPy's own arrays and scalars, CuPy's
+        return True
+    from .backends import numpy_dtype
+    try:
+        numpy_dtype(x[(slice(0, 0),) * x.ndim])  # of an empty view: a strided tensor is not copied
+    except TypeError:  # torch: "Got unsupported ScalarType BFloat16"
+        return False
+    return True
+
+
 def check_array(name: str, x, ndim: int | tuple[int, ...] | None = None, floating: bool = True):
     """Validate that ``x`` is an array (of floats, when ``floating``) with ``ndim`` dimensions."""
     if not is_array(x):
         raise TypeError(f"{name}: got {type(x).__name__}, expected an array")
     if floating and dtype_kind(x) != "f":
         raise TypeError(f"{name}: got dtype {_raw(x).dtype}, expected a floating-point array "
-                        "(float32 or float64; other float types run the reference)")
+                        "(float32 or float64; float16 runs the reference)")
+    if floating and not _has_numpy_dtype(x):
+        raise TypeError(f"{name}: got dtype {_raw(x).dtype}, expected float32 or float64 (float16 runs the "
+                        "reference): NumPy, which the reference computes in, has no such dtype; convert to float32")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if x.ndim not in allowed:
@@ -160,36 +176,80 @@ def check_fits_in_memory(name: str, value, nbytes: int, what: str) -> None:
                          f"machine's {total / 2**30:.3g} GiB of memory")
 
 
-def parameter_count(build: Callable[[int], object], hidden: int, probes: int = 64) -> int:
+def _takes_layers(build: Callable[..., object]) -> bool:
+    """Whether ``build`` can be called as ``build(hidden, layers=L)``."""
+    import inspect
+    try:
+        params = inspect.signature(build).parameters.values()
+    except (TypeError, ValueError):  # no signature to read
+        return False
+    return any(p.name == "layers" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _quadratic_at(counts: list[int], x: int) -> int:
+    """The quadratic through ``(1, counts[0]), (2, counts[1]), (3, counts[2])`` at ``x`` (Newton's
+    divided differences; exact in integers)."""
+    d1, d2 = counts[1] - counts[0], counts[2] - counts[1]
+    return counts[0] + (x - 1) * d1 + (x - 1) * (x - 2) * (d2 - d1) // 2
+
+
+def parameter_count(build: Callable[..., object], hidden: int, probes: int = 64, layers: int | None = None) -> int:
     """The number of parameters of ``build(hidden).init(...)``, without allocating them.
 
     Every model here has a parameter count quadratic in the hidden size (``H·H``, ``H·I`` and
     ``H`` terms), so three small models fix it exactly. Their sizes are multiples of the smallest
-    size ``build`` accepts (cells with heads need multiples of the head count)."""
+    size ``build`` accepts (cells with heads need multiples of the head count).
+
+    With ``layers``, ``build(hidden, layers=L)`` builds an ``L``-layer stack, and the count of
+    ``layers`` layers is found from stacks of 1, 2 and 3 layers, without building the deep one: the
+    first layer reads the inputs and layers 2..L all read the layer below, so they are alike and
+    the count is linear in the depth. The 3-layer stacks check that claim (their third layer must
+    add what the second added, at every probe size); a stack that fails it is built at its depth.
+    A ``build`` without a ``layers`` parameter is measured at its own depth, as without ``layers``."""
+    if not _takes_layers(build):
+        layers = None
+    deep = layers is not None and layers > 3
     for base in range(1, probes + 1):
         if hidden % base:
             continue
+
+        def count(k, depth=layers):
+            model = build(k * base) if depth is None else build(k * base, layers=depth)
+            return sum(np.size(leaf) for leaf in tree_leaves(model.init(np.random.default_rng(0))))
         try:
-            counts = [sum(np.size(leaf) for leaf in tree_leaves(build(k * base).init(np.random.default_rng(0))))
-                      for k in (1, 2, 3)]
+            by_depth = [[count(k, d) for k in (1, 2, 3)] for d in ((1, 2, 3) if deep else (layers,))]
         except (ValueError, TypeError):
             continue
-        # Newton's divided differences at x = 1, 2, 3 (x = hidden / base)
-        x = hidden // base
-        d1, d2 = counts[1] - counts[0], counts[2] - counts[1]
-        return counts[0] + (x - 1) * d1 + (x - 1) * (x - 2) * (d2 - d1) // 2
+        x = hidden // base  # the quadratic in hidden is fixed at x = hidden / base = 1, 2, 3
+        if not deep:
+            return _quadratic_at(by_depth[0], x)
+        second = [b - a for a, b in zip(by_depth[0], by_depth[1])]
+        third = [b - a for a, b in zip(by_depth[1], by_depth[2])]
+        if second == third:  # layers 2 and 3 alike at three sizes: alike at every size (both quadratic)
+            one, two = _quadratic_at(by_depth[0], x), _quadratic_at(by_depth[1], x)
+            return one + (layers - 1) * (two - one)
+        return _quadratic_at([count(k) for k in (1, 2, 3)], x)
     return 0  # no small model to measure: the build itself reports the problem
 
 
-def check_model_fits(name: str, hidden: int, build: Callable[[int], object], itemsize: int, copies: int,
-                     layers: int = 1) -> None:
+def check_model_fits(name: str, hidden: int, build: Callable[..., object], itemsize: int, copies: int,
+                     layers: int = 1, layers_name: str = "layers") -> None:
     """Refuse a hidden size whose parameters, in ``copies`` copies (parameters, gradients,
-    optimizer state) of ``itemsize`` bytes, could not fit in this machine's memory (``layers``:
-    named in the message when the stack's depth is part of the cause)."""
-    count = parameter_count(build, hidden)
+    optimizer state) of ``itemsize`` bytes, could not fit in this machine's memory.
+
+    With ``layers`` > 1 and a ``build(hidden, layers=L)`` that builds an ``L``-layer stack (see
+    :func:`parameter_count`), the depth is counted without building the stack, and when one layer
+    would fit, the depth is the cause and is named (``layers_name``) instead of the hidden size."""
+    count = parameter_count(build, hidden, layers=layers if layers > 1 else None)
+    nbytes = count * itemsize * copies
+    total = physical_memory()
+    if layers > 1 and total is not None and nbytes > total and _takes_layers(build):
+        if parameter_count(build, hidden, layers=1) * itemsize * copies <= total:  # the depth is the cause
+            check_fits_in_memory(layers_name, layers, nbytes, f"{count:.3g} parameters in {layers} layers of "
+                                 f"{hidden} hidden units (with their gradients and optimizer state)")
     depth = f" in {layers} layers" if layers > 1 else ""
-    check_fits_in_memory(name, hidden, count * itemsize * copies,
-                         f"{count:.3g} parameters{depth} (with their gradients and optimizer state)")
+    check_fits_in_memory(name, hidden, nbytes, f"{count:.3g} parameters{depth} (with their gradients and "
+                         "optimizer state)")
 
 
 def is_real_number(value) -> bool:

@@ -123,3 +123,114 @@ def test_a_tensor_that_requires_grad_is_refused_not_silently_detached():
     out.sum().backward()
     _, pullback = seqcore.vjp(lambda a: seqcore.linear_scan(a, b).sum(), a.detach())
     torch.testing.assert_close(a.grad, pullback(torch.ones((), dtype=torch.float64))[0])
+
+
+# -- round 3: second derivatives, memory shared with inputs, dtypes NumPy lacks ------------------
+
+def test_a_gradient_of_the_gradient_raises_instead_of_dropping_the_seqcore_term():
+    """The VJP runs on NumPy data, so its result has no graph: a gradient penalty silently lost the
+    scan's second-order term (1.83 where central differences give 1.06). Now torch refuses it,
+    also where the incoming gradient needs none (out.sum()), which once_differentiable lets through."""
+    fn = _tb().linear_scan
+    a = torch.rand(1, 4, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(1, 4, 2, dtype=torch.float64)
+    refused = r"^autograd_function\('linear_scan'\) is differentiable once"
+    for loss in (lambda h: (h ** 2).sum(), lambda h: h.sum()):
+        g, = torch.autograd.grad(loss(fn(a, b)), a, create_graph=True)
+        with pytest.raises(RuntimeError, match=refused):
+            ((g ** 2).sum() + (a ** 2).sum()).backward()
+    with pytest.raises(RuntimeError, match=refused):
+        torch.autograd.gradgradcheck(lambda a: fn(a, b), (a,))
+    # the first derivative is unchanged, create_graph or not: against central differences
+    assert torch.autograd.gradcheck(lambda a: fn(a, b), (a,))
+    g, = torch.autograd.grad(fn(a, b).sum(), a, create_graph=True)
+    torch.testing.assert_close(g, torch.autograd.grad(fn(a, b).sum(), a)[0], rtol=0, atol=0)
+
+
+def test_an_output_that_views_an_input_is_copied():
+    """The reference's reshape returns a view of its input; as a tensor it shared the input's storage
+    without torch knowing, so zeroing the output in place zeroed the input and exp's gradient."""
+    w = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], dtype=torch.float64, requires_grad=True)
+    z = w.exp()
+    y = _tb().autograd_function("reshape")(z, shape=(3, 2))
+    y.mul_(0)
+    z.sum().backward()
+    torch.testing.assert_close(w.grad, w.detach().exp(), rtol=0, atol=0)  # d/dw Σ exp(w), as native torch gives
+    with seqcore.use("torch"):  # the seqcore path (no torch autograd) too
+        x = torch.arange(6, dtype=torch.float64)
+        for out in (seqcore.ops.reshape(x, (2, 3)), x.reshape(2, 3).T + 0.0, seqcore.ops.getitem(x, slice(1, 4))):
+            out.mul_(0)
+        torch.testing.assert_close(x, torch.arange(6, dtype=torch.float64))
+
+
+def test_changing_a_tensor_the_backward_needs_in_place_raises_like_native_torch():
+    """linear_scan's residuals hold its output h and its input a: an in-place change of either after
+    the forward silently changed the gradient; native torch raises, and so does the adapter now."""
+    fn = _tb().linear_scan
+    b = torch.randn(1, 4, 2, dtype=torch.float64)
+    for changed in ("output", "input"):
+        a = torch.rand(1, 4, 2, dtype=torch.float64, requires_grad=True)
+        h = fn(a, b)
+        with torch.no_grad():
+            (h if changed == "output" else a).mul_(0.5)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            h.sum().backward()
+    # an output the backward does not need may still change in place (as with native torch)
+    z = torch.rand(2, 3, dtype=torch.float64, requires_grad=True)
+    y = _tb().autograd_function("reshape")(z * 1.0, shape=(3, 2))
+    y.mul_(2)
+    y.sum().backward()
+    torch.testing.assert_close(z.grad, torch.full((2, 3), 2.0, dtype=torch.float64))
+
+
+def test_gradients_of_two_leaves_are_separate_buffers():
+    """add's VJP hands the same cotangent to both operands: as tensors they shared memory, so
+    clearing one leaf's .grad cleared the other's. Native torch: y.grad is w after x.grad.zero_()."""
+    add = _tb().autograd_function("add")
+    x = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(3, dtype=torch.float64)
+    (add(x, y) * w).sum().backward()
+    x.grad.zero_()
+    torch.testing.assert_close(y.grad, w, rtol=0, atol=0)
+
+
+def test_bfloat16_is_refused_naming_the_argument_and_float16_equals_the_reference():
+    """NumPy has no bfloat16: it failed with torch's unnamed 'Got unsupported ScalarType BFloat16'."""
+    from seqcore import cells
+    a, b = torch.rand(1, 4, 2), torch.randn(1, 4, 2)
+    want = r"expected float32 or float64 .*convert to float32"
+    with pytest.raises(TypeError, match=rf"^a: got dtype torch.bfloat16, {want}"):
+        seqcore.linear_scan(a.bfloat16(), b.bfloat16())
+    with pytest.raises(TypeError, match=rf"^b: got dtype torch.bfloat16, {want}"):
+        _tb().linear_scan(a, b.bfloat16())
+    with pytest.raises(TypeError, match=r"^args\[1\]: got dtype torch.bfloat16, expected torch.float32 or "
+                                        r"torch.float64 .*primitive 'mul'"):
+        _tb().autograd_function("mul")(a, a.bfloat16())
+    with pytest.raises(TypeError, match=r"args\[0\]: got dtype torch.bfloat16.*primitive 'exp'"):
+        seqcore.ops.exp(a.bfloat16())
+    cell = cells.GRU(2, 3)
+    p = {k: torch.from_numpy(v) for k, v in cell.init(np.random.default_rng(0)).items()}
+    with pytest.raises(TypeError, match=rf"^x: got dtype torch.bfloat16, {want}"):
+        cell.apply({k: v.bfloat16() for k, v in p.items()}, b.bfloat16())
+    with pytest.raises(TypeError, match=rf"^h0: got dtype torch.bfloat16, {want}"):
+        cell.apply(p, b, torch.zeros(1, 3).bfloat16())
+    np.testing.assert_array_equal(seqcore.linear_scan(a.half(), b.half()).numpy(),
+                                  seqcore.linear_scan(a.half().numpy(), b.half().numpy()))
+
+
+def test_the_requires_grad_refusal_says_to_detach_inside_seqcore_vjp():
+    """It told seqcore.vjp's own users to 'differentiate with seqcore.vjp', and cell users to use
+    autograd_function('linear'), an internal primitive that cannot stand in for a cell."""
+    from seqcore import cells
+    a = torch.rand(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(TypeError, match=r"^linear_scan: got a torch.Tensor that requires grad") as err:
+        seqcore.vjp(lambda a: seqcore.linear_scan(a, a), a)
+    assert "differentiate with seqcore.vjp" not in str(err.value)
+    assert "Detach them (seqcore.vjp differentiates detached tensors)" in str(err.value)
+    cell = cells.GRU(3, 4)
+    p = {k: torch.from_numpy(v).requires_grad_() for k, v in cell.init(np.random.default_rng(0), np.float64).items()}
+    with pytest.raises(TypeError, match=r"^linear: got a torch.Tensor that requires grad.*not through cells or layers"):
+        cell.apply(p, a.detach())
+    out, pullback = seqcore.vjp(lambda a: seqcore.linear_scan(a, a).sum(), a.detach())  # as the message says
+    assert pullback(torch.ones((), dtype=torch.float64))[0].shape == a.shape

@@ -513,3 +513,34 @@ def test_h0_and_c0_dtypes_are_checked_each_on_its_own(cls, mode):
             cell.apply(p, x, (h0, c0), mode=mode)
         same = np.zeros((2, 4), dtype)
         assert cell.apply(p, x, (same, same), mode=mode)[0].dtype == dtype
+
+
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+@pytest.mark.parametrize("make", [cells.GRU, cells.LSTM, cells.MinGRU])
+def test_an_initial_state_of_another_dtype_is_refused_on_torch_as_on_numpy(make, mode):
+    """numpy and numba refused a float64 h0 beside float32 x and parameters; torch ran and silently
+    switched the model to float64. The oracle: the NumPy reference on the same float32 arrays."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    cell = make(3, 4)
+    p, x = cell.init(rng, np.float32), rng.normal(size=(2, 5, 3)).astype(np.float32)
+    pt, xt = {k: torch.from_numpy(v) for k, v in p.items()}, torch.from_numpy(x)
+    two = cell.state_factor == 2
+    h = rng.normal(size=(2, 4))
+    for wide in ("h0", "c0") if two else ("h0",):
+        parts = {"h0": h.astype(np.float32), "c0": h.astype(np.float32), wide: h}  # `wide` stays float64
+        h0 = (parts["h0"], parts["c0"]) if two else parts["h0"]
+        with pytest.raises(TypeError, match=rf"^{wide}: got dtype float64, expected float32 \(the dtype of x and"):
+            cell.apply(p, x, h0, mode=mode)
+        h0t = tuple(map(torch.from_numpy, h0)) if two else torch.from_numpy(h0)
+        with pytest.raises(TypeError, match=rf"^{wide}: got dtype torch.float64, expected torch.float32 \(the dtype "
+                                            "of x and the parameters\\)"):
+            cell.apply(pt, xt, h0t, mode=mode)
+    with pytest.raises(TypeError, match=r"^state0: got dtype torch.float64, expected torch.float32"):
+        cell.states(pt, xt, torch.zeros(2, cell.state_size, dtype=torch.float64), mode)
+    # in the cell's dtype it runs, in float32, equal to the reference
+    h0 = (h.astype(np.float32),) * 2 if two else h.astype(np.float32)
+    h0t = tuple(map(torch.from_numpy, h0)) if two else torch.from_numpy(h0)
+    hs = cell.apply(pt, xt, h0t, mode=mode)[0]
+    assert hs.dtype == torch.float32
+    np.testing.assert_array_equal(hs.numpy(), cell.apply(p, x, h0, mode=mode)[0])

@@ -1110,3 +1110,243 @@ def test_step_budgets_beyond_the_int64_step_counter_are_refused(tmp_path, finish
     result = invoke("train", "--task", "nparity", "--steps", huge, "--out", tmp_path / "r", "-q")
     assert_one_line_error(result)
     assert "--steps: got" in result.stderr and not (tmp_path / "r").exists()
+
+
+# -- paths, config-file kwargs, unused options, absurd sizes (QA report of the command line) ---------
+
+IMAGE_SMALL = ["--backend", "numpy", "--task", "image", "--hidden", 4, "--batch-size", 4, "--steps", 4,
+               "--eval-every", 2, "--eval-batches", 1, "--eval-batch-size", 12, "-q"]
+
+
+def test_a_relative_data_dir_is_stored_absolute_so_the_run_works_from_any_directory(tmp_path, monkeypatch):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    _write_tiny_idx(work / "idx")
+    monkeypatch.chdir(work)
+    ok("train", *IMAGE_SMALL, "--data-dir", "idx", "--out", "img")
+    assert json.loads((work / "img" / "config.json").read_text())["task_kwargs"]["data_dir"] == str(work / "idx")
+    # the refined schedule's from_run is a path read again on resume: stored absolute too
+    ok("train", *IMAGE_SMALL, "--data-dir", "idx", "--schedule", "refined", "--schedule-arg", "from_run=img",
+       "--steps", 6, "--out", "refined")
+    saved = json.loads((work / "refined" / "config.json").read_text())
+    assert saved["schedule_kwargs"]["from_run"] == str(work / "img")
+    ok("continual", "--backend", "numpy", "--dataset", "mnist", "--data-dir", "idx", "--experiences", 2,
+       "--steps", 2, "--eval-every", 1, "--eval-size", 10, "--hidden", 4, "--batch-size", 4, "-q", "--out", "k")
+    assert json.loads((work / "k" / "config.json").read_text())["data_dir"] == str(work / "idx")
+    monkeypatch.chdir(elsewhere)  # eval and resume find the data from another directory
+    ok("eval", work / "img")
+    ok("resume", work / "img", "--steps", 6, "-q")
+    ok("resume", work / "refined", "--steps", 8, "-q")
+
+
+def test_data_missing_at_load_time_points_to_the_runs_config_json_not_to_data_dir(tmp_path):
+    from seqcore.continual import ContinualConfig, run_continual
+    _write_tiny_idx(tmp_path / "idx")
+    ok("train", *IMAGE_SMALL, "--data-dir", tmp_path / "idx", "--out", tmp_path / "img")
+    cfg = ContinualConfig(dataset="mnist", data_dir=str(tmp_path / "idx"), experiences=2, steps=4, eval_every=2,
+                          hidden=4, batch_size=4, eval_size=10, backend="numpy")
+    run_continual(cfg, str(tmp_path / "k"), quiet=True, stop_at_step=4)  # interrupted: resumable
+    (tmp_path / "idx").rename(tmp_path / "gone")
+    for args, run in ((["eval", tmp_path / "img"], tmp_path / "img"),
+                      (["resume", tmp_path / "img", "--steps", 6], tmp_path / "img"),
+                      (["continual", "--resume", "--out", tmp_path / "k"], tmp_path / "k")):
+        result = invoke(*args)
+        assert_one_line_error(result)
+        assert f"{tmp_path / 'idx'}/train-images-idx3-ubyte[.gz]: file not found" in result.stderr
+        assert f"as the data_dir that this run's {run / 'config.json'} names" in result.stderr, args
+        assert "--data-dir" not in result.stderr, args  # none of these commands has that option
+
+
+def test_config_file_kwargs_are_kept_when_the_command_line_names_the_files_default_task(tmp_path):
+    path = tmp_path / "kw.json"
+    path.write_text(json.dumps({"task_kwargs": {"n": 3}}))  # no "task": the kwargs are the default task's
+    cfg, _ = build_config(str(path), {"task": "nparity", "backend": "numpy"})
+    assert cfg.task_kwargs == {"n": 3}
+    cfg, _ = build_config(str(path), {"task": "nparity", "backend": "numpy"}, task_args=[("n_max", 12)])
+    assert cfg.task_kwargs == {"n": 3, "n_max": 12}
+    cfg, _ = build_config(str(path), {"task": "ndms", "backend": "numpy"})  # another task: dropped
+    assert cfg.task_kwargs == {}
+    out = tmp_path / "r"
+    ok("train", *TINY, "--steps", 2, "-q", "--config", path, "--task", "nparity", "--out", out)
+    assert json.loads((out / "config.json").read_text())["task_kwargs"] == {"n": 3}
+
+
+@pytest.mark.parametrize("args, config, message", [
+    (["--optimizer", "adam", "--momentum", "0.3"], None,
+     "Error: --momentum: got 0.3 with --optimizer adam, which does not use momentum; expected --optimizer sgd or "
+     "nesterov, or no momentum"),
+    (["--momentum", "0.5"], None, "Error: --momentum: got 0.5 with the default optimizer 'adam', which does not use"),
+    (["--optimizer", "rmsprop"], {"momentum": 0.5},
+     "Error: momentum (in {file}): got 0.5 with --optimizer rmsprop, which does not use momentum"),
+    ([], {"optimizer": "adagrad", "momentum": 0.5},
+     "Error: momentum (in {file}): got 0.5 with optimizer 'adagrad' (in {file}), which does not use momentum"),
+])
+def test_a_momentum_the_optimizer_does_not_use_is_refused(tmp_path, args, config, message):
+    assert_train_refused(tmp_path, args, config, message)
+    assert not (tmp_path / "r").exists()
+
+
+def assert_train_refused(tmp_path, args, config, message):
+    """``train`` with ``args`` (and ``config`` as a --config file) fails with the one line ``message``
+    (``{file}`` in it: the config file's path) before printing anything."""
+    extra = []
+    if config is not None:
+        (tmp_path / "cfg.json").write_text(json.dumps(config))
+        extra = ["--config", tmp_path / "cfg.json"]
+        message = message.format(file=tmp_path / "cfg.json")
+    result = invoke("train", *TINY, *args, *extra, "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert message in result.stderr and result.stdout == ""
+
+
+def test_momentum_is_taken_by_sgd_and_nesterov_and_defaults_are_not_refused(tmp_path):
+    ok("train", *TINY, "--steps", 2, "-q", "--optimizer", "sgd", "--momentum", "0.3", "--out", tmp_path / "s")
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["momentum"] == 0.3
+    (tmp_path / "n.json").write_text(json.dumps({"optimizer": "nesterov", "momentum": 0.5}))
+    ok("train", *TINY, "--steps", 2, "-q", "--config", tmp_path / "n.json", "--out", tmp_path / "n")
+    assert json.loads((tmp_path / "n" / "config.json").read_text())["momentum"] == 0.5
+    ok("train", *TINY, "--steps", 2, "-q", "--optimizer", "adamw", "--out", tmp_path / "a")  # TrainConfig's 0.9
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stream", "power-law", "--stream-budget", "100000000000"], "Error: --stream-budget: got 100000000000, whose"),
+    (["--stream", "power-law", "--stream-budget", "100000000000", "--learner", "power-law"],
+     "Error: --stream-budget: got 100000000000, whose"),
+    (["--stream", "power-law", "--learner", "power-law", "--budget", "100000000000"],
+     "Error: --budget: got 100000000000, whose"),  # the learner's own budget keeps its name
+    (["--momentum", "0.5"],
+     "Error: --momentum: not used by this run (--optimizer adam does not use it); it is read only with "
+     "--optimizer sgd"),
+    (["--synthetic", "n_train=30"], "Error: --synthetic: key 'n_train' given twice (n_train=40 and n_train=30)"),
+])
+def test_continual_stream_options_and_unused_options_are_named(tmp_path, args, message):
+    result = invoke(*CONTINUAL, "--out", tmp_path / "c", *args)
+    assert_one_line_error(result)
+    assert message in result.stderr, result.stderr
+
+
+def test_continual_curriculum_stream_refuses_train_size(tmp_path):
+    result = invoke("continual", "--stream", "curriculum", "--model", "lstm", "--experiences", 2, "--steps", 2,
+                    "--hidden", 4, "--batch-size", 8, "--backend", "numpy", "-q", "--train-size", 10,
+                    "--out", tmp_path / "c")
+    assert_one_line_error(result)
+    assert result.stderr == ("Error: --train-size: not used by this run; it is read only with streams of images or "
+                             "synthetic data (not --stream curriculum)\n")
+    assert not (tmp_path / "c").exists()
+
+
+def test_continual_momentum_with_sgd_is_used(tmp_path):
+    ok(*CONTINUAL, "--optimizer", "sgd", "--momentum", "0.5", "--out", tmp_path / "c")
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["momentum"] == 0.5
+
+
+def test_absurd_depth_and_head_counts_are_refused_without_building_them(tmp_path, monkeypatch):
+    from seqcore import models
+    real_stack = models.stack
+
+    def shallow_stack(cls, input_size, hidden_size, num_layers=1, *args, **kwargs):
+        assert num_layers <= 3, f"a stack of {num_layers} layers was built"
+        return real_stack(cls, input_size, hidden_size, num_layers, *args, **kwargs)
+
+    monkeypatch.setattr(models, "stack", shallow_stack)
+    result = invoke("train", *TINY, "--layers", 100000000, "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert "Error: --layers: got 100000000, whose 3.36e+10 parameters in 100000000 layers of 6 hidden units" \
+        in result.stderr and result.stdout == ""
+    monkeypatch.setattr(models, "stack", real_stack)
+
+    real_head = train_module.HeadSpec
+    built = []
+
+    def counted_head(*args, **kwargs):
+        built.append(1)
+        assert len(built) <= 1000, "more than 1000 heads built"
+        return real_head(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "HeadSpec", counted_head)
+    result = invoke("train", *TINY, "--curriculum", "single-head", "--curriculum-arg", "max_n=100000000000",
+                    "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert ("Error: --curriculum-arg max_n: got 100000000000, which needs 99999999999 heads (one per N from 2 to "
+            "100000000000, all built with the model), expected at most 100000 heads (max_n <= 100001)") in result.stderr
+    assert not built and not (tmp_path / "r").exists()
+
+
+def test_heads_that_cannot_fit_in_memory_name_max_n(tmp_path, monkeypatch):
+    from seqcore import validate
+    monkeypatch.setattr(validate, "physical_memory", lambda: 2 ** 30)
+    # 50000 heads of 1001 x 2 float32 weights, 3 copies, plus 512 bytes each, and a 1000-unit LSTM: 1.19 GiB
+    result = invoke("train", *TINY, "--hidden", 1000, "--curriculum", "multi-head", "--curriculum-arg",
+                    "max_n=50001", "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert ("Error: --curriculum-arg max_n: got 50001, whose 50000 heads (one per N from 2; 24536 bytes each at "
+            "hidden 1000, with their gradients and optimizer state) and the rest of the model would take 1.19 GiB, "
+            "more than this machine's 1 GiB of memory") in result.stderr
+    # a stack too large with one head is the hidden size's fault, however many heads
+    result = invoke("train", *TINY, "--hidden", 100000, "--curriculum", "multi-head", "--curriculum-arg",
+                    "max_n=50001", "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert result.stderr.startswith("Error: --hidden: got 100000, whose 4e+10 parameters")
+    # a sane max_n is unchanged: a head for every N from 2 to 6
+    cfg, _ = build_config(None, {"curriculum": "multi-head", "backend": "numpy"}, curriculum_args=[("max_n", 6)])
+    curriculum, build = train_module.model_builder(cfg, tasks.make("nparity", seed=0))
+    assert [h.name for h in build(4).heads] == ["n2", "n3", "n4", "n5", "n6"]
+
+
+@pytest.mark.parametrize("args, config, message", [
+    (["--task", "lorenz96", "--task-arg", "alpha=0.5", "--mode", "parallel"], None,
+     "Error: --mode: got 'parallel' with task 'lorenz96' alpha=0.5, expected 'sequential'"),
+    (["--task", "copy", "--curriculum", "anti"], None, "Error: --curriculum: got 'anti' with task 'copy', expected"),
+    ([], {"task": "lorenz96", "target_accuracy": 0.5, "task_kwargs": {"dim": 4}},
+     "Error: target_accuracy (in {file}): got 0.5 with task 'lorenz96', whose heads report no accuracy"),
+    (["--task", "lorenz96", "--target-accuracy", "0.5"], None,
+     "Error: --target-accuracy: got 0.5 with task 'lorenz96', whose heads report no accuracy"),
+])
+def test_errors_raised_while_the_model_is_built_name_the_option_or_file(tmp_path, args, config, message):
+    assert_train_refused(tmp_path, args, config, message)
+
+
+def test_eval_names_backend_when_the_backend_cannot_load(finished_run):
+    from seqcore.backends import BackendUnavailable
+    try:
+        backends.get("cupy")
+        pytest.skip("cupy loads here: no backend that cannot load to try")
+    except BackendUnavailable:
+        pass
+    result = invoke("eval", finished_run, "--backend", "cupy")
+    assert_one_line_error(result)
+    assert result.stderr.startswith("Error: --backend: backend 'cupy' cannot load")
+
+
+def test_report_refuses_plot_with_no_plot(tmp_path, continual_run):
+    result = invoke("report", continual_run, "--plot", tmp_path / "p.png", "--no-plot")
+    assert_one_line_error(result)
+    assert f"Error: --plot: got '{tmp_path / 'p.png'}' with --no-plot, expected one of them" in result.stderr
+    assert result.stdout == "" and not (tmp_path / "p.png").exists()
+
+
+@pytest.mark.parametrize("flag, first, second", [
+    ("--task-arg", "n=[2,3]", "n=4"), ("--curriculum-arg", "max_n=5", "max_n=6"),
+    ("--cell-arg", "tau_init=2.0", "tau_init=3.0"), ("--schedule-arg", "alpha=0.1", "alpha=0.2"),
+])
+def test_a_key_given_twice_to_a_key_value_option_is_refused(tmp_path, flag, first, second):
+    kinds = {"--curriculum-arg": ["--curriculum", "single-head"], "--cell-arg": ["--cell", "leaky"],
+             "--schedule-arg": ["--schedule", "cosine"]}
+    result = invoke("train", *TINY, *kinds.get(flag, []), flag, first, flag, second, "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    key, a, b = first.split("=")[0], first.split("=")[1], second.split("=")[1]
+    assert (f"Error: {flag}: key '{key}' given twice ({key}={json.dumps(json.loads(a))} and "
+            f"{key}={json.dumps(json.loads(b))}), expected each key once") in result.stderr
+
+
+def test_per_evaluation_lines_label_the_loss_of_heads_without_accuracy(tmp_path):
+    from seqcore.train import _format_record
+    record = {"step": 2, "loss": 1.0, "level": None,
+              "eval": {"next_state": {"loss": 0.123}, "n2": {"loss": 0.5, "accuracy": 0.75}}}
+    assert _format_record(record) == "step      2  loss 1.0000  next_state loss=0.123 n2=0.750"
+    out = tmp_path / "lz"
+    result = ok("train", *TINY, "--steps", 2, "--eval-every", 2, "--task", "lorenz96", "--out", out)
+    logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("step "))
+    assert line.endswith(f"  next_state loss={logged['eval']['next_state']['loss']:.3f}")

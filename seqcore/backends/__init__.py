@@ -149,4 +149,5 @@ def numpy_dtype(array) -> np.dtype:
     if isinstance(array, (np.ndarray, np.generic)):
         return array.dtype
     module = get(backend_of(array))
-    return np.asarray(module.to_numpy(array.reshape(-1)[:0])).dtype
+    empty = array[(slice(0, 0),) * array.ndim] if array.ndim else array  # a view: reshape copies a strided array
+    return np.asarray(module.to_numpy(empty)).dtype

@@ -246,15 +246,19 @@ def _param_shapes(cell) -> tuple:
 
 def _check_state_dtype(name: str, state0, x, params) -> None:
     """A given initial state ``name`` has the dtype the cell computes in (that of x and the
-    parameters): a mixed one would be promoted on some paths and refused by the scans on others."""
+    parameters): a mixed one would be promoted on some paths and refused by the scans on others.
+    Compared as NumPy dtypes on every backend (torch promoted a float64 h0 silently)."""
     from ..autodiff import stop_gradient
+    from ..backends import numpy_dtype
     values = [stop_gradient(v) for v in (x, *params.values())]
-    if not all(type(v) is np.ndarray for v in values) or type(stop_gradient(state0)) is not np.ndarray:
-        return  # other backends: their own promotion rules
-    want = np.result_type(*(v.dtype for v in values))
-    got = stop_gradient(state0).dtype
-    if got != want:
-        raise TypeError(f"{name}: got dtype {got}, expected {want} (the dtype of x and the parameters)")
+    # x through an empty view: numpy_dtype reshapes, which would copy a strided tensor
+    dtypes = [numpy_dtype(v[:0] if i == 0 else v) for i, v in enumerate(values)]
+    want = np.result_type(*dtypes)
+    state0 = stop_gradient(state0)
+    if numpy_dtype(state0) != want:
+        # in the arrays' own spelling (torch.float32): float dtypes promote to one of their own
+        expected = next((v.dtype for v, d in zip(values, dtypes) if d == want), want)
+        raise TypeError(f"{name}: got dtype {state0.dtype}, expected {expected} (the dtype of x and the parameters)")
 
 
 def _xp_of(x):

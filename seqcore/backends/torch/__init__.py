@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ...primitives import get as _get_primitive
-from ...tree import tree_map
+from ...tree import tree_leaves, tree_map
 
 name = "torch"
 xp = torch
@@ -33,9 +33,21 @@ def asarray(x, dtype=None):
     return torch.from_numpy(_contiguous(arr))
 
 
+# float dtypes NumPy has: the reference runs on a tensor's data as a NumPy array
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+
+
+def _check_numpy_float(name: str, a, what: str) -> None:
+    """Refuse a floating tensor NumPy has no dtype for (bfloat16, float8): ``.numpy()`` would fail unnamed."""
+    if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype not in _NUMPY_FLOATS:
+        raise TypeError(f"{name}: got dtype {a.dtype}, expected torch.float32 or torch.float64 (or torch.float16) "
+                        f"for {what}: the torch backend computes with the NumPy reference, and NumPy has no "
+                        f"{str(a.dtype).removeprefix('torch.')}; convert with .float()")
+
+
 def _check_tensors(what: str, args) -> None:
     """Positional arguments of a primitive on torch: tensors (or None/Python numbers), floating ones
-    of one dtype, all on one device — named here instead of failing inside the reference or torch."""
+    of one dtype NumPy has, all on one device — named here instead of failing inside the reference or torch."""
     floating, device = None, None
     for i, a in enumerate(args):
         if a is None or (isinstance(a, (int, float)) and not isinstance(a, bool)):
@@ -43,6 +55,7 @@ def _check_tensors(what: str, args) -> None:
         if not isinstance(a, torch.Tensor):
             raise TypeError(f"args[{i}]: got {type(a).__name__}, expected a torch.Tensor for {what} "
                             "(convert NumPy arrays with seqcore.backends.get('torch').asarray)")
+        _check_numpy_float(f"args[{i}]", a, what)
         if a.is_floating_point():
             if floating is not None and a.dtype != floating[1]:
                 raise TypeError(f"args[{i}]: got dtype {a.dtype}, expected {floating[1]} like args[{floating[0]}] "
@@ -91,17 +104,43 @@ def _device_of(args):
     return torch.device("cpu")
 
 
+def _root(a: np.ndarray) -> np.ndarray:
+    """The array at the end of ``a``'s chain of views: the one that owns (or wraps) its memory."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _run_reference(prim, args, static):
+    """``prim``'s reference on the data of tensors: ``(outputs, residuals, args)``, all NumPy."""
+    np_args = _to_np(list(args))
+    out, res = prim.fwd(np, *np_args, **_to_np(static))
+    # A reference may return a view of an input (reshape, getitem): as a tensor it would share the
+    # input's storage without torch knowing (no view or version-counter link), so an in-place change
+    # of one would silently change the other. Fresh outputs, the common case, are not copied.
+    inputs = [a for a in tree_leaves(np_args) if isinstance(a, np.ndarray)]
+
+    def own(o):
+        return o.copy() if isinstance(o, np.ndarray) and any(np.may_share_memory(o, a) for a in inputs) else o
+    return tree_map(own, out, is_leaf=lambda v: isinstance(v, np.ndarray)), res, np_args
+
+
 def adapt_reference(prim):
     """``(fwd, bwd)`` running ``prim``'s NumPy reference on the data of torch tensors."""
     def fwd(_xp, *args, **static):
         if torch.is_grad_enabled() and any(getattr(a, "requires_grad", False) for a in args):
             # the reference runs on the tensors' data: torch's autograd would silently lose the graph
-            raise TypeError(f"{prim.name}: got a torch.Tensor that requires grad, whose gradient torch autograd "
-                            "would not get through seqcore; expected tensors without requires_grad (detach "
-                            "them, or differentiate with seqcore.vjp), or use seqcore.backends.get('torch')"
-                            f".autograd_function({prim.name!r}) inside torch autograd")
+            raise TypeError(f"{prim.name}: got a torch.Tensor that requires grad, expected tensors without "
+                            "requires_grad: seqcore computes on the tensors' data, so torch autograd would not "
+                            "see this step. Detach them (seqcore.vjp differentiates detached tensors); torch "
+                            "autograd reaches seqcore only through single primitives, with "
+                            f"seqcore.backends.get('torch').autograd_function({prim.name!r}), not through "
+                            "cells or layers")
+        for i, a in enumerate(args):
+            for leaf in tree_leaves(a):
+                _check_numpy_float(f"args[{i}]", leaf, f"primitive {prim.name!r}")
         device = _device_of(args)
-        out, res = prim.fwd(np, *_to_np(list(args)), **_to_np(static))
+        out, res, _ = _run_reference(prim, args, static)
         return _to_torch(out, device), (res, device)
 
     def bwd(_xp, residuals, cot, **static):
@@ -112,27 +151,93 @@ def adapt_reference(prim):
     return fwd, bwd
 
 
+def _held(res, pairs) -> list:
+    """The CPU tensors of ``pairs`` ``(tensor, its NumPy data)`` whose memory the residuals view."""
+    roots = {id(_root(r)) for r in tree_leaves(res) if isinstance(r, np.ndarray)}
+    return [t for t, a in pairs if isinstance(t, torch.Tensor) and t.device.type == "cpu"
+            and isinstance(a, np.ndarray) and id(_root(a)) in roots
+            and a.size and t.data_ptr() == a.__array_interface__["data"][0]]
+
+
+def _owned(grads, cots) -> tuple:
+    """``grads``, each copied if it shares memory with a cotangent or an earlier gradient: torch cannot
+    see that sharing, and may make both leaves' ``.grad`` one buffer (``a.grad.zero_()`` clearing ``b``'s)."""
+    seen = [c.detach().numpy() for c in cots if isinstance(c, torch.Tensor) and c.device.type == "cpu"]
+    out = []
+    for g in grads:
+        if isinstance(g, torch.Tensor) and g.device.type == "cpu":
+            a = g.detach().numpy()
+            if any(np.may_share_memory(a, s) for s in seen):
+                g = g.clone()
+                a = g.numpy()
+            seen.append(a)
+        out.append(g)
+    return tuple(out)
+
+
+class _SecondDerivative(torch.autograd.Function):
+    """The identity on a primitive's gradients, linked to the primitive's inputs, whose backward
+    raises. The gradients were computed from NumPy data, so they have no graph: differentiated again
+    (a gradient penalty), seqcore's term would silently be missing. ``once_differentiable`` is not
+    enough: it links them to the incoming gradients only, so ``autograd.grad(g, a)``, and any ``g``
+    from ``out.sum()``, found no path to ``a`` and gave 0 for that term."""
+
+    @staticmethod
+    def forward(ctx, name, n, *tensors):  # tensors: n gradients, then the inputs they depend on
+        ctx.name = name
+        return tuple(g.view_as(g) for g in tensors[:n])
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError(f"autograd_function({ctx.name!r}) is differentiable once: its gradient was computed "
+                           "from NumPy data, so torch cannot differentiate it again (create_graph=True, "
+                           "gradgradcheck): second derivatives through seqcore are not supported")
+
+
+def _differentiable_once(name: str, grads, inputs) -> tuple:
+    """``grads`` as outputs of :class:`_SecondDerivative` over ``inputs`` (those requiring grad)."""
+    given = [g for g in grads if g is not None]
+    if not given:
+        return tuple(grads)
+    marked = iter(_SecondDerivative.apply(name, len(given), *given, *inputs))
+    return tuple(None if g is None else next(marked) for g in grads)
+
+
 def autograd_function(prim_name: str):
     """A callable applying primitive ``prim_name`` to tensors inside torch autograd.
 
     Non-tensor positional arguments (``None``) and keyword arguments are passed through
-    as the primitive's static arguments.
+    as the primitive's static arguments.  Differentiable once: backpropagating through a gradient
+    it gave under ``create_graph=True`` (a gradient penalty, ``gradgradcheck``) raises, since its
+    VJP runs on NumPy data.
     """
     prim = _get_primitive(prim_name)
-    fwd, bwd = adapt_reference(prim)
+    _, bwd = adapt_reference(prim)
 
     class _Fn(torch.autograd.Function):
         @staticmethod
         def forward(ctx, static, *args):
-            out, res = fwd(torch, *args, **static)
-            ctx.res, ctx.static, ctx.n = res, static, len(args)
+            device = _device_of(args)
+            out_np, res, np_args = _run_reference(prim, args, static)
+            out = _to_torch(out_np, device)
+            ctx.res, ctx.static, ctx.n = (res, device), static, len(args)
             ctx.multi = isinstance(out, tuple)
+            outs, outs_np = (out, out_np) if ctx.multi else ((out,), (out_np,))
+            # residuals that view a tensor's memory: saved, so that torch refuses the backward if that
+            # tensor was changed in place (which would change the gradient silently)
+            ctx.save_for_backward(*_held(res, [*zip(args, np_args), *zip(outs, outs_np)]))
+            # the inputs a second derivative would reach (kept on ctx, not saved: no version check needed)
+            ctx.differentiable = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
             return out
 
         @staticmethod
         def backward(ctx, *cots):
+            ctx.saved_tensors  # noqa: B018 - unpacking runs torch's check for in-place changes
             cot = tuple(cots) if ctx.multi else cots[0]
-            grads = bwd(torch, ctx.res, cot, **ctx.static)
+            with torch.no_grad():
+                grads = _owned(bwd(torch, ctx.res, cot, **ctx.static), cots)
+            if torch.is_grad_enabled() and ctx.differentiable:  # create_graph=True
+                grads = _differentiable_once(prim_name, grads, ctx.differentiable)
             return (None,) + tuple(grads) + (None,) * (ctx.n - len(grads))
 
     _Fn.__name__ = f"{prim_name}_torch_function"
