@@ -305,8 +305,10 @@ def _refuse_repeated_keys(flag: str, pairs) -> None:
 def _refuse_unused_momentum(cfg: TrainConfig, given: set, base: dict, config_file: str | None,
                             sources: dict) -> None:
     """A momentum the user gave (command line or config file) to an optimizer that does not read it
-    is an error, not a silent no-op (TrainConfig's own default, 0.9, is not the user's)."""
-    if cfg.optimizer in MOMENTUM_OPTIMIZERS or not ("momentum" in given or "momentum" in base):
+    is an error, not a silent no-op. TrainConfig's own default, 0.9, is not the user's: every run's
+    config.json records it, and such a file must work as --config again."""
+    from_file = "momentum" in base and base["momentum"] != _field_default("momentum")
+    if cfg.optimizer in MOMENTUM_OPTIMIZERS or not ("momentum" in given or from_file):
         return
     optimizer = (f"--optimizer {cfg.optimizer}" if "optimizer" in given
                  else f"optimizer {cfg.optimizer!r} (in {config_file})" if "optimizer" in base

@@ -1350,3 +1350,15 @@ def test_per_evaluation_lines_label_the_loss_of_heads_without_accuracy(tmp_path)
     logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("step "))
     assert line.endswith(f"  next_state loss={logged['eval']['next_state']['loss']:.3f}")
+
+
+def test_a_runs_config_json_works_as_config_again(tmp_path):
+    # config.json records every field, the defaults among them (momentum 0.9 with adam)
+    ok("train", *TINY, "--steps", 4, "-q", "--out", tmp_path / "a")
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["optimizer"] == "adam" and saved["momentum"] == 0.9
+    ok("train", "--config", tmp_path / "a" / "config.json", "-q", "--out", tmp_path / "b")
+    again = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert again == saved
+    a, b = params_of(tmp_path / "a"), params_of(tmp_path / "b")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
