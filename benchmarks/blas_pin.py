@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import positive_int, run_child as run_measuring_child, run_script  # noqa: E402
 
 CHILD = """
 import json, sys, time
@@ -56,31 +58,31 @@ SHAPES = [(16, 64, 64), (64, 64, 64), (16, 64, 256), (64, 64, 256), (16, 128, 51
 def run_child(pin: str | None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
     env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"})
-    if pin:
+    if pin is not None:
         env["OPENBLAS_CORETYPE"] = pin
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(SHAPES)], env=env, capture_output=True,
-                         text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_measuring_child([sys.executable, "-c", CHILD, json.dumps(SHAPES)], env,
+                               "unpinned" if pin is None else f"OPENBLAS_CORETYPE={pin}")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pin", default="Haswell", help="the OPENBLAS_CORETYPE to compare with no pin")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=positive_int, default=2)
     args = ap.parse_args(argv)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    if not args.pin.strip():
+        ap.error(f"--pin: got {args.pin!r}, expected an OPENBLAS_CORETYPE name such as Haswell")
     from scan_bandwidth import machine_info
     print(f"machine: {machine_info()}")
     best: dict[str, dict] = {}
     for _ in range(args.rounds):
         for pin in (args.pin, None):
             res = run_child(pin)
-            key = pin or "unpinned"
+            key = "unpinned" if pin is None else "pinned"
             best.setdefault(key, {"cores": res.pop("cores")})
             for shape, times in res.items():
                 old = best[key].get(shape, [float("inf")] * 2)
                 best[key][shape] = [min(o, t) if t is not None else None for o, t in zip(old, times)]
-    pinned, free = best[args.pin], best["unpinned"]
+    pinned, free = best["pinned"], best["unpinned"]
     print(f"pinned:   {pinned['cores']}\nunpinned: {free['cores']}\n")
     print(f"{'(M, K) x (K, N)':>22s} {'numpy pinned us':>16s} {'unpinned us':>12s} {'ratio':>6s}   "
           f"{'kernel pinned us':>16s} {'unpinned us':>12s} {'ratio':>6s}")
@@ -95,4 +97,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

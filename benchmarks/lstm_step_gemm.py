@@ -29,6 +29,7 @@ from seqcore.backends.numba import dense_cells
 from seqcore.backends.numba.panels import pack, panel_gemm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import positive_int, run_script, shape_triple  # noqa: E402
 from compiled_blas import gemm  # noqa: E402
 from scan_bandwidth import machine_info  # noqa: E402
 
@@ -67,15 +68,14 @@ def product_times(shape_a, shape_b, T, repeats, rng):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shapes", nargs="+", default=["16,128,64", "16,128,128", "16,128,256", "64,128,128",
-                                                    "64,128,256"], help="B,T,H triples")
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--shapes", nargs="+", type=shape_triple, metavar="B,T,H", help="B,T,H triples",
+                    default=[(16, 128, 64), (16, 128, 128), (16, 128, 256), (64, 128, 128), (64, 128, 256)])
+    ap.add_argument("--repeats", type=positive_int, default=15)
     args = ap.parse_args(argv)
     print(f"machine: {machine_info()}\n")
     print(f"{'(B, T, H)':>16} | {'forward ms':>10} {'h·Wᵀ ms':>8} {'share':>5} {'BLAS':>5} {'BLAS ᵀ':>6} | "
           f"{'backward ms':>11} {'dz·W ms':>8} {'share':>5} {'BLAS':>5} {'BLAS ᵀ':>6}")
-    for text in args.shapes:
-        B, T, H = (int(v) for v in text.split(","))
+    for B, T, H in args.shapes:
         rng = np.random.default_rng(0)
         cell = cells.LSTM(H, H)
         xi = rng.normal(size=(B, T, 4 * H)).astype(np.float32)
@@ -93,4 +93,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

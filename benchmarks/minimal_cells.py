@@ -28,18 +28,20 @@ import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import positive_int, run_script  # noqa: E402
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shape", type=int, nargs=3, default=[16, 256, 64], metavar=("B", "T", "H"))
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--shape", type=positive_int, nargs=3, default=[16, 256, 64], metavar=("B", "T", "H"))
+    ap.add_argument("--repeats", type=positive_int, default=5)
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     args = ap.parse_args(argv)
 
     import seqcore
     from seqcore import cells
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from scan_bandwidth import best_of, machine_info
 
     B, T, H = args.shape
@@ -87,4 +89,4 @@ def _composed_states(cell, params, x):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import seqcore  # noqa: E402
+from _common import positive_int, run_script  # noqa: E402
 from seqcore import backends  # noqa: E402
 from seqcore.newton import NewtonConvergenceWarning, newton_scan  # noqa: E402
 from seqcore.tree import tree_map  # noqa: E402
@@ -106,14 +107,14 @@ def run_case(mod, cell, B, T, dtype, repeats):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--T", type=int, nargs="+", default=list(T_VALUES), help="sequence lengths")
+    ap.add_argument("--T", type=positive_int, nargs="+", default=list(T_VALUES), help="sequence lengths")
     ap.add_argument("--backends", nargs="+", default=None, help="default: every available backend")
     ap.add_argument("--cells", nargs="+", default=["diag_gru", "cifg_lstm", "gru"])
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--hidden", type=int, default=32)
-    ap.add_argument("--input", type=int, default=8)
+    ap.add_argument("--batch", type=positive_int, default=4)
+    ap.add_argument("--hidden", type=positive_int, default=32)
+    ap.add_argument("--input", type=positive_int, default=8)
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    ap.add_argument("--repeats", type=int, default=3, help="best of this many timings")
+    ap.add_argument("--repeats", type=positive_int, default=3, help="best of this many timings")
     ap.add_argument("--max-memory-gb", type=float, default=1.0, help="skip cases whose scan operators exceed this")
     args = ap.parse_args(argv)
 
@@ -121,6 +122,11 @@ def main(argv=None):
     unknown = [c for c in args.cells if c not in factories]
     if unknown:
         ap.error(f"--cells: got unknown {unknown}, expected some of {sorted(factories)}")
+    unknown = [b for b in args.backends or () if b not in backends.names()]
+    if unknown:
+        ap.error(f"--backends: got unknown {unknown}, expected some of {backends.names()}")
+    if not args.max_memory_gb > 0:  # also NaN
+        ap.error(f"--max-memory-gb: got {args.max_memory_gb}, expected a positive number")
     names = args.backends or backends.available()
     dtype = np.dtype(args.dtype)
     print(machine_info())
@@ -130,6 +136,7 @@ def main(argv=None):
             f"{'ratio':>7s} {'seq f+b s':>10s} {'par f+b s':>10s} {'ratio':>7s}")
     print(head)
     print("-" * len(head))
+    failed = 0
     for name in names:
         try:
             mod = backends.get(name)
@@ -146,13 +153,16 @@ def main(argv=None):
                     try:
                         r = run_case(mod, cell, args.batch, T, dtype, args.repeats)
                     except Exception as exc:  # a backend missing a piece: report, keep going
-                        print(f"{name:8s} {cname:10s} {T:6d} failed: {type(exc).__name__}: {exc}")
+                        print(f"{name:8s} {cname:10s} {T:6d} failed: {type(exc).__name__}: {exc}", flush=True)
+                        failed += 1
                         continue
                     note = "" if r["converged"] else f"  (not converged: sequential fallback x{r['fallbacks']})"
                     print(f"{name:8s} {cname:10s} {T:6d} {r['iters']:5d} {r['seq_f']:10.4f} {r['par_f']:10.4f} "
                           f"{r['par_f'] / r['seq_f']:7.2f} {r['seq_fb']:10.4f} {r['par_fb']:10.4f} "
                           f"{r['par_fb'] / r['seq_fb']:7.2f}{note}", flush=True)
+    if failed:  # `seqcore bench` reads only the exit status
+        raise SystemExit(f"error: {failed} case(s) failed (see the 'failed:' rows above)")
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

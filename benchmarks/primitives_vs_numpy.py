@@ -35,6 +35,9 @@ import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import positive_int, run_script  # noqa: E402
+
 
 def scan_cases(rng, dtype, B, T, D):
     shape = f"({B}, {T}, {D})"
@@ -83,11 +86,11 @@ def newton_cases(rng, dtype, B, T, H):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--scan-shape", type=int, nargs=3, default=[4, 2048, 64], metavar=("B", "T", "D"))
-    ap.add_argument("--cell-shape", type=int, nargs=3, default=[16, 256, 64], metavar=("B", "T", "H"))
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--scan-shape", type=positive_int, nargs=3, default=[4, 2048, 64], metavar=("B", "T", "D"))
+    ap.add_argument("--cell-shape", type=positive_int, nargs=3, default=[16, 256, 64], metavar=("B", "T", "H"))
     ap.add_argument("--only", nargs="+", metavar="TEXT", help="rows whose label contains any of these")
-    ap.add_argument("--streak", type=int, default=1,
+    ap.add_argument("--streak", type=positive_int, default=1,
                     help="calls of one backend in a row per round (default 1: each call follows the other "
                          "backend's; 3: the best call follows one of its own, as in a training loop)")
     args = ap.parse_args(argv)
@@ -97,21 +100,24 @@ def main(argv=None):
     import seqcore
     from seqcore import primitives
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from scan_bandwidth import best_of, machine_info
 
     nb = seqcore.backends.get("numba")
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
+    cases = (list(scan_cases(rng, dtype, *args.scan_shape)) + list(cell_cases(rng, dtype, *args.cell_shape))
+             + list(newton_cases(rng, dtype, *args.cell_shape)))
+    if args.only:
+        chosen = [c for c in cases if any(text in c[0] for text in args.only)]
+        if not chosen:
+            ap.error(f"--only: got {args.only}, which no row label contains; the labels are: "
+                     + "; ".join(c[0] for c in cases))
+        cases = chosen
     print(f"machine: {machine_info()}")
     print(f"numba {numba.__version__}, threads {numba.get_num_threads()}, BLAS threads "
           f"{os.environ['OPENBLAS_NUM_THREADS']}; dtype {dtype}\n")
     print(f"{'primitive (shape)':42s} {'numpy ms':>9s} {'numba ms':>9s} {'ratio':>7s}")
     ratios = []
-    cases = (list(scan_cases(rng, dtype, *args.scan_shape)) + list(cell_cases(rng, dtype, *args.cell_shape))
-             + list(newton_cases(rng, dtype, *args.cell_shape)))
-    if args.only:
-        cases = [c for c in cases if any(text in c[0] for text in args.only)]
     for label, name, prim_args, static in cases:
         prim = primitives.get(name)
         impls = {"numpy": (prim.fwd, prim.bwd), "numba": nb.primitives[name]}
@@ -139,4 +145,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

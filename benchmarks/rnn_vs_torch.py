@@ -26,15 +26,18 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import positive_int, run_script  # noqa: E402
+
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
+    ap.add_argument("--repeats", type=positive_int, default=5)
     ap.add_argument("--cells", nargs="+", default=["lstm", "gru"], choices=["lstm", "gru"])
-    ap.add_argument("--batch", nargs="+", type=int, default=[16, 64])
-    ap.add_argument("--steps", nargs="+", type=int, default=[128, 512])
-    ap.add_argument("--hidden", nargs="+", type=int, default=[64, 128, 256])
+    ap.add_argument("--batch", nargs="+", type=positive_int, default=[16, 64])
+    ap.add_argument("--steps", nargs="+", type=positive_int, default=[128, 512])
+    ap.add_argument("--hidden", nargs="+", type=positive_int, default=[64, 128, 256])
     ap.add_argument("--quick", action="store_true", help="T = 128 only")
     ap.add_argument("--gemm-floor", action="store_true", help="also time the matrix products alone")
     return ap.parse_args(argv)
@@ -81,7 +84,6 @@ def main(argv=None):
     import seqcore
     from seqcore import cells
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from scan_bandwidth import best_of, machine_info
 
     torch.set_num_threads(args.threads)
@@ -133,4 +135,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -13,11 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 
 import numpy as np
 
 from seqcore.backends import blas
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import positive_int, run_script  # noqa: E402
 
 
 def machine_info() -> str:
@@ -61,11 +65,17 @@ def best_of(fns: dict, repeats: int, streak: int = 1) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--log2-size", type=int, default=24, help="elements per array = 2**log2_size (default 24)")
+    ap.add_argument("--log2-size", type=positive_int, default=24, help="elements per array = 2**log2_size (default 24)")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    ap.add_argument("--batch", type=int, default=16, help="B; D = 1024 and T = size / (B · D)")
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--batch", type=positive_int, default=16, help="B; D = 1024 and T = size / (B · D)")
+    ap.add_argument("--repeats", type=positive_int, default=7)
     args = ap.parse_args(argv)
+    n = 2 ** args.log2_size
+    B, D = args.batch, 1024
+    T = n // (B * D)
+    if T < 1:
+        ap.error(f"--log2-size: got {args.log2_size}, too small for --batch {B} (D = {D}): expected "
+                 f"2**log2_size >= B · D = {B * D}")
 
     import numba
 
@@ -73,11 +83,6 @@ def main(argv=None):
     nb = seqcore.backends.get("numba")
     from seqcore.backends.numba import scan as nscan
 
-    n = 2 ** args.log2_size
-    B, D = args.batch, 1024
-    T = n // (B * D)
-    if T < 1:
-        raise SystemExit(f"--log2-size: got {args.log2_size}, too small for B={B}, D={D}")
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
     a = rng.uniform(0.5, 1.0, (B, T, D)).astype(dtype)
@@ -145,4 +150,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

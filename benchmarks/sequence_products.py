@@ -22,13 +22,17 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import positive_int, run_script, shape_triple  # noqa: E402
+
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--shapes", nargs="+", default=["16,128,64", "64,128,64", "16,512,64", "16,128,128",
-                                                     "64,128,128", "16,128,256"], help="B,T,H triples")
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--repeats", type=positive_int, default=15)
+    ap.add_argument("--shapes", nargs="+", type=shape_triple, metavar="B,T,H", help="B,T,H triples",
+                    default=[(16, 128, 64), (64, 128, 64), (16, 512, 64), (16, 128, 128), (64, 128, 128),
+                             (16, 128, 256)])
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     return ap.parse_args(argv)
 
@@ -39,7 +43,6 @@ def main(argv=None):
         os.environ[var] = str(args.threads)
     import numpy as np
     from seqcore.backends.numba import products
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from scan_bandwidth import machine_info
 
     print(machine_info())
@@ -48,8 +51,7 @@ def main(argv=None):
           f"{'ratio':>6s} {'GFLOP/s':>8s}  path")
     rng = np.random.default_rng(0)
     dtype = np.dtype(args.dtype)
-    for text in args.shapes:
-        B, T, H = (int(v) for v in text.split(","))
+    for B, T, H in args.shapes:
         f = lambda *shape: rng.normal(size=shape).astype(dtype)  # noqa: E731
         x, W, g = f(B * T, H), f(4 * H, H), f(B * T, 4 * H)
         cases = [("projection", (B * T, H, 4 * H), lambda: x @ W.T, lambda: products.matmul(x, W.T),
@@ -72,4 +74,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

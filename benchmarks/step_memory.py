@@ -12,10 +12,11 @@ steps.  The ratio is mean time with glibc's defaults / mean time with the heap r
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import positive_int, run_child as run_measuring_child, run_script  # noqa: E402
 
 CHILD = """
 import json, os, resource, sys, time
@@ -43,21 +44,19 @@ print(json.dumps({"retained": applied, "ms": 1e3 * dt / steps, "faults": df / st
 def run_child(shape, steps, retain: bool) -> dict:
     env = {**os.environ, "SEQCORE_RETAIN_HEAP": "1" if retain else "0", "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", CHILD, *map(str, shape), str(steps)], env=env,
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_measuring_child([sys.executable, "-c", CHILD, *map(str, shape), str(steps)], env,
+                               f"{'retained' if retain else 'defaults'}, (B, T, H) = {tuple(shape)}")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shape", nargs="+", type=int, default=[16, 128, 64, 64, 128, 64],
+    ap.add_argument("--shape", nargs="+", type=positive_int, default=[16, 128, 64, 64, 128, 64],
                     help="B T H triples (default: 16 128 64  64 128 64)")
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=positive_int, default=50)
+    ap.add_argument("--rounds", type=positive_int, default=3)
     args = ap.parse_args(argv)
     if len(args.shape) % 3:
         ap.error(f"--shape: got {len(args.shape)} numbers, expected B T H triples")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from scan_bandwidth import machine_info
     print(f"machine: {machine_info()}")
     print(f"{'(B, T, H)':>16s} | {'defaults ms':>11s} {'faults':>7s} | {'retained ms':>11s} {'faults':>7s} | ratio")
@@ -77,4 +76,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

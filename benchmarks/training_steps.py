@@ -19,13 +19,20 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from seqcore import backends
-from seqcore.train import TrainConfig, train
+from seqcore import backends, cells, tasks  # noqa: E402
+from seqcore.train import TrainConfig, train  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import positive_int, run_script  # noqa: E402
+
+
+def config(cell: str, backend: str, hidden: int, steps: int, n: int, batch: int) -> TrainConfig:
+    return TrainConfig(task="nparity", task_kwargs={"n": n}, cell=cell, hidden=hidden, backend=backend,
+                       steps=steps, batch_size=batch, eval_every=steps, eval_batches=1, eval_batch_size=32, seed=0)
 
 
 def steps_per_second(cell: str, backend: str, hidden: int, steps: int, n: int, batch: int) -> float:
-    cfg = TrainConfig(task="nparity", task_kwargs={"n": n}, cell=cell, hidden=hidden, backend=backend,
-                      steps=steps, batch_size=batch, eval_every=steps, eval_batches=1, eval_batch_size=32, seed=0)
+    cfg = config(cell, backend, hidden, steps, n, batch)
     t0 = time.perf_counter()
     train(cfg, None, quiet=True)
     return steps / (time.perf_counter() - t0)
@@ -35,15 +42,31 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cells", nargs="+", default=["lstm", "gru", "leaky", "diaggru"])
     ap.add_argument("--backends", nargs="+", default=None, help="default: every available backend")
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--n", type=int, default=8, help="parity order N (sequence lengths in [N+2, 4N+2))")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--hidden", type=positive_int, default=64)
+    ap.add_argument("--n", type=positive_int, default=8, help="parity order N (sequence lengths in [N+2, 4N+2))")
+    ap.add_argument("--batch", type=positive_int, default=64)
+    ap.add_argument("--steps", type=positive_int, default=100)
     args = ap.parse_args(argv)
-    names = args.backends or backends.available()
+    for option, given, known in (("--cells", args.cells, cells.names()),
+                                 ("--backends", args.backends or (), backends.names())):
+        unknown = [v for v in given if v not in known]
+        if unknown:
+            ap.error(f"{option}: got unknown {unknown}, expected some of {known}")
+    names = list(dict.fromkeys(args.backends or backends.available()))
     if "numpy" not in names:
         names = ["numpy", *names]
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    for b in names:  # a backend asked for by name that does not load here: one line, not a traceback
+        try:
+            backends.get(b)
+        except backends.BackendUnavailable as exc:
+            ap.error(f"--backends: {exc}")
+    try:  # the remaining mistakes (a parity order the task refuses), before anything is timed
+        tasks.make("nparity", n=args.n)
+        for cell in args.cells:
+            for b in names:
+                config(cell, b, args.hidden, args.steps, args.n, args.batch)
+    except (ValueError, TypeError) as exc:
+        ap.error(str(exc))
     from scan_bandwidth import machine_info
     print(f"machine: {machine_info()}")
     print(f"N-parity N={args.n}, batch {args.batch}, hidden {args.hidden}, {args.steps} steps (evaluation once)\n")
@@ -58,4 +81,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

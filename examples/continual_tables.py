@@ -1,10 +1,11 @@
 """The permuted Fashion-MNIST reproductions of the README, as run directories and tables.
 
 Runs every (table, learner, seed) of the protocol below that has no completed run under
-``--out`` yet (a completed ``summary.json`` is reused, so an interrupted sweep continues
-where it stopped), then writes ``<out>/tables.md``: mean ± standard deviation over the
-seeds found, and the stability-gap table. With matplotlib it also writes
-``<out>/stability_gap.png``.
+``--out`` yet (a completed ``summary.json`` is reused, and an interrupted run of the same
+configuration resumes from its last checkpoint, as ``seqcore continual --resume`` would, so an
+interrupted sweep continues where it stopped), then writes ``<out>/tables.md``: mean ±
+standard deviation over the seeds found, and the stability-gap table. With matplotlib it also
+writes ``<out>/stability_gap.png``.
 
     python examples/continual_tables.py --out runs/permuted-fashion-mnist            # everything
     python examples/continual_tables.py --out runs/permuted-fashion-mnist --tables gap
@@ -19,12 +20,15 @@ Runs go one at a time: wall times are only comparable when nothing else shares t
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import statistics
+import sys
 from pathlib import Path
 
 from seqcore.metrics import EvalCurve
 from seqcore.plotting import pyplot
-from seqcore.runs import RunDir, read_json
+from seqcore.runs import RunDir, atomic_write, read_json
 
 PROTOCOL = dict(stream="permuted", dataset="fashion-mnist", experiences=10, steps=1000, hidden=256,
                 optimizer="adam", lr=0.001, batch_size=64, eval_every=50, eval_size=1000, backend="numpy")
@@ -95,8 +99,24 @@ def completed(path: Path) -> dict | None:
     return summary if summary.get("status") == "completed" else None
 
 
+def resumable(path: Path, cfg) -> bool:
+    """Whether ``path`` holds an unfinished run of exactly ``cfg`` (its ``config.json`` and a
+    checkpoint), which ``resume_continual`` continues."""
+    from seqcore.continual import ContinualConfig
+    rd = RunDir(path)
+    if not rd.checkpoint.exists():
+        return False
+    try:
+        return ContinualConfig.read(rd.config) == cfg
+    except (OSError, ValueError, TypeError):  # no config.json, or another run's
+        return False
+
+
 def run_missing(out: Path, tables, seeds, data_dir=None, only=None) -> None:
-    from seqcore.continual import ContinualConfig, run_continual
+    """Run every (table, row, seed) without a completed run under ``out``; resume one that was
+    interrupted (same config, a checkpoint), start the others afresh (``overwrite``)."""
+    from seqcore.continual import ContinualConfig, resume_continual, run_continual
+    from seqcore.tasks import DatasetError
     for table in tables:
         changes, rows = TABLES[table]
         for seed in table_seeds(table, seeds):
@@ -106,10 +126,23 @@ def run_missing(out: Path, tables, seeds, data_dir=None, only=None) -> None:
                     continue
                 cfg = ContinualConfig(**{**PROTOCOL, **changes, **extra}, learner=learner,
                                       learner_kwargs=kwargs, seed=seed, data_dir=data_dir)
-                print(f"[{table}] {label}, seed {seed} -> {path}", flush=True)
-                summary, _ = run_continual(cfg, str(path), quiet=True, overwrite=True)
+                summary = None
+                if resumable(path, cfg):
+                    print(f"[{table}] {label}, seed {seed} -> {path} (resuming)", flush=True)
+                    try:
+                        summary, _ = resume_continual(str(path), quiet=True)
+                    except DatasetError:  # no data here: starting over would not find it either
+                        raise
+                    except ValueError as exc:  # a damaged run: start it again, as before
+                        print(f"[{table}] {label}, seed {seed}: cannot resume ({exc}); starting over", flush=True)
+                if summary is None:
+                    print(f"[{table}] {label}, seed {seed} -> {path}", flush=True)
+                    summary, _ = run_continual(cfg, str(path), quiet=True, overwrite=True)
+                accuracy = summary.get("average_accuracy")  # absent when no experience finished
                 print(f"[{table}] {label}, seed {seed}: {summary['status']}, average accuracy "
-                      f"{summary['average_accuracy']:.3f}, {summary['wall_time_s']:.0f} s", flush=True)
+                      f"{'—' if accuracy is None else f'{accuracy:.3f}'}, {summary['wall_time_s']:.0f} s", flush=True)
+                if summary["status"] == "interrupted":  # Ctrl-C: stop the sweep; the next one resumes here
+                    raise KeyboardInterrupt
 
 
 def _num(x: float) -> str:
@@ -176,29 +209,62 @@ def plot_gap(curves: dict, path: Path) -> bool:
     ax.set_title("Stability gap, permuted Fashion-MNIST (MLP 784-256-10, Adam)")
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()  # rendered in memory, then written atomically: a failed write keeps the old figure
+    try:
+        fig.savefig(buf, format="png", dpi=120)
+    finally:
+        plt.close(fig)
+    atomic_write(path, buf.getvalue())
     return True
 
 
-def main() -> None:
+def nonnegative_int(text: str) -> int:
+    """argparse type of ``--seeds``: an integer >= 0 (ContinualConfig's rule)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected an integer >= 0")
+    return value
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/permuted-fashion-mnist", type=Path)
     parser.add_argument("--tables", nargs="+", choices=sorted(TABLES), default=["adam", "sgd", "task", "gap"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+    parser.add_argument("--seeds", nargs="+", type=nonnegative_int, default=[0, 1, 2],
                         help="seeds of the Adam table (the others use the first)")
     parser.add_argument("--no-run", action="store_true", help="only write the tables from the runs found")
     parser.add_argument("--rows", nargs="+", metavar="NAME",
                         help="run only these rows (run names such as sharp, hypernet); the tables show every row found")
     parser.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files (default: the Debian "
                                            "package's, /usr/share/datasets/fashion-mnist)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+    if repeated:  # each would count as another run in the mean and standard deviation
+        parser.error(f"--seeds: got {args.seeds}, which repeats {repeated}; expected distinct seeds")
+    if args.rows is not None:
+        known = list(dict.fromkeys(name for table in args.tables for _, name, *_ in TABLES[table][1]))
+        unknown = [name for name in args.rows if name not in known]
+        if unknown:
+            parser.error(f"--rows: got {unknown}, expected run names of the chosen tables "
+                         f"({', '.join(args.tables)}): {', '.join(known)}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out: got '{args.out}', which is a file; expected a folder (it is created if missing)")
+    if args.data_dir:  # stored absolute, as `seqcore continual` does: a resumed run reads it from config.json
+        args.data_dir = os.path.abspath(args.data_dir)
     if not args.no_run:
         from seqcore.tasks import DatasetError
         try:
             run_missing(args.out, args.tables, args.seeds, args.data_dir, args.rows)
         except DatasetError as exc:  # no data here: say how to get it, in one line
             parser.error(str(exc))
+        except ValueError as exc:  # a run directory another process is writing, a file in the way
+            raise SystemExit(f"continual_tables.py: error: {exc}") from None
+        except KeyboardInterrupt:
+            print("interrupted; the same command resumes the sweep", file=sys.stderr)
+            sys.exit(130)
     parts = []
     for table in args.tables:
         if table == "gap":
@@ -208,8 +274,8 @@ def main() -> None:
         else:
             text = metric_table(args.out, table, table_seeds(table, args.seeds))
         parts.append(f"## {table}\n\n{text}")
-    (args.out).mkdir(parents=True, exist_ok=True)
-    (args.out / "tables.md").write_text("\n\n".join(parts) + "\n")
+    # written atomically (a temporary file, then a rename): a failed rewrite keeps the earlier tables
+    atomic_write(args.out / "tables.md", ("\n\n".join(parts) + "\n").encode())
     print("\n\n".join(parts))
 
 

@@ -4,16 +4,20 @@
 
 Writes a grid of plots (default ``schedules.png``) when matplotlib is installed;
 otherwise prints a table of values at a few steps and says that matplotlib is missing.
+The suffix of OUTPUT picks the format (``.png``, ``.pdf``, ``.svg``, ...; ``.png`` is
+appended to a name without one).
 """
 from __future__ import annotations
 
 import argparse
+import io
 import os
 
 import numpy as np
 
 from seqcore import schedules as S
 from seqcore.plotting import pyplot
+from seqcore.runs import atomic_write
 
 
 def build_schedules(total: int) -> dict[str, list[tuple[str, S.Schedule]]]:
@@ -73,27 +77,58 @@ def plot(plt, panels, total: int, path: str) -> None:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    # rendered in memory, then written atomically (a temporary file beside it, then a rename):
+    # a failed write leaves an earlier figure at ``path`` as it was
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format=os.path.splitext(path)[1][1:].lower(), dpi=110)
+    finally:
+        plt.close(fig)
+    atomic_write(path, buf.getvalue())
     print(f"wrote {path}")
+
+
+def output_path(parser, given: str) -> str:
+    """The file the figure goes to: ``given``, with ``.png`` appended when it has no suffix
+    (matplotlib would append it silently); a one-line usage error for a folder or a missing one."""
+    path = given if os.path.splitext(given)[1] else given + ".png"
+    for p in dict.fromkeys((given, path)):
+        if os.path.isdir(p):
+            parser.error(f"output: got {given!r}, which is a folder; expected a file name such as "
+                         f"{os.path.join(given, 'schedules.png')!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        parser.error(f"output: got {given!r}, whose directory {folder!r} does not exist")
+    return path
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("output", nargs="?", default="schedules.png", help="PNG path (default schedules.png)")
+    parser.add_argument("output", nargs="?", default="schedules.png",
+                        help="figure path; its suffix picks the format (default schedules.png; .png is "
+                             "appended to a name without a suffix)")
     parser.add_argument("--steps", type=int, default=1000, help="horizon T of every schedule (default 1000)")
     args = parser.parse_args(argv)
     if args.steps < 40:
         parser.error(f"--steps: got {args.steps}, expected >= 40")
-    folder = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(folder):
-        parser.error(f"output: got {args.output!r}, whose directory {folder!r} does not exist")
-    panels = build_schedules(args.steps)
+    path = output_path(parser, args.output)
     plt = pyplot()
+    if plt is not None:
+        from matplotlib.backend_bases import FigureCanvasBase
+        formats = FigureCanvasBase.get_supported_filetypes()
+        suffix = os.path.splitext(path)[1][1:].lower()
+        if suffix not in formats:
+            parser.error(f"output: got {args.output!r}, whose suffix {suffix!r} is no format matplotlib writes; "
+                         f"expected one of {', '.join('.' + f for f in sorted(formats))}")
+    panels = build_schedules(args.steps)
     if plt is None:
         print("matplotlib is missing (pip install 'seqcore[plot]'); printing values instead.")
         print_table(panels, args.steps)
         return
-    plot(plt, panels, args.steps, args.output)
+    try:
+        plot(plt, panels, args.steps, path)
+    except OSError as exc:  # no permission, disk full: any earlier file at path is left as it was
+        raise SystemExit(f"plot_schedules.py: error: cannot write {path} ({exc.strerror or exc})") from None
 
 
 if __name__ == "__main__":

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 
-from seqcore import backends
+from seqcore import backends, tasks
 from seqcore.plotting import pyplot
+from seqcore.runs import atomic_write
 from seqcore.train import Hooks, TrainConfig, train
 
 
@@ -42,13 +44,26 @@ class EarlierN(Hooks):
         return {"acc_all_n": accs, "mean_tau": row["mean_tau"]}
 
 
-def run_one(task, curriculum, args):
-    backend = args.backend or ("numba" if "numba" in backends.available() else "numpy")
+# TrainConfig fields -> the options that set them, to name the option in a refusal
+OPTIONS = {"steps": "--steps", "hidden": "--hidden", "batch_size": "--batch-size", "lr": "--lr",
+           "max_n": "--max-n", "eval_every": "--eval-every", "seed": "--seed", "backend": "--backend"}
+
+
+def make_config(task, curriculum, args, backend) -> TrainConfig:
+    """The run's TrainConfig, with the checks ``train`` would make at its start (the task and
+    the curriculum, e.g. ``max_n`` below the first N): a ValueError or TypeError naming the field."""
     cfg = TrainConfig(task=task, task_kwargs={"n": 2}, curriculum=curriculum,
                       curriculum_kwargs={"max_n": args.max_n}, cell="leaky", hidden=args.hidden,
                       backend=backend, optimizer="nesterov", lr=args.lr, momentum=0.9, clip=1.0,
                       steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
                       eval_batches=2, eval_batch_size=256, seed=args.seed)
+    tasks.make_curriculum(cfg.curriculum, tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs),
+                          **cfg.curriculum_kwargs)
+    return cfg
+
+
+def run_one(cfg: TrainConfig):
+    task, curriculum = cfg.task, cfg.curriculum
     hook = EarlierN()
     summary, _ = train(cfg, None, hooks=hook, quiet=True,
                        log=lambda line: print(f"[{task} {curriculum}] {line}", flush=True))
@@ -89,7 +104,10 @@ def plot(results, path):
         axes[1, j].set_xlabel("step")
     axes[0, -1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()  # rendered in memory, then written atomically: a failed write keeps the old figure
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
     print(f"wrote {path}")
 
 
@@ -108,8 +126,9 @@ def main(argv=None):
     p.add_argument("--out", default="docs/timescales")
     args = p.parse_args(argv)
     # mistakes refused here in one line, not as a traceback from inside the first run
+    # (the anti-curriculum counts N down from a start and takes no max_n: it does not fit here)
     for name, given, allowed in (("--tasks", args.tasks, ("nparity", "ndms")),
-                                 ("--curricula", args.curricula, ("single-head", "multi-head", "sliding", "anti"))):
+                                 ("--curricula", args.curricula, ("single-head", "multi-head", "sliding"))):
         unknown = [v for v in given.split(",") if v not in allowed]
         if unknown:
             p.error(f"{name}: got {unknown}, expected names among {list(allowed)}, comma-separated")
@@ -120,14 +139,30 @@ def main(argv=None):
             backends.get(args.backend)
         except backends.BackendUnavailable as exc:
             p.error(f"--backend: {exc}")
+    backend = args.backend or ("numba" if "numba" in backends.available() else "numpy")
+    try:  # every run's config, before the output folder or the first run
+        configs = [make_config(t, c, args, backend) for t in args.tasks.split(",") for c in args.curricula.split(",")]
+    except (ValueError, TypeError) as exc:
+        field, sep, rest = str(exc).partition(": ")
+        p.error(f"{OPTIONS[field]}: {rest}" if sep and field in OPTIONS else str(exc))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = [run_one(t, c, args) for t in args.tasks.split(",") for c in args.curricula.split(",")]
-    (out / "timescales.json").write_text(json.dumps(results, indent=1, default=float))
+    if out.exists() and not out.is_dir():
+        p.error(f"--out: got {args.out!r}, which is a file; expected a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        p.error(f"--out: got {args.out!r}, where no folder can be created ({exc.strerror or exc})")
+    results = [run_one(cfg) for cfg in configs]
     md = table(results)
-    (out / "timescales.md").write_text(md + "\n")
     print(md)
-    plot(results, out / "timescales.png")
+    # written atomically (a temporary file, then a rename): a failed rewrite keeps the earlier result
+    try:
+        atomic_write(out / "timescales.json", json.dumps(results, indent=1, default=float).encode())
+        atomic_write(out / "timescales.md", (md + "\n").encode())
+        plot(results, out / "timescales.png")
+    except OSError as exc:  # disk full, a file-size limit, no permission
+        raise SystemExit(f"timescales.py: error: cannot write the results into {out} ({exc.strerror or exc}); "
+                         "no file there is left half-written") from None
 
 
 if __name__ == "__main__":

@@ -72,3 +72,184 @@ def test_every_table_entry_is_a_valid_config(tables):
         for label, name, learner, kwargs, extra, _ in rows:
             cfg = ContinualConfig(**{**tables.PROTOCOL, **changes, **extra}, learner=learner, learner_kwargs=kwargs)
             assert cfg.learner == learner, (table, label)
+
+
+# -- argument checks, resumption and atomic outputs of the example and benchmark scripts ------------
+
+BENCHMARKS = EXAMPLES.parent / "benchmarks"
+
+
+def load_script(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def refusal(capsys, main, argv):
+    """The one-line usage error ``main(argv)`` exits with (status 2, nothing else printed)."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_continual_tables_refuses_unknown_rows_and_repeated_or_negative_seeds(tmp_path, tables, capsys):
+    out = tmp_path / "out"
+    line = refusal(capsys, tables.main, ["--out", str(out), "--tables", "gap", "--rows", "nosuch"])
+    assert "--rows: got ['nosuch']" in line and line.endswith("naive, replay, ewc")
+    line = refusal(capsys, tables.main, ["--out", str(out), "--tables", "sgd", "--rows", "sharp"])  # an Adam row
+    assert "--rows: got ['sharp']" in line
+    line = refusal(capsys, tables.main, ["--out", str(out), "--no-run", "--tables", "adam", "--seeds", "0", "1", "0"])
+    assert "--seeds: got [0, 1, 0], which repeats [0]" in line
+    assert "--seeds: got '-1', expected an integer >= 0" in refusal(capsys, tables.main, ["--out", str(out),
+                                                                                          "--seeds", "-1"])
+    (tmp_path / "file").write_text("")
+    assert "which is a file" in refusal(capsys, tables.main, ["--out", str(tmp_path / "file"), "--no-run"])
+    assert not out.exists()
+
+
+def test_continual_tables_resumes_an_interrupted_run_and_restarts_another_config(tmp_path, tables, monkeypatch):
+    import seqcore.continual as continual
+    from seqcore.continual import ContinualConfig
+    protocol = dict(dataset="synthetic", experiences=2, steps=6, eval_every=3, hidden=4, batch_size=8, eval_size=20,
+                    synthetic=dict(n_train=40, n_test=20))
+    monkeypatch.setattr(tables, "PROTOCOL", protocol)
+    monkeypatch.setattr(tables, "TABLES", {"t": ({}, [("naive", "naive", "naive", {}, {}, "—"),
+                                                      ("EWC", "ewc", "ewc", dict(strength=1), {}, "")])})
+    cfg = {name: ContinualConfig(**protocol, learner=name, learner_kwargs=kw)
+           for name, kw in (("naive", {}), ("ewc", dict(strength=1)))}
+    # naive: stopped after 4 of its 12 updates (a checkpoint, no completed summary); ewc: another config's run
+    continual.run_continual(cfg["naive"], str(tables.run_dir(tmp_path, "t", "naive", 0)), quiet=True, stop_at_step=4)
+    other = ContinualConfig(**{**protocol, "lr": 0.01}, learner="ewc", learner_kwargs=dict(strength=1))
+    continual.run_continual(other, str(tables.run_dir(tmp_path, "t", "ewc", 0)), quiet=True, stop_at_step=4)
+    calls = []
+    for fn in ("run_continual", "resume_continual"):
+        real = getattr(continual, fn)
+        monkeypatch.setattr(continual, fn, lambda *a, _f=fn, _real=real, **k: calls.append((_f, a, k)) or _real(*a, **k))
+    tables.run_missing(tmp_path, ["t"], [0])
+    assert [(f, a[1] if f == "run_continual" else a[0], k.get("overwrite")) for f, a, k in calls] == [
+        ("resume_continual", str(tables.run_dir(tmp_path, "t", "naive", 0)), None),
+        ("run_continual", str(tables.run_dir(tmp_path, "t", "ewc", 0)), True)]
+    resumed = tables.completed(tables.run_dir(tmp_path, "t", "naive", 0))
+    fresh, _ = continual.run_continual(cfg["naive"], str(tmp_path / "fresh"), quiet=True)
+    assert resumed["steps"] == 12 and resumed["accuracy_matrix"] == fresh["accuracy_matrix"]
+    assert tables.completed(tables.run_dir(tmp_path, "t", "ewc", 0))
+    assert ContinualConfig.read(tables.run_dir(tmp_path, "t", "ewc", 0) / "config.json") == cfg["ewc"]
+    calls.clear()
+    tables.run_missing(tmp_path, ["t"], [0])  # everything completed: nothing runs
+    assert calls == []
+
+
+@pytest.fixture(scope="module")
+def timescales():
+    return load_example("timescales")
+
+
+TINY_TIMESCALES = ["--backend", "numpy", "--steps", "20", "--hidden", "4", "--eval-every", "10", "--batch-size", "8",
+                   "--max-n", "3", "--tasks", "nparity", "--curricula", "single-head"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--steps", "0"], "--steps: got 0, expected an integer >= 1"),
+    (["--eval-every", "0"], "--eval-every: got 0"),
+    (["--lr", "-1"], "--lr: got -1.0"),
+    (["--seed", "-1"], "--seed: got -1"),
+    (["--max-n", "1"], "--max-n: got 1, expected >= start_n=2"),
+    (["--curricula", "anti"], "--curricula: got ['anti']"),
+])
+def test_timescales_refuses_bad_options_before_creating_the_output_folder(tmp_path, timescales, capsys, extra,
+                                                                         message):
+    out = tmp_path / "out"
+    line = refusal(capsys, timescales.main, [*TINY_TIMESCALES, "--out", str(out), *extra])
+    assert message in line
+    assert not out.exists()
+
+
+def test_timescales_refuses_a_file_as_output_folder(tmp_path, timescales, capsys):
+    (tmp_path / "f").write_text("keep")
+    assert "--out: got" in refusal(capsys, timescales.main, [*TINY_TIMESCALES, "--out", str(tmp_path / "f")])
+    assert (tmp_path / "f").read_text() == "keep"
+
+
+def test_timescales_writes_through_atomic_write_and_reports_a_failed_write_in_one_line(tmp_path, timescales,
+                                                                                       monkeypatch, capsys):
+    real, written = timescales.atomic_write, []
+
+    def write(path, data):
+        if str(path).endswith(".png"):
+            raise OSError(27, "File too large")
+        written.append(path.name)
+        real(path, data)
+    monkeypatch.setattr(timescales, "atomic_write", write)
+    with pytest.raises(SystemExit) as info:
+        timescales.main([*TINY_TIMESCALES, "--out", str(tmp_path)])
+    assert "cannot write the results into" in str(info.value.code) and "File too large" in str(info.value.code)
+    assert written == ["timescales.json", "timescales.md"]
+    assert json.loads((tmp_path / "timescales.json").read_text())[0]["task"] == "nparity"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["timescales.json", "timescales.md"]  # no temporaries
+
+
+def test_plot_schedules_refuses_folders_and_unknown_formats_and_appends_png(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    plot_schedules = load_example("plot_schedules")
+    assert "which is a folder" in refusal(capsys, plot_schedules.main, [str(tmp_path), "--steps", "40"])
+    line = refusal(capsys, plot_schedules.main, [str(tmp_path / "s.txt"), "--steps", "40"])
+    assert "suffix 'txt'" in line and ".png" in line
+    assert "does not exist" in refusal(capsys, plot_schedules.main, [str(tmp_path / "no" / "s.png"), "--steps", "40"])
+    monkeypatch.setattr(plot_schedules, "build_schedules", lambda total: {"constant": [("1", lambda t: 1.0)]})
+    plot_schedules.main([str(tmp_path / "s"), "--steps", "40"])
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 's.png'}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.png"]
+    assert (tmp_path / "s.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("scan_bandwidth.py", ["--repeats", "0"], "argument --repeats: got 0, expected an integer >= 1"),
+    ("step_memory.py", ["--shape", "1", "0", "4"], "argument --shape: got 0, expected an integer >= 1"),
+    ("blas_pin.py", ["--pin", ""], "--pin: got ''"),
+    ("sequence_products.py", ["--shapes", "16,32"], "argument --shapes: got '16,32', expected B,T,H"),
+    ("rnn_vs_torch.py", ["--threads", "0"], "argument --threads: got 0"),
+    ("newton.py", ["--backends", "nosuch"], "--backends: got unknown ['nosuch']"),
+    ("training_steps.py", ["--steps", "0"], "argument --steps: got 0, expected an integer >= 1"),
+    ("training_steps.py", ["--cells", "nosuch"], "--cells: got unknown ['nosuch']"),
+])
+def test_benchmark_scripts_refuse_bad_arguments_in_one_line(script, argv, message):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, str(BENCHMARKS / script), *argv], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    assert "Traceback" not in out.stderr and message in out.stderr.strip().splitlines()[-1]
+
+
+def test_benchmark_helpers_report_a_failed_child_and_ctrl_c_in_one_line(capsys):
+    import sys
+    common = load_script(BENCHMARKS / "_common.py", "benchmarks_common_under_test")
+    with pytest.raises(SystemExit) as info:
+        common.run_child([sys.executable, "-c", "print('partial'); 1 / 0"], None, "defaults")
+    assert info.value.code == "error: child (defaults) failed: ZeroDivisionError: division by zero"
+    assert "ZeroDivisionError" in capsys.readouterr().err  # the child's own traceback, not the parent's
+    assert common.run_child([sys.executable, "-c", "print('{\"ms\": 1.5}')"], None, "x") == {"ms": 1.5}
+
+    def interrupted():
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit) as info:
+        common.run_script(interrupted)
+    assert info.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_newton_benchmark_exits_nonzero_when_a_case_fails():
+    import subprocess
+    import sys
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('nb', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.machine_info = lambda: ''; "
+            "m.run_case = lambda *a: 1 / 0; "
+            "m.main(['--T', '8', '--backends', 'numpy', '--cells', 'diag_gru', '--hidden', '4', '--batch', '1'])")
+    out = subprocess.run([sys.executable, "-c", code, str(BENCHMARKS / "newton.py")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert "failed: ZeroDivisionError" in out.stdout
+    assert out.stderr.strip() == "error: 1 case(s) failed (see the 'failed:' rows above)"
