@@ -28,7 +28,7 @@ __all__ = ["one_line", "user_errors", "saved_config_errors", "SeqcoreGroup", "Ke
            "load_config_file", "check_config_types", "register_optional", "BROKEN_PIPE_STATUS"]
 
 # the errors the library raises for bad input (DatasetError is a ValueError and a FileNotFoundError)
-LIBRARY_ERRORS = (ValueError, TypeError, OSError, BackendUnavailable, TrainingDiverged)
+LIBRARY_ERRORS = (ValueError, TypeError, OverflowError, OSError, BackendUnavailable, TrainingDiverged)
 
 
 def one_line(exc: BaseException) -> str:

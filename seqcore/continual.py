@@ -56,7 +56,7 @@ from .runs import (JsonConfig, RunDir, atomic_write, check_finite_params, load_c
                    write_json)
 from .train import DTYPES, MODEL_COPIES, Trainer, TrainingDiverged, progress_bar
 from .tree import tree_map
-from .validate import INT64_MAX, check_choice, check_model_fits, check_positive_int, is_finite_number
+from .validate import INT64_MAX, check_choice, check_model_fits, check_positive_int, is_finite_number, is_integer
 
 __all__ = ["ContinualConfig", "run_continual", "resume_continual", "is_continual_run", "synthetic_clusters",
            "load_dataset", "build_stream", "build_model", "scenario_of", "DATASETS", "STREAMS", "STREAM_SCENARIOS",
@@ -440,9 +440,7 @@ class _Run:
 def _check_curve_record(rd: RunDir, line: int, r: dict, n: int) -> None:
     """An evaluation record as the continual loop writes it (``EvalCurve.to_records``), else a
     ValueError naming the file and line."""
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-    ok = is_int(r.get("iteration")) and is_int(r.get("experience")) and 0 <= r["experience"] < n
+    ok = is_integer(r.get("iteration")) and is_integer(r.get("experience")) and 0 <= r["experience"] < n
     acc = r.get("accuracy")
     ok = ok and isinstance(acc, list) and len(acc) == r["experience"] + 1 and all(
         a is None or is_finite_number(a) for a in acc)  # null: an accuracy written while not finite

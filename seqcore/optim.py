@@ -23,7 +23,7 @@ import numpy as np
 
 from . import backends
 from .tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
-from .validate import check_bool
+from .validate import check_bool, finite_float
 
 __all__ = [
     "GradientTransformation", "apply_updates", "chain", "identity", "scale", "scale_by_schedule",
@@ -69,9 +69,9 @@ def _number(name: str, value, low: float | None = None, high: float | None = Non
             high_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: got {value!r} ({type(value).__name__}), expected a real number")
+    if finite_float(value) is None:
+        raise ValueError(f"{name}: got {value!r:.40}, expected a finite number")
     value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: got {value}, expected a finite number")
     if low is not None and value < low:
         raise ValueError(f"{name}: got {value}, expected >= {low}")
     if high is not None and (value >= high if high_open else value > high):
@@ -85,9 +85,9 @@ def _schedule_value(name: str, value, count: int) -> float:
             hasattr(value, "shape") and tuple(value.shape) == ()):
         raise TypeError(f"{name}: schedule gave {value!r} ({type(value).__name__}) at step {count}, "
                         "expected a real number")
+    if finite_float(value) is None:
+        raise ValueError(f"{name}: schedule gave {value!r:.40} at step {count}, expected a finite number")
     value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: schedule gave {value} at step {count}, expected a finite number")
     return value
 
 

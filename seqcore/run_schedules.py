@@ -3,25 +3,29 @@
 A run fixes a schedule's peak (``lr``), its length (``steps``) and a linear warmup from 0
 (``warmup``); ``schedule_kwargs`` sets the rest of the fields of :mod:`seqcore.schedules`,
 with defaults scaled to the run (an SGDR cycle is a quarter of the steps after warmup, say).
-The warmup ends at ``lr``, where every schedule but ``triangular`` starts (its cycles start
-at ``base_value``, where its warmup ends).
+The warmup ends at ``lr``, where every schedule starts but three: ``triangular`` (its cycles
+start at ``base_value``, where its warmup ends), ``refined`` (it starts at its own first value,
+at most ``lr``; ``lr`` is its maximum, wherever the old run's norms put it) and ``infinite``
+with ``start_in_constant`` (a continuing task: no warmup, it starts at ``constant_value``).
 Learning rates given as fields (``end_value``, ``min_value``, ``base_value``,
 ``constant_value``, ``init_value``) are absolute; ``factors`` of ``piecewise-constant`` are
 multiples of ``lr``.
 
 ``refined`` reads the gradient norms a previous run recorded (``from_run``: its directory;
 every run keeps its per-step gradient norms in its checkpoint) and refines the linear decay
-from them. Resuming re-reads them, so keep that run as it was.
+from them. The new run keeps a copy of them in its own checkpoint and resumes from that copy,
+so ``from_run`` may change, move or be overwritten (even by the new run itself) meanwhile.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from . import schedules
-from .validate import check_choice, is_real_number
+from .validate import check_choice, is_finite_number, is_integer
 
 __all__ = ["SCHEDULES", "SCHEDULE_FIELDS", "run_schedule", "check_schedule_kwargs", "recorded_grad_norms"]
 
@@ -57,6 +61,9 @@ def check_schedule_kwargs(name: str, kwargs) -> None:
     if name == "refined" and "from_run" not in kwargs:
         raise ValueError("schedule_kwargs: got no 'from_run' for the 'refined' schedule, expected the directory "
                          "of the run whose gradient norms it refines")
+    run = kwargs.get("from_run", "")
+    if name == "refined" and (not isinstance(run, (str, os.PathLike)) or not str(run)):
+        raise TypeError(f"from_run: got {run!r:.60} ({type(run).__name__}), expected the directory of a run")
 
 
 def _after_warmup(decay: Callable[[int], float], lr: float, warmup: int) -> Callable[[int], float]:
@@ -82,10 +89,52 @@ def recorded_grad_norms(run_dir) -> np.ndarray:
     return norms.astype(np.float64)
 
 
-def run_schedule(name: str, lr: float, steps: int, warmup: int, kwargs: dict) -> Callable[[int], float]:
+def _piecewise(lr: float, rest: int, kw: dict) -> Callable[[int], float]:
+    """``piecewise-constant``: ``factors`` (multiples of ``lr``; by default 1, 0.1, 0.01, …) changing at
+    ``boundaries`` (by default half and three quarters of the ``rest`` steps, those that are distinct
+    steps in ``[1, rest]``: a short run has fewer pieces)."""
+    boundaries = kw.get("boundaries", sorted({b for b in (rest // 2, 3 * rest // 4) if b >= 1}))
+    if not isinstance(boundaries, (list, tuple)):
+        raise TypeError(f"boundaries: got {boundaries!r:.60}, expected a list of steps")
+    factors = kw.get("factors", [0.1 ** i for i in range(len(boundaries) + 1)])
+    if not isinstance(factors, (list, tuple)) or not all(is_finite_number(f) and f >= 0 for f in factors):
+        raise ValueError(f"factors: got {factors!r:.60}, expected a list of finite numbers >= 0 (multiples of lr)")
+    if len(factors) != len(boundaries) + 1:
+        raise ValueError(f"factors: got {len(factors)} values with boundaries {list(boundaries)}, expected "
+                         f"len(boundaries) + 1 = {len(boundaries) + 1}")
+    return schedules.piecewise_constant([lr * f for f in factors], boundaries)
+
+
+def _infinite(lr: float, steps: int, warmup: int, kw: dict) -> Callable[[int], float]:
+    """``infinite`` over a run: warmup, cooldown (a fifth of the rest), plateau, anneal (a fifth) ending
+    with the run; with ``start_in_constant`` (a continuing task) plateau and anneal fill the run."""
+    rest = steps - warmup
+    if kw.get("start_in_constant") is True:
+        if warmup:
+            raise ValueError(f"warmup: got {warmup} with the infinite schedule's start_in_constant, expected 0 "
+                             "(a continuing task starts at constant_value, without re-warming)")
+        cooldown = kw.pop("cooldown_steps", 0)  # dropped by start_in_constant
+        anneal = kw.pop("anneal_steps", rest // 5)
+        kw.setdefault("constant_steps", max(0, rest - anneal))
+    else:
+        cooldown = kw.pop("cooldown_steps", rest // 5)
+        anneal = kw.pop("anneal_steps", rest // 5)
+        if is_integer(cooldown) and cooldown > rest:
+            raise ValueError(f"cooldown_steps: got {cooldown}, expected <= steps - warmup = {rest}")
+        kw.setdefault("constant_steps", max(0, rest - cooldown - anneal) if is_integer(cooldown) else 0)
+    if is_integer(anneal) and anneal > rest:
+        raise ValueError(f"anneal_steps: got {anneal}, expected <= steps - warmup = {rest}")
+    kw.setdefault("constant_value", lr / 10)
+    kw.setdefault("min_value", min(lr / 100, kw["constant_value"]))
+    return schedules.infinite(lr, warmup_steps=warmup, cooldown_steps=cooldown, anneal_steps=anneal, **kw)
+
+
+def run_schedule(name: str, lr: float, steps: int, warmup: int, kwargs: dict, *,
+                 norms: np.ndarray | None = None) -> Callable[[int], float]:
     """The learning rate at each step of a run: ``name`` with peak ``lr`` over ``steps`` steps, after a
     linear warmup from 0 over ``warmup`` (the decaying schedules decay over the ``steps − warmup``
-    steps after it), its other fields from ``kwargs``."""
+    steps after it), its other fields from ``kwargs``. ``norms``: the gradient norms ``refined``
+    refines (a run's own copy), instead of those recorded in its ``from_run``."""
     check_schedule_kwargs(name, kwargs)
     kw, rest = dict(kwargs), steps - warmup
     if name == "constant":
@@ -97,12 +146,7 @@ def run_schedule(name: str, lr: float, steps: int, warmup: int, kwargs: dict) ->
     if name == "wsd":
         return schedules.wsd(lr, steps, warmup_steps=warmup, **kw)
     if name == "infinite":
-        cooldown = kw.pop("cooldown_steps", rest // 5)
-        anneal = kw.pop("anneal_steps", rest // 5)
-        kw.setdefault("constant_steps", max(0, rest - cooldown - anneal))
-        kw.setdefault("constant_value", lr / 10)
-        kw.setdefault("min_value", min(lr / 100, kw["constant_value"]))
-        return schedules.infinite(lr, warmup_steps=warmup, cooldown_steps=cooldown, anneal_steps=anneal, **kw)
+        return _infinite(lr, steps, warmup, kw)
     if name == "linear":
         decay = schedules.linear_decay(lr, rest, **kw)
     elif name == "rex":
@@ -110,11 +154,7 @@ def run_schedule(name: str, lr: float, steps: int, warmup: int, kwargs: dict) ->
     elif name == "exponential":
         decay = schedules.exponential(lr, **{"decay_rate": 0.01, "decay_steps": rest, **kw})
     elif name == "piecewise-constant":
-        factors = kw.get("factors", (1.0, 0.1, 0.01))
-        boundaries = kw.get("boundaries", (rest // 2, 3 * rest // 4))
-        if not isinstance(factors, (list, tuple)) or not all(is_real_number(f) for f in factors):
-            raise TypeError(f"factors: got {factors!r}, expected a list of numbers (multiples of lr)")
-        decay = schedules.piecewise_constant([lr * f for f in factors], boundaries)
+        decay = _piecewise(lr, rest, kw)
     elif name == "sgdr":
         decay = schedules.sgdr(lr, **{"cycle_steps": max(1, rest // 4), **kw})
     elif name == "triangular":  # its cycles start at base_value: the warmup ends there, not at lr
@@ -122,6 +162,10 @@ def run_schedule(name: str, lr: float, steps: int, warmup: int, kwargs: dict) ->
         decay = schedules.triangular(base, lr, **{"half_cycle_steps": max(1, rest // 8), **kw})
         return _after_warmup(decay, base, warmup)
     else:  # refined
-        norms = recorded_grad_norms(kw.pop("from_run"))
+        run = kw.pop("from_run")
+        if rest < 2:
+            raise ValueError(f"steps: got {steps} with warmup {warmup}, expected steps - warmup >= 2 for the "
+                             "refined schedule (it decays to 0 at its last step)")
+        norms = recorded_grad_norms(run) if norms is None else norms
         decay = schedules.refined(norms, lr, total_steps=rest, **kw)
     return _after_warmup(decay, lr, warmup)

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .validate import check_bool
+from .validate import check_bool, finite_float
 
 __all__ = [
     "Schedule", "constant", "linear_decay", "piecewise_constant", "exponential", "cosine",
@@ -34,9 +34,9 @@ TRIANGULAR_MODES = ("triangular", "triangular2", "exp_range")
 def _number(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: got {value!r} ({type(value).__name__}), expected a real number")
+    if finite_float(value) is None:
+        raise ValueError(f"{name}: got {value!r:.40}, expected a finite number")
     value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: got {value}, expected a finite number")
     return value
 
 

@@ -24,11 +24,11 @@ import numpy as np
 from . import backends, optim
 from .autodiff import vjp
 from .models import HeadSpec, SequenceModel
-from .run_schedules import SCHEDULES, check_schedule_kwargs, run_schedule
+from .run_schedules import SCHEDULES, check_schedule_kwargs, recorded_grad_norms, run_schedule
 from .runs import (JsonConfig, RunDir, check_finite_params, checkpoint_meta, first_nonfinite, load_checkpoint, params_from_arrays,
                    params_to_arrays, read_json_object, restoring, save_checkpoint, write_json)
 from .tree import tree_leaves, tree_map, tree_paths
-from .validate import (INT64_MAX, is_finite_number, check_choice, check_fits_in_memory, check_model_fits, check_positive_int,
+from .validate import (INT64_MAX, is_finite_number, is_integer, check_choice, check_fits_in_memory, check_model_fits, check_positive_int,
                        parameter_count, physical_memory)
 
 __all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "Run", "load_run", "train", "resume", "build_optimizer",
@@ -36,7 +36,9 @@ __all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "Run", "load_r
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 DTYPES = {"float32": np.float32, "float64": np.float64}
-MODEL_COPIES = 3  # parameters, gradients and at least one optimizer slot: the least a run holds
+# parameter-sized arrays alive at the peak of a training step: measured 9.5 with Adam (the parameters,
+# gradients, two moments, their successors and the update transforms' temporaries), 7 with SGD
+MODEL_COPIES = 10
 BATCH_FLOATS = 4  # floats per hidden unit and step that any cell's forward + backward holds at least
 EARLY_STOPS = ("curriculum-finished", "target-reached")  # statuses of runs that stopped before their budget
 
@@ -131,16 +133,17 @@ class TrainConfig(JsonConfig):
 
 
 
-def build_schedule(cfg: TrainConfig) -> Callable[[int], float]:
+def build_schedule(cfg: TrainConfig, refined_norms: np.ndarray | None = None) -> Callable[[int], float]:
     """The learning rate of ``cfg`` at each step: ``cfg.schedule`` over ``cfg.steps``, after a linear
     warmup from 0 over ``cfg.warmup`` steps, its fields from ``cfg.schedule_kwargs``
-    (:func:`seqcore.run_schedules.run_schedule`)."""
-    return run_schedule(cfg.schedule, cfg.lr, cfg.steps, cfg.warmup, cfg.schedule_kwargs)
+    (:func:`seqcore.run_schedules.run_schedule`; ``refined_norms``: the gradient norms ``refined``
+    refines, instead of reading them from its ``from_run``)."""
+    return run_schedule(cfg.schedule, cfg.lr, cfg.steps, cfg.warmup, cfg.schedule_kwargs, norms=refined_norms)
 
 
-def build_optimizer(cfg: TrainConfig) -> optim.GradientTransformation:
+def build_optimizer(cfg: TrainConfig, refined_norms: np.ndarray | None = None) -> optim.GradientTransformation:
     """The optimizer of ``cfg`` (with global-norm clipping first when ``cfg.clip`` is set)."""
-    lr = build_schedule(cfg)
+    lr = build_schedule(cfg, refined_norms)
     name = cfg.optimizer
     if name in ("sgd", "nesterov"):
         opt = optim.sgd(lr, momentum=cfg.momentum, nesterov=name == "nesterov", weight_decay=cfg.weight_decay)
@@ -300,6 +303,7 @@ class Trainer:
         if not np.isfinite(flat).all():
             raise TrainingDiverged(self.step_count, "a gradient")
         self.grad_norm = math.sqrt(float(np.dot(flat, flat)))
+        del flat  # a parameter-sized copy: not kept alive through the update
         # the new state is kept only with the new parameters: a caller that catches the divergence
         # still holds a consistent trainer (the state of the last good step)
         updates, new_state = self.optimizer.update(grads, self.opt_state, self.params)
@@ -380,7 +384,7 @@ def model_builder(cfg: TrainConfig, task):
     if cfg.curriculum in ("single-head", "multi-head", "sliding") and "max_n" not in ckw:
         # heads are created up front for N up to max_n: by default 30 past the first N
         start = ckw.get("start_n")
-        first = start if isinstance(start, int) and not isinstance(start, bool) else min(task.ns)
+        first = int(start) if is_integer(start) else min(task.ns)  # a bad start_n: the curriculum names it
         ckw["max_n"] = max(max(task.ns), first) + 30
     curriculum = tasks.make_curriculum(cfg.curriculum, task, **ckw)
     _check_head_count(cfg, task, curriculum)  # before one task object per N is made
@@ -417,9 +421,14 @@ class Run:
     ``evaluate(task=None, heads=None, batches=None)`` gives the per-head loss and accuracy.
     """
 
-    def __init__(self, cfg: TrainConfig, hooks: Hooks | None = None):
+    def __init__(self, cfg: TrainConfig, hooks: Hooks | None = None, *, refined_norms: np.ndarray | None = None):
         from . import tasks
         self.cfg = cfg
+        # the refined schedule's gradient norms, read once and kept in this run's checkpoints: a resumed
+        # run follows its own schedule whatever becomes of from_run (overwritten, even by this run)
+        self.refined_norms = refined_norms
+        if cfg.schedule == "refined" and refined_norms is None:
+            self.refined_norms = recorded_grad_norms(cfg.schedule_kwargs["from_run"])
         self.task = tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs)
         self.curriculum, build = model_builder(cfg, self.task)
         check_sizes(cfg, self.task, build)
@@ -427,8 +436,8 @@ class Run:
         self.be = backends.get(cfg.backend)
         init = self.model.init(np.random.default_rng([cfg.seed, 0]), DTYPES[cfg.dtype])
         params = tree_map(self.be.asarray, init)
-        self.schedule = build_schedule(cfg)  # the optimizer builds its own copy; this one is for the log
-        self.trainer = Trainer(self.loss, params, build_optimizer(cfg), cfg.backend, hooks,
+        self.schedule = build_schedule(cfg, self.refined_norms)  # the optimizer builds its own; this one is for the log
+        self.trainer = Trainer(self.loss, params, build_optimizer(cfg, self.refined_norms), cfg.backend, hooks,
                                constrain=self.model.constrain)
         self.rng = np.random.default_rng([cfg.seed, 1])
         self.history: list[dict] = []
@@ -470,6 +479,8 @@ class Run:
         cur_arrays = {f"curriculum/{k}": np.asarray(v) for k, v in cur.items() if isinstance(v, np.ndarray)}
         arrays.update(cur_arrays)
         arrays["grad_norms"] = np.asarray(self.grad_norms, dtype=np.float64)
+        if self.refined_norms is not None:
+            arrays["refined_norms"] = self.refined_norms
         meta = {"step": self.trainer.step_count, "rng": self.rng.bit_generator.state,
                 "curriculum": {k: v for k, v in cur.items() if not isinstance(v, np.ndarray)},
                 "history": self.history, "elapsed": self.elapsed, "stopped": self.stopped}
@@ -719,8 +730,14 @@ def _run_from_config(rd: RunDir, cfg: TrainConfig, hooks: Hooks | None = None) -
     """``Run(cfg)`` for a config read from ``rd.config``: a value the task, curriculum or cell
     refuses (``task_kwargs`` edited by hand) is an error naming that file."""
     from .tasks.idx import DatasetError
+    norms = None
+    if cfg.schedule == "refined":  # its own copy of from_run's norms (see Run)
+        norms = load_checkpoint(rd.checkpoint)[0].get("refined_norms")
+        if norms is not None and (norms.ndim != 1 or norms.size < 2 or not np.isfinite(norms).all()):
+            raise ValueError(f"{rd.checkpoint}: refined_norms: got {norms.size} values of shape {norms.shape}, "
+                             "expected a finite gradient-norm history of at least 2 steps")
     try:
-        return Run(cfg, hooks)
+        return Run(cfg, hooks, refined_norms=norms)
     except DatasetError:
         raise  # names its own file
     except (ValueError, TypeError) as exc:

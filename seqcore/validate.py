@@ -258,10 +258,25 @@ def is_real_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+def is_integer(value) -> bool:
+    """An integer, Python or NumPy (``np.int64(4)``), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def finite_float(value) -> float | None:
+    """``value`` (a real number) as a float when that is finite; None for NaN, the infinities
+    and integers too large for a float (``10**400``), which ``math.isfinite`` cannot even take."""
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def is_finite_number(value) -> bool:
     """A finite real number (:func:`is_real_number`, neither NaN nor infinite): what a
     numeric config field or a recorded metric needs."""
-    return is_real_number(value) and math.isfinite(value)
+    return is_real_number(value) and finite_float(value) is not None
 
 
 def store_python_scalars(obj) -> None:

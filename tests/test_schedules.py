@@ -442,3 +442,13 @@ def test_only_floors_are_told_about_the_peak():
     assert str(info.value) == "median_window_fraction: got 2.0, expected a ratio in [0, 1]"
     with pytest.raises(ValueError, match=re.escape("(a floor above the peak is not allowed)")):
         S.wsd(1.0, 100, floor_ratio=2.0)
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda: S.cosine(10 ** 400, 10), "peak"),
+    (lambda: S.exponential(0.1, 0.5, 3, end_value=-10 ** 400), "end_value"),
+    (lambda: S.wsd(0.1, 10, floor_ratio=10 ** 400), "floor_ratio"),
+])
+def test_integers_too_large_for_a_float_are_not_finite(build, name):
+    with pytest.raises(ValueError, match=f"^{name}: got -?1000.*expected a finite number"):
+        build()

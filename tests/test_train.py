@@ -513,6 +513,86 @@ def test_refined_needs_a_run_with_gradient_norms(tmp_path):
         train(TrainConfig(**{**SMALL, "schedule": "refined", "schedule_kwargs": {"from_run": str(tmp_path / "nowhere")}}))
 
 
+def test_refined_resumes_from_its_own_copy_of_the_norms(tmp_path):
+    import shutil
+    base = TrainConfig(**{**SMALL, "steps": 12, "eval_every": 4, "schedule": "constant"})
+    train(base, tmp_path / "a", quiet=True)
+    for name in ("self", "whole"):  # a run refining its own directory's norms, overwriting it
+        shutil.copytree(tmp_path / "a", tmp_path / name)
+    norms = load_checkpoint(tmp_path / "a" / "checkpoint.npz")[0]["grad_norms"]
+
+    def refined(out):
+        return TrainConfig(**{**SMALL, "steps": 20, "eval_every": 5, "schedule": "refined",
+                              "schedule_kwargs": {"from_run": str(out)}})
+    train(refined(tmp_path / "whole"), tmp_path / "whole", quiet=True, overwrite=True)
+    train(refined(tmp_path / "self"), tmp_path / "self", quiet=True, overwrite=True, hooks=InterruptAt(13))
+    # the copy is the norms read when the run was built, not the run's own new ones
+    np.testing.assert_array_equal(load_checkpoint(tmp_path / "self" / "checkpoint.npz")[0]["refined_norms"], norms)
+    resume(tmp_path / "self", quiet=True)
+    whole, _ = _params(tmp_path / "whole" / "checkpoint.npz")
+    resumed, _ = _params(tmp_path / "self" / "checkpoint.npz")
+    assert whole.keys() == resumed.keys()
+    for k in whole:
+        np.testing.assert_array_equal(resumed[k], whole[k], err_msg=k)
+    # the source may go away once the run is built
+    train(refined(tmp_path / "a"), tmp_path / "gone", quiet=True, hooks=InterruptAt(13))
+    shutil.rmtree(tmp_path / "a")
+    resume(tmp_path / "gone", quiet=True)
+    gone, _ = _params(tmp_path / "gone" / "checkpoint.npz")
+    for k in whole:
+        np.testing.assert_array_equal(gone[k], whole[k], err_msg=k)
+
+
+@pytest.mark.parametrize("steps, warmup, expected", [
+    # the default boundaries (half, three quarters of the steps after warmup) that are distinct steps >= 1
+    (1, 0, [0.1, 0.1]), (2, 0, [0.1, 0.01, 0.01]), (3, 0, [0.1, 0.01, 0.001, 0.001]),
+    (4, 0, [0.1, 0.1, 0.01, 0.001, 0.001]), (10, 9, [0.0, *[0.1 * t / 9 for t in range(1, 10)], 0.1]),
+])
+def test_piecewise_constant_defaults_fit_short_runs(steps, warmup, expected):
+    from seqcore.train import build_schedule
+    lr = build_schedule(TrainConfig(**{**SMALL, "lr": 0.1, "steps": steps, "warmup": warmup,
+                                       "schedule": "piecewise-constant"}))
+    assert [lr(t) for t in range(steps + 1)] == pytest.approx(expected, abs=1e-15)
+
+
+def test_infinite_continuing_task_fills_the_run():
+    from seqcore import schedules
+    from seqcore.train import build_schedule
+    cfg = TrainConfig(**{**SMALL, "lr": 0.1, "steps": 40, "schedule": "infinite",
+                         "schedule_kwargs": {"start_in_constant": True}})
+    lr = build_schedule(cfg)  # plateau at lr/10 for 32 steps, anneal over the last 8 to lr/100
+    want = schedules.infinite(0.1, 0.01, 0.001, 0, 0, 32, 8, start_in_constant=True)
+    assert [lr(t) for t in range(41)] == [want(t) for t in range(41)]
+    assert lr(0) == lr(32) == pytest.approx(0.01) and lr(40) == pytest.approx(0.001) and lr(39) > lr(40)
+
+
+@pytest.mark.parametrize("steps, warmup, schedule, fields, error, match", [
+    (40, 5, "infinite", {"start_in_constant": True}, ValueError,
+     r"warmup: got 5 with the infinite schedule's start_in_constant, expected 0"),
+    (40, 0, "infinite", {"cooldown_steps": 100}, ValueError, r"cooldown_steps: got 100, expected <= steps - warmup = 40"),
+    (40, 10, "infinite", {"anneal_steps": 31}, ValueError, r"anneal_steps: got 31, expected <= steps - warmup = 30"),
+    (3, 2, "refined", {"from_run": "x"}, ValueError, r"steps: got 3 with warmup 2, expected steps - warmup >= 2"),
+    (10, 0, "refined", {"from_run": 3}, TypeError, r"from_run: got 3 \(int\), expected the directory of a run"),
+    (10, 0, "refined", {"from_run": ""}, TypeError, r"from_run: got '' \(str\)"),
+    (10, 0, "piecewise-constant", {"factors": [1, 2]}, ValueError,
+     r"factors: got 2 values with boundaries \[5, 7\], expected len\(boundaries\) \+ 1 = 3"),
+    (10, 0, "piecewise-constant", {"factors": [1, -1, 0.1]}, ValueError,
+     r"factors: got \[1, -1, 0.1\], expected a list of finite numbers >= 0"),
+    (10, 0, "piecewise-constant", {"boundaries": 5}, TypeError, r"boundaries: got 5, expected a list of steps"),
+])
+def test_run_schedule_fields_are_checked_by_name(steps, warmup, schedule, fields, error, match):
+    from seqcore.train import build_schedule
+    with pytest.raises(error, match=match):
+        build_schedule(TrainConfig(**{**SMALL, "steps": steps, "warmup": warmup, "schedule": schedule,
+                                      "schedule_kwargs": fields}))
+
+
+@pytest.mark.parametrize("field", ["clip", "lr", "weight_decay"])
+def test_integers_too_large_for_a_float_are_refused_by_name(field):
+    with pytest.raises(ValueError, match=f"^{field}: got 1000"):
+        TrainConfig(**{**SMALL, field: 10 ** 400})
+
+
 def test_unwritable_run_directory_names_out(tmp_path):
     (tmp_path / "afile").write_text("")
     with pytest.raises(ValueError, match=r"out: got '.*afile/sub'.*\(--out\)"):
@@ -631,7 +711,7 @@ def test_lorenz96_alpha_trains_a_closed_loop_model(tmp_path):
 def test_n_curricula_default_max_n_counts_from_the_first_n():
     from seqcore.tasks import make
     from seqcore.train import model_builder
-    for kwargs, first in (({}, 2), ({"start_n": 40}, 40)):
+    for kwargs, first in (({}, 2), ({"start_n": 40}, 40), ({"start_n": np.int64(40)}, 40)):
         cfg = TrainConfig(**{**SMALL, "curriculum": "single-head", "curriculum_kwargs": kwargs})
         curriculum, build = model_builder(cfg, make("nparity", n=2))
         assert curriculum.start_n == first and curriculum.max_n == first + 30

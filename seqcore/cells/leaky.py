@@ -18,14 +18,13 @@ takes ``tau`` as a recurrent parameter, so the coupling of τ with the input ter
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from ..autodiff import stop_gradient
-from ..validate import check_choice, is_real_number
+from ..validate import check_choice, is_finite_number, is_real_number
 from .base import Cell, input_projection, uniform_init
 
 
@@ -45,7 +44,7 @@ class LeakyRNN(Cell):
         check_choice("nonlinearity", self.nonlinearity, ("leaky_relu", "tanh"))
         if not is_real_number(self.slope) or not (0 <= self.slope < 1):
             raise ValueError(f"slope: got {self.slope!r}, expected a number in [0, 1)")
-        if not is_real_number(self.tau_init) or not math.isfinite(self.tau_init) or self.tau_init < 1:
+        if not is_finite_number(self.tau_init) or self.tau_init < 1:
             raise ValueError(f"tau_init: got {self.tau_init!r}, expected a finite number >= 1 (timescales are >= 1)")
 
     def init(self, rng, dtype=np.float32):

@@ -20,13 +20,12 @@ Conventions (the loop relies on them):
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from ..masks import last_step_index
-from ..validate import check_choice, check_fits_in_memory, check_rng, store_python_scalars  # noqa: F401  (check_choice: re-exported)
+from ..validate import check_choice, check_fits_in_memory, check_rng, finite_float, store_python_scalars  # noqa: F401  (check_choice: re-exported)
 
 __all__ = [
     "Batch", "Head", "Task", "DatasetTask", "LOSSES",
@@ -95,8 +94,8 @@ def check_float(name: str, value: Any, *, minimum: float | None = None,
     """Return ``value`` as float if it is a finite real number in range, else raise."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: got {value!r} ({type(value).__name__}), expected a number")
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: got {value}, expected a finite number")
+    if finite_float(value) is None:
+        raise ValueError(f"{name}: got {value!r:.40}, expected a finite number")
     if minimum is not None and (value <= minimum if open_min else value < minimum):
         raise ValueError(f"{name}: got {value}, expected {'>' if open_min else '>='} {minimum}")
     if maximum is not None and value > maximum:

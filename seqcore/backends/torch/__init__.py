@@ -118,7 +118,13 @@ def _run_reference(prim, args, static):
     # A reference may return a view of an input (reshape, getitem): as a tensor it would share the
     # input's storage without torch knowing (no view or version-counter link), so an in-place change
     # of one would silently change the other. Fresh outputs, the common case, are not copied.
-    inputs = [a for a in tree_leaves(np_args) if isinstance(a, np.ndarray)]
+    # An output that owns its memory (no base) shares it only by being an input itself.
+    leaves = [out] if isinstance(out, np.ndarray) else tree_leaves(out)
+    flat = all(isinstance(a, np.ndarray) or a is None or isinstance(a, (int, float)) for a in np_args)
+    inputs = [a for a in (np_args if flat else tree_leaves(np_args)) if isinstance(a, np.ndarray)]
+    if all(not isinstance(o, np.ndarray) or o.base is None for o in leaves) and not any(
+            o is a for a in inputs for o in leaves):
+        return out, res, np_args  # the common case, checked cheaply: every call pays for this
 
     def own(o):
         return o.copy() if isinstance(o, np.ndarray) and any(np.may_share_memory(o, a) for a in inputs) else o
@@ -136,9 +142,10 @@ def adapt_reference(prim):
                             "autograd reaches seqcore only through single primitives, with "
                             f"seqcore.backends.get('torch').autograd_function({prim.name!r}), not through "
                             "cells or layers")
-        for i, a in enumerate(args):
-            for leaf in tree_leaves(a):
-                _check_numpy_float(f"args[{i}]", leaf, f"primitive {prim.name!r}")
+        for i, a in enumerate(args):  # a plain tensor (most arguments) needs no tree walk
+            for leaf in (a,) if isinstance(a, torch.Tensor) else tree_leaves(a):
+                if isinstance(leaf, torch.Tensor) and leaf.dtype not in _NUMPY_FLOATS:
+                    _check_numpy_float(f"args[{i}]", leaf, f"primitive {prim.name!r}")
         device = _device_of(args)
         out, res, _ = _run_reference(prim, args, static)
         return _to_torch(out, device), (res, device)
