@@ -24,7 +24,6 @@ import argparse
 import itertools
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import positive_int, run_script  # noqa: E402

@@ -79,6 +79,13 @@ def user_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
                                    ) from exc
 
 
+def option_given(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was given (on the command line or through its environment
+    variable), not left at its default."""
+    return ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
+                                              click.core.ParameterSource.ENVIRONMENT)
+
+
 @contextlib.contextmanager
 def saved_config_errors(config_path) -> Iterator[None]:
     """Data files missing or damaged while a run is rebuilt from its saved ``config.json``

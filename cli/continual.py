@@ -24,7 +24,7 @@ from seqcore.plotting import pyplot
 from seqcore.runs import RunDir, atomic_write, read_json, read_json_object
 from seqcore.validate import is_real_number
 
-from .common import (KeyValue, OptionalFloat, NONE, check_backend_loads, note_blas_pin, saved_config_errors,
+from .common import (KeyValue, OptionalFloat, NONE, check_backend_loads, note_blas_pin, option_given, saved_config_errors,
                      user_errors)
 
 __all__ = ["register", "continual", "report", "format_report", "plot_curves"]
@@ -148,7 +148,7 @@ def continual(ctx, out, overwrite, resume_run, quiet, synthetic_args, **options)
         with user_errors(names):
             _refuse_unused_options(ctx, options, synthetic_args)
             config = build_config(options, synthetic_args)
-            check_backend_loads(config.backend, _given(ctx, "backend"))
+            check_backend_loads(config.backend, option_given(ctx, "backend"))
             _check_stream_arguments(config)
         if not quiet:
             note_blas_pin(config.backend)
@@ -223,16 +223,9 @@ def _check_stream_arguments(config: ContinualConfig) -> None:
 RESUME_OPTIONS = ("out", "resume_run", "quiet")
 
 
-def _given(ctx: click.Context, name: str) -> bool:
-    """Whether option ``name`` was given (on the command line or through its environment
-    variable), not left at its default."""
-    return ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
-                                              click.core.ParameterSource.ENVIRONMENT)
-
-
 def _refuse_options_on_resume(ctx: click.Context) -> None:
     """A resumed run keeps its config.json: an option given explicitly with --resume is an error."""
-    given = [max(p.opts, key=len) for p in ctx.command.params if p.name not in RESUME_OPTIONS and _given(ctx, p.name)]
+    given = [max(p.opts, key=len) for p in ctx.command.params if p.name not in RESUME_OPTIONS and option_given(ctx, p.name)]
     if given:
         raise click.ClickException(f"{', '.join(given)}: not allowed with --resume; the run continues with "
                                    f"its saved config.json (start a new run with another --out to change it)")
@@ -261,7 +254,7 @@ def _refuse_unused_options(ctx: click.Context, options: dict, synthetic_args) ->
     """An option given on the command line that this configuration never reads is an error,
     not a silent no-op (`--overlap` on a permuted stream, `--data-dir` with synthetic data)."""
     for name, used, reader in _CONDITIONAL:
-        if _given(ctx, name) and not used(options):
+        if option_given(ctx, name) and not used(options):
             flag = "--" + name.replace("_", "-")
             what = f" (--optimizer {options['optimizer']} does not use it)" if name == "momentum" else ""
             raise click.ClickException(f"{flag}: not used by this run{what}; it is read only with {reader}")

@@ -26,7 +26,7 @@ from seqcore.train import resume as resume_run
 from seqcore.train import train as train_run
 
 from .common import (NONE, KeyValue, OptionalFloat, SeqcoreGroup, load_config_file, note_blas_pin,
-                     check_backend_loads, register_optional, saved_config_errors, user_errors)
+                     check_backend_loads, option_given, register_optional, saved_config_errors, user_errors)
 
 __all__ = ["main", "default_backend", "build_config", "load_run", "evaluate_run"]
 
@@ -525,15 +525,22 @@ def _counted(batches, sizes: list):
               help="Use the run's own fixed evaluation batches instead (reproduces its last evaluation).")
 @click.option("--backend", type=click.Choice(backends.names()), help="Evaluate on another backend.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-head results as JSON.")
-def eval_(run_dir, num_batches, batch_size, seed, run_eval_set, backend, as_json) -> None:
+@click.pass_context
+def eval_(ctx, run_dir, num_batches, batch_size, seed, run_eval_set, backend, as_json) -> None:
     """Evaluate the checkpoint in RUN_DIR on fresh batches of its current task and heads."""
     if backend is not None:  # named as the option that chose it, before the run is loaded
         check_backend_loads(backend, True)
+    if run_eval_set and option_given(ctx, "seed"):
+        raise click.ClickException(f"--seed: got {seed} with --run-eval-set, expected one of them (the run's "
+                                   "evaluation batches are fixed)")
     run = load_run(run_dir, backend)
     cfg = run.cfg
     num_batches = num_batches or cfg.eval_batches
     batch_size = batch_size or cfg.eval_batch_size
     task = run.curriculum.current_task()
+    if isinstance(task, tasks.DatasetTask) and option_given(ctx, "seed"):
+        raise click.ClickException(f"--seed: got {seed} for task {cfg.task!r}, which is evaluated on its data "
+                                   "set's test split (no fresh batches to draw); leave --seed out")
     with user_errors({"batch_size": "--batch-size"}):
         train_module.check_batch_fits("batch_size", batch_size, cfg, task)
         if run_eval_set or isinstance(task, tasks.DatasetTask):

@@ -52,8 +52,8 @@ import numpy as np
 from . import backends, learners, metrics, optim
 from .learners.base import ExperienceData
 from .learners.classifiers import MLPClassifier, RNNClassifier
-from .runs import (JsonConfig, RunDir, atomic_write, check_finite_params, load_checkpoint, restoring, save_checkpoint,
-                   write_json)
+from .runs import (JsonConfig, RunDir, atomic_write, check_finite_params, load_checkpoint, read_json_object, restoring,
+                   save_checkpoint, write_json)
 from .train import DTYPES, MODEL_COPIES, Trainer, TrainingDiverged, progress_bar
 from .tree import tree_map
 from .validate import INT64_MAX, check_choice, check_model_fits, check_positive_int, is_finite_number, is_integer
@@ -571,6 +571,8 @@ def _resume_continual(rd: RunDir, quiet, log, stop_at_step) -> tuple[dict, Any]:
     cfg = ContinualConfig.read(rd.config)
     run = _Run(cfg)
     run.load(rd.checkpoint)
+    if run.experience >= run.n and rd.summary.exists():  # finished: nothing to do, nothing rewritten
+        return read_json_object(rd.summary), run.trainer.params  # (no summary: killed writing it, rebuilt below)
     lines = rd.metrics.read_text().splitlines(keepends=True) if rd.metrics.exists() else []
     if len(lines) < run.records_at_checkpoint:  # the continual metrics are computed from all of them
         raise ValueError(f"{rd.metrics}: holds {len(lines)} evaluation records, expected the "

@@ -193,6 +193,9 @@ def test_eval_reproduces_the_last_evaluation_and_draws_fresh_batches(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     same = json.loads(ok("eval", out, "--run-eval-set", "--json").stdout)
     assert same["step"] == 40 and same["heads"] == summary["heads"]
+    result = invoke("eval", out, "--run-eval-set", "--seed", 1)  # the fixed batches take no seed
+    assert_one_line_error(result)
+    assert result.stderr.startswith("Error: --seed: got 1 with --run-eval-set, expected one of them")
     fresh = [json.loads(ok("eval", out, "--json", "--seed", s, "--batches", 2).stdout)["heads"] for s in (1, 1, 2)]
     assert fresh[0] == fresh[1] and fresh[0] != fresh[2] and fresh[0] != summary["heads"]
     # oracle: the scores recomputed in NumPy from the checkpoint on the batches eval drew, and on the
@@ -733,6 +736,13 @@ def test_data_dir_and_dataset_set_the_image_task_fields(tmp_path):
     lib_summary, _ = library_train(cfg)  # the same run as the library's, on the files of --data-dir
     summary = json.loads((tmp_path / "img" / "summary.json").read_text())
     assert summary["heads"] == lib_summary["heads"] and summary["steps"] == 4
+    # its test split has no fresh batches: eval's --seed would change nothing, so it is refused
+    tested = json.loads(ok("eval", tmp_path / "img", "--json").stdout)["heads"]
+    assert tested == json.loads(ok("eval", tmp_path / "img", "--json", "--run-eval-set").stdout)["heads"]
+    result = invoke("eval", tmp_path / "img", "--seed", 3)
+    assert_one_line_error(result)
+    assert result.stderr.startswith("Error: --seed: got 3 for task 'image', which is evaluated on its data set's "
+                                    "test split")
 
 
 def _run_with_closed_stdout(*args):

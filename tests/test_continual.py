@@ -588,6 +588,15 @@ def test_resume_refuses_a_log_that_lost_or_damaged_its_records(tmp_path):
         (out / "metrics.jsonl").write_text(good)
     resumed, _ = resume_continual(str(out), quiet=True)
     assert resumed["status"] == "completed"
+    # a finished run is left as it is (its summary returned); one killed before its summary is summarised again
+    summary = json.loads((out / "summary.json").read_text())
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert resume_continual(str(out), quiet=True)[0] == summary
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    (out / "summary.json").unlink()
+    again, _ = resume_continual(str(out), quiet=True)
+    assert {k: v for k, v in again.items() if k != "wall_time_s"} == {
+        k: v for k, v in summary.items() if k != "wall_time_s"}
 
 
 def test_cli_continual_refuses_a_dataset_for_the_curriculum_stream(cli, tmp_path):
