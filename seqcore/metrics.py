@@ -216,10 +216,13 @@ class EvalCurve:
         records = list(records)
         if not records:
             raise ValueError("records: got an empty sequence, expected at least one evaluation")
-        for r in records:
+        for e, r in enumerate(records):
             if not isinstance(r, Mapping) or not {"iteration", "experience", "accuracy"} <= set(r):
                 raise ValueError(f"records: got {r!r}, expected a dict with keys "
                                  "'iteration', 'experience', 'accuracy'")
+            if not isinstance(r["accuracy"], (list, tuple, np.ndarray)):
+                raise TypeError(f"records[{e}]['accuracy']: got {type(r['accuracy']).__name__} "
+                                f"{r['accuracy']!r:.40}, expected a list of real accuracies")
         longest = max(len(r["accuracy"]) for r in records)
         n = longest if n_experiences is None else n_experiences
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < longest:
@@ -254,6 +257,17 @@ def _after_learning(curve: EvalCurve, j: int) -> np.ndarray:
     return curve.accuracy[start:, j]
 
 
+def _after_task(curve: EvalCurve, j: int) -> np.ndarray:
+    """Mask of the evaluations after j's training ended (see :func:`min_acc`)."""
+    later = curve.experience > j
+    during = np.flatnonzero(curve.experience == j)
+    if during.size:
+        strictly = later & (curve.iterations > curve.iterations[during[-1]])
+        if strictly.any():
+            return strictly
+    return later
+
+
 def _since_start(curve: EvalCurve, j: int) -> np.ndarray:
     """Accuracies on j from the first evaluation at which j was seen."""
     start = np.flatnonzero(curve.experience >= j)[0]
@@ -271,14 +285,17 @@ def _largest_change(values: np.ndarray, window: int, sign: float) -> float:
 def min_acc(curve: EvalCurve, per_task: bool = False) -> float | np.ndarray:
     """min-ACC: average over past experiences of their worst accuracy since learned.
 
-    With k = ``curve.n_seen`` and |T_j| the last evaluation taken while training j:
-    ``min-ACC = (1/(k-1)) Σ_{j<k-1} min_{e : experience[e] > j} accuracy[e, j]``
-    (De Lange et al. 2023: the minimum over iterations strictly after task j ended).
+    With k = ``curve.n_seen`` and |T_j| the iteration of the last evaluation taken while training j:
+    ``min-ACC = (1/(k-1)) Σ_{j<k-1} min_{e : iterations[e] > |T_j|} accuracy[e, j]``
+    (De Lange et al. 2023: the minimum over iterations strictly after task j ended; the loop's
+    evaluation of experience j+1 before its first update, at iteration |T_j| with the same
+    parameters, is not one of them). While no evaluation is later yet (or j was never evaluated
+    while trained), the evaluations of later experiences are used.
     ``per_task=True`` returns the (k-1,) vector of minima. NaN when k == 1.
     """
     curve = _check_curve(curve)
     k = curve.n_seen
-    minima = np.array([curve.accuracy[curve.experience > j, j].min() for j in range(k - 1)])
+    minima = np.array([curve.accuracy[_after_task(curve, j), j].min() for j in range(k - 1)])
     if check_bool("per_task", per_task):
         return minima
     return float(minima.mean()) if k > 1 else float("nan")

@@ -313,7 +313,7 @@ def infinite(peak: float, constant_value: float, min_value: float, warmup_steps:
     min_value = _positive("min_value", min_value)
     if min_value > constant_value:
         raise ValueError(f"min_value: got {min_value}, expected <= constant_value={constant_value} "
-                         f"(floor above the peak)")
+                         "(the anneal decays from constant_value down to min_value)")
     warmup_steps = _steps("warmup_steps", warmup_steps, 0)
     cooldown_steps = _steps("cooldown_steps", cooldown_steps, 0)
     constant_steps = _steps("constant_steps", constant_steps, 0)

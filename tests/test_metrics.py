@@ -126,7 +126,13 @@ def _oracle_curve_metrics(curve, window, beta):
     ex, acc = curve.experience, curve.accuracy
     E = len(ex)
     k = int(ex[-1]) + 1
-    minima = [min(acc[e, j] for e in range(E) if ex[e] > j) for j in range(k - 1)]
+    its = curve.iterations
+
+    def after(j):  # strictly later iterations than j's last evaluation while trained, when there are any
+        during = [e for e in range(E) if ex[e] == j]
+        later = [e for e in range(E) if ex[e] > j and (not during or its[e] > its[during[-1]])]
+        return later or [e for e in range(E) if ex[e] > j]
+    minima = [min(acc[e, j] for e in after(j)) for j in range(k - 1)]
     min_acc_v = sum(minima) / (k - 1) if k > 1 else NAN
     wc = acc[-1, k - 1] if k == 1 else acc[-1, k - 1] / k + (1 - 1 / k) * min_acc_v
     wf = []
@@ -212,15 +218,16 @@ def curve():
 
 
 def test_min_acc(curve):
-    # task 0 after its training: 0.4 0.6 0.8 0.7 0.3 0.75 -> 0.3; task 1: 0.5 0.8 0.85 -> 0.5
-    np.testing.assert_allclose(min_acc(curve, per_task=True), [0.3, 0.5])
-    assert min_acc(curve) == pytest.approx(0.4)
+    # task 0 after iteration 20 (its end): 0.6 0.8 0.7 0.3 0.75 -> 0.3; task 1 after iteration 40:
+    # 0.8 0.85 -> 0.8 (its 0.5 at iteration 40 is task 2's evaluation before training, task 1's parameters)
+    np.testing.assert_allclose(min_acc(curve, per_task=True), [0.3, 0.8])
+    assert min_acc(curve) == pytest.approx(0.55)
 
 
 def test_wc_acc(curve):
-    assert wc_acc(curve) == pytest.approx(0.9 / 3 + (2 / 3) * 0.4)
-    # after 6 evaluations only two experiences are seen: 0.5 * 0.9 + 0.5 * min(0.4, 0.6, 0.8)
-    assert wc_acc(curve.upto(6)) == pytest.approx(0.65)
+    assert wc_acc(curve) == pytest.approx(0.9 / 3 + (2 / 3) * 0.55)
+    # after 6 evaluations only two experiences are seen: 0.5 * 0.9 + 0.5 * min(0.6, 0.8)
+    assert wc_acc(curve.upto(6)) == pytest.approx(0.75)
     first = curve.upto(3)
     assert first.n_seen == 1 and math.isnan(min_acc(first)) and wc_acc(first) == pytest.approx(0.9)
 
@@ -273,8 +280,8 @@ def test_summarize(curve):
     assert out["forgetting"] == pytest.approx(0.1)
     assert out["forgetting_max"] == pytest.approx(0.1)
     assert out["bwt"] == pytest.approx(-0.1)
-    assert out["min_acc"] == pytest.approx(0.4)
-    assert out["wc_acc"] == pytest.approx(0.3 + 0.8 / 3)
+    assert out["min_acc"] == pytest.approx(0.55)
+    assert out["wc_acc"] == pytest.approx(0.3 + 1.1 / 3)
     assert out["windowed_forgetting"] == pytest.approx(0.45)
     assert out["windowed_plasticity"] == pytest.approx(1.45 / 3)
     assert out["lca"] == pytest.approx(1.1 / 3)
@@ -323,3 +330,19 @@ def test_curve_validation(curve):
         min_acc(acc)
     with pytest.raises(ValueError, match="n_evaluations"):
         curve.upto(0)
+
+
+def test_min_acc_starts_strictly_after_the_task_ended():
+    # as the continual loop writes it: task 0 ends at iteration 10, and task 1's evaluation before its
+    # first update has the same iteration and parameters; only iterations 15 and 20 are after task 0
+    c = EvalCurve(np.array([0, 5, 10, 10, 15, 20]), np.array([0, 0, 0, 1, 1, 1]),
+                  np.array([[0.3, NAN], [0.6, NAN], [0.8, 0.1], [0.8, 0.1], [0.9, 0.5], [0.95, 0.9]]))
+    assert min_acc(c) == pytest.approx(0.9) and wc_acc(c) == pytest.approx(0.9 / 2 + 0.9 / 2)
+    # at the boundary itself nothing is later yet: the boundary evaluation stands in
+    assert min_acc(c.upto(4)) == pytest.approx(0.8)
+
+
+def test_records_with_a_scalar_accuracy_are_refused_by_name():
+    with pytest.raises(TypeError, match=r"records\[1\]\['accuracy'\]: got float 0.5, expected a list"):
+        EvalCurve.from_records([{"iteration": 0, "experience": 0, "accuracy": [0.1]},
+                                {"iteration": 1, "experience": 0, "accuracy": 0.5}])
