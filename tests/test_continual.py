@@ -433,6 +433,7 @@ def test_learners_give_the_reference_results_on_other_backends(backend):
     # a recurrent model too: orthogonal projection runs its forward pass for the bases, SHARP
     # holds the stable units' parameters (a leaky cell's time constants among them)
     for name, model in (("ewc", "mlp"), ("derpp", "mlp"), ("orthogonal", "mlp"), ("orthogonal", "lstm"),
+                        ("orthogonal", "leaky"),
                         ("sharp", "leaky")):
         ref, p_ref = run_continual(config(name, model=model, **tiny), quiet=True)
         got, p_got = run_continual(config(name, model=model, backend=backend, **tiny), quiet=True)

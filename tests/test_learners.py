@@ -14,7 +14,7 @@ from seqcore.autodiff import vjp
 from seqcore.learners.base import ExperienceData, get_path, pack_state, unpack_state
 from seqcore.learners.classifiers import MLPClassifier, RNNClassifier
 from seqcore.learners.distillation import soft_cross_entropy
-from seqcore.learners.orthogonal import extend_basis, project_out
+from seqcore.learners.orthogonal import extend_basis, project_out, project_out_masked_diagonal
 from seqcore.learners.regularization import fisher_diagonal, mas_importance
 from seqcore.learners.replay import ClassBalancedBuffer, ReservoirBuffer, agem_project
 from seqcore.train import Trainer
@@ -420,6 +420,41 @@ def test_class_balanced_buffer_balances_an_imbalanced_stream():
     assert counts[:3].max() - counts[:3].min() <= 1, counts
 
 
+def test_buffers_refuse_rows_of_another_shape_or_dtype_kind_by_name():
+    rng = np.random.default_rng(0)
+    refusals = [  # (x, y, error, message): each would broadcast, truncate or miscount silently
+        (np.array([[7.0], [8.0]]), np.array([2, 3]), ValueError,
+         r"fields\['x'\]: got rows of shape \(1,\), expected \(3,\) as stored"),
+        (np.ones((2, 5)), np.array([2, 3]), ValueError, r"fields\['x'\]: got rows of shape \(5,\), expected \(3,\)"),
+        (np.ones((2, 3), complex), np.array([2, 3]), TypeError,
+         r"fields\['x'\]: got complex128 values, expected float64 as stored"),
+    ]
+    for buf in (ReservoirBuffer(4), ClassBalancedBuffer(4)):
+        buf.add(rng, x=np.ones((2, 3)), y=np.array([0, 1]))
+        for x, y, error, message in refusals:
+            with pytest.raises(error, match=message):
+                buf.add(rng, x=x, y=y)
+        reservoir = type(buf) is ReservoirBuffer  # the class-balanced buffer checks its labels first
+        with pytest.raises(TypeError, match=r"fields\['y'\]: got float64 values, expected int64 as stored"
+                           if reservoir else r"y: got float64 of shape \(2,\) .*expected integer class labels"):
+            buf.add(rng, x=np.ones((2, 3)), y=np.array([2.9, 3.9]))
+        with pytest.raises(ValueError if reservoir else TypeError,
+                           match=r"fields\['y'\]: got rows of shape \(1,\), expected \(\) as stored"
+                           if reservoir else r"y: got int64 of shape \(2, 1\)"):
+            buf.add(rng, x=np.ones((2, 3)), y=np.array([[2], [3]]))
+        assert (len(buf), buf.n_seen) == (2, 2)  # every refusal left the buffer as it was
+        # the same kinds at another width are accepted and stored exactly
+        buf.add(rng, x=np.full((2, 3), 0.5, np.float32), y=np.array([2, 3], np.int32))
+        np.testing.assert_array_equal(buf.data["x"][:4], [[1] * 3, [1] * 3, [0.5] * 3, [0.5] * 3])
+        np.testing.assert_array_equal(buf.data["y"][:4], [0, 1, 2, 3])
+    fresh = ClassBalancedBuffer(3)
+    with pytest.raises(TypeError, match=r"y: got float64 of shape \(2,\) \(array\(\[0.5, 1.7\]\)\), expected integer"):
+        fresh.add(rng, x=np.ones((2, 3)), y=np.array([0.5, 1.7]))
+    assert fresh.data == {} and fresh.seen_per_class.size == 0  # nothing allocated by the refused batch
+    fresh.add(rng, x=np.ones((2, 4)), y=np.array([0, 1]))
+    assert fresh.data["x"].shape == (3, 4)
+
+
 def test_buffer_state_round_trip():
     rng = np.random.default_rng(0)
     buf = ClassBalancedBuffer(10)
@@ -602,6 +637,52 @@ def test_orthogonal_projection_keeps_past_outputs_under_adamw(model):
     np.testing.assert_allclose(np.asarray(model.forward(trainer.params, x)), past, atol=1e-6)
     moved = max(np.abs(a - b).max() for a, b in zip(tree_leaves(trainer.params), tree_leaves(theta)))
     assert moved > 1e-3
+
+
+def test_masked_diagonal_projection_matches_a_basis_per_row_without_its_coordinate():
+    rng = np.random.default_rng(0)
+    H = 8
+    # past inputs [z; 1] (bias column last), one of them along e_0 so that e_0 lies in the span
+    z = np.concatenate([rng.normal(size=(4, H)), np.eye(H)[:1]])
+    inputs = np.concatenate([z, np.ones((5, 1))], axis=1)
+    basis = extend_basis(None, inputs, 1.0)
+    g = rng.normal(size=(H, H + 1))
+    got = project_out_masked_diagonal(g, basis)
+    for i in range(H):  # oracle: row i sees the inputs without coordinate i (the forward masks it)
+        seen = np.delete(inputs, i, axis=1)
+        U, S, _ = np.linalg.svd(seen.T, full_matrices=False)
+        Q = U[:, S > 1e-10 * S[0]]
+        row = np.delete(g[i], i)
+        np.testing.assert_allclose(np.delete(got[i], i), row - Q @ (Q.T @ row), atol=1e-12)
+        assert got[i, i] == 0
+    np.testing.assert_allclose(got @ inputs.T, 0, atol=1e-12)  # the diagonal is 0, so masking changes nothing
+    with pytest.raises(ValueError, match=r"grad: got shape \(9, 8\), expected out <= D"):
+        project_out_masked_diagonal(np.zeros((9, 8)), basis[:8])
+    with pytest.raises(ValueError, match=r"basis: got shape \(8, 2\), expected \(9, k\)"):
+        project_out_masked_diagonal(g, np.zeros((8, 2)))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_orthogonal_projection_keeps_past_outputs_of_a_leaky_rnn_over_several_steps(layers):
+    """LeakyRNN's forward masks weight_hh's diagonal, so row i must be projected without
+    h_i; with T > 1 the past h_{t−1} are non-zero and a plain (I − MMᵀ) would leak."""
+    model = RNNClassifier("leaky", 3, 10, N_OUT, num_layers=layers)
+    assert model.masked_diagonal_paths() == [("rnn", i, "weight_hh") for i in range(layers)]
+    ln = bound("orthogonal", model=model, threshold=1.0, samples=2)
+    theta = params_of(ln)
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(2, 4 * 3)), rng.integers(0, N_OUT, 2)  # 2 past sequences of T = 4 steps
+    trainer = Trainer(ln.loss, theta, optim.adamw(0.05, weight_decay=0.1), hooks=ln)
+    ln.after_experience(trainer, experience(x, y))
+    past = np.asarray(model.forward(theta, x))
+    x2, y2 = rng.normal(size=(8, 12)), rng.integers(0, N_OUT, 8)
+    for _ in range(3):
+        trainer.step((x2, y2, None))
+    np.testing.assert_allclose(np.asarray(model.forward(trainer.params, x)), past, rtol=0, atol=1e-10)
+    for i in range(layers):
+        dW = trainer.params["rnn"][i]["weight_hh"] - theta["rnn"][i]["weight_hh"]
+        assert np.abs(dW).max() > 1e-3  # the recurrent weights did learn, off the past span
+        assert np.all(np.diag(dW) == 0)
 
 
 def test_hypernetwork_keeps_earlier_embeddings_under_adam():

@@ -13,6 +13,8 @@ learners look inside:
   ``(weight_path, bias_path or None, inputs (N, in))`` — for each weight matrix, the
   inputs it multiplies, so its updates can be projected away from their span. A path
   may index past its leaf (a head's slab of a grouped weight, a tuple of bias rows).
+  Optionally ``masked_diagonal_paths()``: the weights whose forward masks the diagonal
+  (``W ⊙ (1 − I)``), projected row by row without it.
 
 :class:`MLPClassifier` (the permuted-image model) and :class:`RNNClassifier` (a
 :class:`seqcore.models.SequenceModel` with one last-step head, any cell) provide all of it.
@@ -25,6 +27,7 @@ import numpy as np
 
 from .. import ops
 from ..autodiff import stop_gradient
+from ..cells.leaky import LeakyRNN
 from ..models import MLP, HeadSpec, SequenceModel
 from ..validate import check_positive_int
 
@@ -207,6 +210,11 @@ class RNNClassifier:
         else:
             layers.append((("heads", "class", "weight"), ("heads", "class", "bias"), h[:, -1]))
         return layers
+
+    def masked_diagonal_paths(self) -> list[tuple]:
+        """``weight_hh`` of every LeakyRNN layer: its forward uses ``W_hh ⊙ (1 − I)``, so row i
+        never sees h_i and the orthogonal learner must project each row without it."""
+        return [("rnn", i, "weight_hh") for i, cell in enumerate(self.net.rnn.layers) if isinstance(cell, LeakyRNN)]
 
     def _grouped_layers(self, i: int, shape, inputs) -> list[tuple]:
         """One entry per head of a grouped ``weight_ih (heads, gates·Hh, Ih)``: head m's slab, its

@@ -20,6 +20,12 @@ are held fixed once the first basis exists: a diagonal weight's input is one num
 unit, whose span the projection would remove anyway. For an RNN, ``weight_hh``'s inputs
 are the hidden states h_{t−1}, so the guarantee holds at the hidden states recorded when
 the basis was built.
+
+A weight whose forward masks its diagonal (``W ⊙ (1 − I)``, LeakyRNN's ``weight_hh``;
+the model's optional ``masked_diagonal_paths()``) needs ``Σ_{j≠i} ΔW_ij z_j = 0`` per
+row i: ΔW_ii = 0 and row i orthogonal to span(M, e_i) (:func:`project_out_masked_diagonal`).
+With (I − MMᵀ) alone the projected diagonal would be non-zero and, masked out by the
+forward, leave ``−ΔW_ii z_i`` on the past outputs.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ import numpy as np
 from ..tree import tree_key_paths, tree_map
 from .base import HP, Learner, get_path, set_path
 
-__all__ = ["OrthogonalProjection", "extend_basis", "project_out"]
+__all__ = ["OrthogonalProjection", "extend_basis", "project_out", "project_out_masked_diagonal"]
 
 
 def extend_basis(basis: np.ndarray | None, inputs: np.ndarray, threshold: float) -> np.ndarray:
@@ -71,11 +77,56 @@ def _principal_directions(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return U[:, order], np.clip(energy[order], 0.0, None)
 
 
+def _check_projection(grad, basis) -> None:
+    if np.ndim(grad) != 2:
+        raise ValueError(f"grad: got shape {np.shape(grad)}, expected (out, D)")
+    if basis is not None and (np.ndim(basis) != 2 or np.shape(basis)[0] != np.shape(grad)[1]):
+        raise ValueError(f"basis: got shape {np.shape(basis)}, expected ({np.shape(grad)[1]}, k) like grad's "
+                         "columns")
+
+
 def project_out(grad: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """``grad (out, D) (I − basis basisᵀ)``: remove the components along the basis' span."""
+    _check_projection(grad, basis)
     if basis is None or basis.shape[1] == 0:
         return grad
     return grad - (grad @ basis) @ basis.T
+
+
+# ‖(I − MMᵀ) e_i‖² below this: e_i counts as inside span(M). Rounding then makes the rank-one
+# direction unreliable, and r_ii ≈ 0 anyway; at ‖w‖ = 1e-8 both errors are ~1e-8·‖row‖.
+_IN_SPAN = 1e-16
+
+
+def project_out_masked_diagonal(grad: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Project ``grad (out, D)`` of a weight whose forward masks its diagonal (``W ⊙ (1 − I)``).
+
+    Row i must satisfy ``Σ_{j≠i} g_ij z_j = 0`` for every z in the basis' span, with
+    ``g_ii = 0``: that is, row i orthogonal to span(M, e_i). That span is M plus one
+    direction ``w_i = (I − MMᵀ) e_i``, so each row is ``r_i = g_i (I − MMᵀ)`` less its part
+    along w_i: a rank-one correction per row, O(out·D·k) and one (out, D) array instead of
+    a basis per row. Returns float64 ``(out, D)`` with a zero diagonal. (Exact for the
+    basis' span; a ``threshold`` < 1 is met over all inputs, not row by row.)
+    """
+    _check_projection(grad, basis)
+    out, D = np.shape(grad)
+    if out > D:
+        raise ValueError(f"grad: got shape {np.shape(grad)}, expected out <= D (row i's diagonal is column i)")
+    g = np.array(grad, dtype=np.float64)
+    rows = np.arange(out)
+    g[rows, rows] = 0.0  # the forward never sees it
+    if basis is None or basis.shape[1] == 0:
+        return g
+    r = g - (g @ basis) @ basis.T
+    w = -(basis[:out] @ basis.T)
+    w[rows, rows] += 1.0
+    w -= (w @ basis) @ basis.T  # second pass: w_i must stay orthogonal to M after rounding
+    norm2 = np.einsum("ij,ij->i", w, w)
+    outside = norm2 > _IN_SPAN
+    coef = np.where(outside, np.einsum("ij,ij->i", r, w) / np.where(outside, norm2, 1.0), 0.0)
+    r -= coef[:, None] * w
+    r[rows, rows] = 0.0
+    return r
 
 
 class OrthogonalProjection(Learner):
@@ -116,6 +167,12 @@ class OrthogonalProjection(Learner):
         super().__init__(**hp)
         self.bases: list | None = None  # one (in [+1], k) basis per listed layer
         self.paths: list = []           # [(weight_path, bias_path or None)] of those layers
+        self.masked_diagonal: set = set()  # weight paths whose forward masks the diagonal
+
+    def bind(self, model, **kw):
+        super().bind(model, **kw)
+        masked = getattr(model, "masked_diagonal_paths", None)
+        self.masked_diagonal = {tuple(p) for p in masked()} if callable(masked) else set()
 
     def _layers(self, params, x):
         # on NumPy arrays whatever the backend: the inputs end in NumPy's SVD anyway, and a
@@ -151,7 +208,10 @@ class OrthogonalProjection(Learner):
             if b_path is not None:
                 ub = np.asarray(self.be.to_numpy(get_path(updates, b_path)))
                 full = np.concatenate([full, ub.astype(np.float64)[:, None]], axis=1)
-            full = project_out(full, basis)
+            if tuple(w_path) in self.masked_diagonal:
+                full = project_out_masked_diagonal(full, basis)
+            else:
+                full = project_out(full, basis)
             updates = set_path(updates, tuple(w_path), self.be.asarray(full[:, : uw.shape[1]].astype(uw.dtype)))
             if b_path is not None:
                 updates = set_path(updates, tuple(b_path), self.be.asarray(full[:, -1].astype(ub.dtype)))

@@ -44,7 +44,8 @@ def _check_capacity(capacity) -> int:
 class ReservoirBuffer:
     """A fixed-capacity buffer filled by reservoir sampling.
 
-    ``add(rng, x=(B, ...), y=(B,), ...)`` inserts B samples (every field has B rows);
+    ``add(rng, x=(B, ...), y=(B,), ...)`` inserts B samples (every field has B rows; after
+    the first batch, rows of the stored shape and a dtype that casts within the stored kind);
     ``sample(rng, n)`` returns ``{field: (min(n, size), ...)}`` drawn without replacement.
     """
 
@@ -65,6 +66,15 @@ class ReservoirBuffer:
             raise ValueError(f"fields: got leading sizes {rows}, expected the same batch size B for every field")
         if self.data and set(fields) != set(self.data):
             raise ValueError(f"fields: got {sorted(fields)}, expected {sorted(self.data)} as before")
+        for k, v in fields.items() if self.data else ():
+            v, stored = np.asarray(v), self.data[k]
+            # a row assignment would broadcast a smaller row or truncate floats into ints silently
+            if v.shape[1:] != stored.shape[1:]:
+                raise ValueError(f"fields[{k!r}]: got rows of shape {v.shape[1:]}, expected {stored.shape[1:]} "
+                                 "as stored")
+            if not np.can_cast(v.dtype, stored.dtype, "same_kind"):
+                raise TypeError(f"fields[{k!r}]: got {v.dtype} values, expected {stored.dtype} as stored (or a "
+                                "dtype of the same kind)")
         if not self.data:
             self.data = {k: np.zeros((self.capacity,) + np.asarray(v).shape[1:], np.asarray(v).dtype)
                          for k, v in fields.items()}
@@ -150,7 +160,7 @@ class ReservoirBuffer:
 
 
 class ClassBalancedBuffer(ReservoirBuffer):
-    """Class-balancing reservoir sampling; needs an integer field ``y``."""
+    """Class-balancing reservoir sampling; needs integer labels ``y (B,) >= 0``."""
 
     def __init__(self, capacity: int):
         super().__init__(capacity)
@@ -159,10 +169,13 @@ class ClassBalancedBuffer(ReservoirBuffer):
     def add(self, rng: np.random.Generator, **fields) -> None:
         if "y" not in fields:
             raise ValueError(f"fields: got {sorted(fields)}, expected a label field y for class balance")
-        B = self._check_fields(fields)
-        y = np.asarray(fields["y"]).astype(np.int64)
+        y = np.asarray(fields["y"])
+        if y.ndim != 1 or y.dtype.kind not in "iu":  # counted per class: 0.5 would count as class 0
+            raise TypeError(f"y: got {y.dtype} of shape {y.shape} ({y!r:.60}), expected integer class labels (B,)")
         if y.size and y.min() < 0:
             raise ValueError(f"y: got label {int(y.min())}, expected labels >= 0")
+        B = self._check_fields(fields)
+        y = y.astype(np.int64)
         if y.size and y.max() >= self.seen_per_class.size:
             grown = np.zeros(int(y.max()) + 1, np.int64)
             grown[: self.seen_per_class.size] = self.seen_per_class
