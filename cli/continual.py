@@ -239,7 +239,9 @@ _CONDITIONAL = (
     ("overlap", lambda o: o["stream"] == "blurry", "--stream blurry"),
     ("classes_per_experience", lambda o: o["stream"] == "scole", "--stream scole"),
     ("class_distribution", lambda o: o["stream"] == "scole", "--stream scole"),
-    ("stream_exponent", lambda o: o["stream"] in ("power-law", "scole"), "--stream power-law or scole"),
+    ("stream_exponent", lambda o: o["stream"] == "power-law" or (o["stream"] == "scole" and
+                                                                  o["class_distribution"] == "zipf"),
+     "--stream power-law, or scole with --class-distribution zipf"),
     ("stream_budget", lambda o: o["stream"] == "power-law", "--stream power-law"),
     ("data_dir", lambda o: o["stream"] != "curriculum" and o["dataset"] in ("fashion-mnist", "mnist"),
      "--dataset fashion-mnist or mnist"),

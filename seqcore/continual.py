@@ -252,7 +252,8 @@ def build_stream(cfg: ContinualConfig, data: tuple[np.ndarray, ...] | None):
         return power_law_stream(stream, exponent=cfg.stream_exponent, budget=cfg.stream_budget, seed=cfg.seed)
     if cfg.stream == "scole":
         return scole_stream(*data, n_experiences=cfg.experiences, classes_per_experience=cfg.classes_per_experience,
-                            class_distribution=cfg.class_distribution, exponent=cfg.stream_exponent, seed=cfg.seed)
+                            class_distribution=cfg.class_distribution, seed=cfg.seed,
+                            exponent=cfg.stream_exponent if cfg.class_distribution == "zipf" else None)
     try:
         split = split_stream(*data, n_experiences=cfg.experiences, scenario=scenario, seed=cfg.seed)
     except ValueError as exc:  # the stream's argument is the config's `experiences` (--experiences)

@@ -392,3 +392,17 @@ def test_cyclical_record_losses_refuses_non_real_values():
         cur.record_losses(np.ones(4) * 1j)
     with pytest.raises(TypeError, match="losses: got dtype"):
         cur.record_losses(["a"] * 4)
+
+
+def test_anti_blames_the_field_that_was_given():
+    # before: "min_n: got 2, expected <= start_n=1", though min_n was never given
+    with pytest.raises(ValueError, match=r"^start_n: got 1 \(the task's largest N\), expected >= min_n=2 "
+                                         r"\(the default; pass a smaller min_n"):
+        make_curriculum("anti", tasks.make("nparity", n=1))
+    with pytest.raises(ValueError, match=r"^start_n: got 1, expected >= min_n=2 \(the default"):
+        make_curriculum("anti", tasks.make("nparity", n=3), start_n=1)
+    with pytest.raises(ValueError, match=r"^min_n: got 4, expected <= start_n=3 \(the task's largest N\)$"):
+        make_curriculum("anti", tasks.make("nparity", n=3), min_n=4)
+    with pytest.raises(ValueError, match=r"^start_n: got 2, expected >= min_n=3$"):
+        make_curriculum("anti", tasks.make("nparity", n=3), min_n=3, start_n=2)
+    assert make_curriculum("anti", tasks.make("nparity", n=1), min_n=1).level == 1

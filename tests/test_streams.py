@@ -273,7 +273,7 @@ def test_scole_class_distribution_and_reoccurrence(distribution):
     xtr, ytr, xte, yte = make_data(n_train=200, n_test=50, n_classes=10)
     n_exp = 400
     stream = scole_stream(xtr, ytr, xte, yte, n_exp, 2, class_distribution=distribution,
-                          exponent=1.5, seed=7)
+                          exponent=1.5 if distribution == "zipf" else None, seed=7)
     probs = np.array([stream.info["class_probabilities"][c] for c in range(10)])
     if distribution == "uniform":
         np.testing.assert_allclose(probs, 0.1)
@@ -580,3 +580,40 @@ def test_power_law_rehearsals_keep_the_order_first_drawn():
         last_seen[[t] + rehearsed] = t
         expected.append((t, *rehearsed))
     assert power_law_steps(5, 1.0, 50, 0) == expected
+
+
+def test_curriculum_stream_refuses_a_length_some_draw_would_exceed():
+    import seqcore.tasks as tasks
+    # before: accepted or refused depending on seed and eval_size (the longest sequence drawn so far)
+    for seed in range(8):
+        with pytest.raises(ValueError, match=r"^length: got 16, expected at least the longest sequence \(17 steps"):
+            curriculum_stream(lambda n: tasks.make("nparity", n=n), [4], seed=seed, eval_size=3, length=16)
+    stream = curriculum_stream(lambda n: tasks.make("nparity", n=n), [4], seed=8, eval_size=3, length=17)
+    assert stream[0].sample(np.random.default_rng(0), 256)[0].shape == (256, 17, 1)
+
+
+def test_scole_exponent_only_with_zipf():
+    xtr, ytr, xte, yte = make_data(n_train=200, n_test=50, n_classes=10)
+    with pytest.raises(ValueError, match=r"^exponent: got 5.0, expected None with class_distribution='uniform'"):
+        scole_stream(xtr, ytr, xte, yte, 5, 3, class_distribution="uniform", exponent=5.0)
+    default = scole_stream(xtr, ytr, xte, yte, 5, 3, class_distribution="zipf", seed=1)
+    one = scole_stream(xtr, ytr, xte, yte, 5, 3, class_distribution="zipf", exponent=1.0, seed=1)
+    assert default.info == one.info and [e.classes for e in default] == [e.classes for e in one]
+
+
+def test_cli_scole_refuses_an_exponent_with_the_uniform_distribution(tmp_path):
+    import click
+    from click.testing import CliRunner
+    from seqcore_cli.continual import register
+
+    @click.group()
+    def group():
+        pass
+
+    register(group)
+    result = CliRunner().invoke(group, ["continual", "--stream", "scole", "--stream-exponent", "2",
+                                        "--dataset", "synthetic", "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and not (tmp_path / "run").exists()
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --stream-exponent: not used by this run; it is read only with --stream power-law, "
+        "or scole with --class-distribution zipf")

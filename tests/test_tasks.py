@@ -6,6 +6,7 @@ import gzip
 import itertools
 import json
 import random
+import re
 import struct
 
 import numpy as np
@@ -595,6 +596,25 @@ def test_missing_data_dir_says_how_to_get_it(tmp_path):
     assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, ValueError)
 
 
+def test_data_dir_that_is_a_file_is_called_a_file(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    write_idx(path, np.zeros((2, 3, 3), np.uint8))
+    with pytest.raises(DatasetError, match=rf"\({re.escape(str(path))} is a file, expected the directory "
+                                           r"holding the IDX files\)") as info:
+        tasks.make("image", data_dir=path).input_size
+    assert "does not exist" not in str(info.value)
+
+
+def test_write_idx_replaces_the_file_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "a-idx1-ubyte"
+    write_idx(path, np.arange(3, dtype=np.uint8))
+    monkeypatch.setattr("os.replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # interrupted before the rename: the old file is intact
+        write_idx(path, np.arange(5, dtype=np.uint8))
+    monkeypatch.undo()
+    assert read_idx(path).tolist() == [0, 1, 2] and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda raw: raw[:-3], "truncated"),
     (lambda raw: raw + b"\0", "too long"),
@@ -720,3 +740,41 @@ def test_lorenz96_normalize_standardises_with_the_attractor_statistics():
     assert abs(float(got.x.mean())) < 0.3 and 0.7 < float(got.x.std()) < 1.3
     with pytest.raises(TypeError, match="normalize: got 'yes'"):
         tasks.make("lorenz96", normalize="yes")
+
+
+@pytest.mark.parametrize("kw", [dict(forcing=20.0, dt=0.05, substeps=1),
+                                dict(dim=8, forcing=20.0, dt=0.05, substeps=1, length=30, burn_in=10),
+                                dict(forcing=8.0, dt=0.1), dict(forcing=-20.0, dt=0.04)])
+def test_lorenz96_unstable_settings_are_refused_when_built(kw):
+    # before: built from one trial sequence, then a batch of 64 overflowed at the first step of the run
+    # the trial sequences overflow (forcing 20, dt 0.05), or the bound on dt·|forcing| refuses
+    with pytest.raises(ValueError, match=r"^forcing: got forcing=.* with dt=.*, substeps=\d+: (dt·\|forcing\| = "
+                                         r".* above MAX_DT_FORCING = 0.6|the RK4 integration overflowed)"):
+        tasks.make("lorenz96", **kw)
+
+
+def test_lorenz96_settings_at_the_bound_never_overflow():
+    task = tasks.make("lorenz96", forcing=20.0, dt=0.03, substeps=1, length=4, burn_in=30)
+    for seed in range(3):  # the divergent swings of dt·|forcing| = 0.8 hit ~1 in 10^3 of these
+        assert np.isfinite(task.sample(np.random.default_rng(seed), 1024).x).all()
+    tasks.make("lorenz96", forcing=8.0, dt=0.075)  # 0.6000000000000001 in floating point
+
+
+def test_nparity_and_ndms_take_n_as_an_integer_array():
+    for name in ("nparity", "ndms"):
+        task = tasks.make(name, n=np.array([3, 2]))
+        assert task == tasks.make(name, n=[3, 2]) and task.n == (3, 2)
+        a, b = (t.sample(np.random.default_rng(1), 8) for t in (task, tasks.make(name, n=[3, 2])))
+        assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y)
+        with pytest.raises(TypeError, match=r"^n: got an array of shape \(1, 2\), expected an int or a 1-D array"):
+            tasks.make(name, n=np.array([[3, 2]]))
+        with pytest.raises(TypeError, match=r"^n: got 2.0 \(float\), expected an int"):
+            tasks.make(name, n=np.array([2.0, 3.0]))
+
+
+def test_mnist1d_num_samples_must_be_a_multiple_of_10():
+    # before: 25 made 20 sequences, 2 of each digit, silently
+    with pytest.raises(ValueError, match=r"^num_samples: got 25, expected a multiple of 10"):
+        tasks.make("mnist1d", num_samples=25, train_split=0.5)
+    task = tasks.make("mnist1d", num_samples=30, train_split=0.5)
+    assert len(task.labels("train")) + len(task.labels("test")) == 30

@@ -174,11 +174,15 @@ class _NCurriculum(Curriculum):
         # N counts from 2 by default (RESEARCH §6); N = 1 parity is allowed when asked for
         self.min_n = max(2, floor) if min_n is None else check_int("min_n", min_n, minimum=floor)
         default_start = max(task.ns) if self.step_direction < 0 else min(task.ns)
-        lowest = self.min_n if self.step_direction < 0 else floor
-        self.start_n = default_start if start_n is None else check_int("start_n", start_n, minimum=lowest)
-        self.max_n = None if max_n is None else check_int("max_n", max_n, minimum=self.start_n, bound="start_n")
+        self.start_n = default_start if start_n is None else check_int("start_n", start_n, minimum=floor)
         if self.step_direction < 0 and self.min_n > self.start_n:
-            raise ValueError(f"min_n: got {self.min_n}, expected <= start_n={self.start_n}")
+            # blame the value the user gave: min_n, or else start_n (given, or the task's N)
+            start = f"{self.start_n}" + (" (the task's largest N)" if start_n is None else "")
+            if min_n is not None and start_n is None:
+                raise ValueError(f"min_n: got {self.min_n}, expected <= start_n={start}")
+            default = " (the default; pass a smaller min_n to go lower)" if min_n is None else ""
+            raise ValueError(f"start_n: got {start}, expected >= min_n={self.min_n}{default}")
+        self.max_n = None if max_n is None else check_int("max_n", max_n, minimum=self.start_n, bound="start_n")
         self.n = self.start_n
         self.transitions: list[tuple[int, int]] = []
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runs import atomic_write
 from .base import DatasetTask, Head, check_choice, check_int
 
 __all__ = ["DatasetError", "read_idx", "write_idx", "find_idx_file", "load_idx_split",
@@ -84,7 +85,8 @@ def read_idx(path: os.PathLike | str) -> np.ndarray:
 
 def write_idx(path: os.PathLike | str, array: np.ndarray) -> None:
     """Write ``array`` (uint8, int8, int16, int32, float32 or float64; 1 to 255
-    dimensions) as an IDX file, gzip-compressed when ``path`` ends in ``.gz``."""
+    dimensions) as an IDX file, gzip-compressed when ``path`` ends in ``.gz``, atomically
+    (via a temporary file and a rename)."""
     array = np.asarray(array)
     code = _TYPE_CODES.get(array.dtype.newbyteorder("="))
     if code is None:
@@ -96,7 +98,7 @@ def write_idx(path: os.PathLike | str, array: np.ndarray) -> None:
                + array.astype(_IDX_TYPES[code]).tobytes())
     if str(path).endswith(".gz"):
         payload = gzip.compress(payload)
-    Path(path).write_bytes(payload)
+    atomic_write(path, payload)  # an interrupted write leaves no truncated file behind
 
 
 def find_idx_file(data_dir: os.PathLike | str, split: str, kind: str) -> Path:
@@ -112,7 +114,12 @@ def find_idx_file(data_dir: os.PathLike | str, split: str, kind: str) -> Path:
     for c in candidates:
         if c.is_file():
             return c
-    where = "" if Path(data_dir).is_dir() else f" (directory {data_dir} does not exist)"
+    if Path(data_dir).is_dir():
+        where = ""
+    elif Path(data_dir).exists():
+        where = f" ({data_dir} is a file, expected the directory holding the IDX files)"
+    else:
+        where = f" (directory {data_dir} does not exist)"
     raise _fail(f"{candidates[0]}[.gz]", "file not found" + where)
 
 

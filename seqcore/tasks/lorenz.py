@@ -33,6 +33,12 @@ STATE_LIMIT = 1e15  # |state| above this is an overflowed integration (see Loren
 # RK4 steps one trajectory may take (about a minute of NumPy at dim=40): a sequence is integrated
 # at construction and at every draw, so a longer one would look like a hang
 MAX_RK4_STEPS = 10**6
+# RK4 is stable while dt·|local rate| stays inside its stability region (~2.8); the rate scales with
+# |state|, and the first swings from the start state forcing + N(0, 1) reach ~3·|forcing|. Measured:
+# sequences diverge in those swings from dt·|forcing| = 0.75 (~1 in 4000 at dim 400, more with dim),
+# none of 16384 at dim 400 at 0.7; above the bound a run would fail at some draw, so it is refused
+MAX_DT_FORCING = 0.6
+TRIAL_SEQUENCES = 8  # integrated when the task is built: an instability of other settings shows there
 REFERENCE_OBSERVATIONS = 2200  # of the trajectories behind attractor_stats: 200 of burn-in, 2000 pooled
 
 
@@ -98,7 +104,11 @@ class Lorenz96Task(Task):
                               "(burn_in + length)·substeps", "a sequence")
         if self.normalize:
             self._check_reference_steps()
-        self._sample(np.random.default_rng(0), 1)  # an unstable integration is refused here, not at step 0
+        # refused here, not at step 0; the trial first, so a setting that overflows at once says so
+        self._sample(np.random.default_rng(0), TRIAL_SEQUENCES)
+        if self.dt * abs(self.forcing) > MAX_DT_FORCING * (1 + 1e-12):  # 0.075·8 is 0.6000000000000001
+            raise self._overflow(f"dt·|forcing| = {self.dt * abs(self.forcing):.3g} is above MAX_DT_FORCING = "
+                                 f"{MAX_DT_FORCING}, where the RK4 integration diverges in some sequences")
 
     def _check_rk4_steps(self, fields: tuple[str, ...], observations: int, formula: str, what: str) -> None:
         steps = observations * self.substeps
@@ -111,9 +121,10 @@ class Lorenz96Task(Task):
         self._check_rk4_steps(("substeps",), REFERENCE_OBSERVATIONS, f"{REFERENCE_OBSERVATIONS}·substeps",
                               "the reference trajectory of attractor_stats")
 
-    def _overflow(self) -> ValueError:
+    def _overflow(self, why: str = "") -> ValueError:
+        why = why or f"the RK4 integration overflowed (|state| > {STATE_LIMIT:g})"
         return ValueError(f"forcing: got forcing={self.forcing} with dt={self.dt}, substeps={self.substeps}: "
-                          f"the RK4 integration overflowed (|state| > {STATE_LIMIT:g}); expected a smaller |forcing| or dt")
+                          f"{why}; expected a smaller |forcing| or dt")
 
     def attractor_stats(self) -> tuple[float, float]:
         """``(mean, std)`` of the state on the attractor (all coordinates pooled)."""

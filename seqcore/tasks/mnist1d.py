@@ -52,8 +52,8 @@ class MNIST1DTask(DatasetTask):
     """MNIST-1D classification read one value per step: x (B, 40, 1) float32
     (the data set is standardised to mean 0, std 1), label = digit template 0..9.
 
-    ``num_samples`` sequences are generated from ``seed`` (the package's
-    defaults are 5000 and 42) and split ``train_split`` : rest into train : test.
+    ``num_samples`` sequences (a multiple of 10: as many of each digit) are generated
+    from ``seed`` (the package's defaults are 5000 and 42) and split ``train_split`` : rest into train : test.
     """
 
     num_samples: int = 5000
@@ -63,10 +63,13 @@ class MNIST1DTask(DatasetTask):
 
     def _check(self) -> None:
         check_int("num_samples", self.num_samples, minimum=20)
+        if self.num_samples % 10:  # the generator makes num_samples // 10 per class and drops the rest
+            raise ValueError(f"num_samples: got {self.num_samples}, expected a multiple of 10 "
+                             "(num_samples // 10 sequences of each digit)")
         # the generator's float64 sequences and our float32 copy, 40 values each
         check_fits_in_memory("num_samples", self.num_samples, self.num_samples * 40 * 12, "data set")
         check_float("train_split", self.train_split, minimum=0.0, maximum=1.0, open_min=True)
-        total = self.num_samples // 10 * 10  # the generator makes num_samples // 10 per class
+        total = self.num_samples
         if not 0 < int(total * self.train_split) < total:
             raise ValueError(f"train_split: got {self.train_split}, expected a split leaving both "
                              f"train and test non-empty for num_samples={self.num_samples}")

@@ -24,6 +24,10 @@ class _BitStreamTask(Task):
 
     def _check(self) -> None:
         n = self.n
+        if isinstance(n, np.ndarray):  # a 1-D array as a list: its items are checked below
+            if n.ndim != 1:
+                raise TypeError(f"n: got an array of shape {n.shape}, expected an int or a 1-D array of ints")
+            n = n.tolist()
         if isinstance(n, (list, tuple)):
             if not n:
                 raise ValueError("n: got an empty list, expected at least one N")

@@ -473,14 +473,15 @@ def power_law_stream(stream: Stream, exponent: float, budget: int, seed: int) ->
 # ---------------------------------------------------------------- SCoLe
 
 def scole_stream(x_train, y_train, x_test, y_test, n_experiences: int, classes_per_experience: int,
-                 *, class_distribution: str = "uniform", exponent: float = 1.0,
+                 *, class_distribution: str = "uniform", exponent: float | None = None,
                  samples_per_class: int | None = None, seed: int = 0) -> Stream:
     """SCoLe (scaling continual learning): many small tasks whose classes re-occur.
 
     Each of the ``n_experiences`` experiences (typically hundreds) draws
     ``classes_per_experience`` distinct classes without replacement from a class
     distribution: "uniform", or "zipf" — class of rank r (ranks from a permutation
-    drawn from ``seed``) has probability ∝ (r + 1)^(−exponent). Training data are the
+    drawn from ``seed``) has probability ∝ (r + 1)^(−exponent), exponent 1 by default
+    (an exponent with "uniform" is refused: it would be ignored). Training data are the
     training samples of those classes (``samples_per_class`` of each, drawn per
     experience, or all); evaluation data all their test samples. Labels stay global
     (class-incremental, one head); task_id is the position.
@@ -494,7 +495,10 @@ def scole_stream(x_train, y_train, x_test, y_test, n_experiences: int, classes_p
                                  f"drawn classes ({per} per experience)")
     if class_distribution not in ("uniform", "zipf"):
         raise ValueError(f"class_distribution: got {class_distribution!r}, expected 'uniform' or 'zipf'")
-    exponent = _check_real("exponent", exponent, 0.0)
+    if class_distribution == "uniform" and exponent is not None:
+        raise ValueError(f"exponent: got {exponent!r}, expected None with class_distribution='uniform' "
+                         "(the exponent shapes only 'zipf')")
+    exponent = 1.0 if exponent is None else _check_real("exponent", exponent, 0.0)
     if samples_per_class is not None:
         smallest = int(np.bincount(y_train)[classes].min())
         samples_per_class = _check_int("samples_per_class", samples_per_class, 1, smallest)
@@ -552,6 +556,11 @@ class _EndAligned:
         if len(heads) != 1 or heads[0].loss != "last":
             raise ValueError(f"task_factory: got a task with heads {[(h.name, h.loss) for h in heads]}, "
                              "expected one last-step classification head")
+        low_high = getattr(task, "length_range", None)
+        if length is not None and low_high is not None and length < low_high[1] - 1:
+            # refused here, not when a long enough sequence happens to be drawn
+            raise ValueError(f"length: got {length}, expected at least the longest sequence ({low_high[1] - 1} "
+                             f"steps, from length_range {tuple(low_high)}) of task {task!r}")
         self.task = task
         self.length = length
 
@@ -582,7 +591,8 @@ def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, 
     seqcore tasks with a last-step mask (N-parity, N-DMS) are end-aligned: each sequence
     is shifted right, zeros in front, so its labelled step is the batch's last step;
     ``length`` pads every batch to that many steps (fixed-shape batches, as replay
-    buffers need; default: the batch's own longest sequence).
+    buffers need; at least ``length_range[1] - 1``, the longest sequence a task may draw,
+    checked when built; default: the batch's own longest sequence).
     """
     if not callable(task_factory):
         raise TypeError(f"task_factory: got {type(task_factory).__name__}, expected a callable n -> task")
