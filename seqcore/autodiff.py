@@ -167,7 +167,8 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
     """Evaluate ``f(*args)`` and return ``(out, pullback)``.
 
     ``pullback(cotangent)`` — ``cotangent`` shaped like ``out`` (same tree of arrays; for each
-    floating output a floating array of its backend, of any float dtype, or a float for a scalar) —
+    floating output a floating array of its backend, of any float dtype, or a float for a scalar;
+    it is cast to the output's dtype, so the backward runs in the forward's precision) —
     returns a tuple with one gradient per argument of ``f``, each shaped like that
     argument and of its dtype: arrays for arrays, dicts for parameter dicts, ``None`` for non-float
     leaves (integer labels, masks given as ints) and non-array arguments.
@@ -193,9 +194,11 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
                 raise ValueError(f"cotangent: got shape {tuple(getattr(c, 'shape', ()))}, "
                                  f"expected {tuple(getattr(o, 'shape', ()))} (the shape of f's output)")
             _check_cotangent(c, o)
+        owned = {_memory_key(c) for c in cot_leaves if hasattr(c, "shape")}
+        cot_leaves = [_cotangent_like(c, o) for o, c in zip(out_leaves, cot_leaves)]
+        owned.update(_memory_key(c) for c in cot_leaves if hasattr(c, "shape"))
         grads = _backprop(out_leaves, cot_leaves)
         result = []
-        owned = {_memory_key(c) for c in cot_leaves if hasattr(c, "shape")}
         for x, t in zip(leaves, traced):
             if isinstance(t, Traced):
                 g = grads.get(id(t))
@@ -223,6 +226,17 @@ def _check_cotangent(c, o) -> None:
         return
     check_same_backend("cotangent", c, "f's output", o)
     check_array("cotangent", c)
+
+
+def _cotangent_like(c, o):
+    """``c`` in the dtype of the floating output ``o``: every backend then differentiates in the
+    primal dtype (a float or float64 cotangent would run a float32 model's backward in float64)."""
+    v = o.value if isinstance(o, Traced) else o
+    if c is None or not _is_float_array(v):
+        return c
+    if not hasattr(c, "shape") or isinstance(c, np.generic):
+        return _zeros_like(v) + float(c)  # a Python float keeps v's dtype (NumPy's weak scalars)
+    return _cast_like(c, v)
 
 
 def _memory_key(a):

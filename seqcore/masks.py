@@ -44,7 +44,13 @@ def last_step_index(mask) -> np.ndarray:
     if mask.dtype.kind in "if" and (mask < 0).any():
         raise ValueError(f"mask: got a negative entry ({mask.min()}), expected weights >= 0")
     marked = mask > 0
-    if mask.shape[1] == 0 or not marked.any(axis=1).all():
-        raise ValueError("mask: a row has no marked step, expected at least one for a last-step head")
+    if mask.shape[1] == 0:
+        raise ValueError(f"mask: got shape {mask.shape} (T = 0 steps), expected at least one marked step per row "
+                         "for a last-step head")
+    empty = np.flatnonzero(~marked.any(axis=1))
+    if empty.size:
+        rows = ", ".join(map(str, empty[:10].tolist())) + (", …" if empty.size > 10 else "")
+        raise ValueError(f"mask: rows [{rows}] have no marked step (all weights 0, {empty.size} of {mask.shape[0]} "
+                         "rows), expected at least one step > 0 per row for a last-step head")
     T = mask.shape[1]
     return (T - 1 - np.argmax(marked[:, ::-1], axis=1)).astype(np.int64)

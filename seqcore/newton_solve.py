@@ -5,7 +5,8 @@ Unknowns are the whole trajectory ``s: (B, T, S)``.  With ``f`` the cell's step,
 Newton iteration solves the block-bidiagonal system ``δ_t = J_t δ_{t−1} − F_t`` (δ_0 = 0)
 with a parallel linear scan and sets ``s ← s + δ`` — computed as ``f_t + J_t δ_{t−1}``,
 equal in exact arithmetic, and bit-exact at the steps whose predecessor has already
-converged (so iteration k leaves steps ≤ k + 1 exactly sequential; RESEARCH §3).
+converged (so iteration k leaves steps ≤ k + 1 with a zero residual; RESEARCH §3).  That is
+the batched ``f``'s fixed point: it may round differently from the sequential recurrence.
 
 Every routine works on all ``B·T`` steps at once (the cell's step functions take
 ``(N, S)`` states); none loops over time.  Written against the array namespace ``xp``.

@@ -126,7 +126,8 @@ def cross_entropy(logits, labels, mask=None):
         logits: ``(..., C)`` — e.g. ``(B, C)`` for a last-step head, ``(B, T, C)`` per step.
         labels: integer ``(...)`` in ``[0, C)``.
         mask: ``(...)`` finite weights ≥ 0 (typically 0/1), or ``None`` for all positions; an
-            all-zero mask gives 0.
+            all-zero mask gives 0. A position of weight 0 does not count, even with a NaN or
+            −inf logit (nor does a NaN target in :func:`mse`).
     """
     labels = _check_logits_and_labels(logits, labels)
     return _losses.softmax_cross_entropy(logits, labels, _check_mask(mask, tuple(labels.shape)))

@@ -5,7 +5,7 @@ Every scan is differentiable through :func:`seqcore.vjp` with an exact hand-writ
 from __future__ import annotations
 
 from .backends.numpy import scan as _ref
-from .validate import check_array, check_choice, check_positive_int, check_same_dtype, check_shape
+from .validate import check_array, check_bool, check_choice, check_positive_int, check_same_dtype, check_shape
 
 __all__ = ["linear_scan", "block_scan", "log_linear_scan", "METHODS"]
 
@@ -13,8 +13,7 @@ METHODS = ("sequential", "parallel", "chunked")
 
 
 def _check_common(reverse, method, chunk_size):
-    if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: got {reverse!r}, expected True or False")
+    check_bool("reverse", reverse)
     check_choice("method", method, METHODS)
     check_positive_int("chunk_size", chunk_size)
 
@@ -78,7 +77,7 @@ def linear_scan(a, b, h0=None, *, reverse: bool = False, method: str = "sequenti
         h: ``(B, T, D)``.
     """
     check_linear_scan(a, b, h0, reverse=reverse, method=method, chunk_size=chunk_size)
-    return _ref.linear_scan(a, b, h0, reverse=reverse, method=method, chunk_size=chunk_size)
+    return _ref.linear_scan(a, b, h0, reverse=bool(reverse), method=method, chunk_size=chunk_size)
 
 
 def block_scan(A, b, h0=None, *, reverse: bool = False, method: str = "sequential", chunk_size: int = 64):
@@ -93,7 +92,7 @@ def block_scan(A, b, h0=None, *, reverse: bool = False, method: str = "sequentia
         h: ``(B, T, G, k)``.
     """
     check_block_scan(A, b, h0, reverse=reverse, method=method, chunk_size=chunk_size)
-    return _ref.block_scan(A, b, h0, reverse=reverse, method=method, chunk_size=chunk_size)
+    return _ref.block_scan(A, b, h0, reverse=bool(reverse), method=method, chunk_size=chunk_size)
 
 
 def log_linear_scan(log_a, log_b, log_h0=None, *, reverse: bool = False, method: str = "sequential",
@@ -110,7 +109,7 @@ def log_linear_scan(log_a, log_b, log_h0=None, *, reverse: bool = False, method:
         log_h: ``(B, T, D)``.
     """
     check_log_linear_scan(log_a, log_b, log_h0, reverse=reverse, method=method, chunk_size=chunk_size)
-    return _ref.log_linear_scan(log_a, log_b, log_h0, reverse=reverse, method=method, chunk_size=chunk_size)
+    return _ref.log_linear_scan(log_a, log_b, log_h0, reverse=bool(reverse), method=method, chunk_size=chunk_size)
 
 
 # the checks by primitive name, for backends that call the primitives directly (torch's autograd functions)

@@ -516,6 +516,24 @@ def test_minimal_cells_long_and_wide(nb, kind, log_space, dtype):
     compare_primitive(nb, f"{kind}_recurrence", (xi.astype(dtype), rng.normal(size=(3, 70)).astype(dtype)),
                       dict(cell=cell), dtype, rng)
 
+@pytest.mark.parametrize("dtype,k", [(np.float32, 20.0), (np.float64, 40.0)])
+def test_mingru_gate_derivative_where_the_gate_rounds_to_one(nb, dtype, k):
+    """z = σ(k_z) rounds to 1, yet σ'(k_z) = σ(k_z)σ(−k_z) ≈ e^−k: the reference and the fused
+    kernel keep it (z(1 − z) would be 0), each entry to relative rounding."""
+    rng = np.random.default_rng(2)
+    cell = cells.MinGRU(2, 4)
+    kz = k + rng.uniform(0, 2, size=(3, 1, 4))
+    xi = np.concatenate([kz, rng.normal(size=(3, 1, 4))], axis=-1).astype(dtype)
+    h0 = rng.normal(size=(3, 4)).astype(dtype)
+    e = np.exp(-kz.astype(np.float64))
+    want = (xi[..., 4:].astype(np.float64) - h0[:, None]) * e / (1 + e) ** 2  # dstates = 1
+    prim = primitives.get("mingru_recurrence")
+    for fwd, bwd, what in ((prim.fwd, prim.bwd, "reference"), (*nb.primitives["mingru_recurrence"], "numba")):
+        _, res = fwd(np, xi, h0, cell=cell)
+        dxi, _ = bwd(np, res, np.ones((3, 1, 4), dtype), cell=cell)
+        np.testing.assert_allclose(dxi[..., :4], want, rtol=10 * RTOL[dtype], err_msg=what)
+
+
 # -- cells end to end through seqcore.use("numba") ---------------------------------------------------
 
 CELLS = {

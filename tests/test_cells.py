@@ -282,6 +282,66 @@ def test_log_space_is_stable_over_long_sequences():
     np.testing.assert_allclose(hs[:, -1], h0, rtol=1e-12)
 
 
+def _sigmoid64(k):
+    e = np.exp(-np.abs(k))
+    return np.where(k >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _minimal_bias_grad_oracle(cell, p, x, h0):
+    """∂ Σ h / ∂ bias_ih of minGRU / minLSTM (linear space) in float64, by a loop over time with
+    every sigmoid derivative taken from its input (σ'(k) = σ(k)σ(−k))."""
+    p = {k: v.astype(np.float64) for k, v in p.items()}
+    xi = x.astype(np.float64) @ p["weight_ih"].T + p["bias_ih"]
+    H = cell.hidden_size
+    if isinstance(cell, cells.MinGRU):
+        kz, v = xi[..., :H], xi[..., H:]
+        a, s, dsig = _sigmoid64(-kz), _sigmoid64(kz), _sigmoid64(kz) * _sigmoid64(-kz)
+    else:
+        ki, kf, v = xi[..., :H], xi[..., H:2 * H], xi[..., 2 * H:]
+        d = np.logaddexp(0, -kf) - np.logaddexp(0, -ki)
+        a, s = _sigmoid64(-d), _sigmoid64(d)
+        dsig = a * s
+    T = x.shape[1]
+    hs, h = np.empty_like(v), h0.astype(np.float64)
+    for t in range(T):
+        h = a[:, t] * h + s[:, t] * v[:, t]
+        hs[:, t] = h
+    prev = np.concatenate([h0[:, None].astype(np.float64), hs[:, :-1]], axis=1)
+    g, carry = np.empty_like(v), np.zeros_like(h)
+    for t in range(T - 1, -1, -1):
+        g[:, t] = 1 + carry
+        carry = a[:, t] * g[:, t]
+    dpre = g * (v - prev) * dsig  # ∂/∂k_z (minGRU) or ∂/∂d (minLSTM)
+    if isinstance(cell, cells.MinGRU):
+        dk = [dpre, g * s]
+    else:
+        dk = [dpre * _sigmoid64(-ki), -dpre * _sigmoid64(-kf), g * s]
+    return np.concatenate([k.sum(axis=(0, 1)) for k in dk])
+
+
+@pytest.mark.parametrize("dtype,bias", [(np.float32, 20.0), (np.float64, 40.0)])
+@pytest.mark.parametrize("sign", [-1, 1])
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+@pytest.mark.parametrize("name", ["mingru", "minlstm"])
+def test_linear_cells_gradients_with_saturated_gates(name, mode, sign, dtype, bias):
+    """Gates so saturated that σ rounds to 1 (|k| = 20 in float32, 40 in float64): σ' ≈ e^−|k|
+    is not 0, and over a long sequence from a large h0 it carries most of the gradient (a
+    derivative taken as y(1 − y) from the output loses it)."""
+    rng = np.random.default_rng(5)
+    cell = cells.make(name, 2, 2)
+    p = cell.init(rng, dtype)
+    p["bias_ih"][:2] += sign * bias  # k_z (minGRU) or k_i (minLSTM)
+    if name == "minlstm":
+        p["bias_ih"][2:4] -= sign * bias  # k_f the other way: d = log(i / f) ≈ ±2·bias
+    x = rng.normal(size=(2, 3000, 2)).astype(dtype)
+    h0 = np.full((2, 2), 100.0, dtype)
+    _, pullback = seqcore.vjp(lambda pp: cell.apply(pp, x, h0, mode=mode)[0].sum(), p)
+    got = pullback(1.0)[0]["bias_ih"]
+    want = _minimal_bias_grad_oracle(cell, p, x, h0)
+    tol = 1e-3 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 1e-3 * np.abs(want).max())
+
+
 # -- GRU: parity with torch.nn.GRU ---------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-5)])

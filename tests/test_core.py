@@ -288,3 +288,26 @@ def test_cotangent_of_wrong_shape_is_rejected():
 def test_bad_input_names_argument_value_and_expectation(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+@pytest.mark.parametrize("cotangent", [1.0, 1, np.float64(1.0), np.ones((), np.float64)])
+def test_a_float32_model_differentiates_in_float32_whatever_the_cotangent(cotangent):
+    """A Python float (or float64) cotangent is cast to the output's dtype: the backward of a
+    float32 model runs in float32, as on every other backend (float64 would change its bits)."""
+    from seqcore import cells
+    rng = np.random.default_rng(1)
+    cell = cells.GRU(3, 5)
+    p, x = cell.init(rng, np.float32), rng.normal(size=(2, 9, 3)).astype(np.float32)
+    _, pullback = seqcore.vjp(lambda p, x: (cell.apply(p, x)[0] ** 2).mean(), p, x)
+    want_p, want_x = pullback(np.float32(1.0))
+    got_p, got_x = pullback(cotangent)
+    assert got_x.dtype == np.float32
+    np.testing.assert_array_equal(got_x, want_x)
+    for k in p:
+        assert got_p[k].dtype == np.float32
+        np.testing.assert_array_equal(got_p[k], want_p[k])
+    # float32 arithmetic throughout: 3**200 overflows to inf and inf · 0 = NaN, as in float32
+    a, b = np.full((1, 200, 1), 3, np.float32), np.zeros((1, 200, 1), np.float32)
+    _, pullback = seqcore.vjp(lambda a, b: seqcore.linear_scan(a, b).sum(), a, b)
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.testing.assert_array_equal(pullback(cotangent)[0], pullback(np.float32(1.0))[0])

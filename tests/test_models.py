@@ -133,6 +133,14 @@ def test_example_losses_are_each_examples_own_loss_with_fractional_weights(loss)
     assert got[2] == 0
 
 
+def test_a_last_step_head_names_the_rows_without_a_marked_step():
+    model = SequenceModel("lstm", 3, 4, (HeadSpec("a", 3, "last"),))
+    params, x = model.init(np.random.default_rng(0)), np.zeros((3, 5, 3), np.float32)
+    mask = np.array([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0], [0.0, 0, 0, 0, 0]])
+    with pytest.raises(ValueError, match=r"^mask: rows \[1, 2\] have no marked step .*2 of 3 rows.*expected"):
+        model.loss(params, (x, np.zeros(3, np.int64), mask))
+
+
 def closed_loop_oracle(model, params, x, alpha):
     """Generalised teacher forcing written out: one cell step at a time from the stack's layers,
     the input at t >= 1 mixing the data with the head's forecast from step t - 1."""

@@ -185,7 +185,7 @@ def jacobi_sweeps(cell, params, x, sweeps):
     return xi, state0, p, s
 
 
-def test_max_iters_T_is_exact_for_chaotic_weights():
+def test_max_iters_T_converges_for_chaotic_weights():
     T = 64
     cell, params, x = chaotic_elman(T)
     with warnings.catch_warnings():
@@ -198,6 +198,21 @@ def test_max_iters_T_is_exact_for_chaotic_weights():
     hs, info = newton_scan(cell, params, x, max_iters=T, tol=1e-300)
     assert info.converged and info.iterations <= T - 1 and info.residuals[-1] == 0.0
     assert np.array_equal(hs, jacobi_sweeps(cell, params, x, T - 1)[3])
+
+
+def test_converged_means_each_step_meets_tol_not_the_sequential_bits():
+    """What converged guarantees (README, newton.py): every step solves its own equation to tol,
+    also with the sequential recurrence's one-step ``f``.  Not equality with mode="sequential":
+    the batched ``f`` rounds differently, and chaos amplifies the difference to O(1) here."""
+    T = 120
+    cell, params, x = chaotic_elman(T, B=1, H=16, gain=8.0, seed=9)
+    hs, info = newton_scan(cell, params, x, max_iters=T - 1)
+    assert info.converged and info.iterations > 50
+    p, xi = cell.recurrent_params(params), cell.project(params, x)
+    prev = np.concatenate([np.zeros((1, 1, 16)), hs[:, :-1]], axis=1)
+    f = np.stack([cell.step_fwd(np, p, prev[:, t], xi[:, t])[0] for t in range(T)], axis=1)
+    scale = 1 + np.maximum(np.abs(hs).max(-1), np.abs(prev).max(-1))
+    assert (np.abs(hs - f).max(-1) / scale).max() <= info.threshold * (1 + 1e-6) + 1e-15
 
 
 @pytest.mark.parametrize("jacobian,damping", [("auto", 0.0), ("quasi", 0.0), ("auto", 3.0)])

@@ -122,3 +122,64 @@ def test_power_zero_has_zero_gradient_everywhere():
     # other exponents keep the reference's gradient (p = 2: 2x)
     _, pullback = seqcore.vjp(lambda v: seqcore.ops.power(v, 2), x[:3])
     np.testing.assert_array_equal(pullback(np.ones(3))[0], 2 * x[:3])
+
+
+@pytest.mark.parametrize("dtype,x", [(np.float32, 20.0), (np.float64, 40.0)])
+def test_sigmoid_gradient_where_the_output_rounds_to_one(dtype, x):
+    """σ(x) rounds to 1 but σ'(x) = σ(x)σ(−x) ≈ e^−|x| does not vanish (y(1 − y) would be 0)."""
+    xs = np.array([x, -x, 3 * x, 0.5, 800.0], dtype)
+    _, pullback = seqcore.vjp(lambda v: seqcore.ops.sigmoid(v).sum(), xs)
+    e = np.exp(-np.abs(xs.astype(np.float64)))
+    (g,) = pullback(np.ones((), dtype))
+    assert g.dtype == dtype
+    np.testing.assert_allclose(g, e / (1 + e) ** 2, rtol=10 * np.finfo(dtype).eps, atol=0)
+
+
+def _unmasked_only(loss, good):
+    """``loss`` on the positions ``good`` of a (1, T, ·) input alone."""
+    return lambda z, y, m: loss(z[:, good], y[:, good], m[:, good])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_masked_positions_with_nan_or_inf_do_not_count(dtype):
+    """A weight-0 step with a NaN target or a −inf/NaN logit contributes nothing to the loss
+    or its gradient (0 · NaN would make both NaN)."""
+    from seqcore import nn
+    rng = np.random.default_rng(4)
+    good = np.array([True, False, True, False])
+    mask = np.array([[1.0, 0.0, 2.0, 0.0]])
+    logits = rng.normal(size=(1, 4, 3)).astype(dtype)
+    logits[0, 1, 0], logits[0, 3] = -np.inf, np.nan
+    labels = np.array([[1, 0, 2, 1]])
+    pred = rng.normal(size=(1, 4, 2)).astype(dtype)
+    target = rng.normal(size=(1, 4, 2)).astype(dtype)
+    target[0, 1, 0], target[0, 3] = np.nan, np.inf
+    for loss, z, y in ((nn.cross_entropy, logits, labels), (nn.mse, pred, target)):
+        v, pullback = seqcore.vjp(lambda z: loss(z, y, mask), z)
+        (g,) = pullback(np.ones((), dtype))
+        w, pullback_w = seqcore.vjp(lambda z: _unmasked_only(loss, good)(z, y, mask), z)
+        np.testing.assert_allclose(float(v), float(w), rtol=1e-6)
+        np.testing.assert_array_equal(g[:, ~good], 0)
+        np.testing.assert_allclose(g, pullback_w(np.ones((), dtype))[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1e300, 1e-60, 1e-300])
+def test_loss_weights_of_any_finite_scale(dtype, scale):
+    """The losses are weighted means: weights scaled by 1e300 or 1e-60 (beyond float32, or
+    near float64's limits) give the loss of the unscaled weights, not NaN or a silent 0."""
+    from seqcore import nn
+    rng = np.random.default_rng(6)
+    logits, labels = rng.normal(size=(3, 4, 5)).astype(dtype), rng.integers(0, 5, size=(3, 4))
+    pred, target = rng.normal(size=(3, 4, 2)).astype(dtype), rng.normal(size=(3, 4, 2)).astype(dtype)
+    w = rng.uniform(0.5, 1.0, size=(3, 4))
+    w[0, 0] = 0
+    for loss, args in ((nn.cross_entropy, (logits, labels)), (nn.mse, (pred, target))):
+        want, pb_want = seqcore.vjp(lambda z: loss(z, args[1], w), args[0])
+        got, pb_got = seqcore.vjp(lambda z: loss(z, args[1], w * scale), args[0])
+        np.testing.assert_allclose(float(got), float(want), rtol=1e-5 if dtype == np.float32 else 1e-12)
+        np.testing.assert_allclose(pb_got(1.0)[0], pb_want(1.0)[0], rtol=1e-5 if dtype == np.float32 else 1e-12)
+    # 0/1 masks keep their bits (the largest weight is 1: the scaling is exact)
+    m = (w > 0).astype(np.float64)
+    d, mw = pred - target, m.astype(dtype)
+    assert float(nn.mse(pred, target, m)) == float((d * d * mw[..., None]).sum() / (mw.sum() * 2))

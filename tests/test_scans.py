@@ -67,6 +67,10 @@ def test_linear_scan_matches_plain_loop():
     np.testing.assert_allclose(seqcore.linear_scan(a, b, h0), loop_linear(a, b, h0), rtol=1e-13, atol=1e-13)
     rev = seqcore.linear_scan(a, b, h0, reverse=True)
     np.testing.assert_allclose(rev, loop_linear(a[:, ::-1], b[:, ::-1], h0)[:, ::-1], rtol=1e-13, atol=1e-13)
+    # a NumPy bool is a flag like every other in the library
+    np.testing.assert_array_equal(seqcore.linear_scan(a, b, h0, reverse=np.True_), rev)
+    with pytest.raises(TypeError, match=r"^reverse: got 1, expected True or False"):
+        seqcore.linear_scan(a, b, h0, reverse=1)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])

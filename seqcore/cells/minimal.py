@@ -177,13 +177,13 @@ class MinGRU(_MinimalCell):
 
     def _step_coefficients(self, xp, xi_t):
         kz, v = self._split(xi_t)
-        z = sigmoid_np(xp, kz)
+        z, a = sigmoid_np(xp, kz), sigmoid_np(xp, -kz)
         c, dc = _candidate(xp, v, self.log_space)
-        return sigmoid_np(xp, -kz), z * c, (z, c, dc)
+        return a, z * c, (z, a, c, dc)
 
     def _step_coefficients_bwd(self, xp, cache, da, db):
-        z, c, dc = cache
-        return xp.concatenate([z * (1 - z) * (db * c - da), db * z * dc], axis=-1)
+        z, a, c, dc = cache  # σ'(k_z) = z·a: z·(1 − z) would be 0 once z rounds to 1
+        return xp.concatenate([z * a * (db * c - da), db * z * dc], axis=-1)
 
 
 @dataclass(frozen=True)

@@ -155,11 +155,10 @@ def _make_minimal_backward(ahead: bool):
     @kernel(parallel=PARALLEL_CELLS)
     def _minimal_backward(xi, states, h0, dstates, lstm, log_space, coef, blk, dxi, dh0, hbuf, u, q, kbits, gates):
         """g_t = dstates_t + a_{t+1} g_{t+1}; dh0 = a_1 g_1; hbuf holds the carry a_{t+1} g_{t+1}.
-        minGRU: dk_z = z(1 − z)(g h̃ − g h_{t-1}), dv = g z h̃'.  minLSTM: dd = a s (g h̃ − g h_{t-1}),
+        minGRU: dk_z = z a (g h̃ − g h_{t-1}), dv = g z h̃'.  minLSTM: dd = a s (g h̃ − g h_{t-1}),
         dk_i = dd σ(−k_i), dk_f = −dd σ(−k_f), dv = g s h̃'."""
         B, T, H = states.shape
         P = xi.shape[2]
-        one = states.dtype.type(1.0)
         nblk = (H + blk - 1) // blk
         xf, dxf, dsf, sf = xi.reshape(-1), dxi.reshape(-1), dstates.reshape(-1), states.reshape(-1)
         for task in prange(B * nblk):
@@ -196,7 +195,7 @@ def _make_minimal_backward(ahead: bool):
                     dv = dxi[i, t, H + j0:H + j1]
                     for jj in range(w):
                         gg = x[jj] + ds[jj]
-                        dk[jj] = b[jj] * (one - b[jj]) * (gg * c[jj] - gg * hp[jj])
+                        dk[jj] = b[jj] * a[jj] * (gg * c[jj] - gg * hp[jj])  # z(1 − z) is 0 once z rounds to 1
                         dv[jj] = gg * b[jj] * dc[jj]
                         x[jj] = a[jj] * gg
             for jj in range(w):

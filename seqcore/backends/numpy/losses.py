@@ -5,9 +5,17 @@ from ...primitives import define
 
 
 def _weights(xp, mask, shape, dtype):
-    """The per-position weights and their sum, the mean's denominator: a weighted mean, so that
-    a uniform weighting leaves the loss unchanged; an all-zero mask gives a loss of 0."""
-    w = xp.ones(shape, dtype=dtype) if mask is None else mask.astype(dtype)
+    """The per-position weights, scaled so that the largest is 1, and their sum, the mean's
+    denominator: a weighted mean, so the scale cancels (1e300 or 1e-60 weights neither overflow
+    nor vanish in ``dtype``), and an all-zero mask gives a loss of 0."""
+    if mask is None:
+        w = xp.ones(shape, dtype=dtype)
+    else:
+        w = mask.astype(xp.float64)
+        if w.size:
+            top = w.max()
+            w = w / xp.where(top > 0, top, xp.ones_like(top))
+        w = w.astype(dtype)
     total = w.sum()
     return w, xp.where(total > 0, total, xp.ones_like(total))
 
@@ -20,15 +28,20 @@ def _xent_fwd(xp, logits, labels, mask=None):
     flat = logp.reshape(-1, logp.shape[-1])  # fancy indexing: take_along_axis costs ~10 µs of Python per call
     picked = flat[xp.arange(flat.shape[0]), labels.reshape(-1).astype(xp.int64)].reshape(labels.shape)
     w, total = _weights(xp, mask, labels.shape, logits.dtype)
+    if mask is not None:  # selected, not multiplied: 0 · (−inf or NaN) at a masked step is NaN
+        picked = xp.where(w > 0, picked, 0)
     loss = 0.0 - (picked * w).sum() / total  # 0 − x, not −x: a loss of exactly zero is +0.0, not −0.0
-    return loss, (logp, labels, w, total)
+    return loss, (logp, labels, w, total, mask is not None)
 
 
 def _xent_bwd(xp, res, g):
-    logp, labels, w, total = res
+    logp, labels, w, total, masked = res
     grad = xp.exp(logp)
     onehot = (labels[..., None] == xp.arange(logp.shape[-1])).astype(grad.dtype)
-    return (g * (grad - onehot) * (w / total)[..., None], None, None)
+    grad = grad - onehot
+    if masked:  # masked steps: 0, even where logp is NaN
+        grad = xp.where(w[..., None] > 0, grad, 0)
+    return (g * grad * (w / total)[..., None], None, None)
 
 
 softmax_cross_entropy = define(
@@ -37,8 +50,10 @@ softmax_cross_entropy = define(
 
 
 def _mse_fwd(xp, pred, target, mask=None):
-    d = pred - target
     w, total = _weights(xp, mask, pred.shape[:-1], pred.dtype)
+    d = pred - target
+    if mask is not None:  # selected, not multiplied: a NaN target at a masked step does not count
+        d = xp.where(w[..., None] > 0, d, 0)
     denom = total * pred.shape[-1]
     return (d * d * w[..., None]).sum() / denom, (d, w, denom)
 
