@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from . import schedules
-from .validate import check_choice, is_finite_number, is_integer
+from .validate import check_bool, check_choice, is_finite_number, is_integer
 
 __all__ = ["SCHEDULES", "SCHEDULE_FIELDS", "run_schedule", "check_schedule_kwargs", "recorded_grad_norms"]
 
@@ -109,11 +109,14 @@ def _infinite(lr: float, steps: int, warmup: int, kw: dict) -> Callable[[int], f
     """``infinite`` over a run: warmup, cooldown (a fifth of the rest), plateau, anneal (a fifth) ending
     with the run; with ``start_in_constant`` (a continuing task) plateau and anneal fill the run."""
     rest = steps - warmup
-    if kw.get("start_in_constant") is True:
+    if check_bool("start_in_constant", kw.get("start_in_constant", False)):
         if warmup:
             raise ValueError(f"warmup: got {warmup} with the infinite schedule's start_in_constant, expected 0 "
                              "(a continuing task starts at constant_value, without re-warming)")
-        cooldown = kw.pop("cooldown_steps", 0)  # dropped by start_in_constant
+        if "cooldown_steps" in kw:
+            raise ValueError(f"cooldown_steps: got {kw['cooldown_steps']!r} with start_in_constant, expected none "
+                             "(a continuing task has no cooldown)")
+        cooldown = 0
         anneal = kw.pop("anneal_steps", rest // 5)
         kw.setdefault("constant_steps", max(0, rest - anneal))
     else:

@@ -36,9 +36,9 @@ __all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "Run", "load_r
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 DTYPES = {"float32": np.float32, "float64": np.float64}
-# parameter-sized arrays alive at the peak of a training step: measured 9.5 with Adam (the parameters,
-# gradients, two moments, their successors and the update transforms' temporaries), 7 with SGD
-MODEL_COPIES = 10
+# parameter-sized arrays alive at the peak of a training step: measured 9.5-11.1 with Adam (the
+# parameters, gradients, two moments, their successors and the update transforms' temporaries), 7-8 with SGD
+MODEL_COPIES = 12
 BATCH_FLOATS = 4  # floats per hidden unit and step that any cell's forward + backward holds at least
 EARLY_STOPS = ("curriculum-finished", "target-reached")  # statuses of runs that stopped before their budget
 
@@ -726,13 +726,23 @@ def load_run(out: str, backend: str | None = None) -> Run:
     return run
 
 
+def _checkpoint_array(path, key: str) -> np.ndarray | None:
+    """One array of a checkpoint, read alone (None if absent or unreadable: loading the whole
+    checkpoint afterwards reports a damaged file by name)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z[key] if key in z.files else None
+    except (OSError, ValueError):
+        return None
+
+
 def _run_from_config(rd: RunDir, cfg: TrainConfig, hooks: Hooks | None = None) -> Run:
     """``Run(cfg)`` for a config read from ``rd.config``: a value the task, curriculum or cell
     refuses (``task_kwargs`` edited by hand) is an error naming that file."""
     from .tasks.idx import DatasetError
     norms = None
     if cfg.schedule == "refined":  # its own copy of from_run's norms (see Run)
-        norms = load_checkpoint(rd.checkpoint)[0].get("refined_norms")
+        norms = _checkpoint_array(rd.checkpoint, "refined_norms")
         if norms is not None and (norms.ndim != 1 or norms.size < 2 or not np.isfinite(norms).all()):
             raise ValueError(f"{rd.checkpoint}: refined_norms: got {norms.size} values of shape {norms.shape}, "
                              "expected a finite gradient-norm history of at least 2 steps")

@@ -183,6 +183,21 @@ def test_changing_a_tensor_the_backward_needs_in_place_raises_like_native_torch(
     torch.testing.assert_close(z.grad, torch.full((2, 3), 2.0, dtype=torch.float64))
 
 
+def test_sigmoid_input_may_change_in_place_after_the_forward():
+    """sigmoid's backward needs exp(-|x|), computed in the forward: as with torch.sigmoid, changing
+    x in place afterwards leaves the gradient σ(x)(1 - σ(x)) of the x it was called with."""
+    sig = _tb().autograd_function("sigmoid")
+    x = torch.tensor([-3.0, 0.0, 2.0], dtype=torch.float64)
+    z = x.clone().requires_grad_(True)
+    w = z * 1.0  # sigmoid's input, changed in place below
+    y = sig(w)
+    s = torch.sigmoid(x)
+    with torch.no_grad():
+        w.mul_(5.0)
+    y.sum().backward()
+    torch.testing.assert_close(z.grad, s * (1 - s), rtol=1e-14, atol=0)
+
+
 def test_gradients_of_two_leaves_are_separate_buffers():
     """add's VJP hands the same cotangent to both operands: as tensors they shared memory, so
     clearing one leaf's .grad cleared the other's. Native torch: y.grad is w after x.grad.zero_()."""

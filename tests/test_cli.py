@@ -1297,12 +1297,12 @@ def test_config_integer_too_large_for_a_float_is_one_line(tmp_path):
 def test_heads_that_cannot_fit_in_memory_name_max_n(tmp_path, monkeypatch):
     from seqcore import validate
     monkeypatch.setattr(validate, "physical_memory", lambda: 2 ** 30)
-    # 12000 heads of 1001 x 2 float32 weights, 10 copies, plus 512 bytes each, and a 1000-unit LSTM: 1.05 GiB
+    # 12000 heads of 1001 x 2 float32 weights, 12 copies, plus 512 bytes each, and a 1000-unit LSTM: 1.26 GiB
     result = invoke("train", *TINY, "--hidden", 1000, "--curriculum", "multi-head", "--curriculum-arg",
                     "max_n=12001", "--out", tmp_path / "r")
     assert_one_line_error(result)
-    assert ("Error: --curriculum-arg max_n: got 12001, whose 12000 heads (one per N from 2; 80592 bytes each at "
-            "hidden 1000, with their gradients and optimizer state) and the rest of the model would take 1.05 GiB, "
+    assert ("Error: --curriculum-arg max_n: got 12001, whose 12000 heads (one per N from 2; 96608 bytes each at "
+            "hidden 1000, with their gradients and optimizer state) and the rest of the model would take 1.26 GiB, "
             "more than this machine's 1 GiB of memory") in result.stderr
     # a stack too large with one head is the hidden size's fault, however many heads
     result = invoke("train", *TINY, "--hidden", 100000, "--curriculum", "multi-head", "--curriculum-arg",

@@ -453,6 +453,12 @@ def test_buffers_refuse_rows_of_another_shape_or_dtype_kind_by_name():
     assert fresh.data == {} and fresh.seen_per_class.size == 0  # nothing allocated by the refused batch
     fresh.add(rng, x=np.ones((2, 4)), y=np.array([0, 1]))
     assert fresh.data["x"].shape == (3, 4)
+    for buf in (ReservoirBuffer(3), fresh):  # an empty batch, even as lists (float64 to NumPy), adds nothing
+        before = (len(buf), buf.n_seen)
+        buf.add(rng, x=[], y=[])
+        assert (len(buf), buf.n_seen) == before
+    with pytest.raises(ValueError, match=r"y: got label 1099511627776, expected class indices < 16777216"):
+        fresh.add(rng, x=np.ones((1, 4)), y=np.array([2 ** 40]))  # a count per class up to it: 8 TiB
 
 
 def test_buffer_state_round_trip():

@@ -613,6 +613,9 @@ def test_write_idx_replaces_the_file_atomically(tmp_path, monkeypatch):
         write_idx(path, np.arange(5, dtype=np.uint8))
     monkeypatch.undo()
     assert read_idx(path).tolist() == [0, 1, 2] and [p.name for p in tmp_path.iterdir()] == [path.name]
+    with pytest.raises(ValueError, match=r"path: got '.*missing/a-idx1-ubyte', whose directory does not exist"):
+        write_idx(tmp_path / "missing" / path.name, np.arange(3, dtype=np.uint8))
+    assert not (tmp_path / "missing").exists()  # a misspelt directory is not created
 
 
 @pytest.mark.parametrize("damage,message", [

@@ -460,9 +460,9 @@ def test_linear_and_rex_decay_over_the_steps_after_the_warmup(schedule, expected
     ("sgdr", {"cycle_steps": 6, "cycle_mult": 2.0, "alpha": 0.1}, lambda s: s.sgdr(0.1, 6, alpha=0.1, cycle_mult=2.0)),
     ("triangular", {"base_value": 0.02, "half_cycle_steps": 3, "mode": "triangular2"},
      lambda s: s.triangular(0.02, 0.1, 3, mode="triangular2")),
-    ("infinite", {"constant_value": 0.05, "min_value": 0.01, "cooldown_steps": 4, "constant_steps": 6,
-                  "anneal_steps": 5, "start_in_constant": True},
-     lambda s: s.infinite(0.1, 0.05, 0.01, 0, 4, 6, 5, start_in_constant=True)),
+    ("infinite", {"constant_value": 0.05, "min_value": 0.01, "constant_steps": 6, "anneal_steps": 5,
+                  "start_in_constant": True},
+     lambda s: s.infinite(0.1, 0.05, 0.01, 0, 0, 6, 5, start_in_constant=True)),
 ])
 def test_schedule_fields_reach_the_schedule(schedule, fields, reference):
     from seqcore import schedules
@@ -569,6 +569,9 @@ def test_infinite_continuing_task_fills_the_run():
 @pytest.mark.parametrize("steps, warmup, schedule, fields, error, match", [
     (40, 5, "infinite", {"start_in_constant": True}, ValueError,
      r"warmup: got 5 with the infinite schedule's start_in_constant, expected 0"),
+    (40, 3, "infinite", {"start_in_constant": np.True_}, ValueError, r"warmup: got 3 with the infinite schedule's"),
+    (40, 0, "infinite", {"start_in_constant": True, "cooldown_steps": 4}, ValueError,
+     r"cooldown_steps: got 4 with start_in_constant, expected none"),
     (40, 0, "infinite", {"cooldown_steps": 100}, ValueError, r"cooldown_steps: got 100, expected <= steps - warmup = 40"),
     (40, 10, "infinite", {"anneal_steps": 31}, ValueError, r"anneal_steps: got 31, expected <= steps - warmup = 30"),
     (3, 2, "refined", {"from_run": "x"}, ValueError, r"steps: got 3 with warmup 2, expected steps - warmup >= 2"),

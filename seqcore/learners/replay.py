@@ -41,6 +41,9 @@ def _check_capacity(capacity) -> int:
     return int(capacity)
 
 
+
+MAX_CLASSES = 2 ** 24  # ClassBalancedBuffer counts samples per class in an array indexed by label
+
 class ReservoirBuffer:
     """A fixed-capacity buffer filled by reservoir sampling.
 
@@ -66,6 +69,8 @@ class ReservoirBuffer:
             raise ValueError(f"fields: got leading sizes {rows}, expected the same batch size B for every field")
         if self.data and set(fields) != set(self.data):
             raise ValueError(f"fields: got {sorted(fields)}, expected {sorted(self.data)} as before")
+        if 0 in rows.values():  # nothing to store (y=[] is float64 to NumPy: no dtype to check)
+            return 0
         for k, v in fields.items() if self.data else ():
             v, stored = np.asarray(v), self.data[k]
             # a row assignment would broadcast a smaller row or truncate floats into ints silently
@@ -170,10 +175,15 @@ class ClassBalancedBuffer(ReservoirBuffer):
         if "y" not in fields:
             raise ValueError(f"fields: got {sorted(fields)}, expected a label field y for class balance")
         y = np.asarray(fields["y"])
+        if y.ndim == 1 and y.size == 0:
+            self._check_fields(fields)
+            return
         if y.ndim != 1 or y.dtype.kind not in "iu":  # counted per class: 0.5 would count as class 0
             raise TypeError(f"y: got {y.dtype} of shape {y.shape} ({y!r:.60}), expected integer class labels (B,)")
         if y.size and y.min() < 0:
             raise ValueError(f"y: got label {int(y.min())}, expected labels >= 0")
+        if y.size and y.max() >= MAX_CLASSES:  # a count per class up to the largest label is kept
+            raise ValueError(f"y: got label {int(y.max())}, expected class indices < {MAX_CLASSES}")
         B = self._check_fields(fields)
         y = y.astype(np.int64)
         if y.size and y.max() >= self.seen_per_class.size:

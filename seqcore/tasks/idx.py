@@ -98,6 +98,9 @@ def write_idx(path: os.PathLike | str, array: np.ndarray) -> None:
                + array.astype(_IDX_TYPES[code]).tobytes())
     if str(path).endswith(".gz"):
         payload = gzip.compress(payload)
+    if not Path(path).parent.is_dir():  # atomic_write would create it: a misspelt path would go unnoticed
+        raise ValueError(f"path: got {str(path)!r}, whose directory does not exist; expected a file in an "
+                         "existing directory")
     atomic_write(path, payload)  # an interrupted write leaves no truncated file behind
 
 

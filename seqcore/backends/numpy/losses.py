@@ -10,12 +10,12 @@ def _weights(xp, mask, shape, dtype):
     nor vanish in ``dtype``), and an all-zero mask gives a loss of 0."""
     if mask is None:
         w = xp.ones(shape, dtype=dtype)
+    elif mask.dtype.kind == "b" or not mask.size or mask.max() == 1:  # 0/1 or already scaled: as they are
+        w = mask.astype(dtype)
     else:
         w = mask.astype(xp.float64)
-        if w.size:
-            top = w.max()
-            w = w / xp.where(top > 0, top, xp.ones_like(top))
-        w = w.astype(dtype)
+        top = w.max()
+        w = (w / xp.where(top > 0, top, xp.ones_like(top))).astype(dtype)
     total = w.sum()
     return w, xp.where(total > 0, total, xp.ones_like(total))
 

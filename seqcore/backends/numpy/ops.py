@@ -102,13 +102,18 @@ def sigmoid_np(xp, x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def _sigmoid_bwd(xp, x, g):
-    # σ(x)σ(−x) = e/(1+e)² with e = exp(−|x|): y(1 − y) would be 0 once y rounds to 1
+def _sigmoid_fwd(xp, x):
+    # the residual is e = exp(−|x|), a fresh array (not x: torch would refuse an in-place change of it)
     e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)), e
+
+
+def _sigmoid_bwd(xp, e, g):
+    # σ(x)σ(−x) = e/(1+e)²: y(1 − y) would be 0 once y rounds to 1
     return (g * (e / ((1 + e) * (1 + e))),)
 
 
-sigmoid = define("sigmoid", lambda xp, x: (sigmoid_np(xp, x), x), _sigmoid_bwd)
+sigmoid = define("sigmoid", _sigmoid_fwd, _sigmoid_bwd)
 relu = define("relu", lambda xp, x: (xp.maximum(x, 0), x > 0), lambda xp, m, g: (g * m,))
 leaky_relu = define("leaky_relu",
                     lambda xp, x, slope=0.01: (xp.where(x > 0, x, slope * x), x > 0),
