@@ -156,7 +156,7 @@ class ContinualConfig(JsonConfig):
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: got {self.seed!r}, expected an integer >= 0")
         if not (is_finite_number(self.lr) and self.lr > 0):
-            raise ValueError(f"lr: got {self.lr!r}, expected a positive number")
+            raise ValueError(f"lr: got {self.lr!r}, expected a positive finite number")
         if not (is_finite_number(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum: got {self.momentum!r}, expected a number in [0, 1)")
         if self.clip is not None and not (is_finite_number(self.clip) and self.clip > 0):

@@ -100,7 +100,7 @@ class TrainConfig(JsonConfig):
         check_positive_int("steps", self.steps, maximum=INT64_MAX)
         check_positive_int("seed", self.seed, minimum=0)
         if not (is_finite_number(self.lr) and self.lr > 0):
-            raise ValueError(f"lr: got {self.lr!r}, expected a positive number")
+            raise ValueError(f"lr: got {self.lr!r}, expected a positive finite number")
         # checked here, not only when the optimizer is built: a bad value must fail before the run starts
         if self.clip is not None and not (is_finite_number(self.clip) and self.clip > 0):
             raise ValueError(f"clip: got {self.clip!r}, expected a positive finite number or None")
@@ -666,17 +666,19 @@ def _summary_from_log(run: Run, rd: RunDir, status: str) -> dict:
     return summary
 
 
-def _check_evaluation_record(rd: RunDir, record: dict) -> None:
-    """A ``metrics.jsonl`` evaluation record as the loop writes it: ``loss`` a number (or null),
-    ``eval`` per head ``{"loss": …, "accuracy": …}`` of numbers — else a ValueError naming the file."""
-    heads = record.get("eval")
+def _check_evaluation_record(rd: RunDir, record: dict, line: int | None = None) -> None:
+    """A ``metrics.jsonl`` evaluation record as the loop writes it: ``step`` an int, ``loss`` a number
+    (or null), ``eval`` per head ``{"loss": …, "accuracy": …}`` of numbers — else a ValueError naming
+    the file (and ``line``)."""
+    heads = record.get("eval") if isinstance(record, dict) else None
     def number_or_null(v):  # null: a value written while not finite
         return v is None or is_finite_number(v)
-    ok = number_or_null(record.get("loss")) and isinstance(heads, dict) and all(
+    ok = isinstance(heads, dict) and is_integer(record.get("step")) and number_or_null(record.get("loss")) and all(
         isinstance(h, dict) and all(number_or_null(h.get(k)) for k in ("loss", "accuracy")) for h in heads.values())
     if not ok:
-        raise ValueError(f"{rd.metrics}: the record of step {record.get('step')} holds {record!r:.120}; expected "
-                         '"loss" a number and "eval" {head: {"loss": number, "accuracy": number}} '
+        where = f"line {line}" if line is not None else f"the record of step {record.get('step')}"
+        raise ValueError(f"{rd.metrics}: {where} holds {record!r:.120}; expected "
+                         '"step" an int, "loss" a number and "eval" {head: {"loss": number, "accuracy": number}} '
                          "(the file is damaged)")
 
 
@@ -787,7 +789,10 @@ def _resume(rd: RunDir, out, hooks, quiet, log, steps) -> tuple[dict, Any]:
         raise ValueError(f"out: the run in {out} already finished ({previous or 'completed'} at step "
                          f"{run.trainer.step_count}); pass a larger `steps` to continue it")
     rd.truncate_metrics(run.trainer.step_count)
-    logged = len(rd.read_metrics())
+    records = rd.read_metrics()
+    for line, record in enumerate(records, 1):  # the summary is built from them: a damaged one is refused now
+        _check_evaluation_record(rd, record, line)
+    logged = len(records)
     if logged != len(run.history):  # one record per evaluation, as the checkpoint's history
         raise ValueError(f"{rd.metrics}: holds {logged} evaluation records up to step {run.trainer.step_count}, "
                          f"expected the {len(run.history)} logged before the checkpoint (the file was truncated, "

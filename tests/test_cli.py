@@ -342,7 +342,7 @@ def test_key_value_parsing():
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--task", "nope"], "'nope' is not one of"),
-    (["train", "--lr", "-1"], "lr: got -1.0, expected a positive number"),
+    (["train", "--lr", "-1"], "lr: got -1.0, expected a positive finite number"),
     (["train", "--hidden", "abc"], "'abc' is not a valid integer"),
     (["train", "--hidden", "0"], "hidden: got 0"),
     (["train", "--steps", "10", "--warmup", "10"], "warmup: got 10"),
@@ -405,7 +405,7 @@ def test_run_directory_errors(tmp_path, monkeypatch):
 def test_traceback_flag_reraises():
     result = invoke("--traceback", "train", "--lr", "-1")
     assert isinstance(result.exception, ValueError)
-    assert "lr: got -1.0, expected a positive number" in str(result.exception)
+    assert "lr: got -1.0, expected a positive finite number" in str(result.exception)
     assert result.exit_code != 0 and "Error: " not in result.output  # the exception, not the one-line form
 
 

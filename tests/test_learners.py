@@ -461,6 +461,17 @@ def test_buffers_refuse_rows_of_another_shape_or_dtype_kind_by_name():
         fresh.add(rng, x=np.ones((1, 4)), y=np.array([2 ** 40]))  # a count per class up to it: 8 TiB
 
 
+def test_rnn_classifier_cuts_any_sample_shape_into_steps_in_row_order():
+    model = RNNClassifier("gru", 8, 5, 3)
+    params = model.init(np.random.default_rng(0), np.float64)
+    images = np.random.default_rng(1).normal(size=(2, 4, 6))  # 24 features read in 3 steps of 8
+    rows = images.reshape(2, 3, 8)
+    np.testing.assert_array_equal(model.forward(params, images), model.forward(params, rows))
+    np.testing.assert_array_equal(model.forward(params, images.reshape(2, 24)), model.forward(params, rows))
+    with pytest.raises(ValueError, match=r"x: got 25 features, expected a multiple of input_size=8"):
+        model.forward(params, np.zeros((2, 5, 5)))
+
+
 def test_buffer_state_round_trip():
     rng = np.random.default_rng(0)
     buf = ClassBalancedBuffer(10)

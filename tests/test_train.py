@@ -669,7 +669,10 @@ def test_resume_refuses_a_log_that_lost_or_damaged_its_records(tmp_path):
     for damage, match in [(lambda p: p.unlink(), "holds 0 evaluation records up to step 20, expected the 2"),
                           (lambda p: p.write_text(""), "holds 0 evaluation records"),
                           (lambda p: p.write_text(good.splitlines()[0] + "\n"), "holds 1 evaluation records"),
-                          (lambda p: p.write_text('{"step": "x"}\n' + good), 'record 1: "step": got \'x\'')]:
+                          (lambda p: p.write_text('{"step": "x"}\n' + good), 'record 1: "step": got \'x\''),
+                          # a hand-damaged record in the middle, which the summary would be built from
+                          (lambda p: p.write_text('{"step": 15, "garbage": true}\n' + good.splitlines()[1] + "\n"),
+                           "line 1 holds {'step': 15, 'garbage': True}; expected \"step\" an int")]:
         damage(out / "metrics.jsonl")
         with pytest.raises(ValueError, match="metrics.jsonl: " + match):
             resume(out, quiet=True)

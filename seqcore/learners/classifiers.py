@@ -135,12 +135,15 @@ class RNNClassifier:
         return self.net.init(rng, dtype)
 
     def _sequence(self, x):
+        if x.ndim > 2 and x.shape[-1] != self.input_size:
+            # e.g. (B, 28, 28) images read in steps of 56 pixels: the features in row order, cut below
+            x = ops.reshape(x, (x.shape[0], int(np.prod(x.shape[1:]))))
         if x.ndim == 2:
             if x.shape[1] % self.input_size:
                 raise ValueError(f"x: got {x.shape[1]} features, expected a multiple of input_size="
                                  f"{self.input_size} to cut into steps")
             return ops.reshape(x, (x.shape[0], x.shape[1] // self.input_size, self.input_size))
-        if x.ndim != 3 or x.shape[2] != self.input_size:
+        if x.ndim != 3:
             raise ValueError(f"x: got shape {tuple(x.shape)}, expected (B, T, {self.input_size}) or (B, F)")
         return x
 
