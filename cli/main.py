@@ -372,6 +372,8 @@ def train(task_args, curriculum_args, cell_args, schedule_args, data_dir, datase
         rd = RunDir(out)
         rd.refuse_existing(overwrite)
         rd.ensure_writable()
+        with rd.lock(create=False):  # a run writing there now (--overwrite) is refused before the header
+            pass
     if not quiet:
         click.echo(f"seqcore train: {cfg.task} ({cfg.curriculum} curriculum), {cfg.cell} x{cfg.layers} "
                    f"hidden {cfg.hidden}, {cfg.optimizer} lr {cfg.lr:g}, {cfg.steps} steps, "
@@ -434,6 +436,8 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
     if described and steps is None and stopped:
         raise click.ClickException(f"{run_dir}: the run already stopped ({previous}); "
                                    "pass --steps N to train it further anyway")
+    with user_errors(), RunDir(run_dir).lock(create=False):  # in use by another run: one line, no header
+        pass
     if not quiet:
         past = f"; continuing past its earlier stop ({previous})" if steps is not None and stopped else ""
         rebuild = steps is None and (done >= total or stopped)  # not described: killed before its summary

@@ -1383,3 +1383,15 @@ def test_a_runs_config_json_works_as_config_again(tmp_path):
     assert again == saved
     a, b = params_of(tmp_path / "a"), params_of(tmp_path / "b")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_directory_in_use_is_refused_before_the_header(tmp_path):
+    pytest.importorskip("fcntl", reason="run directories are locked with flock, which this OS lacks")
+    from seqcore.runs import RunDir
+    out = tmp_path / "run"
+    ok("train", *TINY, "--steps", 2, "--out", out, "--quiet")
+    with RunDir(out).lock():  # as another process training there would hold it
+        for args in (("train", *TINY, "--steps", 2, "--out", out, "--overwrite"), ("resume", out, "--steps", 4)):
+            result = invoke(*args)
+            assert_one_line_error(result)
+            assert result.stdout == "" and "is in use by another seqcore process" in result.stderr, args
