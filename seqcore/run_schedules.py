@@ -27,7 +27,8 @@ import numpy as np
 from . import schedules
 from .validate import check_bool, check_choice, is_finite_number, is_integer
 
-__all__ = ["SCHEDULES", "SCHEDULE_FIELDS", "run_schedule", "check_schedule_kwargs", "recorded_grad_norms"]
+__all__ = ["SCHEDULES", "SCHEDULE_FIELDS", "run_schedule", "check_schedule_kwargs", "recorded_grad_norms",
+           "complete_grad_norms"]
 
 # the fields each schedule takes from schedule_kwargs (lr, steps and warmup come from the run)
 SCHEDULE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -74,6 +75,11 @@ def _after_warmup(decay: Callable[[int], float], lr: float, warmup: int) -> Call
     return schedules.join([ramp, decay], [warmup])
 
 
+def complete_grad_norms(norms: np.ndarray | None) -> bool:
+    """Whether ``norms`` is a gradient-norm history ``refined`` can use: 1-D, at least 2 steps, all finite."""
+    return norms is not None and norms.ndim == 1 and norms.size >= 2 and bool(np.isfinite(norms).all())
+
+
 def recorded_grad_norms(run_dir) -> np.ndarray:
     """The per-step gradient norms (float64, one per step) that the run in ``run_dir`` recorded."""
     from .runs import RunDir, load_checkpoint
@@ -82,7 +88,7 @@ def recorded_grad_norms(run_dir) -> np.ndarray:
         raise ValueError(f"from_run: got {str(run_dir)!r}, which holds no run (no {path.name})")
     arrays, _ = load_checkpoint(path)
     norms = arrays.get("grad_norms")
-    if norms is None or norms.size < 2 or not np.isfinite(norms).all():
+    if not complete_grad_norms(norms):
         raise ValueError(f"from_run: {path} holds no complete gradient-norm history (got "
                          f"{'none' if norms is None else f'{norms.size} values, {int((~np.isfinite(norms)).sum())} missing'}), "
                          "expected a run of this version with at least 2 steps")

@@ -176,23 +176,24 @@ def check_finite_params(path, arrays: dict) -> None:
                          "state a checkpoint is written with (the file is damaged)")
 
 
-def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
-    return _read_checkpoint(path, meta_only=False)
+def load_checkpoint(path, keys=None) -> tuple[dict[str, np.ndarray], dict]:
+    """``(arrays, meta)`` of a checkpoint; ``keys``: read only those arrays (the others stay on disk)."""
+    return _read_checkpoint(path, keys)
 
 
 def checkpoint_meta(path) -> dict:
     """The ``__meta__`` record of a checkpoint (its step, ...), checked as :func:`load_checkpoint`
     checks it, without reading the arrays."""
-    return _read_checkpoint(path, meta_only=True)[1]
+    return _read_checkpoint(path, ())[1]
 
 
-def _read_checkpoint(path, meta_only: bool) -> tuple[dict[str, np.ndarray], dict]:
+def _read_checkpoint(path, keys) -> tuple[dict[str, np.ndarray], dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint (was the run started with this directory as --out?)")
     try:
         with np.load(path, allow_pickle=False) as z:  # an npz file reads each array when asked for it
-            arrays = {k: z[k] for k in z.files if not meta_only or k == "__meta__"}
+            arrays = {k: z[k] for k in z.files if keys is None or k == "__meta__" or k in keys}
     except Exception as exc:  # zip errors, truncated files
         raise ValueError(f"{path}: unreadable checkpoint ({exc})") from exc
     if "__meta__" not in arrays:

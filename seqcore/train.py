@@ -24,7 +24,7 @@ import numpy as np
 from . import backends, optim
 from .autodiff import vjp
 from .models import HeadSpec, SequenceModel
-from .run_schedules import SCHEDULES, check_schedule_kwargs, recorded_grad_norms, run_schedule
+from .run_schedules import SCHEDULES, check_schedule_kwargs, complete_grad_norms, recorded_grad_norms, run_schedule
 from .runs import (JsonConfig, RunDir, check_finite_params, checkpoint_meta, first_nonfinite, load_checkpoint, params_from_arrays,
                    params_to_arrays, read_json_object, restoring, save_checkpoint, write_json)
 from .tree import tree_leaves, tree_map, tree_paths
@@ -728,24 +728,14 @@ def load_run(out: str, backend: str | None = None) -> Run:
     return run
 
 
-def _checkpoint_array(path, key: str) -> np.ndarray | None:
-    """One array of a checkpoint, read alone (None if absent or unreadable: loading the whole
-    checkpoint afterwards reports a damaged file by name)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return z[key] if key in z.files else None
-    except (OSError, ValueError):
-        return None
-
-
 def _run_from_config(rd: RunDir, cfg: TrainConfig, hooks: Hooks | None = None) -> Run:
     """``Run(cfg)`` for a config read from ``rd.config``: a value the task, curriculum or cell
     refuses (``task_kwargs`` edited by hand) is an error naming that file."""
     from .tasks.idx import DatasetError
     norms = None
     if cfg.schedule == "refined":  # its own copy of from_run's norms (see Run)
-        norms = _checkpoint_array(rd.checkpoint, "refined_norms")
-        if norms is not None and (norms.ndim != 1 or norms.size < 2 or not np.isfinite(norms).all()):
+        norms = load_checkpoint(rd.checkpoint, keys=("refined_norms",))[0].get("refined_norms")
+        if norms is not None and not complete_grad_norms(norms):
             raise ValueError(f"{rd.checkpoint}: refined_norms: got {norms.size} values of shape {norms.shape}, "
                              "expected a finite gradient-norm history of at least 2 steps")
     try:

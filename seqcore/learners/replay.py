@@ -41,8 +41,8 @@ def _check_capacity(capacity) -> int:
     return int(capacity)
 
 
-
 MAX_CLASSES = 2 ** 24  # ClassBalancedBuffer counts samples per class in an array indexed by label
+
 
 class ReservoirBuffer:
     """A fixed-capacity buffer filled by reservoir sampling.

@@ -96,16 +96,16 @@ def _tanh_fwd(xp, x):
 tanh = define("tanh", _tanh_fwd, lambda xp, y, g: (g * (1 - y * y),))
 
 
-def sigmoid_np(xp, x):
-    """Numerically stable logistic function."""
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
 def _sigmoid_fwd(xp, x):
-    # the residual is e = exp(−|x|), a fresh array (not x: torch would refuse an in-place change of it)
+    """σ(x), numerically stable, and e = exp(−|x|): its VJP's residual, a fresh array (not x:
+    torch would refuse an in-place change of it)."""
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)), e
+
+
+def sigmoid_np(xp, x):
+    """Numerically stable logistic function."""
+    return _sigmoid_fwd(xp, x)[0]
 
 
 def _sigmoid_bwd(xp, e, g):
