@@ -23,7 +23,7 @@ import numpy as np
 
 from . import backends
 from .tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
-from .validate import check_bool, finite_float
+from .validate import check_bool, check_real, finite_float
 
 __all__ = [
     "GradientTransformation", "apply_updates", "chain", "identity", "scale", "scale_by_schedule",
@@ -65,20 +65,6 @@ def _transformation(init, update) -> GradientTransformation:
 
 # ----------------------------------------------------------------------------- validation
 
-def _number(name: str, value, low: float | None = None, high: float | None = None,
-            high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: got {value!r} ({type(value).__name__}), expected a real number")
-    if finite_float(value) is None:
-        raise ValueError(f"{name}: got {value!r:.40}, expected a finite number")
-    value = float(value)
-    if low is not None and value < low:
-        raise ValueError(f"{name}: got {value}, expected >= {low}")
-    if high is not None and (value >= high if high_open else value > high):
-        raise ValueError(f"{name}: got {value}, expected {'<' if high_open else '<='} {high}")
-    return value
-
-
 def _schedule_value(name: str, value, count: int) -> float:
     """A schedule's value at ``count`` as a finite float (a NaN step size would poison every parameter)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) and not (
@@ -95,7 +81,7 @@ def _learning_rate(learning_rate) -> Callable[[int], float]:
     """A schedule for ``learning_rate`` (float or callable); rejects negative constants."""
     if callable(learning_rate):
         return learning_rate
-    value = _number("learning_rate", learning_rate, low=0.0)
+    value = check_real("learning_rate", learning_rate, low=0.0)
     return lambda count: value
 
 
@@ -252,7 +238,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
 def scale(factor: float) -> GradientTransformation:
     """``u = factor·g``."""
-    factor = _number("factor", factor)
+    factor = check_real("factor", factor)
     return GradientTransformation(
         lambda params: {}, lambda grads, state, params=None: (tree_map(lambda g: g * factor, grads), state))
 
@@ -289,7 +275,7 @@ def scale_by_learning_rate(learning_rate, flip_sign: bool = True) -> GradientTra
 def add_decayed_weights(weight_decay: float, mask=None) -> GradientTransformation:
     """``u = g + λ·p`` (needs ``params``). ``mask``: a tree of bools like ``params`` or a function
     ``params -> tree``; leaves where it is False are not decayed (e.g. biases)."""
-    weight_decay = _number("weight_decay", weight_decay, low=0.0)
+    weight_decay = check_real("weight_decay", weight_decay, low=0.0)
 
     def update(grads, state, params=None):
         if params is None:
@@ -312,7 +298,7 @@ def add_decayed_weights(weight_decay: float, mask=None) -> GradientTransformatio
 def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
     """Heavy-ball momentum as in ``torch.optim.SGD`` (dampening 0): ``b = μ·b + g``;
     ``u = g + μ·b`` with Nesterov, else ``u = b``. State ``{"count", "momentum_buffer"}``."""
-    momentum = _number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
     nesterov = check_bool("nesterov", nesterov)
 
     def init(params):
@@ -336,9 +322,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     """Adam direction with bias correction, eps outside the square root (``torch.optim.Adam``):
     ``m = b1·m + (1−b1)·g``, ``v = b2·v + (1−b2)·g²``,
     ``u = (m/(1−b1^t)) / (√v/√(1−b2^t) + eps)`` (``v`` → running max of ``v`` with ``amsgrad``)."""
-    b1 = _number("b1", b1, low=0.0, high=1.0, high_open=True)
-    b2 = _number("b2", b2, low=0.0, high=1.0, high_open=True)
-    eps = _number("eps", eps, low=0.0)
+    b1 = check_real("b1", b1, low=0.0, high=1.0, high_open=True)
+    b2 = check_real("b2", b2, low=0.0, high=1.0, high_open=True)
+    eps = check_real("eps", eps, low=0.0)
     amsgrad = check_bool("amsgrad", amsgrad)
 
     def init(params):
@@ -365,8 +351,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
 def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False) -> GradientTransformation:
     """RMSprop direction (``torch.optim.RMSprop``): ``s = α·s + (1−α)·g²``, ``u = g/(√s + eps)``;
     centered: ``a = α·a + (1−α)·g``, ``u = g/(√(s − a²) + eps)``."""
-    alpha = _number("alpha", alpha, low=0.0, high=1.0, high_open=True)
-    eps = _number("eps", eps, low=0.0)
+    alpha = check_real("alpha", alpha, low=0.0, high=1.0, high_open=True)
+    eps = check_real("eps", eps, low=0.0)
     centered = check_bool("centered", centered)
 
     def init(params):
@@ -391,8 +377,8 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False)
 def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> GradientTransformation:
     """Adagrad direction (``torch.optim.Adagrad``): ``s = s + g²``, ``u = g/(√s + eps)``, s starting at
     ``initial_accumulator_value``."""
-    initial = _number("initial_accumulator_value", initial_accumulator_value, low=0.0)
-    eps = _number("eps", eps, low=0.0)
+    initial = check_real("initial_accumulator_value", initial_accumulator_value, low=0.0)
+    eps = check_real("eps", eps, low=0.0)
 
     def init(params):
         return {"count": 0, "sum": tree_map(lambda p: _zeros_like(p) + initial, params)}
@@ -407,7 +393,7 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10)
 
 def clip(max_delta: float) -> GradientTransformation:
     """Clip every element of the gradient to ``[−max_delta, max_delta]``."""
-    max_delta = _number("max_delta", max_delta, low=0.0)
+    max_delta = check_real("max_delta", max_delta, low=0.0)
     return GradientTransformation(
         lambda params: {},
         lambda grads, state, params=None: (tree_map(lambda g: g.clip(-max_delta, max_delta), grads), state))
@@ -426,7 +412,7 @@ def global_norm(tree) -> float:
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     """If the global norm ‖g‖ exceeds ``max_norm``, scale every leaf by ``max_norm/‖g‖``; else pass.
     (``torch.nn.utils.clip_grad_norm_`` divides by ``‖g‖ + 1e-6`` instead; this is the exact rule.)"""
-    max_norm = _number("max_norm", max_norm)
+    max_norm = check_real("max_norm", max_norm)
     if max_norm <= 0:
         raise ValueError(f"max_norm: got {max_norm}, expected > 0")
 
@@ -496,7 +482,7 @@ def sgd(learning_rate, momentum: float = 0.0, nesterov: bool = False,
     """SGD as ``torch.optim.SGD`` with dampening 0: ``d = g + λ·p``; ``b = μ·b + d``;
     ``p ← p − η·(d + μ·b)`` (Nesterov) or ``p ← p − η·b``."""
     _learning_rate(learning_rate)
-    momentum = _number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
     nesterov = check_bool("nesterov", nesterov)
     if nesterov and momentum == 0.0:
         raise ValueError("nesterov: got True with momentum=0.0, expected momentum > 0")
@@ -532,7 +518,7 @@ def rmsprop(learning_rate=1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_d
     _learning_rate(learning_rate)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts.append(scale_by_rms(alpha, eps, centered))
-    if _number("momentum", momentum, low=0.0, high=1.0, high_open=True):
+    if check_real("momentum", momentum, low=0.0, high=1.0, high_open=True):
         parts.append(trace(momentum))
     return chain(*parts, scale_by_learning_rate(learning_rate))
 
@@ -542,7 +528,7 @@ def adagrad(learning_rate=1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0
     """Adagrad as ``torch.optim.Adagrad``: ``d = g + λ·p``; ``s = s + d²``;
     ``p ← p − η_t/(1 + t·lr_decay) · d/(√s + eps)`` with t = 0 on the first update."""
     schedule = _learning_rate(learning_rate)
-    lr_decay = _number("lr_decay", lr_decay, low=0.0)
+    lr_decay = check_real("lr_decay", lr_decay, low=0.0)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts.append(scale_by_adagrad(initial_accumulator_value, eps))
     # the schedule's value is checked before the division, which would fail on a non-number first

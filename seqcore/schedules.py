@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .validate import check_bool, finite_float
+from .validate import check_bool, check_real
 
 __all__ = [
     "Schedule", "constant", "linear_decay", "piecewise_constant", "exponential", "cosine",
@@ -31,29 +31,6 @@ TRIANGULAR_MODES = ("triangular", "triangular2", "exp_range")
 
 # ----------------------------------------------------------------------------- validation
 
-def _number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: got {value!r} ({type(value).__name__}), expected a real number")
-    if finite_float(value) is None:
-        raise ValueError(f"{name}: got {value!r:.40}, expected a finite number")
-    value = float(value)
-    return value
-
-
-def _nonnegative(name: str, value) -> float:
-    value = _number(name, value)
-    if value < 0:
-        raise ValueError(f"{name}: got {value}, expected >= 0")
-    return value
-
-
-def _positive(name: str, value) -> float:
-    value = _number(name, value)
-    if value <= 0:
-        raise ValueError(f"{name}: got {value}, expected > 0")
-    return value
-
-
 def _steps(name: str, value, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: got {value!r} ({type(value).__name__}), expected an int")
@@ -64,7 +41,7 @@ def _steps(name: str, value, minimum: int = 0) -> int:
 
 
 def _ratio(name: str, value, why: str = "") -> float:
-    value = _number(name, value)
+    value = check_real(name, value)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name}: got {value}, expected a ratio in [0, 1]{why}")
     return value
@@ -74,7 +51,7 @@ _FLOOR = " (a floor above the peak is not allowed)"
 
 
 def _floor_below(name: str, value, peak_name: str, peak: float) -> float:
-    value = _nonnegative(name, value)
+    value = check_real(name, value, low=0)
     if value > peak:
         raise ValueError(f"{name}: got {value}, expected <= {peak_name}={peak} (floor above the peak)")
     return value
@@ -102,7 +79,7 @@ def _cosine_shape(progress: float) -> float:
 
 def constant(value: float) -> Schedule:
     """``η_t = value`` for every step."""
-    value = _nonnegative("value", value)
+    value = check_real("value", value, low=0)
 
     def schedule(step) -> float:
         _step(step)
@@ -113,7 +90,7 @@ def constant(value: float) -> Schedule:
 
 def linear_decay(peak: float, total_steps: int, end_value: float = 0.0) -> Schedule:
     """``η_t = end + (peak − end)·(1 − t/T)`` for t ≤ T, then ``end``; with end = 0 it is ``η·(1 − t/T)``."""
-    peak = _nonnegative("peak", peak)
+    peak = check_real("peak", peak, low=0)
     total_steps = _steps("total_steps", total_steps, 1)
     end_value = _floor_below("end_value", end_value, "peak", peak)
 
@@ -132,7 +109,7 @@ def _sequence(name: str, value, items: str = "numbers") -> list:
 
 def piecewise_constant(values: Sequence[float], boundaries: Sequence[int]) -> Schedule:
     """``values[i]`` for ``boundaries[i-1] <= t < boundaries[i]``; ``len(values) == len(boundaries) + 1``."""
-    values = [_nonnegative(f"values[{i}]", v) for i, v in enumerate(_sequence("values", values))]
+    values = [check_real(f"values[{i}]", v, low=0) for i, v in enumerate(_sequence("values", values))]
     boundaries = [_steps(f"boundaries[{i}]", b, 1) for i, b in enumerate(_sequence("boundaries", boundaries))]
     if len(values) != len(boundaries) + 1:
         raise ValueError(f"values: got {len(values)} values, expected len(boundaries) + 1 = {len(boundaries) + 1}")
@@ -151,8 +128,8 @@ def piecewise_constant(values: Sequence[float], boundaries: Sequence[int]) -> Sc
 def exponential(peak: float, decay_rate: float, decay_steps: int, staircase: bool = False,
                 end_value: float = 0.0) -> Schedule:
     """``η_t = max(end, peak·rate^(t/k))`` with ``k = decay_steps``; ``staircase`` uses ``floor(t/k)``."""
-    peak = _nonnegative("peak", peak)
-    decay_rate = _number("decay_rate", decay_rate)
+    peak = check_real("peak", peak, low=0)
+    decay_rate = check_real("decay_rate", decay_rate)
     if not 0.0 < decay_rate <= 1.0:
         raise ValueError(f"decay_rate: got {decay_rate}, expected in (0, 1]")
     decay_steps = _steps("decay_steps", decay_steps, 1)
@@ -170,10 +147,10 @@ def exponential(peak: float, decay_rate: float, decay_steps: int, staircase: boo
 
 def cosine(peak: float, total_steps: int, alpha: float = 0.0, power: float = 1.0) -> Schedule:
     """``η_t = peak·(α + (1 − α)·[½(1 + cos(π t/T))]^power)``; ``α`` is the floor as a ratio of the peak."""
-    peak = _nonnegative("peak", peak)
+    peak = check_real("peak", peak, low=0)
     total_steps = _steps("total_steps", total_steps, 1)
     alpha = _ratio("alpha", alpha, _FLOOR)
-    power = _positive("power", power)
+    power = check_real("power", power, low=0, low_open=True)
 
     def schedule(step) -> float:
         t = min(_step(step), total_steps)
@@ -186,14 +163,14 @@ def warmup_cosine(peak: float, warmup_steps: int, total_steps: int, init_value: 
                   alpha: float = 0.0, power: float = 1.0) -> Schedule:
     """Linear warmup ``init → peak`` over ``warmup_steps``, then :func:`cosine` over the remaining
     ``total_steps − warmup_steps`` steps down to ``α·peak`` (``total_steps`` includes the warmup)."""
-    peak = _nonnegative("peak", peak)
+    peak = check_real("peak", peak, low=0)
     total_steps = _steps("total_steps", total_steps, 1)
     warmup_steps = _steps("warmup_steps", warmup_steps, 0)
     if warmup_steps > total_steps:
         raise ValueError(f"warmup_steps: got {warmup_steps}, expected <= total_steps={total_steps}")
     init_value = _floor_below("init_value", init_value, "peak", peak)
     alpha = _ratio("alpha", alpha, _FLOOR)
-    power = _positive("power", power)
+    power = check_real("power", power, low=0, low_open=True)
     decay_steps = total_steps - warmup_steps
 
     def schedule(step) -> float:
@@ -214,13 +191,13 @@ def sgdr(peak: float, cycle_steps: int, alpha: float = 0.0, cycle_mult: float = 
     inside it ``η = p_i·(α + (1 − α)·½(1 + cos(π τ/L_i)))`` with ``p_i = peak·peak_decay^i`` and τ the
     step within the cycle. With ``num_cycles`` set, steps after the last cycle give its final value
     ``α·p_last``; otherwise cycles repeat forever."""
-    peak = _nonnegative("peak", peak)
+    peak = check_real("peak", peak, low=0)
     cycle_steps = _steps("cycle_steps", cycle_steps, 1)
     alpha = _ratio("alpha", alpha, _FLOOR)
-    cycle_mult = _number("cycle_mult", cycle_mult)
+    cycle_mult = check_real("cycle_mult", cycle_mult)
     if cycle_mult < 1.0:
         raise ValueError(f"cycle_mult: got {cycle_mult}, expected >= 1")
-    peak_decay = _number("peak_decay", peak_decay)
+    peak_decay = check_real("peak_decay", peak_decay)
     if not 0.0 < peak_decay <= 1.0:
         raise ValueError(f"peak_decay: got {peak_decay}, expected in (0, 1]")
     if num_cycles is not None:
@@ -261,7 +238,7 @@ def wsd(peak: float, total_steps: int, warmup_steps: int = 0, cooldown_steps: in
     ``cooldown_steps`` steps ``η = peak·(r + (1 − r)·f(p))`` with p the cooldown progress, r the
     floor ratio and ``f(p) = 1 − p`` (``"linear"``), ``½(1 + cos πp)`` (``"cosine"``) or
     ``1 − √p`` (``"sqrt"``). ``cooldown_steps`` defaults to 20 % of ``total_steps``."""
-    peak = _nonnegative("peak", peak)
+    peak = check_real("peak", peak, low=0)
     total_steps = _steps("total_steps", total_steps, 1)
     warmup_steps = _steps("warmup_steps", warmup_steps, 0)
     if warmup_steps > total_steps:
@@ -308,9 +285,9 @@ def infinite(peak: float, constant_value: float, min_value: float, warmup_steps:
     plateau and the anneal. Build the first task with ``start_in_constant=False`` and every later
     task with ``start_in_constant=True``.
     """
-    peak = _nonnegative("peak", peak)
+    peak = check_real("peak", peak, low=0)
     constant_value = _floor_below("constant_value", constant_value, "peak", peak)
-    min_value = _positive("min_value", min_value)
+    min_value = check_real("min_value", min_value, low=0, low_open=True)
     if min_value > constant_value:
         raise ValueError(f"min_value: got {min_value}, expected <= constant_value={constant_value} "
                          "(the anneal decays from constant_value down to min_value)")
@@ -345,7 +322,7 @@ def infinite(peak: float, constant_value: float, min_value: float, warmup_steps:
 
 def rex(peak: float, total_steps: int, min_value: float = 0.0) -> Schedule:
     """REX: ``η_t = η_min + (peak − η_min)·(1 − p)/(1 − p/2)`` with ``p = t/T``."""
-    peak = _nonnegative("peak", peak)
+    peak = check_real("peak", peak, low=0)
     total_steps = _steps("total_steps", total_steps, 1)
     min_value = _floor_below("min_value", min_value, "peak", peak)
 
@@ -361,12 +338,12 @@ def triangular(base_value: float, peak: float, half_cycle_steps: int, mode: str 
     """Cyclical (triangular) schedule: with ``c = floor(1 + t/(2s))`` and ``x = |t/s − 2c + 1|``,
     ``η_t = base + (peak − base)·max(0, 1 − x)·scale``; ``scale`` is 1 (``"triangular"``),
     ``1/2^(c−1)`` (``"triangular2"``) or ``gamma^t`` (``"exp_range"``). Starts at ``base``."""
-    peak = _nonnegative("peak", peak)
+    peak = check_real("peak", peak, low=0)
     base_value = _floor_below("base_value", base_value, "peak", peak)
     half_cycle_steps = _steps("half_cycle_steps", half_cycle_steps, 1)
     if mode not in TRIANGULAR_MODES:
         raise ValueError(f"mode: got {mode!r}, expected one of {TRIANGULAR_MODES}")
-    gamma = _number("gamma", gamma)
+    gamma = check_real("gamma", gamma)
     if not 0.0 < gamma <= 1.0:
         raise ValueError(f"gamma: got {gamma}, expected in (0, 1]")
 
@@ -440,9 +417,9 @@ def refined(grad_norms: Sequence[float], peak: float, median_window_fraction: fl
         raise ValueError(f"grad_norms: got shape {norms.shape}, expected (n,) with n >= 2")
     if not np.all(np.isfinite(norms)) or np.any(norms <= 0):
         raise ValueError(f"grad_norms: got min {float(norms.min())!r}, expected finite values > 0")
-    peak = _nonnegative("peak", peak)
+    peak = check_real("peak", peak, low=0)
     median_window_fraction = _ratio("median_window_fraction", median_window_fraction)
-    power = _positive("power", power)
+    power = check_real("power", power, low=0, low_open=True)
     n = norms.size
     total_steps = n if total_steps is None else _steps("total_steps", total_steps, 2)
 

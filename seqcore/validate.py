@@ -273,6 +273,23 @@ def finite_float(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def check_real(name: str, value, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a float when it is a finite real number (Python or NumPy, not a bool)
+    within the bounds given (``low_open`` / ``high_open`` exclude a bound); else raise,
+    naming ``name``, the value and the bound it broke."""
+    if not is_real_number(value):
+        raise TypeError(f"{name}: got {value!r:.40} ({type(value).__name__}), expected a real number")
+    number = finite_float(value)
+    if number is None:
+        raise ValueError(f"{name}: got {value!r:.40}, expected a finite number")
+    if low is not None and (number <= low if low_open else number < low):
+        raise ValueError(f"{name}: got {value}, expected {'>' if low_open else '>='} {low}")
+    if high is not None and (number >= high if high_open else number > high):
+        raise ValueError(f"{name}: got {value}, expected {'<' if high_open else '<='} {high}")
+    return number
+
+
 def is_finite_number(value) -> bool:
     """A finite real number (:func:`is_real_number`, neither NaN nor infinite): what a
     numeric config field or a recorded metric needs."""

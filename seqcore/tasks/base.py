@@ -25,7 +25,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from ..masks import last_step_index
-from ..validate import check_choice, check_fits_in_memory, check_rng, finite_float, store_python_scalars  # noqa: F401  (check_choice: re-exported)
+from ..validate import check_choice, check_fits_in_memory, check_real, check_rng, store_python_scalars  # noqa: F401  (check_choice, check_real: re-exported)
 
 __all__ = [
     "Batch", "Head", "Task", "DatasetTask", "LOSSES",
@@ -67,7 +67,7 @@ class Head:
             if self.loss != "regression":
                 raise ValueError(f"tolerance: got {self.tolerance!r} for a {self.loss!r} head, "
                                  "expected None (only regression heads take a tolerance)")
-            check_float("tolerance", self.tolerance, minimum=0.0, open_min=True)
+            check_real("tolerance", self.tolerance, low=0.0, low_open=True)
 
 
 # ---------------------------------------------------------------- argument checks
@@ -87,20 +87,6 @@ def check_int(name: str, value: Any, *, minimum: int | None = None,
     if maximum is not None and value > maximum:
         raise ValueError(f"{name}: got {value}, expected <= {label}{maximum}")
     return int(value)
-
-
-def check_float(name: str, value: Any, *, minimum: float | None = None,
-                maximum: float | None = None, open_min: bool = False) -> float:
-    """Return ``value`` as float if it is a finite real number in range, else raise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: got {value!r} ({type(value).__name__}), expected a number")
-    if finite_float(value) is None:
-        raise ValueError(f"{name}: got {value!r:.40}, expected a finite number")
-    if minimum is not None and (value <= minimum if open_min else value < minimum):
-        raise ValueError(f"{name}: got {value}, expected {'>' if open_min else '>='} {minimum}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name}: got {value}, expected <= {maximum}")
-    return float(value)
 
 
 def check_sample_fits(task: Any, fields: Sequence[str], steps: int, width: int, labels: int = 1) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..validate import check_bool, check_fits_in_memory
-from .base import (Batch, DatasetTask, Head, Task, check_choice, check_float, check_int,
+from .base import (Batch, DatasetTask, Head, Task, check_choice, check_real, check_int,
                    check_rng, take)
 
 __all__ = ["Curriculum", "FixedCurriculum", "SingleHeadCurriculum", "MultiHeadCurriculum",
@@ -57,7 +57,7 @@ def _accuracy_list(accuracies: Mapping[str, float] | Sequence[float], heads: tup
         if len(values) != len(heads):
             raise ValueError(f"accuracies: got {len(values)} values, expected {len(heads)} "
                              f"(one per head: {[h.name for h in heads]})")
-    return [check_float("accuracies", a, minimum=0.0, maximum=1.0) for a in values]
+    return [check_real("accuracies", a, low=0.0, high=1.0) for a in values]
 
 
 class Curriculum:
@@ -170,7 +170,7 @@ class _NCurriculum(Curriculum):
             raise ValueError(f"task: got {task.name!r} for the {self.name!r} curriculum, which moves over N; "
                              "expected a task with an `n` field (nparity, ndms), or the 'fixed' curriculum")
         floor = getattr(task, "min_n", 1)
-        self.threshold = check_float("threshold", threshold, minimum=0.0, maximum=1.0, open_min=True)
+        self.threshold = check_real("threshold", threshold, low=0.0, high=1.0, low_open=True)
         # N counts from 2 by default (RESEARCH §6); N = 1 parity is allowed when asked for
         self.min_n = max(2, floor) if min_n is None else check_int("min_n", min_n, minimum=floor)
         default_start = max(task.ns) if self.step_direction < 0 else min(task.ns)
@@ -315,15 +315,15 @@ class CyclicalCurriculum(Curriculum):
     def __init__(self, task, *, num_examples=None, start_fraction=0.25, alpha=0.5,
                  end_fraction=1.0, min_loss=1e-4):
         super().__init__(task)
-        self.start_fraction = check_float("start_fraction", start_fraction, minimum=0.0, maximum=1.0,
-                                          open_min=True)
-        self.end_fraction = check_float("end_fraction", end_fraction, minimum=self.start_fraction,
-                                        maximum=1.0)
-        self.alpha = check_float("alpha", alpha, minimum=0.0, maximum=1.0, open_min=True)
+        self.start_fraction = check_real("start_fraction", start_fraction, low=0.0, high=1.0,
+                                          low_open=True)
+        self.end_fraction = check_real("end_fraction", end_fraction, low=self.start_fraction,
+                                        high=1.0)
+        self.alpha = check_real("alpha", alpha, low=0.0, high=1.0, low_open=True)
         if self.alpha == 1.0 and self.start_fraction < self.end_fraction:
             raise ValueError("alpha: got 1.0, expected < 1 so the fraction can move "
                              f"from start_fraction={start_fraction} to end_fraction={end_fraction}")
-        self.min_loss = check_float("min_loss", min_loss, minimum=0.0, open_min=True)
+        self.min_loss = check_real("min_loss", min_loss, low=0.0, low_open=True)
         if isinstance(task, DatasetTask):
             available = task.num_examples("train")
             self.size = available if num_examples is None else check_int(
@@ -422,8 +422,8 @@ class CyclicalCurriculum(Curriculum):
                 raise ValueError("state['losses']: got non-finite or negative values, expected losses >= 0")
             epoch = _state_int(state, "epoch", minimum=0)
             fraction = _state_entry(state, "fraction")
-            fraction = check_float("state['fraction']", fraction, minimum=self.start_fraction,
-                                   maximum=self.end_fraction)
+            fraction = check_real("state['fraction']", fraction, low=self.start_fraction,
+                                   high=self.end_fraction)
             increasing = _state_bool(state, "increasing")
             order = _state_indices(state, "order", self.size, distinct=True)
             position = _state_int(state, "position", minimum=0)

@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-from .base import Batch, Head, Task, check_float, check_int, check_sample_fits
+from .base import Batch, Head, Task, check_real, check_int, check_sample_fits
 
 __all__ = ["Lorenz96Task", "lorenz96_derivative", "lorenz96_rk4_step"]
 
@@ -90,12 +90,12 @@ class Lorenz96Task(Task):
 
     def _check(self) -> None:
         check_int("dim", self.dim, minimum=4)
-        check_float("forcing", self.forcing)
-        check_float("dt", self.dt, minimum=0.0, maximum=0.1, open_min=True)
+        check_real("forcing", self.forcing)
+        check_real("dt", self.dt, low=0.0, high=0.1, low_open=True)
         check_int("substeps", self.substeps, minimum=1)
         check_int("length", self.length, minimum=1)
         check_int("burn_in", self.burn_in, minimum=0)
-        check_float("alpha", self.alpha, minimum=0.0, maximum=1.0)
+        check_real("alpha", self.alpha, low=0.0, high=1.0)
         if not isinstance(self.normalize, (bool, np.bool_)):
             raise TypeError(f"normalize: got {self.normalize!r}, expected True or False")
         # x float32, and y with the float64 states: about 12 more bytes a coordinate and step

@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from .base import Batch, Head, Task, check_float, check_int, check_sample_fits, one_hot
+from .base import Batch, Head, Task, check_real, check_int, check_sample_fits, one_hot
 
 __all__ = ["AddingTask", "SetDisjointnessTask", "FlipFlopTask"]
 
@@ -128,7 +128,7 @@ class FlipFlopTask(Task):
     def _check(self) -> None:
         check_int("channels", self.channels, minimum=1)
         check_int("length", self.length, minimum=1)
-        check_float("p_write", self.p_write, minimum=0.0, maximum=1.0, open_min=True)
+        check_real("p_write", self.p_write, low=0.0, high=1.0, low_open=True)
         check_sample_fits(self, ("channels", "length"), self.length, self.input_size, labels=self.channels)
 
     @property

@@ -14,7 +14,7 @@ import random
 import numpy as np
 
 from ..validate import check_fits_in_memory
-from .base import DatasetTask, Head, check_choice, check_float, check_int
+from .base import DatasetTask, Head, check_choice, check_real, check_int
 
 __all__ = ["MNIST1DTask"]
 
@@ -68,7 +68,7 @@ class MNIST1DTask(DatasetTask):
                              "(num_samples // 10 sequences of each digit)")
         # the generator's float64 sequences and our float32 copy, 40 values each
         check_fits_in_memory("num_samples", self.num_samples, self.num_samples * 40 * 12, "data set")
-        check_float("train_split", self.train_split, minimum=0.0, maximum=1.0, open_min=True)
+        check_real("train_split", self.train_split, low=0.0, high=1.0, low_open=True)
         total = self.num_samples
         if not 0 < int(total * self.train_split) < total:
             raise ValueError(f"train_split: got {self.train_split}, expected a split leaving both "

@@ -13,14 +13,13 @@ images (N, D) or sequences (N, T, D) — and integer labels ``y`` of shape (N,).
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..validate import check_bool, check_fits_in_memory
+from ..validate import check_bool, check_fits_in_memory, check_real
 
 __all__ = [
     "Experience", "Stream", "permuted_stream", "split_stream", "blurry",
@@ -41,18 +40,6 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None, why: st
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{name}: got {value}, expected an int {bound}{f' ({why})' if why else ''}")
     return int(value)
-
-
-def _check_real(name: str, value: Any, low: float, high: float | None = None, high_open: bool = False) -> float:
-    """A finite real number (not a bool) in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: got {type(value).__name__} {value!r}, expected a real number")
-    value = float(value)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if not np.isfinite(value) or value < low or too_high:
-        want = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name}: got {value!r}, expected a finite number {want}")
-    return value
 
 
 def _check_pair(name: str, pair: Any, integer_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -374,7 +361,7 @@ def blurry(stream: Stream, overlap: float, seed: int) -> Stream:
     training data and a single label space (scenario "class" or "domain"); overlap in [0, 1).
     """
     stream = _check_stream(stream)
-    overlap = _check_real("overlap", overlap, 0.0, 1.0, high_open=True)
+    overlap = check_real("overlap", overlap, low=0, high=1, high_open=True)
     if stream.scenario == "task":
         raise ValueError("stream: got scenario 'task', expected 'class' or 'domain' (mixing samples "
                          "across heads would be ambiguous)")
@@ -427,7 +414,7 @@ def power_law_steps(n_tasks: int, exponent: float, budget: int, seed: int) -> li
     """
     n_tasks = _check_count("n_tasks", n_tasks, 1, _POSITION_BYTES, "steps")
     budget = _check_count("budget", budget, 0, 16, "draws of one step")  # a uniform float64 and an index each
-    exponent = _check_real("exponent", exponent, 0.0)
+    exponent = check_real("exponent", exponent, low=0)
     rng = np.random.default_rng(_check_int("seed", seed, 0))
     last_seen = np.zeros(n_tasks, dtype=np.int64)
     steps = []
@@ -498,7 +485,7 @@ def scole_stream(x_train, y_train, x_test, y_test, n_experiences: int, classes_p
     if class_distribution == "uniform" and exponent is not None:
         raise ValueError(f"exponent: got {exponent!r}, expected None with class_distribution='uniform' "
                          "(the exponent shapes only 'zipf')")
-    exponent = 1.0 if exponent is None else _check_real("exponent", exponent, 0.0)
+    exponent = 1.0 if exponent is None else check_real("exponent", exponent, low=0)
     if samples_per_class is not None:
         smallest = int(np.bincount(y_train)[classes].min())
         samples_per_class = _check_int("samples_per_class", samples_per_class, 1, smallest)
