@@ -151,19 +151,22 @@ def _num(x: float) -> str:
 
 def metric_table(out: Path, table: str, seeds) -> str:
     rows = TABLES[table][1]
-    lines = ["| learner | options | seeds | final avg. acc. | forgetting | min-ACC | WC-ACC | BWT | FWT | wall (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    several = len(seeds) > 1  # a single-seed table has no seeds column (as in the README)
+    seeds_head = " seeds |" if several else ""
+    lines = [f"| learner | options |{seeds_head} final avg. acc. | forgetting | min-ACC | WC-ACC | BWT | FWT | wall (s) |",
+             "|---|---|" + "---|" * (len(METRICS) + 1 + several)]
     for label, name, *_, shown in rows:
         found = [s for s in (completed(run_dir(out, table, name, seed)) for seed in seeds) if s]
+        count = f" {len(found)} |" if several else ""
         if not found:
-            lines.append(f"| {label} | {shown} | 0 | | | | | | | |")
+            lines.append(f"| {label} | {shown} |{count}" + " |" * (len(METRICS) + 1))
             continue
         cells = []
         for key in METRICS:
             xs = [s[key] for s in found]
             cells.append(f"{_num(statistics.mean(xs))} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else _num(xs[0]))
         wall = statistics.mean(s["wall_time_s"] for s in found)
-        lines.append(f"| {label} | {shown} | {len(found)} | " + " | ".join(cells) + f" | {wall:.0f} |")
+        lines.append(f"| {label} | {shown} |{count} " + " | ".join(cells) + f" | {wall:.0f} |")
     return "\n".join(lines)
 
 

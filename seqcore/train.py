@@ -391,7 +391,8 @@ def model_builder(cfg: TrainConfig, task):
     heads = _potential_heads(task, curriculum)
     if cfg.target_accuracy is not None and all(h.loss == "regression" and h.tolerance is None for h in heads):
         raise ValueError(f"target_accuracy: got {cfg.target_accuracy} with task {cfg.task!r}, whose heads report "
-                         "no accuracy (regression without a tolerance); expected None")
+                         "no accuracy (regression without a tolerance); expected no target (None; `--target-accuracy none`, "
+                         "null in a config file)")
     # generalised teacher forcing (lorenz96's alpha): the model runs closed-loop, step by step
     feedback = task.alpha if callable(getattr(task, "mix", None)) and task.alpha != 1 else None
     if feedback is not None and cfg.mode != "sequential":

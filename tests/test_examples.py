@@ -66,6 +66,19 @@ def test_metric_table_gives_mean_and_sample_sd_over_completed_seeds(tmp_path, ta
     assert "| 0 |" in naive
 
 
+def test_single_seed_metric_table_has_the_readme_columns(tmp_path, tables):
+    keys = tables.METRICS
+    write_run(tables.run_dir(tmp_path, "sgd", "ewc", 0), {"status": "completed", "wall_time_s": 7,
+                                                           **{k: 0.5 for k in keys}})
+    lines = tables.metric_table(tmp_path, "sgd", [0]).splitlines()
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text().splitlines()
+    assert lines[0] in readme and lines[1] == "|" + "---|" * (len(keys) + 3)
+    assert next(x for x in lines if x.startswith("| EWC")) == \
+        "| EWC | `--strength 1` | " + " | ".join(["0.500"] * len(keys)) + " | 7 |"
+    naive = next(x for x in lines if x.startswith("| naive"))
+    assert naive.count("|") == lines[1].count("|")
+
+
 def test_every_table_entry_is_a_valid_config(tables):
     from seqcore.continual import ContinualConfig
     for table, (changes, rows) in tables.TABLES.items():
