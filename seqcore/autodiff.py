@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .tree import tree_flatten, tree_unflatten
+from .tree import node_kind, tree_flatten, tree_map, tree_unflatten
 
 __all__ = ["Traced", "vjp", "value_and_grad", "stop_gradient"]
 
@@ -185,10 +185,7 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
     values = tree_unflatten(out_def, [o.value if isinstance(o, Traced) else o for o in out_leaves])
 
     def pullback(cotangent):
-        cot_leaves, cot_def = tree_flatten(cotangent)
-        if len(cot_leaves) != len(out_leaves):
-            raise ValueError(f"cotangent: got a tree with {len(cot_leaves)} arrays, expected "
-                             f"{len(out_leaves)} (the structure of f's output)")
+        cot_leaves = _cotangent_leaves(out, cotangent)
         for o, c in zip(out_leaves, cot_leaves):
             if tuple(getattr(c, "shape", ())) != tuple(getattr(o, "shape", ())):
                 raise ValueError(f"cotangent: got shape {tuple(getattr(c, 'shape', ()))}, "
@@ -209,6 +206,28 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
         return tree_unflatten(treedef, result)
 
     return values, pullback
+
+
+def _cotangent_leaves(out, cotangent) -> list:
+    """The leaves of ``cotangent`` in the order of ``out``'s leaves.  Dict entries are matched by
+    key, not position: a dict built in another key order would send each cotangent to another
+    output, a wrong gradient without an error."""
+    leaves: list = []
+
+    def take(o, c):
+        if c is None or isinstance(c, (dict, list, tuple)):
+            what = f"an array of shape {tuple(o.shape)}" if hasattr(o, "shape") else type(o).__name__
+            raise ValueError(f"cotangent: got {'None' if c is None else node_kind(c)} where f's output has {what} "
+                             "(the structure of f's output)")
+        leaves.append(c)
+
+    try:
+        tree_map(take, out, cotangent)
+    except ValueError as exc:
+        if str(exc).startswith("tree structure mismatch"):
+            raise ValueError(f"cotangent: {exc} (the structure of f's output)") from None
+        raise
+    return leaves
 
 
 def _check_cotangent(c, o) -> None:
@@ -293,8 +312,11 @@ def value_and_grad(f: Callable, argnums: int = 0) -> Callable:
         if not -len(args) <= argnums < len(args):
             raise ValueError(f"argnums: got {argnums}, expected a position among the {len(args)} arguments given")
         out, pullback = vjp(f, *args)
-        if tuple(getattr(out, "shape", (None,))) != ():
-            raise ValueError(f"f: returned {type(out).__name__} of shape {tuple(getattr(out, 'shape', ()))}, "
+        if not hasattr(out, "shape"):
+            raise ValueError(f"f: returned {type(out).__name__} {out!r:.40} (not an array), expected a scalar "
+                             "array of a backend (build it with seqcore.ops or the arrays' operators)")
+        if tuple(out.shape) != ():
+            raise ValueError(f"f: returned {type(out).__name__} of shape {tuple(out.shape)}, "
                              "expected a scalar array (use seqcore.vjp for non-scalar outputs)")
         xp = _namespace(out)
         grads = pullback(xp.ones_like(out))

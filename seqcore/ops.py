@@ -13,7 +13,7 @@ import numbers
 from . import backends as _backends
 from .autodiff import stop_gradient
 from .backends.numpy import ops as _ref
-from .validate import check_array, check_same_backend, check_shape, is_array, is_real_number
+from .validate import check_array, check_same_backend, check_shape, is_array, is_integer, is_real_number
 
 __all__ = ["add", "sub", "mul", "div", "neg", "power", "tanh", "sigmoid", "relu", "leaky_relu", "exp",
            "log", "softplus", "clip", "square", "sum", "mean", "reshape", "swapaxes", "getitem",
@@ -104,16 +104,28 @@ def clip(x, lo=None, hi=None):
     return _ref.clip(x, lo=lo, hi=hi)
 
 
+def _axis(axis):
+    """``axis`` as ``None``, an int or a tuple of ints: NumPy integers become ints, so that no
+    backend's reduction or VJP meets a kind of axis its forward let through."""
+    if axis is None:
+        return None
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    if not all(is_integer(a) for a in axes):
+        raise TypeError(f"axis: got {type(axis).__name__} {axis!r:.60}, expected None, an int or a tuple of ints")
+    axes = tuple(int(a) for a in axes)
+    return axes if isinstance(axis, (tuple, list)) else axes[0]
+
+
 def sum(x, axis=None, keepdims: bool = False):  # noqa: A001 - mirrors the array API name
     """Sum over ``axis`` (``None``: every axis)."""
     _operand("x", x, scalar=False)
-    return _ref.sum_(x, axis=axis, keepdims=keepdims)
+    return _ref.sum_(x, axis=_axis(axis), keepdims=keepdims)
 
 
 def mean(x, axis=None, keepdims: bool = False):
     """Mean over ``axis`` (``None``: every axis)."""
     _operand("x", x, scalar=False)
-    return _ref.mean(x, axis=axis, keepdims=keepdims)
+    return _ref.mean(x, axis=_axis(axis), keepdims=keepdims)
 
 
 def reshape(x, shape):

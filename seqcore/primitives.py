@@ -52,6 +52,7 @@ class Primitive:
     bwd: Callable
     doc: str = ""
     array_op: bool = False  # a thin wrapper of an array operation: the array library's errors are the input's
+    arg_names: tuple = ()  # the public operation's names for the array arguments, for input errors
 
     def __call__(self, *args: Any, **static: Any):
         raw = tuple(a.value if isinstance(a, Traced) else a for a in args)
@@ -62,7 +63,7 @@ class Primitive:
         except (ValueError, IndexError, TypeError) as exc:
             if not self.array_op:
                 raise
-            raise _input_error(self.name, raw, static, exc) from exc
+            raise _input_error(self.name, raw, static, exc, self.arg_names) from exc
         if not any(isinstance(a, Traced) for a in args):
             return outputs
 
@@ -78,11 +79,11 @@ def _describe(x) -> str:
     return f"{type(x).__name__} {x!r:.40}"
 
 
-def _input_error(name: str, raw: tuple, static: dict, exc: Exception) -> Exception:
+def _input_error(name: str, raw: tuple, static: dict, exc: Exception, arg_names: tuple = ()) -> Exception:
     """An array operation's failure (NumPy's broadcasting, reshape, axis or index error) as a
     ValueError (TypeError for types) that names the operation and what it got."""
-    names = ("a", "b") if len(raw) == 2 and name not in ("concatenate", "stack") else (
-        ("x",) if len(raw) == 1 else tuple(f"xs[{i}]" for i in range(len(raw))))
+    names = arg_names or (("a", "b") if len(raw) == 2 and name not in ("concatenate", "stack") else (
+        ("x",) if len(raw) == 1 else tuple(f"xs[{i}]" for i in range(len(raw)))))
     got = ", ".join(f"{n} {_describe(x)}" for n, x in zip(names, raw))
     got += "".join(f", {k}={v!r:.60}" for k, v in static.items())
     if isinstance(exc, IndexError):  # still an IndexError, which ends Python's iteration over a traced array
@@ -106,13 +107,17 @@ def implementation(prim: Primitive, backend) -> tuple[Callable, Callable]:
     return adapt(prim) if adapt is not None else (prim.fwd, prim.bwd)
 
 
-def define(name: str, fwd: Callable, bwd: Callable, doc: str = "", array_op: bool = False) -> Primitive:
+def define(name: str, fwd: Callable, bwd: Callable, doc: str = "", array_op: bool = False,
+           arg_names: tuple = ()) -> Primitive:
     """Register the reference implementation of primitive ``name`` and return it.  ``array_op``:
     ``fwd`` validates nothing itself, so a ValueError, IndexError or TypeError from it is the
-    input's fault and is reported naming the operation and the shapes it got."""
+    input's fault and is reported naming the operation and the shapes it got.  ``arg_names``:
+    the names of the array arguments in that report (default ``x``; ``a``, ``b``; ``xs[i]``)."""
     if name in _REGISTRY:
         raise ValueError(f"primitive {name!r} is already defined")
-    prim = Primitive(name, fwd, bwd, doc, array_op)
+    if not isinstance(arg_names, tuple) or not all(isinstance(n, str) for n in arg_names):
+        raise TypeError(f"arg_names: got {arg_names!r:.60}, expected a tuple of str")
+    prim = Primitive(name, fwd, bwd, doc, array_op, arg_names)
     _REGISTRY[name] = prim
     return prim
 

@@ -13,11 +13,18 @@ __all__ = ["tree_map", "tree_leaves", "tree_flatten", "tree_unflatten", "tree_pa
 _NODES = (dict, list, tuple)
 
 
+def node_kind(x: Any) -> str:
+    """What a tree node is, for messages (a leaf by its type: its repr can be a whole array)."""
+    if isinstance(x, dict):
+        return f"dict with keys {sorted(x, key=str)}"
+    if isinstance(x, (list, tuple)):
+        return f"{type(x).__name__} of length {len(x)}"
+    return type(x).__name__
+
+
 def _mismatch(tree: Any, other: Any) -> ValueError:
-    if isinstance(tree, dict):
-        return ValueError(f"tree structure mismatch: expected dict with keys {sorted(tree)}, "
-                          f"got {sorted(other) if isinstance(other, dict) else type(other).__name__}")
-    return ValueError(f"tree structure mismatch: expected sequence of length {len(tree)}, got {other!r:.80}")
+    want = node_kind(tree) if isinstance(tree, dict) else f"sequence of length {len(tree)}"
+    return ValueError(f"tree structure mismatch: expected {want}, got {node_kind(other)}")
 
 
 def _rebuild(tree: Any, out: list) -> Any:

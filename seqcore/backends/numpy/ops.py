@@ -1,6 +1,9 @@
 """Reference elementwise, reduction, shape and matmul primitives (forward + VJP)."""
 from __future__ import annotations
 
+import numbers
+import operator
+
 from ...primitives import define as _define_checked  # linear checks its own input
 
 # what each array operation computes (its help text; every one defined below needs an entry)
@@ -10,7 +13,7 @@ DOCS = {
     "mul": "a · b elementwise, with NumPy broadcasting",
     "div": "a / b elementwise, with NumPy broadcasting",
     "neg": "−a",
-    "power": "a ** p for a Python number p",
+    "power": "x ** p for a Python number p",
     "tanh": "tanh(x) elementwise",
     "sigmoid": "1 / (1 + exp(−x)) elementwise, without overflow at large |x|",
     "relu": "max(x, 0) elementwise (gradient 0 at x = 0)",
@@ -32,9 +35,9 @@ DOCS = {
 }
 
 
-def define(name, fwd, bwd):
+def define(name, fwd, bwd, arg_names=()):
     """An array operation: NumPy's own errors are the input's (``array_op``), documented in DOCS."""
-    return _define_checked(name, fwd, bwd, doc=DOCS[name], array_op=True)
+    return _define_checked(name, fwd, bwd, doc=DOCS[name], array_op=True, arg_names=arg_names)
 
 
 def _shape(x):
@@ -83,7 +86,8 @@ def _div_bwd(xp, r, g):
 div = define("div", lambda xp, a, b: (a / b, (a, b)), _div_bwd)
 neg = define("neg", lambda xp, a: (-a, None), lambda xp, r, g: (-g,))
 power = define("power", lambda xp, a, p: (a ** p, (a, p)),
-               lambda xp, r, g: (g * r[1] * r[0] ** (r[1] - 1) if r[1] != 0 else g * 0, None))  # x**0: 0·0**−1
+               lambda xp, r, g: (g * r[1] * r[0] ** (r[1] - 1) if r[1] != 0 else g * 0, None),  # x**0: 0·0**−1
+               arg_names=("x", "p"))
 
 # -- unary activations ----------------------------------------------------------------------
 
@@ -139,11 +143,16 @@ square = define("square", lambda xp, x: (x * x, x), lambda xp, x, g: (2 * g * x,
 # -- reductions -----------------------------------------------------------------------------
 
 
+def _axes(axis, ndim: int) -> tuple:
+    """The reduced axes, non-negative; ``axis`` an integer or a tuple of them (NumPy's included,
+    which the forward accepts too)."""
+    axes = (axis,) if isinstance(axis, numbers.Integral) else axis
+    return tuple(operator.index(a) % ndim for a in axes)
+
+
 def _expand(xp, g, shape, axis, keepdims):
     if axis is not None and not keepdims:
-        axes = (axis,) if isinstance(axis, int) else tuple(axis)
-        axes = tuple(a % len(shape) for a in axes)
-        g = xp.expand_dims(g, axes)
+        g = xp.expand_dims(g, _axes(axis, len(shape)))
     return xp.broadcast_to(g, shape)
 
 
@@ -153,14 +162,8 @@ sum_ = define("sum",
 
 
 def _count(shape, axis):
-    if axis is None:
-        n = 1
-        for d in shape:
-            n *= d
-        return n
-    axes = (axis,) if isinstance(axis, int) else axis
     n = 1
-    for a in axes:
+    for a in range(len(shape)) if axis is None else _axes(axis, len(shape)):
         n *= shape[a]
     return n
 
@@ -216,7 +219,8 @@ where = define("where",
                lambda xp, cond, a, b: (xp.where(cond, a, b), (cond, a, b)),
                lambda xp, r, g: (None,
                                  _grad_for(xp, r[1], xp.where(r[0], g, 0)) if _is_array(r[1]) else None,
-                                 _grad_for(xp, r[2], xp.where(r[0], 0, g)) if _is_array(r[2]) else None))
+                                 _grad_for(xp, r[2], xp.where(r[0], 0, g)) if _is_array(r[2]) else None),
+               arg_names=("cond", "a", "b"))
 
 # -- linear algebra -------------------------------------------------------------------------
 
