@@ -8,10 +8,11 @@ A :class:`GradientTransformation` is ``(init, update)``::
 
 ``params``, ``grads`` and ``updates`` are trees (nested dicts/lists) of arrays of one
 backend — NumPy, PyTorch or CuPy; leaves are only touched with arithmetic operators,
-``.sum()``, ``.clip()`` and ``** 0.5``. States are nested dicts, never mutated; step counts
-are Python ints. Update conventions follow ``torch.optim`` (see each optimizer), so a run
-here and a run there agree to rounding. :func:`state_to_arrays` / :func:`state_from_arrays`
-put a state, step counts included, into an ``.npz`` checkpoint and back.
+``.sum()``, ``.clip()`` and ``** 0.5`` (``abs()`` and ``.max()`` too when a global norm
+overflows). States are nested dicts, never mutated; step counts are Python ints. Update
+conventions follow ``torch.optim`` (see each optimizer), so a run here and a run there agree
+to rounding. :func:`state_to_arrays` / :func:`state_from_arrays` put a state, step counts
+included, into an ``.npz`` checkpoint and back.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from . import backends
-from .tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
+from .tree import tree_flatten, tree_key_paths, tree_leaves, tree_map, tree_paths, tree_unflatten
 from .validate import check_bool, check_real, finite_float
 
 __all__ = [
@@ -276,6 +277,9 @@ def add_decayed_weights(weight_decay: float, mask=None) -> GradientTransformatio
     """``u = g + λ·p`` (needs ``params``). ``mask``: a tree of bools like ``params`` or a function
     ``params -> tree``; leaves where it is False are not decayed (e.g. biases)."""
     weight_decay = check_real("weight_decay", weight_decay, low=0.0)
+    if not (mask is None or callable(mask) or isinstance(mask, (dict, list, tuple, bool, np.bool_))):
+        raise TypeError(f"mask: got {mask!r:.40} ({type(mask).__name__}), expected a tree of True/False like "
+                        "params or a function params -> tree")
 
     def update(grads, state, params=None):
         if params is None:
@@ -290,7 +294,16 @@ def add_decayed_weights(weight_decay: float, mask=None) -> GradientTransformatio
             if not isinstance(m, (bool, np.bool_)):  # "no" or 0 would decide by Python truthiness
                 raise TypeError(f"mask: got a leaf {m!r} ({type(m).__name__}), expected True or False per parameter")
             return g + weight_decay * p if m else g
-        return tree_map(decay, grads, params, where), state
+        try:
+            return tree_map(decay, grads, params, where), state
+        except ValueError as exc:
+            if not str(exc).startswith("tree structure mismatch"):
+                raise
+            try:  # say which tree does not fit params: the mask, or else the gradients
+                tree_map(lambda p, m: None, params, where)
+            except ValueError as mask_exc:
+                raise ValueError(f"mask: {mask_exc} (the structure of params)") from None
+            raise
 
     return GradientTransformation(lambda params: {}, update)
 
@@ -348,6 +361,12 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     return _transformation(init, update)
 
 
+def _nonnegative(d):
+    # s − a² is >= 0 in exact arithmetic, but rounding makes it slightly negative once α^t is below
+    # the float epsilon (a near-constant gradient): its square root would be NaN. Operators only.
+    return d * (d > 0)
+
+
 def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False) -> GradientTransformation:
     """RMSprop direction (``torch.optim.RMSprop``): ``s = α·s + (1−α)·g²``, ``u = g/(√s + eps)``;
     centered: ``a = α·a + (1−α)·g``, ``u = g/(√(s − a²) + eps)``."""
@@ -366,7 +385,7 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False)
         new_state = {"count": state["count"] + 1, "square_avg": sq}
         if centered:
             avg = new_state["grad_avg"] = tree_map(lambda a, g: a + (1.0 - alpha) * (g - a), state["grad_avg"], grads)
-            out = tree_map(lambda g, s, a: g / ((s - a * a) ** 0.5 + eps), grads, sq, avg)
+            out = tree_map(lambda g, s, a: g / (_nonnegative(s - a * a) ** 0.5 + eps), grads, sq, avg)
         else:
             out = tree_map(lambda g, s: g / (s ** 0.5 + eps), grads, sq)
         return out, new_state
@@ -400,13 +419,25 @@ def clip(max_delta: float) -> GradientTransformation:
 
 
 def global_norm(tree) -> float:
-    """``√(Σ_leaves Σ g²)`` as a Python float."""
-    total = 0.0
-    for i, g in enumerate(tree_leaves(tree)):
+    """``√(Σ_leaves Σ g²)`` as a Python float; a finite tree has a finite norm.
+
+    Should the squares overflow (in float32 from ``|g|`` ≈ 1.8e19), they are summed again scaled
+    by the power of two that brings the largest ``|g|`` below 1 (exact). A NaN leaf gives a NaN
+    norm, an inf leaf an inf norm."""
+    leaves = tree_leaves(tree)
+    for i, g in enumerate(leaves):
         if not hasattr(g, "shape"):
             raise TypeError(f"tree: got a {type(g).__name__} leaf (leaf {i}), expected arrays")
-        total = total + float((g * g).sum())
-    return total ** 0.5
+    with np.errstate(over="ignore"):  # an overflow is handled below
+        total = sum(float((g * g).sum()) for g in leaves)
+    if total != math.inf:
+        return total ** 0.5
+    tops = [float(abs(g).max()) for g in leaves if math.prod(g.shape)]
+    if not all(map(math.isfinite, tops)):  # an inf leaf
+        return math.inf
+    factor = 2.0 ** -math.frexp(max(tops))[1]  # subnormal at worst (2^-1024, 2^-128 in float32): exact
+    total = sum(float((h * h).sum()) for h in (g * factor for g in leaves))
+    return math.sqrt(total) / factor  # inf only for a norm beyond the float64 range
 
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
@@ -477,6 +508,13 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
 
 # ----------------------------------------------------------------------------- optimizers
 
+def _l2_decay(weight_decay) -> list[GradientTransformation]:
+    """The L2 decay added to the gradient, or nothing when it is 0 (checked first: a falsy
+    ``None`` or ``False`` would otherwise pass as "no decay")."""
+    weight_decay = check_real("weight_decay", weight_decay, low=0.0)
+    return [add_decayed_weights(weight_decay)] if weight_decay else []
+
+
 def sgd(learning_rate, momentum: float = 0.0, nesterov: bool = False,
         weight_decay: float = 0.0) -> GradientTransformation:
     """SGD as ``torch.optim.SGD`` with dampening 0: ``d = g + λ·p``; ``b = μ·b + d``;
@@ -486,7 +524,7 @@ def sgd(learning_rate, momentum: float = 0.0, nesterov: bool = False,
     nesterov = check_bool("nesterov", nesterov)
     if nesterov and momentum == 0.0:
         raise ValueError("nesterov: got True with momentum=0.0, expected momentum > 0")
-    parts = [add_decayed_weights(weight_decay)] if weight_decay else []
+    parts = _l2_decay(weight_decay)
     if momentum:
         parts.append(trace(momentum, nesterov))
     return chain(*parts, scale_by_learning_rate(learning_rate))
@@ -497,7 +535,7 @@ def adam(learning_rate=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e
     """Adam as ``torch.optim.Adam``: L2 ``weight_decay`` is added to the gradient before the moments;
     ``p ← p − η·(m/(1−b1^t)) / (√v/√(1−b2^t) + eps)``."""
     _learning_rate(learning_rate)
-    parts = [add_decayed_weights(weight_decay)] if weight_decay else []
+    parts = _l2_decay(weight_decay)
     return chain(*parts, scale_by_adam(b1, b2, eps, amsgrad), scale_by_learning_rate(learning_rate))
 
 
@@ -516,7 +554,7 @@ def rmsprop(learning_rate=1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_d
     """RMSprop as ``torch.optim.RMSprop``: ``d = g + λ·p``; ``s = α·s + (1−α)·d²``;
     ``b = μ·b + d/(√s + eps)``; ``p ← p − η·b`` (``b = d/(√s + eps)`` without momentum)."""
     _learning_rate(learning_rate)
-    parts = [add_decayed_weights(weight_decay)] if weight_decay else []
+    parts = _l2_decay(weight_decay)
     parts.append(scale_by_rms(alpha, eps, centered))
     if check_real("momentum", momentum, low=0.0, high=1.0, high_open=True):
         parts.append(trace(momentum))
@@ -529,7 +567,7 @@ def adagrad(learning_rate=1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0
     ``p ← p − η_t/(1 + t·lr_decay) · d/(√s + eps)`` with t = 0 on the first update."""
     schedule = _learning_rate(learning_rate)
     lr_decay = check_real("lr_decay", lr_decay, low=0.0)
-    parts = [add_decayed_weights(weight_decay)] if weight_decay else []
+    parts = _l2_decay(weight_decay)
     parts.append(scale_by_adagrad(initial_accumulator_value, eps))
     # the schedule's value is checked before the division, which would fail on a non-number first
     return chain(*parts, scale_by_learning_rate(
@@ -601,9 +639,10 @@ def state_to_arrays(state, prefix: str = "opt_state/") -> dict[str, np.ndarray]:
     return {prefix + path: _leaf_to_numpy(path, leaf) for path, leaf in tree_paths(state)}
 
 
-def _check_restored(key: str, array: np.ndarray, template) -> np.ndarray:
+def _check_restored(key: str, array: np.ndarray, template, square: bool = False) -> np.ndarray:
     """``array`` (read from a checkpoint) fits the template leaf: shape, dtype kind, values finite in
-    the template's dtype. Returns it in that dtype (a float leaf) or as read (a count)."""
+    the template's dtype, and >= 0 for a ``square`` slot. Returns it in that dtype (a float leaf) or
+    as read (a count)."""
     count = isinstance(template, numbers.Integral)
     expected = () if count else tuple(getattr(template, "shape", ()))
     if tuple(array.shape) != expected:
@@ -622,13 +661,24 @@ def _check_restored(key: str, array: np.ndarray, template) -> np.ndarray:
     if not np.isfinite(cast).all():  # finite as saved, inf in a narrower template dtype (1e39 as float32)
         raise ValueError(f"arrays[{key!r}]: got values up to {float(np.abs(array).max())!r} in magnitude, beyond "
                          f"the range of {dtype}, expected a finite optimizer state in the template's dtype")
-    if _SQUARES & set(key.split("/")) and cast.size and float(cast.min()) < 0:  # a square root of it comes next
+    if square and cast.size and float(cast.min()) < 0:  # a square root of it comes next
         raise ValueError(f"arrays[{key!r}]: got a minimum of {float(cast.min())!r}, expected a sum of squares >= 0")
     return cast
 
 
 # state slots that accumulate squared gradients (Adam's nu, RMSprop's square_avg, Adagrad's sum)
 _SQUARES = {"nu", "nu_max", "square_avg", "sum"}
+
+
+def _in_square_slot(state, keys: tuple) -> bool:
+    """Whether the leaf at ``keys`` lies in a slot of :data:`_SQUARES` of a transformation's state
+    (a dict with an int ``"count"``), not under a parameter that merely has such a name."""
+    node = state
+    for k in keys:
+        if isinstance(node, dict) and k in _SQUARES and isinstance(node.get("count"), numbers.Integral):
+            return True
+        node = node[k]
+    return False
 
 
 def state_from_arrays(template_state, arrays, prefix: str = "opt_state/"):
@@ -648,8 +698,8 @@ def state_from_arrays(template_state, arrays, prefix: str = "opt_state/"):
                         "(e.g. opt.init(params))")
     if not (hasattr(arrays, "keys") and hasattr(arrays, "__getitem__")):
         raise TypeError(f"arrays: got {type(arrays).__name__}, expected a dict of arrays or an np.load result")
-    paths = tree_paths(template_state)
-    wanted = {prefix + p for p, _ in paths}
+    paths = [("/".join(map(str, keys)), keys, leaf) for keys, leaf in tree_key_paths(template_state)]
+    wanted = {prefix + p for p, _, _ in paths}
     missing = [k for k in sorted(wanted) if k not in arrays]
     if missing:
         raise ValueError(f"arrays: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, expected every "
@@ -661,9 +711,9 @@ def state_from_arrays(template_state, arrays, prefix: str = "opt_state/"):
                          f"{prefix!r} (a checkpoint of another optimizer or another configuration?)")
     counts: dict[str, int] = {}
     checked = []
-    for path, template in paths:
+    for path, keys, template in paths:
         key = prefix + path
-        array = _check_restored(key, np.asarray(arrays[key]), template)
+        array = _check_restored(key, np.asarray(arrays[key]), template, _in_square_slot(template_state, keys))
         checked.append(array)
         if isinstance(template, numbers.Integral):
             counts[key] = int(array)

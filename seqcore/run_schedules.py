@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from . import schedules
-from .validate import check_bool, check_choice, is_finite_number, is_integer
+from .validate import check_bool, check_choice, check_real, is_finite_number, is_integer
 
 __all__ = ["SCHEDULES", "SCHEDULE_FIELDS", "run_schedule", "check_schedule_kwargs", "recorded_grad_norms",
            "complete_grad_norms"]
@@ -88,10 +88,14 @@ def recorded_grad_norms(run_dir) -> np.ndarray:
         raise ValueError(f"from_run: got {str(run_dir)!r}, which holds no run (no {path.name})")
     arrays, _ = load_checkpoint(path)
     norms = arrays.get("grad_norms")
+    if norms is None:
+        raise ValueError(f"from_run: {path} holds no gradient-norm history (got none), expected a run of this "
+                         "version with at least 2 steps")
     if not complete_grad_norms(norms):
-        raise ValueError(f"from_run: {path} holds no complete gradient-norm history (got "
-                         f"{'none' if norms is None else f'{norms.size} values, {int((~np.isfinite(norms)).sum())} missing'}), "
-                         "expected a run of this version with at least 2 steps")
+        nonfinite = int((~np.isfinite(norms)).sum())  # inf: a norm that overflowed
+        raise ValueError(f"from_run: {path} holds no usable gradient-norm history (got {norms.size} values"
+                         f"{f', {nonfinite} of them non-finite' if nonfinite else ''}), expected a run with at "
+                         "least 2 steps and every gradient norm finite")
     return norms.astype(np.float64)
 
 
@@ -133,7 +137,8 @@ def _infinite(lr: float, steps: int, warmup: int, kw: dict) -> Callable[[int], f
         kw.setdefault("constant_steps", max(0, rest - cooldown - anneal) if is_integer(cooldown) else 0)
     if is_integer(anneal) and anneal > rest:
         raise ValueError(f"anneal_steps: got {anneal}, expected <= steps - warmup = {rest}")
-    kw.setdefault("constant_value", lr / 10)
+    # checked here: the default min_value compares with it before schedules.infinite checks it
+    kw["constant_value"] = check_real("constant_value", kw.get("constant_value", lr / 10), low=0)
     kw.setdefault("min_value", min(lr / 100, kw["constant_value"]))
     return schedules.infinite(lr, warmup_steps=warmup, cooldown_steps=cooldown, anneal_steps=anneal, **kw)
 

@@ -1,7 +1,7 @@
 """Learning-rate schedules: plain functions ``step -> float``.
 
 Every constructor validates its arguments and returns a closure ``schedule(step)``
-that takes a non-negative step (``int`` or ``float``) and returns a Python ``float``.
+that takes a finite non-negative step (``int`` or ``float``) and returns a Python ``float``.
 Step 0 is the first optimizer update. Schedules with a total length clamp: any step
 beyond the total gives the final value. Warmups are linear from ``init_value`` (default
 0) at step 0 to the peak at ``step == warmup_steps``.
@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .validate import check_bool, check_real
+from .validate import check_bool, check_real, finite_float
 
 __all__ = [
     "Schedule", "constant", "linear_decay", "piecewise_constant", "exponential", "cosine",
@@ -37,6 +37,8 @@ def _steps(name: str, value, minimum: int = 0) -> int:
     value = int(value)
     if value < minimum:
         raise ValueError(f"{name}: got {value}, expected >= {minimum}")
+    if finite_float(value) is None:  # 10**400: the schedules compute in floats
+        raise ValueError(f"{name}: got {value!r:.40}, expected an int a float can hold (<= 1.8e308)")
     return value
 
 
@@ -60,10 +62,12 @@ def _floor_below(name: str, value, peak_name: str, peak: float) -> float:
 def _step(step) -> float:
     if isinstance(step, bool) or not isinstance(step, numbers.Real):
         raise TypeError(f"step: got {step!r} ({type(step).__name__}), expected a number")
-    step = float(step)
-    if not step >= 0:  # also rejects NaN
-        raise ValueError(f"step: got {step}, expected >= 0")
-    return step
+    value = finite_float(step)  # None for NaN, inf and ints beyond the float range (10**400)
+    if value is None:
+        raise ValueError(f"step: got {step!r:.40}, expected a finite number >= 0")
+    if value < 0:
+        raise ValueError(f"step: got {value}, expected >= 0")
+    return value
 
 
 def _warmup(step: float, warmup_steps: int, init_value: float, peak: float) -> float:
@@ -354,7 +358,7 @@ def triangular(base_value: float, peak: float, half_cycle_steps: int, mode: str 
         if mode == "triangular":
             scale = 1.0
         elif mode == "triangular2":
-            scale = 1.0 / 2.0 ** (cycle - 1)
+            scale = 0.5 ** (cycle - 1)  # underflows to 0 after 1074 halvings (2.0 ** 1024 would overflow)
         else:
             scale = gamma ** t
         return base_value + (peak - base_value) * max(0.0, 1.0 - x) * scale
@@ -407,12 +411,17 @@ def refined(grad_norms: Sequence[float], peak: float, median_window_fraction: fl
     ``w_t = g_t^(−power)`` (power 2 is the paper's SGD rule) and ``η_t ∝ w_t·Σ_{s>t} w_s``,
     normalised so that its maximum is ``peak``. The last step has η = 0. Constant norms give
     exactly :func:`linear_decay` over ``n − 1`` steps; norms that are large early give a warmup,
-    norms that grow towards the end a fast final anneal. ``total_steps`` (default n) resamples the shape linearly in relative time.
+    norms that grow towards the end a fast final anneal. ``total_steps`` (default n) resamples the
+    shape linearly in relative time, then normalises it again (the maximum stays ``peak``).
     """
     try:
-        norms = np.asarray(grad_norms, dtype=np.float64)
+        norms = np.asarray(grad_norms)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"grad_norms: got {grad_norms!r:.60}, expected a sequence of numbers ({exc})") from None
+    if norms.dtype.kind not in "iuf":  # bools, strings, complex and objects would cast to float64 silently
+        raise TypeError(f"grad_norms: got {grad_norms!r:.60}, expected a sequence of numbers (real gradient "
+                        f"norms, not dtype {norms.dtype})")
+    norms = norms.astype(np.float64)
     if norms.ndim != 1 or norms.size < 2:
         raise ValueError(f"grad_norms: got shape {norms.shape}, expected (n,) with n >= 2")
     if not np.all(np.isfinite(norms)) or np.any(norms <= 0):
@@ -439,6 +448,8 @@ def refined(grad_norms: Sequence[float], peak: float, median_window_fraction: fl
         shape = np.append(np.exp(log_shape - log_shape.max()), 0.0)
     if total_steps != n:
         shape = np.interp(np.linspace(0.0, 1.0, total_steps), np.linspace(0.0, 1.0, n), shape)
+        if shape.max() > 0:  # the new grid usually misses the old maximum
+            shape = shape / shape.max()
     values = peak * shape
     last = total_steps - 1
 

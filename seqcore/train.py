@@ -302,7 +302,11 @@ class Trainer:
         flat = _leaves_vector(grads, self.backend.to_numpy)
         if not np.isfinite(flat).all():
             raise TrainingDiverged(self.step_count, "a gradient")
-        self.grad_norm = math.sqrt(float(np.dot(flat, flat)))
+        with np.errstate(over="ignore"):  # float32 squares overflow from |g| ≈ 1.8e19: optim.global_norm rescales
+            squares = float(np.dot(flat, flat))
+        self.grad_norm = math.sqrt(squares) if squares != math.inf else optim.global_norm(flat)
+        if not math.isfinite(self.grad_norm):  # a norm beyond the float64 range
+            raise TrainingDiverged(self.step_count, "the gradient norm")
         del flat  # a parameter-sized copy: not kept alive through the update
         # the new state is kept only with the new parameters: a caller that catches the divergence
         # still holds a consistent trainer (the state of the last good step)

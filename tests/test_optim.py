@@ -193,6 +193,33 @@ def test_clip_by_global_norm_formula():
         np.testing.assert_array_equal(got, x)
 
 
+def test_clip_by_global_norm_of_huge_finite_gradients():
+    # g·g overflowed (float32 from 1.8e19, float64 from 1.3e154): the norm was inf and the clip zeroed g
+    g32 = {"w": np.array([3e19, -6e19], np.float32)}
+    norm = math.hypot(*map(float, g32["w"]))  # in float64, from the float32 values
+    assert optim.global_norm(g32) == pytest.approx(norm, rel=1e-6)
+    clipped, _ = optim.clip_by_global_norm(1.0).update(g32, {})
+    assert clipped["w"].dtype == np.float32
+    np.testing.assert_allclose(clipped["w"], [1 / math.sqrt(5), -2 / math.sqrt(5)], rtol=1e-6)
+    assert optim.global_norm({"a": np.array([1e155, 1e155])}) == pytest.approx(math.sqrt(2) * 1e155, rel=1e-15)
+    g64 = {"a": np.array([3e200, 4e200]), "b": [np.array([-1.2e201]), np.zeros(0)]}
+    assert optim.global_norm(g64) == pytest.approx(1.3e201, rel=1e-15)  # √(3² + 4² + 12²) = 13
+    np.testing.assert_allclose(optim.clip_by_global_norm(1.0).update({"a": np.array([1e155, 1e155])}, {})[0]["a"],
+                               [1 / math.sqrt(2)] * 2, rtol=1e-15)
+    # the report's step: clipped to norm 1, then SGD with lr 0.1, flattened as the training loop does
+    p = {"w": np.array([1.0, -2.0], np.float32)}
+    opt = optim.flatten(optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.1)))
+    updates, _ = opt.update({"w": np.full(2, 3e19, np.float32)}, opt.init(p), p)
+    np.testing.assert_allclose(optim.apply_updates(p, updates)["w"], [1 - 0.1 / math.sqrt(2), -2 - 0.1 / math.sqrt(2)],
+                               rtol=1e-6)
+    # beyond the float64 range, and NaN or inf leaves, the norm stays non-finite
+    assert optim.global_norm([np.full(4, 1.7e308)]) == math.inf
+    assert optim.global_norm([np.array([np.inf, 1.0]), np.array([1e200])]) == math.inf
+    assert math.isnan(optim.global_norm([np.array([1e200]), np.array([np.nan])]))
+    torch = pytest.importorskip("torch")
+    assert optim.global_norm({"w": torch.tensor([3e19, -6e19])}) == pytest.approx(norm, rel=1e-6)
+
+
 def test_clip_elementwise():
     g = {"x": np.array([-3.0, -0.5, 0.0, 0.2, 7.0])}
     out, _ = optim.clip(0.4).update(g, {})
@@ -227,6 +254,39 @@ def test_add_decayed_weights_mask_skips_leaves():
     out, _ = optim.add_decayed_weights(0.5, mask=lambda ps: {"w": True, "b": False}).update(g, {}, p)
     np.testing.assert_array_equal(out["w"], [2.0, 2.0])
     np.testing.assert_array_equal(out["b"], [1.0, 1.0])
+
+
+def test_add_decayed_weights_mask_of_another_structure_is_named():
+    p = {"w": np.full(2, 2.0), "b": np.full(2, 3.0)}
+    opt = optim.adamw(0.1, mask={"w": True})
+    with pytest.raises(ValueError, match=r"^mask: tree structure mismatch: expected dict with keys \['b', 'w'\]"):
+        opt.update(p, opt.init(p), p)
+    with pytest.raises(TypeError, match=r"^mask: got 'x' \(str\), expected a tree of True/False like params"):
+        optim.adamw(0.1, mask="x")  # it failed only at the first update, naming no argument
+    out, _ = optim.add_decayed_weights(0.5, mask={"w": False, "b": True}).update(
+        {"w": np.ones(2), "b": np.ones(2)}, {}, p)
+    np.testing.assert_array_equal(out["w"], [1.0, 1.0])
+    np.testing.assert_array_equal(out["b"], [2.5, 2.5])
+    # gradients of another structure than params are still the gradients' fault
+    with pytest.raises(ValueError, match=r"^tree structure mismatch"):
+        optim.add_decayed_weights(0.5, mask={"w": False, "b": True}).update({"w": np.ones(2)}, {}, p)
+
+
+def test_centered_rmsprop_stays_finite_when_rounding_makes_the_variance_negative():
+    # a constant gradient: s − a² = g²·α^t·(1 − α^t) → 0, and rounding makes it negative (step 3225
+    # here, as in torch): its square root was NaN. Clamped at 0, the update there is g/eps.
+    g, eps = {"x": np.array([0.1])}, 1e-8
+    opt = optim.scale_by_rms(alpha=0.99, eps=eps, centered=True)
+    state, negative = opt.init(g), []
+    for t in range(3400):
+        out, state = opt.update(g, state)
+        d = float((state["square_avg"]["x"] - state["grad_avg"]["x"] ** 2)[0])
+        want = 0.1 / (math.sqrt(max(d, 0.0)) + eps)
+        assert float(out["x"][0]) == pytest.approx(want, rel=1e-15), t
+        if d < 0:
+            negative.append(t)
+            assert float(out["x"][0]) == 0.1 / eps
+    assert negative  # the rounding case was reached
 
 
 def test_adam_first_step_is_sign_times_lr():
@@ -337,6 +397,20 @@ def test_state_from_arrays_reports_missing_and_wrong_shape():
 def test_bad_arguments_name_the_field(build, field):
     with pytest.raises(ValueError, match=field):
         build()
+
+
+@pytest.mark.parametrize("make", [optim.sgd, optim.adam, optim.adamw, optim.rmsprop, optim.adagrad])
+def test_weight_decay_must_be_a_real_number(make):
+    # a falsy None, False, [] or 0j passed as "no decay" (True was refused, and adamw refused them all)
+    for value in (None, False, [], 0j):
+        with pytest.raises(TypeError, match="^" + re.escape(f"weight_decay: got {value!r} ({type(value).__name__}), "
+                                                            "expected a real number") + "$"):
+            make(0.1, weight_decay=value)
+    p = {"x": np.array([2.0])}
+    for zero in (0, 0.0, np.float64(0.0)):
+        opt = make(0.1, weight_decay=zero)
+        updates, _ = opt.update({"x": np.array([0.0])}, opt.init(p), p)
+        np.testing.assert_array_equal(updates["x"], [0.0])  # no gradient, no decay: no step
 
 
 @pytest.mark.parametrize("make", [optim.sgd, optim.adam, optim.adamw, optim.rmsprop, optim.adagrad,
@@ -456,6 +530,25 @@ def test_state_from_arrays_refuses_damaged_leaves(key, value, error, match):
     opt, params, arrays = _adam_arrays()
     arrays[key] = value
     with pytest.raises(error, match=match):
+        optim.state_from_arrays(opt.init(params), arrays)
+
+
+def test_state_from_arrays_accepts_parameters_named_like_square_slots():
+    # Adam's mu for a parameter called "sum" was required to be >= 0, as if it were Adagrad's sum
+    params = {"sum": np.array([1.0, 2.0]), "nu": np.array([0.5]), "square_avg": np.array([0.5]),
+              "nu_max": np.array([0.5])}
+    grads = {"sum": np.array([1.0, -1.0]), "nu": np.array([-1.0]), "square_avg": np.array([-1.0]),
+             "nu_max": np.array([-1.0])}
+    for opt in (optim.adam(0.1, amsgrad=True), optim.sgd(0.1, momentum=0.9), optim.rmsprop(0.1, centered=True)):
+        _, state = opt.update(grads, opt.init(params), params)
+        restored = optim.state_from_arrays(opt.init(params), optim.state_to_arrays(state))
+        for got, want in zip(tree_leaves(restored), tree_leaves(state)):
+            np.testing.assert_array_equal(got, want)
+    # the slots themselves are still checked, under any parameter name
+    opt = optim.adam(0.1)
+    arrays = optim.state_to_arrays(opt.init(params))
+    arrays["opt_state/0/nu/sum"] = np.array([-1.0, 0.0])
+    with pytest.raises(ValueError, match=r"^arrays\['opt_state/0/nu/sum'\]: got a minimum of -1.0"):
         optim.state_from_arrays(opt.init(params), arrays)
 
 

@@ -114,7 +114,8 @@ def ref_triangular(base, peak, half, mode="triangular", gamma=1.0):
 
 def ref_refined(norms, peak, width=1, total=None, power=2.0):
     """Defazio et al.'s rule with plain loops: optional running median (edge-padded start,
-    reflected end), w = g^-power, shape_t = w_t * sum_{s>t} w_s, scaled to max = peak."""
+    reflected end), w = g^-power, shape_t = w_t * sum_{s>t} w_s, scaled to max = peak (also after
+    resampling to ``total`` steps)."""
     g = [float(v) for v in norms]
     n = len(g)
     if width > 1:
@@ -138,7 +139,8 @@ def ref_refined(norms, peak, width=1, total=None, power=2.0):
             x = k * (n - 1) / (total - 1)
             lo = min(int(math.floor(x)), n - 2)
             resampled.append(shape[lo] + (shape[lo + 1] - shape[lo]) * (x - lo))
-        shape = resampled
+        top = max(resampled)  # the new grid may miss the old maximum: scaled to max = peak again
+        shape = [peak * v / top for v in resampled]
 
     def f(t):
         t = min(t, total - 1)
@@ -310,6 +312,16 @@ def test_triangular_modes():
                        ref_triangular(0.05, 0.8, 6, mode, 0.97), grid=GRID[:-1])
 
 
+def test_triangular2_decays_to_base_after_1024_cycles():
+    # 1.0 / 2.0 ** (cycle - 1) raised OverflowError from cycle 1025 (step 2048·5 = 10240) on
+    s = S.triangular(0.1, 1.0, 5, mode="triangular2")
+    ref = ref_triangular(0.1, 1.0, 5, "triangular2")
+    for t in (10235, 10239, 10240, 10245, 10250, 10_000_005, 1e300):
+        assert s(t) == ref(t)
+    assert s(10245) == 0.1 + 0.9 * 2.0 ** -1024 == 0.1  # the peak of cycle 1025: base, to the last bit
+    assert s(2 * 5 * 1074 + 5) == 0.1  # 0.5 ** 1074 is the last float above 0
+
+
 def test_join_uses_relative_steps():
     s = S.join([S.constant(1.0), S.linear_decay(1.0, 10), S.constant(0.01)], [5, 15])
     got = [s(0), s(4), s(5), s(10), s(14), s(15), s(99)]
@@ -346,6 +358,17 @@ def test_refined_hand_computed_and_shapes():
         for total in (None, 37, 11):
             assert_matches(S.refined(norms, 0.3, total_steps=total, power=power),
                            ref_refined(norms, 0.3, total=total, power=power), grid=GRID[GRID < 60])
+
+
+def test_refined_resampled_keeps_its_maximum_at_the_peak():
+    # norms (3, 1, 1) → w = (1/9, 1, 1), Σ_{s>t} w_s = (2, 1, 0), shape (2/9, 1, 0); over 2 steps the
+    # grid {0, 1} misses the maximum: (2/9, 0), scaled again to (1, 0) (it gave 0.1·2/9 = 0.0222 at step 0)
+    s = S.refined([3.0, 1.0, 1.0], 0.1, total_steps=2)
+    assert [s(0), s(0.5), s(1)] == [0.1, 0.05, 0.0]
+    # the docs' "its maximum is peak" whatever the new length (it was 0.099 at 1000 steps, 0.077 at 3)
+    norms = 5 * np.exp(-np.arange(300) / 20) + 1 + 0.05 * np.random.default_rng(0).random(300)
+    for total in (300, 1000, 301, 37, 10, 3, 2):
+        assert max(S.refined(norms, 0.1, total_steps=total)(t) for t in range(total)) == 0.1, total
 
 
 def test_refined_is_scale_invariant_in_the_norms():
@@ -427,6 +450,17 @@ BAD = [
     (lambda: S.wsd(0.1, 100, cooldown=np.array(["sqrt", "x"])), ValueError, "cooldown: got array("),
     (lambda: S.refined([1.0, 2.0], 0.1, median_window_fraction=2), ValueError,
      "median_window_fraction: got 2.0, expected a ratio in [0, 1]"),
+    # an infinite step was a NaN cycle index or an OverflowError; integers beyond the float range too
+    (lambda: S.sgdr(1.0, 5)(math.inf), ValueError, "step: got inf, expected a finite number >= 0"),
+    (lambda: S.triangular(0.1, 1.0, 5)(math.inf), ValueError, "step: got inf, expected a finite number >= 0"),
+    (lambda: S.linear_decay(1.0, 5)(10 ** 400), ValueError, "step: got 1000000000"),
+    (lambda: S.linear_decay(1.0, 10 ** 400), ValueError, "total_steps: got 1000000000"),
+    (lambda: S.sgdr(1.0, 10 ** 400), ValueError, "cycle_steps: got 1000000000"),
+    # norms that are no real numbers were cast to float64 silently
+    (lambda: S.refined([True, True, True], 1.0), TypeError, "grad_norms: got [True, True, True], expected a sequence "
+     "of numbers (real gradient norms, not dtype bool)"),
+    (lambda: S.refined(["1", "2", "3"], 1.0), TypeError, "grad_norms: got ['1', '2', '3'], expected a sequence"),
+    (lambda: S.refined(np.array([1 + 1j, 2, 3]), 1.0), TypeError, "not dtype complex128"),
 ]
 
 
@@ -452,3 +486,35 @@ def test_only_floors_are_told_about_the_peak():
 def test_integers_too_large_for_a_float_are_not_finite(build, name):
     with pytest.raises(ValueError, match=f"^{name}: got -?1000.*expected a finite number"):
         build()
+
+
+# -- the schedules of a training run ----------------------------------------------------------------
+
+@pytest.mark.parametrize("value, error, message", [
+    ("abc", TypeError, "constant_value: got 'abc' (str), expected a real number"),
+    (None, TypeError, "constant_value: got None (NoneType), expected a real number"),
+    (-0.1, ValueError, "constant_value: got -0.1, expected >= 0"),
+])
+def test_infinite_run_schedule_names_a_bad_constant_value(value, error, message):
+    # the default min_value compared with it first: "'<' not supported between 'str' and 'float'"
+    from seqcore.run_schedules import run_schedule
+    with pytest.raises(error, match="^" + re.escape(message) + "$"):
+        run_schedule("infinite", 0.1, 100, 10, {"constant_value": value})
+    lr = run_schedule("infinite", 0.1, 100, 10, {"constant_value": 0.02})  # min_value: min(lr/100, 0.02)
+    assert lr(100) == pytest.approx(0.001, rel=1e-12)
+
+
+def test_a_history_with_an_overflowed_norm_is_called_non_finite(tmp_path):
+    from seqcore.run_schedules import recorded_grad_norms
+    from seqcore.runs import save_checkpoint
+    save_checkpoint(tmp_path / "checkpoint.npz", {"grad_norms": np.array([1.0, np.inf, 2.0, 3.0])}, {"step": 4})
+    with pytest.raises(ValueError) as info:
+        recorded_grad_norms(tmp_path)
+    assert str(info.value) == (f"from_run: {tmp_path / 'checkpoint.npz'} holds no usable gradient-norm history "
+                               "(got 4 values, 1 of them non-finite), expected a run with at least 2 steps and "
+                               "every gradient norm finite")  # it said "1 missing", of a complete history
+    save_checkpoint(tmp_path / "checkpoint.npz", {"grad_norms": np.array([1.0])}, {"step": 1})
+    with pytest.raises(ValueError, match=re.escape("history (got 1 values), expected a run with at least 2 steps")):
+        recorded_grad_norms(tmp_path)
+    save_checkpoint(tmp_path / "checkpoint.npz", {"grad_norms": np.array([1.0, 2.0])}, {"step": 2})
+    np.testing.assert_array_equal(recorded_grad_norms(tmp_path), [1.0, 2.0])

@@ -748,3 +748,15 @@ def test_a_step_that_diverges_leaves_the_trainer_as_it_was():
     after = optim.state_to_arrays(trainer.opt_state)
     assert after.keys() == state.keys() and all(np.array_equal(after[k], state[k]) for k in state)
     assert np.array_equal(trainer.params["w"], params) and trainer.step_count == 1
+
+
+def test_trainer_records_the_norm_of_a_huge_finite_float32_gradient():
+    """Squaring float32 entries near 1e20 overflowed: the step's norm was recorded as inf (and a
+    refined schedule then refused the run's history). Oracle: the float64 norm."""
+    from seqcore import ops, optim
+    from seqcore.train import Trainer
+    c = np.array([3e19, -6e19, 1.0], np.float32)  # the gradient of sum(w · c)
+    trainer = Trainer(lambda p, batch: ops.sum(p["w"] * c), {"w": np.zeros(3, np.float32)}, optim.sgd(0.0))
+    trainer.step((np.zeros((1, 1, 1), np.float32), np.zeros(1, np.int64), None))
+    want = float(np.linalg.norm(c.astype(np.float64)))
+    assert math.isfinite(trainer.grad_norm) and trainer.grad_norm == pytest.approx(want, rel=1e-6)
