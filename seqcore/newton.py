@@ -10,7 +10,7 @@ then the per-step parameter VJPs — the gradients of sequential BPTT.
 Stopping rule: ``max_{b,t} ‖F_{b,t}‖_∞ / (1 + max(‖s_{b,t}‖_∞, ‖s_{b,t−1}‖_∞)) ≤ tol`` with
 ``F_t = s_t − f(s_{t−1}, xi_t)``: every step's residual against its own scale.  Iteration k leaves
 steps ≤ k + 1 with a zero residual, so ``max_iters ≥ T − 1`` always converges.  When the rule
-is not met within ``max_iters`` (or the iterate overflows), the trajectory is recomputed by the
+is not met within ``max_iters`` (or the iterate becomes non-finite), the trajectory is recomputed by the
 cell's sequential recurrence, a :class:`NewtonConvergenceWarning` is issued and
 ``info.converged`` is ``False``.
 
@@ -91,14 +91,26 @@ def _newton_fwd(xp, xi, state0, *rec, cell, tol, max_iters, jacobian, damping):
         states = cell.recurrence()(xi, state0, *rec, cell=cell)
         # no residual in the text, and the user's line as the location: Python's default filter
         # then shows the warning once per session, not at every step of a training loop
-        why = ("the residual stayed above the tolerance; info.residuals has the history"
-               if math.isfinite(residual) and math.isfinite(threshold) else "the iterate overflowed")
-        warnings.warn(
-            f"newton_scan: {type(cell).__name__} did not converge in {len(history) - 1} Newton iterations "
-            f"({why}); the sequential recurrence was used instead. "
-            f"Raise max_iters, add damping, or use mode='sequential'.",
-            NewtonConvergenceWarning, stacklevel=_caller_outside_seqcore())
+        bad = _non_finite_inputs(xp, xi, state0, p) if not math.isfinite(residual) else []
+        if bad:  # checked only after a failure: the converging path pays nothing for it
+            text = (f"newton_scan: {type(cell).__name__} got NaN or inf in {', '.join(bad)}; the sequential "
+                    f"recurrence was used instead (it carries them through, as mode='sequential' does)")
+        else:
+            why = ("the residual stayed above the tolerance; info.residuals has the history"
+                   if math.isfinite(residual) and math.isfinite(threshold) else "the iterate became non-finite")
+            text = (f"newton_scan: {type(cell).__name__} did not converge in {len(history) - 1} Newton iterations "
+                    f"({why}); the sequential recurrence was used instead. "
+                    f"Raise max_iters, add damping, or use mode='sequential'.")
+        warnings.warn(text, NewtonConvergenceWarning, stacklevel=_caller_outside_seqcore())
     return (states, _history_array(xp, history, max_iters)), (p, xi, state0, states)
+
+
+def _non_finite_inputs(xp, xi, state0, p: dict) -> list:
+    """What of the scan's inputs holds NaN or inf, as the user knows it: the projected input
+    (from x and the input weights), h0, the recurrent parameters by name."""
+    named = [("x (or the input weights projecting it)", xi), ("h0", state0)]
+    named += [(f"params[{k!r}]", v) for k, v in p.items()]
+    return [name for name, v in named if not bool(xp.isfinite(v).all())]
 
 
 def _caller_outside_seqcore() -> int:

@@ -425,6 +425,10 @@ def test_registry_names_and_classes():
 def test_bad_construction_is_rejected():
     with pytest.raises(ValueError, match=r"name: got 'rnn'.*'gru'.*'cifg-lstm'"):
         cells.make("rnn", 2, 4)
+    # unhashable names were a raw "TypeError: unhashable type"; an array equal to a name is not one
+    for bad in (["lstm"], {"lstm": 1}, np.array(["lstm"]), np.array("lstm")):
+        with pytest.raises(ValueError, match=r"^name: got .*lstm.*, expected one of 'elman', 'lstm'"):
+            cells.make(bad, 2, 4)
     with pytest.raises(TypeError, match="kwargs: got \\['heads'\\]"):
         cells.make("gru", 2, 4, heads=2)
     with pytest.raises(ValueError, match="tau_init: got 0.5"):
@@ -604,3 +608,50 @@ def test_an_initial_state_of_another_dtype_is_refused_on_torch_as_on_numpy(make,
     hs = cell.apply(pt, xt, h0t, mode=mode)[0]
     assert hs.dtype == torch.float32
     np.testing.assert_array_equal(hs.numpy(), cell.apply(p, x, h0, mode=mode)[0])
+
+
+def test_bidirectional_params_need_exactly_forward_and_backward():
+    """An extra key ("forwards", a typo) was accepted by apply and dropped by constrain."""
+    from seqcore.cells.stack import Bidirectional
+    rng = np.random.default_rng(0)
+    bi = Bidirectional(cells.GRU(3, 4), cells.GRU(3, 4))
+    p, x = bi.init(rng, np.float64), rng.normal(size=(2, 5, 3))
+    cases = (({**p, "forwards": p["forward"]}, r"\['backward', 'forward', 'forwards'\] \(unused key\(s\) \['forwards'\]\), "),
+             ({"forward": p["forward"]}, r"\['forward'\] \(missing key\(s\) \['backward'\]\), "),
+             ({"forward": p["forward"], "back": 1},
+              r"\['back', 'forward'\] \(missing key\(s\) \['backward'\]; unused key\(s\) \['back'\]\), "),
+             ([p["forward"], p["backward"]], r"list, "))
+    for bad, what in cases:
+        for call in (lambda q: bi.apply(q, x), bi.constrain):
+            with pytest.raises(ValueError, match=rf"^params: got {what}expected a dict with exactly the keys "
+                                                 r"'backward' and 'forward' from Bidirectional.init$"):
+                call(bad)
+    # the exact keys still work: constrain keeps the tree's structure, apply is each direction's
+    assert sorted(bi.constrain(p)) == ["backward", "forward"]
+    hs, _ = bi.apply(p, x)
+    np.testing.assert_array_equal(hs[..., :4], cells.GRU(3, 4).apply(p["forward"], x)[0])
+
+
+def test_stack_constrain_checks_the_number_of_layers():
+    """constrain zipped params against the layers: a short list came back short, a long one was cut."""
+    from seqcore.cells.stack import stack
+    net = stack(cells.LeakyRNN, 3, 4, num_layers=2)
+    p = net.init(np.random.default_rng(0), np.float64)
+    for bad, n in ((p[:1], 1), (p + p[:1], 3)):
+        with pytest.raises(ValueError, match=rf"^params: got list of length {n}, expected a list of 2 layer dicts"):
+            net.constrain(bad)
+    got = net.constrain(p)
+    assert len(got) == 2 and all(
+        np.array_equal(g[k], c.constrain(q)[k]) for g, c, q in zip(got, net.layers, p) for k in q)
+
+
+def test_apply_documents_the_newton_options_it_takes():
+    """The docstring listed params, x, h0 and mode only; **newton_kwargs went unexplained."""
+    doc = cells.Cell.apply.__doc__
+    assert "**newton_kwargs" in doc and ":func:`seqcore.newton_scan`" in doc
+    assert all(f"``{opt}``" in doc for opt in ("tol", "max_iters", "jacobian", "damping"))
+    # what it says: checked in sequential mode and on cells without a Newton scan too
+    rng = np.random.default_rng(0)
+    for cell, mode in ((cells.GRU(3, 4), "sequential"), (cells.MinGRU(3, 4), "parallel")):
+        with pytest.raises(TypeError, match="newton options: got unknown \\['tols'\\]"):
+            cell.apply(cell.init(rng, np.float64), np.zeros((1, 2, 3)), mode=mode, tols=1e-3)

@@ -408,11 +408,41 @@ def test_overflowing_iterate_falls_back():
     params = cell.init(rng, np.float32)
     params["weight_hh"] = (rng.standard_normal((H, H)) * 3.0 / np.sqrt(H)).astype(np.float32)
     x = rng.standard_normal((2, T, 2)).astype(np.float32)
-    with pytest.warns(NewtonConvergenceWarning, match="the iterate overflowed"):
+    with pytest.warns(NewtonConvergenceWarning, match="the iterate became non-finite"):
         hs, info = newton_scan(cell, params, x, max_iters=50)
     assert not info.converged and not np.isfinite(info.residuals[-1])
     assert np.isfinite(hs).all()
     assert np.array_equal(hs, cell.apply(params, x)[0])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "torch"])
+@pytest.mark.parametrize("name", ["gru", "lstm", "diag_gru", "cifg_lstm", "elman_tanh"])
+def test_non_finite_input_falls_back_naming_the_input_not_the_solver(backend, name):
+    """A NaN in x, h0 or a recurrent weight was reported as 'did not converge in 0 Newton
+    iterations (the iterate overflowed) ... Raise max_iters, add damping'. The oracle: the
+    sequential mode on the same backend, NaNs and all."""
+    mod = backend_or_skip(backend)
+    cell, params, x, h0 = make(name, np.float64, 2, 20)
+    two = cell.state_factor == 2
+    for where, shown in (("x", "x (or the input weights"), ("h0", "h0"), ("weight_hh", "params['weight_hh']")):
+        p, xx, hh = dict(params), x.copy(), tuple(map(np.copy, h0)) if two else h0.copy()
+        if where == "x":
+            xx[0, 10, 1] = np.nan
+        elif where == "h0":
+            (hh[1] if two else hh)[1, 2] = np.nan  # c0 for LSTM-like cells
+        else:
+            p["weight_hh"] = p["weight_hh"].copy()
+            p["weight_hh"].flat[0] = np.nan
+        args = tree_map(mod.asarray, (p, xx, hh))
+        with seqcore.use(backend), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            want = mod.to_numpy(cell.apply(*args)[0])
+            got = mod.to_numpy(cell.apply(*args, mode="parallel")[0])
+        assert np.array_equal(got, want, equal_nan=True) and not np.isfinite(want).all()
+        ours = [str(w.message) for w in caught if issubclass(w.category, NewtonConvergenceWarning)]
+        assert len(ours) == 1, ours
+        assert f"{type(cell).__name__} got NaN or inf in {shown}" in ours[0], ours[0]
+        assert "max_iters" not in ours[0] and "damping" not in ours[0], ours[0]
 
 
 def test_adjoint_with_overflowing_jacobian_products_is_bptt():

@@ -4,6 +4,7 @@
 ``make(name, input_size, hidden_size, **kwargs)`` builds a cell from its CLI name
 (see :func:`names`).
 """
+from ..validate import check_choice
 from .base import MODES, Cell
 from .elman import Elman
 from .gru import GRU
@@ -29,9 +30,8 @@ def make(name: str, input_size: int, hidden_size: int, **kwargs) -> Cell:
     >>> make("leaky", 3, 16, tau_init=2.0)
     LeakyRNN(input_size=3, hidden_size=16, nonlinearity='leaky_relu', slope=0.01, tau_init=2.0)
     """
-    if name not in _CELLS:
-        raise ValueError(f"name: got {name!r}, expected one of {names()}")
-    cls = _CELLS[name]
+    # against the dict, not the list: membership by hash refuses an array that == would match
+    cls = _CELLS[check_choice("name", name, _CELLS)]
     try:
         return cls(input_size, hidden_size, **kwargs)
     except TypeError as exc:

@@ -211,6 +211,9 @@ class Cell:
             h0: initial state ``(B, hidden_size)`` (LSTM-like cells: ``(h0, c0)``), zeros if ``None``.
             mode: ``"sequential"`` or ``"parallel"`` (Newton scan for nonlinear cells,
                 associative scan for cells linear in the state).
+            **newton_kwargs: ``tol``, ``max_iters``, ``jacobian``, ``damping``: the Newton scan's
+                options, as in :func:`seqcore.newton_scan`; used by ``mode="parallel"`` on nonlinear
+                cells, and checked (an unknown name is a ``TypeError``) but unused otherwise.
         Returns:
             ``(hs, h_last)``: ``hs: (B, T, hidden_size)`` and the final state (same form as ``h0``).
         """

@@ -93,15 +93,19 @@ class Stack:
 
     def constrain(self, params: list) -> list:
         """Each layer's :meth:`Cell.constrain` (applied after every optimizer update)."""
+        self._check_params(params)
         return [layer.constrain(p) for layer, p in zip(self.layers, params)]
+
+    def _check_params(self, params):
+        if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
+            raise ValueError(f"params: got {type(params).__name__} of length {len(params) if hasattr(params, '__len__') else '?'}, "
+                             f"expected a list of {len(self.layers)} layer dicts from Stack.init")
 
     def apply(self, params, x, h0=None, mode: str = "sequential", **kw):
         """``x: (B, T, input_size) -> (hs (B, T, output_size), [h_last per layer])``."""
         if mode not in MODES:
             raise ValueError(f"mode: got {mode!r}, expected one of {list(MODES)}")
-        if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
-            raise ValueError(f"params: got {type(params).__name__} of length {len(params) if hasattr(params, '__len__') else '?'}, "
-                             f"expected a list of {len(self.layers)} layer dicts from Stack.init")
+        self._check_params(params)
         if h0 is not None and not isinstance(h0, (list, tuple)):
             raise TypeError(f"h0: got {type(h0).__name__}, expected None or a list with one initial state per layer "
                             f"({len(self.layers)}), each as the layer's apply takes it")
@@ -133,10 +137,15 @@ def _length(x) -> str:
 
 
 def _check_directions(params):
-    if not isinstance(params, dict) or not {"forward", "backward"} <= set(params):
-        got = sorted(params) if isinstance(params, dict) else type(params).__name__
-        raise ValueError(f"params: got {got}, expected a dict with keys 'forward' and 'backward' "
-                         "from Bidirectional.init")
+    # exactly these keys, as every cell's params: a misspelled "forwards" is refused, not ignored
+    expected = "expected a dict with exactly the keys 'backward' and 'forward' from Bidirectional.init"
+    if not isinstance(params, dict):
+        raise ValueError(f"params: got {type(params).__name__}, {expected}")
+    keys = {"forward", "backward"}
+    missing, unused = sorted(keys - set(params)), sorted(set(params) - keys, key=repr)
+    if missing or unused:
+        why = "; ".join(f"{what} key(s) {ks}" for what, ks in (("missing", missing), ("unused", unused)) if ks)
+        raise ValueError(f"params: got {sorted(params, key=repr)} ({why}), {expected}")
 
 
 def _out_size(layer) -> int:
