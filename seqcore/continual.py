@@ -56,7 +56,8 @@ from .runs import (JsonConfig, RunDir, atomic_write, check_finite_params, load_c
                    save_checkpoint, write_json)
 from .train import DTYPES, MODEL_COPIES, Trainer, TrainingDiverged, progress_bar
 from .tree import tree_map
-from .validate import INT64_MAX, check_choice, check_model_fits, check_positive_int, is_finite_number, is_integer
+from .validate import (INT64_MAX, check_choice, check_fits_in_memory, check_model_fits, check_positive_int,
+                       is_finite_number, is_integer)
 
 __all__ = ["ContinualConfig", "run_continual", "resume_continual", "is_continual_run", "synthetic_clusters",
            "load_dataset", "build_stream", "build_model", "scenario_of", "DATASETS", "STREAMS", "STREAM_SCENARIOS",
@@ -287,6 +288,7 @@ class _Run:
     def __init__(self, cfg: ContinualConfig):
         self.cfg = cfg
         self.dtype = DTYPES[cfg.dtype]
+        _check_run_fits(cfg, cfg.experiences)  # before building the stream: a stream has >= experiences of them
         data, self.scale = (None, 1.0) if cfg.stream == "curriculum" else load_dataset(cfg)
         self.stream = build_stream(cfg, data)
         if self.stream.n_outputs is None:
@@ -296,7 +298,10 @@ class _Run:
         self.head_size = self.stream.n_outputs if self.stream.scenario == "task" else None
         self._cache: dict[int, Any] = {}
         self.learner = learners.make(cfg.learner, **cfg.learner_kwargs)
-        sample_shape = self._experience(0).eval[0].shape[1:]
+        x0, y0 = self._experience(0).eval
+        sample_shape = x0.shape[1:]
+        # experience 0's evaluation set stands for every one's (samples kept, int64 labels)
+        _check_run_fits(cfg, self.n, min(cfg.eval_size, len(y0)), x0.dtype.itemsize * int(np.prod(sample_shape)) + 8)
         n_outputs = self.stream.n_outputs * self.stream.n_heads
         def build(h, layers=cfg.layers):  # with layers: the depth is counted without building the stack
             return build_model(dataclasses.replace(cfg, hidden=h, layers=layers), sample_shape, n_outputs)
@@ -438,17 +443,31 @@ class _Run:
         return out
 
 
-def _check_curve_record(rd: RunDir, line: int, r: dict, n: int) -> None:
-    """An evaluation record as the continual loop writes it (``EvalCurve.to_records``), else a
-    ValueError naming the file and line."""
+def _check_run_fits(cfg: ContinualConfig, n: int, eval_samples: int = 0, sample_bytes: int = 0) -> None:
+    """Refuse a run whose (n, n) accuracy matrix and n evaluation sets of ``eval_samples``
+    samples could not fit in memory, before the long loop that builds the sets."""
+    sets = f" and {n} evaluation sets of {eval_samples} samples (eval_size {cfg.eval_size})" if eval_samples else ""
+    check_fits_in_memory("experiences", cfg.experiences, n * n * 8 + n * eval_samples * sample_bytes,
+                         f"{n}x{n} accuracy matrix{sets}")
+
+
+def _check_curve_record(rd: RunDir, line: int, r: dict, n: int, previous: dict | None, step: int) -> None:
+    """An evaluation record as the continual loop writes it (``EvalCurve.to_records``), in order
+    after ``previous`` and no later than the checkpoint's ``step``, else a ValueError naming the
+    file and line (found before training, not by the final summary's ``EvalCurve``)."""
     ok = is_integer(r.get("iteration")) and is_integer(r.get("experience")) and 0 <= r["experience"] < n
     acc = r.get("accuracy")
-    ok = ok and isinstance(acc, list) and len(acc) == r["experience"] + 1 and all(
-        a is None or is_finite_number(a) for a in acc)  # null: an accuracy written while not finite
+    # the loop writes correct/len, never null or a non-finite accuracy
+    ok = ok and isinstance(acc, list) and len(acc) == r["experience"] + 1 and all(is_finite_number(a) for a in acc)
     if not ok:
         raise ValueError(f"{rd.metrics}: line {line}: got {r!r:.100}, expected an evaluation record "
                          '{"iteration": int, "experience": int in [0, ' + str(n) + '), "accuracy": [one number '
                          "per seen experience]} (the file is damaged)")
+    low_it, low_exp = (0, 0) if previous is None else (previous["iteration"], previous["experience"])
+    if not (low_it <= r["iteration"] <= step and r["experience"] >= low_exp):
+        raise ValueError(f"{rd.metrics}: line {line}: got iteration {r['iteration']}, experience {r['experience']}, "
+                         f"expected an iteration in [{low_it}, {step}] (from the previous record's to the "
+                         f"checkpoint's step) and an experience >= {low_exp} (the file is damaged)")
 
 
 def _nan_to_none(rows):
@@ -573,7 +592,11 @@ def _resume_continual(rd: RunDir, quiet, log, stop_at_step) -> tuple[dict, Any]:
     run = _Run(cfg)
     run.load(rd.checkpoint)
     if run.experience >= run.n and rd.summary.exists():  # finished: nothing to do, nothing rewritten
-        return read_json_object(rd.summary), run.trainer.params  # (no summary: killed writing it, rebuilt below)
+        summary = read_json_object(rd.summary)
+        # only the final summary: a stopped or interrupted run's, left when the final one was never
+        # written (Ctrl-C or an error while summarising), is rebuilt below, as a missing one is
+        if summary.get("status") == "completed" and summary.get("steps") == run.trainer.step_count:
+            return summary, run.trainer.params
     lines = rd.metrics.read_text().splitlines(keepends=True) if rd.metrics.exists() else []
     if len(lines) < run.records_at_checkpoint:  # the continual metrics are computed from all of them
         raise ValueError(f"{rd.metrics}: holds {len(lines)} evaluation records, expected the "
@@ -582,7 +605,9 @@ def _resume_continual(rd: RunDir, quiet, log, stop_at_step) -> tuple[dict, Any]:
     lines = lines[: run.records_at_checkpoint]  # drop evaluations logged after the checkpoint
     atomic_write(rd.metrics, "".join(lines).encode())
     run.curve_records = rd.read_metrics()  # a damaged line is an error naming the file and line
+    previous = None
     for i, record in enumerate(run.curve_records, 1):
-        _check_curve_record(rd, i, record, run.n)
+        _check_curve_record(rd, i, record, run.n, previous, run.trainer.step_count)
+        previous = record
     summary = _loop(run, rd, quiet, log, stop_at_step)
     return summary, run.trainer.params

@@ -626,3 +626,82 @@ def test_report_of_a_run_directory_that_cannot_be_written_still_prints(cli, tmp_
     assert "note: no plot:" in result.stderr and "cannot be written" in result.stderr
     result = cli("report", out, "--plot", tmp_path / "elsewhere.png")
     assert result.exit_code != 0 and "cannot be written" in result.output
+
+
+SMALL = dict(dataset="synthetic", synthetic={"n_train": 200, "n_test": 100}, experiences=2, steps=6, eval_every=3,
+             eval_size=100, hidden=4, batch_size=8, backend="numpy")
+
+
+def _without_time(summary):
+    return {k: v for k, v in summary.items() if k != "wall_time_s"}
+
+
+def test_resume_rebuilds_a_stale_summary_left_by_an_interrupted_final_summary(tmp_path, monkeypatch):
+    """Ctrl-C after the final checkpoint, while the final summary is written, leaves the
+    "stopped" summary of the earlier stop: --resume summarises the finished run again (as an
+    uninterrupted run's), instead of returning that stale summary forever."""
+    from seqcore import continual
+    full, _ = run_continual(ContinualConfig(**SMALL), str(tmp_path / "full"), quiet=True)
+    out = tmp_path / "cut"
+    assert run_continual(ContinualConfig(**SMALL), str(out), quiet=True, stop_at_step=4)[0]["status"] == "stopped"
+    summarise = continual._Run.summary
+
+    def ctrl_c_on_the_final_summary(self, rd, status, message):
+        if status == "completed":
+            raise KeyboardInterrupt
+        return summarise(self, rd, status, message)
+
+    monkeypatch.setattr(continual._Run, "summary", ctrl_c_on_the_final_summary)
+    with pytest.raises(KeyboardInterrupt):
+        resume_continual(str(out), quiet=True)
+    monkeypatch.setattr(continual._Run, "summary", summarise)
+    assert json.loads((out / "summary.json").read_text())["status"] == "stopped"  # the checkpoint is at the end
+    resumed, _ = resume_continual(str(out), quiet=True)
+    assert resumed["status"] == "completed" and resumed["steps"] == 12
+    assert _without_time(resumed) == _without_time(full)
+    assert _without_time(json.loads((out / "summary.json").read_text())) == _without_time(full)
+    # a "completed" summary of another step count is not this run's final one either
+    (out / "summary.json").write_text(json.dumps({**resumed, "steps": 7}))
+    assert resume_continual(str(out), quiet=True)[0]["steps"] == 12
+
+
+@pytest.mark.parametrize("line,edit,match", [
+    (2, lambda r: r["accuracy"].__setitem__(0, None), "line 2: got .*expected an evaluation record"),
+    (2, lambda r: r.update(iteration=100), r"line 2: got iteration 100, .*expected an iteration in \[0, 8\]"),
+    (3, lambda r: r.update(iteration=1), r"line 3: got iteration 1, .*expected an iteration in \[3, 8\]"),
+    (2, lambda r: r.update(experience=1, accuracy=[0.5, 0.5]), r"line 3: .*expected .*an experience >= 1"),
+])
+def test_resume_refuses_records_the_final_summary_would_refuse_before_training(tmp_path, line, edit, match):
+    """A null accuracy, an iteration going backwards or past the checkpoint's step, an
+    experience going backwards: refused naming metrics.jsonl and the line before any training
+    (not by the final summary, after the whole rest of the run)."""
+    out = tmp_path / "run"
+    run_continual(ContinualConfig(**SMALL), str(out), quiet=True, stop_at_step=8)
+    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], r["experience"]) for r in records] == [(0, 0), (3, 0), (6, 0), (6, 1)]
+    edit(records[line - 1])
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    checkpoint = (out / "checkpoint.npz").read_bytes()
+    with pytest.raises(ValueError, match="metrics.jsonl: " + match):
+        resume_continual(str(out), quiet=True)
+    assert (out / "checkpoint.npz").read_bytes() == checkpoint  # nothing trained
+    assert json.loads((out / "summary.json").read_text())["status"] == "stopped"
+
+
+def test_experiences_whose_matrix_or_evaluation_sets_cannot_fit_are_refused_before_building_them(
+        cli, tmp_path, monkeypatch):
+    """The (n, n) accuracy matrix and n evaluation sets are budgeted against the machine's
+    memory before the loop that builds the sets (--experiences 40000000 ran until the OOM kill)."""
+    from seqcore import validate
+    monkeypatch.setattr(validate, "physical_memory", lambda: 8 * 2 ** 20)
+    # the matrix alone: 2000² float64 = 30.5 MiB, refused before the stream is built
+    with pytest.raises(ValueError, match=r"^experiences: got 2000, whose 2000x2000 accuracy matrix would take "):
+        run_continual(ContinualConfig(**{**SMALL, "experiences": 2000}), None, quiet=True, stop_at_step=0)
+    # a 1.2 MiB matrix, but 400 evaluation sets of 100 samples of 64 float32 features + an int64 label: 10 MiB
+    cfg = ContinualConfig(**{**SMALL, "experiences": 400, "synthetic": {**SMALL["synthetic"], "n_features": 64}})
+    with pytest.raises(ValueError, match=r"^experiences: got 400, whose 400x400 accuracy matrix and 400 evaluation "
+                                         r"sets of 100 samples \(eval_size 100\) would take 0.011 GiB"):
+        run_continual(cfg, None, quiet=True, stop_at_step=0)
+    result = cli("continual", *TINY, "--experiences", "2000", "--out", tmp_path / "x")
+    assert result.exit_code == 1 and result.output.startswith("Error: --experiences: got 2000, whose"), result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "x").exists()
