@@ -48,6 +48,14 @@ def assert_close(got, want, dtype, what):
     np.testing.assert_allclose(got[finite], want[finite], rtol=r, atol=r * max(scale, 1e-30), err_msg=what)
 
 
+
+def assert_same_nonfinite(got, want, what):
+    """NaN, +inf and −inf exactly where the reference has them (``assert_close`` only compares
+    finiteness: a NaN turned into −inf would pass it)."""
+    got, want = np.asarray(got), np.asarray(want)
+    for kind in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(kind(got), kind(want), err_msg=f"{what}: {kind.__name__} entries differ")
+
 def _as_tuple(x):
     return x if isinstance(x, tuple) else (x,)
 
@@ -152,6 +160,41 @@ def test_log_linear_scan_including_zero_inputs(nb, shape, dtype):
         for init in (None, log_h0):
             compare_primitive(nb, "log_linear_scan", (log_a, log_b, init), dict(reverse=reverse), dtype, rng)
 
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the reference on NaN and inf
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_linear_scan_with_nan_and_infinite_inputs(nb, dtype):
+    """numpy.logaddexp's rules, forward and VJP: NaN propagates (also where log_b = −inf, b = 0),
+    logaddexp(inf, inf) = inf, logaddexp(−inf, −inf) = −inf.  One channel per combination of
+    the first step's log_a, log_b and log_h0; the later steps per ``tail``."""
+    special = [0.0, -1.5, 2.0, np.inf, -np.inf, np.nan]
+    combos = np.array(np.meshgrid(special, special, special, indexing="ij")).reshape(3, -1)
+    D = combos.shape[1]
+    rng = np.random.default_rng(9)
+    fwd, bwd = nb.primitives["log_linear_scan"]
+    prim = primitives.get("log_linear_scan")
+    for tail_a, tail_b in [(0.0, -np.inf), (np.nan, -np.inf), (0.0, np.inf), (-np.inf, 1.0), (0.5, 0.3)]:
+        la = np.empty((1, 3, D), dtype)
+        lb = np.empty((1, 3, D), dtype)
+        la[0, 0], lb[0, 0] = combos[0], combos[1]
+        la[0, 1], lb[0, 1] = tail_a, tail_b
+        la[0, 2], lb[0, 2] = 0.2, -np.inf
+        for h0 in (None, combos[2][None].astype(dtype)):
+            for reverse in (False, True):
+                args = (la[:, ::-1].copy(), lb[:, ::-1].copy()) if reverse else (la, lb)
+                want, want_res = prim.fwd(np, *args, h0, reverse=reverse)
+                got, got_res = fwd(np, *args, h0, reverse=reverse)
+                assert got_res[0] == "numba"
+                what = f"tail {tail_a, tail_b}, h0 {h0 is not None}, reverse {reverse}"
+                assert_same_nonfinite(got, want, f"{what}: y")
+                assert_close(got, want, dtype, f"{what}: y")
+                dy = rng.normal(size=want.shape).astype(dtype)
+                for i, (g, w) in enumerate(zip(bwd(np, got_res, dy, reverse=reverse),
+                                               prim.bwd(np, want_res, dy, reverse=reverse))):
+                    if w is not None:
+                        assert_same_nonfinite(g, w, f"{what}: gradient {i}")
+                        assert_close(g, w, dtype, f"{what}: gradient {i}")
 
 def test_non_contiguous_inputs_are_copied(nb):
     rng = np.random.default_rng(4)
@@ -534,6 +577,28 @@ def test_mingru_gate_derivative_where_the_gate_rounds_to_one(nb, dtype, k):
         np.testing.assert_allclose(dxi[..., :4], want, rtol=10 * RTOL[dtype], err_msg=what)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_with_zero_features(nb, dtype):
+    """0 input features: y is the bias alone (the empty sum), through seqcore.use("numba"), with
+    gradients of the arguments' shapes; 0 output features: an empty y."""
+    from seqcore.backends.numba import panels
+
+    NR = panels.panel_width(dtype)
+    rng = np.random.default_rng(10)
+    for x_shape, w_shape in [((300, 0), (2 * NR, 0)), ((4, 80, 0), (NR, 0)), ((300, 7), (0, 7))]:
+        x, w, b = np.ones(x_shape, dtype), np.ones(w_shape, dtype), rng.normal(size=w_shape[:1]).astype(dtype)
+        with seqcore.use("numba"):
+            y, pullback = seqcore.vjp(seqcore.ops.linear, x, w, b)
+            g = rng.normal(size=y.shape).astype(dtype)
+            dx, dw, db = pullback(g)
+        assert y.shape == x_shape[:-1] + w_shape[:1] and y.dtype == dtype
+        np.testing.assert_array_equal(y, np.broadcast_to(b, y.shape) if w_shape[1] == 0 else y)
+        assert (dx.shape, dw.shape, db.shape) == (x_shape, w_shape, w_shape[:1])
+        np.testing.assert_array_equal(dx, np.zeros(x_shape, dtype) if w_shape[0] == 0 else dx)
+        np.testing.assert_array_equal(dw, np.zeros(w_shape, dtype))
+        np.testing.assert_allclose(db, g.reshape(-1, w_shape[0]).sum(axis=0) if w_shape[0] else db, rtol=1e-5)
+
+
 # -- cells end to end through seqcore.use("numba") ---------------------------------------------------
 
 CELLS = {
@@ -577,6 +642,45 @@ def test_cell_values_and_gradients_match_numpy_backend(cell_name, dtype):
         for k in want_dp:
             assert_close(got_dp[k], want_dp[k], dtype, f"{cell_name} d{k}")
 
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the reference on NaN and inf
+@pytest.mark.parametrize("cell_name", sorted(CELLS))
+def test_cell_nan_patterns_match_numpy_backend(cell_name):
+    """A NaN in x (one entry), in weight_hh or in h0 reaches the same outputs and gradients as
+    in the reference: a NaN must not come out as a plausible number (relu's max(NaN, 0) is NaN)."""
+    cell = CELLS[cell_name]()
+    for dtype in DTYPES:
+        for site in ("x", "weight_hh", "h0"):
+            rng = np.random.default_rng(11)
+            params = cell.init(rng, dtype)
+            x = rng.normal(size=(2, 5, cell.input_size)).astype(dtype)
+            cot = rng.normal(size=(2, 5, cell.hidden_size)).astype(dtype)
+            h0 = None
+            if site == "x":
+                x[0, 1, 0] = np.nan
+            elif site == "weight_hh":
+                if "weight_hh" not in params:
+                    continue
+                params["weight_hh"].reshape(-1)[1] = np.nan
+            else:
+                h0 = seqcore.tree.tree_map(np.array, cell.apply(params, x)[1])
+                seqcore.tree.tree_leaves(h0)[0][1, 2] = np.nan
+
+            def run():
+                out, pullback = seqcore.vjp(lambda p, x: cell.apply(p, x, h0)[0], params, x)
+                return out, pullback(cot)
+
+            with seqcore.use("numpy"):
+                want, (want_dp, want_dx) = run()
+            with seqcore.use("numba"):
+                got, (got_dp, got_dx) = run()
+            assert np.isnan(want).any()
+            pairs = [("outputs", got, want), ("dx", got_dx, want_dx)]
+            pairs += [(f"d{k}", got_dp[k], want_dp[k]) for k in want_dp]
+            for what, g, w in pairs:
+                assert_same_nonfinite(g, w, f"{cell_name} {dtype.__name__} NaN in {site}: {what}")
+                assert_close(g, w, dtype, f"{cell_name} {dtype.__name__} NaN in {site}: {what}")
 
 def test_public_scan_dispatches_to_numba(nb):
     rng = np.random.default_rng(6)

@@ -91,6 +91,42 @@ def test_linear_with_one_input_feature_has_the_gemm_bits(dtype):
     np.testing.assert_array_equal(seqcore.ops.linear(x, w), ref)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape,w_shape", [((9, 0), (64, 0)), ((2, 3, 0), (5, 0)), ((4, 3), (0, 3)),
+                                             ((3, 0), (0, 0)), ((0, 3), (5, 3))])
+def test_linear_with_zero_features(x_shape, w_shape, dtype):
+    """0 input (or output) features: an empty sum, so y is the bias alone; the gradients keep
+    their arguments' shapes, and db sums the cotangent over the rows."""
+    rng = np.random.default_rng(4)
+    x, w, b = np.ones(x_shape, dtype), np.ones(w_shape, dtype), rng.normal(size=w_shape[:1]).astype(dtype)
+    y, pullback = seqcore.vjp(seqcore.ops.linear, x, w, b)
+    assert y.shape == x_shape[:-1] + w_shape[:1] and y.dtype == dtype
+    if w_shape[1] == 0:
+        np.testing.assert_array_equal(y, np.broadcast_to(b, y.shape))
+    g = rng.normal(size=y.shape).astype(dtype)
+    dx, dw, db = pullback(g)
+    assert (dx.shape, dw.shape, db.shape) == (x_shape, w_shape, w_shape[:1])
+    assert dx.dtype == dw.dtype == db.dtype == dtype
+    rows = int(np.prod(x_shape[:-1]))  # not -1: ambiguous for an empty array
+    g2 = g.reshape(rows, w_shape[0])
+    np.testing.assert_allclose(dx.reshape(rows, w_shape[1]), g2 @ w, rtol=1e-6)
+    np.testing.assert_allclose(dw, g2.T @ x.reshape(rows, w_shape[1]), rtol=1e-6)
+    np.testing.assert_allclose(db, g2.sum(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(seqcore.ops.linear(x, w), y - b)
+
+
+@pytest.mark.parametrize("name", [3, None, b"numpy", ["numba"]])
+def test_a_backend_name_that_is_no_string_is_a_type_error_naming_name(name):
+    with pytest.raises(TypeError, match=r"^name: got \w+ .*expected a backend name \(str\), one of \['numpy'"):
+        seqcore.use(name)
+    assert seqcore.backends.current() == "numpy"  # unchanged
+    if name is not None:  # get(None) is the current backend
+        with pytest.raises(TypeError, match="^name: "):
+            seqcore.backends.get(name)
+    with pytest.raises(ValueError, match="unknown backend 'jax'"):  # an unknown string stays a ValueError
+        seqcore.use("jax")
+
 def test_a_loss_of_exactly_zero_is_positive_zero():
     """An all-zero mask, or logits that pick every label with certainty, give +0.0 (printed
     as 0.0000, not -0.0000)."""

@@ -41,7 +41,9 @@ def names() -> list[str]:
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or name not in _REGISTRY:
+    if not isinstance(name, str):
+        raise TypeError(f"name: got {type(name).__name__} {name!r}, expected a backend name (str), one of {names()}")
+    if name not in _REGISTRY:
         raise ValueError(f"backend: unknown backend {name!r}; expected one of {names()}")
 
 

@@ -36,7 +36,7 @@ def _elman_forward(xi, h0, WTp, bias, relu, states, hbuf, zbuf, u, q, kbits):
             for i in range(B):
                 for j in range(H):
                     z = (xi[i, t, j] + zbuf[i, j]) + bias[j]
-                    hn = z if z > zero else zero
+                    hn = zero if z <= zero else z  # NaN passes, as np.maximum(z, 0)
                     hbuf[i, j] = hn
                     states[i, t, j] = hn
             continue

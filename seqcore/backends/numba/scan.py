@@ -433,7 +433,7 @@ def _log_forward(la, lb, y0, reverse, blk, coef, y, u, q, kbits):
     """y_t = logaddexp(log_a_t + y_{t-1}, log_b_t).  u, q, kbits: (tasks, blk) scratch."""
     B, T, D = la.shape
     nblk = (D + blk - 1) // blk
-    one, two = la.dtype.type(1.0), la.dtype.type(2.0)
+    zero, one, two = la.dtype.type(0.0), la.dtype.type(1.0), la.dtype.type(2.0)
     ln2, sqrt2 = la.dtype.type(0.6931471805599453), la.dtype.type(1.4142135623730951)
     for task in prange(B * nblk):
         i, d0, d1 = task_block(task, nblk, blk, D)
@@ -447,13 +447,13 @@ def _log_forward(la, lb, y0, reverse, blk, coef, y, u, q, kbits):
             t = T - 1 - j if reverse else j
             ar, br, yr = la[i, t, d0:d1], lb[i, t, d0:d1], y[i, t, d0:d1]
             for d in range(w):
-                x[d] = ar[d] + x[d]
-                mx[d] = x[d] if x[d] >= br[d] else br[d]
-                uu[d] = -abs(x[d] - br[d])  # NaN stays NaN
+                xd, bd = ar[d] + x[d], br[d]
+                mx[d] = bd if xd < bd else xd  # a NaN in xd stays; one in bd reaches uu
+                # equal inputs (±inf included) add log 2, as numpy.logaddexp: not inf − inf = NaN
+                uu[d] = zero if xd == bd else -abs(xd - bd)
             expm1_parts(uu, qq, kk)
             for d in range(w):
-                v = mx[d] + log1p_unit(exp_from_parts(qq[d], sc[d], one), one, two, sqrt2, ln2, coef)
-                x[d] = mx[d] if mx[d] == -np.inf else v  # both inputs −inf: the sum is 0
+                x[d] = mx[d] + log1p_unit(exp_from_parts(qq[d], sc[d], one), one, two, sqrt2, ln2, coef)
             for d in range(w):
                 yr[d] = x[d]
 

@@ -1,6 +1,7 @@
 """Reference elementwise, reduction, shape and matmul primitives (forward + VJP)."""
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
@@ -242,11 +243,17 @@ def _matmul_bwd(xp, r, g):
 matmul = define("matmul", lambda xp, a, b: (a @ b, (a, b)), _matmul_bwd)
 
 
+def _rows(x):
+    """``x`` as ``(rows, last axis)``; the row count spelled out: ``-1`` is ambiguous when the array
+    is empty (0 input or output features)."""
+    return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+
+
 def _linear_fwd(xp, x, weight, bias=None):
     if weight.shape[1] == 1:  # one input feature: a broadcast product has the GEMM's bits, ~3x faster
         y = x * weight[:, 0]
     else:  # one 2-D GEMM: NumPy's batched matmul over leading axes does not reach BLAS efficiently
-        y = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(x.shape[:-1] + (weight.shape[0],))
+        y = (_rows(x) @ weight.T).reshape(x.shape[:-1] + (weight.shape[0],))
     if bias is not None:
         if bias.dtype == y.dtype:  # in place into the fresh GEMM output: one (B·T, out) temporary less
             y += bias
@@ -257,8 +264,7 @@ def _linear_fwd(xp, x, weight, bias=None):
 
 def _linear_bwd(xp, r, g):
     x, weight, has_bias = r
-    x2 = x.reshape(-1, x.shape[-1])
-    g2 = g.reshape(-1, g.shape[-1])
+    x2, g2 = _rows(x), _rows(g)
     gx = (g2 @ weight).reshape(x.shape)
     gw = g2.T @ x2
     gb = g2.sum(axis=0) if has_bias else None
