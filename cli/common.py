@@ -22,7 +22,7 @@ from typing import Any, Iterator, Mapping
 import click
 
 from seqcore.backends import BackendUnavailable
-from seqcore.train import TrainConfig, TrainingDiverged
+from seqcore.train import TrainConfig, TrainingDiverged, request_interrupt
 
 __all__ = ["one_line", "user_errors", "saved_config_errors", "SeqcoreGroup", "KeyValue", "OptionalFloat", "NONE",
            "load_config_file", "check_config_types", "register_optional", "BROKEN_PIPE_STATUS"]
@@ -159,13 +159,21 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum, frame):
+        # the flag too: a KeyboardInterrupt raised inside a finaliser is printed and dropped by Python,
+        # and the training loop would go on to "completed"; it checks the flag before each step
+        request_interrupt()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    # Ctrl-C as well, unless SIGINT is ignored (a background job) or handled by someone else
+    signals = [signal.SIGTERM] + [signal.SIGINT] * (signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
+    request_interrupt(False)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        request_interrupt(False)
 
 
 class Interrupted(click.ClickException):

@@ -18,7 +18,7 @@ from seqcore import backends, cells, tasks
 from seqcore.backends import BackendUnavailable, heap
 from seqcore.runs import RunDir, checkpoint_meta
 from seqcore.tasks.idx import DEFAULT_DATA_DIRS
-from seqcore.validate import INT64_MAX
+from seqcore.validate import INT64_MAX, is_integer
 from seqcore import train as train_module
 from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, Run, TrainConfig
 from seqcore.train import EARLY_STOPS, current_status
@@ -273,8 +273,10 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
         input_size = task.input_size
     # the curriculum's own check names the problem (e.g. a task without N) before seqcore.train would
     # fail on it with an AttributeError; model_builder's checks name run fields (mode, target_accuracy) too
-    with user_errors({**sources, **_field_options(options, "curriculum", cfg.curriculum, cfg.curriculum_kwargs,
-                                                  in_file)}):
+    curriculum_options = _field_options(options, "curriculum", cfg.curriculum, cfg.curriculum_kwargs, in_file)
+    task_options = _field_options({}, "task", cfg.task, cfg.task_kwargs, in_file)
+    with user_errors({**sources, **curriculum_options,
+                      **_defaulted_n_options(cfg, task, task_options, curriculum_options)}):
         _, build = train_module.model_builder(cfg, task)
     # the first layer's real sizes: fields such as DiagGRU's heads must divide them
     with user_errors(_field_options(options, "cell", cfg.cell, cfg.cell_kwargs, in_file)):
@@ -335,6 +337,26 @@ def _field_options(options: dict, kind: str, name: str, kwargs: dict, in_file: s
     where = in_file.format(f"{kind}_kwargs")
     names = {**options, **{key: f"--{kind}-arg {key}{where}" for key in kwargs}}
     names.setdefault(name, f"--{kind}-arg ({name}){where}")
+    return names
+
+
+def _defaulted_n_options(cfg: TrainConfig, task, task_options: dict, curriculum_options: dict) -> dict:
+    """``user_errors`` names for an N-curriculum's ``start_n`` and ``max_n`` left to their defaults,
+    which come from the task's N (``max_n``: 30 past it, or past a larger ``start_n``): the library
+    names the field, here the option the user set (``start_n: got 1 (the task's largest N)`` is shown
+    as ``--task-arg n: ...``). Only options given are named; nothing when the task has no N."""
+    given = cfg.curriculum_kwargs
+    if not hasattr(task, "ns"):
+        return {}
+    n_option = task_options.get("n")  # None: the task's default N, which nobody set
+    names = {}
+    if "start_n" not in given and n_option:
+        names["start_n"] = n_option
+    if "max_n" not in given:
+        start = given.get("start_n")
+        source = curriculum_options["start_n"] if is_integer(start) and start >= max(task.ns) else n_option
+        if source:
+            names["max_n"] = f"max_n (by default 30 past {source})"
     return names
 
 
@@ -499,6 +521,7 @@ def _finish(summary: dict, run_dir: str) -> None:
 def load_run(run_dir: str, backend: str | None = None) -> Run:
     """:func:`seqcore.train.load_run` with its errors as one-line CLI messages."""
     _run_config(run_dir)  # the friendlier message for a directory without config.json
+    _checkpoint_step(run_dir)  # and without checkpoint.npz (the library's error names its argument, `out`)
     with user_errors(), saved_config_errors(RunDir(run_dir).config):
         return train_module.load_run(run_dir, backend)
 
@@ -545,8 +568,9 @@ def eval_(ctx, run_dir, num_batches, batch_size, seed, run_eval_set, backend, as
     if isinstance(task, tasks.DatasetTask) and option_given(ctx, "seed"):
         raise click.ClickException(f"--seed: got {seed} for task {cfg.task!r}, which is evaluated on its data "
                                    "set's test split (no fresh batches to draw); leave --seed out")
-    with user_errors({"batch_size": "--batch-size"}):
+    with user_errors({"batch_size": "--batch-size", "num_batches": "--batches"}):
         train_module.check_batch_fits("batch_size", batch_size, cfg, task)
+        train_module.check_eval_count(num_batches, batch_size, task, ("num_batches", "batch_size"))
         if run_eval_set or isinstance(task, tasks.DatasetTask):
             source = "the run's evaluation set" if run_eval_set else "the test split"
             batches = task.eval_batches(batch_size, num_batches)

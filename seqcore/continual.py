@@ -54,7 +54,8 @@ from .learners.base import ExperienceData
 from .learners.classifiers import MLPClassifier, RNNClassifier
 from .runs import (JsonConfig, RunDir, atomic_write, check_finite_params, load_checkpoint, read_json_object, restoring,
                    save_checkpoint, write_json)
-from .train import DTYPES, MODEL_COPIES, Trainer, TrainingDiverged, progress_bar
+from .train import (DTYPES, MODEL_COPIES, Trainer, TrainingDiverged, interrupt_requested, progress_bar,
+                    request_interrupt)
 from .tree import tree_map
 from .validate import (INT64_MAX, check_choice, check_fits_in_memory, check_model_fits, check_positive_int,
                        is_finite_number, is_integer)
@@ -503,6 +504,8 @@ def _loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[s
                 if stop_at_step is not None and tr.step_count >= stop_at_step:
                     status, message = "stopped", f"stopped at step {tr.step_count}; resume to continue"
                     raise _Stop
+                if interrupt_requested():  # a signal whose KeyboardInterrupt was lost (see train.request_interrupt)
+                    raise KeyboardInterrupt
                 x, y = data.sample(run.rng, cfg.batch_size)
                 run.last_loss = tr.step((x, y, None))
                 run.step_in_experience += 1
@@ -532,6 +535,7 @@ def _loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[s
     except TrainingDiverged as exc:
         status, message = "diverged", str(exc)
     except KeyboardInterrupt:
+        request_interrupt(False)  # handled: a later run in this process starts afresh
         where = f" --out {rd.path}" if rd is not None else ""
         status, message = "interrupted", f"resume with `seqcore continual --resume{where}`"
     finally:

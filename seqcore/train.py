@@ -28,11 +28,11 @@ from .run_schedules import SCHEDULES, check_schedule_kwargs, complete_grad_norms
 from .runs import (JsonConfig, RunDir, check_finite_params, checkpoint_meta, first_nonfinite, load_checkpoint, params_from_arrays,
                    params_to_arrays, read_json_object, restoring, save_checkpoint, write_json)
 from .tree import tree_leaves, tree_map, tree_paths
-from .validate import (INT64_MAX, is_finite_number, is_integer, check_choice, check_fits_in_memory, check_model_fits, check_positive_int,
-                       parameter_count, physical_memory)
+from .validate import (INT64_MAX, is_finite_number, is_integer, check_bool, check_choice, check_fits_in_memory, check_model_fits,
+                       check_positive_int, parameter_count, physical_memory)
 
 __all__ = ["TrainConfig", "Hooks", "Trainer", "TrainingDiverged", "Run", "load_run", "train", "resume", "build_optimizer",
-           "OPTIMIZERS", "SCHEDULES"]
+           "request_interrupt", "interrupt_requested", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -411,10 +411,40 @@ def model_builder(cfg: TrainConfig, task):
 
 def check_sizes(cfg: TrainConfig, task, build) -> None:
     """Refuse a hidden size whose parameters, or batch sizes whose activations, could never fit
-    in this machine's memory (the hidden size first: when it is the cause, it is named)."""
+    in this machine's memory (the hidden size first: when it is the cause, it is named), and an
+    evaluation too large to finish (:func:`check_eval_count`)."""
     check_model_fits("hidden", cfg.hidden, build, np.dtype(DTYPES[cfg.dtype]).itemsize, MODEL_COPIES, cfg.layers)
     for name in ("batch_size", "eval_batch_size"):
         check_batch_fits(name, getattr(cfg, name), cfg, task)
+    check_eval_count(cfg.eval_batches, cfg.eval_batch_size, task)
+
+
+# batches are scored one at a time, so their number costs time, not memory: at the fastest measured
+# (0.6 µs a sequence: nparity, hidden 1, NumPy) this many take a minute, at every evaluation; most runs
+# take far longer per sequence. A larger evaluation would look like a hang, with no message
+MAX_EVAL_SEQUENCES = 10**8
+
+
+def check_eval_count(num_batches: int, batch_size: int, task, names: tuple[str, str] = ("eval_batches",
+                                                                                       "eval_batch_size")) -> None:
+    """Refuse an evaluation of more than :data:`MAX_EVAL_SEQUENCES` sequences (``num_batches`` ×
+    ``batch_size``; a data set's stops at the end of its test split). ``names``: the fields that
+    set the two numbers, for the error."""
+    batches_name, size_name = names
+    check_positive_int(batches_name, num_batches)
+    check_positive_int(size_name, batch_size)
+    total = num_batches * batch_size
+    if total <= MAX_EVAL_SEQUENCES:
+        return
+    split = task.num_examples("test")  # None for generated tasks (read only here: it may load a data set)
+    if split is not None and split <= MAX_EVAL_SEQUENCES:
+        return
+    if batch_size > MAX_EVAL_SEQUENCES:
+        raise ValueError(f"{size_name}: got {batch_size}, expected at most {MAX_EVAL_SEQUENCES} sequences per "
+                         "evaluation (an evaluation that large would run for hours)")
+    raise ValueError(f"{batches_name}: got {num_batches}, expected at most {MAX_EVAL_SEQUENCES // batch_size} batches "
+                     f"of {size_name}={batch_size}: at most {MAX_EVAL_SEQUENCES} sequences per evaluation (an "
+                     "evaluation that large would run for hours)")
 
 
 class Run:
@@ -523,6 +553,26 @@ def progress_bar(total: int, initial: int, quiet: bool):
     return tqdm(total=total, initial=initial, dynamic_ncols=True, leave=True)
 
 
+_interrupt_requested = False  # set by request_interrupt, read by the loop before each step
+
+
+def request_interrupt(requested: bool = True) -> None:
+    """Make the training loop of :func:`train` or :func:`resume` stop before its next step (its first,
+    when asked before it starts) as a KeyboardInterrupt does: status "interrupted", the last
+    checkpoint kept. ``False`` withdraws the request; the loop withdraws it once it has stopped.
+
+    For signal handlers, beside the KeyboardInterrupt they raise: that one is lost when it lands
+    in a finaliser (``__del__``, a weakref callback), where Python prints "Exception ignored" and
+    goes on, and the run would end "completed"."""
+    global _interrupt_requested
+    _interrupt_requested = check_bool("requested", requested)
+
+
+def interrupt_requested() -> bool:
+    """Whether :func:`request_interrupt` asked the running loop to stop (read before each step)."""
+    return _interrupt_requested
+
+
 def _run_loop(run: Run, rd: RunDir | None, quiet: bool, log: Callable[[str], None] | None) -> dict:
     # NumPy-array backends (numba) are chosen by the current default. A diverging run would flood
     # stderr with NumPy overflow warnings; the trainer's NaN guard reports it once (status "diverged")
@@ -543,6 +593,8 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
     status, message, last_eval, loss = "completed", "", None, float("nan")
     try:
         while tr.step_count < cfg.steps:
+            if interrupt_requested():  # a signal whose KeyboardInterrupt was lost (see request_interrupt)
+                raise KeyboardInterrupt
             batch = run.curriculum.sample(run.rng, cfg.batch_size)
             try:
                 loss = tr.step(batch)
@@ -571,8 +623,7 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
                 if rd is not None:
                     rd.log(record)
                 if bar is not None:
-                    mean_acc = np.mean(list(accs.values())) if accs else float("nan")
-                    bar.set_postfix(loss=f"{loss:.4f}", acc=f"{mean_acc:.3f}", N=run.curriculum.level)
+                    bar.set_postfix(_bar_postfix(record))
                 elif log is not None:
                     log(_format_record(record))
                 if rd is not None and step % every_ckpt == 0:
@@ -589,6 +640,7 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
     except TrainingDiverged as exc:  # the optimizer state, found at an evaluation or a checkpoint
         status, message = "diverged", str(exc)
     except KeyboardInterrupt:
+        request_interrupt(False)  # handled: a later run in this process starts afresh
         status, message = "interrupted", "interrupted; resume with `seqcore resume`"
     finally:
         if bar is not None:
@@ -616,6 +668,7 @@ def _summary(run: Run, status: str, message: str, loss: float, last_eval: dict |
         "final_accuracy": float(np.mean(accs)) if accs else None,
         "max_level": max((lv for lv in [*(h["level"] for h in run.history), run.curriculum.level]
                           if lv is not None), default=None),
+        "max_n": getattr(run.curriculum, "max_n", None),  # the default (N + 30) is resolved: record it
         "backend": cfg.backend, "cell": cfg.cell, "task": cfg.task, "curriculum": cfg.curriculum,
     }
 
@@ -685,6 +738,20 @@ def _check_evaluation_record(rd: RunDir, record: dict, line: int | None = None) 
         raise ValueError(f"{rd.metrics}: {where} holds {record!r:.120}; expected "
                          '"step" an int, "loss" a number and "eval" {head: {"loss": number, "accuracy": number}} '
                          "(the file is damaged)")
+
+
+def _bar_postfix(r: dict) -> dict:
+    """The progress bar's fields for evaluation record ``r``, as :func:`_format_record` shows it: N
+    only for a curriculum over N, the evaluation loss when no head has an accuracy."""
+    accs = [v["accuracy"] for v in r["eval"].values() if "accuracy" in v]
+    postfix = {"loss": f"{r['loss']:.4f}"}
+    if r["level"] is not None:
+        postfix["N"] = r["level"]
+    if accs:
+        postfix["acc"] = f"{np.mean(accs):.3f}"
+    elif r["eval"]:
+        postfix["eval_loss"] = f"{np.mean([v['loss'] for v in r['eval'].values()]):.4f}"
+    return postfix
 
 
 def _format_record(r: dict) -> str:

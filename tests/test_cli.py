@@ -1395,3 +1395,89 @@ def test_a_run_directory_in_use_is_refused_before_the_header(tmp_path):
             result = invoke(*args)
             assert_one_line_error(result)
             assert result.stdout == "" and "is in use by another seqcore process" in result.stderr, args
+
+
+# -- QA r4_train: evaluation size, defaulted N fields, eval without a checkpoint, lost interrupts -------
+
+@pytest.mark.parametrize("args, config, message", [
+    (["--eval-batches", 10**9, "--eval-batch-size", 4], None,
+     "Error: --eval-batches: got 1000000000, expected at most 25000000 batches of eval_batch_size=4: at most "
+     "100000000 sequences per evaluation"),
+    # start_n and max_n left to their defaults come from the task's N (or a given start_n): name that
+    (["--curriculum", "anti", "--task-arg", "n=1"], None,
+     "Error: --task-arg n: got 1 (the task's largest N), expected >= min_n=2"),
+    (["--curriculum", "anti"], {"task_kwargs": {"n": 1}},
+     "Error: --task-arg n (or task_kwargs in {file}): got 1 (the task's largest N), expected >= min_n=2"),
+    (["--curriculum", "anti", "--task-arg", "n=200000"], None,
+     "Error: --task-arg n: got 200000, which needs 199999 heads"),
+    (["--curriculum", "multi-head", "--task-arg", "n=200000"], None,
+     "Error: max_n (by default 30 past --task-arg n): got 200030, which needs 200029 heads"),
+    (["--curriculum", "single-head", "--curriculum-arg", "start_n=200000"], None,
+     "Error: max_n (by default 30 past --curriculum-arg start_n): got 200030, which needs 200029 heads"),
+    # given fields keep their own names
+    (["--curriculum", "anti", "--task-arg", "n=1", "--curriculum-arg", "start_n=1"], None,
+     "Error: --curriculum-arg start_n: got 1, expected >= min_n=2"),
+])
+def test_sizes_and_defaulted_n_fields_name_what_the_user_set(tmp_path, args, config, message):
+    assert_train_refused(tmp_path, args, config, message)
+
+
+def test_a_huge_eval_batches_in_a_config_file_names_the_file(tmp_path):
+    (tmp_path / "cfg.json").write_text('{"eval_batches": 100000000000000000000000, "backend": "numpy"}')
+    result = invoke("train", "--config", tmp_path / "cfg.json", "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert result.stderr.startswith(f"Error: eval_batches (in {tmp_path / 'cfg.json'}): got 100000000000000000000000, "
+                                    "expected at most 390625 batches of eval_batch_size=256") and result.stdout == ""
+
+
+def test_eval_without_a_checkpoint_names_the_directory_and_the_file(tmp_path, finished_run):
+    """It named `out:`, which is no option of eval; now as resume says it."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text((finished_run / "config.json").read_text())
+    for command in ("eval", "resume"):
+        result = invoke(command, bare)
+        assert_one_line_error(result)
+        assert result.stderr == (f"Error: {bare / 'checkpoint.npz'}: no checkpoint (was the run started with this "
+                                 "directory as --out?)\n")
+
+
+def test_eval_refuses_more_than_1e8_sequences(finished_run):
+    result = invoke("eval", finished_run, "--batches", 10**9)  # batches of the run's 32
+    assert_one_line_error(result)
+    assert result.stderr.startswith("Error: --batches: got 1000000000, expected at most 3125000 batches of "
+                                    "batch_size=32: at most 100000000 sequences per evaluation")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be caught on Windows")
+def test_a_sigterm_whose_interrupt_a_finaliser_swallows_still_stops_the_run(tmp_path, monkeypatch):
+    """The handler's KeyboardInterrupt, raised inside a __del__, is printed and dropped by Python;
+    the run went on to "completed" with exit status 0."""
+    import signal
+    swallowed = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: swallowed.append(info.exc_type))
+
+    class Finaliser:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)  # the handler runs here, inside __del__
+            sum(range(100))
+
+    real_step = train_module.Trainer.step
+
+    def step(self, batch):
+        loss = real_step(self, batch)
+        if self.step_count == 13:
+            Finaliser()  # dropped at once
+        return loss
+    monkeypatch.setattr(train_module.Trainer, "step", step)
+    out = tmp_path / "run"
+    result = invoke("train", *TINY, "--out", out, "--quiet")
+    assert swallowed == [KeyboardInterrupt]
+    assert result.exit_code == 130, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["status"], summary["steps"]) == ("interrupted", 13)
+    assert load_checkpoint(out / "checkpoint.npz")[1]["step"] == 10
+    # the request does not outlive the command: the next one runs to the end
+    monkeypatch.setattr(train_module.Trainer, "step", real_step)
+    ok("resume", out, "--quiet")
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"

@@ -209,6 +209,23 @@ def test_interrupted_run_resumes_exactly(tmp_path, name, stop):
     assert strip(full_dir / "metrics.jsonl") == strip(cut_dir / "metrics.jsonl")
 
 
+def test_an_interrupt_request_stops_the_continual_loop_before_its_next_step(tmp_path):
+    """A signal handler's KeyboardInterrupt lost in a finaliser: the request it also makes stops the
+    loop; the run resumes to the uninterrupted one's parameters."""
+    from seqcore.train import interrupt_requested, request_interrupt
+    kw = dict(steps=50, eval_every=20, checkpoint_every=15)
+    full, _ = run_continual(config("si", **kw), str(tmp_path / "full"), quiet=True)
+    request_interrupt()
+    cut, _ = run_continual(config("si", **kw), str(tmp_path / "cut"), quiet=True)
+    assert (cut["status"], cut["steps"]) == ("interrupted", 0) and not interrupt_requested()
+    resumed, _ = resume_continual(str(tmp_path / "cut"), quiet=True)
+    assert resumed["status"] == "completed" and resumed["accuracy_matrix"] == full["accuracy_matrix"]
+    a, _ = load_checkpoint(tmp_path / "full" / "checkpoint.npz")
+    b, _ = load_checkpoint(tmp_path / "cut" / "checkpoint.npz")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
 def test_recurrent_model_runs_the_same_loop():
     from seqcore.learners.classifiers import RNNClassifier
     cfg = config("replay", model="lstm", hidden=16, steps=60, eval_every=20, optimizer="adam",

@@ -760,3 +760,101 @@ def test_trainer_records_the_norm_of_a_huge_finite_float32_gradient():
     trainer.step((np.zeros((1, 1, 1), np.float32), np.zeros(1, np.int64), None))
     want = float(np.linalg.norm(c.astype(np.float64)))
     assert math.isfinite(trainer.grad_norm) and trainer.grad_norm == pytest.approx(want, rel=1e-6)
+
+
+# -- QA r4_train: evaluation size, progress bar, lost interrupts, the resolved max_n ----------------
+
+def test_an_evaluation_of_more_than_1e8_sequences_is_refused_by_name():
+    """A huge eval_batches was accepted and the run hung at its first evaluation."""
+    from seqcore.train import MAX_EVAL_SEQUENCES, Run, check_eval_count
+    from seqcore.tasks import make
+    assert MAX_EVAL_SEQUENCES == 10**8
+    with pytest.raises(ValueError, match=r"^eval_batches: got 1000000000, expected at most 25000000 batches of "
+                                         r"eval_batch_size=4: at most 100000000 sequences per evaluation"):
+        Run(TrainConfig(**{**SMALL, "eval_batches": 10**9, "eval_batch_size": 4}))
+    with pytest.raises(ValueError, match=r"^eval_batches: got 10{23}, expected at most 390625 batches"):
+        Run(TrainConfig(**{**SMALL, "eval_batches": 10**23, "eval_batch_size": 256}))
+    task = make("nparity", n=2)
+    check_eval_count(25_000_000, 4, task)  # exactly 10^8 sequences: allowed
+    with pytest.raises(ValueError, match="^eval_batches: got 25000001, expected at most 25000000"):
+        check_eval_count(25_000_001, 4, task)
+    with pytest.raises(ValueError, match=r"^eval_batch_size: got 100000001, expected at most 100000000 sequences"):
+        check_eval_count(1, 10**8 + 1, task)
+    with pytest.raises(ValueError, match=r"^--batches: got 0, expected an integer >= 1"):
+        check_eval_count(0, 4, task, ("--batches", "--batch-size"))
+
+    class TestSplit:  # a data set's evaluation stops at the end of its test split
+        def __init__(self, size):
+            self.size = size
+
+        def num_examples(self, split="train"):
+            assert split == "test"
+            return self.size
+    check_eval_count(10**9, 256, TestSplit(10_000))
+    with pytest.raises(ValueError, match="^eval_batches: got 1000000000"):
+        check_eval_count(10**9, 256, TestSplit(10**8 + 1))
+
+
+class Bar:
+    """A stand-in for the tqdm bar: records every postfix."""
+
+    def __init__(self):
+        self.postfixes = []
+
+    def update(self, n):
+        pass
+
+    def set_postfix(self, postfix):
+        self.postfixes.append(dict(postfix))
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("task, curriculum", [
+    ({"task": "lorenz96", "task_kwargs": {"dim": 5, "length": 8, "burn_in": 5}}, "fixed"),
+    ({"task": "nparity", "task_kwargs": {"n": 2}}, "multi-head"),
+])
+def test_the_progress_bar_shows_n_and_accuracy_only_where_the_run_has_them(tmp_path, monkeypatch, task, curriculum):
+    """The bar showed `acc=nan, N=None` for lorenz96. Oracle: the metrics.jsonl records."""
+    from seqcore import train as train_module
+    bar = Bar()
+    monkeypatch.setattr(train_module, "progress_bar", lambda total, initial, quiet: bar)
+    cfg = TrainConfig(**{**SMALL, **task, "curriculum": curriculum, "steps": 20})
+    train(cfg, tmp_path / "run")
+    records = RunDir(tmp_path / "run").read_metrics()
+    want = []
+    for r in records:
+        heads = r["eval"].values()
+        if curriculum == "fixed":  # regression without a tolerance: no accuracy, no N
+            want.append({"loss": f"{r['loss']:.4f}", "eval_loss": f"{np.mean([h['loss'] for h in heads]):.4f}"})
+        else:
+            want.append({"loss": f"{r['loss']:.4f}", "N": r["level"],
+                         "acc": f"{np.mean([h['accuracy'] for h in heads]):.3f}"})
+    assert len(records) == 2 and bar.postfixes == want
+
+
+def test_an_interrupt_request_stops_the_loop_at_the_next_step(tmp_path):
+    """A signal handler's KeyboardInterrupt raised inside a finaliser is printed and dropped by Python;
+    the request the handler makes as well stops the loop before its next step."""
+    from seqcore.train import request_interrupt
+
+    class LostInterrupt(Hooks):
+        def after_step(self, trainer, batch, loss):
+            if trainer.step_count == 13:
+                request_interrupt()  # as the handler does, its KeyboardInterrupt lost
+    summary, _ = train(TrainConfig(**SMALL), tmp_path / "run", hooks=LostInterrupt(), quiet=True)
+    assert (summary["status"], summary["steps"]) == ("interrupted", 13)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.npz")[1]["step"] == 10  # the last checkpoint is kept
+    # the request is withdrawn once handled: the run resumes to the end
+    assert resume(tmp_path / "run", quiet=True)[0]["status"] == "completed"
+    with pytest.raises(TypeError, match="requested: got 'yes', expected True or False"):
+        request_interrupt("yes")
+
+
+def test_the_default_max_n_counts_from_the_tasks_largest_n_and_is_recorded():
+    """README said "the first N + 30": it is the larger of the first N and the task's largest N, + 30."""
+    cfg = TrainConfig(**{**SMALL, "task_kwargs": {"n": [2, 10]}, "curriculum": "multi-head", "steps": 10})
+    summary, _ = train(cfg, quiet=True)
+    assert summary["max_n"] == 10 + 30
+    assert train(TrainConfig(**{**SMALL, "steps": 10}), quiet=True)[0]["max_n"] is None
