@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 
-__all__ = ["positive_int", "shape_triple", "run_child", "run_script"]
+__all__ = ["positive_int", "shape_triple", "require_backend", "chosen_backends", "run_child", "run_script"]
 
 
 def positive_int(text: str) -> int:
@@ -37,6 +37,33 @@ def shape_triple(text: str) -> tuple[int, int, int]:
     if len(values) != 3 or min(values) < 1:
         raise argparse.ArgumentTypeError(f"got {text!r}, expected B,T,H (three positive integers)")
     return values
+
+
+def require_backend(name: str):
+    """The seqcore backend ``name``; when it cannot load here (an optional extra not installed),
+    the script exits with one line naming the pip extra instead of a traceback.  Call it after
+    parsing the arguments, so that ``--help`` and argument errors work without the extra."""
+    from seqcore import backends
+    try:
+        return backends.get(name)
+    except backends.BackendUnavailable as exc:
+        raise SystemExit(f"error: this benchmark needs the {name} backend: {exc}") from None
+
+
+def chosen_backends(ap: argparse.ArgumentParser, requested: list[str] | None) -> list[str]:
+    """The backends to measure: every backend that loads here when ``requested`` (``--backends``)
+    is None; else ``requested`` without repeats, each of which must load (``ap.error`` otherwise:
+    a backend asked for by name is not skipped quietly)."""
+    from seqcore import backends
+    if requested is None:
+        return backends.available()
+    names = list(dict.fromkeys(requested))
+    for name in names:
+        try:
+            backends.get(name)
+        except backends.BackendUnavailable as exc:
+            ap.error(f"--backends: {exc}")
+    return names
 
 
 def run_child(cmd: list[str], env: dict, what: str) -> dict:

@@ -9,7 +9,11 @@ alone), best of 7 × 200 calls.
 The ratio is pinned time / unpinned time: above 1, the pin is slower.
 
     python benchmarks/blas_pin.py                    # pin: Haswell
-    python benchmarks/blas_pin.py --pin Zen --rounds 3
+    python benchmarks/blas_pin.py --pin Sandybridge --rounds 3
+
+A pin that runs the kernels OpenBLAS picks unpinned is noted (the ratios are then noise); one
+that OpenBLAS does not take as named (a misspelled core, or one it runs as another's) is
+refused after the first round.
 """
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ try:
         panel_gemm(a, panels, c)
 except ImportError:
     kernel_dot = None
-res = {"cores": blas.describe()}
+res = {"cores": blas.describe(), "core_names": blas.openblas_cores()}
 rng = np.random.default_rng(0)
 for M, K, N in shapes:
     a, b = rng.random((M, K), np.float32), rng.random((K, N), np.float32)
@@ -72,18 +76,31 @@ def main(argv=None):
     if not args.pin.strip():
         ap.error(f"--pin: got {args.pin!r}, expected an OPENBLAS_CORETYPE name such as Haswell")
     from scan_bandwidth import machine_info
+
+    from seqcore.backends import blas
     print(f"machine: {machine_info()}")
     best: dict[str, dict] = {}
-    for _ in range(args.rounds):
+    for round_ in range(args.rounds):
         for pin in (args.pin, None):
             res = run_child(pin)
             key = "unpinned" if pin is None else "pinned"
-            best.setdefault(key, {"cores": res.pop("cores")})
+            cores, core_names = res.pop("cores"), res.pop("core_names")
+            best.setdefault(key, {"cores": cores, "core_names": core_names})
             for shape, times in res.items():
                 old = best[key].get(shape, [float("inf")] * 2)
                 best[key][shape] = [min(o, t) if t is not None else None for o, t in zip(old, times)]
+        if round_ == 0:
+            ran = best["pinned"]["core_names"]
+            effect = blas.pin_effect(args.pin, ran, best["unpinned"]["core_names"]) if ran else "unknown"
+            if effect == "not taken":  # the same kernels twice: refuse rather than time noise for more rounds
+                ap.error(f"--pin: got {args.pin!r}, but OpenBLAS ran {', '.join(sorted(set(ran.values())))} with it, "
+                         "the kernels it picks unpinned: a misspelled core name, or one this OpenBLAS runs as "
+                         "another core's kernels")
     pinned, free = best["pinned"], best["unpinned"]
     print(f"pinned:   {pinned['cores']}\nunpinned: {free['cores']}\n")
+    if effect == "no effect":
+        print(f"note: OPENBLAS_CORETYPE={args.pin} selects the kernels OpenBLAS picks unpinned here; the ratios "
+              "below are run-to-run noise\n")
     print(f"{'(M, K) x (K, N)':>22s} {'numpy pinned us':>16s} {'unpinned us':>12s} {'ratio':>6s}   "
           f"{'kernel pinned us':>16s} {'unpinned us':>12s} {'ratio':>6s}")
     for shape in SHAPES:

@@ -21,29 +21,32 @@ import os
 import sys
 import time
 
-import numba
 import numpy as np
 
 from seqcore import cells
-from seqcore.backends.numba import dense_cells
-from seqcore.backends.numba.panels import pack, panel_gemm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import positive_int, run_script, shape_triple  # noqa: E402
-from compiled_blas import gemm  # noqa: E402
+from _common import positive_int, require_backend, run_script, shape_triple  # noqa: E402
 from scan_bandwidth import machine_info  # noqa: E402
 
 
-@numba.njit
-def _products(a, b, out, T):
-    for _ in range(T):
-        gemm(a, b, out)
+def compiled_loops():
+    """``(blas, panels)``: compiled loops of T products ``out = a · b`` through OpenBLAS and through
+    the packed-panel product.  Built once numba is known to load (it is an optional extra)."""
+    import numba
+    from compiled_blas import gemm
+    from seqcore.backends.numba.panels import panel_gemm
 
+    @numba.njit
+    def blas(a, b, out, T):
+        for _ in range(T):
+            gemm(a, b, out)
 
-@numba.njit
-def _panel_products(a, panels, out, T):
-    for _ in range(T):
-        panel_gemm(a, panels, out)
+    @numba.njit
+    def panels(a, packed, out, T):
+        for _ in range(T):
+            panel_gemm(a, packed, out)
+    return blas, panels
 
 
 def best(fn, repeats):
@@ -56,14 +59,17 @@ def best(fn, repeats):
     return min(times)
 
 
-def product_times(shape_a, shape_b, T, repeats, rng):
-    """Best time of T products ``a · b``: packed, OpenBLAS row-major, OpenBLAS transposed."""
+def product_times(loops, shape_a, shape_b, T, repeats, rng):
+    """Best time of T products ``a · b``: packed, OpenBLAS row-major, OpenBLAS transposed
+    (``loops``: :func:`compiled_loops`)."""
+    from seqcore.backends.numba.panels import pack
+    products, panel_products = loops
     a, b = rng.normal(size=shape_a).astype(np.float32), rng.normal(size=shape_b).astype(np.float32)
     out = np.empty((shape_a[0], shape_b[1]), np.float32)
     aT, bT, outT = np.ascontiguousarray(b.T), np.ascontiguousarray(a.T), np.empty(out.shape[::-1], np.float32)
     packed = pack(b)
-    return (best(lambda: _panel_products(a, packed, out, T), repeats), best(lambda: _products(a, b, out, T), repeats),
-            best(lambda: _products(aT, bT, outT, T), repeats))
+    return (best(lambda: panel_products(a, packed, out, T), repeats), best(lambda: products(a, b, out, T), repeats),
+            best(lambda: products(aT, bT, outT, T), repeats))
 
 
 def main(argv=None):
@@ -72,6 +78,9 @@ def main(argv=None):
                     default=[(16, 128, 64), (16, 128, 128), (16, 128, 256), (64, 128, 128), (64, 128, 256)])
     ap.add_argument("--repeats", type=positive_int, default=15)
     args = ap.parse_args(argv)
+    require_backend("numba")
+    from seqcore.backends.numba import dense_cells
+    loops = compiled_loops()
     print(f"machine: {machine_info()}\n")
     print(f"{'(B, T, H)':>16} | {'forward ms':>10} {'h·Wᵀ ms':>8} {'share':>5} {'BLAS':>5} {'BLAS ᵀ':>6} | "
           f"{'backward ms':>11} {'dz·W ms':>8} {'share':>5} {'BLAS':>5} {'BLAS ᵀ':>6}")
@@ -85,8 +94,8 @@ def main(argv=None):
         states, res = dense_cells.lstm_fwd(xi, s0, W, b, cell)
         d = rng.normal(size=states.shape).astype(np.float32)
         t_bwd = best(lambda: dense_cells.lstm_bwd(res, d, cell), args.repeats)
-        fp, fb, ft = product_times((B, H), (H, 4 * H), T, args.repeats, rng)
-        bp, bb, bt = product_times((B, 4 * H), (4 * H, H), T, args.repeats, rng)
+        fp, fb, ft = product_times(loops, (B, H), (H, 4 * H), T, args.repeats, rng)
+        bp, bb, bt = product_times(loops, (B, 4 * H), (4 * H, H), T, args.repeats, rng)
         print(f"{str((B, T, H)):>16} | {t_fwd * 1e3:10.2f} {fp * 1e3:8.2f} {fp / t_fwd:5.0%} {fb / fp:4.2f}x "
               f"{ft / fp:5.2f}x | {t_bwd * 1e3:11.2f} {bp * 1e3:8.2f} {bp / t_bwd:5.0%} {bb / bp:4.2f}x "
               f"{bt / bp:5.2f}x", flush=True)

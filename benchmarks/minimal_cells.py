@@ -29,15 +29,16 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import positive_int, run_script  # noqa: E402
+from _common import positive_int, require_backend, run_script  # noqa: E402
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))  # line 1 wraps
     ap.add_argument("--shape", type=positive_int, nargs=3, default=[16, 256, 64], metavar=("B", "T", "H"))
     ap.add_argument("--repeats", type=positive_int, default=5)
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     args = ap.parse_args(argv)
+    nb = require_backend("numba")
 
     import seqcore
     from seqcore import cells
@@ -47,7 +48,7 @@ def main(argv=None):
     B, T, H = args.shape
     dtype = np.dtype(args.dtype)
     print(f"machine: {machine_info()}")
-    print(f"(B, T, H) = ({B}, {T}, {H}), {dtype}, numba threads {seqcore.backends.get('numba').num_threads()}\n")
+    print(f"(B, T, H) = ({B}, {T}, {H}), {dtype}, numba threads {nb.num_threads()}\n")
     print(f"{'cell':14s} {'fused ms':>9s} {'composed ms':>12s} {'numpy ms':>9s} {'composed/fused':>15s} {'numpy/fused':>12s}")
     for name, log_space in (("mingru", False), ("mingru", True), ("minlstm", False), ("minlstm", True)):
         rng = np.random.default_rng(0)

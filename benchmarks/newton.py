@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import seqcore  # noqa: E402
-from _common import positive_int, run_script  # noqa: E402
+from _common import chosen_backends, positive_int, run_script  # noqa: E402
 from seqcore import backends  # noqa: E402
 from seqcore.newton import NewtonConvergenceWarning, newton_scan  # noqa: E402
 from seqcore.tree import tree_map  # noqa: E402
@@ -108,7 +108,8 @@ def run_case(mod, cell, B, T, dtype, repeats):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--T", type=positive_int, nargs="+", default=list(T_VALUES), help="sequence lengths")
-    ap.add_argument("--backends", nargs="+", default=None, help="default: every available backend")
+    ap.add_argument("--backends", nargs="+", default=None,
+                    help="default: every backend that loads here (a backend named here must load)")
     ap.add_argument("--cells", nargs="+", default=["diag_gru", "cifg_lstm", "gru"])
     ap.add_argument("--batch", type=positive_int, default=4)
     ap.add_argument("--hidden", type=positive_int, default=32)
@@ -127,7 +128,7 @@ def main(argv=None):
         ap.error(f"--backends: got unknown {unknown}, expected some of {backends.names()}")
     if not args.max_memory_gb > 0:  # also NaN
         ap.error(f"--max-memory-gb: got {args.max_memory_gb}, expected a positive number")
-    names = args.backends or backends.available()
+    names = chosen_backends(ap, args.backends)
     dtype = np.dtype(args.dtype)
     print(machine_info())
     print(f"B={args.batch} H={args.hidden} I={args.input} dtype={args.dtype}, best of {args.repeats}; "
@@ -138,11 +139,7 @@ def main(argv=None):
     print("-" * len(head))
     failed = 0
     for name in names:
-        try:
-            mod = backends.get(name)
-        except backends.BackendUnavailable as exc:
-            print(f"{name:8s} unavailable: {exc}")
-            continue
+        mod = backends.get(name)
         with seqcore.use(name):
             for cname in args.cells:
                 cell = factories[cname](args.input, args.hidden)

@@ -36,7 +36,7 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import positive_int, run_script  # noqa: E402
+from _common import positive_int, require_backend, run_script  # noqa: E402
 
 
 def scan_cases(rng, dtype, B, T, D):
@@ -83,6 +83,20 @@ def newton_cases(rng, dtype, B, T, H):
                dict(cell=cell, **_resolve_options(cell, dtype, T)))
 
 
+def summary(ratios: dict[str, list[float]]) -> list[str]:
+    """The closing lines: smallest ratio and geometric mean of the primitive rows, then the
+    ``newton_recurrence`` ratios on a line of their own (either line absent when ``--only``
+    selected no such row)."""
+    lines = []
+    if ratios["primitives"]:
+        prim = ratios["primitives"]
+        lines.append(f"primitives: smallest ratio {min(prim):.1f}× (target ≥ 10×); geometric mean "
+                     f"{float(np.exp(np.mean(np.log(prim)))):.1f}×")
+    if ratios["newton"]:
+        lines.append("newton_recurrence (not in the mean): " + ", ".join(f"{r:.1f}×" for r in ratios["newton"]))
+    return lines
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -94,6 +108,7 @@ def main(argv=None):
                     help="calls of one backend in a row per round (default 1: each call follows the other "
                          "backend's; 3: the best call follows one of its own, as in a training loop)")
     args = ap.parse_args(argv)
+    nb = require_backend("numba")
 
     import numba
 
@@ -102,7 +117,6 @@ def main(argv=None):
 
     from scan_bandwidth import best_of, machine_info
 
-    nb = seqcore.backends.get("numba")
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
     cases = (list(scan_cases(rng, dtype, *args.scan_shape)) + list(cell_cases(rng, dtype, *args.cell_shape))
@@ -117,7 +131,7 @@ def main(argv=None):
     print(f"numba {numba.__version__}, threads {numba.get_num_threads()}, BLAS threads "
           f"{os.environ['OPENBLAS_NUM_THREADS']}; dtype {dtype}\n")
     print(f"{'primitive (shape)':42s} {'numpy ms':>9s} {'numba ms':>9s} {'ratio':>7s}")
-    ratios = []
+    ratios = {"primitives": [], "newton": []}
     for label, name, prim_args, static in cases:
         prim = primitives.get(name)
         impls = {"numpy": (prim.fwd, prim.bwd), "numba": nb.primitives[name]}
@@ -135,10 +149,12 @@ def main(argv=None):
 
         t = best_of({k: (lambda k=k: run(k)) for k in impls}, args.repeats, args.streak)
         ratio = t["numpy"] / t["numba"]
-        ratios.append(ratio)
+        # the Newton rows time a whole engine, not one primitive: kept out of the summary (BENCHMARKS.md)
+        ratios["newton" if name == "newton_recurrence" else "primitives"].append(ratio)
         print(f"{label:42s} {t['numpy'] * 1e3:9.1f} {t['numba'] * 1e3:9.2f} {ratio:7.1f}", flush=True)
-    print(f"\nsmallest ratio {min(ratios):.1f}× (target ≥ 10×); geometric mean "
-          f"{float(np.exp(np.mean(np.log(ratios)))):.1f}×")
+    print()
+    for line in summary(ratios):
+        print(line)
     print("\ncompile report (first call of each kernel in this process):")
     for r in nb.compile_report():
         print(f"  {r['kernel']:18s} {r['source']:10s} compile {r['compile_s']:6.2f}s  first call {r['first_call_s']:6.2f}s")

@@ -26,7 +26,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import positive_int, run_script  # noqa: E402
+from _common import positive_int, require_backend, run_script  # noqa: E402
 
 
 def parse(argv=None):
@@ -76,6 +76,8 @@ def main(argv=None):
         os.environ[var] = str(args.threads)
     if "numpy" in sys.modules:
         print("warning: NumPy was imported before the thread count was set", file=sys.stderr)
+    nb = require_backend("numba")
+    require_backend("torch")  # for `import torch`, with the install hint
     import numpy as np
     import numba
     import torch
@@ -87,7 +89,6 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     numba.set_num_threads(args.threads)
-    nb = seqcore.backends.get("numba")
     print(f"machine: {machine_info()}")
     print(f"threads: torch {torch.get_num_threads()}, numba {numba.get_num_threads()}, "
           f"BLAS {os.environ['OPENBLAS_NUM_THREADS']}; torch {torch.__version__}, numba {numba.__version__}\n")

@@ -21,7 +21,7 @@ import numpy as np
 from seqcore.backends import blas
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import positive_int, run_script  # noqa: E402
+from _common import positive_int, require_backend, run_script  # noqa: E402
 
 
 def machine_info() -> str:
@@ -65,9 +65,10 @@ def best_of(fns: dict, repeats: int, streak: int = 1) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--log2-size", type=positive_int, default=24, help="elements per array = 2**log2_size (default 24)")
+    ap.add_argument("--log2-size", type=positive_int, default=24,
+                    help="elements per array: 2**log2_size (default 24), rounded down to a multiple of B · D")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    ap.add_argument("--batch", type=positive_int, default=16, help="B; D = 1024 and T = size / (B · D)")
+    ap.add_argument("--batch", type=positive_int, default=16, help="B; D = 1024 and T = 2**log2_size // (B · D)")
     ap.add_argument("--repeats", type=positive_int, default=7)
     args = ap.parse_args(argv)
     n = 2 ** args.log2_size
@@ -76,11 +77,11 @@ def main(argv=None):
     if T < 1:
         ap.error(f"--log2-size: got {args.log2_size}, too small for --batch {B} (D = {D}): expected "
                  f"2**log2_size >= B · D = {B * D}")
+    n = B * T * D  # the elements the arrays hold: fewer than 2**log2_size when B does not divide it
+    nb = require_backend("numba")
 
     import numba
 
-    import seqcore
-    nb = seqcore.backends.get("numba")
     from seqcore.backends.numba import scan as nscan
 
     dtype = np.dtype(args.dtype)

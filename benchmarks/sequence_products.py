@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import positive_int, run_script, shape_triple  # noqa: E402
+from _common import positive_int, require_backend, run_script, shape_triple  # noqa: E402
 
 
 def parse(argv=None):
@@ -41,6 +41,7 @@ def main(argv=None):
     args = parse(argv)
     for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(args.threads)
+    require_backend("numba")
     import numpy as np
     from seqcore.backends.numba import products
     from scan_bandwidth import machine_info

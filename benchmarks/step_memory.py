@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import positive_int, run_child as run_measuring_child, run_script  # noqa: E402
+from _common import positive_int, require_backend, run_child as run_measuring_child, run_script  # noqa: E402
 
 CHILD = """
 import json, os, resource, sys, time
@@ -57,6 +57,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if len(args.shape) % 3:
         ap.error(f"--shape: got {len(args.shape)} numbers, expected B T H triples")
+    require_backend("numba")  # the children's: one line here rather than each child's traceback
     from scan_bandwidth import machine_info
     print(f"machine: {machine_info()}")
     print(f"{'(B, T, H)':>16s} | {'defaults ms':>11s} {'faults':>7s} | {'retained ms':>11s} {'faults':>7s} | ratio")

@@ -23,7 +23,7 @@ from seqcore import backends, cells, tasks  # noqa: E402
 from seqcore.train import TrainConfig, train  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import positive_int, run_script  # noqa: E402
+from _common import chosen_backends, positive_int, run_script  # noqa: E402
 
 
 def config(cell: str, backend: str, hidden: int, steps: int, n: int, batch: int) -> TrainConfig:
@@ -52,14 +52,9 @@ def main(argv=None):
         unknown = [v for v in given if v not in known]
         if unknown:
             ap.error(f"{option}: got unknown {unknown}, expected some of {known}")
-    names = list(dict.fromkeys(args.backends or backends.available()))
+    names = chosen_backends(ap, args.backends)
     if "numpy" not in names:
         names = ["numpy", *names]
-    for b in names:  # a backend asked for by name that does not load here: one line, not a traceback
-        try:
-            backends.get(b)
-        except backends.BackendUnavailable as exc:
-            ap.error(f"--backends: {exc}")
     try:  # the remaining mistakes (a parity order the task refuses), before anything is timed
         tasks.make("nparity", n=args.n)
         for cell in args.cells:

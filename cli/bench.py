@@ -4,7 +4,8 @@ The scripts live in the source tree (they are not installed with the package), s
 command works from a checkout (``pip install -e .``); it says so when they are missing.
 Each script prints ratios against a baseline measured in the same process (``memory``:
 in alternating child processes, since the heap policy it compares is process-wide; ``blas-pin``
-likewise, since OpenBLAS reads ``OPENBLAS_CORETYPE`` when it loads).
+likewise, since OpenBLAS reads ``OPENBLAS_CORETYPE`` when it loads).  A suite whose optional
+packages (numba, torch) are not installed is skipped with a line saying which extra to install.
 """
 from __future__ import annotations
 
@@ -28,6 +29,19 @@ SUITES = {
     "products": ("sequence_products.py", ["--shapes", "16,32,64", "--repeats", "1"]),
 }
 
+# name -> the optional packages (each installed by the pip extra of the same name) a suite needs
+NEEDS = {"scan": ("numba",), "primitives": ("numba",), "rnn": ("numba", "torch"), "memory": ("numba",),
+         "minimal": ("numba",), "products": ("numba",)}
+
+
+def missing_packages(name: str) -> list[str]:
+    """The packages suite ``name`` needs that are not installed here (found without importing
+    them: a suite's own child imports what it uses)."""
+    import importlib.util
+    if name not in SUITES:
+        raise ValueError(f"name: got {name!r}, expected a suite, one of {list(SUITES)}")
+    return [p for p in NEEDS.get(name, ()) if importlib.util.find_spec(p) is None]
+
 
 def benchmarks_dir() -> Path:
     import seqcore
@@ -48,6 +62,11 @@ def register(group: click.Group) -> None:
         failed = []
         for name in chosen:
             script, quick_args = SUITES[name]
+            missing = missing_packages(name)
+            if missing:  # an optional extra not installed: not a failure of the benchmark
+                click.echo(f"\n=== {name}: skipped (needs {', '.join(missing)}: "
+                           f"pip install 'seqcore[{','.join(missing)}]')")
+                continue
             cmd = [sys.executable, str(root / script), *(quick_args if quick else [])]
             click.echo(f"\n=== {name}: {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(cmd))}", err=False)
             if subprocess.run(cmd).returncode != 0:

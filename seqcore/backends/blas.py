@@ -9,9 +9,13 @@ both the NumPy and the numba backend, while PyTorch (MKL, oneDNN) ignores it.  L
 from __future__ import annotations
 
 import ctypes
+import functools
+import json
 import os
+import subprocess
+import sys
 
-__all__ = ["openblas_cores", "describe", "pin_note"]
+__all__ = ["openblas_cores", "describe", "pin_effect", "pin_note"]
 
 _CORENAME_SYMBOLS = ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
                      "openblas_get_corename64_", "openblas_get_corename")
@@ -44,12 +48,72 @@ def openblas_cores() -> dict[str, str]:
     return cores
 
 
+def _check_cores(name: str, value) -> None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise TypeError(f"{name}: got {value!r}, expected a dict {{library file name: core name}} "
+                        "as openblas_cores() returns")
+
+
+def pin_effect(pin: str, cores: dict[str, str], unpinned: dict[str, str]) -> str:
+    """What ``OPENBLAS_CORETYPE=pin`` did, from the cores OpenBLAS runs with the pin (``cores``)
+    and without it (``unpinned``; ``{}`` when unknown), both as :func:`openblas_cores` returns them:
+
+    * ``"pinned"``: the pin changed the kernels (some library runs another core than unpinned);
+    * ``"no effect"``: every library runs ``pin``, which is the core it picks unpinned anyway;
+    * ``"not taken"``: the kernels are the unpinned ones and not ``pin``'s: OpenBLAS ignores a
+      misspelled name (silently unless ``OPENBLAS_VERBOSE=2``), and runs some names as another core's kernels
+      (measured with NumPy 2.4.6's OpenBLAS on an AVX2 machine: ``Zen`` as ``Haswell``);
+    * ``"unknown"``: ``unpinned`` does not name the libraries of ``cores``.
+    """
+    if not isinstance(pin, str) or not pin:
+        raise TypeError(f"pin: got {pin!r}, expected a non-empty OPENBLAS_CORETYPE value (str)")
+    _check_cores("cores", cores)
+    _check_cores("unpinned", unpinned)
+    if not cores:
+        raise ValueError("cores: got {}, expected the core of at least one loaded OpenBLAS")
+    common = [lib for lib in cores if lib in unpinned]
+    if not common:
+        return "unknown"
+    if any(cores[lib].lower() != unpinned[lib].lower() for lib in common):
+        return "pinned"
+    # OpenBLAS matches core names without regard to case
+    return "no effect" if all(core.lower() == pin.lower() for core in cores.values()) else "not taken"
+
+
+@functools.lru_cache(maxsize=1)
+def _unpinned_cores() -> tuple[tuple[str, str], ...]:
+    """:func:`openblas_cores` of a child process without ``OPENBLAS_CORETYPE`` (OpenBLAS reads it
+    once, when it loads); empty when the child fails."""
+    code = ("import importlib.util, json, numpy; "
+            f"spec = importlib.util.spec_from_file_location('blas', {os.path.abspath(__file__)!r}); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "print(json.dumps(m.openblas_cores()))")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                             check=True)
+        return tuple(json.loads(out.stdout.strip().splitlines()[-1]).items())
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError, AttributeError):
+        return ()
+
+
+_EFFECT_TEXT = {"pinned": "pinned", "no effect": "set, no effect: OpenBLAS picks these kernels unpinned too",
+                "not taken": "not taken: OpenBLAS runs the kernels it picks unpinned; misspelled?",
+                "unknown": "set"}
+
+
 def describe() -> str:
-    """One line: the cores of :func:`openblas_cores` and whether ``OPENBLAS_CORETYPE`` pins them."""
+    """One line: the cores of :func:`openblas_cores` and what ``OPENBLAS_CORETYPE`` does to them
+    (a pin is compared with the cores of a child process started without it: :func:`pin_effect`)."""
     cores = openblas_cores()
     text = ", ".join(f"{k}: {v}" for k, v in cores.items()) or "no OpenBLAS loaded"
     pin = os.environ.get("OPENBLAS_CORETYPE")
-    return f"{text}; OPENBLAS_CORETYPE={pin!r} (pinned)" if pin else f"{text}; OPENBLAS_CORETYPE unset"
+    if not pin:
+        return f"{text}; OPENBLAS_CORETYPE unset"
+    if not cores:
+        return f"{text}; OPENBLAS_CORETYPE={pin!r}"
+    return f"{text}; OPENBLAS_CORETYPE={pin!r} ({_EFFECT_TEXT[pin_effect(pin, cores, dict(_unpinned_cores()))]})"
 
 
 # OpenBLAS core names (lower case) by the widest vector unit their kernels use

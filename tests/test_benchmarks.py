@@ -1,0 +1,287 @@
+"""The benchmark scripts (``benchmarks/``), ``seqcore bench`` and ``seqcore.backends.blas``'s pin
+report.  The scripts run with tiny options, with their timing replaced where a figure is checked."""
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}_under_test", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # puts benchmarks/ on sys.path, as running the script does
+    return module
+
+
+def run_without(packages, script, *argv):
+    """Run ``benchmarks/<script>`` as ``python script argv`` in a process where importing any of
+    ``packages`` fails, as on an install without that optional extra."""
+    code = ("import runpy, sys\n"
+            f"for p in {list(packages)!r}:\n"
+            "    sys.modules[p] = None\n"
+            "sys.argv = sys.argv[1:]\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    return subprocess.run([sys.executable, "-c", code, str(BENCHMARKS / script), *argv], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+
+
+# -- primitives_vs_numpy.py: the Newton rows are not in the geometric mean ---------------------------
+
+@pytest.fixture
+def fixed_ratios(monkeypatch):
+    """Replace the timing with fixed numpy / numba ratios, one per row, in row order."""
+    pytest.importorskip("numba")
+    prims = load_script("primitives_vs_numpy")
+    import scan_bandwidth
+    ratios = []
+
+    def best_of(fns, repeats, streak=1):
+        return {"numpy": ratios.pop(0) * 1e-3, "numba": 1e-3}
+    monkeypatch.setattr(scan_bandwidth, "best_of", best_of)
+    monkeypatch.setattr(scan_bandwidth, "machine_info", lambda: "")
+    return prims, ratios
+
+
+def test_primitives_summary_leaves_the_newton_rows_out_of_the_mean(fixed_ratios, capsys):
+    prims, ratios = fixed_ratios
+    ratios += [4.0, 16.0, 2.0, 3.0]  # two scan rows, then the DiagGRU and CIFG-LSTM Newton rows
+    prims.main(["--scan-shape", "1", "8", "4", "--cell-shape", "1", "4", "4", "--repeats", "1",
+                "--only", "linear_scan sequential", "linear_scan chunked", "newton"])
+    out = capsys.readouterr().out.splitlines()
+    assert "primitives: smallest ratio 4.0× (target ≥ 10×); geometric mean 8.0×" in out  # sqrt(4 · 16)
+    assert "newton_recurrence (not in the mean): 2.0×, 3.0×" in out
+
+
+def test_primitives_summary_with_only_newton_rows(fixed_ratios, capsys):
+    prims, ratios = fixed_ratios
+    ratios += [2.0, 3.0]
+    prims.main(["--cell-shape", "1", "4", "4", "--repeats", "1", "--only", "newton"])
+    out = capsys.readouterr().out
+    assert "geometric mean" not in out and "smallest ratio" not in out
+    assert "newton_recurrence (not in the mean): 2.0×, 3.0×" in out.splitlines()
+
+
+# -- scan_bandwidth.py: a --batch that does not divide the size -----------------------------------
+
+def test_scan_bandwidth_counts_the_elements_of_the_arrays_it_makes():
+    pytest.importorskip("numba")
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "scan_bandwidth.py"), "--log2-size", "14", "--batch", "3",
+                          "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    # 2**14 = 16384; B·D = 3 · 1024, so T = 5 and the arrays hold 3 · 5 · 1024 = 15360 = 240 · 64 elements
+    assert "arrays: (B, T, D) = (3, 5, 1024) float32 = 15360 elements" in out.stdout
+    assert "narrow state (1, 240, 64)" in out.stdout
+
+
+# -- optional extras not installed: one line, and `seqcore bench` skips the suite -----------------
+
+@pytest.mark.parametrize("script, argv", [
+    ("scan_bandwidth.py", ["--log2-size", "14", "--repeats", "1"]),
+    ("primitives_vs_numpy.py", ["--repeats", "1"]),
+    ("minimal_cells.py", ["--repeats", "1"]),
+    ("sequence_products.py", ["--repeats", "1"]),
+    ("lstm_step_gemm.py", ["--repeats", "1"]),
+    ("step_memory.py", ["--steps", "1", "--rounds", "1"]),
+    ("rnn_vs_torch.py", ["--repeats", "1"]),
+])
+def test_benchmarks_without_numba_exit_with_one_line_naming_the_extra(script, argv):
+    out = run_without(["numba"], script, *argv)
+    assert out.returncode == 1 and out.stdout == "", out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: this benchmark needs the numba backend: backend 'numba' cannot load")
+    assert "pip install 'seqcore[numba]'" in lines[0]
+
+
+def test_rnn_benchmark_without_torch_names_the_torch_extra():
+    out = run_without(["torch"], "rnn_vs_torch.py", "--repeats", "1")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    line = out.stderr.strip()
+    assert line.startswith("error: this benchmark needs the torch backend") and "pip install 'seqcore[torch]'" in line
+
+
+@pytest.mark.parametrize("blocked, suite, needs", [("numba", "scan", "numba"), ("numba", "memory", "numba"),
+                                                   ("torch", "rnn", "torch")])
+def test_bench_skips_a_suite_whose_extra_is_missing(monkeypatch, blocked, suite, needs):
+    from click.testing import CliRunner
+    from seqcore_cli import bench
+    from seqcore_cli.main import main
+    monkeypatch.setitem(sys.modules, blocked, None)  # find_spec then reports it missing
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: pytest.fail(f"ran {a}"))
+    result = CliRunner().invoke(main, ["bench", "--quick", suite])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"=== {suite}: skipped (needs {needs}: pip install 'seqcore[{needs}]')"
+    assert bench.missing_packages(suite) == [needs] and bench.missing_packages("newton") == []
+    with pytest.raises(ValueError, match="name: got 'nope'"):
+        bench.missing_packages("nope")
+
+
+# -- newton.py / training_steps.py: a backend named in --backends must load -------------------------
+
+def test_chosen_backends_refuses_a_named_backend_that_cannot_load_and_skips_only_defaults(monkeypatch, capsys):
+    common = load_script("_common")
+    from seqcore import backends
+    monkeypatch.setitem(sys.modules, "cupy", None)  # as on a machine without CuPy, even where it is installed
+    monkeypatch.delitem(sys.modules, "seqcore.backends.cupy", raising=False)
+    monkeypatch.delitem(backends._LOADED, "cupy", raising=False)
+    monkeypatch.setattr(backends, "_FAILED", dict(backends._FAILED))
+    ap = argparse.ArgumentParser(prog="bench")
+    assert common.chosen_backends(ap, ["numpy", "numpy"]) == ["numpy"]
+    defaults = common.chosen_backends(ap, None)
+    assert "cupy" not in defaults and defaults == backends.available()
+    with pytest.raises(SystemExit) as info:
+        common.chosen_backends(ap, ["numpy", "cupy"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "bench: error: --backends: backend 'cupy' cannot load")
+
+
+def test_newton_benchmark_refuses_a_named_backend_that_cannot_load():
+    out = run_without(["cupy"], "newton.py", "--backends", "cupy", "--T", "8", "--cells", "diag_gru", "--hidden", "4",
+                      "--batch", "1", "--repeats", "1")
+    assert out.returncode == 2 and out.stdout == "", (out.stdout, out.stderr)
+    assert out.stderr.strip().splitlines()[-1].startswith("newton.py: error: --backends: backend 'cupy' cannot load")
+
+
+# -- blas.pin_effect / describe() and blas_pin.py ---------------------------------------------------
+
+LIB = "libopenblas.so"
+
+
+@pytest.mark.parametrize("pin, cores, unpinned, effect", [
+    ("Sandybridge", {LIB: "Sandybridge"}, {LIB: "Haswell"}, "pinned"),
+    ("Prescott", {LIB: "Katmai"}, {LIB: "Haswell"}, "pinned"),  # another core's kernels, but not the default's
+    ("Haswell", {LIB: "Haswell"}, {LIB: "Haswell"}, "no effect"),
+    ("haswell", {LIB: "Haswell"}, {LIB: "Haswell"}, "no effect"),  # OpenBLAS ignores case
+    ("NoSuchCore", {LIB: "Haswell"}, {LIB: "Haswell"}, "not taken"),
+    ("Zen", {LIB: "Haswell"}, {LIB: "Haswell"}, "not taken"),
+    ("Haswell", {LIB: "Haswell"}, {}, "unknown"),
+    ("Haswell", {LIB: "Haswell", "scipy.so": "Haswell"}, {LIB: "Haswell"}, "no effect"),  # compares libs in both
+])
+def test_pin_effect(pin, cores, unpinned, effect):
+    from seqcore.backends import blas
+    assert blas.pin_effect(pin, cores, unpinned) == effect
+
+
+def test_pin_effect_validates_its_arguments():
+    from seqcore.backends import blas
+    with pytest.raises(TypeError, match="pin: got ''"):
+        blas.pin_effect("", {LIB: "Haswell"}, {})
+    with pytest.raises(TypeError, match="cores: got"):
+        blas.pin_effect("Haswell", ["Haswell"], {})
+    with pytest.raises(TypeError, match="unpinned: got"):
+        blas.pin_effect("Haswell", {LIB: "Haswell"}, {LIB: 1})
+    with pytest.raises(ValueError, match="cores: got {}"):
+        blas.pin_effect("Haswell", {}, {})
+
+
+def _child_blas(pin):
+    code = ("import json, numpy; from seqcore.backends import blas; "
+            "print(json.dumps([blas.openblas_cores(), blas.describe()]))")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    if pin is not None:
+        env["OPENBLAS_CORETYPE"] = pin
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 OpenBLAS core names")
+def test_describe_says_pinned_only_when_the_pin_changes_the_kernels():
+    from seqcore.backends import blas
+    if not blas.openblas_cores():
+        pytest.skip("NumPy is not linked against OpenBLAS here")
+    free, _ = _child_blas(None)
+    own = next(iter(free.values()))  # what OpenBLAS picks here unpinned
+    _, text = _child_blas(own)
+    assert text.endswith(f"OPENBLAS_CORETYPE={own!r} (set, no effect: OpenBLAS picks these kernels unpinned too)")
+    _, text = _child_blas("NoSuchCore")
+    assert text.endswith("OPENBLAS_CORETYPE='NoSuchCore' (not taken: OpenBLAS runs the kernels it picks unpinned; "
+                         "misspelled?)")
+    other = "Nehalem" if own.lower() == "sandybridge" else "Sandybridge"  # an older core every x86-64 CPU here runs
+    cores, text = _child_blas(other)
+    if set(cores.values()) != {other}:
+        pytest.skip(f"this OpenBLAS runs {other} as {cores}")
+    assert text.endswith(f"OPENBLAS_CORETYPE={other!r} (pinned)")
+
+
+def _fake_children(monkeypatch, pinned_core, free_core):
+    """blas_pin.py with its measuring children replaced: 2 µs unpinned, 3 µs pinned for every shape."""
+    script = load_script("blas_pin")
+    import scan_bandwidth
+    monkeypatch.setattr(scan_bandwidth, "machine_info", lambda: "")
+    calls = []
+
+    def run_child(pin):
+        calls.append(pin)
+        core = free_core if pin is None else pinned_core
+        res = {"cores": f"{LIB}: {core}", "core_names": {LIB: core}}
+        res.update({"x".join(map(str, s)): [3e-6 if pin else 2e-6] * 2 for s in script.SHAPES})
+        return res
+    monkeypatch.setattr(script, "run_child", run_child)
+    return script, calls
+
+
+def test_blas_pin_notes_a_pin_that_selects_the_unpinned_kernels(monkeypatch, capsys):
+    script, calls = _fake_children(monkeypatch, "Haswell", "Haswell")
+    script.main(["--pin", "Haswell", "--rounds", "2"])
+    out = capsys.readouterr().out
+    assert calls == ["Haswell", None, "Haswell", None]
+    assert ("note: OPENBLAS_CORETYPE=Haswell selects the kernels OpenBLAS picks unpinned here; the ratios below are "
+            "run-to-run noise") in out.splitlines()
+    script, _ = _fake_children(monkeypatch, "Sandybridge", "Haswell")
+    script.main(["--pin", "Sandybridge", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "note:" not in out and out.count(" 1.50") == 12  # 3 µs / 2 µs, both columns of the 6 shapes
+
+
+def test_blas_pin_refuses_a_pin_openblas_did_not_take(monkeypatch, capsys):
+    script, calls = _fake_children(monkeypatch, "Haswell", "Haswell")
+    with pytest.raises(SystemExit) as info:
+        script.main(["--pin", "NoSuchCore", "--rounds", "3"])
+    assert info.value.code == 2 and calls == ["NoSuchCore", None]  # refused after the first round
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.split(": ", 1)[1].startswith("error: --pin: got 'NoSuchCore', but OpenBLAS ran Haswell with it")
+
+
+# -- descriptions and BENCHMARKS.md -------------------------------------------------------------------
+
+def test_minimal_cells_help_gives_the_whole_first_sentence():
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "minimal_cells.py"), "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0
+    assert ("the fused recurrence against the composed path it replaced, and against the NumPy backend, in one "
+            "process.") in " ".join(out.stdout.split())
+
+
+def test_benchmarks_md_intro_names_the_scripts_that_measure_in_child_processes():
+    intro = (ROOT / "BENCHMARKS.md").read_text().split("\n\n")[1]
+    children = [p.name for p in sorted(BENCHMARKS.glob("*.py")) if not p.name.startswith("_")
+                and "child process" in " ".join((p.read_text().split('"""')[1]).split())]
+    assert children == ["blas_pin.py", "step_memory.py"]
+    assert "in the same process" in intro and all(f"`{name}`" in intro for name in children)
+
+
+def test_benchmarks_md_dense_newton_bullets_match_the_table():
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    ranges = {}
+    for backend in ("numpy", "numba", "torch"):
+        row = re.search(rf"^\| {backend} \| GRU \(dense\) \|(.*)$", text, re.M).group(1)
+        pairs = [c.split(" / ") for c in row.split("|") if " / " in c]  # "fwd / f+b" cells, ranges as "a–b"
+        fwd, fb = ([float(v) for p in pairs for v in re.findall(r"\d+(?:\.\d+)?", p[i])] for i in (0, 1))
+        ranges[backend] = (min(fwd), max(fwd), min(fb), max(fb))
+    assert ranges == {"numpy": (7.7, 19.3, 5.6, 13.7), "numba": (4.1, 5.0, 2.7, 3.3), "torch": (8.2, 16.1, 5.4, 13.5)}
+    dense = " ".join(re.search(r"- \*\*Dense Jacobians:\*\*(.*?)\n- ", text, re.S).group(1).split())
+    assert ("8–19× the sequential time forward and 6–14× forward + backward on NumPy (8–16× and 5–14× on torch)"
+            in dense)
+    gru = " ".join(re.search(r"- \*\*The dense GRU on Numba:\*\*(.*?)\n- ", text, re.S).group(1).split())
+    assert gru.startswith("4–5× forward, 2.7–3.3× forward + backward")
