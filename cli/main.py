@@ -460,6 +460,9 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
                                    "pass --steps N to train it further anyway")
     with user_errors(), RunDir(run_dir).lock(create=False):  # in use by another run: one line, no header
         pass
+    with user_errors(), saved_config_errors(RunDir(run_dir).config):
+        # reading input_size loads a data set's files (cached for the run): a missing one, before the header
+        tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs).input_size
     if not quiet:
         past = f"; continuing past its earlier stop ({previous})" if steps is not None and stopped else ""
         rebuild = steps is None and (done >= total or stopped)  # not described: killed before its summary

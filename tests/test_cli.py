@@ -1170,6 +1170,7 @@ def test_data_missing_at_load_time_points_to_the_runs_config_json_not_to_data_di
         assert f"{tmp_path / 'idx'}/train-images-idx3-ubyte[.gz]: file not found" in result.stderr
         assert f"as the data_dir that this run's {run / 'config.json'} names" in result.stderr, args
         assert "--data-dir" not in result.stderr, args  # none of these commands has that option
+        assert result.stdout == "", args  # refused before the header line
 
 
 def test_config_file_kwargs_are_kept_when_the_command_line_names_the_files_default_task(tmp_path):
