@@ -18,7 +18,7 @@ from seqcore import backends, cells, tasks
 from seqcore.backends import BackendUnavailable, heap
 from seqcore.runs import RunDir, checkpoint_meta
 from seqcore.tasks.idx import DEFAULT_DATA_DIRS
-from seqcore.validate import INT64_MAX, is_integer
+from seqcore.validate import INT64_MAX, is_finite_number, is_integer
 from seqcore import train as train_module
 from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, Run, TrainConfig
 from seqcore.train import EARLY_STOPS, current_status
@@ -261,11 +261,12 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
     schedule_fields = _field_options({}, "schedule", merged.get("schedule", _field_default("schedule")),
                                      merged.get("schedule_kwargs", {}), in_file)
     sources = _source_names(given, base, config_file)
+    _refuse_unused_momentum(merged.get("optimizer", _field_default("optimizer")),
+                            merged.get("momentum", _field_default("momentum")), given, base, config_file, sources)
     with user_errors({**options, **sources, **schedule_fields}):
         cfg = TrainConfig.from_dict(merged)
         # the optimizer's own checks (and the schedule's), before the header line and the run directory
         train_module.build_optimizer(cfg)
-    _refuse_unused_momentum(cfg, given, base, config_file, sources)
     # a field's own check says "n: got -3, ...": name the option that set it
     with user_errors(_field_options(options, "task", cfg.task, cfg.task_kwargs, in_file)):
         task = tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs)
@@ -304,18 +305,21 @@ def _refuse_repeated_keys(flag: str, pairs) -> None:
         seen[key] = value
 
 
-def _refuse_unused_momentum(cfg: TrainConfig, given: set, base: dict, config_file: str | None,
+def _refuse_unused_momentum(optimizer: str, momentum, given: set, base: dict, config_file: str | None,
                             sources: dict) -> None:
     """A momentum the user gave (command line or config file) to an optimizer that does not read it
     is an error, not a silent no-op. TrainConfig's own default, 0.9, is not the user's: every run's
     config.json records it, and such a file must work as --config again."""
     from_file = "momentum" in base and base["momentum"] != _field_default("momentum")
-    if cfg.optimizer in MOMENTUM_OPTIMIZERS or not ("momentum" in given or from_file):
+    if optimizer in MOMENTUM_OPTIMIZERS or not ("momentum" in given or from_file):
         return
-    optimizer = (f"--optimizer {cfg.optimizer}" if "optimizer" in given
-                 else f"optimizer {cfg.optimizer!r} (in {config_file})" if "optimizer" in base
-                 else f"the default optimizer {cfg.optimizer!r}")
-    raise click.ClickException(f"{sources['momentum']}: got {cfg.momentum} with {optimizer}, which does not use "
+    if optimizer not in OPTIMIZERS or not (is_finite_number(momentum) and 0 <= momentum < 1):
+        return  # TrainConfig names what is wrong with either
+    # before TrainConfig, whose own refusal cannot say where the optimizer came from
+    where = (f"--optimizer {optimizer}" if "optimizer" in given
+             else f"optimizer {optimizer!r} (in {config_file})" if "optimizer" in base
+             else f"the default optimizer {optimizer!r}")
+    raise click.ClickException(f"{sources['momentum']}: got {momentum} with {where}, which does not use "
                                f"momentum; expected --optimizer {' or '.join(MOMENTUM_OPTIMIZERS)}, or no momentum")
 
 

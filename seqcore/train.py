@@ -53,6 +53,9 @@ class TrainingDiverged(RuntimeError):
         self.step = step
 
 
+DEFAULT_MOMENTUM = 0.9  # TrainConfig.momentum, which only sgd and nesterov read
+
+
 @dataclass(frozen=True)
 class TrainConfig(JsonConfig):
     """Everything that defines a run (saved as ``config.json``)."""
@@ -77,7 +80,7 @@ class TrainConfig(JsonConfig):
     seed: int = 0
     clip: float | None = 1.0
     weight_decay: float = 0.0
-    momentum: float = 0.9
+    momentum: float = DEFAULT_MOMENTUM  # read by sgd and nesterov only
     eval_every: int = 50
     eval_batches: int = 4
     eval_batch_size: int = 256
@@ -108,6 +111,10 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"weight_decay: got {self.weight_decay!r}, expected a finite number >= 0")
         if not (is_finite_number(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum: got {self.momentum!r}, expected a number in [0, 1)")
+        if self.optimizer not in ("sgd", "nesterov") and self.momentum != DEFAULT_MOMENTUM:
+            # the default is every config's (config.json records it); another value would be ignored
+            raise ValueError(f"momentum: got {self.momentum!r} with optimizer {self.optimizer!r}, which does not "
+                             f"use momentum; expected optimizer 'sgd' or 'nesterov', or the default {DEFAULT_MOMENTUM}")
         if self.optimizer == "nesterov" and self.momentum == 0:
             raise ValueError(f"momentum: got {self.momentum!r} with optimizer 'nesterov', expected a number in (0, 1)")
         if self.target_accuracy is not None and not (is_finite_number(self.target_accuracy)

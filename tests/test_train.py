@@ -858,3 +858,13 @@ def test_the_default_max_n_counts_from_the_tasks_largest_n_and_is_recorded():
     summary, _ = train(cfg, quiet=True)
     assert summary["max_n"] == 10 + 30
     assert train(TrainConfig(**{**SMALL, "steps": 10}), quiet=True)[0]["max_n"] is None
+
+
+def test_a_momentum_is_refused_with_an_optimizer_that_ignores_it():
+    """The CLI refused it; the library took it silently. The default (recorded in every
+    config.json) stays accepted with any optimizer."""
+    TrainConfig(optimizer="adam")
+    assert TrainConfig(optimizer="sgd", momentum=0.5).momentum == 0.5
+    for name in ("adam", "adamw", "rmsprop", "adagrad"):
+        with pytest.raises(ValueError, match=rf"^momentum: got 0.5 with optimizer '{name}', which does not use"):
+            TrainConfig(optimizer=name, momentum=0.5)
