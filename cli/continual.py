@@ -27,7 +27,7 @@ from seqcore.validate import is_real_number
 from .common import (KeyValue, OptionalFloat, NONE, check_backend_loads, note_blas_pin, option_given, saved_config_errors,
                      user_errors)
 
-__all__ = ["register", "continual", "report", "format_report", "plot_curves"]
+__all__ = ["register", "continual", "report", "format_report", "plot_curves", "PlotWriteError"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 METRICS = ("average_accuracy", "forgetting", "forgetting_max", "bwt", "fwt", "min_acc", "wc_acc",
@@ -366,15 +366,29 @@ def _check_plot_path(path: str) -> None:
                                        f"writes ({', '.join(sorted(formats))})")
 
 
+class PlotWriteError(ValueError):
+    """The plot was drawn but its file cannot be written (and only that: a damaged metrics.jsonl is a ValueError)."""
+
+
 def plot_curves(run_dir: str | Path, path: str | Path) -> Path | None:
-    """Per-iteration accuracy of every experience (the stability gap) into ``path``; None without matplotlib."""
+    """Per-iteration accuracy of every experience (the stability gap) into ``path``; None without matplotlib.
+
+    A ValueError when ``metrics.jsonl`` is missing, has no evaluations or is damaged (a partial
+    last line, left by a killed run, is skipped with a note, as ``--resume`` skips it), a
+    :class:`PlotWriteError` when the file cannot be written."""
     plt = pyplot()
     if plt is None:
         return None
     rd = RunDir(run_dir)
-    records = rd.read_metrics()
+    if not rd.metrics.exists():
+        raise ValueError(f"{rd.metrics} does not exist")
+    try:
+        records = rd.read_metrics()
+    except ValueError:
+        records = [r for _, r in rd._records(drop_partial_tail=True)]  # raises again unless only the tail is bad
+        click.echo(f"note: {rd.metrics}: its partial last line (a killed run's) is left out of the plot", err=True)
     if not records:
-        return None
+        raise ValueError(f"{rd.metrics} has no evaluations")
     try:
         curve = EvalCurve.from_records(records)
     except (ValueError, TypeError) as exc:
@@ -402,7 +416,7 @@ def plot_curves(run_dir: str | Path, path: str | Path) -> Path | None:
     try:
         atomic_write(path, buf.getvalue())
     except OSError as exc:
-        raise ValueError(f"plot: got {str(path)!r}, which cannot be written ({exc.strerror or exc})") from exc
+        raise PlotWriteError(f"plot: got {str(path)!r}, which cannot be written ({exc.strerror or exc})") from exc
     return Path(path)
 
 
@@ -435,12 +449,17 @@ def report(run_dir: str, plot_path: str | None, no_plot: bool, as_json: bool) ->
         if not no_plot:
             try:
                 saved = plot_curves(run_dir, plot_path or Path(run_dir) / "accuracy.png")
-            except ValueError as exc:
-                if plot_path is not None or not isinstance(exc.__cause__, OSError):  # a write failure
+            except PlotWriteError:
+                if plot_path is not None:
                     raise
                 # the default file, in a directory this user cannot write: the report is what was asked for
                 click.echo(f"note: no plot: {Path(run_dir) / 'accuracy.png'} cannot be written; "
                            "give --plot FILE elsewhere, or --no-plot", err=True)
+                return
+            except ValueError as exc:  # metrics.jsonl missing, empty or damaged
+                if plot_path is not None:  # asked for by name: an error
+                    raise click.ClickException(f"--plot {plot_path}: nothing plotted, {exc}") from exc
+                click.echo(f"note: no plot: {exc}", err=True)  # the report, which was asked for, is printed
                 return
             if saved is not None:
                 click.echo(f"\nplot: {saved}")

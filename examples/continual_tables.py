@@ -162,11 +162,13 @@ def metric_table(out: Path, table: str, seeds) -> str:
             lines.append(f"| {label} | {shown} |{count}" + " |" * (len(METRICS) + 1))
             continue
         cells = []
-        for key in METRICS:
-            xs = [s[key] for s in found]
-            cells.append(f"{_num(statistics.mean(xs))} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else _num(xs[0]))
-        wall = statistics.mean(s["wall_time_s"] for s in found)
-        lines.append(f"| {label} | {shown} |{count} " + " | ".join(cells) + f" | {wall:.0f} |")
+        for key in METRICS:  # a metric a run could not measure (null, e.g. FWT) is left out of its mean
+            xs = [s[key] for s in found if s.get(key) is not None]
+            cells.append("—" if not xs else f"{_num(statistics.mean(xs))} ± {statistics.stdev(xs):.3f}"
+                         if len(xs) > 1 else _num(xs[0]))
+        walls = [s["wall_time_s"] for s in found if s.get("wall_time_s") is not None]
+        wall = f"{statistics.mean(walls):.0f}" if walls else "—"
+        lines.append(f"| {label} | {shown} |{count} " + " | ".join(cells) + f" | {wall} |")
     return "\n".join(lines)
 
 
@@ -269,16 +271,22 @@ def main(argv=None) -> None:
             print("interrupted; the same command resumes the sweep", file=sys.stderr)
             sys.exit(130)
     parts = []
-    for table in args.tables:
-        if table == "gap":
-            text, curves = gap_table(args.out, args.seeds[0])
-            if curves and plot_gap(curves, args.out / "stability_gap.png"):
-                text += "\n\n![stability gap](stability_gap.png)"  # beside tables.md, in <out>
-        else:
-            text = metric_table(args.out, table, table_seeds(table, args.seeds))
-        parts.append(f"## {table}\n\n{text}")
-    # written atomically (a temporary file, then a rename): a failed rewrite keeps the earlier tables
-    atomic_write(args.out / "tables.md", ("\n\n".join(parts) + "\n").encode())
+    try:  # a damaged run file, an --out that cannot be written: one line, not a traceback
+        for table in args.tables:
+            if table == "gap":
+                text, curves = gap_table(args.out, args.seeds[0])
+                if curves and plot_gap(curves, args.out / "stability_gap.png"):
+                    text += "\n\n![stability gap](stability_gap.png)"  # beside tables.md, in <out>
+            else:
+                text = metric_table(args.out, table, table_seeds(table, args.seeds))
+            parts.append(f"## {table}\n\n{text}")
+        # written atomically (a temporary file, then a rename): a failed rewrite keeps the earlier tables
+        atomic_write(args.out / "tables.md", ("\n\n".join(parts) + "\n").encode())
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"continual_tables.py: error: {exc}") from None
+    except OSError as exc:
+        raise SystemExit(f"continual_tables.py: error: cannot write the tables into {args.out} "
+                         f"({exc.strerror or exc})") from None
     print("\n\n".join(parts))
 
 

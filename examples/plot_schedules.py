@@ -91,6 +91,8 @@ def plot(plt, panels, total: int, path: str) -> None:
 def output_path(parser, given: str) -> str:
     """The file the figure goes to: ``given``, with ``.png`` appended when it has no suffix
     (matplotlib would append it silently); a one-line usage error for a folder or a missing one."""
+    if not given.strip():  # '' would become the hidden file '.png'
+        parser.error(f"output: got {given!r}, expected a file name such as 'schedules.png'")
     path = given if os.path.splitext(given)[1] else given + ".png"
     for p in dict.fromkeys((given, path)):
         if os.path.isdir(p):

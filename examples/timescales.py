@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from seqcore import backends, tasks
 from seqcore.plotting import pyplot
-from seqcore.runs import atomic_write
-from seqcore.train import Hooks, TrainConfig, train
+from seqcore.runs import atomic_write, to_json
+from seqcore.train import EARLY_STOPS, Hooks, TrainConfig, check_sizes, model_builder, train
 
 
 class EarlierN(Hooks):
@@ -50,15 +50,16 @@ OPTIONS = {"steps": "--steps", "hidden": "--hidden", "batch_size": "--batch-size
 
 
 def make_config(task, curriculum, args, backend) -> TrainConfig:
-    """The run's TrainConfig, with the checks ``train`` would make at its start (the task and
-    the curriculum, e.g. ``max_n`` below the first N): a ValueError or TypeError naming the field."""
+    """The run's TrainConfig, with the checks ``train`` would make at its start (the task, the
+    curriculum, e.g. ``max_n`` below the first N, and the memory sizes): a ValueError or TypeError
+    naming the field."""
     cfg = TrainConfig(task=task, task_kwargs={"n": 2}, curriculum=curriculum,
                       curriculum_kwargs={"max_n": args.max_n}, cell="leaky", hidden=args.hidden,
                       backend=backend, optimizer="nesterov", lr=args.lr, momentum=0.9, clip=1.0,
                       steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
                       eval_batches=2, eval_batch_size=256, seed=args.seed)
-    tasks.make_curriculum(cfg.curriculum, tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs),
-                          **cfg.curriculum_kwargs)
+    task_obj = tasks.make(cfg.task, seed=cfg.seed, **cfg.task_kwargs)
+    check_sizes(cfg, task_obj, model_builder(cfg, task_obj)[1])
     return cfg
 
 
@@ -70,11 +71,21 @@ def run_one(cfg: TrainConfig):
     return {"task": task, "curriculum": curriculum, "summary": summary, "curve": hook.rows}
 
 
+def finished(result) -> bool:
+    """Whether the run used its budget or stopped early on purpose (not diverged, not interrupted)."""
+    return result["summary"]["status"] in ("completed", *EARLY_STOPS)
+
+
 def table(results) -> str:
     lines = ["| task | curriculum | largest N reached | mean accuracy on earlier N (end) | "
              "min accuracy on N=2 after leaving it | mean τ at end |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in results:
+        status = r["summary"]["status"]
+        if not finished(r) or not r["curve"]:  # diverged (its numbers are no result), or no evaluation
+            mark = "" if finished(r) else f" ({status})"
+            lines.append(f"| {r['task']} | {r['curriculum']}{mark} | — | — | — | — |")
+            continue
         last = r["curve"][-1]
         earlier = [a for k, a in last["acc_all_n"].items() if int(k[1:]) < last["level"]]
         n2 = [row["acc_all_n"].get("n2") for row in r["curve"] if row["level"] > 2 and "n2" in row["acc_all_n"]]
@@ -89,6 +100,7 @@ def plot(results, path):
     if plt is None:
         print("matplotlib is not installed: no plot")
         return
+    results = [r for r in results if finished(r)]
     fig, axes = plt.subplots(2, len(results), figsize=(4 * len(results), 6), squeeze=False)
     for j, r in enumerate(results):
         steps = [row["step"] for row in r["curve"]]
@@ -132,6 +144,8 @@ def main(argv=None):
         unknown = [v for v in given.split(",") if v not in allowed]
         if unknown:
             p.error(f"{name}: got {unknown}, expected names among {list(allowed)}, comma-separated")
+        if len(set(given.split(","))) < len(given.split(",")):  # the same run twice, two identical rows
+            p.error(f"{name}: got {given!r}, expected each name once")
     if args.backend is not None:
         if args.backend not in backends.names():
             p.error(f"--backend: got {args.backend!r}, expected one of {backends.names()}")
@@ -145,6 +159,8 @@ def main(argv=None):
     except (ValueError, TypeError) as exc:
         field, sep, rest = str(exc).partition(": ")
         p.error(f"{OPTIONS[field]}: {rest}" if sep and field in OPTIONS else str(exc))
+    if not args.out.strip():  # Path('') is the current directory
+        p.error(f"--out: got {args.out!r}, expected a folder name")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         p.error(f"--out: got {args.out!r}, which is a file; expected a folder (it is created if missing)")
@@ -152,17 +168,32 @@ def main(argv=None):
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         p.error(f"--out: got {args.out!r}, where no folder can be created ({exc.strerror or exc})")
-    results = [run_one(cfg) for cfg in configs]
+    results, failed = [], []
+    for cfg in configs:
+        r = run_one(cfg)
+        status = r["summary"]["status"]
+        if status == "interrupted":  # Ctrl-C stops the script; the results already in --out stay as they are
+            print("timescales.py: interrupted; nothing written", file=sys.stderr)
+            raise SystemExit(130)
+        if not finished(r):  # e.g. diverged: said here, marked in the table, left out of the figure
+            print(f"timescales.py: {cfg.task} {cfg.curriculum}: {status}: {r['summary']['message']}", file=sys.stderr)
+            failed.append(f"{cfg.task} {cfg.curriculum}")
+        results.append(r)
+    if failed and len(failed) == len(results):
+        raise SystemExit(f"timescales.py: error: every run failed ({', '.join(failed)}); nothing written")
     md = table(results)
     print(md)
     # written atomically (a temporary file, then a rename): a failed rewrite keeps the earlier result
     try:
-        atomic_write(out / "timescales.json", json.dumps(results, indent=1, default=float).encode())
+        atomic_write(out / "timescales.json", to_json(results, indent=1).encode())  # strict: NaN as null
         atomic_write(out / "timescales.md", (md + "\n").encode())
         plot(results, out / "timescales.png")
     except OSError as exc:  # disk full, a file-size limit, no permission
         raise SystemExit(f"timescales.py: error: cannot write the results into {out} ({exc.strerror or exc}); "
                          "no file there is left half-written") from None
+    if failed:
+        raise SystemExit(f"timescales.py: error: {len(failed)} run(s) did not finish ({', '.join(failed)}); "
+                         "they are marked in the table")
 
 
 if __name__ == "__main__":

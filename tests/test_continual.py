@@ -633,8 +633,8 @@ def test_report_of_a_run_directory_that_cannot_be_written_still_prints(cli, tmp_
     assert cli("continual", *TINY, "--out", out).exit_code == 0
 
     def unwritable(run_dir, path):  # what plot_curves raises when atomic_write fails
-        raise ValueError(f"plot: got {str(path)!r}, which cannot be written (Read-only file system)") \
-            from OSError(30, "Read-only file system")
+        raise cli_continual.PlotWriteError(f"plot: got {str(path)!r}, which cannot be written (Read-only file "
+                                           "system)") from OSError(30, "Read-only file system")
 
     monkeypatch.setattr(cli_continual, "plot_curves", unwritable)
     result = cli("report", out)
@@ -643,6 +643,46 @@ def test_report_of_a_run_directory_that_cannot_be_written_still_prints(cli, tmp_
     assert "note: no plot:" in result.stderr and "cannot be written" in result.stderr
     result = cli("report", out, "--plot", tmp_path / "elsewhere.png")
     assert result.exit_code != 0 and "cannot be written" in result.output
+
+
+
+def test_report_says_why_nothing_is_plotted_and_blames_the_metrics_not_the_plot(cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "r"
+    assert cli("continual", *TINY, "--out", out).exit_code == 0
+    metrics = out / "metrics.jsonl"
+    good = metrics.read_text()
+    # a partial last line, as a killed run leaves: the plot leaves it out, with a note
+    metrics.write_text(good + '{"step": 70, "iter')
+    result = cli("report", out)
+    assert result.exit_code == 0, result.output
+    assert "partial last line" in result.stderr and (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    # unreadable (a directory): the reason, not "accuracy.png cannot be written"
+    metrics.unlink()
+    metrics.mkdir()
+    result = cli("report", out, "--no-plot")
+    assert result.exit_code == 0
+    result = cli("report", out)
+    assert result.exit_code == 0 and "average_accuracy" in result.stdout
+    assert "note: no plot:" in result.stderr and "cannot be read" in result.stderr
+    assert "cannot be written" not in result.stderr
+    metrics.rmdir()
+    # missing or empty: a note for the default plot, an error for a --plot FILE asked for by name
+    for content in (None, ""):
+        if content is not None:
+            metrics.write_text(content)
+        result = cli("report", out)
+        assert result.exit_code == 0 and "note: no plot:" in result.stderr
+        result = cli("report", out, "--plot", tmp_path / "x.png")
+        reason = "has no evaluations" if content is not None else "does not exist"
+        assert result.exit_code == 1 and f"--plot {tmp_path / 'x.png'}: nothing plotted" in result.output
+        assert reason in result.output and not (tmp_path / "x.png").exists()
+    # damaged in the middle: a note for the default plot, an error for --plot FILE
+    metrics.write_text('{"step": 1, "ite\n' + good)
+    result = cli("report", out)
+    assert result.exit_code == 0 and "line 1: not valid JSON" in result.stderr
+    result = cli("report", out, "--plot", tmp_path / "x.png")
+    assert result.exit_code == 1 and "line 1: not valid JSON" in result.output
 
 
 SMALL = dict(dataset="synthetic", synthetic={"n_train": 200, "n_test": 100}, experiences=2, steps=6, eval_every=3,

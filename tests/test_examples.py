@@ -124,6 +124,39 @@ def test_continual_tables_refuses_unknown_rows_and_repeated_or_negative_seeds(tm
     assert not out.exists()
 
 
+def test_continual_tables_leaves_an_unmeasured_metric_out_of_its_mean(tmp_path, tables):
+    for seed, fwt in ((0, None), (1, 0.2), (2, None)):
+        write_run(tables.run_dir(tmp_path, "adam", "ewc", seed), {"status": "completed", "wall_time_s": 4,
+                                                                 **{k: 0.5 for k in tables.METRICS}, "fwt": fwt})
+    text = tables.metric_table(tmp_path, "adam", [0, 1, 2])
+    ewc = next(line for line in text.splitlines() if line.startswith("| EWC"))
+    assert ewc.endswith("| 3 | " + " | ".join(["0.500 ± 0.000"] * (len(tables.METRICS) - 1)) + " | 0.200 | 4 |")
+    write_run(tables.run_dir(tmp_path, "sgd", "ewc", 0), {"status": "completed", "wall_time_s": None,
+                                                         **{k: None for k in tables.METRICS}})
+    ewc = next(line for line in tables.metric_table(tmp_path, "sgd", [0]).splitlines() if line.startswith("| EWC"))
+    assert ewc.endswith(" | ".join(["—"] * (len(tables.METRICS) + 1)) + " |")
+
+
+def test_continual_tables_reports_a_damaged_run_and_an_unwritable_out_in_one_line(tmp_path, tables, monkeypatch):
+    records = [{"iteration": 10 + s, "experience": 1, "accuracy": [a, 0.2]} for s, a in ((0, 0.9), (5, 0.5))]
+    write_run(tables.run_dir(tmp_path, "gap", "naive", 0), {"status": "completed"}, records)
+    metrics = tables.run_dir(tmp_path, "gap", "naive", 0) / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"step": 61, "itera')
+    with pytest.raises(SystemExit) as info:
+        tables.main(["--no-run", "--out", str(tmp_path), "--tables", "gap", "--seeds", "0"])
+    assert info.value.code == f"continual_tables.py: error: {metrics}: line 3: not valid JSON " \
+        "(Unterminated string starting at: line 1 column 14 (char 13))"
+    assert not (tmp_path / "tables.md").exists()
+
+    def full(path, data):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(tables, "atomic_write", full)
+    with pytest.raises(SystemExit) as info:
+        tables.main(["--no-run", "--out", str(tmp_path), "--tables", "sgd"])
+    assert info.value.code == f"continual_tables.py: error: cannot write the tables into {tmp_path} " \
+        "(No space left on device)"
+
+
 def test_continual_tables_resumes_an_interrupted_run_and_restarts_another_config(tmp_path, tables, monkeypatch):
     import seqcore.continual as continual
     from seqcore.continual import ContinualConfig
@@ -172,6 +205,11 @@ TINY_TIMESCALES = ["--backend", "numpy", "--steps", "20", "--hidden", "4", "--ev
     (["--seed", "-1"], "--seed: got -1"),
     (["--max-n", "1"], "--max-n: got 1, expected >= start_n=2"),
     (["--curricula", "anti"], "--curricula: got ['anti']"),
+    (["--tasks", "nparity,nparity"], "--tasks: got 'nparity,nparity', expected each name once"),
+    (["--out", " "], "--out: got ' ', expected a folder name"),
+    # the memory checks train makes at its start, here before any run (not a traceback from inside one)
+    (["--hidden", "300000"], "--hidden: got 300000, whose 9e+10 parameters"),
+    (["--batch-size", "100000000"], "--batch-size: got 100000000, whose activations"),
 ])
 def test_timescales_refuses_bad_options_before_creating_the_output_folder(tmp_path, timescales, capsys, extra,
                                                                          message):
@@ -205,10 +243,70 @@ def test_timescales_writes_through_atomic_write_and_reports_a_failed_write_in_on
     assert sorted(p.name for p in tmp_path.iterdir()) == ["timescales.json", "timescales.md"]  # no temporaries
 
 
+def fake_result(task, curriculum, status, curve, message=""):
+    return {"task": task, "curriculum": curriculum, "curve": curve,
+            "summary": {"status": status, "message": message, "max_level": 3, "final_loss": float("nan")}}
+
+
+CURVE = [{"step": 10, "level": 3, "acc_all_n": {"n2": 0.75, "n3": 0.5}, "mean_tau": 1.5}]
+
+
+def test_timescales_ctrl_c_exits_130_and_keeps_the_published_results(tmp_path, timescales, monkeypatch, capsys):
+    (tmp_path / "timescales.md").write_text("published")
+    ran = []
+
+    def run_one(cfg):
+        ran.append(cfg.curriculum)
+        return fake_result(cfg.task, cfg.curriculum, "interrupted", CURVE[:1])
+    monkeypatch.setattr(timescales, "run_one", run_one)
+    argv = [*TINY_TIMESCALES, "--curricula", "single-head,multi-head", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as info:
+        timescales.main(argv)
+    assert info.value.code == 130 and ran == ["single-head"]  # the next run never started
+    assert "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["timescales.md"]
+    assert (tmp_path / "timescales.md").read_text() == "published"
+
+
+def test_timescales_says_why_a_run_diverged_marks_its_row_and_writes_strict_json(tmp_path, timescales, monkeypatch,
+                                                                                 capsys):
+    def run_one(cfg):  # single-head diverges before its first evaluation; multi-head completes
+        if cfg.curriculum == "single-head":
+            return fake_result(cfg.task, cfg.curriculum, "diverged", [], "training diverged after step 0: boom")
+        return fake_result(cfg.task, cfg.curriculum, "completed", CURVE)
+    monkeypatch.setattr(timescales, "run_one", run_one)
+    monkeypatch.setattr(timescales, "plot", lambda results, path: None)
+    with pytest.raises(SystemExit) as info:
+        timescales.main([*TINY_TIMESCALES, "--curricula", "single-head,multi-head", "--out", str(tmp_path)])
+    assert "1 run(s) did not finish (nparity single-head)" in str(info.value.code)
+    captured = capsys.readouterr()
+    assert "nparity single-head: diverged: training diverged after step 0: boom" in captured.err
+    md = (tmp_path / "timescales.md").read_text().splitlines()
+    assert md[2] == "| nparity | single-head (diverged) | — | — | — | — |"
+    # multi-head: level 3, earlier N is n2 only (0.75), n2 while level > 2 is 0.75, τ 1.5
+    assert md[3] == "| nparity | multi-head | 3 | 0.750 | 0.750 | 1.50 |"
+
+    def reject(token):
+        raise ValueError(f"not strict JSON: {token}")
+    results = json.loads((tmp_path / "timescales.json").read_text(), parse_constant=reject)
+    assert [r["summary"]["final_loss"] for r in results] == [None, None]  # NaN written as null
+    assert timescales.table(results).splitlines() == md  # the table is recomputed from the JSON
+
+
+def test_timescales_writes_nothing_when_every_run_diverged(tmp_path, timescales, monkeypatch, capsys):
+    monkeypatch.setattr(timescales, "run_one", lambda cfg: fake_result(cfg.task, cfg.curriculum, "diverged", [],
+                                                                        "training diverged after step 0: boom"))
+    with pytest.raises(SystemExit) as info:
+        timescales.main([*TINY_TIMESCALES, "--out", str(tmp_path)])
+    assert "every run failed (nparity single-head); nothing written" in str(info.value.code)
+    assert "boom" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
 def test_plot_schedules_refuses_folders_and_unknown_formats_and_appends_png(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
     plot_schedules = load_example("plot_schedules")
     assert "which is a folder" in refusal(capsys, plot_schedules.main, [str(tmp_path), "--steps", "40"])
+    assert "output: got '', expected a file name" in refusal(capsys, plot_schedules.main, ["", "--steps", "40"])
     line = refusal(capsys, plot_schedules.main, [str(tmp_path / "s.txt"), "--steps", "40"])
     assert "suffix 'txt'" in line and ".png" in line
     assert "does not exist" in refusal(capsys, plot_schedules.main, [str(tmp_path / "no" / "s.png"), "--steps", "40"])
