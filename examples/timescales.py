@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -98,24 +99,30 @@ def table(results) -> str:
 def plot(results, path):
     plt = pyplot()
     if plt is None:
-        print("matplotlib is not installed: no plot")
+        kept = f" ({path} is an earlier run's figure, left as it was)" if os.path.exists(path) else ""
+        print(f"matplotlib is not installed: no plot{kept}")
         return
     results = [r for r in results if finished(r)]
     fig, axes = plt.subplots(2, len(results), figsize=(4 * len(results), 6), squeeze=False)
+    all_ns = [int(k[1:]) for r in results for row in r["curve"] for k in row["acc_all_n"]] or [2]
+    # one colour per N from a colormap: a 10-colour cycle gave N = 2, 12 and 22 the same colour
+    norm = plt.Normalize(min(all_ns), max(all_ns))
+    cmap = plt.get_cmap("viridis")
     for j, r in enumerate(results):
         steps = [row["step"] for row in r["curve"]]
         ns = sorted({int(k[1:]) for row in r["curve"] for k in row["acc_all_n"]})
         for n in ns:
             ys = [row["acc_all_n"].get(f"n{n}", np.nan) for row in r["curve"]]
-            axes[0, j].plot(steps, ys, label=f"N={n}")
+            axes[0, j].plot(steps, ys, color=cmap(norm(n)), lw=1)
         axes[0, j].set_title(f"{r['task']} · {r['curriculum']}")
         axes[0, j].set_ylim(0.4, 1.02)
         axes[0, j].set_ylabel("accuracy")
         axes[1, j].plot(steps, [row["mean_tau"] for row in r["curve"]])
         axes[1, j].set_ylabel("mean τ")
         axes[1, j].set_xlabel("step")
-    axes[0, -1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[0]), pad=0.01)
+    bar.set_label("N")
     buf = io.BytesIO()  # rendered in memory, then written atomically: a failed write keeps the old figure
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
