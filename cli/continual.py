@@ -22,7 +22,7 @@ from seqcore.continual import (CURRICULUM_TASKS, DATASETS, STREAMS, ContinualCon
 from seqcore.metrics import EvalCurve
 from seqcore.plotting import pyplot
 from seqcore.runs import RunDir, atomic_write, read_json, read_json_object
-from seqcore.validate import is_real_number
+from seqcore.validate import is_finite_number, is_real_number
 
 from .common import (KeyValue, OptionalFloat, NONE, check_backend_loads, note_blas_pin, option_given, saved_config_errors,
                      user_errors)
@@ -344,12 +344,14 @@ def _check_summary(summary: dict, source) -> None:
         raise click.ClickException(f"{source}: accuracy_matrix: got {R!r:.60}, expected accuracies in [0, 1]")
     baseline = summary.get("baseline")
     if baseline is not None and not (isinstance(baseline, list) and len(baseline) == n
-                                     and all(map(_is_number_or_none, baseline))):
-        raise click.ClickException(f"{source}: baseline: got {baseline!r:.60}, expected a list of {n} numbers "
-                                   "(one per experience)")
+                                     and all(map(_is_number_or_none, baseline))
+                                     and all(v is None or 0.0 <= v <= 1.0 for v in baseline)):
+        raise click.ClickException(f"{source}: baseline: got {baseline!r:.60}, expected a list of {n} accuracies "
+                                   "in [0, 1] (one per experience)")
     for key in (*METRICS, "wall_time_s"):
-        if not _is_number_or_none(summary.get(key)):
-            raise click.ClickException(f"{source}: {key}: got {summary[key]!r:.60}, expected a number or null")
+        value = summary.get(key)  # json reads Infinity and NaN, which no run writes (it writes null)
+        if not (value is None or is_finite_number(value)):
+            raise click.ClickException(f"{source}: {key}: got {summary[key]!r:.60}, expected a finite number or null")
 
 
 def _check_plot_path(path: str) -> None:

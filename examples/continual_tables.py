@@ -205,6 +205,8 @@ def gap_table(out: Path, seed: int) -> tuple[str, dict]:
 def plot_gap(curves: dict, path: Path) -> bool:
     plt = pyplot()
     if plt is None:
+        kept = f"; {path} is an earlier sweep's figure, left as it was" if path.exists() else ""
+        print(f"matplotlib is not installed: no stability-gap plot{kept}", file=sys.stderr)
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, (steps, accs) in curves.items():

@@ -1000,11 +1000,14 @@ def continual_run(tmp_path_factory):
 @pytest.mark.parametrize("summary, message", [
     ({"accuracy_matrix": "x"}, "summary.json: accuracy_matrix: got 'x', expected a list of rows of numbers"),
     ({"accuracy_matrix": [1, 2]}, "summary.json: accuracy_matrix: got [1, 2], expected a list of rows"),
-    ({"accuracy_matrix": [[0.5]], "forgetting": "y"}, "summary.json: forgetting: got 'y', expected a number or null"),
+    ({"accuracy_matrix": [[0.5]], "forgetting": "y"}, "summary.json: forgetting: got 'y', expected a finite number "
+                                                       "or null"),
+    ({"accuracy_matrix": [[0.5]], "bwt": float("inf")}, "summary.json: bwt: got inf, expected a finite number or null"),
+    ({"accuracy_matrix": [[0.5]], "baseline": [3.0]}, "baseline: got [3.0], expected a list of 1 accuracies in [0, 1]"),
     ({"accuracy_matrix": [[0.5], [0.4, 0.3]]}, "accuracy_matrix: got rows of lengths [1, 2], expected 2 rows of 2"),
     ({"accuracy_matrix": [[5.0, None], [0.3, 0.2]]}, "accuracy_matrix: got [[5.0, None], [0.3, 0.2]], expected "
                                                      "accuracies in [0, 1]"),
-    ({"accuracy_matrix": [[0.5]], "baseline": [0.1, 0.2]}, "baseline: got [0.1, 0.2], expected a list of 1 numbers"),
+    ({"accuracy_matrix": [[0.5]], "baseline": [0.1, 0.2]}, "baseline: got [0.1, 0.2], expected a list of 1 accuracies"),
     ([1], "summary.json: got a JSON list, expected an object"),
 ])
 def test_report_of_a_damaged_summary_names_the_file_and_key(tmp_path, summary, message):
