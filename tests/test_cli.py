@@ -1044,12 +1044,16 @@ def test_report_errors_name_the_metrics_file_and_the_plot_option(tmp_path, conti
         result = invoke("report", run, "--plot", tmp_path / "curve.nope")
         assert_one_line_error(result)
         assert "--plot: got" in result.stderr and "expected a file name ending in a format" in result.stderr
-        with open(run / "metrics.jsonl", "a") as f:
-            f.write("{bad\n")
-        result = invoke("report", run)
+        first = (run / "metrics.jsonl").read_text().splitlines()[0]
+        with open(run / "metrics.jsonl", "a") as f:  # damage in the middle, not a killed run's last line
+            f.write("{bad\n" + first + "\n")
+        n = len((run / "metrics.jsonl").read_text().splitlines()) - 1
+        result = invoke("report", run, "--plot", tmp_path / "curve.png")  # asked for by name: an error
         assert_one_line_error(result)
-        n = len((run / "metrics.jsonl").read_text().splitlines())
         assert f"{run / 'metrics.jsonl'}: line {n}: not valid JSON" in result.stderr
+        result = invoke("report", run)  # the default plot: the report, and a note saying why no plot
+        assert result.exit_code == 0 and "after " in result.stdout
+        assert "note: no plot" in result.stderr and f"line {n}: not valid JSON" in result.stderr
 
 
 def test_train_notes_a_blas_pin_narrower_than_the_cpu_on_stderr(tmp_path, monkeypatch):
