@@ -20,7 +20,7 @@ from seqcore.runs import RunDir, checkpoint_meta
 from seqcore.tasks.idx import DEFAULT_DATA_DIRS
 from seqcore.validate import INT64_MAX, is_finite_number, is_integer
 from seqcore import train as train_module
-from seqcore.train import DTYPES, OPTIMIZERS, SCHEDULES, Run, TrainConfig
+from seqcore.train import DTYPES, MOMENTUM_OPTIMIZERS, OPTIMIZERS, SCHEDULES, Run, TrainConfig
 from seqcore.train import EARLY_STOPS, current_status
 from seqcore.train import resume as resume_run
 from seqcore.train import train as train_run
@@ -290,8 +290,6 @@ def build_config(config_file: str | None, options: dict, task_args=(), curriculu
 
 _FLAGS = {name: flag for flag, name, _, _ in _TRAIN_OPTIONS}
 
-# the optimizers of TrainConfig that read its momentum (seqcore.train.build_optimizer)
-MOMENTUM_OPTIMIZERS = ("sgd", "nesterov")
 
 
 def _refuse_repeated_keys(flag: str, pairs) -> None:

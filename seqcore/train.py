@@ -53,7 +53,8 @@ class TrainingDiverged(RuntimeError):
         self.step = step
 
 
-DEFAULT_MOMENTUM = 0.9  # TrainConfig.momentum, which only sgd and nesterov read
+DEFAULT_MOMENTUM = 0.9  # TrainConfig.momentum, which only MOMENTUM_OPTIMIZERS read
+MOMENTUM_OPTIMIZERS = ("sgd", "nesterov")
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"weight_decay: got {self.weight_decay!r}, expected a finite number >= 0")
         if not (is_finite_number(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum: got {self.momentum!r}, expected a number in [0, 1)")
-        if self.optimizer not in ("sgd", "nesterov") and self.momentum != DEFAULT_MOMENTUM:
+        if self.optimizer not in MOMENTUM_OPTIMIZERS and self.momentum != DEFAULT_MOMENTUM:
             # the default is every config's (config.json records it); another value would be ignored
             raise ValueError(f"momentum: got {self.momentum!r} with optimizer {self.optimizer!r}, which does not "
                              f"use momentum; expected optimizer 'sgd' or 'nesterov', or the default {DEFAULT_MOMENTUM}")
@@ -152,7 +153,7 @@ def build_optimizer(cfg: TrainConfig, refined_norms: np.ndarray | None = None) -
     """The optimizer of ``cfg`` (with global-norm clipping first when ``cfg.clip`` is set)."""
     lr = build_schedule(cfg, refined_norms)
     name = cfg.optimizer
-    if name in ("sgd", "nesterov"):
+    if name in MOMENTUM_OPTIMIZERS:
         opt = optim.sgd(lr, momentum=cfg.momentum, nesterov=name == "nesterov", weight_decay=cfg.weight_decay)
     elif name == "adam":
         opt = optim.adam(lr, weight_decay=cfg.weight_decay)
