@@ -13,16 +13,23 @@ from primitive_cases import cases, is_library_primitive
 torch = pytest.importorskip("torch", reason="the torch backend needs PyTorch")
 
 
-def _t(x):
-    return torch.tensor(x) if isinstance(x, np.ndarray) else x
+def _t(x, device="cpu"):
+    return torch.tensor(x, device=device) if isinstance(x, np.ndarray) else x
 
 
 def _np(x):
-    return x.detach().numpy() if isinstance(x, torch.Tensor) else x
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                 reason="torch sees no CUDA GPU here"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(n for n in primitives.registry() if is_library_primitive(n)))
-def test_primitive_on_torch_tensors_equals_reference(name):
+def test_primitive_on_torch_tensors_equals_reference(name, device):
+    """Tensors on the GPU too: the reference runs on their data and the results come back to
+    the tensors' device."""
     rng = np.random.default_rng(1)
     prim = primitives.get(name)
     for args, static in cases(name, rng):
@@ -30,18 +37,34 @@ def test_primitive_on_torch_tensors_equals_reference(name):
         outs = ref_out if isinstance(ref_out, tuple) else (ref_out,)
         cot = tuple(rng.normal(size=np.shape(o)) for o in outs)
         ref_grads = ref_pb(cot if len(cot) > 1 else cot[0])
-        targs = [_t(a) if isinstance(a, np.ndarray) else a for a in args]
+        targs = [_t(a, device) if isinstance(a, np.ndarray) else a for a in args]
         with seqcore.use("torch"):
             out, pb = seqcore.vjp(lambda *a: prim(*a, **static), *targs)
-            grads = pb(tuple(_t(c) for c in cot) if len(cot) > 1 else _t(cot[0]))
+            grads = pb(tuple(_t(c, device) for c in cot) if len(cot) > 1 else _t(cot[0], device))
         got = out if isinstance(out, tuple) else (out,)
         for g, r in zip(got, outs):
-            assert isinstance(g, torch.Tensor)
+            assert isinstance(g, torch.Tensor) and g.device.type == device
             np.testing.assert_array_equal(_np(g), np.asarray(r))
         for g, r in zip(grads, ref_grads):
             if r is None or g is None:
                 continue
+            assert g.device.type == device
             np.testing.assert_array_equal(_np(g), r)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_autograd_function_keeps_the_tensors_device(device):
+    fn = seqcore.backends.get("torch").linear_scan
+    a = torch.rand(2, 5, 3, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(2, 5, 3, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: fn(a, b, method="parallel"), (a, b))
+    h = fn(a, b)
+    (h * h).sum().backward()
+    assert h.device.type == a.grad.device.type == b.grad.device.type == device
+    _, pb = seqcore.vjp(lambda a, b: seqcore.linear_scan(a, b), _np(a), _np(b))
+    da, db = pb(2 * _np(h))
+    np.testing.assert_allclose(_np(a.grad), da, rtol=1e-12)
+    np.testing.assert_allclose(_np(b.grad), db, rtol=1e-12)
 
 
 def test_autograd_function_matches_seqcore_vjp():

@@ -437,7 +437,7 @@ def test_cli_report_plots_when_matplotlib_is_present(cli, tmp_path):
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a PNG file, not just bytes
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("backend", ["torch", "numba", "cupy"])
 def test_learners_give_the_reference_results_on_other_backends(backend):
     from seqcore import backends
     pytest.importorskip(backend)

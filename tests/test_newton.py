@@ -143,7 +143,7 @@ def test_cell_linear_in_state_converges_in_one_update():
     assert info.iterations == 1 and info.converged
 
 
-@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("backend", ["numba", "torch", "cupy"])
 @pytest.mark.parametrize("name", [c for c in CELLS if c.values[0] in ("lstm", "diag_gru", "cifg_lstm")])
 def test_other_backends_match_the_sequential_reference(backend, name):
     mod = backend_or_skip(backend)
@@ -415,7 +415,7 @@ def test_overflowing_iterate_falls_back():
     assert np.array_equal(hs, cell.apply(params, x)[0])
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba", "torch"])
+@pytest.mark.parametrize("backend", ["numpy", "numba", "torch", "cupy"])
 @pytest.mark.parametrize("name", ["gru", "lstm", "diag_gru", "cifg_lstm", "elman_tanh"])
 def test_non_finite_input_falls_back_naming_the_input_not_the_solver(backend, name):
     """A NaN in x, h0 or a recurrent weight was reported as 'did not converge in 0 Newton
