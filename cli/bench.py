@@ -5,7 +5,8 @@ command works from a checkout (``pip install -e .``); it says so when they are m
 Each script prints ratios against a baseline measured in the same process (``memory``:
 in alternating child processes, since the heap policy it compares is process-wide; ``blas-pin``
 likewise, since OpenBLAS reads ``OPENBLAS_CORETYPE`` when it loads).  A suite whose optional
-packages (numba, torch) are not installed is skipped with a line saying which extra to install.
+packages (numba, torch, cupy) are not installed, or whose GPU is missing, is skipped with a line
+saying which extra to install or why.
 """
 from __future__ import annotations
 
@@ -27,11 +28,28 @@ SUITES = {
     "minimal": ("minimal_cells.py", ["--shape", "4", "64", "16", "--repeats", "1"]),
     "blas-pin": ("blas_pin.py", ["--rounds", "1"]),
     "products": ("sequence_products.py", ["--shapes", "16,32,64", "--repeats", "1"]),
+    "gpu": ("gpu_scan.py", ["--log2-size", "20", "--repeats", "2"]),
 }
 
-# name -> the optional packages (each installed by the pip extra of the same name) a suite needs
+# name -> the optional packages a suite needs, each installed by the pip extra of the same name
+# (EXTRAS names the others)
 NEEDS = {"scan": ("numba",), "primitives": ("numba",), "rnn": ("numba", "torch"), "memory": ("numba",),
-         "minimal": ("numba",), "products": ("numba",)}
+         "minimal": ("numba",), "products": ("numba",), "gpu": ("cupy",)}
+EXTRAS = {"cupy": "cuda"}
+# suites that need a backend that can load, not only its package: CuPy installs without a GPU
+NEEDS_BACKEND = {"gpu": "cupy"}
+
+
+def unavailable_backend(name: str) -> str | None:
+    """Why the backend suite ``name`` needs cannot load here (None when it loads or none is needed)."""
+    from seqcore import backends
+    if name not in NEEDS_BACKEND:
+        return None
+    try:
+        backends.get(NEEDS_BACKEND[name])
+    except backends.BackendUnavailable as exc:
+        return str(exc)
+    return None
 
 
 def missing_packages(name: str) -> list[str]:
@@ -53,7 +71,7 @@ def register(group: click.Group) -> None:
     @click.argument("suites", nargs=-1, type=click.Choice(["all", *SUITES]))
     @click.option("--quick", is_flag=True, help="Small sizes and one repeat (a smoke run; figures are not for reporting).")
     def bench(suites, quick):
-        """Run benchmarks (scan, primitives, rnn, newton, training, memory, minimal, blas-pin, products; default: all)."""
+        """Run benchmarks (scan, primitives, rnn, newton, training, memory, minimal, blas-pin, products, gpu; default: all)."""
         root = benchmarks_dir()
         if not root.is_dir():
             raise click.ClickException(f"the benchmark scripts are not here ({root}); run `seqcore bench` from a "
@@ -64,8 +82,12 @@ def register(group: click.Group) -> None:
             script, quick_args = SUITES[name]
             missing = missing_packages(name)
             if missing:  # an optional extra not installed: not a failure of the benchmark
-                click.echo(f"\n=== {name}: skipped (needs {', '.join(missing)}: "
-                           f"pip install 'seqcore[{','.join(missing)}]')")
+                extras = ",".join(dict.fromkeys(EXTRAS.get(p, p) for p in missing))
+                click.echo(f"\n=== {name}: skipped (needs {', '.join(missing)}: pip install 'seqcore[{extras}]')")
+                continue
+            why = unavailable_backend(name)
+            if why:  # installed, but no device to run on: not a failure either
+                click.echo(f"\n=== {name}: skipped ({why})")
                 continue
             cmd = [sys.executable, str(root / script), *(quick_args if quick else [])]
             click.echo(f"\n=== {name}: {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(cmd))}", err=False)

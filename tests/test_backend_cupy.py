@@ -155,3 +155,79 @@ def test_command_line_trains_resumes_and_evaluates_on_the_gpu(cb, tmp_path):
     evaluated = runner.invoke(cli, ["eval", str(out), "--backend", "cupy"])
     assert evaluated.exit_code == 0, evaluated.output
     assert "accuracy" in evaluated.output
+
+
+# -- the CUDA kernels of linear_scan -----------------------------------------------------------
+
+SCAN_RTOL = {np.float32: 1e-4, np.float64: 1e-10}
+
+
+def _scan_and_vjp(a, b, h0, dh, **static):
+    h, pullback = seqcore.vjp(lambda a, b, h0: seqcore.linear_scan(a, b, h0, **static), a, b, h0)
+    return (h,) + tuple(pullback(dh))
+
+
+def test_linear_scan_runs_the_cuda_kernels(cb):
+    from seqcore.backends.cupy import scan as gpu_scan
+    assert cb.primitives["linear_scan"] == gpu_scan.PRIMITIVES["linear_scan"]
+    a = cp.full((1, 5, 2), 0.5)
+    out, res = gpu_scan.linear_scan_fwd(cp, a, cp.ones_like(a))
+    assert res[0] == "cuda"
+    np.testing.assert_allclose(cp.asnumpy(out[0, :, 0]), [1, 1.5, 1.75, 1.875, 1.9375], rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 7, 3), (3, 1023, 33), (1, 4097, 2), (2, 64, 1), (4, 300, 257)])
+def test_linear_scan_kernels_equal_the_reference(cb, shape, dtype):
+    rng = np.random.default_rng(sum(shape))
+    a = rng.uniform(-1.0, 1.0, shape).astype(dtype)
+    a[..., :1][rng.random(a[..., :1].shape) < 0.1] = 0.0  # gates exactly 0 and 1
+    a[..., -1:][rng.random(a[..., -1:].shape) < 0.1] = 1.0
+    b, dh = rng.normal(size=shape).astype(dtype), rng.normal(size=shape).astype(dtype)
+    for h0 in (None, rng.normal(size=(shape[0], shape[2])).astype(dtype)):
+        for method in ("sequential", "parallel", "chunked"):
+            for reverse in (False, True):
+                static = dict(method=method, reverse=reverse, chunk_size=5)
+                want = _scan_and_vjp(a, b, h0, dh, **static)
+                got = _scan_and_vjp(*map(_gpu, (a, b, h0, dh)), **static)
+                for name, g, w in zip(("h", "da", "db", "dh0"), got, want):
+                    if w is None:
+                        assert g is None
+                        continue
+                    assert isinstance(g, cp.ndarray) and g.dtype == dtype
+                    assert_close(cp.asnumpy(g), w, f"{name} {method} reverse={reverse} h0={h0 is not None}",
+                                 SCAN_RTOL[dtype])
+
+
+@pytest.mark.parametrize("method", ["parallel", "chunked"])
+def test_chunk_products_that_overflow_fall_back_to_one_chunk(cb, method):
+    """a = 1e3 over 16-step chunks overflows float32 (1e48), while the states stay finite (inputs
+    only at the last step, cotangents only at the first): chaining would give inf · 0 = NaN."""
+    a = np.full((1, 64, 2), 1e3, np.float32)
+    b, dh = np.zeros_like(a), np.zeros_like(a)
+    b[:, -1], dh[:, 0] = 1.0, 1.0
+    want = _scan_and_vjp(a, b, None, dh, method="sequential")
+    got = _scan_and_vjp(_gpu(a), _gpu(b), None, _gpu(dh), method=method, chunk_size=16)
+    assert all(np.isfinite(w).all() for w in want[:3])
+    for g, w in zip(got[:3], want[:3]):
+        assert_close(cp.asnumpy(g), w, method, 1e-5)
+
+
+def test_linear_scan_kernels_take_strided_inputs_and_propagate_nan(cb):
+    rng = np.random.default_rng(3)
+    a = rng.uniform(-0.9, 0.9, (3, 40, 8))
+    b = rng.normal(size=(3, 40, 8))
+    a[1, 18, 4] = np.nan
+    sl = (slice(None), slice(None, None, 2), slice(1, 7))  # strided views of both
+    dh = rng.normal(size=a[sl].shape)
+    want = _scan_and_vjp(a[sl], b[sl], None, dh, method="sequential")
+    got = _scan_and_vjp(_gpu(a)[sl], _gpu(b)[sl], None, _gpu(dh)[:, ::-1][:, ::-1], method="parallel")
+    for g, w in zip(got[:3], want[:3]):
+        assert_close(cp.asnumpy(g), w, "strided", 1e-12)
+
+
+def test_other_dtypes_run_the_reference(cb):
+    a = cp.full((2, 6, 3), 0.5, dtype=cp.float16)
+    h = seqcore.linear_scan(a, cp.ones_like(a))
+    assert h.dtype == cp.float16
+    np.testing.assert_allclose(cp.asnumpy(h), seqcore.linear_scan(cp.asnumpy(a), np.ones((2, 6, 3), np.float16)))

@@ -126,6 +126,34 @@ def test_bench_skips_a_suite_whose_extra_is_missing(monkeypatch, blocked, suite,
         bench.missing_packages("nope")
 
 
+def test_gpu_benchmark_without_cupy_names_the_cuda_extra():
+    out = run_without(["cupy"], "gpu_scan.py", "--repeats", "1")
+    assert out.returncode == 1 and out.stdout == "" and "Traceback" not in out.stderr
+    line = out.stderr.strip()
+    assert line.startswith("error: this benchmark needs the cupy backend") and "pip install 'seqcore[cuda]'" in line
+
+
+def test_bench_skips_the_gpu_suite_without_cupy_or_without_a_gpu(monkeypatch):
+    from click.testing import CliRunner
+    from seqcore import backends
+    from seqcore_cli import bench
+    from seqcore_cli.main import main
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: pytest.fail(f"ran {a}"))
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    result = CliRunner().invoke(main, ["bench", "--quick", "gpu"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "=== gpu: skipped (needs cupy: pip install 'seqcore[cuda]')"  # the extra's name
+    # CuPy installed, no GPU: the backend's own reason
+    monkeypatch.setattr(bench, "missing_packages", lambda name: [])
+
+    def no_gpu(name=None):
+        raise backends.BackendUnavailable("backend 'cupy' cannot load: CUDA sees no GPU")
+    monkeypatch.setattr(backends, "get", no_gpu)
+    result = CliRunner().invoke(main, ["bench", "--quick", "gpu"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "=== gpu: skipped (backend 'cupy' cannot load: CUDA sees no GPU)"
+
+
 # -- newton.py / training_steps.py: a backend named in --backends must load -------------------------
 
 def test_chosen_backends_refuses_a_named_backend_that_cannot_load_and_skips_only_defaults(monkeypatch, capsys):

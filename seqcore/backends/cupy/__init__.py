@@ -1,25 +1,29 @@
 """CuPy backend (GPU arrays).
 
-Today it runs the NumPy reference of every primitive on ``cupy.ndarray`` unchanged (the
-reference is written against the array namespace ``xp``); raw CUDA kernels that replace
-the hot primitives are future work and are not claimed here.  Importing this module
-imports CuPy; ``seqcore.backends.get("cupy")`` raises ``BackendUnavailable`` naming
+Primitives with a CUDA kernel (``kernels/*.cu``, compiled on first use by CuPy's NVRTC and
+cached on disk by CuPy) are replaced: today ``linear_scan`` (``scan.py``).  Every other
+primitive runs the NumPy reference on ``cupy.ndarray`` unchanged (the reference is written
+against the array namespace ``xp``).  Importing this module imports CuPy;
+``seqcore.backends.get("cupy")`` raises ``BackendUnavailable`` naming
 ``pip install 'seqcore[cuda]'`` when CuPy or a GPU is missing.
 """
 import numpy as np
 
 try:
     import cupy
-    cupy.cuda.runtime.getDeviceCount()
+    if cupy.cuda.runtime.getDeviceCount() < 1:
+        raise RuntimeError("CUDA sees no GPU")
 except Exception as exc:  # no package, no driver or no device
     from .. import BackendUnavailable
     raise BackendUnavailable(f"backend 'cupy' cannot load: {exc} (needs CuPy and a CUDA GPU; "
                              "install it with pip install 'seqcore[cuda]')") from exc
 
+from .scan import PRIMITIVES as _SCAN_PRIMITIVES  # noqa: E402  (needs CuPy, checked above)
+
 name = "cupy"
 xp = cupy
 version = cupy.__version__
-primitives: dict = {}
+primitives: dict = dict(_SCAN_PRIMITIVES)
 
 
 def asarray(x, dtype=None):
