@@ -10,7 +10,7 @@ Methods choose the chunk length ``C`` (all agree up to rounding):
   least memory traffic (forward reads a, b and writes h; VJP reads a, h, dh and writes da, db);
 * ``"chunked"``: chunks of ``chunk_size`` steps;
 * ``"parallel"``: chunks short enough that B × chunks × D threads fill the GPU (at least
-  ``MIN_CHUNK`` steps each).
+  ``MIN_CHUNK`` steps each, at most ``MAX_CHUNKS`` chunks).
 
 Several chunks take three passes: each chunk reduced to an affine map (product of gates,
 end state from zero), the chunks' entry states chained, every chunk rescanned from its entry.
@@ -34,20 +34,23 @@ THREADS_PER_BLOCK = 256
 # threads that keep an H100/H200-class GPU's memory system busy (132 SMs × 2048 resident)
 TARGET_THREADS = 1 << 18
 MIN_CHUNK = 16
+# the chunks' entry states are chained serially: at most this many chunks per sequence
+MAX_CHUNKS = 1024
 
 _SOURCE = Path(__file__).with_name("kernels") / "linear_scan.cu"
-_KERNELS = ("chunk_reduce", "chain_chunks", "chunk_scan")
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+_KERNELS = [f"chunk_reduce<{t}, {s}>" for t in _CTYPES.values() for s in ("false", "true")] + [
+    f"{k}<{t}>" for k in ("chain_chunks", "chunk_scan", "chunk_scan_vjp") for t in _CTYPES.values()]
 
 
 @functools.lru_cache(maxsize=None)
 def _module() -> cupy.RawModule:
-    names = [f"{k}<{t}>" for k in _KERNELS for t in _CTYPES.values()]
-    return cupy.RawModule(code=_SOURCE.read_text(), options=("-std=c++17",), name_expressions=names)
+    return cupy.RawModule(code=_SOURCE.read_text(), options=("-std=c++17",), name_expressions=_KERNELS)
 
 
-def _launch(name: str, dtype, threads: int, args) -> None:
-    kernel = _module().get_function(f"{name}<{_CTYPES[np.dtype(dtype)]}>")
+def _launch(name: str, dtype, threads: int, args, shifted: bool | None = None) -> None:
+    types = _CTYPES[np.dtype(dtype)] + ("" if shifted is None else f", {str(shifted).lower()}")
+    kernel = _module().get_function(f"{name}<{types}>")
     blocks = (threads + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
     kernel((blocks,), (THREADS_PER_BLOCK,), args)
 
@@ -58,7 +61,7 @@ def chunk_length(B: int, T: int, D: int, method: str, chunk_size: int) -> int:
         return T
     if method == "chunked":
         return max(1, min(T, int(chunk_size)))
-    chunks = min(-(-TARGET_THREADS // max(1, B * D)), max(1, T // MIN_CHUNK))
+    chunks = min(-(-TARGET_THREADS // max(1, B * D)), max(1, T // MIN_CHUNK), MAX_CHUNKS)
     return -(-T // chunks)
 
 
@@ -69,26 +72,27 @@ def _supported(*arrays) -> bool:
 
 
 def _scan(a, x, init, C: int, flip: bool, vjp: bool, h=None, h0=None):
-    """One pass of the kernels: ``out`` (and, for the VJP, ``da`` and ``dh0``)."""
+    """One scan: ``h`` (forward), or ``(db, da, dh0)`` (VJP: ``x = dh``, ``init`` zeros)."""
     B, T, D = a.shape
     n = -(-T // C)
     i64, i32 = np.int64, np.int32
+    sizes = (i64(B), i64(T), i64(D), i64(C), i32(flip))
     if n > 1:
         prod, end = cupy.empty((B, n, D), a.dtype), cupy.empty((B, n, D), a.dtype)
-        _launch("chunk_reduce", a.dtype, B * n * D,
-                (a, x, i64(B), i64(T), i64(D), i64(C), i32(flip), i32(vjp), prod, end))
+        _launch("chunk_reduce", a.dtype, B * n * D, (a, x, *sizes, prod, end), shifted=vjp)
         if not bool(cupy.isfinite(prod).all()):  # chaining would multiply inf by a zero state
             return _scan(a, x, init, T, flip, vjp, h, h0)
         entry = cupy.empty((B, n, D), a.dtype)
         _launch("chain_chunks", a.dtype, B * D, (prod, end, init, i64(B), i64(n), i64(D), entry))
     else:
         entry = init
-    out = cupy.empty_like(a)
-    da, dh0 = (cupy.empty_like(a), cupy.empty_like(init)) if vjp else (out, init)  # unused by the forward
-    _launch("chunk_scan", a.dtype, B * n * D,
-            (a, x, entry, i64(B), i64(T), i64(D), i64(C), i32(flip), i32(vjp), out, i32(vjp),
-             h if vjp else a, h0 if vjp else init, da, dh0))
-    return (out, da, dh0) if vjp else out
+    if not vjp:
+        out = cupy.empty_like(a)
+        _launch("chunk_scan", a.dtype, B * n * D, (a, x, entry, *sizes, out))
+        return out
+    db, da, dh0 = cupy.empty_like(a), cupy.empty_like(a), cupy.empty_like(init)
+    _launch("chunk_scan_vjp", a.dtype, B * n * D, (a, x, entry, *sizes, h, h0, db, da, dh0))
+    return db, da, dh0
 
 
 def linear_scan_fwd(xp, a, b, h0=None, reverse=False, method="sequential", chunk_size=64):
