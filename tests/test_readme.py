@@ -41,10 +41,20 @@ def _python_blocks():
 # needs the Fashion-MNIST files and minutes: the same run_continual path runs on synthetic data
 # in tests/test_continual.py
 NOT_RUN = ('dataset="fashion-mnist"',)
+# examples that need a GPU: run (and checked) only where the cupy backend loads
+NEEDS_GPU = ("import cupy",)
 
 # What each example's comments promise, checked after the example has run (keyed by a line
 # that names the example): an example that runs but no longer does what the README says fails.
 CHECKS = {
+    'hs = seqcore.linear_scan(a, b, method="parallel")': """
+import numpy as np
+ref, ref_pullback = seqcore.vjp(lambda a, b: seqcore.linear_scan(a, b), cupy.asnumpy(a), cupy.asnumpy(b))
+assert isinstance(hs, cupy.ndarray) and isinstance(da, cupy.ndarray)
+for got, want in zip((hs, da, db), (ref,) + tuple(ref_pullback(np.ones_like(ref)))):
+    err = float(np.max(np.abs(cupy.asnumpy(got) - want))) / float(np.max(np.abs(want)))
+    assert err < 1e-4, err
+""",
     'h = seqcore.linear_scan(a, b, method="parallel")': """
 ref = np.zeros_like(b); prev = np.zeros_like(b[:, 0])
 for t in range(b.shape[1]):
@@ -101,12 +111,23 @@ assert heap.retain() is (sys.platform.startswith("linux") and platform.libc_ver(
 }
 
 
+def _cupy_loads() -> bool:
+    import seqcore
+    try:
+        seqcore.backends.get("cupy")
+    except seqcore.backends.BackendUnavailable:
+        return False
+    return True
+
+
 def test_readme_python_examples_run_and_keep_their_promises(tmp_path):
     import subprocess
     import sys
     blocks = [b for b in _python_blocks() if not any(marker in b[1] for marker in NOT_RUN)]
     assert len(blocks) >= 10
     for line, code, own in blocks:
+        if any(marker in own for marker in NEEDS_GPU) and not _cupy_loads():
+            continue
         checks = [check for key, check in CHECKS.items() if key in own]
         assert len(checks) == 1, f"README.md:{line}: expected one entry of CHECKS for this example, found {len(checks)}"
         result = subprocess.run([sys.executable, "-c", code + "\n" + checks[0]], cwd=tmp_path,
