@@ -1,8 +1,10 @@
-"""Linear-scan throughput of the cupy backend's CUDA kernels against a same-traffic CuPy
-baseline and against the NumPy reference running on CuPy arrays, in one process.
+"""Scan throughput of the cupy backend's CUDA kernels against a same-traffic CuPy baseline and
+against the NumPy reference running on CuPy arrays, in one process.
 
 The forward reads a, b and writes h (3 arrays); the VJP reads a, h, dh and writes da, db
 (5 arrays).  The baseline is ``out = a + b`` on CuPy arrays of the same size (3 arrays).
+``block_scan`` with 2×2 and 3×3 blocks is counted the same way (A, b, h forward; A, h, dh,
+dA, db backward).
 Times are CUDA-event times of the GPU work, best of ``--repeats``, measured round-robin.
 
     python benchmarks/gpu_scan.py                    # 2^24 float32 elements per array
@@ -73,6 +75,17 @@ def main() -> None:
             _, rres = ref.linear_scan_fwd(cupy, a, b, None, False, "parallel")
             fns[f"{shape} reference fwd"] = lambda a=a, b=b: ref.linear_scan_fwd(cupy, a, b, None, False, "parallel")
             fns[f"{shape} reference bwd"] = lambda r=rres, dh=dh: ref.linear_scan_bwd(cupy, r, dh, False, "parallel")
+    # block_scan with 2 x 2 and 3 x 3 blocks (the Newton solves of the 2x2-block cells): about
+    # as many bytes of A as the diagonal scan's a
+    blocks = {}
+    for k in (2, 3):
+        shape = (16, 1024, max(1, n // (16 * 1024 * k * k)))
+        A = (rng.uniform(-1.0, 1.0, shape + (k, k), dtype=np.float64) / k).astype(dtype)
+        b, dh = rng.standard_normal(shape + (k,), dtype=dtype), rng.standard_normal(shape + (k,), dtype=dtype)
+        _, res = gpu.block_scan_fwd(cupy, A, b, None, False, "parallel")
+        fns[f"block {k} fwd"] = lambda A=A, b=b: gpu.block_scan_fwd(cupy, A, b, None, False, "parallel")
+        fns[f"block {k} bwd"] = lambda r=res, dh=dh: gpu.block_scan_bwd(cupy, r, dh, False, "parallel")
+        blocks[k] = (shape, A.size + b.size)  # numbers of A and of b
     t = gpu_times(fns, args.repeats)
     size = n * dtype.itemsize
     base_bw = 3 * size / t["baseline out = a + b"]
@@ -92,6 +105,12 @@ def main() -> None:
             row(f"{key} fwd+bwd", t[f"{key} fwd"] + t[f"{key} bwd"], 8, ref_fb)
         if ref_fb:
             row(f"{shape} reference (assoc.) fwd+bwd", ref_fb, 8)
+    for k, (shape, numbers) in blocks.items():
+        # forward: A, b, h; VJP: A, h, dh, dA, db — in units of the diagonal arrays' n elements
+        a_units, v_units = (numbers - numbers // (k + 1)) / n, (numbers // (k + 1)) / n
+        print(f"block_scan {k}x{k} blocks, (B, T, G) = {shape}:")
+        row("  parallel fwd", t[f"block {k} fwd"], a_units + 2 * v_units)
+        row("  parallel fwd+bwd", t[f"block {k} fwd"] + t[f"block {k} bwd"], 3 * a_units + 5 * v_units)
 
 
 if __name__ == "__main__":

@@ -63,11 +63,14 @@ def machine_info() -> str:
     return "\n".join(rows)
 
 
-def best_time(fn, repeats):
+def best_time(fn, repeats, synchronize=lambda: None):
+    """Best wall time of ``fn``; ``synchronize`` waits for a GPU backend's queued work."""
     best = float("inf")
     for _ in range(repeats):
+        synchronize()
         t0 = time.perf_counter()
         fn()
+        synchronize()
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -96,11 +99,12 @@ def run_case(mod, cell, B, T, dtype, repeats):
         _, info = newton_scan(cell, params, x)
         for mode in ("sequential", "parallel"):  # warm-up (JIT compilation, caches) of every timed call
             forward(mode), forward_backward(mode)
+        sync = getattr(mod, "synchronize", lambda: None)  # the cupy backend queues its kernels
         r = {"iters": info.iterations, "converged": info.converged,
-             "seq_f": best_time(lambda: forward("sequential"), repeats),
-             "par_f": best_time(lambda: forward("parallel"), repeats),
-             "seq_fb": best_time(lambda: forward_backward("sequential"), repeats),
-             "par_fb": best_time(lambda: forward_backward("parallel"), repeats)}
+             "seq_f": best_time(lambda: forward("sequential"), repeats, sync),
+             "par_f": best_time(lambda: forward("parallel"), repeats, sync),
+             "seq_fb": best_time(lambda: forward_backward("sequential"), repeats, sync),
+             "par_fb": best_time(lambda: forward_backward("parallel"), repeats, sync)}
     r["fallbacks"] = sum(issubclass(w.category, NewtonConvergenceWarning) for w in caught)
     return r
 

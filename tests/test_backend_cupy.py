@@ -41,7 +41,8 @@ def _host(tree):
 def assert_close(got, want, what, rtol=1e-10):
     """Agreement to rounding, relative to the array's scale; the same NaN/inf positions."""
     got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape and got.dtype == want.dtype, f"{what}: {got.shape} {got.dtype} vs {want.shape} {want.dtype}"
+    assert (got.shape, got.dtype) == (want.shape, want.dtype), (
+        f"{what}: {got.shape} {got.dtype} vs {want.shape} {want.dtype}")
     finite = np.isfinite(want)
     assert np.array_equal(np.isfinite(got), finite), f"{what}: non-finite entries differ"
     if finite.any():
@@ -167,12 +168,31 @@ def _scan_and_vjp(a, b, h0, dh, **static):
     return (h,) + tuple(pullback(dh))
 
 
+def assert_every_method_equals_the_reference(scan_and_vjp, args, names, what):
+    """``scan_and_vjp(*args)`` on the GPU against NumPy: every method and direction, outputs and
+    gradients (``None`` where the reference gives ``None``), in the inputs' dtype and shape."""
+    dtype = args[1].dtype.type
+    for method in ("sequential", "parallel", "chunked"):
+        for reverse in (False, True):
+            static = dict(method=method, reverse=reverse, chunk_size=5)
+            want = scan_and_vjp(*args, **static)
+            got = scan_and_vjp(*map(_gpu, args), **static)
+            for name, g, w in zip(names, got, want):
+                if w is None:
+                    assert g is None
+                    continue
+                assert isinstance(g, cp.ndarray) and g.dtype == dtype and g.shape == w.shape
+                assert_close(cp.asnumpy(g), w, f"{what}{name} {method} reverse={reverse} h0={args[2] is not None}",
+                             SCAN_RTOL[dtype])
+
+
 def test_linear_scan_runs_the_cuda_kernels(cb):
     from seqcore.backends.cupy import scan as gpu_scan
     assert cb.primitives["linear_scan"] == gpu_scan.PRIMITIVES["linear_scan"]
     a = cp.full((1, 5, 2), 0.5)
     out, res = gpu_scan.linear_scan_fwd(cp, a, cp.ones_like(a))
     assert res[0] == "cuda"
+    cb.synchronize()  # what the benchmarks call before reading a clock
     np.testing.assert_allclose(cp.asnumpy(out[0, :, 0]), [1, 1.5, 1.75, 1.875, 1.9375], rtol=1e-15)
 
 
@@ -185,18 +205,7 @@ def test_linear_scan_kernels_equal_the_reference(cb, shape, dtype):
     a[..., -1:][rng.random(a[..., -1:].shape) < 0.1] = 1.0
     b, dh = rng.normal(size=shape).astype(dtype), rng.normal(size=shape).astype(dtype)
     for h0 in (None, rng.normal(size=(shape[0], shape[2])).astype(dtype)):
-        for method in ("sequential", "parallel", "chunked"):
-            for reverse in (False, True):
-                static = dict(method=method, reverse=reverse, chunk_size=5)
-                want = _scan_and_vjp(a, b, h0, dh, **static)
-                got = _scan_and_vjp(*map(_gpu, (a, b, h0, dh)), **static)
-                for name, g, w in zip(("h", "da", "db", "dh0"), got, want):
-                    if w is None:
-                        assert g is None
-                        continue
-                    assert isinstance(g, cp.ndarray) and g.dtype == dtype
-                    assert_close(cp.asnumpy(g), w, f"{name} {method} reverse={reverse} h0={h0 is not None}",
-                                 SCAN_RTOL[dtype])
+        assert_every_method_equals_the_reference(_scan_and_vjp, (a, b, h0, dh), ("h", "da", "db", "dh0"), "")
 
 
 @pytest.mark.parametrize("method", ["parallel", "chunked"])
@@ -231,3 +240,47 @@ def test_other_dtypes_run_the_reference(cb):
     h = seqcore.linear_scan(a, cp.ones_like(a))
     assert h.dtype == cp.float16
     np.testing.assert_allclose(cp.asnumpy(h), seqcore.linear_scan(cp.asnumpy(a), np.ones((2, 6, 3), np.float16)))
+
+
+def _block_scan_and_vjp(A, b, h0, dh, **static):
+    h, pullback = seqcore.vjp(lambda A, b, h0: seqcore.block_scan(A, b, h0, **static), A, b, h0)
+    return (h,) + tuple(pullback(dh))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 6])  # 6: the reference on CuPy arrays
+@pytest.mark.parametrize("B,T,G", [(1, 1, 1), (2, 7, 3), (1, 1025, 2), (3, 300, 5)])
+def test_block_scan_kernels_equal_the_reference(cb, k, B, T, G, dtype):
+    rng = np.random.default_rng(k * 1000 + T)
+    A = (rng.uniform(-1.0, 1.0, (B, T, G, k, k)) / k).astype(dtype)  # spectral radius below 1
+    b, dh = rng.normal(size=(B, T, G, k)).astype(dtype), rng.normal(size=(B, T, G, k)).astype(dtype)
+    for h0 in (None, rng.normal(size=(B, G, k)).astype(dtype)):
+        assert_every_method_equals_the_reference(_block_scan_and_vjp, (A, b, h0, dh), ("h", "dA", "db", "dh0"),
+                                                 f"k={k} ")
+
+
+def test_block_scan_runs_the_cuda_kernels_and_copies_transposed_views(cb):
+    from seqcore.backends.cupy import scan as gpu_scan
+    assert cb.primitives["block_scan"] == gpu_scan.PRIMITIVES["block_scan"]
+    rng = np.random.default_rng(4)
+    A = rng.uniform(-0.5, 0.5, (2, 40, 3, 2, 2))
+    b, dh = rng.normal(size=(2, 40, 3, 2)), rng.normal(size=(2, 40, 3, 2))
+    At = np.swapaxes(A, -1, -2)  # as the Newton adjoint passes its Jacobians
+    _, res = gpu_scan.block_scan_fwd(cp, cp.swapaxes(_gpu(A), -1, -2), _gpu(b), None, False, "parallel")
+    assert res[0] == "cuda"
+    want = _block_scan_and_vjp(At, b, None, dh, method="sequential")
+    got = _block_scan_and_vjp(cp.swapaxes(_gpu(A), -1, -2), _gpu(b), None, _gpu(dh), method="parallel")
+    for g, w in zip(got[:3], want[:3]):
+        assert_close(cp.asnumpy(g), w, "transposed view", 1e-12)
+
+
+def test_block_chunk_products_that_overflow_fall_back_to_one_chunk(cb):
+    A = np.zeros((1, 64, 1, 2, 2), np.float32)
+    A[..., 0, 0] = A[..., 1, 1] = 1e3  # products overflow float32 over 16-step chunks
+    b, dh = np.zeros((1, 64, 1, 2), np.float32), np.zeros((1, 64, 1, 2), np.float32)
+    b[:, -1], dh[:, 0] = 1.0, 1.0
+    want = _block_scan_and_vjp(A, b, None, dh, method="sequential")
+    got = _block_scan_and_vjp(_gpu(A), _gpu(b), None, _gpu(dh), method="chunked", chunk_size=16)
+    assert all(np.isfinite(w).all() for w in want[:3])
+    for g, w in zip(got[:3], want[:3]):
+        assert_close(cp.asnumpy(g), w, "overflow", 1e-5)

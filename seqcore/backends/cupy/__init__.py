@@ -32,3 +32,9 @@ def asarray(x, dtype=None):
 
 def to_numpy(x):
     return cupy.asnumpy(x) if isinstance(x, cupy.ndarray) else np.asarray(x)
+
+
+def synchronize() -> None:
+    """Wait until the GPU has finished the work queued so far (kernels run asynchronously:
+    time a call only after this)."""
+    cupy.cuda.Device().synchronize()
