@@ -384,11 +384,8 @@ def plot_curves(run_dir: str | Path, path: str | Path) -> Path | None:
     rd = RunDir(run_dir)
     if not rd.metrics.exists():
         raise ValueError(f"{rd.metrics} does not exist")
-    try:
-        records = rd.read_metrics()
-    except ValueError:
-        records = [r for _, r in rd._records(drop_partial_tail=True)]  # raises again unless only the tail is bad
-        click.echo(f"note: {rd.metrics}: its partial last line (a killed run's) is left out of the plot", err=True)
+    records = rd.read_metrics(skip_partial_tail=True, on_skip=lambda: click.echo(
+        f"note: {rd.metrics}: its partial last line (a killed run's) is left out of the plot", err=True))
     if not records:
         raise ValueError(f"{rd.metrics} has no evaluations")
     try:

@@ -355,13 +355,16 @@ class RunDir:
         keep = [ln for ln, r in records if r.get("step", 0) <= last_step]
         atomic_write(self.metrics, ("\n".join(keep) + "\n").encode() if keep else b"")
 
-    def read_metrics(self) -> list[dict]:
-        """The records of ``metrics.jsonl`` (a ValueError naming the file and line for a bad one)."""
+    def read_metrics(self, skip_partial_tail: bool = False, on_skip=None) -> list[dict]:
+        """The records of ``metrics.jsonl`` (a ValueError naming the file and line for a bad one).
+
+        ``skip_partial_tail``: a last line that is not valid JSON (a run killed while appending
+        leaves one) is left out instead, and ``on_skip()``, when given, is called."""
         if not self.metrics.exists():
             return []
-        return [r for _, r in self._records()]
+        return [r for _, r in self._records(skip_partial_tail, on_skip)]
 
-    def _records(self, drop_partial_tail: bool = False) -> list[tuple[str, dict]]:
+    def _records(self, drop_partial_tail: bool = False, on_drop=None) -> list[tuple[str, dict]]:
         try:
             lines = [(i, ln) for i, ln in enumerate(self.metrics.read_text().splitlines(), 1) if ln.strip()]
         except (OSError, UnicodeDecodeError) as exc:
@@ -372,6 +375,8 @@ class RunDir:
                 record = json.loads(ln)
             except json.JSONDecodeError as exc:
                 if drop_partial_tail and k == len(lines) - 1:
+                    if on_drop is not None:
+                        on_drop()
                     break
                 raise ValueError(f"{self.metrics}: line {i}: not valid JSON ({exc})") from exc
             if not isinstance(record, dict):

@@ -165,3 +165,17 @@ def test_a_run_directory_in_use_is_refused_to_a_second_writer(tmp_path):
     with pytest.raises((ValueError, OSError)):
         resume(tmp_path / "missing", quiet=True)
     assert not (tmp_path / "missing").exists()  # resuming nothing makes no directory
+
+
+def test_read_metrics_can_skip_a_partial_last_line_and_says_so(tmp_path):
+    rd = RunDir(tmp_path)
+    rd.metrics.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
+    with pytest.raises(ValueError, match=r"metrics.jsonl: line 3: not valid JSON"):
+        rd.read_metrics()
+    skipped = []
+    assert rd.read_metrics(skip_partial_tail=True, on_skip=lambda: skipped.append(1)) == [{"step": 1}, {"step": 2}]
+    assert skipped == [1]
+    rd.metrics.write_text('{"step": 1}\n{"st\n{"step": 3}\n')  # damage before the last line is still an error
+    with pytest.raises(ValueError, match=r"line 2: not valid JSON"):
+        rd.read_metrics(skip_partial_tail=True, on_skip=lambda: skipped.append(2))
+    assert skipped == [1]
