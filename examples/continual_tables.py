@@ -289,6 +289,9 @@ def main(argv=None) -> None:
     except OSError as exc:
         raise SystemExit(f"continual_tables.py: error: cannot write the tables into {args.out} "
                          f"({exc.strerror or exc})") from None
+    except KeyboardInterrupt:  # tables.md is written atomically: the earlier one, if any, stays whole
+        print("interrupted while writing the tables; the earlier tables.md is unchanged", file=sys.stderr)
+        sys.exit(130)
     print("\n\n".join(parts))
 
 

@@ -157,6 +157,19 @@ def test_continual_tables_reports_a_damaged_run_and_an_unwritable_out_in_one_lin
         "(No space left on device)"
 
 
+def test_continual_tables_interrupted_while_writing_keeps_the_earlier_tables(tmp_path, tables, monkeypatch, capsys):
+    (tmp_path / "tables.md").write_text("earlier tables\n")
+
+    def ctrl_c(path, data):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(tables, "atomic_write", ctrl_c)
+    with pytest.raises(SystemExit) as info:
+        tables.main(["--no-run", "--out", str(tmp_path), "--tables", "sgd"])
+    assert info.value.code == 130  # was a traceback
+    assert capsys.readouterr().err.strip() == "interrupted while writing the tables; the earlier tables.md is unchanged"
+    assert (tmp_path / "tables.md").read_text() == "earlier tables\n"
+
+
 def test_continual_tables_resumes_an_interrupted_run_and_restarts_another_config(tmp_path, tables, monkeypatch):
     import seqcore.continual as continual
     from seqcore.continual import ContinualConfig
