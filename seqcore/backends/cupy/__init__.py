@@ -16,7 +16,8 @@ try:
 except Exception as exc:  # no package, no driver or no device
     from .. import BackendUnavailable
     raise BackendUnavailable(f"backend 'cupy' cannot load: {exc} (needs CuPy and a CUDA GPU; "
-                             "install it with pip install 'seqcore[cuda]')") from exc
+                             "install it with pip install 'seqcore[cuda]', or 'seqcore[cuda13]' for "
+                             "CUDA 13)") from exc
 
 from .scan import PRIMITIVES as _SCAN_PRIMITIVES  # noqa: E402  (needs CuPy, checked above)
 
