@@ -554,7 +554,7 @@ def test_bench_runs_the_training_benchmark_and_prints_ratios():
             assert abs(float(r) - rates[b] / n) <= 0.005 + 0.05 / n + 0.05 * rates[b] / n ** 2 + 1e-9, row
     bad = CliRunner().invoke(main, ["bench", "nope"])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
-    assert set(SUITES) == {"scan", "primitives", "rnn", "newton", "training", "memory", "minimal", "blas-pin", "products"}
+    assert set(SUITES) == {"scan", "primitives", "rnn", "newton", "training", "memory", "minimal", "blas-pin", "products", "gpu"}
     from seqcore_cli.bench import benchmarks_dir
     assert all((benchmarks_dir() / script).is_file() for script, _ in SUITES.values())
 
