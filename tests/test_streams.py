@@ -617,3 +617,15 @@ def test_cli_scole_refuses_an_exponent_with_the_uniform_distribution(tmp_path):
     assert result.output.strip().splitlines()[-1] == (
         "Error: --stream-exponent: not used by this run; it is read only with --stream power-law, "
         "or scole with --class-distribution zipf")
+
+
+def test_curriculum_stream_takes_the_number_of_outputs_from_the_task_not_its_few_labels():
+    """Every evaluation label of this seed is 0: the 2-class N-parity head stayed 1 output wide,
+    and training then failed with 'labels: got values in [0, 1], expected [0, 0]'."""
+    from seqcore import tasks
+    s = curriculum_stream(lambda n: tasks.make("nparity", n=n), [2, 3], seed=4, eval_size=1)
+    assert [e.classes for e in s] == [(0,), (0,)]
+    assert s.n_outputs == 2 == tasks.make("nparity", n=2).heads[0].output_size
+    # other samplers still count their labels
+    rng_task = type("Draws", (), {"sample": lambda self, rng, b: (rng.normal(size=(b, 3)), np.full(b, 4))})()
+    assert curriculum_stream(lambda n: rng_task, [1], seed=0, eval_size=2).n_outputs == 5

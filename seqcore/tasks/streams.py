@@ -565,6 +565,15 @@ class _EndAligned:
         return out, y
 
 
+def _declared_head(task):
+    """The single head a seqcore task declares (None for other samplers, or several heads)."""
+    try:
+        heads = task.heads
+    except (AttributeError, NotImplementedError):
+        return None
+    return heads[0] if isinstance(heads, tuple) and len(heads) == 1 and hasattr(heads[0], "output_size") else None
+
+
 def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, seed: int,
                       eval_size: int = 512, multi_head: bool = False, length: int | None = None) -> Stream:
     """A curriculum as a stream: experience i samples from ``task_factory(ns[i])``.
@@ -593,12 +602,17 @@ def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, 
     eval_size = _check_int("eval_size", eval_size, 1)
     if length is not None:
         length = _check_int("length", length, 1)
-    experiences, held = [], 0
+    experiences, held, declared = [], 0, []
     for i, n in enumerate(ns):
         task = task_factory(n)
         if not callable(getattr(task, "sample", None)):
             raise TypeError(f"task_factory({n}): got {type(task).__name__}, "
                             "expected an object with sample(rng, batch_size)")
+        # a task that declares its classifier head gives the number of outputs: the evaluation
+        # labels may not show every class (a 2-class task whose few labels are all 0)
+        head = _declared_head(task)
+        if head is not None and head.loss != "regression":
+            declared.append(int(head.output_size))
         if _is_masked_task(task):
             task = _EndAligned(task, length)
         elif length is not None:
@@ -621,7 +635,8 @@ def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, 
         experiences.append(Experience(i, task, (x, y), classes, head=i if multi_head else 0,
                                       info={"n": n}))
     labels = [c for e in experiences for c in e.classes]
+    n_outputs = max(declared + [max(labels) + 1 if labels else 0]) or None
     return Stream(range(len(ns)), experiences.__getitem__,
                   scenario="task" if multi_head else "domain",
-                  n_outputs=max(labels) + 1 if labels else None,
+                  n_outputs=n_outputs,
                   n_heads=len(ns) if multi_head else 1, name="curriculum")
