@@ -655,3 +655,15 @@ def test_apply_documents_the_newton_options_it_takes():
     for cell, mode in ((cells.GRU(3, 4), "sequential"), (cells.MinGRU(3, 4), "parallel")):
         with pytest.raises(TypeError, match="newton options: got unknown \\['tols'\\]"):
             cell.apply(cell.init(rng, np.float64), np.zeros((1, 2, 3)), mode=mode, tols=1e-3)
+
+
+def test_leaky_constrain_names_bad_params():
+    """Was a bare KeyError 'tau' (and 'list indices must be integers') from the projection."""
+    cell = cells.make("leaky", 2, 3)
+    params = cell.init(np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"params: missing 'tau'"):
+        cell.constrain({k: v for k, v in params.items() if k != "tau"})
+    with pytest.raises(TypeError, match=r"params: got list, expected a dict"):
+        cell.constrain([params])
+    low = {**params, "tau": np.array([0.5, 2.0, 1.0], params["tau"].dtype)}
+    np.testing.assert_array_equal(cell.constrain(low)["tau"], [1.0, 2.0, 1.0])  # the projection itself

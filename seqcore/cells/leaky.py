@@ -68,6 +68,7 @@ class LeakyRNN(Cell):
         Without it an update could push ``tau`` below 1, where the clamp's gradient is zero
         and τ would never grow again.
         """
+        self.check_params(params)  # a missing or misshapen tau is named, not a KeyError
         tau = params["tau"]
         # boolean masks, not a Python float: ``mask * 1.0`` would promote float32 τ to float64
         return {**params, "tau": tau * (tau >= 1) + (tau < 1)}
