@@ -157,6 +157,9 @@ class SequenceModel:
         if not isinstance(params, dict) or not set(want) <= set(params):
             got = sorted(params) if isinstance(params, dict) else type(params).__name__
             raise ValueError(f"params: got {got}, expected a dict with keys {want} from SequenceModel.init")
+        unused = sorted(set(params) - set(want), key=str)
+        if unused:  # an "embedding" for a model without a vocabulary, say: it would be silently ignored
+            raise ValueError(f"params: got unused key(s) {unused}, expected the keys {want} from SequenceModel.init")
         missing = [h.name for h in heads if not isinstance(params["heads"], dict) or h.name not in params["heads"]]
         if missing:
             raise ValueError(f"params['heads']: missing {missing}, expected a dict with a Linear's parameters "

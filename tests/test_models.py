@@ -217,3 +217,13 @@ def test_heads_masks_and_inputs_are_checked_alike_by_every_method():
     tokens = SequenceModel("gru", 3, 4, (HeadSpec("c", 2, "last"),), vocab_size=5)
     with pytest.raises(ValueError, match=r"x: got shape \(1, 3, 1\), expected integer tokens \(B, T\)"):
         tokens.outputs(tokens.init(rng), np.zeros((1, 3, 1), np.int64))
+
+
+def test_model_params_with_a_key_the_model_does_not_use_are_refused():
+    """An "embedding" given to a model without a vocabulary was silently ignored."""
+    model = SequenceModel("gru", 3, 4, (HeadSpec("y", 2, "last"),))
+    params = model.init(np.random.default_rng(0))
+    x = np.random.default_rng(1).normal(size=(2, 5, 3))
+    with pytest.raises(ValueError, match=r"params: got unused key\(s\) \['embedding'\], expected the keys \['rnn', 'heads'\]"):
+        model.features({**params, "embedding": np.zeros((5, 3))}, x)
+    assert model.features(params, x).shape == (2, 5, 4)
