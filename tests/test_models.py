@@ -224,6 +224,7 @@ def test_model_params_with_a_key_the_model_does_not_use_are_refused():
     model = SequenceModel("gru", 3, 4, (HeadSpec("y", 2, "last"),))
     params = model.init(np.random.default_rng(0))
     x = np.random.default_rng(1).normal(size=(2, 5, 3))
-    with pytest.raises(ValueError, match=r"params: got unused key\(s\) \['embedding'\], expected the keys \['rnn', 'heads'\]"):
+    with pytest.raises(ValueError,
+                       match=r"params: got unused key\(s\) \['embedding'\], expected the keys \['rnn', 'heads'\]"):
         model.features({**params, "embedding": np.zeros((5, 3))}, x)
     assert model.features(params, x).shape == (2, 5, 4)
