@@ -268,7 +268,28 @@ def test_the_requires_grad_refusal_says_to_detach_inside_seqcore_vjp():
     assert "Detach them (seqcore.vjp differentiates detached tensors)" in str(err.value)
     cell = cells.GRU(3, 4)
     p = {k: torch.from_numpy(v).requires_grad_() for k, v in cell.init(np.random.default_rng(0), np.float64).items()}
-    with pytest.raises(TypeError, match=r"^linear: got a torch.Tensor that requires grad.*not through cells or layers"):
+    with pytest.raises(TypeError, match=r"^params\['weight_ih'\]: got a torch.Tensor that requires grad.*"
+                                        r"Detach them.*not through cells or layers"):
         cell.apply(p, a.detach())
     out, pullback = seqcore.vjp(lambda a: seqcore.linear_scan(a, a).sum(), a.detach())  # as the message says
     assert pullback(torch.ones((), dtype=torch.float64))[0].shape == a.shape
+
+
+def test_a_cell_names_the_argument_that_requires_grad():
+    """nn.LSTM's own parameters (the natural first try at weight copying) were refused as
+    'linear: got a torch.Tensor that requires grad', and h0 as 'stack: got xs[0] ...'."""
+    from seqcore import cells
+    tm = torch.nn.LSTM(3, 4, batch_first=True)
+    cell, x = cells.LSTM(3, 4), torch.randn(2, 5, 3)
+    params = {k: getattr(tm, k + "_l0") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+    detached = {k: v.detach() for k, v in params.items()}
+    with pytest.raises(TypeError, match=r"^params\['weight_ih'\]: got a torch.Tensor that requires grad"):
+        cell.apply(params, x)
+    with pytest.raises(TypeError, match=r"^params\['weight_hh'\]: got a torch.Tensor that requires grad"):
+        cell.apply({**detached, "weight_hh": params["weight_hh"]}, x)
+    with pytest.raises(TypeError, match=r"^c0: got a torch.Tensor that requires grad"):
+        cell.apply(detached, x, (torch.zeros(2, 4), torch.zeros(2, 4, requires_grad=True)))
+    with pytest.raises(TypeError, match=r"^x: got a torch.Tensor that requires grad"):
+        cell.apply(detached, x.clone().requires_grad_())
+    with torch.no_grad():  # nothing to lose: accepted, and equal to the detached weights' result
+        assert torch.equal(cell.apply(params, x)[0], cell.apply(detached, x)[0])

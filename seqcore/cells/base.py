@@ -26,7 +26,7 @@ import numpy as np
 from .. import ops
 from ..primitives import Primitive, define
 from ..validate import check_array, check_choice, check_param_dtype, check_params, check_positive_int, check_rng
-from ..validate import check_same_backend, check_shape, store_python_scalars
+from ..validate import check_detached, check_same_backend, check_shape, store_python_scalars
 
 __all__ = ["Cell", "MODES"]
 
@@ -187,8 +187,10 @@ class Cell:
         self.check_params(params)
         check_array("state0", state0, ndim=2)
         check_shape("state0", state0, (x.shape[0], self.state_size), "(B, state_size)")
+        check_detached("x", x)
         for name, v in (*((f"params[{k!r}]", v) for k, v in params.items()), ("state0", state0)):
             check_same_backend(name, v, "x", x)
+            check_detached(name, v)
         _check_state_dtype("state0", state0, x, params)
         return self._states(params, x, state0, mode, **newton_kwargs)
 
@@ -227,11 +229,14 @@ class Cell:
         the cell computes in."""
         self.check_input(x)
         self.check_params(params)
+        check_detached("x", x)
         for k, v in params.items():  # one backend: a torch weight beside NumPy data is named, not adopted
             check_same_backend(f"params[{k!r}]", v, "x", x)
+            check_detached(f"params[{k!r}]", v)  # nn.LSTM's own parameters, say
         if h0 is not None:  # before packing, which would promote (h0 float32, c0 float64) to float64
             for name, part in self.state_parts(h0, x.shape[0]):
                 check_same_backend(name, part, "x", x)
+                check_detached(name, part)
                 _check_state_dtype(name, part, x, params)
         return self.pack_state(h0, x.shape[0], _xp_of(x), x.dtype)
 
