@@ -781,3 +781,26 @@ def test_mnist1d_num_samples_must_be_a_multiple_of_10():
         tasks.make("mnist1d", num_samples=25, train_split=0.5)
     task = tasks.make("mnist1d", num_samples=30, train_split=0.5)
     assert len(task.labels("train")) + len(task.labels("test")) == 30
+
+
+def test_take_and_concat_name_bad_batches_rows_and_shapes():
+    """Raw IndexError / AttributeError / np.concatenate messages named no argument."""
+    from seqcore.tasks.base import Batch, concat, take
+    task = tasks.make("nparity", n=3)
+    b = task.sample(np.random.default_rng(0), 4)
+    with pytest.raises(ValueError, match=r"^indices: got values in \[5, 5\], expected rows of the batch, in \[0, 3\]"):
+        take(b, np.array([5]), per_step=False)
+    with pytest.raises(TypeError, match=r"^batch: got tuple, expected a Batch\(x, y, mask\)"):
+        take(tuple(b), np.array([0]), per_step=False)
+    with pytest.raises(ValueError, match=r"^batch: got x \(4, 12, 1\), y \(4,\), mask \(4, 12\).*per_step=True"):
+        take(b, np.array([0]), per_step=True)
+    with pytest.raises(TypeError, match=r"^per_step: got str"):
+        concat([b], per_step="no")
+    wide = Batch(np.zeros((2, 5, 2), np.float32), b.y[:2], np.ones((2, 5), np.float32))
+    with pytest.raises(ValueError, match=r"^batches\[1\]\.x: got shape \(2, 5, 2\), expected trailing axes \(1,\)"):
+        concat([b, wide], per_step=False)
+    # the operations themselves: rows in order, time cut to the last step that carries a loss
+    got = take(b, np.array([2, 0]), per_step=False)
+    T = int(np.flatnonzero(b.mask[[2, 0]].any(0)).max()) + 1
+    np.testing.assert_array_equal(got.x, b.x[[2, 0], :T])
+    np.testing.assert_array_equal(concat([b, b], per_step=False).y, np.concatenate([b.y, b.y]))

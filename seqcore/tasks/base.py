@@ -113,15 +113,34 @@ def head_targets(y: np.ndarray, heads: Sequence[Head]) -> tuple[np.ndarray, ...]
     return tuple(y[..., k] for k in range(len(heads)))
 
 
+def _check_batch(name: str, batch, per_step) -> None:
+    """``batch`` is a ``Batch`` of arrays ``x (B, T, ...)``, ``mask (B, T)`` and ``y`` with ``B`` rows
+    (and ``T`` steps when ``per_step``), so that rows can be taken or stacked."""
+    if not isinstance(per_step, (bool, np.bool_)):
+        raise TypeError(f"per_step: got {type(per_step).__name__}, expected a bool (task.per_step)")
+    if not all(isinstance(getattr(batch, f, None), np.ndarray) for f in ("x", "y", "mask")):
+        raise TypeError(f"{name}: got {type(batch).__name__}, expected a Batch(x, y, mask) of NumPy arrays")
+    x, y, mask = batch.x, batch.y, batch.mask
+    rows_fit = mask.shape == x.shape[:2] and y.shape[:2 if per_step else 1] == x.shape[:2 if per_step else 1]
+    if x.ndim < 2 or not rows_fit:
+        raise ValueError(f"{name}: got x {x.shape}, y {y.shape}, mask {mask.shape}, expected x (B, T, ...), "
+                         f"mask (B, T) and y (B, {'T, ' if per_step else ''}...) for per_step={bool(per_step)}")
+
+
 def take(batch: Batch, indices: np.ndarray, *, per_step: bool) -> Batch:
     """Rows ``indices`` (K,) of ``batch``, with trailing steps that carry no loss in
     any chosen row cut off (they cannot change the loss of a causal model).
 
     ``per_step`` says whether ``y`` has a time axis (``task.per_step``).
     """
+    _check_batch("batch", batch, per_step)
     indices = np.asarray(indices)
     if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
         raise ValueError(f"indices: got {indices.dtype} array of shape {indices.shape}, expected 1-D ints")
+    B = batch.x.shape[0]
+    if indices.size and (indices.min() < -B or indices.max() >= B):
+        raise ValueError(f"indices: got values in [{indices.min()}, {indices.max()}], expected rows of the "
+                         f"batch, in [0, {B - 1}]")
     x, y, mask = batch.x[indices], batch.y[indices], batch.mask[indices]
     if len(indices) == 0:
         return Batch(x, y, mask)
@@ -137,6 +156,14 @@ def concat(batches: Sequence[Batch], *, per_step: bool) -> Batch:
     batches = list(batches)
     if not batches:
         raise ValueError("batches: got an empty list, expected at least one Batch")
+    for i, b in enumerate(batches):
+        _check_batch(f"batches[{i}]", b, per_step)
+        for part in ("x", "y"):  # the axes that are stacked, not padded, must agree
+            keep = 2 if part == "x" or per_step else 1
+            got, want = getattr(b, part).shape[keep:], getattr(batches[0], part).shape[keep:]
+            if got != want:
+                raise ValueError(f"batches[{i}].{part}: got shape {getattr(b, part).shape}, expected trailing "
+                                 f"axes {want} like batches[0].{part}")
     T = max(b.x.shape[1] for b in batches)
 
     def pad(a: np.ndarray) -> np.ndarray:
