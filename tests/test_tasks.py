@@ -804,3 +804,14 @@ def test_take_and_concat_name_bad_batches_rows_and_shapes():
     T = int(np.flatnonzero(b.mask[[2, 0]].any(0)).max()) + 1
     np.testing.assert_array_equal(got.x, b.x[[2, 0], :T])
     np.testing.assert_array_equal(concat([b, b], per_step=False).y, np.concatenate([b.y, b.y]))
+
+
+def test_image_data_dir_empty_or_holding_a_directory_by_the_files_name(tmp_path):
+    """'' looked in the current directory and named no directory; a directory named like the
+    IDX file was reported as 'file not found'."""
+    with pytest.raises(ValueError, match=r"^data_dir: got '', expected a directory path"):
+        tasks.make("image", data_dir="")
+    (tmp_path / "train-images-idx3-ubyte").mkdir()
+    with pytest.raises(tasks.DatasetError, match=r"train-images-idx3-ubyte: is a directory \(or another non-file\), "
+                                                 r"expected the IDX file itself\. Fashion-MNIST comes with"):
+        tasks.make("image", data_dir=tmp_path).input_size

@@ -117,6 +117,9 @@ def find_idx_file(data_dir: os.PathLike | str, split: str, kind: str) -> Path:
     for c in candidates:
         if c.is_file():
             return c
+    odd = next((c for c in candidates if c.exists()), None)
+    if odd is not None:  # a directory (or other non-file) by the file's name: not "file not found"
+        raise _fail(str(odd), "is a directory (or another non-file), expected the IDX file itself")
     if Path(data_dir).is_dir():
         where = ""
     elif Path(data_dir).exists():
@@ -194,6 +197,8 @@ class ImageTask(DatasetTask):
             if not isinstance(self.data_dir, (str, os.PathLike)):
                 raise TypeError(f"data_dir: got {self.data_dir!r}, expected a path or None")
             object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
+            if not self.data_dir:  # '' would look in the current directory, and the error name neither
+                raise ValueError("data_dir: got '', expected a directory path, or None for the default")
         if self.permutation_seed is not None:
             check_int("permutation_seed", self.permutation_seed, minimum=0)
 
