@@ -475,6 +475,13 @@ def _nan_to_none(rows):
     return [[None if (isinstance(v, float) and math.isnan(v)) else v for v in row] for row in rows]
 
 
+def _built_run(cfg: ContinualConfig) -> _Run:
+    """The run of ``cfg``, built on its backend: the random-init baseline is evaluated there, as
+    the training is (not on ``$SEQCORE_BACKEND``'s default, which may not even load)."""
+    with backends.use(cfg.backend):
+        return _Run(cfg)
+
+
 def _loop(run: _Run, *args, **kwargs) -> dict:
     # NumPy-array backends (numba) are chosen by the current default. A diverging run floods stderr
     # with NumPy overflow warnings; the trainer's NaN guard reports it once (status "diverged"), as
@@ -562,7 +569,7 @@ def run_continual(config: ContinualConfig, out: str | None = None, *, quiet: boo
     rd = None if out is None else RunDir(out)
     if rd is not None:  # before _Run, so the refusal does not wait for the data to load
         rd.refuse_existing(overwrite)
-    run = _Run(config)
+    run = _built_run(config)
     with contextlib.nullcontext() if rd is None else rd.lock():
         if rd is not None:
             rd.create(config.to_dict(), overwrite=overwrite)
@@ -593,7 +600,7 @@ def resume_continual(out: str, *, quiet: bool = False, log: Callable[[str], None
 
 def _resume_continual(rd: RunDir, quiet, log, stop_at_step) -> tuple[dict, Any]:
     cfg = ContinualConfig.read(rd.config)
-    run = _Run(cfg)
+    run = _built_run(cfg)
     run.load(rd.checkpoint)
     if run.experience >= run.n and rd.summary.exists():  # finished: nothing to do, nothing rewritten
         summary = read_json_object(rd.summary)

@@ -762,3 +762,22 @@ def test_experiences_whose_matrix_or_evaluation_sets_cannot_fit_are_refused_befo
     result = cli("continual", *TINY, "--experiences", "2000", "--out", tmp_path / "x")
     assert result.exit_code == 1 and result.output.startswith("Error: --experiences: got 2000, whose"), result.output
     assert result.output.count("\n") == 1 and not (tmp_path / "x").exists()
+
+
+def test_continual_runs_build_on_their_own_backend_not_the_environments(cli, tmp_path, monkeypatch):
+    """The random-init baseline was evaluated on $SEQCORE_BACKEND's default, so a value that
+    cannot load failed `continual --backend numpy` (train worked)."""
+    import seqcore.continual as continual_module
+    from seqcore import backends
+    seen, built = [], continual_module._Run.__init__
+    monkeypatch.setenv("SEQCORE_BACKEND", "bogus")
+    out = tmp_path / "r"
+
+    def recording(self, cfg):
+        seen.append(backends.current())
+        built(self, cfg)
+    monkeypatch.setattr(continual_module._Run, "__init__", recording)
+    result = cli("continual", *TINY, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert cli("continual", "--resume", "--out", out).exit_code == 0
+    assert seen == ["numpy", "numpy"]  # the run's backend, for the fresh run and for the resume
