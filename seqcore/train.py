@@ -244,6 +244,10 @@ class Trainer:
         self.constrain = constrain
         self.loss_fn = loss_fn
         self.backend = backends.get(backend)
+        bad = next((path for path, v in tree_paths(params)
+                    if not np.isfinite(np.asarray(self.backend.to_numpy(v))).all()), None)
+        if bad is not None:  # else the first step would report a divergence, with no good checkpoint to keep
+            raise ValueError(f"params[{bad!r}]: got NaN or inf in the initial parameters, expected finite values")
         self.params = params
         self.optimizer = optimizer
         self.opt_state = optimizer.init(params)

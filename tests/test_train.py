@@ -868,3 +868,22 @@ def test_a_momentum_is_refused_with_an_optimizer_that_ignores_it():
     for name in ("adam", "adamw", "rmsprop", "adagrad"):
         with pytest.raises(ValueError, match=rf"^momentum: got 0.5 with optimizer '{name}', which does not use"):
             TrainConfig(optimizer=name, momentum=0.5)
+
+
+def test_a_trainer_refuses_initial_parameters_that_are_not_finite():
+    """They were reported as a divergence at step 0, 'the last good checkpoint was kept', with none."""
+    from seqcore import optim
+    from seqcore.train import Trainer
+    params = {"w": np.array([1.0, np.inf]), "rnn": [{"b": np.zeros(2)}]}
+    with pytest.raises(ValueError, match=r"^params\['w'\]: got NaN or inf in the initial parameters"):
+        Trainer(lambda p, b: (p["w"] * 0).sum(), params, optim.sgd(0.1))
+    with pytest.raises(ValueError, match=r"^params\['rnn/0/b'\]: got NaN or inf"):
+        Trainer(lambda p, b: 0.0, {"w": np.ones(2), "rnn": [{"b": np.array([np.nan, 0.0])}]}, optim.sgd(0.1))
+
+
+def test_a_leaky_tau_init_beyond_the_dtype_is_refused_by_name():
+    from seqcore import cells
+    cell = cells.make("leaky", 2, 3, tau_init=1e39)  # finite as a Python float, inf in float32
+    with pytest.raises(ValueError, match=r"^tau_init: got 1e\+39, expected at most 3.403e\+38 \(the largest float32\)"):
+        cell.init(np.random.default_rng(0))
+    assert cell.init(np.random.default_rng(0), np.float64)["tau"][0] == 1e39
