@@ -567,6 +567,12 @@ def eval_(ctx, run_dir, num_batches, batch_size, seed, run_eval_set, backend, as
                                    "evaluation batches are fixed)")
     run = load_run(run_dir, backend)
     cfg = run.cfg
+    if run_eval_set:  # other sizes would score another set under the label "the run's evaluation set"
+        for option, given, own, field in (("--batches", num_batches, cfg.eval_batches, "eval_batches"),
+                                          ("--batch-size", batch_size, cfg.eval_batch_size, "eval_batch_size")):
+            if given is not None and given != own:
+                raise click.ClickException(f"{option}: got {given} with --run-eval-set, expected the run's "
+                                           f"{field} ({own}) or no {option}: the run's evaluation set is fixed")
     num_batches = num_batches or cfg.eval_batches
     batch_size = batch_size or cfg.eval_batch_size
     task = run.curriculum.current_task()

@@ -196,6 +196,13 @@ def test_eval_reproduces_the_last_evaluation_and_draws_fresh_batches(tmp_path):
     result = invoke("eval", out, "--run-eval-set", "--seed", 1)  # the fixed batches take no seed
     assert_one_line_error(result)
     assert result.stderr.startswith("Error: --seed: got 1 with --run-eval-set, expected one of them")
+    # other sizes scored another set under the label "the run's evaluation set"
+    for option, value, field, own in (("--batches", 2, "eval_batches", 1), ("--batch-size", 16, "eval_batch_size", 32)):
+        result = invoke("eval", out, "--run-eval-set", option, value)
+        assert_one_line_error(result)
+        assert result.stderr.startswith(f"Error: {option}: got {value} with --run-eval-set, expected the run's "
+                                        f"{field} ({own})")
+    assert json.loads(ok("eval", out, "--run-eval-set", "--batches", 1, "--json").stdout) == same  # its own size
     fresh = [json.loads(ok("eval", out, "--json", "--seed", s, "--batches", 2).stdout)["heads"] for s in (1, 1, 2)]
     assert fresh[0] == fresh[1] and fresh[0] != fresh[2] and fresh[0] != summary["heads"]
     # oracle: the scores recomputed in NumPy from the checkpoint on the batches eval drew, and on the
