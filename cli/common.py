@@ -246,6 +246,10 @@ class _NoneType:
 
 
 NONE = _NoneType()  # "--clip none": the option was given and means None (unlike "not given")
+# the words that mean None: on the command line (--clip none) and in config files, since TOML
+# has no null (clip = "none")
+NONE_WORDS = ("none", "off", "null")
+OR_NONE = ' or null ("none" in TOML)'
 
 
 class OptionalFloat(click.ParamType):
@@ -256,7 +260,7 @@ class OptionalFloat(click.ParamType):
     def convert(self, value, param, ctx):
         if value is NONE or isinstance(value, float):
             return value
-        if str(value).strip().lower() in ("none", "off", "null"):
+        if str(value).strip().lower() in NONE_WORDS:
             return NONE
         try:
             return float(value)
@@ -349,19 +353,22 @@ _TYPE_CHECKS = {  # annotation of a TrainConfig field -> (test, what is expected
 
 
 def check_config_types(data: dict, source: str) -> None:
-    """Check the JSON/TOML types of ``data``'s TrainConfig fields; ClickException naming ``source``."""
+    """Check the JSON/TOML types of ``data``'s TrainConfig fields; ClickException naming ``source``.
+    An optional field given as the string "none" (or "null") becomes None, in place."""
     annotations = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
     annotations["out"] = "str"
-    for key, value in data.items():
+    for key, value in list(data.items()):
         ann = annotations.get(key, "")
         optional = ann.endswith("| None")
         base = ann.split("|")[0].strip()
+        if optional and isinstance(value, str) and value.strip().lower() in NONE_WORDS:
+            data[key] = value = None
         if base not in _TYPE_CHECKS or (optional and value is None):
             continue
         test, expected = _TYPE_CHECKS[base]
         if not test(value):
             raise click.ClickException(f"{source}: {key}: got {value!r} ({type(value).__name__}), expected "
-                                       f"{expected}{' or null' if optional else ''}")
+                                       f"{expected}{OR_NONE if optional else ''}")
 
 
 def register_optional(group: click.Group, module: str, commands: tuple[str, ...]) -> None:

@@ -1500,3 +1500,18 @@ def test_a_sigterm_whose_interrupt_a_finaliser_swallows_still_stops_the_run(tmp_
     monkeypatch.setattr(train_module.Trainer, "step", real_step)
     ok("resume", out, "--quiet")
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_toml_config_turns_an_optional_field_off_with_none(tmp_path):
+    """TOML has no null, and "none" (what --clip takes) was refused: clipping could not be turned off."""
+    for word in ("none", "OFF", "null"):
+        cfg = tmp_path / f"{word}.toml"
+        cfg.write_text(f'task = "nparity"\nhidden = 6\nsteps = 5\neval-every = 5\nclip = "{word}"\n')
+        ok("train", "--config", cfg, "--quiet", "--out", tmp_path / word)
+        assert json.loads((tmp_path / word / "config.json").read_text())["clip"] is None
+    bad = tmp_path / "bad.toml"
+    bad.write_text('clip = "never"\n')
+    result = invoke("train", "--config", bad, "--out", tmp_path / "bad")
+    assert_one_line_error(result)
+    assert result.stderr.strip() == (f"Error: {bad}: clip: got 'never' (str), expected a number or null "
+                                     '("none" in TOML)')
