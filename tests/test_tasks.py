@@ -815,3 +815,13 @@ def test_image_data_dir_empty_or_holding_a_directory_by_the_files_name(tmp_path)
     with pytest.raises(tasks.DatasetError, match=r"train-images-idx3-ubyte: is a directory \(or another non-file\), "
                                                  r"expected the IDX file itself\. Fashion-MNIST comes with"):
         tasks.make("image", data_dir=tmp_path).input_size
+
+
+def test_lorenz96_normalize_refuses_a_forcing_without_an_attractor():
+    """F = 0.5 settles to a fixed point (state std ~3e-4): normalized inputs reached ~400."""
+    with pytest.raises(ValueError, match=r"^forcing: got 0.5: the dynamics settle to a fixed point"):
+        tasks.make("lorenz96", forcing=0.5, normalize=True)
+    b = tasks.make("lorenz96", forcing=0.5).sample(np.random.default_rng(0), 2)  # unnormalized: fine
+    assert np.abs(b.x).max() < 10
+    t = tasks.make("lorenz96", forcing=8.0, normalize=True)
+    assert np.abs(t.sample(np.random.default_rng(0), 4).x).max() < 10  # standardised states

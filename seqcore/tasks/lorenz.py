@@ -42,6 +42,10 @@ TRIAL_SEQUENCES = 8  # integrated when the task is built: an instability of othe
 REFERENCE_OBSERVATIONS = 2200  # of the trajectories behind attractor_stats: 200 of burn-in, 2000 pooled
 
 
+# below this (relative to 1 + |forcing|) the state's spread is a decaying transient, not an attractor
+MIN_ATTRACTOR_STD = 1e-3
+
+
 @functools.lru_cache(maxsize=32)
 def _attractor_stats(dim: int, forcing: float, dt: float, substeps: int) -> tuple[float, float]:
     # 16 trajectories, 200 observations of burn-in, then 2000 observations pooled; fixed seed
@@ -104,6 +108,11 @@ class Lorenz96Task(Task):
                               "(burn_in + length)·substeps", "a sequence")
         if self.normalize:
             self._check_reference_steps()
+            std = self.attractor_stats()[1]
+            if not std >= MIN_ATTRACTOR_STD * (1 + abs(self.forcing)):  # NaN fails too
+                raise ValueError(f"forcing: got {self.forcing}: the dynamics settle to a fixed point (state std "
+                                 f"{std:.2g}), so normalize=True would scale by 1/std; expected a |forcing| "
+                                 "with a chaotic attractor (the usual 8) or normalize=False")
         # refused here, not at step 0; the trial first, so a setting that overflows at once says so
         self._sample(np.random.default_rng(0), TRIAL_SEQUENCES)
         if self.dt * abs(self.forcing) > MAX_DT_FORCING * (1 + 1e-12):  # 0.075·8 is 0.6000000000000001
