@@ -21,7 +21,7 @@ from seqcore.continual import (CURRICULUM_TASKS, DATASETS, STREAMS, ContinualCon
                                resume_continual, run_continual)
 from seqcore.metrics import EvalCurve
 from seqcore.plotting import pyplot
-from seqcore.runs import RunDir, atomic_write, read_json, read_json_object
+from seqcore.runs import REPORT_PLOT, RunDir, atomic_write, read_json, read_json_object
 from seqcore.validate import is_finite_number, is_real_number
 
 from .common import (KeyValue, OptionalFloat, NONE, check_backend_loads, note_blas_pin, option_given, saved_config_errors,
@@ -447,12 +447,12 @@ def report(run_dir: str, plot_path: str | None, no_plot: bool, as_json: bool) ->
         click.echo(format_report(summary))
         if not no_plot:
             try:
-                saved = plot_curves(run_dir, plot_path or Path(run_dir) / "accuracy.png")
+                saved = plot_curves(run_dir, plot_path or Path(run_dir) / REPORT_PLOT)
             except PlotWriteError:
                 if plot_path is not None:
                     raise
                 # the default file, in a directory this user cannot write: the report is what was asked for
-                click.echo(f"note: no plot: {Path(run_dir) / 'accuracy.png'} cannot be written; "
+                click.echo(f"note: no plot: {Path(run_dir) / REPORT_PLOT} cannot be written; "
                            "give --plot FILE elsewhere, or --no-plot", err=True)
                 return
             except ValueError as exc:  # metrics.jsonl missing, empty or damaged

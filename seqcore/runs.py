@@ -229,6 +229,9 @@ def restoring(path) -> Iterator[None]:
 CONTINUAL_KEYS = ("stream", "experiences", "learner", "learner_kwargs")
 
 
+REPORT_PLOT = "accuracy.png"  # where `seqcore report` puts its plot by default, beside the run's files
+
+
 class RunDir:
     """The files of one run."""
 
@@ -265,7 +268,8 @@ class RunDir:
         self.refuse_existing(overwrite)
         with self._writable():
             self.path.mkdir(parents=True, exist_ok=True)
-            for old in (self.checkpoint, self.summary, self.metrics):
+            # the report's default plot too: it would show the old run's curves beside the new run
+            for old in (self.checkpoint, self.summary, self.metrics, self.path / REPORT_PLOT):
                 if old.exists():
                     old.unlink()
             write_json(self.config, config)

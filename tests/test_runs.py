@@ -179,3 +179,14 @@ def test_read_metrics_can_skip_a_partial_last_line_and_says_so(tmp_path):
     with pytest.raises(ValueError, match=r"line 2: not valid JSON"):
         rd.read_metrics(skip_partial_tail=True, on_skip=lambda: skipped.append(2))
     assert skipped == [1]
+
+
+def test_an_overwritten_run_loses_the_old_runs_report_plot(tmp_path):
+    from seqcore.runs import REPORT_PLOT
+    rd = RunDir(tmp_path / "r")
+    rd.create({"a": 1})
+    (rd.path / REPORT_PLOT).write_bytes(b"\x89PNG old curves")
+    (rd.path / "notes.txt").write_text("the user's own file")
+    rd.create({"a": 2}, overwrite=True)
+    assert not (rd.path / REPORT_PLOT).exists()
+    assert (rd.path / "notes.txt").read_text() == "the user's own file"  # nothing else is touched
