@@ -110,6 +110,10 @@ class SequenceModel:
         names = [h.name for h in self.heads]
         if len(set(names)) != len(names):
             raise ValueError(f"heads: got names {names}, expected distinct names (parameters are keyed by name)")
+        kinds = [h.loss for h in self.heads]
+        if "last" in kinds and len(set(kinds)) > 1:  # no y could serve both layouts: loss() could never run
+            raise ValueError(f"heads: got loss kinds {kinds}, expected 'last' heads alone (labels y (B, heads)) "
+                             "or heads with a time axis alone (per_step, regression: y (B, T, ...))")
         check_bool("bidirectional", self.bidirectional)
         if self.vocab_size is not None:
             check_positive_int("vocab_size", self.vocab_size)
