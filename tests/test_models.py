@@ -233,6 +233,7 @@ def test_model_params_with_a_key_the_model_does_not_use_are_refused():
 def test_a_model_refuses_last_step_heads_beside_heads_with_a_time_axis():
     """No label array fits both layouts: loss() failed later with 'labels: got shape (2, 5), expected (2,)'."""
     for other in ("per_step", "regression"):
-        with pytest.raises(ValueError, match=rf"^heads: got loss kinds \['last', '{other}'\], expected 'last' heads alone"):
+        with pytest.raises(ValueError,
+                           match=rf"^heads: got loss kinds \['last', '{other}'\], expected 'last' heads alone"):
             SequenceModel("gru", 3, 4, (HeadSpec("a", 2, "last"), HeadSpec("b", 2, other)))
     SequenceModel("gru", 3, 4, (HeadSpec("a", 2, "last"), HeadSpec("b", 3, "last")))  # one layout: fine
