@@ -50,12 +50,12 @@ class LeakyRNN(Cell):
     def init(self, rng, dtype=np.float32):
         """``W_ih: (H, I)``, ``W_hh: (H, H)`` (zero diagonal), ``bias_ih: (H,)`` ~ U(±1/√H); ``tau: (H,) = tau_init``."""
         H, I = self.hidden_size, self.input_size
-        if self.tau_init > float(np.finfo(dtype).max):  # np.full would store inf: training would "diverge" at once
-            raise ValueError(f"tau_init: got {self.tau_init!r}, expected at most {np.finfo(dtype).max:.4g} "
-                             f"(the largest {np.dtype(dtype).name})")
         k = 1.0 / np.sqrt(H)
-        w_hh = uniform_init(rng, (H, H), k, dtype)
+        w_hh = uniform_init(rng, (H, H), k, dtype)  # checks rng and dtype first
         np.fill_diagonal(w_hh, 0)
+        if self.tau_init > float(np.finfo(w_hh.dtype).max):  # np.full would store inf: a "divergence" at once
+            raise ValueError(f"tau_init: got {self.tau_init!r}, expected at most {np.finfo(w_hh.dtype).max:.4g} "
+                             f"(the largest {w_hh.dtype.name})")
         return {"weight_ih": uniform_init(rng, (H, I), k, dtype), "weight_hh": w_hh,
                 "bias_ih": uniform_init(rng, (H,), k, dtype), "tau": np.full((H,), self.tau_init, dtype=dtype)}
 
