@@ -81,6 +81,16 @@ def check_same_backend(name: str, x, ref_name: str, ref):
                         "(arrays of one backend)")
 
 
+def requires_grad_error(name: str, primitive: str = "name") -> TypeError:
+    """The refusal of a torch tensor that requires grad, under ``name`` (an argument, or the
+    primitive that met it); ``primitive`` goes into the ``autograd_function(...)`` hint."""
+    return TypeError(f"{name}: got a torch.Tensor that requires grad, expected tensors without requires_grad: "
+                     "seqcore computes on the tensors' data, so torch autograd would not see this step. "
+                     "Detach them (seqcore.vjp differentiates detached tensors); torch autograd reaches "
+                     "seqcore only through single primitives, with "
+                     f"seqcore.backends.get('torch').autograd_function({primitive}), not through cells or layers")
+
+
 def check_detached(name: str, x) -> None:
     """``x`` is not a torch tensor that requires grad (while torch records gradients): seqcore
     computes on tensors' data, so torch autograd would silently lose the graph. Named here,
@@ -89,11 +99,7 @@ def check_detached(name: str, x) -> None:
     torch = sys.modules.get("torch")  # never imported here: a tensor exists only if torch is loaded
     v = _raw(x)
     if torch is not None and isinstance(v, torch.Tensor) and v.requires_grad and torch.is_grad_enabled():
-        raise TypeError(f"{name}: got a torch.Tensor that requires grad, expected one without requires_grad: "
-                        "seqcore computes on the tensors' data, so torch autograd would not see this call. "
-                        "Detach them (seqcore.vjp differentiates detached tensors); torch autograd reaches "
-                        "seqcore only through single primitives, with "
-                        "seqcore.backends.get('torch').autograd_function(name), not through cells or layers")
+        raise requires_grad_error(name)
 
 
 def check_same_dtype(name: str, x, ref_name: str, ref):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ...primitives import get as _get_primitive
+from ...validate import requires_grad_error
 from ...tree import tree_leaves, tree_map
 
 name = "torch"
@@ -136,12 +137,7 @@ def adapt_reference(prim):
     def fwd(_xp, *args, **static):
         if torch.is_grad_enabled() and any(getattr(a, "requires_grad", False) for a in args):
             # the reference runs on the tensors' data: torch's autograd would silently lose the graph
-            raise TypeError(f"{prim.name}: got a torch.Tensor that requires grad, expected tensors without "
-                            "requires_grad: seqcore computes on the tensors' data, so torch autograd would not "
-                            "see this step. Detach them (seqcore.vjp differentiates detached tensors); torch "
-                            "autograd reaches seqcore only through single primitives, with "
-                            f"seqcore.backends.get('torch').autograd_function({prim.name!r}), not through "
-                            "cells or layers")
+            raise requires_grad_error(prim.name, repr(prim.name))
         for i, a in enumerate(args):  # a plain tensor (most arguments) needs no tree walk
             for leaf in (a,) if isinstance(a, torch.Tensor) else tree_leaves(a):
                 if isinstance(leaf, torch.Tensor) and leaf.dtype not in _NUMPY_FLOATS:
