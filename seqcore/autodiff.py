@@ -21,6 +21,16 @@ __all__ = ["Traced", "vjp", "value_and_grad", "stop_gradient"]
 
 _counter = itertools.count()
 
+_UNTRACKED = ("a traced seqcore array cannot be converted to a plain array inside seqcore.vjp; "
+              "use seqcore.ops (or the array's operators) so the gradient is recorded, or "
+              "seqcore.stop_gradient(x) if no gradient should flow")
+
+
+def _refuse_numpy_call(method: str, kwargs: dict) -> None:
+    """NumPy's ``np.sum(t)`` calls ``t.sum(axis=..., dtype=None, out=None)``: say what to use instead."""
+    if kwargs:
+        raise TypeError(f"{method}: got NumPy's keyword argument(s) {sorted(kwargs)}: {_UNTRACKED}")
+
 
 class _Node:
     __slots__ = ("name", "inputs", "outputs", "values", "multi", "pullback", "xp", "seq")
@@ -56,10 +66,7 @@ class Traced:
         return len(self.value)
 
     def __array__(self, *args, **kwargs):
-        raise TypeError(
-            "a traced seqcore array cannot be converted to a plain array inside seqcore.vjp; "
-            "use seqcore.ops (or the array's operators) so the gradient is recorded, or "
-            "seqcore.stop_gradient(x) if no gradient should flow")
+        raise TypeError(_UNTRACKED)
 
     def __repr__(self):
         return f"Traced({self.value!r})"
@@ -97,8 +104,14 @@ class Traced:
             raise ValueError(f"mT: got an array of shape {self.shape}, expected at least 2 dimensions")
         return _ops().swapaxes(self, -1, -2)
 
-    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis=axis, keepdims=keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis=axis, keepdims=keepdims)
+    def sum(self, axis=None, keepdims=False, **numpy_kwargs):
+        _refuse_numpy_call("sum", numpy_kwargs)
+        return _ops().sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False, **numpy_kwargs):
+        _refuse_numpy_call("mean", numpy_kwargs)
+        return _ops().mean(self, axis=axis, keepdims=keepdims)
+
     def reshape(self, *shape):
         return _ops().reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 

@@ -8,7 +8,7 @@ is taken, and with several heads the labels of head k are ``y[..., k]``.
 """
 from __future__ import annotations
 
-
+import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -63,6 +63,12 @@ def _mask_like(mask, like):
     return None if mask is None else _to_backend(mask, like)
 
 
+def _refuse_unused(name: str, params: dict, want: list) -> None:
+    unused = sorted(set(params) - set(want), key=str)
+    if unused:
+        raise ValueError(f"{name}: got unused key(s) {unused}, expected the keys {want} from SequenceModel.init")
+
+
 def _as_array(v):
     return np.asarray(v) if isinstance(v, (list, tuple)) else v
 
@@ -114,6 +120,9 @@ class SequenceModel:
         if "last" in kinds and len(set(kinds)) > 1:  # no y could serve both layouts: loss() could never run
             raise ValueError(f"heads: got loss kinds {kinds}, expected 'last' heads alone (labels y (B, heads)) "
                              "or heads with a time axis alone (per_step, regression: y (B, T, ...))")
+        if {"per_step", "regression"} <= set(kinds):  # integer classes and real targets cannot share one y
+            raise ValueError(f"heads: got loss kinds {kinds}, expected 'per_step' heads alone (integer classes "
+                             "y (B, T, heads)) or 'regression' heads alone (real targets y (B, T, out, heads))")
         check_bool("bidirectional", self.bidirectional)
         if self.vocab_size is not None:
             check_positive_int("vocab_size", self.vocab_size)
@@ -161,9 +170,10 @@ class SequenceModel:
         if not isinstance(params, dict) or not set(want) <= set(params):
             got = sorted(params) if isinstance(params, dict) else type(params).__name__
             raise ValueError(f"params: got {got}, expected a dict with keys {want} from SequenceModel.init")
-        unused = sorted(set(params) - set(want), key=str)
-        if unused:  # an "embedding" for a model without a vocabulary, say: it would be silently ignored
-            raise ValueError(f"params: got unused key(s) {unused}, expected the keys {want} from SequenceModel.init")
+        # an "embedding" for a model without a vocabulary, or a misspelt head: it would be silently unused
+        _refuse_unused("params", params, want)
+        if isinstance(params["heads"], dict):
+            _refuse_unused("params['heads']", params["heads"], [h.name for h in self.heads])
         missing = [h.name for h in heads if not isinstance(params["heads"], dict) or h.name not in params["heads"]]
         if missing:
             raise ValueError(f"params['heads']: missing {missing}, expected a dict with a Linear's parameters "
@@ -369,13 +379,16 @@ class SequenceModel:
         w = np.ones(x.shape[:2]) if mask is None else np.asarray(mask, dtype=np.float64)
         w_total = w.sum(-1)
         w_total = np.where(w_total > 0, w_total, 1.0)  # fractional weights are a weighted mean, not shrunk
+
+        def step_mean(v):  # a step of weight 0 does not count, even a NaN one, as in loss()
+            return (np.where(w > 0, v, 0.0) * w).sum(-1) / w_total
         for k, h in enumerate(active):
             o = backends.get(backends.backend_of(outs[h.name])).to_numpy(outs[h.name]).astype(np.float64)
             t = np.asarray(self.head_targets(y, k, len(active)))
             if h.loss == "regression":
                 if t.shape != o.shape:
                     raise ValueError(f"target: got shape {t.shape}, expected {o.shape} (the shape of pred)")
-                total += (((o - t) ** 2).mean(-1) * w).sum(-1) / w_total
+                total += step_mean(((o - t) ** 2).mean(-1))
                 continue
             if t.shape != o.shape[:-1] or not np.issubdtype(t.dtype, np.integer):
                 raise ValueError(f"labels: got {t.dtype} array of shape {t.shape}, expected integers of shape "
@@ -386,7 +399,7 @@ class SequenceModel:
             logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
             nll = -np.take_along_axis(logp, t[..., None].astype(np.int64), -1)[..., 0]
             if h.loss == "per_step":
-                nll = (nll * w).sum(-1) / w_total
+                nll = step_mean(nll)
             total += nll
         return total
 
@@ -429,7 +442,7 @@ class MLP:
                              f"{' of length ' + str(len(params)) if isinstance(params, (list, tuple)) else ''}, "
                              f"expected a list of {n_layers} layer dicts from MLP.init")
         B = x.shape[0]
-        h = ops.reshape(x, (B, -1))
+        h = ops.reshape(x, (B, math.prod(x.shape[1:])))  # not -1: NumPy cannot infer it when B = 0
         if h.shape[1] != self.input_size:
             raise ValueError(f"x: got {h.shape[1]} features per sample, expected {self.input_size}")
         layers = self._layers()

@@ -13,7 +13,7 @@ import numbers
 from . import backends as _backends
 from .autodiff import stop_gradient
 from .backends.numpy import ops as _ref
-from .validate import check_array, check_same_backend, check_shape, is_array, is_integer, is_real_number
+from .validate import check_array, check_real, check_same_backend, check_shape, is_array, is_integer, is_real_number
 
 __all__ = ["add", "sub", "mul", "div", "neg", "power", "tanh", "sigmoid", "relu", "leaky_relu", "exp",
            "log", "softplus", "clip", "square", "sum", "mean", "reshape", "swapaxes", "getitem",
@@ -21,9 +21,18 @@ __all__ = ["add", "sub", "mul", "div", "neg", "power", "tanh", "sigmoid", "relu"
 
 
 def _operand(name: str, x, scalar: bool = True):
-    """``x`` is an array of any backend (traced or not), or a number when ``scalar``."""
+    """``x`` is a real array of any backend (traced or not), or a real number when ``scalar``."""
     if is_array(x) or (scalar and isinstance(x, numbers.Number)):
-        return
+        # complex: the output would be complex and only its real part differentiated
+        raw = stop_gradient(x)
+        dt = getattr(raw, "dtype", None)
+        if isinstance(raw, numbers.Number) and not isinstance(raw, numbers.Real):
+            got = f"{type(raw).__name__} {raw!r:.40}"
+        elif getattr(dt, "kind", None) == "c" or getattr(dt, "is_complex", False) is True:  # NumPy/CuPy, torch
+            got = f"a {str(dt).removeprefix('torch.')} array"
+        else:
+            return
+        raise TypeError(f"{name}: got {got}, expected {'a real number or a real array' if scalar else 'a real array'}")
     what = "an array or a number" if scalar else "an array"
     raise TypeError(f"{name}: got {type(x).__name__} {x!r:.40}, expected {what} (convert a list or tuple "
                     "with the backend's asarray)")
@@ -95,7 +104,8 @@ def leaky_relu(x, negative_slope: float = 0.01):
     _operand("x", x)
     if not is_real_number(negative_slope):
         raise TypeError(f"negative_slope: got {type(negative_slope).__name__} {negative_slope!r}, expected a number")
-    return _ref.leaky_relu(x, slope=float(negative_slope))
+    # finite: NaN or inf would make every negative input NaN or infinite
+    return _ref.leaky_relu(x, slope=check_real("negative_slope", negative_slope))
 
 
 def clip(x, lo=None, hi=None):

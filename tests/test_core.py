@@ -380,3 +380,40 @@ def test_a_float32_model_differentiates_in_float32_whatever_the_cotangent(cotang
     _, pullback = seqcore.vjp(lambda a, b: seqcore.linear_scan(a, b).sum(), a, b)
     with np.errstate(over="ignore", invalid="ignore"):
         np.testing.assert_array_equal(pullback(cotangent)[0], pullback(np.float32(1.0))[0])
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda a: a * 1j, r"^b: got complex 1j, expected a real number or a real array"),
+    (lambda a: (1 + 2j) + a, r"^a: got complex \(1\+2j\), expected a real number or a real array"),
+    (lambda a: a * np.complex64(1), r"^b: got complex64 .*, expected a real number or a real array"),
+    (lambda a: a + np.array([1j, 2.0]), r"^b: got a complex128 array, expected a real number or a real array"),
+    (lambda a: ops.tanh(np.array([1j, 2.0])), r"^x: got a complex128 array, expected a real number or a real array"),
+    (lambda a: a @ np.ones((2, 2), np.complex64), r"^b: got a complex64 array, expected a real array"),
+])
+def test_traced_arithmetic_refuses_complex_operands(call, match):
+    """The output came back complex and its real part was differentiated (pb(1.0) gave [0, 2]
+    for (a * [1j, 2]).sum()), with at most a ComplexWarning."""
+    with pytest.raises(TypeError, match=match):
+        seqcore.vjp(call, np.array([1.0, 2.0]))
+    out, pullback = seqcore.vjp(lambda a: (a * np.array([3.0, 2.0]) + 1).sum(), np.array([1.0, 2.0]))
+    assert out == 9.0  # 3 + 4 + 1 + 1: real operands still work
+    np.testing.assert_array_equal(pullback(1.0)[0], [3.0, 2.0])
+
+
+@pytest.mark.parametrize("slope", [float("nan"), float("inf"), -np.inf])
+def test_leaky_relu_refuses_a_slope_that_is_not_finite(slope):
+    """A NaN or infinite slope made every negative input NaN (or ±inf)."""
+    with pytest.raises(ValueError, match=r"^negative_slope: got -?(nan|inf), expected a finite number"):
+        nn.leaky_relu(-np.ones(2), slope)
+    np.testing.assert_array_equal(nn.leaky_relu(np.array([-2.0, 3.0]), 0.5), [-1.0, 3.0])
+
+
+@pytest.mark.parametrize("numpy_function", [np.sum, np.mean, lambda t: np.sum(t, axis=0, keepdims=True)])
+def test_numpy_reductions_of_a_traced_array_say_to_use_seqcore_ops(numpy_function):
+    """np.sum(traced) said "Traced.sum() got an unexpected keyword argument 'out'"."""
+    with pytest.raises(TypeError, match=r"a traced seqcore array cannot be converted to a plain array inside "
+                                        r"seqcore.vjp; use seqcore.ops"):
+        seqcore.vjp(numpy_function, np.ones((2, 3)))
+    out, pullback = seqcore.vjp(lambda t: t.sum(axis=0).mean(), np.ones((2, 3)))  # the methods still work
+    assert out == 2.0
+    np.testing.assert_array_equal(pullback(1.0)[0], np.full((2, 3), 1 / 3))

@@ -237,3 +237,67 @@ def test_a_model_refuses_last_step_heads_beside_heads_with_a_time_axis():
                            match=rf"^heads: got loss kinds \['last', '{other}'\], expected 'last' heads alone"):
             SequenceModel("gru", 3, 4, (HeadSpec("a", 2, "last"), HeadSpec("b", 2, other)))
     SequenceModel("gru", 3, 4, (HeadSpec("a", 2, "last"), HeadSpec("b", 3, "last")))  # one layout: fine
+
+
+@pytest.mark.parametrize("loss", ["per_step", "regression"])
+def test_example_losses_ignore_a_nan_at_a_step_of_weight_zero(loss):
+    """As loss() does: a NaN target (regression) or a NaN logit (per-step, from a NaN input at the
+    last step) where the mask weight is 0 does not count; NaN · 0 made the example's loss NaN."""
+    rng = np.random.default_rng(5)
+    model = SequenceModel("gru", 2, 4, (HeadSpec("s", 2, loss),))
+    params = model.init(rng, np.float64)
+    x = rng.normal(size=(3, 5, 2))
+    y = rng.integers(0, 2, size=(3, 5)) if loss == "per_step" else rng.normal(size=(3, 5, 2))
+    mask = np.ones((3, 5))
+    mask[0, 4] = 0.0
+    want = model.example_losses(params, (x[:, :4], y[:, :4], mask[:, :4]))  # the step cut off
+    want[1:] = model.example_losses(params, (x[1:], y[1:], mask[1:]))
+    if loss == "per_step":
+        x[0, 4] = np.nan  # the GRU's output at step 4 of example 0, and so its logits, are NaN
+    else:
+        y[0, 4] = np.nan
+    with np.errstate(invalid="ignore"):
+        got = model.example_losses(params, (x, y, mask))
+        alone = float(model.loss(params, (x[:1], y[:1], mask[:1])))
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert got[0] == pytest.approx(alone, rel=1e-12)
+
+
+def test_a_model_refuses_per_step_heads_beside_regression_heads():
+    """Integer classes and real targets cannot share one y: loss() failed at the first step with
+    'labels: got float64' or 'target: got dtype int64', whichever y was given."""
+    with pytest.raises(ValueError, match=r"^heads: got loss kinds \['per_step', 'regression'\], expected "
+                                         r"'per_step' heads alone .* or 'regression' heads alone"):
+        SequenceModel("gru", 3, 4, (HeadSpec("a", 2, "per_step"), HeadSpec("b", 1, "regression")))
+    SequenceModel("gru", 3, 4, (HeadSpec("a", 2, "per_step"), HeadSpec("b", 3, "per_step")))  # one layout: fine
+    SequenceModel("gru", 3, 4, (HeadSpec("a", 1, "regression"), HeadSpec("b", 1, "regression")))
+
+
+def test_model_params_with_a_head_the_model_does_not_have_are_refused():
+    """A misspelt head's parameters were carried silently: zero gradients, saved in checkpoints."""
+    rng = np.random.default_rng(0)
+    model = SequenceModel("gru", 2, 4, (HeadSpec("a", 3, "per_step"),))
+    params = model.init(rng, np.float64)
+    batch = (rng.normal(size=(3, 5, 2)), np.zeros((3, 5), np.int64), None)
+    bad = {**params, "heads": {**params["heads"], "b_typo": params["heads"]["a"]}}
+    for method in (model.loss, model.loss_and_grad, model.evaluate, model.example_losses):
+        with pytest.raises(ValueError, match=r"^params\['heads'\]: got unused key\(s\) \['b_typo'\], "
+                                             r"expected the keys \['a'\] from SequenceModel.init"):
+            method(bad, batch)
+    with pytest.raises(ValueError, match=r"^params\['heads'\]: got unused key\(s\) \['b_typo'\]"):
+        model.features(bad, batch[0])
+    assert sorted(model.loss_and_grad(params, batch)[1]["heads"]) == ["a"]
+
+
+def test_an_mlp_takes_an_empty_batch():
+    """B = 0 failed in reshape: 'cannot reshape array of size 0 into shape (0,newaxis)'."""
+    from seqcore.models import MLP
+    mlp = MLP(4, (3,), 2)
+    params = mlp.init(np.random.default_rng(0), np.float64)
+    for shape in ((0, 4), (0, 2, 2)):
+        out = mlp.apply(params, np.zeros(shape))
+        assert out.shape == (0, 2) and out.dtype == np.float64
+    x = np.random.default_rng(1).normal(size=(3, 2, 2))  # flattened as before
+    np.testing.assert_array_equal(mlp.apply(params, x), mlp.apply(params, x.reshape(3, 4)))
+    with pytest.raises(ValueError, match=r"^x: got 3 features per sample, expected 4"):
+        mlp.apply(params, np.zeros((0, 3)))
