@@ -394,7 +394,7 @@ def train(task_args, curriculum_args, cell_args, schedule_args, data_dir, datase
     out = out or file_out or os.path.join("runs", f"{cfg.task}-{cfg.curriculum}-{cfg.cell}")
     with user_errors():  # before the header line: an unusable --out prints nothing else
         rd = RunDir(out)
-        rd.refuse_existing(overwrite)
+        rd.refuse_existing(overwrite, cfg.to_dict())
         rd.ensure_writable()
         with rd.lock(create=False):  # a run writing there now (--overwrite) is refused before the header
             pass

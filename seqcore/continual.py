@@ -568,7 +568,7 @@ def run_continual(config: ContinualConfig, out: str | None = None, *, quiet: boo
         raise TypeError(f"config: got {type(config).__name__}, expected a ContinualConfig")
     rd = None if out is None else RunDir(out)
     if rd is not None:  # before _Run, so the refusal does not wait for the data to load
-        rd.refuse_existing(overwrite)
+        rd.refuse_existing(overwrite, config.to_dict())
     run = _built_run(config)
     with contextlib.nullcontext() if rd is None else rd.lock():
         if rd is not None:

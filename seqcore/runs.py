@@ -242,15 +242,40 @@ class RunDir:
         self.summary = self.path / "summary.json"
         self.checkpoint = self.path / "checkpoint.npz"
 
-    def refuse_existing(self, overwrite: bool = False) -> None:
-        """Raise ValueError if a run (a checkpoint) is here and ``overwrite`` is false; the
-        message names the command that continues it (``seqcore continual --resume --out DIR`` for
-        a continual run, else ``seqcore resume DIR``)."""
-        if self.checkpoint.exists() and not overwrite:
+    def refuse_existing(self, overwrite: bool = False, config: dict | None = None) -> None:
+        """Raise ValueError if a run is here and ``overwrite`` is false; the message names the
+        command that continues it (``seqcore continual --resume --out DIR`` for a continual run,
+        else ``seqcore resume DIR``).
+
+        A run is a checkpoint, or run files (config, metrics, summary) without one: a run killed
+        before its first checkpoint, or files that are not a run's (a config file kept here).
+        Only a ``config.json`` equal to ``config`` (the same command run again) may be replaced
+        then without ``overwrite``: anything else would be lost.
+        """
+        if overwrite:
+            return
+        if self.checkpoint.exists() and not self.checkpoint.is_file():
+            raise ValueError(f"out: {self.checkpoint} is not a file, expected the run's checkpoint or nothing; "
+                             "remove it or choose another --out")
+        if self.checkpoint.exists():
             resume = (f"seqcore continual --resume --out {self.path}" if self.holds_continual_run()
                       else f"seqcore resume {self.path}")
             raise ValueError(f"out: {self.path} already holds a run; continue it with `{resume}`, "
                              "replace it with --overwrite (overwrite=True in Python), or choose another --out")
+        present = [f.name for f in (self.config, self.metrics, self.summary) if f.exists()]
+        if present and not (present == [self.config.name] and self._holds_config(config)):
+            raise ValueError(f"out: {self.path} holds {', '.join(present)} but no checkpoint.npz (a run stopped "
+                             "before its first checkpoint, or files of something else); replace them with "
+                             "--overwrite (overwrite=True in Python), or choose another --out")
+
+    def _holds_config(self, config: dict | None) -> bool:
+        """Whether ``config.json`` here is ``config``, as :meth:`create` would write it."""
+        if config is None:
+            return False
+        try:
+            return read_json(self.config) == json.loads(to_json(config))
+        except (OSError, ValueError):  # unreadable or not JSON: not this run's
+            return False
 
     def holds_continual_run(self) -> bool:
         """Whether the ``config.json`` here is a continual run's: it holds the continual-only keys
@@ -265,7 +290,7 @@ class RunDir:
         """Start a run here with ``config``.  An overwritten run's files go first, its checkpoint
         before anything else: a new ``config.json`` beside the old checkpoint would be a
         resumable mix of two runs, if the process died before the new run's first checkpoint."""
-        self.refuse_existing(overwrite)
+        self.refuse_existing(overwrite, config)
         with self._writable():
             self.path.mkdir(parents=True, exist_ok=True)
             # the report's default plot too: it would show the old run's curves beside the new run

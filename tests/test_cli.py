@@ -383,6 +383,24 @@ def test_eval_refuses_a_batch_that_cannot_fit_in_memory(tmp_path):
     assert "Error: --batch-size: got 1000000000, whose activations" in result.stderr
 
 
+def test_a_config_file_in_out_is_not_taken_for_a_run(tmp_path):
+    """`--config exp/config.json --out exp`: the user's file is kept, the run refused until --overwrite;
+    a run killed before its first checkpoint (its config.json alone) starts again with the same command."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    mine = json.dumps({**TINY_CONFIG, "task": "nparity", "steps": 4})
+    (exp / "config.json").write_text(mine)
+    result = invoke("train", "--config", exp / "config.json", "--out", exp, "--quiet")
+    assert_one_line_error(result)
+    assert "holds config.json but no checkpoint.npz" in result.stderr and "--overwrite" in result.stderr
+    assert (exp / "config.json").read_text() == mine and sorted(p.name for p in exp.iterdir()) == ["config.json"]
+    ok("train", *TINY, "--steps", 4, "--out", tmp_path / "r", "--quiet")
+    for name in ("checkpoint.npz", "metrics.jsonl", "summary.json"):  # as a kill before the step-0 checkpoint
+        (tmp_path / "r" / name).unlink()
+    ok("train", *TINY, "--steps", 4, "--out", tmp_path / "r", "--quiet")
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 4
+
+
 def test_run_directory_errors(tmp_path, monkeypatch):
     assert_one_line_error(invoke("resume", tmp_path))  # no config.json
     assert_one_line_error(invoke("eval", tmp_path))

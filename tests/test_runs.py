@@ -16,9 +16,17 @@ def test_create_writes_the_config(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert rd.config.stat().st_mode & 0o777 == 0o644 & ~umask
-    # a new run in a directory without a checkpoint replaces the config and starts an empty log
+    # a run killed before its first checkpoint: the same config again may start over, another is refused
+    rd.create({"x": 1})
+    with pytest.raises(ValueError, match=r"holds config.json but no checkpoint.npz .*--overwrite"):
+        rd.create({"x": 2})
+    assert json.loads(rd.config.read_text()) == {"x": 1}
+    # with a log or a summary beside it, even the same config is refused: they would be lost
     rd.log({"step": 1})
-    rd.create({"x": 2})
+    with pytest.raises(ValueError, match=r"holds config.json, metrics.jsonl but no checkpoint.npz"):
+        rd.create({"x": 1})
+    assert rd.read_metrics() == [{"step": 1}]
+    rd.create({"x": 2}, overwrite=True)
     assert json.loads(rd.config.read_text()) == {"x": 2} and rd.read_metrics() == []
     rd.log({"step": 3, "v": [1.5]})
     rd.log({"step": 4})
@@ -34,6 +42,24 @@ def test_create_writes_the_config(tmp_path):
     # the overwritten run's checkpoint and summary go with it: a process killed before the new
     # run's first checkpoint leaves nothing to resume, not the new config beside the old weights
     assert not rd.checkpoint.exists() and not rd.summary.exists()
+
+
+def test_files_that_are_not_a_run_are_not_replaced(tmp_path):
+    """A config file kept in --out (``--config exp/config.json --out exp``) is not a run to replace."""
+    (tmp_path / "config.json").write_text('{"task": "nparity"}')
+    rd = RunDir(tmp_path)
+    with pytest.raises(ValueError, match="holds config.json but no checkpoint.npz"):
+        rd.create({"task": "nparity", "steps": 5})
+    assert (tmp_path / "config.json").read_text() == '{"task": "nparity"}'
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "summary.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds summary.json but no checkpoint.npz"):
+        rd.create({"x": 1})
+    # a checkpoint.npz that is not a file is named as such, not taken for a run to resume
+    (tmp_path / "summary.json").unlink()
+    rd.checkpoint.mkdir()
+    with pytest.raises(ValueError, match=r"checkpoint.npz is not a file"):
+        rd.create({"x": 1})
 
 
 def test_the_lock_holder_removes_temporaries_of_killed_writes(tmp_path):
