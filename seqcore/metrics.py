@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .validate import check_bool
+from .validate import check_bool, check_positive_int
 
 __all__ = [
     "average_accuracy", "forgetting", "bwt", "fwt",
@@ -31,20 +31,20 @@ __all__ = [
 # ---------------------------------------------------------------- accuracy matrix
 
 def _real_array(name: str, value: Any, expected: str) -> np.ndarray:
-    """``value`` as a float64 array; complex, string and object inputs raise TypeError naming ``name``."""
+    """``value`` as a float64 array; complex, string, object and ragged inputs raise TypeError naming ``name``."""
     if value is None:
         raise TypeError(f"{name}: got None, expected {expected}")
-    raw = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    try:
+        raw = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    except ValueError as err:  # ragged nested lists
+        raise TypeError(f"{name}: got {type(value).__name__}, expected {expected}") from err
     if raw.dtype.kind not in "biuf":
         raise TypeError(f"{name}: got {type(value).__name__} of dtype {raw.dtype}, expected {expected}")
     return raw.astype(np.float64)
 
 
 def _accuracy_matrix(R: Any) -> np.ndarray:
-    try:
-        R = _real_array("R", R, "a real (n, n) array")
-    except ValueError as err:  # ragged nested lists
-        raise TypeError(f"R: got {type(R).__name__}, expected a real (n, n) array") from err
+    R = _real_array("R", R, "a real (n, n) array")
     if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] == 0:
         raise ValueError(f"R: got shape {R.shape}, expected a non-empty square (n, n) matrix")
     lower = np.tril(R)
@@ -159,11 +159,7 @@ class EvalCurve:
     def __post_init__(self) -> None:
         it = np.asarray(self.iterations)
         ex = np.asarray(self.experience)
-        try:
-            acc = _real_array("accuracy", self.accuracy, "a real (E, n) array")
-        except ValueError as err:
-            raise TypeError(f"accuracy: got {type(self.accuracy).__name__}, "
-                            "expected a real (E, n) array") from err
+        acc = _real_array("accuracy", self.accuracy, "a real (E, n) array")
         for name, arr in (("iterations", it), ("experience", ex)):
             if arr.ndim != 1 or arr.size == 0:
                 raise ValueError(f"{name}: got shape {arr.shape}, expected a non-empty (E,) vector")
@@ -194,9 +190,7 @@ class EvalCurve:
 
     def upto(self, n_evaluations: int) -> "EvalCurve":
         """The curve restricted to its first ``n_evaluations`` evaluations (a metric over time)."""
-        E = self.iterations.shape[0]
-        if not isinstance(n_evaluations, (int, np.integer)) or not 1 <= n_evaluations <= E:
-            raise ValueError(f"n_evaluations: got {n_evaluations!r}, expected an int in [1, {E}]")
+        check_positive_int("n_evaluations", n_evaluations, 1, self.iterations.shape[0])
         return EvalCurve(self.iterations[:n_evaluations], self.experience[:n_evaluations],
                          self.accuracy[:n_evaluations])
 
@@ -213,7 +207,11 @@ class EvalCurve:
 
         ``n_experiences`` sets the number of columns (default: the most seen).
         """
-        records = list(records)
+        try:
+            records = list(records)
+        except TypeError:
+            raise TypeError(f"records: got {type(records).__name__}, expected an iterable of dicts "
+                            "(e.g. the lines of metrics.jsonl)") from None
         if not records:
             raise ValueError("records: got an empty sequence, expected at least one evaluation")
         for e, r in enumerate(records):

@@ -16,6 +16,7 @@ included, into an ``.npz`` checkpoint and back.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from typing import Any, Callable, NamedTuple
@@ -78,10 +79,27 @@ def _schedule_value(name: str, value, count: int) -> float:
     return value
 
 
+def _check_schedule(name: str, schedule) -> Callable[[int], float]:
+    """``schedule`` is a callable that takes one step argument (a wrong signature would otherwise
+    fail at the first update, inside the optimizer, without naming the argument)."""
+    if not callable(schedule):
+        raise TypeError(f"{name}: got {schedule!r}, expected a callable step -> float")
+    try:
+        signature = inspect.signature(schedule)
+    except (TypeError, ValueError):  # a builtin without a signature: its first call will tell
+        return schedule
+    try:
+        signature.bind(0)
+    except TypeError as exc:
+        raise TypeError(f"{name}: got a callable {getattr(schedule, '__name__', type(schedule).__name__)}"
+                        f"{signature} that does not take the step ({exc}), expected a schedule step -> float") from None
+    return schedule
+
+
 def _learning_rate(learning_rate) -> Callable[[int], float]:
     """A schedule for ``learning_rate`` (float or callable); rejects negative constants."""
     if callable(learning_rate):
-        return learning_rate
+        return _check_schedule("learning_rate", learning_rate)
     value = check_real("learning_rate", learning_rate, low=0.0)
     return lambda count: value
 
@@ -246,8 +264,7 @@ def scale(factor: float) -> GradientTransformation:
 
 def scale_by_schedule(schedule: Callable[[int], float]) -> GradientTransformation:
     """``u = schedule(count)·g``, count = 0 on the first update; the state is ``{"count": int}``."""
-    if not callable(schedule):
-        raise TypeError(f"schedule: got {schedule!r}, expected a callable step -> float")
+    _check_schedule("schedule", schedule)
 
     def init(params):
         return {"count": 0}
@@ -330,6 +347,28 @@ def _maximum(a, b):
     return a * (a >= b) + b * (a < b)
 
 
+def _eps(eps) -> float:
+    """``eps`` > 0: with 0, an exactly zero gradient element gives 0/0 = NaN (routine: an unused
+    head, an embedding row absent from the batch, a masked weight)."""
+    return check_real("eps", eps, low=0.0, low_open=True)
+
+
+def _check_eps_fits(eps: float, params) -> None:
+    """``eps`` is added in each parameter's dtype: one that rounds to 0 there (1e-50 in float32,
+    1e-8 in float16) gives 0/0 = NaN like ``eps=0``."""
+    for path, p in tree_paths(params):
+        if not hasattr(p, "dtype"):  # a Python float: float64, where eps > 0 stays > 0
+            continue
+        try:
+            dtype = backends.numpy_dtype(p)
+        except TypeError:  # a dtype NumPy lacks (bfloat16, which has float32's range): not checked
+            continue
+        if dtype.kind == "f" and dtype.type(eps) == 0:
+            where = f"params[{path!r}]" if path else "params"
+            raise ValueError(f"eps: got {eps!r}, which is 0 in {dtype} (the dtype of {where}), expected an eps "
+                             f"> 0 in the parameters' dtype (at least {np.finfo(dtype).smallest_subnormal})")
+
+
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                   amsgrad: bool = False) -> GradientTransformation:
     """Adam direction with bias correction, eps outside the square root (``torch.optim.Adam``):
@@ -337,10 +376,11 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     ``u = (m/(1−b1^t)) / (√v/√(1−b2^t) + eps)`` (``v`` → running max of ``v`` with ``amsgrad``)."""
     b1 = check_real("b1", b1, low=0.0, high=1.0, high_open=True)
     b2 = check_real("b2", b2, low=0.0, high=1.0, high_open=True)
-    eps = check_real("eps", eps, low=0.0)
+    eps = _eps(eps)
     amsgrad = check_bool("amsgrad", amsgrad)
 
     def init(params):
+        _check_eps_fits(eps, params)
         state = {"count": 0, "mu": tree_map(_zeros_like, params), "nu": tree_map(_zeros_like, params)}
         if amsgrad:
             state["nu_max"] = tree_map(_zeros_like, params)
@@ -371,10 +411,11 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False)
     """RMSprop direction (``torch.optim.RMSprop``): ``s = α·s + (1−α)·g²``, ``u = g/(√s + eps)``;
     centered: ``a = α·a + (1−α)·g``, ``u = g/(√(s − a²) + eps)``."""
     alpha = check_real("alpha", alpha, low=0.0, high=1.0, high_open=True)
-    eps = check_real("eps", eps, low=0.0)
+    eps = _eps(eps)
     centered = check_bool("centered", centered)
 
     def init(params):
+        _check_eps_fits(eps, params)
         state = {"count": 0, "square_avg": tree_map(_zeros_like, params)}
         if centered:
             state["grad_avg"] = tree_map(_zeros_like, params)
@@ -397,9 +438,10 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10)
     """Adagrad direction (``torch.optim.Adagrad``): ``s = s + g²``, ``u = g/(√s + eps)``, s starting at
     ``initial_accumulator_value``."""
     initial = check_real("initial_accumulator_value", initial_accumulator_value, low=0.0)
-    eps = check_real("eps", eps, low=0.0)
+    eps = _eps(eps)
 
     def init(params):
+        _check_eps_fits(eps, params)
         return {"count": 0, "sum": tree_map(lambda p: _zeros_like(p) + initial, params)}
 
     def update(grads, state, params=None):

@@ -10,12 +10,14 @@ Pass a schedule as ``learning_rate`` to any optimizer in :mod:`seqcore.optim`.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .optim import _check_schedule, _schedule_value
 from .validate import check_bool, check_real, finite_float
 
 __all__ = [
@@ -207,17 +209,39 @@ def sgdr(peak: float, cycle_steps: int, alpha: float = 0.0, cycle_mult: float = 
     if num_cycles is not None:
         num_cycles = _steps("num_cycles", num_cycles, 1)
 
+    def cycle_length(index: int) -> int:
+        return max(1, round(cycle_steps * cycle_mult ** index))
+
+    # Lengths never decrease, so cycles are walked a run of equal lengths at a time (the run's last
+    # cycle from logarithms, then checked exactly), not one by one: with cycle_mult = 1 + 1e-9 the
+    # first run alone holds ~4e8 cycles. Runs found are kept, as the schedule is called every step.
+    run_starts, run_firsts, run_lengths = [0], [0], [cycle_length(0)]  # first step, first cycle, length
+    log_mult = math.log1p(cycle_mult - 1.0)
+
+    def add_run() -> None:
+        first, size = run_firsts[-1], run_lengths[-1]
+        last = max(first, math.floor(math.log((size + 0.5) / cycle_steps) / log_mult))
+        while cycle_length(last + 1) == size:
+            last += 1
+        while last > first and cycle_length(last) != size:
+            last -= 1
+        run_firsts.append(last + 1)
+        run_lengths.append(cycle_length(last + 1))
+        run_starts.append(run_starts[-1] + (last + 1 - first) * size)  # last: locate finds runs by start
+
     def locate(t: float) -> tuple[int, float, int]:
         """(cycle index, step within the cycle, cycle length)."""
         if cycle_mult == 1.0:
             index = int(t // cycle_steps)
             return index, t - index * cycle_steps, cycle_steps
-        index, start = 0, 0
-        while True:
-            length = max(1, round(cycle_steps * cycle_mult ** index))
-            if t < start + length:
-                return index, t - start, length
-            index, start = index + 1, start + length
+        # past num_cycles the value is fixed: no run beyond the one holding the last cycle is needed
+        while run_starts[-1] <= t and (num_cycles is None or run_firsts[-1] < num_cycles):
+            add_run()
+        run = bisect.bisect_right(run_starts, t) - 1
+        size = run_lengths[run]
+        offset = (math.floor(t) - run_starts[run]) // size  # integers: exact, as cycles start at whole steps
+        start = run_starts[run] + offset * size
+        return run_firsts[run] + offset, t - start, size
 
     def schedule(step) -> float:
         index, tau, length = locate(_step(step))
@@ -301,9 +325,13 @@ def infinite(peak: float, constant_value: float, min_value: float, warmup_steps:
     anneal_steps = _steps("anneal_steps", anneal_steps, 0)
     init_value = _floor_below("init_value", init_value, "peak", peak)
     if check_bool("start_in_constant", start_in_constant):
+        if constant_steps + anneal_steps < 1:  # the warmup and cooldown given are dropped: say so
+            raise ValueError(f"constant_steps, anneal_steps: got {constant_steps} and {anneal_steps}, expected a "
+                             "sum >= 1 (start_in_constant=True drops the warmup and the cooldown)")
         warmup_steps = cooldown_steps = 0
     if warmup_steps + cooldown_steps + constant_steps + anneal_steps < 1:
-        raise ValueError("total_steps: got 0 (warmup + cooldown + constant + anneal), expected >= 1")
+        raise ValueError("warmup_steps, cooldown_steps, constant_steps, anneal_steps: got 0 each, "
+                         "expected a sum >= 1")
     cooldown_start = warmup_steps
     constant_start = cooldown_start + cooldown_steps
     anneal_start = constant_start + constant_steps
@@ -371,8 +399,7 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     ``schedules[i](t − boundaries[i-1])`` (each later schedule sees the step relative to its start)."""
     schedules = _sequence("schedules", schedules, "schedules")
     for i, s in enumerate(schedules):
-        if not callable(s):
-            raise TypeError(f"schedules[{i}]: got {s!r}, expected a callable step -> float")
+        _check_schedule(f"schedules[{i}]", s)
     boundaries = [_steps(f"boundaries[{i}]", b, 1) for i, b in enumerate(_sequence("boundaries", boundaries))]
     if len(schedules) != len(boundaries) + 1:
         raise ValueError(f"schedules: got {len(schedules)} schedules, expected len(boundaries) + 1 = "
@@ -385,7 +412,8 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     def schedule(step) -> float:
         t = _step(step)
         index = sum(1 for b in boundaries if t >= b)
-        return float(schedules[index](t - starts[index]))
+        local = t - starts[index]
+        return _schedule_value(f"schedules[{index}]", schedules[index](local), local)
 
     return schedule
 

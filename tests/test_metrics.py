@@ -346,3 +346,26 @@ def test_records_with_a_scalar_accuracy_are_refused_by_name():
     with pytest.raises(TypeError, match=r"records\[1\]\['accuracy'\]: got float 0.5, expected a list"):
         EvalCurve.from_records([{"iteration": 0, "experience": 0, "accuracy": [0.1]},
                                 {"iteration": 1, "experience": 0, "accuracy": 0.5}])
+
+
+def test_ragged_inputs_and_non_iterable_records_are_named():
+    # a ragged baseline raised NumPy's "setting an array element with a sequence"
+    with pytest.raises(TypeError, match=r"^baseline: got list, expected a real \(3,\) array$"):
+        fwt(R3, [0.1, [0.5], 0.1])
+    with pytest.raises(TypeError, match=r"^records\[0\]\['accuracy'\]: got list, expected a list of real accuracies$"):
+        EvalCurve.from_records([{"iteration": 0, "experience": 1, "accuracy": [0.1, [0.2]]}])
+    # None said "'NoneType' object is not iterable"
+    with pytest.raises(TypeError, match=r"^records: got NoneType, expected an iterable of dicts"):
+        EvalCurve.from_records(None)
+    with pytest.raises(TypeError, match=r"^records: got int, expected an iterable of dicts"):
+        EvalCurve.from_records(3)
+
+
+def test_upto_refuses_a_bool(curve):
+    # True was taken as 1
+    for bad in (True, np.True_, 2.0, 10):
+        with pytest.raises(ValueError, match=f"^n_evaluations: got {bad!r}, expected an integer"):
+            curve.upto(bad)
+    first = curve.upto(np.int64(2))
+    np.testing.assert_array_equal(first.iterations, [0, 10])
+    np.testing.assert_array_equal(first.accuracy[:, 0], [0.10, 0.50])

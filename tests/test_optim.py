@@ -290,9 +290,10 @@ def test_centered_rmsprop_stays_finite_when_rounding_makes_the_variance_negative
 
 
 def test_adam_first_step_is_sign_times_lr():
-    # after one step m̂ = g and v̂ = g², so the update is −η·g/(|g| + eps)
+    # after one step m̂ = g and v̂ = g², so the update is −η·g/(|g| + eps); eps = 1e-300 vanishes
+    # beside |g| (eps = 0 is refused: a zero gradient element would give 0/0)
     g = {"x": np.array([0.3, -2.0, 5.0])}
-    opt = optim.adam(0.1, eps=0.0)
+    opt = optim.adam(0.1, eps=1e-300)
     updates, _ = opt.update(g, opt.init(g), g)
     np.testing.assert_allclose(updates["x"], [-0.1, 0.1, -0.1], rtol=1e-15)
 
@@ -611,3 +612,63 @@ def test_apply_updates_refuses_another_dtype_and_keeps_torch_leaves_working():
         optim.apply_updates(tp, {"w": torch.ones(3, dtype=torch.float64)})
     with pytest.raises(TypeError, match=r"^updates\['w'\]: got a numpy ndarray, expected a torch array"):
         optim.apply_updates(tp, {"w": np.ones(3, np.float32)})
+
+
+# ----------------------------------------------------------------------------- eps and schedule signatures
+
+EPS_OPTIMIZERS = [
+    ("adam", lambda eps: optim.adam(0.1, eps=eps)),
+    ("adamw", lambda eps: optim.adamw(0.1, eps=eps, weight_decay=0.0)),
+    ("rmsprop", lambda eps: optim.rmsprop(0.1, eps=eps)),
+    ("rmsprop centered", lambda eps: optim.rmsprop(0.1, eps=eps, centered=True)),
+    ("adagrad", lambda eps: optim.adagrad(0.1, eps=eps)),
+]
+
+
+@pytest.mark.parametrize("name, make", EPS_OPTIMIZERS)
+def test_eps_zero_is_refused_and_a_zero_gradient_element_gives_no_step(name, make):
+    # with eps = 0, g / (√s + eps) was 0/0 = NaN for an exactly zero gradient element
+    with pytest.raises(ValueError, match=r"^eps: got 0.0, expected > 0.0$"):
+        make(0.0)
+    params = {"w": np.ones(3, np.float32)}
+    opt = make(1e-8)
+    updates, _ = opt.update({"w": np.array([0.5, 0.0, 0.0], np.float32)}, opt.init(params), params)
+    # first step: m̂ = g, v̂ = g² (Adam), s = (1−α)g² (RMSprop), s = g² (Adagrad): the nonzero
+    # element moves by −η·g/(√s + eps) and the zero ones stay put
+    s = {"rmsprop": 0.01 * 0.25, "rmsprop centered": 0.01 * 0.25 - (0.01 * 0.5) ** 2}.get(name, 0.25)
+    np.testing.assert_allclose(updates["w"], [-0.1 * 0.5 / (math.sqrt(s) + 1e-8), 0.0, 0.0], rtol=1e-6)
+    assert updates["w"][1] == 0.0 and updates["w"][2] == 0.0
+
+
+@pytest.mark.parametrize("name, make", EPS_OPTIMIZERS)
+def test_eps_that_is_zero_in_the_parameters_dtype_is_refused_at_init(name, make):
+    # 1e-50 > 0 passes the constructor, but is 0 once added to float32 moments: 0/0 = NaN again
+    opt = make(1e-50)
+    with pytest.raises(ValueError, match="^" + re.escape(
+            "eps: got 1e-50, which is 0 in float32 (the dtype of params['layer/w']), expected an eps > 0 in the "
+            "parameters' dtype (at least 1.401298464324817e-45)") + "$"):
+        opt.init({"layer": {"w": np.ones(2, np.float32)}})
+    with pytest.raises(ValueError, match=r"^eps: got 1e-50, which is 0 in float32 \(the dtype of params\),"):
+        optim.flatten(opt).init({"w": np.ones(2, np.float32)})
+    p64 = {"w": np.ones(2)}  # in float64, 1e-50 stays > 0: a zero gradient element gives no step
+    updates, _ = opt.update({"w": np.array([0.0, 0.5])}, opt.init(p64), p64)
+    assert updates["w"][0] == 0.0 and np.isfinite(updates["w"]).all()
+
+
+@pytest.mark.parametrize("make", [optim.sgd, optim.adam, optim.adamw, optim.rmsprop, optim.adagrad])
+def test_a_learning_rate_schedule_that_does_not_take_the_step_is_named(make):
+    # it failed at the first update with "<lambda>() takes 0 positional arguments but 1 was given"
+    with pytest.raises(TypeError, match="^" + re.escape(
+            "learning_rate: got a callable <lambda>() that does not take the step (too many positional arguments), "
+            "expected a schedule step -> float") + "$"):
+        make(lambda: 0.1)
+    with pytest.raises(TypeError, match=r"^learning_rate: got a callable <lambda>\(t, scale\) that does not take the "
+                                        r"step \(missing a required argument: 'scale'\)"):
+        make(lambda t, scale: 0.1 * scale)
+    with pytest.raises(TypeError, match=r"^schedule: got a callable <lambda>\(\) that does not take the step"):
+        optim.scale_by_schedule(lambda: 1.0)
+    # one step argument plus defaults is a schedule: η = 0.05·2 from the default
+    opt = optim.sgd(lambda t, scale=2.0: 0.05 * scale)
+    p = {"x": np.array([3.0])}
+    updates, _ = opt.update({"x": np.array([1.5])}, opt.init(p), p)
+    np.testing.assert_allclose(updates["x"], [-0.1 * 1.5], rtol=1e-15)

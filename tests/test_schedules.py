@@ -428,7 +428,9 @@ BAD = [
     (lambda: S.wsd(1.0, 0), ValueError, "total_steps"),
     (lambda: S.rex(1.0, 0), ValueError, "total_steps"),
     (lambda: S.warmup_cosine(1.0, 0, 0), ValueError, "total_steps"),
-    (lambda: S.infinite(1.0, 0.5, 0.1, 5, 5, 0, 0, start_in_constant=True), ValueError, "total_steps"),
+    (lambda: S.infinite(1.0, 0.5, 0.1, 5, 5, 0, 0, start_in_constant=True), ValueError,
+     "constant_steps, anneal_steps: got 0 and 0, expected a sum >= 1 (start_in_constant=True drops"),
+    (lambda: S.infinite(1.0, 0.5, 0.1, 0, 0, 0, 0), ValueError, "warmup_steps, cooldown_steps, constant_steps"),
     (lambda: S.cosine(1.0, 10.5), TypeError, "total_steps"),
     (lambda: S.exponential(1.0, 1.5, 10), ValueError, "decay_rate"),
     (lambda: S.sgdr(1.0, 10, cycle_mult=0.5), ValueError, "cycle_mult"),
@@ -518,3 +520,82 @@ def test_a_history_with_an_overflowed_norm_is_called_non_finite(tmp_path):
         recorded_grad_norms(tmp_path)
     save_checkpoint(tmp_path / "checkpoint.npz", {"grad_norms": np.array([1.0, 2.0])}, {"step": 2})
     np.testing.assert_array_equal(recorded_grad_norms(tmp_path), [1.0, 2.0])
+
+
+# -- sgdr with slowly growing cycles --------------------------------------------------------------
+
+def sgdr_value(peak, alpha, decay, index, tau, length):
+    """The formula of the sgdr docstring, written with the same operations (so results are bit-equal)."""
+    return peak * decay ** index * (alpha + (1.0 - alpha) * S._cosine_shape(tau / length))
+
+
+def sgdr_starts(cycle_steps, mult, stop):
+    """Cycle starts and lengths, one cycle at a time (the straightforward loop) up to ``stop``."""
+    starts, lengths, start, i = [], [], 0, 0
+    while start <= stop:
+        length = max(1, round(cycle_steps * mult ** i))
+        starts.append(start)
+        lengths.append(length)
+        start, i = start + length, i + 1
+    return starts, lengths
+
+
+@pytest.mark.parametrize("cycle_steps, mult, stop", [(1, 1.001, 3000), (3, 1.0001, 30000), (2, 1.05, 30000)])
+def test_sgdr_with_slowly_growing_cycles_matches_the_cycle_by_cycle_loop(cycle_steps, mult, stop):
+    # runs of equal lengths (1, 1, ..., 2, 2, ...) and, with 1.05, cycles of distinct lengths
+    starts, lengths = sgdr_starts(cycle_steps, mult, stop)
+    s = S.sgdr(0.9, cycle_steps, alpha=0.1, cycle_mult=mult, peak_decay=0.999)
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(starts) - 1, size=min(300, len(starts) - 1), replace=False)
+    for i in sorted(picks, reverse=True):  # out of order: the kept runs must not depend on the call order
+        start, length = starts[i], lengths[i]
+        for tau in (0.0, 0.5, length - 1.0, length - 0.25):
+            if tau >= 0:
+                assert s(start + tau) == sgdr_value(0.9, 0.1, 0.999, i, tau, length), (i, tau)
+
+
+def test_sgdr_past_num_cycles_does_not_walk_every_cycle():
+    # it looped over every cycle up to the step: with cycle_mult 1 + 1e-9 (4e8 one-step cycles first)
+    # the step 10**12 never finished; past the last cycle the value is its floor
+    s = S.sgdr(1.0, 1, alpha=0.1, cycle_mult=1 + 1e-9, peak_decay=0.9, num_cycles=3)
+    assert s(10 ** 12) == 1.0 * 0.9 ** 2 * 0.1
+    assert s(2.5) == sgdr_value(1.0, 0.1, 0.9, 2, 0.5, 1)
+    # cycle_mult 1.0001: a huge step gives what the cycle-by-cycle loop gives at a moderate one
+    slow = S.sgdr(1.0, 5, alpha=0.2, cycle_mult=1.0001, peak_decay=0.9, num_cycles=3)
+    want = ref_sgdr(1.0, 5, 0.2, 1.0001, 0.9, 3)
+    assert slow(10 ** 12) == want(100.0) == pytest.approx(0.2 * 0.81)
+    assert [slow(t) for t in np.arange(0.0, 20.0, 0.5)] == [want(t) for t in np.arange(0.0, 20.0, 0.5)]
+
+
+def test_sgdr_endless_slowly_growing_cycles_at_huge_steps():
+    # cycle_mult 1 + 1e-9 from 1 step: cycle i lasts 1 step until round(m^i) reaches 2, at cycle j2
+    # (found by bisection); then 2 steps. The step 10**8 + 0.25 is in cycle 10**8.
+    m, d = 1 + 1e-9, 1 - 1e-9
+    s = S.sgdr(1.0, 1, alpha=0.1, cycle_mult=m, peak_decay=d)
+    lo, hi = 0, 10 ** 9
+    while hi - lo > 1:  # round(m^lo) == 1 < round(m^hi)
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if round(m ** mid) >= 2 else (mid, hi)
+    j2 = hi
+    assert 4 * 10 ** 8 < j2 < 5 * 10 ** 8  # ln 1.5 / ln m
+    assert s(10 ** 8 + 0.25) == sgdr_value(1.0, 0.1, d, 10 ** 8, 0.25, 1)
+    assert s(j2 - 0.5) == sgdr_value(1.0, 0.1, d, j2 - 1, 0.5, 1)
+    assert s(j2) == sgdr_value(1.0, 0.1, d, j2, 0.0, 2)  # the first 2-step cycle starts at step j2
+    k = 10 ** 8
+    assert s(j2 + 2 * k + 1.5) == sgdr_value(1.0, 0.1, d, j2 + k, 1.5, 2)
+    assert s(j2 + 2 * k + 2) == sgdr_value(1.0, 0.1, d, j2 + k + 1, 0.0, 2)
+    assert math.isfinite(s(10 ** 12))
+
+
+def test_join_checks_what_its_schedules_give():
+    # a string raised "could not convert string to float: 'x'"; a NaN passed through
+    with pytest.raises(TypeError, match="^" + re.escape(
+            "schedules[1]: schedule gave 'x' (str) at step 1.0, expected a real number") + "$"):
+        S.join([S.constant(1.0), lambda t: "x"], [5])(6)
+    with pytest.raises(ValueError, match="^" + re.escape(
+            "schedules[1]: schedule gave nan at step 2.0, expected a finite number") + "$"):
+        S.join([S.constant(1.0), lambda t: math.nan], [5])(7)
+    with pytest.raises(TypeError, match=r"^schedules\[0\]: got a callable <lambda>\(\) that does not take the step"):
+        S.join([lambda: 1.0, S.constant(1.0)], [5])
+    joined = S.join([S.constant(0.5), S.linear_decay(1.0, 10)], [5])
+    assert joined(4) == 0.5 and joined(7.5) == 1.0 - 2.5 / 10
