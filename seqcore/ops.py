@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from . import backends as _backends
 from .autodiff import stop_gradient
 from .backends.numpy import ops as _ref
@@ -38,9 +40,18 @@ def _operand(name: str, x, scalar: bool = True):
                     "with the backend's asarray)")
 
 
+def _one_backend(operands: dict) -> None:
+    """The array operands (numbers aside) are of one library: a NumPy array beside a torch tensor
+    would compute, then fail in the backward pass without naming either."""
+    arrays = [(name, x) for name, x in operands.items() if is_array(x) and not isinstance(x, np.generic)]
+    for name, x in arrays[1:]:
+        check_same_backend(name, x, arrays[0][0], arrays[0][1])
+
+
 def _binary(prim, doc: str):
     def op(a, b):
         _operand("a", a), _operand("b", b)
+        _one_backend({"a": a, "b": b})
         return prim(a, b)
     op.__name__ = op.__qualname__ = prim.name
     op.__doc__ = doc
@@ -56,12 +67,14 @@ div = _binary(_ref.div, "``a / b`` elementwise, with NumPy broadcasting.")
 def matmul(a, b):
     """``a @ b`` as NumPy's matmul (1-D operands included)."""
     _operand("a", a, scalar=False), _operand("b", b, scalar=False)
+    _one_backend({"a": a, "b": b})
     return _ref.matmul(a, b)
 
 
 def where(cond, a, b):
     """``a`` where ``cond``, else ``b``, elementwise (``cond`` carries no gradient)."""
     _operand("cond", cond), _operand("a", a), _operand("b", b)
+    _one_backend({"cond": cond, "a": a, "b": b})
     return _ref.where(cond, a, b)
 
 
@@ -156,6 +169,7 @@ def _sequence(xs):
     xs = tuple(xs)
     for i, x in enumerate(xs):
         _operand(f"xs[{i}]", x)
+    _one_backend({f"xs[{i}]": x for i, x in enumerate(xs)})
     return xs
 
 

@@ -48,10 +48,11 @@ def _transformation(init, update) -> GradientTransformation:
     the gradients are checked against it (a gradient of another shape would broadcast into it)."""
     def checked(grads, state, params=None):
         if isinstance(state, dict):
-            if params is None:
-                moments = next((v for k, v in state.items() if k != "count"), None)
-                if moments is not None:
-                    _check_grads(grads, moments)
+            moments = next((v for k, v in state.items() if k != "count"), None)
+            if moments is not None and params is None:
+                _check_grads(grads, moments)
+            elif moments is not None:
+                _check_state_library(moments, grads)
             try:
                 return update(grads, state, params)
             except KeyError as exc:
@@ -197,6 +198,15 @@ def _library(x) -> str:
     """The array library of a leaf (``numpy``, ``torch``, ``cupy``; Python numbers count as NumPy)."""
     module = type(x).__module__.split(".")[0]
     return "numpy" if module == "builtins" else module
+
+
+def _check_state_library(moments, grads) -> None:
+    """The state's arrays are of the gradients' library (a state made for another backend's params
+    would fail inside the update, or pass through SGD and make updates of the wrong library)."""
+    state_leaves, grad_leaves = tree_leaves(moments), tree_leaves(grads)
+    if state_leaves and grad_leaves and _library(state_leaves[0]) != _library(grad_leaves[0]):
+        raise TypeError(f"state: got {_library(state_leaves[0])} arrays, expected {_library(grad_leaves[0])} "
+                        "arrays like grads (the state init made for params of this backend)")
 
 
 def _check_grads(grads, params=None) -> None:

@@ -131,6 +131,23 @@ def test_torch_asarray_and_mixed_backend_scans_are_named():
         seqcore.linear_scan(a.numpy(), a)  # said "got dtype torch.float64, expected float64"
 
 
+def test_ops_refuse_a_numpy_array_beside_a_tensor_and_take_numpy_scalars():
+    """A mixed call used to compute, then fail in the backward pass inside torch's ``.to()``."""
+    from seqcore import ops
+    t, a = torch.rand(3, dtype=torch.float64), np.random.default_rng(0).random(3)
+    mixed = [(ops.add, (t, a), "b: got a numpy.ndarray, expected a torch.Tensor like a"),
+             (ops.matmul, (a, t), "b: got a torch.Tensor, expected a numpy.ndarray like a"),
+             (ops.where, (a > 0, t, t), "a: got a torch.Tensor, expected a numpy.ndarray like cond"),
+             (ops.stack, ([t, a],), r"xs\[1\]: got a numpy.ndarray, expected a torch.Tensor like xs\[0\]")]
+    for op, args, message in mixed:
+        with pytest.raises(TypeError, match=message):
+            seqcore.vjp(op, *args)
+    # a NumPy scalar is a number beside a tensor: d(3t)/dt = 3
+    out, pullback = seqcore.vjp(lambda x: ops.mul(x, np.float32(3.0)), t)
+    (grad,) = pullback(torch.ones(3, dtype=torch.float64))
+    assert torch.equal(out, 3.0 * t) and torch.equal(grad, torch.full((3,), 3.0, dtype=torch.float64))
+
+
 def test_a_tensor_that_requires_grad_is_refused_not_silently_detached():
     """The reference runs on the tensors' data, so torch autograd would lose the graph: refused,
     pointing to autograd_function, which keeps it (checked against the same scan's gradient)."""
@@ -293,3 +310,16 @@ def test_a_cell_names_the_argument_that_requires_grad():
         cell.apply(detached, x.clone().requires_grad_())
     with torch.no_grad():  # nothing to lose: accepted, and equal to the detached weights' result
         assert torch.equal(cell.apply(params, x)[0], cell.apply(detached, x)[0])
+
+
+def test_an_optimizer_state_of_torch_params_is_refused_with_numpy_grads():
+    """Adam failed inside its moment update; SGD and RMSprop returned torch updates for NumPy params."""
+    from seqcore import optim
+    params = {"w": torch.ones(3, dtype=torch.float64)}
+    numpy_params = {"w": np.ones(3)}
+    for opt in (optim.adam(0.1), optim.sgd(0.1, momentum=0.9), optim.rmsprop(0.1), optim.adagrad(0.1)):
+        state = opt.init(params)
+        with pytest.raises(TypeError, match="^state: got torch arrays, expected numpy arrays like grads"):
+            opt.update({"w": np.ones(3)}, state, numpy_params)
+        updates, _ = opt.update({"w": torch.ones(3, dtype=torch.float64)}, state, params)  # its own backend
+        assert isinstance(updates["w"], torch.Tensor)

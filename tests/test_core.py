@@ -71,6 +71,28 @@ def test_use_as_context_manager_restores_previous():
     assert backends.current() == before
 
 
+def test_a_use_object_switches_when_its_block_is_entered():
+    """Kept and entered later, or again, a `use` object restores what was current at each entry
+    (it used to restore what was current when it was made)."""
+    other = next((n for n in backends.available() if n != "numpy"), None)
+    if other is None:
+        pytest.skip("needs a second backend that loads here (numba or torch, in the test extra)")
+    with seqcore.use("numpy"):
+        kept = seqcore.use(other)
+        seqcore.use("numpy")
+        with kept:
+            assert backends.current() == other
+            with kept:
+                assert backends.current() == other
+            assert backends.current() == other
+        assert backends.current() == "numpy"
+        with seqcore.use(other):  # the usual form restores what the call replaced
+            with seqcore.use("numpy"):
+                assert backends.current() == "numpy"
+            assert backends.current() == other
+        assert backends.current() == "numpy"
+
+
 def test_environment_variable_sets_default():
     code = "import seqcore; print(seqcore.backends.current())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -118,14 +118,21 @@ class use:
         _check_name(name)
         get(name)  # fail now, with the install hint, rather than at first use
         self.name = name
-        self._previous = getattr(_state, "name", None)
+        self._replaced = [getattr(_state, "name", None)]  # what this call switched away from
+        self._restore: list = []  # one entry per `with` entered (an object may be entered again)
         _state.name = name
 
     def __enter__(self) -> ModuleType:
+        current = getattr(_state, "name", None)
+        # `with use(x):` restores what the call replaced; an object kept and entered later (or again)
+        # switches now and restores what is current now
+        self._restore.append(self._replaced.pop() if self._replaced and current == self.name else current)
+        self._replaced.clear()
+        _state.name = self.name
         return get(self.name)
 
     def __exit__(self, *exc) -> None:
-        _state.name = self._previous
+        _state.name = self._restore.pop()
 
 
 def backend_of(*arrays) -> str:
