@@ -63,6 +63,11 @@ def _mask_like(mask, like):
     return None if mask is None else _to_backend(mask, like)
 
 
+def _check_mask_shape(mask, BT: tuple) -> None:
+    if mask is not None and tuple(np.shape(stop_gradient(mask))) != BT:
+        raise ValueError(f"mask: got shape {tuple(np.shape(stop_gradient(mask)))}, expected {BT} (B, T) of x")
+
+
 def _refuse_unused(name: str, params: dict, want: list) -> None:
     unused = sorted(set(params) - set(want), key=str)
     if unused:
@@ -184,8 +189,11 @@ class SequenceModel:
         self._check_params(params)
         return {**params, "rnn": self.rnn.constrain(params["rnn"])}
 
-    def features(self, params: dict, x, mode: str = "sequential"):
-        """``x: (B, T, input_size)`` (or tokens ``(B, T)``) → hidden outputs ``(B, T, output_size)``."""
+    def features(self, params: dict, x, mode: str = "sequential", lengths=None):
+        """``x: (B, T, input_size)`` (or tokens ``(B, T)``) → hidden outputs ``(B, T, output_size)``.
+
+        ``lengths`` (B,): sequence lengths of a right-padded batch, read by bidirectional stacks
+        (their backward direction starts at each sequence's last step; see ``Bidirectional.apply``)."""
         self._check_params(params)
         if self.vocab_size is not None:
             shape = tuple(np.shape(stop_gradient(x))) if hasattr(x, "shape") else None
@@ -195,7 +203,7 @@ class SequenceModel:
             x = nn.Embedding(self.vocab_size, self.input_size).apply(params["embedding"], x)
         if self.feedback is not None and self.feedback != 1:
             return self._closed_loop_features(params, x, mode)
-        hs, _ = self.rnn.apply(params["rnn"], x, mode=mode)
+        hs, _ = self.rnn.apply(params["rnn"], x, mode=mode, lengths=lengths)
         return hs
 
     def _closed_loop_features(self, params, x, mode):
@@ -249,14 +257,19 @@ class SequenceModel:
         marked step, its features ``(B, F)``; one gather serves every such head (the backward of
         each gather fills a whole (B, T, F) array)."""
         self._check_params(params, active)
-        hs = self.features(params, x, mode)
+        reads_last = any(h.loss == "last" for h in active)
+        idx = last_step_index(mask) if reads_last and mask is not None else None
+        lengths = None
+        if idx is not None and self.bidirectional:
+            # a last-step head's mask ends each sequence: the backward direction starts there, not in the padding
+            _check_mask_shape(mask, tuple(np.shape(stop_gradient(x)))[:2])
+            lengths = idx + 1
+        hs = self.features(params, x, mode, lengths=lengths)
         B, T = hs.shape[:2]
-        if mask is not None and tuple(np.shape(stop_gradient(mask))) != (B, T):
-            raise ValueError(f"mask: got shape {tuple(np.shape(stop_gradient(mask)))}, expected ({B}, {T}) (B, T) of x")
+        _check_mask_shape(mask, (B, T))
         last = None
-        if any(h.loss == "last" for h in active):
-            idx = last_step_index(mask) if mask is not None else np.full(B, T - 1)
-            last = ops.getitem(hs, (np.arange(B), idx))
+        if reads_last:
+            last = ops.getitem(hs, (np.arange(B), idx if idx is not None else np.full(B, T - 1)))
         return hs, last
 
     @staticmethod

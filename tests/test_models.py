@@ -301,3 +301,29 @@ def test_an_mlp_takes_an_empty_batch():
     np.testing.assert_array_equal(mlp.apply(params, x), mlp.apply(params, x.reshape(3, 4)))
     with pytest.raises(ValueError, match=r"^x: got 3 features per sample, expected 4"):
         mlp.apply(params, np.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+def test_a_bidirectional_last_step_model_does_not_read_the_padding(mode):
+    """The mask of a last-step head ends each sequence: padding one sequence with more steps (of any
+    value) leaves its logits and gradients unchanged, in both modes; each equals the sequence alone."""
+    rng = np.random.default_rng(0)
+    model = SequenceModel("gru", 3, 4, (HeadSpec("y", 2, "last"),), num_layers=2, bidirectional=True)
+    params = model.init(rng, np.float64)
+    seq = rng.normal(size=(1, 4, 3))
+
+    def padded(extra):
+        x = np.concatenate([seq, rng.normal(size=(1, extra, 3))], axis=1)  # padding of random values
+        mask = np.zeros((1, 4 + extra))
+        mask[0, :4] = 1.0
+        return x, mask
+
+    alone = model.outputs(params, seq, mode=mode)["y"]
+    loss_alone, grads_alone = model.loss_and_grad(params, (seq, np.array([1]), None), mode=mode)
+    for extra in (0, 3, 10):
+        x, mask = padded(extra)
+        np.testing.assert_allclose(model.outputs(params, x, mask, mode=mode)["y"], alone, rtol=1e-12, atol=1e-12)
+        loss, grads = model.loss_and_grad(params, (x, np.array([1]), mask), mode=mode)
+        assert abs(loss - loss_alone) < 1e-12
+        for g, ref in zip(tree_leaves(grads), tree_leaves(grads_alone)):
+            np.testing.assert_allclose(g, ref, rtol=1e-9, atol=1e-12)

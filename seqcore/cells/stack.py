@@ -7,13 +7,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import ops
-from ..validate import check_bool, check_positive_int
+from .. import backends, ops
+from ..autodiff import stop_gradient
+from ..validate import check_bool, check_positive_int, is_array
 from .base import MODES, Cell
 
 
-def _flip_time(x):
-    return ops.getitem(x, (slice(None), slice(None, None, -1)))
+def _flip_time(x, lengths=None):
+    """``x`` reversed in time; with ``lengths``, each row reversed within its first ``lengths[b]``
+    steps and its padding left in place after them (the map is its own inverse)."""
+    if lengths is None:
+        return ops.getitem(x, (slice(None), slice(None, None, -1)))
+    t = np.arange(x.shape[1])
+    L = lengths[:, None]
+    return ops.getitem(x, (np.arange(len(lengths))[:, None], np.where(t < L, L - 1 - t, t)))
+
+
+def check_lengths(lengths, B: int, T: int) -> np.ndarray | None:
+    """``lengths`` (None, or B integers in [1, T]) as an int64 NumPy array."""
+    if lengths is None:
+        return None
+    if is_array(lengths):  # any backend's: the values are needed on the host, for the indices
+        raw = backends.get(backends.backend_of(lengths)).to_numpy(stop_gradient(lengths))
+    else:
+        raw = np.asarray(lengths)
+    if raw.dtype.kind not in "iu" or raw.shape != (B,):
+        raise ValueError(f"lengths: got {raw.dtype} array of shape {raw.shape}, expected {B} integers (B,)")
+    if raw.size and (raw.min() < 1 or raw.max() > T):
+        raise ValueError(f"lengths: got values in [{raw.min()}, {raw.max()}], expected each in [1, {T}] (T of x)")
+    return raw.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -47,8 +69,13 @@ class Bidirectional:
         return {"forward": self.forward.constrain(params["forward"]),
                 "backward": self.backward.constrain(params["backward"])}
 
-    def apply(self, params, x, h0=None, mode: str = "sequential", **kw):
+    def apply(self, params, x, h0=None, mode: str = "sequential", lengths=None, **kw):
+        """``lengths`` (B,): each sequence's own length in a right-padded batch. The backward cell
+        then starts at each sequence's last real step, as over a packed sequence in PyTorch, and
+        its outputs at padded steps are those of the padding read after the sequence; its final
+        state is taken after the whole padded input. Without it, every row is read from step T − 1."""
         _check_directions(params)
+        lengths = check_lengths(lengths, *_batch_and_time(x))
         if h0 is not None and (not isinstance(h0, (tuple, list)) or len(h0) != 2):
             raise TypeError(f"h0: got {type(h0).__name__}{_length(h0)}, expected None or a pair "
                             "(forward_state, backward_state)")
@@ -56,8 +83,8 @@ class Bidirectional:
         with _where("forward direction"):
             hf, lf = self.forward.apply(params["forward"], x, h0f, mode=mode, **kw)
         with _where("backward direction"):
-            hb, lb = self.backward.apply(params["backward"], _flip_time(x), h0b, mode=mode, **kw)
-        return ops.concatenate([hf, _flip_time(hb)], axis=-1), (lf, lb)
+            hb, lb = self.backward.apply(params["backward"], _flip_time(x, lengths), h0b, mode=mode, **kw)
+        return ops.concatenate([hf, _flip_time(hb, lengths)], axis=-1), (lf, lb)
 
 
 @dataclass(frozen=True)
@@ -101,8 +128,11 @@ class Stack:
             raise ValueError(f"params: got {type(params).__name__} of length {len(params) if hasattr(params, '__len__') else '?'}, "
                              f"expected a list of {len(self.layers)} layer dicts from Stack.init")
 
-    def apply(self, params, x, h0=None, mode: str = "sequential", **kw):
-        """``x: (B, T, input_size) -> (hs (B, T, output_size), [h_last per layer])``."""
+    def apply(self, params, x, h0=None, mode: str = "sequential", lengths=None, **kw):
+        """``x: (B, T, input_size) -> (hs (B, T, output_size), [h_last per layer])``.
+
+        ``lengths`` (B,): sequence lengths of a right-padded batch, for the bidirectional layers
+        (see :meth:`Bidirectional.apply`); one-directional layers never read past a step."""
         if mode not in MODES:
             raise ValueError(f"mode: got {mode!r}, expected one of {list(MODES)}")
         self._check_params(params)
@@ -115,7 +145,10 @@ class Stack:
         last = []
         for i, (layer, p, s) in enumerate(zip(self.layers, params, h0)):
             with _where(f"layer {i}" if len(self.layers) > 1 else ""):
-                x, h = layer.apply(p, x, s, mode=mode, **kw)
+                if isinstance(layer, Bidirectional):
+                    x, h = layer.apply(p, x, s, mode=mode, lengths=lengths, **kw)
+                else:
+                    x, h = layer.apply(p, x, s, mode=mode, **kw)
             last.append(h)
         return x, last
 
@@ -130,6 +163,11 @@ def _where(place: str):
         if not place or type(exc) not in (ValueError, TypeError):
             raise
         raise type(exc)(f"{place}: {exc}") from exc
+
+
+def _batch_and_time(x) -> tuple[int, int]:
+    shape = tuple(np.shape(stop_gradient(x)))
+    return (shape[0], shape[1]) if len(shape) >= 2 else (0, 0)  # a wrong x is the cell's to name
 
 
 def _length(x) -> str:
