@@ -10,6 +10,8 @@ can never drop a gradient silently.
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 import weakref
 from typing import Any, Callable
 
@@ -85,6 +87,20 @@ class Traced:
     def __rtruediv__(self, o): return _ops().div(o, self)
     def __neg__(self): return _ops().neg(self)
     def __pow__(self, p): return _ops().power(self, p)
+
+    def __rpow__(self, base):
+        """``base ** x`` = exp(x·ln base), for a real base > 0."""
+        if not isinstance(base, numbers.Real) or isinstance(base, bool) or not base > 0:
+            raise TypeError(f"base: got {base!r:.40} for base ** x, expected a real number > 0 "
+                            "(exp(x * log(base)) with seqcore.ops)")
+        return _ops().exp(_ops().mul(self, math.log(base)))
+
+    # comparisons have zero derivative: they read the values and give the backend's bool arrays
+    # (for ops.where and masks), as stop_gradient(x) > 0 would
+    def __lt__(self, o): return self.value < stop_gradient(o)
+    def __le__(self, o): return self.value <= stop_gradient(o)
+    def __gt__(self, o): return self.value > stop_gradient(o)
+    def __ge__(self, o): return self.value >= stop_gradient(o)
     def __matmul__(self, o): return _ops().matmul(self, o)
     def __rmatmul__(self, o): return _ops().matmul(o, self)
     def __getitem__(self, idx): return _ops().getitem(self, idx)
@@ -192,6 +208,10 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
     if not callable(f):
         raise TypeError(f"f: got {type(f).__name__}, expected a callable")
     leaves, treedef = tree_flatten(args)
+    if any(isinstance(x, Traced) for x in leaves):
+        raise TypeError("args: got a value traced by an enclosing seqcore.vjp, expected plain arrays: seqcore.vjp "
+                        "cannot be nested (no second-order gradients); pass seqcore.stop_gradient(x) to treat "
+                        "the value as a constant")
     traced = [Traced(x) if _is_float_array(x) else x for x in leaves]
     out = f(*tree_unflatten(treedef, traced))
     out_leaves, out_def = tree_flatten(out)

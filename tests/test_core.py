@@ -439,3 +439,19 @@ def test_numpy_reductions_of_a_traced_array_say_to_use_seqcore_ops(numpy_functio
     out, pullback = seqcore.vjp(lambda t: t.sum(axis=0).mean(), np.ones((2, 3)))  # the methods still work
     assert out == 2.0
     np.testing.assert_array_equal(pullback(1.0)[0], np.full((2, 3), 1 / 3))
+
+
+def test_traced_comparisons_rpow_and_a_nested_vjp():
+    """`x > 0` gives a bool mask for ops.where (it was a NumPy error); `2.0 ** x` is exp(x ln 2);
+    a vjp inside a vjp says it cannot be nested (it said to use seqcore.ops)."""
+    from seqcore import ops
+    a = np.array([-1.0, 0.5, 2.0])
+    out, pullback = seqcore.vjp(lambda x: ops.where(x > 0, x * x, 0.0 * x).sum() + (2.0 ** x).sum()
+                                + ops.where(x <= 0.5, x, 0.0 * x).sum(), a)
+    (grad,) = pullback(1.0)
+    assert np.isclose(out, np.where(a > 0, a * a, 0).sum() + (2.0 ** a).sum() + a[a <= 0.5].sum(), rtol=1e-15)
+    np.testing.assert_allclose(grad, np.where(a > 0, 2 * a, 0) + np.log(2) * 2.0 ** a + (a <= 0.5), rtol=1e-15)
+    with pytest.raises(TypeError, match="^base: got -2.0 for base \\*\\* x, expected a real number > 0"):
+        seqcore.vjp(lambda x: (-2.0) ** x, a)
+    with pytest.raises(TypeError, match="seqcore.vjp cannot be nested"):
+        seqcore.vjp(lambda x: seqcore.vjp(lambda y: y * y, x)[0], a)
