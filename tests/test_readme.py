@@ -133,3 +133,17 @@ def test_readme_python_examples_run_and_keep_their_promises(tmp_path):
         result = subprocess.run([sys.executable, "-c", code + "\n" + checks[0]], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, f"README.md:{line}: {result.stderr[-2000:]}"
+
+
+def test_the_learners_table_lists_every_hyperparameter():
+    """Each learner's row names all its hyperparameters (a row "as DER + ..." / "ER's + ..." takes
+    that learner's row's names too)."""
+    from seqcore import learners
+    section = (ROOT / "README.md").read_text().split("\n### Learners\n")[1].split("\n### ")[0]
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([a-z0-9-]+)` \|.*$", section, re.M)}
+    based_on = {"derpp": "der", "refresh": "replay"}
+    for name in learners.names():
+        assert name in rows, f"no README row for the learner {name!r}"
+        text = rows[name] + rows.get(based_on.get(name, ""), "")
+        missing = [k for k in learners.hyperparameters(name) if f"`{k}`" not in text]
+        assert not missing, f"README row of {name!r} misses {missing}"
