@@ -1097,3 +1097,84 @@ def test_sharp_hypernet_and_orthogonal_states_are_checked_on_load():
     arrays = dict(arrays, **{"learner/bases/0": np.zeros((3, 1))})
     with pytest.raises(ValueError, match=r"bases\[0\]: got a float64 array of shape \(3, 1\)"):
         bound("orthogonal", samples=10).load_state_dict(arrays, meta)
+
+
+# ---------------------------------------------------------------- argument checks of the public helpers
+
+def test_quadratic_penalty_refuses_trees_unlike_params():
+    from seqcore.learners.regularization import quadratic_penalty
+    params = [np.ones(3), np.ones(2)]
+    # by hand: Σ w (1 − 0)² = 2·3 + 1·2 = 8, times 0.5
+    assert float(quadratic_penalty(params, [np.full(3, 2.0), np.ones(2)], [np.zeros(3), np.zeros(2)], 0.5)) == 4.0
+    assert float(quadratic_penalty(params, None, [np.zeros(3), np.zeros(2)], 1.0)) == 5.0
+    with pytest.raises(ValueError, match=r"^anchor: got a tree with 1 arrays, expected 2 like params"):
+        quadratic_penalty(params, None, [np.zeros(3)], 1.0)  # was 3.0: zip dropped the second term
+    with pytest.raises(ValueError, match=r"^importance: got a tree with 1 arrays, expected 2 like params"):
+        quadratic_penalty(params, [np.ones(3)], [np.zeros(3), np.zeros(2)], 1.0)
+    with pytest.raises(ValueError, match=r"^anchor\[1\]: got shape \(1,\), expected \(2,\) like params\[1\]"):
+        quadratic_penalty(params, None, [np.zeros(3), np.zeros(1)], 1.0)  # would broadcast
+    with pytest.raises(ValueError, match=r"^importance: got an array at importance\['c'\], expected one at "
+                                         r"importance\['b'\] like params"):
+        quadratic_penalty({"a": np.ones(2), "b": np.ones(2)}, {"a": np.ones(2), "c": np.ones(2)},
+                          {"a": np.zeros(2), "b": np.zeros(2)}, 1.0)
+
+
+def test_per_example_helpers_require_one_label_per_example():
+    from seqcore.learners.base import example_gradients
+    ln = bound("ewc")
+    p = params_of(ln)
+    x, y = data(5)
+    full = fisher_diagonal(ln, p, x[:2], y[:2])
+    with pytest.raises(ValueError, match=r"^y: got 5 labels, expected 2 \(one per example of x\)"):
+        fisher_diagonal(ln, p, x[:2], y)  # the extra labels were ignored, giving `full`
+    with pytest.raises(ValueError, match=r"^y: got 1 labels, expected 2 \(one per example of x\)"):
+        fisher_diagonal(ln, p, x[:2], y[:1], "sampled", np.random.default_rng(0))
+    for call in (lambda: fisher_diagonal(ln, p, x[:0], y[:0]), lambda: mas_importance(ln, p, x[:0]),
+                 lambda: example_gradients(lambda *a: 0.0, p, x[:0], y[:0], ln.be)):  # returned None / nothing
+        with pytest.raises(ValueError, match=r"^x: got 0 examples, expected at least 1"):
+            call()
+    with pytest.raises(ValueError, match=r"^y: got labels of shape \(\), expected 2"):
+        example_gradients(lambda *a: 0.0, p, x[:2], np.int64(0), ln.be)  # refused when called, not when drawn
+    assert all(np.array_equal(a, b) for a, b in zip(tree_leaves(full), tree_leaves(fisher_diagonal(ln, p, x[:2], y[:2]))))
+
+
+def test_learner_cross_entropy_refuses_float_labels_instead_of_flooring_them():
+    from seqcore import nn
+    from seqcore.learners.base import head_mask
+    ln = bound("ewc")
+    logits = np.random.default_rng(0).normal(size=(5, N_OUT))
+    y = np.array([0, 1, 2, 0, 1])
+    assert float(ln.cross_entropy(logits, y.astype(np.uint8))) == pytest.approx(float(nn.cross_entropy(logits, y)),
+                                                                                 rel=1e-15)
+    with pytest.raises(TypeError, match=r"^y: got float64, expected integer labels"):
+        ln.cross_entropy(logits, y + 0.9)  # was the cross-entropy of y: 0.9 floored to class 0
+    with pytest.raises(TypeError, match=r"^y: got float64, expected integer labels"):
+        head_mask(np.array([1.5]), 4, 2)
+    ln.head_size = 2
+    with pytest.raises(TypeError, match=r"^y: got float32, expected integer labels"):
+        ln.loss(params_of(ln), (data(5)[0], np.zeros(5, np.float32), None))
+
+
+def test_geometry_helpers_name_the_argument_that_does_not_fit():
+    from seqcore.learners.base import softmax, tree_dot
+    assert tree_dot({"a": np.ones(3), "b": np.full(2, 2.0)}, {"a": np.ones(3), "b": np.ones(2)}) == 7.0
+    with pytest.raises(ValueError, match=r"^b\[0\]: got shape \(4,\), expected \(3,\) like a\[0\]"):
+        tree_dot([np.ones(3)], [np.ones(4)])
+    with pytest.raises(ValueError, match=r"^reference\[0\]: got shape \(4,\), expected \(3,\) like grads\[0\]"):
+        agem_project([-np.ones(3)], [np.ones(4)])
+    with pytest.raises(ValueError, match=r"^reference: got a tree with 1 arrays, expected 2 like grads"):
+        agem_project([-np.ones(3), np.ones(1)], [np.ones(3)])
+    with pytest.raises(ValueError, match=r"^inputs: got an array of shape \(5,\) \(1 dims\), expected 2 dims"):
+        extend_basis(None, np.ones(5), 0.9)
+    with pytest.raises(ValueError, match=r"^inputs: got shape \(4, 5\), expected \(N, 3\)"):
+        extend_basis(np.eye(3)[:, :1], np.ones((4, 5)), 0.9)
+    with pytest.raises(ValueError, match=r"^basis: got an array of shape \(3,\)"):
+        extend_basis(np.ones(3), np.ones((4, 3)), 0.9)
+    with pytest.raises(ValueError, match=r"^inputs: got NaN or inf, expected finite values"):
+        extend_basis(None, np.full((4, 3), np.nan), 0.9)
+    z = np.array([[0.0, np.log(3.0)]])
+    np.testing.assert_allclose(softmax(z, 2.0), [[1 / (1 + np.sqrt(3)), np.sqrt(3) / (1 + np.sqrt(3))]], rtol=1e-15)
+    for t, match in ((0.0, r"^temperature: got 0.0, expected > 0"), (-1.0, r"^temperature: got -1.0, expected > 0"),
+                     (np.inf, r"^temperature: got inf, expected a finite number")):
+        with pytest.raises(ValueError, match=match):
+            softmax(z, t)

@@ -35,8 +35,8 @@ import numpy as np
 from .. import nn, ops
 from ..autodiff import stop_gradient, vjp
 from ..train import Hooks
-from ..validate import check_positive_int
-from ..tree import tree_leaves, tree_map
+from ..validate import check_positive_int, check_real, is_array
+from ..tree import tree_key_paths, tree_leaves, tree_map
 
 __all__ = ["HP", "Learner", "ExperienceData", "pack_state", "unpack_state", "tree_dot", "tree_to_numpy",
            "get_path", "set_path", "example_gradients", "softmax", "head_mask", "MASKED_LOGIT"]
@@ -78,11 +78,39 @@ def tree_to_numpy(tree, to_numpy=np.asarray):
     return tree_map(lambda v: np.array(to_numpy(stop_gradient(v))), tree)
 
 
+def _leaf_name(name: str, keys: tuple) -> str:
+    return name + "".join(f"[{k!r}]" for k in keys)
+
+
+def _shape(leaf) -> tuple:
+    return tuple(leaf.shape) if hasattr(leaf, "shape") else np.shape(leaf)
+
+
+def check_tree_like(name: str, tree, ref, ref_name: str) -> tuple[list, list]:
+    """``tree`` has ``ref``'s key paths (in order) and leaf shapes; returns both trees' leaves.
+
+    Leaves are paired by position, so a shorter tree would silently drop terms (zip) and a
+    differently shaped leaf would broadcast. One walk of each tree, no per-element work."""
+    got, want = tree_key_paths(tree), tree_key_paths(ref)
+    differ = next((i for i, (g, w) in enumerate(zip(got, want)) if g[0] != w[0]), None)
+    if len(got) != len(want):
+        at = min(len(got), len(want)) if differ is None else differ
+        first = _leaf_name(name, (want if at < len(want) else got)[at][0])
+        raise ValueError(f"{name}: got a tree with {len(got)} arrays, expected {len(want)} like {ref_name} "
+                         f"(first difference at {first})")
+    if differ is not None:
+        raise ValueError(f"{name}: got an array at {_leaf_name(name, got[differ][0])}, expected one at "
+                         f"{_leaf_name(name, want[differ][0])} like {ref_name}")
+    for (keys, leaf), (_, like) in zip(got, want):
+        if _shape(leaf) != _shape(like):
+            raise ValueError(f"{_leaf_name(name, keys)}: got shape {_shape(leaf)}, expected {_shape(like)} "
+                             f"like {_leaf_name(ref_name, keys)}")
+    return [leaf for _, leaf in got], [like for _, like in want]
+
+
 def tree_dot(a, b) -> float:
-    """Σ over all leaves of ``a * b`` (the dot product of two flattened trees), in float64."""
-    la, lb = tree_leaves(a), tree_leaves(b)
-    if len(la) != len(lb):
-        raise ValueError(f"b: got a tree with {len(lb)} arrays, expected {len(la)} like a")
+    """Σ over all leaves of ``a * b`` (the dot product of two trees of one structure), in float64."""
+    lb, la = check_tree_like("b", b, a, "a")
     return float(sum(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64)) for x, y in zip(la, lb)))
 
 
@@ -131,27 +159,52 @@ def head_mask(y: np.ndarray, n_outputs: int, head_size: int, dtype=np.float64) -
     and ``MASKED_LOGIT`` elsewhere, so a softmax over the masked logits is the softmax of
     the sample's own head.
     """
-    y = np.asarray(y, dtype=np.int64).reshape(-1)
-    heads = y // head_size
+    heads = check_labels("y", y).reshape(-1) // head_size
     blocks = np.arange(n_outputs) // head_size
     return np.where(blocks[None, :] == heads[:, None], 0.0, MASKED_LOGIT).astype(dtype)
 
 
 def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Row-wise softmax of ``z / temperature`` (NumPy, float64); z: (B, C)."""
-    z = np.asarray(z, np.float64) / temperature
+    z = np.asarray(z, np.float64) / check_real("temperature", temperature, low=0.0, low_open=True)
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def check_labels(name: str, y) -> np.ndarray:
+    """``y`` as a NumPy integer array; float labels are refused, as by :func:`seqcore.nn.cross_entropy`
+    (a cast would floor 0.9 to class 0)."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{name}: got {y.dtype}, expected integer labels")
+    return y
+
+
+def check_examples(x, y) -> None:
+    """``x (N, ...)`` holds N >= 1 examples and ``y (N,)`` one label per example (extra labels
+    would be silently ignored, missing ones reported as a shape error deep in a loss)."""
+    if not is_array(x) or x.ndim < 1:
+        raise ValueError(f"x: got {type(x).__name__} of shape {np.shape(x)}, expected an array (N, ...) of examples")
+    if x.shape[0] < 1:
+        raise ValueError("x: got 0 examples, expected at least 1")
+    if np.ndim(y) != 1 or len(y) != x.shape[0]:
+        got = f"{len(y)} labels" if np.ndim(y) == 1 else f"labels of shape {np.shape(y)}"
+        raise ValueError(f"y: got {got}, expected {x.shape[0]} (one per example of x)")
+
+
 def example_gradients(fn: Callable, params, xs: np.ndarray, ys: np.ndarray, backend):
     """Yield the gradient of ``fn(params, x_i[None], y_i[None])`` for every example i.
 
-    ``fn`` returns a differentiable scalar; ``xs`` (N, ...) and ``ys`` (N,) are NumPy;
+    ``fn`` returns a differentiable scalar; ``xs`` (N, ...) with N >= 1 and ``ys`` (N,) are NumPy;
     gradients come back as NumPy float64 trees shaped like ``params``. One pullback per
     example: exact per-example gradients for any model (``backend`` is a backend module).
     """
+    check_examples(xs, ys)  # here, not when the first gradient is drawn
+    return _example_gradients(fn, params, xs, np.asarray(ys), backend)
+
+
+def _example_gradients(fn, params, xs, ys, backend):
     for i in range(xs.shape[0]):
         x = backend.asarray(xs[i:i + 1])
         value, pullback = vjp(lambda p: fn(p, x, ys[i:i + 1]), params)
@@ -359,7 +412,7 @@ class Learner(Hooks):
 
     def cross_entropy(self, logits, y):
         """Mean cross-entropy of ``logits (B, C)`` and labels ``y (B,)``, over each sample's head."""
-        y = np.asarray(y, dtype=np.int64)
+        y = check_labels("y", y).astype(np.int64, copy=False)
         return nn.cross_entropy(self.mask_heads(logits, y), self.be.asarray(y))
 
     def mask_heads(self, logits, y):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tree import tree_key_paths, tree_map
+from ..validate import check_array
 from .base import HP, Learner, get_path, set_path
 
 __all__ = ["OrthogonalProjection", "extend_basis", "project_out", "project_out_masked_diagonal"]
@@ -45,7 +46,15 @@ def extend_basis(basis: np.ndarray | None, inputs: np.ndarray, threshold: float)
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold: got {threshold!r}, expected a number in (0, 1]")
+    check_array("inputs", inputs, ndim=2)
+    if basis is not None:
+        check_array("basis", basis, ndim=2)
+        if inputs.shape[1] != basis.shape[0]:
+            raise ValueError(f"inputs: got shape {tuple(inputs.shape)}, expected (N, {basis.shape[0]}) "
+                             f"(one feature per row of basis {tuple(basis.shape)})")
     R = np.asarray(inputs, np.float64).T  # (D, N)
+    if not np.isfinite(R).all():  # the eigensolver would fail with "did not converge"
+        raise ValueError("inputs: got NaN or inf, expected finite values")
     D = R.shape[0]
     total = float(np.sum(R * R))
     if total == 0.0:

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import ops
 from ..tree import tree_leaves, tree_map
-from .base import HP, Learner, example_gradients, softmax
+from .base import HP, Learner, check_examples, check_tree_like, example_gradients, softmax
 
 __all__ = ["L2", "EWC", "OnlineEWC", "SI", "MAS", "fisher_diagonal", "mas_importance", "quadratic_penalty"]
 
@@ -41,11 +41,13 @@ __all__ = ["L2", "EWC", "OnlineEWC", "SI", "MAS", "fisher_diagonal", "mas_import
 def quadratic_penalty(params, importance, anchor, scale: float, constant: float = 0.0):
     """``scale · (Σ_k importance_k (params_k − anchor_k)² + constant)`` as a differentiable scalar.
 
-    ``importance`` may be None (all ones). Trees share the structure of ``params``.
+    ``importance`` may be None (all ones). Trees share the structure and leaf shapes of ``params``.
     """
     total = None
-    imp_leaves = tree_leaves(importance) if importance is not None else [None] * len(tree_leaves(params))
-    for p, a, w in zip(tree_leaves(params), tree_leaves(anchor), imp_leaves):
+    anchor_leaves, param_leaves = check_tree_like("anchor", anchor, params, "params")
+    imp_leaves = ([None] * len(param_leaves) if importance is None
+                  else check_tree_like("importance", importance, params, "params")[0])
+    for p, a, w in zip(param_leaves, anchor_leaves, imp_leaves):
         sq = ops.square(ops.sub(p, a))
         term = ops.sum(sq if w is None else ops.mul(w, sq))
         total = term if total is None else total + term
@@ -64,6 +66,8 @@ def fisher_diagonal(learner: Learner, params, x: np.ndarray, y: np.ndarray, mode
     """
     if mode not in ("empirical", "sampled"):
         raise ValueError(f"mode: got {mode!r}, expected 'empirical' or 'sampled'")
+    y = np.asarray(y)
+    check_examples(x, y)
     if mode == "sampled":
         if rng is None:
             raise ValueError("rng: got None, expected a numpy Generator for mode='sampled'")
@@ -71,7 +75,7 @@ def fisher_diagonal(learner: Learner, params, x: np.ndarray, y: np.ndarray, mode
         y = np.array([rng.choice(probs.shape[1], p=p) for p in probs])
     total, n = None, 0
     for g in example_gradients(lambda p, xi, yi: learner.cross_entropy(learner.forward(p, xi), yi),
-                               params, x, np.asarray(y), learner.be):
+                               params, x, y, learner.be):
         sq = tree_map(np.square, g)
         total = sq if total is None else tree_map(np.add, total, sq)
         n += 1
@@ -82,7 +86,7 @@ def mas_importance(learner: Learner, params, x: np.ndarray):
     """MAS importance ``(1/N) Σ_i |∂‖f(x_i)‖²/∂θ|`` (f = logits), a NumPy float64 tree."""
     total, n = None, 0
     for g in example_gradients(lambda p, xi, _: ops.sum(ops.square(learner.forward(p, xi))),
-                               params, x, np.zeros(len(x)), learner.be):
+                               params, x, np.zeros(np.shape(x)[:1], np.int64), learner.be):
         a = tree_map(np.abs, g)
         total = a if total is None else tree_map(np.add, total, a)
         n += 1

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tree import tree_leaves, tree_map
-from .base import HP, Learner, tree_dot
+from ..tree import tree_map
+from .base import HP, Learner, check_tree_like, tree_dot
 
 __all__ = ["ReservoirBuffer", "ClassBalancedBuffer", "make_buffer", "Replay", "AGEM", "PowerLawRehearsal",
            "agem_project"]
@@ -279,10 +279,9 @@ def agem_project(grads, reference, to_numpy=np.asarray):
     ``grads`` and ``reference`` are trees of the same structure; dot products run over
     all leaves together. Returns a tree like ``grads``.
     """
-    g_np = [to_numpy(v) for v in tree_leaves(grads)]
-    r_np = [to_numpy(v) for v in tree_leaves(reference)]
-    if len(g_np) != len(r_np):
-        raise ValueError(f"reference: got {len(r_np)} arrays, expected {len(g_np)} like grads")
+    r_leaves, g_leaves = check_tree_like("reference", reference, grads, "grads")
+    g_np = [to_numpy(v) for v in g_leaves]
+    r_np = [to_numpy(v) for v in r_leaves]
     dot = tree_dot(g_np, r_np)
     if dot >= 0:
         return grads
