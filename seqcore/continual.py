@@ -542,10 +542,11 @@ def _loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[s
     except TrainingDiverged as exc:
         status, message = "diverged", str(exc)
     except KeyboardInterrupt:
-        request_interrupt(False)  # handled: a later run in this process starts afresh
         where = f" --out {rd.path}" if rd is not None else ""
         status, message = "interrupted", f"resume with `seqcore continual --resume{where}`"
     finally:
+        # handled, or come too late to stop anything (the last step, a stop): a later run starts afresh
+        request_interrupt(False)
         if bar is not None:
             bar.close()
     run.elapsed += time.perf_counter() - t0

@@ -652,9 +652,10 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
     except TrainingDiverged as exc:  # the optimizer state, found at an evaluation or a checkpoint
         status, message = "diverged", str(exc)
     except KeyboardInterrupt:
-        request_interrupt(False)  # handled: a later run in this process starts afresh
         status, message = "interrupted", "interrupted; resume with `seqcore resume`"
     finally:
+        # handled, or come too late to stop anything (the last step, a stop): a later run starts afresh
+        request_interrupt(False)
         if bar is not None:
             bar.close()
     if rd is not None and status in ("completed", *EARLY_STOPS):

@@ -852,6 +852,21 @@ def test_an_interrupt_request_stops_the_loop_at_the_next_step(tmp_path):
         request_interrupt("yes")
 
 
+def test_an_interrupt_request_at_the_last_step_does_not_stop_the_next_run():
+    """A request made during the last step comes too late to stop that run; it used to stay set and
+    stop the next run of the process at step 0."""
+    from seqcore.train import interrupt_requested, request_interrupt
+
+    class LateInterrupt(Hooks):
+        def after_step(self, trainer, batch, loss):
+            if trainer.step_count == SMALL["steps"]:
+                request_interrupt()
+    first, _ = train(TrainConfig(**SMALL), hooks=LateInterrupt(), quiet=True)
+    assert first["status"] == "completed" and not interrupt_requested()
+    second, _ = train(TrainConfig(**SMALL), quiet=True)
+    assert (second["status"], second["steps"]) == ("completed", SMALL["steps"])
+
+
 def test_the_default_max_n_counts_from_the_tasks_largest_n_and_is_recorded():
     """README said "the first N + 30": it is the larger of the first N and the task's largest N, + 30."""
     cfg = TrainConfig(**{**SMALL, "task_kwargs": {"n": [2, 10]}, "curriculum": "multi-head", "steps": 10})
