@@ -21,7 +21,7 @@ from seqcore.tasks.idx import DEFAULT_DATA_DIRS
 from seqcore.validate import INT64_MAX, is_finite_number, is_integer
 from seqcore import train as train_module
 from seqcore.train import DTYPES, MOMENTUM_OPTIMIZERS, OPTIMIZERS, SCHEDULES, Run, TrainConfig
-from seqcore.train import EARLY_STOPS, current_status
+from seqcore.train import EARLY_STOPS, build_schedule, current_status
 from seqcore.train import resume as resume_run
 from seqcore.train import train as train_run
 
@@ -451,7 +451,9 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
     if steps is not None:
         with user_errors():  # a new budget the config cannot take (warmup >= steps) is this option's fault
             try:
-                dataclasses.replace(cfg, steps=steps, target_accuracy=None if stopped else cfg.target_accuracy)
+                longer = dataclasses.replace(cfg, steps=steps, target_accuracy=None if stopped else cfg.target_accuracy)
+                if longer.schedule != "refined":  # its fields scaled to the new total (refined's need its norms)
+                    build_schedule(longer)
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"--steps: got {steps}, which this run's config refuses ({exc})") from exc
     if described and done >= total:

@@ -656,6 +656,14 @@ def test_resume_steps_the_config_refuses_names_the_option(tmp_path, monkeypatch)
     assert_one_line_error(result)
     assert "--steps: got 24, which this run's config refuses (warmup: got 25" in result.stderr
     assert "seqcore resume:" not in result.stdout  # refused before the header
+    # a schedule field the shorter total cannot hold: the option is named too, not config.json
+    out = tmp_path / "wsd"
+    with monkeypatch.context() as m:
+        m.setattr(Hooks, "after_step", interrupt_at_15)
+        invoke("train", *TINY, "--schedule", "wsd", "--schedule-arg", "cooldown_steps=20", "--out", out, "--quiet")
+    result = invoke("resume", out, "--steps", 18)
+    assert_one_line_error(result)
+    assert "--steps: got 18, which this run's config refuses (cooldown_steps: got 20" in result.stderr
 
 
 def test_summary_table_prints_values_logged_as_null():
