@@ -9,7 +9,8 @@ then the per-step parameter VJPs — the gradients of sequential BPTT.
 
 Stopping rule: ``max_{b,t} ‖F_{b,t}‖_∞ / (1 + max(‖s_{b,t}‖_∞, ‖s_{b,t−1}‖_∞)) ≤ tol`` with
 ``F_t = s_t − f(s_{t−1}, xi_t)``: every step's residual against its own scale.  Iteration k leaves
-steps ≤ k + 1 with a zero residual, so ``max_iters ≥ T − 1`` always converges.  When the rule
+steps ≤ k + 1 with a zero residual, so ``max_iters ≥ T − 1`` converges in exact arithmetic (in
+floating point, chaotic Jacobians' products can overflow first; ``damping`` keeps them finite).  When the rule
 is not met within ``max_iters`` (or the iterate becomes non-finite), the trajectory is recomputed by the
 cell's sequential recurrence, a :class:`NewtonConvergenceWarning` is issued and
 ``info.converged`` is ``False``.

@@ -200,6 +200,27 @@ def test_max_iters_T_converges_for_chaotic_weights():
     assert np.array_equal(hs, jacobi_sweeps(cell, params, x, T - 1)[3])
 
 
+def test_float32_corrections_that_overflow_fall_back_and_damping_converges():
+    """README: strongly chaotic tanh weights in float32 overflow the corrections after one iteration
+    at T = 150; the result is then the sequential trajectory, and damping 10 converges."""
+    T = 150
+    cell, params, x = chaotic_elman(T, B=2, H=16, gain=8.0, seed=1)
+    params, x = {k: v.astype(np.float32) for k, v in params.items()}, x.astype(np.float32)
+    sequential = cell.apply(params, x)[0]
+    with pytest.warns(NewtonConvergenceWarning, match="the iterate became non-finite"):
+        hs, info = newton_scan(cell, params, x, max_iters=T - 1)
+    assert not info.converged and info.iterations == 1 and np.array_equal(hs, sequential)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NewtonConvergenceWarning)
+        hs, info = newton_scan(cell, params, x, max_iters=T - 1, damping=10.0)
+    assert info.converged
+    # every step satisfies its own equation (chaos makes the bits differ from the sequential run's)
+    prev = np.concatenate([np.zeros_like(hs[:, :1]), hs[:, :-1]], axis=1).astype(np.float64)
+    f = np.tanh(x.astype(np.float64) @ params["weight_ih"].T + params["bias_ih"] + prev @ params["weight_hh"].T
+                + params["bias_hh"])
+    assert np.abs(hs - f).max() < 1e-5
+
+
 def test_converged_means_each_step_meets_tol_not_the_sequential_bits():
     """What converged guarantees (README, newton.py): every step solves its own equation to tol,
     also with the sequential recurrence's one-step ``f``.  Not equality with mode="sequential":
