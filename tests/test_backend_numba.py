@@ -976,9 +976,11 @@ def test_vectorized_exp_is_accurate_to_a_few_ulp(dtype, ints):
     exp_nonpos(x, out, kbits)
     want = np.exp(x.astype(np.float64))
     assert np.max(np.abs(out - want) / want) < 4 * eps
-    tail = np.array([2 * lowest, -np.inf], dtype)  # clamped: tiny, never negative or NaN
-    exp_nonpos(tail, out[:2], kbits[:2])
-    assert np.all((out[:2] >= 0) & (out[:2] <= 2 * info.tiny))
+    tail = np.array([2 * lowest, -np.inf, np.nan], dtype)  # below the normals: exactly 0 (and -1), NaN kept
+    exp_nonpos(tail, out[:3], kbits[:3])
+    assert out[:2].tolist() == [0.0, 0.0] and np.isnan(out[2])
+    expm1_nonpos(tail, out[:3], kbits[:3])
+    assert out[:2].tolist() == [-1.0, -1.0] and np.isnan(out[2])
     expm1_nonpos(x, out, kbits)
     want = np.expm1(x.astype(np.float64))
     nz = want != 0
@@ -1043,3 +1045,23 @@ def test_backend_runs_without_scipy(nb):
         "print(True)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("dtype,big", [(np.float32, 1e37), (np.float64, 1e300)])
+@pytest.mark.parametrize("name", ["lstm", "gru", "diaggru", "cifg-lstm"])
+def test_a_saturated_gate_has_a_zero_derivative_as_in_the_reference(name, dtype, big):
+    """Gate pre-activations of ±big: exp(−big) is 0, so the gate's derivative is exactly 0, as in the
+    reference (the vectorized exp returned ~1e-38, which times an input of 1e37 made a gradient of 0.07)."""
+    cell = cells.make(name, 1, 2)
+    params = cell.init(np.random.default_rng(1), dtype)
+    x = np.array([[[big], [-big], [0.5]]], dtype)
+
+    def grads(backend):
+        with seqcore.use(backend):
+            _, pullback = seqcore.vjp(lambda p: cell.apply(p, x)[0].sum(), params)
+            return pullback(1.0)[0]
+
+    want, got = grads("numpy"), grads("numba")
+    for key in want:
+        assert np.isfinite(want[key]).all()
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-6, err_msg=key)

@@ -252,8 +252,9 @@ def tanh_from_expm1(x, em, two):
 # cell loops.  These work on whole 1-D buffers with plain arithmetic that LLVM vectorizes:
 # x = k ln2 + r (Cody–Waite), expm1(r) by its Taylor polynomial (|r| ≤ ln2/2: degree 8 is
 # below float32 rounding, degree 13 below float64), 2^k built in the exponent bits.
-# Accuracy: a few ulp, like libm.  Arguments are clamped below near log(smallest normal),
-# so results there are ~1e-38 (float32) / ~1e-308 (float64) instead of subnormal or 0.
+# Accuracy: a few ulp, like libm.  Below log(smallest normal) exp is 0 exactly (the scale's bits are
+# 0; the reduction runs on the clamped argument), not a subnormal: a saturated gate then has an
+# exactly zero derivative, as in the reference (a ~1e-38 one, times an input of 1e37, was not small).
 
 @numba.njit(**_JIT_OPTIONS)
 def expm1_parts(x, q, kbits):
@@ -272,17 +273,19 @@ def expm1_parts(x, q, kbits):
         one = x.dtype.type(1.0)  # a literal 1 would promote the float32 polynomial to float64
         for j in range(x.shape[0]):
             v = x[j]
-            v = lo if v < lo else v  # keeps NaN
+            under = v < lo
+            v = lo if under else v  # keeps NaN
             kf = np.floor(v * inv_ln2 + half)
             r = (v - kf * ln2_hi) - kf * ln2_lo
             q[j] = r * (one + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * (c7 + r * c8)))))))
-            kbits[j] = (np.int32(kf) + np.int32(bias)) << np.int32(shift)
+            kbits[j] = np.int32(0) if under else (np.int32(kf) + np.int32(bias)) << np.int32(shift)
     else:
         c = (1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040, 1 / 40320, 1 / 362880, 1 / 3628800,
              1 / 39916800, 1 / 479001600, 1 / 6227020800)
         for j in range(x.shape[0]):
             v = x[j]
-            v = lo if v < lo else v
+            under = v < lo
+            v = lo if under else v
             kf = np.floor(v * inv_ln2 + half)
             r = (v - kf * ln2_hi) - kf * ln2_lo
             p = c[11]
@@ -298,7 +301,7 @@ def expm1_parts(x, q, kbits):
             p = c[1] + r * p
             p = c[0] + r * p
             q[j] = r * (1 + r * p)
-            kbits[j] = (np.int64(kf) + bias) << shift
+            kbits[j] = np.int64(0) if under else (np.int64(kf) + bias) << shift
 
 
 @numba.njit(**_JIT_OPTIONS)
