@@ -455,3 +455,15 @@ def test_traced_comparisons_rpow_and_a_nested_vjp():
         seqcore.vjp(lambda x: (-2.0) ** x, a)
     with pytest.raises(TypeError, match="seqcore.vjp cannot be nested"):
         seqcore.vjp(lambda x: seqcore.vjp(lambda y: y * y, x)[0], a)
+
+
+@pytest.mark.parametrize("dtype,big", [(np.float32, 5e18), (np.float64, 5e153)])
+def test_losses_whose_mean_is_finite_do_not_overflow_in_their_sum(dtype, big):
+    """Each squared error (or cross-entropy term) is finite and so is their mean; the sum of 4096
+    of them is not: the weights are divided by the total before the sum (it was inf)."""
+    from seqcore import nn
+    pred = np.full((64, 64, 1), big, dtype)
+    assert np.isclose(nn.mse(pred, np.zeros_like(pred)), dtype(big) ** 2, rtol=1e-5)
+    logits = np.zeros((4096, 2), dtype)
+    logits[:, 0] = dtype(big) ** 2 / 10  # label 1: each term is that logit (its log-sum-exp)
+    assert np.isclose(nn.cross_entropy(logits, np.ones(4096, np.int64)), logits[0, 0], rtol=1e-5)

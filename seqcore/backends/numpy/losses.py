@@ -30,7 +30,9 @@ def _xent_fwd(xp, logits, labels, mask=None):
     w, total = _weights(xp, mask, labels.shape, logits.dtype)
     if mask is not None:  # selected, not multiplied: 0 · (−inf or NaN) at a masked step is NaN
         picked = xp.where(w > 0, picked, 0)
-    loss = 0.0 - (picked * w).sum() / total  # 0 − x, not −x: a loss of exactly zero is +0.0, not −0.0
+    # weights over the total before the sum: a sum of large terms can overflow where their mean does not;
+    # 0 − x, not −x: a loss of exactly zero is +0.0, not −0.0
+    loss = 0.0 - (picked * (w / total)).sum()
     return loss, (logp, labels, w, total, mask is not None)
 
 
@@ -55,7 +57,7 @@ def _mse_fwd(xp, pred, target, mask=None):
     if mask is not None:  # selected, not multiplied: a NaN target at a masked step does not count
         d = xp.where(w[..., None] > 0, d, 0)
     denom = total * pred.shape[-1]
-    return (d * d * w[..., None]).sum() / denom, (d, w, denom)
+    return (d * d * (w / denom)[..., None]).sum(), (d, w, denom)  # divided first, as in the cross-entropy
 
 
 def _mse_bwd(xp, res, g):
