@@ -473,23 +473,38 @@ def clip(max_delta: float) -> GradientTransformation:
 def global_norm(tree) -> float:
     """``√(Σ_leaves Σ g²)`` as a Python float; a finite tree has a finite norm.
 
-    Should the squares overflow (in float32 from ``|g|`` ≈ 1.8e19), they are summed again scaled
-    by the power of two that brings the largest ``|g|`` below 1 (exact). A NaN leaf gives a NaN
-    norm, an inf leaf an inf norm."""
+    Should the squares overflow (in float32 from ``|g|`` ≈ 1.8e19) or all underflow to 0 (from
+    ``|g|`` ≈ 1e-23), they are summed again scaled by the power of two that brings the largest
+    ``|g|`` into [½, 1) (exact). A NaN leaf gives a NaN norm, an inf leaf an inf norm."""
     leaves = tree_leaves(tree)
     for i, g in enumerate(leaves):
         if not hasattr(g, "shape"):
             raise TypeError(f"tree: got a {type(g).__name__} leaf (leaf {i}), expected arrays")
-    with np.errstate(over="ignore"):  # an overflow is handled below
+    with np.errstate(over="ignore", under="ignore"):  # an overflow or underflow is handled below
         total = sum(float((g * g).sum()) for g in leaves)
-    if total != math.inf:
+    if total != math.inf and total != 0.0:
         return total ** 0.5
     tops = [float(abs(g).max()) for g in leaves if math.prod(g.shape)]
     if not all(map(math.isfinite, tops)):  # an inf leaf
         return math.inf
-    factor = 2.0 ** -math.frexp(max(tops))[1]  # subnormal at worst (2^-1024, 2^-128 in float32): exact
-    total = sum(float((h * h).sum()) for h in (g * factor for g in leaves))
-    return math.sqrt(total) / factor  # inf only for a norm beyond the float64 range
+    if not tops or max(tops) == 0.0:  # all zero: no underflow
+        return 0.0
+    exponent = -math.frexp(max(tops))[1]
+    with np.errstate(under="ignore"):  # the smallest entries may still vanish; the largest decide
+        total = sum(float((h * h).sum()) for h in (_times_power_of_two(g, exponent) for g in leaves))
+    try:
+        return math.ldexp(math.sqrt(total), -exponent)
+    except OverflowError:  # a norm beyond the float64 range
+        return math.inf
+
+
+def _times_power_of_two(g, exponent: int):
+    """``g · 2^exponent``, exactly, in steps whose factor stays a normal number of ``g``'s dtype
+    (float32 subnormals need up to 2^149, beyond float32's range in one factor)."""
+    step = 60 if exponent > 0 else -60
+    while abs(exponent) > 60:
+        g, exponent = g * 2.0 ** step, exponent - step
+    return g * 2.0 ** exponent
 
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:

@@ -672,3 +672,15 @@ def test_a_learning_rate_schedule_that_does_not_take_the_step_is_named(make):
     p = {"x": np.array([3.0])}
     updates, _ = opt.update({"x": np.array([1.5])}, opt.init(p), p)
     np.testing.assert_allclose(updates["x"], [-0.1 * 1.5], rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype,value", [(np.float32, 1e-25), (np.float32, 1e-44), (np.float64, 1e-200),
+                                         (np.float64, 1e-315)])
+def test_global_norm_of_gradients_whose_squares_all_underflow(dtype, value):
+    """Every square underflows to 0 (it returned 0, and a recorded norm of 0 made `refined` refuse the
+    run's history); the norm is taken again scaled by a power of two."""
+    g = {"a": np.full(10, value, dtype), "b": np.full(3, value / 4, dtype)}
+    top = float(g["a"][0])
+    want = top * math.sqrt(sum(float(((v.astype(np.float64) / top) ** 2).sum()) for v in g.values()))
+    assert optim.global_norm(g) == pytest.approx(want, rel=1e-6)
+    assert optim.global_norm({"a": np.zeros(3, dtype)}) == 0.0
