@@ -191,10 +191,11 @@ def synthetic_clusters(n_train: int = 1000, n_test: int = 500, n_features: int =
     for name, v in (("n_train", n_train), ("n_test", n_test), ("n_features", n_features)):
         check_positive_int(name, v)
     check_positive_int("n_classes", n_classes, 2)
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= n_features):
-        raise ValueError(f"rank: got {rank!r}, expected None or an int in [1, n_features={n_features}]")
-    if not (isinstance(noise, (int, float)) and noise >= 0):
-        raise ValueError(f"noise: got {noise!r}, expected a number >= 0")
+    if rank is not None and not (is_integer(rank) and 1 <= rank <= n_features):
+        raise ValueError(f"rank: got {rank!r}, expected None or an integer in [1, n_features={n_features}]")
+    if not (is_finite_number(noise) and noise >= 0):  # inf would give NaN data; True is no noise level
+        raise ValueError(f"noise: got {noise!r}, expected a finite number >= 0")
+    seed = int(check_positive_int("seed", seed, 0))
     rng = np.random.default_rng([seed, 99])
     latent = rank or n_features
     means = rng.normal(0.0, 1.0, (n_classes, latent))

@@ -781,3 +781,23 @@ def test_continual_runs_build_on_their_own_backend_not_the_environments(cli, tmp
     assert result.exit_code == 0, result.output
     assert cli("continual", "--resume", "--out", out).exit_code == 0
     assert seen == ["numpy", "numpy"]  # the run's backend, for the fresh run and for the resume
+
+
+def test_synthetic_clusters_validates_noise_rank_and_seed():
+    """QA r8: noise=inf gave NaN data, noise=True was read as 1, a bad seed got NumPy's message
+    and NumPy numbers in range were refused."""
+    import re
+    for noise in (float("inf"), float("nan"), True, -0.1, "0.5"):
+        with pytest.raises(ValueError, match=re.escape(f"noise: got {noise!r}, expected a finite number >= 0")):
+            synthetic_clusters(noise=noise)
+    for seed in (-1, 1.5, True, None):
+        with pytest.raises(ValueError, match=re.escape(f"seed: got {seed!r}, expected an integer >= 0")):
+            synthetic_clusters(seed=seed)
+    for rank in (0, 17, True, 2.0):
+        with pytest.raises(ValueError, match=re.escape(f"rank: got {rank!r}, expected None or an integer in "
+                                                       "[1, n_features=16]")):
+            synthetic_clusters(rank=rank)
+    # NumPy numbers in range give the same data as the Python ones
+    numpy_args = synthetic_clusters(rank=np.int64(2), noise=np.float32(0.5), seed=np.int64(3))
+    for u, v in zip(numpy_args, synthetic_clusters(rank=2, noise=0.5, seed=3)):
+        np.testing.assert_array_equal(u, v)

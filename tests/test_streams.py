@@ -629,3 +629,55 @@ def test_curriculum_stream_takes_the_number_of_outputs_from_the_task_not_its_few
     # other samplers still count their labels
     rng_task = type("Draws", (), {"sample": lambda self, rng, b: (rng.normal(size=(b, 3)), np.full(b, 4))})()
     assert curriculum_stream(lambda n: rng_task, [1], seed=0, eval_size=2).n_outputs == 5
+
+
+# ------------------------------------------------------------------ blurry: sizes checked up front (QA r8)
+
+def test_blurry_refuses_an_overlap_that_leaves_an_experience_none_of_its_own():
+    """m = round(overlap·N): on N = 50, 0.99 rounds to m = 50 (half to even), like overlap 1;
+    0.98 leaves one own sample, and the halves round to the even integer."""
+    y = np.arange(100) % 4
+    x = np.zeros((100, 2), np.float32)
+    base = split_stream(x, y, x, y, n_experiences=2)  # N = 50 per experience
+    with pytest.raises(ValueError, match=re.escape(
+            "overlap: got 0.99, which leaves experience 0 none of its 50 samples (m = round(overlap·50) = 50); "
+            "expected overlap < 0.99 for an experience of 50 samples")):
+        blurry(base, 0.99, seed=0)
+    for e in blurry(base, 0.98, seed=0):  # m = 49: one own sample left
+        assert (e.info["source_experience"] == e.task_id).sum() == 1
+    # round half to even: N = 50, overlap 0.01 → 0.5 → m = 0; overlap 0.03 → 1.5 → m = 2
+    assert [(e.info["source_experience"] != e.task_id).sum() for e in blurry(base, 0.01, seed=0)] == [0, 0]
+    assert [(e.info["source_experience"] != e.task_id).sum() for e in blurry(base, 0.03, seed=0)] == [2, 2]
+
+
+def test_blurry_refuses_a_blurred_stream():
+    """A second blur used the first blur's label_map, which lists only the experience's own
+    classes, and reported classes (0, 1, 2, 3) for samples of all six."""
+    x = np.zeros((120, 2), np.float32)
+    y = np.arange(120) % 6
+    once = blurry(split_stream(x, y, x, y, n_experiences=3), 0.5, seed=0)
+    with pytest.raises(ValueError, match=re.escape(
+            "stream: got a blurred stream ('blurry-split-class': experience 0 already has "
+            "info['source_experience']), expected one not yet blurred")):
+        blurry(once, 0.5, seed=1)
+
+
+def test_blurry_checks_the_neighbours_sizes_when_built():
+    """Experience 1 needs 14 samples of experience 2 (m = 28, the next one gives 14), which has 10:
+    refused by blurry() itself, naming both, not when experience 1 is first accessed."""
+    y = np.repeat([0, 1, 2], [40, 40, 10])
+    x = np.zeros((90, 2), np.float32)
+    with pytest.raises(ValueError, match=re.escape(
+            "overlap: got 0.7, which needs 14 samples of experience 2 for experience 1; experience 2 has 10")):
+        blurry(split_stream(x, y, x, y, n_experiences=3), 0.7, seed=0)
+
+
+def test_streams_refuse_inputs_without_features():
+    y = np.arange(6) % 2
+    for shape in ((6, 0), (6, 3, 0)):
+        x = np.zeros(shape, np.float32)
+        for make in (lambda: permuted_stream(x, y, x, y, 3, seed=0),
+                     lambda: split_stream(x, y, x, y, n_experiences=2)):
+            with pytest.raises(ValueError, match=re.escape(f"x_train: got shape {shape}, expected (N, ...) "
+                                                           "with N >= 1 and at least one feature")):
+                make()

@@ -60,9 +60,9 @@ def _check_pair(name: str, pair: Any, integer_labels: bool = True) -> tuple[np.n
 def _check_dataset(x_train, y_train, x_test, y_test) -> tuple[np.ndarray, ...]:
     x_train, y_train = _check_pair("(x_train, y_train)", (x_train, y_train))
     x_test, y_test = _check_pair("(x_test, y_test)", (x_test, y_test))
-    if x_train.ndim < 2 or x_train.shape[0] == 0:
+    if x_train.ndim < 2 or x_train.shape[0] == 0 or 0 in x_train.shape[1:]:
         raise ValueError(f"x_train: got shape {x_train.shape}, expected (N, ...) with N >= 1 "
-                         "and at least one feature axis")
+                         "and at least one feature (no feature axis of length 0)")
     if x_test.shape[1:] != x_train.shape[1:]:
         raise ValueError(f"x_test: got feature shape {x_test.shape[1:]}, "
                          f"expected {x_train.shape[1:]} like x_train")
@@ -354,11 +354,17 @@ def blurry(stream: Stream, overlap: float, seed: int) -> Stream:
     replacement) and takes ``m = round(overlap·N_i)`` samples from the adjacent
     experiences, split evenly between i−1 and i+1 (the previous one gets ``m // 2``)
     or all from the only neighbour at either end; the result is shuffled, so each
-    experience keeps its size N_i. Evaluation data is unchanged;
-    ``info["source_experience"]`` gives, per training sample, the experience it came
-    from, and ``classes`` the original ids of the classes the training samples have
-    (a neighbour adds those of the samples it gives, not all of its own). Needs array
-    training data and a single label space (scenario "class" or "domain"); overlap in [0, 1).
+    experience keeps its size N_i. ``round`` is Python's, which rounds halves to the
+    even integer: overlap 0.5 gives m = 0 on N_i = 1 and m = 2 on N_i = 5. Evaluation
+    data is unchanged; ``info["source_experience"]`` gives, per training sample, the
+    experience it came from, and ``classes`` the original ids of the classes the
+    training samples have (a neighbour adds those of the samples it gives, not all of
+    its own). Needs array training data and a single label space (scenario "class" or
+    "domain"); overlap in [0, 1). Every experience must keep at least one of its own
+    samples (m < N_i) and each neighbour must have the samples it is asked for; both
+    are checked here, which builds each experience of ``stream`` once. A blurred stream
+    is refused (its experiences' ``label_map`` covers only their own classes): blur
+    once, with the overlap wanted.
     """
     stream = _check_stream(stream)
     overlap = check_real("overlap", overlap, low=0, high=1, high_open=True)
@@ -368,24 +374,36 @@ def blurry(stream: Stream, overlap: float, seed: int) -> Stream:
     if len(stream) < 2:
         raise ValueError(f"stream: got {len(stream)} experience, expected at least 2 to blur")
     seed = _check_int("seed", seed, 0)
+    sizes = []
+    for j, exp in enumerate(stream):  # one at a time: a bad size fails here, not mid-training
+        if exp.is_sampled:
+            raise TypeError(f"stream[{j}].train: got a sampler, expected (x, y) arrays to blur")
+        if "source_experience" in exp.info:
+            raise ValueError(f"stream: got a blurred stream ({stream.name!r}: experience {j} already has "
+                             "info['source_experience']), expected one not yet blurred; blur once, "
+                             "with the overlap wanted")
+        sizes.append(exp.n_train)
+    counts = []  # per experience: [(source, samples it gives)], itself first
+    for i, n in enumerate(sizes):
+        n_mix = int(round(overlap * n))
+        if n and n_mix == n:
+            raise ValueError(f"overlap: got {overlap}, which leaves experience {i} none of its {n} samples "
+                             f"(m = round(overlap·{n}) = {n}); expected overlap < {(n - 0.5) / n} "
+                             f"for an experience of {n} samples")
+        neighbours = [j for j in (i - 1, i + 1) if 0 <= j < len(sizes)]
+        shares = [n_mix // 2, n_mix - n_mix // 2] if len(neighbours) == 2 else [n_mix]
+        for j, count in zip(neighbours, shares):
+            if count > sizes[j]:
+                raise ValueError(f"overlap: got {overlap}, which needs {count} samples of experience {j} "
+                                 f"for experience {i}; experience {j} has {sizes[j]}")
+        counts.append([(i, n - n_mix)] + list(zip(neighbours, shares)))
 
     def build(i: int) -> Experience:
         own = stream[i]
-        if own.is_sampled:
-            raise TypeError(f"stream[{i}].train: got a sampler, expected (x, y) arrays to blur")
         rng = np.random.default_rng([seed, i])
-        n_mix = int(round(overlap * own.n_train))
-        neighbours = [j for j in (i - 1, i + 1) if 0 <= j < len(stream)]
-        counts = [n_mix // 2, n_mix - n_mix // 2] if len(neighbours) == 2 else [n_mix]
-        sources = [(i, own, own.n_train - n_mix)]
-        sources += [(j, stream[j], c) for j, c in zip(neighbours, counts)]
         xs, ys, origin, classes = [], [], [], set()
-        for j, exp, count in sources:
-            if exp.is_sampled:
-                raise TypeError(f"stream[{j}].train: got a sampler, expected (x, y) arrays to blur")
-            if count > exp.n_train:
-                raise ValueError(f"overlap: got {overlap}, which needs {count} samples of "
-                                 f"experience {j}; it has {exp.n_train}")
+        for j, count in counts[i]:
+            exp = own if j == i else stream[j]
             index = rng.choice(exp.n_train, size=count, replace=False)
             xs.append(exp.train[0][index])
             ys.append(exp.train[1][index])
