@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from seqcore.validate import check_fits_in_memory
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import positive_int, require_backend, run_script  # noqa: E402
 
@@ -47,6 +49,11 @@ def main() -> None:
     ap.add_argument("--no-reference", action="store_true",
                     help="skip the NumPy reference on CuPy arrays (slow for long sequences)")
     args = ap.parse_args()
+    try:  # on the host side too: sizes that no machine here holds are refused before the GPU is touched
+        check_fits_in_memory("--log2-size", args.log2_size, 8 * (1 << args.log2_size) * np.dtype(args.dtype).itemsize,
+                             "8 arrays")
+    except ValueError as exc:
+        ap.error(str(exc))
     require_backend("cupy")
     import cupy
 

@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from seqcore.backends import blas
+from seqcore.validate import check_fits_in_memory
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import positive_int, require_backend, run_script  # noqa: E402
@@ -78,6 +79,10 @@ def main(argv=None):
         ap.error(f"--log2-size: got {args.log2_size}, too small for --batch {B} (D = {D}): expected "
                  f"2**log2_size >= B · D = {B * D}")
     n = B * T * D  # the elements the arrays hold: fewer than 2**log2_size when B does not divide it
+    try:  # a, b, dh, out, the states and the three gradients
+        check_fits_in_memory("--log2-size", args.log2_size, 8 * n * np.dtype(args.dtype).itemsize, "8 arrays")
+    except ValueError as exc:
+        ap.error(str(exc))
     nb = require_backend("numba")
 
     import numba

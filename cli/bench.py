@@ -69,7 +69,7 @@ def benchmarks_dir() -> Path:
 def register(group: click.Group) -> None:
     @group.command("bench")
     @click.argument("suites", nargs=-1, type=click.Choice(["all", *SUITES]))
-    @click.option("--quick", is_flag=True, help="Small sizes and one repeat (a smoke run; figures are not for reporting).")
+    @click.option("--quick", is_flag=True, help="Small sizes and one to three repeats (a smoke run; figures are not for reporting).")
     def bench(suites, quick):
         """Run benchmarks (scan, primitives, rnn, newton, training, memory, minimal, blas-pin, products, gpu; default: all)."""
         root = benchmarks_dir()

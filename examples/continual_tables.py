@@ -195,6 +195,9 @@ def gap_table(out: Path, seed: int) -> tuple[str, dict]:
         curves[label] = (steps, accs)
         before = accs[0]
         window = [(a, s) for s, a in zip(steps, accs) if 0 < s <= GAP_WINDOW]
+        if not window:  # a log cut short or edited by hand: say which run
+            raise ValueError(f"{path}: no evaluation of experience 1 in experience 2's first {GAP_WINDOW} updates; "
+                             "rerun it (remove the directory)")
         low, at = min(window)
         back = next((s for s, a in zip(steps, accs) if s >= at and a >= before - GAP_RECOVERED), None)
         lines.append(f"| {label} | {before:.3f} | {low:.3f} (after {at} updates) | "

@@ -54,8 +54,8 @@ from .learners.base import ExperienceData
 from .learners.classifiers import MLPClassifier, RNNClassifier
 from .runs import (JsonConfig, RunDir, atomic_write, check_finite_params, load_checkpoint, read_json_object, restoring,
                    save_checkpoint, write_json)
-from .train import (DTYPES, MODEL_COPIES, Trainer, TrainingDiverged, interrupt_requested, progress_bar,
-                    request_interrupt)
+from .train import (DTYPES, MODEL_COPIES, Trainer, TrainingDiverged, diverged_message, interrupt_requested,
+                    progress_bar, request_interrupt)
 from .tree import tree_map
 from .validate import (INT64_MAX, check_choice, check_fits_in_memory, check_model_fits, check_positive_int,
                        is_finite_number, is_integer)
@@ -539,9 +539,9 @@ def _loop_on_backend(run: _Run, rd: RunDir | None, quiet: bool, log: Callable[[s
             try:
                 run.save(rd.checkpoint, t0)
             except TrainingDiverged as exc:  # the optimizer state, checked at each checkpoint
-                status, message = "diverged", str(exc)
+                status, message = "diverged", diverged_message(exc, rd is not None)
     except TrainingDiverged as exc:
-        status, message = "diverged", str(exc)
+        status, message = "diverged", diverged_message(exc, rd is not None)
     except KeyboardInterrupt:
         where = f" --out {rd.path}" if rd is not None else ""
         status, message = "interrupted", f"resume with `seqcore continual --resume{where}`"

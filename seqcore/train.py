@@ -44,13 +44,18 @@ EARLY_STOPS = ("curriculum-finished", "target-reached")  # statuses of runs that
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or a gradient became NaN/Inf; the last good checkpoint is kept."""
+    """The loss or a gradient became NaN/Inf; a run with a directory keeps its last good checkpoint."""
 
     def __init__(self, step: int, what: str, after: bool = False):
         what = what if after else f"{what} of the next update"
-        super().__init__(f"training diverged after step {step}: {what} is not finite; "
-                         "the last good checkpoint was kept (try a lower --lr or gradient clipping)")
+        super().__init__(f"training diverged after step {step}: {what} is not finite")
         self.step = step
+
+
+def diverged_message(exc: TrainingDiverged, kept_checkpoint: bool) -> str:
+    """What a run's summary says of a divergence: the checkpoint only where one is written."""
+    kept = "; the last good checkpoint was kept" if kept_checkpoint else ""
+    return f"{exc}{kept} (try a lower learning rate or gradient clipping)"
 
 
 DEFAULT_MOMENTUM = 0.9  # TrainConfig.momentum, which only MOMENTUM_OPTIMIZERS read
@@ -612,7 +617,7 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
             try:
                 loss = tr.step(batch)
             except TrainingDiverged as exc:
-                status, message = "diverged", str(exc)
+                status, message = "diverged", diverged_message(exc, rd is not None)
                 break
             if run.cfg.curriculum == "cyclical":
                 run.curriculum.record_losses(run.model.example_losses(
@@ -651,7 +656,7 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
             elif rd is not None and step % every_ckpt == 0:
                 checkpoint()
     except TrainingDiverged as exc:  # the optimizer state, found at an evaluation or a checkpoint
-        status, message = "diverged", str(exc)
+        status, message = "diverged", diverged_message(exc, rd is not None)
     except KeyboardInterrupt:
         status, message = "interrupted", "interrupted; resume with `seqcore resume`"
     finally:
@@ -665,7 +670,7 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
         try:
             checkpoint()
         except TrainingDiverged as exc:
-            status, message = "diverged", str(exc)
+            status, message = "diverged", diverged_message(exc, rd is not None)
     summary = _summary(run, status, message, loss, last_eval, time.perf_counter() - t0)
     if rd is not None:
         write_json(rd.summary, summary)

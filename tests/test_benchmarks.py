@@ -83,6 +83,15 @@ def test_scan_bandwidth_counts_the_elements_of_the_arrays_it_makes():
     assert "narrow state (1, 240, 64)" in out.stdout
 
 
+@pytest.mark.parametrize("script", ["scan_bandwidth.py", "gpu_scan.py"])
+def test_scan_benchmarks_refuse_a_size_no_memory_here_holds(script):
+    """--log2-size 60 ended in a NumPy allocation traceback (or 'Unable to allocate 8 TiB')."""
+    out = subprocess.run([sys.executable, str(BENCHMARKS / script), "--log2-size", "60"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "error: --log2-size: got 60, whose 8 arrays would take" in out.stderr and "GiB of memory" in out.stderr
+
+
 # -- optional extras not installed: one line, and `seqcore bench` skips the suite -----------------
 
 @pytest.mark.parametrize("script, argv", [

@@ -49,6 +49,16 @@ def test_gap_table_says_never_when_accuracy_does_not_come_back(tmp_path, tables)
     assert "| naive | 0.900 | 0.500 (after 5 updates) | never | 0.600 |" in text
 
 
+def test_gap_table_names_a_run_with_no_evaluation_in_the_gap_window(tmp_path, tables):
+    """A log that stops before experience 2's first updates were evaluated said 'min() arg is an empty
+    sequence'."""
+    records = [{"iteration": 10, "experience": 1, "accuracy": [0.9, 0.2]}]  # only the boundary evaluation
+    path = tables.run_dir(tmp_path, "gap", "naive", 0)
+    write_run(path, {"status": "completed"}, records)
+    with pytest.raises(ValueError, match=f"^{path}: no evaluation of experience 1 in experience 2's first"):
+        tables.gap_table(tmp_path, 0)
+
+
 def test_metric_table_gives_mean_and_sample_sd_over_completed_seeds(tmp_path, tables):
     keys = tables.METRICS
     for seed, base in ((0, 0.5), (1, 0.7)):

@@ -123,6 +123,11 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = TrainConfig(**SMALL)
     summary, _ = train(cfg, tmp_path / "run", quiet=True, hooks=PoisonAt(15))
     assert summary["status"] == "diverged" and "step 15" in summary["message"]
+    assert "the last good checkpoint was kept" in summary["message"]
+    # without a run directory there is no checkpoint to speak of
+    no_dir, _ = train(cfg, quiet=True, hooks=PoisonAt(15))
+    assert no_dir["status"] == "diverged" and "checkpoint" not in no_dir["message"]
+    assert no_dir["message"].endswith("(try a lower learning rate or gradient clipping)")
     arrays, meta = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
     assert meta["step"] == 10
     assert all(np.isfinite(v).all() for k, v in arrays.items() if k.startswith("params/"))
