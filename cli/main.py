@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 
@@ -448,12 +449,14 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
         raise click.ClickException(f"--steps: got {steps}, expected an integer <= {INT64_MAX}")
     if steps is not None and steps <= done:
         raise click.ClickException(f"--steps: got {steps}, expected more than the {done} steps already done")
+    jump = None  # (old, new) learning rate at the resume step, when the rebuilt schedule changes it
     if steps is not None:
         with user_errors():  # a new budget the config cannot take (warmup >= steps) is this option's fault
             try:
                 longer = dataclasses.replace(cfg, steps=steps, target_accuracy=None if stopped else cfg.target_accuracy)
                 if longer.schedule != "refined":  # its fields scaled to the new total (refined's need its norms)
-                    build_schedule(longer)
+                    old_lr, new_lr = build_schedule(cfg)(done), build_schedule(longer)(done)
+                    jump = (old_lr, new_lr) if not math.isclose(old_lr, new_lr, rel_tol=1e-9) else None
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"--steps: got {steps}, which this run's config refuses ({exc})") from exc
     if described and done >= total:
@@ -473,6 +476,9 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
         what = (f"at step {done}: its summary was not written, rebuilding it from metrics.jsonl" if rebuild
                 else f"from step {done} to {total}")
         click.echo(f"seqcore resume: {run_dir} {what} ({cfg.backend} backend{past})")
+        if jump is not None:
+            click.echo(f"note: the {cfg.schedule} schedule is rebuilt over {steps} steps: the learning rate at "
+                       f"step {done} goes from {jump[0]:.4g} to {jump[1]:.4g}")
         note_blas_pin(cfg.backend)
     with user_errors(), saved_config_errors(RunDir(run_dir).config):
         summary, _ = resume_run(run_dir, steps=steps, quiet=quiet, log=None if quiet else click.echo)
