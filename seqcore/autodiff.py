@@ -90,8 +90,8 @@ class Traced:
 
     def __rpow__(self, base):
         """``base ** x`` = exp(x·ln base), for a real base > 0."""
-        if not isinstance(base, numbers.Real) or isinstance(base, bool) or not base > 0:
-            raise TypeError(f"base: got {base!r:.40} for base ** x, expected a real number > 0 "
+        if not isinstance(base, numbers.Real) or isinstance(base, bool) or not 0 < base < math.inf:
+            raise TypeError(f"base: got {base!r:.40} for base ** x, expected a finite real number > 0 "
                             "(exp(x * log(base)) with seqcore.ops)")
         return _ops().exp(_ops().mul(self, math.log(base)))
 
@@ -101,6 +101,9 @@ class Traced:
     def __le__(self, o): return self.value <= stop_gradient(o)
     def __gt__(self, o): return self.value > stop_gradient(o)
     def __ge__(self, o): return self.value >= stop_gradient(o)
+    def __eq__(self, o): return self.value == stop_gradient(o)  # elementwise, as NumPy (not identity)
+    def __ne__(self, o): return self.value != stop_gradient(o)
+    __hash__ = object.__hash__  # identity, as before: __eq__ alone would make traced values unhashable
     def __matmul__(self, o): return _ops().matmul(self, o)
     def __rmatmul__(self, o): return _ops().matmul(o, self)
     def __getitem__(self, idx): return _ops().getitem(self, idx)

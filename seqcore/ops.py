@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from . import backends as _backends
-from .autodiff import stop_gradient
+from .autodiff import Traced, stop_gradient
 from .backends.numpy import ops as _ref
 from .validate import check_array, check_real, check_same_backend, check_shape, is_array, is_integer, is_real_number
 
@@ -43,9 +43,15 @@ def _operand(name: str, x, scalar: bool = True):
 def _one_backend(operands: dict) -> None:
     """The array operands (numbers aside) are of one library: a NumPy array beside a torch tensor
     would compute, then fail in the backward pass without naming either."""
-    arrays = [(name, x) for name, x in operands.items() if is_array(x) and not isinstance(x, np.generic)]
-    for name, x in arrays[1:]:
-        check_same_backend(name, x, arrays[0][0], arrays[0][1])
+    first = None
+    for name, x in operands.items():
+        raw = x.value if type(x) is Traced else x
+        if not hasattr(raw, "shape") or isinstance(raw, np.generic):  # a number
+            continue
+        if first is None:
+            first = (name, x, type(raw))
+        elif type(raw) is not first[2]:  # the usual case, one array type, costs no more than this
+            check_same_backend(name, x, first[0], first[1])
 
 
 def _binary(prim, doc: str):

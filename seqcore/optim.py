@@ -470,19 +470,25 @@ def clip(max_delta: float) -> GradientTransformation:
         lambda grads, state, params=None: (tree_map(lambda g: g.clip(-max_delta, max_delta), grads), state))
 
 
+# below this sum of squares, squares of float32 entries may have been subnormal or 0 (they are from
+# |g| ≈ 1e-19): global_norm sums them again rescaled (exact, one more pass, rare in practice)
+RESCALED_NORM_BELOW = 1e-30
+
+
 def global_norm(tree) -> float:
     """``√(Σ_leaves Σ g²)`` as a Python float; a finite tree has a finite norm.
 
-    Should the squares overflow (in float32 from ``|g|`` ≈ 1.8e19) or all underflow to 0 (from
-    ``|g|`` ≈ 1e-23), they are summed again scaled by the power of two that brings the largest
-    ``|g|`` into [½, 1) (exact). A NaN leaf gives a NaN norm, an inf leaf an inf norm."""
+    Should the squares overflow (in float32 from ``|g|`` ≈ 1.8e19) or their sum fall below
+    ``RESCALED_NORM_BELOW`` (where float32 squares lose digits or vanish), they are summed again
+    scaled by the power of two that brings the largest ``|g|`` into [½, 1) (exact). A NaN leaf
+    gives a NaN norm, an inf leaf an inf norm."""
     leaves = tree_leaves(tree)
     for i, g in enumerate(leaves):
         if not hasattr(g, "shape"):
             raise TypeError(f"tree: got a {type(g).__name__} leaf (leaf {i}), expected arrays")
     with np.errstate(over="ignore", under="ignore"):  # an overflow or underflow is handled below
         total = sum(float((g * g).sum()) for g in leaves)
-    if total != math.inf and total != 0.0:
+    if total != math.inf and not total < RESCALED_NORM_BELOW:  # NaN goes through: a NaN norm
         return total ** 0.5
     tops = [float(abs(g).max()) for g in leaves if math.prod(g.shape)]
     if not all(map(math.isfinite, tops)):  # an inf leaf

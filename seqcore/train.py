@@ -321,8 +321,9 @@ class Trainer:
             raise TrainingDiverged(self.step_count, "a gradient")
         with np.errstate(over="ignore"):  # float32 squares overflow from |g| ≈ 1.8e19: optim.global_norm rescales
             squares = float(np.dot(flat, flat))
-        # an overflow (inf) or an underflow of every square (0): optim.global_norm rescales
-        self.grad_norm = math.sqrt(squares) if squares not in (math.inf, 0.0) else optim.global_norm(flat)
+        # an overflow (inf) or squares small enough to have lost digits: optim.global_norm rescales
+        rescale = squares == math.inf or squares < optim.RESCALED_NORM_BELOW
+        self.grad_norm = optim.global_norm(flat) if rescale else math.sqrt(squares)
         if not math.isfinite(self.grad_norm):  # a norm beyond the float64 range
             raise TrainingDiverged(self.step_count, "the gradient norm")
         del flat  # a parameter-sized copy: not kept alive through the update

@@ -667,3 +667,18 @@ def test_leaky_constrain_names_bad_params():
         cell.constrain([params])
     low = {**params, "tau": np.array([0.5, 2.0, 1.0], params["tau"].dtype)}
     np.testing.assert_array_equal(cell.constrain(low)["tau"], [1.0, 2.0, 1.0])  # the projection itself
+
+
+def test_stack_lengths_are_checked_even_without_a_bidirectional_layer():
+    """A one-directional stack reads no lengths, but a wrong one was accepted silently."""
+    from seqcore.cells.stack import stack
+    st = stack(cells.LSTM, 2, 3, num_layers=2)
+    params = st.init(np.random.default_rng(0), np.float64)
+    x = np.random.default_rng(1).normal(size=(2, 7, 2))
+    for bad, message in (([3, 99], r"lengths: got values in \[3, 99\], expected each in \[1, 7\]"),
+                         ([1.5, 2.0], "lengths: got float64 array of shape \\(2,\\), expected 2 integers"),
+                         ([3], "lengths: got int64 array of shape \\(1,\\), expected 2 integers")):
+        with pytest.raises(ValueError, match=message):
+            st.apply(params, x, lengths=bad)
+    # valid lengths change nothing for causal layers
+    np.testing.assert_array_equal(st.apply(params, x, lengths=[3, 7])[0], st.apply(params, x)[0])

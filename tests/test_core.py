@@ -451,8 +451,17 @@ def test_traced_comparisons_rpow_and_a_nested_vjp():
     (grad,) = pullback(1.0)
     assert np.isclose(out, np.where(a > 0, a * a, 0).sum() + (2.0 ** a).sum() + a[a <= 0.5].sum(), rtol=1e-15)
     np.testing.assert_allclose(grad, np.where(a > 0, 2 * a, 0) + np.log(2) * 2.0 ** a + (a <= 0.5), rtol=1e-15)
-    with pytest.raises(TypeError, match="^base: got -2.0 for base \\*\\* x, expected a real number > 0"):
-        seqcore.vjp(lambda x: (-2.0) ** x, a)
+    for base in (-2.0, float("inf")):
+        with pytest.raises(TypeError, match="^base: got .* for base \\*\\* x, expected a finite real number > 0"):
+            seqcore.vjp(lambda x: base ** x, a)
+    # == and != compare values (they compared identity: `x == 0.5` was False, silently)
+    out, pullback = seqcore.vjp(lambda x: ops.where(x == 0.5, x, 0.0 * x).sum()
+                                + ops.where(x != 0.5, 2.0 * x, 0.0 * x).sum(), a)
+    assert np.isclose(out, 0.5 + 2 * (-1.0 + 2.0), rtol=1e-15)
+    np.testing.assert_array_equal(pullback(1.0)[0], [2.0, 1.0, 2.0])
+    traced_seen = []
+    seqcore.vjp(lambda x: traced_seen.append(x) or {x: 1} and x.sum(), a)  # still hashable (by identity)
+    assert len(traced_seen) == 1
     with pytest.raises(TypeError, match="seqcore.vjp cannot be nested"):
         seqcore.vjp(lambda x: seqcore.vjp(lambda y: y * y, x)[0], a)
 

@@ -674,8 +674,8 @@ def test_a_learning_rate_schedule_that_does_not_take_the_step_is_named(make):
     np.testing.assert_allclose(updates["x"], [-0.1 * 1.5], rtol=1e-15)
 
 
-@pytest.mark.parametrize("dtype,value", [(np.float32, 1e-25), (np.float32, 1e-44), (np.float64, 1e-200),
-                                         (np.float64, 1e-315)])
+@pytest.mark.parametrize("dtype,value", [(np.float32, 1e-25), (np.float32, 1e-44), (np.float32, 3e-23),
+                                         (np.float64, 1e-200), (np.float64, 1e-315)])
 def test_global_norm_of_gradients_whose_squares_all_underflow(dtype, value):
     """Every square underflows to 0 (it returned 0, and a recorded norm of 0 made `refined` refuse the
     run's history); the norm is taken again scaled by a power of two."""
@@ -684,3 +684,11 @@ def test_global_norm_of_gradients_whose_squares_all_underflow(dtype, value):
     want = top * math.sqrt(sum(float(((v.astype(np.float64) / top) ** 2).sum()) for v in g.values()))
     assert optim.global_norm(g) == pytest.approx(want, rel=1e-6)
     assert optim.global_norm({"a": np.zeros(3, dtype)}) == 0.0
+
+
+def test_global_norm_of_float32_gradients_whose_squares_are_subnormal():
+    """Squares of 3e-23 are float32 subnormals (a norm 25 % off), and beside one of them many of 1e-24
+    vanish (a norm 8.5 times too small): the sum is taken again rescaled below 1e-30."""
+    g = {"big": np.array([3e-23], np.float32), "many": np.full(10**5, 1e-24, np.float32)}
+    want = math.sqrt(sum(float((v.astype(np.float64) ** 2).sum()) for v in g.values()))
+    assert optim.global_norm(g) == pytest.approx(want, rel=1e-6)

@@ -112,6 +112,10 @@ class use:
 
     >>> seqcore.use("numba")            # from now on
     >>> with seqcore.use("torch"): ...  # only inside the block
+
+    A ``with`` restores what was current when it was entered, except that an object entered
+    while its own backend is current (the usual ``with use(x):``, the call having just switched)
+    restores what that call replaced.
     """
 
     def __init__(self, name: str):

@@ -142,6 +142,7 @@ class Stack:
         h0 = [None] * len(self.layers) if h0 is None else list(h0)
         if len(h0) != len(self.layers):
             raise ValueError(f"h0: got {len(h0)} states, expected one per layer ({len(self.layers)})")
+        lengths = check_lengths(lengths, *_batch_and_time(x))  # checked even where no layer reads them
         last = []
         for i, (layer, p, s) in enumerate(zip(self.layers, params, h0)):
             with _where(f"layer {i}" if len(self.layers) > 1 else ""):
