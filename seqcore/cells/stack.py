@@ -13,14 +13,14 @@ from ..validate import check_bool, check_positive_int, is_array
 from .base import MODES, Cell
 
 
-def _flip_time(x, lengths=None):
-    """``x`` reversed in time; with ``lengths``, each row reversed within its first ``lengths[b]``
-    steps and its padding left in place after them (the map is its own inverse)."""
+def _time_reversal(lengths, T: int) -> tuple:
+    """The index that reverses ``(B, T, ...)`` arrays in time; with ``lengths``, each row within its
+    first ``lengths[b]`` steps, its padding left in place after them (the map is its own inverse)."""
     if lengths is None:
-        return ops.getitem(x, (slice(None), slice(None, None, -1)))
-    t = np.arange(x.shape[1])
+        return (slice(None), slice(None, None, -1))
+    t = np.arange(T)
     L = lengths[:, None]
-    return ops.getitem(x, (np.arange(len(lengths))[:, None], np.where(t < L, L - 1 - t, t)))
+    return (np.arange(len(lengths))[:, None], np.where(t < L, L - 1 - t, t))
 
 
 def check_lengths(lengths, B: int, T: int) -> np.ndarray | None:
@@ -75,7 +75,8 @@ class Bidirectional:
         its outputs at padded steps are those of the padding read after the sequence; its final
         state is taken after the whole padded input. Without it, every row is read from step T − 1."""
         _check_directions(params)
-        lengths = check_lengths(lengths, *_batch_and_time(x))
+        B, T = _batch_and_time(x)
+        reverse = _time_reversal(check_lengths(lengths, B, T), T)  # one index, for the inputs and the outputs
         if h0 is not None and (not isinstance(h0, (tuple, list)) or len(h0) != 2):
             raise TypeError(f"h0: got {type(h0).__name__}{_length(h0)}, expected None or a pair "
                             "(forward_state, backward_state)")
@@ -83,8 +84,8 @@ class Bidirectional:
         with _where("forward direction"):
             hf, lf = self.forward.apply(params["forward"], x, h0f, mode=mode, **kw)
         with _where("backward direction"):
-            hb, lb = self.backward.apply(params["backward"], _flip_time(x, lengths), h0b, mode=mode, **kw)
-        return ops.concatenate([hf, _flip_time(hb, lengths)], axis=-1), (lf, lb)
+            hb, lb = self.backward.apply(params["backward"], ops.getitem(x, reverse), h0b, mode=mode, **kw)
+        return ops.concatenate([hf, ops.getitem(hb, reverse)], axis=-1), (lf, lb)
 
 
 @dataclass(frozen=True)
