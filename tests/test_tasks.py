@@ -231,6 +231,8 @@ def test_same_seed_same_batches(name):
     other_seed = tasks.make(name, **{**SMALL.get(name, {}), "seed": 1})
     assert not np.array_equal(next(other_seed.eval_batches(4)).x, e1[0].x)
     default = list(task.eval_batches(4))  # 4 batches by default for generated tasks
+    with pytest.raises(ValueError, match="^num_batches: got 0"):
+        task.eval_batches(4, 0)  # at the call, not at the first next()
     assert len(default) == 4 and all(e.x.shape[0] == 4 for e in default)
     assert np.array_equal(default[0].x, e1[0].x) and np.array_equal(default[1].x, e1[1].x)
     assert not np.array_equal(default[0].x, default[1].x)
@@ -586,6 +588,9 @@ def test_image_rows_pixels_and_permutation(tiny_images):
     assert list(fixed.y) == list(ytr) and list(rows.fixed_set(3).y) == list(ytr[:3])
     # num_batches limits the walk over the test split
     assert [list(e.y) for e in rows.eval_batches(2, num_batches=1)] == [list(yte[:2])]
+    # bad arguments are refused at the call, before any batch is asked for
+    with pytest.raises(ValueError, match="^num_batches: got -3"):
+        rows.eval_batches(2, -3)
 
 
 def test_missing_data_dir_says_how_to_get_it(tmp_path):
@@ -825,3 +830,21 @@ def test_lorenz96_normalize_refuses_a_forcing_without_an_attractor():
     assert np.abs(b.x).max() < 10
     t = tasks.make("lorenz96", forcing=8.0, normalize=True)
     assert np.abs(t.sample(np.random.default_rng(0), 4).x).max() < 10  # standardised states
+
+
+@pytest.mark.parametrize("dim", [4, 5, 40])
+def test_lorenz96_fixed_point_stability_matches_the_jacobian_eigenvalues(dim):
+    """The closed form against the eigenvalues of a central-difference Jacobian at x = F."""
+    from seqcore.tasks.lorenz import fixed_point_is_stable, lorenz96_derivative
+    for forcing in (-0.6, -0.49, 0.3, 0.85, 0.88, 0.9, 1.2, 8.0):
+        x, eps = np.full(dim, forcing), 1e-6
+        jac = np.stack([(lorenz96_derivative(x + eps * e, forcing) - lorenz96_derivative(x - eps * e, forcing))
+                        / (2 * eps) for e in np.eye(dim)], axis=1)
+        assert fixed_point_is_stable(dim, forcing) == (np.linalg.eigvals(jac).real.max() < 0), forcing
+
+
+def test_lorenz96_normalize_refuses_a_slowly_settling_forcing():
+    """F = 0.7 (dim 40) decays so slowly that the reference run's spread passed the std test;
+    the inputs were then scaled by 1/0.003 (std ~15)."""
+    with pytest.raises(ValueError, match=r"^forcing: got 0.7: the dynamics settle to a fixed point"):
+        tasks.make("lorenz96", forcing=0.7, normalize=True)

@@ -233,8 +233,8 @@ class Task:
         check_int("batch_size", batch_size, minimum=1)
         num_batches = 4 if num_batches is None else check_int("num_batches", num_batches, minimum=1)
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1,)))
-        for _ in range(num_batches):
-            yield self._sample(rng, batch_size)
+        # checked above at the call, not at the first next(): the batches come from a generator
+        return (self._sample(rng, batch_size) for _ in range(num_batches))
 
     def fixed_set(self, size: int) -> Batch:
         """A fixed training set of ``size`` sequences (padded to a common length),
@@ -299,8 +299,8 @@ class DatasetTask(Task):
         n = self.num_examples("test")
         if num_batches is not None:
             n = min(n, check_int("num_batches", num_batches, minimum=1) * batch_size)
-        for start in range(0, n, batch_size):
-            yield self.batch_from_indices(np.arange(start, min(start + batch_size, n)), "test")
+        return (self.batch_from_indices(np.arange(start, min(start + batch_size, n)), "test")
+                for start in range(0, n, batch_size))
 
     def fixed_set(self, size: int | None = None) -> Batch:
         """The first ``size`` training rows (all of them by default)."""

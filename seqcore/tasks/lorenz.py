@@ -46,6 +46,15 @@ REFERENCE_OBSERVATIONS = 2200  # of the trajectories behind attractor_stats: 200
 MIN_ATTRACTOR_STD = 1e-3
 
 
+def fixed_point_is_stable(dim: int, forcing: float) -> bool:
+    """Whether the steady state x_i = F attracts: the linearisation's Fourier modes
+    θ_k = 2πk/dim grow at rate F·(cos θ_k − cos 2θ_k) − 1, all negative when it is stable
+    (for dim = 40: −0.5 < F < 0.894). Near the bound the decay is slow enough for a finite
+    reference run to mistake the transient for an attractor, hence this exact test."""
+    theta = 2 * np.pi * np.arange(dim) / dim
+    return bool(np.max(forcing * (np.cos(theta) - np.cos(2 * theta))) < 1)
+
+
 @functools.lru_cache(maxsize=32)
 def _attractor_stats(dim: int, forcing: float, dt: float, substeps: int) -> tuple[float, float]:
     # 16 trajectories, 200 observations of burn-in, then 2000 observations pooled; fixed seed
@@ -70,8 +79,9 @@ class Lorenz96Task(Task):
     x = s_0..s_{T-1} and y = s_1..s_T, both (B, T, dim) float32 (raw values:
     mean ≈ 2.3, std ≈ 3.6 for F = 8); every step is marked; one regression head.
     With ``normalize`` both are standardised, ``(s − μ)/σ``, with the attractor's mean and
-    standard deviation (:meth:`attractor_stats`, from one long reference trajectory that
-    depends only on ``dim``, ``forcing``, ``dt`` and ``substeps``).
+    standard deviation (:meth:`attractor_stats`, pooled over 16 reference trajectories from a
+    fixed seed, so they depend only on ``dim``, ``forcing``, ``dt`` and ``substeps``); refused
+    where the steady state x = F is stable (:func:`fixed_point_is_stable`).
 
     Generalised teacher forcing (``alpha`` in [0, 1]): the task gives true states; the
     model runs closed-loop and reads ``mix(x[:, t], prediction of x[:, t])``, i.e.
@@ -109,7 +119,8 @@ class Lorenz96Task(Task):
         if self.normalize:
             self._check_reference_steps()
             std = self.attractor_stats()[1]
-            if not std >= MIN_ATTRACTOR_STD * (1 + abs(self.forcing)):  # NaN fails too
+            settles = fixed_point_is_stable(self.dim, self.forcing)
+            if settles or not std >= MIN_ATTRACTOR_STD * (1 + abs(self.forcing)):  # NaN fails too
                 raise ValueError(f"forcing: got {self.forcing}: the dynamics settle to a fixed point (state std "
                                  f"{std:.2g}), so normalize=True would scale by 1/std; expected a |forcing| "
                                  "with a chaotic attractor (the usual 8) or normalize=False")
