@@ -32,22 +32,23 @@ class HeadSpec(NamedTuple):
     tolerance: float | None = None  # regression: |prediction − target| below it counts as correct
 
 
-def _as_head(h) -> HeadSpec:
+def _as_head(h, i: int) -> HeadSpec:
+    where = f"heads[{i}]"
     if isinstance(h, (tuple, list)) and not hasattr(h, "name"):
         if not 3 <= len(h) <= 4:
-            raise ValueError(f"heads[]: got {h!r}, expected (name, output_size, loss[, tolerance])")
+            raise ValueError(f"{where}: got {h!r}, expected (name, output_size, loss[, tolerance])")
         h = HeadSpec(*h)
     if not all(hasattr(h, a) for a in ("name", "output_size", "loss")):
-        raise TypeError(f"heads[]: got {type(h).__name__} {h!r:.60}, expected a HeadSpec(name, output_size, loss) "
+        raise TypeError(f"{where}: got {type(h).__name__} {h!r:.60}, expected a HeadSpec(name, output_size, loss) "
                         "or an object with those fields")
     if not isinstance(h.name, str) or not h.name:
-        raise ValueError(f"heads[].name: got {h.name!r}, expected a non-empty string")
-    check_positive_int("heads[].output_size", h.output_size)
+        raise ValueError(f"{where}.name: got {h.name!r}, expected a non-empty string")
+    check_positive_int(f"{where}.output_size", h.output_size)
     spec = HeadSpec(h.name, int(h.output_size), h.loss, getattr(h, "tolerance", None))
-    check_choice("heads[].loss", spec.loss, LOSS_KINDS)
+    check_choice(f"{where}.loss", spec.loss, LOSS_KINDS)
     tol = spec.tolerance
     if tol is not None and (spec.loss != "regression" or not is_real_number(tol) or not 0 < tol < float("inf")):
-        raise ValueError(f"heads[].tolerance: got {spec.tolerance!r} for a {spec.loss!r} head, "
+        raise ValueError(f"{where}.tolerance: got {spec.tolerance!r} for a {spec.loss!r} head, "
                          "expected None, or a finite positive number for a regression head")
     return spec
 
@@ -117,7 +118,7 @@ class SequenceModel:
             raise TypeError(f"heads: got {type(self.heads).__name__}, expected a tuple of heads (HeadSpec, ...)")
         if not self.heads:
             raise ValueError("heads: got none, expected at least one head")
-        object.__setattr__(self, "heads", tuple(_as_head(h) for h in self.heads))
+        object.__setattr__(self, "heads", tuple(_as_head(h, i) for i, h in enumerate(self.heads)))
         names = [h.name for h in self.heads]
         if len(set(names)) != len(names):
             raise ValueError(f"heads: got names {names}, expected distinct names (parameters are keyed by name)")

@@ -172,8 +172,10 @@ def test_strings_where_numbers_belong_are_named():
     """Each was a bare comparison error ('>' not supported between 'str' and 'int') or a
     constructor's unexpected-keyword error."""
     from seqcore.continual import ContinualConfig
-    with pytest.raises(ValueError, match=r"^heads\[\].tolerance: got '0.1' for a 'regression' head"):
+    with pytest.raises(ValueError, match=r"^heads\[0\].tolerance: got '0.1' for a 'regression' head"):
         models.SequenceModel("lstm", 1, 8, (("a", 2, "regression", "0.1"),))
+    with pytest.raises(ValueError, match=r"^heads\[1\].loss: got 'lats'"):  # the index says which head
+        models.SequenceModel("lstm", 1, 8, (("a", 2, "last"), ("b", 2, "lats")))
     with pytest.raises(ValueError, match=r"^overlap: got '0.2', expected a number in \[0, 1\)"):
         ContinualConfig(overlap="0.2")
     with pytest.raises(ValueError, match=r"^stream_exponent: got '1', expected a number >= 0"):
@@ -275,11 +277,11 @@ H = models.HeadSpec
 
 
 def test_sequence_model_head_checks():
-    with pytest.raises(ValueError, match=r"^heads\[\]\.output_size: got 2\.5"):  # was truncated to 2
+    with pytest.raises(ValueError, match=r"^heads\[0\]\.output_size: got 2\.5"):  # was truncated to 2
         models.SequenceModel("gru", 2, 4, (H("a", 2.5, "last"),))
     with pytest.raises(ValueError, match="^heads: got names"):
         models.SequenceModel("gru", 2, 4, (H("a", 2, "last"), H("a", 3, "last")))
-    with pytest.raises(TypeError, match=r"^heads\[\]: got str"):               # was AttributeError
+    with pytest.raises(TypeError, match=r"^heads\[0\]: got str"):               # was AttributeError
         models.SequenceModel("gru", 2, 4, ("a",))
     with pytest.raises(TypeError, match="^heads: got HeadSpec"):
         models.SequenceModel("gru", 2, 4, H("a", 2, "last"))
