@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .tree import node_kind, tree_flatten, tree_map, tree_unflatten
+from .tree import node_kind, tree_flatten, tree_key_paths, tree_map, tree_unflatten
 
 __all__ = ["Traced", "vjp", "value_and_grad", "stop_gradient"]
 
@@ -215,6 +215,9 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
         raise TypeError("args: got a value traced by an enclosing seqcore.vjp, expected plain arrays: seqcore.vjp "
                         "cannot be nested (no second-order gradients); pass seqcore.stop_gradient(x) to treat "
                         "the value as a constant")
+    from .validate import check_detached  # validate imports this module
+    for keys, leaf in tree_key_paths(args):  # named as f's argument, not as the first primitive that meets it
+        check_detached("args" + "".join(f"[{k!r}]" for k in keys), leaf)
     traced = [Traced(x) if _is_float_array(x) else x for x in leaves]
     out = f(*tree_unflatten(treedef, traced))
     out_leaves, out_def = tree_flatten(out)

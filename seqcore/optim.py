@@ -25,7 +25,7 @@ import numpy as np
 
 from . import backends
 from .tree import tree_flatten, tree_key_paths, tree_leaves, tree_map, tree_paths, tree_unflatten
-from .validate import check_bool, check_real, finite_float
+from .validate import check_bool, check_detached, check_real, finite_float
 
 __all__ = [
     "GradientTransformation", "apply_updates", "chain", "identity", "scale", "scale_by_schedule",
@@ -45,7 +45,12 @@ def _transformation(init, update) -> GradientTransformation:
     """A transformation whose dict state is checked against what its ``init`` makes: a state from
     another optimizer (or one saved by another) is a ValueError naming the keys, not a KeyError.
     Every entry of the state but ``"count"`` is a tree shaped like the params: without ``params``,
-    the gradients are checked against it (a gradient of another shape would broadcast into it)."""
+    the gradients are checked against it (a gradient of another shape would broadcast into it).
+    Its ``init`` refuses parameters that require grad: the state made from them would join torch's graph."""
+    def checked_init(params):
+        _check_detached("params", params)
+        return init(params)
+
     def checked(grads, state, params=None):
         if isinstance(state, dict):
             moments = next((v for k, v in state.items() if k != "count"), None)
@@ -63,7 +68,7 @@ def _transformation(init, update) -> GradientTransformation:
                     raise ValueError(f"grads: {exc} (the structure of the params the state was made for)") from None
                 raise
         raise TypeError(f"state: got {type(state).__name__}, expected the dict this optimizer's init returns")
-    return GradientTransformation(init, checked)
+    return GradientTransformation(checked_init, checked)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -109,10 +114,40 @@ def _zeros_like(x):
     return x * 0.0  # backend-neutral; parameters are finite at init
 
 
+def _check_detached(name: str, tree) -> None:
+    """No leaf of ``tree`` is a torch tensor that requires grad (the rule of
+    :func:`validate.check_detached`), named by its path: torch would record the optimizer's
+    arithmetic on it, one more step in its graph each update, and memory would grow without bound."""
+    for path, leaf in tree_paths(tree):
+        where = f"{name}[{path!r}]" if path else name
+        try:
+            check_detached(where, leaf)
+        except TypeError:  # its wording is about cells; here torch would record, not lose, the step
+            raise TypeError(f"{where}: got a torch.Tensor that requires grad, expected a detached tensor (pass "
+                            "x.detach(), or update under torch.no_grad() as torch.optim does): torch would record "
+                            "the optimizer's arithmetic, one more step in its graph each update") from None
+
+
+def _records_grad(x) -> bool:
+    """Whether :func:`_check_detached` refuses leaf ``x``: a test per leaf of every step, one attribute
+    lookup for leaves that are not tensors requiring grad."""
+    if not getattr(x, "requires_grad", False):
+        return False
+    try:
+        check_detached("", x)
+    except TypeError:
+        return True
+    return False
+
+
 # ----------------------------------------------------------------------------- basics
 
 class _DtypeMismatch(Exception):
     """An update leaf unlike its parameter; :func:`apply_updates` then finds and names its path."""
+
+
+class _RecordsGrad(Exception):
+    """A leaf that requires grad; :func:`apply_updates` then finds and names its path."""
 
 
 def _fits_dtype(p, u) -> bool:
@@ -151,7 +186,8 @@ def _dtype_error(params, updates, path: str = "") -> TypeError | None:
 
 def apply_updates(params, updates):
     """``params + updates`` leaf by leaf: both trees of the same structure, each update an array of
-    its parameter's shape, array library and dtype (another dtype would promote the parameter)."""
+    its parameter's shape, array library and dtype (another dtype would promote the parameter), and
+    no torch tensor that requires grad (torch would chain every step into one graph)."""
     def add(p, u):
         if u is None:
             return p
@@ -160,9 +196,15 @@ def apply_updates(params, updates):
                              "(the shape of its parameter)")
         if not _fits_dtype(p, u):
             raise _DtypeMismatch
+        if _records_grad(p) or _records_grad(u):
+            raise _RecordsGrad
         return p + u
     try:
         return tree_map(add, params, updates)
+    except _RecordsGrad:  # name its path: one of these raises
+        _check_detached("params", params)
+        _check_detached("updates", updates)
+        raise
     except _DtypeMismatch:
         raise (_dtype_error(params, updates) or TypeError("updates: got a leaf unlike its parameter")) from None
     except ValueError as exc:
@@ -180,18 +222,19 @@ _ANY = object()  # _grads_fit without params: any structure
 
 
 def _grads_fit(g, p=_ANY) -> bool:
-    """True when ``g`` has no ``None`` leaf and (``p`` given) ``p``'s structure and leaf shapes;
-    False sends :func:`_check_grads` to its detailed walk, which names the problem."""
+    """True when ``g`` has no ``None`` leaf and (``p`` given) ``p``'s structure and leaf shapes, and
+    no leaf of either requires grad; False sends :func:`_check_grads` to its detailed walk, which
+    names the problem."""
     if isinstance(g, dict):
         return (p is _ANY or isinstance(p, dict) and g.keys() == p.keys()) and \
             all(_grads_fit(v, _ANY if p is _ANY else p[k]) for k, v in g.items())
     if isinstance(g, (list, tuple)):
         return (p is _ANY or isinstance(p, (list, tuple)) and len(g) == len(p)) and \
             all(_grads_fit(v, _ANY if p is _ANY else p[i]) for i, v in enumerate(g))
-    if g is None:
+    if g is None or _records_grad(g):
         return False
     return p is _ANY or (p is not None and not isinstance(p, (dict, list, tuple)) and np.shape(g) == np.shape(p)
-                         and _library(g) == _library(p))
+                         and _library(g) == _library(p) and not _records_grad(p))
 
 
 def _library(x) -> str:
@@ -210,13 +253,16 @@ def _check_state_library(moments, grads) -> None:
 
 
 def _check_grads(grads, params=None) -> None:
-    """No gradient leaf is ``None``; with ``params``, every leaf sits at a parameter's path with
-    that parameter's shape.
+    """No gradient leaf is ``None`` or requires grad; with ``params``, every leaf sits at a
+    parameter's path with that parameter's shape, and no parameter requires grad.
 
     A ``None`` would fail deep inside a moment update (``None - float``), and a shape mismatch
     would broadcast silently into the optimizer's moments: both are named here."""
     if _grads_fit(grads, _ANY if params is None else params):  # the usual case, without every leaf's path
         return
+    _check_detached("grads", grads)
+    if params is not None:
+        _check_detached("params", params)
     # each parameter's (shape, array library)
     want = None if params is None else {path: (np.shape(v), _library(v)) for path, v in tree_paths(params)}
     for path, g in tree_paths(grads, keep_none=True):
@@ -481,11 +527,19 @@ def global_norm(tree) -> float:
     Should the squares overflow (in float32 from ``|g|`` ≈ 1.8e19) or their sum fall below
     ``RESCALED_NORM_BELOW`` (where float32 squares lose digits or vanish), they are summed again
     scaled by the power of two that brings the largest ``|g|`` into [½, 1) (exact). A NaN leaf
-    gives a NaN norm, an inf leaf an inf norm."""
+    gives a NaN norm, an inf leaf an inf norm. A torch tensor that requires grad is refused (torch
+    would record the sum, and warn when it becomes a float)."""
+    return _global_norm("tree", tree)
+
+
+def _global_norm(name: str, tree) -> float:
+    """:func:`global_norm`, naming the tree ``name`` in its errors."""
     leaves = tree_leaves(tree)
     for i, g in enumerate(leaves):
         if not hasattr(g, "shape"):
-            raise TypeError(f"tree: got a {type(g).__name__} leaf (leaf {i}), expected arrays")
+            raise TypeError(f"{name}: got a {type(g).__name__} leaf (leaf {i}), expected arrays")
+        if _records_grad(g):
+            _check_detached(name, tree)
     with np.errstate(over="ignore", under="ignore"):  # an overflow or underflow is handled below
         total = sum(float((g * g).sum()) for g in leaves)
     if total != math.inf and not total < RESCALED_NORM_BELOW:  # NaN goes through: a NaN norm
@@ -521,7 +575,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         raise ValueError(f"max_norm: got {max_norm}, expected > 0")
 
     def update(grads, state, params=None):
-        norm = global_norm(grads)
+        norm = _global_norm("grads", grads)
         if norm <= max_norm:
             return grads, state
         factor = max_norm / norm
@@ -562,6 +616,7 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
         return _concatenate(leaves), leaves, treedef
 
     def init(params):
+        _check_detached("params", params)  # by path, before the leaves become one vector
         return inner.init(ravel("params", params)[0])
 
     def update(grads, state, params=None):

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from . import backends as _backends
 from .autodiff import Traced, record
+from .validate import RequiresGradError
 
 __all__ = ["Primitive", "define", "get", "registry", "implementation"]
 
@@ -61,7 +62,7 @@ class Primitive:
         try:
             outputs, residuals = fwd(backend.xp, *raw, **static)
         except (ValueError, IndexError, TypeError) as exc:
-            if not self.array_op:
+            if not self.array_op or isinstance(exc, RequiresGradError):  # the latter names this op already
                 raise
             raise _input_error(self.name, raw, static, exc, self.arg_names) from exc
         if not any(isinstance(a, Traced) for a in args):

@@ -48,6 +48,7 @@ def check_array(name: str, x, ndim: int | tuple[int, ...] | None = None, floatin
     """Validate that ``x`` is an array (of floats, when ``floating``) with ``ndim`` dimensions."""
     if not is_array(x):
         raise TypeError(f"{name}: got {type(x).__name__}, expected an array")
+    check_has_data(name, x)
     if floating and dtype_kind(x) != "f":
         raise TypeError(f"{name}: got dtype {_raw(x).dtype}, expected a floating-point array "
                         "(float32 or float64; float16 runs the reference)")
@@ -62,6 +63,14 @@ def check_array(name: str, x, ndim: int | tuple[int, ...] | None = None, floatin
     return x
 
 
+def check_has_data(name: str, x) -> None:
+    """``x`` is not a torch tensor on the 'meta' device (a shape and dtype without data): seqcore
+    computes on the data, and reading it would fail with torch's unnamed NotImplementedError."""
+    if getattr(getattr(_raw(x), "device", None), "type", None) == "meta":
+        raise ValueError(f"{name}: got a tensor on device meta, expected a tensor with data (cpu or cuda): "
+                         "seqcore computes on the tensor's data, which a meta tensor has not")
+
+
 def check_shape(name: str, x, expected: tuple, what: str = ""):
     """``expected`` may hold ``None`` for 'any size'."""
     shape = tuple(x.shape)
@@ -73,22 +82,33 @@ def check_shape(name: str, x, expected: tuple, what: str = ""):
 
 
 def check_same_backend(name: str, x, ref_name: str, ref):
-    """``x`` is an array of the same library as ``ref`` (a NumPy array beside a torch tensor is refused)."""
+    """``x`` is an array of the same library as ``ref`` (a NumPy array beside a torch tensor is refused),
+    and for torch tensors on the same device."""
     kx, kr = type(_raw(x)), type(_raw(ref))
     lib_x, lib_r = kx.__module__.split(".")[0], kr.__module__.split(".")[0]
     if lib_x != lib_r:  # say so, not "float64 != torch.float64" or an error deep inside the primitive
         raise TypeError(f"{name}: got a {lib_x}.{kx.__name__}, expected a {lib_r}.{kr.__name__} like {ref_name} "
                         "(arrays of one backend)")
+    dx, dr = getattr(_raw(x), "device", None), getattr(_raw(ref), "device", None)
+    if lib_x == "torch" and dx != dr:  # the reference would read both and answer on one device, silently
+        raise ValueError(f"{name}: got a tensor on device {dx}, expected device {dr} like {ref_name} "
+                         "(tensors on one device)")
+
+
+class RequiresGradError(TypeError):
+    """The refusal of a torch tensor that requires grad: its message already names what met it,
+    so a primitive re-raises it unchanged rather than as an input error of its own."""
 
 
 def requires_grad_error(name: str, primitive: str = "name") -> TypeError:
     """The refusal of a torch tensor that requires grad, under ``name`` (an argument, or the
     primitive that met it); ``primitive`` goes into the ``autograd_function(...)`` hint."""
-    return TypeError(f"{name}: got a torch.Tensor that requires grad, expected tensors without requires_grad: "
-                     "seqcore computes on the tensors' data, so torch autograd would not see this step. "
-                     "Detach them (seqcore.vjp differentiates detached tensors); torch autograd reaches "
-                     "seqcore only through single primitives, with "
-                     f"seqcore.backends.get('torch').autograd_function({primitive}), not through cells or layers")
+    return RequiresGradError(
+        f"{name}: got a torch.Tensor that requires grad, expected tensors without requires_grad: "
+        "seqcore computes on the tensors' data, so torch autograd would not see this step. "
+        "Detach them (seqcore.vjp differentiates detached tensors); torch autograd reaches "
+        "seqcore only through single primitives, with "
+        f"seqcore.backends.get('torch').autograd_function({primitive}), not through cells or layers")
 
 
 def check_detached(name: str, x) -> None:

@@ -257,7 +257,8 @@ def test_bfloat16_is_refused_naming_the_argument_and_float16_equals_the_referenc
     want = r"expected float32 or float64 .*convert to float32"
     with pytest.raises(TypeError, match=rf"^a: got dtype torch.bfloat16, {want}"):
         seqcore.linear_scan(a.bfloat16(), b.bfloat16())
-    with pytest.raises(TypeError, match=rf"^b: got dtype torch.bfloat16, {want}"):
+    with pytest.raises(TypeError, match=r"^b: got dtype torch.bfloat16, expected torch.float32 or torch.float64 "
+                                        r".*primitive 'linear_scan'.*convert with .float\(\)"):
         _tb().linear_scan(a, b.bfloat16())
     with pytest.raises(TypeError, match=r"^args\[1\]: got dtype torch.bfloat16, expected torch.float32 or "
                                         r"torch.float64 .*primitive 'mul'"):
@@ -279,7 +280,7 @@ def test_the_requires_grad_refusal_says_to_detach_inside_seqcore_vjp():
     autograd_function('linear'), an internal primitive that cannot stand in for a cell."""
     from seqcore import cells
     a = torch.rand(2, 5, 3, dtype=torch.float64, requires_grad=True)
-    with pytest.raises(TypeError, match=r"^linear_scan: got a torch.Tensor that requires grad") as err:
+    with pytest.raises(TypeError, match=r"^args\[0\]: got a torch.Tensor that requires grad") as err:
         seqcore.vjp(lambda a: seqcore.linear_scan(a, a), a)
     assert "differentiate with seqcore.vjp" not in str(err.value)
     assert "Detach them (seqcore.vjp differentiates detached tensors)" in str(err.value)
@@ -323,3 +324,97 @@ def test_an_optimizer_state_of_torch_params_is_refused_with_numpy_grads():
             opt.update({"w": np.ones(3)}, state, numpy_params)
         updates, _ = opt.update({"w": torch.ones(3, dtype=torch.float64)}, state, params)  # its own backend
         assert isinstance(updates["w"], torch.Tensor)
+
+
+# -- round 10: meta tensors and devices, NumPy beside the adapter, torch dtypes, vjp's requires-grad name --------
+
+def test_a_meta_tensor_is_refused_by_name():
+    """A meta tensor has no data: reading it failed with torch's unnamed NotImplementedError."""
+    from seqcore import cells
+    a, m = torch.rand(2, 5, 3), torch.rand(2, 5, 3, device="meta")
+    meta = r"got a tensor on device meta, expected a tensor with data"
+    with pytest.raises(ValueError, match=rf"^a: {meta}"):
+        seqcore.linear_scan(m, m)
+    with pytest.raises(ValueError, match=rf"^b: {meta}"):
+        seqcore.linear_scan(a, m)
+    with pytest.raises(ValueError, match=rf"^b: {meta}"):
+        _tb().linear_scan(a, m)
+    with pytest.raises(ValueError, match=rf"^exp: got x shape \(2, 5, 3\) .*; args\[0\]: {meta}"):
+        seqcore.ops.exp(m)  # as a bfloat16 tensor is reported
+    with pytest.raises(ValueError, match=rf"^x: {meta}"):
+        _tb().to_numpy(m)
+    cell = cells.GRU(3, 4)
+    p = {k: torch.from_numpy(v).to("meta") for k, v in cell.init(np.random.default_rng(0)).items()}
+    with pytest.raises(ValueError, match=rf"^x: {meta}"):
+        cell.apply(p, m)
+    with pytest.raises(ValueError, match=rf"^params\['weight_ih'\]: {meta}"):
+        cell.apply(p, a)
+
+
+def test_tensors_on_two_devices_are_refused_naming_both():
+    """Only the library was compared: the reference would read both and answer on one device (meta stands
+    in for a GPU here)."""
+    from seqcore.validate import check_same_backend
+    a, m = torch.rand(2, 5, 3), torch.rand(2, 5, 3, device="meta")
+    with pytest.raises(ValueError, match=r"^b: got a tensor on device meta, expected device cpu like a "
+                                         r"\(tensors on one device\)"):
+        check_same_backend("b", m, "a", a)
+    check_same_backend("b", a + 1, "a", a)  # one device: accepted
+    _, pullback = seqcore.vjp(lambda x: x * 2, a.double())
+    with pytest.raises(ValueError, match=r"^cotangent: got a tensor on device meta, expected device cpu like "
+                                         r"f's output"):
+        pullback(torch.ones(2, 5, 3, dtype=torch.float64, device="meta"))
+
+
+def test_autograd_function_names_the_numpy_argument_not_the_tensor():
+    """The scan's rules ran first and took the NumPy array as the reference: 'b: got a torch.Tensor,
+    expected a numpy.ndarray like a' told the adapter's user to pass NumPy."""
+    f = _tb().autograd_function("linear_scan")
+    t = torch.randn(2, 6, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"^a: got ndarray, expected a torch.Tensor for primitive 'linear_scan'"):
+        f(t.numpy(), t, None)
+    with pytest.raises(TypeError, match=r"^h0: got ndarray, expected a torch.Tensor"):
+        f(t, t, t[:, 0].numpy())
+    with pytest.raises(TypeError, match=r"^A: got ndarray, expected a torch.Tensor for primitive 'block_scan'"):
+        _tb().autograd_function("block_scan")(np.zeros((1, 2, 1, 2, 2)), torch.zeros(1, 2, 1, 2))
+
+
+def test_torch_asarray_takes_torch_dtypes_and_to_numpy_names_bfloat16():
+    tb = _tb()
+    x = tb.asarray(torch.ones(2, dtype=torch.float64), dtype=torch.float32)
+    assert x.dtype == torch.float32 and torch.equal(x, torch.ones(2))
+    y = tb.asarray(np.array([0.1, 2.5]), dtype=torch.bfloat16)  # NumPy has no bfloat16: torch converts
+    assert y.dtype == torch.bfloat16 and torch.equal(y, torch.tensor([0.1, 2.5]).bfloat16())
+    assert tb.asarray([1, 2], dtype=np.float32).dtype == torch.float32  # NumPy dtypes as before
+    for bad in ("nonsense", str):
+        with pytest.raises(TypeError, match="^dtype: got .*, expected a torch dtype or a NumPy dtype torch has"):
+            tb.asarray(np.ones(2), dtype=bad)
+    with pytest.raises(TypeError, match=r"^x: got dtype torch.bfloat16, expected torch.float32 or torch.float64 "
+                                        r".*convert with .float\(\)"):
+        tb.to_numpy(torch.ones(2, dtype=torch.bfloat16))
+    np.testing.assert_array_equal(tb.to_numpy(torch.ones(2, dtype=torch.float16)), np.ones(2, np.float16))
+
+
+def test_vjp_names_the_argument_that_requires_grad():
+    """It was refused by the first primitive, named twice and never as f's argument:
+    'mul: got a shape (4, 3) ...; mul: got a torch.Tensor that requires grad'."""
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    calls = []
+    with pytest.raises(TypeError, match=r"^args\[0\]: got a torch.Tensor that requires grad"):
+        seqcore.vjp(lambda x: calls.append(x) or x * 2, x)
+    assert calls == []  # refused before f ran
+    with pytest.raises(TypeError, match=r"^args\[1\]\['w'\]: got a torch.Tensor that requires grad"):
+        seqcore.vjp(lambda a, p: a * p["w"], x.detach(), {"w": x})
+    with torch.no_grad():  # nothing to lose: accepted, with the detached tensor's gradient
+        out, pullback = seqcore.vjp(lambda x: x * 2, x)
+    torch.testing.assert_close(pullback(torch.ones(4, 3, dtype=torch.float64))[0],
+                               torch.full((4, 3), 2.0, dtype=torch.float64), rtol=0, atol=0)
+
+
+def test_an_array_op_names_itself_once_for_a_tensor_that_requires_grad():
+    """'mul: got a shape (4, 3) (torch.float64), b int 2; mul: got a torch.Tensor that requires grad'."""
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(TypeError, match=r"^mul: got a torch.Tensor that requires grad.*"
+                                        r"autograd_function\('mul'\)") as err:
+        seqcore.ops.mul(x, 2.0)
+    assert str(err.value).count("mul") == 2  # the name, and the autograd_function('mul') hint

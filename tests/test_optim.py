@@ -614,6 +614,63 @@ def test_apply_updates_refuses_another_dtype_and_keeps_torch_leaves_working():
         optim.apply_updates(tp, {"w": np.ones(3, np.float32)})
 
 
+REQUIRES_GRAD = r"got a torch.Tensor that requires grad, expected a detached tensor \(pass x.detach\(\)"
+
+
+@pytest.mark.parametrize("make", [lambda: optim.adam(0.1), lambda: optim.sgd(0.1),
+                                  lambda: optim.sgd(0.1, momentum=0.9, weight_decay=0.01),
+                                  lambda: optim.flatten(optim.adam(0.1))])
+def test_tensors_that_require_grad_are_refused_by_path(make):
+    """nn.Parameters (or gradients taken with create_graph) used to be accepted: torch recorded every
+    optimizer step, chaining one graph through all of them (memory without bound)."""
+    torch = pytest.importorskip("torch", reason="tensors that require grad are torch's")
+    opt = make()
+    tree = lambda requires_grad=False: {"b": torch.ones(2, dtype=torch.float64),  # noqa: E731
+                                        "cells": [{"w": torch.full((3,), 2.0, dtype=torch.float64,
+                                                                   requires_grad=requires_grad)}]}
+    with pytest.raises(TypeError, match=r"^params\['cells/0/w'\]: " + REQUIRES_GRAD):
+        opt.init(tree(True))
+    params, state = tree(), opt.init(tree())
+    with pytest.raises(TypeError, match=r"^grads\['cells/0/w'\]: " + REQUIRES_GRAD):
+        opt.update(tree(True), state, params)
+    with pytest.raises(TypeError, match=r"^grads\['cells/0/w'\]: " + REQUIRES_GRAD):
+        opt.update(tree(True), state)  # without params: checked against the state
+    with pytest.raises(TypeError, match=r"^params\['cells/0/w'\]: " + REQUIRES_GRAD):
+        opt.update(tree(), state, tree(True))
+    with pytest.raises(TypeError, match=r"^params\['cells/0/w'\]: " + REQUIRES_GRAD):
+        optim.apply_updates(tree(True), tree())
+    with pytest.raises(TypeError, match=r"^updates\['cells/0/w'\]: " + REQUIRES_GRAD):
+        optim.apply_updates(tree(), tree(True))
+    # detached, as before: the same step as on NumPy leaves, carrying no graph
+    updates, _ = opt.update(tree(), state, params)
+    new = optim.apply_updates(params, updates)
+    np_params = tree_map(lambda x: x.numpy(), params)
+    np_updates, _ = opt.update(np_params, opt.init(np_params), np_params)
+    for got, want in zip(tree_leaves(new), tree_leaves(optim.apply_updates(np_params, np_updates))):
+        assert isinstance(got, torch.Tensor) and not got.requires_grad
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_requires_grad_is_refused_by_global_norm_and_accepted_under_no_grad():
+    torch = pytest.importorskip("torch", reason="tensors that require grad are torch's")
+    w = torch.tensor([3.0, 4.0], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(TypeError, match=r"^tree\['w'\]: " + REQUIRES_GRAD):
+        optim.global_norm({"w": w})
+    with pytest.raises(TypeError, match=r"^grads: " + REQUIRES_GRAD):  # a single leaf has no path
+        optim.clip_by_global_norm(1.0).update(w, {})
+    # a building block's init refuses it too (the state would carry the graph)
+    with pytest.raises(TypeError, match=r"^params\['w'\]: " + REQUIRES_GRAD):
+        optim.scale_by_adam().init({"w": w})
+    # under no_grad torch records nothing (torch.optim steps there): one SGD step by hand, p − η·g
+    with torch.no_grad():
+        assert optim.global_norm({"w": w}) == 5.0
+        opt = optim.sgd(0.5)
+        params = {"w": torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))}
+        updates, _ = opt.update({"w": w}, opt.init(params), params)
+        new = optim.apply_updates(params, updates)
+    assert new["w"].tolist() == [1.0 - 0.5 * 3.0, -2.0 - 0.5 * 4.0] and new["w"].grad_fn is None
+
+
 # ----------------------------------------------------------------------------- eps and schedule signatures
 
 EPS_OPTIMIZERS = [

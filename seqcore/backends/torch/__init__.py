@@ -11,11 +11,13 @@
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 
 from ...primitives import get as _get_primitive
-from ...validate import requires_grad_error
+from ...validate import check_has_data, requires_grad_error
 from ...tree import tree_leaves, tree_map
 
 name = "torch"
@@ -25,47 +27,54 @@ primitives: dict = {}
 
 
 def asarray(x, dtype=None):
+    """``x`` as a tensor; ``dtype`` a NumPy or a torch dtype."""
+    target = None if dtype is None else _torch_dtype(dtype)
     if isinstance(x, torch.Tensor):
-        return x if dtype is None else x.to(_torch_dtype(dtype))
-    arr = np.asarray(x, dtype=dtype)
+        return x if target is None else x.to(target)
+    arr = np.asarray(x, dtype=None if isinstance(dtype, torch.dtype) else dtype)
     if arr.dtype.kind not in "biufc":
         raise TypeError(f"x: got {type(x).__name__} of dtype {arr.dtype}, expected numbers (bool, int, float "
                         "or complex) to make a torch tensor")
-    return torch.from_numpy(_contiguous(arr))
+    out = torch.from_numpy(_contiguous(arr))
+    return out if target is None else out.to(target)  # NumPy has no bfloat16: torch converts
 
 
 # float dtypes NumPy has: the reference runs on a tensor's data as a NumPy array
 _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
-def _check_numpy_float(name: str, a, what: str) -> None:
-    """Refuse a floating tensor NumPy has no dtype for (bfloat16, float8): ``.numpy()`` would fail unnamed."""
+def _check_numpy_data(name: str, a, what: str) -> None:
+    """Refuse a tensor whose data NumPy cannot read: on the meta device (no data), or floating of a dtype
+    NumPy has not (bfloat16, float8). ``.numpy()`` would fail unnamed."""
+    check_has_data(name, a)
     if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype not in _NUMPY_FLOATS:
         raise TypeError(f"{name}: got dtype {a.dtype}, expected torch.float32 or torch.float64 (or torch.float16) "
                         f"for {what}: the torch backend computes with the NumPy reference, and NumPy has no "
                         f"{str(a.dtype).removeprefix('torch.')}; convert with .float()")
 
 
-def _check_tensors(what: str, args) -> None:
+def _check_tensors(what: str, args, names: tuple = ()) -> None:
     """Positional arguments of a primitive on torch: tensors (or None/Python numbers), floating ones
-    of one dtype NumPy has, all on one device — named here instead of failing inside the reference or torch."""
+    of one dtype NumPy has, all on one device — named here instead of failing inside the reference or torch.
+    ``names``: the arguments' public names (``a``, ``b``), else ``args[i]``."""
+    names = tuple(names) + tuple(f"args[{i}]" for i in range(len(names), len(args)))
     floating, device = None, None
     for i, a in enumerate(args):
         if a is None or (isinstance(a, (int, float)) and not isinstance(a, bool)):
             continue
         if not isinstance(a, torch.Tensor):
-            raise TypeError(f"args[{i}]: got {type(a).__name__}, expected a torch.Tensor for {what} "
+            raise TypeError(f"{names[i]}: got {type(a).__name__}, expected a torch.Tensor for {what} "
                             "(convert NumPy arrays with seqcore.backends.get('torch').asarray)")
-        _check_numpy_float(f"args[{i}]", a, what)
+        _check_numpy_data(names[i], a, what)
         if a.is_floating_point():
             if floating is not None and a.dtype != floating[1]:
-                raise TypeError(f"args[{i}]: got dtype {a.dtype}, expected {floating[1]} like args[{floating[0]}] "
+                raise TypeError(f"{names[i]}: got dtype {a.dtype}, expected {floating[1]} like {floating[0]} "
                                 f"of {what}")
-            floating = floating or (i, a.dtype)
+            floating = floating or (names[i], a.dtype)
         if device is not None and a.device != device[1]:
-            raise ValueError(f"args[{i}]: got a tensor on {a.device}, expected {device[1]} like args[{device[0]}] "
+            raise ValueError(f"{names[i]}: got a tensor on {a.device}, expected {device[1]} like {device[0]} "
                              f"of {what}")
-        device = device or (i, a.device)
+        device = device or (names[i], a.device)
 
 
 def _contiguous(v):
@@ -77,12 +86,19 @@ def _contiguous(v):
 
 def to_numpy(x):
     if isinstance(x, torch.Tensor):
+        _check_numpy_data("x", x, "to_numpy")
         return x.detach().cpu().numpy()
     return np.asarray(x)
 
 
 def _torch_dtype(dtype):
-    return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+    except TypeError:  # not a dtype ("Cannot interpret"), or one torch has not (str, object)
+        raise TypeError(f"dtype: got {dtype!r:.60}, expected a torch dtype or a NumPy dtype torch has "
+                        "(bool, int, float or complex)") from None
 
 
 def _to_np(tree):
@@ -140,8 +156,8 @@ def adapt_reference(prim):
             raise requires_grad_error(prim.name, repr(prim.name))
         for i, a in enumerate(args):  # a plain tensor (most arguments) needs no tree walk
             for leaf in (a,) if isinstance(a, torch.Tensor) else tree_leaves(a):
-                if isinstance(leaf, torch.Tensor) and leaf.dtype not in _NUMPY_FLOATS:
-                    _check_numpy_float(f"args[{i}]", leaf, f"primitive {prim.name!r}")
+                if isinstance(leaf, torch.Tensor) and (leaf.dtype not in _NUMPY_FLOATS or leaf.is_meta):
+                    _check_numpy_data(f"args[{i}]", leaf, f"primitive {prim.name!r}")
         device = _device_of(args)
         out, res, _ = _run_reference(prim, args, static)
         return _to_torch(out, device), (res, device)
@@ -245,11 +261,15 @@ def autograd_function(prim_name: str):
 
     _Fn.__name__ = f"{prim_name}_torch_function"
 
+    from ...scan import CHECKS
+    check = CHECKS.get(prim_name)  # a scan's argument rules, named as seqcore.linear_scan names them
+    names = tuple(inspect.signature(check).parameters) if check else ()
+
     def call(*args, **static):
-        from ...scan import CHECKS
-        if prim_name in CHECKS:  # the scans' argument rules, named as seqcore.linear_scan names them
-            CHECKS[prim_name](*(a.detach() if isinstance(a, torch.Tensor) else a for a in args), **static)
-        _check_tensors(f"primitive {prim_name!r}", args)
+        # tensors first: the scan's rules would take a NumPy first argument as the reference and blame a tensor
+        _check_tensors(f"primitive {prim_name!r}", args, names[:len(args)])
+        if check:
+            check(*(a.detach() if isinstance(a, torch.Tensor) else a for a in args), **static)
         return _Fn.apply(static, *args)
 
     call.__doc__ = f"{prim_name} on torch tensors, differentiable by torch autograd. {prim.doc}"
