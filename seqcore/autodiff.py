@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .tree import node_kind, tree_flatten, tree_key_paths, tree_map, tree_unflatten
+from .tree import key_path_name, node_kind, tree_flatten, tree_key_paths, tree_map, tree_unflatten
 
 __all__ = ["Traced", "vjp", "value_and_grad", "stop_gradient"]
 
@@ -217,7 +217,7 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
                         "the value as a constant")
     from .validate import check_detached  # validate imports this module
     for keys, leaf in tree_key_paths(args):  # named as f's argument, not as the first primitive that meets it
-        check_detached("args" + "".join(f"[{k!r}]" for k in keys), leaf)
+        check_detached(key_path_name("args", keys), leaf)
     traced = [Traced(x) if _is_float_array(x) else x for x in leaves]
     out = f(*tree_unflatten(treedef, traced))
     out_leaves, out_def = tree_flatten(out)

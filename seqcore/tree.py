@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["tree_map", "tree_leaves", "tree_flatten", "tree_unflatten", "tree_paths", "tree_key_paths"]
+__all__ = ["tree_map", "tree_leaves", "tree_flatten", "tree_unflatten", "tree_paths", "tree_key_paths", "key_path_name"]
 
 
 _NODES = (dict, list, tuple)
@@ -136,6 +136,12 @@ def tree_key_paths(tree: Any, keep_none: bool = False) -> list[tuple[tuple, Any]
     out: list[tuple[tuple, Any]] = []
     _key_paths_into(tree, (), keep_none, out)
     return out
+
+
+def key_path_name(name: str, keys: tuple) -> str:
+    """A leaf named as Python indexes it: ``key_path_name("params", ("cells", 0))`` is
+    ``"params['cells'][0]"``."""
+    return name + "".join(f"[{k!r}]" for k in keys)
 
 
 def _key_paths_into(tree: Any, keys: tuple, keep_none: bool, out: list) -> None:

@@ -36,7 +36,7 @@ from .. import nn, ops
 from ..autodiff import stop_gradient, vjp
 from ..train import Hooks
 from ..validate import check_positive_int, check_real, is_array
-from ..tree import tree_key_paths, tree_leaves, tree_map
+from ..tree import key_path_name, tree_key_paths, tree_leaves, tree_map
 
 __all__ = ["HP", "Learner", "ExperienceData", "pack_state", "unpack_state", "tree_dot", "tree_to_numpy",
            "get_path", "set_path", "example_gradients", "softmax", "head_mask", "MASKED_LOGIT"]
@@ -78,10 +78,6 @@ def tree_to_numpy(tree, to_numpy=np.asarray):
     return tree_map(lambda v: np.array(to_numpy(stop_gradient(v))), tree)
 
 
-def _leaf_name(name: str, keys: tuple) -> str:
-    return name + "".join(f"[{k!r}]" for k in keys)
-
-
 def _shape(leaf) -> tuple:
     return tuple(leaf.shape) if hasattr(leaf, "shape") else np.shape(leaf)
 
@@ -95,16 +91,16 @@ def check_tree_like(name: str, tree, ref, ref_name: str) -> tuple[list, list]:
     differ = next((i for i, (g, w) in enumerate(zip(got, want)) if g[0] != w[0]), None)
     if len(got) != len(want):
         at = min(len(got), len(want)) if differ is None else differ
-        first = _leaf_name(name, (want if at < len(want) else got)[at][0])
+        first = key_path_name(name, (want if at < len(want) else got)[at][0])
         raise ValueError(f"{name}: got a tree with {len(got)} arrays, expected {len(want)} like {ref_name} "
                          f"(first difference at {first})")
     if differ is not None:
-        raise ValueError(f"{name}: got an array at {_leaf_name(name, got[differ][0])}, expected one at "
-                         f"{_leaf_name(name, want[differ][0])} like {ref_name}")
+        raise ValueError(f"{name}: got an array at {key_path_name(name, got[differ][0])}, expected one at "
+                         f"{key_path_name(name, want[differ][0])} like {ref_name}")
     for (keys, leaf), (_, like) in zip(got, want):
         if _shape(leaf) != _shape(like):
-            raise ValueError(f"{_leaf_name(name, keys)}: got shape {_shape(leaf)}, expected {_shape(like)} "
-                             f"like {_leaf_name(ref_name, keys)}")
+            raise ValueError(f"{key_path_name(name, keys)}: got shape {_shape(leaf)}, expected {_shape(like)} "
+                             f"like {key_path_name(ref_name, keys)}")
     return [leaf for _, leaf in got], [like for _, like in want]
 
 
