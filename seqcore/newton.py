@@ -23,6 +23,7 @@ the sequential recurrence's own rounding).  For stable cells the two agree to ro
 """
 from __future__ import annotations
 
+import contextvars
 import math
 import numbers
 import os
@@ -48,6 +49,11 @@ DEFAULT_MAX_ITERS = 32
 
 class NewtonConvergenceWarning(RuntimeWarning):
     """The Newton scan did not converge; the sequential recurrence was used instead."""
+
+
+# where the running cell sits in a Stack / Bidirectional ("layer 1: backward direction: "), set by
+# cells.stack: a stack warns once per failing layer and direction, and each warning says which
+warning_place = contextvars.ContextVar("seqcore_newton_warning_place", default="")
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ def _newton_fwd(xp, xi, state0, *rec, cell, tol, max_iters, jacobian, damping):
         states = cell.recurrence()(xi, state0, *rec, cell=cell)
         # no residual in the text, and the user's line as the location: Python's default filter
         # then shows the warning once per session, not at every step of a training loop
-        bad = _non_finite_inputs(xp, xi, state0, p) if not math.isfinite(residual) else []
+        bad = _non_finite_inputs(xp, cell, xi, state0, p) if not math.isfinite(residual) else []
         if bad:  # checked only after a failure: the converging path pays nothing for it
             text = (f"newton_scan: {type(cell).__name__} got NaN or inf in {', '.join(bad)}; the sequential "
                     f"recurrence was used instead (it carries them through, as mode='sequential' does)")
@@ -102,15 +108,19 @@ def _newton_fwd(xp, xi, state0, *rec, cell, tol, max_iters, jacobian, damping):
             text = (f"newton_scan: {type(cell).__name__} did not converge in {len(history) - 1} Newton iterations "
                     f"({why}); the sequential recurrence was used instead. "
                     f"Raise max_iters, add damping, or use mode='sequential'.")
-        warnings.warn(text, NewtonConvergenceWarning, stacklevel=_caller_outside_seqcore())
+        warnings.warn(warning_place.get() + text, NewtonConvergenceWarning, stacklevel=_caller_outside_seqcore())
     return (states, _history_array(xp, history, max_iters)), (p, xi, state0, states)
 
 
-def _non_finite_inputs(xp, xi, state0, p: dict) -> list:
+def _non_finite_inputs(xp, cell, xi, state0, p: dict) -> list:
     """What of the scan's inputs holds NaN or inf, as the user knows it: the projected input
-    (from x and the input weights), h0, the recurrent parameters by name."""
-    named = [("x (or the input weights projecting it)", xi), ("h0", state0)]
-    named += [(f"params[{k!r}]", v) for k, v in p.items()]
+    (from x and the input weights), h0 (and c0: the state unpacked), the recurrent parameters by
+    the params they are computed from (a folded bias: ``params['bias_ih'] or params['bias_hh']``)."""
+    state = cell.unpack_state(state0)
+    named = [("x (or the input weights or bias projecting it)", xi)]
+    named += zip(("h0", "c0"), state) if isinstance(state, tuple) else [("h0", state)]
+    for k, v in p.items():
+        named.append((" or ".join(f"params[{s!r}]" for s in cell.recurrent_sources.get(k, (k,))), v))
     return [name for name, v in named if not bool(xp.isfinite(v).all())]
 
 

@@ -15,6 +15,7 @@ import pytest
 import seqcore
 from seqcore import cells
 from seqcore.cells import LSTM, Cell, Elman
+from seqcore.cells.base import FoldedInputBias
 from seqcore.newton import (DEFAULT_MAX_ITERS, NewtonConvergenceWarning, NewtonInfo, newton_scan,
                             _parallel_states)
 from seqcore.newton_solve import linear_solve, newton_solve, previous_states
@@ -411,6 +412,35 @@ def test_non_convergence_warning_points_at_the_caller_and_shows_once_by_default(
     assert len(ours) == 1 and ours[0].filename == __file__
 
 
+def test_stack_warnings_say_which_layer_and_direction_fell_back():
+    """A Stack / Bidirectional issued one identical warning per failing layer and direction
+    (Python's default filter then showed one line, naming no layer). Each now carries the prefix
+    its errors get ("layer 1: backward direction: ") and still points at the caller's line."""
+    from seqcore.cells.stack import stack
+    H = 8
+    net = stack(Elman, 2, H, num_layers=2, bidirectional=True)
+    rng = np.random.default_rng(1)
+    params = net.init(rng, np.float64)
+    failing = {(0, "forward"), (1, "backward")}
+    for i, d in failing:  # chaotic, as chaotic_elman: 8 Newton updates leave T = 64 steps unconverged
+        params[i][d]["weight_hh"] = rng.standard_normal((H, H)) * 3.0 / np.sqrt(H)
+    x = rng.standard_normal((3, 64, 2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's filter: once per message and location
+        for _ in range(2):
+            got = net.apply(params, x, mode="parallel", max_iters=8)[0]
+        bi = net.layers[1]
+        got_bi = bi.apply(params[1], got, mode="parallel", max_iters=8)[0]  # reads 2H features
+        newton_scan(bi.backward, params[1]["backward"], got, max_iters=8)  # outside a stack: no prefix
+    ours = [w for w in caught if issubclass(w.category, NewtonConvergenceWarning)]
+    text = "newton_scan: Elman did not converge in 8 Newton iterations"
+    assert sorted(str(w.message).split(text)[0] for w in ours) == [
+        "", "backward direction: ", "layer 0: forward direction: ", "layer 1: backward direction: "]
+    assert all(w.filename == __file__ for w in ours)
+    np.testing.assert_allclose(got, net.apply(params, x)[0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got_bi, bi.apply(params[1], got)[0], rtol=0, atol=1e-9)
+
+
 def test_non_convergence_gradients_are_those_of_bptt():
     cell, params, x = chaotic_elman(32, gain=2.0)
     h0 = np.zeros((3, 8))
@@ -441,19 +471,23 @@ def test_overflowing_iterate_falls_back():
 def test_non_finite_input_falls_back_naming_the_input_not_the_solver(backend, name):
     """A NaN in x, h0 or a recurrent weight was reported as 'did not converge in 0 Newton
     iterations (the iterate overflowed) ... Raise max_iters, add damping'. The oracle: the
-    sequential mode on the same backend, NaNs and all."""
+    sequential mode on the same backend, NaNs and all. The name is the user's argument: c0 was
+    reported as h0 (the packed state), LSTM's and Elman's bias_ih as bias_hh (the two are folded)."""
     mod = backend_or_skip(backend)
     cell, params, x, h0 = make(name, np.float64, 2, 20)
     two = cell.state_factor == 2
-    for where, shown in (("x", "x (or the input weights"), ("h0", "h0"), ("weight_hh", "params['weight_hh']")):
+    folded = isinstance(cell, FoldedInputBias)
+    cases = [("x", "x (or the input weights"), ("h0", "h0"), ("weight_hh", "params['weight_hh']"),
+             ("bias_ih", "params['bias_ih'] or params['bias_hh']" if folded else "x (or the input weights")]
+    for where, shown in cases + [("c0", "c0")] * two:
         p, xx, hh = dict(params), x.copy(), tuple(map(np.copy, h0)) if two else h0.copy()
         if where == "x":
             xx[0, 10, 1] = np.nan
-        elif where == "h0":
-            (hh[1] if two else hh)[1, 2] = np.nan  # c0 for LSTM-like cells
+        elif where in ("h0", "c0"):
+            (hh[where == "c0"] if two else hh)[1, 2] = np.nan
         else:
-            p["weight_hh"] = p["weight_hh"].copy()
-            p["weight_hh"].flat[0] = np.nan
+            p[where] = p[where].copy()
+            p[where].flat[0] = np.nan
         args = tree_map(mod.asarray, (p, xx, hh))
         with seqcore.use(backend), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

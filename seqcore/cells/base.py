@@ -67,6 +67,8 @@ class Cell:
     state_factor: ClassVar[int] = 1             # S = state_factor * hidden_size
     jacobian_structure: ClassVar[str] = "dense"  # "diag", "block" (k = state_factor) or "dense"
     recurrent_keys: ClassVar[tuple] = ()        # params the recurrence primitive differentiates
+    # {recurrent key: the params it is computed from}, where not the param of its own name
+    recurrent_sources: ClassVar[dict] = {}
     linear_in_state: ClassVar[bool] = False     # True: the recurrence is a linear scan
     # the reference (fwd, bwd) of `<name>_recurrence`: the step loop unless a cell has a faster one
     recurrence_reference: ClassVar[tuple] = (_recurrence_fwd, _recurrence_bwd)
@@ -302,6 +304,8 @@ class FoldedInputBias:
     the forward, its column sums in the backward: about 9 % of an LSTM layer's forward +
     backward at B = 64, H = 64; BENCHMARKS.md); both biases get the recurrence's bias
     gradient, the one they had before."""
+
+    recurrent_sources: ClassVar[dict] = {"bias_hh": ("bias_ih", "bias_hh")}
 
     def project(self, params, x):
         return ops.linear(x, params["weight_ih"])

@@ -157,14 +157,21 @@ class Stack:
 
 @contextlib.contextmanager
 def _where(place: str):
-    """Prefix a plain ValueError / TypeError raised inside with ``place`` (which layer, which
-    direction): a stack's layers check the same argument names."""
+    """Prefix a plain ValueError / TypeError raised inside, and the Newton scan's convergence
+    warnings, with ``place`` (which layer, which direction): a stack's layers check the same
+    argument names, and each may fall back on its own."""
+    from ..newton import warning_place  # the Newton engine sits above cells
+    # set, not caught and re-issued: catch_warnings would swallow every other warning in the block
+    token = warning_place.set(f"{warning_place.get()}{place}: ") if place else None
     try:
         yield
     except (ValueError, TypeError) as exc:
         if not place or type(exc) not in (ValueError, TypeError):
             raise
         raise type(exc)(f"{place}: {exc}") from exc
+    finally:
+        if token is not None:
+            warning_place.reset(token)
 
 
 def _batch_and_time(x) -> tuple[int, int]:
