@@ -57,7 +57,8 @@ def user_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
     """Turn library errors raised inside the block into ``click.ClickException`` (one line).
 
     ``options`` maps library argument names to the command-line options that set them: a
-    message starting ``name: ...`` (the library's convention) is shown as ``option: ...``.
+    message starting ``name: ...`` (the library's convention) is shown as ``option: ...``; an
+    element of one, ``name[0]: ...``, as ``option`` with the index after the option's name.
     """
     try:
         yield
@@ -68,8 +69,13 @@ def user_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
             raise
         text = one_line(exc)
         name, sep, rest = text.partition(": ")
+        base, bracket, index = name.partition("[")
         if sep and options and name in options:
             text = f"{options[name]}: {rest}"
+        elif sep and options and bracket and base in options:
+            # "--schedule-arg boundaries (or schedule_kwargs in run.toml)": the index goes after the name
+            option, paren, source = options[base].partition(" (")
+            text = f"{option}{bracket}{index}{paren}{source}: {rest}"
         raise click.ClickException(text) from exc
     except MemoryError as exc:  # sizes too large for this machine (--hidden 10**8): say so, without a traceback
         if _want_traceback():

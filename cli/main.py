@@ -589,7 +589,8 @@ def eval_(ctx, run_dir, num_batches, batch_size, seed, run_eval_set, backend, as
                                    "set's test split (no fresh batches to draw); leave --seed out")
     with user_errors({"batch_size": "--batch-size", "num_batches": "--batches"}):
         train_module.check_batch_fits("batch_size", batch_size, cfg, task)
-        train_module.check_eval_count(num_batches, batch_size, task, ("num_batches", "batch_size"))
+        # the option names: the message names the second one inside, where user_errors cannot reach it
+        train_module.check_eval_count(num_batches, batch_size, task, ("--batches", "--batch-size"))
         if run_eval_set or isinstance(task, tasks.DatasetTask):
             source = "the run's evaluation set" if run_eval_set else "the test split"
             batches = task.eval_batches(batch_size, num_batches)

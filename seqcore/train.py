@@ -404,6 +404,11 @@ def model_builder(cfg: TrainConfig, task):
     if cfg.curriculum in ("single-head", "multi-head", "sliding", "anti") and not hasattr(task, "ns"):
         raise ValueError(f"curriculum: got {cfg.curriculum!r} with task {cfg.task!r}, expected a task with "
                          "an N (nparity, ndms) for the N-curricula; use 'fixed' or 'cyclical' here")
+    if cfg.curriculum in ("single-head", "multi-head", "sliding") and "max_n" in ckw and ckw["max_n"] is None:
+        # the curriculum's "no limit": the model would hold heads up to start_n only, and fail at the first advance
+        raise ValueError(f"max_n: got None for the {cfg.curriculum!r} curriculum of a run, expected an int >= start_n: "
+                         "the model holds a head for every N up to max_n (leave max_n out for the default, 30 past "
+                         "the larger of start_n and the task's largest N)")
     if cfg.curriculum in ("single-head", "multi-head", "sliding") and "max_n" not in ckw:
         # heads are created up front for N up to max_n: by default 30 past the first N
         start = ckw.get("start_n")
@@ -621,8 +626,11 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
                 status, message = "diverged", diverged_message(exc, rd is not None)
                 break
             if run.cfg.curriculum == "cyclical":
-                run.curriculum.record_losses(run.model.example_losses(
-                    tr.params, tr.to_backend(batch), cfg.mode, heads=run.active()))
+                losses = run.model.example_losses(tr.params, tr.to_backend(batch), cfg.mode, heads=run.active())
+                # finite new parameters can still overflow the forward pass (a ReLU cell's states)
+                if not np.isfinite(losses).all():
+                    raise TrainingDiverged(tr.step_count, "a per-example loss (cyclical curriculum)", after=True)
+                run.curriculum.record_losses(losses)
             step = tr.step_count
             run.grad_norms.append(tr.grad_norm)
             if bar is not None:

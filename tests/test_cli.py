@@ -1499,8 +1499,9 @@ def test_eval_without_a_checkpoint_names_the_directory_and_the_file(tmp_path, fi
 def test_eval_refuses_more_than_1e8_sequences(finished_run):
     result = invoke("eval", finished_run, "--batches", 10**9)  # batches of the run's 32
     assert_one_line_error(result)
+    # the batch size is named as the option that sets it (it named the library field batch_size)
     assert result.stderr.startswith("Error: --batches: got 1000000000, expected at most 3125000 batches of "
-                                    "batch_size=32: at most 100000000 sequences per evaluation")
+                                    "--batch-size=32: at most 100000000 sequences per evaluation")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be caught on Windows")
@@ -1550,3 +1551,75 @@ def test_a_toml_config_turns_an_optional_field_off_with_none(tmp_path):
     assert_one_line_error(result)
     assert result.stderr.strip() == (f"Error: {bad}: clip: got 'never' (str), expected a number or null "
                                      '("none" in TOML)')
+
+
+def test_a_cyclical_run_whose_example_losses_overflow_stops_as_diverged(tmp_path):
+    """It ended in "Error: losses: got non-finite or negative values" with no summary.json, and
+    resume repeated it; --curriculum fixed stopped as diverged."""
+    args = ["--task", "nparity", "--task-arg", "n=8", "--curriculum", "cyclical", "--curriculum-arg",
+            "num_examples=200", "--cell", "elman", "--cell-arg", "nonlinearity=relu", "--hidden", 16, "--steps", 30,
+            "--eval-every", 10, "--optimizer", "sgd", "--momentum", 0, "--lr", 10, "--clip", "none",
+            "--backend", "numpy", "--quiet"]
+    result = invoke("train", *args, "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "status          diverged" in result.stdout
+    assert result.stderr == (f"Error: training diverged after step {summary['steps']}: a per-example loss (cyclical "
+                             "curriculum) is not finite; the last good checkpoint was kept (try a lower learning "
+                             "rate or gradient clipping)\n")
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.npz")[1]["step"] == 0  # before the first evaluation
+    again = invoke("resume", tmp_path / "r", "--quiet")
+    assert_one_line_error(again)
+    assert again.stderr == result.stderr
+
+
+@pytest.mark.parametrize("curriculum", ["single-head", "multi-head", "sliding"])
+def test_a_null_max_n_is_refused_before_anything_is_written(tmp_path, curriculum):
+    """It was taken as the curriculum's "no limit": the model held heads up to the first N only,
+    and the run crashed at its first advance ("heads: got ['n3'] ..."), leaving a run directory
+    that resume and eval could not load."""
+    expected = (f"got None for the {curriculum!r} curriculum of a run, expected an int >= start_n: the model "
+                "holds a head for every N up to max_n (leave max_n out for the default, 30 past the larger of "
+                "start_n and the task's largest N)\n")
+    result = invoke("train", *TINY, "--curriculum", curriculum, "--curriculum-arg", "max_n=null",
+                    "--curriculum-arg", "threshold=0.6", "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert result.stderr == f"Error: --curriculum-arg max_n: {expected}"
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({**TINY_CONFIG, "curriculum": curriculum, "curriculum_kwargs": {"max_n": None}}))
+    result = invoke("train", "--config", path, "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert result.stderr == f"Error: --curriculum-arg max_n (or curriculum_kwargs in {path}): {expected}"
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_element_of_a_list_field_is_named_by_its_option(tmp_path):
+    """piecewise-constant's per-element errors said "boundaries[0]: ...", naming neither the
+    option nor the config file, where the whole list's said "--schedule-arg boundaries: ..."."""
+    base = ["train", "--backend", "numpy", "--steps", 20, "--hidden", 4, "--out", tmp_path / "r",
+            "--schedule", "piecewise-constant"]
+    for value, message in (("[0]", "got 0, expected >= 1"), ("[1.5,2]", "got 1.5 (float), expected an int")):
+        result = invoke(*base, "--schedule-arg", f"boundaries={value}")
+        assert_one_line_error(result)
+        assert result.stderr == f"Error: --schedule-arg boundaries[0]: {message}\n"
+    toml = tmp_path / "run.toml"
+    toml.write_text('schedule = "piecewise-constant"\n[schedule_kwargs]\nboundaries = [4, 2.5]\n')
+    result = invoke("train", "--backend", "numpy", "--steps", 20, "--hidden", 4, "--config", toml,
+                    "--out", tmp_path / "r")
+    assert_one_line_error(result)
+    assert result.stderr == (f"Error: --schedule-arg boundaries[1] (or schedule_kwargs in {toml}): got 2.5 (float), "
+                             "expected an int\n")
+    assert not (tmp_path / "r").exists()
+
+
+def test_user_errors_maps_an_indexed_name_by_its_base_name():
+    for options, message, shown in (
+            ({"n": "--task-arg n"}, "n[2]: got 0", "--task-arg n[2]: got 0"),
+            ({"n": "n (in run.toml)"}, "n[0]: bad", "n[0] (in run.toml): bad"),
+            ({"n[1]": "exact"}, "n[1]: bad", "exact: bad"),  # an exact entry wins
+            ({"n": "--task-arg n"}, "m[0]: bad", "m[0]: bad"),  # not a name given
+            ({"n": "--task-arg n"}, "n[0] without a colon", "n[0] without a colon")):
+        with pytest.raises(click.ClickException) as info:
+            with common.user_errors(options):
+                raise ValueError(message)
+        assert info.value.message == shown

@@ -907,3 +907,61 @@ def test_a_leaky_tau_init_beyond_the_dtype_is_refused_by_name():
     with pytest.raises(ValueError, match=r"^tau_init: got 1e\+39, expected at most 3.403e\+38 \(the largest float32\)"):
         cell.init(np.random.default_rng(0))
     assert cell.init(np.random.default_rng(0), np.float64)["tau"][0] == 1e39
+
+
+class KeepAfterStep(Hooks):
+    """Copies of the parameters after each step, and the batch it trained on."""
+
+    def __init__(self):
+        self.params, self.batches = {}, {}
+
+    def after_step(self, trainer, batch, loss):
+        from seqcore.tree import tree_map
+        self.params[trainer.step_count] = tree_map(lambda v: np.array(v, copy=True), trainer.params)
+        self.batches[trainer.step_count] = batch
+
+
+def test_a_cyclical_run_whose_example_losses_overflow_ends_diverged(tmp_path):
+    """Finite new parameters whose forward pass overflows (ReLU Elman states) made the cyclical
+    curriculum's record_losses raise: no status, no summary.json, and resume failed the same way.
+    It is a divergence after that step, as the fixed curriculum reports one."""
+    from seqcore.runs import params_to_arrays
+    from seqcore.train import Run
+    cfg = TrainConfig(task="nparity", task_kwargs={"n": 8}, curriculum="cyclical",
+                      curriculum_kwargs={"num_examples": 200}, cell="elman", cell_kwargs={"nonlinearity": "relu"},
+                      hidden=16, steps=30, batch_size=16, eval_every=1, eval_batches=1, eval_batch_size=32,
+                      optimizer="sgd", momentum=0.0, lr=10.0, clip=None, schedule="constant")
+    hook = KeepAfterStep()
+    summary, _ = train(cfg, tmp_path / "run", quiet=True, hooks=hook)
+    assert summary["status"] == "diverged", summary["message"]
+    step = summary["steps"]
+    assert summary["message"].startswith(f"training diverged after step {step}: a per-example loss (cyclical "
+                                         "curriculum) is not finite; the last good checkpoint was kept")
+    # oracle: the parameters after that step are finite, but their outputs on its batch are not;
+    # those of the step before are finite throughout
+    for s, finite in ((step - 1, True), (step, False)):
+        assert all(np.isfinite(v).all() for v in params_to_arrays(hook.params[s]).values())
+        x, _, mask = hook.batches[s]
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = Run(cfg).model.outputs(hook.params[s], x, mask)
+        assert all(np.isfinite(np.asarray(o)).all() for o in out.values()) == finite, s
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+    kept, meta = _params(tmp_path / "run" / "checkpoint.npz")
+    assert meta["step"] == step - 1  # checkpointed at every evaluation: the last good step's
+    for k, v in params_to_arrays(hook.params[step - 1]).items():
+        np.testing.assert_array_equal(kept[k], v, err_msg=k)
+    again, _ = resume(tmp_path / "run", quiet=True)
+    assert (again["status"], again["steps"]) == ("diverged", step)
+
+
+def test_a_run_refuses_a_null_max_n_before_its_directory_is_made(tmp_path):
+    """None is the curricula's "no limit"; a run built heads up to start_n only and crashed at its
+    first advance ("heads: got ['n3'], expected names among ['n2']"), leaving an unusable directory."""
+    from seqcore.tasks import make, make_curriculum
+    for curriculum in ("single-head", "multi-head", "sliding"):
+        assert make_curriculum(curriculum, make("nparity", n=2), max_n=None).max_n is None  # the library's own
+        cfg = TrainConfig(**{**SMALL, "curriculum": curriculum, "curriculum_kwargs": {"max_n": None}})
+        with pytest.raises(ValueError, match=rf"^max_n: got None for the '{curriculum}' curriculum of a run, "
+                                             r"expected an int >= start_n: the model holds a head for every N"):
+            train(cfg, tmp_path / "run", quiet=True)
+        assert not (tmp_path / "run").exists()
