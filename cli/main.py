@@ -476,10 +476,10 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
         what = (f"at step {done}: its summary was not written, rebuilding it from metrics.jsonl" if rebuild
                 else f"from step {done} to {total}")
         click.echo(f"seqcore resume: {run_dir} {what} ({cfg.backend} backend{past})")
-        if jump is not None:
-            click.echo(f"note: the {cfg.schedule} schedule is rebuilt over {steps} steps: the learning rate at "
-                       f"step {done} goes from {jump[0]:.4g} to {jump[1]:.4g}")
         note_blas_pin(cfg.backend)
+    if jump is not None:  # a change of the run's course: said even with --quiet, on stderr
+        click.echo(f"note: the {cfg.schedule} schedule is rebuilt over {steps} steps: the learning rate at "
+                   f"step {done} goes from {jump[0]:.4g} to {jump[1]:.4g}", err=True)
     with user_errors(), saved_config_errors(RunDir(run_dir).config):
         summary, _ = resume_run(run_dir, steps=steps, quiet=quiet, log=None if quiet else click.echo)
     _finish(summary, run_dir)

@@ -669,10 +669,14 @@ def test_resume_steps_the_config_refuses_names_the_option(tmp_path, monkeypatch)
 def test_resume_steps_notes_a_learning_rate_the_rebuilt_schedule_changes(tmp_path):
     """cosine over 10 steps ends at 0; over 20 it is at half the peak at step 10: said, not silent."""
     ok("train", *TINY, "--steps", 10, "--schedule", "cosine", "--lr", "0.02", "--out", tmp_path / "cos", "--quiet")
-    out = ok("resume", tmp_path / "cos", "--steps", 20).stdout
-    assert "note: the cosine schedule is rebuilt over 20 steps: the learning rate at step 10 goes from 0 to 0.01" in out
+    note = "note: the cosine schedule is rebuilt over 20 steps: the learning rate at step 10 goes from 0 to 0.01"
+    assert note in ok("resume", tmp_path / "cos", "--steps", 20).stderr
+    # --quiet drops the progress lines, not this note: the run's course changes
+    ok("train", *TINY, "--steps", 10, "--schedule", "cosine", "--lr", "0.02", "--out", tmp_path / "cos-q", "--quiet")
+    quiet = ok("resume", tmp_path / "cos-q", "--steps", 20, "--quiet")
+    assert note in quiet.stderr and "seqcore resume:" not in quiet.stdout
     ok("train", *TINY, "--steps", 10, "--out", tmp_path / "const", "--quiet")
-    assert "note: the" not in ok("resume", tmp_path / "const", "--steps", 20).stdout  # constant: unchanged
+    assert "note: the" not in ok("resume", tmp_path / "const", "--steps", 20).stderr  # constant: unchanged
 
 
 def test_summary_table_prints_values_logged_as_null():

@@ -12,6 +12,7 @@ import pytest
 from seqcore import learners, optim
 from seqcore.autodiff import vjp
 from seqcore.learners.base import ExperienceData, get_path, pack_state, unpack_state
+from seqcore.learners.basic import union_batch
 from seqcore.learners.classifiers import MLPClassifier, RNNClassifier
 from seqcore.learners.distillation import soft_cross_entropy
 from seqcore.learners.orthogonal import extend_basis, project_out, project_out_masked_diagonal
@@ -318,6 +319,34 @@ def test_soft_cross_entropy_value_and_gradient():
     np.testing.assert_allclose(grad, (softmax(logits, 2.0) - q) / (2.0 * 5), rtol=1e-10)
 
 
+
+@pytest.mark.parametrize("temperature,error,message", [
+    (0, ValueError, r"temperature: got 0, expected > 0"), (-1.0, ValueError, r"temperature: got -1.0, expected > 0"),
+    (float("nan"), ValueError, r"temperature: got nan, expected a finite number"),
+    ("2", TypeError, r"temperature: got '2' \(str\), expected a real number")])
+def test_soft_cross_entropy_refuses_a_temperature_that_is_not_positive(temperature, error, message):
+    logits, q = np.zeros((2, 3)), np.full((2, 3), 1 / 3)
+    with pytest.raises(error, match=message):
+        soft_cross_entropy(logits, q, temperature)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_union_batch_refuses_a_batch_size_that_is_not_a_positive_int(batch_size):
+    x, y = data(10)
+    with pytest.raises(ValueError, match=rf"batch_size: got {batch_size!r}, expected an integer >= 1"):
+        union_batch(np.random.default_rng(0), [experience(x, y)], batch_size)
+    got_x, got_y = union_batch(np.random.default_rng(0), [experience(x, y)], 4)  # a valid size still works
+    assert got_x.shape == (4, N_IN) and all(any(np.array_equal(r, q) for q in x) for r in got_x)
+
+
+def test_sampled_fisher_refuses_an_rng_that_is_not_a_generator():
+    ln = bound("ewc")
+    x, y = data(4)
+    with pytest.raises(TypeError, match=r"rng: got int, expected numpy.random.Generator"):
+        fisher_diagonal(ln, params_of(ln), x, y, "sampled", 3)
+    with pytest.raises(ValueError, match=r"rng: got None, expected a numpy Generator"):
+        fisher_diagonal(ln, params_of(ln), x, y, "sampled", None)
+
 def test_lwf_distils_the_previous_model_on_current_inputs():
     ln = bound("lwf", strength=1.7, temperature=2.0)
     teacher = params_of(ln, 0)
@@ -567,8 +596,9 @@ def test_sharp_holds_stable_units_and_masks_under_adam(model):
     theta = params_of(ln)
     paths = model.sparse_paths(theta)
     assert len(ln.masks) == len(paths) >= 1  # grouped ParaRNN input weights are sparse too
+    masked = set(getattr(model, "masked_diagonal_paths", lambda: [])())  # never connections (leaky)
     for path, mask in zip(paths, ln.masks):
-        assert mask.sum() == max(1, round(0.6 * mask.size))
+        assert mask.sum() == max(1, round(0.6 * (mask.size - (mask.shape[0] if path in masked else 0))))
     trainer = Trainer(ln.loss, theta, optim.adamw(0.01, weight_decay=0.1), hooks=ln)
     x, y = data(60)
     for s in range(7):
@@ -591,6 +621,38 @@ def test_sharp_holds_stable_units_and_masks_under_adam(model):
         assert np.all(get_path(trainer.params, path)[~mask] == 0)
 
 
+
+@pytest.mark.parametrize("regrow", ["random", "gradient"])
+def test_sharp_never_spends_connections_on_a_leaky_rnns_masked_diagonal(regrow):
+    """LeakyRNN's forward uses W_hh ⊙ (1 − I): the diagonal is never a connection, so the density
+    applies to the H(H − 1) other entries, at init and after every drop/regrow round."""
+    H = 8
+    model = RNNClassifier("leaky", N_IN, H, N_OUT, num_layers=2)
+    ln = bound("sharp", model=model, density=0.5, rewire_every=1, drop_fraction=0.3, regrow=regrow,
+               freeze_fraction=0.0, replay_batch=8)
+    theta = params_of(ln)
+    paths = model.sparse_paths(theta)
+    masked = set(model.masked_diagonal_paths())
+    assert masked == {("rnn", 0, "weight_hh"), ("rnn", 1, "weight_hh")} and masked <= set(paths)
+
+    def check():
+        for path, mask in zip(paths, ln.masks):
+            usable = mask.size - (H if path in masked else 0)
+            assert mask.sum() == round(0.5 * usable), path
+            if path in masked:
+                assert not np.diag(mask).any(), path
+    check()
+    trainer = Trainer(ln.loss, theta, optim.adam(0.05), hooks=ln)
+    x, y = data(80)
+    hh = paths.index(("rnn", 0, "weight_hh"))
+    changed = False
+    for s in range(10):
+        before = ln.masks[hh].copy()
+        trainer.step((x[8 * s:8 * s + 8], y[8 * s:8 * s + 8], None))
+        changed |= not np.array_equal(before, ln.masks[hh])
+        check()
+    assert changed  # the rounds did rewire the recurrent weights
+
 def test_extend_basis_captures_the_energy_threshold():
     rng = np.random.default_rng(0)
     inputs = rng.normal(size=(100, 3)) @ rng.normal(size=(3, 8)) + 0.01 * rng.normal(size=(100, 8))
@@ -604,6 +666,38 @@ def test_extend_basis_captures_the_energy_threshold():
     g = rng.normal(size=(4, 8))
     np.testing.assert_allclose(project_out(g, basis) @ basis, 0, atol=1e-12)
 
+
+
+def test_extend_basis_at_threshold_one_adds_no_direction_for_inputs_already_in_its_span():
+    """Rounding leaves the covered energy a hair below the total; a direction of pure rounding
+    residual (no energy of the inputs) must not be added: it would remove plasticity for good."""
+    rng = np.random.default_rng(0)
+    D = 8
+    for _ in range(40):
+        A = rng.normal(size=(30, 3)) @ rng.normal(size=(3, D))
+        basis = extend_basis(None, A, 1.0)
+        assert basis.shape[1] == 3
+        inside = rng.normal(size=(30, 3)) @ A[:3]  # inside span(basis)
+        assert extend_basis(basis, inside, 1.0) is basis
+        new = rng.normal(size=(1, D))  # a genuine new direction is still added, and only it
+        more = extend_basis(basis, rng.normal(size=(30, 4)) @ np.concatenate([A[:3], new]), 1.0)
+        assert more.shape[1] == 4
+        residual = new[0] - more @ (more.T @ new[0])
+        assert np.linalg.norm(residual) < 1e-10 * np.linalg.norm(new)
+
+
+def test_extend_basis_refuses_a_basis_that_is_not_orthonormal():
+    with pytest.raises(ValueError, match=r"basis: got columns that are not orthonormal"):
+        extend_basis(np.ones((3, 2)), np.eye(3), 0.9)
+    with pytest.raises(ValueError, match=r"basis: got columns that are not orthonormal"):
+        extend_basis(2 * np.eye(3)[:, :1], np.eye(3), 0.9)
+    rng = np.random.default_rng(0)
+    basis = extend_basis(None, rng.normal(size=(10, 5)) @ rng.normal(size=(5, 6)), 0.9)
+    # a float32 copy is orthonormal to float32 rounding: accepted, like the float64 one
+    for b in (basis, basis.astype(np.float32)):
+        assert extend_basis(b, rng.normal(size=(4, 6)), 0.9).shape[1] >= b.shape[1]
+    with pytest.raises(ValueError, match=r"basis: got columns that are not orthonormal"):
+        extend_basis((basis * (1 + 1e-3)).astype(np.float32), np.eye(6), 0.9)
 
 @pytest.mark.parametrize("model", [MLPClassifier(N_IN, (6,), N_OUT), RNNClassifier("lstm", 2, 5, N_OUT)],
                          ids=["mlp", "lstm"])
@@ -751,6 +845,50 @@ def test_hypernetwork_generates_target_weights_and_regularises_old_tasks():
     check_gradient_fd(reg, moved, grad)
     g = ln.transform_grads(trainer, grad, None)  # only the current task's embedding may move
     assert np.all(g["task_embeddings"][[0, 1]] == 0) and np.all(g["task_embeddings"][2] == grad["task_embeddings"][2])
+
+
+
+def test_hypernetwork_generates_weights_centred_like_the_default_init():
+    """W = mean(init) + scale · output per target tensor (scale: the init's std, 0.1 for a
+    constant tensor). LeakyRNN's τ (init constant 1) is generated around 1, so the task loss
+    reaches the hypernetwork through τ; without the offset τ ≈ 0, clamped to 1, no gradient."""
+    from seqcore import ops
+    from seqcore.tree import tree_flatten
+    model = RNNClassifier("leaky", N_IN, 4, N_OUT)
+    ln = bound("hypernet", model=model, hnet_hidden=6, task_embedding=3, chunk_embedding=2, chunk_size=16)
+    hp = params_of(ln)
+    ln.index = 0
+    # oracle: the hypernetwork's raw outputs, then the documented affine map per tensor
+    E, K = 3, ln.n_chunks
+    inp = np.concatenate([np.broadcast_to(hp["task_embeddings"][0], (1, K, E)), hp["chunk_embeddings"][None]], -1)
+    hs, _ = ln._cell.apply(hp["cell"], inp)
+    raw = (np.asarray(hs) @ hp["head"]["weight"].T + hp["head"]["bias"]).reshape(-1)[: ln.n_target]
+    template, _ = tree_flatten(model.init(np.random.default_rng(0), np.float64))
+    expected = np.concatenate([v.mean() + (v.std() if v.std() > 0 else 0.1) * raw[a:a + v.size]
+                               for v, a in zip(template, np.cumsum([0] + [v.size for v in template]))])
+    flat = np.asarray(ln.generate(hp, [0]))[0]
+    np.testing.assert_allclose(flat, expected, rtol=1e-12, atol=1e-15)
+    tau = np.asarray(ln.target_params(flat)["rnn"][0]["tau"])
+    init_tau = model.init(np.random.default_rng(0), np.float64)["rnn"][0]["tau"]
+    assert np.abs(tau - init_tau.mean()).max() < 0.5 and np.any(tau > 1)
+    x, y = data(16)
+    # the gradient through τ alone: the loss with every other generated tensor held constant
+    tau_at = np.asarray(ln.target_params(np.arange(ln.n_target, dtype=np.float64))["rnn"][0]["tau"]).astype(int)
+    assert np.array_equal(flat[tau_at], tau)
+    keep = np.zeros(ln.n_target)
+    keep[tau_at] = 1.0
+
+    def through_tau(p):
+        row = ops.add(ops.mul(ops.getitem(ln.generate(p, [0]), 0), keep), flat * (1 - keep))
+        return ln.cross_entropy(model.forward(ln.target_params(row), x), y)
+    _, g_hnet = value_and_grad(through_tau, hp)
+    # oracle: dL/dτ of the target model, times dτ/d(head bias) = 0.1 at τ's slot of its chunk
+    _, g_target = value_and_grad(lambda q: ln.cross_entropy(model.forward(q, x), y), ln.target_params(flat))
+    dtau = g_target["rnn"][0]["tau"]
+    assert np.abs(dtau).max() > 1e-6  # zero before the offset: every generated τ sat below the clamp at 1
+    expected_bias = np.zeros(ln.chunk_size)
+    np.add.at(expected_bias, tau_at % ln.chunk_size, 0.1 * dtau)
+    np.testing.assert_allclose(g_hnet["head"]["bias"], expected_bias, rtol=1e-9, atol=1e-15)
 
 
 def test_learner_state_round_trip_restores_every_field():

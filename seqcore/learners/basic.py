@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validate import check_positive_int
 from .base import Learner
 
 __all__ = ["Naive", "Joint", "Cumulative", "union_batch"]
@@ -32,6 +33,7 @@ def union_batch(rng: np.random.Generator, sources: list, batch_size: int) -> tup
     """
     if not sources:
         raise ValueError("sources: got none, expected at least one experience to sample from")
+    check_positive_int("batch_size", batch_size)
     counts = rng.multinomial(batch_size, np.full(len(sources), 1.0 / len(sources)))
     xs, ys = [], []
     for src, count in zip(sources, counts):

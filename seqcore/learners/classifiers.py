@@ -13,8 +13,10 @@ learners look inside:
   ``(weight_path, bias_path or None, inputs (N, in))`` — for each weight matrix, the
   inputs it multiplies, so its updates can be projected away from their span. A path
   may index past its leaf (a head's slab of a grouped weight, a tuple of bias rows).
-  Optionally ``masked_diagonal_paths()``: the weights whose forward masks the diagonal
-  (``W ⊙ (1 − I)``), projected row by row without it.
+
+Optionally, for both, ``masked_diagonal_paths()``: the weights whose forward masks the
+diagonal (``W ⊙ (1 − I)``); orthogonal projection projects their rows without it, SHARP
+never makes it active (:func:`masked_diagonals`).
 
 :class:`MLPClassifier` (the permuted-image model) and :class:`RNNClassifier` (a
 :class:`seqcore.models.SequenceModel` with one last-step head, any cell) provide all of it.
@@ -32,6 +34,12 @@ from ..models import MLP, HeadSpec, SequenceModel
 from ..validate import check_positive_int
 
 __all__ = ["MLPClassifier", "RNNClassifier"]
+
+
+def masked_diagonals(model) -> set[tuple]:
+    """The paths of ``model.masked_diagonal_paths()``, or none when the model has no such method."""
+    masked = getattr(model, "masked_diagonal_paths", None)
+    return {tuple(p) for p in masked()} if callable(masked) else set()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import nn, ops
 from ..autodiff import stop_gradient
+from ..validate import check_real
 from .base import HP, Learner, softmax
 from .replay import make_buffer
 
@@ -37,6 +38,7 @@ def soft_cross_entropy(logits, target_probs, temperature: float = 1.0):
     """``mean_i [−Σ_c q_ic log softmax(logits_i / T)_c]``; logits (B, C), target_probs (B, C)."""
     if tuple(np.shape(stop_gradient(target_probs))) != tuple(logits.shape):
         raise ValueError(f"target_probs: got shape {tuple(np.shape(target_probs))}, expected {tuple(logits.shape)}")
+    temperature = check_real("temperature", temperature, low=0.0, low_open=True)
     logp = log_softmax(ops.mul(logits, 1.0 / temperature))
     return ops.neg(ops.sum(ops.mul(target_probs, logp))) * (1.0 / logits.shape[0])
 

@@ -5,9 +5,12 @@ chunked hypernetwork made recurrent: a seqcore cell (LSTM by default) reads, at 
 step k = 1..K, the concatenation ``[e_t ; c_k]`` of the learned task embedding
 ``e_t (E,)`` and a learned chunk embedding ``c_k (C,)``; a linear head maps its output
 ``h_k (H,)`` to chunk k of the weights (``chunk_size`` numbers). The K chunks are
-concatenated, cut to the target's parameter count, multiplied per target tensor by
-the standard deviation of that tensor's default initialisation (so outputs of unit
-size give weights of the usual scale), and reshaped into the target's parameter tree.
+concatenated, cut to the target's parameter count, mapped per target tensor to
+``mean + std · output`` with the mean and standard deviation of that tensor's default
+initialisation (0.1 for the std of a constant tensor), so outputs of unit size give
+weights centred and scaled like the usual ones (LeakyRNN's time constants around their
+initial 1, where the clamp max(τ, 1) lets a gradient through), and reshaped into the
+target's parameter tree.
 The target network (the run's model: an MLP or an RNN classifier) is evaluated with
 these generated weights; gradients reach the hypernetwork through ``seqcore.vjp``.
 
@@ -78,8 +81,11 @@ class HyperNetwork(Learner):
         self._sizes = [int(np.prod(s)) for s in self._shapes]
         self.n_target = sum(self._sizes)
         self.n_chunks = math.ceil(self.n_target / self.chunk_size)
+        # W = mean + scale · output per tensor: centred like the default init, whose mean is not
+        # always 0 (LeakyRNN's τ = 1: generated around 0 it would be clamped to 1, with no gradient)
         scales = [float(np.std(v)) if np.std(v) > 0 else 0.1 for v in leaves]
         self._scale = np.concatenate([np.full(n, s) for n, s in zip(self._sizes, scales)])
+        self._offset = np.concatenate([np.full(n, float(np.mean(v))) for n, v in zip(self._sizes, leaves)])
         self._cell = cells.make(self.hnet_cell, self.task_embedding + self.chunk_embedding, self.hnet_hidden)
 
     def init_params(self, rng, dtype=np.float32) -> dict:
@@ -102,7 +108,8 @@ class HyperNetwork(Learner):
         hs, _ = self._cell.apply(params["cell"], ops.concatenate([e, c], axis=-1))
         chunks = ops.linear(hs, params["head"]["weight"], params["head"]["bias"])  # (k, K, chunk_size)
         flat = ops.getitem(ops.reshape(chunks, (k, K * self.chunk_size)), (slice(None), slice(0, self.n_target)))
-        return ops.mul(flat, self.be.asarray(self._scale.astype(dtype)[None, :]))
+        return ops.add(ops.mul(flat, self.be.asarray(self._scale.astype(dtype)[None, :])),
+                       self.be.asarray(self._offset.astype(dtype)[None, :]))
 
     def target_params(self, flat_row):
         """One generated row ``(n_target,)`` → the target model's parameter tree."""

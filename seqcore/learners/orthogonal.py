@@ -34,6 +34,7 @@ import numpy as np
 from ..tree import tree_key_paths, tree_map
 from ..validate import check_array
 from .base import HP, Learner, get_path, set_path
+from .classifiers import masked_diagonals
 
 __all__ = ["OrthogonalProjection", "extend_basis", "project_out", "project_out_masked_diagonal"]
 
@@ -52,6 +53,7 @@ def extend_basis(basis: np.ndarray | None, inputs: np.ndarray, threshold: float)
         if inputs.shape[1] != basis.shape[0]:
             raise ValueError(f"inputs: got shape {tuple(inputs.shape)}, expected (N, {basis.shape[0]}) "
                              f"(one feature per row of basis {tuple(basis.shape)})")
+        _check_orthonormal(basis)
     R = np.asarray(inputs, np.float64).T  # (D, N)
     if not np.isfinite(R).all():  # the eigensolver would fail with "did not converge"
         raise ValueError("inputs: got NaN or inf, expected finite values")
@@ -63,16 +65,29 @@ def extend_basis(basis: np.ndarray | None, inputs: np.ndarray, threshold: float)
         basis = np.zeros((D, 0))
     covered = basis @ (basis.T @ R)
     kept = float(np.sum(covered * covered))
-    if kept >= threshold * total:
+    # one tolerance for both tests: inputs inside span(M) leave kept a rounding error below
+    # total, and at threshold 1 a direction of pure rounding residual would otherwise be added
+    need = threshold * total * (1.0 - 1e-12)
+    if kept >= need:
         return basis
     U, energy = _principal_directions(R - covered)
-    gained = kept + np.cumsum(energy)
-    k = int(np.searchsorted(gained, threshold * total - 1e-12 * total) + 1)
+    k = int(np.searchsorted(kept + np.cumsum(energy), need) + 1)
     k = min(k, D - basis.shape[1], U.shape[1])
     if k <= 0:
         return basis
     Q, _ = np.linalg.qr(np.concatenate([basis, U[:, :k]], axis=1))  # re-orthonormalise against rounding
     return Q
+
+
+def _check_orthonormal(basis: np.ndarray) -> None:
+    """``basisᵀ basis = I`` to the rounding of ``basis``' dtype (a float32 copy of a float64 basis passes)."""
+    k = basis.shape[1]
+    gram = np.asarray(basis, np.float64).T @ np.asarray(basis, np.float64)
+    tol = 100 * max(basis.shape[0], 1) * float(np.finfo(basis.dtype).eps)
+    err = float(np.abs(gram - np.eye(k)).max()) if k else 0.0
+    if not err <= tol:  # NaN too
+        raise ValueError(f"basis: got columns that are not orthonormal (max |basisᵀ basis − I| = {err:.3g}), "
+                         f"expected an orthonormal basis (D, k) as extend_basis returns (tolerance {tol:.3g})")
 
 
 def _principal_directions(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,8 +195,7 @@ class OrthogonalProjection(Learner):
 
     def bind(self, model, **kw):
         super().bind(model, **kw)
-        masked = getattr(model, "masked_diagonal_paths", None)
-        self.masked_diagonal = {tuple(p) for p in masked()} if callable(masked) else set()
+        self.masked_diagonal = masked_diagonals(model)
 
     def _layers(self, params, x):
         # on NumPy arrays whatever the backend: the inputs end in NumPy's SVD anyway, and a

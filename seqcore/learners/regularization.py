@@ -33,6 +33,7 @@ import numpy as np
 
 from .. import ops
 from ..tree import tree_leaves, tree_map
+from ..validate import check_rng
 from .base import HP, Learner, check_examples, check_tree_like, example_gradients, softmax
 
 __all__ = ["L2", "EWC", "OnlineEWC", "SI", "MAS", "fisher_diagonal", "mas_importance", "quadratic_penalty"]
@@ -71,6 +72,7 @@ def fisher_diagonal(learner: Learner, params, x: np.ndarray, y: np.ndarray, mode
     if mode == "sampled":
         if rng is None:
             raise ValueError("rng: got None, expected a numpy Generator for mode='sampled'")
+        check_rng(rng)
         probs = softmax(learner.mask_heads(learner.logits_numpy(params, x), y))
         y = np.array([rng.choice(probs.shape[1], p=p) for p in probs])
     total, n = None, 0

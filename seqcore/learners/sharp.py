@@ -6,11 +6,13 @@ replay for neuro-inspired continual learning"), kept simple:
 * **Sparse dynamic connectivity.** Every weight matrix the model lists in
   ``sparse_paths`` (all but the readout for the MLP; input and recurrent weights for
   RNNs) has a binary mask with a fixed ``density``, drawn at initialisation. Masked
-  weights are zero and get no gradient. Every ``rewire_every`` steps, in each matrix,
-  the fraction ``drop_fraction`` of active weights with the smallest magnitude is
-  dropped and as many inactive positions are regrown — at random (``regrow="random"``,
-  as in SET) or where the last gradient was largest (``regrow="gradient"``, as in
-  RigL). Regrown weights start at zero, so the number of connections never changes.
+  weights are zero and get no gradient. A diagonal the forward masks anyway
+  (LeakyRNN's ``W_hh ⊙ (1 − I)``, ``model.masked_diagonal_paths()``) is never a
+  connection: the density applies to the other H(H − 1) entries. Every
+  ``rewire_every`` steps, in each matrix, the fraction ``drop_fraction`` of active
+  weights with the smallest magnitude is dropped and as many inactive positions are
+  regrown — at random (``regrow="random"``, as in SET) or where the last gradient was
+  largest (``regrow="gradient"``, as in RigL). Regrown weights start at zero, so the number of connections never changes.
 * **Stable units.** After each experience the fraction ``freeze_fraction`` of the
   still-plastic hidden units (the readout's inputs) with the largest mean activation
   |h| on that experience become stable: the rows of the parameters that feed them
@@ -33,6 +35,7 @@ import numpy as np
 from ..autodiff import stop_gradient
 from ..tree import tree_map
 from .base import HP, Learner, get_path, set_path
+from .classifiers import masked_diagonals
 from .replay import ClassBalancedBuffer
 
 __all__ = ["SHARP"]
@@ -101,8 +104,10 @@ class SHARP(Learner):
         self.masks = []
         for path in self.model.sparse_paths(params):
             w = get_path(params, path)
+            usable = np.flatnonzero(self._usable(path, w.shape))
             mask = np.zeros(w.size, bool)
-            mask[rng.choice(w.size, size=max(1, int(round(self.density * w.size))), replace=False)] = True
+            n_active = min(usable.size, max(1, int(round(self.density * usable.size))))
+            mask[rng.choice(usable, size=n_active, replace=False)] = True
             mask = mask.reshape(w.shape)
             self.masks.append(mask)
             params = set_path(params, path, (w * mask).astype(w.dtype))
@@ -111,6 +116,14 @@ class SHARP(Learner):
     # -- connectivity ----------------------------------------------------------------------------
     def _paths(self, params):
         return self.model.sparse_paths(params)
+
+    def _usable(self, path, shape) -> np.ndarray:
+        """Bool array of ``shape``: the entries of the weight at ``path`` that can be connections
+        (all but a diagonal its forward masks: a connection there would do nothing)."""
+        usable = np.ones(shape, bool)
+        if tuple(path) in masked_diagonals(self.model):
+            np.fill_diagonal(usable, False)
+        return usable
 
     def _apply_masks(self, tree, to_backend):
         for path, mask in zip(self._paths(tree), self.masks):
@@ -157,7 +170,7 @@ class SHARP(Learner):
         units = self._unit_paths(params)
         for k, (path, mask) in enumerate(zip(self._paths(params), self.masks)):
             w = get_path(params, path)
-            movable = ~self._frozen(path, w.shape, units).ravel()
+            movable = (~self._frozen(path, w.shape, units) & self._usable(path, w.shape)).ravel()
             active = np.flatnonzero(mask.ravel() & movable)
             n_drop = int(self.drop_fraction * active.size)
             if n_drop == 0:
