@@ -21,7 +21,8 @@ from seqcore.continual import (CURRICULUM_TASKS, DATASETS, STREAMS, ContinualCon
                                resume_continual, run_continual)
 from seqcore.metrics import EvalCurve
 from seqcore.plotting import pyplot
-from seqcore.runs import REPORT_PLOT, RunDir, atomic_write, read_json, read_json_object
+from seqcore.runs import (REPORT_PLOT, RunDir, atomic_write, blas_threads_note, load_checkpoint, read_json,
+                          read_json_object)
 from seqcore.validate import is_finite_number, is_real_number
 
 from .common import (KeyValue, OptionalFloat, NONE, check_backend_loads, note_blas_pin, option_given, saved_config_errors,
@@ -143,6 +144,7 @@ def continual(ctx, out, overwrite, resume_run, quiet, synthetic_args, **options)
         with user_errors(_stream_names(names, saved and saved.learner)), saved_config_errors(RunDir(out).config):
             if saved is not None:
                 _check_stream_arguments(saved)
+            _note_blas_threads(out)
             summary, _ = resume_continual(out, quiet=quiet, log=log)
     else:
         with user_errors(names):
@@ -161,6 +163,18 @@ def continual(ctx, out, overwrite, resume_run, quiet, synthetic_args, **options)
     if summary["status"] not in ("completed",):
         raise click.ClickException(f"run {summary['status']}: {summary['message']}")
     click.echo(format_report(read_json(Path(out) / "summary.json")))  # also with -q, as `train -q` prints its summary
+
+
+def _note_blas_threads(out: str) -> None:
+    """On stderr (also with -q: it is about the result), :func:`seqcore.runs.blas_threads_note` for
+    the checkpoint in ``out`` when training goes on from it (a finished run is only reported)."""
+    arrays, meta = load_checkpoint(RunDir(out).checkpoint, keys=("R",))
+    # the continual loop's position: every row of the (n, n) accuracy matrix done means finished
+    if "R" in arrays and meta.get("experience") == arrays["R"].shape[0]:
+        return
+    note = blas_threads_note(meta)
+    if note:
+        click.echo(note, err=True)
 
 
 def _saved_config(out: str) -> ContinualConfig | None:
@@ -433,11 +447,20 @@ def report(run_dir: str, plot_path: str | None, no_plot: bool, as_json: bool) ->
         raise click.ClickException(f"--plot: got {plot_path!r} with --no-plot, expected one of them")
     with user_errors({"plot": "--plot"}):
         summary_path = Path(run_dir) / "summary.json"
+        # a process holds the run: training it, or resuming it after an earlier segment's summary
+        holder = None if _is_training_run(run_dir) else RunDir(run_dir).holder()
+        in_progress = None if holder is None else f"in progress{f' (pid {holder})' if holder else ''}"
         if not summary_path.exists():
+            if in_progress:
+                raise click.ClickException(f"{run_dir}: {in_progress}, no summary.json yet; report it when it "
+                                           "finishes")
             raise click.ClickException(f"{run_dir}: no summary.json (not a finished `seqcore continual` run?)")
         summary = read_json_object(summary_path)
         if "accuracy_matrix" not in summary:
             raise click.ClickException(f"{summary_path}: no accuracy_matrix (not a `seqcore continual` run)")
+        if in_progress:
+            click.echo(f"note: {run_dir} is {in_progress}: this summary is from an earlier segment of the run "
+                       f"(status {summary.get('status')}, step {summary.get('steps')})", err=True)
         if as_json:  # as it is, even when damaged
             click.echo(json.dumps(summary, indent=2))
             return

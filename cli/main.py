@@ -17,7 +17,7 @@ import numpy as np
 
 from seqcore import backends, cells, tasks
 from seqcore.backends import BackendUnavailable, heap
-from seqcore.runs import RunDir, checkpoint_meta
+from seqcore.runs import RunDir, blas_threads_note, checkpoint_meta
 from seqcore.tasks.idx import DEFAULT_DATA_DIRS
 from seqcore.validate import INT64_MAX, is_finite_number, is_integer
 from seqcore import train as train_module
@@ -480,6 +480,11 @@ def resume(run_dir: str, steps: int | None, quiet: bool) -> None:
     if jump is not None:  # a change of the run's course: said even with --quiet, on stderr
         click.echo(f"note: the {cfg.schedule} schedule is rebuilt over {steps} steps: the learning rate at "
                    f"step {done} goes from {jump[0]:.4g} to {jump[1]:.4g}", err=True)
+    if not (steps is None and (done >= total or stopped)):  # training goes on (not only a summary rebuilt)
+        with user_errors():
+            note = blas_threads_note(checkpoint_meta(RunDir(run_dir).checkpoint))
+        if note:  # about the result, so also with --quiet
+            click.echo(note, err=True)
     with user_errors(), saved_config_errors(RunDir(run_dir).config):
         summary, _ = resume_run(run_dir, steps=steps, quiet=quiet, log=None if quiet else click.echo)
     _finish(summary, run_dir)

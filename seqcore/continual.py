@@ -313,9 +313,10 @@ class _Run:
         self.learner.bind(self.model, n_experiences=self.n, backend=cfg.backend,
                           rng=np.random.default_rng([cfg.seed, 2]), stream=self.stream, data_for=self.data_for,
                           head_size=self.head_size)
+        _check_learner_fits(self.learner, cfg, int(np.prod(sample_shape)), n_outputs)
         params = self.learner.init_params(np.random.default_rng([cfg.seed, 0]), self.dtype)
         self.trainer = Trainer(self.learner.loss, tree_map(self.be.asarray, params), build_optimizer(cfg),
-                               cfg.backend, hooks=self.learner)
+                               cfg.backend, hooks=self.learner, constrain=self.learner.constrain)
         self.rng = np.random.default_rng([cfg.seed, 1])
         pick = np.random.default_rng([cfg.seed, 3])
         self.eval_sets = []
@@ -451,6 +452,36 @@ def _check_run_fits(cfg: ContinualConfig, n: int, eval_samples: int = 0, sample_
     sets = f" and {n} evaluation sets of {eval_samples} samples (eval_size {cfg.eval_size})" if eval_samples else ""
     check_fits_in_memory("experiences", cfg.experiences, n * n * 8 + n * eval_samples * sample_bytes,
                          f"{n}x{n} accuracy matrix{sets}")
+
+
+def _check_learner_fits(learner: learners.Learner, cfg: ContinualConfig, sample_floats: int, n_outputs: int) -> None:
+    """Refuse a learner size whose arrays could never fit in memory, naming the hyperparameter,
+    before the run directory is written: a replay buffer is allocated at its first insert (after
+    the first step), the hypernetwork when its parameters are drawn (a dimension error)."""
+    from .learners.distillation import DER
+    from .learners.hypernet import HyperNetwork
+    from .learners.replay import Replay
+    from .learners.sharp import SHARP
+    itemsize = np.dtype(DTYPES[cfg.dtype]).itemsize
+    if isinstance(learner, (Replay, DER, SHARP)):
+        # a stored row: an int64 label and the batch's input (SHARP: the readout's input, cfg.hidden
+        # wide in both classifiers), plus DER's logits
+        floats = cfg.hidden if isinstance(learner, SHARP) else sample_floats + n_outputs * isinstance(learner, DER)
+        row = floats * itemsize + 8
+        check_fits_in_memory("memory_size", learner.memory_size, learner.memory_size * row,
+                             f"buffer ({row} bytes per sample)")
+    if isinstance(learner, HyperNetwork):
+        H, E, C, S = learner.hnet_hidden, learner.task_embedding, learner.chunk_embedding, learner.chunk_size
+        K, n = learner.n_chunks, learner.n_experiences
+        # task and chunk embeddings, the cell (at least its input weights, H per input) and the head
+        count = n * E + K * C + H * (E + C) + H * S + S
+        # the field named is the one whose terms weigh most
+        share = {"hnet_hidden": H * (E + C + S), "task_embedding": (n + H) * E, "chunk_embedding": (K + H) * C,
+                 "chunk_size": (H + 1) * S}
+        name = max(share, key=share.get)
+        check_fits_in_memory(name, getattr(learner, name), count * itemsize * MODEL_COPIES,
+                             f"hypernetwork of at least {count:.3g} parameters (with their gradients and optimizer "
+                             "state)")
 
 
 def _check_curve_record(rd: RunDir, line: int, r: dict, n: int, previous: dict | None, step: int) -> None:

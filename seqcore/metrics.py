@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .validate import check_bool, check_positive_int
+from .validate import check_bool, check_positive_int, is_integer
 
 __all__ = [
     "average_accuracy", "forgetting", "bwt", "fwt",
@@ -167,6 +167,8 @@ class EvalCurve:
                 raise TypeError(f"{name}: got dtype {arr.dtype}, expected integers")
             if np.any(np.diff(arr) < 0):
                 raise ValueError(f"{name}: got {arr.tolist()}, expected non-decreasing values")
+        if it[0] < 0:  # non-decreasing: the first is the smallest
+            raise ValueError(f"iterations: got {it.tolist()}, expected counts of updates >= 0")
         E = it.shape[0]
         if ex.shape[0] != E:
             raise ValueError(f"experience: got length {ex.shape[0]}, expected E={E} like iterations")
@@ -207,6 +209,8 @@ class EvalCurve:
 
         ``n_experiences`` sets the number of columns (default: the most seen).
         """
+        if isinstance(records, Mapping):  # its keys would be taken for the records
+            raise TypeError(f"records: got one dict {records!r:.60}, expected a list of them (one per evaluation)")
         try:
             records = list(records)
         except TypeError:
@@ -221,6 +225,10 @@ class EvalCurve:
             if not isinstance(r["accuracy"], (list, tuple, np.ndarray)):
                 raise TypeError(f"records[{e}]['accuracy']: got {type(r['accuracy']).__name__} "
                                 f"{r['accuracy']!r:.40}, expected a list of real accuracies")
+            x = r["experience"]  # not an integer: EvalCurve names its dtype
+            if is_integer(x) and 0 <= x and len(r["accuracy"]) < x + 1:
+                raise ValueError(f"records[{e}]['accuracy']: got {len(r['accuracy'])} accuracies for experience {x}, "
+                                 f"expected at least {x + 1} (one per seen experience 0..{x})")
         longest = max(len(r["accuracy"]) for r in records)
         n = longest if n_experiences is None else n_experiences
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < longest:

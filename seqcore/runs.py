@@ -19,7 +19,8 @@ from .backends import numpy_dtype
 from .tree import tree_paths
 
 __all__ = ["JsonConfig", "RunDir", "atomic_write", "write_json", "read_json", "read_json_object", "save_checkpoint",
-           "load_checkpoint", "restoring", "params_to_arrays", "params_from_arrays"]
+           "load_checkpoint", "restoring", "params_to_arrays", "params_from_arrays", "blas_threads",
+           "blas_threads_note"]
 
 
 class JsonConfig:
@@ -151,11 +152,36 @@ def params_from_arrays(template, arrays, prefix: str = "params/", asarray=np.asa
     return tree_unflatten(treedef, out)
 
 
+def blas_threads() -> int | None:
+    """NumPy's OpenBLAS thread count (:func:`seqcore.backends.blas.numpy_blas_threads`), which every
+    checkpoint records: a product's rounding depends on it."""
+    from .backends.blas import numpy_blas_threads
+    return numpy_blas_threads()
+
+
+def blas_threads_note(meta: dict) -> str | None:
+    """One ``note:`` line when the checkpoint ``meta`` (of :func:`load_checkpoint`) records another
+    BLAS thread count than this process runs (:func:`blas_threads`), naming both and how to match
+    the checkpoint's; None when they agree or either is unknown (a checkpoint older than the record)."""
+    if not isinstance(meta, dict):
+        raise TypeError(f"meta: got {type(meta).__name__}, expected a checkpoint's meta dict")
+    saved, now = meta.get("blas_threads"), blas_threads()
+    if isinstance(saved, bool) or not isinstance(saved, int) or saved < 1 or now is None or saved == now:
+        return None
+    return (f"note: the checkpoint was written with {saved} BLAS thread{'s' * (saved != 1)}, this process runs "
+            f"{now}: the resumed run will not be bit-identical to an uninterrupted one; to match, start it "
+            f"with OPENBLAS_NUM_THREADS={saved} in the environment")
+
+
 def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Atomically write ``arrays`` and a JSON ``meta`` dict into one ``.npz`` file."""
+    """Atomically write ``arrays`` and a JSON ``meta`` dict into one ``.npz`` file; ``meta`` gains
+    ``blas_threads`` (:func:`blas_threads`) unless it holds one."""
     import io
+    if not isinstance(meta, dict):  # load_checkpoint refuses anything else
+        raise TypeError(f"meta: got {type(meta).__name__}, expected a dict (the checkpoint's JSON object)")
     buf = io.BytesIO()
     payload = dict(arrays)
+    meta = {"blas_threads": blas_threads(), **meta}
     payload["__meta__"] = np.frombuffer(json.dumps(meta, default=_json_default).encode(), dtype=np.uint8)
     np.savez(buf, **payload)
     atomic_write(path, buf.getvalue())
@@ -230,6 +256,13 @@ CONTINUAL_KEYS = ("stream", "experiences", "learner", "learner_kwargs")
 
 
 REPORT_PLOT = "accuracy.png"  # where `seqcore report` puts its plot by default, beside the run's files
+
+
+def _pid_in(handle) -> str:
+    """The process id a lock holder wrote in the lock file ``handle`` ('' when it has not yet)."""
+    handle.seek(0)
+    text = handle.read().strip()
+    return text if text.isdigit() else ""
 
 
 class RunDir:
@@ -324,10 +357,9 @@ class RunDir:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                handle.seek(0)
-                holder = handle.read().strip()
+                holder = _pid_in(handle)
                 raise ValueError(f"out: {self.path} is in use by another seqcore process"
-                                 f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it to finish"
+                                 f"{f' (pid {holder})' if holder else ''}; wait for it to finish"
                                  f"{', or choose another --out' if create else ''}") from None
             handle.truncate(0)
             handle.write(str(os.getpid()))
@@ -336,6 +368,23 @@ class RunDir:
             yield
         finally:
             handle.close()
+
+    def holder(self) -> str | None:
+        """Whether a process holds :meth:`lock` here (a run training, resuming): None when none does
+        (or where ``fcntl`` is missing), else its pid as it wrote it in ``.lock`` ('' in the instant
+        before it has). Only looks: no file or directory is created."""
+        try:
+            import fcntl
+            handle = open(self.path / ".lock")
+        except (ImportError, OSError):  # no lock file: no run ever held one here
+            return None
+        with handle:
+            try:  # a shared lock, given up at once: it conflicts only with a writer's
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return _pid_in(handle)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return None
 
     def _remove_stale_temporaries(self) -> None:
         """Remove what :func:`atomic_write` left of writes killed mid-way (``.NAME.XXXX.tmp``, as

@@ -679,6 +679,23 @@ def test_resume_steps_notes_a_learning_rate_the_rebuilt_schedule_changes(tmp_pat
     assert "note: the" not in ok("resume", tmp_path / "const", "--steps", 20).stderr  # constant: unchanged
 
 
+def test_resume_under_another_blas_thread_count_says_so(tmp_path):
+    """A product's rounding depends on OpenBLAS's thread count: a resume under another is not
+    bit-identical to an uninterrupted run, and says so (also with --quiet)."""
+    from seqcore.runs import blas_threads, load_checkpoint, save_checkpoint
+    now = blas_threads()
+    if now is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose thread count can be read")
+    out = tmp_path / "run"
+    ok("train", *TINY, "--steps", 10, "--out", out, "--quiet")
+    arrays, meta = load_checkpoint(out / "checkpoint.npz")
+    save_checkpoint(out / "checkpoint.npz", arrays, {**meta, "blas_threads": now + 1})
+    result = ok("resume", out, "--steps", 12, "--quiet")
+    assert (f"note: the checkpoint was written with {now + 1} BLAS threads, this process runs {now}: the resumed "
+            f"run will not be bit-identical") in result.stderr
+    assert "BLAS threads" not in ok("resume", out, "--steps", 14, "--quiet").stderr  # written under this count
+
+
 def test_summary_table_prints_values_logged_as_null():
     from seqcore_cli.main import _head_table
     lines = _head_table({"n2": {"loss": None, "accuracy": None}, "sum": {"loss": 0.5}})

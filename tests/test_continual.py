@@ -801,3 +801,142 @@ def test_synthetic_clusters_validates_noise_rank_and_seed():
     numpy_args = synthetic_clusters(rank=np.int64(2), noise=np.float32(0.5), seed=np.int64(3))
     for u, v in zip(numpy_args, synthetic_clusters(rank=2, noise=0.5, seed=3)):
         np.testing.assert_array_equal(u, v)
+
+
+def test_learner_sizes_that_cannot_fit_are_refused_by_name_before_the_run_directory(cli, tmp_path, monkeypatch):
+    """QA r10: --memory-size 1e23 or 2**63 failed at the first buffer insert ("Maximum allowed
+    dimension exceeded"), after the run directory was written; the hypernetwork's sizes failed
+    when its parameters were drawn ("ufunc sqrt", the same dimension error). Every one is now
+    budgeted against the machine's memory, naming the option, before anything is written."""
+    for learner in ("replay", "der", "derpp", "refresh", "sharp"):
+        for size in (10 ** 23, 2 ** 63):
+            out = tmp_path / f"{learner}{size}"
+            result = cli("continual", *TINY, "--learner", learner, "--memory-size", size, "--out", out)
+            # TINY: 16 float32 features or (SHARP) 16 hidden activations, and an int64 label
+            row = 4 * (16 + 8) + 8 if learner in ("der", "derpp") else 4 * 16 + 8
+            assert result.exit_code == 1 and result.output.startswith(
+                f"Error: --memory-size: got {size}, whose buffer ({row} bytes per sample) would take "), result.output
+            assert result.output.count("\n") == 1 and not out.exists()
+    for flag in ("--hnet-hidden", "--task-embedding", "--chunk-embedding", "--chunk-size"):
+        out = tmp_path / flag
+        result = cli("continual", *TINY, "--learner", "hypernet", flag, 2 ** 63, "--out", out)
+        assert result.exit_code == 1 and result.output.startswith(
+            f"Error: {flag}: got {2 ** 63}, whose hypernetwork of at least "), result.output
+        assert not out.exists()
+    # the budgets by hand, on an 8 MiB machine; SMALL: 16 float32 features, 8 classes, an MLP 16-4-8
+    from seqcore import validate
+    monkeypatch.setattr(validate, "physical_memory", lambda: 8 * 2 ** 20)
+
+    def build(learner, **hp):
+        run_continual(ContinualConfig(**SMALL, learner=learner, learner_kwargs=hp), None, quiet=True, stop_at_step=0)
+
+    build("replay", memory_size=100_000)  # 72 bytes per sample: 7.2 MB fits
+    with pytest.raises(ValueError, match=r"^memory_size: got 200000, whose buffer \(72 bytes per sample\) would take "
+                                         r"0\.0134 GiB, more than this machine's 0\.00781 GiB of memory$"):
+        build("replay", memory_size=200_000)
+    with pytest.raises(ValueError, match=r"^memory_size: got 100000, whose buffer \(104 bytes per sample\) would take "
+                                         r"0\.00969 GiB"):  # DER also keeps 8 logits per sample
+        build("der", memory_size=100_000)
+    build("sharp", memory_size=300_000)  # 4 hidden activations and a label: 24 bytes per sample
+    with pytest.raises(ValueError, match=r"^memory_size: got 400000, whose buffer \(24 bytes per sample\)"):
+        build("sharp", memory_size=400_000)
+    # 108 target weights: one chunk; 2·16 task and 16 chunk embedding floats, the cell's 64·32 input weights and
+    # the head's 64·S + S, 12 copies of 4 bytes: 6.5 MB at S = 2048, 12.9 MB at S = 4096 or H = 128
+    build("hypernet", chunk_size=2048)
+    with pytest.raises(ValueError, match=r"^chunk_size: got 4096, whose hypernetwork of at least 2\.68e\+05 parameters "
+                                         r"\(with their gradients and optimizer state\) would take 0\.012 GiB"):
+        build("hypernet", chunk_size=4096)
+    with pytest.raises(ValueError, match=r"^hnet_hidden: got 128, whose hypernetwork of at least 2\.68e\+05"):
+        build("hypernet", hnet_hidden=128)
+
+
+def test_report_of_a_run_in_progress_says_so(cli, tmp_path):
+    """QA r10: a fresh run's report said "no summary.json (not a finished `seqcore continual`
+    run?)", and a resumed run's printed the earlier segment's "interrupted" summary as if current."""
+    import os
+    from seqcore.runs import RunDir
+    out = tmp_path / "run"
+    run_continual(ContinualConfig(**SMALL), str(out), quiet=True, stop_at_step=3)
+    with RunDir(out).lock():  # as `seqcore continual --resume` holds it while training
+        result = cli("report", out, "--no-plot")
+        assert result.exit_code == 0, result.output
+        assert (f"note: {out} is in progress (pid {os.getpid()}): this summary is from an earlier segment of the "
+                "run (status stopped, step 3)\n") in result.output
+        assert "status stopped  steps 3" in result.output  # the report itself follows
+    result = cli("report", out, "--no-plot")
+    assert result.exit_code == 0 and "in progress" not in result.output
+    fresh = tmp_path / "fresh"
+    with RunDir(fresh).lock():  # a new run, before its first summary
+        RunDir(fresh).create(ContinualConfig(**SMALL).to_dict())
+        result = cli("report", fresh)
+        assert result.exit_code == 1 and result.output == (
+            f"Error: {fresh}: in progress (pid {os.getpid()}), no summary.json yet; report it when it finishes\n")
+    result = cli("report", fresh)
+    assert result.output == f"Error: {fresh}: no summary.json (not a finished `seqcore continual` run?)\n"
+    train = tmp_path / "train"  # a `seqcore train` run in progress is no continual run to report
+    with RunDir(train).lock():
+        RunDir(train).create({"task": "nparity", "curriculum": None})
+        result = cli("report", train)
+        assert result.output == f"Error: {train}: no summary.json (not a finished `seqcore continual` run?)\n"
+
+
+def test_resume_under_another_blas_thread_count_says_it_is_not_bit_identical(cli, tmp_path):
+    """QA r10: run_continual (OpenBLAS's default, 2 threads here) resumed by `seqcore continual
+    --resume` (1 thread) ended 4.5e-8 away from the uninterrupted run, with nothing said."""
+    from seqcore.runs import blas_threads, save_checkpoint
+    now = blas_threads()
+    if now is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose thread count can be read")
+    out = tmp_path / "run"
+    run_continual(ContinualConfig(**SMALL), str(out), quiet=True, stop_at_step=3)
+    arrays, meta = load_checkpoint(out / "checkpoint.npz")
+    assert meta["blas_threads"] == now  # recorded by the loop's checkpoint
+
+    def written_with(threads):
+        arrays, meta = load_checkpoint(out / "checkpoint.npz")
+        save_checkpoint(out / "checkpoint.npz", arrays, {**meta, "blas_threads": threads})
+
+    written_with(now + 1)
+    result = cli("continual", "--resume", "--out", out, "-q")  # shown with -q too: it is about the result
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(
+        f"note: the checkpoint was written with {now + 1} BLAS threads, this process runs {now}: the resumed run "
+        f"will not be bit-identical to an uninterrupted one; to match, start it with OPENBLAS_NUM_THREADS={now + 1} "
+        "in the environment\n"), result.output
+    assert load_checkpoint(out / "checkpoint.npz")[1]["blas_threads"] == now  # its last segment's
+    written_with(now + 1)  # finished: resuming only reports it, nothing is trained
+    result = cli("continual", "--resume", "--out", out, "-q")
+    assert result.exit_code == 0 and "note:" not in result.output, result.output
+
+
+@pytest.mark.parametrize("learner, kwargs", [("naive", {}), ("hypernet", {"hnet_cell": "leaky", "hnet_hidden": 8})])
+def test_leaky_time_constants_are_projected_to_at_least_one_in_continual_runs(learner, kwargs, monkeypatch):
+    """The loop applies the model's projection after every update, as `seqcore train` does. Without
+    it a τ that Adam pushed below 1 stayed there (the clamp's gradient is 0): here every τ starts at
+    0.5, and the first update must bring it to 1."""
+    from seqcore import learners
+    from seqcore.continual import ContinualConfig, run_continual
+    from seqcore.tree import tree_paths
+    cls = type(learners.make(learner, **kwargs))
+    made = cls.init_params
+
+    def below_one(self, rng, dtype=np.float32):
+        params = made(self, rng, dtype)
+        taus = {p for p, _ in tree_paths(params) if p.endswith("tau")}
+        assert taus, "the model has no time constants"
+        return _with_taus(params, 0.5)
+
+    monkeypatch.setattr(cls, "init_params", below_one)
+    cfg = ContinualConfig(**SMALL, model="leaky" if learner == "naive" else "mlp", learner=learner,
+                          learner_kwargs=kwargs)
+    _, params = run_continual(cfg, quiet=True)
+    taus = np.concatenate([np.ravel(v) for path, v in tree_paths(params) if path.endswith("tau")])
+    assert taus.min() >= 1.0
+
+
+def _with_taus(tree, value):
+    if isinstance(tree, dict):
+        return {k: np.full_like(v, value) if k == "tau" else _with_taus(v, value) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_with_taus(v, value) for v in tree)
+    return tree

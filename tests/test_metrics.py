@@ -369,3 +369,25 @@ def test_upto_refuses_a_bool(curve):
     first = curve.upto(np.int64(2))
     np.testing.assert_array_equal(first.iterations, [0, 10])
     np.testing.assert_array_equal(first.accuracy[:, 0], [0.10, 0.50])
+
+
+def test_records_refuse_one_dict_a_short_accuracy_list_and_negative_iterations():
+    """QA r10: one dict was iterated as its keys ("records: got 'iteration', ..."), an accuracy list
+    shorter than its experience's was blamed on the experience's range, and negative iteration
+    counts were accepted."""
+    one = {"iteration": 0, "experience": 0, "accuracy": [0.1]}
+    with pytest.raises(TypeError, match=r"^records: got one dict \{'iteration': 0, .*expected a list of them"):
+        EvalCurve.from_records(one)
+    assert EvalCurve.from_records([one]).accuracy.tolist() == [[0.1]]
+    ok = {"iteration": 5, "experience": 1, "accuracy": [0.2, 0.3]}
+    with pytest.raises(ValueError, match=r"^records\[1\]\['accuracy'\]: got 1 accuracies for experience 1, expected "
+                                         r"at least 2 \(one per seen experience 0\.\.1\)$"):
+        EvalCurve.from_records([one, {**ok, "accuracy": [0.2]}])
+    # a list longer than the seen experiences is fine: unseen entries are ignored
+    curve = EvalCurve.from_records([{**one, "accuracy": [0.1, 0.9]}, ok])
+    assert curve.accuracy.tolist() == [[0.1, 0.9], [0.2, 0.3]]
+    with pytest.raises(ValueError, match=r"^iterations: got \[-5, 1\], expected counts of updates >= 0$"):
+        EvalCurve(np.array([-5, 1]), np.array([0, 0]), np.ones((2, 1)))
+    with pytest.raises(ValueError, match=r"^iterations: got \[-1, 5\]"):
+        EvalCurve.from_records([{**one, "iteration": -1}, ok])
+    assert EvalCurve(np.array([0, 1]), np.array([0, 0]), np.ones((2, 1))).iterations.tolist() == [0, 1]

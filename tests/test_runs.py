@@ -136,23 +136,25 @@ def test_damaged_metrics_lines_name_the_file_and_line(tmp_path):
 
 def test_damaged_checkpoint_meta_and_config_name_the_file(tmp_path):
     import numpy as np
-    from seqcore.runs import JsonConfig, load_checkpoint, read_json_object, save_checkpoint
+    from seqcore.runs import JsonConfig, blas_threads, load_checkpoint, read_json_object, save_checkpoint
     path = tmp_path / "checkpoint.npz"
     np.savez(path, a=np.zeros(2))
     with pytest.raises(ValueError, match=r"checkpoint.npz: unreadable checkpoint \(no __meta__ record"):
         load_checkpoint(path)
     for meta, match in (([1], r"__meta__: got a JSON list, expected an object"),
                         ({"step": -1}, r"__meta__ step: got -1, expected an integer >= 0")):
-        save_checkpoint(path, {"a": np.zeros(2)}, meta)
+        np.savez(path, a=np.zeros(2), __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
         with pytest.raises(ValueError, match=match):
             load_checkpoint(path)
+    with pytest.raises(TypeError, match=r"^meta: got list, expected a dict"):
+        save_checkpoint(path, {}, [1])
     # a checkpoint written and read back holds the same arrays (bits, dtypes) and meta
     arrays = {"params/w": np.arange(6, dtype=np.float32).reshape(2, 3) / 7, "opt_state/0/count": np.array(3),
               "curriculum/order": np.array([2, 0, 1], np.int64)}
     meta = {"step": 7, "rng": {"state": 12345678901234567890}, "history": [{"level": None}], "elapsed": 1.25}
     save_checkpoint(path, arrays, meta)
     got, got_meta = load_checkpoint(path)
-    assert got_meta == meta and got.keys() == arrays.keys()
+    assert got_meta == {**meta, "blas_threads": blas_threads()} and got.keys() == arrays.keys()
     for k, v in arrays.items():
         assert got[k].dtype == v.dtype and np.array_equal(got[k], v), k
     (tmp_path / "summary.json").write_text("[1]")
@@ -216,3 +218,49 @@ def test_an_overwritten_run_loses_the_old_runs_report_plot(tmp_path):
     rd.create({"a": 2}, overwrite=True)
     assert not (rd.path / REPORT_PLOT).exists()
     assert (rd.path / "notes.txt").read_text() == "the user's own file"  # nothing else is touched
+
+
+def test_checkpoints_record_the_blas_thread_count_and_a_resume_under_another_is_noted(tmp_path):
+    """QA r10: a run checkpointed under 2 OpenBLAS threads (the library's default here) and resumed
+    by the CLI (1 thread) ended 4.5e-8 away from the uninterrupted run, with nothing said."""
+    import subprocess
+    import sys
+    from seqcore.runs import blas_threads, blas_threads_note, load_checkpoint, save_checkpoint
+    now = blas_threads()
+    if now is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose thread count can be read")
+    # the oracle: what OPENBLAS_NUM_THREADS sets when NumPy loads (OpenBLAS caps it at the usable cores)
+    code = "from seqcore.runs import blas_threads; print(blas_threads())"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for value, expected in (("1", 1), ("2", min(2, cores))):
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "OPENBLAS_NUM_THREADS": value},
+                             capture_output=True, text=True, check=True).stdout
+        assert out.strip() == str(expected), (value, out)
+    save_checkpoint(tmp_path / "c.npz", {}, {"step": 3})
+    meta = load_checkpoint(tmp_path / "c.npz")[1]
+    assert meta == {"step": 3, "blas_threads": now}
+    assert blas_threads_note(meta) is None  # resumed under the same count: nothing to say
+    assert blas_threads_note({"step": 3}) is None  # a checkpoint older than the record: unknown
+    other = now + 1
+    save_checkpoint(tmp_path / "c.npz", {}, {"step": 3, "blas_threads": other})  # an explicit record wins
+    meta = load_checkpoint(tmp_path / "c.npz")[1]
+    assert meta["blas_threads"] == other
+    assert blas_threads_note(meta) == (
+        f"note: the checkpoint was written with {other} BLAS threads, this process runs {now}: the resumed run will "
+        f"not be bit-identical to an uninterrupted one; to match, start it with OPENBLAS_NUM_THREADS={other} in "
+        "the environment")
+    with pytest.raises(TypeError, match="^meta: got list, expected a checkpoint's meta dict$"):
+        blas_threads_note([])
+
+
+def test_the_lock_holder_is_seen_without_taking_the_lock(tmp_path):
+    pytest.importorskip("fcntl", reason="run directories are locked with flock, which this OS lacks")
+    rd = RunDir(tmp_path / "run")
+    assert rd.holder() is None and not rd.path.exists()  # only looks: nothing created
+    with rd.lock():
+        assert rd.holder() == str(os.getpid())
+        (rd.path / ".lock").write_text("")  # the instant before the holder writes its pid
+        assert rd.holder() == ""
+    assert rd.holder() is None  # released: the file stays, no holder
+    with rd.lock():  # holder() gave its shared lock back: a writer can still take the directory
+        pass

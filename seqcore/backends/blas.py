@@ -15,10 +15,16 @@ import os
 import subprocess
 import sys
 
-__all__ = ["openblas_cores", "describe", "pin_effect", "pin_note"]
+__all__ = ["openblas_cores", "numpy_blas_threads", "describe", "pin_effect", "pin_note"]
 
-_CORENAME_SYMBOLS = ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
-                     "openblas_get_corename64_", "openblas_get_corename")
+
+def _symbols(function: str) -> tuple[str, ...]:
+    """An OpenBLAS function as each build names it: NumPy 2's scipy-openblas wheels, NumPy 1's
+    openblas64_ wheels, a system OpenBLAS."""
+    return tuple(f"{lib}{function}{suffix}" for lib in ("scipy_openblas_", "openblas_") for suffix in ("64_", ""))
+
+
+_CORENAME_SYMBOLS = _symbols("get_corename")
 
 
 def openblas_cores() -> dict[str, str]:
@@ -46,6 +52,26 @@ def openblas_cores() -> dict[str, str]:
                 cores[os.path.basename(path)] = name.decode() if name else "?"
                 break
     return cores
+
+
+def numpy_blas_threads() -> int | None:
+    """The threads NumPy's OpenBLAS splits a matrix product over (``OPENBLAS_NUM_THREADS`` as it
+    was when NumPy loaded, else one per core); None where it cannot be read (another BLAS).
+
+    A product's rounding depends on it, so a run resumed under another count ends close to,
+    not bit-identical with, an uninterrupted one (:func:`seqcore.runs.blas_threads_note`)."""
+    # NumPy's own extension: looking the symbol up through it finds the OpenBLAS it links to
+    core = sys.modules.get("numpy._core._multiarray_umath") or sys.modules.get("numpy.core._multiarray_umath")
+    try:
+        lib = ctypes.CDLL(core.__file__)
+    except (AttributeError, OSError, TypeError):
+        return None
+    for symbol in _symbols("get_num_threads"):
+        get = getattr(lib, symbol, None)
+        if get is not None:
+            get.restype = ctypes.c_int
+            return int(get())
+    return None
 
 
 def _check_cores(name: str, value) -> None:

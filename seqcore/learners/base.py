@@ -385,6 +385,13 @@ class Learner(Hooks):
         """The trainable parameters (NumPy); the model's by default."""
         return self.model.init(rng, dtype)
 
+    def constrain(self, params):
+        """The projection applied to the trainable parameters after every update (the
+        :class:`~seqcore.train.Trainer`'s ``constrain``): the model's own, where it has one
+        (LeakyRNN's τ >= 1; without it τ sinks below 1, where its gradient is 0, and stays)."""
+        project = getattr(self.model, "constrain", None)
+        return params if project is None else project(params)
+
     # -- model access --------------------------------------------------------------------------
     def dev(self, tree):
         """A NumPy tree moved to the run's backend (no copy on NumPy)."""

@@ -142,6 +142,10 @@ class RNNClassifier:
     def init(self, rng: np.random.Generator, dtype=np.float32) -> dict:
         return self.net.init(rng, dtype)
 
+    def constrain(self, params: dict) -> dict:
+        """The cells' projection after each update (LeakyRNN's τ back to >= 1)."""
+        return self.net.constrain(params)
+
     def _sequence(self, x):
         if x.ndim > 2 and x.shape[-1] != self.input_size:
             # e.g. (B, 28, 28) images read in steps of 56 pixels: the features in row order, cut below

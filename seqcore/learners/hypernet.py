@@ -96,6 +96,11 @@ class HyperNetwork(Learner):
             "head": nn.Linear(self.hnet_hidden, self.chunk_size).init(rng, dtype),
         }
 
+    def constrain(self, params: dict) -> dict:
+        """The hypernetwork's own cell's projection; the generated weights need none (a LeakyRNN
+        target reads max(τ, 1))."""
+        return {**params, "cell": self._cell.constrain(params["cell"])}
+
     def generate(self, params, tasks) -> object:
         """Flat target weights ``(len(tasks), n_target)`` for the task indices ``tasks``."""
         tasks = np.asarray(list(tasks), dtype=np.int64)
