@@ -65,10 +65,10 @@ def _default_backend() -> str:
 @click.command("continual", context_settings=CONTEXT)
 @click.option("--stream", type=click.Choice(STREAMS), default="permuted", show_default=True,
               help="permuted: a fixed pixel permutation per experience (the first is the identity); "
-                   "split: classes dealt into experiences; blurry: split with overlapping boundaries; "
-                   "power-law: permuted tasks rehearsed with power-law probability; scole: many small "
-                   "tasks whose classes re-occur; curriculum: --task with N = --n-start, +1, ... "
-                   "(generated sequences, no data set).")
+                   "split: classes, in an order drawn from --seed, dealt into experiences; blurry: split "
+                   "with overlapping boundaries; power-law: permuted tasks rehearsed with power-law probability; "
+                   "scole: many small tasks whose classes re-occur; curriculum: --task with N = --n-start, "
+                   "+1, ... (generated sequences, no data set).")
 @click.option("--task", type=click.Choice(CURRICULUM_TASKS), default="nparity", show_default=True,
               help="curriculum: the task whose N grows by one per experience.")
 @click.option("--n-start", type=click.IntRange(min=1), default=2, show_default=True,

@@ -83,7 +83,10 @@ class ContinualConfig(JsonConfig):
     ``"mlp"`` or a cell name (recurrent classifier; flat samples are cut into steps of
     ``step_features`` features, images are read row by row). ``reset_optimizer``
     re-initialises the optimizer state (Adam's moments) at the start of every experience.
-    ``scenario`` None takes the stream's own (``STREAM_SCENARIOS``). ``task`` and
+    ``scenario`` None takes the stream's own (``STREAM_SCENARIOS``). The ``split`` and
+    ``blurry`` streams deal the classes into experiences in an order drawn from ``seed``
+    (not sorted: seed 0 on ten classes and five experiences gives (4, 6), (2, 7), ...), as
+    the permutations of ``permuted``/``power-law`` are. ``task`` and
     ``n_start``: the curriculum stream (``dataset``, ``data_dir`` and ``train_size`` do
     not apply to it).
     """
@@ -150,6 +153,9 @@ class ContinualConfig(JsonConfig):
         for name in ("experiences", "eval_size", "hidden", "layers", "batch_size", "eval_every"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("steps", self.steps, maximum=INT64_MAX // self.experiences)  # the run's step count
+        if self.stream == "blurry" and self.experiences < 2:  # named here: blurry() would blame its `stream`
+            raise ValueError(f"experiences: got {self.experiences}, expected at least 2 for stream 'blurry' "
+                             "(it mixes neighbouring experiences)")
         for name in ("train_size", "checkpoint_every", "step_features"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
@@ -327,6 +333,12 @@ class _Run:
                 raise ValueError(f"batch_size: got {cfg.batch_size}, expected at most {exp.n_train}, the training "
                                  f"samples of experience {j}")
             x, y = exp.eval
+            if len(y) == 0:  # its accuracy would be 0/0; refused before the run directory is written
+                # blurry's classes include its neighbours'; the evaluation set holds only its own
+                classes = list(exp.info.get("label_map", {})) or list(exp.classes)
+                raise ValueError(f"experiences: got {cfg.experiences}, whose experience {j} (classes {classes}) has "
+                                 "no test samples to evaluate on; expected at least one per experience: fewer "
+                                 "experiences, or more test samples (of those classes)")
             index = np.sort(pick.permutation(len(y))[: cfg.eval_size])
             self.eval_sets.append((x[index], self.global_labels(j, np.asarray(y)[index])))
         self.R = np.full((self.n, self.n), np.nan)

@@ -9,7 +9,9 @@ with exactly the parameters of an uninterrupted one.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import warnings
 
 import click
@@ -940,3 +942,66 @@ def _with_taus(tree, value):
     if isinstance(tree, (list, tuple)):
         return type(tree)(_with_taus(v, value) for v in tree)
     return tree
+
+
+# ------------------------------------------------------------------ QA r12: streams in the loop
+
+def _first_without_test_samples(cfg):
+    """The oracle: the first experience none of whose classes is in the synthetic test labels (a
+    blurry experience's evaluation set is the split's, of the split's classes)."""
+    data = synthetic_clusters(**{**SYNTHETIC_DEFAULTS, **cfg.synthetic}, seed=cfg.seed)
+    unblurred = dataclasses.replace(cfg, stream="split") if cfg.stream == "blurry" else cfg
+    empty = [(j, list(e.classes)) for j, e in enumerate(build_stream(unblurred, data))
+             if not set(e.classes) & set(data[3].tolist())]
+    assert empty, "the configuration should leave an experience without test samples"
+    return empty[0]
+
+
+@pytest.mark.parametrize("stream", ["split", "blurry", "scole"])
+def test_an_experience_without_test_samples_is_refused_before_the_run_directory(stream, tmp_path):
+    """QA r12: a split, blurry or SCoLe experience whose classes have no test sample got an empty
+    evaluation set, and the baseline's accuracy divided by zero (a ZeroDivisionError traceback)."""
+    cfg = ContinualConfig(**{**SMALL, "synthetic": {"n_train": 200, "n_test": 4}, "stream": stream,
+                             "experiences": 4, "batch_size": 4, "overlap": 0.2})
+    j, classes = _first_without_test_samples(cfg)
+    with pytest.raises(ValueError, match=re.escape(
+            f"experiences: got 4, whose experience {j} (classes {classes}) has no test samples to evaluate on; "
+            "expected at least one per experience: fewer experiences, or more test samples")):
+        run_continual(cfg, tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_names_experiences_for_an_experience_without_test_samples(cli, tmp_path):
+    cfg = ContinualConfig(dataset="synthetic", synthetic={"n_test": 4}, stream="split", experiences=4)
+    j, classes = _first_without_test_samples(cfg)
+    out = tmp_path / "x"
+    result = cli("continual", "--dataset", "synthetic", "--synthetic", "n_test=4", "--stream", "split",
+                 "--experiences", "4", "--steps", "2", "--batch-size", "4", "--backend", "numpy", "-q", "--out", out)
+    assert result.exit_code == 1 and result.output == (
+        f"Error: --experiences: got 4, whose experience {j} (classes {classes}) has no test samples to evaluate on; "
+        "expected at least one per experience: fewer experiences, or more test samples (of those classes)\n")
+    assert not out.exists()
+
+
+def test_a_blurry_stream_of_one_experience_is_refused_by_the_experiences_field(cli, tmp_path):
+    """QA r12: blurry() refused it as `stream: got 1 experience`, which the CLI showed as --stream."""
+    with pytest.raises(ValueError, match=r"^experiences: got 1, expected at least 2 for stream 'blurry'"):
+        ContinualConfig(stream="blurry", experiences=1)
+    ContinualConfig(stream="split", experiences=1)  # one split experience is fine
+    result = cli("continual", "--dataset", "synthetic", "--stream", "blurry", "--experiences", "1", "--steps", "2",
+                 "--backend", "numpy", "-q", "--out", tmp_path / "b1")
+    assert result.output == ("Error: --experiences: got 1, expected at least 2 for stream 'blurry' "
+                             "(it mixes neighbouring experiences)\n")
+
+
+def test_the_split_class_order_is_drawn_from_the_seed_as_documented():
+    """QA r12: the order was drawn from --seed, which neither the --stream help nor the config said."""
+    from seqcore_cli.continual import continual
+    help_text = next(p.help for p in continual.params if p.name == "stream")
+    assert "split: classes, in an order drawn from --seed, dealt into experiences" in help_text
+    assert "drawn from ``seed``" in ContinualConfig.__doc__
+    for seed in (0, 5):
+        cfg = ContinualConfig(stream="split", experiences=4, seed=seed)
+        data = synthetic_clusters(**SYNTHETIC_DEFAULTS, seed=seed)
+        order = np.random.default_rng(seed).permutation(8)  # the oracle: the seed's permutation of the 8 classes
+        assert [e.classes for e in build_stream(cfg, data)] == [tuple(g) for g in order.reshape(4, 2).tolist()]

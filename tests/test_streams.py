@@ -681,3 +681,55 @@ def test_streams_refuse_inputs_without_features():
             with pytest.raises(ValueError, match=re.escape(f"x_train: got shape {shape}, expected (N, ...) "
                                                            "with N >= 1 and at least one feature")):
                 make()
+
+
+# ------------------------------------------------------------------ QA r12
+
+def test_power_law_stream_records_the_base_streams_task_ids():
+    """QA r12: the positions of the base stream were recorded as task ids, while the built
+    experiences kept the base's own ids ([7, 8, 9] gave task_ids (0, 1, 0, 2, 0) and [7, 8, 7, 9, 7])."""
+    x, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
+    base = Stream([7, 8, 9], lambda i: Experience(7 + i, (x, y), (x, y), (0, 1)), scenario="domain", n_outputs=2)
+    env = power_law_stream(base, 1.0, 1, seed=0)
+    # the oracle: each step's tasks are base positions, whose ids are 7 + position
+    expected = [7 + t for step in power_law_steps(3, 1.0, 1, 0) for t in step]
+    assert env.task_ids == tuple(expected) and [e.task_id for e in env] == expected
+    assert set(env.task_ids) == {7, 8, 9}
+    nested = power_law_stream(env, 1.0, 1, seed=1)  # positions of env, whose ids repeat
+    expected = [env.task_ids[t] for step in power_law_steps(len(env), 1.0, 1, 1) for t in step]
+    assert nested.task_ids == tuple(expected) and [e.task_id for e in nested] == expected
+
+
+def test_streams_do_not_hand_out_arrays_whose_edits_change_later_accesses():
+    """QA r12: info["permutation"] of a permuted stream was the stored array, and a curriculum's
+    experiences (and their fixed evaluation sets) were the same objects on every access."""
+    xtr, ytr, xte, yte = make_data()
+    s = permuted_stream(xtr, ytr, xte, yte, n_experiences=2, seed=0)
+    perm = s[1].info["permutation"].copy()
+    with pytest.raises(ValueError, match="read-only"):
+        s[1].info["permutation"].sort()
+    np.testing.assert_array_equal(s[1].info["permutation"], perm)
+    np.testing.assert_array_equal(s[1].train[0].reshape(60, 12), xtr.reshape(60, 12)[:, perm])
+    from seqcore import tasks
+    c = curriculum_stream(lambda n: tasks.make("nparity", n=n), [2], seed=0, eval_size=4)
+    x, y = (a.copy() for a in c[0].eval)
+    assert x.any()
+    for a in c[0].eval:
+        with pytest.raises(ValueError, match="read-only"):
+            a[:] = 0
+    c[0].info["n"] = 99
+    np.testing.assert_array_equal(c[0].eval[0], x)
+    np.testing.assert_array_equal(c[0].eval[1], y)
+    assert c[0].info == {"n": 2}
+    # the read-only arrays still feed the power-law and blurry streams built on them
+    assert power_law_stream(s, 1.0, 1, seed=0)[1].info["permutation"].tolist() == perm.tolist()
+
+
+def test_a_ragged_input_is_refused_naming_the_argument():
+    y = np.array([0, 1])
+    with pytest.raises(ValueError, match=r"^\(x_train, y_train\): got x that NumPy cannot make into an array \("):
+        permuted_stream([[1, 2], [3]], y, [[1, 2], [3, 4]], y, n_experiences=2, seed=0)
+    with pytest.raises(ValueError, match=r"^\(x_test, y_test\): got y that NumPy cannot make into an array \("):
+        split_stream([[1, 2], [3, 4]], y, [[1, 2], [3, 4]], [[0], [1, 1]], n_experiences=2)
+    with pytest.raises(ValueError, match=r"^eval: got x that NumPy cannot make into an array \("):
+        Experience(0, (np.zeros((2, 1)), y), ([[1.0], [2.0, 3.0]], y))

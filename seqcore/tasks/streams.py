@@ -45,7 +45,14 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None, why: st
 def _check_pair(name: str, pair: Any, integer_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(pair, tuple) or len(pair) != 2:
         raise TypeError(f"{name}: got {type(pair).__name__}, expected a tuple (x, y) of arrays")
-    x, y = (np.asarray(a) for a in pair)
+    arrays = []
+    for part, a in zip("xy", pair):
+        try:
+            arrays.append(np.asarray(a))
+        except ValueError as exc:  # ragged nested lists: NumPy's message names no argument
+            raise ValueError(f"{name}: got {part} that NumPy cannot make into an array ({exc}), "
+                             "expected x (N, ...) and y (N,) of numbers") from None
+    x, y = arrays
     if x.ndim < 1 or y.ndim != 1 or x.shape[0] != y.shape[0]:
         raise ValueError(f"{name}: got x {x.shape} and y {y.shape}, expected x (N, ...) and y (N,)")
     if x.dtype.kind not in "biuf":
@@ -243,7 +250,7 @@ def permuted_stream(x_train, y_train, x_test, y_test, n_experiences: int, seed: 
     their shape. Permutations are drawn when the stream is built, from ``seed``;
     with ``first_identity`` experience 0 is the unpermuted data. Labels are kept
     (domain-incremental, one head) or, with ``multi_head``, one head per experience.
-    ``info["permutation"]`` holds each experience's (D,) permutation.
+    ``info["permutation"]`` holds each experience's (D,) permutation (read-only).
     """
     x_train, y_train, x_test, y_test = _check_dataset(x_train, y_train, x_test, y_test)
     n_features = int(np.prod(x_train.shape[1:]))
@@ -253,6 +260,8 @@ def permuted_stream(x_train, y_train, x_test, y_test, n_experiences: int, seed: 
     rng = np.random.default_rng(_check_int("seed", seed, 0))
     permutations = [np.arange(n_features) if (i == 0 and first_identity) else rng.permutation(n_features)
                     for i in range(n_experiences)]
+    for perm in permutations:  # handed out in info: an edit in place would change later accesses
+        perm.setflags(write=False)
     classes = tuple(np.union1d(y_train, y_test).tolist())
 
     def permute(x: np.ndarray, perm: np.ndarray) -> np.ndarray:
@@ -470,7 +479,7 @@ def power_law_stream(stream: Stream, exponent: float, budget: int, seed: int) ->
         base = stream[task]
         return dataclasses.replace(base, info=dict(base.info, step=step, rehearsal=rehearsal))
 
-    return Stream([task for _, task, _ in entries], build, scenario=stream.scenario,
+    return Stream([stream.task_ids[task] for _, task, _ in entries], build, scenario=stream.scenario,
                   n_outputs=stream.n_outputs, n_heads=stream.n_heads, heads=[stream.heads[t] for _, t, _ in entries],
                   name=f"power-law-{stream.name}", info=dict(stream.info, steps=steps))
 
@@ -598,9 +607,9 @@ def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, 
 
     E.g. N-parity with ns = (2, 3, 4, ...). Each task object needs
     ``sample(rng, batch_size) -> (x, y)`` (duck typing); it becomes the experience's
-    sampler. A fixed evaluation set of ``eval_size`` samples is drawn per experience
-    when the stream is built, from ``seed``. Single head by default (the single-head
-    curriculum, scenario "domain"); ``multi_head`` gives head i to experience i.
+    sampler. A fixed evaluation set of ``eval_size`` samples (read-only arrays) is drawn
+    per experience when the stream is built, from ``seed``. Single head by default (the
+    single-head curriculum, scenario "domain"); ``multi_head`` gives head i to experience i.
     ``info["n"]`` holds the experience's N; classes are the labels of its eval set.
     seqcore tasks with a last-step mask (N-parity, N-DMS) are end-aligned: each sequence
     is shifted right, zeros in front, so its labelled step is the batch's last step;
@@ -650,11 +659,14 @@ def curriculum_stream(task_factory: Callable[[int], Any], ns: Sequence[int], *, 
             raise ValueError(f"task_factory({n}).sample: got a negative label ({int(y.min())}), "
                              "expected class labels >= 0")
         classes = tuple(np.unique(y).tolist()) if np.issubdtype(y.dtype, np.integer) else ()
+        for a in (x, y):  # the same arrays on every access: an edit in place would change later ones
+            a.setflags(write=False)
         experiences.append(Experience(i, task, (x, y), classes, head=i if multi_head else 0,
                                       info={"n": n}))
     labels = [c for e in experiences for c in e.classes]
     n_outputs = max(declared + [max(labels) + 1 if labels else 0]) or None
-    return Stream(range(len(ns)), experiences.__getitem__,
+    # a fresh info dict per access, as the other streams build one
+    return Stream(range(len(ns)), lambda i: dataclasses.replace(experiences[i], info=dict(experiences[i].info)),
                   scenario="task" if multi_head else "domain",
                   n_outputs=n_outputs,
                   n_heads=len(ns) if multi_head else 1, name="curriculum")
