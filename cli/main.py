@@ -82,7 +82,7 @@ def list_backends() -> None:
     from seqcore.backends import blas
     # matrix-product speed of the numpy backend (and of the numba backend's narrow products): an OPENBLAS_CORETYPE pin can cost 1.6-4x
     click.echo(f"\nOpenBLAS kernels: {blas.describe()}")
-    if "numba" in sys.modules:  # loaded by backends.info(): say how its kernels multiply matrices
+    if any(r["name"] == "numba" and r["available"] for r in rows):  # loaded by info(): how its kernels multiply
         from seqcore.backends.numba import panels
         click.echo(f"numba kernels' matrix products: packed-panel micro-kernels, {panels.VECTOR_BYTES}-byte vectors "
                    "(no BLAS; products narrower than one panel: NumPy's)")

@@ -1065,3 +1065,183 @@ def test_a_saturated_gate_has_a_zero_derivative_as_in_the_reference(name, dtype,
     for key in want:
         assert np.isfinite(want[key]).all()
         np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+# -- a kernel cache that cannot be written, caches of another panel width ---------------------------
+
+_CACHE_PLACES = """
+import json, warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    {setup}
+    import numba
+    from seqcore.backends.numba import cache, dense_cells, ops, scan
+dispatchers = (dense_cells._lstm_forward.dispatcher, ops.expm1_parts, scan._diag_forward[False].dispatcher)
+print(json.dumps(dict(paths=[getattr(d._cache, "_cache_path", None) for d in dispatchers],
+                      name=cache.cache_dir().name, restored=numba.config.CACHE_DIR,
+                      warnings=[str(w.message) for w in caught])))
+"""
+
+
+def _cache_places(env_cache_dir, tmp_dir, setup="pass"):
+    """Where the kernels of a fresh process would cache (None: not cached), and its warnings."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(env_cache_dir), TMPDIR=str(tmp_dir))
+    out = subprocess.run([sys.executable, "-c", _CACHE_PLACES.format(setup=setup)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+    return json.loads(out.stdout)
+
+
+def _unwritable_dirs(tmp_path):
+    """A cache directory under a regular file (unwritable even for root), and a read-only one
+    where chmod holds (not for root)."""
+    (tmp_path / "a-file").write_text("")
+    places = [tmp_path / "a-file" / "cache"]
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o500)
+    if not os.access(read_only, os.W_OK):
+        places.append(read_only)
+    return places
+
+
+def test_an_unwritable_cache_dir_caches_under_the_temp_dir_still_keyed_by_the_sources(tmp_path):
+    """Numba would fall back to this package's own __pycache__, with no digest of the sources
+    in the path: an edit of ops.py's inlined helpers would then load stale machine code."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    for unwritable in _unwritable_dirs(tmp_path):
+        got = _cache_places(unwritable, tmp)
+        for path in got["paths"]:
+            assert path is not None and Path(path).is_relative_to(tmp) and got["name"] in Path(path).parts, got
+        assert got["restored"] == str(unwritable)
+        notes = [w for w in got["warnings"] if "NUMBA_CACHE_DIR" in w]
+        assert len(notes) == 1 and str(unwritable) in notes[0] and str(tmp) in notes[0], got["warnings"]
+
+
+def test_kernels_are_not_cached_where_no_keyed_directory_can_be_written(tmp_path):
+    """The temp directory unusable too (a file in its place, or a shared directory another user
+    could write into): no disk cache for this process, said once."""
+    (tmp_path / "a-file").write_text("")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / f"seqcore-numba-uid{os.getuid()}").mkdir(mode=0o777)
+    os.chmod(shared / f"seqcore-numba-uid{os.getuid()}", 0o777)
+    for tmp in (tmp_path / "a-file", shared):
+        got = _cache_places(tmp_path / "a-file" / "cache", tmp, setup=f"import tempfile; tempfile.tempdir = {str(tmp)!r}")
+        assert got["paths"] == [None, None, None], got
+        notes = [w for w in got["warnings"] if "NUMBA_CACHE_DIR" in w]
+        assert len(notes) == 1 and "not cached" in notes[0], got["warnings"]
+
+
+def test_only_caches_of_other_sources_are_pruned(monkeypatch, tmp_path):
+    """Caches of the same sources built for another panel width (SEQCORE_PANEL_VECTOR_BYTES) stay:
+    alternating widths must not recompile everything each time."""
+    from seqcore.backends.numba import cache
+    monkeypatch.setattr(cache, "_HERE", tmp_path)
+    sources = cache.PREFIX + cache.source_digest()
+    current, other_width = tmp_path / "__pycache__" / (sources + "a043"), tmp_path / "__pycache__" / (sources + "d3b4")
+    old_sources = tmp_path / "__pycache__" / (cache.PREFIX + "0" * 16 + "a043")
+    unrelated = tmp_path / "__pycache__" / "numba_cb58"
+    for folder in (current, other_width, old_sources, unrelated):
+        folder.mkdir(parents=True)
+    cache._prune_stale(current)
+    assert sorted(p.name for p in (tmp_path / "__pycache__").iterdir()) == sorted(
+        p.name for p in (current, other_width, unrelated))
+
+
+# -- a backend that cannot load: one line, and the default falls back to numpy ----------------------
+
+_SEQCORE = [sys.executable, "-c", "from seqcore_cli.main import main; main()"]
+
+
+@pytest.mark.parametrize("setting", ["NUMBA_NUM_THREADS=0", "SEQCORE_PANEL_VECTOR_BYTES=48", "NUMBA_DISABLE_JIT=1"])
+def test_a_numba_backend_that_fails_at_load_is_unavailable_not_a_traceback(tmp_path, setting):
+    """Not only ImportError: numba's own start-up errors, a bad panel width, and interpreted
+    kernels (NUMBA_DISABLE_JIT, which the kernels cannot run) make the backend unavailable,
+    named in one line; `seqcore train` without --backend then runs on numpy, as documented."""
+    var, value = setting.split("=")
+    env = {k: v for k, v in os.environ.items() if k != "SEQCORE_BACKEND"}
+    env[var] = value
+
+    def seqcore_cli(*args):
+        out = subprocess.run([*_SEQCORE, *args], env=env, capture_output=True, text=True, timeout=300)
+        assert "Traceback" not in out.stderr, out.stderr[-3000:]
+        return out
+
+    listing = seqcore_cli("backends")
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split()[0]: line for line in listing.stdout.splitlines() if line.strip()}
+    assert rows["numba"].split()[1] == "no" and var in rows["numba"], listing.stdout
+    assert "default for `seqcore train`" in rows["numpy"], listing.stdout
+    small = ["--steps", "1", "--hidden", "4", "--batch-size", "2", "--eval-batches", "1", "--eval-batch-size", "2"]
+    run = seqcore_cli("train", *small, "--out", str(tmp_path / "run"))
+    assert run.returncode == 0, run.stderr
+    import json
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["backend"] == "numpy"
+    refused = seqcore_cli("train", *small, "--backend", "numba", "--out", str(tmp_path / "refused"))
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode != 0 and len(lines) == 1 and lines[0].startswith("Error: --backend: backend 'numba' cannot load")
+    assert var in lines[0] and not (tmp_path / "refused").exists()
+
+
+# -- memory maps, empty batches ------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_memory_maps_opened_read_only_take_the_compiled_kernels(nb, monkeypatch, tmp_path, dtype):
+    """np.memmap is an ndarray subclass holding plain data: read in place by the kernels, not
+    sent to the reference's Python loop (850x slower)."""
+    from seqcore.backends.numba import scan
+    rng = np.random.default_rng(12)
+
+    def memmap(name, values):
+        values = np.asarray(values, dtype)
+        m = np.memmap(tmp_path / name, dtype=dtype, mode="w+", shape=values.shape)
+        m[:] = values
+        m.flush()
+        return np.memmap(tmp_path / name, dtype=dtype, mode="r", shape=values.shape)
+
+    a, b = memmap("a", rng.uniform(0.5, 1.0, (2, 9, 70))), memmap("b", rng.normal(size=(2, 9, 70)))
+    h0 = memmap("h0", rng.normal(size=(2, 70)))
+    compare_primitive(nb, "linear_scan", (a, b, h0), {}, dtype, rng)
+    compare_primitive(nb, "log_linear_scan", (memmap("la", -rng.uniform(0, 2, (2, 9, 5))),
+                                              memmap("lb", rng.normal(size=(2, 9, 5))), None), {}, dtype, rng)
+    A = memmap("A", rng.uniform(-0.5, 0.5, (2, 9, 3, 2, 2)))
+    for blocks in (A, np.swapaxes(A, -1, -2)):
+        compare_primitive(nb, "block_scan", (blocks, memmap("bb", rng.normal(size=(2, 9, 3, 2))), None), {}, dtype, rng)
+    # through the public API: the reference is never asked
+    want = seqcore.linear_scan(np.array(a), np.array(b))
+    monkeypatch.setattr(scan._ref, "linear_scan_fwd", lambda *args: pytest.fail("ran the reference"))
+    with seqcore.use("numba"):
+        assert_close(seqcore.linear_scan(a, b), want, dtype, "linear_scan of memory maps")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_an_empty_batch_gives_empty_results_as_in_the_reference(nb, dtype):
+    """B = 0 with more columns than one task block (D > 64, G > 16, H > 16), where the column
+    split divided by the number of rows."""
+    rng = np.random.default_rng(13)
+    for h0 in (None, np.zeros((0, 100), dtype)):
+        for name in ("linear_scan", "log_linear_scan"):
+            compare_primitive(nb, name, (np.zeros((0, 3, 100), dtype), np.zeros((0, 3, 100), dtype), h0), {}, dtype, rng)
+    for k, G in ((1, 100), (2, 17), (5, 17)):
+        compare_primitive(nb, "block_scan", (np.zeros((0, 3, G, k, k), dtype), np.zeros((0, 3, G, k), dtype), None),
+                          {}, dtype, rng)
+    for name, kwargs in (("diaggru", {}), ("cifg-lstm", {}), ("mingru", {}), ("mingru", dict(log_space=True)),
+                         ("minlstm", {}), ("minlstm", dict(log_space=True))):
+        cell = cells.make(name, 3, 20, **kwargs)
+        params, x = cell.init(rng, dtype), np.zeros((0, 4, 3), dtype)
+        for mode in ("sequential", "parallel"):
+            def run():
+                out, pullback = seqcore.vjp(lambda p, x: cell.apply(p, x, mode=mode)[0], params, x)
+                return out, pullback(np.zeros_like(out))
+
+            with seqcore.use("numpy"):
+                want, (want_dp, want_dx) = run()
+            with seqcore.use("numba"):
+                got, (got_dp, got_dx) = run()
+            what = f"{name} {kwargs} {mode}"
+            assert_close(got, want, dtype, f"{what} outputs")
+            assert_close(got_dx, want_dx, dtype, f"{what} dx")
+            for key in want_dp:
+                assert_close(got_dp[key], want_dp[key], dtype, f"{what} d{key}")

@@ -64,6 +64,30 @@ def test_missing_backend_names_package_and_extra(monkeypatch):
     assert "cupy" not in backends.available()
 
 
+def test_a_backend_failing_at_import_with_any_error_is_unavailable(monkeypatch):
+    """A framework that imports but fails to start (numba with NUMBA_NUM_THREADS=0 raises a
+    ValueError) is unavailable like a missing one: the cause and the setting named, and
+    available() / info() list it instead of raising."""
+    import importlib
+    real_import_module = importlib.import_module
+
+    def failing(name, *args, **kwargs):
+        if name == "seqcore.backends.numba":
+            raise ValueError("Number of threads specified must be > 0.")
+        return real_import_module(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", failing)
+    monkeypatch.delitem(backends._LOADED, "numba", raising=False)
+    monkeypatch.setattr(backends, "_FAILED", {})
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "0")
+    with pytest.raises(backends.BackendUnavailable,
+                       match=r"backend 'numba' cannot load: ValueError: Number of threads .*NUMBA_NUM_THREADS='0'"):
+        backends.get("numba")
+    assert "numba" not in backends.available()
+    row = next(r for r in backends.info() if r["name"] == "numba")
+    assert not row["available"] and "NUMBA_NUM_THREADS='0'" in row["reason"] and row["reason"] == backends._FAILED["numba"]
+
+
 def test_use_as_context_manager_restores_previous():
     before = backends.current()
     with seqcore.use("numpy"):

@@ -32,7 +32,7 @@ _lock = threading.Lock()
 
 
 class BackendUnavailable(ImportError):
-    """Raised when a backend's framework cannot be imported here."""
+    """Raised when a backend's framework cannot be imported (or fails to start) here."""
 
 
 def names() -> list[str]:
@@ -45,6 +45,17 @@ def _check_name(name: str) -> None:
         raise TypeError(f"name: got {type(name).__name__} {name!r}, expected a backend name (str), one of {names()}")
     if name not in _REGISTRY:
         raise ValueError(f"backend: unknown backend {name!r}; expected one of {names()}")
+
+
+def _settings_hint(package: str, exc: BaseException) -> str:
+    """The framework's own environment settings (``NUMBA_*``) that are set, unless the message
+    already names a set variable: a framework failing at import mostly fails on one of them."""
+    text = str(exc)
+    if any(key in text for key in os.environ if "_" in key and key.isupper()):
+        return ""
+    prefix = package.upper() + "_"
+    settings = [f"{key}={value!r}" for key, value in sorted(os.environ.items()) if key.startswith(prefix)]
+    return f" (check the environment: {', '.join(settings)})" if settings else ""
 
 
 def get(name: str | None = None) -> ModuleType:
@@ -64,6 +75,10 @@ def get(name: str | None = None) -> ModuleType:
         except ImportError as exc:
             hint = f"pip install 'seqcore[{extra}]'" if extra else f"pip install {package}"
             msg = f"backend {name!r} cannot load: {exc} (the package {package!r} is needed; install it with {hint})"
+            _FAILED[name] = msg
+            raise BackendUnavailable(msg) from exc
+        except Exception as exc:  # a framework that imports but fails to start (numba: NUMBA_NUM_THREADS=0)
+            msg = f"backend {name!r} cannot load: {type(exc).__name__}: {exc}{_settings_hint(package, exc)}"
             _FAILED[name] = msg
             raise BackendUnavailable(msg) from exc
         _LOADED[name] = mod

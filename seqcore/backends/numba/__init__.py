@@ -12,7 +12,12 @@ float32/float64 (or mixed) fall back to the NumPy reference.
 import numba as _numba
 import numpy as np
 
+from .. import BackendUnavailable as _BackendUnavailable
 from .cache import keyed_cache_dir as _keyed_cache_dir
+
+if _numba.config.DISABLE_JIT:  # the kernels would run as Python functions, which cannot run their LLVM intrinsics
+    raise _BackendUnavailable("backend 'numba' cannot load: NUMBA_DISABLE_JIT is set, which turns its compiled kernels off; "
+                              "unset NUMBA_DISABLE_JIT, or use the numpy backend")
 
 with _keyed_cache_dir():  # kernels are decorated on import: they cache where the sources' digest says
     from .cells import PRIMITIVES as _CELL_PRIMITIVES

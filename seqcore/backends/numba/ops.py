@@ -1,7 +1,8 @@
 """Shared machinery of the Numba kernels: lazy compilation with a compile log, input rules.
 
 Not primitives: the replacements live in ``scan.py`` and ``cells.py``.  Every kernel is
-``@njit(cache=True, fastmath=False)``; it compiles on its first call for a given
+``@njit(cache=True, fastmath=False)`` (``cache=False`` where no cache directory can be written:
+``cache.py``); it compiles on its first call for a given
 signature (or loads from Numba's on-disk cache) and that first call is logged, so
 compile time can be reported apart from run time (:func:`compile_report`).
 """
@@ -16,14 +17,17 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from .cache import caching
+
 __all__ = ["kernel", "Kernel", "inline", "compile_report", "clear_compile_report", "contiguous", "as_dtype",
            "supported_dtype", "split_columns", "int_like", "num_threads", "scratch", "task_scratch", "task_block",
            "prefetch_row", "prefetch_segments", "AHEAD", "AHEAD_MIN_WIDTH", "AheadBuilds", "PARALLEL_CELLS", "sigmoid_from_exp", "tanh_from_expm1", "expm1_parts", "exp_nonpos",
            "expm1_nonpos", "exp_from_parts", "expm1_from_parts", "log1p_unit", "log1p_coefficients"]
 
 # fastmath off (IEEE results, no reassociation); error_model "numpy": float division does not
-# check for zero, so loops with divisions vectorize (the Python model adds a branch per division)
-_JIT_OPTIONS = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
+# check for zero, so loops with divisions vectorize (the Python model adds a branch per division).
+# Cached unless no source-keyed directory can be written (cache.keyed_cache_dir, around this import)
+_JIT_OPTIONS = dict(cache=caching(), fastmath=False, nogil=True, error_model="numpy")
 
 # The diagonal cells and the Newton steps loop over independent (row, block of neurons)
 # tasks with prange, in parallel: 1.2-2x on 2 threads (BENCHMARKS.md).  A parallel kernel
@@ -98,12 +102,13 @@ def clear_compile_report() -> None:
 
 
 def supported_dtype(*arrays) -> bool:
-    """True when the arrays (``None`` skipped) are all float32 or all float64 NumPy arrays.
+    """True when the arrays (``None`` skipped) are all float32 or all float64 NumPy arrays or
+    memory maps (``np.memmap``: plain data, read in place; :func:`contiguous` views it as an ndarray).
 
-    Anything else (mixed dtypes, float16, array subclasses) runs the NumPy reference.
+    Anything else (mixed dtypes, float16, other array subclasses) runs the NumPy reference.
     """
     arrays = [a for a in arrays if a is not None]
-    if not all(type(a) is np.ndarray for a in arrays):
+    if not all(type(a) in (np.ndarray, np.memmap) for a in arrays):
         return False
     dt = arrays[0].dtype
     return dt in (np.float32, np.float64) and all(a.dtype == dt for a in arrays)
@@ -131,7 +136,7 @@ def split_columns(rows: int, cols: int, min_block: int = 64) -> int:
     so the inner loop vectorizes) unless ``cols`` itself is smaller.
     """
     want = 4 * num_threads()
-    if rows >= want or cols <= min_block:
+    if rows == 0 or rows >= want or cols <= min_block:  # no rows (an empty batch): no tasks to spread
         return max(cols, 1)
     per_row = -(-want // rows)
     width = -(-cols // per_row)
