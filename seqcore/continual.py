@@ -152,6 +152,9 @@ class ContinualConfig(JsonConfig):
         check_choice("dtype", self.dtype, tuple(DTYPES))
         for name in ("experiences", "eval_size", "hidden", "layers", "batch_size", "eval_every"):
             check_positive_int(name, getattr(self, name))
+        # bounded before steps, whose bound derives from it: a huge count is the mistake, not steps
+        _check_run_fits(self, self.experiences)
+        check_positive_int("experiences", self.experiences, maximum=INT64_MAX)  # where the memory is unknown
         check_positive_int("steps", self.steps, maximum=INT64_MAX // self.experiences)  # the run's step count
         if self.stream == "blurry" and self.experiences < 2:  # named here: blurry() would blame its `stream`
             raise ValueError(f"experiences: got {self.experiences}, expected at least 2 for stream 'blurry' "
@@ -202,8 +205,16 @@ def synthetic_clusters(n_train: int = 1000, n_test: int = 500, n_features: int =
     if not (is_finite_number(noise) and noise >= 0):  # inf would give NaN data; True is no noise level
         raise ValueError(f"noise: got {noise!r}, expected a finite number >= 0")
     seed = int(check_positive_int("seed", seed, 0))
-    rng = np.random.default_rng([seed, 99])
     latent = rank or n_features
+    # NumPy's unnamed errors, or an out-of-memory kill, otherwise: the embedding and the class means
+    # (float64), then a draw's float64 latent, noise and product, its float32 copy and int64 labels
+    check_fits_in_memory("n_features", n_features, n_features * latent * 8, f"embedding ({n_features}x{latent})")
+    check_fits_in_memory("n_classes", n_classes, n_classes * latent * 8, f"class means ({n_classes}x{latent})")
+    row = 8 * (2 * latent + n_features + 1) + 4 * n_features
+    check_fits_in_memory("n_train", n_train, n_train * row, f"training set ({row} bytes per sample while drawn)")
+    check_fits_in_memory("n_test", n_test, n_train * (4 * n_features + 8) + n_test * row,
+                         f"test set ({row} bytes per sample while drawn) beside the training set")
+    rng = np.random.default_rng([seed, 99])
     means = rng.normal(0.0, 1.0, (n_classes, latent))
     embed = np.linalg.qr(rng.normal(size=(n_features, latent)))[0] if rank else np.eye(n_features)
 

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .validate import check_bool, check_positive_int, is_integer
+from .validate import check_bool, check_fits_in_memory, check_positive_int, is_integer
 
 __all__ = [
     "average_accuracy", "forgetting", "bwt", "fwt",
@@ -234,6 +234,8 @@ class EvalCurve:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < longest:
             raise ValueError(f"n_experiences: got {n_experiences!r}, expected an int >= {longest} "
                              "(the longest accuracy list)")
+        check_fits_in_memory("n_experiences", n, len(records) * n * 8,
+                             f"accuracy array ({len(records)} evaluations x {n} experiences, float64)")
         acc = np.full((len(records), n), np.nan)
         for e, r in enumerate(records):
             acc[e, : len(r["accuracy"])] = _real_array(f"records[{e}]['accuracy']", r["accuracy"],

@@ -18,7 +18,8 @@ from . import backends, nn, ops
 from .autodiff import stop_gradient, vjp
 from .cells.stack import stack
 from .masks import last_step_index
-from .validate import check_array, check_bool, check_choice, check_params, check_positive_int, is_real_number
+from .validate import (check_array, check_bool, check_choice, check_params, check_positive_int, check_shape, dtype_kind,
+                       finite_float, is_array, is_real_number)
 
 __all__ = ["HeadSpec", "SequenceModel", "MLP"]
 
@@ -47,8 +48,9 @@ def _as_head(h, i: int) -> HeadSpec:
     spec = HeadSpec(h.name, int(h.output_size), h.loss, getattr(h, "tolerance", None))
     check_choice(f"{where}.loss", spec.loss, LOSS_KINDS)
     tol = spec.tolerance
-    if tol is not None and (spec.loss != "regression" or not is_real_number(tol) or not 0 < tol < float("inf")):
-        raise ValueError(f"{where}.tolerance: got {spec.tolerance!r} for a {spec.loss!r} head, "
+    if tol is not None and (spec.loss != "regression" or not is_real_number(tol) or finite_float(tol) is None
+                            or not tol > 0):
+        raise ValueError(f"{where}.tolerance: got {spec.tolerance!r:.40} for a {spec.loss!r} head, "
                          "expected None, or a finite positive number for a regression head")
     return spec
 
@@ -301,8 +303,44 @@ class SequenceModel:
         # nested lists of labels or weights as arrays, so that every method reads them alike
         return x, _as_array(y), _as_array(mask)
 
+    @staticmethod
+    def _check_y(y, active, x) -> None:
+        """``y`` against the active heads, named as the caller passed it in ``batch``: the losses
+        would name a per-head slice of it (``labels``, ``target``) and quote that slice's shape.
+        ``x`` is the batch's checked input, whose first two axes are B and T."""
+        B, T = tuple(np.shape(stop_gradient(x)))[:2]
+        n, kind = len(active), active[0].loss  # one kind of head at a time (see __post_init__)
+        if kind == "regression":
+            sizes = {h.output_size for h in active}
+            want, axes = (B, T, sizes.pop() if len(sizes) == 1 else None), "(B, T, out"
+        else:
+            want, axes = ((B,), "(B") if kind == "last" else ((B, T), "(B, T")
+        if n > 1:
+            want, axes = want + (n,), axes + ", heads"
+        what = f"{axes}) for {n} {kind!r} head{'s' * (n > 1)}"
+        y = stop_gradient(y)
+        if not is_array(y):
+            raise TypeError(f"y: got {type(y).__name__} {y!r:.40}, expected an array {what}")
+        if kind == "regression":
+            check_array("y", y)  # real targets
+        elif dtype_kind(y) not in "iu":
+            raise TypeError(f"y: got dtype {y.dtype}, expected integer class labels {what}")
+        check_shape("y", y, want, what)
+        if kind == "regression" or not y.size:
+            return
+        classes = [h.output_size for h in active]
+        if int(y.min()) >= 0 and int(y.max()) < min(classes):  # the usual case: two reductions
+            return
+        for k, (h, C) in enumerate(zip(active, classes)):
+            col = y if n == 1 else y[..., k]
+            lo, hi = int(col.min()), int(col.max())
+            if lo < 0 or hi >= C:
+                where = "" if n == 1 else f"[..., {k}]"
+                raise ValueError(f"y{where}: got labels in [{lo}, {hi}] for head {h.name!r}, expected [0, {C - 1}]")
+
     def _losses_from(self, outs, batch, active) -> dict:
-        _, y, mask = self._unpack(batch)
+        x, y, mask = self._unpack(batch)
+        self._check_y(y, active, x)
         res = {}
         for k, h in enumerate(active):
             o = outs[h.name]
@@ -350,7 +388,7 @@ class SequenceModel:
         weight = ops.concatenate([p["weight"] for p in ps], axis=0)  # (n·C, F): head k's rows k·C … k·C + C − 1
         bias = ops.concatenate([p["bias"] for p in ps], axis=0)
         logits = ops.reshape(ops.linear(last, weight, bias), (last.shape[0], n, C))
-        self._check_label_columns(y, n)
+        self._check_y(y, active, x)
         return nn.cross_entropy(logits, _to_backend(y, logits)) * n
 
     def loss_and_grad(self, params: dict, batch, mode: str = "sequential", heads=None):
@@ -387,6 +425,7 @@ class SequenceModel:
         active = self._active(heads)
         x, y, mask = self._unpack(batch)
         outs = self.outputs(params, x, mask, mode, heads=[h.name for h in active])
+        self._check_y(y, active, x)
         total = np.zeros(x.shape[0])
         if mask is not None:  # the checks loss and evaluate make: (B, T), finite weights >= 0
             mask = nn._check_mask(np.asarray(stop_gradient(mask)), tuple(x.shape[:2]))
@@ -400,15 +439,8 @@ class SequenceModel:
             o = backends.get(backends.backend_of(outs[h.name])).to_numpy(outs[h.name]).astype(np.float64)
             t = np.asarray(self.head_targets(y, k, len(active)))
             if h.loss == "regression":
-                if t.shape != o.shape:
-                    raise ValueError(f"target: got shape {t.shape}, expected {o.shape} (the shape of pred)")
                 total += step_mean(((o - t) ** 2).mean(-1))
                 continue
-            if t.shape != o.shape[:-1] or not np.issubdtype(t.dtype, np.integer):
-                raise ValueError(f"labels: got {t.dtype} array of shape {t.shape}, expected integers of shape "
-                                 f"{o.shape[:-1]} (the shape of logits without the class axis)")
-            if t.size and (t.min() < 0 or t.max() >= o.shape[-1]):
-                raise ValueError(f"labels: got values in [{t.min()}, {t.max()}], expected [0, {o.shape[-1] - 1}]")
             z = o - o.max(-1, keepdims=True)
             logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
             nll = -np.take_along_axis(logp, t[..., None].astype(np.int64), -1)[..., 0]
@@ -435,8 +467,8 @@ class MLP:
         if not isinstance(self.hidden_sizes, (tuple, list)):
             raise TypeError(f"hidden_sizes: got {self.hidden_sizes!r}, expected a tuple of layer widths")
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
-        for h in self.hidden_sizes:
-            check_positive_int("hidden_sizes[]", h)
+        for i, h in enumerate(self.hidden_sizes):
+            check_positive_int(f"hidden_sizes[{i}]", h)
 
     def _layers(self):
         sizes = (self.input_size,) + tuple(self.hidden_sizes) + (self.output_size,)

@@ -37,7 +37,7 @@ from . import backends
 from .autodiff import stop_gradient
 from .newton_solve import JACOBIANS, adjoint, newton_solve, resolve_jacobian
 from .primitives import define
-from .validate import check_choice, check_positive_int
+from .validate import check_choice, check_positive_int, finite_float, is_real_number
 
 __all__ = ["newton_scan", "NewtonInfo", "NewtonConvergenceWarning", "JACOBIANS",
            "DEFAULT_TOL", "DEFAULT_MAX_ITERS"]
@@ -171,8 +171,9 @@ def _resolve_options(cell, dtype, T, tol=None, max_iters=None, jacobian="auto", 
     check_positive_int("max_iters", max_iters)
     if damping is None:
         damping = 0.0
-    if isinstance(damping, (bool, np.bool_)) or not isinstance(damping, numbers.Real) or not 0 <= damping < math.inf:
-        raise ValueError(f"damping: got {damping!r}, expected None or a finite number >= 0")
+    # finite_float: 10**400 passes a comparison with inf, then float() overflows
+    if not is_real_number(damping) or finite_float(damping) is None or damping < 0:
+        raise ValueError(f"damping: got {damping!r:.40}, expected None or a finite number >= 0")
     # T − 1 updates make every step exact, so more would only repeat the last one
     return {"tol": float(tol), "max_iters": int(min(max_iters, T - 1)), "jacobian": structure, "damping": float(damping)}
 

@@ -14,7 +14,7 @@ from . import ops
 from .backends.numpy import losses as _losses
 from .autodiff import stop_gradient
 from .validate import (check_array, check_bool, check_param_dtype, check_params, check_positive_int, check_rng,
-                       check_shape, dtype_kind, is_array, is_real_number)
+                       check_shape, dtype_kind, finite_float, is_array, is_real_number)
 
 __all__ = ["Linear", "Embedding", "cross_entropy", "mse", "accuracy", "tolerance_accuracy", "tanh", "sigmoid", "relu",
            "leaky_relu", "softplus"]
@@ -166,8 +166,9 @@ def tolerance_accuracy(pred, target, tolerance: float, mask=None) -> float:
     """Fraction of positions where every feature of ``pred`` is within ``tolerance`` of
     ``target`` (``pred, target: (..., F)``), positions weighted by ``mask: (...)`` as in
     :func:`accuracy`; a plain number, not differentiable. A non-finite ``pred`` is wrong."""
-    if not is_real_number(tolerance) or not 0 < tolerance < np.inf:
-        raise ValueError(f"tolerance: got {tolerance!r}, expected a finite positive number")
+    # finite_float: 10**400 passes a comparison with inf, then overflows in NumPy's
+    if not is_real_number(tolerance) or finite_float(tolerance) is None or not tolerance > 0:
+        raise ValueError(f"tolerance: got {tolerance!r:.40}, expected a finite positive number")
     check_array("pred", pred)
     check_array("target", target)
     if pred.ndim < 1:

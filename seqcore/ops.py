@@ -15,6 +15,7 @@ import numpy as np
 from . import backends as _backends
 from .autodiff import Traced, stop_gradient
 from .backends.numpy import ops as _ref
+from .primitives import InputIndexError, _describe
 from .validate import check_array, check_real, check_same_backend, check_shape, is_array, is_integer, is_real_number
 
 __all__ = ["add", "sub", "mul", "div", "neg", "power", "tanh", "sigmoid", "relu", "leaky_relu", "exp",
@@ -101,7 +102,8 @@ neg, tanh, sigmoid, relu, exp, log, softplus, square = (
 def swapaxes(x, axis1: int, axis2: int):
     """Swap two axes (the axes are static arguments of the primitive)."""
     _operand("x", x, scalar=False)
-    return _ref.swapaxes(x, a1=axis1, a2=axis2)
+    ndim = len(x.shape)
+    return _ref.swapaxes(x, a1=_one_axis("axis1", axis1, ndim), a2=_one_axis("axis2", axis2, ndim))
 
 
 def power(x, p):
@@ -109,6 +111,7 @@ def power(x, p):
     _operand("x", x)
     if not is_real_number(p):
         raise TypeError(f"p: got {type(p).__name__} {p!r:.40}, expected a real number (int or float)")
+    check_real("p", p)  # finite: a NaN or infinite power is NaN or inf almost everywhere
     p = int(p) if isinstance(p, numbers.Integral) else float(p)  # np.float64(2) would promote float32 x
     if p == 0 and is_array(x):
         # the constant 1, gradient 0: the reference VJP's 0 · x ** -1 is nan at x = 0
@@ -128,39 +131,58 @@ def leaky_relu(x, negative_slope: float = 0.01):
 
 
 def clip(x, lo=None, hi=None):
-    """Clamp to ``[lo, hi]``; the gradient is zero where the value was clamped."""
+    """Clamp to ``[lo, hi]`` (``None``: no bound); the gradient is zero where the value was clamped."""
     _operand("x", x)
+    # finite real bounds: a NaN one makes every output NaN; lo, hi as given, so as not to promote x
+    bounds = [None if b is None else check_real(name, b) for name, b in (("lo", lo), ("hi", hi))]
+    if None not in bounds and bounds[0] > bounds[1]:
+        raise ValueError(f"hi: got {hi}, expected >= lo = {lo}")
     return _ref.clip(x, lo=lo, hi=hi)
 
 
-def _axis(axis):
-    """``axis`` as ``None``, an int or a tuple of ints: NumPy integers become ints, so that no
-    backend's reduction or VJP meets a kind of axis its forward let through."""
+def _one_axis(name: str, axis, ndim: int, owner: str = "x") -> int:
+    """``axis`` (an int, not a bool) as an int in ``[-ndim, ndim)`` of ``owner``: out of range it
+    is named here (NumPy would meet a huge one with an OverflowError)."""
+    if not is_integer(axis):
+        raise TypeError(f"{name}: got {type(axis).__name__} {axis!r:.60}, expected an int")
+    if not -ndim <= axis < ndim:
+        raise InputIndexError(f"{name}: got {axis!r:.40}, expected an axis in [{-ndim}, {ndim}) "
+                              f"({owner} has {ndim} dim{'s' * (ndim != 1)})")
+    return int(axis)
+
+
+def _axis(axis, ndim: int):
+    """``axis`` as ``None``, an int or a tuple of ints of an array of ``ndim`` dims: NumPy
+    integers become ints, so that no backend's reduction or VJP meets a kind of axis its
+    forward let through."""
     if axis is None:
         return None
     axes = axis if isinstance(axis, (tuple, list)) else (axis,)
     if not all(is_integer(a) for a in axes):
         raise TypeError(f"axis: got {type(axis).__name__} {axis!r:.60}, expected None, an int or a tuple of ints")
-    axes = tuple(int(a) for a in axes)
+    axes = tuple(_one_axis("axis", a, ndim) for a in axes)
     return axes if isinstance(axis, (tuple, list)) else axes[0]
 
 
 def sum(x, axis=None, keepdims: bool = False):  # noqa: A001 - mirrors the array API name
     """Sum over ``axis`` (``None``: every axis)."""
     _operand("x", x, scalar=False)
-    return _ref.sum_(x, axis=_axis(axis), keepdims=keepdims)
+    return _ref.sum_(x, axis=_axis(axis, len(x.shape)), keepdims=keepdims)
 
 
 def mean(x, axis=None, keepdims: bool = False):
     """Mean over ``axis`` (``None``: every axis)."""
     _operand("x", x, scalar=False)
-    return _ref.mean(x, axis=_axis(axis), keepdims=keepdims)
+    return _ref.mean(x, axis=_axis(axis, len(x.shape)), keepdims=keepdims)
 
 
 def reshape(x, shape):
     """``x`` in a new shape."""
     _operand("x", x, scalar=False)
-    return _ref.reshape(x, shape=tuple(shape))
+    dims = (shape,) if is_integer(shape) else shape
+    if not isinstance(dims, (tuple, list)) or not all(is_integer(d) for d in dims):
+        raise TypeError(f"shape: got {type(shape).__name__} {shape!r:.60}, expected an int or a tuple of ints")
+    return _ref.reshape(x, shape=tuple(int(d) for d in dims))
 
 
 def getitem(x, index):
@@ -173,6 +195,8 @@ def _sequence(xs):
     if is_array(xs) or isinstance(xs, (str, bytes, dict)) or not hasattr(xs, "__iter__"):
         raise TypeError(f"xs: got {type(xs).__name__}, expected a list or tuple of arrays")
     xs = tuple(xs)
+    if not xs:
+        raise ValueError("xs: got an empty sequence, expected one or more arrays")
     for i, x in enumerate(xs):
         _operand(f"xs[{i}]", x)
     _one_backend({f"xs[{i}]": x for i, x in enumerate(xs)})
@@ -181,12 +205,18 @@ def _sequence(xs):
 
 def concatenate(xs, axis: int = 0):
     """The arrays of ``xs`` joined along an existing axis."""
-    return _ref.concatenate(*_sequence(xs), axis=axis)
+    xs = _sequence(xs)
+    ndim = len(getattr(xs[0], "shape", ()))
+    if ndim == 0:  # before the axis, which it has none of
+        raise ValueError(f"xs[0]: got {_describe(xs[0])}, expected an array with at least one axis to join along")
+    return _ref.concatenate(*xs, axis=_one_axis("axis", axis, ndim, "xs[0]"))
 
 
 def stack(xs, axis: int = 0):
     """The arrays of ``xs`` stacked along a new axis."""
-    return _ref.stack(*_sequence(xs), axis=axis)
+    xs = _sequence(xs)
+    ndim = len(getattr(xs[0], "shape", ())) + 1  # the new axis may go last
+    return _ref.stack(*xs, axis=_one_axis("axis", axis, ndim, "the stacked result"))
 
 
 def linear(x, weight, bias=None):

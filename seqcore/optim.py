@@ -48,7 +48,7 @@ def _transformation(init, update) -> GradientTransformation:
     the gradients are checked against it (a gradient of another shape would broadcast into it).
     Its ``init`` refuses parameters that require grad: the state made from them would join torch's graph."""
     def checked_init(params):
-        _check_detached("params", params)
+        _check_params(params)
         return init(params)
 
     def checked(grads, state, params=None):
@@ -126,6 +126,31 @@ def _check_detached(name: str, tree) -> None:
             raise TypeError(f"{where}: got a torch.Tensor that requires grad, expected a detached tensor (pass "
                             "x.detach(), or update under torch.no_grad() as torch.optim does): torch would record "
                             "the optimizer's arithmetic, one more step in its graph each update") from None
+
+
+def _is_complex(x) -> bool:
+    """Whether leaf ``x`` holds complex numbers (dtype kind ``c``, torch's ``is_complex``, a Python complex)."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        return isinstance(x, complex)
+    kind = getattr(dtype, "kind", None)  # NumPy's and CuPy's dtypes; torch's have is_complex instead
+    return kind == "c" if kind is not None else getattr(dtype, "is_complex", False) is True
+
+
+def _refuse_complex(name: str, tree) -> None:
+    """No leaf of ``tree`` is complex, named by its path: the optimizers square with ``g*g``, not
+    ``|g|²``, so a complex leaf would get a wrong update (its real part moved by an imaginary gradient)."""
+    for path, leaf in tree_paths(tree):
+        if _is_complex(leaf):
+            where = f"{name}[{path!r}]" if path else name
+            raise TypeError(f"{where}: got dtype {getattr(leaf, 'dtype', 'complex')}, expected real floating-point "
+                            "arrays (the optimizers and global norms do not do complex arithmetic)")
+
+
+def _check_params(params) -> None:
+    """What every ``init`` refuses: a leaf that requires grad or is complex, named by its path."""
+    _check_detached("params", params)
+    _refuse_complex("params", params)
 
 
 def _records_grad(x) -> bool:
@@ -222,19 +247,28 @@ _ANY = object()  # _grads_fit without params: any structure
 
 
 def _grads_fit(g, p=_ANY) -> bool:
-    """True when ``g`` has no ``None`` leaf and (``p`` given) ``p``'s structure and leaf shapes, and
-    no leaf of either requires grad; False sends :func:`_check_grads` to its detailed walk, which
-    names the problem."""
+    """True when ``g`` has ``None`` leaves only where ``p`` has (never without ``p``), (``p`` given)
+    ``p``'s structure and leaf shapes, libraries and dtypes, and no leaf of either requires grad;
+    False sends :func:`_check_grads` to its detailed walk, which names the problem."""
     if isinstance(g, dict):
         return (p is _ANY or isinstance(p, dict) and g.keys() == p.keys()) and \
             all(_grads_fit(v, _ANY if p is _ANY else p[k]) for k, v in g.items())
     if isinstance(g, (list, tuple)):
         return (p is _ANY or isinstance(p, (list, tuple)) and len(g) == len(p)) and \
             all(_grads_fit(v, _ANY if p is _ANY else p[i]) for i, v in enumerate(g))
-    if g is None or _records_grad(g):
+    if g is None:  # an empty subtree, as tree_map keeps it, where the parameter is one
+        return p is None
+    if _records_grad(g):
         return False
     return p is _ANY or (p is not None and not isinstance(p, (dict, list, tuple)) and np.shape(g) == np.shape(p)
-                         and _library(g) == _library(p) and not _records_grad(p))
+                         and _library(g) == _library(p) and _same_dtype(g, p) and not _records_grad(p))
+
+
+def _same_dtype(g, p) -> bool:
+    """An array ``g`` has the dtype of ``p`` (anything goes for a Python number or a ``p`` without one)."""
+    want = getattr(p, "dtype", None)
+    got = getattr(g, "dtype", None)
+    return want is None or got is None or got is want or got == want
 
 
 def _library(x) -> str:
@@ -253,39 +287,57 @@ def _check_state_library(moments, grads) -> None:
 
 
 def _check_grads(grads, params=None) -> None:
-    """No gradient leaf is ``None`` or requires grad; with ``params``, every leaf sits at a
-    parameter's path with that parameter's shape, and no parameter requires grad.
+    """No gradient leaf requires grad, and none is ``None`` but where the parameter is ``None`` (an
+    empty subtree); with ``params``, every leaf sits at a parameter's path with that parameter's
+    shape, library and dtype, and no parameter requires grad. ``params`` may hold ``_ANY`` leaves
+    (any array there).
 
-    A ``None`` would fail deep inside a moment update (``None - float``), and a shape mismatch
-    would broadcast silently into the optimizer's moments: both are named here."""
+    A ``None`` would fail deep inside a moment update (``None - float``), a shape mismatch would
+    broadcast silently into the optimizer's moments, and another dtype would promote them: all are
+    named here."""
     if _grads_fit(grads, _ANY if params is None else params):  # the usual case, without every leaf's path
         return
     _check_detached("grads", grads)
     if params is not None:
         _check_detached("params", params)
-    # each parameter's (shape, array library)
-    want = None if params is None else {path: (np.shape(v), _library(v)) for path, v in tree_paths(params)}
+    want = None if params is None else dict(tree_paths(params, keep_none=True))
     for path, g in tree_paths(grads, keep_none=True):
-        if g is None:
-            raise ValueError(f"grads[{path!r}]: got None, expected an array shaped like the parameter "
-                             "(to freeze a parameter, leave it out of the params the optimizer updates, "
-                             "or pass a zero gradient under plain SGD)")
-        if want is None:
-            continue
-        if path not in want:
+        if want is not None and path not in want:
             raise ValueError(f"grads: got a leaf at {path!r}, expected the paths of params ({sorted(want)[:6]}...)")
-        shape, library = want[path]
-        if np.shape(g) != shape:
-            raise ValueError(f"grads[{path!r}]: got shape {tuple(np.shape(g))}, expected {tuple(shape)} "
+        p = _ANY if want is None else want[path]
+        if g is None and p is not None:
+            hint = "a None gradient goes where the parameter is None: pass params to update; " if want is None else ""
+            raise ValueError(f"grads[{path!r}]: got None, expected an array shaped like the parameter ({hint}"
+                             "to freeze a parameter, leave it out of the params the optimizer updates, "
+                             "or pass a zero gradient under plain SGD)")
+        if g is None or p is _ANY:
+            continue
+        if p is None:
+            raise ValueError(f"grads[{path!r}]: got a leaf of type {type(g).__name__}, expected None like the "
+                             "parameter (an empty subtree)")
+        if np.shape(g) != np.shape(p):
+            raise ValueError(f"grads[{path!r}]: got shape {tuple(np.shape(g))}, expected {tuple(np.shape(p))} "
                              "like the parameter")
-        if _library(g) != library:
-            raise TypeError(f"grads[{path!r}]: got a {_library(g)} {type(g).__name__}, expected a {library} "
+        if _library(g) != _library(p):
+            raise TypeError(f"grads[{path!r}]: got a {_library(g)} {type(g).__name__}, expected a {_library(p)} "
                             "array like the parameter (one backend)")
+        if not _same_dtype(g, p):
+            raise TypeError(f"grads[{path!r}]: got dtype {g.dtype}, expected {p.dtype} like the parameter")
     if want is not None:
         missing = sorted(set(want) - {path for path, _ in tree_paths(grads, keep_none=True)})
         if missing:
             raise ValueError(f"grads: got no leaf at {missing[0]!r}, expected one gradient per parameter "
                              f"(the paths of params: {sorted(want)[:6]}...)")
+
+
+def _moment_trees(state) -> list:
+    """The per-parameter trees of a transformation's dict state, or of a chain's tuple of states
+    (made from params by ``tree_map``: ``None`` where a parameter is ``None``)."""
+    if isinstance(state, dict):
+        return [v for k, v in state.items() if k != "count"]
+    if isinstance(state, tuple):
+        return [m for s in state for m in _moment_trees(s)]
+    return []
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
@@ -301,7 +353,10 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         if not isinstance(state, tuple) or len(state) != len(transforms):
             got = f"a tuple of {len(state)} states" if isinstance(state, tuple) else type(state).__name__
             raise ValueError(f"state: got {got}, expected a tuple of {len(transforms)} states from chain(...).init")
-        _check_grads(grads, params)
+        if params is not None:
+            _check_grads(grads, params)
+        elif not _grads_fit(grads):  # a None gradient fits where a moment tree (made from params) is None
+            _check_grads(grads, next((m for m in _moment_trees(state) if _grads_fit(grads, m)), None))
         new_state = []
         for t, s in zip(transforms, state):
             grads, s = t.update(grads, s, params)
@@ -522,40 +577,46 @@ RESCALED_NORM_BELOW = 1e-30
 
 
 def global_norm(tree) -> float:
-    """``√(Σ_leaves Σ g²)`` as a Python float; a finite tree has a finite norm.
+    """``√(Σ_leaves Σ g²)`` as a Python float; a finite tree has a finite norm unless the norm itself
+    is beyond the float64 range (about 1.8e308): then it is ``inf`` (:func:`clip_by_global_norm`
+    still clips such gradients exactly). Complex leaves are refused (``g*g`` is not ``|g|²``).
 
     Should the squares overflow (in float32 from ``|g|`` ≈ 1.8e19) or their sum fall below
     ``RESCALED_NORM_BELOW`` (where float32 squares lose digits or vanish), they are summed again
     scaled by the power of two that brings the largest ``|g|`` into [½, 1) (exact). A NaN leaf
     gives a NaN norm, an inf leaf an inf norm. A torch tensor that requires grad is refused (torch
     would record the sum, and warn when it becomes a float)."""
-    return _global_norm("tree", tree)
+    return _global_norm("tree", tree)[0]
 
 
-def _global_norm(name: str, tree) -> float:
-    """:func:`global_norm`, naming the tree ``name`` in its errors."""
+def _global_norm(name: str, tree) -> tuple[float, float, int]:
+    """:func:`global_norm`, naming the tree ``name`` in its errors, as ``(norm, root, shift)`` with
+    ``norm = root·2^shift``: a norm beyond the float64 range is ``inf``, but ``root`` stays finite."""
     leaves = tree_leaves(tree)
     for i, g in enumerate(leaves):
         if not hasattr(g, "shape"):
             raise TypeError(f"{name}: got a {type(g).__name__} leaf (leaf {i}), expected arrays")
         if _records_grad(g):
             _check_detached(name, tree)
+        if _is_complex(g):
+            _refuse_complex(name, tree)
     with np.errstate(over="ignore", under="ignore"):  # an overflow or underflow is handled below
         total = sum(float((g * g).sum()) for g in leaves)
     if total != math.inf and not total < RESCALED_NORM_BELOW:  # NaN goes through: a NaN norm
-        return total ** 0.5
+        return total ** 0.5, total ** 0.5, 0
     tops = [float(abs(g).max()) for g in leaves if math.prod(g.shape)]
     if not all(map(math.isfinite, tops)):  # an inf leaf
-        return math.inf
+        return math.inf, math.inf, 0
     if not tops or max(tops) == 0.0:  # all zero: no underflow
-        return 0.0
+        return 0.0, 0.0, 0
     exponent = -math.frexp(max(tops))[1]
     with np.errstate(under="ignore"):  # the smallest entries may still vanish; the largest decide
         total = sum(float((h * h).sum()) for h in (_times_power_of_two(g, exponent) for g in leaves))
+    root = math.sqrt(total)
     try:
-        return math.ldexp(math.sqrt(total), -exponent)
+        return math.ldexp(root, -exponent), root, -exponent
     except OverflowError:  # a norm beyond the float64 range
-        return math.inf
+        return math.inf, root, -exponent
 
 
 def _times_power_of_two(g, exponent: int):
@@ -575,9 +636,12 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         raise ValueError(f"max_norm: got {max_norm}, expected > 0")
 
     def update(grads, state, params=None):
-        norm = _global_norm("grads", grads)
+        norm, root, shift = _global_norm("grads", grads)
         if norm <= max_norm:
             return grads, state
+        if norm == math.inf and math.isfinite(root):  # finite entries, a norm beyond float64: scale by parts
+            mantissa, exponent = math.frexp(max_norm / root)
+            return tree_map(lambda g: _times_power_of_two(g * mantissa, exponent - shift), grads), state
         factor = max_norm / norm
         return tree_map(lambda g: g * factor, grads), state
 
@@ -598,12 +662,16 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
     costs a few array operations instead of a few per leaf: for a model with dozens of small
     parameter arrays that is most of the optimizer's time. ``inner``'s state lives on the vector
     (``mu`` is one array, not a tree). Every leaf must have one dtype and backend. Masks of
-    :func:`add_decayed_weights` see the vector, so use ``inner`` unflattened with a mask."""
+    :func:`add_decayed_weights` see the vector, so use ``inner`` unflattened with a mask.
+
+    Gradients are put in the order of ``params`` (dict keys in another order would otherwise meet
+    other parameters' moments); without ``params``, in the order of the tree of that structure
+    ``init`` saw (each structure ``init`` sees is recorded)."""
     if not isinstance(inner, GradientTransformation):
         raise TypeError(f"inner: got {type(inner).__name__}, expected a GradientTransformation")
+    layouts: list = []  # (treedef, tree of _ANY leaves) of each params structure init saw, in its key order
 
-    def ravel(name, tree):
-        leaves, treedef = tree_flatten(tree)
+    def ravel(name, leaves):
         if not leaves:
             raise ValueError(f"{name}: got a tree without leaves, expected parameter arrays")
         for i, leaf in enumerate(leaves):
@@ -613,17 +681,40 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
                 raise TypeError(f"{name}: got leaves of {leaves[0].dtype} and {leaf.dtype} "
                                 f"({type(leaves[0]).__name__}, {type(leaf).__name__}), expected one dtype and "
                                 "backend (flatten puts them in one vector)")
-        return _concatenate(leaves), leaves, treedef
+        return _concatenate(leaves)
 
     def init(params):
-        _check_detached("params", params)  # by path, before the leaves become one vector
-        return inner.init(ravel("params", params)[0])
+        _check_params(params)  # by path, before the leaves become one vector
+        leaves, treedef = tree_flatten(params)
+        vector = ravel("params", leaves)
+        if not any(treedef == order for order, _ in layouts):
+            layouts.append((treedef, tree_unflatten(treedef, [_ANY] * len(leaves))))
+        return inner.init(vector)
+
+    def layout_of(grads, treedef):
+        """The ``(treedef, reference)`` recorded by ``init`` for ``grads``' structure, keys in any order."""
+        for layout in layouts:
+            if layout[0] == treedef:
+                return layout
+        fits = [layout for layout in layouts if _grads_fit(grads, layout[1])]
+        if len(fits) > 1:
+            raise ValueError("grads: got dict keys in another order than the params init saw, which held them "
+                             "in several orders; expected params passed to update (to take the gradients in "
+                             "their order)")
+        return fits[0] if fits else (None, None)
 
     def update(grads, state, params=None):
-        _check_grads(grads, params)
-        flat_grads, leaves, treedef = ravel("grads", grads)
-        flat_params = None if params is None else ravel("params", params)[0]
-        flat_updates, state = inner.update(flat_grads, state, flat_params)
+        leaves, treedef = tree_flatten(grads)
+        if params is None:
+            order, reference = layout_of(grads, treedef)
+        else:
+            param_leaves, order = tree_flatten(params)
+            reference = params
+        _check_grads(grads, reference)
+        if order is not None and treedef != order:  # keys in another order: take them in the params' order
+            leaves, treedef = tree_flatten(tree_map(lambda p, g: g, reference, grads))
+        flat_params = None if params is None else ravel("params", param_leaves)
+        flat_updates, state = inner.update(ravel("grads", leaves), state, flat_params)
         pieces, start = [], 0
         for leaf in leaves:
             size = math.prod(leaf.shape)
@@ -756,6 +847,22 @@ def _numpy_to_leaf(array: np.ndarray, template):
     return backends.get(backends.backend_of(template)).asarray(array)
 
 
+def _checkpoint_paths(name: str, state) -> list[tuple[str, tuple, Any]]:
+    """``(path, keys, leaf)`` for every leaf of ``state``, paths as :func:`tree_paths` writes them;
+    two leaves with one path (a key ``"a/b"`` beside ``a → b``, or keys ``0`` and ``"0"``) are
+    refused: one array would be lost, or restored into both."""
+    seen: dict[str, tuple] = {}
+    out = []
+    for keys, leaf in tree_key_paths(state):
+        path = "/".join(map(str, keys))
+        if path in seen:
+            raise ValueError(f"{name}: leaves at keys {seen[path]!r} and {keys!r} have the same checkpoint path "
+                             f"{path!r}, expected distinct paths (a key holding '/', or int and str keys alike)")
+        seen[path] = keys
+        out.append((path, keys, leaf))
+    return out
+
+
 def state_to_arrays(state, prefix: str = "opt_state/") -> dict[str, np.ndarray]:
     """Flatten an optimizer state into ``{path: numpy array}`` for ``np.savez``; step counts become
     0-d int64 arrays. Paths look like ``"opt_state/1/mu/cells/0/weight_hh"``."""
@@ -764,7 +871,7 @@ def state_to_arrays(state, prefix: str = "opt_state/") -> dict[str, np.ndarray]:
     if not isinstance(state, (dict, list, tuple)):
         raise TypeError(f"state: got {type(state).__name__}, expected an optimizer state (a dict or tuple from "
                         "an optimizer's init/update)")
-    return {prefix + path: _leaf_to_numpy(path, leaf) for path, leaf in tree_paths(state)}
+    return {prefix + path: _leaf_to_numpy(path, leaf) for path, _, leaf in _checkpoint_paths("state", state)}
 
 
 def _check_restored(key: str, array: np.ndarray, template, square: bool = False) -> np.ndarray:
@@ -826,7 +933,7 @@ def state_from_arrays(template_state, arrays, prefix: str = "opt_state/"):
                         "(e.g. opt.init(params))")
     if not (hasattr(arrays, "keys") and hasattr(arrays, "__getitem__")):
         raise TypeError(f"arrays: got {type(arrays).__name__}, expected a dict of arrays or an np.load result")
-    paths = [("/".join(map(str, keys)), keys, leaf) for keys, leaf in tree_key_paths(template_state)]
+    paths = _checkpoint_paths("template_state", template_state)
     wanted = {prefix + p for p, _, _ in paths}
     missing = [k for k in sorted(wanted) if k not in arrays]
     if missing:

@@ -10,6 +10,9 @@ import contextlib
 import json
 import os
 import tempfile
+import tokenize
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,6 +20,7 @@ import numpy as np
 
 from .backends import numpy_dtype
 from .tree import tree_paths
+from .validate import check_positive_int
 
 __all__ = ["JsonConfig", "RunDir", "atomic_write", "write_json", "read_json", "read_json_object", "save_checkpoint",
            "load_checkpoint", "restoring", "params_to_arrays", "params_from_arrays", "blas_threads",
@@ -54,7 +58,9 @@ class JsonConfig:
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file and an atomic rename."""
-    path = Path(path)
+    given, path = path, Path(path)
+    if path.name in ("", ".", "..") or path.is_dir():  # the rename onto a directory fails with a raw OSError
+        raise ValueError(f"path: got {os.fspath(given)!r}, which names a directory, expected a file path")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -179,6 +185,7 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     import io
     if not isinstance(meta, dict):  # load_checkpoint refuses anything else
         raise TypeError(f"meta: got {type(meta).__name__}, expected a dict (the checkpoint's JSON object)")
+    check_positive_int("meta['step']", meta.get("step"), minimum=0)  # as load_checkpoint requires
     buf = io.BytesIO()
     payload = dict(arrays)
     meta = {"blas_threads": blas_threads(), **meta}
@@ -203,7 +210,17 @@ def check_finite_params(path, arrays: dict) -> None:
 
 
 def load_checkpoint(path, keys=None) -> tuple[dict[str, np.ndarray], dict]:
-    """``(arrays, meta)`` of a checkpoint; ``keys``: read only those arrays (the others stay on disk)."""
+    """``(arrays, meta)`` of a checkpoint; ``keys`` (names): read only those arrays (the others stay
+    on disk). A name in ``keys`` that the file does not hold is left out of ``arrays``: callers ask
+    for optional records (``"R" in arrays``) and check the ones they need."""
+    if keys is not None:  # checked here: a TypeError inside the read would be blamed on the file
+        if isinstance(keys, (str, bytes)) or not hasattr(keys, "__iter__"):
+            raise TypeError(f"keys: got {type(keys).__name__} {keys!r:.60}, expected None or a collection of "
+                            "array names (str)")
+        keys = frozenset(keys)
+        bad = next((k for k in keys if not isinstance(k, str)), None)
+        if bad is not None:
+            raise TypeError(f"keys: got {type(bad).__name__} {bad!r:.40} among the names, expected array names (str)")
     return _read_checkpoint(path, keys)
 
 
@@ -213,6 +230,12 @@ def checkpoint_meta(path) -> dict:
     return _read_checkpoint(path, ())[1]
 
 
+# what np.load and reading the arrays raise for a damaged file (found by flipping each byte of
+# checkpoints): a truncated or non-zip file, bad CRCs and headers, an unsupported or encrypted member
+_DAMAGED = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError,
+            tokenize.TokenError)
+
+
 def _read_checkpoint(path, keys) -> tuple[dict[str, np.ndarray], dict]:
     path = Path(path)
     if not path.exists():
@@ -220,7 +243,7 @@ def _read_checkpoint(path, keys) -> tuple[dict[str, np.ndarray], dict]:
     try:
         with np.load(path, allow_pickle=False) as z:  # an npz file reads each array when asked for it
             arrays = {k: z[k] for k in z.files if keys is None or k == "__meta__" or k in keys}
-    except Exception as exc:  # zip errors, truncated files
+    except _DAMAGED as exc:
         raise ValueError(f"{path}: unreadable checkpoint ({exc})") from exc
     if "__meta__" not in arrays:
         raise ValueError(f"{path}: unreadable checkpoint (no __meta__ record; expected a file written by a "

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .optim import _check_schedule, _schedule_value
-from .validate import check_bool, check_real, finite_float
+from .validate import check_bool, check_fits_in_memory, check_real, finite_float
 
 __all__ = [
     "Schedule", "constant", "linear_decay", "piecewise_constant", "exponential", "cosine",
@@ -108,8 +108,11 @@ def linear_decay(peak: float, total_steps: int, end_value: float = 0.0) -> Sched
 
 
 def _sequence(name: str, value, items: str = "numbers") -> list:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise TypeError(f"{name}: got {type(value).__name__} {value!r:.40}, expected a sequence of {items}")
+    """``value`` as a list: only ordered sequences (a dict would give its keys, a set its hash order)."""
+    if not (isinstance(value, (list, tuple, range)) or isinstance(value, np.ndarray) and value.ndim == 1):
+        got = f"of shape {value.shape}" if isinstance(value, np.ndarray) else f"{value!r:.40}"
+        raise TypeError(f"{name}: got {type(value).__name__} {got}, expected a sequence of {items} "
+                        "(a list, tuple or 1-D array: an ordered sequence)")
     return list(value)
 
 
@@ -196,7 +199,8 @@ def sgdr(peak: float, cycle_steps: int, alpha: float = 0.0, cycle_mult: float = 
     """Cosine with warm restarts: cycle ``i`` lasts ``L_i = round(cycle_steps·cycle_mult^i)`` steps and
     inside it ``η = p_i·(α + (1 − α)·½(1 + cos(π τ/L_i)))`` with ``p_i = peak·peak_decay^i`` and τ the
     step within the cycle. With ``num_cycles`` set, steps after the last cycle give its final value
-    ``α·p_last``; otherwise cycles repeat forever."""
+    ``α·p_last``; otherwise cycles repeat forever. A cycle longer than the float range (from a huge
+    ``cycle_mult``) never ends."""
     peak = check_real("peak", peak, low=0)
     cycle_steps = _steps("cycle_steps", cycle_steps, 1)
     alpha = _ratio("alpha", alpha, _FLOOR)
@@ -209,8 +213,11 @@ def sgdr(peak: float, cycle_steps: int, alpha: float = 0.0, cycle_mult: float = 
     if num_cycles is not None:
         num_cycles = _steps("num_cycles", num_cycles, 1)
 
-    def cycle_length(index: int) -> int:
-        return max(1, round(cycle_steps * cycle_mult ** index))
+    def cycle_length(index: int) -> int | float:
+        try:
+            return max(1, round(cycle_steps * cycle_mult ** index))
+        except OverflowError:  # longer than any float step: the cycle never ends
+            return math.inf
 
     # Lengths never decrease, so cycles are walked a run of equal lengths at a time (the run's last
     # cycle from logarithms, then checked exactly), not one by one: with cycle_mult = 1 + 1e-9 the
@@ -235,10 +242,13 @@ def sgdr(peak: float, cycle_steps: int, alpha: float = 0.0, cycle_mult: float = 
             index = int(t // cycle_steps)
             return index, t - index * cycle_steps, cycle_steps
         # past num_cycles the value is fixed: no run beyond the one holding the last cycle is needed
-        while run_starts[-1] <= t and (num_cycles is None or run_firsts[-1] < num_cycles):
+        while run_starts[-1] <= t and run_lengths[-1] != math.inf and (
+                num_cycles is None or run_firsts[-1] < num_cycles):
             add_run()
         run = bisect.bisect_right(run_starts, t) - 1
         size = run_lengths[run]
+        if size == math.inf:  # an endless cycle holds every later step
+            return run_firsts[run], t - run_starts[run], size
         offset = (math.floor(t) - run_starts[run]) // size  # integers: exact, as cycles start at whole steps
         start = run_starts[run] + offset * size
         return run_firsts[run] + offset, t - start, size
@@ -475,6 +485,8 @@ def refined(grad_norms: Sequence[float], peak: float, median_window_fraction: fl
         log_shape = log_weights[:-1] + np.logaddexp.accumulate(log_weights[::-1])[::-1][1:]
         shape = np.append(np.exp(log_shape - log_shape.max()), 0.0)
     if total_steps != n:
+        # the new grid and the resampled shape: two float64 arrays of total_steps values at once
+        check_fits_in_memory("total_steps", total_steps, 16 * total_steps, "resampled schedule")
         shape = np.interp(np.linspace(0.0, 1.0, total_steps), np.linspace(0.0, 1.0, n), shape)
         if shape.max() > 0:  # the new grid usually misses the old maximum
             shape = shape / shape.max()

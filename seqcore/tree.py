@@ -120,9 +120,30 @@ def _build(d: Any, it) -> Any:
     return kind(*vals) if hasattr(kind, "_fields") else kind(vals)
 
 
+def _count_leaves(d: Any) -> int:
+    kind, children = d
+    if kind in ("leaf", "none"):
+        return int(kind == "leaf")
+    return sum(_count_leaves(c[1] if kind == "dict" else c) for c in children)
+
+
+_END = object()
+
+
 def tree_unflatten(treedef: Any, leaves: list) -> Any:
-    """The tree of ``treedef`` (from :func:`tree_flatten`) with ``leaves`` in order."""
-    return _build(treedef, iter(leaves))
+    """The tree of ``treedef`` (from :func:`tree_flatten`) with ``leaves`` in order; a ValueError
+    when their number is not the treedef's."""
+    it = iter(leaves)
+    try:
+        tree = _build(treedef, it)
+        short, extra = False, next(it, _END) is not _END
+    except StopIteration:  # a bare one, with no word on what ran out
+        short, extra = True, False
+    if short or extra:  # extras were dropped silently
+        want = _count_leaves(treedef)
+        got = len(leaves) if hasattr(leaves, "__len__") else f"{'fewer' if short else 'more'} than {want}"
+        raise ValueError(f"leaves: got {got}, expected {want} (the leaves of treedef)")
+    return tree
 
 
 def tree_leaves(tree: Any) -> list:
@@ -134,7 +155,8 @@ def tree_key_paths(tree: Any, keep_none: bool = False) -> list[tuple[tuple, Any]
 
     ``None`` marks an empty subtree and is skipped, unless ``keep_none`` lists it as a leaf."""
     out: list[tuple[tuple, Any]] = []
-    _key_paths_into(tree, (), keep_none, out)
+    from .validate import check_bool  # here: validate imports this module
+    _key_paths_into(tree, (), check_bool("keep_none", keep_none), out)
     return out
 
 

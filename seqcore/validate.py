@@ -168,8 +168,8 @@ def check_rng(rng):
 
 def check_param_dtype(dtype):
     """``float32`` or ``float64`` as a NumPy dtype (the dtypes parameters are initialised in)."""
-    try:
-        kind = np.dtype(dtype)
+    try:  # np.dtype(None) is float64: a None passed on from elsewhere would choose it silently
+        kind = None if dtype is None else np.dtype(dtype)
     except TypeError:
         kind = None
     if kind not in (np.float32, np.float64):

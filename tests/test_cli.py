@@ -935,7 +935,11 @@ def _replace_checkpoint(run, arrays=None, **meta_changes):
     old_arrays, meta = load_checkpoint(run / "checkpoint.npz")
     meta.update(meta_changes)
     meta = {k: v for k, v in meta.items() if v is not None}
-    save_checkpoint(run / "checkpoint.npz", old_arrays if arrays is None else arrays(old_arrays), meta)
+    arrays = old_arrays if arrays is None else arrays(old_arrays)
+    if "step" not in meta:  # save_checkpoint refuses such a meta: the damaged file is written by hand
+        np.savez(run / "checkpoint.npz", **arrays, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+        return
+    save_checkpoint(run / "checkpoint.npz", arrays, meta)
 
 
 def _edit_json(name, change):

@@ -1005,3 +1005,40 @@ def test_the_split_class_order_is_drawn_from_the_seed_as_documented():
         data = synthetic_clusters(**SYNTHETIC_DEFAULTS, seed=seed)
         order = np.random.default_rng(seed).permutation(8)  # the oracle: the seed's permutation of the 8 classes
         assert [e.classes for e in build_stream(cfg, data)] == [tuple(g) for g in order.reshape(4, 2).tolist()]
+
+
+def test_a_huge_experiences_count_is_blamed_not_steps(monkeypatch):
+    """QA r12: experiences=2**70 gave "steps: got 500, expected an integer <= 0" (a bound no
+    value meets), naming the field that was right."""
+    from seqcore import validate
+    with pytest.raises(ValueError, match=rf"^experiences: got {2 ** 70}, whose {2 ** 70}x{2 ** 70} accuracy matrix "
+                                         r"would take .* GiB"):
+        ContinualConfig(experiences=2 ** 70)
+    monkeypatch.setattr(validate, "physical_memory", lambda: None)  # the OS does not say: the int64 bound remains
+    with pytest.raises(ValueError, match=rf"^experiences: got {2 ** 70}, expected an integer <= {2 ** 63 - 1}$"):
+        ContinualConfig(experiences=2 ** 70)
+    with pytest.raises(ValueError, match=rf"^steps: got {2 ** 62}, expected an integer <= {(2 ** 63 - 1) // 3}$"):
+        ContinualConfig(experiences=3, steps=2 ** 62)  # the run's step count stays within int64
+
+
+@pytest.mark.parametrize("field,fits,kwargs", [
+    # by hand on an 8 MiB machine, 16 features and 8 classes: 456 bytes per sample while drawn (float64
+    # latent, noise and product of 16, an int64 label, the float32 copy); the test set beside the kept
+    # training set of 72 bytes per sample; the (n_features, n_features) embedding; the (n_classes, 16) means
+    ("n_train", 8 * 2 ** 20 // 456, {}),
+    ("n_test", (8 * 2 ** 20 - 1000 * 72) // 456, {"n_train": 1000}),
+    ("n_features", 1024, {"n_train": 2, "n_test": 2}),
+    ("n_classes", 8 * 2 ** 20 // (16 * 8), {"n_train": 2, "n_test": 2})])
+def test_synthetic_clusters_sizes_are_budgeted_against_memory(field, fits, kwargs, monkeypatch):
+    """QA r12: n_train=2**70 raised NumPy's unnamed dimension error and 10**9 a MemoryError."""
+    from seqcore import validate
+    with pytest.raises(ValueError, match=rf"^{field}: got {2 ** 70}, whose .* would take .* GiB"):
+        synthetic_clusters(**{**kwargs, field: 2 ** 70})
+    monkeypatch.setattr(validate, "physical_memory", lambda: 8 * 2 ** 20)
+    with pytest.raises(ValueError, match=rf"^{field}: got {fits + 1}, whose"):
+        synthetic_clusters(**{**kwargs, field: fits + 1})
+    x_train, y_train, x_test, y_test = synthetic_clusters(**{**kwargs, field: fits})
+    if field in ("n_train", "n_test"):
+        assert (x_train if field == "n_train" else x_test).shape == (fits, 16)
+    if field == "n_features":
+        assert x_train.shape == (2, fits)

@@ -500,3 +500,126 @@ def test_losses_whose_mean_is_finite_do_not_overflow_in_their_sum(dtype, big):
     logits = np.zeros((4096, 2), dtype)
     logits[:, 0] = dtype(big) ** 2 / 10  # label 1: each term is that logit (its log-sum-exp)
     assert np.isclose(nn.cross_entropy(logits, np.ones(4096, np.int64)), logits[0, 0], rtol=1e-5)
+
+
+# -- QA r12 fuzz: tree, backends, ops, newton and nn arguments ------------------------------------
+
+def test_tree_unflatten_counts_the_leaves():
+    """Too few leaves raised a bare StopIteration; extra ones were dropped silently."""
+    from seqcore.tree import tree_flatten, tree_unflatten
+    leaves, treedef = tree_flatten({"a": 1.0, "b": [2.0, None, (3.0,)]})
+    assert tree_unflatten(treedef, [4.0, 5.0, 6.0]) == {"a": 4.0, "b": [5.0, None, (6.0,)]}
+    for got in ([1.0], [1.0] * 5, []):
+        with pytest.raises(ValueError, match=rf"^leaves: got {len(got)}, expected 3 \(the leaves of treedef\)$"):
+            tree_unflatten(treedef, got)
+    with pytest.raises(ValueError, match=r"^leaves: got more than 3, expected 3"):
+        tree_unflatten(treedef, iter([1.0] * 4))
+
+
+def test_tree_paths_keep_none_must_be_a_bool():
+    """keep_none='no' was read as True."""
+    from seqcore.tree import tree_key_paths, tree_paths
+    for f in (tree_paths, tree_key_paths):
+        with pytest.raises(TypeError, match=r"^keep_none: got 'no', expected True or False"):
+            f({"a": None}, keep_none="no")
+    assert tree_paths({"a": None, "b": 1}, keep_none=np.True_) == [("a", None), ("b", 1)]
+    assert tree_paths({"a": None, "b": 1}) == [("b", 1)]
+
+
+@pytest.mark.parametrize("array", [None, [1.0], 2.0])
+def test_numpy_dtype_of_something_not_an_array_is_a_type_error(array):
+    """It was an AttributeError ('NoneType' object has no attribute 'ndim')."""
+    with pytest.raises(TypeError, match=rf"^array: got {type(array).__name__} .*, expected an array of any backend"):
+        backends.numpy_dtype(array)
+    assert backends.numpy_dtype(np.zeros(2, np.float32)) == np.float32
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda x: ops.power(x, 10 ** 400), r"^p: got 1000000000.*, expected a finite number"),
+    (lambda x: ops.clip(x, 10 ** 400), r"^lo: got 1000000000.*, expected a finite number"),
+    (lambda x: ops.clip(x, None, -10 ** 400), r"^hi: got -1000000000.*, expected a finite number"),
+    (lambda x: ops.sum(x, axis=2 ** 70), r"^axis: got 1180591620717411303424, expected an axis in \[-2, 2\)"),
+    (lambda x: ops.mean(x, axis=(0, -2 ** 70)), r"^axis: got -1180591620717411303424, expected an axis in \[-2, 2\)"),
+    (lambda x: ops.swapaxes(x, 2 ** 70, 0), r"^axis1: got 1180591620717411303424, expected an axis in \[-2, 2\)"),
+    (lambda x: ops.concatenate([x, x], axis=2 ** 70), r"^axis: got 1180591620717411303424, expected an axis in "
+                                                       r"\[-2, 2\) \(xs\[0\] has 2 dims\)"),
+    (lambda x: ops.stack([x, x], axis=2 ** 70), r"^axis: got 1180591620717411303424, expected an axis in \[-3, 3\) "
+                                                r"\(the stacked result has 3 dims\)"),
+    (lambda x: ops.stack([x, x], axis=3), r"^axis: got 3, expected an axis in \[-3, 3\)"),
+    (lambda x: ops.concatenate([], axis=0), r"^xs: got an empty sequence, expected one or more arrays"),
+    (lambda x: ops.concatenate([1.0, 2.0], axis=2 ** 70), r"^xs\[0\]: got float 1.0, expected an array with at "
+                                                           r"least one axis"),
+])
+def test_huge_python_ints_are_named_not_overflow_errors(call, match):
+    """Each was an OverflowError (int too large to convert to float / C long), traced or not."""
+    for traced in (False, True):
+        with pytest.raises(ValueError, match=match):
+            if traced:
+                seqcore.vjp(call, np.ones((2, 3)))
+            else:
+                call(np.ones((2, 3)))
+
+
+def test_clip_checks_its_bounds():
+    """A NaN bound made every output NaN; True, complex and lo > hi were taken."""
+    x = np.array([-2.0, 0.5, 3.0], np.float32)
+    for kwargs, error, match in (({"lo": float("nan")}, ValueError, r"^lo: got nan, expected a finite number"),
+                                 ({"hi": float("inf")}, ValueError, r"^hi: got inf, expected a finite number"),
+                                 ({"lo": True}, TypeError, r"^lo: got True \(bool\), expected a real number"),
+                                 ({"hi": 1 + 1j}, TypeError, r"^hi: got \(1\+1j\) \(complex\), expected a real"),
+                                 ({"lo": 1.0, "hi": 0.0}, ValueError, r"^hi: got 0.0, expected >= lo = 1.0")):
+        with pytest.raises(error, match=match):
+            ops.clip(x, **kwargs)
+    for lo, hi in ((-1.0, 1.0), (None, 1), (np.float32(0.0), None), (1.0, 1.0)):
+        got = ops.clip(x, lo, hi)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, np.clip(x, lo, hi))
+
+
+@pytest.mark.parametrize("p", [float("nan"), float("inf"), -np.inf])
+def test_power_refuses_a_non_finite_exponent(p):
+    """p = nan gave ones at x = 1 and NaN elsewhere, without a word."""
+    with pytest.raises(ValueError, match=rf"^p: got {p!r}, expected a finite number"):
+        ops.power(np.array([1.0, 2.0]), p)
+    np.testing.assert_array_equal(ops.power(np.array([1.0, 2.0]), -1), [1.0, 0.5])
+
+
+def test_swapaxes_stack_and_reshape_name_their_own_arguments():
+    """swapaxes reported the primitive's a1/a2 and NumPy's text, and took True as axis 1 (as did
+    stack); reshape(x, None) was "'NoneType' object is not iterable"."""
+    x = np.arange(6.0).reshape(2, 3)
+    with pytest.raises(TypeError, match=r"^axis1: got NoneType None, expected an int$"):
+        ops.swapaxes(x, None, 1)
+    with pytest.raises(TypeError, match=r"^axis2: got bool True, expected an int$"):
+        ops.swapaxes(x, 0, True)
+    with pytest.raises(ValueError, match=r"^axis2: got -3, expected an axis in \[-2, 2\) \(x has 2 dims\)"):
+        ops.swapaxes(x, 0, -3)
+    with pytest.raises(TypeError, match=r"^axis: got bool True, expected an int$"):
+        ops.stack([x, x], axis=True)
+    with pytest.raises(TypeError, match=r"^axis: got bool False, expected an int$"):
+        ops.concatenate([x, x], axis=False)
+    for shape in (None, 6.0, (2, "3"), (2.0, 3)):
+        with pytest.raises(TypeError, match=r"^shape: got .*, expected an int or a tuple of ints"):
+            ops.reshape(x, shape)
+    # valid axes, negative ones included, as NumPy's
+    np.testing.assert_array_equal(ops.swapaxes(x, np.int64(-1), 0), x.T)
+    for axis in (0, 1, 2, -1, -3):
+        np.testing.assert_array_equal(ops.stack([x, x + 1], axis=axis), np.stack([x, x + 1], axis=axis))
+    for axis in (0, 1, -1, -2):
+        np.testing.assert_array_equal(ops.concatenate([x, x + 1], axis=axis), np.concatenate([x, x + 1], axis=axis))
+    np.testing.assert_array_equal(ops.reshape(x, 6), x.reshape(6))
+    np.testing.assert_array_equal(ops.reshape(x, [np.int64(3), -1]), x.reshape(3, 2))
+
+
+def test_newton_damping_and_tolerance_take_huge_ints_as_out_of_range():
+    """damping=10**400 and tolerance=10**400 passed '< inf' and then overflowed in float()."""
+    cell = cells.GRU(2, 3)
+    params = cell.init(np.random.default_rng(0), np.float64)
+    x = np.zeros((1, 3, 2))
+    with pytest.raises(ValueError, match=r"^damping: got 1000000000.*, expected None or a finite number >= 0"):
+        seqcore.newton_scan(cell, params, x, damping=10 ** 400)
+    with pytest.raises(ValueError, match=r"^tolerance: got 1000000000.*, expected a finite positive number"):
+        nn.tolerance_accuracy(np.zeros((2, 3)), np.zeros((2, 3)), 10 ** 400)
+    pred = np.array([[0.0, 0.1], [0.0, 2.0]])
+    assert nn.tolerance_accuracy(pred, np.zeros((2, 2)), 10 ** 3) == 1.0
+    assert nn.tolerance_accuracy(pred, np.zeros((2, 2)), 1) == 0.5

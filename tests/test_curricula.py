@@ -406,3 +406,15 @@ def test_anti_blames_the_field_that_was_given():
     with pytest.raises(ValueError, match=r"^start_n: got 2, expected >= min_n=3$"):
         make_curriculum("anti", tasks.make("nparity", n=3), min_n=3, start_n=2)
     assert make_curriculum("anti", tasks.make("nparity", n=1), min_n=1).level == 1
+
+
+@pytest.mark.parametrize("name", ["single-head", "multi-head", "sliding", "anti"])
+def test_a_start_n_whose_task_cannot_be_built_is_blamed_as_start_n(name):
+    """QA r12: anti's start_n=10**9 was accepted, and the first sample failed blaming the task's
+    field ``n``, which the user never set."""
+    huge = 10 ** 13  # one sequence of 4·10**13 steps: no machine holds it
+    with pytest.raises(ValueError, match=rf"^start_n: got {huge}, whose task 'nparity' is refused \(n: got {huge}, "
+                                         r"whose one sequence .* would take .* GiB"):
+        make_curriculum(name, tasks.make("nparity", n=2), start_n=huge)
+    # a start_n that can be built is the first task, as before
+    assert make_curriculum(name, tasks.make("nparity", n=2), start_n=5).current_task().n == 5

@@ -1316,3 +1316,93 @@ def test_geometry_helpers_name_the_argument_that_does_not_fit():
                      (np.inf, r"^temperature: got inf, expected a finite number")):
         with pytest.raises(ValueError, match=match):
             softmax(z, t)
+
+
+# ------------------------------------------------------------------ argument checks (QA r12 fuzz)
+
+def test_every_numeric_hyperparameter_refuses_huge_ints_and_integral_floats_by_name():
+    """QA r12: a float hyperparameter of 10**400 raised np.isfinite's unnamed TypeError, and every
+    integer hyperparameter took 2.0 (check_positive_int refuses it everywhere else)."""
+    import re
+    checked = {float: 0, int: 0}
+    for name in learners.names():
+        for key, hp in learners.hyperparameters(name).items():
+            kind = type(hp.default)
+            if kind is float:
+                with pytest.raises(ValueError, match=rf"^{key}: got 10{{39}}, expected a finite number$"):
+                    learners.make(name, **{key: 10 ** 400})
+            elif kind is int:
+                value = max(int(hp.low or 0), 1) + 1
+                with pytest.raises(TypeError, match=re.escape(f"{key}: got {float(value)!r}, expected an integer")):
+                    learners.make(name, **{key: float(value)})
+                # what the command line passes (click's int), and NumPy's ints, are taken as they are
+                assert getattr(learners.make(name, **{key: np.int64(value)}), key) == value
+            else:
+                continue
+            checked[kind] += 1
+    assert checked[float] >= 15 and checked[int] >= 15
+
+
+def test_bind_refuses_a_model_without_init_or_forward_and_a_legacy_rng():
+    """QA r12: bind(None) was accepted; the later init_params raised AttributeError."""
+    for model in (None, object()):
+        with pytest.raises(TypeError, match=rf"^model: got {type(model).__name__} without init, forward, which "
+                                            "learner 'naive' needs"):
+            learners.make("naive").bind(model, n_experiences=2)
+    with pytest.raises(TypeError, match=r"^rng: got RandomState, expected numpy.random.Generator"):
+        learners.make("naive").bind(MLPClassifier(N_IN, (5,), N_OUT), n_experiences=2,
+                                    rng=np.random.RandomState(0))
+
+
+@pytest.mark.parametrize("kind", [ReservoirBuffer, ClassBalancedBuffer])
+def test_buffers_refuse_rngs_that_are_not_generators(kind):
+    """QA r12: sample(None, 2) raised AttributeError, and a legacy RandomState was accepted."""
+    buf = kind(4)
+    x, y = data(3)
+    for rng, got in ((None, "NoneType"), (0, "int"), (np.random.RandomState(0), "RandomState")):
+        with pytest.raises(TypeError, match=rf"^rng: got {got}, expected numpy.random.Generator"):
+            buf.add(rng, x=x, y=y)
+    buf.add(np.random.default_rng(0), x=x, y=y)
+    for rng, got in ((None, "NoneType"), (0, "int"), (np.random.RandomState(0), "RandomState")):
+        with pytest.raises(TypeError, match=rf"^rng: got {got}, expected numpy.random.Generator"):
+            buf.sample(rng, 2)
+    assert sorted(buf.sample(np.random.default_rng(1), 3)["y"].tolist()) == sorted(y.tolist())
+
+
+@pytest.mark.parametrize("kind", [ReservoirBuffer, ClassBalancedBuffer])
+def test_buffer_capacity_is_budgeted_against_memory_when_allocated(kind, monkeypatch):
+    """QA r12: ReservoirBuffer(2**70).add(...) raised NumPy's unnamed dimension error, 10**9 a
+    MemoryError; the storage is allocated at the first add (its rows' size is known only then)."""
+    from seqcore import validate
+    x, y = data(3)  # float64 rows of N_IN and an int64 label: 8 * N_IN + 8 bytes per sample, by hand
+    row = 8 * N_IN + 8
+    with pytest.raises(ValueError, match=rf"^capacity: got {2 ** 70}, whose buffer \({row} bytes per sample\) "
+                                         r"would take .* GiB"):
+        kind(2 ** 70).add(np.random.default_rng(0), x=x, y=y)
+    monkeypatch.setattr(validate, "physical_memory", lambda: 2 ** 20)
+    fits = 2 ** 20 // row
+    with pytest.raises(ValueError, match=rf"^capacity: got {fits + 1}, whose buffer"):
+        kind(fits + 1).add(np.random.default_rng(0), x=x, y=y)
+    buf = kind(fits)
+    buf.add(np.random.default_rng(0), x=x, y=y)
+    assert buf.data["x"].shape == (fits, N_IN) and len(buf) == 3
+    # load_state_dict allocates the same storage
+    state = {**buf.state_dict(), "capacity": fits + 1}
+    big = kind(fits + 1)
+    with pytest.raises(ValueError, match=rf"^capacity: got {fits + 1}, whose buffer"):
+        big.load_state_dict(state)
+    # a learner's buffer is its memory_size
+    with pytest.raises(ValueError, match=rf"^memory_size: got {fits + 1}, whose buffer \({row} bytes per sample\)"):
+        learners.make("replay", memory_size=fits + 1, buffer="reservoir" if kind is ReservoirBuffer
+                      else "class-balanced").memory.add(np.random.default_rng(0), x=x, y=y)
+
+
+def test_rnn_classifier_names_x_that_is_not_an_array():
+    """QA r12: forward(params, list) raised AttributeError ('list' object has no attribute 'ndim')."""
+    clf = RNNClassifier("gru", 2, 3, 2)
+    params = clf.init(np.random.default_rng(0), np.float64)
+    for bad, got in (([[[0.0, 1.0]]], "list"), (None, "NoneType")):
+        with pytest.raises(TypeError, match=rf"^x: got {got}, expected an array"):
+            clf.forward(params, bad)
+    x = np.random.default_rng(1).normal(size=(2, 3, 2))  # arrays as before: (B, F) is cut into steps of 2
+    np.testing.assert_array_equal(clf.forward(params, x), clf.forward(params, x.reshape(2, 6)))

@@ -391,3 +391,21 @@ def test_records_refuse_one_dict_a_short_accuracy_list_and_negative_iterations()
     with pytest.raises(ValueError, match=r"^iterations: got \[-1, 5\]"):
         EvalCurve.from_records([{**one, "iteration": -1}, ok])
     assert EvalCurve(np.array([0, 1]), np.array([0, 0]), np.ones((2, 1))).iterations.tolist() == [0, 1]
+
+
+def test_from_records_budgets_n_experiences_against_memory(monkeypatch):
+    """QA r12: n_experiences=2**70 raised NumPy's unnamed dimension error, 10**9 a MemoryError
+    or a long allocation."""
+    from seqcore import validate
+    records = [{"iteration": 0, "experience": 0, "accuracy": [0.5]}, {"iteration": 1, "experience": 0,
+                                                                      "accuracy": [0.75]}]
+    with pytest.raises(ValueError, match=rf"^n_experiences: got {2 ** 70}, whose accuracy array \(2 evaluations x "
+                                         rf"{2 ** 70} experiences, float64\) would take .* GiB"):
+        EvalCurve.from_records(records, 2 ** 70)
+    monkeypatch.setattr(validate, "physical_memory", lambda: 2 ** 20)
+    fits = 2 ** 20 // (2 * 8)  # by hand: 2 rows of float64 in 1 MiB
+    with pytest.raises(ValueError, match=rf"^n_experiences: got {fits + 1}, whose"):
+        EvalCurve.from_records(records, fits + 1)
+    curve = EvalCurve.from_records(records, fits)
+    assert curve.accuracy.shape == (2, fits) and curve.accuracy[:, 0].tolist() == [0.5, 0.75]
+    assert np.isnan(curve.accuracy[:, 1:]).all()

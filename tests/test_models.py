@@ -112,7 +112,7 @@ def test_several_last_step_heads_of_one_size_are_summed_jointly(backend, monkeyp
     for name, w in want.items():
         np.testing.assert_allclose(dj["heads"][name]["weight"], w["weight"], rtol=1e-9, atol=1e-13, err_msg=name)
         np.testing.assert_allclose(dj["heads"][name]["bias"], w["bias"], rtol=1e-9, atol=1e-13, err_msg=name)
-    with pytest.raises(ValueError, match=r"y: got shape \(5, 2\), expected a last axis of 3"):
+    with pytest.raises(ValueError, match=r"^y: got shape \(5, 2\), expected \(5, 3\) \(B, heads\) for 3 .last. heads"):
         model.loss(params, (x, y[:, :2], mask), heads=names)
 
 

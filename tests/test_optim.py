@@ -749,3 +749,173 @@ def test_global_norm_of_float32_gradients_whose_squares_are_subnormal():
     g = {"big": np.array([3e-23], np.float32), "many": np.full(10**5, 1e-24, np.float32)}
     want = math.sqrt(sum(float((v.astype(np.float64) ** 2).sum()) for v in g.values()))
     assert optim.global_norm(g) == pytest.approx(want, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- gradients unlike their parameters
+
+FLAT_CASES = {"sgd+wd": lambda: optim.sgd(0.1, momentum=0.9, weight_decay=0.5),
+              "adam+wd": lambda: optim.adam(0.1, weight_decay=0.5)}
+
+
+@pytest.mark.parametrize("case", sorted(FLAT_CASES))
+def test_flatten_takes_gradients_in_the_params_key_order(case):
+    """grads with the params' keys in another order: flatten raveled each tree in its own order, so
+    the decay λ·p of 'a' went to 'b' and the moments mixed. The plain optimizer is the oracle."""
+    params = {"a": np.array([1.0, -2.0]), "b": np.array([3.0, 0.5, -1.0])}
+    plain, flat = FLAT_CASES[case](), optim.flatten(FLAT_CASES[case]())
+    want, got, plain_state, flat_state = params, params, plain.init(params), flat.init(params)
+    for step in range(3):
+        grads = {"b": want["b"] * 0.3 + step, "a": want["a"] - 1.0}  # keys reversed
+        updates, plain_state = plain.update(grads, plain_state, want)
+        want = optim.apply_updates(want, updates)
+        grads = {"b": got["b"] * 0.3 + step, "a": got["a"] - 1.0}
+        updates, flat_state = flat.update(grads, flat_state, got)
+        assert list(updates) == ["a", "b"]  # the params' order
+        got = optim.apply_updates(got, updates)
+    for k in params:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_flatten_without_params_takes_gradients_in_the_order_init_saw():
+    params = {"a": np.array([1.0, -2.0]), "b": np.array([3.0, 0.5, -1.0])}
+    grads = {"b": np.array([0.1, 0.2, 0.3]), "a": np.array([-1.0, 4.0])}
+    want, _ = optim.adam(0.1).update(grads, optim.adam(0.1).init(params))
+    flat = optim.flatten(optim.adam(0.1))
+    got, _ = flat.update(grads, flat.init(params))
+    assert list(got) == ["a", "b"]
+    for k in params:
+        np.testing.assert_array_equal(got[k], want[k])
+    # an init that saw the keys in two orders cannot tell which one a third order means
+    three = {"a": np.ones(1), "b": np.ones(1), "c": np.ones(1)}
+    flat.init(three)
+    flat.init({k: three[k] for k in "cba"})
+    shuffled = {k: np.ones(1) for k in "bac"}
+    with pytest.raises(ValueError, match=r"^grads: got dict keys in another order than the params init saw, which "
+                                         r"held them in several orders; expected params passed to update"):
+        flat.update(shuffled, flat.init(three))
+    updates, _ = flat.update(shuffled, flat.init(three), three)  # with params, their order
+    assert list(updates) == ["a", "b", "c"]
+
+
+NONE_CASES = {"sgd": lambda: optim.sgd(0.1), "adam": lambda: optim.adam(0.1),
+              "momentum": lambda: optim.sgd(0.1, momentum=0.9, weight_decay=0.1),
+              "clip+sgd": lambda: optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.1)),
+              "flatten(adam)": lambda: optim.flatten(optim.adam(0.1))}
+
+
+@pytest.mark.parametrize("case", sorted(NONE_CASES))
+def test_a_none_parameter_takes_a_none_gradient(case):
+    """None marks an empty subtree: init accepted it and value_and_grad gives None there, but every
+    update refused the None gradient. The oracle: the same tree without that entry."""
+    import seqcore
+    params = {"w": np.array([1.0, 2.0, -1.0]), "layers": [{"weight": np.array([0.5, 1.0, 3.0]), "bias": None}]}
+    _, grads = seqcore.value_and_grad(lambda p: (p["w"] * p["layers"][0]["weight"]).sum())(params)
+    assert grads["layers"][0]["bias"] is None
+    opt, oracle = NONE_CASES[case](), NONE_CASES[case]()
+    bare = {"w": params["w"], "layers": [{"weight": params["layers"][0]["weight"]}]}
+    bare_grads = {"w": grads["w"], "layers": [{"weight": grads["layers"][0]["weight"]}]}
+    want, _ = oracle.update(bare_grads, oracle.init(bare), bare)
+    got, state = opt.update(grads, opt.init(params), params)
+    assert got["layers"][0]["bias"] is None
+    np.testing.assert_array_equal(got["w"], want["w"])
+    np.testing.assert_array_equal(got["layers"][0]["weight"], want["layers"][0]["weight"])
+    assert optim.apply_updates(params, got)["layers"][0]["bias"] is None
+    # a None gradient for an array parameter, or an array for a None one, is still refused
+    with pytest.raises(ValueError, match=r"^grads\['w'\]: got None, expected an array shaped like the parameter"):
+        opt.update({**grads, "w": None}, state, params)
+    with pytest.raises(ValueError, match=r"^grads\['layers/0/bias'\]: got a leaf of type ndarray, expected None "
+                                         r"like the parameter \(an empty subtree\)"):
+        opt.update({**grads, "layers": [{"weight": grads["w"], "bias": np.ones(3)}]}, state, params)
+
+
+def test_a_none_gradient_without_params_is_matched_with_the_state():
+    params = {"w": np.array([1.0, 2.0]), "b": None}
+    grads = {"w": np.array([0.5, -1.0]), "b": None}
+    for make in (lambda: optim.adam(0.1), lambda: optim.flatten(optim.adam(0.1)), optim.scale_by_adam):
+        opt, oracle = make(), make()
+        want, _ = oracle.update({"w": grads["w"]}, oracle.init({"w": params["w"]}))
+        got, _ = opt.update(grads, opt.init(params))  # the moments (or the structure init saw) are None there
+        np.testing.assert_array_equal(got["w"], want["w"])
+        assert got["b"] is None
+    # without moments and without params, nothing tells where the parameter is None
+    with pytest.raises(ValueError, match=r"^grads\['b'\]: got None, expected an array shaped like the parameter "
+                                         r"\(a None gradient goes where the parameter is None: pass params"):
+        optim.sgd(0.1).update(grads, optim.sgd(0.1).init(params))
+
+
+def test_complex_parameters_and_gradients_are_refused_by_path():
+    """Complex leaves were accepted: Adam moved the real part of 1+1j by a gradient of 1j (torch
+    moves the imaginary part), and global_norm([1j, 1]) was 0 instead of √2."""
+    p = {"w": np.array([1 + 1j, 2.0])}
+    for opt in (optim.adam(0.1), optim.sgd(0.1), optim.flatten(optim.adam(0.1))):
+        with pytest.raises(TypeError, match=r"^params\['w'\]: got dtype complex128, expected real floating-point"):
+            opt.init(p)
+    with pytest.raises(TypeError, match=r"^tree\['a'\]: got dtype complex128, expected real floating-point"):
+        optim.global_norm({"a": np.array([1j, 1.0])})
+    with pytest.raises(TypeError, match=r"^grads\['b/0'\]: got dtype complex64"):
+        optim.clip_by_global_norm(1.0).update({"a": np.ones(2), "b": [np.ones(2, np.complex64)]}, {})
+    real = {"w": np.array([1.0, 2.0])}  # a complex gradient for a real parameter: another dtype
+    with pytest.raises(TypeError, match=r"^grads\['w'\]: got dtype complex128, expected float64 like the parameter"):
+        optim.adam(0.1).update({"w": np.array([1j, 1.0])}, optim.adam(0.1).init(real), real)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"^params\['t'\]: got dtype torch.complex64, expected real"):
+        optim.adam(0.1).init({"t": torch.ones(2, dtype=torch.complex64)})
+
+
+@pytest.mark.parametrize("make", [lambda: optim.adam(0.1), lambda: optim.sgd(0.1),
+                                  lambda: optim.flatten(optim.adam(0.1))])
+def test_gradients_of_another_dtype_than_their_parameter_are_named(make):
+    """float64 (or int64) gradients for float32 parameters were accepted, the state silently became
+    float64, and the later error blamed 'updates' with a dtype the user never passed."""
+    opt = make()
+    p = {"w": np.ones(2, np.float32)}
+    state = opt.init(p)
+    with pytest.raises(TypeError, match=r"^grads\['w'\]: got dtype float64, expected float32 like the parameter"):
+        opt.update({"w": np.ones(2)}, state, p)
+    with pytest.raises(TypeError, match=r"^grads\['w'\]: got dtype int64, expected float32 like the parameter"):
+        opt.update({"w": np.ones(2, np.int64)}, state, p)
+    updates, new_state = opt.update({"w": np.ones(2, np.float32)}, state, p)
+    assert updates["w"].dtype == np.float32
+    assert all(x.dtype == np.float32 for x in tree_leaves(new_state) if hasattr(x, "dtype"))
+    adam = optim.adam(0.1)  # without params, against the moments (in the parameters' dtype)
+    with pytest.raises(TypeError, match=r"^grads\['w'\]: got dtype float64, expected float32 like the parameter"):
+        adam.update({"w": np.ones(2)}, adam.init(p))
+
+
+def test_clip_by_global_norm_of_finite_gradients_whose_norm_is_beyond_float64():
+    """‖g‖ of 4 entries of 1e308 is 2e308, beyond float64: global_norm is inf (documented), and the
+    clip used to scale by max_norm/inf = 0. The factor is now taken from the rescaled norm."""
+    g = {"a": np.full(4, 1e308)}
+    assert optim.global_norm(g) == math.inf
+    np.testing.assert_allclose(optim.clip_by_global_norm(1.0).update(g, {})[0]["a"], [0.5] * 4, rtol=1e-15)
+    g = {"a": np.array([1e308, -1.5e308]), "b": [np.array([1e300, 1e10, 0.0])]}
+    scaled = [x / 1e308 for x in tree_leaves(g)]  # exact-enough oracle: the norm in units of 1e308
+    unit = math.sqrt(sum(float((x * x).sum()) for x in scaled))
+    clipped, _ = optim.clip_by_global_norm(3.0).update(g, {})
+    for got, x in zip(tree_leaves(clipped), scaled):
+        np.testing.assert_allclose(got, x / unit * 3.0, rtol=1e-14, atol=0)
+    assert optim.global_norm(clipped) == pytest.approx(3.0, rel=1e-14)
+    p = {"w": np.zeros(4)}  # inside a flattened chain, as the training loop runs it
+    opt = optim.flatten(optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.1)))
+    updates, _ = opt.update({"w": np.full(4, 1e308)}, opt.init(p), p)
+    np.testing.assert_allclose(updates["w"], [-0.05] * 4, rtol=1e-15)
+
+
+def test_checkpoint_paths_that_collide_are_refused():
+    """A key 'a/b' beside a → b, or keys 0 and '0', gave one checkpoint path for two leaves: one
+    moment was silently lost, and restoring put the other into both."""
+    params = {"a/b": np.array([1.0]), "a": {"b": np.array([5.0])}}
+    opt = optim.adam(0.1)
+    state = opt.init(params)
+    message = (r"^state: leaves at keys \(0, 'mu', 'a/b'\) and \(0, 'mu', 'a', 'b'\) have the same checkpoint path "
+               r"'0/mu/a/b', expected distinct paths \(a key holding '/', or int and str keys alike\)")
+    with pytest.raises(ValueError, match=message):
+        optim.state_to_arrays(state)
+    arrays = {"opt_state/0/count": np.array(0), "opt_state/1/count": np.array(0),
+              "opt_state/0/mu/a/b": np.zeros(1), "opt_state/0/nu/a/b": np.zeros(1)}
+    with pytest.raises(ValueError, match="^template_state: leaves at keys"):
+        optim.state_from_arrays(state, arrays)
+    momentum = optim.sgd(0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"^state: leaves at keys \(0, 'momentum_buffer', 0\) and "
+                                         r"\(0, 'momentum_buffer', '0'\) have the same checkpoint path"):
+        optim.state_to_arrays(momentum.init({0: np.ones(1), "0": np.ones(1)}))

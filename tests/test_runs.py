@@ -1,6 +1,7 @@
 """Run directories: creating one where it cannot be written is a ValueError naming ``out``."""
 import json
 import os
+import re
 
 import pytest
 
@@ -264,3 +265,71 @@ def test_the_lock_holder_is_seen_without_taking_the_lock(tmp_path):
     assert rd.holder() is None  # released: the file stays, no holder
     with rd.lock():  # holder() gave its shared lock back: a writer can still take the directory
         pass
+
+
+# -- checkpoints and atomic writes (QA r12 fuzz, F2 and F9) --------------------------------------
+
+def test_load_checkpoint_names_a_bad_keys_argument_not_the_file(tmp_path):
+    """keys=object() was 'unreadable checkpoint (argument of type 'object' is not iterable)', which
+    blames a good file; a str was matched by substring ('params/w' read 'w')."""
+    import numpy as np
+    from seqcore.runs import load_checkpoint, save_checkpoint
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, {"params/w": np.arange(3.0), "w": np.ones(2)}, {"step": 1})
+    for keys, match in ((object(), r"^keys: got object <object"), ("params/w", r"^keys: got str 'params/w'"),
+                        (["params/w", 3], r"^keys: got int 3 among the names, expected array names \(str\)")):
+        with pytest.raises(TypeError, match=match):
+            load_checkpoint(path, keys=keys)
+    # names the file does not hold are left out: callers ask for optional records ("R" in arrays)
+    arrays, meta = load_checkpoint(path, keys=("params/w", "R"))
+    assert list(arrays) == ["params/w"] and np.array_equal(arrays["params/w"], np.arange(3.0)) and meta["step"] == 1
+    assert list(load_checkpoint(path, keys={"w"})[0]) == ["w"]
+
+
+def test_save_checkpoint_refuses_a_meta_load_checkpoint_would_refuse(tmp_path):
+    """A meta without a valid step was written, and every later load said the file was unreadable."""
+    import numpy as np
+    from seqcore.runs import save_checkpoint
+    path = tmp_path / "c.npz"
+    for meta in ({"a": 1}, {"step": -1}, {"step": True}, {"step": 2.0}):
+        with pytest.raises(ValueError, match=rf"^meta\['step'\]: got {meta.get('step')!r}, expected an integer >= 0"):
+            save_checkpoint(path, {"w": np.ones(2)}, meta)
+    assert not path.exists()
+    save_checkpoint(path, {"w": np.ones(2)}, {"step": np.int64(0)})  # a NumPy integer is an integer
+
+
+def test_every_damaged_byte_of_a_checkpoint_is_a_value_error_naming_the_file(tmp_path):
+    """The except around the read was narrowed from Exception to what a damaged file raises: each
+    byte of a checkpoint flipped in turn must still come back as one ValueError naming the file."""
+    import numpy as np
+    from seqcore.runs import load_checkpoint, save_checkpoint
+    good, path = tmp_path / "good.npz", tmp_path / "bad.npz"
+    save_checkpoint(good, {"params/w": np.arange(20.0)}, {"step": 3})
+    data = good.read_bytes()
+    for i in range(len(data)):
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+        try:
+            load_checkpoint(path)
+        except ValueError as exc:
+            assert str(exc).startswith(f"{path}: "), (i, exc)
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=r"bad.npz: unreadable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_writing_to_a_directory_path_names_the_path(tmp_path, monkeypatch):
+    """atomic_write('') ended in a raw OSError (EBUSY: a rename onto '.')."""
+    import numpy as np
+    from seqcore.runs import atomic_write, save_checkpoint, write_json
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    for path in ("", ".", "..", "d", tmp_path / "d"):
+        with pytest.raises(ValueError, match=rf"^path: got {re.escape(repr(str(path)))}, which names a directory"):
+            atomic_write(path, b"x")
+    with pytest.raises(ValueError, match=r"^path: got ''"):
+        write_json("", {"a": 1})
+    with pytest.raises(ValueError, match=r"^path: got ''"):
+        save_checkpoint("", {"w": np.ones(2)}, {"step": 0})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"] and not list((tmp_path / "d").iterdir())
+    atomic_write(tmp_path / "d" / "f", b"x")
+    assert (tmp_path / "d" / "f").read_bytes() == b"x"

@@ -1,6 +1,7 @@
 """Schedules: hand-computed values at phase boundaries, continuity, monotonicity, bad arguments."""
 import math
 import re
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -599,3 +600,54 @@ def test_join_checks_what_its_schedules_give():
         S.join([lambda: 1.0, S.constant(1.0)], [5])
     joined = S.join([S.constant(0.5), S.linear_decay(1.0, 10)], [5])
     assert joined(4) == 0.5 and joined(7.5) == 1.0 - 2.5 / 10
+
+
+# ----------------------------------------------------------------------------- unordered values, huge sizes
+
+@pytest.mark.parametrize("values, kind", [({0: 1.0, 10: 0.1, 20: 0.01}, "dict"), ({1.0, 0.1, 0.01}, "set"),
+                                          (frozenset({1.0, 0.1, 0.01}), "frozenset"),
+                                          ((v for v in (1.0, 0.1, 0.01)), "generator"),
+                                          (np.ones((3, 1)), "ndarray")])
+def test_piecewise_constant_and_join_refuse_unordered_values(values, kind):
+    """A dict (optax's {boundary: scale}) gave its keys as learning rates 0, 10 and 20; a set its
+    hash order. Only ordered sequences are taken."""
+    with pytest.raises(TypeError, match=rf"^values: got {kind} .*, expected a sequence of numbers \(a list, tuple "
+                                        r"or 1-D array: an ordered sequence\)"):
+        S.piecewise_constant(values, [10, 20])
+    with pytest.raises(TypeError, match=rf"^boundaries: got {kind} "):
+        S.piecewise_constant([1.0, 0.1, 0.01], values)
+    with pytest.raises(TypeError, match=r"^schedules: got dict "):
+        S.join({S.constant(1.0): 0, S.constant(0.5): 10}, [10])
+
+
+def test_piecewise_constant_and_join_take_lists_tuples_and_1d_arrays():
+    for values, bounds in [([1.0, 0.1, 0.01], [10, 20]), ((1.0, 0.1, 0.01), (10, 20)),
+                           (np.array([1.0, 0.1, 0.01]), np.array([10, 20])), ([1.0, 0.1, 0.01], range(10, 30, 10))]:
+        s = S.piecewise_constant(values, bounds)
+        assert [s(t) for t in (0, 9.5, 10, 19, 20, 1e6)] == [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
+        j = S.join((S.constant(1.0), S.linear_decay(1.0, 10)), bounds[:1])
+        assert j(15) == 0.5
+
+
+def test_sgdr_cycles_longer_than_the_float_range_never_end():
+    """cycle_mult ** i overflowed (an OverflowError naming nothing) at the first restart, even for a
+    cycle num_cycles never reaches; such a cycle is now endless."""
+    # cycles: [0, 10) peak 1; [10, 10 + 1e201) peak 0.5; then 10·1e400 steps, an endless cycle of peak 0.25
+    s = S.sgdr(1.0, 10, alpha=0.5, cycle_mult=1e200, peak_decay=0.5)
+    assert s(3) == pytest.approx(0.75 + 0.25 * math.cos(0.3 * math.pi), abs=1e-15)
+    assert s(15) == 0.5 and s(1e250) == 0.25 and s(1.7e308) == 0.25
+    once = S.sgdr(1.0, 10, alpha=0.5, cycle_mult=1e200, peak_decay=0.5, num_cycles=2)
+    assert once(15) == 0.5 and once(1e250) == 0.25  # past the last cycle: its floor 0.5·0.5
+    assert S.sgdr(0.1, 100, 0.0, cycle_mult=1e160)(150) == pytest.approx(0.1, abs=1e-15)
+    # cycle i lasts 2^i steps and starts at 2^i − 1: step 1.7e308 is in cycle 1023; 2^1024 overflowed
+    t = 1.7e308
+    tau = Fraction(t) - (2 ** 1023 - 1)
+    want = 0.1 * half_cosine(float(tau / 2 ** 1023))
+    assert S.sgdr(0.1, 1, 0.0, cycle_mult=2.0)(t) == pytest.approx(want, rel=1e-12)
+
+
+def test_refined_refuses_a_total_steps_beyond_this_machines_memory():
+    """The resampled schedule holds total_steps floats: 10**13 was a raw MemoryError (72.8 TiB)."""
+    with pytest.raises(ValueError, match=r"^total_steps: got 10000000000000, whose resampled schedule would take "
+                                         r"[0-9.e+]+ GiB, more than this machine's"):
+        S.refined([1.0, 2.0, 3.0], 1.0, total_steps=10 ** 13)

@@ -848,3 +848,46 @@ def test_lorenz96_normalize_refuses_a_slowly_settling_forcing():
     the inputs were then scaled by 1/0.003 (std ~15)."""
     with pytest.raises(ValueError, match=r"^forcing: got 0.7: the dynamics settle to a fixed point"):
         tasks.make("lorenz96", forcing=0.7, normalize=True)
+
+
+# ---------------------------------------------------------------- sizes and helpers (QA r12 fuzz)
+
+@pytest.mark.parametrize("call,name,what", [
+    (lambda t, n: t.sample(np.random.default_rng(0), n), "batch_size", "batch"),
+    (lambda t, n: t.eval_batches(n), "batch_size", "batch"),
+    (lambda t, n: t.fixed_set(n), "size", "fixed set")])
+def test_batch_and_set_sizes_are_budgeted_against_memory_by_name(call, name, what, monkeypatch):
+    """QA r12: sample(rng, 2**70) raised NumPy's unnamed "Maximum allowed dimension exceeded",
+    10**9 a MemoryError, and fixed_set(2**70) looped over chunks until the machine ran out."""
+    from seqcore import validate
+    task = tasks.make("copy")
+    x, y, mask = task.sample(np.random.default_rng(5), 1)
+    one = x.nbytes + y.nbytes + mask.nbytes  # copy's sequences all have this size (fixed length)
+    with pytest.raises(ValueError, match=rf"^{name}: got {2 ** 70}, whose {what} \({one} bytes per sequence\) "
+                                         r"would take .* GiB, more than this machine's"):
+        call(task, 2 ** 70)
+    monkeypatch.setattr(validate, "physical_memory", lambda: 2 ** 20)
+    fits = 2 ** 20 // one  # by hand: the largest count of such sequences in 1 MiB
+    with pytest.raises(ValueError, match=rf"^{name}: got {fits + 1}, whose {what} \({one} bytes per sequence\)"):
+        call(task, fits + 1)
+    got = call(task, fits)  # refused at the call above, not at the first next() of eval_batches
+    got = got if isinstance(got, Batch) else next(got)
+    assert got.x.shape == (fits,) + x.shape[1:]
+
+
+def test_head_targets_validates_y_and_heads():
+    """QA r12: a list y raised AttributeError, a 0-d y IndexError, and empty heads blamed y."""
+    heads = (tasks.Head("a", 2, "per_step"), tasks.Head("b", 3, "per_step"))
+    y = np.arange(12).reshape(2, 3, 2)
+    a, b = head_targets(y, heads)
+    np.testing.assert_array_equal(a, [[0, 2, 4], [6, 8, 10]])
+    np.testing.assert_array_equal(b, [[1, 3, 5], [7, 9, 11]])
+    with pytest.raises(TypeError, match=r"^y: got list, expected an array"):
+        head_targets([[[0, 1]]], heads)
+    with pytest.raises(ValueError, match=r"^y: got shape \(\), expected labels \(B, ...\)"):
+        head_targets(np.int64(0), heads)
+    with pytest.raises(ValueError, match=r"^heads: got \(\), expected at least one Head"):
+        head_targets(y, ())
+    for bad in (("a", "b"), None, "ab"):
+        with pytest.raises(TypeError, match=r"^heads: got .*expected a sequence of Head"):
+            head_targets(y, bad)

@@ -149,10 +149,10 @@ def test_losses_need_a_class_axis():
     (lambda x: ops.reshape(x, (5,)), ValueError, r"^reshape: got x shape \(3, 4\) \(float64\), shape=\(5,\); cannot"),
     (lambda x: ops.concatenate([x, np.ones((2, 5))]), ValueError, r"^concatenate: got xs\[0\] shape \(3, 4\)"),
     (lambda x: ops.stack([x, np.ones(2)]), ValueError, r"^stack: got xs\[0\] shape \(3, 4\) \(float64\), xs\[1\]"),
-    (lambda x: ops.sum(x, 5), ValueError, r"^sum: got x shape \(3, 4\) \(float64\), axis=5"),
-    (lambda x: ops.mean(x, 5), ValueError, r"^mean: got x shape \(3, 4\) \(float64\), axis=5"),
+    (lambda x: ops.sum(x, 5), ValueError, r"^axis: got 5, expected an axis in \[-2, 2\) \(x has 2 dims\)"),
+    (lambda x: ops.mean(x, 5), ValueError, r"^axis: got 5, expected an axis in \[-2, 2\) \(x has 2 dims\)"),
     (lambda x: ops.getitem(x, 10), IndexError, r"^getitem: got x shape \(3, 4\) \(float64\), index=10"),
-    (lambda x: ops.swapaxes(x, 0, 5), ValueError, r"^swapaxes: got x shape \(3, 4\) \(float64\), a1=0, a2=5"),
+    (lambda x: ops.swapaxes(x, 0, 5), ValueError, r"^axis2: got 5, expected an axis in \[-2, 2\) \(x has 2 dims\)"),
     (lambda x: ops.matmul(x, x), ValueError, r"^matmul: got a shape \(3, 4\) \(float64\), b shape \(3, 4\)"),
     (lambda x: ops.leaky_relu(x, "a"), TypeError, r"^negative_slope: got str 'a', expected a number"),
 ])
@@ -323,13 +323,13 @@ def test_sequence_model_params_and_batch_checks():
 
 def test_example_losses_checks_labels_and_mask():
     m, params, (x, y, mask) = _model_and_batch()
-    with pytest.raises(ValueError, match=r"^labels: got values in \[0, 3\]"):   # was IndexError
+    with pytest.raises(ValueError, match=r"^y: got labels in \[0, 3\] for head 'a', expected \[0, 2\]"):
         m.example_losses(params, (x, np.array([0, 1, 3, 0, 1]), mask))
     m, params, (x, y, mask) = _model_and_batch("per_step")
     losses = m.example_losses(params, (x, y, None))                           # was NaN with mask=None
     assert np.all(np.isfinite(losses))
     mr = models.SequenceModel("gru", 2, 4, (H("r", 2, "regression"),))
-    with pytest.raises(ValueError, match=r"^target: got shape \(5, 6, 3\)"):    # was a broadcasting error
+    with pytest.raises(ValueError, match=r"^y: got shape \(5, 6, 3\), expected \(5, 6, 2\) \(B, T, out\)"):
         mr.example_losses(mr.init(RNG, np.float64), (x, np.zeros((5, 6, 3)), mask))
 
 
@@ -694,3 +694,75 @@ def test_check_model_fits_names_the_depth_when_one_layer_would_fit(monkeypatch):
         validate.check_model_fits("hidden", 4, build, 4, 3, layers=10**8)
     with pytest.raises(ValueError, match=r"^hidden: got 100000, whose .* parameters in 2 layers"):  # one layer too big
         validate.check_model_fits("hidden", 10**5, build, 4, 3, layers=2)
+
+
+# -- QA r12 fuzz: dtype None, Cell.constrain, y named as the batch's ------------------------------
+
+@pytest.mark.parametrize("make", [lambda: nn.Linear(2, 3), lambda: nn.Embedding(4, 2), lambda: cells.GRU(2, 3),
+                                  lambda: cells.LSTM(2, 3), lambda: models.MLP(2, (3,), 2),
+                                  lambda: models.SequenceModel("gru", 2, 3, (H("a", 2, "last"),))])
+def test_init_refuses_dtype_none(make):
+    """np.dtype(None) is float64: init(rng, None) gave float64 parameters without a word."""
+    with pytest.raises(TypeError, match=r"^dtype: got None, expected float32 or float64"):
+        make().init(np.random.default_rng(0), None)
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm", "elman", "mingru", "minlstm", "diaggru", "cifg-lstm"])
+def test_cell_constrain_checks_its_params(name):
+    """Every cell but LeakyRNN returned whatever it was given: None, missing or extra keys, wrong shapes."""
+    cell = cells.make(name, 2, 4)
+    params = cell.init(np.random.default_rng(0), np.float64)
+    with pytest.raises(TypeError, match=r"^params: got NoneType, expected a dict"):
+        cell.constrain(None)
+    first = next(iter(params))
+    with pytest.raises(ValueError, match=rf"^params: missing '{first}'"):
+        cell.constrain({k: v for k, v in params.items() if k != first})
+    with pytest.raises(ValueError, match=r"^params: got unused key\(s\) \['extra'\]"):
+        cell.constrain({**params, "extra": np.zeros(1)})
+    with pytest.raises(ValueError, match=rf"^params\['{first}'\]: got shape \(1,\)"):
+        cell.constrain({**params, first: np.zeros(1)})
+    assert cell.constrain(params) is params  # the identity on valid parameters
+
+
+def test_sequence_model_names_y_with_its_own_shape():
+    """Problems in y were reported as labels/target with the shape of one head's slice: 'labels: got
+    shape (3,), expected (2, 3)' for a y of shape (3, 2)."""
+    x = RNG.normal(size=(2, 3, 2))
+    m = models.SequenceModel("gru", 2, 4, (H("a", 2, "per_step"), H("b", 3, "per_step")))
+    params = m.init(RNG, np.float64)
+    good = np.array([[[0, 2], [1, 1], [0, 0]], [[1, 0], [1, 2], [0, 1]]])
+    cases = [(np.zeros((3, 2), np.int64), ValueError,
+              r"^y: got shape \(3, 2\), expected \(2, 3, 2\) \(B, T, heads\) for 2 'per_step' heads$"),
+             (good.astype(np.float64), TypeError,
+              r"^y: got dtype float64, expected integer class labels \(B, T, heads\) for 2 'per_step' heads$"),
+             (None, TypeError, r"^y: got NoneType None, expected an array \(B, T, heads\)"),
+             (good + [0, 1], ValueError, r"^y\[\.\.\., 1\]: got labels in \[1, 3\] for head 'b', expected \[0, 2\]$"),
+             (good - [1, 0], ValueError, r"^y\[\.\.\., 0\]: got labels in \[-1, 0\] for head 'a', expected \[0, 1\]$")]
+    for method in (m.loss, m.losses, m.loss_and_grad, m.evaluate, m.example_losses):
+        for y, error, match in cases:
+            with pytest.raises(error, match=match):
+                method(params, (x, y, None))
+        method(params, (x, good, None))
+    last = models.SequenceModel("gru", 2, 4, (H("a", 2, "last"), H("b", 2, "last")))  # the joint loss
+    with pytest.raises(ValueError, match=r"^y: got shape \(2,\), expected \(2, 2\) \(B, heads\) for 2 'last' heads"):
+        last.loss(last.init(RNG, np.float64), (x, np.zeros(2, np.int64), None))
+    reg = models.SequenceModel("gru", 2, 4, (H("r", 2, "regression", 0.5),))
+    rp = reg.init(RNG, np.float64)
+    with pytest.raises(ValueError, match=r"^y: got shape \(2, 3\), expected \(2, 3, 2\) \(B, T, out\) for 1 "
+                                         r"'regression' head$"):
+        reg.evaluate(rp, (x, np.zeros((2, 3)), None))
+    with pytest.raises(TypeError, match=r"^y: got dtype int64, expected a floating-point array"):
+        reg.loss(rp, (x, np.zeros((2, 3, 2), np.int64), None))
+    # the per-head slices still reach the losses: the loss is the sum of each head's on its own
+    a, b = (models.SequenceModel("gru", 2, 4, (h,)) for h in m.heads)
+    pa = {"rnn": params["rnn"], "heads": {"a": params["heads"]["a"]}}
+    pb = {"rnn": params["rnn"], "heads": {"b": params["heads"]["b"]}}
+    want = float(a.loss(pa, (x, good[..., 0], None))) + float(b.loss(pb, (x, good[..., 1], None)))
+    assert float(m.loss(params, (x, good, None))) == pytest.approx(want, rel=1e-12)
+
+
+def test_mlp_names_the_hidden_size_it_refuses_by_index():
+    with pytest.raises(ValueError, match=r"^hidden_sizes\[1\]: got -1, expected an integer >= 1"):
+        models.MLP(3, (4, -1), 2)
+    with pytest.raises(ValueError, match=r"^hidden_sizes\[0\]: got True"):
+        models.MLP(3, [True], 2)

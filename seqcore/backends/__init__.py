@@ -16,6 +16,8 @@ from types import ModuleType
 
 import numpy as np
 
+from ..validate import is_array
+
 __all__ = ["BackendUnavailable", "available", "get", "use", "current", "names", "backend_of", "numpy_dtype", "info"]
 
 # name -> (module path, package it needs, pip extra that installs it)
@@ -176,6 +178,8 @@ def numpy_dtype(array) -> np.dtype:
     without copying its data."""
     if isinstance(array, (np.ndarray, np.generic)):
         return array.dtype
+    if not is_array(array):  # None or a list met ``.ndim`` below: an AttributeError
+        raise TypeError(f"array: got {type(array).__name__} {array!r:.40}, expected an array of any backend")
     module = get(backend_of(array))
     empty = array[(slice(0, 0),) * array.ndim] if array.ndim else array  # a view: reshape copies a strided array
     return np.asarray(module.to_numpy(empty)).dtype

@@ -120,6 +120,7 @@ class Cell:
     def constrain(self, params: dict) -> dict:
         """Project parameters back onto their feasible set after an optimizer update
         (identity here; LeakyRNN clamps its timescales to τ ≥ 1)."""
+        self.check_params(params)  # else anything, None included, passed through unchecked
         return params
 
     # -- state layout --------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import numpy as np
 from .. import nn, ops
 from ..autodiff import stop_gradient, vjp
 from ..train import Hooks
-from ..validate import check_positive_int, check_real, is_array
+from ..validate import check_positive_int, check_real, check_rng, is_array, is_integer
 from ..tree import key_path_name, tree_key_paths, tree_leaves, tree_map
 
 __all__ = ["HP", "Learner", "ExperienceData", "pack_state", "unpack_state", "tree_dot", "tree_to_numpy",
@@ -369,7 +369,7 @@ class Learner(Hooks):
             raise ValueError(f"head_size: got {head_size!r}, expected None or an int >= 1")
         self.head_size = head_size
         from .. import backends
-        missing = [m for m in self.needs if not callable(getattr(model, m, None))]
+        missing = [m for m in ("init", "forward", *self.needs) if not callable(getattr(model, m, None))]
         if missing:
             raise TypeError(f"model: got {type(model).__name__} without {', '.join(missing)}, "
                             f"which learner {self.name!r} needs")
@@ -377,7 +377,7 @@ class Learner(Hooks):
         self.model = model
         self.n_experiences = n_experiences
         self.be = backends.get(backend)
-        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.rng = check_rng(rng) if rng is not None else np.random.default_rng(0)
         self.stream = stream
         self.data_for = data_for
 
@@ -509,16 +509,11 @@ def _check_hp(key: str, value: Any, spec: HP) -> Any:
             raise TypeError(f"{key}: got {value!r}, expected true or false")
         return bool(value)
     if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
-                isinstance(value, float) and value.is_integer()):
+        if not is_integer(value):  # 2.0 too, as check_positive_int refuses it everywhere else
             raise TypeError(f"{key}: got {value!r}, expected an integer")
         value = int(value)
     elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{key}: got {value!r}, expected a finite number")
-        if not np.isfinite(value):
-            raise ValueError(f"{key}: got {value!r}, expected a finite number")
-        value = float(value)
+        value = check_real(key, value)  # 10**400 too, which np.isfinite cannot take
     elif isinstance(default, str) and not isinstance(value, str):
         raise TypeError(f"{key}: got {value!r}, expected a string")
     if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):

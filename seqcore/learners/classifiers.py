@@ -31,7 +31,7 @@ from .. import ops
 from ..autodiff import stop_gradient
 from ..cells.leaky import LeakyRNN
 from ..models import MLP, HeadSpec, SequenceModel
-from ..validate import check_positive_int
+from ..validate import check_array, check_positive_int
 
 __all__ = ["MLPClassifier", "RNNClassifier"]
 
@@ -147,6 +147,7 @@ class RNNClassifier:
         return self.net.constrain(params)
 
     def _sequence(self, x):
+        check_array("x", x)
         if x.ndim > 2 and x.shape[-1] != self.input_size:
             # e.g. (B, 28, 28) images read in steps of 56 pixels: the features in row order, cut below
             x = ops.reshape(x, (x.shape[0], int(np.prod(x.shape[1:]))))

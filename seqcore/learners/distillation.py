@@ -107,7 +107,7 @@ class DER(Learner):
 
     def __init__(self, **hp):
         super().__init__(**hp)
-        self.memory = make_buffer("reservoir", self.memory_size)
+        self.memory = make_buffer("reservoir", self.memory_size, name="memory_size")
         self._current = None
         self._replay = None
 

@@ -26,18 +26,21 @@ Learners:
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..tree import tree_map
+from ..validate import check_fits_in_memory, check_rng
 from .base import HP, Learner, check_tree_like, tree_dot
 
 __all__ = ["ReservoirBuffer", "ClassBalancedBuffer", "make_buffer", "Replay", "AGEM", "PowerLawRehearsal",
            "agem_project"]
 
 
-def _check_capacity(capacity) -> int:
+def _check_capacity(capacity, name: str) -> int:
     if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
-        raise ValueError(f"capacity: got {capacity!r}, expected an int >= 1")
+        raise ValueError(f"{name}: got {capacity!r}, expected an int >= 1")
     return int(capacity)
 
 
@@ -50,10 +53,12 @@ class ReservoirBuffer:
     ``add(rng, x=(B, ...), y=(B,), ...)`` inserts B samples (every field has B rows; after
     the first batch, rows of the stored shape and a dtype that casts within the stored kind);
     ``sample(rng, n)`` returns ``{field: (min(n, size), ...)}`` drawn without replacement.
+    ``name`` is what errors call the capacity (``memory_size`` for a learner's buffer).
     """
 
-    def __init__(self, capacity: int):
-        self.capacity = _check_capacity(capacity)
+    def __init__(self, capacity: int, *, name: str = "capacity"):
+        self._capacity_name = name
+        self.capacity = _check_capacity(capacity, name)
         self.data: dict[str, np.ndarray] = {}
         self.size = 0
         self.n_seen = 0
@@ -81,15 +86,23 @@ class ReservoirBuffer:
                 raise TypeError(f"fields[{k!r}]: got {v.dtype} values, expected {stored.dtype} as stored (or a "
                                 "dtype of the same kind)")
         if not self.data:
-            self.data = {k: np.zeros((self.capacity,) + np.asarray(v).shape[1:], np.asarray(v).dtype)
-                         for k, v in fields.items()}
+            self.data = self._allocate({k: np.asarray(v) for k, v in fields.items()})
         return next(iter(rows.values()))
+
+    def _allocate(self, rows: dict) -> dict[str, np.ndarray]:
+        """``capacity`` rows like those of each field of ``rows``, refused by name when they could
+        never fit in memory (NumPy's unnamed error, or an out-of-memory kill, otherwise)."""
+        row = sum(v.dtype.itemsize * math.prod(v.shape[1:]) for v in rows.values())
+        check_fits_in_memory(self._capacity_name, self.capacity, self.capacity * row,
+                             f"buffer ({row} bytes per sample)")
+        return {k: np.zeros((self.capacity,) + v.shape[1:], v.dtype) for k, v in rows.items()}
 
     def _put(self, slot: int, fields: dict, i: int) -> None:
         for k, v in fields.items():
             self.data[k][slot] = v[i]
 
     def add(self, rng: np.random.Generator, **fields) -> None:
+        check_rng(rng)
         B = self._check_fields(fields)
         for i in range(B):
             if self.size < self.capacity:
@@ -102,6 +115,7 @@ class ReservoirBuffer:
             self.n_seen += 1
 
     def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        check_rng(rng)
         if self.size == 0:
             raise ValueError("buffer: empty, nothing to sample")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -157,21 +171,20 @@ class ReservoirBuffer:
         """Restore :meth:`state_dict` (checked first: capacity, ``0 <= size <= capacity``,
         ``n_seen >= size``, one row per stored sample in every field)."""
         self.size, self.n_seen, data = self._check_state(state)
-        self.data = {}
+        self.data = self._allocate(data)
         for k, v in data.items():
-            arr = np.zeros((self.capacity,) + v.shape[1:], v.dtype)
-            arr[: self.size] = v
-            self.data[k] = arr
+            self.data[k][: self.size] = v
 
 
 class ClassBalancedBuffer(ReservoirBuffer):
     """Class-balancing reservoir sampling; needs integer labels ``y (B,) >= 0``."""
 
-    def __init__(self, capacity: int):
-        super().__init__(capacity)
+    def __init__(self, capacity: int, *, name: str = "capacity"):
+        super().__init__(capacity, name=name)
         self.seen_per_class = np.zeros(0, np.int64)
 
     def add(self, rng: np.random.Generator, **fields) -> None:
+        check_rng(rng)
         if "y" not in fields:
             raise ValueError(f"fields: got {sorted(fields)}, expected a label field y for class balance")
         y = np.asarray(fields["y"])
@@ -231,12 +244,13 @@ class ClassBalancedBuffer(ReservoirBuffer):
         self.seen_per_class = np.asarray(state["seen_per_class"], np.int64).reshape(-1)
 
 
-def make_buffer(kind: str, capacity: int) -> ReservoirBuffer:
-    """``"reservoir"`` or ``"class-balanced"`` buffer of ``capacity`` samples."""
+def make_buffer(kind: str, capacity: int, *, name: str = "capacity") -> ReservoirBuffer:
+    """``"reservoir"`` or ``"class-balanced"`` buffer of ``capacity`` samples (``name``: see
+    :class:`ReservoirBuffer`)."""
     if kind == "reservoir":
-        return ReservoirBuffer(capacity)
+        return ReservoirBuffer(capacity, name=name)
     if kind == "class-balanced":
-        return ClassBalancedBuffer(capacity)
+        return ClassBalancedBuffer(capacity, name=name)
     raise ValueError(f"buffer: got {kind!r}, expected 'reservoir' or 'class-balanced'")
 
 
@@ -258,7 +272,7 @@ class Replay(Learner):
 
     def __init__(self, **hp):
         super().__init__(**hp)
-        self.memory = make_buffer(self.buffer, self.memory_size)
+        self.memory = make_buffer(self.buffer, self.memory_size, name="memory_size")
         self._current = None
 
     def prepare_batch(self, trainer, batch):

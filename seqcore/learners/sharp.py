@@ -92,7 +92,7 @@ class SHARP(Learner):
     def __init__(self, **hp):
         super().__init__(**hp)
         self.masks: list = []
-        self.memory = ClassBalancedBuffer(self.memory_size)
+        self.memory = ClassBalancedBuffer(self.memory_size, name="memory_size")
         self.class_last_seen = np.zeros(0, np.int64)  # step at which each class was last trained (0: never)
         self.clock = 0
         self.stable = None  # (F,) bool: hidden units whose incoming parameters are frozen

@@ -20,12 +20,13 @@ Conventions (the loop relies on them):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from ..masks import last_step_index
-from ..validate import check_choice, check_fits_in_memory, check_real, check_rng, store_python_scalars  # noqa: F401  (check_choice, check_real: re-exported)
+from ..validate import check_array, check_choice, check_fits_in_memory, check_real, check_rng, store_python_scalars  # noqa: F401  (check_choice, check_real: re-exported)
 
 __all__ = [
     "Batch", "Head", "Task", "DatasetTask", "LOSSES",
@@ -105,7 +106,15 @@ def check_sample_fits(task: Any, fields: Sequence[str], steps: int, width: int, 
 
 def head_targets(y: np.ndarray, heads: Sequence[Head]) -> tuple[np.ndarray, ...]:
     """Split labels ``y`` into one array per head (see the module doc for shapes)."""
+    check_array("y", y, floating=False)
+    if isinstance(heads, (str, bytes)) or not isinstance(heads, Sequence) or \
+            not all(isinstance(h, Head) for h in heads):
+        raise TypeError(f"heads: got {heads!r:.60}, expected a sequence of Head (task.heads)")
     heads = tuple(heads)
+    if not heads:
+        raise ValueError("heads: got (), expected at least one Head (task.heads)")
+    if y.ndim == 0:
+        raise ValueError(f"y: got shape {tuple(y.shape)}, expected labels (B, ...) with a batch axis")
     if len(heads) == 1:
         return (y,)
     if y.shape[-1] != len(heads):
@@ -217,11 +226,24 @@ class Task:
     def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
         """Draw a batch of ``batch_size`` fresh sequences with ``rng``: ``Batch(x, y, mask)``."""
         check_rng(rng)
-        check_int("batch_size", batch_size, minimum=1)
+        self._check_fits("batch_size", check_int("batch_size", batch_size, minimum=1), "batch")
         return self._sample(rng, batch_size)
 
     def _sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
         raise NotImplementedError
+
+    @functools.cached_property
+    def _sequence_nbytes(self) -> int:
+        """The bytes of one sampled sequence (x, y and mask), drawn once: a size check per
+        batch would otherwise double the cost of ``sample``."""
+        return sum(a.nbytes for a in self._sample(np.random.default_rng(0), 1))
+
+    def _check_fits(self, name: str, size: int, what: str) -> None:
+        """Refuse ``size`` sequences that could never be held in memory: NumPy would fail with an
+        unnamed error, or allocate until the machine runs out (longer sequences than the one
+        measured only make it worse)."""
+        check_fits_in_memory(name, size, size * self._sequence_nbytes,
+                             f"{what} ({self._sequence_nbytes} bytes per sequence)")
 
     def make_rng(self) -> np.random.Generator:
         """A fresh generator for training batches, seeded from ``seed``."""
@@ -230,7 +252,7 @@ class Task:
     def eval_batches(self, batch_size: int, num_batches: int | None = None) -> Iterator[Batch]:
         """Fixed evaluation batches: the same for a given ``seed`` and independent of
         the training stream. ``num_batches`` defaults to 4 for generated tasks."""
-        check_int("batch_size", batch_size, minimum=1)
+        self._check_fits("batch_size", check_int("batch_size", batch_size, minimum=1), "batch")
         num_batches = 4 if num_batches is None else check_int("num_batches", num_batches, minimum=1)
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1,)))
         # checked above at the call, not at the first next(): the batches come from a generator
@@ -239,7 +261,7 @@ class Task:
     def fixed_set(self, size: int) -> Batch:
         """A fixed training set of ``size`` sequences (padded to a common length),
         the same for a given ``seed``; index it with ``take``."""
-        check_int("size", size, minimum=1)
+        self._check_fits("size", check_int("size", size, minimum=1), "fixed set")
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(2,)))
         chunk = 4096
         parts = [self._sample(rng, min(chunk, size - i)) for i in range(0, size, chunk)]

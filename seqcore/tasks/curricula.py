@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..validate import check_bool, check_fits_in_memory
+from ..validate import check_bool
 from .base import (Batch, DatasetTask, Head, Task, check_choice, check_real, check_int,
                    check_rng, take)
 
@@ -185,6 +185,11 @@ class _NCurriculum(Curriculum):
         self.max_n = None if max_n is None else check_int("max_n", max_n, minimum=self.start_n, bound="start_n")
         self.n = self.start_n
         self.transitions: list[tuple[int, int]] = []
+        if start_n is not None:  # built here, or the task's refusal would blame its field n at the first sample
+            try:
+                self._task_for((self.start_n,))
+            except ValueError as err:
+                raise ValueError(f"start_n: got {start_n}, whose task {task.name!r} is refused ({err})") from None
 
     @property
     def level(self) -> int:
@@ -195,7 +200,9 @@ class _NCurriculum(Curriculum):
         return (self.n,)
 
     def current_task(self) -> Task:
-        ns = self.active_ns()
+        return self._task_for(self.active_ns())
+
+    def _task_for(self, ns: tuple[int, ...]) -> Task:
         n_max = None if self.task.n_max is None else max(self.task.n_max, max(ns))
         return dataclasses.replace(self.task, n=ns[0] if len(ns) == 1 else ns, n_max=n_max)
 
@@ -330,9 +337,7 @@ class CyclicalCurriculum(Curriculum):
                 "num_examples", num_examples, minimum=1, maximum=available, bound="training examples")
         else:
             self.size = 10000 if num_examples is None else check_int("num_examples", num_examples, minimum=1)
-            one = task.sample(np.random.default_rng(0), 1)  # the pool holds size such examples (or longer ones)
-            check_fits_in_memory("num_examples", self.size, self.size * sum(a.nbytes for a in one),
-                                 "training set for the cyclical curriculum")
+            task._check_fits("num_examples", self.size, "training set for the cyclical curriculum")
         self._pool: Batch | None = None
         self.losses = np.ones(self.size)
         self.epoch = 0
