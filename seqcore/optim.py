@@ -24,7 +24,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from . import backends
-from .tree import tree_flatten, tree_key_paths, tree_leaves, tree_map, tree_paths, tree_unflatten
+from .tree import checkpoint_paths, tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 from .validate import check_bool, check_detached, check_real, finite_float
 
 __all__ = [
@@ -847,22 +847,6 @@ def _numpy_to_leaf(array: np.ndarray, template):
     return backends.get(backends.backend_of(template)).asarray(array)
 
 
-def _checkpoint_paths(name: str, state) -> list[tuple[str, tuple, Any]]:
-    """``(path, keys, leaf)`` for every leaf of ``state``, paths as :func:`tree_paths` writes them;
-    two leaves with one path (a key ``"a/b"`` beside ``a → b``, or keys ``0`` and ``"0"``) are
-    refused: one array would be lost, or restored into both."""
-    seen: dict[str, tuple] = {}
-    out = []
-    for keys, leaf in tree_key_paths(state):
-        path = "/".join(map(str, keys))
-        if path in seen:
-            raise ValueError(f"{name}: leaves at keys {seen[path]!r} and {keys!r} have the same checkpoint path "
-                             f"{path!r}, expected distinct paths (a key holding '/', or int and str keys alike)")
-        seen[path] = keys
-        out.append((path, keys, leaf))
-    return out
-
-
 def state_to_arrays(state, prefix: str = "opt_state/") -> dict[str, np.ndarray]:
     """Flatten an optimizer state into ``{path: numpy array}`` for ``np.savez``; step counts become
     0-d int64 arrays. Paths look like ``"opt_state/1/mu/cells/0/weight_hh"``."""
@@ -871,7 +855,7 @@ def state_to_arrays(state, prefix: str = "opt_state/") -> dict[str, np.ndarray]:
     if not isinstance(state, (dict, list, tuple)):
         raise TypeError(f"state: got {type(state).__name__}, expected an optimizer state (a dict or tuple from "
                         "an optimizer's init/update)")
-    return {prefix + path: _leaf_to_numpy(path, leaf) for path, _, leaf in _checkpoint_paths("state", state)}
+    return {prefix + path: _leaf_to_numpy(path, leaf) for path, _, leaf in checkpoint_paths("state", state)}
 
 
 def _check_restored(key: str, array: np.ndarray, template, square: bool = False) -> np.ndarray:
@@ -933,7 +917,7 @@ def state_from_arrays(template_state, arrays, prefix: str = "opt_state/"):
                         "(e.g. opt.init(params))")
     if not (hasattr(arrays, "keys") and hasattr(arrays, "__getitem__")):
         raise TypeError(f"arrays: got {type(arrays).__name__}, expected a dict of arrays or an np.load result")
-    paths = _checkpoint_paths("template_state", template_state)
+    paths = checkpoint_paths("template_state", template_state)
     wanted = {prefix + p for p, _, _ in paths}
     missing = [k for k in sorted(wanted) if k not in arrays]
     if missing:

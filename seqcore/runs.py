@@ -135,8 +135,9 @@ def read_json_object(path) -> dict:
 
 
 def params_to_arrays(params, prefix: str = "params/", to_numpy=np.asarray) -> dict[str, np.ndarray]:
-    """Flatten a parameter tree to ``{"params/<path>": array}``."""
-    return {prefix + p: to_numpy(v) for p, v in tree_paths(params)}
+    """Flatten a parameter tree to ``{"params/<path>": array}``; two leaves with one path are refused."""
+    from .tree import checkpoint_paths
+    return {prefix + p: to_numpy(v) for p, _, v in checkpoint_paths("params", params)}
 
 
 def params_from_arrays(template, arrays, prefix: str = "params/", asarray=np.asarray):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["tree_map", "tree_leaves", "tree_flatten", "tree_unflatten", "tree_paths", "tree_key_paths", "key_path_name"]
+__all__ = ["tree_map", "tree_leaves", "tree_flatten", "tree_unflatten", "tree_paths", "tree_key_paths", "key_path_name",
+           "checkpoint_paths"]
 
 
 _NODES = (dict, list, tuple)
@@ -182,3 +183,19 @@ def tree_paths(tree: Any, keep_none: bool = False) -> list[tuple[str, Any]]:
 
     The string form of :func:`tree_key_paths`; ``keep_none`` as there."""
     return [("/".join(map(str, keys)), leaf) for keys, leaf in tree_key_paths(tree, keep_none)]
+
+
+def checkpoint_paths(name: str, tree: Any) -> list[tuple[str, tuple, Any]]:
+    """``(path, keys, leaf)`` for every leaf of ``tree``, paths as :func:`tree_paths` writes them;
+    two leaves with one path (a key ``"a/b"`` beside ``a → b``, or keys ``0`` and ``"0"``) are
+    refused, naming ``name``: a checkpoint would lose one array, or restore one into both."""
+    seen: dict[str, tuple] = {}
+    out = []
+    for keys, leaf in tree_key_paths(tree):
+        path = "/".join(map(str, keys))
+        if path in seen:
+            raise ValueError(f"{name}: leaves at keys {seen[path]!r} and {keys!r} have the same checkpoint path "
+                             f"{path!r}, expected distinct paths (a key holding '/', or int and str keys alike)")
+        seen[path] = keys
+        out.append((path, keys, leaf))
+    return out

@@ -333,3 +333,14 @@ def test_writing_to_a_directory_path_names_the_path(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"] and not list((tmp_path / "d").iterdir())
     atomic_write(tmp_path / "d" / "f", b"x")
     assert (tmp_path / "d" / "f").read_bytes() == b"x"
+
+
+def test_params_whose_leaves_share_a_checkpoint_path_are_refused():
+    """{"a/b": x, "a": {"b": y}} would write one array for two leaves and restore it into both."""
+    import numpy as np
+    from seqcore.runs import params_from_arrays, params_to_arrays
+    with pytest.raises(ValueError, match=r"^params: leaves at keys \('a/b',\) and \('a', 'b'\) have the same"):
+        params_to_arrays({"a/b": np.zeros(2), "a": {"b": np.ones(2)}})
+    tree = {"a": {"b": np.ones(2)}, "c": [np.zeros(1)]}
+    back = params_from_arrays(tree, params_to_arrays(tree))
+    assert np.array_equal(back["a"]["b"], tree["a"]["b"]) and np.array_equal(back["c"][0], tree["c"][0])
