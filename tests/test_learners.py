@@ -1406,3 +1406,19 @@ def test_rnn_classifier_names_x_that_is_not_an_array():
             clf.forward(params, bad)
     x = np.random.default_rng(1).normal(size=(2, 3, 2))  # arrays as before: (B, F) is cut into steps of 2
     np.testing.assert_array_equal(clf.forward(params, x), clf.forward(params, x.reshape(2, 6)))
+
+
+def test_classifiers_check_their_sizes_and_cell_when_built():
+    """A bad cell or size surfaced only at init (or, for MLP hidden sizes, was cast: 2.5 became 2)."""
+    from seqcore.learners.classifiers import MLPClassifier, RNNClassifier
+    with pytest.raises(ValueError, match="^cell: got 'nope'"):
+        RNNClassifier("nope", 2, 3, 2)
+    with pytest.raises(ValueError, match="^hidden_size: got 2.5"):
+        RNNClassifier("lstm", 2, 2.5, 2)
+    with pytest.raises(ValueError, match="^num_layers: got 0"):
+        RNNClassifier("lstm", 2, 3, 2, num_layers=0)
+    with pytest.raises(ValueError, match=r"^hidden_sizes\[0\]: got 2.5"):
+        MLPClassifier(4, (2.5,), 2)
+    with pytest.raises(TypeError, match="^hidden_sizes: got int"):
+        MLPClassifier(4, 5, 2)
+    assert MLPClassifier(4, [3], 2).hidden_sizes == (3,)

@@ -54,8 +54,11 @@ class MLPClassifier:
     n_classes: int
 
     def __post_init__(self):
-        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        if not isinstance(self.hidden_sizes, (tuple, list)):
+            raise TypeError(f"hidden_sizes: got {type(self.hidden_sizes).__name__}, expected a tuple of ints")
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         check_positive_int("n_classes", self.n_classes)
+        self.mlp  # its constructor checks the sizes, naming them (a cast would truncate 2.5 to 2)
 
     @property
     def mlp(self) -> MLP:
@@ -130,6 +133,7 @@ class RNNClassifier:
 
     def __post_init__(self):
         check_positive_int("n_classes", self.n_classes)
+        self.net  # its constructor checks the cell, sizes and layers, naming them, here rather than at init
 
     @property
     def net(self) -> SequenceModel:
