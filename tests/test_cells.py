@@ -682,3 +682,21 @@ def test_stack_lengths_are_checked_even_without_a_bidirectional_layer():
             st.apply(params, x, lengths=bad)
     # valid lengths change nothing for causal layers
     np.testing.assert_array_equal(st.apply(params, x, lengths=[3, 7])[0], st.apply(params, x)[0])
+
+
+def test_a_size_given_as_a_cell_field_is_refused_like_an_unknown_field():
+    """It was make()'s own 'got multiple values for argument' error, naming no option."""
+    with pytest.raises(TypeError, match=r"^cell_kwargs: got \['hidden_size'\], unknown keys for the 'leaky' cell; "
+                                        r"expected some of \['nonlinearity', 'slope', 'tau_init'\] \(the sizes"):
+        cells.make("leaky", 2, 3, hidden_size=4)
+    assert cells.make("leaky", 2, 3, tau_init=2.0).tau_init == 2.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_leaky_constrain_projects_every_tau_below_one_to_one(dtype):
+    """τ = −inf became NaN (−inf · 0 in the old mask arithmetic); dtype kept."""
+    cell = cells.make("leaky", 2, 4)
+    params = cell.init(np.random.default_rng(0), dtype)
+    params["tau"] = np.array([-np.inf, 0.5, 1.0, 3.0], dtype)
+    tau = cell.constrain(params)["tau"]
+    assert tau.dtype == dtype and tau.tolist() == [1.0, 1.0, 1.0, 3.0]

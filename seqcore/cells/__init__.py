@@ -24,7 +24,7 @@ def names() -> list[str]:
     return list(_CELLS)
 
 
-def make(name: str, input_size: int, hidden_size: int, **kwargs) -> Cell:
+def make(name: str, input_size: int, hidden_size: int, /, **kwargs) -> Cell:
     """The cell called ``name`` with ``input_size``, ``hidden_size`` and its own fields as ``kwargs``.
 
     >>> make("leaky", 3, 16, tau_init=2.0)
@@ -32,7 +32,11 @@ def make(name: str, input_size: int, hidden_size: int, **kwargs) -> Cell:
     """
     # against the dict, not the list: membership by hash refuses an array that == would match
     cls = _CELLS[check_choice("name", name, _CELLS)]
+    # the sizes are make's own arguments (positional-only): a field of that name is refused like any unknown
+    sizes = sorted(set(kwargs) & {"input_size", "hidden_size"})
     try:
+        if sizes:
+            raise TypeError("unexpected keyword")
         return cls(input_size, hidden_size, **kwargs)
     except TypeError as exc:
         if "unexpected keyword" not in str(exc):
@@ -42,4 +46,5 @@ def make(name: str, input_size: int, hidden_size: int, **kwargs) -> Cell:
         unknown = sorted(set(kwargs) - set(allowed))
         expected = f"some of {allowed}" if allowed else "none (this cell has no fields to set)"
         raise TypeError(f"cell_kwargs: got {unknown}, unknown keys for the {name!r} cell; "
-                        f"expected {expected}") from None
+                        f"expected {expected}{' (the sizes are set by their own arguments)' if sizes else ''}"
+                        ) from None

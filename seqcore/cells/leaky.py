@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .. import ops
 from ..autodiff import stop_gradient
 from ..validate import check_choice, is_finite_number, is_real_number
 from .base import Cell, input_projection, uniform_init
@@ -73,8 +74,8 @@ class LeakyRNN(Cell):
         """
         self.check_params(params)  # a missing or misshapen tau is named, not a KeyError
         tau = params["tau"]
-        # boolean masks, not a Python float: ``mask * 1.0`` would promote float32 τ to float64
-        return {**params, "tau": tau * (tau >= 1) + (tau < 1)}
+        # a select, not ``tau * (tau >= 1) + (tau < 1)``: −inf · 0 is NaN; a Python 1 keeps float32 float32
+        return {**params, "tau": ops.where(tau >= 1, tau, 1)}
 
     def project(self, params, x):
         """``x: (B, T, I) -> u = W_ih x + b: (B, T, H)``."""
