@@ -34,7 +34,7 @@ def compiled_loops():
     """``(blas, panels)``: compiled loops of T products ``out = a · b`` through OpenBLAS and through
     the packed-panel product.  Built once numba is known to load (it is an optional extra)."""
     import numba
-    from compiled_blas import gemm
+    from _compiled_blas import gemm
     from seqcore.backends.numba.panels import panel_gemm
 
     @numba.njit

@@ -5,7 +5,7 @@ the wall time of the parallel and the sequential path, forward and forward+backw
 (``seqcore.vjp`` + pullback), printed as parallel/sequential ratios measured in the same
 run.  Cases whose scan operators would not fit in ``--max-memory-gb`` are skipped.
 
-    python3 benchmarks/newton.py --T 256 1024 4096 --cells diag_gru cifg_lstm --batch 4 --hidden 32
+    python3 benchmarks/newton.py --T 256 1024 4096 --cells diaggru cifg-lstm --batch 4 --hidden 32
 
 BLAS runs single-threaded unless the environment says otherwise, as under the ``seqcore``
 command: with OpenBLAS threads left spinning after the input projection, numba's parallel
@@ -39,17 +39,15 @@ from seqcore.tree import tree_map  # noqa: E402
 T_VALUES = (256, 1024, 4096, 16384, 65536)
 
 
+# the spellings of earlier editions (BENCHMARKS.md's commands), as the cells' registry names them now
+CELL_ALIASES = {"diag_gru": "diaggru", "cifg_lstm": "cifg-lstm"}
+
+
 def cell_factories():
+    """The nonlinear cells of the registry (``seqcore.cells.names()``), by their CLI names."""
     from seqcore import cells
-    out = {"elman": lambda i, h: cells.Elman(i, h), "lstm": lambda i, h: cells.LSTM(i, h)}
-    for name, module, cls in (("gru", "gru", "GRU"), ("diag_gru", "pararnn", "DiagGRU"),
-                              ("cifg_lstm", "pararnn", "CIFGLSTM")):
-        try:
-            klass = getattr(__import__(f"seqcore.cells.{module}", fromlist=[cls]), cls)
-        except (ImportError, AttributeError):
-            continue
-        out[name] = (lambda k: lambda i, h: k(i, h))(klass)
-    return out
+    return {name: (lambda n: lambda i, h: cells.make(n, i, h))(name) for name in cells.names()
+            if not cells.make(name, 1, 1).linear_in_state}
 
 
 def machine_info() -> str:
@@ -114,7 +112,8 @@ def main(argv=None):
     ap.add_argument("--T", type=positive_int, nargs="+", default=list(T_VALUES), help="sequence lengths")
     ap.add_argument("--backends", nargs="+", default=None,
                     help="default: every backend that loads here (a backend named here must load)")
-    ap.add_argument("--cells", nargs="+", default=["diag_gru", "cifg_lstm", "gru"])
+    ap.add_argument("--cells", nargs="+", default=["diaggru", "cifg-lstm", "gru"],
+                    help="nonlinear cells by their registry names (diag_gru and cifg_lstm are accepted too)")
     ap.add_argument("--batch", type=positive_int, default=4)
     ap.add_argument("--hidden", type=positive_int, default=32)
     ap.add_argument("--input", type=positive_int, default=8)
@@ -124,6 +123,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     factories = cell_factories()
+    args.cells = [CELL_ALIASES.get(c, c) for c in args.cells]
     unknown = [c for c in args.cells if c not in factories]
     if unknown:
         ap.error(f"--cells: got unknown {unknown}, expected some of {sorted(factories)}")

@@ -99,6 +99,12 @@ def completed(path: Path) -> dict | None:
     return summary if summary.get("status") == "completed" else None
 
 
+def found_runs(out: Path, tables, seeds) -> int:
+    """How many completed runs the chosen tables would show."""
+    return sum(1 for table in tables for _, name, *_ in TABLES[table][1] for seed in table_seeds(table, seeds)
+               if completed(run_dir(out, table, name, seed)))
+
+
 def resumable(path: Path, cfg) -> bool:
     """Whether ``path`` holds an unfinished run of exactly ``cfg`` (its ``config.json`` and a
     checkpoint), which ``resume_continual`` continues."""
@@ -275,6 +281,9 @@ def main(argv=None) -> None:
         except KeyboardInterrupt:
             print("interrupted; the same command resumes the sweep", file=sys.stderr)
             sys.exit(130)
+    if not found_runs(args.out, args.tables, args.seeds):  # empty tables would read like results
+        raise SystemExit(f"continual_tables.py: error: no completed runs under {args.out} for the tables "
+                         f"{', '.join(args.tables)}; run the sweep first (without --no-run)")
     parts = []
     try:  # a damaged run file, an --out that cannot be written: one line, not a traceback
         for table in args.tables:

@@ -158,6 +158,12 @@ def test_continual_tables_reports_a_damaged_run_and_an_unwritable_out_in_one_lin
         "(Unterminated string starting at: line 1 column 14 (char 13))"
     assert not (tmp_path / "tables.md").exists()
 
+    with pytest.raises(SystemExit) as info:  # no sgd run yet: empty tables would read like results
+        tables.main(["--no-run", "--out", str(tmp_path), "--tables", "sgd"])
+    assert info.value.code == f"continual_tables.py: error: no completed runs under {tmp_path} for the tables " \
+        "sgd; run the sweep first (without --no-run)"
+    write_run(tables.run_dir(tmp_path, "sgd", "ewc", 0), {"status": "completed", **{k: 0.5 for k in tables.METRICS}})
+
     def full(path, data):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(tables, "atomic_write", full)
@@ -169,6 +175,7 @@ def test_continual_tables_reports_a_damaged_run_and_an_unwritable_out_in_one_lin
 
 def test_continual_tables_interrupted_while_writing_keeps_the_earlier_tables(tmp_path, tables, monkeypatch, capsys):
     (tmp_path / "tables.md").write_text("earlier tables\n")
+    write_run(tables.run_dir(tmp_path, "sgd", "ewc", 0), {"status": "completed", **{k: 0.5 for k in tables.METRICS}})
 
     def ctrl_c(path, data):
         raise KeyboardInterrupt
