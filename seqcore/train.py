@@ -246,6 +246,16 @@ class Trainer:
 
     def __init__(self, loss_fn, params, optimizer, backend: str = "numpy", hooks: Hooks | None = None,
                  constrain: Callable | None = None):
+        # checked here: a bad one would otherwise fail at the first step, after a run directory was written
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn: got {type(loss_fn).__name__}, expected a callable loss_fn(params, batch)")
+        if not isinstance(optimizer, optim.GradientTransformation):
+            raise TypeError(f"optimizer: got {type(optimizer).__name__}, expected a seqcore.optim "
+                            "GradientTransformation (e.g. optim.adam(1e-3))")
+        if hooks is not None and not isinstance(hooks, Hooks):
+            raise TypeError(f"hooks: got {type(hooks).__name__}, expected a seqcore.train.Hooks (or a learner) or None")
+        if constrain is not None and not callable(constrain):
+            raise TypeError(f"constrain: got {type(constrain).__name__}, expected a callable params -> params or None")
         self.constrain = constrain
         self.loss_fn = loss_fn
         self.backend = backends.get(backend)
@@ -256,7 +266,7 @@ class Trainer:
         self.params = params
         self.optimizer = optimizer
         self.opt_state = optimizer.init(params)
-        self.hooks = hooks or Hooks()
+        self.hooks = hooks if hooks is not None else Hooks()
         self.step_count = 0
         self.grad_norm = float("nan")  # global norm of the last step's gradients (before clipping)
 
@@ -293,6 +303,8 @@ class Trainer:
 
     def to_backend(self, batch):
         """Move a NumPy batch ``(x, y, mask)`` to the trainer's backend (float parts in the params' dtype)."""
+        if not isinstance(batch, tuple) or len(batch) != 3:
+            raise TypeError(f"batch: got {type(batch).__name__}, expected a tasks.Batch or an (x, y, mask) tuple")
         x, y, mask = batch
         return type(batch)(self.backend.asarray(x), y, mask) if hasattr(batch, "_fields") else (
             self.backend.asarray(x), y, mask)
@@ -307,6 +319,9 @@ class Trainer:
 
         def total(p):
             loss = self.loss_fn(p, dev_batch)
+            if tuple(getattr(loss, "shape", ())) != ():
+                raise ValueError(f"loss_fn: returned shape {tuple(loss.shape)}, expected a scalar loss "
+                                 "(reduce it, e.g. with ops.mean)")
             extra = self.hooks.extra_loss(self, p, batch)
             return loss if extra is None else loss + extra
 

@@ -104,6 +104,16 @@ with seqcore.use("numpy"):
     ref = cell.apply(params, x)[0]
 np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 """,
+    'class L2(Hooks):': """
+import json, pathlib
+import numpy as np
+from seqcore.runs import load_checkpoint
+assert summary["status"] == "completed" and summary["steps"] == 80
+records = [json.loads(line) for line in pathlib.Path("runs/python-api/metrics.jsonl").read_text().splitlines()]
+assert records[-1]["step"] == 80
+arrays, meta = load_checkpoint("runs/python-api/checkpoint.npz")
+assert meta["step"] == 80 and np.array_equal(arrays["params/rnn/0/weight_hh"], params["rnn"][0]["weight_hh"])
+""",
     'heap.retain()': """
 import platform, sys
 assert heap.retain() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")

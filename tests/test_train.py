@@ -965,3 +965,26 @@ def test_a_run_refuses_a_null_max_n_before_its_directory_is_made(tmp_path):
                                              r"expected an int >= start_n: the model holds a head for every N"):
             train(cfg, tmp_path / "run", quiet=True)
         assert not (tmp_path / "run").exists()
+
+
+def test_trainer_checks_its_arguments_when_built_and_the_loss_is_a_scalar():
+    """Each failed at the first step with an unnamed AttributeError/TypeError, after `train` had
+    written its run directory."""
+    from seqcore import ops, optim
+    from seqcore.train import Trainer
+    params = {"w": np.ones(3)}
+    good = dict(loss_fn=lambda p, b: ops.sum(p["w"] * b[0]), params=params, optimizer=optim.sgd(0.1))
+    for change, message in ((dict(loss_fn=None), "^loss_fn: got NoneType, expected a callable"),
+                            (dict(optimizer=0.1), "^optimizer: got float, expected a seqcore.optim"),
+                            (dict(hooks="x"), "^hooks: got str, expected a seqcore.train.Hooks"),
+                            (dict(constrain=1), "^constrain: got int, expected a callable")):
+        with pytest.raises(TypeError, match=message):
+            Trainer(**{**good, **change})
+    vector = Trainer(**{**good, "loss_fn": lambda p, b: p["w"] * b[0]})
+    with pytest.raises(ValueError, match=r"^loss_fn: returned shape \(3,\), expected a scalar loss"):
+        vector.step((np.ones(3), None, None))
+    trainer = Trainer(**good)
+    with pytest.raises(TypeError, match="^batch: got dict, expected a tasks.Batch or an"):
+        trainer.step({"x": np.ones(3)})
+    assert trainer.step((np.arange(3.0), None, None)) == 3.0  # sum(w · x) at w = 1
+    np.testing.assert_array_equal(trainer.params["w"], 1 - 0.1 * np.arange(3.0))  # the SGD step, by hand

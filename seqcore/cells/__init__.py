@@ -24,7 +24,11 @@ def names() -> list[str]:
     return list(_CELLS)
 
 
-def make(name: str, input_size: int, hidden_size: int, /, **kwargs) -> Cell:
+_GIVEN_BY_KEYWORD = object()
+
+
+def make(name: str, input_size: int = _GIVEN_BY_KEYWORD, hidden_size: int = _GIVEN_BY_KEYWORD, /,
+         **kwargs) -> Cell:
     """The cell called ``name`` with ``input_size``, ``hidden_size`` and its own fields as ``kwargs``.
 
     >>> make("leaky", 3, 16, tau_init=2.0)
@@ -32,7 +36,15 @@ def make(name: str, input_size: int, hidden_size: int, /, **kwargs) -> Cell:
     """
     # against the dict, not the list: membership by hash refuses an array that == would match
     cls = _CELLS[check_choice("name", name, _CELLS)]
-    # the sizes are make's own arguments (positional-only): a field of that name is refused like any unknown
+    # the sizes may come by keyword; given both ways (a cell_kwargs entry of that name beside the
+    # size), the entry is refused like any unknown field, not as Python's "multiple values" error
+    if input_size is _GIVEN_BY_KEYWORD:
+        input_size = kwargs.pop("input_size", _GIVEN_BY_KEYWORD)
+    if hidden_size is _GIVEN_BY_KEYWORD:
+        hidden_size = kwargs.pop("hidden_size", _GIVEN_BY_KEYWORD)
+    missing = [n for n, v in (("input_size", input_size), ("hidden_size", hidden_size)) if v is _GIVEN_BY_KEYWORD]
+    if missing:
+        raise TypeError(f"make: missing {' and '.join(missing)}, expected make(name, input_size, hidden_size, **fields)")
     sizes = sorted(set(kwargs) & {"input_size", "hidden_size"})
     try:
         if sizes:
