@@ -27,6 +27,10 @@ LOSS_KINDS = ("last", "per_step", "regression")
 
 
 class HeadSpec(NamedTuple):
+    """A readout head: ``name``, ``output_size`` and ``loss`` — ``"last"`` (classification at each
+    sequence's last marked step), ``"per_step"`` (classification at every marked step) or
+    ``"regression"`` (MSE at every marked step, where ``tolerance`` sets what counts as correct)."""
+
     name: str
     output_size: int
     loss: str
@@ -356,8 +360,9 @@ class SequenceModel:
     def losses(self, params: dict, batch, mode: str = "sequential", heads=None) -> dict:
         """Per-head losses (differentiable scalars) for ``batch = (x, y, mask)``.
 
-        With ``heads`` (names, in label-column order) only those heads are used and the
-        labels of the k-th are ``y[..., k]``.
+        With ``heads`` (names, in label-column order) only those heads are used; with several,
+        the labels of the k-th are ``y[..., k]``, and a single active head takes ``y`` without
+        the head axis.
         """
         active = self._active(heads)
         x, _, mask = self._unpack(batch)

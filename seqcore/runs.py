@@ -109,6 +109,7 @@ def to_json(obj, **kwargs) -> str:
 
 
 def write_json(path, obj) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (a temporary file, then a rename)."""
     atomic_write(path, (to_json(obj, indent=2) + "\n").encode())
 
 

@@ -148,6 +148,7 @@ def tree_unflatten(treedef: Any, leaves: list) -> Any:
 
 
 def tree_leaves(tree: Any) -> list:
+    """The leaves of ``tree`` in visiting order (``None`` subtrees have none)."""
     return tree_flatten(tree)[0]
 
 

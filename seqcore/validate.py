@@ -17,6 +17,7 @@ def _raw(x):
 
 
 def is_array(x) -> bool:
+    """Whether ``x`` (or the value a traced ``x`` holds) is an array of some library: it has a shape and a dtype."""
     x = _raw(x)
     return hasattr(x, "shape") and hasattr(x, "dtype")
 
@@ -123,6 +124,7 @@ def check_detached(name: str, x) -> None:
 
 
 def check_same_dtype(name: str, x, ref_name: str, ref):
+    """``x`` is an array of ``ref``'s library (:func:`check_same_backend`) and dtype."""
     check_same_backend(name, x, ref_name, ref)
     if _raw(x).dtype != _raw(ref).dtype:
         raise TypeError(f"{name}: got dtype {_raw(x).dtype}, expected {_raw(ref).dtype} (the dtype of {ref_name})")

@@ -379,7 +379,8 @@ class CyclicalCurriculum(Curriculum):
         self.epoch += 1
 
     def epoch_size(self) -> int:
-        """Number of examples in the current epoch."""
+        """Number of examples in the current epoch: 0 before the first :meth:`sample`, which
+        draws the first epoch with its ``rng``."""
         return len(self.order)
 
     def sample(self, rng, batch_size):

@@ -243,6 +243,7 @@ def newton_view(cell):
 # default backend: this one while it runs, whatever default the caller has set.
 
 def newton_fwd(xp, xi, state0, *rec, cell, **options):
+    """``newton_recurrence``'s reference forward on the numba view of ``cell``."""
     from ... import backends
     from ...primitives import get  # the Newton engine sits above the backends
     with backends.use("numba"):
@@ -250,6 +251,7 @@ def newton_fwd(xp, xi, state0, *rec, cell, **options):
 
 
 def newton_bwd(xp, res, cotangents, cell, **options):
+    """``newton_recurrence``'s reference backward on the numba view of ``cell``."""
     from ... import backends
     from ...primitives import get
     with backends.use("numba"):

@@ -13,7 +13,7 @@ DOCS = {
     "sub": "a − b, with NumPy broadcasting",
     "mul": "a · b elementwise, with NumPy broadcasting",
     "div": "a / b elementwise, with NumPy broadcasting",
-    "neg": "−a",
+    "neg": "−x elementwise",
     "power": "x ** p for a Python number p",
     "tanh": "tanh(x) elementwise",
     "sigmoid": "1 / (1 + exp(−x)) elementwise, without overflow at large |x|",
