@@ -177,7 +177,8 @@ def tolerance_accuracy(pred, target, tolerance: float, mask=None) -> float:
     p, t, m = _as_numpy(pred, target, mask)
     if p.shape != t.shape:
         raise ValueError(f"target: got shape {t.shape}, expected {p.shape} (the shape of pred)")
-    ok = (np.abs(p.astype(np.float64) - t.astype(np.float64)) < tolerance).all(axis=-1)
+    with np.errstate(invalid="ignore"):  # inf − inf is NaN, which the comparison counts as wrong
+        ok = (np.abs(p.astype(np.float64) - t.astype(np.float64)) < tolerance).all(axis=-1)
     return _masked_fraction(ok, m)
 
 
