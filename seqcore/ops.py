@@ -133,11 +133,26 @@ def leaky_relu(x, negative_slope: float = 0.01):
 def clip(x, lo=None, hi=None):
     """Clamp to ``[lo, hi]`` (``None``: no bound); the gradient is zero where the value was clamped."""
     _operand("x", x)
-    # finite real bounds: a NaN one makes every output NaN; lo, hi as given, so as not to promote x
-    bounds = [None if b is None else check_real(name, b) for name, b in (("lo", lo), ("hi", hi))]
-    if None not in bounds and bounds[0] > bounds[1]:
-        raise ValueError(f"hi: got {hi}, expected >= lo = {lo}")
+    # a NaN bound makes every output NaN; lo, hi passed as given, so as not to promote x
+    bounds = [_clip_bound(name, b) for name, b in (("lo", lo), ("hi", hi))]
+    if bounds[0] is not None and bounds[1] is not None and np.any(bounds[0] > bounds[1]):
+        raise ValueError(f"hi: got {hi!r:.60}, expected >= lo = {lo!r:.60} (everywhere, for array bounds)")
     return _ref.clip(x, lo=lo, hi=hi)
+
+
+def _clip_bound(name: str, b):
+    """A bound of :func:`clip` as a NumPy value: a finite real number, or an array (per-element
+    bounds, ±inf allowed there) of the operand's library without NaN; ``None`` stays ``None``."""
+    if b is None:
+        return None
+    if not is_array(b):
+        return check_real(name, b)
+    _operand(name, b)
+    value = np.asarray(_backends.get(_backends.backend_of(stop_gradient(b))).to_numpy(stop_gradient(b)))
+    if value.dtype.kind not in "iuf" or np.isnan(value).any():
+        raise ValueError(f"{name}: got an array bound of dtype {value.dtype}{' holding NaN' * (value.dtype.kind == 'f')}, "
+                         "expected real numbers (±inf for no bound)")
+    return value
 
 
 def _one_axis(name: str, axis, ndim: int, owner: str = "x") -> int:
@@ -180,8 +195,10 @@ def reshape(x, shape):
     """``x`` in a new shape."""
     _operand("x", x, scalar=False)
     dims = (shape,) if is_integer(shape) else shape
+    if is_array(dims) and getattr(dims, "ndim", None) == 1 and np.dtype(dims.dtype).kind in "iu":
+        dims = dims.tolist()  # a 1-D integer array, as NumPy takes it
     if not isinstance(dims, (tuple, list)) or not all(is_integer(d) for d in dims):
-        raise TypeError(f"shape: got {type(shape).__name__} {shape!r:.60}, expected an int or a tuple of ints")
+        raise TypeError(f"shape: got {type(shape).__name__} {shape!r:.60}, expected an int or a sequence of ints")
     return _ref.reshape(x, shape=tuple(int(d) for d in dims))
 
 

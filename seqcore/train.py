@@ -303,7 +303,7 @@ class Trainer:
 
     def to_backend(self, batch):
         """Move a NumPy batch ``(x, y, mask)`` to the trainer's backend (float parts in the params' dtype)."""
-        if not isinstance(batch, tuple) or len(batch) != 3:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 3:
             raise TypeError(f"batch: got {type(batch).__name__}, expected a tasks.Batch or an (x, y, mask) tuple")
         x, y, mask = batch
         return type(batch)(self.backend.asarray(x), y, mask) if hasattr(batch, "_fields") else (

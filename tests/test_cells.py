@@ -700,3 +700,8 @@ def test_leaky_constrain_projects_every_tau_below_one_to_one(dtype):
     params["tau"] = np.array([-np.inf, 0.5, 1.0, 3.0], dtype)
     tau = cell.constrain(params)["tau"]
     assert tau.dtype == dtype and tau.tolist() == [1.0, 1.0, 1.0, 3.0]
+
+
+def test_make_takes_every_argument_by_keyword_too():
+    assert cells.make(name="gru", input_size=3, hidden_size=4) == cells.make("gru", 3, 4)
+    assert cells.make("lstm", 2, hidden_size=3).hidden_size == 3

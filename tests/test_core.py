@@ -599,7 +599,7 @@ def test_swapaxes_stack_and_reshape_name_their_own_arguments():
     with pytest.raises(TypeError, match=r"^axis: got bool False, expected an int$"):
         ops.concatenate([x, x], axis=False)
     for shape in (None, 6.0, (2, "3"), (2.0, 3)):
-        with pytest.raises(TypeError, match=r"^shape: got .*, expected an int or a tuple of ints"):
+        with pytest.raises(TypeError, match=r"^shape: got .*, expected an int or a sequence of ints"):
             ops.reshape(x, shape)
     # valid axes, negative ones included, as NumPy's
     np.testing.assert_array_equal(ops.swapaxes(x, np.int64(-1), 0), x.T)
@@ -623,3 +623,18 @@ def test_newton_damping_and_tolerance_take_huge_ints_as_out_of_range():
     pred = np.array([[0.0, 0.1], [0.0, 2.0]])
     assert nn.tolerance_accuracy(pred, np.zeros((2, 2)), 10 ** 3) == 1.0
     assert nn.tolerance_accuracy(pred, np.zeros((2, 2)), 1) == 0.5
+
+
+def test_clip_takes_array_bounds_and_reshape_an_integer_array():
+    """Per-element bounds (±inf for none) clip like np.clip, with the gradient 1 inside only."""
+    from seqcore import ops
+    x = np.array([[-2.0, 0.5, 3.0, 7.0]])
+    lo, hi = np.array([-1.0, -1.0, 0.0, -np.inf]), np.array([1.0, 1.0, 2.0, np.inf])
+    out, pullback = seqcore.vjp(lambda x: ops.clip(x, lo, hi), x)
+    np.testing.assert_array_equal(out, np.clip(x, lo, hi))
+    np.testing.assert_array_equal(pullback(np.ones_like(out))[0], [[0.0, 1.0, 0.0, 1.0]])
+    with pytest.raises(ValueError, match="^lo: got an array bound of dtype float64 holding NaN"):
+        ops.clip(x, np.array([np.nan, 0, 0, 0]))
+    with pytest.raises(ValueError, match="^hi: got .*expected >= lo"):
+        ops.clip(x, hi, lo)
+    assert ops.reshape(np.arange(6.0), np.array([3, 2])).shape == (3, 2)

@@ -986,5 +986,7 @@ def test_trainer_checks_its_arguments_when_built_and_the_loss_is_a_scalar():
     trainer = Trainer(**good)
     with pytest.raises(TypeError, match="^batch: got dict, expected a tasks.Batch or an"):
         trainer.step({"x": np.ones(3)})
+    assert trainer.step([np.ones(3), None, None]) == 3.0  # a list batch too, as the model takes it
+    trainer = Trainer(**good)
     assert trainer.step((np.arange(3.0), None, None)) == 3.0  # sum(w · x) at w = 1
     np.testing.assert_array_equal(trainer.params["w"], 1 - 0.1 * np.arange(3.0))  # the SGD step, by hand

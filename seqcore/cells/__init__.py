@@ -24,30 +24,30 @@ def names() -> list[str]:
     return list(_CELLS)
 
 
-_GIVEN_BY_KEYWORD = object()
-
-
-def make(name: str, input_size: int = _GIVEN_BY_KEYWORD, hidden_size: int = _GIVEN_BY_KEYWORD, /,
-         **kwargs) -> Cell:
-    """The cell called ``name`` with ``input_size``, ``hidden_size`` and its own fields as ``kwargs``.
+def make(name: str, *sizes: int, **kwargs) -> Cell:
+    """The cell called ``name`` with ``input_size``, ``hidden_size`` (by position or keyword) and its
+    own fields as ``kwargs``.
 
     >>> make("leaky", 3, 16, tau_init=2.0)
     LeakyRNN(input_size=3, hidden_size=16, nonlinearity='leaky_relu', slope=0.01, tau_init=2.0)
     """
     # against the dict, not the list: membership by hash refuses an array that == would match
     cls = _CELLS[check_choice("name", name, _CELLS)]
-    # the sizes may come by keyword; given both ways (a cell_kwargs entry of that name beside the
-    # size), the entry is refused like any unknown field, not as Python's "multiple values" error
-    if input_size is _GIVEN_BY_KEYWORD:
-        input_size = kwargs.pop("input_size", _GIVEN_BY_KEYWORD)
-    if hidden_size is _GIVEN_BY_KEYWORD:
-        hidden_size = kwargs.pop("hidden_size", _GIVEN_BY_KEYWORD)
-    missing = [n for n, v in (("input_size", input_size), ("hidden_size", hidden_size)) if v is _GIVEN_BY_KEYWORD]
+    if len(sizes) > 2:
+        raise TypeError(f"sizes: got {len(sizes)} positional sizes, expected input_size and hidden_size")
+    given = dict(zip(("input_size", "hidden_size"), sizes))
+    # a size given both ways (a cell_kwargs entry beside the size) is refused below like any
+    # unknown field, not as Python's "multiple values" error
+    for key in ("input_size", "hidden_size"):
+        if key not in given and key in kwargs:
+            given[key] = kwargs.pop(key)
+    missing = [key for key in ("input_size", "hidden_size") if key not in given]
     if missing:
         raise TypeError(f"make: missing {' and '.join(missing)}, expected make(name, input_size, hidden_size, **fields)")
-    sizes = sorted(set(kwargs) & {"input_size", "hidden_size"})
+    input_size, hidden_size = given["input_size"], given["hidden_size"]
+    duplicated = sorted(set(kwargs) & {"input_size", "hidden_size"})
     try:
-        if sizes:
+        if duplicated:
             raise TypeError("unexpected keyword")
         return cls(input_size, hidden_size, **kwargs)
     except TypeError as exc:
@@ -58,5 +58,5 @@ def make(name: str, input_size: int = _GIVEN_BY_KEYWORD, hidden_size: int = _GIV
         unknown = sorted(set(kwargs) - set(allowed))
         expected = f"some of {allowed}" if allowed else "none (this cell has no fields to set)"
         raise TypeError(f"cell_kwargs: got {unknown}, unknown keys for the {name!r} cell; "
-                        f"expected {expected}{' (the sizes are set by their own arguments)' if sizes else ''}"
+                        f"expected {expected}{' (the sizes are set by their own arguments)' if duplicated else ''}"
                         ) from None
