@@ -454,6 +454,9 @@ def report(run_dir: str, plot_path: str | None, no_plot: bool, as_json: bool) ->
             if in_progress:
                 raise click.ClickException(f"{run_dir}: {in_progress}, no summary.json yet; report it when it "
                                            "finishes")
+            if is_continual_run(run_dir):  # killed before its first summary: a checkpoint to go on from
+                raise click.ClickException(f"{run_dir}: no summary.json yet (the run was stopped before its first "
+                                           f"one); continue it with `seqcore continual --resume --out {run_dir}`")
             raise click.ClickException(f"{run_dir}: no summary.json (not a finished `seqcore continual` run?)")
         summary = read_json_object(summary_path)
         if "accuracy_matrix" not in summary:

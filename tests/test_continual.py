@@ -873,8 +873,9 @@ def test_report_of_a_run_in_progress_says_so(cli, tmp_path):
         result = cli("report", fresh)
         assert result.exit_code == 1 and result.output == (
             f"Error: {fresh}: in progress (pid {os.getpid()}), no summary.json yet; report it when it finishes\n")
-    result = cli("report", fresh)
-    assert result.output == f"Error: {fresh}: no summary.json (not a finished `seqcore continual` run?)\n"
+    result = cli("report", fresh)  # stopped before its first summary: where to go on from
+    assert result.output == (f"Error: {fresh}: no summary.json yet (the run was stopped before its first one); "
+                             f"continue it with `seqcore continual --resume --out {fresh}`\n")
     train = tmp_path / "train"  # a `seqcore train` run in progress is no continual run to report
     with RunDir(train).lock():
         RunDir(train).create({"task": "nparity", "curriculum": None})
