@@ -25,7 +25,7 @@ import numpy as np
 
 from . import backends
 from .tree import checkpoint_paths, tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
-from .validate import check_bool, check_detached, check_real, finite_float
+from .validate import check_bool, check_real, finite_float, records_grad
 
 __all__ = [
     "GradientTransformation", "apply_updates", "chain", "identity", "scale", "scale_by_schedule",
@@ -115,17 +115,15 @@ def _zeros_like(x):
 
 
 def _check_detached(name: str, tree) -> None:
-    """No leaf of ``tree`` is a torch tensor that requires grad (the rule of
-    :func:`validate.check_detached`), named by its path: torch would record the optimizer's
-    arithmetic on it, one more step in its graph each update, and memory would grow without bound."""
+    """No leaf of ``tree`` is a torch tensor that requires grad (:func:`validate.records_grad`), named
+    by its path: torch would record the optimizer's arithmetic on it, one more step in its graph each
+    update, and memory would grow without bound."""
     for path, leaf in tree_paths(tree):
-        where = f"{name}[{path!r}]" if path else name
-        try:
-            check_detached(where, leaf)
-        except TypeError:  # its wording is about cells; here torch would record, not lose, the step
+        if records_grad(leaf):  # not check_detached's wording: here torch would record, not lose, the step
+            where = f"{name}[{path!r}]" if path else name
             raise TypeError(f"{where}: got a torch.Tensor that requires grad, expected a detached tensor (pass "
                             "x.detach(), or update under torch.no_grad() as torch.optim does): torch would record "
-                            "the optimizer's arithmetic, one more step in its graph each update") from None
+                            "the optimizer's arithmetic, one more step in its graph each update")
 
 
 def _is_complex(x) -> bool:
@@ -151,18 +149,6 @@ def _check_params(params) -> None:
     """What every ``init`` refuses: a leaf that requires grad or is complex, named by its path."""
     _check_detached("params", params)
     _refuse_complex("params", params)
-
-
-def _records_grad(x) -> bool:
-    """Whether :func:`_check_detached` refuses leaf ``x``: a test per leaf of every step, one attribute
-    lookup for leaves that are not tensors requiring grad."""
-    if not getattr(x, "requires_grad", False):
-        return False
-    try:
-        check_detached("", x)
-    except TypeError:
-        return True
-    return False
 
 
 # ----------------------------------------------------------------------------- basics
@@ -221,7 +207,7 @@ def apply_updates(params, updates):
                              "(the shape of its parameter)")
         if not _fits_dtype(p, u):
             raise _DtypeMismatch
-        if _records_grad(p) or _records_grad(u):
+        if records_grad(p) or records_grad(u):
             raise _RecordsGrad
         return p + u
     try:
@@ -258,10 +244,10 @@ def _grads_fit(g, p=_ANY) -> bool:
             all(_grads_fit(v, _ANY if p is _ANY else p[i]) for i, v in enumerate(g))
     if g is None:  # an empty subtree, as tree_map keeps it, where the parameter is one
         return p is None
-    if _records_grad(g):
+    if records_grad(g):
         return False
     return p is _ANY or (p is not None and not isinstance(p, (dict, list, tuple)) and np.shape(g) == np.shape(p)
-                         and _library(g) == _library(p) and _same_dtype(g, p) and not _records_grad(p))
+                         and _library(g) == _library(p) and _same_dtype(g, p) and not records_grad(p))
 
 
 def _same_dtype(g, p) -> bool:
@@ -596,7 +582,7 @@ def _global_norm(name: str, tree) -> tuple[float, float, int]:
     for i, g in enumerate(leaves):
         if not hasattr(g, "shape"):
             raise TypeError(f"{name}: got a {type(g).__name__} leaf (leaf {i}), expected arrays")
-        if _records_grad(g):
+        if records_grad(g):
             _check_detached(name, tree)
         if _is_complex(g):
             _refuse_complex(name, tree)

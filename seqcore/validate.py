@@ -112,14 +112,22 @@ def requires_grad_error(name: str, primitive: str = "name") -> TypeError:
         f"seqcore.backends.get('torch').autograd_function({primitive}), not through cells or layers")
 
 
-def check_detached(name: str, x) -> None:
-    """``x`` is not a torch tensor that requires grad (while torch records gradients): seqcore
-    computes on tensors' data, so torch autograd would silently lose the graph. Named here,
-    under the caller's argument name, before any primitive runs."""
+def records_grad(x) -> bool:
+    """Whether ``x`` is a torch tensor that requires grad while torch records gradients: one
+    attribute lookup for anything else, so it can run on every leaf of every step."""
+    v = _raw(x)
+    if not getattr(v, "requires_grad", False):
+        return False
     import sys
     torch = sys.modules.get("torch")  # never imported here: a tensor exists only if torch is loaded
-    v = _raw(x)
-    if torch is not None and isinstance(v, torch.Tensor) and v.requires_grad and torch.is_grad_enabled():
+    return torch is not None and isinstance(v, torch.Tensor) and torch.is_grad_enabled()
+
+
+def check_detached(name: str, x) -> None:
+    """``x`` is not a torch tensor that requires grad (:func:`records_grad`): seqcore computes on
+    tensors' data, so torch autograd would silently lose the graph. Named here, under the
+    caller's argument name, before any primitive runs."""
+    if records_grad(x):
         raise requires_grad_error(name)
 
 
