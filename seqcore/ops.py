@@ -148,7 +148,8 @@ def _clip_bound(name: str, b):
     if not is_array(b):
         return check_real(name, b)
     _operand(name, b)
-    value = np.asarray(_backends.get(_backends.backend_of(stop_gradient(b))).to_numpy(stop_gradient(b)))
+    raw = stop_gradient(b)
+    value = np.asarray(_backends.get(_backends.backend_of(raw)).to_numpy(raw))
     if value.dtype.kind not in "iuf" or np.isnan(value).any():
         raise ValueError(f"{name}: got an array bound of dtype {value.dtype}{' holding NaN' * (value.dtype.kind == 'f')}, "
                          "expected real numbers (±inf for no bound)")
