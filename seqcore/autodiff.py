@@ -337,7 +337,7 @@ def _zeros_like(x):
     if type(x) is np.ndarray:  # the usual case, without the registry's lookup (0.8 against 2.7 µs; a
         return np.zeros_like(x)  # multi-head model's unused heads take dozens per step)
     from . import backends
-    return backends.get(backends.backend_of(x)).xp.zeros_like(x)
+    return backends.namespace(x).zeros_like(x)
 
 
 def value_and_grad(f: Callable, argnums: int = 0) -> Callable:
@@ -357,7 +357,8 @@ def value_and_grad(f: Callable, argnums: int = 0) -> Callable:
         if tuple(out.shape) != ():
             raise ValueError(f"f: returned {type(out).__name__} of shape {tuple(out.shape)}, "
                              "expected a scalar array (use seqcore.vjp for non-scalar outputs)")
-        xp = _namespace(out)
+        from . import backends
+        xp = backends.namespace(out)
         grads = pullback(xp.ones_like(out))
         if grads[argnums] is None:  # not silently: a gradient was asked of this very argument
             arg = args[argnums]
@@ -366,8 +367,3 @@ def value_and_grad(f: Callable, argnums: int = 0) -> Callable:
                             "position of a floating-point array or a tree of them")
         return out, grads[argnums]
     return wrapped
-
-
-def _namespace(x):
-    from . import backends
-    return backends.get(backends.backend_of(x)).xp

@@ -22,7 +22,7 @@ def _as_numpy(mask) -> np.ndarray:
                              "expected a (B, T) array") from None
     if hasattr(mask, "shape") and hasattr(mask, "dtype"):
         from . import backends
-        return np.asarray(backends.get(backends.backend_of(mask)).to_numpy(mask))
+        return backends.to_numpy(mask)
     raise TypeError(f"mask: got {type(mask).__name__}, expected a (B, T) array")
 
 

@@ -399,7 +399,7 @@ class SequenceModel:
     def loss_and_grad(self, params: dict, batch, mode: str = "sequential", heads=None):
         """``(loss, grads)``: the summed loss as a float and its gradient, shaped like ``params``."""
         value, pullback = vjp(lambda p: self.loss(p, batch, mode, heads), params)
-        xp = backends.get(backends.backend_of(value)).xp
+        xp = backends.namespace(value)
         (grads,) = pullback(xp.ones_like(value))
         return float(value), grads
 
@@ -441,7 +441,7 @@ class SequenceModel:
         def step_mean(v):  # a step of weight 0 does not count, even a NaN one, as in loss()
             return (np.where(w > 0, v, 0.0) * w).sum(-1) / w_total
         for k, h in enumerate(active):
-            o = backends.get(backends.backend_of(outs[h.name])).to_numpy(outs[h.name]).astype(np.float64)
+            o = backends.to_numpy(outs[h.name]).astype(np.float64)
             t = np.asarray(self.head_targets(y, k, len(active)))
             if h.loss == "regression":
                 total += step_mean(((o - t) ** 2).mean(-1))

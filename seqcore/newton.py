@@ -216,7 +216,7 @@ def _run(cell, params, xi, state0, newton_kwargs):
 
 def _info(history, opts) -> NewtonInfo:
     import numpy as np
-    h = np.asarray(backends.get(backends.backend_of(history)).to_numpy(history), dtype=np.float64)
+    h = backends.to_numpy(history).astype(np.float64)
     h = h[h[:, 0] >= 0]
     residual, threshold = h[-1, 1:]
     return NewtonInfo(iterations=len(h) - 1, residuals=tuple(float(r) for r in h[:, 1]), threshold=float(threshold),

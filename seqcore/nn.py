@@ -145,10 +145,9 @@ def mse(pred, target, mask=None):
 
 
 def _as_numpy(*values):
-    """Plain NumPy copies of (possibly traced) arrays of one backend, for metrics."""
+    """Plain NumPy arrays of (possibly traced) arrays of any backend, for metrics."""
     from . import backends
-    be = backends.get(backends.backend_of(stop_gradient(values[0])))
-    return [None if v is None else np.asarray(be.to_numpy(stop_gradient(v))) for v in values]
+    return [None if v is None else backends.to_numpy(stop_gradient(v)) for v in values]
 
 
 def _masked_fraction(correct: np.ndarray, mask) -> float:

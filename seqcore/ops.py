@@ -116,7 +116,7 @@ def power(x, p):
     if p == 0 and is_array(x):
         # the constant 1, gradient 0: the reference VJP's 0 · x ** -1 is nan at x = 0
         raw = stop_gradient(x)
-        ones = _backends.get(_backends.backend_of(raw)).xp.ones_like(raw)
+        ones = _backends.namespace(raw).ones_like(raw)
         return _ref.where(ones > 0, ones, x)
     return _ref.power(x, p)
 
@@ -149,7 +149,7 @@ def _clip_bound(name: str, b):
         return check_real(name, b)
     _operand(name, b)
     raw = stop_gradient(b)
-    value = np.asarray(_backends.get(_backends.backend_of(raw)).to_numpy(raw))
+    value = _backends.to_numpy(raw)
     if value.dtype.kind not in "iuf" or np.isnan(value).any():
         raise ValueError(f"{name}: got an array bound of dtype {value.dtype}{' holding NaN' * (value.dtype.kind == 'f')}, "
                          "expected real numbers (±inf for no bound)")

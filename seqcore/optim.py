@@ -636,7 +636,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
 def _concatenate(leaves: list):
     """One 1-D array holding ``leaves`` raveled in order, on their backend (NumPy, PyTorch, CuPy)."""
-    xp = np if isinstance(leaves[0], np.ndarray) else backends.get(backends.backend_of(leaves[0])).xp
+    xp = np if isinstance(leaves[0], np.ndarray) else backends.namespace(leaves[0])
     return xp.concatenate([x.reshape(-1) for x in leaves])
 
 
@@ -806,7 +806,7 @@ def _leaf_to_numpy(path: str, leaf) -> np.ndarray:
         out = np.array(leaf)
     elif hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
         from . import backends  # the registry converts torch/cupy arrays without importing them here
-        out = np.array(backends.get(backends.backend_of(leaf)).to_numpy(leaf))
+        out = np.array(backends.to_numpy(leaf))
     else:
         raise TypeError(f"state[{path!r}]: got {type(leaf).__name__}, expected an array or an int step count "
                         "(a state from an optimizer's init/update)")

@@ -52,6 +52,17 @@ def test_primitive_on_torch_tensors_equals_reference(name, device):
             np.testing.assert_array_equal(_np(g), r)
 
 
+def test_namespace_and_to_numpy_follow_the_arrays_backend():
+    t = torch.arange(4.0, dtype=torch.float64)
+    assert seqcore.backends.namespace(t) is seqcore.backends.get("torch").xp
+    assert seqcore.backends.namespace(np.zeros(2)) is np
+    out = seqcore.backends.to_numpy(t)
+    assert type(out) is np.ndarray and out.dtype == np.float64
+    np.testing.assert_array_equal(out, [0.0, 1.0, 2.0, 3.0])
+    t[0] = 7.0  # a CPU tensor's data is shared, not copied
+    assert out[0] == 7.0
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_autograd_function_keeps_the_tensors_device(device):
     fn = seqcore.backends.get("torch").linear_scan

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..validate import is_array
 
-__all__ = ["BackendUnavailable", "available", "get", "use", "current", "names", "backend_of", "numpy_dtype", "info"]
+__all__ = ["BackendUnavailable", "available", "get", "use", "current", "names", "backend_of", "namespace", "to_numpy", "numpy_dtype",
+           "info"]
 
 # name -> (module path, package it needs, pip extra that installs it)
 _REGISTRY: dict[str, tuple[str, str, str | None]] = {
@@ -171,6 +172,18 @@ def backend_of(*arrays) -> str:
             return "cupy"
     cur = current()
     return cur if cur in ("numpy", "numba") else "numpy"
+
+
+def namespace(array):
+    """The array module (``xp``) of the backend that owns ``array``: ``numpy`` for NumPy arrays,
+    the torch or CuPy namespace for theirs."""
+    return get(backend_of(array)).xp
+
+
+def to_numpy(array) -> np.ndarray:
+    """``array`` of any backend as a NumPy array: NumPy arrays as they are, a tensor's data
+    without a copy where it lives on the CPU, a GPU array copied to the host."""
+    return np.asarray(get(backend_of(array)).to_numpy(array))
 
 
 def numpy_dtype(array) -> np.dtype:

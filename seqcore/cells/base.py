@@ -275,7 +275,7 @@ def _check_state_dtype(name: str, state0, x, params) -> None:
 def _xp_of(x):
     from .. import backends
     from ..autodiff import stop_gradient
-    return backends.get(backends.backend_of(stop_gradient(x))).xp
+    return backends.namespace(stop_gradient(x))
 
 
 def uniform_init(rng, shape, bound, dtype):
