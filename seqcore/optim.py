@@ -145,10 +145,27 @@ def _refuse_complex(name: str, tree) -> None:
                             "arrays (the optimizers and global norms do not do complex arithmetic)")
 
 
+def _is_floating(x) -> bool:
+    """Whether leaf ``x`` is real floating point (dtype kind ``f``, torch's ``is_floating_point``) or a
+    Python real number (a float, or an int that the first update turns into one), not a bool."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        return isinstance(x, numbers.Real) and not isinstance(x, bool)
+    kind = getattr(dtype, "kind", None)  # NumPy's and CuPy's dtypes; torch's have is_floating_point instead
+    return kind == "f" if kind is not None else getattr(dtype, "is_floating_point", False) is True
+
+
 def _check_params(params) -> None:
-    """What every ``init`` refuses: a leaf that requires grad or is complex, named by its path."""
+    """What every ``init`` refuses, named by its path: a leaf that requires grad, is complex, or is no
+    real floating point (integer or bool parameters would get float updates that ``apply_updates``
+    refuses, after the error had blamed the gradients)."""
     _check_detached("params", params)
     _refuse_complex("params", params)
+    for path, leaf in tree_paths(params):
+        if not _is_floating(leaf):
+            where = f"params[{path!r}]" if path else "params"
+            got = f"dtype {leaf.dtype}" if hasattr(leaf, "dtype") else f"{type(leaf).__name__} {leaf!r:.40}"
+            raise TypeError(f"{where}: got {got}, expected floating-point arrays")
 
 
 # ----------------------------------------------------------------------------- basics
@@ -554,7 +571,17 @@ def clip(max_delta: float) -> GradientTransformation:
     max_delta = check_real("max_delta", max_delta, low=0.0)
     return GradientTransformation(
         lambda params: {},
-        lambda grads, state, params=None: (tree_map(lambda g: g.clip(-max_delta, max_delta), grads), state))
+        lambda grads, state, params=None: (tree_map(lambda g: _clip_leaf(g, max_delta), grads), state))
+
+
+def _clip_leaf(g, max_delta: float):
+    """``g`` clipped to ``[−max_delta, max_delta]``: an array by its ``clip``, a Python number (which the
+    optimizers take as a float leaf) by ``min``/``max``; NaN stays NaN."""
+    if hasattr(g, "clip"):
+        return g.clip(-max_delta, max_delta)
+    if isinstance(g, numbers.Real) and not isinstance(g, bool):
+        return float(min(max(g, -max_delta), max_delta))
+    raise TypeError(f"grads: got a {type(g).__name__} leaf {g!r:.40}, expected arrays or real numbers")
 
 
 # below this sum of squares, squares of float32 entries may have been subnormal or 0 (they are from

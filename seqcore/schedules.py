@@ -45,19 +45,21 @@ def _steps(name: str, value, minimum: int = 0) -> int:
 
 
 def _ratio(name: str, value, why: str = "") -> float:
+    """``value`` in [0, 1]; ``why`` is said only for a value above 1 (a negative one is no floor above the peak)."""
     value = check_real(name, value)
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}: got {value}, expected a ratio in [0, 1]{why}")
+        raise ValueError(f"{name}: got {value}, expected a ratio in [0, 1]{why if value > 1.0 else ''}")
     return value
 
 
 _FLOOR = " (a floor above the peak is not allowed)"
+_WARMUP_START = "the warmup rises from init_value to the peak"
 
 
-def _floor_below(name: str, value, peak_name: str, peak: float) -> float:
+def _floor_below(name: str, value, peak_name: str, peak: float, why: str = "floor above the peak") -> float:
     value = check_real(name, value, low=0)
     if value > peak:
-        raise ValueError(f"{name}: got {value}, expected <= {peak_name}={peak} (floor above the peak)")
+        raise ValueError(f"{name}: got {value}, expected <= {peak_name}={peak} ({why})")
     return value
 
 
@@ -177,7 +179,7 @@ def warmup_cosine(peak: float, warmup_steps: int, total_steps: int, init_value: 
     warmup_steps = _steps("warmup_steps", warmup_steps, 0)
     if warmup_steps > total_steps:
         raise ValueError(f"warmup_steps: got {warmup_steps}, expected <= total_steps={total_steps}")
-    init_value = _floor_below("init_value", init_value, "peak", peak)
+    init_value = _floor_below("init_value", init_value, "peak", peak, _WARMUP_START)
     alpha = _ratio("alpha", alpha, _FLOOR)
     power = check_real("power", power, low=0, low_open=True)
     decay_steps = total_steps - warmup_steps
@@ -290,7 +292,7 @@ def wsd(peak: float, total_steps: int, warmup_steps: int = 0, cooldown_steps: in
     if not isinstance(cooldown, str) or cooldown not in COOLDOWN_KINDS:
         raise ValueError(f"cooldown: got {cooldown!r}, expected one of {COOLDOWN_KINDS}")
     floor_ratio = _ratio("floor_ratio", floor_ratio, _FLOOR)
-    init_value = _floor_below("init_value", init_value, "peak", peak)
+    init_value = _floor_below("init_value", init_value, "peak", peak, _WARMUP_START)
     cooldown_start = total_steps - cooldown_steps
 
     def schedule(step) -> float:
@@ -333,7 +335,7 @@ def infinite(peak: float, constant_value: float, min_value: float, warmup_steps:
     cooldown_steps = _steps("cooldown_steps", cooldown_steps, 0)
     constant_steps = _steps("constant_steps", constant_steps, 0)
     anneal_steps = _steps("anneal_steps", anneal_steps, 0)
-    init_value = _floor_below("init_value", init_value, "peak", peak)
+    init_value = _floor_below("init_value", init_value, "peak", peak, _WARMUP_START)
     if check_bool("start_in_constant", start_in_constant):
         if constant_steps + anneal_steps < 1:  # the warmup and cooldown given are dropped: say so
             raise ValueError(f"constant_steps, anneal_steps: got {constant_steps} and {anneal_steps}, expected a "
@@ -383,7 +385,7 @@ def triangular(base_value: float, peak: float, half_cycle_steps: int, mode: str 
     peak = check_real("peak", peak, low=0)
     base_value = _floor_below("base_value", base_value, "peak", peak)
     half_cycle_steps = _steps("half_cycle_steps", half_cycle_steps, 1)
-    if mode not in TRIANGULAR_MODES:
+    if not isinstance(mode, str) or mode not in TRIANGULAR_MODES:  # an array would compare elementwise
         raise ValueError(f"mode: got {mode!r}, expected one of {TRIANGULAR_MODES}")
     gamma = check_real("gamma", gamma)
     if not 0.0 < gamma <= 1.0:

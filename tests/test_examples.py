@@ -347,6 +347,46 @@ def test_plot_schedules_refuses_folders_and_unknown_formats_and_appends_png(tmp_
     assert (tmp_path / "s.png").read_bytes().startswith(b"\x89PNG")
 
 
+def schedule_names():
+    from seqcore import schedules
+    return set(schedules.__all__) - {"Schedule"}  # the type alias is no schedule
+
+
+def test_plot_schedules_prints_every_schedule_without_matplotlib(capsys, monkeypatch):
+    plot_schedules = load_example("plot_schedules")
+    panels = plot_schedules.build_schedules(40)
+    assert set(panels) == schedule_names()  # a new schedule, or one the example no longer builds, fails here
+    monkeypatch.setattr(plot_schedules, "pyplot", lambda: None)  # as seqcore.plotting.pyplot without matplotlib
+    plot_schedules.main(["--steps", "40"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "matplotlib is missing (pip install 'seqcore[plot]'); printing values instead."
+    assert lines[1].split() == ["schedule", "0", "4", "10", "20", "30", "39", "40"]
+    rows = {line[:48].strip(): [float(v) for v in line[48:].split()] for line in lines[2:]}
+    assert len(rows) == len(lines) - 2 == sum(len(curves) for curves in panels.values())
+    assert {label.split(" / ")[0] for label in rows} == schedule_names()
+    # hand values at steps 0, 4, 10, 20, 30, 39, 40 of T = 40 (printed to 4 decimals)
+    assert rows["constant / constant(1)"] == [1.0] * 7
+    assert rows["linear_decay / η(1 − t/T)"] == [1.0, 0.9, 0.75, 0.5, 0.25, 0.025, 0.0]
+    assert rows["piecewise_constant / ÷10 at ½T, ¾T"] == [1.0, 1.0, 1.0, 0.1, 0.01, 0.01, 0.01]
+    assert rows["cosine / α=0"] == [1.0, 0.9755, 0.8536, 0.5, 0.1464, 0.0015, 0.0]  # ½(1 + cos(πt/40))
+
+
+def test_plot_schedules_draws_a_panel_per_schedule(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    plot_schedules = load_example("plot_schedules")
+    plt = plot_schedules.pyplot()
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (figures.append(fig), close(fig)))  # keep the figure to read it
+    plot_schedules.main([str(tmp_path / "s.png"), "--steps", "40"])
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 's.png'}"
+    assert (tmp_path / "s.png").read_bytes().startswith(b"\x89PNG")
+    drawn = {ax.get_title(): len(ax.get_lines()) for ax in figures[0].axes if ax.axison}
+    panels = plot_schedules.build_schedules(40)
+    assert set(drawn) == schedule_names()
+    assert drawn == {title: len(curves) for title, curves in panels.items()}
+
+
 @pytest.mark.parametrize("script, argv, message", [
     ("scan_bandwidth.py", ["--repeats", "0"], "argument --repeats: got 0, expected an integer >= 1"),
     ("step_memory.py", ["--shape", "1", "0", "4"], "argument --shape: got 0, expected an integer >= 1"),

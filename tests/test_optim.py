@@ -919,3 +919,46 @@ def test_checkpoint_paths_that_collide_are_refused():
     with pytest.raises(ValueError, match=r"^state: leaves at keys \(0, 'momentum_buffer', 0\) and "
                                          r"\(0, 'momentum_buffer', '0'\) have the same checkpoint path"):
         optim.state_to_arrays(momentum.init({0: np.ones(1), "0": np.ones(1)}))
+
+
+@pytest.mark.parametrize("make", [lambda: optim.sgd(0.1), lambda: optim.sgd(0.1, momentum=0.9),
+                                  lambda: optim.adam(0.1), lambda: optim.adamw(0.1), lambda: optim.rmsprop(0.1),
+                                  lambda: optim.adagrad(0.1), lambda: optim.flatten(optim.adam(0.1))])
+def test_integer_and_bool_parameters_are_refused_at_init_by_path(make):
+    """int and bool parameters were accepted by init; the first update then blamed the gradients
+    ("expected int64 like the parameter"), and int gradients only moved the error to apply_updates."""
+    opt = make()
+    for leaf, dtype in ((np.arange(3), "int64"), (np.ones(2, bool), "bool"), (np.arange(3, dtype=np.uint8), "uint8")):
+        with pytest.raises(TypeError) as info:
+            opt.init({"a": np.ones(2), "b": [leaf]})
+        assert str(info.value) == f"params['b/0']: got dtype {dtype}, expected floating-point arrays"
+    with pytest.raises(TypeError) as info:
+        opt.init({"flag": True})
+    assert str(info.value) == "params['flag']: got bool True, expected floating-point arrays"
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError) as info:
+        opt.init({"t": torch.arange(3)})
+    assert str(info.value) == "params['t']: got dtype torch.int64, expected floating-point arrays"
+
+
+def test_python_int_parameters_are_taken_as_floats():
+    # a Python int param is a float leaf after one update: the same updates as for the float
+    for opt in (optim.adam(0.1), optim.sgd(0.1, momentum=0.9)):
+        got, _ = opt.update({"w": 0.5}, opt.init({"w": 2}), {"w": 2})
+        want, _ = opt.update({"w": 0.5}, opt.init({"w": 2.0}), {"w": 2.0})
+        assert got == want and isinstance(got["w"], float)
+
+
+def test_clip_of_python_number_leaves_clips_like_arrays():
+    """clip called g.clip(...), an AttributeError on the float leaves every optimizer accepts."""
+    opt = optim.chain(optim.clip(0.5), optim.sgd(1.0))
+    p = {"w": 1.0, "v": [0.0, 0.0]}
+    g = {"w": 2.0, "v": [-3, 0.25]}
+    updates, _ = opt.update(g, opt.init(p), p)
+    assert updates == {"w": -0.5, "v": [0.5, -0.25]}  # −clip(g): by hand
+    arrays, _ = opt.update(tree_map(np.float64, g), opt.init(p), p)  # the array path agrees
+    assert tree_map(float, arrays) == updates
+    assert math.isnan(optim.clip(0.5).update({"w": math.nan}, {})[0]["w"])
+    with pytest.raises(TypeError) as info:
+        optim.clip(0.5).update({"w": "big"}, {})
+    assert str(info.value) == "grads: got a str leaf 'big', expected arrays or real numbers"

@@ -451,6 +451,8 @@ BAD = [
     (lambda: S.refined(["a", "b"], 0.1), TypeError, "grad_norms: got ['a', 'b'], expected a sequence of numbers"),
     (lambda: S.refined([1.0, -1.0], 0.1), ValueError, "grad_norms: got min -1.0, expected finite values > 0"),
     (lambda: S.wsd(0.1, 100, cooldown=np.array(["sqrt", "x"])), ValueError, "cooldown: got array("),
+    (lambda: S.triangular(0.1, 1.0, 5, mode=np.array(["a", "b"])), ValueError,  # was NumPy's "truth value ... ambiguous"
+     "mode: got array(['a', 'b'], dtype='<U1'), expected one of ('triangular', 'triangular2', 'exp_range')"),
     (lambda: S.refined([1.0, 2.0], 0.1, median_window_fraction=2), ValueError,
      "median_window_fraction: got 2.0, expected a ratio in [0, 1]"),
     # an infinite step was a NaN cycle index or an OverflowError; integers beyond the float range too
@@ -479,6 +481,25 @@ def test_only_floors_are_told_about_the_peak():
     assert str(info.value) == "median_window_fraction: got 2.0, expected a ratio in [0, 1]"
     with pytest.raises(ValueError, match=re.escape("(a floor above the peak is not allowed)")):
         S.wsd(1.0, 100, floor_ratio=2.0)
+    # a negative ratio is below 0, not above the peak: the floor note is for values above 1 only
+    for build, name in ((lambda: S.cosine(1.0, 10, alpha=-0.1), "alpha"),
+                        (lambda: S.sgdr(1.0, 10, alpha=-0.1), "alpha"),
+                        (lambda: S.wsd(1.0, 10, floor_ratio=-0.1), "floor_ratio")):
+        with pytest.raises(ValueError) as info:
+            build()
+        assert str(info.value) == f"{name}: got -0.1, expected a ratio in [0, 1]"
+
+
+@pytest.mark.parametrize("build", [
+    lambda: S.warmup_cosine(1.0, 2, 10, init_value=2.0),
+    lambda: S.wsd(1.0, 10, warmup_steps=2, init_value=2.0),
+    lambda: S.infinite(1.0, 0.5, 0.1, 2, 2, 2, 2, init_value=2.0),
+])
+def test_init_value_above_the_peak_is_no_floor(build):
+    # init_value is where the warmup starts, not a floor: the message says so
+    with pytest.raises(ValueError) as info:
+        build()
+    assert str(info.value) == "init_value: got 2.0, expected <= peak=1.0 (the warmup rises from init_value to the peak)"
 
 
 @pytest.mark.parametrize("build, name", [
