@@ -3,10 +3,15 @@
 For each task and curriculum, train a LeakyRNN with trainable per-neuron timescales under
 the same step budget and record, at every evaluation: the current N, the accuracy on every
 earlier N (its own readout head, to see forgetting under single-head), and the mean τ.
-Writes ``<out>/timescales.json``, a Markdown table ``<out>/timescales.md`` and, when
-matplotlib is present, ``<out>/timescales.png``.
+Writes ``<out>/timescales.json``, two Markdown tables ``<out>/timescales.md`` (the runs, and the
+mean τ per N) and, when matplotlib is present, ``<out>/timescales.png``.
 
     python examples/timescales.py --backend numpy --steps 3000 --hidden 64 --eval-every 100 --out docs/timescales
+
+``--from-json FILE`` rebuilds the tables and the figure from a ``timescales.json`` written
+earlier, without training:
+
+    python examples/timescales.py --from-json docs/timescales/timescales.json --out docs/timescales
 """
 from __future__ import annotations
 
@@ -21,8 +26,9 @@ import numpy as np
 
 from seqcore import backends, tasks
 from seqcore.plotting import pyplot
-from seqcore.runs import atomic_write, to_json
+from seqcore.runs import atomic_write, read_json, to_json
 from seqcore.train import EARLY_STOPS, Hooks, TrainConfig, check_sizes, model_builder, train
+from seqcore.validate import check_positive_int, check_real
 
 
 class EarlierN(Hooks):
@@ -77,7 +83,8 @@ def finished(result) -> bool:
     return result["summary"]["status"] in ("completed", *EARLY_STOPS)
 
 
-def table(results) -> str:
+def runs_table(results) -> str:
+    """One row per run: largest N, accuracy on the earlier N, the mean τ at the end."""
     lines = ["| task | curriculum | largest N reached | mean accuracy on earlier N (end) | "
              "min accuracy on N=2 after leaving it | mean τ at end |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -96,6 +103,69 @@ def table(results) -> str:
     return "\n".join(lines)
 
 
+def tau_per_n(curve) -> dict[int, float]:
+    """``{N: mean τ at N}`` from one run's curve: the mean of ``mean_tau`` over the evaluations
+    made while the curriculum was at N. ``level`` is read before an evaluation's advance, so
+    these are the τ of the network trained at N; an N advanced to at the last evaluation has
+    no entry."""
+    if not isinstance(curve, list):
+        raise TypeError(f"curve: got {type(curve).__name__}, expected a list of evaluation records")
+    taus: dict[int, list[float]] = {}
+    for i, row in enumerate(curve):
+        if not isinstance(row, dict) or "level" not in row or "mean_tau" not in row:
+            raise ValueError(f"curve[{i}]: got {row!r:.80}, expected a record with 'level' and 'mean_tau'")
+        level = check_positive_int(f"curve[{i}]['level']", row["level"])
+        taus.setdefault(level, []).append(check_real(f"curve[{i}]['mean_tau']", row["mean_tau"]))
+    return {n: float(np.mean(taus[n])) for n in sorted(taus)}
+
+
+def tau_table(results) -> str:
+    """Mean τ per N (rows) for every finished run (columns), "—" where a run never trained at
+    that N; empty when no finished run was evaluated."""
+    runs = [r for r in results if finished(r) and r["curve"]]
+    if not runs:
+        return ""
+    per_n = [tau_per_n(r["curve"]) for r in runs]
+    ns = sorted(set().union(*per_n))
+    lines = ["Mean τ per N: the mean over the evaluations made while the curriculum was at N.", "",
+             "| N | " + " | ".join(f"{r['task']} {r['curriculum']}" for r in runs) + " |",
+             "| --- |" + " --- |" * len(runs)]
+    lines += [f"| {n} | " + " | ".join(f"{t[n]:.3f}" if n in t else "—" for t in per_n) + " |" for n in ns]
+    return "\n".join(lines)
+
+
+def table(results) -> str:
+    """The Markdown written to ``timescales.md``: the runs' table, then the mean τ per N."""
+    return "\n\n".join(part for part in (runs_table(results), tau_table(results)) if part)
+
+
+RESULT_KEYS = ("task", "curriculum", "summary", "curve")
+
+
+def load_results(path) -> list:
+    """The results in a ``timescales.json`` written by this script; FileNotFoundError, or a
+    ValueError naming the file, the run and what it lacks."""
+    results = read_json(path)
+    if not isinstance(results, list) or not results:
+        raise ValueError(f"{path}: got {results!r:.60}, expected a non-empty list of runs as timescales.py writes")
+    for i, r in enumerate(results):
+        missing = [k for k in RESULT_KEYS if k not in r] if isinstance(r, dict) else list(RESULT_KEYS)
+        if missing:
+            raise ValueError(f"{path}: run {i}: lacks {missing}, expected a run with the keys {list(RESULT_KEYS)}")
+        if not isinstance(r["summary"], dict) or "status" not in r["summary"] \
+                or finished(r) and "max_level" not in r["summary"]:
+            raise ValueError(f"{path}: run {i}: got the summary {r['summary']!r:.80}, expected one with "
+                             "'status' (and 'max_level' when it finished)")
+        try:  # every curve record's level and τ, and the accuracies the runs' table reads
+            tau_per_n(r["curve"])
+            for j, row in enumerate(r["curve"]):
+                if not isinstance(row.get("acc_all_n"), dict) or "step" not in row:
+                    raise ValueError(f"curve[{j}]: got {row!r:.80}, expected a record with 'step' and 'acc_all_n'")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: run {i}: {exc}") from None
+    return results
+
+
 def plot(results, path):
     plt = pyplot()
     if plt is None:
@@ -103,7 +173,7 @@ def plot(results, path):
         print(f"matplotlib is not installed: no plot{kept}")
         return
     results = [r for r in results if finished(r)]
-    fig, axes = plt.subplots(2, len(results), figsize=(4 * len(results), 6), squeeze=False)
+    fig, axes = plt.subplots(3, len(results), figsize=(4 * len(results), 9), squeeze=False)
     all_ns = [int(k[1:]) for r in results for row in r["curve"] for k in row["acc_all_n"]] or [2]
     # one colour per N from a colormap: a 10-colour cycle gave N = 2, 12 and 22 the same colour
     norm = plt.Normalize(min(all_ns), max(all_ns))
@@ -120,6 +190,13 @@ def plot(results, path):
         axes[1, j].plot(steps, [row["mean_tau"] for row in r["curve"]])
         axes[1, j].set_ylabel("mean τ")
         axes[1, j].set_xlabel("step")
+        taus = tau_per_n(r["curve"])
+        axes[2, j].plot(list(taus), list(taus.values()), marker=".")
+        axes[2, j].set_ylabel("mean τ at N")
+        axes[2, j].set_xlabel("N")
+        axes[2, j].xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # N is a whole number
+        if j:  # one τ scale across runs, so the curricula compare at a glance
+            axes[2, j].sharey(axes[2, 0])
     fig.tight_layout()
     bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[0]), pad=0.01)
     bar.set_label("N")
@@ -143,7 +220,12 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default=None)
     p.add_argument("--out", default="docs/timescales")
+    p.add_argument("--from-json", metavar="FILE", default=None,
+                   help="rebuild the tables and the figure in --out from this timescales.json, without training")
     args = p.parse_args(argv)
+    if args.from_json is not None:
+        rebuild(p, args)
+        return
     # mistakes refused here in one line, not as a traceback from inside the first run
     # (the anti-curriculum counts N down from a start and takes no max_n: it does not fit here)
     for name, given, allowed in (("--tasks", args.tasks, ("nparity", "ndms")),
@@ -166,15 +248,7 @@ def main(argv=None):
     except (ValueError, TypeError) as exc:
         field, sep, rest = str(exc).partition(": ")
         p.error(f"{OPTIONS[field]}: {rest}" if sep and field in OPTIONS else str(exc))
-    if not args.out.strip():  # Path('') is the current directory
-        p.error(f"--out: got {args.out!r}, expected a folder name")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        p.error(f"--out: got {args.out!r}, which is a file; expected a folder (it is created if missing)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        p.error(f"--out: got {args.out!r}, where no folder can be created ({exc.strerror or exc})")
+    out = output_folder(p, args.out)
     results, failed = [], []
     for cfg in configs:
         r = run_one(cfg)
@@ -188,6 +262,28 @@ def main(argv=None):
         results.append(r)
     if failed and len(failed) == len(results):
         raise SystemExit(f"timescales.py: error: every run failed ({', '.join(failed)}); nothing written")
+    publish(results, out)
+    if failed:
+        raise SystemExit(f"timescales.py: error: {len(failed)} run(s) did not finish ({', '.join(failed)}); "
+                         "they are marked in the table")
+
+
+def output_folder(p, given: str) -> Path:
+    """``--out`` as a folder, created if missing; a file or an uncreatable path is refused."""
+    if not given.strip():  # Path('') is the current directory
+        p.error(f"--out: got {given!r}, expected a folder name")
+    out = Path(given)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out: got {given!r}, which is a file; expected a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        p.error(f"--out: got {given!r}, where no folder can be created ({exc.strerror or exc})")
+    return out
+
+
+def publish(results, out: Path) -> None:
+    """Print the tables and write the JSON, the tables and the figure into ``out``."""
     md = table(results)
     print(md)
     # written atomically (a temporary file, then a rename): a failed rewrite keeps the earlier result
@@ -198,9 +294,23 @@ def main(argv=None):
     except OSError as exc:  # disk full, a file-size limit, no permission
         raise SystemExit(f"timescales.py: error: cannot write the results into {out} ({exc.strerror or exc}); "
                          "no file there is left half-written") from None
-    if failed:
-        raise SystemExit(f"timescales.py: error: {len(failed)} run(s) did not finish ({', '.join(failed)}); "
-                         "they are marked in the table")
+
+
+# the options of a training run, which --from-json does not use
+TRAINING_OPTIONS = ("tasks", "curricula", "steps", "hidden", "batch_size", "lr", "max_n", "eval_every", "seed",
+                    "backend")
+
+
+def rebuild(p, args) -> None:
+    """``--from-json``: the tables and the figure from stored results, no training."""
+    given = [f"--{name.replace('_', '-')}" for name in TRAINING_OPTIONS if getattr(args, name) != p.get_default(name)]
+    if given:  # they would change nothing: said, not silently ignored
+        p.error(f"--from-json: got it with {', '.join(given)}, expected no training options (nothing is trained)")
+    try:
+        results = load_results(args.from_json)
+    except (FileNotFoundError, ValueError) as exc:
+        p.error(f"--from-json: {exc}")
+    publish(results, output_folder(p, args.out))
 
 
 if __name__ == "__main__":
