@@ -10,6 +10,7 @@ with exactly the parameters of an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import warnings
@@ -439,14 +440,18 @@ def test_cli_report_plots_when_matplotlib_is_present(cli, tmp_path):
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a PNG file, not just bytes
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba", "cupy"])
-def test_learners_give_the_reference_results_on_other_backends(backend):
+def _backend_or_skip(backend):
     from seqcore import backends
     pytest.importorskip(backend)
     try:
-        backends.get(backend)
+        return backends.get(backend)
     except backends.BackendUnavailable as exc:
         pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba", "cupy"])
+def test_learners_give_the_reference_results_on_other_backends(backend):
+    to_np = _backend_or_skip(backend).to_numpy
     tiny = dict(hidden=16, experiences=2, steps=15, eval_every=5, eval_size=50, batch_size=16, dtype="float64",
                 synthetic={"n_features": 8, "n_train": 100, "n_test": 50})
     # a recurrent model too: orthogonal projection runs its forward pass for the bases, SHARP
@@ -457,9 +462,60 @@ def test_learners_give_the_reference_results_on_other_backends(backend):
         ref, p_ref = run_continual(config(name, model=model, **tiny), quiet=True)
         got, p_got = run_continual(config(name, model=model, backend=backend, **tiny), quiet=True)
         assert got["accuracy_matrix"] == ref["accuracy_matrix"]
-        to_np = backends.get(backend).to_numpy
         for a, b in zip(tree_leaves(p_ref), tree_leaves(p_got)):
             np.testing.assert_allclose(to_np(b), a, rtol=1e-10, atol=1e-12)
+
+
+# Every learner, tiny (2 experiences of 20 Adam steps, 8 hidden units, 50 test samples each):
+# an LSTM reads each 8-feature sample as 4 steps of 2 features.
+EVERY = dict(synthetic={"n_features": 8, "n_train": 60, "n_test": 50}, experiences=2, steps=20, eval_every=10,
+             eval_size=50, hidden=8, batch_size=8, optimizer="adam", lr=0.05, dtype="float64")
+EVERY_KWARGS = {"hypernet": {"chunk_size": 64, "hnet_hidden": 16, "task_embedding": 8, "chunk_embedding": 4},
+                "sharp": {"rewire_every": 5}}  # SHARP drops and regrows within the run
+
+
+def _every_config(name, model, backend="numpy"):
+    return config(name, model=model, backend=backend, learner_kwargs=EVERY_KWARGS.get(name, {}),
+                  **EVERY, **({} if model == "mlp" else {"step_features": 2}))
+
+
+@functools.lru_cache(maxsize=None)
+def _every_reference(name, model):
+    """The NumPy run, shared by the recurrent test and the backend comparisons."""
+    return run_continual(_every_config(name, model), quiet=True)
+
+
+@pytest.mark.parametrize("name", learners.names())
+def test_every_learner_runs_a_recurrent_model(name):
+    from seqcore.learners.classifiers import RNNClassifier
+    cfg = _every_config(name, "lstm")
+    summary, params = _every_reference(name, "lstm")
+    R = np.array(summary["accuracy_matrix"], dtype=float)
+    assert summary["status"] == "completed" and R.shape == (2, 2) and np.all((R >= 0) & (R <= 1))
+    assert all(v.dtype == np.float64 and np.isfinite(v).all() for v in tree_leaves(params))
+    # the final row, recomputed from the returned parameters on the whole evaluation sets
+    stream = build_stream(cfg, synthetic_clusters(**{**SYNTHETIC_DEFAULTS, **cfg.synthetic}, seed=cfg.seed))
+    model = RNNClassifier("lstm", 2, 8, stream.n_outputs)
+    forward = lambda x, j: model.forward(params, x)  # noqa: E731
+    if name == "hypernet":  # task-aware: experience j is evaluated with the weights generated from e_j
+        hnet = learners.make(name, **EVERY_KWARGS[name])
+        hnet.bind(model, n_experiences=2)
+        forward = lambda x, j: hnet.predict(params, x, j)  # noqa: E731
+    row = [float(np.mean(np.asarray(forward(np.asarray(x, np.float64), j)).argmax(1) == y))
+           for j, (x, y) in enumerate(exp.eval for exp in stream)]
+    assert R[-1].tolist() == pytest.approx(row, abs=1e-12)
+    _check_matrix_metrics(summary)
+
+
+@pytest.mark.parametrize("backend,model", [("torch", "mlp"), ("torch", "lstm"), ("numba", "mlp"), ("numba", "lstm")])
+@pytest.mark.parametrize("name", learners.names())
+def test_every_learner_gives_the_reference_results_on_other_backends(name, backend, model):
+    to_np = _backend_or_skip(backend).to_numpy
+    ref, p_ref = _every_reference(name, model)
+    got, p_got = run_continual(_every_config(name, model, backend), quiet=True)
+    assert got["accuracy_matrix"] == ref["accuracy_matrix"]
+    for a, b in zip(tree_leaves(p_ref), tree_leaves(p_got), strict=True):
+        np.testing.assert_allclose(to_np(b), a, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("stream,extra", [

@@ -653,6 +653,43 @@ def test_sharp_never_spends_connections_on_a_leaky_rnns_masked_diagonal(regrow):
         check()
     assert changed  # the rounds did rewire the recurrent weights
 
+
+@pytest.mark.parametrize("model,readout", [(MLPClassifier(N_IN, (6, 5), N_OUT), (2,)),
+                                           (RNNClassifier("lstm", N_IN, 5, N_OUT), ("heads", "class"))],
+                         ids=["mlp", "lstm"])
+def test_sharp_replay_loss_matches_its_formula(model, readout):
+    """β · mean CE(h Wᵀ + b, y) on stored activations: value and gradient by the closed form and
+    by finite differences; the stored h are constants, so only the readout gets a gradient."""
+    ln = bound("sharp", model=model, replay_weight=0.7, memory_size=40)
+    theta = params_of(ln, 1)
+    rng = np.random.default_rng(2)
+    h, y = rng.normal(size=(7, 5)), rng.integers(0, N_OUT, 7)
+    f = lambda p: ln.replay_loss(p, h, y)  # noqa: E731
+    value, grad = value_and_grad(f, theta)
+    W, b = get_path(theta, readout)["weight"], get_path(theta, readout)["bias"]
+    logp = np.log(softmax(h @ W.T + b))
+    assert value == pytest.approx(0.7 * -logp[np.arange(7), y].mean(), rel=1e-12)
+    gW, gb = linear_model_grads(W, b, h, y)
+    np.testing.assert_allclose(get_path(grad, readout)["weight"], 0.7 * gW.mean(0), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(get_path(grad, readout)["bias"], 0.7 * gb.mean(0), rtol=1e-10, atol=1e-14)
+    check_gradient_fd(f, theta, grad)
+    head = {id(v) for v in get_path(grad, readout).values()}
+    assert all(not np.any(g) for g in tree_leaves(grad) if id(g) not in head)  # hidden layers, cells: zero
+
+    # extra_loss: nothing before anything is stored; then the replay of the hidden activations the
+    # first batch had before its update (all 8 fit in the memory and in one replay batch)
+    trainer = Trainer(ln.loss, theta, optim.sgd(0.1), hooks=ln)
+    x, y = data(16, seed=3)
+    assert ln.extra_loss(trainer, theta, (x[:8], y[:8], None)) is None
+    h0 = np.asarray(model.hidden(theta, x[:8]))
+    trainer.step((x[:8], y[:8], None))
+    ln.prepare_batch(trainer, (x[8:], y[8:], None))
+    now = trainer.params
+    W, b = get_path(now, readout)["weight"], get_path(now, readout)["bias"]
+    expected = 0.7 * -np.log(softmax(h0 @ W.T + b))[np.arange(8), y[:8]].mean()
+    assert float(ln.extra_loss(trainer, now, (x[8:], y[8:], None))) == pytest.approx(expected, rel=1e-12)
+
+
 def test_extend_basis_captures_the_energy_threshold():
     rng = np.random.default_rng(0)
     inputs = rng.normal(size=(100, 3)) @ rng.normal(size=(3, 8)) + 0.01 * rng.normal(size=(100, 8))
