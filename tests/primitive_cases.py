@@ -1,10 +1,14 @@
 """Example inputs for every primitive, used by the generic gradient and cross-backend tests.
 
 ``cases(name, rng, dtype)`` yields ``(args, static)`` pairs: positional arguments (arrays,
-or None) and static keyword arguments.  Shapes include T = 1, odd T, B = 1 and D = 1.
-A primitive without an entry here makes ``test_every_primitive_has_cases`` fail.
+or None) and static keyword arguments.  Every kind of primitive runs on the three shapes of
+``shapes(rng)``: T = 1; B = 1 and D = 1 with an odd T; and distinct sizes of at least 2.
+The sizes are drawn from the caller's seeded ``rng``, so each caller sees the same cases on
+every run.  A primitive without an entry here makes ``test_every_primitive_has_cases`` fail.
 """
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
@@ -17,9 +21,26 @@ def is_library_primitive(name: str) -> bool:
     return not name.startswith("test_")
 
 
-SCAN_SHAPES = [(1, 1, 1), (2, 7, 3), (3, 4, 1), (1, 5, 2)]
-SCAN_STATICS = [dict(method=m, reverse=r, chunk_size=3) for m in ("sequential", "parallel", "chunked")
-                for r in (False, True)]
+def stable_seed(*parts) -> int:
+    """A seed from ``parts`` (strings, numbers, tuples of them) that is the same in every process;
+    ``hash()`` of a string is salted per process, so a failure seeded by it would not reproduce."""
+    return zlib.crc32(repr(parts).encode())
+
+
+SCAN_STATICS = [dict(method=m, reverse=r) for m in ("sequential", "parallel", "chunked") for r in (False, True)]
+BLOCK_SIZES = (1, 2, 3, "dense")  # dense: one group (G = 1) of k = 4
+
+
+def shapes(rng, hi=(3, 7, 4)):
+    """Three ``(B, T, D)`` drawn from ``rng`` with B, T, D at most ``hi``: T = 1; B = D = 1 with an
+    odd T > 1; and three distinct sizes of at least 2 (an axis mix-up changes a shape there)."""
+    B_hi, T_hi, D_hi = hi
+    B = int(rng.integers(2, B_hi + 1))
+    D = int(rng.choice([d for d in range(2, D_hi + 1) if d != B]))
+    T = int(rng.choice([t for t in range(2, T_hi + 1) if t not in (B, D)]))
+    return [(int(rng.integers(1, B_hi + 1)), 1, int(rng.integers(1, D_hi + 1))),
+            (1, int(rng.choice(range(3, T_hi + 1, 2))), 1),
+            (B, T, D)]
 
 
 def _n(rng, shape, dtype, lo=None, hi=None):
@@ -28,72 +49,72 @@ def _n(rng, shape, dtype, lo=None, hi=None):
     return rng.normal(size=shape).astype(dtype)
 
 
-def _away_from_zero(rng, shape, dtype):
+def _away_from_zero(rng, shape, dtype, kinks=()):
+    """|x| in [0.2, 1.5] and at least 0.1 from each of ``kinks``: finite differences cross no corner."""
     x = rng.uniform(0.2, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
+    for kink in kinks:
+        near = np.abs(x - kink) < 0.1
+        x[near] += np.where(x[near] < kink, -0.1, 0.1)
     return x.astype(dtype)
 
 
+def _mask(rng, shape, dtype):
+    m = (rng.random(shape) > 0.3).astype(dtype)
+    m.flat[0] = 1  # never all zero: the loss is then exactly 0 whatever the inputs
+    return m
+
+
 def _scan_cases(name, rng, dtype):
-    for (B, T, D), static in zip(SCAN_SHAPES * 2, SCAN_STATICS):
-        with_h0 = T % 2 == 1
-        if name == "linear_scan":
-            args = (_n(rng, (B, T, D), dtype, -0.9, 0.9), _n(rng, (B, T, D), dtype),
-                    _n(rng, (B, D), dtype) if with_h0 else None)
-        elif name == "log_linear_scan":
-            args = (np.log(_n(rng, (B, T, D), dtype, 0.2, 0.95)), _n(rng, (B, T, D), dtype),
-                    _n(rng, (B, D), dtype) if with_h0 else None)
-        else:  # block_scan with k = 1, 2, 3
-            k = 1 + T % 3
-            G = D
-            args = (_n(rng, (B, T, G, k, k), dtype, -0.6, 0.6), _n(rng, (B, T, G, k), dtype),
-                    _n(rng, (B, G, k), dtype) if with_h0 else None)
-        yield args, static
-    if name == "block_scan":  # dense transition: G = 1, k = D
-        yield (_n(rng, (2, 6, 1, 4, 4), dtype, -0.4, 0.4), _n(rng, (2, 6, 1, 4), dtype),
-               _n(rng, (2, 1, 4), dtype)), dict(method="parallel")
+    # round r pairs method/direction j with shape (j + r) % 3: over three rounds each of them
+    # meets every shape; block_scan spends its rounds on k = 1, 2, 3 and dense (four rounds)
+    sh = shapes(rng, hi=(3, 7, 3))
+    for r, size in enumerate(BLOCK_SIZES if name == "block_scan" else (None,) * 3):
+        for j, static in enumerate(SCAN_STATICS):
+            B, T, D = sh[(j + r) % 3]
+            with_h0 = (j // 2 + r) % 2 == 0
+            static = dict(static, chunk_size=int(rng.integers(1, 5)))
+            if name == "linear_scan":
+                args = (_n(rng, (B, T, D), dtype, -0.9, 0.9), _n(rng, (B, T, D), dtype),
+                        _n(rng, (B, D), dtype) if with_h0 else None)
+            elif name == "log_linear_scan":
+                args = (np.log(_n(rng, (B, T, D), dtype, 0.2, 0.95)), _n(rng, (B, T, D), dtype),
+                        _n(rng, (B, D), dtype) if with_h0 else None)
+            else:
+                G, k = (1, 4) if size == "dense" else (D, size)
+                args = (_n(rng, (B, T, G, k, k), dtype, -0.6, 0.6), _n(rng, (B, T, G, k), dtype),
+                        _n(rng, (B, G, k), dtype) if with_h0 else None)
+            yield args, static
 
 
 def _cell_recurrence_cases(name, rng, dtype):
     from seqcore import cells
     cell_name = name[: -len("_recurrence")]
-    by_prim = {type(c).name: c for c in (cells.make(n, 3, 4) for n in cells.names())} \
-        if hasattr(cells, "make") else {}
-    by_prim.setdefault("elman", cells.Elman(3, 4))
-    by_prim.setdefault("lstm", cells.LSTM(3, 4))
-    variants = [by_prim[cell_name]]
-    if getattr(variants[0], "log_space", None) is False:  # minGRU / minLSTM: the log-space candidate too
-        variants.append(cells.make(cell_name, 3, 4, log_space=True))
-    for cell, (B, T) in zip(variants * 3, [(1, 1), (2, 5), (3, 2)] * len(variants)):
-        params = cell.init(rng, dtype)
-        if "tau" in params:  # timescales away from the clamp at 1, where finite differences are one-sided
-            params["tau"] = _n(rng, params["tau"].shape, dtype, 1.5, 3.0)
-        x = _n(rng, (B, T, 3), dtype)
-        xi = np.asarray(cell.project(params, x))
-        state0 = 0.5 * _n(rng, (B, cell.state_size), dtype)
-        yield (xi, state0) + tuple(params[k] for k in cell.recurrent_keys), dict(cell=cell)
+    for B, T, H in shapes(rng, hi=(3, 5, 4)):
+        I = int(rng.integers(1, 4))
+        variants = [cells.make(cell_name, I, H)]
+        if getattr(variants[0], "log_space", None) is False:  # minGRU / minLSTM: the log-space candidate too
+            variants.append(cells.make(cell_name, I, H, log_space=True))
+        for cell in variants:
+            params = cell.init(rng, dtype)
+            if "tau" in params:  # timescales away from the clamp at 1, where finite differences are one-sided
+                params["tau"] = _n(rng, params["tau"].shape, dtype, 1.5, 3.0)
+            xi = np.asarray(cell.project(params, _n(rng, (B, T, I), dtype)))
+            state0 = 0.5 * _n(rng, (B, cell.state_size), dtype)
+            yield (xi, state0) + tuple(params[k] for k in cell.recurrent_keys), dict(cell=cell)
 
 
-def cases(name, rng, dtype=np.float64):
-    s = (2, 3, 4)
-    n = lambda *shape: _n(rng, shape, dtype)  # noqa: E731
-    if name in ("linear_scan", "block_scan", "log_linear_scan"):
-        yield from _scan_cases(name, rng, dtype)
-    elif name == "newton_recurrence":
-        from seqcore import cells
-        for cell in (cells.make("diaggru", 3, 4), cells.make("cifg-lstm", 3, 4), cells.make("gru", 3, 4),
-                     cells.make("lstm", 3, 4)):
-            for args, _ in _cell_recurrence_cases(f"{cell.name}_recurrence", rng, dtype):
-                yield args, dict(cell=cell, tol=1e-13, max_iters=64, jacobian=cell.jacobian_structure, damping=0.0)
-    elif name.endswith("_recurrence"):
-        yield from _cell_recurrence_cases(name, rng, dtype)
-    elif name in ("add", "sub", "mul"):
+def _array_cases(name, rng, dtype, s):
+    """Every other primitive on arrays built from one shape ``s = (B, T, D)``."""
+    B, T, D = s
+    n = lambda *dims: _n(rng, dims, dtype)  # noqa: E731
+    if name in ("add", "sub", "mul"):
         yield (n(*s), n(*s)), {}
-        yield (n(*s), n(4)), {}          # broadcasting
-        yield (n(1, 3, 1), n(*s)), {}
+        yield (n(*s), n(D)), {}          # broadcasting
+        yield (n(1, T, 1), n(*s)), {}
         yield (n(*s), 2.5), {}
     elif name == "div":
         yield (n(*s), _away_from_zero(rng, s, dtype)), {}
-        yield (1.5, _away_from_zero(rng, (4,), dtype)), {}
+        yield (1.5, _away_from_zero(rng, (D,), dtype)), {}
     elif name in ("neg", "tanh", "sigmoid", "exp", "softplus", "square"):
         yield (n(*s),), {}
     elif name == "power":
@@ -106,39 +127,55 @@ def cases(name, rng, dtype=np.float64):
     elif name == "leaky_relu":
         yield (_away_from_zero(rng, s, dtype),), dict(slope=0.1)
     elif name == "clip":
-        yield (_away_from_zero(rng, s, dtype),), dict(lo=-1.0, hi=1.0)
+        yield (_away_from_zero(rng, s, dtype, kinks=(-1.0, 1.0)),), dict(lo=-1.0, hi=1.0)
     elif name in ("sum", "mean"):
         yield (n(*s),), dict(axis=None)
         yield (n(*s),), dict(axis=1, keepdims=True)
         yield (n(*s),), dict(axis=(0, 2))
     elif name == "reshape":
-        yield (n(*s),), dict(shape=(6, 4))
+        yield (n(*s),), dict(shape=(B * T, D))
     elif name == "swapaxes":
         yield (n(*s),), dict(a1=0, a2=2)
     elif name == "getitem":
         yield (n(*s),), dict(index=(slice(None), slice(None, None, -1)))
-        yield (n(*s),), dict(index=(np.array([0, 1, 1]), np.array([2, 0, 0])))  # repeated positions
+        yield (n(*s),), dict(index=(np.array([0, B - 1, B - 1]), np.array([T - 1, 0, 0])))  # repeated positions
     elif name == "concatenate":
-        yield (n(2, 3), n(2, 1), n(2, 2)), dict(axis=1)
+        yield (n(B, T, D), n(B, 1, D), n(B, 2, D)), dict(axis=1)
     elif name == "stack":
-        yield (n(2, 3), n(2, 3)), dict(axis=1)
+        yield (n(*s), n(*s)), dict(axis=1)
     elif name == "where":
         yield (rng.random(s) > 0.5, n(*s), n(*s)), {}
     elif name == "matmul":
-        yield (n(2, 3, 4), n(4, 5)), {}
-        yield (n(3, 4), n(2, 4, 2)), {}
-        yield (n(2, 3, 4), n(4)), {}  # 1-D operands: a column on the right, a row on the left
-        yield (n(4), n(2, 4, 5)), {}
-        yield (n(4), n(4)), {}
-    elif name == "linear":
-        yield (n(2, 5, 3), n(4, 3), n(4)), {}
-        yield (n(6, 3), n(2, 3), None), {}
-        yield (n(2, 5, 1), n(4, 1), n(4)), {}  # one input feature: the broadcast path
-    elif name == "softmax_cross_entropy":
-        yield (n(3, 5, 4), rng.integers(0, 4, (3, 5)), (rng.random((3, 5)) > 0.3).astype(dtype)), {}
-        yield (n(4, 6), rng.integers(0, 6, (4,)), None), {}
+        K = int(rng.integers(1, 5))
+        yield (n(B, T, D), n(D, K)), {}
+        yield (n(T, D), n(B, D, K)), {}
+        yield (n(B, T, D), n(D)), {}  # 1-D operands: a column on the right, a row on the left
+        yield (n(D), n(B, D, K)), {}
+        yield (n(D), n(D)), {}
+    elif name == "linear":  # D = 1: one input feature, the broadcast path
+        O = int(rng.integers(1, 5))
+        yield (n(B, T, D), n(O, D), n(O)), {}
+        yield (n(B * T, D), n(O, D), None), {}
+    elif name == "softmax_cross_entropy":  # D classes (one class: a loss of 0 with gradient 0)
+        yield (n(B, T, D), rng.integers(0, D, (B, T)), _mask(rng, (B, T), dtype)), {}
+        yield (n(B * T, D), rng.integers(0, D, (B * T,)), None), {}
     elif name == "mse":
-        yield (n(3, 5, 2), n(3, 5, 2), (rng.random((3, 5)) > 0.3).astype(dtype)), {}
-        yield (n(4, 3), n(4, 3), None), {}
+        yield (n(B, T, D), n(B, T, D), _mask(rng, (B, T), dtype)), {}
+        yield (n(B * T, D), n(B * T, D), None), {}
     else:
         raise KeyError(name)
+
+
+def cases(name, rng, dtype=np.float64):
+    if name in ("linear_scan", "block_scan", "log_linear_scan"):
+        yield from _scan_cases(name, rng, dtype)
+    elif name == "newton_recurrence":
+        for cell_name in ("diaggru", "cifg-lstm", "gru", "lstm"):
+            for args, static in _cell_recurrence_cases(f"{cell_name}_recurrence", rng, dtype):
+                cell = static["cell"]
+                yield args, dict(cell=cell, tol=1e-13, max_iters=64, jacobian=cell.jacobian_structure, damping=0.0)
+    elif name.endswith("_recurrence"):
+        yield from _cell_recurrence_cases(name, rng, dtype)
+    else:
+        for shape in shapes(rng):
+            yield from _array_cases(name, rng, dtype, shape)

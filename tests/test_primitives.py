@@ -1,4 +1,9 @@
 """Every registered primitive: its VJP equals central finite differences in float64."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -8,7 +13,7 @@ import seqcore.models  # noqa: F401  (registers losses)
 import seqcore.newton  # noqa: F401  (registers the Newton recurrence)
 from seqcore import primitives
 
-from primitive_cases import NONDIFF_OUTPUTS, cases, is_library_primitive
+from primitive_cases import NONDIFF_OUTPUTS, SCAN_STATICS, cases, is_library_primitive, stable_seed
 
 LIBRARY_PRIMITIVES = sorted(n for n in primitives.registry() if is_library_primitive(n))
 
@@ -68,9 +73,46 @@ def test_every_primitive_has_cases():
         assert list(cases(name, rng)), name
 
 
+def _btd(args, static):
+    """The (B, T, D) a case runs on: D is a cell's hidden size, a block scan's group count, else the
+    last axis of the first 3-D argument (None without one)."""
+    if "cell" in static:
+        return args[0].shape[:2] + (static["cell"].hidden_size,)
+    return next((a.shape[:3] for a in args if np.ndim(a) >= 3), None)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cases_reach_size_one_axes_odd_lengths_and_every_block_size(seed):
+    """Every primitive meets T = 1, an odd T > 1, B = 1 and D = 1 whatever the caller's seed;
+    block_scan meets k = 1, 2, 3 and a dense block (G = 1, k = 4) with every method and direction."""
+    for name in LIBRARY_PRIMITIVES:
+        seen = [_btd(args, static) for args, static in cases(name, np.random.default_rng(seed))]
+        seen = [btd for btd in seen if btd is not None]
+        assert any(T == 1 for _, T, _ in seen), (name, seen)
+        assert any(T > 1 and T % 2 for _, T, _ in seen), (name, seen)
+        assert any(B == 1 for B, _, _ in seen), (name, seen)
+        assert any(D == 1 for _, _, D in seen), (name, seen)
+        assert any(min(btd) > 1 and len(set(btd)) == 3 for btd in seen), (name, seen)
+    blocks = {(A.shape[2:4], static["method"], static["reverse"])
+              for (A, *_), static in cases("block_scan", np.random.default_rng(seed))}
+    ks = {k for (_, k), _, _ in blocks}
+    assert ks == {1, 2, 3, 4} and {G for (G, k), _, _ in blocks if k == 4} == {1}, blocks  # 4: dense only
+    for k in ks:
+        assert {(m, r) for (_, kk), m, r in blocks if kk == k} == {(s["method"], s["reverse"]) for s in SCAN_STATICS}
+
+
+def test_case_seeds_are_the_same_in_every_process():
+    """The gradient tests' seeds do not follow the per-process salt of ``hash()`` (a failure reproduces)."""
+    code = "from primitive_cases import stable_seed; print(stable_seed('tanh'), stable_seed('lstm', (1, 2, 3)))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           cwd=Path(__file__).parent, env=dict(os.environ, PYTHONHASHSEED=salt)).stdout
+            for salt in ("1", "2")}
+    assert len(outs) == 1, outs
+
+
 @pytest.mark.parametrize("name", LIBRARY_PRIMITIVES)
 def test_vjp_matches_finite_differences(name):
-    rng = np.random.default_rng(hash(name) % 2**32)
+    rng = np.random.default_rng(stable_seed(name))
     prim = primitives.get(name)
     checked = 0
     for args, static in cases(name, rng):

@@ -61,6 +61,49 @@ def test_linear_scan_vjp_methods_equal_sequential(inputs, method):
             np.testing.assert_allclose(g, r, rtol=0, atol=1e-10 * (1 + np.abs(r).max()) * a.shape[1])
 
 
+@st.composite
+def block_inputs(draw):
+    """k = 1, 2, 3 with 1-3 groups, or one dense group of k = 4 or 5; transitions exactly 0 or I
+    at random steps and, on short sequences only, entries beyond ±1."""
+    B = draw(st.integers(1, 3))
+    T = draw(st.one_of(st.integers(1, 40), st.integers(41, 3000)))
+    G, k = draw(st.one_of(st.tuples(st.integers(1, 3), st.integers(1, 3)), st.tuples(st.just(1), st.integers(4, 5))))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    A = rng.uniform(-1, 1, (B, T, G, k, k)) / k  # row sums below 1: bounded states over long T
+    special = rng.random((B, T, G))
+    A[special < 0.1] = 0.0
+    A[special > 0.9] = np.eye(k)
+    if T <= 20:
+        A = A * draw(st.sampled_from([1.0, 1.7 * k]))
+    b = rng.normal(size=(B, T, G, k))
+    h0 = rng.normal(size=(B, G, k)) if draw(st.booleans()) else None
+    return A, b, h0, draw(st.integers(1, 70))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(block_inputs(), st.sampled_from(METHODS), st.booleans())
+def test_block_scan_methods_equal_sequential(inputs, method, reverse):
+    A, b, h0, chunk = inputs
+    ref = seqcore.block_scan(A, b, h0, reverse=reverse)
+    got = seqcore.block_scan(A, b, h0, reverse=reverse, method=method, chunk_size=chunk)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-11 * (1 + np.abs(ref).max()) * A.shape[1])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(block_inputs(), st.sampled_from(METHODS), st.booleans())
+def test_block_scan_vjp_methods_equal_sequential(inputs, method, reverse):
+    A, b, h0, chunk = inputs
+    dh = np.random.default_rng(0).normal(size=b.shape)
+    _, pb_ref = seqcore.vjp(lambda A, b, h0: seqcore.block_scan(A, b, h0, reverse=reverse), A, b, h0)
+    _, pb = seqcore.vjp(lambda A, b, h0: seqcore.block_scan(A, b, h0, reverse=reverse, method=method,
+                                                            chunk_size=chunk), A, b, h0)
+    for g, r in zip(pb(dh), pb_ref(dh)):
+        if r is not None:
+            np.testing.assert_allclose(g, r, rtol=0, atol=1e-10 * (1 + np.abs(r).max()) * A.shape[1])
+        else:
+            assert g is None
+
+
 def test_linear_scan_matches_plain_loop():
     rng = np.random.default_rng(1)
     a, b, h0 = rng.uniform(-1, 1, (2, 33, 3)), rng.normal(size=(2, 33, 3)), rng.normal(size=(2, 3))

@@ -13,9 +13,7 @@ CASES = [("elman", "tanh"), ("elman", "relu"), ("lstm", None), ("gru", None)]
 
 
 def _build(kind, nonlin, I, H, L, bi, dtype, rng):
-    if kind == "gru" and not hasattr(cells, "GRU"):
-        pytest.skip("GRU cell not available in this build")
-    cls = {"elman": cells.Elman, "lstm": cells.LSTM, "gru": getattr(cells, "GRU", None)}[kind]
+    cls = {"elman": cells.Elman, "lstm": cells.LSTM, "gru": cells.GRU}[kind]
     kw = {"nonlinearity": nonlin} if kind == "elman" else {}
     model = stack(cls, I, H, L, bidirectional=bi, **kw)
     params = model.init(rng, dtype)
@@ -44,10 +42,18 @@ def _our_h0(h0, c0, L, bi, is_lstm):
     return out
 
 
+def _torch_order(last, bi, is_lstm):
+    """seqcore's per-layer final states → lists of h and of c (None unless LSTM) in torch's
+    ``(L * dirs, B, H)`` order of h_n and c_n: layer-major, forward before backward."""
+    states = [s for layer in last for s in (layer if bi else (layer,))]
+    return ([s[0] for s in states], [s[1] for s in states]) if is_lstm else (states, None)
+
+
 @pytest.mark.parametrize("kind,nonlin", CASES)
 @pytest.mark.parametrize("layers,bi", [(1, False), (2, False), (1, True), (2, True)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_parity_outputs_and_gradients(kind, nonlin, layers, bi, dtype):
+    """Outputs and final states (h_n, c_n) equal torch's; so do the gradients of a loss on both."""
     rng = np.random.default_rng(7)
     B, T, I, H = 3, 6, 4, 5
     model, params, tm = _build(kind, nonlin, I, H, layers, bi, dtype, rng)
@@ -57,21 +63,33 @@ def test_parity_outputs_and_gradients(kind, nonlin, layers, bi, dtype):
     h0 = (0.5 * rng.normal(size=(nd, B, H))).astype(dtype)
     c0 = (0.5 * rng.normal(size=(nd, B, H))).astype(dtype)
     w_out = rng.normal(size=(B, T, H * (2 if bi else 1))).astype(dtype)
+    w_hn, w_cn = (rng.normal(size=(nd, B, H)).astype(dtype) for _ in range(2))  # cotangents of h_n, c_n
 
     xt = torch.from_numpy(x).requires_grad_()
     h0t = torch.from_numpy(h0).requires_grad_()
     c0t = torch.from_numpy(c0).requires_grad_()
-    out_t, _ = tm(xt, (h0t, c0t) if is_lstm else h0t)
-    (out_t * torch.from_numpy(w_out)).sum().backward()
+    out_t, state_t = tm(xt, (h0t, c0t) if is_lstm else h0t)
+    hn_t, cn_t = state_t if is_lstm else (state_t, None)
+    loss_t = (out_t * torch.from_numpy(w_out)).sum() + (hn_t * torch.from_numpy(w_hn)).sum()
+    if is_lstm:
+        loss_t = loss_t + (cn_t * torch.from_numpy(w_cn)).sum()
+    loss_t.backward()
 
     def loss(p, x, h0, c0):
-        hs, _ = model.apply(p, x, _our_h0(h0, c0, layers, bi, is_lstm))
-        return (hs * w_out).sum(), hs
+        hs, last = model.apply(p, x, _our_h0(h0, c0, layers, bi, is_lstm))
+        hn, cn = _torch_order(last, bi, is_lstm)
+        val = (hs * w_out).sum() + sum((h * w).sum() for h, w in zip(hn, w_hn))
+        return (val + sum((c * w).sum() for c, w in zip(cn, w_cn))) if is_lstm else val
 
-    (val, hs), pullback = seqcore.vjp(loss, params, x, h0 if not is_lstm else h0, c0)
-    gp, gx, gh0, gc0 = pullback((np.ones((), dtype), np.zeros_like(hs)))
+    hs, last = model.apply(params, x, _our_h0(h0, c0, layers, bi, is_lstm))
+    hn, cn = _torch_order(last, bi, is_lstm)
+    _, pullback = seqcore.vjp(loss, params, x, h0, c0)
+    gp, gx, gh0, gc0 = pullback(np.ones((), dtype))
     tol = TOL[dtype]
     np.testing.assert_allclose(hs, out_t.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(np.stack(hn), hn_t.detach().numpy(), rtol=tol, atol=tol)
+    if is_lstm:
+        np.testing.assert_allclose(np.stack(cn), cn_t.detach().numpy(), rtol=tol, atol=tol)
     np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=tol, atol=tol)
     np.testing.assert_allclose(gh0, h0t.grad.numpy(), rtol=tol, atol=tol)
     if is_lstm:
