@@ -218,6 +218,11 @@ class Hooks:
         ``metrics.jsonl`` record (e.g. accuracies on earlier N, statistics of parameters)."""
         return None
 
+    def on_advance(self, run, previous_level: int, level: int) -> None:
+        """Called when the curriculum moves from ``previous_level`` (its N) to ``level``, after
+        the evaluation that decided it and before the first step there: the place to act
+        between tasks (consolidate importances, snapshot the parameters in ``run.trainer``)."""
+
 
 def _leaves_vector(tree, to_numpy) -> np.ndarray:
     """Every leaf side by side in one NumPy vector: one check over it is 3x faster than one per leaf
@@ -661,6 +666,8 @@ def _run_loop_on_backend(run: Run, rd: RunDir | None, quiet: bool, log: Callable
                 was_finished = run.curriculum.finished  # True only when resumed past a finished curriculum
                 advanced = run.curriculum.update(step, accs) if accs else False
                 record["advanced"] = advanced
+                if advanced:
+                    tr.hooks.on_advance(run, record["level"], run.curriculum.level)
                 run.history.append({"step": step, "level": record["level"], "accuracy": accs})
                 if rd is not None:
                     rd.log(record)

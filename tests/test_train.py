@@ -145,7 +145,13 @@ def test_multi_head_curriculum_advances_and_keeps_heads(tmp_path):
     cfg = TrainConfig(**{**SMALL, "cell": "lstm", "hidden": 32, "steps": 300, "batch_size": 64,
                          "eval_every": 25, "eval_batch_size": 256, "lr": 0.01, "schedule": "constant",
                          "curriculum": "multi-head"})
-    summary, _ = train(cfg, tmp_path / "run", quiet=True)
+
+    class Advances(Hooks):
+        calls = []
+
+        def on_advance(self, run, previous_level, level):  # called at the evaluation, before the next step
+            self.calls.append((run.trainer.step_count, previous_level, level, run.curriculum.level))
+    summary, _ = train(cfg, tmp_path / "run", quiet=True, hooks=Advances())
     assert summary["max_level"] >= 3
     # every head of the multi-head curriculum is still evaluated (none dropped)
     assert set(summary["heads"]) == {f"n{n}" for n in range(2, summary["level"] + 1)}
@@ -161,6 +167,7 @@ def test_multi_head_curriculum_advances_and_keeps_heads(tmp_path):
         level += ready
     assert summary["level"] == level and summary["max_level"] == level
     assert any(r["advanced"] for r in recs)
+    assert Advances.calls == [(r["step"], r["level"], r["level"] + 1, r["level"] + 1) for r in recs if r["advanced"]]
 
 
 def test_metrics_log_and_summary_layout(tmp_path):
