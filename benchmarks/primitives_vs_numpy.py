@@ -8,6 +8,7 @@ The ratio is reference time / numba time (target ≥ 10×).
     python benchmarks/primitives_vs_numpy.py                          # (B, T, D) = (4, 2048, 64)
     python benchmarks/primitives_vs_numpy.py --scan-shape 8 512 256   # wide states
     python benchmarks/primitives_vs_numpy.py --only linear_scan newton # rows whose label has these
+    python benchmarks/primitives_vs_numpy.py --only "linear x"         # the linear row alone
     python benchmarks/primitives_vs_numpy.py --streak 3    # time calls that follow one of their own
 
 By default every timed call follows a call of the other backend.  After the reference's
@@ -72,6 +73,15 @@ def cell_cases(rng, dtype, B, T, H):
         yield f"{cell.name}_recurrence ({B}, {T}, H={H})", f"{cell.name}_recurrence", args, dict(cell=cell)
 
 
+def linear_cases(rng, dtype, B, T, H):
+    """``linear``: the LSTM's input projection at the cell shape, ``x (B, T, H) @ W (4H, H)ᵀ + b``.
+    Both sides are one GEMM (the reference's through NumPy's BLAS): there is no loop over T to save."""
+    x = rng.normal(size=(B, T, H)).astype(dtype)
+    w = (rng.normal(size=(4 * H, H)) / np.sqrt(H)).astype(dtype)
+    b = rng.normal(size=4 * H).astype(dtype)
+    yield f"linear x ({B}, {T}, {H}), W ({4 * H}, {H})", "linear", (x, w, b), {}
+
+
 def newton_cases(rng, dtype, B, T, H):
     """The Newton scan with the defaults of ``mode="parallel"`` (tolerance per dtype, the
     cell's own Jacobian structure), on the cells whose steps the backend compiles."""
@@ -119,8 +129,9 @@ def main(argv=None):
 
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
-    cases = (list(scan_cases(rng, dtype, *args.scan_shape)) + list(cell_cases(rng, dtype, *args.cell_shape))
-             + list(newton_cases(rng, dtype, *args.cell_shape)))
+    cases = list(scan_cases(rng, dtype, *args.scan_shape)) + list(cell_cases(rng, dtype, *args.cell_shape))
+    newton = list(newton_cases(rng, dtype, *args.cell_shape))
+    cases += list(linear_cases(rng, dtype, *args.cell_shape)) + newton  # drawn last: the other rows' inputs as before
     if args.only:
         chosen = [c for c in cases if any(text in c[0] for text in args.only)]
         if not chosen:

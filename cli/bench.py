@@ -6,7 +6,8 @@ Each script prints ratios against a baseline measured in the same process (``mem
 in alternating child processes, since the heap policy it compares is process-wide; ``blas-pin``
 likewise, since OpenBLAS reads ``OPENBLAS_CORETYPE`` when it loads).  A suite whose optional
 packages (numba, torch, cupy) are not installed, or whose GPU is missing, is skipped with a line
-saying which extra to install or why.
+saying which extra to install or why.  The ``rnn`` suite runs with 1 thread on each side, as the
+table in BENCHMARKS.md; ``python benchmarks/rnn_vs_torch.py --threads N`` runs it with others.
 """
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ SUITES = {
     "products": ("sequence_products.py", ["--shapes", "16,32,64", "--repeats", "1"]),
     "gpu": ("gpu_scan.py", ["--log2-size", "20", "--repeats", "2"]),
 }
+
+# name -> arguments of every run, quick or not: the rnn suite as BENCHMARKS.md's reference table ran it,
+# 1 thread per side (the script's default, every core, mixes in the thread pools' behaviour)
+ALWAYS = {"rnn": ["--threads", "1"]}
 
 # name -> the optional packages a suite needs, each installed by the pip extra of the same name
 # (EXTRAS names the others)
@@ -89,7 +94,7 @@ def register(group: click.Group) -> None:
             if why:  # installed, but no device to run on: not a failure either
                 click.echo(f"\n=== {name}: skipped ({why})")
                 continue
-            cmd = [sys.executable, str(root / script), *(quick_args if quick else [])]
+            cmd = [sys.executable, str(root / script), *ALWAYS.get(name, ()), *(quick_args if quick else [])]
             click.echo(f"\n=== {name}: {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(cmd))}", err=False)
             if subprocess.run(cmd).returncode != 0:
                 failed.append(name)

@@ -71,6 +71,49 @@ def test_primitives_summary_with_only_newton_rows(fixed_ratios, capsys):
     assert "newton_recurrence (not in the mean): 2.0×, 3.0×" in out.splitlines()
 
 
+def test_primitives_times_linear_as_the_lstm_input_projection(fixed_ratios, monkeypatch, capsys):
+    """The numba backend replaces ``linear``, which had no row: the ≥ 10× target left it unmeasured."""
+    prims, ratios = fixed_ratios
+    import types
+
+    import numpy as np
+    import scan_bandwidth
+
+    from seqcore import backends, primitives
+    nb = backends.get("numba")
+    calls = []
+
+    def spy(side, fwd):
+        def run(xp, x, w, b):
+            y, res = fwd(xp, x, w, b)
+            np.testing.assert_allclose(y, x @ w.T + b, rtol=1e-5, atol=1e-5)
+            calls.append((side, x.shape, w.shape, b.shape))
+            return y, res
+        return run
+
+    ref = primitives.get("linear")
+    fwd, bwd = nb.primitives["linear"]
+    monkeypatch.setitem(nb.primitives, "linear", (spy("numba", fwd), bwd))
+    real_get = primitives.get
+    monkeypatch.setattr(primitives, "get", lambda name: types.SimpleNamespace(fwd=spy("numpy", ref.fwd), bwd=ref.bwd)
+                        if name == "linear" else real_get(name))
+
+    def best_of(fns, repeats, streak=1):  # run each side once, then the fixed ratio
+        for f in fns.values():
+            f()
+        return {"numpy": ratios.pop(0) * 1e-3, "numba": 1e-3}
+    monkeypatch.setattr(scan_bandwidth, "best_of", best_of)
+    ratios += [4.0, 16.0]  # the sequential scan row, then the linear row
+    prims.main(["--scan-shape", "1", "8", "4", "--cell-shape", "2", "8", "16", "--repeats", "1",
+                "--only", "linear_scan sequential", "linear x"])
+    out = capsys.readouterr().out.splitlines()
+    # (B, T, H) = (2, 8, 16): x (2, 8, 16) against the LSTM's input weight (4H, H) = (64, 16); 16 ms / 1 ms
+    assert f"{'linear x (2, 8, 16), W (64, 16)':42s} {16.0:9.1f} {1.0:9.2f} {16.0:7.1f}" in out
+    assert "primitives: smallest ratio 4.0× (target ≥ 10×); geometric mean 8.0×" in out  # in the mean
+    # the reference once for the cotangent's shape, then each side once
+    assert calls == [(side, (2, 8, 16), (64, 16), (64,)) for side in ("numpy", "numpy", "numba")]
+
+
 # -- scan_bandwidth.py: a --batch that does not divide the size -----------------------------------
 
 def test_scan_bandwidth_counts_the_elements_of_the_arrays_it_makes():
@@ -133,6 +176,26 @@ def test_bench_skips_a_suite_whose_extra_is_missing(monkeypatch, blocked, suite,
     assert bench.missing_packages(suite) == [needs] and bench.missing_packages("newton") == []
     with pytest.raises(ValueError, match="name: got 'nope'"):
         bench.missing_packages("nope")
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_bench_runs_the_rnn_suite_on_one_thread_per_side(monkeypatch, quick):
+    """It ran rnn_vs_torch.py with its default of every core, the setting BENCHMARKS.md says not to read."""
+    from click.testing import CliRunner
+    from seqcore_cli import bench
+    from seqcore_cli.main import main
+    ran = []
+    monkeypatch.setattr(bench, "missing_packages", lambda name: [])
+    monkeypatch.setattr(bench.subprocess, "run",
+                        lambda cmd, **k: ran.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    result = CliRunner().invoke(main, ["bench", *(["--quick"] if quick else []), "rnn", "scan"])
+    assert result.exit_code == 0, result.output
+    (rnn, scan) = ran
+    quick_args = ["--repeats", "1", "--batch", "16", "--steps", "128", "--hidden", "64"] if quick else []
+    assert Path(rnn[1]).name == "rnn_vs_torch.py" and rnn[2:] == ["--threads", "1", *quick_args]
+    assert load_script("rnn_vs_torch").parse(rnn[2:]).threads == 1
+    assert "rnn_vs_torch.py --threads 1" in result.output
+    assert Path(scan[1]).name == "scan_bandwidth.py" and "--threads" not in scan  # the other suites as before
 
 
 def test_gpu_benchmark_without_cupy_names_the_cuda_extra():
