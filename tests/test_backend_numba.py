@@ -3,6 +3,7 @@
 Oracle: the reference (fwd, bwd) of each primitive, run directly on the same inputs.
 Tolerances per dtype (rtol, atol scaled by the largest reference entry).
 """
+import inspect
 import os
 import shutil
 import subprocess
@@ -14,10 +15,11 @@ import pytest
 
 
 import seqcore
+import seqcore.newton  # noqa: F401  (registers newton_recurrence)
 from seqcore import cells, primitives
 from seqcore.backends.numpy import scan as ref_scan
 
-from primitive_cases import cases, is_library_primitive
+from primitive_cases import NONDIFF_OUTPUTS, cases, is_library_primitive, stable_seed
 
 numba = pytest.importorskip("numba", reason="the numba backend needs numba (pip install 'seqcore[numba]')")
 try:
@@ -27,6 +29,7 @@ except seqcore.backends.BackendUnavailable as exc:  # e.g. a numba that does not
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 DTYPES = [np.float32, np.float64]
+REPLACED = sorted(seqcore.backends.get("numba").primitives)
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +63,55 @@ def _as_tuple(x):
     return x if isinstance(x, tuple) else (x,)
 
 
-def compare_primitive(nb, name, args, static, dtype, rng):
-    """Forward and VJP of the numba replacement equal the reference's."""
+LAYOUTS = ("reversed", "strided", "transposed", "broadcast")
+
+
+def in_layout(x, layout):
+    """``x``'s values in a layout that is not C-contiguous where the shape allows: ``reversed``
+    (negative strides), ``strided`` (every other entry of the last axis), ``transposed`` (Fortran
+    order); ``broadcast`` repeats the first entry along the first axis longer than 1 (stride 0,
+    read-only), so it changes the values."""
+    if layout == "reversed":
+        return np.flip(np.flip(x).copy())
+    if layout == "strided":
+        return np.repeat(x, 2, axis=-1)[..., ::2]
+    if layout == "transposed":
+        return np.asfortranarray(x)
+    axis = next((i for i, n in enumerate(x.shape) if n > 1), None)
+    return x if axis is None else np.broadcast_to(np.take(x, [0], axis=axis), x.shape)
+
+
+def _laid_out(xs, layout):
+    """``(xs for the replacement, xs for the reference)``: with a ``layout``, the arrays in it and
+    C-contiguous copies of those views (the same values)."""
+    if layout is None:
+        return xs, xs
+    views = tuple(None if x is None else in_layout(x, layout) for x in xs)
+    return views, tuple(None if v is None else np.array(v) for v in views)
+
+
+def compare_primitive(nb, name, args, static, dtype, rng, layout=None):
+    """Forward and VJP of the numba replacement equal the reference's; with a ``layout``
+    (:data:`LAYOUTS`), the replacement gets the inputs and cotangents in it.  Diagnostic outputs
+    (``NONDIFF_OUTPUTS``) are not compared and get a zero cotangent."""
     prim = primitives.get(name)
     fwd, bwd = nb.primitives[name]
-    want, want_res = prim.fwd(np, *args, **static)
+    args, ref_args = _laid_out(args, layout)
+    want, want_res = prim.fwd(np, *ref_args, **static)
     got, got_res = fwd(np, *args, **static)
-    assert got_res[0] == "numba", f"{name}: the replacement fell back to the reference"
-    for g, w in zip(_as_tuple(got), _as_tuple(want)):
-        assert_close(g, w, dtype, f"{name} forward")
-    cot = tuple(rng.normal(size=np.shape(w)).astype(dtype) for w in _as_tuple(want))
-    cot = cot if isinstance(want, tuple) else cot[0]
+    if name != "newton_recurrence":  # that one runs the reference engine on compiled steps: no tag
+        assert got_res[0] == "numba", f"{name}: the replacement fell back to the reference"
+    nondiff = NONDIFF_OUTPUTS.get(name, ())
+    for i, (g, w) in enumerate(zip(_as_tuple(got), _as_tuple(want))):
+        if i not in nondiff:
+            assert_close(g, w, dtype, f"{name} forward")
+    cot = tuple(np.zeros_like(w) if i in nondiff else rng.normal(size=np.shape(w)).astype(dtype)
+                for i, w in enumerate(_as_tuple(want)))
+    got_cot, cot = _laid_out(cot, layout)
+    if not isinstance(want, tuple):
+        got_cot, cot = got_cot[0], cot[0]
     want_grads = prim.bwd(np, want_res, cot, **static)
-    got_grads = bwd(np, got_res, cot, **static)
+    got_grads = bwd(np, got_res, got_cot, **static)
     assert len(got_grads) == len(want_grads)
     for i, (g, w) in enumerate(zip(got_grads, want_grads)):
         assert_close(g, w, dtype, f"{name} gradient {i}")
@@ -94,11 +133,19 @@ def test_import_seqcore_does_not_load_numba():
 
 
 def test_every_hot_primitive_is_replaced(nb):
-    import seqcore.cells  # noqa: F401  (registers every <cell>_recurrence)
-    import seqcore.newton  # noqa: F401  (registers newton_recurrence)
     hot = {"linear_scan", "block_scan", "log_linear_scan", "linear"}
     hot |= {n for n in primitives.registry() if n.endswith("_recurrence") and is_library_primitive(n)}
     assert hot - set(nb.primitives) == set()
+
+
+@pytest.mark.parametrize("name", REPLACED)
+def test_replacements_have_the_reference_signatures(nb, name):
+    """Names, kinds (positional, keyword-only, *args, **kwargs) and defaults of every parameter, as
+    the reference's: a call by keyword must not work on one backend only."""
+    prim = primitives.get(name)
+    for what, ref, replacement in zip(("forward", "backward"), (prim.fwd, prim.bwd), nb.primitives[name]):
+        assert inspect.signature(replacement) == inspect.signature(ref), (
+            f"{name} {what}: {inspect.signature(replacement)}, the reference has {inspect.signature(ref)}")
 
 
 # -- every replaced primitive on the shared cases ---------------------------------------------------
@@ -225,6 +272,22 @@ def test_non_contiguous_inputs_are_copied(nb):
     compare_primitive(nb, "lstm_recurrence", args, dict(cell=cell), np.float64, rng)
 
 
+
+@pytest.mark.filterwarnings("ignore::seqcore.newton.NewtonConvergenceWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", REPLACED)
+def test_every_replacement_takes_any_layout(nb, name, dtype):
+    """Every replaced primitive on the shared cases (``linear``: panel-wide ones) with each input and
+    each cotangent reversed, strided, transposed or broadcast (stride 0, read-only) equals the
+    reference on C-contiguous copies, forward and VJP."""
+    rng = np.random.default_rng(stable_seed("layouts", name, np.dtype(dtype).name))
+    examples = panel_linear_cases(rng, dtype) if name == "linear" else list(cases(name, rng, dtype))
+    for layout in LAYOUTS:
+        non_contiguous = 0
+        for args, static in examples:
+            non_contiguous += sum(x is not None and not in_layout(x, layout).flags.c_contiguous for x in args)
+            compare_primitive(nb, name, args, static, dtype, rng, layout=layout)
+        assert non_contiguous, f"{name}: no input was made non-contiguous by {layout!r}"
 
 
 def _read_only(x):
@@ -378,6 +441,17 @@ def test_panel_products_equal_matmul(nb, monkeypatch, dtype):
     np.testing.assert_array_equal(products.matmul_tn(a, b), a.T @ b)
 
 
+def panel_linear_cases(rng, dtype):
+    """``linear`` cases wide enough for the panel products (narrower outputs run the reference):
+    leading axes, bias or none, outputs across panels."""
+    from seqcore.backends.numba import panels
+
+    NR = panels.panel_width(dtype)
+    n = lambda *shape: rng.normal(size=shape).astype(dtype)  # noqa: E731
+    return [((n(3, 11, 7), n(NR + 3, 7), n(NR + 3)), {}), ((n(40, NR), n(2 * NR, NR), None), {}),
+            ((n(2, 3, 9, 2 * NR + 1), n(NR, 2 * NR + 1), n(NR)), {})]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_linear_replacement_equals_reference(nb, dtype):
     """The input projection through the panel products, forward and VJP (leading axes, bias or
@@ -387,9 +461,8 @@ def test_linear_replacement_equals_reference(nb, dtype):
     rng = np.random.default_rng(8)
     NR = panels.panel_width(dtype)
     n = lambda *shape: rng.normal(size=shape).astype(dtype)  # noqa: E731
-    for args in [(n(3, 11, 7), n(NR + 3, 7), n(NR + 3)), (n(40, NR), n(2 * NR, NR), None),
-                 (n(2, 3, 9, 2 * NR + 1), n(NR, 2 * NR + 1), n(NR))]:
-        compare_primitive(nb, "linear", args, {}, dtype, rng)
+    for args, static in panel_linear_cases(rng, dtype):
+        compare_primitive(nb, "linear", args, static, dtype, rng)
     fwd, bwd = nb.primitives["linear"]
     x, W = n(5, 9, 6), n(NR - 1, 6)
     y, res = fwd(np, x, W)
@@ -642,6 +715,20 @@ def test_cell_values_and_gradients_match_numpy_backend(cell_name, dtype):
         for k in want_dp:
             assert_close(got_dp[k], want_dp[k], dtype, f"{cell_name} d{k}")
 
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell_name", sorted(CELLS))
+def test_fused_cells_over_long_sequences(nb, cell_name, dtype):
+    """T = 3001 steps (B = 2, H = 8): the fused forward and BPTT of every cell stay within the
+    tolerances of the reference while rounding errors accumulate over time."""
+    cell = CELLS[cell_name]()
+    rng = np.random.default_rng(stable_seed("long", cell_name, np.dtype(dtype).name))
+    p = cell.init(rng, dtype)
+    xi = np.asarray(cell.project(p, rng.normal(size=(2, 3001, cell.input_size)).astype(dtype)))
+    state0 = (0.5 * rng.normal(size=(2, cell.state_size))).astype(dtype)
+    compare_primitive(nb, f"{cell.name}_recurrence", (xi, state0, *cell.recurrent_args(p)), dict(cell=cell),
+                      dtype, rng)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the reference on NaN and inf

@@ -3,7 +3,9 @@ Newton scan's ``newton_recurrence`` on fused steps.
 
 Each replacement has the reference's signature (``seqcore/cells/base.py``):
 ``fwd(xp, xi, state0, *recurrent params, cell=cell) -> (states (B, T, S), residuals)`` and
-``bwd(xp, residuals, dstates, cell=cell) -> (dxi, dstate0, *dparams)``.  The kernels live in
+``bwd(xp, residuals, dstates, cell=cell) -> (dxi, dstate0, *dparams)``; minGRU's and minLSTM's,
+which have no recurrent params, ``fwd(xp, xi, state0, *, cell)`` and ``bwd(xp, res, dh, *, cell)``
+(``seqcore/cells/minimal.py``).  The kernels live in
 ``dense_cells.py`` (Elman, LSTM, GRU, LeakyRNN), ``diagonal_cells.py`` (DiagGRU, CIFG-LSTM),
 ``minimal_cells.py`` (minGRU, minLSTM), ``newton_steps.py``, ``newton_dense_steps.py`` and
 ``newton_loop.py``; this module only dispatches.
@@ -44,6 +46,19 @@ def _replacement(fused_fwd, fused_bwd, module: str, qualname: str):
     return fwd, bwd
 
 
+def _minimal_replacement(qualname: str):
+    """:func:`_replacement` for minGRU / minLSTM under their reference's signature."""
+    any_fwd, any_bwd = _replacement(minimal_fwd, minimal_bwd, "seqcore.cells.minimal", qualname)
+
+    def fwd(xp, xi, state0, *, cell):
+        return any_fwd(xp, xi, state0, cell=cell)
+
+    def bwd(xp, res, dh, *, cell):
+        return any_bwd(xp, res, dh, cell)
+
+    return fwd, bwd
+
+
 PRIMITIVES = {
     "elman_recurrence": _replacement(elman_fwd, elman_bwd, "seqcore.cells.elman", "Elman"),
     "lstm_recurrence": _replacement(lstm_fwd, lstm_bwd, "seqcore.cells.lstm", "LSTM"),
@@ -51,7 +66,7 @@ PRIMITIVES = {
     "leaky_recurrence": _replacement(leaky_fwd, leaky_bwd, "seqcore.cells.leaky", "LeakyRNN"),
     "diaggru_recurrence": _replacement(diaggru_fwd, diaggru_bwd, "seqcore.cells.pararnn", "DiagGRU"),
     "cifg-lstm_recurrence": _replacement(cifg_fwd, cifg_bwd, "seqcore.cells.pararnn", "CIFGLSTM"),
-    "mingru_recurrence": _replacement(minimal_fwd, minimal_bwd, "seqcore.cells.minimal", "MinGRU"),
-    "minlstm_recurrence": _replacement(minimal_fwd, minimal_bwd, "seqcore.cells.minimal", "MinLSTM"),
+    "mingru_recurrence": _minimal_replacement("MinGRU"),
+    "minlstm_recurrence": _minimal_replacement("MinLSTM"),
     "newton_recurrence": (newton_fwd, newton_bwd),
 }

@@ -242,17 +242,19 @@ def newton_view(cell):
 # The engine's linear solves call the scan primitives on NumPy arrays, which dispatch to the
 # default backend: this one while it runs, whatever default the caller has set.
 
-def newton_fwd(xp, xi, state0, *rec, cell, **options):
+def newton_fwd(xp, xi, state0, *rec, cell, tol, max_iters, jacobian, damping):
     """``newton_recurrence``'s reference forward on the numba view of ``cell``."""
     from ... import backends
     from ...primitives import get  # the Newton engine sits above the backends
     with backends.use("numba"):
-        return get("newton_recurrence").fwd(xp, xi, state0, *rec, cell=newton_view(cell), **options)
+        return get("newton_recurrence").fwd(xp, xi, state0, *rec, cell=newton_view(cell), tol=tol,
+                                            max_iters=max_iters, jacobian=jacobian, damping=damping)
 
 
-def newton_bwd(xp, res, cotangents, cell, **options):
+def newton_bwd(xp, res, cotangents, cell, tol, max_iters, jacobian, damping):
     """``newton_recurrence``'s reference backward on the numba view of ``cell``."""
     from ... import backends
     from ...primitives import get
     with backends.use("numba"):
-        return get("newton_recurrence").bwd(xp, res, cotangents, cell=newton_view(cell), **options)
+        return get("newton_recurrence").bwd(xp, res, cotangents, cell=newton_view(cell), tol=tol,
+                                            max_iters=max_iters, jacobian=jacobian, damping=damping)

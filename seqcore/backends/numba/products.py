@@ -145,9 +145,9 @@ def linear_fwd(xp, x, weight, bias=None):
     return y.reshape(x.shape[:-1] + (weight.shape[0],)), ("numba", (x2, x.shape, weight, bias is not None))
 
 
-def linear_bwd(xp, res, g):
+def linear_bwd(xp, r, g):
     """``(dx, dweight, dbias)`` of :func:`linear_fwd`."""
-    tag, res = res
+    tag, res = r
     if tag == "reference":
         return _linear_bwd(xp, res, g)
     x2, shape, weight, has_bias = res
