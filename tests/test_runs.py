@@ -1,4 +1,5 @@
 """Run directories: creating one where it cannot be written is a ValueError naming ``out``."""
+import errno
 import json
 import os
 import re
@@ -96,16 +97,45 @@ def test_create_under_a_file_names_out(tmp_path):
         RunDir(tmp_path / "afile" / "sub").create({})
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_create_in_a_read_only_directory_names_out(tmp_path):
+def refuse_entries_in(monkeypatch, directory):
+    """Answer as the OS answers a user other than root for a directory of mode 0o500: no entry can be
+    made in it (simulated, since root, as CI runs, may write anywhere)."""
+    real_mkdir, real_open = os.mkdir, os.open
+
+    def refuse(path):
+        if os.path.dirname(os.fspath(path)) == os.fspath(directory):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+
+    def mkdir(path, *args, **kwargs):
+        refuse(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    def open_(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            refuse(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "open", open_)
+
+
+def permission_denied_for(path):
+    return re.escape(f"out: got {str(path)!r}, where no run directory can be written (Permission denied); expected "
+                     "a path where a directory can be created and written (--out)")
+
+
+def test_create_in_a_read_only_directory_names_out(tmp_path, monkeypatch):
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        with pytest.raises(ValueError, match=r"^out: got .*Permission denied"):
-            RunDir(ro / "run").create({})
-    finally:
-        ro.chmod(0o700)
+    refuse_entries_in(monkeypatch, ro)
+    # the run directory cannot be made inside a read-only one
+    for attempt in (lambda rd: rd.create({}), RunDir.ensure_writable):
+        with pytest.raises(ValueError, match=f"^{permission_denied_for(ro / 'run')}$"):
+            attempt(RunDir(ro / "run"))
+    # a read-only directory given as the run directory itself: its config.json cannot be written
+    with pytest.raises(ValueError, match=f"^{permission_denied_for(ro)}$"):
+        RunDir(ro).create({})
+    assert os.listdir(ro) == []  # nothing written, no temporary file left
 
 
 def test_create_on_a_virtual_file_system_names_out():
@@ -221,37 +251,52 @@ def test_an_overwritten_run_loses_the_old_runs_report_plot(tmp_path):
     assert (rd.path / "notes.txt").read_text() == "the user's own file"  # nothing else is touched
 
 
-def test_checkpoints_record_the_blas_thread_count_and_a_resume_under_another_is_noted(tmp_path):
-    """QA r10: a run checkpointed under 2 OpenBLAS threads (the library's default here) and resumed
-    by the CLI (1 thread) ended 4.5e-8 away from the uninterrupted run, with nothing said."""
+def test_blas_threads_reads_the_count_openblas_was_started_with():
+    """The real OpenBLAS's thread count, as OPENBLAS_NUM_THREADS sets it when NumPy loads (OpenBLAS
+    caps it at the usable cores); the checkpoints' use of it is tested on every machine below."""
     import subprocess
     import sys
-    from seqcore.runs import blas_threads, blas_threads_note, load_checkpoint, save_checkpoint
-    now = blas_threads()
-    if now is None:
+    from seqcore.runs import blas_threads
+    if blas_threads() is None:
         pytest.skip("NumPy's BLAS here is not an OpenBLAS whose thread count can be read")
-    # the oracle: what OPENBLAS_NUM_THREADS sets when NumPy loads (OpenBLAS caps it at the usable cores)
     code = "from seqcore.runs import blas_threads; print(blas_threads())"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     for value, expected in (("1", 1), ("2", min(2, cores))):
         out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "OPENBLAS_NUM_THREADS": value},
                              capture_output=True, text=True, check=True).stdout
         assert out.strip() == str(expected), (value, out)
+
+
+def test_checkpoints_record_the_blas_thread_count_and_a_resume_under_another_is_noted(tmp_path, monkeypatch):
+    """QA r10: a run checkpointed under 2 OpenBLAS threads (the library's default here) and resumed
+    by the CLI (1 thread) ended 4.5e-8 away from the uninterrupted run, with nothing said. The count
+    is simulated, so this runs whatever BLAS NumPy has."""
+    from seqcore import runs
+    from seqcore.runs import blas_threads_note, load_checkpoint, save_checkpoint
+    monkeypatch.setattr(runs, "blas_threads", lambda: 3)
     save_checkpoint(tmp_path / "c.npz", {}, {"step": 3})
     meta = load_checkpoint(tmp_path / "c.npz")[1]
-    assert meta == {"step": 3, "blas_threads": now}
+    assert meta == {"step": 3, "blas_threads": 3}
     assert blas_threads_note(meta) is None  # resumed under the same count: nothing to say
     assert blas_threads_note({"step": 3}) is None  # a checkpoint older than the record: unknown
-    other = now + 1
-    save_checkpoint(tmp_path / "c.npz", {}, {"step": 3, "blas_threads": other})  # an explicit record wins
+    save_checkpoint(tmp_path / "c.npz", {}, {"step": 3, "blas_threads": 5})  # an explicit record wins
     meta = load_checkpoint(tmp_path / "c.npz")[1]
-    assert meta["blas_threads"] == other
+    assert meta["blas_threads"] == 5
     assert blas_threads_note(meta) == (
-        f"note: the checkpoint was written with {other} BLAS threads, this process runs {now}: the resumed run will "
-        f"not be bit-identical to an uninterrupted one; to match, start it with OPENBLAS_NUM_THREADS={other} in "
-        "the environment")
+        "note: the checkpoint was written with 5 BLAS threads, this process runs 3: the resumed run will not be "
+        "bit-identical to an uninterrupted one; to match, start it with OPENBLAS_NUM_THREADS=5 in the environment")
+    assert blas_threads_note({"step": 3, "blas_threads": 1}).startswith(
+        "note: the checkpoint was written with 1 BLAS thread, this process runs 3: ")
+    for junk in (0, True, "5", 2.0):  # not a count a checkpoint writes: nothing to say
+        assert blas_threads_note({"step": 3, "blas_threads": junk}) is None, junk
     with pytest.raises(TypeError, match="^meta: got list, expected a checkpoint's meta dict$"):
         blas_threads_note([])
+    # NumPy's BLAS is not a readable OpenBLAS: the record says so, and no resume is noted
+    monkeypatch.setattr(runs, "blas_threads", lambda: None)
+    save_checkpoint(tmp_path / "c.npz", {}, {"step": 4})
+    meta = load_checkpoint(tmp_path / "c.npz")[1]
+    assert meta == {"step": 4, "blas_threads": None}
+    assert blas_threads_note({"step": 4, "blas_threads": 5}) is None
 
 
 def test_the_lock_holder_is_seen_without_taking_the_lock(tmp_path):
