@@ -679,20 +679,22 @@ def test_resume_steps_notes_a_learning_rate_the_rebuilt_schedule_changes(tmp_pat
     assert "note: the" not in ok("resume", tmp_path / "const", "--steps", 20).stderr  # constant: unchanged
 
 
-def test_resume_under_another_blas_thread_count_says_so(tmp_path):
+def test_resume_under_another_blas_thread_count_says_so(tmp_path, monkeypatch):
     """A product's rounding depends on OpenBLAS's thread count: a resume under another is not
-    bit-identical to an uninterrupted run, and says so (also with --quiet)."""
-    from seqcore.runs import blas_threads, load_checkpoint, save_checkpoint
-    now = blas_threads()
-    if now is None:
-        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose thread count can be read")
+    bit-identical to an uninterrupted run, and says so (also with --quiet). The count is simulated,
+    so this runs whatever BLAS NumPy has."""
+    from seqcore.runs import save_checkpoint
+    monkeypatch.setattr("seqcore.runs.blas_threads", lambda: 3)
     out = tmp_path / "run"
     ok("train", *TINY, "--steps", 10, "--out", out, "--quiet")
     arrays, meta = load_checkpoint(out / "checkpoint.npz")
-    save_checkpoint(out / "checkpoint.npz", arrays, {**meta, "blas_threads": now + 1})
+    assert meta["blas_threads"] == 3  # recorded by the run's checkpoint
+    save_checkpoint(out / "checkpoint.npz", arrays, {**meta, "blas_threads": 5})
     result = ok("resume", out, "--steps", 12, "--quiet")
-    assert (f"note: the checkpoint was written with {now + 1} BLAS threads, this process runs {now}: the resumed "
-            f"run will not be bit-identical") in result.stderr
+    assert ("note: the checkpoint was written with 5 BLAS threads, this process runs 3: the resumed run will not be "
+            "bit-identical to an uninterrupted one; to match, start it with OPENBLAS_NUM_THREADS=5 in the environment"
+            "\n") in result.stderr
+    assert load_checkpoint(out / "checkpoint.npz")[1]["blas_threads"] == 3  # its new checkpoint: this process's
     assert "BLAS threads" not in ok("resume", out, "--steps", 14, "--quiet").stderr  # written under this count
 
 
@@ -1152,24 +1154,39 @@ def test_bench_scan_times_the_kernels_it_names():
         assert ms > 0 and abs(vs - gbs / base) <= 0.01 + 0.005 * gbs / base, (name, rows[name])
 
 
-def test_a_backend_that_cannot_load_is_refused_before_anything_is_written(tmp_path, monkeypatch):
-    from seqcore.backends import BackendUnavailable
-    try:
-        backends.get("cupy")
-        pytest.skip("cupy loads here: no backend that cannot load to try")
-    except BackendUnavailable:
-        pass
+CUPY_FAILS = "backend 'cupy' cannot load: no CUDA GPU (simulated)"
+
+
+@pytest.fixture
+def cupy_cannot_load(monkeypatch):
+    """The cupy backend fails to load as it does without a GPU (its module raises BackendUnavailable),
+    whether or not it loads on this machine."""
+    import importlib
+    real_import_module = importlib.import_module
+
+    def import_module(name, *args, **kwargs):
+        if name == "seqcore.backends.cupy":
+            raise backends.BackendUnavailable(CUPY_FAILS)
+        return real_import_module(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    monkeypatch.delitem(backends._LOADED, "cupy", raising=False)
+    monkeypatch.setattr(backends, "_FAILED", {})
+
+
+def test_a_backend_that_cannot_load_is_refused_before_anything_is_written(tmp_path, monkeypatch, cupy_cannot_load):
     result = invoke("train", *TINY, "--backend", "cupy", "--out", tmp_path / "a")
     assert_one_line_error(result)
-    assert "Error: --backend: backend 'cupy' cannot load" in result.stderr and not (tmp_path / "a").exists()
+    assert result.stderr == f"Error: --backend: {CUPY_FAILS}\n" and not (tmp_path / "a").exists()
     monkeypatch.setenv("SEQCORE_BACKEND", "cupy")
     result = invoke("train", *[a for a in TINY if a not in ("--backend", "numpy")], "--out", tmp_path / "b")
     assert_one_line_error(result)
-    assert "Error: $SEQCORE_BACKEND: backend 'cupy' cannot load" in result.stderr and not (tmp_path / "b").exists()
+    assert result.stderr == f"Error: $SEQCORE_BACKEND: {CUPY_FAILS}\n" and not (tmp_path / "b").exists()
     result = invoke("backends")  # lists the backends, then says the variable's choice cannot load
     assert_one_line_error(result)
     assert "Error: $SEQCORE_BACKEND: got 'cupy', which cannot load here" in result.stderr
     assert result.stdout.startswith("name ")
+    assert f"cupy     no         -              {CUPY_FAILS}" in result.stdout.splitlines()  # and why
 
 
 @pytest.mark.parametrize("raised", [KeyboardInterrupt, "chained"])
@@ -1407,16 +1424,10 @@ def test_errors_raised_while_the_model_is_built_name_the_option_or_file(tmp_path
     assert_train_refused(tmp_path, args, config, message)
 
 
-def test_eval_names_backend_when_the_backend_cannot_load(finished_run):
-    from seqcore.backends import BackendUnavailable
-    try:
-        backends.get("cupy")
-        pytest.skip("cupy loads here: no backend that cannot load to try")
-    except BackendUnavailable:
-        pass
+def test_eval_names_backend_when_the_backend_cannot_load(finished_run, cupy_cannot_load):
     result = invoke("eval", finished_run, "--backend", "cupy")
     assert_one_line_error(result)
-    assert result.stderr.startswith("Error: --backend: backend 'cupy' cannot load")
+    assert result.stderr == f"Error: --backend: {CUPY_FAILS}\n"
 
 
 def test_report_refuses_plot_with_no_plot(tmp_path, continual_run):
