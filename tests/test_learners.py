@@ -2,7 +2,9 @@
 buffers against the statistics they promise, projections against their defining properties.
 
 Models are tiny and float64; a linear softmax model (an MLP without hidden layers) gives
-closed-form per-example gradients for the Fisher and MAS oracles.
+closed-form per-example gradients for the Fisher and MAS oracles, and a loop over single
+examples (one vjp of the model each, with the loss's derivative at the logits written out)
+gives them for a hidden layer and an LSTM.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from seqcore.learners.orthogonal import extend_basis, project_out, project_out_m
 from seqcore.learners.regularization import fisher_diagonal, mas_importance
 from seqcore.learners.replay import ClassBalancedBuffer, ReservoirBuffer, agem_project
 from seqcore.train import Trainer
-from seqcore.tree import tree_leaves, tree_map
+from seqcore.tree import tree_flatten, tree_leaves, tree_map
 
 N_IN, N_OUT = 4, 3
 
@@ -86,6 +88,53 @@ def linear_model_grads(W, b, x, y):
     p /= p.sum(1, keepdims=True)
     r = p - np.eye(W.shape[0])[y]
     return r[:, :, None] * x[:, None, :], r
+
+
+def example_grads_oracle(model, params, x, cotangent):
+    """Per-example gradients ``J_iᵀ cotangent(i, z_i)``: one vjp of ``model.forward`` on example i
+    alone, pulled back from a hand-derived ∂loss_i/∂logits (z_i: the example's logits (C,))."""
+    out = []
+    for i in range(len(x)):
+        z, pullback = vjp(lambda p: model.forward(p, x[i:i + 1]), params)
+        (g,) = pullback(cotangent(i, np.asarray(z)[0])[None])
+        out.append(g)
+    return out
+
+
+def head_softmax(z, label, head_size=None):
+    """softmax of logits ``z (C,)`` over the head of ``label`` (all C without heads), 0 elsewhere."""
+    own = np.ones(len(z), bool) if head_size is None else np.arange(len(z)) // head_size == label // head_size
+    e = np.where(own, np.exp(z - z[own].max()), 0.0)
+    return e / e.sum()
+
+
+def fisher_oracle(model, params, x, y, mode, rng=None, head_size=None):
+    """``(1/N) Σ_i g_i²``, ``g_i = ∂(−log p(y_i|x_i))/∂θ = J_iᵀ (p_i − e_{y_i})`` example by example
+    (no ½: that belongs to EWC's penalty). "sampled" first draws each y_i ~ p_i (the softmax over the
+    example's own head) from ``rng``, one draw per example in order."""
+    if mode == "sampled":
+        probs = [head_softmax(np.asarray(model.forward(params, x[i:i + 1]))[0], y[i], head_size)
+                 for i in range(len(x))]
+        y = np.array([rng.choice(len(q), p=q) for q in probs])
+    grads = example_grads_oracle(model, params, x,
+                                 lambda i, z: head_softmax(z, y[i], head_size) - np.eye(len(z))[y[i]])
+    return tree_map(lambda *g: np.mean(np.square(g), axis=0), *grads)
+
+
+def mas_oracle(model, params, x):
+    """``(1/N) Σ_i |∂‖f(x_i)‖²/∂θ|`` with ∂‖z‖²/∂z = 2z, example by example."""
+    grads = example_grads_oracle(model, params, x, lambda i, z: 2 * z)
+    return tree_map(lambda *g: np.mean(np.abs(g), axis=0), *grads)
+
+
+def assert_trees_close(got, want, rtol=1e-10, atol=1e-15):
+    for g, w in zip(tree_leaves(got), tree_leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+
+
+# a hidden layer, and an LSTM reading x (N, 4) as 4 steps of 1 feature
+HIDDEN_MODELS = [MLPClassifier(N_IN, (5,), N_OUT), RNNClassifier("lstm", 1, 5, N_OUT)]
+HIDDEN_IDS = ["mlp-hidden", "lstm"]
 
 
 # ------------------------------------------------------------------ registry and validation
@@ -185,18 +234,41 @@ def test_fisher_matches_closed_form_of_softmax_regression(mode):
     np.testing.assert_allclose(F[0]["bias"], (gb ** 2).mean(0), rtol=1e-10)
 
 
-def test_ewc_keeps_one_penalty_per_task_exactly():
-    ln = bound("ewc", strength=3.0, fisher_samples=20)
+@pytest.mark.parametrize("mode", ["empirical", "sampled"])
+@pytest.mark.parametrize("model,head_size", [(HIDDEN_MODELS[0], None), (HIDDEN_MODELS[1], None),
+                                             (RNNClassifier("lstm", 1, 5, 6), 2)],
+                         ids=HIDDEN_IDS + ["lstm-3-heads"])
+def test_fisher_is_the_mean_square_of_single_example_gradients(model, head_size, mode):
+    """Through a hidden layer and an LSTM's scan, against a loop over single examples (the mean
+    of the squares, not the square of the mean); the multi-head LSTM takes each example's own head."""
+    ln = learners.make("ewc", fisher=mode)
+    ln.bind(model, n_experiences=3, rng=np.random.default_rng(7), head_size=head_size)
+    p = params_of(ln, 3)
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(10, N_IN)), rng.integers(0, model.n_classes, 10)
+    F = fisher_diagonal(ln, p, x, y, mode, np.random.default_rng(5))
+    assert_trees_close(F, fisher_oracle(model, p, x, y, mode, np.random.default_rng(5), head_size))
+    # the oracle's per-example gradient itself, against finite differences of −log p(y_0|x_0)
+    (g0,) = example_grads_oracle(model, p, x[:1], lambda i, z: head_softmax(z, y[0], head_size) - np.eye(len(z))[y[0]])
+    p0 = lambda q: head_softmax(np.asarray(model.forward(q, x[:1]))[0], y[0], head_size)[y[0]]  # noqa: E731
+    check_gradient_fd(lambda q: -np.log(p0(q)), p, g0)
+
+
+@pytest.mark.parametrize("mode", ["empirical", "sampled"])
+@pytest.mark.parametrize("model", HIDDEN_MODELS, ids=HIDDEN_IDS)
+def test_ewc_keeps_one_penalty_per_task_exactly(model, mode):
+    ln = bound("ewc", model=model, strength=3.0, fisher_samples=20, fisher=mode)
     fishers, anchors = [], []
     for t in range(2):
         x, y = data(20, seed=10 + t)
         theta_t = params_of(ln, 20 + t)
         ln.rng = np.random.default_rng(3)
         ln.after_experience(FakeTrainer(theta_t), experience(x, y, t))
-        ln_rng = np.random.default_rng(3)  # the same 20 examples, in the same order
+        ln_rng = np.random.default_rng(3)  # the same 20 examples, in the same order, then the same label draws
         idx = ln_rng.choice(20, size=20, replace=False)
-        fishers.append(fisher_diagonal(ln, theta_t, x[idx], y[idx]))
+        fishers.append(fisher_oracle(model, theta_t, x[idx], y[idx], mode, ln_rng))
         anchors.append(theta_t)
+    assert_trees_close(ln.importance, tree_map(np.add, *fishers))
     theta = params_of(ln, 99)
     value, grad = value_and_grad(ln.penalty, theta)
     direct = sum(1.5 * np.sum(f * (a - s) ** 2) for F, S in zip(fishers, anchors)
@@ -209,22 +281,24 @@ def test_ewc_keeps_one_penalty_per_task_exactly():
     check_gradient_fd(ln.penalty, theta, grad)
 
 
-def test_online_ewc_decays_the_running_fisher_and_anchors_at_the_latest_task():
-    ln = bound("online-ewc", strength=2.0, decay=0.5, fisher_samples=20)
+@pytest.mark.parametrize("model", HIDDEN_MODELS, ids=HIDDEN_IDS)
+def test_online_ewc_decays_the_running_fisher_and_anchors_at_the_latest_task(model):
+    ln = bound("online-ewc", model=model, strength=2.0, decay=0.5, fisher_samples=20)
     fishers, last = [], None
     for t in range(2):
         x, y = data(20, seed=30 + t)
         last = params_of(ln, 40 + t)
         ln.after_experience(FakeTrainer(last), experience(x, y, t))
-        fishers.append(fisher_diagonal(ln, last, x, y))  # all 20 examples: order does not matter
+        fishers.append(fisher_oracle(model, last, x, y, "empirical"))  # all 20 examples: order does not matter
     expected_F = tree_map(lambda a, b: 0.5 * a + b, *fishers)
-    for got, want in zip(tree_leaves(ln.importance), tree_leaves(expected_F)):
-        np.testing.assert_allclose(got, want, rtol=1e-10)
+    assert_trees_close(ln.importance, expected_F)
     theta = params_of(ln, 50)
     value, grad = value_and_grad(ln.penalty, theta)
     direct = sum(np.sum(f * (a - s) ** 2) for f, a, s in
                  zip(tree_leaves(expected_F), tree_leaves(theta), tree_leaves(last)))
     assert value == pytest.approx(direct, rel=1e-10)
+    for g, f, a, s in zip(tree_leaves(grad), tree_leaves(expected_F), tree_leaves(theta), tree_leaves(last)):
+        np.testing.assert_allclose(g, 2.0 * f * (a - s), rtol=1e-9, atol=1e-14)
     check_gradient_fd(ln.penalty, theta, grad)
 
 
@@ -301,6 +375,24 @@ def test_mas_importance_is_the_mean_absolute_output_sensitivity():
     direct2 = 0.3 * sum(np.sum(o * (a - s) ** 2) for o, a, s in
                         zip(tree_leaves(ln.importance), tree_leaves(theta), tree_leaves(p2)))
     assert float(ln.penalty(theta)) == pytest.approx(direct2, rel=1e-10)
+
+
+@pytest.mark.parametrize("model", HIDDEN_MODELS, ids=HIDDEN_IDS)
+def test_mas_importance_through_a_hidden_layer_and_an_lstm(model):
+    ln = bound("mas", model=model, strength=0.3, importance_samples=15)
+    p = params_of(ln, 2)
+    x, _ = data(15, seed=4)
+    omega = mas_importance(ln, p, x)
+    assert_trees_close(omega, mas_oracle(model, p, x))
+    (g0,) = example_grads_oracle(model, p, x[:1], lambda i, z: 2 * z)
+    check_gradient_fd(lambda q: np.sum(np.asarray(model.forward(q, x[:1])) ** 2), p, g0)
+    ln.after_experience(FakeTrainer(p), experience(x, np.zeros(15, int)))
+    theta = params_of(ln, 4)
+    value, grad = value_and_grad(ln.penalty, theta)
+    direct = 0.3 * sum(np.sum(o * (a - s) ** 2) for o, a, s in
+                       zip(tree_leaves(omega), tree_leaves(theta), tree_leaves(p)))
+    assert value == pytest.approx(direct, rel=1e-10)
+    check_gradient_fd(ln.penalty, theta, grad)
 
 
 # ------------------------------------------------------------------ distillation
@@ -852,6 +944,19 @@ def test_hypernetwork_keeps_earlier_embeddings_under_adam():
     assert np.abs(trainer.params["task_embeddings"][1] - params_of(ln)["task_embeddings"][1]).max() > 1e-4
 
 
+def hypernet_weights_oracle(ln, hp, task):
+    """The documented generator written out in NumPy: the cell reads ``[e_task ; c_k]`` for the K chunk
+    steps, the head maps each output to a chunk, and each target tensor is mean + std · output with
+    the mean and std of its default init (std 0.1 for a constant tensor). Returns (n_target,)."""
+    E, K = ln.task_embedding, ln.n_chunks
+    inp = np.concatenate([np.broadcast_to(hp["task_embeddings"][task], (1, K, E)), hp["chunk_embeddings"][None]], -1)
+    hs, _ = ln._cell.apply(hp["cell"], inp)
+    raw = (np.asarray(hs) @ hp["head"]["weight"].T + hp["head"]["bias"]).reshape(-1)[: ln.n_target]
+    template, _ = tree_flatten(ln.model.init(np.random.default_rng(0), np.float64))
+    return np.concatenate([v.mean() + (v.std() if v.std() > 0 else 0.1) * raw[a:a + v.size]
+                           for v, a in zip(template, np.cumsum([0] + [v.size for v in template]))])
+
+
 def test_hypernetwork_generates_target_weights_and_regularises_old_tasks():
     target = MLPClassifier(N_IN, (5,), N_OUT)
     ln = bound("hypernet", model=target, hnet_hidden=6, task_embedding=3, chunk_embedding=2, chunk_size=7,
@@ -869,12 +974,14 @@ def test_hypernetwork_generates_target_weights_and_regularises_old_tasks():
     trainer = FakeTrainer(hp)
     ln.index = 2
     ln.before_experience(trainer, experience(x, y, 2))
-    assert ln.targets.shape == (2, ln.n_target)
+    # the stored targets are the weights generated for the old embeddings 0 and 1 at these parameters
+    stored = np.stack([hypernet_weights_oracle(ln, hp, j) for j in (0, 1)])
+    np.testing.assert_allclose(ln.targets, stored, rtol=1e-12, atol=1e-15)
     moved = tree_map(lambda v: v + 0.01, hp)
     ln._cache = None
     value, grad = value_and_grad(ln.regulariser, moved)
-    gen = np.asarray(ln.generate(moved, [0, 1]))
-    assert value == pytest.approx(0.3 * np.sum((gen - ln.targets) ** 2), rel=1e-10)
+    gen = np.stack([hypernet_weights_oracle(ln, moved, j) for j in (0, 1)])
+    assert value == pytest.approx(0.3 * np.sum((gen - stored) ** 2), rel=1e-10)
 
     def reg(p):
         ln._cache = None
@@ -890,21 +997,12 @@ def test_hypernetwork_generates_weights_centred_like_the_default_init():
     constant tensor). LeakyRNN's τ (init constant 1) is generated around 1, so the task loss
     reaches the hypernetwork through τ; without the offset τ ≈ 0, clamped to 1, no gradient."""
     from seqcore import ops
-    from seqcore.tree import tree_flatten
     model = RNNClassifier("leaky", N_IN, 4, N_OUT)
     ln = bound("hypernet", model=model, hnet_hidden=6, task_embedding=3, chunk_embedding=2, chunk_size=16)
     hp = params_of(ln)
     ln.index = 0
-    # oracle: the hypernetwork's raw outputs, then the documented affine map per tensor
-    E, K = 3, ln.n_chunks
-    inp = np.concatenate([np.broadcast_to(hp["task_embeddings"][0], (1, K, E)), hp["chunk_embeddings"][None]], -1)
-    hs, _ = ln._cell.apply(hp["cell"], inp)
-    raw = (np.asarray(hs) @ hp["head"]["weight"].T + hp["head"]["bias"]).reshape(-1)[: ln.n_target]
-    template, _ = tree_flatten(model.init(np.random.default_rng(0), np.float64))
-    expected = np.concatenate([v.mean() + (v.std() if v.std() > 0 else 0.1) * raw[a:a + v.size]
-                               for v, a in zip(template, np.cumsum([0] + [v.size for v in template]))])
     flat = np.asarray(ln.generate(hp, [0]))[0]
-    np.testing.assert_allclose(flat, expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(flat, hypernet_weights_oracle(ln, hp, 0), rtol=1e-12, atol=1e-15)
     tau = np.asarray(ln.target_params(flat)["rnn"][0]["tau"])
     init_tau = model.init(np.random.default_rng(0), np.float64)["rnn"][0]["tau"]
     assert np.abs(tau - init_tau.mean()).max() < 0.5 and np.any(tau > 1)
