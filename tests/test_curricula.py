@@ -254,6 +254,52 @@ def test_cyclical_prefers_low_loss_examples():
         cur.record_losses(np.array([np.nan]))
 
 
+def test_cyclical_draws_an_epoch_with_probability_proportional_to_one_over_loss():
+    """README: an epoch's examples are "drawn without replacement with probability ∝ 1/loss (losses
+    from record_losses, floored at min_loss; unseen examples count as 1) and shuffled". Oracle: the
+    rule replayed on the same generator state with NumPy's weighted draw without replacement."""
+    n, min_loss = 60, 1e-3
+    cur = make_curriculum("cyclical", tasks.make("zn", length=3), num_examples=n, start_fraction=0.25,
+                          alpha=0.5, min_loss=min_loss)
+    rng = np.random.default_rng(4)
+    cur.sample(rng, 1)
+    seen = np.arange(0, n, 2)  # the odd examples stay unseen: loss 1
+    cur.last_indices = seen
+    cur.record_losses(np.concatenate([[0.0, 1e-5], np.random.default_rng(1).uniform(0.01, 5.0, len(seen) - 2)]))
+    losses = np.ones(n)
+    losses[seen] = cur.losses[seen]
+    weights = 1.0 / np.maximum(losses, min_loss)
+    for _ in range(4):  # epochs of 30, 60, 30 and 15 examples
+        state = rng.bit_generator.state
+        start_next_epoch(cur, rng)
+        replay = np.random.default_rng(0)
+        replay.bit_generator.state = state
+        chosen = replay.choice(n, size=cur.epoch_size(), replace=False, p=weights / weights.sum())
+        assert np.array_equal(cur.order, replay.permutation(chosen))
+        assert rng.bit_generator.state == replay.bit_generator.state  # nothing else drew from the rng
+
+
+def test_cyclical_single_draws_follow_one_over_loss_statistically():
+    """With epochs of one example the inclusion probability is exactly w/Σw: losses 1, 2, 4 give
+    weights 4 : 2 : 1, probabilities 4/7, 2/7, 1/7. 1/loss² (0.76 for the first), 3 : 2 : 1 by rank
+    (0.5) and softmax(−loss) (0.71) are each more than 10σ away at 10000 draws."""
+    cur = make_curriculum("cyclical", tasks.make("zn", length=3), num_examples=3, start_fraction=1 / 3,
+                          end_fraction=1 / 3)
+    rng = np.random.default_rng(11)
+    cur.sample(rng, 1)
+    cur.last_indices = np.arange(3)
+    cur.record_losses(np.array([1.0, 2.0, 4.0]))
+    draws, picks = 10000, []
+    for _ in range(draws):
+        cur.sample(rng, 1)
+        picks.append(cur.last_indices[0])
+    assert cur.epoch == draws + 1  # every draw was an epoch of its own
+    p = np.array([4, 2, 1]) / 7
+    counts = np.bincount(picks, minlength=3)
+    sigma = np.sqrt(draws * p * (1 - p))
+    assert np.all(np.abs(counts - draws * p) < 4 * sigma), (counts, draws * p, sigma)
+
+
 def test_cyclical_resume_equals_uninterrupted():
     def run(cur, rng, steps):
         out = []

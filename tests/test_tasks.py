@@ -699,6 +699,33 @@ def test_real_fashion_mnist_when_installed():
     assert task.num_examples("train") == 60000 and task.num_examples("test") == 10000
     b = next(task.eval_batches(16))
     assert b.x.shape == (16, 28, 28) and 0 <= b.x.min() and b.x.max() <= 1
+    # oracle: the gzip files parsed here with struct and np.frombuffer, not with read_idx
+    root = "/usr/share/datasets/fashion-mnist"
+
+    def raw(prefix, kind):
+        with gzip.open(f"{root}/{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz", "rb") as f:
+            data = f.read()
+        zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+        assert zero == 0 and dtype == 0x08  # unsigned bytes
+        dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+        return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    test_x, test_y = raw("t10k", "images"), raw("t10k", "labels")
+    train_x, train_y = raw("train", "images"), raw("train", "labels")
+    assert test_x.shape == (10000, 28, 28) and train_x.shape == (60000, 28, 28)
+    # the test split in order: eval_batches walks it from row 0, rows of the image as steps
+    np.testing.assert_array_equal(b.x, test_x[:16].astype(np.float32) / 255)
+    np.testing.assert_array_equal(b.y, test_y[:16])
+    x, y = task.arrays("test")
+    np.testing.assert_array_equal(x[-3:], test_x[-3:].astype(np.float32) / 255)
+    np.testing.assert_array_equal(y, test_y)
+    rows = np.array([0, 1, 12345, 59999])
+    train = task.batch_from_indices(rows, "train")
+    np.testing.assert_array_equal(train.x, train_x[rows].astype(np.float32) / 255)
+    np.testing.assert_array_equal(train.y, train_y[rows])
+    # pixel order: one pixel per step, row-major
+    pixel = tasks.make("image", order="pixel").batch_from_indices(rows, "train")
+    np.testing.assert_array_equal(pixel.x[:, :, 0], train_x[rows].reshape(4, 784).astype(np.float32) / 255)
+    assert len(np.unique(train_y)) == 10 and len(np.unique(test_y)) == 10
 
 
 # ---------------------------------------------------------------- MNIST-1D

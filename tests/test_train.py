@@ -997,3 +997,168 @@ def test_trainer_checks_its_arguments_when_built_and_the_loss_is_a_scalar():
     trainer = Trainer(**good)
     assert trainer.step((np.arange(3.0), None, None)) == 3.0  # sum(w · x) at w = 1
     np.testing.assert_array_equal(trainer.params["w"], 1 - 0.1 * np.arange(3.0))  # the SGD step, by hand
+
+
+# -- QA w2: a hook's extra loss reaches the update, and the hooks run in the README's order ----------
+
+class SquaredWeightHh(Hooks):
+    """The README's L2 example: extra loss c·Σ w_hh²."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def extra_loss(self, trainer, params, batch):
+        from seqcore import ops
+        w = params["rnn"][0]["weight_hh"]
+        return self.c * ops.sum(w * w)
+
+
+def _float64_run_and_batch(batch_size=16):
+    from seqcore.train import Run
+    from seqcore.tree import tree_map
+    run = Run(TrainConfig(**{**SMALL, "dtype": "float64"}))
+    return run, tree_map(np.array, run.trainer.params), run.task.sample(np.random.default_rng(5), batch_size)
+
+
+def test_a_hooks_extra_loss_gradient_joins_the_task_gradient_before_the_optimizer():
+    """README: the extra loss's "gradient joins the task loss's before the optimizer sees it" and
+    "the step's reported loss is the sum". Oracle: one plain SGD step written out, with the task
+    gradient from model.loss_and_grad and the extra term's 2c·w by hand; the total gradient also
+    against central finite differences of the summed loss on a few coordinates."""
+    from seqcore import optim
+    from seqcore.train import Trainer
+    from seqcore.tree import tree_map, tree_paths
+    run, theta, batch = _float64_run_and_batch()
+    c, lr = 0.5, 0.1
+    trainer = Trainer(run.loss, theta, optim.sgd(lr), hooks=SquaredWeightHh(c))
+    loss = trainer.step(batch)
+    task_loss, g = run.model.loss_and_grad(theta, batch, heads=["n2"])
+    w = theta["rnn"][0]["weight_hh"]
+    assert loss == pytest.approx(task_loss + c * np.sum(w * w), rel=1e-12, abs=0)
+    assert c * np.sum(w * w) > 0.1 * task_loss  # the extra term is no rounding error of the sum
+    want = tree_map(lambda p, gi: p - lr * gi, theta, g)
+    want["rnn"][0]["weight_hh"] = w - lr * (g["rnn"][0]["weight_hh"] + 2 * c * w)
+    got = dict(tree_paths(trainer.params))
+    for path, v in tree_paths(want):
+        np.testing.assert_allclose(got[path], v, rtol=1e-12, atol=1e-14, err_msg=path)
+    # the gradient the update applied, against finite differences of task + extra loss
+    applied = (w - trainer.params["rnn"][0]["weight_hh"]) / lr
+
+    def total(weight_hh):
+        p = tree_map(np.array, theta)
+        p["rnn"][0]["weight_hh"] = weight_hh
+        return float(run.loss(p, batch)) + c * np.sum(weight_hh * weight_hh)
+    eps = 1e-6
+    for idx in ((0, 0), (3, 5), (17, 2)):
+        up, down = w.copy(), w.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        assert applied[idx] == pytest.approx((total(up) - total(down)) / (2 * eps), rel=1e-6, abs=1e-9), idx
+
+
+class RecordOrder(Hooks):
+    """Every hook records its call; transform_grads doubles the gradients, transform_updates adds
+    a constant: the final parameters tell in which order these ran."""
+
+    def __init__(self, events, c, shift, poison=False):
+        self.events, self.c, self.shift, self.poison, self.seen = events, c, shift, poison, {}
+
+    def prepare_batch(self, trainer, batch):
+        from seqcore.tasks import Batch
+        self.events.append("prepare_batch")
+        self.seen["prepared"] = Batch(batch.x[:8], batch.y[:8], batch.mask[:8])  # as a replay learner swaps it
+        return self.seen["prepared"]
+
+    def extra_loss(self, trainer, params, batch):
+        from seqcore import ops
+        self.events.append("extra_loss")
+        self.seen["extra_batch"] = batch
+        w = params["rnn"][0]["weight_hh"]
+        return self.c * ops.sum(w * w)
+
+    def transform_grads(self, trainer, grads, batch):
+        from seqcore.tree import tree_map
+        self.events.append("transform_grads")
+        self.seen["grads"] = tree_map(np.array, grads)
+        if self.poison:
+            return tree_map(lambda v: v * np.nan, grads)
+        return tree_map(lambda v: 2 * v, grads)
+
+    def transform_updates(self, trainer, updates):
+        from seqcore.tree import tree_map
+        self.events.append("transform_updates")
+        self.seen["updates"] = tree_map(np.array, updates)
+        return tree_map(lambda u: u + self.shift, updates)
+
+    def after_step(self, trainer, batch, loss):
+        from seqcore.tree import tree_map
+        self.events.append("after_step")
+        self.seen["after"] = (batch, loss, trainer.step_count, tree_map(np.array, trainer.params))
+
+
+def _recording_trainer(run, theta, lr, hooks, events):
+    """A Trainer whose loss, optimizer and projection record their calls in ``events`` too."""
+    from seqcore import optim
+    from seqcore.train import Trainer
+    from seqcore.tree import tree_map
+    sgd = optim.sgd(lr)
+
+    def loss(p, batch):
+        events.append("loss")
+        return run.loss(p, batch)
+
+    def update(grads, state, params=None):
+        events.append("optimizer")
+        hooks.seen["optimizer_grads"] = tree_map(np.array, grads)
+        return sgd.update(grads, state, params)
+
+    def constrain(p):
+        events.append("constrain")
+        hooks.seen["constrain_in"] = tree_map(np.array, p)
+        return tree_map(lambda v: 0.5 * v, p)
+    return Trainer(loss, theta, optim.GradientTransformation(sgd.init, update), hooks=hooks, constrain=constrain)
+
+
+def test_hooks_run_in_the_order_the_readme_documents():
+    """README "Training from Python": prepare_batch → loss + extra_loss → transform_grads → NaN guard
+    → optimizer → transform_updates → update and constrain → after_step. Oracle: every stage's input
+    computed by hand from the task gradient on the prepared batch (model.loss_and_grad) plus 2c·w."""
+    from seqcore.train import TrainingDiverged
+    from seqcore.tree import tree_map, tree_paths
+    run, theta, batch = _float64_run_and_batch()
+    c, lr, shift = 0.5, 0.1, 1e-3
+    events = []
+    hooks = RecordOrder(events, c, shift)
+    trainer = _recording_trainer(run, theta, lr, hooks, events)
+    loss = trainer.step(batch)
+    assert events == ["prepare_batch", "loss", "extra_loss", "transform_grads", "optimizer", "transform_updates",
+                      "constrain", "after_step"]
+    prepared = hooks.seen["prepared"]
+    assert hooks.seen["extra_batch"] is prepared  # extra_loss gets the (prepared) NumPy batch
+    task_loss, g = run.model.loss_and_grad(theta, prepared, heads=["n2"])
+    w = theta["rnn"][0]["weight_hh"]
+    g["rnn"][0]["weight_hh"] = g["rnn"][0]["weight_hh"] + 2 * c * w
+    stages = {  # what each stage must receive, by hand
+        "grads": g,                                                         # task + extra gradient
+        "optimizer_grads": tree_map(lambda v: 2 * v, g),                    # after transform_grads
+        "updates": tree_map(lambda v: -lr * 2 * v, g),                      # the SGD step
+        "constrain_in": tree_map(lambda p, v: p - lr * 2 * v + shift, theta, g),  # after transform_updates
+    }
+    final = tree_map(lambda p, v: 0.5 * (p - lr * 2 * v + shift), theta, g)  # the projection last
+    batch_after, loss_after, step_after, params_after = hooks.seen["after"]
+    compared = [(name, hooks.seen[name], want) for name, want in stages.items()]
+    compared += [("trainer.params", trainer.params, final), ("after_step's trainer.params", params_after, final)]
+    for name, tree, want in compared:
+        got = dict(tree_paths(tree))
+        for path, v in tree_paths(want):
+            np.testing.assert_allclose(got[path], v, rtol=1e-12, atol=1e-14, err_msg=f"{name}: {path}")
+    assert loss == loss_after == pytest.approx(task_loss + c * np.sum(w * w), rel=1e-12, abs=0)
+    assert batch_after is prepared and step_after == 1
+    # the NaN guard sees the transformed gradients and stops before the optimizer: nothing changes
+    events.clear()
+    poisoned = _recording_trainer(run, theta, lr, RecordOrder(events, c, shift, poison=True), events)
+    with pytest.raises(TrainingDiverged, match="a gradient"):
+        poisoned.step(batch)
+    assert events == ["prepare_batch", "loss", "extra_loss", "transform_grads"]
+    assert poisoned.step_count == 0 and all(np.array_equal(a, b) for a, b in
+                                            zip(tree_leaves(poisoned.params), tree_leaves(theta)))
