@@ -8,6 +8,14 @@ import os
 import sys
 from pathlib import Path
 
+from hypothesis import settings
+
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).parent))  # the shared primitive_cases module
+
+# Property tests draw the same examples on every run and print a failure's @reproduce_failure
+# blob: a fresh checkout has no .hypothesis database to replay a CI failure from.  Loaded here,
+# before the test modules' @settings copy it; `--hypothesis-profile=default` explores anew.
+settings.register_profile("seqcore", derandomize=True, print_blob=True)
+settings.load_profile("seqcore")

@@ -48,17 +48,25 @@ def test_linear_scan_methods_equal_sequential(inputs, method, reverse):
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-11 * scale * a.shape[1])
 
 
-@settings(max_examples=25, deadline=None)
-@given(scan_inputs(), st.sampled_from(METHODS))
-def test_linear_scan_vjp_methods_equal_sequential(inputs, method):
-    a, b, h0, chunk = inputs
-    rng = np.random.default_rng(0)
-    dh = rng.normal(size=b.shape)
-    _, pb_ref = seqcore.vjp(lambda a, b, h0: seqcore.linear_scan(a, b, h0), a, b, h0)
-    _, pb = seqcore.vjp(lambda a, b, h0: seqcore.linear_scan(a, b, h0, method=method, chunk_size=chunk), a, b, h0)
-    for g, r in zip(pb(dh), pb_ref(dh)):
+def _assert_vjps_equal(scan, args, method, chunk, reverse):
+    """The VJP of ``scan`` by ``method`` equals the sequential one, argument by argument (``None``
+    for an absent h0 on both sides); errors scale with T as in the forward tests."""
+    dh = np.random.default_rng(0).normal(size=args[1].shape)
+    _, pb_ref = seqcore.vjp(lambda *xs: scan(*xs, reverse=reverse), *args)
+    _, pb = seqcore.vjp(lambda *xs: scan(*xs, reverse=reverse, method=method, chunk_size=chunk), *args)
+    got, want = pb(dh), pb_ref(dh)
+    assert len(got) == len(want) == 3
+    for g, r in zip(got, want):
+        assert (g is None) == (r is None)
         if r is not None:
-            np.testing.assert_allclose(g, r, rtol=0, atol=1e-10 * (1 + np.abs(r).max()) * a.shape[1])
+            np.testing.assert_allclose(g, r, rtol=0, atol=1e-10 * (1 + np.abs(r).max()) * args[0].shape[1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(scan_inputs(), st.sampled_from(METHODS), st.booleans())
+def test_linear_scan_vjp_methods_equal_sequential(inputs, method, reverse):
+    a, b, h0, chunk = inputs
+    _assert_vjps_equal(seqcore.linear_scan, (a, b, h0), method, chunk, reverse)
 
 
 @st.composite
@@ -171,13 +179,25 @@ def test_log_scan_methods_equal_sequential_and_linear(inputs, method):
         np.testing.assert_allclose(np.exp(ref), lin, rtol=1e-10)
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scan_inputs(), st.sampled_from(METHODS), st.booleans())
+def test_log_scan_vjp_methods_equal_sequential(inputs, method, reverse):
+    a, b, h0, chunk = inputs
+    _assert_vjps_equal(seqcore.log_linear_scan, (np.log(np.abs(a) + 0.05), b, h0), method, chunk, reverse)
+
+
 def test_float32_scans_stay_float32():
     rng = np.random.default_rng(3)
     a = rng.uniform(0, 1, (2, 9, 3)).astype(np.float32)
     b = rng.normal(size=(2, 9, 3)).astype(np.float32)
-    for method in ("sequential",) + METHODS:
-        assert seqcore.linear_scan(a, b, method=method).dtype == np.float32
-        assert seqcore.log_linear_scan(np.log(a + 0.1), b, method=method).dtype == np.float32
+    la = np.log(a + np.float32(0.1))
+    for scan, args in ((seqcore.linear_scan, (a, b)), (seqcore.log_linear_scan, (la, b))):
+        # the oracle: the same float32 inputs through the sequential spec in float64
+        want = scan(*(v.astype(np.float64) for v in args))
+        for method in ("sequential",) + METHODS:
+            got = scan(*args, method=method, chunk_size=4)
+            assert got.dtype == np.float32
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype,T", [(np.float32, 300), (np.float64, 2000)])

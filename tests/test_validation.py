@@ -13,7 +13,6 @@ from seqcore import cells, metrics, models, nn, ops, optim, schedules, tasks
 from seqcore.cells.stack import Bidirectional, Stack, stack
 from seqcore.tasks import streams
 
-RNG = np.random.default_rng(0)
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 
 
@@ -41,17 +40,22 @@ def test_value_and_grad_needs_a_scalar_output():
 def test_numpy_integer_sizes_are_integers():
     # np.int64 used to be refused with "expected an integer"
     assert cells.GRU(np.int64(2), np.int64(4)).hidden_size == 4
-    a = RNG.uniform(size=(1, 5, 2))
-    seqcore.linear_scan(a, a, method="chunked", chunk_size=np.int64(2))
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(size=(2, 9, 3)), rng.normal(size=(2, 9, 3))  # other chunk sizes round differently
+    got = seqcore.linear_scan(a, b, method="chunked", chunk_size=np.int64(2))
+    # the same chunking as the Python int (bit for bit), and the sequential spec's result
+    np.testing.assert_array_equal(got, seqcore.linear_scan(a, b, method="chunked", chunk_size=2))
+    np.testing.assert_allclose(got, seqcore.linear_scan(a, b), rtol=1e-13, atol=1e-15)
 
 
 # -- cells ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", cells.names())
 def test_cell_params_must_be_float_arrays(name):
+    rng = np.random.default_rng(0)
     cell = cells.make(name, 2, 4)
-    params = cell.init(RNG, np.float64)
-    x = RNG.normal(size=(2, 3, 2))
+    params = cell.init(rng, np.float64)
+    x = rng.normal(size=(2, 3, 2))
     key = cell.recurrent_keys[0] if cell.recurrent_keys else "weight_ih"
     with pytest.raises(TypeError, match=rf"^params\['{key}'\]: got list"):
         cell.apply({**params, key: params[key].tolist()}, x)      # was AttributeError
@@ -60,16 +64,18 @@ def test_cell_params_must_be_float_arrays(name):
 
 
 def test_newton_scan_params_list_leaf():
+    rng = np.random.default_rng(0)
     cell = cells.GRU(2, 4)
-    params = {k: v.tolist() for k, v in cell.init(RNG, np.float64).items()}
+    params = {k: v.tolist() for k, v in cell.init(rng, np.float64).items()}
     with pytest.raises(TypeError, match=r"^params\['weight_ih'\]"):
-        seqcore.newton_scan(cell, params, RNG.normal(size=(1, 3, 2)))
+        seqcore.newton_scan(cell, params, rng.normal(size=(1, 3, 2)))
 
 
 @pytest.mark.parametrize("name", ["mingru", "minlstm", "gru"])
 def test_newton_options_checked_where_unused(name):
+    rng = np.random.default_rng(0)
     cell = cells.make(name, 2, 4)
-    params, x = cell.init(RNG, np.float64), RNG.normal(size=(1, 3, 2))
+    params, x = cell.init(rng, np.float64), rng.normal(size=(1, 3, 2))
     mode = "parallel" if cell.linear_in_state else "sequential"
     with pytest.raises(TypeError, match="^newton options: got unknown"):
         cell.apply(params, x, mode=mode, tolerance=1e-3)
@@ -79,6 +85,7 @@ def test_newton_options_checked_where_unused(name):
 
 
 def test_stack_and_bidirectional_checks():
+    rng = np.random.default_rng(0)
     with pytest.raises(TypeError, match="^bidirectional: got 'yes'"):
         stack(cells.LSTM, 2, 4, bidirectional="yes")
     with pytest.raises(TypeError, match="^cell_class: got 'lstm'"):
@@ -88,7 +95,7 @@ def test_stack_and_bidirectional_checks():
     with pytest.raises(TypeError, match="^backward: got int"):
         Bidirectional(cells.GRU(2, 4), 3)
     bi = Bidirectional(cells.GRU(2, 4), cells.GRU(2, 4))
-    params, x = bi.init(RNG, np.float64), RNG.normal(size=(3, 5, 2))
+    params, x = bi.init(rng, np.float64), rng.normal(size=(3, 5, 2))
     with pytest.raises(ValueError, match=r"^params: got \['forward'\]"):   # was KeyError
         bi.apply({"forward": params["forward"]}, x)
     with pytest.raises(ValueError, match="^params: got"):
@@ -100,8 +107,9 @@ def test_stack_and_bidirectional_checks():
 # -- layers, models, losses -------------------------------------------------------------------
 
 def test_linear_checks_params_rng_and_bias_flag():
+    rng = np.random.default_rng(0)
     lin = nn.Linear(3, 2)
-    p, x = lin.init(RNG, np.float64), RNG.normal(size=(4, 3))
+    p, x = lin.init(rng, np.float64), rng.normal(size=(4, 3))
     with pytest.raises(ValueError, match="^params: missing 'weight'"):   # was KeyError
         lin.apply({}, x)
     with pytest.raises(ValueError, match=r"^params\['bias'\]: got shape \(5,\)"):  # was a broadcasting error
@@ -111,7 +119,7 @@ def test_linear_checks_params_rng_and_bias_flag():
     with pytest.raises(TypeError, match="^rng: got int"):                # was AttributeError
         lin.init(0)
     with pytest.raises(TypeError, match="^dtype: got"):
-        lin.init(RNG, np.int32)
+        lin.init(rng, np.int32)
     with pytest.raises(TypeError, match="^bias: got 'no'"):
         nn.Linear(3, 2, bias="no")
     with pytest.raises(ValueError, match=r"^x: got shape \(\)"):          # was IndexError
@@ -127,8 +135,9 @@ def test_ops_linear_checks_x_and_bias():
 
 
 def test_embedding_checks_params_and_empty_tokens():
+    rng = np.random.default_rng(0)
     emb = nn.Embedding(5, 3)
-    p = emb.init(RNG)
+    p = emb.init(rng)
     with pytest.raises(ValueError, match=r"^params\['weight'\]: got shape \(3, 3\)"):  # was IndexError
         emb.apply({"weight": np.zeros((3, 3), np.float32)}, np.array([[4]]))
     assert emb.apply(p, np.zeros((0, 2), np.int64)).shape == (0, 2, 3)  # was a NumPy reduction error
@@ -186,21 +195,23 @@ def test_strings_where_numbers_belong_are_named():
 
 
 def test_errors_inside_a_stack_say_which_layer_and_direction():
+    rng = np.random.default_rng(0)
     st = stack(cells.LSTM, 3, 4, num_layers=2, bidirectional=True)
-    p = st.init(RNG)
+    p = st.init(rng)
     x, h = np.ones((2, 5, 3), np.float32), np.zeros((2, 4), np.float32)
     with pytest.raises(TypeError, match=r"^layer 1: forward direction: h0: got ndarray, expected a tuple \(h0, c0\)"):
         st.apply(p, x, [((h, h), (h, h)), (h, None)])
     with pytest.raises(TypeError, match=r"^backward direction: h0: got ndarray"):  # one layer: no layer number
-        stack(cells.LSTM, 3, 4, bidirectional=True).apply(st.init(RNG)[:1], x, [((h, h), h)])
+        stack(cells.LSTM, 3, 4, bidirectional=True).apply(st.init(rng)[:1], x, [((h, h), h)])
 
 
 @pytest.mark.parametrize("mode", ["sequential", "parallel"])
 def test_an_initial_state_of_another_dtype_is_named_in_both_modes(mode):
     """It was promoted sequentially and refused in parallel as 'the dtype of a' (an internal name)."""
+    rng = np.random.default_rng(0)
     for cell in (cells.MinGRU(3, 4), cells.GRU(3, 4)):
-        p = cell.init(RNG, np.float32)
-        x = RNG.normal(size=(2, 5, 3)).astype(np.float32)
+        p = cell.init(rng, np.float32)
+        x = rng.normal(size=(2, 5, 3)).astype(np.float32)
         with pytest.raises(TypeError, match=r"^h0: got dtype float64, expected float32 \(the dtype of x and the"):
             cell.apply(p, x, np.zeros((2, 4)), mode=mode)
         assert cell.apply(p, x, np.zeros((2, 4), np.float32), mode=mode)[0].dtype == np.float32
@@ -208,12 +219,13 @@ def test_an_initial_state_of_another_dtype_is_named_in_both_modes(mode):
 
 def test_parameter_dicts_with_unused_keys_are_refused():
     """A leftover or misspelt key was silently ignored (a bias given to a bias-free layer)."""
+    rng = np.random.default_rng(0)
     lin = nn.Linear(3, 2, bias=False)
-    with_bias = nn.Linear(3, 2).init(RNG)
+    with_bias = nn.Linear(3, 2).init(rng)
     with pytest.raises(ValueError, match=r"^params: got unused key\(s\) \['bias'\]; expected keys \['weight'\]"):
         lin.apply(with_bias, np.ones((4, 3), np.float32))
     cell = cells.GRU(3, 4)
-    p = {**cell.init(RNG), "weight_hh_l0": np.zeros((12, 4), np.float32)}
+    p = {**cell.init(rng), "weight_hh_l0": np.zeros((12, 4), np.float32)}
     with pytest.raises(ValueError, match=r"got unused key\(s\) \['weight_hh_l0'\]"):
         cell.apply(p, np.ones((2, 5, 3), np.float32))
 
@@ -221,11 +233,12 @@ def test_parameter_dicts_with_unused_keys_are_refused():
 @pytest.mark.parametrize("make", [cells.GRU, cells.LSTM, cells.Elman, cells.DiagGRU, cells.CIFGLSTM, cells.LeakyRNN])
 def test_a_parameter_or_state_of_another_backend_is_named(make):
     """A torch leaf beside NumPy data used to switch the whole call to torch (or fail inside NumPy)."""
+    rng = np.random.default_rng(0)
     torch = pytest.importorskip("torch", reason="the mixed-backend check needs a second backend")
     cell = make(4, 6)
-    x = RNG.normal(size=(2, 5, 4)).astype(np.float32)
-    for key in cell.init(RNG):
-        p = cell.init(RNG)
+    x = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    for key in cell.init(rng):
+        p = cell.init(rng)
         p[key] = torch.tensor(p[key])
         with pytest.raises(TypeError, match=rf"^params\['{key}'\]: got a torch.Tensor, expected a numpy.ndarray like x"):
             cell.apply(p, x)
@@ -233,12 +246,13 @@ def test_a_parameter_or_state_of_another_backend_is_named(make):
     if make in (cells.LSTM, cells.CIFGLSTM):
         h0 = (h0, torch.zeros(2, 6))
     with pytest.raises(TypeError, match=r"h0: got a torch.Tensor, expected a numpy.ndarray like x"):
-        cell.apply(cell.init(RNG), x, h0)
+        cell.apply(cell.init(rng), x, h0)
 
 
 def test_masked_losses_are_weighted_means_and_refuse_bad_weights():
-    logits, labels = RNG.normal(size=(5, 3)), np.array([0, 2, 1, 1, 0])
-    pred, target = RNG.normal(size=(5, 2)), RNG.normal(size=(5, 2))
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(5, 3)), np.array([0, 2, 1, 1, 0])
+    pred, target = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
     w = np.array([0.5, 0.0, 2.0, 1.0, 0.25])
     rows = -(logits - np.log(np.exp(logits).sum(-1, keepdims=True)))[np.arange(5), labels]
     for loss, per_row, args in ((nn.cross_entropy, rows, (logits, labels)),
@@ -256,7 +270,8 @@ def test_masked_losses_are_weighted_means_and_refuse_bad_weights():
 
 
 def test_accuracy_checks_labels_and_mask():
-    logits = RNG.normal(size=(4, 3))
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 3))
     with pytest.raises(ValueError, match=r"^labels: got values in \[0, 7\]"):   # was a silent 0.75
         nn.accuracy(logits, np.array([0, 1, 7, 1]))
     with pytest.raises(ValueError, match=r"^labels: got shape \(4, 1\)"):      # was broadcast to (4, 4)
@@ -292,12 +307,13 @@ def test_sequence_model_head_checks():
 
 
 def _model_and_batch(loss="last"):
+    rng = np.random.default_rng(0)
     m = models.SequenceModel("gru", 2, 4, (H("a", 3, loss),))
-    x = RNG.normal(size=(5, 6, 2))
+    x = rng.normal(size=(5, 6, 2))
     mask = np.zeros((5, 6))
     mask[:, -1] = 1
     y = np.array([0, 1, 2, 0, 1]) if loss == "last" else np.zeros((5, 6), np.int64)
-    return m, m.init(RNG, np.float64), (x, y, mask)
+    return m, m.init(rng, np.float64), (x, y, mask)
 
 
 def test_sequence_model_params_and_batch_checks():
@@ -322,29 +338,36 @@ def test_sequence_model_params_and_batch_checks():
 
 
 def test_example_losses_checks_labels_and_mask():
+    rng = np.random.default_rng(0)
     m, params, (x, y, mask) = _model_and_batch()
     with pytest.raises(ValueError, match=r"^y: got labels in \[0, 3\] for head 'a', expected \[0, 2\]"):
         m.example_losses(params, (x, np.array([0, 1, 3, 0, 1]), mask))
     m, params, (x, y, mask) = _model_and_batch("per_step")
+    y = rng.integers(0, 3, size=(5, 6))
     losses = m.example_losses(params, (x, y, None))                           # was NaN with mask=None
-    assert np.all(np.isfinite(losses))
+    # mask=None weighs every step: as an all-ones mask, and each row is that example's loss alone
+    np.testing.assert_allclose(losses, m.example_losses(params, (x, y, np.ones((5, 6)))), rtol=1e-12)
+    np.testing.assert_allclose(losses, [float(m.loss(params, (x[b:b + 1], y[b:b + 1], None))) for b in range(5)],
+                               rtol=1e-10)
     mr = models.SequenceModel("gru", 2, 4, (H("r", 2, "regression"),))
     with pytest.raises(ValueError, match=r"^y: got shape \(5, 6, 3\), expected \(5, 6, 2\) \(B, T, out\)"):
-        mr.example_losses(mr.init(RNG, np.float64), (x, np.zeros((5, 6, 3)), mask))
+        mr.example_losses(mr.init(rng, np.float64), (x, np.zeros((5, 6, 3)), mask))
 
 
 def test_several_heads_need_one_label_column_each():
+    rng = np.random.default_rng(0)
     m = models.SequenceModel("gru", 2, 4, (H("a", 3, "last"), H("b", 2, "last")))
-    params = m.init(RNG, np.float64)
-    x, mask = RNG.normal(size=(5, 6, 2)), np.ones((5, 6))
+    params = m.init(rng, np.float64)
+    x, mask = rng.normal(size=(5, 6, 2)), np.ones((5, 6))
     with pytest.raises(ValueError, match=r"^y: got shape \(5, 3\)"):             # extra column was ignored
         m.loss(params, (x, np.zeros((5, 3), np.int64), mask))
 
 
 def test_mlp_checks():
+    rng = np.random.default_rng(0)
     mlp = models.MLP(4, (3,), 2)
-    params = mlp.init(RNG)
-    x = RNG.normal(size=(2, 4)).astype(np.float32)
+    params = mlp.init(rng)
+    x = rng.normal(size=(2, 4)).astype(np.float32)
     with pytest.raises(ValueError, match="^params: got list of length 1"):     # silently skipped layers
         mlp.apply(params[:1], x)
     with pytest.raises(TypeError, match="^x: got list"):                        # was AttributeError
@@ -421,7 +444,8 @@ def test_lorenz_overflow_is_an_error_not_nan_data():
 
 
 def test_permuted_stream_with_an_empty_test_split():
-    x, y = RNG.normal(size=(8, 2, 3)), np.arange(8) % 2
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 2, 3)), np.arange(8) % 2
     stream = streams.permuted_stream(x, y, x[:0], y[:0], 2, 0)  # was a reshape error
     assert stream[1].eval[0].shape == (0, 2, 3)
 
@@ -430,17 +454,18 @@ def test_permuted_stream_with_an_empty_test_split():
 
 @pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
 def test_numba_backend_rejects_the_same_inputs():
-    x = RNG.normal(size=(2, 3, 2))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 2))
     with seqcore.use("numba"):
         for cell in (cells.LSTM(2, 4), cells.DiagGRU(2, 4), cells.MinGRU(2, 4)):
-            params = cell.init(RNG, np.float64)
+            params = cell.init(rng, np.float64)
             bad = {k: v.astype(np.int64) for k, v in params.items()}
             with pytest.raises(TypeError, match=r"^params\['"):
                 cell.apply(bad, x)
         with pytest.raises(ValueError, match=r"^A: got blocks of shape \(0, 0\)"):
             seqcore.block_scan(np.zeros((2, 3, 1, 0, 0)), np.zeros((2, 3, 1, 0)))
         with pytest.raises(ValueError, match=r"^labels: got values in \[0, 2\]"):
-            nn.cross_entropy(RNG.normal(size=(3, 2)), np.array([0, 1, 2]))
+            nn.cross_entropy(rng.normal(size=(3, 2)), np.array([0, 1, 2]))
 
 
 # -- masks (round 2) ---------------------------------------------------------------------------
@@ -727,9 +752,10 @@ def test_cell_constrain_checks_its_params(name):
 def test_sequence_model_names_y_with_its_own_shape():
     """Problems in y were reported as labels/target with the shape of one head's slice: 'labels: got
     shape (3,), expected (2, 3)' for a y of shape (3, 2)."""
-    x = RNG.normal(size=(2, 3, 2))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 2))
     m = models.SequenceModel("gru", 2, 4, (H("a", 2, "per_step"), H("b", 3, "per_step")))
-    params = m.init(RNG, np.float64)
+    params = m.init(rng, np.float64)
     good = np.array([[[0, 2], [1, 1], [0, 0]], [[1, 0], [1, 2], [0, 1]]])
     cases = [(np.zeros((3, 2), np.int64), ValueError,
               r"^y: got shape \(3, 2\), expected \(2, 3, 2\) \(B, T, heads\) for 2 'per_step' heads$"),
@@ -745,9 +771,9 @@ def test_sequence_model_names_y_with_its_own_shape():
         method(params, (x, good, None))
     last = models.SequenceModel("gru", 2, 4, (H("a", 2, "last"), H("b", 2, "last")))  # the joint loss
     with pytest.raises(ValueError, match=r"^y: got shape \(2,\), expected \(2, 2\) \(B, heads\) for 2 'last' heads"):
-        last.loss(last.init(RNG, np.float64), (x, np.zeros(2, np.int64), None))
+        last.loss(last.init(rng, np.float64), (x, np.zeros(2, np.int64), None))
     reg = models.SequenceModel("gru", 2, 4, (H("r", 2, "regression", 0.5),))
-    rp = reg.init(RNG, np.float64)
+    rp = reg.init(rng, np.float64)
     with pytest.raises(ValueError, match=r"^y: got shape \(2, 3\), expected \(2, 3, 2\) \(B, T, out\) for 1 "
                                          r"'regression' head$"):
         reg.evaluate(rp, (x, np.zeros((2, 3)), None))
