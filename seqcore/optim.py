@@ -415,6 +415,7 @@ def add_decayed_weights(weight_decay: float, mask=None) -> GradientTransformatio
     def update(grads, state, params=None):
         if params is None:
             raise ValueError("params: got None, expected the parameter tree (add_decayed_weights needs it)")
+        _check_grads(grads, params)  # a missing or extra gradient named by its path, not as a bare mismatch
         if weight_decay == 0.0:
             return grads, state
         if mask is None:

@@ -8,6 +8,7 @@ import platform
 import re
 import subprocess
 import sys
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -371,17 +372,39 @@ def test_benchmarks_md_intro_names_the_scripts_that_measure_in_child_processes()
     assert "in the same process" in intro and all(f"`{name}`" in intro for name in children)
 
 
+def _table_range(text, backend):
+    """(min, max) of the fwd and of the f+b ratios in the table's dense GRU row of ``backend``, as
+    Decimals (a cell holds "fwd / f+b", each one number or a range "a–b"; skipped cells hold none)."""
+    row = re.search(rf"^\| {backend} \| GRU \(dense\) \|(.*)$", text, re.M).group(1)
+    pairs = [c.split(" / ") for c in row.split("|") if " / " in c]
+    fwd, fb = ([Decimal(v) for p in pairs for v in re.findall(r"\d+(?:\.\d+)?", p[i])] for i in (0, 1))
+    assert fwd and fb, f"no measured {backend} dense GRU cell in the table"
+    return (min(fwd), max(fwd)), (min(fb), max(fb))
+
+
+def _assert_bullet_gives(bullet_range, table_range, what):
+    """A bullet's "a–b" is the table's min–max, each rounded half up to the digits the bullet shows."""
+    for shown, measured, end in zip(bullet_range, table_range, ("min", "max"), strict=True):
+        digits = Decimal(1).scaleb(-len(shown.partition(".")[2]))
+        assert Decimal(shown) == measured.quantize(digits, ROUND_HALF_UP), (
+            f"{what}: the bullet says {shown}, the table's {end} is {measured}")
+
+
 def test_benchmarks_md_dense_newton_bullets_match_the_table():
     text = (ROOT / "BENCHMARKS.md").read_text()
-    ranges = {}
-    for backend in ("numpy", "numba", "torch"):
-        row = re.search(rf"^\| {backend} \| GRU \(dense\) \|(.*)$", text, re.M).group(1)
-        pairs = [c.split(" / ") for c in row.split("|") if " / " in c]  # "fwd / f+b" cells, ranges as "a–b"
-        fwd, fb = ([float(v) for p in pairs for v in re.findall(r"\d+(?:\.\d+)?", p[i])] for i in (0, 1))
-        ranges[backend] = (min(fwd), max(fwd), min(fb), max(fb))
-    assert ranges == {"numpy": (7.7, 19.3, 5.6, 13.7), "numba": (4.1, 5.0, 2.7, 3.3), "torch": (8.2, 16.1, 5.4, 13.5)}
+    numpy_fwd, numpy_fb = _table_range(text, "numpy")
+    torch_fwd, torch_fb = _table_range(text, "torch")
+    numba_fwd, numba_fb = _table_range(text, "numba")
+    n = r"(\d+(?:\.\d+)?)"
     dense = " ".join(re.search(r"- \*\*Dense Jacobians:\*\*(.*?)\n- ", text, re.S).group(1).split())
-    assert ("8–19× the sequential time forward and 6–14× forward + backward on NumPy (8–16× and 5–14× on torch)"
-            in dense)
+    m = re.search(rf"{n}–{n}× the sequential time forward and {n}–{n}× forward \+ backward on NumPy "
+                  rf"\({n}–{n}× and {n}–{n}× on torch\)", dense)
+    assert m, dense
+    for i, (table_range, what) in enumerate([(numpy_fwd, "numpy fwd"), (numpy_fb, "numpy f+b"),
+                                             (torch_fwd, "torch fwd"), (torch_fb, "torch f+b")]):
+        _assert_bullet_gives(m.groups()[2 * i:2 * i + 2], table_range, what)
     gru = " ".join(re.search(r"- \*\*The dense GRU on Numba:\*\*(.*?)\n- ", text, re.S).group(1).split())
-    assert gru.startswith("4–5× forward, 2.7–3.3× forward + backward")
+    m = re.match(rf"{n}–{n}× forward, {n}–{n}× forward \+ backward", gru)
+    assert m, gru
+    _assert_bullet_gives(m.groups()[:2], numba_fwd, "numba fwd")
+    _assert_bullet_gives(m.groups()[2:], numba_fb, "numba f+b")
