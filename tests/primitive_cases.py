@@ -1,4 +1,5 @@
-"""Example inputs for every primitive, used by the generic gradient and cross-backend tests.
+"""Example inputs for every primitive, used by the generic gradient and cross-backend tests, and
+``paired_leaves``, the tree comparison those and the model tests share.
 
 ``cases(name, rng, dtype)`` yields ``(args, static)`` pairs: positional arguments (arrays,
 or None) and static keyword arguments.  Every kind of primitive runs on the three shapes of
@@ -12,13 +13,30 @@ import zlib
 
 import numpy as np
 
+from seqcore.tree import key_path_name, tree_key_paths
+
 # outputs that carry no gradient (diagnostics): they get a zero cotangent in the checks
 NONDIFF_OUTPUTS = {"newton_recurrence": (1,)}
+# arguments that carry no gradient (masks, integer labels, conditions, exponents): the primitive's
+# VJP gives None for these and a gradient for every other floating array.  Listed here, not read
+# off the VJP under test, so a VJP that drops a gradient fails instead of going unchecked.
+NONDIFF_ARGS = {"mse": (2,), "softmax_cross_entropy": (1, 2), "where": (0,), "power": (1,)}
 
 
 def is_library_primitive(name: str) -> bool:
     """Primitives defined by tests themselves (names starting with ``test_``) are not checked here."""
     return not name.startswith("test_")
+
+
+def paired_leaves(got, want, what="tree"):
+    """``[(name, got_leaf, want_leaf)]`` of two trees, after checking they have one structure with
+    ``None`` in the same places: ``zip(tree_leaves(got), tree_leaves(want))`` drops ``None`` leaves
+    and stops at the shorter list, so a lost gradient or output went unnoticed."""
+    g, w = (tree_key_paths(t, keep_none=True) for t in (got, want))
+    gl, wl = ([(key_path_name(what, k), v is None) for k, v in paths] for paths in (g, w))
+    assert gl == wl, (f"{what}: got (leaf, is None) {[x for x in gl if x not in wl]}, expected "
+                      f"{[x for x in wl if x not in gl]} (the other leaves agree, maybe in another order)")
+    return [(key_path_name(what, k), a, b) for (k, a), (_, b) in zip(g, w, strict=True)]
 
 
 def stable_seed(*parts) -> int:

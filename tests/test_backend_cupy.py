@@ -6,6 +6,7 @@ libraries sum in another order, so agreement is to rounding, not bit for bit).
 Skips, with the reason, where CuPy or a CUDA GPU is missing (every CI machine).
 """
 import json
+import re
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ import seqcore.newton  # noqa: F401  (registers the Newton recurrence)
 from seqcore import cells, optim, primitives, schedules
 from seqcore.tree import tree_leaves, tree_map
 
-from primitive_cases import cases, is_library_primitive
+from primitive_cases import cases, is_library_primitive, paired_leaves
 
 cp = pytest.importorskip("cupy", reason="the cupy backend needs CuPy")
 
@@ -63,14 +64,13 @@ def test_primitive_on_cupy_arrays_equals_reference(cb, name):
         out, pb = seqcore.vjp(lambda *a: prim(*a, **static), *[_gpu(a) for a in args])
         grads = pb(tuple(map(_gpu, cot)) if len(cot) > 1 else _gpu(cot[0]))
         got = out if isinstance(out, tuple) else (out,)
-        for i, (g, r) in enumerate(zip(got, outs)):
-            assert isinstance(g, cp.ndarray), f"{name} case {k} output {i}: got {type(g).__name__}"
-            assert_close(cp.asnumpy(g), r, f"{name} case {k} output {i}")
-        for i, (g, r) in enumerate(zip(grads, ref_grads)):
-            if r is None:
-                continue
-            assert isinstance(g, cp.ndarray), f"{name} case {k} grad {i}: got {type(g).__name__}"
-            assert_close(cp.asnumpy(g), r, f"{name} case {k} grad {i}")
+        for what, g, r in paired_leaves(got, outs, f"{name} case {k} output"):
+            assert isinstance(g, cp.ndarray), f"{what}: got {type(g).__name__}"
+            assert_close(cp.asnumpy(g), r, what)
+        for what, g, r in paired_leaves(grads, ref_grads, f"{name} case {k} grad"):  # None only where the reference's is
+            if r is not None:
+                assert isinstance(g, cp.ndarray), f"{what}: got {type(g).__name__}"
+                assert_close(cp.asnumpy(g), r, what)
 
 
 @pytest.mark.parametrize("mode", ["sequential", "parallel"])
@@ -89,11 +89,11 @@ def test_cells_on_the_gpu_equal_the_reference(cb, name, mode):
     want, gwant = run(params, x)
     got, ggot = run(tree_map(cb.asarray, params), cb.asarray(x))
     assert all(isinstance(v, cp.ndarray) for v in tree_leaves(got) + tree_leaves(ggot) if v is not None)
-    for i, (g, w) in enumerate(zip(tree_leaves(_host(got)), tree_leaves(want))):
-        assert_close(g, w, f"{name} {mode} output {i}", rtol=1e-9)
-    for i, (g, w) in enumerate(zip(tree_leaves(_host(ggot)), tree_leaves(gwant))):
+    for what, g, w in paired_leaves(_host(got), want, f"{name} {mode} output"):
+        assert_close(g, w, what, rtol=1e-9)
+    for what, g, w in paired_leaves(_host(ggot), gwant, f"{name} {mode} gradient"):
         if w is not None:
-            assert_close(g, w, f"{name} {mode} gradient {i}", rtol=1e-9)
+            assert_close(g, w, what, rtol=1e-9)
 
 
 def test_optimizer_on_cupy_leaves_follows_numpy_leaves(cb):
@@ -125,9 +125,9 @@ def test_training_on_the_gpu_equals_training_on_numpy(cb, mode):
     assert summary["steps"] == ref_summary["steps"] == 20
     assert summary["final_accuracy"] == ref_summary["final_accuracy"]
     assert summary["final_loss"] == pytest.approx(ref_summary["final_loss"], rel=1e-9)
-    for a, b in zip(tree_leaves(ref), tree_leaves(got)):
-        assert isinstance(b, cp.ndarray)
-        assert_close(cp.asnumpy(b), a, "trained parameters", rtol=1e-9)
+    for what, b, a in paired_leaves(got, ref, "trained parameters"):
+        assert isinstance(b, cp.ndarray), what
+        assert_close(cp.asnumpy(b), a, what, rtol=1e-9)
 
 
 def test_command_line_trains_resumes_and_evaluates_on_the_gpu(cb, tmp_path):
@@ -155,7 +155,28 @@ def test_command_line_trains_resumes_and_evaluates_on_the_gpu(cb, tmp_path):
             np.testing.assert_allclose(got[key], want[key], rtol=1e-3, atol=1e-4, err_msg=key)
     evaluated = runner.invoke(cli, ["eval", str(out), "--backend", "cupy"])
     assert evaluated.exit_code == 0, evaluated.output
-    assert "accuracy" in evaluated.output
+    on_numpy = runner.invoke(cli, ["eval", str(out), "--backend", "numpy"])  # the oracle: same checkpoint and batches
+    assert on_numpy.exit_code == 0, on_numpy.output
+    assert_same_eval(evaluated.output, on_numpy.output)
+
+
+def eval_figures(output):
+    """The header line and ``{head: (accuracy, loss)}`` of the table ``seqcore eval`` prints."""
+    header = re.search(r"^.+: step \d+.*; \d+ sequences .+ backend$", output, re.M)
+    rows = re.findall(r"^(\S+) +(\d+\.\d+) +(\d+\.\d+)$", output, re.M)
+    assert header and rows, f"no header or no 'head accuracy loss' rows in:\n{output}"
+    return header[0], {head: (float(acc), float(loss)) for head, acc, loss in rows}
+
+
+def assert_same_eval(gpu_output, numpy_output):
+    """The GPU's ``seqcore eval`` figures are the NumPy backend's on the same checkpoint: the same
+    step and batches, the same accuracy, the loss to float32 rounding (a unit of the last printed digit)."""
+    (got_header, got), (want_header, want) = eval_figures(gpu_output), eval_figures(numpy_output)
+    assert got_header == want_header.replace(", numpy backend", ", cupy backend"), (got_header, want_header)
+    assert got.keys() == want.keys(), (got, want)
+    for head, (acc, loss) in want.items():
+        assert got[head][0] == acc, (head, got[head], want[head])
+        assert got[head][1] == pytest.approx(loss, abs=1.5e-4), (head, got[head], want[head])
 
 
 # -- the CUDA kernels of linear_scan -----------------------------------------------------------
@@ -177,7 +198,7 @@ def assert_every_method_equals_the_reference(scan_and_vjp, args, names, what):
             static = dict(method=method, reverse=reverse, chunk_size=5)
             want = scan_and_vjp(*args, **static)
             got = scan_and_vjp(*map(_gpu, args), **static)
-            for name, g, w in zip(names, got, want):
+            for name, g, w in zip(names, got, want, strict=True):
                 if w is None:
                     assert g is None
                     continue

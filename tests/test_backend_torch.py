@@ -8,9 +8,15 @@ import seqcore.models  # noqa: F401  (registers losses)
 import seqcore.newton  # noqa: F401  (registers the Newton recurrence)
 from seqcore import primitives
 
-from primitive_cases import cases, is_library_primitive
+from primitive_cases import cases, is_library_primitive, paired_leaves
 
 torch = pytest.importorskip("torch", reason="the torch backend needs PyTorch")
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    """The tests draw with torch.rand/randn: the same data on every run, so a failure reproduces."""
+    torch.manual_seed(0)
 
 
 def _t(x, device="cpu"):
@@ -42,14 +48,13 @@ def test_primitive_on_torch_tensors_equals_reference(name, device):
             out, pb = seqcore.vjp(lambda *a: prim(*a, **static), *targs)
             grads = pb(tuple(_t(c, device) for c in cot) if len(cot) > 1 else _t(cot[0], device))
         got = out if isinstance(out, tuple) else (out,)
-        for g, r in zip(got, outs):
-            assert isinstance(g, torch.Tensor) and g.device.type == device
-            np.testing.assert_array_equal(_np(g), np.asarray(r))
-        for g, r in zip(grads, ref_grads):
-            if r is None or g is None:
-                continue
-            assert g.device.type == device
-            np.testing.assert_array_equal(_np(g), r)
+        for what, g, r in paired_leaves(got, outs, f"{name} output"):
+            assert isinstance(g, torch.Tensor) and g.device.type == device, what
+            np.testing.assert_array_equal(_np(g), np.asarray(r), err_msg=what)
+        for what, g, r in paired_leaves(grads, ref_grads, f"{name} gradient"):  # None only where the reference's is
+            if r is not None:
+                assert isinstance(g, torch.Tensor) and g.device.type == device, what
+                np.testing.assert_array_equal(_np(g), r, err_msg=what)
 
 
 def test_namespace_and_to_numpy_follow_the_arrays_backend():

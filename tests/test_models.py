@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from seqcore.models import HeadSpec, SequenceModel
-from seqcore.tree import tree_leaves, tree_map
+from seqcore.tree import tree_map
+
+from primitive_cases import paired_leaves
 
 
 def last_step_head_oracle(model, params, x, mask, y, name):
@@ -27,15 +29,16 @@ def last_step_head_oracle(model, params, x, mask, y, name):
 
 def check_against_finite_differences(model, params, batch, grads, rng, eps=1e-6):
     """One random coordinate of every parameter leaf: the gradient equals central differences of the loss."""
-    leaves, glist = tree_leaves(params), tree_leaves(grads)
-    for k in range(len(leaves)):
-        idx = tuple(int(rng.integers(0, s)) for s in leaves[k].shape)
+    for name, g, leaf in paired_leaves(grads, params, "params"):
+        if leaf is None:
+            continue
+        idx = tuple(int(rng.integers(0, s)) for s in leaf.shape)
         values = []
         for sign in (1, -1):
-            leaves[k][idx] += sign * eps
+            leaf[idx] += sign * eps
             values.append(float(model.loss(params, batch)))
-            leaves[k][idx] -= sign * eps
-        assert glist[k][idx] == pytest.approx((values[0] - values[1]) / (2 * eps), rel=1e-5, abs=1e-8), k
+            leaf[idx] -= sign * eps
+        assert g[idx] == pytest.approx((values[0] - values[1]) / (2 * eps), rel=1e-5, abs=1e-8), name
 
 
 @pytest.mark.parametrize("cell", ["diaggru", "cifg-lstm"])
@@ -90,8 +93,8 @@ def test_several_last_step_heads_of_one_size_are_summed_jointly(backend, monkeyp
         (dj,), (ds,) = g_joint(np.ones(())), g_sum(np.ones(()))
     assert joint_calls  # the joint path ran
     np.testing.assert_allclose(float(joint), float(per_head), rtol=1e-13)
-    for a, b in zip(tree_leaves(dj), tree_leaves(ds)):
-        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-14)
+    for name, a, b in paired_leaves(dj, ds, "grads"):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-14, err_msg=name)
     assert not np.any(dj["heads"]["n4"]["weight"])  # an inactive head gets no gradient
     # oracle: each head written out in NumPy, its labels in column k of y (names[k])
     want = {name: last_step_head_oracle(model, params, x, mask, y[:, k], name) for k, name in enumerate(names)}
@@ -150,7 +153,7 @@ def closed_loop_oracle(model, params, x, alpha):
     preds, forecast = [], None
     for t in range(x.shape[1]):
         u = x[:, t:t + 1] if forecast is None else alpha * x[:, t:t + 1] + (1 - alpha) * forecast
-        for i, (cell, p) in enumerate(zip(layers, params["rnn"])):
+        for i, (cell, p) in enumerate(zip(layers, params["rnn"], strict=True)):
             u, states[i] = cell.apply(p, u, states[i])
         forecast = np.asarray(u) @ W.T + b
         preds.append(forecast)
@@ -325,5 +328,5 @@ def test_a_bidirectional_last_step_model_does_not_read_the_padding(mode):
         np.testing.assert_allclose(model.outputs(params, x, mask, mode=mode)["y"], alone, rtol=1e-12, atol=1e-12)
         loss, grads = model.loss_and_grad(params, (x, np.array([1]), mask), mode=mode)
         assert abs(loss - loss_alone) < 1e-12
-        for g, ref in zip(tree_leaves(grads), tree_leaves(grads_alone)):
-            np.testing.assert_allclose(g, ref, rtol=1e-9, atol=1e-12)
+        for name, g, ref in paired_leaves(grads, grads_alone, "grads"):
+            np.testing.assert_allclose(g, ref, rtol=1e-9, atol=1e-12, err_msg=name)

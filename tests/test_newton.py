@@ -4,7 +4,6 @@ Oracles: ``cell.apply(mode="sequential")`` and its BPTT gradients; a batched fix
 (Jacobi) sweep for bit-exactness of the exact-in-T property; plain Python loops for the
 exact-arithmetic reduction of the linear solves.
 """
-import importlib
 import warnings
 from dataclasses import dataclass
 from typing import ClassVar
@@ -14,39 +13,28 @@ import pytest
 
 import seqcore
 from seqcore import cells
-from seqcore.cells import LSTM, Cell, Elman
+from seqcore.cells import CIFGLSTM, GRU, LSTM, Cell, DiagGRU, Elman, LeakyRNN, MinGRU
 from seqcore.cells.base import FoldedInputBias
 from seqcore.newton import (DEFAULT_MAX_ITERS, NewtonConvergenceWarning, NewtonInfo, newton_scan,
                             _parallel_states)
 from seqcore.newton_solve import linear_solve, newton_solve, previous_states
 from seqcore.tree import tree_leaves, tree_map
 
+from primitive_cases import paired_leaves
+
 TOL = {np.float64: 1e-9, np.float32: 1e-4}
 
-
-def _optional(module, name):
-    """A cell class another module may not provide yet (cells are added concurrently)."""
-    try:
-        return getattr(importlib.import_module(f"seqcore.cells.{module}"), name)
-    except (ImportError, AttributeError):
-        return None
-
-
-GRU, LeakyRNN = _optional("gru", "GRU"), _optional("leaky", "LeakyRNN")
-DiagGRU, CIFGLSTM = _optional("pararnn", "DiagGRU"), _optional("pararnn", "CIFGLSTM")
-MinGRU = _optional("minimal", "MinGRU")
 
 FACTORIES = {
     "elman_tanh": lambda i, h: Elman(i, h, "tanh"),
     "elman_relu": lambda i, h: Elman(i, h, "relu"),
     "lstm": lambda i, h: LSTM(i, h),
-    "gru": GRU and (lambda i, h: GRU(i, h)),
-    "leaky": LeakyRNN and (lambda i, h: LeakyRNN(i, h, tau_init=2.0)),
-    "diag_gru": DiagGRU and (lambda i, h: DiagGRU(i, h)),
-    "cifg_lstm": CIFGLSTM and (lambda i, h: CIFGLSTM(i, h)),
+    "gru": lambda i, h: GRU(i, h),
+    "leaky": lambda i, h: LeakyRNN(i, h, tau_init=2.0),
+    "diag_gru": lambda i, h: DiagGRU(i, h),
+    "cifg_lstm": lambda i, h: CIFGLSTM(i, h),
 }
-CELLS = [pytest.param(k, marks=pytest.mark.skipif(f is None, reason=f"{k} not available"))
-         for k, f in FACTORIES.items()]
+CELLS = list(FACTORIES)
 
 
 def backend_or_skip(name):
@@ -79,11 +67,12 @@ def run_with_grads(cell, params, x, h0, mode, **kw):
 
 
 def assert_trees_close(got, want, tol, what):
-    for g, w in zip(tree_leaves(got), tree_leaves(want)):
+    for name, g, w in paired_leaves(got, want, what):
         if w is None:
             continue
+        assert np.shape(g) == np.shape(w), f"{name}: shape {np.shape(g)}, expected {np.shape(w)}"
         err = float(np.max(np.abs(g - w))) / max(1.0, float(np.max(np.abs(w))))
-        assert err <= tol, f"{what}: relative error {err:.3g} > {tol}"
+        assert err <= tol, f"{name}: relative error {err:.3g} > {tol}"
 
 
 def check_parity(name, dtype, B, T, H=4, **kw):
@@ -113,15 +102,12 @@ def test_parallel_equals_sequential_long(name, dtype, B, T):
 
 
 @pytest.mark.parametrize("jacobian,damping", [("quasi", None), ("dense", None), ("auto", 0.5), ("quasi", 1.0)])
-@pytest.mark.parametrize("name", [c for c in CELLS if c.values[0] in ("elman_tanh", "lstm", "diag_gru",
-                                                                        "cifg_lstm")])
+@pytest.mark.parametrize("name", ["elman_tanh", "lstm", "diag_gru", "cifg_lstm"])
 def test_jacobian_variants_and_damping_keep_results(name, jacobian, damping):
     check_parity(name, np.float64, 3, 64, jacobian=jacobian, damping=damping, max_iters=64)
 
 
 def test_block_expansion_of_a_diagonal_cell():
-    if DiagGRU is None:
-        pytest.skip("DiagGRU not available")
     check_parity("diag_gru", np.float64, 2, 33, jacobian="block")
 
 
@@ -133,7 +119,6 @@ def test_quasi_needs_more_iterations_than_newton():
     assert quasi.iterations > full.iterations
 
 
-@pytest.mark.skipif(MinGRU is None, reason="MinGRU not available")
 def test_cell_linear_in_state_converges_in_one_update():
     rng = np.random.default_rng(0)
     cell = MinGRU(3, 4)
@@ -144,14 +129,14 @@ def test_cell_linear_in_state_converges_in_one_update():
 
 
 @pytest.mark.parametrize("backend", ["numba", "torch", "cupy"])
-@pytest.mark.parametrize("name", [c for c in CELLS if c.values[0] in ("lstm", "diag_gru", "cifg_lstm")])
+@pytest.mark.parametrize("name", ["lstm", "diag_gru", "cifg_lstm"])
 def test_other_backends_match_the_sequential_reference(backend, name):
     mod = backend_or_skip(backend)
     cell, params, x, _ = make(name, np.float64, 2, 100, h0=False)
     want, gwant = run_with_grads(cell, params, x, None, "sequential")
     with seqcore.use(backend):
-        out, pullback = seqcore.vjp(lambda p, x: cell.apply(p, x, mode="parallel"),
-                                    tree_map(mod.asarray, params), mod.asarray(x))
+        out, pullback = seqcore.vjp(lambda p, x, h0: cell.apply(p, x, h0, mode="parallel"),
+                                    tree_map(mod.asarray, params), mod.asarray(x), None)  # as run_with_grads
         rng = np.random.default_rng(123)  # the cotangents of run_with_grads
         cot = tree_map(lambda o: mod.asarray(rng.standard_normal(o.shape)), out)
         grads = pullback(cot)
@@ -388,7 +373,7 @@ QUASI_BOUND = {"diag_gru": (4, 4), "cifg_lstm": (23, 25), "lstm": (14, 14), "gru
                "elman_tanh": (25, None), "leaky": (11, 12)}
 
 
-@pytest.mark.parametrize("name", [c for c in CELLS if c.values[0] in ITERATION_BOUND])
+@pytest.mark.parametrize("name", list(ITERATION_BOUND))
 @pytest.mark.parametrize("trained", [False, True])
 def test_iterations_at_T_4096(name, trained):
     rng = np.random.default_rng(11)
@@ -413,7 +398,7 @@ def test_iterations_at_T_4096(name, trained):
 
 
 def test_brief_training_reduces_the_loss():
-    cell = FACTORIES["diag_gru" if DiagGRU is not None else "gru" if GRU is not None else "lstm"](3, 16)
+    cell = FACTORIES["diag_gru"](3, 16)
     _, before = brief_training(cell, np.random.default_rng(11), steps=1, lr=0.0)
     _, after = brief_training(cell, np.random.default_rng(11))
     assert after < 0.7 * before

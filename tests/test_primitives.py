@@ -13,13 +13,9 @@ import seqcore.models  # noqa: F401  (registers losses)
 import seqcore.newton  # noqa: F401  (registers the Newton recurrence)
 from seqcore import primitives
 
-from primitive_cases import NONDIFF_OUTPUTS, SCAN_STATICS, cases, is_library_primitive, stable_seed
+from primitive_cases import NONDIFF_ARGS, NONDIFF_OUTPUTS, SCAN_STATICS, cases, is_library_primitive, stable_seed
 
 LIBRARY_PRIMITIVES = sorted(n for n in primitives.registry() if is_library_primitive(n))
-
-
-def _is_diff(a):
-    return isinstance(a, np.ndarray) and a.dtype.kind == "f"
 
 
 def finite_difference(f, args, i, eps=1e-6):
@@ -52,17 +48,24 @@ def check_primitive_gradients(prim, args, static, rng):
 
     val, pullback = seqcore.vjp(lambda *a: prim(*a, **static), *args)
     grads = pullback(cots if len(cots) > 1 else cots[0])
-    # arguments the primitive declares non-differentiable (masks, conditions) get None from its VJP
     _, res = prim.fwd(np, *args, **static)
-    declared = prim.bwd(np, res, cots if len(cots) > 1 else cots[0], **static)
+    declared = prim.bwd(np, res, cots if len(cots) > 1 else cots[0], **static)  # None: no gradient
+    nondiff = NONDIFF_ARGS.get(prim.name, ())
     checked = 0
     for i, a in enumerate(args):
-        if not _is_diff(a) or declared[i] is None:
+        where = f"{prim.name} argument {i} static={static}"
+        if i in nondiff:
+            assert declared[i] is None, f"{where}: listed in NONDIFF_ARGS, but its VJP gives a gradient"
             continue
+        if not isinstance(a, np.ndarray):  # an absent h0 or bias, a Python number: seqcore.vjp gives None
+            assert a is None or isinstance(a, (int, float)), f"{where}: got {type(a).__name__}"
+            assert grads[i] is None, where
+            continue
+        assert a.dtype.kind == "f", f"{where}: dtype {a.dtype} is not in NONDIFF_ARGS, expected a float array"
+        # the VJP's own output: seqcore.vjp turns a dropped (None) gradient into zeros
+        assert declared[i] is not None, f"{where}: no gradient"
         num = finite_difference(scalar, args, i)
-        assert grads[i] is not None, f"{prim.name}: no gradient for argument {i}"
-        np.testing.assert_allclose(grads[i], num, rtol=1e-6, atol=1e-7,
-                                   err_msg=f"{prim.name} argument {i} static={static}")
+        np.testing.assert_allclose(grads[i], num, rtol=1e-6, atol=1e-7, err_msg=where)
         checked += 1
     return checked
 
@@ -71,6 +74,7 @@ def test_every_primitive_has_cases():
     rng = np.random.default_rng(0)
     for name in LIBRARY_PRIMITIVES:
         assert list(cases(name, rng)), name
+    assert set(NONDIFF_ARGS) <= set(LIBRARY_PRIMITIVES), set(NONDIFF_ARGS) - set(LIBRARY_PRIMITIVES)
 
 
 def _btd(args, static):
