@@ -83,6 +83,11 @@ def finished(result) -> bool:
     return result["summary"]["status"] in ("completed", *EARLY_STOPS)
 
 
+def _mean_or_dash(values, reduce=np.mean) -> str:
+    """``reduce(values)`` to three decimals, or "—" (no value) for none."""
+    return f"{reduce(values):.3f}" if values else "—"
+
+
 def runs_table(results) -> str:
     """One row per run: largest N, accuracy on the earlier N, the mean τ at the end."""
     lines = ["| task | curriculum | largest N reached | mean accuracy on earlier N (end) | "
@@ -94,12 +99,13 @@ def runs_table(results) -> str:
             mark = "" if finished(r) else f" ({status})"
             lines.append(f"| {r['task']} | {r['curriculum']}{mark} | — | — | — | — |")
             continue
-        last = r["curve"][-1]
-        earlier = [a for k, a in last["acc_all_n"].items() if int(k[1:]) < last["level"]]
+        last, largest = r["curve"][-1], r["summary"]["max_level"]
+        # "earlier" is below the largest N reached, the column beside it: an advance at the last
+        # evaluation (recorded at the level before it) makes the N just passed an earlier one
+        earlier = [a for k, a in last["acc_all_n"].items() if int(k[1:]) < largest]
         n2 = [row["acc_all_n"].get("n2") for row in r["curve"] if row["level"] > 2 and "n2" in row["acc_all_n"]]
-        lines.append(f"| {r['task']} | {r['curriculum']} | {r['summary']['max_level']} | "
-                     f"{np.mean(earlier) if earlier else float('nan'):.3f} | "
-                     f"{min(n2) if n2 else float('nan'):.3f} | {last['mean_tau']:.2f} |")
+        lines.append(f"| {r['task']} | {r['curriculum']} | {largest} | {_mean_or_dash(earlier)} | "
+                     f"{_mean_or_dash(n2, min)} | {last['mean_tau']:.2f} |")
     return "\n".join(lines)
 
 

@@ -118,3 +118,15 @@ def test_from_json_refuses_a_file_it_cannot_rebuild_from_in_one_line(tmp_path, t
 def test_from_json_refuses_training_options(tmp_path, timescales, capsys):
     line = refusal(capsys, timescales.main, ["--from-json", str(tmp_path / "t.json"), "--steps", "5", "--seed", "1"])
     assert line.endswith("--from-json: got it with --steps, --seed, expected no training options (nothing is trained)")
+
+
+def test_runs_table_counts_an_n_passed_at_the_last_evaluation_as_earlier(timescales):
+    """The last evaluation records the level before its advance (3 → 4): N = 3, passed there, is an
+    earlier N of the run that reached 4, as the "largest N reached" column beside it says."""
+    curve = [row(10, 2, 1.0), {"step": 20, "level": 3, "acc_all_n": {"n2": 0.6, "n3": 0.98}, "mean_tau": 1.1}]
+    res = result("nparity", "multi-head", curve)
+    res["summary"]["max_level"] = 4
+    assert timescales.runs_table([res]).splitlines()[2] == "| nparity | multi-head | 4 | 0.790 | 0.600 | 1.10 |"
+    # nothing earlier, and no N = 2 reading after leaving it: a dash, as in the README's table
+    only = result("ndms", "single-head", [row(10, 2, 1.0)])
+    assert timescales.runs_table([only]).splitlines()[2] == "| ndms | single-head | 2 | — | — | 1.00 |"
