@@ -163,12 +163,21 @@ def load_results(path) -> list:
             raise ValueError(f"{path}: run {i}: got the summary {r['summary']!r:.80}, expected one with "
                              "'status' (and 'max_level' when it finished)")
         try:  # every curve record's level and τ, and the accuracies the runs' table reads
+            if finished(r):
+                check_positive_int("summary['max_level']", r["summary"]["max_level"])
             tau_per_n(r["curve"])
             for j, row in enumerate(r["curve"]):
                 if not isinstance(row.get("acc_all_n"), dict) or "step" not in row:
                     raise ValueError(f"curve[{j}]: got {row!r:.80}, expected a record with 'step' and 'acc_all_n'")
+                for key, acc in row["acc_all_n"].items():
+                    if not (isinstance(key, str) and key[:1] == "n" and key[1:].isdigit()):
+                        raise ValueError(f"curve[{j}]['acc_all_n']: got the key {key!r:.20}, expected 'n<N>' (n2, n3, ...)")
+                    check_real(f"curve[{j}]['acc_all_n'][{key!r}]", acc, low=0.0, high=1.0)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: run {i}: {exc}") from None
+    if not any(finished(r) for r in results):  # no row, no column, no panel: nothing to rebuild
+        raise ValueError(f"{path}: got no finished run ({', '.join(r['summary']['status'] for r in results)}), "
+                         "expected at least one")
     return results
 
 

@@ -168,6 +168,12 @@ def _check_params(params) -> None:
             raise TypeError(f"{where}: got {got}, expected floating-point arrays")
 
 
+def _stateless_init(params) -> dict:
+    """``init`` of a transformation without state: it refuses what every ``init`` refuses."""
+    _check_params(params)
+    return {}
+
+
 # ----------------------------------------------------------------------------- basics
 
 class _DtypeMismatch(Exception):
@@ -243,7 +249,7 @@ def apply_updates(params, updates):
 
 def identity() -> GradientTransformation:
     """Passes gradients through unchanged."""
-    return GradientTransformation(lambda params: {}, lambda grads, state, params=None: (grads, state))
+    return GradientTransformation(_stateless_init, lambda grads, state, params=None: (grads, state))
 
 
 _ANY = object()  # _grads_fit without params: any structure
@@ -373,7 +379,7 @@ def scale(factor: float) -> GradientTransformation:
     """``u = factor·g``."""
     factor = check_real("factor", factor)
     return GradientTransformation(
-        lambda params: {}, lambda grads, state, params=None: (tree_map(lambda g: g * factor, grads), state))
+        _stateless_init, lambda grads, state, params=None: (tree_map(lambda g: g * factor, grads), state))
 
 
 def scale_by_schedule(schedule: Callable[[int], float]) -> GradientTransformation:
@@ -437,7 +443,7 @@ def add_decayed_weights(weight_decay: float, mask=None) -> GradientTransformatio
                 raise ValueError(f"mask: {mask_exc} (the structure of params)") from None
             raise
 
-    return GradientTransformation(lambda params: {}, update)
+    return GradientTransformation(_stateless_init, update)
 
 
 def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
@@ -570,9 +576,15 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10)
 def clip(max_delta: float) -> GradientTransformation:
     """Clip every element of the gradient to ``[−max_delta, max_delta]``."""
     max_delta = check_real("max_delta", max_delta, low=0.0)
-    return GradientTransformation(
-        lambda params: {},
-        lambda grads, state, params=None: (tree_map(lambda g: _clip_leaf(g, max_delta), grads), state))
+
+    def update(grads, state, params=None):
+        for path, g in tree_paths(grads):  # a leaf clip cannot take, named by its path
+            if not hasattr(g, "clip") and (not isinstance(g, numbers.Real) or isinstance(g, bool)):
+                where = f"grads[{path!r}]" if path else "grads"
+                raise TypeError(f"{where}: got a {type(g).__name__} leaf {g!r:.40}, expected arrays or real numbers")
+        return tree_map(lambda g: _clip_leaf(g, max_delta), grads), state
+
+    return GradientTransformation(_stateless_init, update)
 
 
 def _clip_leaf(g, max_delta: float):
@@ -580,9 +592,7 @@ def _clip_leaf(g, max_delta: float):
     optimizers take as a float leaf) by ``min``/``max``; NaN stays NaN."""
     if hasattr(g, "clip"):
         return g.clip(-max_delta, max_delta)
-    if isinstance(g, numbers.Real) and not isinstance(g, bool):
-        return float(min(max(g, -max_delta), max_delta))
-    raise TypeError(f"grads: got a {type(g).__name__} leaf {g!r:.40}, expected arrays or real numbers")
+    return float(min(max(g, -max_delta), max_delta))
 
 
 # below this sum of squares, squares of float32 entries may have been subnormal or 0 (they are from
@@ -659,7 +669,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         factor = max_norm / norm
         return tree_map(lambda g: g * factor, grads), state
 
-    return GradientTransformation(lambda params: {}, update)
+    return GradientTransformation(_stateless_init, update)
 
 
 def _concatenate(leaves: list):

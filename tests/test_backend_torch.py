@@ -66,6 +66,18 @@ def test_namespace_and_to_numpy_follow_the_arrays_backend():
     np.testing.assert_array_equal(out, [0.0, 1.0, 2.0, 3.0])
     t[0] = 7.0  # a CPU tensor's data is shared, not copied
     assert out[0] == 7.0
+    seen = []
+
+    def f(x):  # inside seqcore.vjp the tensor is a traced value: still torch's
+        seen.append((seqcore.backends.namespace(x), seqcore.backends.to_numpy(x)))
+        return (x * x).sum()
+    seqcore.vjp(f, t)
+    assert seen[0][0] is seqcore.backends.get("torch").xp
+    np.testing.assert_array_equal(seen[0][1], [7.0, 1.0, 2.0, 3.0])
+    for bad in (None, "abc", [1.0, 2.0]):
+        for fn in (seqcore.backends.namespace, seqcore.backends.to_numpy):
+            with pytest.raises(TypeError, match=rf"^array: got {type(bad).__name__} .*, expected an array of any backend$"):
+                fn(bad)
 
 
 @pytest.mark.parametrize("device", DEVICES)

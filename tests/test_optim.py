@@ -1005,7 +1005,10 @@ def test_checkpoint_paths_that_collide_are_refused():
 
 @pytest.mark.parametrize("make", [lambda: optim.sgd(0.1), lambda: optim.sgd(0.1, momentum=0.9),
                                   lambda: optim.adam(0.1), lambda: optim.adamw(0.1), lambda: optim.rmsprop(0.1),
-                                  lambda: optim.adagrad(0.1), lambda: optim.flatten(optim.adam(0.1))])
+                                  lambda: optim.adagrad(0.1), lambda: optim.flatten(optim.adam(0.1)),
+                                  optim.identity, lambda: optim.scale(2.0), lambda: optim.clip(1.0),
+                                  lambda: optim.clip_by_global_norm(1.0), lambda: optim.add_decayed_weights(0.1),
+                                  lambda: optim.chain(optim.clip(1.0), optim.scale(-0.1))])
 def test_integer_and_bool_parameters_are_refused_at_init_by_path(make):
     """int and bool parameters were accepted by init; the first update then blamed the gradients
     ("expected int64 like the parameter"), and int gradients only moved the error to apply_updates."""
@@ -1043,4 +1046,4 @@ def test_clip_of_python_number_leaves_clips_like_arrays():
     assert math.isnan(optim.clip(0.5).update({"w": math.nan}, {})[0]["w"])
     with pytest.raises(TypeError) as info:
         optim.clip(0.5).update({"w": "big"}, {})
-    assert str(info.value) == "grads: got a str leaf 'big', expected arrays or real numbers"
+    assert str(info.value) == "grads['w']: got a str leaf 'big', expected arrays or real numbers"

@@ -104,6 +104,17 @@ def test_from_json_plots_tau_against_n(tmp_path, timescales):
     (json.dumps([result("nparity", "single-head", [row(10, 2, None)])]), "run 0: curve[0]['mean_tau']: got None"),
     (json.dumps([result("nparity", "single-head", [{"level": 2, "mean_tau": 1.0}])]),
      "run 0: curve[0]: got {'level': 2, 'mean_tau': 1.0}, expected a record with 'step' and 'acc_all_n'"),
+    (json.dumps([result("nparity", "single-head", [{**row(10, 2, 1.0), "acc_all_n": {"x2": 0.5}}])]),
+     "run 0: curve[0]['acc_all_n']: got the key 'x2', expected 'n<N>' (n2, n3, ...)"),
+    (json.dumps([result("nparity", "single-head", [{**row(10, 2, 1.0), "acc_all_n": {"n2": 2.5}}])]),
+     "run 0: curve[0]['acc_all_n']['n2']: got 2.5"),
+    (json.dumps([result("nparity", "single-head", [{**row(10, 2, 1.0), "acc_all_n": {"n2": None}}])]),
+     "run 0: curve[0]['acc_all_n']['n2']: got None"),
+    (json.dumps([{**result("nparity", "single-head", [row(10, 2, 1.0)]),
+                  "summary": {"status": "completed", "max_level": "3"}}]), "run 0: summary['max_level']: got '3'"),
+    (json.dumps([result("nparity", "single-head", [row(10, 2, 1.0)], status="diverged"),
+                 result("ndms", "multi-head", [], status="interrupted")]),
+     "got no finished run (diverged, interrupted), expected at least one"),
 ])
 def test_from_json_refuses_a_file_it_cannot_rebuild_from_in_one_line(tmp_path, timescales, capsys, content, message):
     stored = tmp_path / "stored.json"

@@ -174,15 +174,25 @@ def backend_of(*arrays) -> str:
     return cur if cur in ("numpy", "numba") else "numpy"
 
 
+def _plain_array(array):
+    """``array`` (a value traced by ``seqcore.vjp`` included) as its backend's own array."""
+    if not is_array(array):
+        raise TypeError(f"array: got {type(array).__name__} {array!r:.40}, expected an array of any backend")
+    from ..autodiff import stop_gradient  # autodiff reaches the registry through this module
+    return stop_gradient(array)
+
+
 def namespace(array):
     """The array module (``xp``) of the backend that owns ``array``: ``numpy`` for NumPy arrays,
-    the torch or CuPy namespace for theirs."""
-    return get(backend_of(array)).xp
+    the torch or CuPy namespace for theirs (also for a value traced inside ``seqcore.vjp``)."""
+    return get(backend_of(_plain_array(array))).xp
 
 
 def to_numpy(array) -> np.ndarray:
     """``array`` of any backend as a NumPy array: NumPy arrays as they are, a tensor's data
-    without a copy where it lives on the CPU, a GPU array copied to the host."""
+    without a copy where it lives on the CPU, a GPU array copied to the host; a traced value's
+    data, without its gradient."""
+    array = _plain_array(array)
     return np.asarray(get(backend_of(array)).to_numpy(array))
 
 
