@@ -127,6 +127,12 @@ def mas_oracle(model, params, x):
     return tree_map(lambda *g: np.mean(np.abs(g), axis=0), *grads)
 
 
+def weighted_squares(weights, theta, anchor) -> float:
+    """Σ over every leaf of Σ w·(θ − θ*)²: the quadratic penalties (EWC, SI, MAS) by hand."""
+    return sum(np.sum(w * (a - s) ** 2) for w, a, s in
+               zip(tree_leaves(weights), tree_leaves(theta), tree_leaves(anchor), strict=True))
+
+
 def assert_trees_close(got, want, rtol=1e-10, atol=1e-15):
     for g, w in zip(tree_leaves(got), tree_leaves(want), strict=True):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
@@ -271,8 +277,7 @@ def test_ewc_keeps_one_penalty_per_task_exactly(model, mode):
     assert_trees_close(ln.importance, tree_map(np.add, *fishers))
     theta = params_of(ln, 99)
     value, grad = value_and_grad(ln.penalty, theta)
-    direct = sum(1.5 * np.sum(f * (a - s) ** 2) for F, S in zip(fishers, anchors)
-                 for f, a, s in zip(tree_leaves(F), tree_leaves(theta), tree_leaves(S)))
+    direct = sum(1.5 * weighted_squares(F, theta, S) for F, S in zip(fishers, anchors))
     assert value == pytest.approx(direct, rel=1e-9)
     expected = [sum(3.0 * tree_leaves(F)[k] * (tree_leaves(theta)[k] - tree_leaves(S)[k])
                     for F, S in zip(fishers, anchors)) for k in range(len(tree_leaves(theta)))]
@@ -294,8 +299,7 @@ def test_online_ewc_decays_the_running_fisher_and_anchors_at_the_latest_task(mod
     assert_trees_close(ln.importance, expected_F)
     theta = params_of(ln, 50)
     value, grad = value_and_grad(ln.penalty, theta)
-    direct = sum(np.sum(f * (a - s) ** 2) for f, a, s in
-                 zip(tree_leaves(expected_F), tree_leaves(theta), tree_leaves(last)))
+    direct = weighted_squares(expected_F, theta, last)
     assert value == pytest.approx(direct, rel=1e-10)
     for g, f, a, s in zip(tree_leaves(grad), tree_leaves(expected_F), tree_leaves(theta), tree_leaves(last)):
         np.testing.assert_allclose(g, 2.0 * f * (a - s), rtol=1e-9, atol=1e-14)
@@ -331,8 +335,7 @@ def test_si_path_integral_and_penalty_under_plain_sgd():
     value, grad = value_and_grad(ln.penalty, theta)
     for g, O, a, s in zip(tree_leaves(grad), tree_leaves(Omega), tree_leaves(theta), tree_leaves(trainer.params)):
         np.testing.assert_allclose(g, 2 * c * O * (a - s), rtol=1e-9, atol=1e-15)
-    direct = c * sum(np.sum(O * (a - s) ** 2) for O, a, s in
-                     zip(tree_leaves(Omega), tree_leaves(theta), tree_leaves(trainer.params)))
+    direct = c * weighted_squares(Omega, theta, trainer.params)
     assert value == pytest.approx(direct, rel=1e-10)
     # a second experience: the applied gradient now includes the SI penalty, and under SGD the
     # path integral is still Σ Δθ² / lr; the importances of the two experiences add up
@@ -348,6 +351,17 @@ def test_si_path_integral_and_penalty_under_plain_sgd():
         np.testing.assert_array_equal(got, want)
 
 
+def check_mas_penalty(ln, omega, p, x):
+    """After an experience on ``x`` at ``p``, the penalty at another θ is 0.3·Σ Ω(θ − p)² and its
+    gradient agrees with finite differences; returns that θ."""
+    ln.after_experience(FakeTrainer(p), experience(x, np.zeros(15, int)))
+    theta = params_of(ln, 4)
+    value, grad = value_and_grad(ln.penalty, theta)
+    assert value == pytest.approx(0.3 * weighted_squares(omega, theta, p), rel=1e-10)
+    check_gradient_fd(ln.penalty, theta, grad)
+    return theta
+
+
 def test_mas_importance_is_the_mean_absolute_output_sensitivity():
     ln = bound("mas", model=MLPClassifier(N_IN, (), N_OUT), strength=0.3, importance_samples=15)
     p = params_of(ln)
@@ -357,13 +371,7 @@ def test_mas_importance_is_the_mean_absolute_output_sensitivity():
     omega = mas_importance(ln, p, x)
     np.testing.assert_allclose(omega[0]["weight"], np.abs(2 * f[:, :, None] * x[:, None, :]).mean(0), rtol=1e-10)
     np.testing.assert_allclose(omega[0]["bias"], np.abs(2 * f).mean(0), rtol=1e-10)
-    ln.after_experience(FakeTrainer(p), experience(x, np.zeros(15, int)))
-    theta = params_of(ln, 4)
-    value, grad = value_and_grad(ln.penalty, theta)
-    direct = 0.3 * sum(np.sum(o * (a - s) ** 2) for o, a, s in
-                       zip(tree_leaves(omega), tree_leaves(theta), tree_leaves(p)))
-    assert value == pytest.approx(direct, rel=1e-10)
-    check_gradient_fd(ln.penalty, theta, grad)
+    theta = check_mas_penalty(ln, omega, p, x)
     # a second experience: importances are summed (closed form again), the anchor is the latest θ
     p2 = params_of(ln, 6)
     x2, _ = data(15, seed=9)
@@ -372,8 +380,7 @@ def test_mas_importance_is_the_mean_absolute_output_sensitivity():
     np.testing.assert_allclose(ln.importance[0]["weight"], omega[0]["weight"]
                                + np.abs(2 * f2[:, :, None] * x2[:, None, :]).mean(0), rtol=1e-10)
     np.testing.assert_allclose(ln.importance[0]["bias"], omega[0]["bias"] + np.abs(2 * f2).mean(0), rtol=1e-10)
-    direct2 = 0.3 * sum(np.sum(o * (a - s) ** 2) for o, a, s in
-                        zip(tree_leaves(ln.importance), tree_leaves(theta), tree_leaves(p2)))
+    direct2 = 0.3 * weighted_squares(ln.importance, theta, p2)
     assert float(ln.penalty(theta)) == pytest.approx(direct2, rel=1e-10)
 
 
@@ -386,13 +393,7 @@ def test_mas_importance_through_a_hidden_layer_and_an_lstm(model):
     assert_trees_close(omega, mas_oracle(model, p, x))
     (g0,) = example_grads_oracle(model, p, x[:1], lambda i, z: 2 * z)
     check_gradient_fd(lambda q: np.sum(np.asarray(model.forward(q, x[:1])) ** 2), p, g0)
-    ln.after_experience(FakeTrainer(p), experience(x, np.zeros(15, int)))
-    theta = params_of(ln, 4)
-    value, grad = value_and_grad(ln.penalty, theta)
-    direct = 0.3 * sum(np.sum(o * (a - s) ** 2) for o, a, s in
-                       zip(tree_leaves(omega), tree_leaves(theta), tree_leaves(p)))
-    assert value == pytest.approx(direct, rel=1e-10)
-    check_gradient_fd(ln.penalty, theta, grad)
+    check_mas_penalty(ln, omega, p, x)
 
 
 # ------------------------------------------------------------------ distillation
@@ -1044,8 +1045,7 @@ def test_learner_state_round_trip_restores_every_field():
     # the restored learner behaves the same: its penalty is the EWC formula at any θ
     theta2 = params_of(ln, 5)
     F = ln.importance  # one task: A = F and m = θ*
-    direct = 500.0 * sum(np.sum(f * (a - s) ** 2) for f, a, s in
-                         zip(tree_leaves(F), tree_leaves(theta2), tree_leaves(theta)))
+    direct = 500.0 * weighted_squares(F, theta2, theta)
     assert float(other.penalty(theta2)) == pytest.approx(direct, rel=1e-10)
     assert float(other.penalty(theta2)) == pytest.approx(float(ln.penalty(theta2)), rel=1e-12)
 
