@@ -147,7 +147,7 @@ def mse(pred, target, mask=None):
 def _as_numpy(*values):
     """Plain NumPy arrays of (possibly traced) arrays of any backend, for metrics."""
     from . import backends
-    return [None if v is None else backends.to_numpy(stop_gradient(v)) for v in values]
+    return [None if v is None else backends.to_numpy(v) for v in values]
 
 
 def _masked_fraction(correct: np.ndarray, mask) -> float:

@@ -148,8 +148,7 @@ def _clip_bound(name: str, b):
     if not is_array(b):
         return check_real(name, b)
     _operand(name, b)
-    raw = stop_gradient(b)
-    value = _backends.to_numpy(raw)
+    value = _backends.to_numpy(b)
     if value.dtype.kind not in "iuf" or np.isnan(value).any():
         raise ValueError(f"{name}: got an array bound of dtype {value.dtype}{' holding NaN' * (value.dtype.kind == 'f')}, "
                          "expected real numbers (±inf for no bound)")

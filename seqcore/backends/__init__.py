@@ -201,8 +201,7 @@ def numpy_dtype(array) -> np.dtype:
     without copying its data."""
     if isinstance(array, (np.ndarray, np.generic)):
         return array.dtype
-    if not is_array(array):  # None or a list met ``.ndim`` below: an AttributeError
-        raise TypeError(f"array: got {type(array).__name__} {array!r:.40}, expected an array of any backend")
+    array = _plain_array(array)  # None or a list would meet ``.ndim`` below: an AttributeError
     module = get(backend_of(array))
     empty = array[(slice(0, 0),) * array.ndim] if array.ndim else array  # a view: reshape copies a strided array
     return np.asarray(module.to_numpy(empty)).dtype

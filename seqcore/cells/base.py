@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .. import ops
+from .. import backends, ops
 from ..primitives import Primitive, define
 from ..validate import check_array, check_choice, check_param_dtype, check_params, check_positive_int, check_rng
 from ..validate import check_detached, check_same_backend, check_shape, store_python_scalars
@@ -241,7 +241,7 @@ class Cell:
                 check_same_backend(name, part, "x", x)
                 check_detached(name, part)
                 _check_state_dtype(name, part, x, params)
-        return self.pack_state(h0, x.shape[0], _xp_of(x), x.dtype)
+        return self.pack_state(h0, x.shape[0], backends.namespace(x), x.dtype)
 
 
 def _shapes_from_init(cell) -> dict:
@@ -270,12 +270,6 @@ def _check_state_dtype(name: str, state0, x, params) -> None:
         # in the arrays' own spelling (torch.float32): float dtypes promote to one of their own
         expected = next((v.dtype for v, d in zip(values, dtypes) if d == want), want)
         raise TypeError(f"{name}: got dtype {state0.dtype}, expected {expected} (the dtype of x and the parameters)")
-
-
-def _xp_of(x):
-    from .. import backends
-    from ..autodiff import stop_gradient
-    return backends.namespace(stop_gradient(x))
 
 
 def uniform_init(rng, shape, bound, dtype):

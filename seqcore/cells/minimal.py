@@ -27,13 +27,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from .. import ops
+from .. import backends, ops
 from ..autodiff import stop_gradient
 from ..backends.numpy import scan as _scan_ref
 from ..backends.numpy.ops import sigmoid_np
 from ..scan import linear_scan, log_linear_scan
 from ..validate import check_bool, check_choice
-from .base import MODES, Cell, _xp_of, check_newton_options, input_projection, uniform_init
+from .base import MODES, Cell, check_newton_options, input_projection, uniform_init
 
 
 def _softplus(xp, x):
@@ -128,14 +128,14 @@ class _MinimalCell(Cell):
         xi = self.project(params, x)
         if mode == "sequential" or not self.log_space:
             if state0.dtype != xi.dtype:  # float64 weights, float32 inputs: the scan runs in the promoted dtype
-                state0 = ops.add(state0, _xp_of(xi).zeros((), dtype=xi.dtype))
+                state0 = ops.add(state0, backends.namespace(xi).zeros((), dtype=xi.dtype))
             if mode == "sequential":
                 return self.recurrence()(xi, state0, cell=self)
             a, b = self._coefficients(xi)
             return linear_scan(a, b, state0, method=mode)
         log_a, log_b = self._log_coefficients(xi)
         h = ops.exp(log_linear_scan(log_a, log_b, None, method=mode))
-        xp = _xp_of(log_a)
+        xp = backends.namespace(log_a)
         Bn, T, H = log_a.shape
         # exp(Σ_{s≤t} log a_s) ⊙ h0: the h0 part, kept out of log space so h0 may be ≤ 0
         decay = ops.exp(linear_scan(xp.ones((Bn, T, H), dtype=log_a.dtype), log_a, method=mode))

@@ -28,7 +28,7 @@ def check_lengths(lengths, B: int, T: int) -> np.ndarray | None:
     if lengths is None:
         return None
     if is_array(lengths):  # any backend's: the values are needed on the host, for the indices
-        raw = backends.to_numpy(stop_gradient(lengths))
+        raw = backends.to_numpy(lengths)
     else:
         raw = np.asarray(lengths)
     if raw.dtype.kind not in "iu" or raw.shape != (B,):
